@@ -1,0 +1,93 @@
+"""Hot-path value types: stream chunks, usage and tool calls.
+
+These are slotted attrs classes built without validation, because a provider creates one per
+streamed token. Every provider yields :class:`StreamChunk`; the last chunk of every stream carries
+``finish_reason`` and :class:`Usage` (marked ``estimated`` when the provider sent no counts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["ChatResponse", "StreamChunk", "ToolCall", "Usage"]
+
+
+@attrs.define(slots=True)
+class Usage:
+    """Token counts of one request.
+
+    ``estimated`` is true when the provider did not report counts and modelplex computed them.
+    ``timings`` holds provider-reported durations in seconds (``load``, ``prompt_eval``,
+    ``eval``, ``total``) when the provider sends them.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    timings: dict[str, float] | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.define(slots=True)
+class ToolCall:
+    """A call to a tool the model asked for; ``arguments`` is already parsed from JSON."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, for logging or JSON output."""
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@attrs.define(slots=True)
+class StreamChunk:
+    """One piece of a streamed answer.
+
+    ``content`` is the new text (possibly empty); ``reasoning`` is thinking text kept apart from
+    the answer; ``tool_calls`` are complete calls; ``finish_reason`` and ``usage`` are set on the
+    final chunk only.
+    """
+
+    content: str = ""
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+
+@attrs.define(slots=True)
+class ChatResponse:
+    """A whole answer: the stream collected, or a provider's non-streaming reply."""
+
+    content: str
+    model: str
+    provider: str
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = attrs.Factory(list)
+    finish_reason: str | None = None
+    usage: Usage = attrs.Factory(Usage)
+
+    @classmethod
+    def from_chunks(cls, chunks: list[StreamChunk], *, model: str, provider: str) -> ChatResponse:
+        """Join streamed chunks into one response (text concatenated once, at the end)."""
+        reasoning = [c.reasoning for c in chunks if c.reasoning]
+        calls = [call for c in chunks if c.tool_calls for call in c.tool_calls]
+        last = chunks[-1] if chunks else StreamChunk()
+        return cls(
+            content="".join(c.content for c in chunks),
+            model=last.model or model,
+            provider=provider,
+            reasoning="".join(reasoning) if reasoning else None,
+            tool_calls=calls,
+            finish_reason=last.finish_reason,
+            usage=last.usage or Usage(estimated=True),
+        )

@@ -1,0 +1,371 @@
+"""The ``modelplex`` command.
+
+Errors print one line and exit with status 1 (a traceback only with ``--debug``). Heavy
+modules are imported inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from modelplex.__about__ import __version__
+from modelplex.errors import ModelplexError
+
+if TYPE_CHECKING:
+    from modelplex.manager import ChatManager
+    from modelplex.provider import Provider
+    from modelplex.types import ModelInfo
+
+T = TypeVar("T")
+
+__all__ = ["cli", "main"]
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def runner() -> T:
+        return await coro
+
+    return asyncio.run(runner())
+
+
+def parse_option_value(value: str) -> Any:
+    """A ``-o KEY VALUE`` value: JSON when it parses (numbers, lists, booleans), else text."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _options(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {key.replace("-", "_"): parse_option_value(value) for key, value in pairs}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelplex")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """modelplex: talk to any language model through one command."""
+
+
+# -- chat ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("-m", "--model", help="provider:model, e.g. llamacpp:smollm2 or ollama:llama3.2")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("-o", "--option", "option_pairs", nargs=2, multiple=True,
+              metavar="KEY VALUE", help="Provider option, e.g. -o temperature 0.2")
+@click.option("--mode", type=click.Choice(["precise", "balanced", "creative"]),
+              help="Sampling preset.")
+@click.option("-u", "--usage", "show_usage", is_flag=True,
+              help="Print token usage and timings to stderr after the answer.")
+def chat(prompt: str | None, model: str | None, system: str | None,
+         option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool) -> None:
+    """Chat with a model: one-shot with PROMPT (or stdin), interactive without.
+
+    In the interactive session, /model provider:model switches model (the history is kept),
+    /clear forgets the history and /exit leaves.
+    """
+    from modelplex.manager import ChatManager
+
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    manager = ChatManager(system_prompt=system, mode=mode, options=_options(option_pairs))
+    if prompt is not None:
+        _run(_one_shot(manager, model, prompt, show_usage))
+    else:
+        _run(_interactive(manager, model, show_usage))
+
+
+async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool) -> None:
+    import time
+
+    start = time.perf_counter()
+    usage = None
+    last_text = ""
+    async for chunk in chat.send_message(prompt):
+        if chunk.content:
+            sys.stdout.write(chunk.content)
+            sys.stdout.flush()
+            last_text = chunk.content
+        if chunk.usage is not None:
+            usage = chunk.usage
+    if not last_text.endswith("\n"):
+        sys.stdout.write("\n")
+    if show_usage and usage is not None:
+        estimate = " (estimated)" if usage.estimated else ""
+        click.echo(f"[{chat.session.provider}:{chat.session.model}] prompt {usage.prompt_tokens}"
+                   f", completion {usage.completion_tokens} tokens{estimate}, "
+                   f"{time.perf_counter() - start:.2f} s", err=True)
+
+
+async def _one_shot(manager: ChatManager, model: str | None, prompt: str,
+                    show_usage: bool) -> None:
+    async with manager as chat:
+        await chat.initialize_model(model)
+        await _stream_answer(chat, prompt, show_usage)
+
+
+async def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> None:
+    async with manager as chat:
+        session = await chat.initialize_model(model)
+        click.echo(f"Chatting with {session.provider}:{session.model}. "
+                   "Type /exit to leave, /model provider:model to switch, /clear to forget.",
+                   err=True)
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "> ")
+            except EOFError:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit", "exit", "quit"):
+                break
+            if text == "/clear":
+                chat.clear_history()
+                continue
+            if text.startswith("/model"):
+                spec = text.removeprefix("/model").strip()
+                try:
+                    session = await chat.initialize_model(spec or None)
+                except ModelplexError as err:
+                    click.echo(f"Error: {err}", err=True)
+                    continue
+                click.echo(f"Now chatting with {session.provider}:{session.model}.", err=True)
+                continue
+            try:
+                await _stream_answer(chat, text, show_usage)
+            except ModelplexError as err:
+                click.echo(f"\nError: {err}", err=True)
+
+
+# -- models -------------------------------------------------------------------------------------
+@cli.group()
+def models() -> None:
+    """List, inspect and manage models."""
+
+
+def _provider_names(only: str | None) -> list[str]:
+    from modelplex.plugins import get_plugins
+
+    plugins = get_plugins()
+    if only:
+        plugins.get("providers", only)  # clear error if unknown
+        return [only]
+    return plugins.provider_names()
+
+
+async def _with_provider(name: str, action: Callable[[Provider], Awaitable[T]]) -> T:
+    from modelplex.manager import create_provider
+
+    provider = create_provider(name)
+    try:
+        return await action(provider)
+    finally:
+        await provider.aclose()
+
+
+def _model_rows(infos: list[ModelInfo]) -> list[list[str]]:
+    return [[i.id, i.family or "", i.parameter_size or "", i.quantization or "", i.size or "",
+             str(i.context_length or "")] for i in infos]
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@models.command("list")
+@click.option("-p", "--provider", help="Only this provider.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_list(provider: str | None, as_json: bool) -> None:
+    """List the models of every provider (a provider that is down is reported, not fatal)."""
+
+    async def gather() -> tuple[list[ModelInfo], dict[str, str]]:
+        found: list[ModelInfo] = []
+        failed: dict[str, str] = {}
+        for name in _provider_names(provider):
+            try:
+                found += await _with_provider(name, lambda p: p.list_models())
+            except ModelplexError as err:
+                failed[name] = str(err)
+        return found, failed
+
+    found, failed = _run(gather())
+    if as_json:
+        click.echo(json.dumps({"models": [m.model_dump(mode="json") for m in found],
+                               "errors": failed}, indent=2))
+    else:
+        _print_table(["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT"],
+                     _model_rows(found))
+        for name, err in failed.items():
+            click.echo(f"{name}: unavailable: {err}", err=True)
+    if failed and not found:
+        sys.exit(1)
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_show(name: str, as_json: bool) -> None:
+    """Show one model, named provider:model."""
+    from modelplex.manager import parse_model_spec
+
+    provider_name, model = parse_model_spec(name)
+
+    async def show(p: Provider) -> ModelInfo:
+        return await p.show_model(model or p.default_model or "")
+
+    info = _run(_with_provider(provider_name, show))
+    data = info.model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if value not in (None, [], {}):
+            click.echo(f"{key:15} {value}")
+
+
+@models.command("pull")
+@click.argument("name")
+def models_pull(name: str) -> None:
+    """Download a model, named provider:model, with a progress bar."""
+    from modelplex.manager import parse_model_spec
+
+    provider_name, model = parse_model_spec(name)
+    if not model:
+        raise click.UsageError("name the model to pull as provider:model")
+
+    async def pull(p: Provider) -> None:
+        from modelplex.progress import ProgressBar
+
+        bar = ProgressBar(sys.stderr)
+        async for event in p.pull_model(model):
+            bar.update(event)
+        bar.finish()
+
+    _run(_with_provider(provider_name, pull))
+
+
+@models.command("rm")
+@click.argument("name")
+def models_rm(name: str) -> None:
+    """Delete a model, named provider:model."""
+    from modelplex.manager import parse_model_spec
+
+    provider_name, model = parse_model_spec(name)
+    if not model:
+        raise click.UsageError("name the model to delete as provider:model")
+    _run(_with_provider(provider_name, lambda p: p.delete_model(model)))
+    click.echo(f"deleted {name}")
+
+
+@models.command("ps")
+@click.option("-p", "--provider", help="Only this provider.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_ps(provider: str | None, as_json: bool) -> None:
+    """List the models loaded in memory now."""
+    from modelplex.errors import UnsupportedOperationError
+
+    async def gather() -> list[ModelInfo]:
+        found: list[ModelInfo] = []
+        for name in _provider_names(provider):
+            try:
+                found += await _with_provider(name, lambda p: p.list_loaded_models())
+            except UnsupportedOperationError:
+                continue
+            except ModelplexError as err:
+                click.echo(f"{name}: unavailable: {err}", err=True)
+        return found
+
+    found = _run(gather())
+    if as_json:
+        click.echo(json.dumps([m.model_dump(mode="json") for m in found], indent=2))
+    else:
+        _print_table(["MODEL", "SIZE", "CONTEXT"],
+                     [[m.id, m.size or "", str(m.context_length or "")] for m in found])
+
+
+# -- providers and plugins ----------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def providers(as_json: bool) -> None:
+    """Each installed provider and whether it is healthy."""
+    from modelplex.types import HealthStatus
+
+    async def check(name: str) -> HealthStatus:
+        try:
+            return await asyncio.wait_for(_with_provider(name, lambda p: p.health()), 30)
+        except ModelplexError as err:
+            return HealthStatus(provider=name, healthy=False, detail=str(err))
+        except TimeoutError:
+            return HealthStatus(provider=name, healthy=False, detail="no answer within 30 s")
+
+    async def gather() -> list[HealthStatus]:
+        return list(await asyncio.gather(*(check(n) for n in _provider_names(None))))
+
+    statuses = _run(gather())
+    if as_json:
+        click.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+        return
+    if not statuses:
+        click.echo("No providers installed. Install one, e.g. `pip install modelplex-llamacpp`.")
+    for s in statuses:
+        state = "ok" if s.healthy else "unavailable"
+        extra = [f"{s.model_count} models"] if s.model_count is not None else []
+        if s.version:
+            extra.append(f"version {s.version}")
+        if s.detail:
+            extra.append(s.detail)
+        click.echo(f"{s.provider:12} {state:12} {'; '.join(extra)}".rstrip())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "include_builtins", is_flag=True, help="Include the built-ins.")
+def plugins(as_json: bool, include_builtins: bool) -> None:
+    """Installed plugins: name, version, hooks and load error if any."""
+    from modelplex.plugins import list_plugins
+
+    infos = list_plugins(include_builtins=include_builtins)
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo("No plugins installed.")
+    for info in infos:
+        line = f"{info.name:12} {info.version or '-':10} {', '.join(info.hooks)}"
+        click.echo(line + (f"\n    error: {info.error}" if info.error else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``modelplex`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("MODELPLEX_DEBUG"))
+    try:
+        from modelplex.plugins import get_plugins
+
+        get_plugins().add_commands(cli)
+        cli.main(args=args, prog_name="modelplex", standalone_mode=False)
+    except ModelplexError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

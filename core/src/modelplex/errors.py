@@ -1,0 +1,223 @@
+"""The modelplex error tree.
+
+Every error modelplex raises is a :class:`ModelplexError`::
+
+    ModelplexError
+    ├── ConfigurationError          bad configuration or input (names the field and the fix)
+    │   ├── OptionsError            a provider option is unknown or out of range
+    │   └── UnknownProviderError    no installed plugin provides that name
+    ├── PluginError                 a plugin failed to load or clashes with another
+    ├── ParseError                  a parser could not read a model's answer
+    ├── UnsupportedOperationError   the provider cannot do that (embed, pull, ...)
+    └── ProviderError               talking to a provider failed
+        ├── ProviderConnectionError     could not connect
+        ├── ProviderTimeoutError        connect / first byte / between chunks / total timeout
+        ├── StreamError                 the provider reported an error inside a stream,
+        │                               or the stream broke off or was malformed
+        ├── ResponseTooLargeError       a line or body exceeded the configured limit
+        └── ProviderStatusError         the provider answered with an error status
+            ├── BadRequestError         400, 422
+            ├── AuthenticationError     401, 403
+            ├── ModelNotFoundError      404
+            ├── RateLimitError          429 (``retry_after``)
+            ├── ServerBusyError         503, 529 (``retry_after``)
+            └── ServerError             other 5xx
+
+Transport errors (aiohttp, asyncio timeouts, OS errors) are converted into these and chained
+(``raise ... from err``). Messages never contain API keys: providers pass secrets as
+:class:`pydantic.SecretStr` and :func:`redact` scrubs anything that looks like a key.
+
+A :class:`ProviderError` raised while streaming keeps what was streamed before it:
+``err.partial_content`` (the text) and ``err.partial_chunks`` (the chunks), so nothing the
+provider already delivered is lost.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelplex.chunks import StreamChunk
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ModelNotFoundError",
+    "ModelplexError",
+    "OptionsError",
+    "ParseError",
+    "PluginError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderStatusError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "ResponseTooLargeError",
+    "ServerBusyError",
+    "ServerError",
+    "StreamError",
+    "UnknownProviderError",
+    "UnsupportedOperationError",
+    "redact",
+]
+
+_SECRET_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
+)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Return ``text`` with the given secrets and anything shaped like an API key masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _SECRET_PATTERNS.sub("***", text)
+
+
+class ModelplexError(Exception):
+    """Base class of every error modelplex raises."""
+
+
+class ConfigurationError(ModelplexError):
+    """Configuration or user input is invalid; the message names the field and the fix."""
+
+
+class OptionsError(ConfigurationError):
+    """A provider option is unknown, of the wrong type or out of range."""
+
+
+class UnknownProviderError(ConfigurationError, KeyError):
+    """No installed plugin provides the requested provider name."""
+
+    def __init__(self, name: str, installed: list[str]) -> None:
+        self.name = name
+        self.installed = installed
+        have = ", ".join(installed) if installed else "none"
+        super().__init__(
+            f"unknown provider {name!r}. Installed providers: {have}. "
+            f"Install another with `pip install modelplex-{name}` "
+            "(run `modelplex plugins` to see what is installed)."
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class PluginError(ModelplexError):
+    """A plugin failed to import or register, or two plugins clash."""
+
+
+class ParseError(ModelplexError):
+    """A parser could not turn a model's answer into the expected structure."""
+
+    def __init__(self, message: str, *, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class UnsupportedOperationError(ModelplexError):
+    """The provider does not support the requested operation."""
+
+
+class ProviderError(ModelplexError):
+    """Talking to a provider failed.
+
+    Attributes:
+        provider: the provider's name (``"ollama"``), when known.
+        retriable: whether trying again later may succeed.
+        partial_chunks: chunks streamed before the failure (empty if none).
+    """
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.partial_chunks: list[StreamChunk] = []
+
+    @property
+    def partial_content(self) -> str:
+        """The text streamed before the failure."""
+        return "".join(c.content for c in self.partial_chunks)
+
+
+class ProviderConnectionError(ProviderError):
+    """The provider could not be reached (refused, DNS, TLS, reset before a response)."""
+
+    retriable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    """A timeout expired.
+
+    ``phase`` is ``connect``, ``first_byte``, ``between_chunks`` or ``total``.
+    """
+
+    retriable = True
+
+    def __init__(self, message: str, *, phase: str, timeout: float | None,
+                 provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.phase = phase
+        self.timeout = timeout
+
+
+class StreamError(ProviderError):
+    """The provider reported an error inside a stream, or the stream broke off or was malformed."""
+
+    retriable = True
+
+
+class ResponseTooLargeError(ProviderError):
+    """A response line or body exceeded the configured size limit and was cut off."""
+
+
+class ProviderStatusError(ProviderError):
+    """The provider answered with an HTTP error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        body: the decoded error body (a dict or a string), secrets redacted.
+    """
+
+    def __init__(self, message: str, *, status_code: int, body: Any = None,
+                 provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.status_code = status_code
+        self.body = body
+
+
+class BadRequestError(ProviderStatusError):
+    """The provider rejected the request as invalid (400, 422)."""
+
+
+class AuthenticationError(ProviderStatusError):
+    """The provider rejected the credentials (401, 403)."""
+
+
+class ModelNotFoundError(ProviderStatusError):
+    """The requested model does not exist on the provider (404)."""
+
+
+class RateLimitError(ProviderStatusError):
+    """Too many requests (429). ``retry_after`` is in seconds, when the provider said."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, status_code: int = 429, body: Any = None,
+                 retry_after: float | None = None, provider: str | None = None) -> None:
+        super().__init__(message, status_code=status_code, body=body, provider=provider)
+        self.retry_after = retry_after
+
+
+class ServerBusyError(RateLimitError):
+    """The provider is overloaded or its queue is full (503, 529); try again later."""
+
+
+class ServerError(ProviderStatusError):
+    """The provider failed internally (5xx)."""
+
+    retriable = True

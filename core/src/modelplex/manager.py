@@ -1,0 +1,383 @@
+"""``ChatManager``: a conversation with any installed provider.
+
+::
+
+    async with ChatManager("llamacpp:smollm2", system_prompt="Be brief.") as chat:
+        async for chunk in chat.send_message("What is the capital of France?"):
+            print(chunk.content, end="")
+        meta = await chat.get_response_with_meta("And of Italy?")
+        print(meta.content, meta.completion_tokens, meta.latency)
+
+The manager owns the providers it opens and closes them on exit. Every method has a ``_sync``
+twin for scripts (``with ChatManager() as chat: chat.get_response_with_meta_sync("hi")``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import attrs
+from pydantic import ValidationError
+
+from modelplex.chunks import StreamChunk, ToolCall
+from modelplex.errors import ConfigurationError, ModelplexError, ProviderError
+from modelplex.plugins import Plugins, get_plugins
+from modelplex.provider import ChatRequest, Provider
+from modelplex.types import ChatMessage, ChatSession, MessageRole
+
+__all__ = ["ChatManager", "ChatMode", "ResponseWithMeta", "create_provider", "parse_model_spec"]
+
+T = TypeVar("T")
+
+DEFAULT_PROVIDER = "llamacpp"
+
+
+class ChatMode(StrEnum):
+    """Sampling presets: low, medium and high temperature."""
+
+    PRECISE = "precise"
+    BALANCED = "balanced"
+    CREATIVE = "creative"
+
+
+MODE_PRESETS: dict[ChatMode, dict[str, float]] = {
+    ChatMode.PRECISE: {"temperature": 0.2, "top_p": 0.5},
+    ChatMode.BALANCED: {"temperature": 0.7, "top_p": 0.9},
+    ChatMode.CREATIVE: {"temperature": 1.1, "top_p": 0.98},
+}
+
+
+@attrs.define
+class ResponseWithMeta:
+    """An answer with what it cost: tokens, latency and time to first token (seconds)."""
+
+    content: str
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency: float
+    time_to_first_token: float | None
+    finish_reason: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = attrs.Factory(list)
+    usage_estimated: bool = False
+
+    @property
+    def token_count(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def model_name(self) -> str:
+        """The model that answered (alias of ``model``)."""
+        return self.model
+
+
+def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[str, str | None]:
+    """Split ``"provider:model"`` into ``(provider, model)``.
+
+    ``"ollama"`` alone means that provider's default model; ``None`` means the configured
+    default (``MODELPLEX_DEFAULT_MODEL``, else the embedded llama.cpp provider). Model names may
+    contain colons (``ollama:llama3.2:latest``); the part before the first colon must be an
+    installed provider.
+    """
+    plugins = plugins or get_plugins()
+    names = plugins.provider_names()
+    if not spec:
+        spec = os.environ.get("MODELPLEX_DEFAULT_MODEL") or ""
+    if not spec:
+        if DEFAULT_PROVIDER in names:
+            return DEFAULT_PROVIDER, None
+        if len(names) == 1:
+            return names[0], None
+        raise ConfigurationError(
+            "no model given: pass one as 'provider:model' (e.g. -m ollama:llama3.2) or set "
+            "MODELPLEX_DEFAULT_MODEL; installed providers: " + (", ".join(names) or "none"))
+    head, sep, rest = spec.partition(":")
+    if head in names:
+        return head, (rest or None)
+    if sep or not names:
+        plugins.get("providers", head)  # raises UnknownProviderError listing the installed ones
+    raise ConfigurationError(
+        f"model {spec!r} does not name a provider: write it as 'provider:model' "
+        f"(installed providers: {', '.join(names)})")
+
+
+def create_provider(name: str, plugins: Plugins | None = None, **config: Any) -> Provider:
+    """Build the provider registered as ``name`` with keyword configuration."""
+    factory = (plugins or get_plugins()).get("providers", name)
+    try:
+        provider = factory(**config)
+    except ModelplexError:
+        raise
+    except (TypeError, ValueError, ValidationError) as err:
+        raise ConfigurationError(f"provider {name!r} could not be configured: {err}") from err
+    if not isinstance(provider, Provider):
+        raise ConfigurationError(f"provider {name!r} factory returned {provider!r}, "
+                                 "not a modelplex.Provider")
+    return provider
+
+
+class ChatManager:
+    """A conversation with one model at a time, over any installed provider.
+
+    Args:
+        model: ``"provider:model"``, a provider name alone, or ``None`` for the default.
+        system_prompt: sent first in every request.
+        mode: a :class:`ChatMode` preset for temperature and top_p.
+        options: provider options applied to every message (validated by the provider).
+        provider_config: keyword configuration per provider name, e.g.
+            ``{"ollama": {"host": "http://gpu-box:11434"}}``.
+        plugins: a :class:`Plugins` to use instead of the process-wide one.
+    """
+
+    def __init__(self, model: str | None = None, *, system_prompt: str | None = None,
+                 mode: ChatMode | str | None = None, options: Mapping[str, Any] | None = None,
+                 provider_config: Mapping[str, Mapping[str, Any]] | None = None,
+                 plugins: Plugins | None = None) -> None:
+        self._model_spec = model
+        self._plugins = plugins
+        self._provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
+        self._providers: dict[str, Provider] = {}
+        self._provider: Provider | None = None
+        self._options: dict[str, Any] = dict(options or {})
+        self._mode: ChatMode | None = ChatMode(mode) if mode else None
+        self._system_prompt = system_prompt
+        self._session: ChatSession | None = None
+        self._runner: asyncio.Runner | None = None
+
+    @property
+    def plugins(self) -> Plugins:
+        """The plugins this manager draws providers from."""
+        return self._plugins or get_plugins()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def __aenter__(self) -> ChatManager:
+        if self._model_spec is not None:
+            await self.initialize_model(self._model_spec)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every provider this manager opened."""
+        providers, self._providers = list(self._providers.values()), {}
+        self._provider = None
+        for provider in providers:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+
+    # -- configuration ----------------------------------------------------------------------
+    async def initialize_model(self, model: str | None = None,
+                               **options: Any) -> ChatSession:
+        """Choose the model (``"provider:model"``); the history is kept across switches."""
+        provider_name, model_name = parse_model_spec(model, self.plugins)
+        provider = self._providers.get(provider_name)
+        if provider is None:
+            provider = create_provider(provider_name, self.plugins,
+                                       **self._provider_config.get(provider_name, {}))
+            self._providers[provider_name] = provider
+        model_name = model_name or provider.default_model
+        if not model_name:
+            raise ConfigurationError(f"provider {provider_name!r} has no default model: "
+                                     f"name one as '{provider_name}:MODEL'")
+        if options:
+            self._options.update(options)
+        provider.parse_options(self._merged_options())  # fail early on bad options
+        self._provider = provider
+        history = self._session.messages if self._session else []
+        self._session = ChatSession(model=model_name, provider=provider_name,
+                                    system_prompt=self._system_prompt, messages=history)
+        return self._session
+
+    def set_mode(self, mode: ChatMode | str) -> None:
+        """Use a sampling preset (precise, balanced or creative)."""
+        self._mode = ChatMode(mode)
+
+    def set_system_prompt(self, text: str | None) -> None:
+        """Set or clear the system prompt."""
+        self._system_prompt = text
+        if self._session is not None:
+            self._session.system_prompt = text
+
+    def set_options(self, **options: Any) -> None:
+        """Set provider options for the following messages."""
+        merged = {**self._options, **options}
+        if self._provider is not None:
+            self._provider.parse_options(self._merged(merged))
+        self._options = merged
+
+    @property
+    def session(self) -> ChatSession:
+        """The current session (model, provider, history)."""
+        if self._session is None:
+            raise ConfigurationError("no model initialized: call initialize_model() first")
+        return self._session
+
+    @property
+    def history(self) -> list[ChatMessage]:
+        """The messages exchanged so far."""
+        return self._session.messages if self._session else []
+
+    def clear_history(self) -> None:
+        """Forget the conversation so far."""
+        if self._session is not None:
+            self._session.messages = []
+
+    def _merged(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = dict(MODE_PRESETS[self._mode]) if self._mode else {}
+        merged.update(options)
+        return merged
+
+    def _merged_options(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self._merged({**self._options, **(extra or {})})
+
+    async def _ensure_model(self) -> tuple[Provider, ChatSession]:
+        if self._provider is None or self._session is None:
+            await self.initialize_model(self._model_spec)
+        assert self._provider is not None
+        assert self._session is not None
+        return self._provider, self._session
+
+    def _user_message(self, text: str, images: Sequence[str | bytes] | None) -> ChatMessage:
+        try:
+            return ChatMessage(role=MessageRole.USER, content=text, images=tuple(images or ()))
+        except ValidationError as err:
+            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ConfigurationError(f"message: {detail}") from None
+
+    # -- talking ----------------------------------------------------------------------------
+    async def send_message(self, text: str, *, options: Mapping[str, Any] | None = None,
+                           images: Sequence[str | bytes] | None = None
+                           ) -> AsyncGenerator[StreamChunk, None]:
+        """Send ``text`` and stream the answer; both are added to the history.
+
+        If the stream fails, the history is unchanged and the error keeps the partial answer.
+        If you stop reading early, the history keeps what you received, marked partial.
+        """
+        provider, session = await self._ensure_model()
+        user = self._user_message(text, images)
+        messages: list[ChatMessage] = []
+        if session.system_prompt:
+            messages.append(ChatMessage.system(session.system_prompt))
+        messages.extend(session.messages)
+        messages.append(user)
+        request = ChatRequest(model=session.model, messages=messages,
+                              options=provider.parse_options(self._merged_options(options)))
+        parts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        finished = failed = False
+        try:
+            async with contextlib.aclosing(provider.stream_request(request)) as stream:
+                async for chunk in stream:
+                    parts.append(chunk.content)
+                    if chunk.tool_calls:
+                        calls.extend(call.to_dict() for call in chunk.tool_calls)
+                    yield chunk
+            finished = True
+        except ProviderError:
+            failed = True
+            raise
+        finally:
+            if not failed and (finished or parts):
+                added = [user]
+                content = "".join(parts)
+                if content or calls:
+                    added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
+                                             tool_calls=tuple(calls),
+                                             metadata={} if finished else {"partial": True}))
+                session.messages = [*session.messages, *added]
+
+    async def get_response_with_meta(self, text: str, *,
+                                     options: Mapping[str, Any] | None = None,
+                                     images: Sequence[str | bytes] | None = None
+                                     ) -> ResponseWithMeta:
+        """Send ``text`` and return the whole answer with token counts and timings."""
+        start = time.perf_counter()
+        first: float | None = None
+        chunks: list[StreamChunk] = []
+        async for chunk in self.send_message(text, options=options, images=images):
+            if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
+                first = time.perf_counter() - start
+            chunks.append(chunk)
+        latency = time.perf_counter() - start
+        session = self.session
+        last = chunks[-1] if chunks else StreamChunk()
+        usage = last.usage
+        reasoning = "".join(c.reasoning for c in chunks if c.reasoning) or None
+        return ResponseWithMeta(
+            content="".join(c.content for c in chunks),
+            model=last.model or session.model,
+            provider=session.provider,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency=latency,
+            time_to_first_token=first,
+            finish_reason=last.finish_reason,
+            reasoning=reasoning,
+            tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
+            usage_estimated=usage.estimated if usage else True,
+        )
+
+    # -- sync twins -------------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T], name: str) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise ModelplexError(
+                f"ChatManager.{name}_sync() was called inside a running event loop; "
+                f"use `await chat.{name}(...)` there instead")
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(coro)
+
+    def __enter__(self) -> ChatManager:
+        if self._model_spec is not None:
+            self.initialize_model_sync(self._model_spec)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Close providers and the private event loop of the sync API."""
+        if self._runner is not None:
+            self._run(self.aclose(), "aclose")
+            self._runner.close()
+            self._runner = None
+
+    def initialize_model_sync(self, model: str | None = None, **options: Any) -> ChatSession:
+        """Blocking :meth:`initialize_model`."""
+        return self._run(self.initialize_model(model, **options), "initialize_model")
+
+    def get_response_with_meta_sync(self, text: str, **kw: Any) -> ResponseWithMeta:
+        """Blocking :meth:`get_response_with_meta`."""
+        return self._run(self.get_response_with_meta(text, **kw), "get_response_with_meta")
+
+    def send_message_sync(self, text: str, **kw: Any) -> Iterator[StreamChunk]:
+        """Blocking :meth:`send_message`: iterate the chunks as they arrive."""
+        stream = self.send_message(text, **kw)
+
+        async def next_chunk() -> StreamChunk | None:
+            try:
+                return await anext(stream)
+            except StopAsyncIteration:
+                return None
+
+        try:
+            while (chunk := self._run(next_chunk(), "send_message")) is not None:
+                yield chunk
+        finally:
+            if self._runner is not None:
+                self._runner.run(stream.aclose())

@@ -1,0 +1,297 @@
+"""The provider base class every provider plugin subclasses.
+
+A provider turns a :class:`ChatRequest` into :class:`~modelplex.chunks.StreamChunk` objects.
+Subclasses set :attr:`Provider.name`, :attr:`Provider.capabilities` and an ``Options`` model,
+implement :meth:`Provider._stream`, and override whichever of ``_complete``, ``embed``,
+``list_models``, ``show_model``, ``pull_model``, ``delete_model`` and ``health`` they support;
+the rest raise :class:`~modelplex.errors.UnsupportedOperationError`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import annotated_types
+import attrs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelplex.chunks import ChatResponse, StreamChunk
+from modelplex.errors import (
+    ModelNotFoundError,
+    OptionsError,
+    ProviderError,
+    UnsupportedOperationError,
+)
+from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
+
+__all__ = [
+    "Capabilities",
+    "ChatRequest",
+    "CommonOptions",
+    "Provider",
+    "normalize_response_format",
+    "options_error",
+]
+
+
+@attrs.frozen
+class Capabilities:
+    """What a provider can do; callers check these before asking."""
+
+    streaming: bool = True
+    embeddings: bool = False
+    tools: bool = False
+    vision: bool = False
+    json_mode: bool = False
+    model_management: bool = False
+
+
+class CommonOptions(BaseModel):
+    """Generation options every provider understands; providers subclass it to add their own.
+
+    Unknown options are rejected (``extra="forbid"``). Only options the user set are sent.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0,
+                                      description="Sampling temperature, 0 to 2.")
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0,
+                                description="Nucleus sampling mass, 0 to 1.")
+    max_tokens: int | None = Field(default=None, gt=0,
+                                   description="Most tokens to generate, > 0.")
+    stop: list[str] | None = Field(default=None, description="Stop sequences.")
+    seed: int | None = Field(default=None, description="Random seed for reproducible output.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def set_values(self) -> dict[str, Any]:
+        """The options the user set, as a dict."""
+        return self.model_dump(exclude_unset=True, exclude_none=True)
+
+
+def _range_text(field: Any) -> str | None:
+    low: Any = None
+    high: Any = None
+    low_incl = high_incl = True
+    for meta in getattr(field, "metadata", []):
+        if isinstance(meta, annotated_types.Ge):
+            low = meta.ge
+        elif isinstance(meta, annotated_types.Gt):
+            low, low_incl = meta.gt, False
+        elif isinstance(meta, annotated_types.Le):
+            high = meta.le
+        elif isinstance(meta, annotated_types.Lt):
+            high, high_incl = meta.lt, False
+    if low is not None and high is not None:
+        return f"between {low:g} and {high:g}"
+    if low is not None:
+        return f"{'>=' if low_incl else '>'} {low:g}"
+    if high is not None:
+        return f"{'<=' if high_incl else '<'} {high:g}"
+    return None
+
+
+def options_error(err: ValidationError, model: type[BaseModel], provider: str) -> OptionsError:
+    """Turn a pydantic error on an options model into one readable :class:`OptionsError`."""
+    messages = []
+    for item in err.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "options"
+        got = item.get("input")
+        info = model.model_fields.get(str(item["loc"][0])) if item["loc"] else None
+        if item["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(model.model_fields))
+            messages.append(f"unknown option {field!r} for provider {provider!r}; "
+                            f"valid options: {valid}")
+            continue
+        rng = _range_text(info) if info is not None else None
+        if rng and item["type"] in {"greater_than", "greater_than_equal", "less_than",
+                                    "less_than_equal"}:
+            messages.append(f"option {field!r} must be {rng} (got {got!r})")
+        else:
+            messages.append(f"option {field!r}: {item['msg']} (got {got!r})")
+    return OptionsError("; ".join(messages))
+
+
+def normalize_response_format(fmt: Any) -> dict[str, Any] | None:
+    """Normalise a requested output format.
+
+    Accepts ``"json"``, a JSON-schema dict, a pydantic model class, or an already normalised
+    ``{"type": "json"}`` / ``{"type": "json_schema", "name", "schema"}`` dict.
+    """
+    if fmt is None:
+        return None
+    if fmt == "json" or fmt == {"type": "json"} or fmt == {"type": "json_object"}:
+        return {"type": "json"}
+    if isinstance(fmt, type) and issubclass(fmt, BaseModel):
+        return {"type": "json_schema", "name": fmt.__name__, "schema": fmt.model_json_schema()}
+    if isinstance(fmt, Mapping):
+        if fmt.get("type") == "json_schema":
+            inner = fmt.get("json_schema", fmt)
+            return {"type": "json_schema", "name": inner.get("name", "response"),
+                    "schema": inner.get("schema", {})}
+        return {"type": "json_schema", "name": "response", "schema": dict(fmt)}
+    raise OptionsError(f"response_format must be 'json', a JSON schema dict or a pydantic model "
+                       f"class (got {fmt!r})")
+
+
+@attrs.define(slots=True)
+class ChatRequest:
+    """Everything a provider needs for one chat request, validated."""
+
+    model: str
+    messages: Sequence[ChatMessage]
+    options: CommonOptions
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+
+class Provider(abc.ABC):
+    """Base class of every provider.
+
+    Class attributes:
+        name: the provider name users type before the colon (``ollama:llama3.2``).
+        Options: the pydantic model of this provider's options (``extra="forbid"``).
+        capabilities: a :class:`Capabilities`.
+        default_model: the model used when the user names only the provider.
+
+    Instances are async context managers; :meth:`aclose` frees connections and models.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[CommonOptions]] = CommonOptions
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    default_model: ClassVar[str | None] = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- requests ---------------------------------------------------------------------------
+    def parse_options(self, options: Mapping[str, Any] | CommonOptions | None) -> CommonOptions:
+        """Validate options into this provider's ``Options``; raise :class:`OptionsError`."""
+        if isinstance(options, self.Options):
+            return options
+        if isinstance(options, CommonOptions):
+            options = options.set_values()
+        try:
+            return self.Options.model_validate(dict(options or {}))
+        except ValidationError as err:
+            raise options_error(err, self.Options, self.name) from None
+
+    def build_request(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
+                      options: Mapping[str, Any] | CommonOptions | None = None,
+                      tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+                      response_format: Any = None) -> ChatRequest:
+        """Validate the inputs of a chat call into a :class:`ChatRequest`."""
+        msgs = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m)
+                for m in messages]
+        if not msgs:
+            raise OptionsError("messages must not be empty: give at least one message")
+        return ChatRequest(model=model or self.default_model or "", messages=msgs,
+                           options=self.parse_options(options), tools=tools,
+                           tool_choice=tool_choice,
+                           response_format=normalize_response_format(response_format))
+
+    def chat(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
+             options: Mapping[str, Any] | CommonOptions | None = None,
+             tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+             response_format: Any = None) -> AsyncGenerator[StreamChunk, None]:
+        """Stream an answer as :class:`StreamChunk` objects; the last carries usage.
+
+        Inputs are validated before anything is sent. If the provider fails mid-stream the
+        raised :class:`ProviderError` keeps the chunks already delivered
+        (``err.partial_chunks``, ``err.partial_content``). Close the iterator (``aclose()``,
+        or leave ``async with contextlib.aclosing(...)``) to stop generation early.
+        """
+        request = self.build_request(messages, model=model, options=options, tools=tools,
+                                     tool_choice=tool_choice, response_format=response_format)
+        return self.stream_request(request)
+
+    async def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        """Stream a validated request, keeping what was received on failure."""
+        received: list[StreamChunk] = []
+        append = received.append
+        try:
+            async for chunk in self._stream(request):
+                append(chunk)
+                yield chunk
+        except ProviderError as err:
+            err.partial_chunks = received
+            raise
+
+    async def complete(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
+                       options: Mapping[str, Any] | CommonOptions | None = None,
+                       tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
+                       response_format: Any = None) -> ChatResponse:
+        """The whole answer at once (equal to the joined stream)."""
+        request = self.build_request(messages, model=model, options=options, tools=tools,
+                                     tool_choice=tool_choice, response_format=response_format)
+        return await self._complete(request)
+
+    @abc.abstractmethod
+    def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        """Yield the chunks of one answer; implemented by every provider."""
+
+    async def _complete(self, request: ChatRequest) -> ChatResponse:
+        """Non-streaming answer; by default the collected stream."""
+        chunks = [chunk async for chunk in self.stream_request(request)]
+        return ChatResponse.from_chunks(chunks, model=request.model, provider=self.name)
+
+    # -- optional operations ----------------------------------------------------------------
+    def _unsupported(self, operation: str) -> UnsupportedOperationError:
+        return UnsupportedOperationError(
+            f"provider {self.name!r} does not support {operation}")
+
+    async def embed(self, texts: Sequence[str], *, model: str,
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """One embedding vector per text."""
+        raise self._unsupported("embeddings")
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models this provider can use now."""
+        raise self._unsupported("listing models")
+
+    async def show_model(self, name: str) -> ModelInfo:
+        """Details of one model; by default looked up in :meth:`list_models`."""
+        for info in await self.list_models():
+            if name in (info.name, info.id):
+                return info
+        raise ModelNotFoundError(f"{self.name}: no model named {name!r}", status_code=404,
+                                 provider=self.name)
+
+    def pull_model(self, name: str) -> AsyncIterator[PullProgress]:
+        """Download a model, yielding progress events."""
+        raise self._unsupported("pulling models")
+
+    async def delete_model(self, name: str) -> None:
+        """Delete a model."""
+        raise self._unsupported("deleting models")
+
+    async def list_loaded_models(self) -> list[ModelInfo]:
+        """The models loaded in memory now."""
+        raise self._unsupported("listing loaded models")
+
+    async def health(self) -> HealthStatus:
+        """Whether the provider is usable; by default, whether it can list its models."""
+        try:
+            models = await self.list_models()
+        except ProviderError as err:
+            return HealthStatus(provider=self.name, healthy=False, detail=str(err))
+        except UnsupportedOperationError:
+            return HealthStatus(provider=self.name, healthy=True)
+        return HealthStatus(provider=self.name, healthy=True, model_count=len(models))
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+        """Free connections, threads and loaded models."""

@@ -1,0 +1,212 @@
+"""Validated value types at the user boundary: messages, sessions, model info, tasks.
+
+These are pydantic models, validated once when built. Types created per streamed chunk live in
+:mod:`modelplex.chunks` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import attrs
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+__all__ = [
+    "ChatMessage",
+    "ChatSession",
+    "HealthStatus",
+    "MessageRole",
+    "ModelInfo",
+    "PullProgress",
+    "Task",
+    "TaskStatus",
+    "human_size",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MessageRole(StrEnum):
+    """Who wrote a message."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class ChatMessage(BaseModel):
+    """One immutable message of a conversation.
+
+    ``content`` is stripped and must not be empty unless ``images`` or ``tool_calls`` are
+    attached; it may be at most :attr:`max_content_length` characters (default 1,000,000, or
+    the ``MODELPLEX_MAX_MESSAGE_LENGTH`` environment variable). ``images`` holds file paths,
+    raw bytes or base64 strings; providers encode them as their API needs. ``tool_calls`` are
+    ``{"id", "name", "arguments"}`` dicts on assistant messages; a ``tool`` message answers one
+    with ``tool_call_id`` and the tool's ``name``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    max_content_length: ClassVar[int] = int(os.environ.get("MODELPLEX_MAX_MESSAGE_LENGTH",
+                                                           "1000000"))
+
+    role: MessageRole
+    content: str = ""
+    images: tuple[str | bytes, ...] = ()
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    timestamp: datetime = Field(default_factory=_now)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        if value is None:
+            return ""
+        return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_content(self) -> ChatMessage:
+        if not self.content and not self.images and not self.tool_calls:
+            raise ValueError(
+                "content must not be empty (attach images or tool_calls, or give some text)"
+            )
+        if len(self.content) > self.max_content_length:
+            raise ValueError(
+                f"content is {len(self.content)} characters, more than the maximum of "
+                f"{self.max_content_length}; shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH"
+            )
+        return self
+
+    @classmethod
+    def system(cls, content: str, **kw: Any) -> ChatMessage:
+        """A system message."""
+        return cls(role=MessageRole.SYSTEM, content=content, **kw)
+
+    @classmethod
+    def user(cls, content: str, **kw: Any) -> ChatMessage:
+        """A user message."""
+        return cls(role=MessageRole.USER, content=content, **kw)
+
+    @classmethod
+    def assistant(cls, content: str, **kw: Any) -> ChatMessage:
+        """An assistant message."""
+        return cls(role=MessageRole.ASSISTANT, content=content, **kw)
+
+
+class ChatSession(BaseModel):
+    """A conversation with one model: its settings and its history."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    model: str
+    provider: str
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    system_prompt: str | None = None
+    messages: list[ChatMessage] = Field(default_factory=list)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    created_at: datetime = Field(default_factory=_now)
+
+
+def human_size(size: int | None) -> str | None:
+    """Format a byte count the way people read it: ``93.4 MB``."""
+    if size is None:
+        return None
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return None  # pragma: no cover
+
+
+class ModelInfo(BaseModel):
+    """What a provider knows about one model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    id: str
+    name: str
+    provider: str
+    family: str | None = None
+    parameter_count: int | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    size_bytes: int | None = None
+    context_length: int | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    digest: str | None = None
+    modified: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size(self) -> str | None:
+        """The size in a human form, e.g. ``93.4 MB``."""
+        return human_size(self.size_bytes)
+
+
+class TaskStatus(StrEnum):
+    """The state of a long operation."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Task(BaseModel):
+    """A long operation (a model download, say) and how far it got."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    name: str
+    description: str = ""
+    status: TaskStatus = TaskStatus.PENDING
+    completed: int | None = None
+    total: int | None = None
+    message: str | None = None
+    error: str | None = None
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction done, 0 to 1, when the total is known."""
+        if not self.total or self.completed is None:
+            return None
+        return min(1.0, self.completed / self.total)
+
+
+@attrs.define(slots=True)
+class PullProgress:
+    """One progress event of a model download (``status``, and bytes when known)."""
+
+    status: str
+    digest: str | None = None
+    completed: int | None = None
+    total: int | None = None
+
+
+class HealthStatus(BaseModel):
+    """Whether a provider is usable, and why not."""
+
+    provider: str
+    healthy: bool
+    detail: str | None = None
+    version: str | None = None
+    model_count: int | None = None
+    latency_ms: float | None = None
