@@ -10,6 +10,7 @@ the rest raise :class:`~modelplex.errors.UnsupportedOperationError`.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -88,13 +89,16 @@ def _range_text(field: Any) -> str | None:
             high = meta.le
         elif isinstance(meta, annotated_types.Lt):
             high, high_incl = meta.lt, False
-    if low is not None and high is not None:
-        return f"between {low:g} and {high:g}"
-    if low is not None:
-        return f"{'>=' if low_incl else '>'} {low:g}"
-    if high is not None:
-        return f"{'<=' if high_incl else '<'} {high:g}"
-    return None
+    def num(value: Any) -> str:
+        return str(int(value)) if float(value).is_integer() else str(value)
+
+    lower = f"{'>=' if low_incl else '>'} {num(low)}" if low is not None else None
+    upper = f"{'<=' if high_incl else '<'} {num(high)}" if high is not None else None
+    if lower and upper:
+        if low_incl and high_incl:
+            return f"between {num(low)} and {num(high)}"
+        return f"{lower} and {upper}"
+    return lower or upper
 
 
 def options_error(err: ValidationError, model: type[BaseModel], provider: str) -> OptionsError:
@@ -224,9 +228,11 @@ class Provider(abc.ABC):
         received: list[StreamChunk] = []
         append = received.append
         try:
-            async for chunk in self._stream(request):
-                append(chunk)
-                yield chunk
+            # aclosing: leaving early closes the provider's stream at once, not at GC time.
+            async with contextlib.aclosing(self._stream(request)) as stream:  # type: ignore[type-var]
+                async for chunk in stream:
+                    append(chunk)
+                    yield chunk
         except ProviderError as err:
             err.partial_chunks = received
             raise
