@@ -1,0 +1,78 @@
+"""Development sessions for the modelplex repository.
+
+``nox -l`` lists them. Each package is tested in its own environment: the core alone (proving
+it stands without plugins), then each plugin with the core.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "core", "plugin", "integration"]
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
+PACKAGES = ["core", *(f"plugins/{name}" for name in PLUGINS)]
+TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.23", "aioresponses>=0.7.6"]
+
+
+def _plugin_extras(name: str) -> str:
+    extras = ["test"] + (["smollm2"] if name == "llamacpp" else [])
+    return f"[{','.join(extras)}]"
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """Test the core alone, with no plugin installed."""
+    session.install("-e", "./core[test]")
+    session.run("pytest", "core/tests", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("name", PLUGINS, ids=PLUGINS)
+def plugin(session: nox.Session, name: str) -> None:
+    """Test one plugin with the core (the OpenAI tests need the llamacpp plugin's server)."""
+    session.install("-e", "./core[test]")
+    if name in ("openai", "lmstudio"):
+        session.install("-e", "./plugins/llamacpp[test]")
+    if name == "lmstudio":
+        session.install("-e", "./plugins/openai[test]")
+    session.install("-e", f"./plugins/{name}{_plugin_extras(name)}")
+    session.run("pytest", f"plugins/{name}/tests", *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Everything installed: discovery, the CLI end to end, the documented examples."""
+    session.install("-r", "requirements-dev.txt")
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff over the whole repository."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy (strict) over the core and every plugin."""
+    session.install("mypy>=1.11", "-r", "requirements-dev.txt")
+    session.run("mypy", "core/src", *(f"plugins/{name}/src" for name in PLUGINS))
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build a wheel and an sdist of every package into dist/."""
+    session.install("build>=1.2")
+    for package in PACKAGES:
+        session.run("python", "-m", "build", package, "--outdir", "dist/")
+
+
+if __name__ == "__main__":
+    nox.main()
