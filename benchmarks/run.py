@@ -1,0 +1,189 @@
+"""Run every benchmark arm against the fake upstream and print one table of ratios to raw.
+
+    python benchmarks/run.py [--rounds 3] [--quick] [--json benchmarks/results/latest.json]
+
+Follows docs/performance.md: the upstream in its own process (core 0), each arm in its own
+process (core 1), all arms in one run, interleaved, medians over rounds, reported as ratios
+against a raw aiohttp client reading the same upstream. Arms whose package is not installed
+(the openai SDK, litellm) are skipped and reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+PEERS = {"openai-sdk": "openai", "litellm": "litellm"}
+TARGETS = {
+    "M1 CPU per chunk / raw": "<= 1.5",
+    "M1 streams/s / raw": ">= 0.7",
+    "M2 wall / raw": "<= 1.05",
+    "M2 TTFT p99 / raw": "<= 1.2",
+    "M3 added p50 (ms)": "<= 0.5",
+    "M3 added p99 (ms)": "<= 1.0",
+    "M4 import time / aiohttp": "<= 1.3",
+    "M4 import memory / aiohttp": "<= 1.5",
+    "peak RSS (MB), M1": "",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pinned(core: int, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core), *argv]
+    return argv
+
+
+def _start_upstream(delay_ms: float, chunks: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(_pinned(0, [sys.executable, str(HERE / "upstream.py"), "--port",
+                                        str(port), "--chunks", str(chunks), "--delay-ms",
+                                        str(delay_ms)]))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the fake upstream did not start")
+
+
+def _arm(arm: str, mode: str, url: str, streams: int, concurrency: int) -> dict[str, Any]:
+    out = subprocess.run(
+        _pinned(1, [sys.executable, str(HERE / "arm.py"), arm, mode, "--url", url,
+                    "--streams", str(streams), "--concurrency", str(concurrency)]),
+        capture_output=True, text=True, timeout=900, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"arm {arm} {mode} failed:\n{out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _import_cost(module: str, runs: int) -> tuple[float, float]:
+    code = ("import time, resource; t = time.perf_counter(); import {m}; "
+            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    times, rss = [], []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code.format(m=module)], capture_output=True,
+                             text=True, check=True)
+        seconds, kb = out.stdout.split()
+        times.append(float(seconds))
+        rss.append(float(kb) / 1024)
+    return statistics.median(times), statistics.median(rss)
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=1024)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--chunks", type=int, default=100)
+    parser.add_argument("--paced-streams", type=int, default=256)
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="A small run to try the harness.")
+    parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.streams, args.paced_streams, args.requests = 1, 256, 64, 50
+
+    arms = ["raw-openai", "raw-ollama", "modelplex-openai", "modelplex-ollama"]
+    skipped = []
+    for arm, module in PEERS.items():
+        (arms.append if importlib.util.find_spec(module) else skipped.append)(arm)
+
+    fast, fast_url = _start_upstream(0, args.chunks)
+    paced, paced_url = _start_upstream(args.delay_ms, args.chunks)
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    try:
+        for round_no in range(args.rounds):
+            order = arms[round_no % len(arms):] + arms[:round_no % len(arms)]
+            for arm in order:
+                print(f"round {round_no + 1}/{args.rounds}: {arm}", file=sys.stderr)
+                samples.setdefault((arm, "M1"), []).append(
+                    _arm(arm, "stream", fast_url, args.streams, args.concurrency))
+                samples.setdefault((arm, "M2"), []).append(
+                    _arm(arm, "stream", paced_url, args.paced_streams, args.concurrency))
+                samples.setdefault((arm, "M3"), []).append(
+                    _arm(arm, "request", fast_url, args.requests, 1))
+    finally:
+        fast.kill()
+        paced.kill()
+
+    def med(arm: str, metric: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[(arm, metric)])
+
+    imports = {m: _import_cost(m, 7) for m in ["aiohttp", "modelplex",
+                                                "modelplex.manager", *PEERS.values()]
+               if importlib.util.find_spec(m.split(".")[0])}
+    base_t, base_m = imports["aiohttp"]
+
+    columns = [a for a in arms if not a.startswith("raw-")]
+    table: dict[str, dict[str, float | None]] = {name: {} for name in TARGETS}
+    for arm in columns:
+        raw = "raw-ollama" if arm.endswith("ollama") else "raw-openai"
+        table["M1 CPU per chunk / raw"][arm] = (med(arm, "M1", "cpu_per_chunk_us")
+                                                / med(raw, "M1", "cpu_per_chunk_us"))
+        table["M1 streams/s / raw"][arm] = (med(arm, "M1", "streams_per_s")
+                                            / med(raw, "M1", "streams_per_s"))
+        table["M2 wall / raw"][arm] = med(arm, "M2", "wall_s") / med(raw, "M2", "wall_s")
+        table["M2 TTFT p99 / raw"][arm] = (med(arm, "M2", "ttft_p99_ms")
+                                           / med(raw, "M2", "ttft_p99_ms"))
+        table["M3 added p50 (ms)"][arm] = med(arm, "M3", "lat_p50_ms") - med(raw, "M3",
+                                                                             "lat_p50_ms")
+        table["M3 added p99 (ms)"][arm] = med(arm, "M3", "lat_p99_ms") - med(raw, "M3",
+                                                                             "lat_p99_ms")
+        module = "modelplex" if arm.startswith("modelplex") else PEERS[arm]
+        t, m = imports[module]
+        table["M4 import time / aiohttp"][arm] = t / base_t
+        table["M4 import memory / aiohttp"][arm] = m / base_m
+        table["peak RSS (MB), M1"][arm] = med(arm, "M1", "peak_rss_mb")
+
+    header = ["metric", *columns, "target"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, values in table.items():
+        cells = [f"{values[a]:.2f}" if values.get(a) is not None else "-" for a in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {TARGETS[name]} |")
+    raw_line = (f"raw aiohttp: {med('raw-openai', 'M1', 'cpu_per_chunk_us'):.1f} us/chunk (SSE), "
+                f"{med('raw-ollama', 'M1', 'cpu_per_chunk_us'):.1f} us/chunk (NDJSON), "
+                f"{med('raw-openai', 'M1', 'streams_per_s'):.0f} streams/s; "
+                f"import aiohttp {base_t * 1e3:.0f} ms / {base_m:.0f} MB; "
+                f"import modelplex {imports['modelplex'][0] * 1e3:.1f} ms, "
+                f"modelplex.manager {imports['modelplex.manager'][0] * 1e3:.0f} ms")
+    print("\n".join(lines))
+    print(raw_line)
+    if skipped:
+        print(f"skipped (not installed): {', '.join(skipped)}")
+    result = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count()},
+        "settings": vars(args), "table": table, "raw": raw_line, "skipped": skipped,
+        "imports": {k: {"seconds": v[0], "rss_mb": v[1]} for k, v in imports.items()},
+        "samples": {f"{a}/{m}": v for (a, m), v in samples.items()},
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
