@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import annotated_types
 import attrs
@@ -176,7 +176,7 @@ class Provider(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-    async def __aenter__(self) -> Provider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
