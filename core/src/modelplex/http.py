@@ -251,10 +251,11 @@ class HttpClient:
             raw = await resp.content.read(65536)
         except (aiohttp.ClientError, TimeoutError):
             raw = b""
-        try:
-            body: Any = loads(raw) if raw else None
+        text = errors.redact(raw.decode("utf-8", "replace"), *self.secrets)
+        try:  # redacted before parsing, so no secret the server echoed stays in err.body
+            body: Any = loads(text) if text else None
         except ValueError:
-            body = errors.redact(raw.decode("utf-8", "replace"), *self.secrets)
+            body = text
         headers = resp.headers
         err: errors.ProviderError | None = None
         if self.error_factory is not None:
@@ -301,6 +302,8 @@ class HttpClient:
             await self._raise_for_status(resp)
             if resp.connection is not None and resp.connection.protocol is not None:
                 resp.connection.protocol.read_timeout = self.timeouts.between_chunks
+                if not resp.content.is_eof():  # re-arm: the running timer has the old limit
+                    resp.connection.protocol.start_timeout()
             yield resp
         except aiohttp.ClientError as err:
             raise self._transport_error(err, phase="body") from err
@@ -351,7 +354,9 @@ async def iter_lines(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT
             data = buf + data
         lines = data.split(b"\n")
         buf = lines.pop()
-        if len(buf) > max_line_bytes:
+        # a complete line that arrived in one read is held to the same limit as a growing one
+        if len(data) > max_line_bytes and (
+                len(buf) > max_line_bytes or any(len(x) > max_line_bytes for x in lines)):
             raise errors.ResponseTooLargeError(
                 f"{provider}: a response line exceeded the limit of {max_line_bytes} bytes",
                 provider=provider)

@@ -166,8 +166,9 @@ class Plugins:
                 return self._registries
             registries: dict[str, dict[str, Registration]] = {}
             self._conflicts = {}
-            for info in self._info.values():
-                if info.error and info.error.startswith("registration failed"):
+            for info in self._info.values():  # recomputed below; load and CLI errors stay
+                if info.error and not info.error.startswith(
+                        ("failed to load", "registration failed in register_commands")):
                     info.error = None
             for kind, hook_name in _REGISTRY_HOOKS.items():
                 registries[kind] = self._collect(kind, hook_name)

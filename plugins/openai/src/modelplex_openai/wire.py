@@ -1,0 +1,201 @@
+"""Translation between modelplex values and the Chat Completions wire format.
+
+Pure functions, no I/O except reading image files named in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import mimetypes
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelplex.chunks import ToolCall, Usage
+from modelplex.errors import ConfigurationError, StreamError
+from modelplex.types import ChatMessage, MessageRole
+
+__all__ = [
+    "build_tool_calls",
+    "encode_message",
+    "estimate_tokens",
+    "image_url",
+    "merge_tool_deltas",
+    "response_format",
+    "usage_from",
+]
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def _sniff(data: bytes) -> str:
+    for magic, mime in _MAGIC:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def _data_uri(data: bytes, mime: str | None = None) -> str:
+    return f"data:{mime or _sniff(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def image_url(image: str | bytes) -> str:
+    """An ``image_url`` URL for an image given as a URL, data URI, file path, bytes or base64."""
+    if isinstance(image, bytes):
+        return _data_uri(image)
+    text = image.strip()
+    if text.startswith(("http://", "https://", "data:")):
+        return text
+    path = Path(text).expanduser()
+    try:
+        if path.is_file():
+            mime = mimetypes.guess_type(path.name)[0]
+            if not mime or not mime.startswith("image/"):
+                mime = None
+            return _data_uri(path.read_bytes(), mime)
+    except OSError:  # a long base64 string is not a valid file name
+        pass
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(
+            f"image {text[:60]!r} is neither a URL, a data URI, an existing file nor base64"
+        ) from None
+    return f"data:{_sniff(raw)};base64,{text}"
+
+
+def _tool_call_out(call: Mapping[str, Any], index: int) -> dict[str, Any]:
+    if "function" in call:  # already in OpenAI's shape
+        return {"type": "function", **call}
+    arguments = call.get("arguments", {})
+    return {
+        "id": call.get("id") or f"call_{index}",
+        "type": "function",
+        "function": {
+            "name": call["name"],
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
+    }
+
+
+def encode_message(message: ChatMessage) -> dict[str, Any]:
+    """One message in the Chat Completions shape."""
+    role = message.role
+    if role is MessageRole.TOOL:
+        if not message.tool_call_id:
+            raise ConfigurationError("a tool message needs tool_call_id: the id of the call "
+                                     "it answers")
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if role is MessageRole.ASSISTANT and message.tool_calls:
+        return {"role": "assistant", "content": message.content or None,
+                "tool_calls": [_tool_call_out(c, i) for i, c in enumerate(message.tool_calls)]}
+    out: dict[str, Any]
+    if message.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}] \
+            if message.content else []
+        parts.extend({"type": "image_url", "image_url": {"url": image_url(img)}}
+                     for img in message.images)
+        out = {"role": role.value, "content": parts}
+    else:
+        out = {"role": role.value, "content": message.content}
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def response_format(fmt: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``response_format`` for a normalised modelplex one."""
+    if fmt.get("type") == "json":
+        return {"type": "json_object"}
+    return {"type": "json_schema",
+            "json_schema": {"name": fmt.get("name") or "response", "schema": fmt.get("schema", {})}}
+
+
+def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str, Any]]) -> None:
+    """Fold streamed tool-call fragments into ``calls`` (index -> [id, name, argument parts])."""
+    for delta in deltas:
+        index = delta.get("index", 0)
+        entry = calls.get(index)
+        if entry is None:
+            entry = calls[index] = [None, "", []]
+        if delta.get("id"):
+            entry[0] = delta["id"]
+        function = delta.get("function")
+        if function:
+            if function.get("name"):
+                entry[1] = function["name"]
+            arguments = function.get("arguments")
+            if arguments:
+                entry[2].append(arguments)
+
+
+def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        raise StreamError(f"{provider}: the arguments of tool call {name!r} are not valid JSON: "
+                          f"{str(raw)[:200]!r}", provider=provider) from None
+    if not isinstance(value, dict):
+        raise StreamError(f"{provider}: the arguments of tool call {name!r} are not a JSON "
+                          f"object: {str(raw)[:200]!r}", provider=provider)
+    return value
+
+
+def build_tool_calls(calls: dict[int, list[Any]] | list[Mapping[str, Any]],
+                     provider: str) -> list[ToolCall]:
+    """Whole :class:`ToolCall` objects, from joined stream fragments or a message's list."""
+    if isinstance(calls, dict):
+        return [ToolCall(name=name, arguments=_arguments(name, "".join(parts), provider),
+                         id=call_id)
+                for _, (call_id, name, parts) in sorted(calls.items())]
+    out = []
+    for call in calls:
+        function = call.get("function") or {}
+        name = function.get("name", "")
+        out.append(ToolCall(name=name, arguments=_arguments(name, function.get("arguments"),
+                                                            provider), id=call.get("id")))
+    return out
+
+
+def estimate_tokens(text_length: int) -> int:
+    """About four characters per token, at least one for any text."""
+    return (text_length + 3) // 4
+
+
+def _prompt_estimate(messages: Sequence[ChatMessage]) -> int:
+    return sum(estimate_tokens(len(m.content)) + 4 for m in messages)
+
+
+def _timings(t: Mapping[str, Any]) -> dict[str, float]:
+    prompt = float(t.get("prompt_ms") or 0) / 1000
+    predicted = float(t.get("predicted_ms") or 0) / 1000
+    return {"prompt_eval": prompt, "eval": predicted, "total": prompt + predicted}
+
+
+def usage_from(usage: Mapping[str, Any] | None, timings: Mapping[str, Any] | None,
+               messages: Sequence[ChatMessage], completion_estimate: int) -> Usage:
+    """Usage from the server's ``usage``, else llama.cpp ``timings``, else an estimate."""
+    if usage:
+        return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                     completion_tokens=int(usage.get("completion_tokens") or 0),
+                     timings=_timings(timings) if timings else None)
+    if timings and "predicted_n" in timings:
+        return Usage(prompt_tokens=int(timings.get("prompt_n") or 0)
+                     + int(timings.get("cache_n") or 0),
+                     completion_tokens=int(timings.get("predicted_n") or 0),
+                     timings=_timings(timings))
+    return Usage(prompt_tokens=_prompt_estimate(messages), completion_tokens=completion_estimate,
+                 estimated=True)

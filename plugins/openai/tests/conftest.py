@@ -1,0 +1,140 @@
+"""Shared fixtures: a real llama.cpp server (llama-cpp-python) on the tiny GGUF, and replays."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses
+
+from modelplex.testing.replay import Replay
+
+DATA = Path(__file__).parent / "data"
+TINY_GGUF_SOURCE = Path(__file__).resolve().parents[2] / "llamacpp" / "src" / \
+    "modelplex_llamacpp" / "tiny_gguf.py"
+SSE_HEADERS = {"Content-Type": "text/event-stream"}
+ALIAS = "tiny"
+
+
+def _write_tiny_gguf() -> Callable[..., Path]:
+    try:
+        from modelplex_llamacpp.tiny_gguf import write_tiny_gguf
+    except ImportError:  # the llamacpp plugin is not installed: load the module by path
+        spec = importlib.util.spec_from_file_location("_modelplex_tiny_gguf", TINY_GGUF_SOURCE)
+        if spec is None or spec.loader is None:
+            pytest.skip(f"cannot load {TINY_GGUF_SOURCE}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        write_tiny_gguf = module.write_tiny_gguf
+    return write_tiny_gguf
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight GGUF, written once per session."""
+    pytest.importorskip("gguf")
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    return _write_tiny_gguf()(path, seed=0)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on 127.0.0.1 serving the tiny model as ``tiny``.
+
+    Yields the OpenAI base URL (``http://127.0.0.1:PORT/v1``); stopped by pid at the end.
+    """
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "llama_server.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_gguf),
+         "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
+         "--embedding", "true", "--n_ctx", "2048", "--verbose", "false"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n"
+                            + log_path.read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(base_url + "/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("llama_cpp.server did not answer within 90 s:\n"
+                            + log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        proc.terminate()  # SIGTERM to this pid only
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def mock() -> Iterator[aioresponses]:
+    """Replayed HTTP: register responses with ``mock.post(url, ...)``."""
+    with Replay() as m:
+        yield m
+
+
+@pytest.fixture
+def transcript() -> Callable[[str], str]:
+    """Read a recorded SSE body from ``tests/data``."""
+
+    def read(name: str) -> str:
+        return (DATA / name).read_text(encoding="utf-8")
+
+    return read
+
+
+@pytest.fixture
+def sent_json() -> Callable[[Any], list[dict[str, Any]]]:
+    """The JSON bodies of every request an ``aioresponses`` mock received."""
+
+    def bodies(mock: Any) -> list[dict[str, Any]]:
+        out = []
+        for calls in mock.requests.values():
+            for call in calls:
+                data = call.kwargs.get("data")
+                if data:
+                    out.append(json.loads(data))
+        return out
+
+    return bodies
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No OpenAI or modelplex-openai settings from the developer's environment."""
+    for var in list(os.environ):
+        if var.startswith(("OPENAI_", "MODELPLEX_OPENAI_", "LMSTUDIO_", "LM_API_")):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return monkeypatch
