@@ -67,6 +67,13 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmark: modelplex, the openai SDK and litellm against raw aiohttp (see docs)."""
+    session.install("-r", "requirements-dev.txt", "openai>=1.40", "litellm>=1.50")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Build a wheel and an sdist of every package into dist/."""
     session.install("build>=1.2")

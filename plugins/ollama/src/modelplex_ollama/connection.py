@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelplex import errors
-from modelplex.http import ErrorFactory, extract_error_message
+from modelplex.http import ErrorFactory, extract_error_message, parse_retry_after
 
 __all__ = [
     "DEFAULT_HOST",
@@ -146,7 +146,8 @@ def make_error_factory(secrets: tuple[str, ...] = ()) -> ErrorFactory:
             return errors.ServerBusyError(
                 f"ollama is busy (HTTP {status}: {message}); try again later, or raise "
                 "OLLAMA_MAX_QUEUE / OLLAMA_NUM_PARALLEL on the server",
-                status_code=status, body=body, provider=PROVIDER)
+                status_code=status, body=body, provider=PROVIDER,
+                retry_after=parse_retry_after(headers))  # a proxy in front may say
         if status == 401:
             signin = body.get("signin_url") if isinstance(body, dict) else None
             hint = f" Sign in at {signin}." if signin else ""
