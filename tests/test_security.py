@@ -1,0 +1,197 @@
+"""Security checks: keys stay secret, TLS is verified, redirects drop credentials, limits hold."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from modelplex import create_provider
+from modelplex.errors import ProviderConnectionError, ProviderError, ResponseTooLargeError
+from modelplex.http import HttpClient
+from modelplex.testing.upstream import FaultyUpstream
+
+KEY = "sk-topsecret-0123456789abcdefXYZ"
+OLLAMA_KEY = "ollama-key-0123456789-secret"
+
+
+async def _echo_key_server() -> tuple[web.AppRunner, str]:
+    """A server whose errors echo the Authorization header back, as careless proxies do."""
+
+    async def echo(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        status = int(request.query.get("status", "401"))
+        return web.json_response({"error": {"message": f"bad key {auth}", "type": "auth"}},
+                                 status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[str]:
+    runner, url = await _echo_key_server()
+    yield url
+    await runner.cleanup()
+
+
+async def test_keys_never_in_logs_reprs_or_errors(echo_server: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    providers = [
+        create_provider("openai", base_url=echo_server + "/v1", api_key=KEY),
+        create_provider("ollama", host=echo_server, api_key=OLLAMA_KEY),
+    ]
+    seen: list[str] = []
+    for provider in providers:
+        seen += [repr(provider), str(vars(provider))]
+        for call in (provider.list_models(), provider.health(),
+                     provider.complete([{"role": "user", "content": "hi"}], model="m")):
+            try:
+                result = await call
+                seen.append(repr(result))
+            except ProviderError as err:
+                seen += [str(err), repr(err), repr(getattr(err, "body", None))]
+        with contextlib.suppress(ProviderError):
+            async for _ in provider.chat([{"role": "user", "content": "hi"}], model="m"):
+                pass
+        await provider.aclose()
+    seen.append(caplog.text)
+    everything = "\n".join(seen)
+    assert "bad key" in everything  # the echoing server was reached
+    assert KEY not in everything
+    assert OLLAMA_KEY not in everything
+
+
+async def test_keys_never_in_cli_json_output(echo_server: str) -> None:
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": echo_server + "/v1",
+           "OLLAMA_HOST": echo_server, "OLLAMA_API_KEY": OLLAMA_KEY}
+    outputs = []
+    for args in (["providers", "--json"], ["models", "list", "--json"], ["plugins", "--json"],
+                 ["--debug", "chat", "-m", "openai:gpt-x", "hi"],
+                 ["--debug", "chat", "-m", "ollama:llama3", "hi"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        outputs.append(out.decode() + err.decode())
+    text = "\n".join(outputs)
+    assert "openai" in text
+    assert "ollama" in text
+    json.loads(outputs[0])  # providers --json is JSON
+    assert KEY not in text
+    assert OLLAMA_KEY not in text
+
+
+async def test_authorization_not_forwarded_on_redirect_to_another_host() -> None:
+    received: list[str | None] = []
+
+    async def target(request: web.Request) -> web.Response:
+        received.append(request.headers.get("Authorization"))
+        return web.json_response({"object": "list", "data": []})
+
+    async with FaultyUpstream() as other:  # gives us a free port on this machine
+        other_port = other.url.rsplit(":", 1)[1]
+    target_app = web.Application()
+    target_app.router.add_get("/v1/models", target)
+    target_runner = web.AppRunner(target_app, access_log=None)
+    await target_runner.setup()
+    await web.TCPSite(target_runner, "localhost", int(other_port)).start()
+
+    async def redirect(_: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{other_port}/v1/models")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", redirect)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    provider = create_provider("openai", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
+    try:
+        await provider.list_models()
+    finally:
+        await provider.aclose()
+        await runner.cleanup()
+        await target_runner.cleanup()
+    assert received == [None], "the key was forwarded to another host"
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def test_tls_verified_by_default_and_opt_out_warns(self_signed: tuple[Path, Path]) -> None:
+    cert, key = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"https://127.0.0.1:{port}"
+    try:
+        strict = HttpClient(url, provider="t")
+        with pytest.raises(ProviderConnectionError, match=r"certificate|SSL|ssl"):
+            await strict.request_json("GET", "/v1/models")
+        await strict.aclose()
+        with pytest.warns(UserWarning, match="TLS certificate verification is turned off"):
+            lax = HttpClient(url, provider="t", verify_tls=False)
+        assert (await lax.request_json("GET", "/v1/models"))["data"][0]["id"] == "m"
+        await lax.aclose()
+    finally:
+        await runner.cleanup()
+
+
+async def test_oversized_body_is_cut_off() -> None:
+    async def huge(_: web.Request) -> web.Response:
+        return web.Response(body=b"[" + b"1," * 600_000 + b"1]", content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/big", huge)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = HttpClient(f"http://127.0.0.1:{port}", provider="t", max_body_bytes=1_000_000)
+    try:
+        with pytest.raises(ResponseTooLargeError, match="limit of 1000000"):
+            await client.request_json("GET", "/big")
+    finally:
+        await client.aclose()
+        await runner.cleanup()
