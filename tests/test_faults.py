@@ -93,9 +93,11 @@ def assert_clean() -> None:
     assert not pending, f"tasks left pending: {pending}"
 
 
-async def test_normal_stream_works(provider: Provider) -> None:
-    parts = await consume(provider)
-    assert "".join(parts) == PIECE * 5
+async def test_normal_streams_reuse_one_pooled_connection(provider: Provider) -> None:
+    for _ in range(3):
+        assert "".join(await consume(provider)) == PIECE * 5
+    # The body's tail after the end marker was read, so the connection went back to the pool.
+    assert open_connections(provider) == 1
 
 
 # fault -> (error type, phase or None, text streamed before the failure)
@@ -229,9 +231,13 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.slow
-async def test_memory_stays_flat_over_many_requests_with_faults(
-        provider_name: str, upstream: FaultyUpstream) -> None:
+async def test_memory_stays_flat_over_many_requests_with_faults(provider_name: str) -> None:
     """Up to 10,000 requests (bounded to 40 s per provider) with faults mixed in."""
+    async with FaultyUpstream(chunks=5, tail_delay=0) as upstream:
+        await _soak(provider_name, upstream)
+
+
+async def _soak(provider_name: str, upstream: FaultyUpstream) -> None:
     provider = PROVIDERS[provider_name](upstream.url)
     mix = ["ok"] * 14 + ["503", "error_event", "reset", "malformed", "429", "no_end"]
     deadline = time.monotonic() + 40

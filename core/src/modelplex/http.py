@@ -298,6 +298,7 @@ class HttpClient:
             raise self._transport_error(err, phase="headers") from err
         except TimeoutError as err:
             raise self._transport_error(err, phase="headers") from err
+        finished = False
         try:
             await self._raise_for_status(resp)
             if resp.connection is not None and resp.connection.protocol is not None:
@@ -305,15 +306,33 @@ class HttpClient:
                 if not resp.content.is_eof():  # re-arm: the running timer has the old limit
                     resp.connection.protocol.start_timeout()
             yield resp
+            finished = True
         except aiohttp.ClientError as err:
             raise self._transport_error(err, phase="body") from err
         except TimeoutError as err:
             raise self._transport_error(err, phase="body") from err
         finally:
+            if finished and not resp.content.at_eof():
+                await _drain_tail(resp)
             if resp.content.at_eof():
                 resp.release()
             else:
                 resp.close()
+
+
+async def _drain_tail(resp: aiohttp.ClientResponse, limit: int = 65536,
+                      within: float = 0.25) -> None:
+    """Read what little is left after a stream's end marker, so the connection can be reused.
+
+    A provider stops reading at ``[DONE]`` or ``done: true``; the body's last bytes (the
+    chunked-encoding terminator) may still be on their way. More than ``limit`` bytes or a
+    wait over ``within`` seconds means the server is still sending: the caller closes.
+    """
+    size = 0
+    with suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(within):
+            while not resp.content.at_eof() and size <= limit:
+                size += len(await resp.content.readany())
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) -> bytes:

@@ -158,6 +158,9 @@ class _Wire:
 class FaultyUpstream:
     """The fault-injecting server; an async context manager that starts and stops it.
 
+    ``tail_delay`` seconds pass between a stream's end marker and the end of its body, as
+    with real servers, so clients must read the tail to reuse the connection.
+
     Attributes:
         faults: faults for the next requests, taken one per request (``"ok"`` when empty).
         requests: how many chat requests arrived.
@@ -165,8 +168,10 @@ class FaultyUpstream:
         active: chat requests being answered now.
     """
 
-    def __init__(self, *, chunks: int = 5, oversize_bytes: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, *, chunks: int = 5, oversize_bytes: int = 2 * 1024 * 1024,
+                 tail_delay: float = 0.005) -> None:
         self.chunks = chunks
+        self.tail_delay = tail_delay
         self.oversize_bytes = oversize_bytes
         self.faults: deque[str] = deque()
         self.requests = 0
@@ -268,6 +273,8 @@ class FaultyUpstream:
         elif fault != "no_end":
             for part in wire.end():
                 await resp.write(part)
+            if self.tail_delay:  # the body's terminator comes a moment after the end marker
+                await asyncio.sleep(self.tail_delay)
         await resp.write_eof()
         return resp
 
