@@ -231,3 +231,11 @@ def test_interactive_session_through_a_terminal() -> None:
     assert "Error: unknown provider 'nope'" in err  # reported, and the session went on
     assert "Now chatting with llamacpp:smollm2." in err
     assert "Paris" in out
+
+
+def test_debug_flag_is_accepted_after_the_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", "-m", "nosuch:x", "hi",
+                           "--debug"], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr
+    assert "unknown provider 'nosuch'" in proc.stderr

@@ -34,10 +34,10 @@ class FakeProvider(Provider):
     chunks), ``models`` (the model names it serves).
     """
 
-    name: ClassVar[str] = "fake"
+    name: str = "fake"
     Options: ClassVar[type[CommonOptions]] = FakeOptions
     capabilities: ClassVar[Capabilities] = Capabilities(streaming=True)
-    default_model: ClassVar[str | None] = "echo"
+    default_model: str | None = "echo"
 
     def __init__(self, reply: str = "The capital of France is Paris.",
                  fail_after: int | None = None,

@@ -417,3 +417,38 @@ async def test_sync_twins_from_a_worker_thread_of_a_running_loop(fake_plugins: P
             return chat.get_response_with_meta_sync("hi").content
 
     assert await asyncio.to_thread(work) == "The capital of France is Paris."
+
+
+async def test_bad_options_at_initialize_are_not_kept(fake_plugins: Plugins) -> None:
+    async with ChatManager(plugins=fake_plugins) as chat:
+        with pytest.raises(OptionsError, match="temperature"):
+            await chat.initialize_model("fake", temperature=9)
+        session = await chat.initialize_model("fake", temperature=0.5)
+        assert session.temperature == 0.5
+        chat.set_mode(ChatMode.PRECISE)
+        assert chat.session.temperature == 0.5  # an explicit option beats the preset
+        chat.set_options(top_p=0.3, max_tokens=12)
+        assert (chat.session.top_p, chat.session.max_tokens) == (0.3, 12)
+        [c async for c in chat.send_message("hi")]
+
+
+async def test_reopens_the_current_model_after_aclose(two_providers: Plugins) -> None:
+    chat = ChatManager("fake", plugins=two_providers)
+    await chat.initialize_model("other:echo")
+    await chat.aclose()
+    await chat.get_response_with_meta("hi")
+    assert (chat.session.provider, chat.session.model) == ("other", "echo")
+    await chat.aclose()
+
+
+async def test_execute_chain_parses_reasoning_and_solution(fake_plugins: Plugins) -> None:
+    from modelplex.prompts import ChainOfThoughtPrompt
+
+    config = {"fake": {"reply": "First think. SOLUTION: Paris"}}
+    async with ChatManager("fake", plugins=fake_plugins, provider_config=config) as chat:
+        result = await chat.execute_chain(ChainOfThoughtPrompt(task="Capital of France?",
+                                                               steps=["Recall"]))
+    assert result.reasoning == "First think."
+    assert result.solution == "Paris"
+    assert result.meta.completion_tokens > 0
+    assert "Task: Capital of France?" in chat.history[0].content

@@ -351,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``modelplex`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("MODELPLEX_DEBUG"))
+    if "--debug" in args:  # accepted anywhere, not only before the command
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         from modelplex.plugins import get_plugins
 

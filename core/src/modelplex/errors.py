@@ -20,7 +20,7 @@ Every error modelplex raises is a :class:`ModelplexError`::
             ├── AuthenticationError     401, 403
             ├── ModelNotFoundError      404
             ├── RateLimitError          429 (``retry_after``)
-            ├── ServerBusyError         503, 529 (``retry_after``)
+            │   └── ServerBusyError     503, 529 (``retry_after``)
             └── ServerError             other 5xx
 
 Transport errors (aiohttp, asyncio timeouts, OS errors) are converted into these and chained

@@ -28,10 +28,12 @@ from pydantic import ValidationError
 from modelplex.chunks import StreamChunk, ToolCall
 from modelplex.errors import ConfigurationError, ModelplexError, ProviderError
 from modelplex.plugins import Plugins, get_plugins
+from modelplex.prompts import PromptTemplate
 from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
-__all__ = ["ChatManager", "ChatMode", "ResponseWithMeta", "create_provider", "parse_model_spec"]
+__all__ = ["ChainResult", "ChatManager", "ChatMode", "ResponseWithMeta", "create_provider",
+           "parse_model_spec"]
 
 T = TypeVar("T")
 
@@ -80,6 +82,28 @@ class ResponseWithMeta:
         return self.model
 
 
+@attrs.define
+class ChainResult:
+    """The parsed answer to a prompt template, with the response it came from."""
+
+    parsed: Any
+    meta: ResponseWithMeta
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning part, for templates that separate it (else the whole answer)."""
+        if isinstance(self.parsed, dict):
+            return str(self.parsed.get("reasoning", ""))
+        return self.meta.content
+
+    @property
+    def solution(self) -> str:
+        """The final answer, for templates that separate it (else the whole answer)."""
+        if isinstance(self.parsed, dict):
+            return str(self.parsed.get("solution", ""))
+        return self.meta.content
+
+
 def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[str, str | None]:
     """Split ``"provider:model"`` into ``(provider, model)``.
 
@@ -107,7 +131,8 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
         plugins.get("providers", head)  # raises UnknownProviderError listing the installed ones
     raise ConfigurationError(
         f"model {spec!r} does not name a provider: write it as 'provider:model' "
-        f"(installed providers: {', '.join(names)})")
+        f"(installed providers: {', '.join(names)}); to add a provider, "
+        f"`pip install modelplex-{head}` or see `modelplex plugins`")
 
 
 def create_provider(name: str, plugins: Plugins | None = None, **config: Any) -> Provider:
@@ -189,18 +214,30 @@ class ChatManager:
         if not model_name:
             raise ConfigurationError(f"provider {provider_name!r} has no default model: "
                                      f"name one as '{provider_name}:MODEL'")
-        if options:
-            self._options.update(options)
-        provider.parse_options(self._merged_options())  # fail early on bad options
+        merged = {**self._options, **options}
+        validated = provider.parse_options(self._merged(merged))  # fail before storing
+        self._options = merged
         self._provider = provider
+        self._model_spec = f"{provider_name}:{model_name}"  # reopened after aclose()
         history = self._session.messages if self._session else []
         self._session = ChatSession(model=model_name, provider=provider_name,
-                                    system_prompt=self._system_prompt, messages=history)
+                                    system_prompt=self._system_prompt, messages=history,
+                                    temperature=validated.temperature, top_p=validated.top_p,
+                                    max_tokens=validated.max_tokens)
         return self._session
+
+    def _update_session_settings(self) -> None:
+        if self._provider is None or self._session is None:
+            return
+        validated = self._provider.parse_options(self._merged_options())
+        self._session.temperature = validated.temperature
+        self._session.top_p = validated.top_p
+        self._session.max_tokens = validated.max_tokens
 
     def set_mode(self, mode: ChatMode | str) -> None:
         """Use a sampling preset (precise, balanced or creative)."""
         self._mode = ChatMode(mode)
+        self._update_session_settings()
 
     def set_system_prompt(self, text: str | None) -> None:
         """Set or clear the system prompt."""
@@ -214,6 +251,7 @@ class ChatManager:
         if self._provider is not None:
             self._provider.parse_options(self._merged(merged))
         self._options = merged
+        self._update_session_settings()
 
     @property
     def session(self) -> ChatSession:
@@ -326,6 +364,16 @@ class ChatManager:
             tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
             usage_estimated=usage.estimated if usage else True,
         )
+
+    async def execute_chain(self, prompt: PromptTemplate, *,
+                            options: Mapping[str, Any] | None = None) -> ChainResult:
+        """Send a prompt template's text and parse the answer with the template.
+
+        For a :class:`~modelplex.prompts.ChainOfThoughtPrompt` the result has ``reasoning``
+        and ``solution``.
+        """
+        meta = await self.get_response_with_meta(prompt.render(), options=options)
+        return ChainResult(parsed=prompt.parse(meta.content), meta=meta)
 
     # -- sync twins -------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], name: str) -> T:

@@ -178,7 +178,7 @@ class Plugins:
     def _collect(self, kind: str, hook_name: str) -> dict[str, Registration]:
         registry: dict[str, Registration] = {}
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order
             info = self._info.get(impl.plugin_name)
             staged: list[Registration] = []
 
@@ -246,7 +246,7 @@ class Plugins:
     def add_commands(self, cli: click.Group) -> None:
         """Let plugins add CLI subcommands; a plugin that fails is reported, not fatal."""
         self.load()
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+        for impl in self.pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(**dict.fromkeys(impl.argnames, cli))
             except Exception as err:

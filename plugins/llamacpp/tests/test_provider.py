@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -174,3 +175,16 @@ async def test_smollm2_answers_a_factual_question() -> None:
     assert "Paris" in meta.content
     assert meta.finish_reason == "stop"
     assert meta.completion_tokens > 0
+
+
+async def test_aclose_with_a_stream_left_open_does_not_hang(models_dir: Path) -> None:
+    """A stream abandoned without closing must not block aclose (it holds the model lock)."""
+    provider = LlamaCppProvider(models_dir=models_dir)
+    stream = provider.chat(MESSAGES, model="tiny", options={"max_tokens": 100_000})
+    await stream.__anext__()
+    started = time.perf_counter()
+    await asyncio.wait_for(provider.aclose(), 10)
+    assert time.perf_counter() - started < 5
+    assert all(future.done() for future in provider._running.values())
+    await stream.aclose()
+    assert not provider._running

@@ -94,6 +94,8 @@ class LlamaCppProvider(Provider):
         self.threads = threads
         self._loaded: dict[tuple[str, int | None, int | None, bool], _Loaded] = {}
         self._load_lock = asyncio.Lock()
+        # Work running in threads now: its stop signal and its future (aclose waits for it).
+        self._running: dict[threading.Event, asyncio.Future[Any]] = {}
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelplex-llama")
 
     # -- models -----------------------------------------------------------------------------
@@ -263,6 +265,7 @@ class LlamaCppProvider(Provider):
         model = request.model
         async with loaded.lock:
             future = loop.run_in_executor(self._executor, work)
+            self._running[stop_event] = future
             try:
                 while True:
                     item = await queue.get()
@@ -277,6 +280,7 @@ class LlamaCppProvider(Provider):
             finally:
                 stop_event.set()
                 await asyncio.wait([future])
+                self._running.pop(stop_event, None)
 
     # -- embeddings -------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str], *, model: str,
@@ -290,15 +294,26 @@ class LlamaCppProvider(Provider):
                                   opts.get("threads") or self.threads, True)
         loop = asyncio.get_running_loop()
         async with loaded.lock:
-            result = await loop.run_in_executor(self._executor, loaded.llm.create_embedding,
-                                                list(texts))
+            future = loop.run_in_executor(self._executor, loaded.llm.create_embedding,
+                                          list(texts))
+            stop_event = threading.Event()
+            self._running[stop_event] = future
+            try:
+                result = await future
+            finally:
+                self._running.pop(stop_event, None)
         return [cast(list[float], item["embedding"]) for item in result["data"]]
 
     async def aclose(self) -> None:
         """Free every loaded model and the worker threads."""
         loaded, self._loaded = list(self._loaded.values()), {}
+        # Stop generations still running (even for streams left open, which hold their
+        # model's lock) and wait for their threads before freeing the models they use.
+        for stop_event in list(self._running):
+            stop_event.set()
+        if self._running:
+            await asyncio.wait(list(self._running.values()))
         for item in loaded:
-            async with item.lock:
-                item.llm.close()
+            item.llm.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelplex-llama")
