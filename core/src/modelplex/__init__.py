@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from modelplex.hookspecs import hookimpl
     from modelplex.manager import (
+        ChainResult,
         ChatManager,
         ChatMode,
         ResponseWithMeta,
@@ -60,8 +61,8 @@ if TYPE_CHECKING:
 
 _LAZY: dict[str, str] = {
     "hookimpl": "hookspecs",
-    **dict.fromkeys(["ChatManager", "ChatMode", "ResponseWithMeta", "create_provider",
-                     "parse_model_spec"], "manager"),
+    **dict.fromkeys(["ChainResult", "ChatManager", "ChatMode", "ResponseWithMeta",
+                     "create_provider", "parse_model_spec"], "manager"),
     **dict.fromkeys(["Capabilities", "ChatRequest", "CommonOptions", "Provider"], "provider"),
     **dict.fromkeys(["ChatResponse", "StreamChunk", "ToolCall", "Usage"], "chunks"),
     **dict.fromkeys(["ChatMessage", "ChatSession", "HealthStatus", "MessageRole", "ModelInfo",
