@@ -225,16 +225,22 @@ class Provider(abc.ABC):
 
     async def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """Stream a validated request, keeping what was received on failure."""
-        received: list[StreamChunk] = []
+        # Plain text chunks are kept as their string: strings are not tracked by the garbage
+        # collector, so hundreds of concurrent streams do not make its collections slow.
+        received: list[StreamChunk | str] = []
         append = received.append
         try:
             # aclosing: leaving early closes the provider's stream at once, not at GC time.
             async with contextlib.aclosing(self._stream(request)) as stream:  # type: ignore[type-var]
                 async for chunk in stream:
-                    append(chunk)
+                    if chunk.reasoning is None and chunk.tool_calls is None:
+                        append(chunk.content)
+                    else:
+                        append(chunk)
                     yield chunk
         except ProviderError as err:
-            err.partial_chunks = received
+            err.partial_chunks = [StreamChunk(content=item) if isinstance(item, str) else item
+                                  for item in received]
             raise
 
     async def complete(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
