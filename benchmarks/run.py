@@ -35,6 +35,7 @@ TARGETS = {
     "M3 added p99 (ms)": "<= 1.0",
     "M4 import time / aiohttp": "<= 1.3",
     "M4 import memory / aiohttp": "<= 1.5",
+    "M4 import of ChatManager / aiohttp": "(info)",
     "peak RSS (MB), M1": "",
 }
 
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100)
     parser.add_argument("--paced-streams", type=int, default=256)
     parser.add_argument("--delay-ms", type=float, default=20.0)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="A small run to try the harness.")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
@@ -157,6 +158,8 @@ def main() -> None:
         t, m = imports[module]
         table["M4 import time / aiohttp"][arm] = t / base_t
         table["M4 import memory / aiohttp"][arm] = m / base_m
+        full = "modelplex.manager" if arm.startswith("modelplex") else PEERS[arm]
+        table["M4 import of ChatManager / aiohttp"][arm] = imports[full][0] / base_t
         table["peak RSS (MB), M1"][arm] = med(arm, "M1", "peak_rss_mb")
 
     header = ["metric", *columns, "target"]
