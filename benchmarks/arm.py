@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import statistics
@@ -150,9 +151,12 @@ async def run(arm: str, mode: str, url: str, streams: int, concurrency: int) -> 
     """Run the arm and return its measurements."""
     factory, wire = ARMS[arm]
     stream, request, close = await factory(url, wire)
-    # Warm up: connections, imports, first-call caches.
+    # Warm up: connections, imports, first-call caches; then one full garbage collection,
+    # so the first full collection after the imports (a one-off pause of tens of ms in every
+    # process, longer the more was imported) does not land inside the measurement.
     async for _ in stream(-1):
         pass
+    gc.collect()
     result: dict[str, Any] = {"arm": arm, "mode": mode}
     if mode == "stream":
         semaphore = asyncio.Semaphore(concurrency)

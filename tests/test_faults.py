@@ -42,6 +42,7 @@ PROVIDERS: dict[str, ProviderFactory] = {
     "openai": lambda url: create_provider("openai", base_url=url + "/v1",
                                           api_key="sk-fault-test-secret-123456",
                                           timeouts=TIMEOUTS),
+    "lmstudio": lambda url: create_provider("lmstudio", host=url, timeouts=TIMEOUTS),
 }
 
 
