@@ -160,13 +160,16 @@ class HttpClient:
         verify_tls: verify server certificates (default). Turning it off warns.
         max_line_bytes / max_body_bytes: limits on one streamed line / a whole body.
         limit: most connections open at once (0 = no limit).
+        connect_hint: appended to the error when the server refuses the connection, e.g.
+            how to start it.
     """
 
     def __init__(self, base_url: str, *, provider: str, headers: Mapping[str, str] | None = None,
                  timeouts: Timeouts | None = None, secrets: tuple[str, ...] = (),
                  error_factory: ErrorFactory | None = None, verify_tls: bool = True,
                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, limit: int = 0) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, limit: int = 0,
+                 connect_hint: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.provider = provider
         self.headers = dict(headers or {})
@@ -179,6 +182,7 @@ class HttpClient:
         self.max_line_bytes = max_line_bytes
         self.max_body_bytes = max_body_bytes
         self.limit = limit
+        self.connect_hint = connect_hint
         self._session: aiohttp.ClientSession | None = None
         if not verify_tls:
             warnings.warn(f"{provider}: TLS certificate verification is turned off",
@@ -233,9 +237,10 @@ class HttpClient:
                 f"{name}: the request to {self.base_url} took longer than {t.total} s in total",
                 phase="total", timeout=t.total, provider=name)
         if isinstance(err, aiohttp.ClientConnectorError):
+            hint = f". {self.connect_hint}" if self.connect_hint else ""
             return errors.ProviderConnectionError(
-                f"{name}: cannot connect to {self.base_url} ({err.os_error.strerror or err})",
-                provider=name)
+                f"{name}: cannot connect to {self.base_url} "
+                f"({err.os_error.strerror or err}){hint}", provider=name)
         if phase == "body":
             return errors.StreamError(
                 f"{name}: the connection to {self.base_url} broke off mid-response "
@@ -325,14 +330,24 @@ async def _drain_tail(resp: aiohttp.ClientResponse, limit: int = 65536,
     """Read what little is left after a stream's end marker, so the connection can be reused.
 
     A provider stops reading at ``[DONE]`` or ``done: true``; the body's last bytes (the
-    chunked-encoding terminator) may still be on their way. More than ``limit`` bytes or a
-    wait over ``within`` seconds means the server is still sending: the caller closes.
+    chunked-encoding terminator) may still be on their way. More than ``limit`` bytes, a
+    silence over ``within`` seconds (the connection's own read timer, cheaper than a new
+    timeout per request) or reading past ``within`` seconds means the server is still
+    sending: the caller closes the connection.
     """
+    content = resp.content
+    protocol = resp.connection.protocol if resp.connection is not None else None
+    if protocol is None:
+        return
+    protocol.read_timeout = within
+    protocol.start_timeout()
+    deadline = asyncio.get_running_loop().time() + within
     size = 0
     with suppress(TimeoutError, aiohttp.ClientError):
-        async with asyncio.timeout(within):
-            while not resp.content.at_eof() and size <= limit:
-                size += len(await resp.content.readany())
+        while not content.at_eof() and size <= limit:
+            size += len(await content.readany())
+            if asyncio.get_running_loop().time() > deadline:
+                return
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) -> bytes:

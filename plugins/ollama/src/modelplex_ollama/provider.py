@@ -109,6 +109,9 @@ def _is_missing_manifest(message: str) -> bool:
     return "manifest" in text and ("does not exist" in text or "not found" in text)
 
 
+_NO_LIMIT = contextlib.nullcontext()
+
+
 class OllamaProvider(Provider):
     """The Ollama provider: ``ollama:MODEL``.
 
@@ -155,7 +158,10 @@ class OllamaProvider(Provider):
         self.http = HttpClient(self.host, provider=self.name, headers=send_headers,
                                timeouts=_timeouts(timeouts), secrets=(key,) if key else (),
                                error_factory=make_error_factory((key,) if key else ()),
-                               verify_tls=verify_tls)
+                               verify_tls=verify_tls,
+                               connect_hint=f"Ollama is not running at {self.host}: start it "
+                                            "with `ollama serve`, or set OLLAMA_HOST to the "
+                                            "address where it runs")
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._tasks: dict[Any, asyncio.Task[None]] = {}
         self._legacy_embed = False
@@ -164,18 +170,15 @@ class OllamaProvider(Provider):
         return f"<OllamaProvider {self.name!r} host={self.host!r}>"
 
     # -- plumbing ---------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _slot(self, model: str) -> AsyncIterator[None]:
+    def _slot(self, model: str) -> contextlib.AbstractAsyncContextManager[Any]:
         """The per-(host, model) limit on requests in flight; waiting requests queue here."""
         if self.max_parallel == 0:
-            yield
-            return
+            return _NO_LIMIT
         key = _model_key(model)
         sem = self._slots.get(key)
         if sem is None:
             sem = self._slots[key] = asyncio.Semaphore(self.max_parallel)
-        async with sem:
-            yield
+        return sem
 
     def in_flight(self, model: str) -> int:
         """Requests to ``model`` holding a slot now (for monitoring and tests)."""
@@ -184,28 +187,12 @@ class OllamaProvider(Provider):
             return 0
         return self.max_parallel - sem._value
 
-    def _not_running(self, err: ProviderConnectionError) -> ProviderConnectionError:
-        if not isinstance(err.__cause__, aiohttp.ClientConnectorError):
-            return err
-        return ProviderConnectionError(
-            f"{err}. Ollama is not running at {self.host}: start it with `ollama serve`, or "
-            "set OLLAMA_HOST to the address where it runs", provider=self.name)
-
-    @contextlib.asynccontextmanager
-    async def _open(self, method: str, path: str, payload: Any = None
-                    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                resp = await stack.enter_async_context(self.http.stream(method, path, payload))
-            except ProviderConnectionError as err:
-                raise self._not_running(err) from err
-            yield resp
+    def _open(self, method: str, path: str, payload: Any = None
+              ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.http.stream(method, path, payload)
 
     async def _json(self, method: str, path: str, payload: Any = None) -> Any:
-        try:
-            return await self.http.request_json(method, path, payload)
-        except ProviderConnectionError as err:
-            raise self._not_running(err) from err
+        return await self.http.request_json(method, path, payload)
 
     def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Any]:
         return iter_ndjson(resp, self.http.max_line_bytes, provider=self.name)
