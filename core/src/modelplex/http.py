@@ -50,7 +50,8 @@ try:  # orjson is optional; it parses about three times faster
 
     def dumps(obj: Any) -> bytes:
         """Serialize to compact JSON bytes."""
-        return orjson.dumps(obj)
+        data: bytes = orjson.dumps(obj)
+        return data
 
 except ImportError:  # pragma: no cover - depends on the environment
     loads = json.loads

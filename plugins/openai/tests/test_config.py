@@ -160,7 +160,7 @@ def test_import_does_no_io_and_imports_no_provider() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, modelplex_openai, modelplex_lmstudio; "
+    code = ("import sys, modelplex_openai; "
             "print('modelplex_openai.provider' in sys.modules, 'aiohttp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
