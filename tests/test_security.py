@@ -20,10 +20,19 @@ from aiohttp import web
 from modelplex import create_provider
 from modelplex.errors import ProviderConnectionError, ProviderError, ResponseTooLargeError
 from modelplex.http import HttpClient
-from modelplex.testing.upstream import FaultyUpstream
 
 KEY = "sk-topsecret-0123456789abcdefXYZ"
 OLLAMA_KEY = "ollama-key-0123456789-secret"
+
+
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on ``host``; returns the runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 async def _echo_key_server() -> tuple[web.AppRunner, str]:
@@ -37,11 +46,7 @@ async def _echo_key_server() -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     return runner, f"http://127.0.0.1:{port}"
 
 
@@ -108,24 +113,17 @@ async def test_authorization_not_forwarded_on_redirect_to_another_host() -> None
         received.append(request.headers.get("Authorization"))
         return web.json_response({"object": "list", "data": []})
 
-    async with FaultyUpstream() as other:  # gives us a free port on this machine
-        other_port = other.url.rsplit(":", 1)[1]
     target_app = web.Application()
     target_app.router.add_get("/v1/models", target)
-    target_runner = web.AppRunner(target_app, access_log=None)
-    await target_runner.setup()
-    await web.TCPSite(target_runner, "localhost", int(other_port)).start()
+    target_runner, other_port = await serve(target_app)
 
     async def redirect(_: web.Request) -> web.Response:
+        # Same machine, another host name: a different origin for the client.
         raise web.HTTPTemporaryRedirect(f"http://localhost:{other_port}/v1/models")
 
     app = web.Application()
     app.router.add_get("/v1/models", redirect)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     provider = create_provider("openai", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
     try:
         await provider.list_models()
@@ -158,11 +156,7 @@ async def test_tls_verified_by_default_and_opt_out_warns(self_signed: tuple[Path
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app, ssl_context=context)
     url = f"https://127.0.0.1:{port}"
     try:
         strict = HttpClient(url, provider="t")
@@ -183,11 +177,7 @@ async def test_oversized_body_is_cut_off() -> None:
 
     app = web.Application()
     app.router.add_get("/big", huge)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     client = HttpClient(f"http://127.0.0.1:{port}", provider="t", max_body_bytes=1_000_000)
     try:
         with pytest.raises(ResponseTooLargeError, match="limit of 1000000"):
