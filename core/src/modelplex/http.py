@@ -447,10 +447,3 @@ async def iter_sse(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_M
             data.append(line[6:].strip())
     if data:
         yield event, b"\n".join(data)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel a task and wait until it has finished."""
-    task.cancel()
-    with suppress(asyncio.CancelledError, Exception):
-        await task

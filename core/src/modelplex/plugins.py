@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
 from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -284,9 +283,3 @@ def set_plugins(plugins: Plugins | None) -> Plugins | None:
 def list_plugins(*, include_builtins: bool = False) -> list[PluginInfo]:
     """Every installed plugin with name, version, hooks and load error."""
     return get_plugins().list_plugins(include_builtins=include_builtins)
-
-
-def iter_provider_factories() -> Iterable[tuple[str, Callable[..., Any]]]:
-    """``(name, factory)`` for every registered provider."""
-    for name, reg in sorted(get_plugins().registry("providers").items()):
-        yield name, reg.obj

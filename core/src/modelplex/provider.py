@@ -32,6 +32,7 @@ __all__ = [
     "ChatRequest",
     "CommonOptions",
     "Provider",
+    "keep_partial",
     "normalize_response_format",
     "options_error",
 ]
@@ -144,6 +145,29 @@ def normalize_response_format(fmt: Any) -> dict[str, Any] | None:
                        f"class (got {fmt!r})")
 
 
+async def keep_partial(stream: AsyncIterator[StreamChunk]) -> AsyncGenerator[StreamChunk, None]:
+    """Pass a provider's chunks through; a :class:`ProviderError` gets the ones received.
+
+    The stream is closed as soon as this one is (not when garbage collected). Plain text
+    chunks are kept as their string: strings are not tracked by the garbage collector, so
+    hundreds of concurrent streams do not make its collections slow.
+    """
+    received: list[StreamChunk | str] = []
+    append = received.append
+    try:
+        async with contextlib.aclosing(stream) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                if chunk.reasoning is None and chunk.tool_calls is None:
+                    append(chunk.content)
+                else:
+                    append(chunk)
+                yield chunk
+    except ProviderError as err:
+        err.partial_chunks = [StreamChunk(content=item) if isinstance(item, str) else item
+                              for item in received]
+        raise
+
+
 @attrs.define(slots=True)
 class ChatRequest:
     """Everything a provider needs for one chat request, validated."""
@@ -223,25 +247,9 @@ class Provider(abc.ABC):
                                      tool_choice=tool_choice, response_format=response_format)
         return self.stream_request(request)
 
-    async def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+    def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """Stream a validated request, keeping what was received on failure."""
-        # Plain text chunks are kept as their string: strings are not tracked by the garbage
-        # collector, so hundreds of concurrent streams do not make its collections slow.
-        received: list[StreamChunk | str] = []
-        append = received.append
-        try:
-            # aclosing: leaving early closes the provider's stream at once, not at GC time.
-            async with contextlib.aclosing(self._stream(request)) as stream:  # type: ignore[type-var]
-                async for chunk in stream:
-                    if chunk.reasoning is None and chunk.tool_calls is None:
-                        append(chunk.content)
-                    else:
-                        append(chunk)
-                    yield chunk
-        except ProviderError as err:
-            err.partial_chunks = [StreamChunk(content=item) if isinstance(item, str) else item
-                                  for item in received]
-            raise
+        return keep_partial(self._stream(request))
 
     async def complete(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
                        options: Mapping[str, Any] | CommonOptions | None = None,

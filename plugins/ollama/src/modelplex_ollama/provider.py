@@ -26,7 +26,7 @@ from modelplex.errors import (
     StreamError,
 )
 from modelplex.http import HttpClient, Timeouts, iter_ndjson
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider, keep_partial
 from modelplex.types import (
     ChatMessage,
     HealthStatus,
@@ -246,17 +246,6 @@ class OllamaProvider(Provider):
         yield StreamChunk(finish_reason="stop", model=model,
                           usage=estimated_usage(prompt, "".join(parts)))
 
-    async def _keep_partial(self, stream: AsyncIterator[StreamChunk]
-                            ) -> AsyncGenerator[StreamChunk, None]:
-        received: list[StreamChunk] = []
-        try:
-            async for chunk in stream:
-                received.append(chunk)
-                yield chunk
-        except ProviderError as err:
-            err.partial_chunks = received
-            raise
-
     async def _chat_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         self._require_model(request.model)
         if needs_file_io(request.messages):
@@ -329,7 +318,7 @@ class OllamaProvider(Provider):
                 async for chunk in self._read_answer(resp, text_key="response", prompt=prompt):
                     yield chunk
 
-        return self._keep_partial(run())
+        return keep_partial(run())
 
     async def generate_complete(self, prompt: str, *, model: str,
                                 options: Mapping[str, Any] | CommonOptions | None = None,
