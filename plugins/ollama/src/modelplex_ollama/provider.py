@@ -187,13 +187,6 @@ class OllamaProvider(Provider):
             return 0
         return self.max_parallel - sem._value
 
-    def _open(self, method: str, path: str, payload: Any = None
-              ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        return self.http.stream(method, path, payload)
-
-    async def _json(self, method: str, path: str, payload: Any = None) -> Any:
-        return await self.http.request_json(method, path, payload)
-
     def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Any]:
         return iter_ndjson(resp, self.http.max_line_bytes, provider=self.name)
 
@@ -255,7 +248,8 @@ class OllamaProvider(Provider):
     # -- chat -------------------------------------------------------------------------------
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         payload = await self._chat_body(request, stream=True)
-        async with self._slot(request.model), self._open("POST", "/api/chat", payload) as resp:
+        async with self._slot(request.model), \
+                self.http.stream("POST", "/api/chat", payload) as resp:
             async for chunk in self._read_answer(resp, text_key="message",
                                                  prompt=request.messages):
                 yield chunk
@@ -263,7 +257,7 @@ class OllamaProvider(Provider):
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         payload = await self._chat_body(request, stream=False)
         async with self._slot(request.model):
-            body = await self._json("POST", "/api/chat", payload)
+            body = await self.http.request_json("POST", "/api/chat", payload)
         return self._response(body, request.model, request.messages, text_key="message")
 
     def _response(self, body: Any, model: str, prompt: Sequence[ChatMessage] | str, *,
@@ -314,7 +308,7 @@ class OllamaProvider(Provider):
                                    response_format=response_format, stream=True)
 
         async def run() -> AsyncIterator[StreamChunk]:
-            async with self._slot(model), self._open("POST", "/api/generate", body) as resp:
+            async with self._slot(model), self.http.stream("POST", "/api/generate", body) as resp:
                 async for chunk in self._read_answer(resp, text_key="response", prompt=prompt):
                     yield chunk
 
@@ -330,7 +324,7 @@ class OllamaProvider(Provider):
                                    suffix=suffix, images=images, raw=raw,
                                    response_format=response_format, stream=False)
         async with self._slot(model):
-            reply = await self._json("POST", "/api/generate", body)
+            reply = await self.http.request_json("POST", "/api/generate", body)
         return self._response(reply, model, prompt, text_key="response")
 
     # -- embeddings -------------------------------------------------------------------------
@@ -358,7 +352,7 @@ class OllamaProvider(Provider):
                 body["dimensions"] = dimensions
             try:
                 async with self._slot(model):
-                    reply = await self._json("POST", "/api/embed", body)
+                    reply = await self.http.request_json("POST", "/api/embed", body)
             except EndpointNotFoundError:
                 log.info("ollama at %s has no /api/embed; using /api/embeddings", self.host)
                 self._legacy_embed = True
@@ -372,7 +366,7 @@ class OllamaProvider(Provider):
         out: list[list[float]] = []
         for text in items:
             async with self._slot(model):
-                reply = await self._json("POST", "/api/embeddings",
+                reply = await self.http.request_json("POST", "/api/embeddings",
                                          {"model": model, "prompt": text, **extra})
             vector = reply.get("embedding") if isinstance(reply, dict) else None
             if not isinstance(vector, list):
@@ -384,7 +378,7 @@ class OllamaProvider(Provider):
     # -- models -----------------------------------------------------------------------------
     async def list_models(self) -> list[ModelInfo]:
         """The models on the server (``/api/tags``)."""
-        body = await self._json("GET", "/api/tags")
+        body = await self.http.request_json("GET", "/api/tags")
         return [tag_model_info(m) for m in (body or {}).get("models") or []]
 
     async def show_model(self, name: str) -> ModelInfo:
@@ -392,14 +386,14 @@ class OllamaProvider(Provider):
         capabilities, and in ``details`` the template and parameters."""
         self._require_model(name)
         try:
-            body = await self._json("POST", "/api/show", {"model": name})
+            body = await self.http.request_json("POST", "/api/show", {"model": name})
         except ModelNotFoundError as err:
             raise self._with_name(err, name) from err
         return show_info(name, body or {})
 
     async def list_loaded_models(self) -> list[ModelInfo]:
         """The models loaded in memory now (``/api/ps``)."""
-        body = await self._json("GET", "/api/ps")
+        body = await self.http.request_json("GET", "/api/ps")
         return [loaded_model_info(m) for m in (body or {}).get("models") or []]
 
     def _with_name(self, err: ModelNotFoundError, name: str) -> ModelNotFoundError:
@@ -413,7 +407,7 @@ class OllamaProvider(Provider):
         """Delete a model from the server (``/api/delete``)."""
         self._require_model(name)
         try:
-            await self._json("DELETE", "/api/delete", {"model": name})
+            await self.http.request_json("DELETE", "/api/delete", {"model": name})
         except ModelNotFoundError as err:
             raise ModelNotFoundError(
                 f"ollama: cannot delete {name!r}: there is no such model "
@@ -425,7 +419,7 @@ class OllamaProvider(Provider):
         self._require_model(source)
         self._require_model(destination)
         try:
-            await self._json("POST", "/api/copy", {"source": source,
+            await self.http.request_json("POST", "/api/copy", {"source": source,
                                                    "destination": destination})
         except ModelNotFoundError as err:
             raise ModelNotFoundError(
@@ -435,7 +429,7 @@ class OllamaProvider(Provider):
 
     async def version(self) -> str:
         """The server's version (``/api/version``)."""
-        body = await self._json("GET", "/api/version")
+        body = await self.http.request_json("GET", "/api/version")
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, str):
             raise StreamError(f"ollama: /api/version returned {body!r:.200}",
@@ -473,7 +467,7 @@ class OllamaProvider(Provider):
         check_disk = self.check_disk_space and is_local_host(self.host)
         layers: dict[str, tuple[int, int]] = {}
         succeeded = False
-        async with self._open("POST", "/api/pull", {"model": name, "stream": True}) as resp:
+        async with self.http.stream("POST", "/api/pull", {"model": name, "stream": True}) as resp:
             async for line in self._lines(resp):
                 if not isinstance(line, dict):
                     continue
@@ -501,7 +495,7 @@ class OllamaProvider(Provider):
         """
         self._require_model(name)
         try:
-            await self._json("POST", "/api/pull", {"model": name, "stream": False})
+            await self.http.request_json("POST", "/api/pull", {"model": name, "stream": False})
         except ProviderStatusError as err:
             body = err.body if isinstance(err.body, dict) else {}
             message = str(body.get("error") or err)
