@@ -58,7 +58,8 @@ def test_builtins_are_registered_through_the_hooks() -> None:
 
 def test_get_unknown_parser_lists_available() -> None:
     plugins = Plugins(load_entrypoints=False)
-    with pytest.raises(PluginError, match=r"no parser named 'yaml'; available: json_dict"):
+    with pytest.raises(PluginError, match=r"no parser named 'yaml'; available: "
+                                          r"chain_of_thought, code_block, json_dict, "):
         plugins.get("parsers", "yaml")
 
 

@@ -111,11 +111,18 @@ class PluginError(ModelplexError):
 
 
 class ParseError(ModelplexError):
-    """A parser could not turn a model's answer into the expected structure."""
+    """A parser could not turn a model's answer into the expected structure.
 
-    def __init__(self, message: str, *, raw: str = "") -> None:
+    ``raw`` is the answer that failed; after re-asking, ``answers`` holds every raw answer
+    the model gave (oldest first) and ``errors`` what was wrong with each.
+    """
+
+    def __init__(self, message: str, *, raw: str = "", answers: list[str] | None = None,
+                 errors: list[str] | None = None) -> None:
         super().__init__(message)
         self.raw = raw
+        self.answers: list[str] = list(answers) if answers is not None else [raw]
+        self.errors: list[str] = list(errors) if errors is not None else [message]
 
 
 class UnsupportedOperationError(ModelplexError):

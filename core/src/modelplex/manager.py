@@ -29,8 +29,11 @@ from modelplex.chunks import StreamChunk, ToolCall
 from modelplex.errors import ConfigurationError, ModelplexError, ProviderError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
-from modelplex.provider import ChatRequest, Provider
+from modelplex.provider import ChatRequest, CommonOptions, Provider
+from modelplex.structured import StructuredResult, StructuredUpdate
 from modelplex.types import ChatMessage, ChatSession, MessageRole
+
+ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
 
 __all__ = ["ChainResult", "ChatManager", "ChatMode", "ResponseWithMeta", "create_provider",
            "parse_model_spec"]
@@ -70,6 +73,7 @@ class ResponseWithMeta:
     reasoning: str | None = None
     tool_calls: list[ToolCall] = attrs.Factory(list)
     usage_estimated: bool = False
+    steps: list[Any] = attrs.Factory(list)  # tool-calling rounds (modelplex.tools.ToolStep)
 
     @property
     def token_count(self) -> int:
@@ -80,28 +84,6 @@ class ResponseWithMeta:
     def model_name(self) -> str:
         """The model that answered (alias of ``model``)."""
         return self.model
-
-
-@attrs.define
-class ChainResult:
-    """The parsed answer to a prompt template, with the response it came from."""
-
-    parsed: Any
-    meta: ResponseWithMeta
-
-    @property
-    def reasoning(self) -> str:
-        """The reasoning part, for templates that separate it (else the whole answer)."""
-        if isinstance(self.parsed, dict):
-            return str(self.parsed.get("reasoning", ""))
-        return self.meta.content
-
-    @property
-    def solution(self) -> str:
-        """The final answer, for templates that separate it (else the whole answer)."""
-        if isinstance(self.parsed, dict):
-            return str(self.parsed.get("solution", ""))
-        return self.meta.content
 
 
 def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[str, str | None]:
@@ -177,6 +159,7 @@ class ChatManager:
         self._system_prompt = system_prompt
         self._session: ChatSession | None = None
         self._runner: asyncio.Runner | None = None
+        self._toolbox: Any = None  # modelplex.tools.ToolBox once function calling is enabled
 
     @property
     def plugins(self) -> Plugins:
@@ -336,9 +319,18 @@ class ChatManager:
 
     async def get_response_with_meta(self, text: str, *,
                                      options: Mapping[str, Any] | None = None,
-                                     images: Sequence[str | bytes] | None = None
-                                     ) -> ResponseWithMeta:
-        """Send ``text`` and return the whole answer with token counts and timings."""
+                                     images: Sequence[str | bytes] | None = None,
+                                     tools: Sequence[Any] | None = None) -> ResponseWithMeta:
+        """Send ``text`` and return the whole answer with token counts and timings.
+
+        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), or
+        after :meth:`enable_function_calling`, the model's tool calls are run and answered
+        until it gives a final answer (see :func:`modelplex.tools.run_tools`).
+        """
+        if tools or (self._toolbox is not None and self._toolbox.tools):
+            from modelplex import tools as tools_module
+
+            return await tools_module.respond(self, text, tools, options=options, images=images)
         start = time.perf_counter()
         first: float | None = None
         chunks: list[StreamChunk] = []
@@ -365,15 +357,71 @@ class ChatManager:
             usage_estimated=usage.estimated if usage else True,
         )
 
-    async def execute_chain(self, prompt: PromptTemplate, *,
-                            options: Mapping[str, Any] | None = None) -> ChainResult:
-        """Send a prompt template's text and parse the answer with the template.
+    async def execute_chain(self, prompt: PromptTemplate | str, *,
+                            options: Mapping[str, Any] | None = None,
+                            **kw: Any) -> ChainResult:
+        """Send a prompt template and read the answer with the template's parser.
 
-        For a :class:`~modelplex.prompts.ChainOfThoughtPrompt` the result has ``reasoning``
-        and ``solution``.
+        ``prompt`` is a template instance, or a registered name with its fields as keywords
+        (``chat.execute_chain("chain_of_thought", task="...")``). Templates that declare a
+        parser are run like :meth:`get_structured` (``mode``, ``max_retries``,
+        ``keep_attempts``); chain of thought gives ``result.reasoning`` and
+        ``result.solution``. See :func:`modelplex.structured.execute_chain`.
         """
-        meta = await self.get_response_with_meta(prompt.render(), options=options)
-        return ChainResult(parsed=prompt.parse(meta.content), meta=meta)
+        from modelplex import structured
+
+        return await structured.execute_chain(self, prompt, options=options, **kw)
+
+    # -- structured output and tools (modelplex.structured, modelplex.tools) ----------------
+    async def request_context(self, options: Mapping[str, Any] | None = None
+                              ) -> tuple[Provider, ChatSession, CommonOptions]:
+        """The provider, session and validated options the next request would use."""
+        provider, session = await self._ensure_model()
+        return provider, session, provider.parse_options(self._merged_options(options))
+
+    async def get_structured(self, text: str, output: Any, **kw: Any) -> StructuredResult:
+        """Ask ``text`` and return the answer validated by ``output``.
+
+        ``output`` is a parser name (``"json_dict"``), a :class:`~modelplex.parsers.Parser`,
+        a pydantic model class or a JSON schema dict. Keywords: ``mode`` (``"native"``,
+        ``"tool"`` or ``"prompted"``; chosen from the provider's capabilities by default),
+        ``max_retries`` (re-asks after a bad answer, default 2), ``options``, ``images``,
+        ``keep_attempts`` (keep the failed attempts in the history). Raises
+        :class:`~modelplex.errors.ParseError` with every raw answer when none is valid.
+        See :func:`modelplex.structured.get_structured`.
+        """
+        from modelplex import structured
+
+        return await structured.get_structured(self, text, output, **kw)
+
+    def stream_structured(self, text: str, output: Any,
+                          **kw: Any) -> AsyncGenerator[StructuredUpdate, None]:
+        """Like :meth:`get_structured`, yielding the partial value as the JSON streams in.
+
+        The last update has ``done=True`` and the validated value.
+        """
+        from modelplex import structured
+
+        return structured.stream_structured(self, text, output, **kw)
+
+    def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
+                                raise_tool_errors: bool = False) -> None:
+        """Let the model call ``tools`` (functions, Tools or JSON specs) from now on.
+
+        :meth:`get_response_with_meta` then runs the model's calls, at most ``max_steps``
+        rounds; a tool that raises is reported to the model unless ``raise_tool_errors``.
+        """
+        from modelplex.tools import ToolBox
+
+        if self._toolbox is None:
+            self._toolbox = ToolBox()
+        self._toolbox.add(tools)
+        self._toolbox.max_steps = max_steps
+        self._toolbox.raise_errors = raise_tool_errors
+
+    def disable_function_calling(self) -> None:
+        """Stop offering tools to the model."""
+        self._toolbox = None
 
     # -- sync twins -------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], name: str) -> T:
@@ -412,6 +460,14 @@ class ChatManager:
     def get_response_with_meta_sync(self, text: str, **kw: Any) -> ResponseWithMeta:
         """Blocking :meth:`get_response_with_meta`."""
         return self._run(self.get_response_with_meta(text, **kw), "get_response_with_meta")
+
+    def get_structured_sync(self, text: str, output: Any, **kw: Any) -> StructuredResult:
+        """Blocking :meth:`get_structured`."""
+        return self._run(self.get_structured(text, output, **kw), "get_structured")
+
+    def execute_chain_sync(self, prompt: PromptTemplate | str, **kw: Any) -> ChainResult:
+        """Blocking :meth:`execute_chain`."""
+        return self._run(self.execute_chain(prompt, **kw), "execute_chain")
 
     def send_message_sync(self, text: str, **kw: Any) -> Iterator[StreamChunk]:
         """Blocking :meth:`send_message`: iterate the chunks as they arrive."""

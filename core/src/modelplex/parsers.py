@@ -1,14 +1,38 @@
-"""Structured-output parsers, registered through ``register_parsers``."""
+"""Structured-output parsers, registered through ``register_parsers``.
+
+A parser tells the model what to write (:attr:`Parser.format_instruction`), gives the JSON
+schema a provider can enforce (:attr:`Parser.json_schema`, ``None`` when it cannot be put as a
+schema) and reads the answer (:meth:`Parser.parse`, raising :class:`ParseError` with a message
+the model can act on when it is re-asked). :meth:`Parser.partial` reads an unfinished answer
+while it streams.
+
+JSON is read tolerantly: with or without a ```json fence, with prose around it, and in the
+JSON5 dialect small models often write (single quotes, unquoted keys, comments, trailing
+commas; read by the ``json5`` package) or as a Python literal (``True``, ``None``).
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from modelplex.errors import ParseError
 
-__all__ = ["JsonDictParser", "ParseResult", "Parser"]
+__all__ = [
+    "CodeBlockParser",
+    "JsonDictParser",
+    "JsonSchemaParser",
+    "ListParser",
+    "ParseResult",
+    "Parser",
+    "PydanticParser",
+    "describe_schema",
+    "extract_json",
+    "partial_json",
+]
 
 
 class ParseResult:
@@ -25,18 +49,34 @@ class ParseResult:
 
 
 class Parser:
-    """Base class of parsers: an instruction to add to the prompt, and ``parse``."""
+    """Base class of parsers: an instruction to add to the prompt, a schema, and ``parse``.
+
+    Subclasses set ``name`` (the registry name) and implement :meth:`parse`; those whose
+    answer is JSON return a JSON schema from :attr:`json_schema` so providers that constrain
+    decoding can enforce it (native mode), and inherit :meth:`partial` for streaming.
+    """
 
     name: ClassVar[str]
+    #: The name of the schema (OpenAI ``json_schema.name``, the forced tool's name).
+    schema_name: str = "response"
 
     @property
     def format_instruction(self) -> str:
         """Text to append to the prompt so the model answers in the expected form."""
         return ""
 
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the answer, or ``None`` when the answer is not JSON."""
+        return None
+
     def parse(self, response: Any) -> ParseResult:
         """Parse a response (text, or any object with ``.content`` / ``.text``)."""
         raise NotImplementedError
+
+    def partial(self, text: str) -> Any:
+        """The value so far of an unfinished answer, or ``None`` (for streaming)."""
+        return partial_json(text) if self.json_schema is not None else None
 
 
 def _text_of(response: Any) -> str:
@@ -49,14 +89,122 @@ def _text_of(response: Any) -> str:
     raise ParseError(f"cannot read text from {type(response).__name__}")
 
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def _loads(candidate: str) -> Any:
+    """Strict JSON, then JSON5, then a Python literal; ``ValueError`` if none reads it."""
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    try:
+        return json.loads(_TRAILING_COMMA.sub(r"\1", candidate))
+    except ValueError:
+        pass
+    import json5  # imported here: only answers that are not plain JSON need it
+
+    try:
+        return json5.loads(candidate)
+    except ValueError:
+        pass
+    try:
+        value = ast.literal_eval(candidate)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError("not JSON") from None
+    if isinstance(value, dict | list):
+        return value
+    raise ValueError("not JSON")
+
+
+def _span(text: str, opener: str, closer: str) -> str | None:
+    start, end = text.find(opener), text.rfind(closer)
+    return text[start:end + 1] if start != -1 and end > start else None
+
+
+def extract_json(response: Any, kind: type | tuple[type, ...] | None = dict) -> Any:
+    """The first JSON value of ``kind`` in an answer (fenced or not, prose around it).
+
+    Raises :class:`ParseError` naming what was found instead.
+    """
+    text = _text_of(response)
+    candidates = [m.group(1).strip() for m in _FENCE.finditer(text)]
+    for opener, closer in (("{", "}"), ("[", "]")):
+        span = _span(text, opener, closer)
+        if span is not None:
+            candidates.append(span)
+    candidates.append(text.strip())
+    found: list[Any] = []
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            value = _loads(candidate)
+        except ValueError:
+            continue
+        if kind is None or isinstance(value, kind):
+            return value
+        found.append(value)
+    what = {dict: "JSON object", list: "JSON array"}.get(kind, "JSON value") \
+        if isinstance(kind, type) or kind is None else "JSON value"
+    if found:
+        got = type(found[0]).__name__
+        raise ParseError(f"expected a {what}, but the answer holds a {got}", raw=text)
+    if not text.strip():
+        raise ParseError(f"the answer is empty; expected a {what}", raw=text)
+    raise ParseError(f"no {what} found in the answer", raw=text)
+
+
+def partial_json(text: str) -> Any:
+    """Parse the JSON that has streamed so far (unclosed strings, lists and objects allowed).
+
+    Returns ``None`` until an object or array has started.
+    """
+    from pydantic_core import from_json
+
+    starts = [i for i in (text.find("{"), text.find("[")) if i != -1]
+    if not starts:
+        return None
+    start = min(starts)
+    body = text[start:]
+    fence = body.find("```")
+    if fence != -1:
+        body = body[:fence]
+    try:
+        return from_json(body, allow_partial="trailing-strings")
+    except ValueError:
+        return None
+
+
+_TYPE_NAMES = {"string": "string", "integer": "integer", "number": "number",
+               "boolean": "true or false", "array": "list", "object": "object"}
+
+
+def describe_schema(schema: Mapping[str, Any]) -> str:
+    """A short description of a JSON schema for a prompt: keys and types when it is flat."""
+    props = schema.get("properties")
+    if schema.get("type") == "object" and isinstance(props, Mapping) and props and all(
+            isinstance(p, Mapping) and p.get("type") in _TYPE_NAMES for p in props.values()):
+        required = set(schema.get("required") or [])
+        parts = []
+        for key, prop in props.items():
+            kind = _TYPE_NAMES[prop["type"]]
+            if prop["type"] == "array" and isinstance(prop.get("items"), Mapping):
+                kind = f"list of {_TYPE_NAMES.get(prop['items'].get('type'), 'values')}"
+            if prop.get("enum"):
+                kind = " or ".join(json.dumps(v) for v in prop["enum"])
+            optional = "" if key in required else ", optional"
+            parts.append(f'"{key}" ({kind}{optional})')
+        return "a JSON object with the keys " + ", ".join(parts)
+    return "JSON matching this schema: " + json.dumps(schema, separators=(",", ":"))
 
 
 class JsonDictParser(Parser):
     """Parse a JSON object from a model's answer and check its required keys.
 
-    Tolerates a ```json fence or none, prose around the object, and trailing commas.
+    Tolerates a ```json fence or none, prose around the object, trailing commas, JSON5
+    (single quotes, unquoted keys, comments) and Python literals.
     """
 
     name: ClassVar[str] = "json_dict"
@@ -71,23 +219,209 @@ class JsonDictParser(Parser):
         text = "Respond with a JSON object only"
         return text + (f", with the keys {keys}." if keys else ".")
 
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        """An object with the required keys (of any type)."""
+        schema: dict[str, Any] = {"type": "object"}
+        if self.required_keys:
+            schema["properties"] = {key: {} for key in self.required_keys}
+            schema["required"] = list(self.required_keys)
+        return schema
+
     def parse(self, response: Any) -> ParseResult:
         """The first JSON object in the answer; :class:`ParseError` if none or keys missing."""
         text = _text_of(response)
-        candidates = [m.group(1) for m in _FENCE.finditer(text)]
-        start, end = text.find("{"), text.rfind("}")
-        if start != -1 and end > start:
-            candidates.append(text[start:end + 1])
-        for candidate in candidates:
-            for attempt in (candidate, _TRAILING_COMMA.sub(r"\1", candidate)):
-                try:
-                    value = json.loads(attempt)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    missing = [k for k in self.required_keys if k not in value]
-                    if missing:
-                        raise ParseError(f"the JSON object lacks required keys: {missing}",
-                                         raw=text)
-                    return ParseResult(value, text)
-        raise ParseError("no JSON object found in the answer", raw=text)
+        value = extract_json(text, dict)
+        missing = [k for k in self.required_keys if k not in value]
+        if missing:
+            raise ParseError(f"the JSON object lacks required keys: {missing}", raw=text)
+        return ParseResult(value, text)
+
+
+def _validation_message(err: Any) -> str:
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "the value"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+class PydanticParser(Parser):
+    """Parse the answer into a pydantic model (or any type pydantic can validate).
+
+    ``PydanticParser(Person)`` asks for JSON matching ``Person``'s schema and returns a
+    ``Person``; validation errors name the field and are sent back to the model on re-ask.
+    """
+
+    name: ClassVar[str] = "pydantic"
+
+    def __init__(self, model: Any, *, name: str | None = None) -> None:
+        from pydantic import TypeAdapter
+
+        self.model = model
+        self.adapter: TypeAdapter[Any] = TypeAdapter(model)
+        self.schema_name = name or getattr(model, "__name__", None) or "response"
+        self._schema: dict[str, Any] = self.adapter.json_schema()
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        """The model's JSON schema."""
+        return self._schema
+
+    @property
+    def format_instruction(self) -> str:
+        """Ask for JSON matching the schema."""
+        return f"Respond with {describe_schema(self._schema)}, and nothing else."
+
+    def parse(self, response: Any) -> ParseResult:
+        """Validate the answer's JSON; :class:`ParseError` lists what is wrong."""
+        from pydantic import ValidationError
+
+        text = _text_of(response)
+        kind = dict if self._schema.get("type") == "object" else None
+        value = extract_json(text, kind)
+        try:
+            return ParseResult(self.adapter.validate_python(value), text)
+        except ValidationError as err:
+            raise ParseError(f"the JSON does not match the schema: {_validation_message(err)}",
+                             raw=text) from None
+
+
+def _schema_errors(value: Any, schema: Mapping[str, Any], where: str = "") -> list[str]:
+    """The errors of a JSON-schema subset: type, required, properties, items, enum."""
+    label = where or "the value"
+    types = schema.get("type")
+    checks = {"object": dict, "array": list, "string": str, "boolean": bool,
+              "null": type(None), "integer": int, "number": (int, float)}
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        ok = any(isinstance(value, checks[t]) and not (  # type: ignore[arg-type]
+            t in ("integer", "number") and isinstance(value, bool)) for t in names if t in checks)
+        if not ok:
+            return [f"{label}: expected {' or '.join(names)}, got {json.dumps(value)[:60]}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{label}: must be one of {json.dumps(schema['enum'])}"]
+    errors: list[str] = []
+    if isinstance(value, dict):
+        for key in schema.get("required") or []:
+            if key not in value:
+                errors.append(f"{where + '.' if where else ''}{key}: required key missing")
+        props = schema.get("properties") or {}
+        for key, sub in props.items():
+            if key in value and isinstance(sub, Mapping):
+                errors += _schema_errors(value[key], sub, f"{where + '.' if where else ''}{key}")
+        if schema.get("additionalProperties") is False:
+            extra = sorted(set(value) - set(props))
+            if extra:
+                errors.append(f"{label}: unexpected keys {extra}")
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            errors += _schema_errors(item, schema["items"], f"{where}[{i}]")
+    return errors
+
+
+class JsonSchemaParser(Parser):
+    """Parse the answer as JSON and check it against a JSON schema given as a dict.
+
+    With the ``jsonschema`` package installed the whole schema is checked; without it, the
+    common subset (type, required, properties, items, enum, additionalProperties).
+    """
+
+    name: ClassVar[str] = "json_schema"
+
+    def __init__(self, schema: Mapping[str, Any], *, name: str | None = None) -> None:
+        self.schema = dict(schema)
+        self.schema_name = name or str(self.schema.get("title") or "response")
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        """The schema as given."""
+        return self.schema
+
+    @property
+    def format_instruction(self) -> str:
+        """Ask for JSON matching the schema."""
+        return f"Respond with {describe_schema(self.schema)}, and nothing else."
+
+    def parse(self, response: Any) -> ParseResult:
+        """The answer's JSON, checked against the schema."""
+        text = _text_of(response)
+        kind = {"object": dict, "array": list}.get(self.schema.get("type"))  # type: ignore[arg-type]
+        value = extract_json(text, kind)
+        try:
+            import jsonschema
+        except ImportError:
+            errors = _schema_errors(value, self.schema)
+        else:
+            validator = jsonschema.Draft202012Validator(self.schema)
+            errors = [f"{'.'.join(map(str, e.absolute_path)) or 'the value'}: {e.message}"
+                      for e in validator.iter_errors(value)]
+        if errors:
+            raise ParseError("the JSON does not match the schema: " + "; ".join(errors),
+                             raw=text)
+        return ParseResult(value, text)
+
+
+_BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+(.*\S)\s*$")
+
+
+class ListParser(Parser):
+    """Parse a list: a JSON array, or the bulleted or numbered lines of the answer."""
+
+    name: ClassVar[str] = "list"
+
+    def __init__(self, min_items: int = 1) -> None:
+        self.min_items = min_items
+
+    @property
+    def format_instruction(self) -> str:
+        """Ask for a JSON array."""
+        return "Respond with a JSON array of strings only, one item per entry."
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        """An array of strings."""
+        return {"type": "array", "items": {"type": "string"}, "minItems": self.min_items}
+
+    def parse(self, response: Any) -> ParseResult:
+        """A JSON array if there is one, else the list items of the text."""
+        text = _text_of(response)
+        try:
+            items: list[Any] = extract_json(text, list)
+        except ParseError:
+            items = [m.group(1) for line in text.splitlines() if (m := _BULLET.match(line))]
+        if isinstance(items, list) and len(items) == 1 and isinstance(items[0], dict):
+            items = next((v for v in items[0].values() if isinstance(v, list)), items)
+        if len(items) < self.min_items:
+            raise ParseError(f"expected a list of at least {self.min_items} item(s), "
+                             "as a JSON array or one '- item' per line", raw=text)
+        return ParseResult(items, text)
+
+    def partial(self, text: str) -> Any:
+        """The array so far."""
+        value = partial_json(text)
+        return value if isinstance(value, list) else None
+
+
+class CodeBlockParser(Parser):
+    """Extract the code of a fenced block (of ``language``, if given) from the answer."""
+
+    name: ClassVar[str] = "code_block"
+
+    def __init__(self, language: str | None = None) -> None:
+        self.language = language
+
+    @property
+    def format_instruction(self) -> str:
+        """Ask for one fenced block."""
+        return f"Put the code in one fenced block: ```{self.language or ''} ... ```."
+
+    def parse(self, response: Any) -> ParseResult:
+        """The first matching block's code; :class:`ParseError` if there is none."""
+        text = _text_of(response)
+        for match in re.finditer(r"```([\w+-]*)[ \t]*\n(.*?)```", text, re.DOTALL):
+            lang = match.group(1).lower()
+            if self.language is None or lang in ("", self.language.lower()):
+                return ParseResult(match.group(2).rstrip("\n"), text)
+        fence = f"```{self.language or ''}"
+        raise ParseError(f"no {fence} fenced code block found in the answer", raw=text)

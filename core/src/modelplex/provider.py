@@ -40,7 +40,13 @@ __all__ = [
 
 @attrs.frozen
 class Capabilities:
-    """What a provider can do; callers check these before asking."""
+    """What a provider can do; callers check these before asking.
+
+    ``json_mode``: it can constrain answers to JSON (``response_format="json"``).
+    ``json_schema``: it can constrain answers to a given JSON schema (Ollama ``format``,
+    OpenAI ``response_format`` json_schema, a llama.cpp grammar); structured output then uses
+    native mode by default. ``tools``: it sends tool definitions and returns tool calls.
+    """
 
     streaming: bool = True
     embeddings: bool = False
@@ -48,6 +54,7 @@ class Capabilities:
     vision: bool = False
     json_mode: bool = False
     model_management: bool = False
+    json_schema: bool = False
 
 
 class CommonOptions(BaseModel):

@@ -7,18 +7,29 @@ from modelplex.hookspecs import Register, hookimpl
 
 @hookimpl
 def register_prompt_templates(register: Register) -> None:
-    """Register the chain-of-thought template."""
-    from modelplex.prompts import ChainOfThoughtPrompt
+    """Register the chain-of-thought, few-shot and extraction templates."""
+    from modelplex.prompts import ChainOfThoughtPrompt, ExtractionPrompt, FewShotPrompt
 
     register(ChainOfThoughtPrompt)
+    register(FewShotPrompt)
+    register(ExtractionPrompt)
 
 
 @hookimpl
 def register_parsers(register: Register) -> None:
-    """Register the JSON dict parser."""
-    from modelplex.parsers import JsonDictParser
+    """Register the JSON, pydantic, JSON-schema, list and code-block parsers."""
+    from modelplex.parsers import (
+        CodeBlockParser,
+        JsonDictParser,
+        JsonSchemaParser,
+        ListParser,
+        PydanticParser,
+    )
+    from modelplex.prompts import ChainOfThoughtParser
 
-    register(JsonDictParser)
+    for parser in (JsonDictParser, PydanticParser, JsonSchemaParser, ListParser,
+                   CodeBlockParser, ChainOfThoughtParser):
+        register(parser)
 
 
 @hookimpl

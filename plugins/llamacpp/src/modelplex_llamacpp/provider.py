@@ -84,7 +84,7 @@ class LlamaCppProvider(Provider):
     name: str = "llamacpp"
     Options: ClassVar[type[CommonOptions]] = LlamaCppOptions
     capabilities: ClassVar[Capabilities] = Capabilities(streaming=True, embeddings=True,
-                                                        json_mode=True)
+                                                        json_mode=True, json_schema=True)
     default_model: str | None = "smollm2"
 
     def __init__(self, *, models_dir: str | os.PathLike[str] | None = None,

@@ -135,7 +135,7 @@ class OllamaProvider(Provider):
     Options: ClassVar[type[CommonOptions]] = OllamaOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
         streaming=True, embeddings=True, tools=True, vision=True, json_mode=True,
-        model_management=True)
+        model_management=True, json_schema=True)
 
     def __init__(self, host: str | None = None, api_key: str | SecretStr | None = None,
                  headers: Mapping[str, str] | None = None,

@@ -105,7 +105,8 @@ class OpenAIProvider(Provider):
     name: str = "openai"
     Options: ClassVar[type[CommonOptions]] = OpenAIOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True, embeddings=True, tools=True, vision=True, json_mode=True)
+        streaming=True, embeddings=True, tools=True, vision=True, json_mode=True,
+        json_schema=True)
 
     #: Defaults applied when the provider is created under the class's own name.
     default_base_url: ClassVar[str] = OPENAI_BASE_URL
