@@ -66,18 +66,33 @@ def cli(debug: bool) -> None:
               help="Sampling preset.")
 @click.option("-u", "--usage", "show_usage", is_flag=True,
               help="Print token usage and timings to stderr after the answer.")
+@click.option("-t", "--template", help="Run a prompt template (see `modelplex templates`).")
+@click.option("-p", "--param", "param_pairs", nargs=2, multiple=True, metavar="KEY VALUE",
+              help="A template field, e.g. -p task 'What is 17 * 3?'")
+@click.option("--schema", type=click.Path(dir_okay=False),
+              help="Answer as JSON matching this JSON-schema file; prints the JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Answer with a JSON object; prints it.")
 def chat(prompt: str | None, model: str | None, system: str | None,
-         option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool) -> None:
+         option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool,
+         template: str | None = None, param_pairs: Sequence[tuple[str, str]] = (),
+         schema: str | None = None, as_json: bool = False) -> None:
     """Chat with a model: one-shot with PROMPT (or stdin), interactive without.
 
     In the interactive session, /model provider:model switches model (the history is kept),
-    /clear forgets the history and /exit leaves.
+    /clear forgets the history and /exit leaves. With -t, --schema or --json the answer is
+    structured, validated and printed as JSON.
     """
     from modelplex.manager import ChatManager
 
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read()
     manager = ChatManager(system_prompt=system, mode=mode, options=_options(option_pairs))
+    if template or param_pairs or schema or as_json:
+        from modelplex.cli_structured import run_structured_chat
+
+        _run(run_structured_chat(manager, model, prompt, template=template, pairs=param_pairs,
+                                 schema=schema, as_json=as_json, show_usage=show_usage))
+        return
     if prompt is not None:
         _run(_one_shot(manager, model, prompt, show_usage))
     else:
@@ -345,6 +360,15 @@ def plugins(as_json: bool, include_builtins: bool) -> None:
     for info in infos:
         line = f"{info.name:12} {info.version or '-':10} {', '.join(info.hooks)}"
         click.echo(line + (f"\n    error: {info.error}" if info.error else ""))
+
+
+def _add_lazy_commands() -> None:
+    from modelplex.cli_structured import templates
+
+    cli.add_command(templates)
+
+
+_add_lazy_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

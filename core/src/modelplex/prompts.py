@@ -13,12 +13,13 @@ format out) and ``extract`` (fields of a text into a pydantic model or JSON sche
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelplex.errors import ParseError
-from modelplex.parsers import JsonDictParser, Parser, ParseResult, PydanticParser
+from modelplex.parsers import JsonSchemaParser, Parser, ParseResult, PydanticParser
 
 __all__ = ["ChainOfThought", "ChainOfThoughtParser", "ChainOfThoughtPrompt", "ExtractionPrompt", "FewShotExample",
            "FewShotPrompt", "PromptTemplate", "describe_fields"]
@@ -123,6 +124,18 @@ class ChainOfThoughtPrompt(PromptTemplate):
         return {"reasoning": head.strip(), "solution": tail.strip()}
 
 
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if value is None:
+        return "null"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "string")
+
+
 class FewShotExample(BaseModel):
     """One example: an input and the output wanted for it (text or a JSON object)."""
 
@@ -159,14 +172,19 @@ class FewShotPrompt(PromptTemplate):
         return "\n".join(lines)
 
     def output_parser(self) -> Parser | None:
-        """A JSON object with the examples' keys, when the examples are objects."""
+        """A JSON object with the examples' keys and value types, when the examples are
+        objects."""
         if not self._is_json():
             return None
-        keys: list[str] = []
+        types: dict[str, set[str]] = {}
         for example in self.examples:
             assert isinstance(example.output, dict)
-            keys += [k for k in example.output if k not in keys]
-        return JsonDictParser(required_keys=keys)
+            for key, value in example.output.items():
+                types.setdefault(key, set()).add(_json_type(value))
+        props = {key: {"type": kinds.pop()} if len(kinds) == 1 else {}
+                 for key, kinds in types.items()}
+        return JsonSchemaParser({"type": "object", "properties": props,
+                                 "required": list(types)}, name="answer")
 
     def parse(self, text: str) -> str:
         """The text answer, without a leading ``Output:``."""
@@ -216,7 +234,8 @@ def describe_fields(template: type[PromptTemplate]) -> list[dict[str, Any]]:
     for name, info in template.model_fields.items():
         annotation = info.annotation
         kind = getattr(annotation, "__name__", None) or str(annotation)
-        kind = str(annotation).replace("typing.", "") if "[" in str(annotation) else kind
+        if "[" in str(annotation) or "|" in str(annotation):
+            kind = re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(annotation))
         out.append({"name": info.alias or name, "type": kind, "required": info.is_required(),
                     "default": None if info.is_required() else repr(info.get_default(
                         call_default_factory=True)),
