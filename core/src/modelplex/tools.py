@@ -80,7 +80,8 @@ class Tool:
     def __attrs_post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigurationError(f"tool name {self.name!r} must be 1-64 letters, digits, "
-                                     "'_' or '-'")
+                                     "'_' or '-'; name it with Tool.from_function(func, "
+                                     "name=...)")
 
     @classmethod
     def from_function(cls, func: Callable[..., Any], *, name: str | None = None,
