@@ -190,3 +190,24 @@ def test_cli_models_list_through_a_config_file(llama_server: str, tmp_path: Path
     # the endpoint's default model is used when only the provider is named
     result = _cli(["chat", "-m", "local", "-o", "max_tokens", "4", "hi"], env)
     assert result.returncode == 0, result.stderr
+
+
+async def test_native_structured_output_through_the_server(llama_server: str) -> None:
+    """modelplex-openai sends the schema as response_format; the server's grammar holds the
+    tiny babbling model to it, so the answer validates on the first attempt."""
+    from pydantic import BaseModel, Field
+
+    from modelplex import ChatManager
+
+    class Reading(BaseModel):
+        sensor: str = Field(max_length=12)
+        level: int
+        ok: bool
+
+    config = {"openai": {"base_url": llama_server, "api_key": "sk-unused-000000",
+                         "json_schema_style": "json_object"}}
+    async with ChatManager("openai:tiny", provider_config=config,
+                           options={**GREEDY, "max_tokens": 120}) as chat:
+        result = await chat.get_structured("Read the sensor.", Reading, max_retries=0)
+    assert (result.mode, result.attempts) == ("native", 1)
+    assert isinstance(result.value, Reading)

@@ -100,6 +100,9 @@ class OpenAIProvider(Provider):
         timeouts: see :class:`modelplex.http.Timeouts`.
         verify_tls: verify certificates (default).
         config_source: where the endpoint was configured (used in error messages).
+        json_schema_style: how a JSON schema is sent: ``"json_schema"`` (OpenAI's
+            ``response_format``, the default) or ``"json_object"`` (``{"type":
+            "json_object", "schema": ...}``, for llama-cpp-python's server).
     """
 
     name: str = "openai"
@@ -122,8 +125,13 @@ class OpenAIProvider(Provider):
                  organization: str | None = None, project: str | None = None,
                  headers: Mapping[str, str] | None = None, default_model: str | None = None,
                  timeouts: Timeouts | None = None, verify_tls: bool = True,
-                 config_source: str | None = None) -> None:
+                 config_source: str | None = None,
+                 json_schema_style: str = "json_schema") -> None:
         cls = type(self)
+        if json_schema_style not in ("json_schema", "json_object"):
+            raise OptionsError("json_schema_style must be 'json_schema' or 'json_object' "
+                               f"(got {json_schema_style!r})")
+        self.json_schema_style = json_schema_style
         own = name is None or name == cls.name
         if name is not None and not own:
             self.name = name  # one instance per named endpoint
@@ -222,7 +230,8 @@ class OpenAIProvider(Provider):
         if request.tool_choice is not None:
             body["tool_choice"] = request.tool_choice
         if request.response_format:
-            body["response_format"] = response_format(request.response_format)
+            body["response_format"] = response_format(request.response_format,
+                                                      self.json_schema_style)
         if extra:
             body.update(extra)
         return body

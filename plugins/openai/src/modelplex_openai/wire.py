@@ -112,10 +112,16 @@ def encode_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
-def response_format(fmt: Mapping[str, Any]) -> dict[str, Any]:
-    """OpenAI's ``response_format`` for a normalised modelplex one."""
+def response_format(fmt: Mapping[str, Any], style: str = "json_schema") -> dict[str, Any]:
+    """OpenAI's ``response_format`` for a normalised modelplex one.
+
+    ``style="json_object"`` sends a schema as ``{"type": "json_object", "schema": ...}``, the
+    form llama-cpp-python's server accepts (llama.cpp's own server accepts both).
+    """
     if fmt.get("type") == "json":
         return {"type": "json_object"}
+    if style == "json_object":
+        return {"type": "json_object", "schema": fmt.get("schema", {})}
     return {"type": "json_schema",
             "json_schema": {"name": fmt.get("name") or "response", "schema": fmt.get("schema", {})}}
 
