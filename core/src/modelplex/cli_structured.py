@@ -104,7 +104,7 @@ def templates(as_json: bool) -> None:
     from modelplex.plugins import get_plugins
     from modelplex.prompts import describe_fields
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, reg in sorted(get_plugins().registry("prompt_templates").items()):
         cls = reg.obj
         doc = (cls.__doc__ or "").strip().splitlines()

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from modelplex.errors import ParseError
 from modelplex.parsers import JsonSchemaParser, Parser, ParseResult, PydanticParser
 
-__all__ = ["ChainOfThought", "ChainOfThoughtParser", "ChainOfThoughtPrompt", "ExtractionPrompt", "FewShotExample",
-           "FewShotPrompt", "PromptTemplate", "describe_fields"]
+__all__ = ["ChainOfThought", "ChainOfThoughtParser", "ChainOfThoughtPrompt", "ExtractionPrompt",
+           "FewShotExample", "FewShotPrompt", "PromptTemplate", "describe_fields"]
 
 
 class PromptTemplate(BaseModel):
@@ -133,7 +133,9 @@ def _json_type(value: Any) -> str:
         return "number"
     if value is None:
         return "null"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), "string")
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "string"
 
 
 class FewShotExample(BaseModel):

@@ -67,10 +67,7 @@ class StructuredResult:
 
     def _field(self, key: str) -> str | None:
         value = self.value
-        if isinstance(value, Mapping):
-            found = value.get(key)
-        else:
-            found = getattr(value, key, None)
+        found = value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
         return None if found is None else str(found)
 
     @property
