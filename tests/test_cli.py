@@ -239,3 +239,27 @@ def test_debug_flag_is_accepted_after_the_command() -> None:
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr
     assert "unknown provider 'nosuch'" in proc.stderr
+
+
+def test_structured_chat_input_errors(tmp_path) -> None:
+    proc = modelplex("chat", "--schema", str(tmp_path / "missing.json"), "hi")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"Error: --schema {tmp_path / 'missing.json'}: cannot read "
+                                   "it: No such file or directory")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    proc = modelplex("chat", "--schema", str(tmp_path / "list.json"), "hi")
+    assert proc.stderr.strip().endswith("list.json: a JSON schema must be an object")
+    proc = modelplex("chat", "-t", "haiku", "-p", "topic", "frogs")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("Error: no prompt template named 'haiku'; available: "
+                                          "chain_of_thought, extract, few_shot")
+
+
+def test_templates_json_lists_fields() -> None:
+    proc = modelplex("templates", "--json")
+    assert proc.returncode == 0
+    rows = {row["name"]: row for row in json.loads(proc.stdout)}
+    assert rows["chain_of_thought"]["output"] == "ChainOfThought"
+    assert rows["chain_of_thought"]["fields"][0] == {
+        "name": "task", "type": "str", "required": True, "default": None,
+        "description": "What to solve."}

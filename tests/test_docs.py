@@ -50,6 +50,7 @@ EXAMPLE_PAGES = [
     "plugin-hooks.md",
     "cli.md",
     "providers/llamacpp.md",
+    "structured-output.md",
 ]
 TIMEOUT = 300
 
