@@ -44,10 +44,25 @@ if TYPE_CHECKING:
         create_provider,
         parse_model_spec,
     )
-    from modelplex.parsers import JsonDictParser, Parser, ParseResult
+    from modelplex.parsers import (
+        CodeBlockParser,
+        JsonDictParser,
+        JsonSchemaParser,
+        ListParser,
+        Parser,
+        ParseResult,
+        PydanticParser,
+    )
     from modelplex.plugins import Plugins, get_plugins, list_plugins
-    from modelplex.prompts import ChainOfThoughtPrompt, PromptTemplate
+    from modelplex.prompts import (
+        ChainOfThoughtPrompt,
+        ExtractionPrompt,
+        FewShotPrompt,
+        PromptTemplate,
+    )
     from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+    from modelplex.structured import StructuredResult, StructuredUpdate
+    from modelplex.tools import Tool
     from modelplex.types import (
         ChatMessage,
         ChatSession,
@@ -68,8 +83,12 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["ChatMessage", "ChatSession", "HealthStatus", "MessageRole", "ModelInfo",
                      "PullProgress", "Task", "TaskStatus"], "types"),
     **dict.fromkeys(["Plugins", "get_plugins", "list_plugins"], "plugins"),
-    **dict.fromkeys(["JsonDictParser", "ParseResult", "Parser"], "parsers"),
-    **dict.fromkeys(["ChainOfThoughtPrompt", "PromptTemplate"], "prompts"),
+    **dict.fromkeys(["CodeBlockParser", "JsonDictParser", "JsonSchemaParser", "ListParser",
+                     "ParseResult", "Parser", "PydanticParser"], "parsers"),
+    **dict.fromkeys(["ChainOfThoughtPrompt", "ExtractionPrompt", "FewShotPrompt",
+                     "PromptTemplate"], "prompts"),
+    **dict.fromkeys(["StructuredResult", "StructuredUpdate"], "structured"),
+    "Tool": "tools",
     **dict.fromkeys(["Cache", "MemoryCache"], "caches"),
     **dict.fromkeys(["AuthenticationError", "BadRequestError", "ConfigurationError",
                      "ModelNotFoundError", "ModelplexError", "OptionsError", "ParseError",
