@@ -12,9 +12,12 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from modelplex.chunks import StreamChunk
+from modelplex.errors import ConfigurationError
 from modelplex.provider import ChatRequest
-from modelplex.types import ChatMessage
+from modelplex.types import ChatMessage, MessageRole
 
 if TYPE_CHECKING:
     from modelplex.manager import ChatManager, ResponseWithMeta
@@ -44,6 +47,15 @@ class Turn:
         """The context of a new turn of ``chat``."""
         provider, session, validated = await chat.request_context(options)
         return cls(chat, provider, session, validated)
+
+    @staticmethod
+    def user_message(text: str, images: Sequence[str | bytes] | None = None) -> ChatMessage:
+        """The user's message; an invalid one is a :class:`ConfigurationError`."""
+        try:
+            return ChatMessage(role=MessageRole.USER, content=text, images=tuple(images or ()))
+        except ValidationError as err:
+            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ConfigurationError(f"message: {detail}") from None
 
     def request(self, messages: Sequence[ChatMessage], *,
                 tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,

@@ -179,7 +179,7 @@ class _Attempts:
         self.text = text
         instruction = parser.format_instruction
         content = f"{text}\n\n{instruction}" if instruction else text
-        self.first = _user(turn.chat, content, images)
+        self.first = turn.user_message(content, images)
         self.sent: list[ChatMessage] = [self.first]
         self.answers: list[str] = []
         self.errors: list[str] = []
@@ -234,16 +234,12 @@ class _Attempts:
         if keep_attempts:
             add_to_history(self.turn.session, [*self.sent, answer])
         else:
-            user = _user(self.turn.chat, self.text, self.first.images)
+            user = self.turn.user_message(self.text, self.first.images)
             add_to_history(self.turn.session, [user, answer])
         return StructuredResult(value=value, meta=meta, mode=self.mode,
                                 attempts=len(self.answers), answers=list(self.answers),
                                 prompt_tokens=self.prompt_tokens,
                                 completion_tokens=self.completion_tokens)
-
-
-def _user(chat: ChatManager, text: str, images: Sequence[str | bytes] | None) -> ChatMessage:
-    return chat._user_message(text, images)
 
 
 def _check_retries(max_retries: int) -> None:

@@ -243,7 +243,7 @@ async def run_tools(chat: ChatManager, text: str, box: ToolBox, *,
             f"provider {turn.provider.name!r} cannot call tools (Capabilities.tools is false); "
             "use a provider that can, such as ollama or openai")
     specs = [tool.spec() for tool in box.tools.values()]
-    sent: list[ChatMessage] = [chat._user_message(text, images)]
+    sent: list[ChatMessage] = [turn.user_message(text, images)]
     steps: list[ToolStep] = []
     prompt_tokens = completion_tokens = 0
     latency = 0.0
