@@ -317,3 +317,14 @@ async def test_a_plugin_parser_by_name_and_its_reasks(fake_plugins: Plugins,
     assert requests[1].messages[-1].content == ("Your answer could not be used: write it in "
                                                 "capitals. Answer again in the required "
                                                 "format.")
+
+
+async def test_function_calling_enabled_without_tools_changes_nothing(
+        fake_plugins: Plugins) -> None:
+    """Seed 001 calls enable_function_calling() with no tools, on any provider."""
+    async with ChatManager("fake", plugins=fake_plugins) as chat:
+        chat.enable_function_calling()
+        meta = await chat.get_response_with_meta("Capital of France?")
+        assert meta.content == "The capital of France is Paris."
+        assert meta.steps == []
+        chat.disable_function_calling()
