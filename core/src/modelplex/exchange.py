@@ -102,7 +102,7 @@ class Turn:
         return ResponseWithMeta(
             content="".join(c.content for c in chunks),
             model=last.model or self.session.model,
-            provider=self.session.provider,
+            provider=self.session.provider or self.provider.name,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency=latency,
