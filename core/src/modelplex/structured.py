@@ -164,7 +164,7 @@ def choose_mode(parser: Parser, provider: Provider, mode: str | None = None) -> 
 
 def _reask_text(error: str, parser: Parser) -> str:
     instruction = parser.format_instruction
-    return (f"Your answer could not be used: {error}. Answer again"
+    return (f"Your answer could not be used: {error.rstrip('.')}. Answer again"
             + (f". {instruction}" if instruction else " in the required format."))
 
 
