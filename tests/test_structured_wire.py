@@ -230,13 +230,14 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "d1", "name": "divide", "arguments": {"a": 1, "b": 0}},
                           {"id": "d2", "name": "divide", "arguments": {"a": "x", "b": 2}},
-                          {"id": "d3", "name": "nope", "arguments": {}}]),
+                          {"id": "d3", "name": "nope", "arguments": {}},
+                          {"id": "d4", "name": "divide", "arguments": "{a: 1, b"}]),
         Reply("I cannot divide by zero.")])
     async with openai_chat(upstream) as chat:
         chat.enable_function_calling([divide])
         meta = await chat.get_response_with_meta("1/0?")
     assert meta.content == "I cannot divide by zero."
-    sent = upstream.bodies[1]["messages"][-3:]
+    sent = upstream.bodies[1]["messages"][-4:]
     assert sent == [
         {"role": "tool", "tool_call_id": "d1",
          "content": "Error: ZeroDivisionError: float division by zero"},
@@ -244,8 +245,10 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
          "content": "Error: invalid arguments: a: Input should be a valid number, unable to "
                     "parse string as a number"},
         {"role": "tool", "tool_call_id": "d3",
-         "content": "Error: LookupError: no tool named 'nope'; the tools are divide"}]
-    assert [r.error is not None for r in meta.steps[0].results] == [True, True, True]
+         "content": "Error: LookupError: no tool named 'nope'; the tools are divide"},
+        {"role": "tool", "tool_call_id": "d4",
+         "content": "Error: ValueError: the arguments are not a JSON object: {a: 1, b"}]
+    assert [r.error is not None for r in meta.steps[0].results] == [True] * 4
 
 
 async def test_raise_tool_errors_reaches_the_caller(upstream: ScriptedUpstream) -> None:

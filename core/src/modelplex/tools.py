@@ -211,6 +211,9 @@ class ToolBox:
             if tool is None:
                 raise LookupError(f"no tool named {call.name!r}; the tools are "
                                   f"{', '.join(sorted(self.tools))}")
+            if set(call.arguments) == {"_raw"}:  # unreadable arguments, as providers keep them
+                raise ValueError("the arguments are not a JSON object: "
+                                 f"{str(call.arguments['_raw'])[:200]}")
             output = await tool.call(call.arguments)
         except Exception as err:
             if self.raise_errors:

@@ -31,7 +31,8 @@ __all__ = ["Reply", "ScriptedUpstream"]
 class Reply:
     """One scripted answer: text streamed in ``pieces`` chunks, and tool calls.
 
-    ``tool_calls`` are ``{"name", "arguments", "id"?}`` dicts (arguments as a dict).
+    ``tool_calls`` are ``{"name", "arguments", "id"?}`` dicts (arguments as a dict, or as
+    the exact text to send).
     """
 
     content: str = ""
@@ -57,7 +58,8 @@ def _openai_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
 
 def _openai_calls(reply: Reply) -> list[dict[str, Any]]:
     return [{"index": i, "id": call.get("id") or f"call_s{i}", "type": "function",
-             "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}
+             "function": {"name": call["name"], "arguments": call["arguments"] if isinstance(
+                 call["arguments"], str) else json.dumps(call["arguments"])}}
             for i, call in enumerate(reply.tool_calls)]
 
 

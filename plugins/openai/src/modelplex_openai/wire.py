@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelplex.chunks import ToolCall, Usage
-from modelplex.errors import ConfigurationError, StreamError
+from modelplex.errors import ConfigurationError
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
@@ -145,6 +145,8 @@ def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str,
 
 
 def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
+    """The arguments as a dict; arguments that are not a JSON object are kept as
+    ``{"_raw": text}`` (as the Ollama provider does), so the tool loop can tell the model."""
     if isinstance(raw, dict):
         return raw
     if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -152,12 +154,8 @@ def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except (TypeError, ValueError):
-        raise StreamError(f"{provider}: the arguments of tool call {name!r} are not valid JSON: "
-                          f"{str(raw)[:200]!r}", provider=provider) from None
-    if not isinstance(value, dict):
-        raise StreamError(f"{provider}: the arguments of tool call {name!r} are not a JSON "
-                          f"object: {str(raw)[:200]!r}", provider=provider)
-    return value
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
 
 
 def build_tool_calls(calls: dict[int, list[Any]] | list[Mapping[str, Any]],
