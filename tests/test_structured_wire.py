@@ -157,6 +157,21 @@ async def test_stream_structured_yields_growing_values(upstream: ScriptedUpstrea
     assert len({json.dumps(u.value) for u in partial}) == len(partial)  # each one is new
 
 
+async def test_stream_structured_reasks_and_starts_again(upstream: ScriptedUpstream) -> None:
+    upstream.replies.extend([Reply('{"name": "Nice", "population": "lots"}'),
+                             Reply('{"name": "Nice", "population": 340000}')])
+    async with openai_chat(upstream) as chat:
+        updates = [u async for u in chat.stream_structured("Nice?", City)]
+        assert [m.content for m in chat.history] == [
+            "Nice?", '{"name": "Nice", "population": 340000}']
+    assert {u.attempt for u in updates if not u.done} == {1, 2}
+    assert updates[-1].done and updates[-1].attempt == 2
+    assert updates[-1].result is not None and updates[-1].result.answers[0] == (
+        '{"name": "Nice", "population": "lots"}')
+    assert upstream.bodies[1]["messages"][-2]["content"] == (
+        '{"name": "Nice", "population": "lots"}')
+
+
 # -- tools --------------------------------------------------------------------------------------
 def forecast(city: str, days: int = 1) -> str:
     """The weather forecast for a city.
