@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import time
 import pytest
 
 from modelplex.__about__ import __version__
+from modelplex.testing.upstream import PIECE, FaultyUpstream
 
 QUESTION = "What is the capital of France?"
 
@@ -263,3 +266,253 @@ def test_templates_json_lists_fields() -> None:
     assert rows["chain_of_thought"]["fields"][0] == {
         "name": "task", "type": "str", "required": True, "default": None,
         "description": "What to solve."}
+
+# -- issue #8: bad input, one table ---------------------------------------------------------------
+CLOSED = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+FAST = {"MODELPLEX_LOAD_PLUGINS": "openai,ollama", "OPENAI_BASE_URL": CLOSED,
+        "OPENAI_API_KEY": "sk-dummy-0123456789"}
+BAD_ENDPOINT = '{"vllm": {"base_url": "http://127.0.0.1:9/v1", "headers": {"X-A": "a\\r\\nb"}}}'
+
+# (args, stdin, extra environment, exit status, the last line of stderr)
+BAD_INPUT: dict[str, tuple[list[str | bytes], bytes | None, dict[str, str], int, str]] = {
+    "option out of range": (
+        ["-o", "temperature", "5", "hi"], None, {}, 1,
+        "Error: option 'temperature' must be between 0 and 2 (got 5)"),
+    "true as a number": (
+        ["-o", "max_tokens", "true", "hi"], None, {}, 1,
+        "Error: option 'max_tokens': expected a number, not true/false (got True)"),
+    "false as a number": (
+        ["-o", "temperature", "false", "hi"], None, {}, 1,
+        "Error: option 'temperature': expected a number, not true/false (got False)"),
+    "unknown provider": (
+        ["-m", "nope:x", "hi"], None, {}, 1,
+        "Error: unknown provider 'nope'. Installed providers: ollama, openai. Install another "
+        "with `pip install modelplex-nope` (run `modelplex plugins` to see what is installed)."),
+    "bad mode": (
+        ["--mode", "wild", "hi"], None, {}, 2,
+        "Error: Invalid value for '--mode': 'wild' is not one of 'precise', 'balanced', "
+        "'creative'."),
+    "bad timeout flag": (
+        ["--first-byte-timeout", "abc", "hi"], None, {}, 2,
+        "Error: Invalid value for '--first-byte-timeout': 'abc' is not a number of seconds > 0 "
+        "(or none for no limit)"),
+    "bad timeout variable": (
+        ["hi"], None, {"MODELPLEX_FIRST_BYTE_TIMEOUT": "-5"}, 1,
+        "Error: MODELPLEX_FIRST_BYTE_TIMEOUT='-5' is not valid: use a number of seconds > 0, or "
+        "none for no limit"),
+    "message length not a number": (
+        ["hi"], None, {"MODELPLEX_MAX_MESSAGE_LENGTH": "abc"}, 1,
+        "Error: MODELPLEX_MAX_MESSAGE_LENGTH='abc' is not valid: use a whole number >= 1 "
+        "(default 1000000)"),
+    "message length zero": (
+        ["hi"], None, {"MODELPLEX_MAX_MESSAGE_LENGTH": "0"}, 1,
+        "Error: MODELPLEX_MAX_MESSAGE_LENGTH='0' is not valid: use a whole number >= 1 "
+        "(default 1000000)"),
+    "system prompt too long": (
+        ["-s", "You are a very helpful assistant.", "hi"], None,
+        {"MODELPLEX_MAX_MESSAGE_LENGTH": "10"}, 1,
+        "Error: system_prompt: content is 33 characters, more than the maximum of 10; shorten it "
+        "or raise MODELPLEX_MAX_MESSAGE_LENGTH"),
+    "debug not yes or no": (
+        ["hi"], None, {"MODELPLEX_DEBUG": "maybe"}, 1,
+        "Error: MODELPLEX_DEBUG='maybe' is not a yes/no value: use 1, true, yes or on to turn it "
+        "on, 0, false, no or off to turn it off"),
+    "debug 0 is off": (
+        ["-m", "nope:x", "hi"], None, {"MODELPLEX_DEBUG": "0"}, 1,
+        "Error: unknown provider 'nope'. Installed providers: ollama, openai. Install another "
+        "with `pip install modelplex-nope` (run `modelplex plugins` to see what is installed)."),
+    "undecodable prompt argument": (
+        [b"caf\xe9"], None, {}, 1,
+        "Error: message: content is not valid text: character 3 is an undecodable byte "
+        "('\\udce9'); give the text as UTF-8"),
+    "undecodable stdin": (
+        [], b"caf\xe9\n", {}, 1,
+        "Error: message: content is not valid text: character 3 is an undecodable byte "
+        "('\\udce9'); give the text as UTF-8"),
+    "ollama port 0": (
+        ["-m", "ollama:x", "hi"], None, {"OLLAMA_HOST": "127.0.0.1:0"}, 1,
+        "Error: OLLAMA_HOST / host '127.0.0.1:0' has an invalid port: write it as HOST:PORT with "
+        "a port from 1 to 65535, e.g. 127.0.0.1:11434"),
+    "openai port 0": (
+        ["hi"], None, {"OPENAI_BASE_URL": "http://127.0.0.1:0/v1"}, 1,
+        "Error: openai: base URL 'http://127.0.0.1:0/v1' has an invalid port: use a number from "
+        "1 to 65535"),
+    "broken endpoints variable": (
+        ["hi"], None, {"MODELPLEX_OPENAI_ENDPOINTS": "{bad"}, 1,
+        "Error: MODELPLEX_OPENAI_ENDPOINTS is not valid JSON: Expecting property name enclosed "
+        "in double quotes: line 1 column 2 (char 1)"),
+    "header with a line break": (
+        ["-m", "vllm:x", "hi"], None, {"MODELPLEX_OPENAI_ENDPOINTS": BAD_ENDPOINT}, 1,
+        "Error: vllm: headers: the value of 'X-A' holds a line break or NUL character, which "
+        "HTTP does not allow"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input(case: str) -> None:
+    args, stdin, extra, status, message = BAD_INPUT[case]
+    model = [] if "-m" in args else ["-m", "openai:gpt-x"]
+    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", *model, *args],
+                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                          capture_output=True, timeout=120, check=False,
+                          env=clean_env(**{**FAST, **extra}))
+    err = proc.stderr.decode()
+    assert proc.returncode == status, err
+    assert err.strip().splitlines()[-1] == message
+    if status == 1:
+        assert err.strip() == message  # one line
+    assert "Traceback" not in err
+    assert proc.stdout == b""
+
+
+def test_broken_openai_config_keeps_the_provider_listed() -> None:
+    proc = modelplex("providers", "--json",
+                     env=clean_env(**FAST, MODELPLEX_OPENAI_ENDPOINTS="{bad"))
+    assert proc.returncode == 0, proc.stderr
+    openai = {s["provider"]: s for s in json.loads(proc.stdout)}["openai"]
+    assert openai["healthy"] is False
+    assert openai["detail"].startswith("MODELPLEX_OPENAI_ENDPOINTS is not valid JSON")
+
+
+def test_provider_name_with_a_colon_is_rejected_loudly() -> None:
+    endpoints = '{"a:b": {"base_url": "http://127.0.0.1:9/v1"}, "ok": {"base_url": "http://x/v1"}}'
+    proc = modelplex("plugins", "--json", env=clean_env(**FAST,
+                                                        MODELPLEX_OPENAI_ENDPOINTS=endpoints))
+    assert proc.returncode == 0
+    openai = {i["name"]: i for i in json.loads(proc.stdout)}["openai"]
+    assert "provider name 'a:b' is not valid" in openai["error"]
+    assert "provider name 'a:b' is not valid" in proc.stderr  # said, not silent
+    names = json.loads(modelplex("providers", "--json", env=clean_env(
+        **FAST, MODELPLEX_OPENAI_ENDPOINTS=endpoints)).stdout)
+    assert "ok" in {s["provider"] for s in names}  # the plugin's valid endpoints still work
+
+
+def test_a_full_disk_is_a_clear_error() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "modelplex", "plugins", "--json"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                              check=False, env=clean_env(**FAST))
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: cannot write the output: No space left on device\n"
+
+
+# -- issue #8: Ctrl-C, `--`, and the line an error is printed on ---------------------------------
+async def _read_until(stream: asyncio.StreamReader, text: bytes, within: float = 30) -> bytes:
+    seen = b""
+    async with asyncio.timeout(within):
+        while text not in seen:
+            data = await stream.read(1024)
+            if not data:
+                break
+            seen += data
+    return seen
+
+
+def _upstream_env(upstream: FaultyUpstream) -> dict[str, str]:
+    return clean_env(MODELPLEX_LOAD_PLUGINS="openai", OPENAI_BASE_URL=upstream.url + "/v1",
+                     OPENAI_API_KEY="sk-dummy-0123456789")
+
+
+async def test_ctrl_c_in_one_shot_exits_130_and_closes_the_request() -> None:
+    async with FaultyUpstream() as upstream:
+        upstream.faults.append("stall_mid")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "hi",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=_upstream_env(upstream))
+        assert proc.stdout is not None and proc.stderr is not None
+        out = await _read_until(proc.stdout, PIECE.encode() * 2)
+        proc.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert await upstream.wait_idle(5)
+    assert proc.returncode == 130, err
+    assert (out + rest).decode() == PIECE * 2 + "\n"  # the partial answer, its line ended
+    assert b"Traceback" not in err
+    assert b"Aborted" not in err
+    assert upstream.disconnects == 1
+
+
+async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part() -> None:
+    import pty
+
+    async with FaultyUpstream() as upstream:
+        upstream.faults.append("stall_mid")
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", stdin=slave,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=_upstream_env(upstream))
+        os.close(slave)
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            os.write(master, b"hi\n")
+            await _read_until(proc.stdout, PIECE.encode() * 2)
+            proc.send_signal(signal.SIGINT)
+            await _read_until(proc.stderr, b"(stopped")
+            os.write(master, b"again\n")
+            await _read_until(proc.stdout, PIECE.encode() * 5)
+            os.write(master, b"/exit\n")
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            os.close(master)
+    assert proc.returncode == 0, err
+    sent = upstream.received[1][1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("user", "hi"), ("assistant", (PIECE * 2).strip()), ("user", "again")]
+
+
+async def test_ctrl_c_at_the_prompt_exits_130() -> None:
+    import pty
+
+    async with FaultyUpstream() as upstream:
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", stdin=slave,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=_upstream_env(upstream))
+        os.close(slave)
+        assert proc.stderr is not None
+        try:
+            await _read_until(proc.stderr, b"Chatting with openai:fault")
+            await asyncio.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            os.close(master)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+
+
+async def test_error_after_a_partial_answer_starts_its_own_line() -> None:
+    async with FaultyUpstream() as upstream:
+        upstream.faults.append("error_event")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "--", "--debug",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=_upstream_env(upstream))
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert out.decode() == PIECE * 2 + "\n"
+    assert err.decode().startswith("Error: openai: the server reported an error")
+    assert "Traceback" not in err.decode()  # `--debug` after `--` is the prompt, not the flag
+    assert upstream.received[0][1]["messages"][-1]["content"] == "--debug"
+
+
+async def test_timeout_flags_reach_the_provider() -> None:
+    async with FaultyUpstream() as upstream:
+        upstream.faults.append("stall_headers")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault",
+            "--between-chunks-timeout", "0.5", "hi",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**_upstream_env(upstream), "MODELPLEX_BETWEEN_CHUNKS_TIMEOUT": "600"})
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert err.decode().strip().endswith("was silent for more than 0.5 s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -154,6 +155,7 @@ async def test_status_fault_raises_typed_error(provider: Provider, upstream: Fau
     assert getattr(info.value, "status_code", None) == int(status)
     if retry_after is not None:
         assert getattr(info.value, "retry_after", None) == retry_after
+        assert str(info.value).endswith("(retry after 2 s)")  # the user is told how long
     assert open_connections(provider) <= 1
     assert_clean()
 
@@ -260,3 +262,90 @@ async def _soak(provider_name: str, upstream: FaultyUpstream) -> None:
     assert done > 1000
     assert grown < 15, f"RSS grew {grown:.1f} MB over {done - 1000} requests"
     assert open_connections(provider) == 0
+
+
+# -- issue #8 ------------------------------------------------------------------------------------
+SPELLINGS: dict[str, Any] = {
+    "mapping": {"connect": 2, "first_byte": 0.6, "between_chunks": 0.4},
+    "Timeouts": TIMEOUTS,
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+async def test_every_provider_takes_every_timeout_spelling(
+        provider_name: str, upstream: FaultyUpstream, spelling: str) -> None:
+    """One parser in the core: a mapping works for each HTTP provider, and is honoured."""
+    url = upstream.url + "/v1" if provider_name == "openai" else upstream.url
+    key = "base_url" if provider_name == "openai" else "host"
+    provider = create_provider(provider_name, **{key: url}, timeouts=SPELLINGS[spelling])
+    try:
+        assert http_client(provider).timeouts == TIMEOUTS
+        assert "".join(await consume(provider)) == PIECE * 5
+        upstream.faults.append("stall_mid")
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError) as info:
+            await consume(provider)
+        assert info.value.phase == "between_chunks"
+        assert time.monotonic() - started < 1.4
+    finally:
+        await provider.aclose()
+
+
+def test_a_number_is_the_total_timeout(provider_name: str) -> None:
+    key = "base_url" if provider_name == "openai" else "host"
+    provider = create_provider(provider_name, **{key: "http://127.0.0.1:1"}, timeouts=2)
+    assert http_client(provider).timeouts == Timeouts(total=2.0)
+
+
+async def test_no_stream_leaves_generators_for_the_garbage_collector(
+        provider: Provider, upstream: FaultyUpstream) -> None:
+    """Line readers and provider generators are closed explicitly, never by the event loop's
+    finalizer (which shows up as hundreds of pending tasks after many streams)."""
+    finalized: list[Any] = []
+    hooks = sys.get_asyncgen_hooks()
+
+    def counting_finalizer(agen: Any) -> None:
+        finalized.append(agen.__qualname__)
+        assert hooks.finalizer is not None
+        hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=counting_finalizer)
+    try:
+        for i in range(30):
+            stream = provider.chat(MESSAGES, model="fault")
+            if i % 3:
+                assert "".join([c.content async for c in stream]) == PIECE * 5
+            else:
+                async for _ in stream:
+                    break
+                await stream.aclose()
+            del stream
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=hooks.finalizer)
+    assert finalized == []
+    assert_clean()
+
+
+@pytest.mark.parametrize("how", ["library timeout", "asyncio timeout"])
+async def test_history_after_a_stall_is_the_same_either_way(upstream: FaultyUpstream,
+                                                            how: str) -> None:
+    from modelplex import ChatManager
+
+    config = {"openai": {"base_url": upstream.url + "/v1", "api_key": "sk-x" * 5,
+                         "timeouts": TIMEOUTS}}
+    async with ChatManager("openai:fault", provider_config=config) as chat:
+        upstream.faults.append("stall_mid")
+        if how == "library timeout":
+            with pytest.raises(ProviderTimeoutError):
+                await chat.send_message("hello")
+        else:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await chat.send_message("hello")
+        assert [(m.role.value, m.content, m.metadata) for m in chat.history] == [
+            ("user", "hello", {}), ("assistant", (PIECE * 2).strip(), {"partial": True})]
+        await chat.send_message("again")
+        sent = upstream.received[-1][1]["messages"]
+        assert [m["content"] for m in sent] == ["hello", (PIECE * 2).strip(), "again"]

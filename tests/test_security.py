@@ -7,19 +7,29 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from modelplex import create_provider
-from modelplex.errors import ProviderConnectionError, ProviderError, ResponseTooLargeError
+from modelplex.errors import (
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderStatusError,
+    ResponseTooLargeError,
+)
 from modelplex.http import HttpClient
+from modelplex.provider import Provider
+from modelplex.testing.upstream import PIECE, FaultyUpstream, closed_port_url
 
 KEY = "sk-topsecret-0123456789abcdefXYZ"
 OLLAMA_KEY = "ollama-key-0123456789-secret"
@@ -185,3 +195,167 @@ async def test_oversized_body_is_cut_off() -> None:
     finally:
         await client.aclose()
         await runner.cleanup()
+
+
+# -- issue #8: redirects, masking, bad configuration ---------------------------------------------
+CUSTOM = {"X-Team-Token": "team-token-0123456789", "api-key": "azure-key-0123456789",
+          "x-api-key": "anthropic-key-0123456789"}
+CREDENTIALS = {"authorization", *(name.lower() for name in CUSTOM)}
+
+
+def _redirect_provider(name: str, url: str) -> Provider:
+    if name == "ollama":
+        return create_provider("ollama", host=url, api_key=OLLAMA_KEY, headers=CUSTOM)
+    if name == "lmstudio":
+        return create_provider("lmstudio", host=url, api_key=KEY, headers=CUSTOM)
+    return create_provider("openai", base_url=url + "/v1", api_key=KEY, headers=CUSTOM)
+
+
+@pytest.mark.parametrize("status", ["307", "308"])
+@pytest.mark.parametrize("name", ["openai", "ollama", "lmstudio"])
+async def test_cross_host_redirect_drops_every_credential_header(name: str, status: str) -> None:
+    async with FaultyUpstream() as first, FaultyUpstream() as second:
+        first.redirect_to = second.url.replace("127.0.0.1", "localhost")  # another host
+        first.faults.append(f"redirect_{status}")
+        provider = _redirect_provider(name, first.url)
+        try:
+            text = "".join([c.content async for c in provider.chat(
+                [{"role": "user", "content": "hi"}], model="fault")])
+        finally:
+            await provider.aclose()
+    assert text == PIECE * 5  # the redirect was followed, with the body (307/308 keep POST)
+    sent_first = {k.lower() for k in first.received[0][0]}
+    assert sent_first >= CREDENTIALS  # the configured host got them all
+    headers, body = second.received[0]
+    assert not CREDENTIALS & {k.lower() for k in headers}, headers
+    assert body["messages"][-1]["content"] == "hi"
+
+
+async def test_same_host_redirect_keeps_the_credentials() -> None:
+    async with FaultyUpstream() as upstream:
+        upstream.redirect_to = upstream.url
+        upstream.faults.append("redirect_307")
+        provider = _redirect_provider("openai", upstream.url)
+        try:
+            [c async for c in provider.chat([{"role": "user", "content": "hi"}], model="fault")]
+        finally:
+            await provider.aclose()
+    assert len(upstream.received) == 2
+    assert upstream.received[1][0]["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("status", ["301", "302", "303"])
+async def test_post_is_never_silently_turned_into_get(status: str) -> None:
+    async with FaultyUpstream() as first, FaultyUpstream() as second:
+        first.redirect_to = second.url
+        first.faults.append(f"redirect_{status}")
+        provider = _redirect_provider("openai", first.url)
+        try:
+            with pytest.raises(ProviderStatusError) as info:
+                [c async for c in provider.chat([{"role": "user", "content": "hi"}],
+                                                model="fault")]
+        finally:
+            await provider.aclose()
+    assert f"was redirected (HTTP {status}) to {second.url}/v1/chat/completions" in \
+        str(info.value)
+    assert "set the provider's address to the new location" in str(info.value)
+    assert second.received == []
+
+
+async def test_short_key_does_not_mangle_error_bodies(echo_server: str) -> None:
+    """Masking happens after parsing, in values only, and only for secrets of 8+ characters."""
+    for key, shown in (("e", "Bearer e"), (KEY, "Bearer ***")):
+        provider = create_provider("openai", base_url=echo_server + "/v1", api_key=key)
+        try:
+            with pytest.raises(ProviderStatusError) as info:
+                await provider.list_models()
+        finally:
+            await provider.aclose()
+        assert info.value.body == {"error": {"message": f"bad key {shown}", "type": "auth"}}
+        assert f"HTTP 401: bad key {shown}" in str(info.value)
+
+
+async def test_credentials_in_urls_are_masked() -> None:
+    url = closed_port_url().replace("http://", "http://alice:s3cret-pass@") + "/v1?key=k3y-value"
+    provider = create_provider("openai", base_url=url, api_key_env="MODELPLEX_TEST_NO_KEY")
+    with pytest.raises(ProviderConnectionError) as info:
+        await provider.list_models()
+    health = await provider.health()
+    await provider.aclose()
+    for text in (str(info.value), repr(provider), str(health)):
+        assert "s3cret-pass" not in text
+        assert "k3y-value" not in text
+    assert "http://***@127.0.0.1:" in str(info.value)
+    with pytest.raises(ConfigurationError, match="HTTP sends only one"):
+        create_provider("openai", base_url=url, api_key="x" * 20)
+
+
+async def test_credentials_in_urls_are_masked_by_the_cli() -> None:
+    url = closed_port_url().replace("http://", "http://alice:s3cret-pass@") + "/v1?key=k3y-value"
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("API_KEY")},
+           "OPENAI_BASE_URL": url, "OLLAMA_HOST": url.removesuffix("/v1?key=k3y-value"),
+           "MODELPLEX_LOAD_PLUGINS": "openai,ollama"}
+    outputs = []
+    for args in (["providers"], ["providers", "--json"], ["chat", "-m", "openai:x", "hi"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        outputs.append(out.decode() + err.decode())
+    text = "\n".join(outputs)
+    assert "***@127.0.0.1" in text
+    assert "s3cret-pass" not in text
+    assert "k3y-value" not in text
+
+
+async def test_tls_failure_is_called_a_tls_error(self_signed: tuple[Path, Path]) -> None:
+    cert, key = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    app = web.Application()
+    runner, port = await serve(app, ssl_context=context)
+    provider = create_provider("ollama", host=f"https://127.0.0.1:{port}")
+    try:
+        with pytest.raises(ProviderConnectionError) as info:
+            await provider.list_models()
+    finally:
+        await provider.aclose()
+        await runner.cleanup()
+    assert "TLS error connecting to https://127.0.0.1" in str(info.value)
+    assert "not running" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["openai", "ollama", "lmstudio"])
+@pytest.mark.parametrize(("config", "message"), [
+    ({"headers": {"X-A": "a\r\nb"}}, "headers: the value of 'X-A' holds a line break"),
+    ({"headers": {"X-A": 5}}, "headers: the value of 'X-A' must be a string (got int)"),
+    ({"headers": {"bad name": "x"}}, "headers: 'bad name' is not a valid header name"),
+    ({"verify_tls": "no"}, "verify_tls must be true or false (got 'no')"),
+    ({"timeouts": {"conect": 2}}, "timeouts: unknown timeout(s) 'conect'; valid: connect, "
+                                  "first_byte, between_chunks, total"),
+    ({"timeouts": -1}, "timeouts must be a number of seconds > 0"),
+    ({"timeouts": {"first_byte": "abc"}}, "timeouts.first_byte must be a number of seconds > 0"),
+    ({"timeouts": "2"}, "timeouts must be a number of seconds (the total per request) or a "
+                        "mapping"),
+])
+def test_bad_configuration_is_a_configuration_error(name: str, config: dict[str, Any],
+                                                    message: str) -> None:
+    where = {"ollama": {"host": "127.0.0.1:1"}, "lmstudio": {"host": "127.0.0.1:1"},
+             "openai": {"base_url": "http://127.0.0.1:1/v1"}}[name]
+    with pytest.raises(ConfigurationError) as info:
+        create_provider(name, **where, **config)
+    assert message in str(info.value)
+    assert str(info.value).startswith(name)
+
+
+@pytest.mark.parametrize(("name", "config", "message"), [
+    ("ollama", {"host": "127.0.0.1:0"}, "OLLAMA_HOST / host '127.0.0.1:0' has an invalid port"),
+    ("ollama", {"host": "127.0.0.1:70000"}, "has an invalid port"),
+    ("openai", {"base_url": "http://127.0.0.1:0/v1"}, "base URL 'http://127.0.0.1:0/v1' has an "
+                                                      "invalid port"),
+    ("openai", {"base_url": "ftp://host/v1"}, "must start with http:// or https://"),
+])
+def test_bad_addresses_are_refused(name: str, config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        create_provider(name, **config)

@@ -9,6 +9,7 @@ from modelplex.chunks import StreamChunk
 from modelplex.errors import (
     AuthenticationError,
     BadRequestError,
+    ChatBusyError,
     ConfigurationError,
     ModelNotFoundError,
     ModelplexError,
@@ -26,7 +27,9 @@ from modelplex.errors import (
     StreamError,
     UnknownProviderError,
     UnsupportedOperationError,
+    mask_url,
     redact,
+    redact_json,
 )
 
 TREE = {
@@ -35,6 +38,7 @@ TREE = {
     UnknownProviderError: ConfigurationError,
     PluginError: ModelplexError,
     ParseError: ModelplexError,
+    ChatBusyError: ModelplexError,
     UnsupportedOperationError: ModelplexError,
     ProviderError: ModelplexError,
     ProviderConnectionError: ProviderError,
@@ -150,3 +154,35 @@ def test_parse_error_keeps_raw() -> None:
     assert err.raw == "just prose"
     assert str(err) == "no JSON"
 
+
+
+# -- masking (issue #8, defects 8 and 9) ---------------------------------------------------------
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://user:pass@host:8000/v1", "http://***@host:8000/v1"),
+    ("https://token@host/v1", "https://***@host/v1"),
+    ("http://host/v1?key=abc123&x=1", "http://host/v1?key=***&x=1"),
+    ("http://host/v1?api_key=abc&access_token=def", "http://host/v1?api_key=***&access_token=***"),
+    ("http://host:11434/api", "http://host:11434/api"),
+])
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+    assert redact(f"cannot connect to {url} (refused)") == f"cannot connect to {shown} (refused)"
+
+
+def test_short_secrets_are_not_masked() -> None:
+    body = '{"error": {"message": "bad"}}'
+    assert redact(body, "e") == body
+    assert redact("key 12345678 echoed", "12345678") == "key *** echoed"
+
+
+def test_redact_json_masks_values_never_keys() -> None:
+    secret = "my-secret-value-123"
+    body = {"error": {"message": f"bad key {secret}", "my-secret-value-123": [secret, 3]}}
+    assert redact_json(body, secret) == {
+        "error": {"message": "bad key ***", "my-secret-value-123": ["***", 3]}}
+
+
+def test_rate_limit_message_says_how_long_to_wait() -> None:
+    assert str(RateLimitError("openai returned HTTP 429", retry_after=2.0)) == \
+        "openai returned HTTP 429 (retry after 2 s)"
+    assert str(RateLimitError("x", retry_after=None)) == "x"

@@ -12,6 +12,7 @@ import pytest
 
 from modelplex.chunks import StreamChunk
 from modelplex.errors import (
+    ChatBusyError,
     ConfigurationError,
     ModelNotFoundError,
     ModelplexError,
@@ -186,7 +187,7 @@ async def test_chat_modes_change_the_options_sent(fake_plugins: Plugins,
         assert await options_sent(options={"max_tokens": 5}) == {
             "temperature": 0.0, "top_p": 0.9, "shout": True, "max_tokens": 5}
         assert chat.history[-1].content == "THE CAPITAL OF FRANCE IS PARIS."
-    with pytest.raises(ValueError, match="wild"):
+    with pytest.raises(ConfigurationError, match="mode 'wild' is not one of precise"):
         ChatManager(mode="wild")
 
 
@@ -452,3 +453,190 @@ async def test_execute_chain_parses_reasoning_and_solution(fake_plugins: Plugins
     assert result.solution == "Paris"
     assert result.meta.completion_tokens > 0
     assert "Task: Capital of France?" in chat.history[0].content
+
+
+# -- issue #8/#10: send_message is awaitable, streams never interleave in the history ----------
+async def test_awaiting_send_message_returns_the_whole_answer(fake_plugins: Plugins) -> None:
+    async with ChatManager(plugins=fake_plugins) as chat:
+        response = await chat.send_message("Test message")  # seed 001's own test
+        assert response.content == "The capital of France is Paris."
+        assert response.model_name == "echo"
+        assert [m.content for m in chat.history] == ["Test message", response.content]
+        reply = chat.send_message("streamed")
+        chunks = [c.content async for c in reply]
+        assert chunks[0] == "The"
+        with pytest.raises(ModelplexError, match="already being streamed"):
+            await reply
+
+
+def test_send_message_checks_the_text_at_once(fake_plugins: Plugins) -> None:
+    chat = ChatManager("fake", plugins=fake_plugins)
+    with pytest.raises(ConfigurationError, match="content must not be empty"):
+        chat.send_message("  ")  # no await, no iteration: the error comes at the call
+
+
+async def test_abandoned_stream_is_closed_before_the_next_message(fake_plugins: Plugins,
+                                                                  fake_plugin: Any) -> None:
+    async with ChatManager("fake", plugins=fake_plugins) as chat:
+        async for chunk in chat.send_message("first"):
+            if chunk.content == " capital":
+                break  # left without closing: cleanup would run whenever the GC gets to it
+        await chat.send_message("second")
+        provider = fake_plugin.created[0]
+        sent = [m.content for m in provider.requests[1].messages]
+        assert sent == ["first", "The capital", "second"]  # the model saw the first turn
+        assert [m.content for m in chat.history] == [
+            "first", "The capital", "second", "The capital of France is Paris."]
+        assert chat.history[1].metadata == {"partial": True}
+        assert provider.streams_closed_early == 1
+
+        held = chat.send_message("third")  # still referenced: closed by the next message
+        async for _ in held:
+            break
+        await asyncio.sleep(0.01)
+        assert provider.streams_closed_early == 1
+        await chat.send_message("fourth")
+        assert provider.streams_closed_early == 2
+        assert [m.content for m in provider.requests[-1].messages][-3:] == [
+            "third", "The", "fourth"]
+
+
+async def test_a_dropped_stream_is_still_closed_promptly(fake_plugins: Plugins,
+                                                         fake_plugin: Any) -> None:
+    async with ChatManager("fake", plugins=fake_plugins) as chat:
+        async for _ in chat.send_message("first"):
+            break  # nobody holds the reply: the event loop finalises it, the upstream stops
+        await asyncio.sleep(0.01)
+        assert fake_plugin.created[0].streams_closed_early == 1
+        assert [m.content for m in chat.history] == ["first", "The"]
+
+
+async def test_a_concurrent_message_is_refused(fake_plugins: Plugins) -> None:
+    async with ChatManager("fake", plugins=fake_plugins) as chat:
+        first_chunk = asyncio.Event()
+        go_on = asyncio.Event()
+
+        async def reader() -> str:
+            parts = []
+            async for chunk in chat.send_message("first"):
+                parts.append(chunk.content)
+                first_chunk.set()
+                await go_on.wait()
+            return "".join(parts)
+
+        task = asyncio.create_task(reader())
+        await first_chunk.wait()
+        with pytest.raises(ChatBusyError, match="still being answered in another task"):
+            await chat.send_message("second")
+        go_on.set()
+        assert await task == "The capital of France is Paris."
+        assert len(chat.history) == 2
+        await chat.send_message("third")  # once the first is done, the next goes through
+        assert len(chat.history) == 4
+
+
+@pytest.fixture
+def stalling_plugins(make_plugin: Any, fake_cls: Any) -> Plugins:
+    class Stalling(fake_cls):  # type: ignore[misc, valid-type]
+        """Two chunks, then silence; with ``timeout`` it raises the provider's timeout."""
+
+        def __init__(self, timeout: bool = False, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.timeout = timeout
+
+        async def _stream(self, request: Any) -> Any:
+            from modelplex.errors import ProviderTimeoutError
+
+            yield StreamChunk(content="The")
+            yield StreamChunk(content=" capital")
+            if self.timeout:
+                raise ProviderTimeoutError("fake: silent for more than 0.1 s",
+                                           phase="between_chunks", timeout=0.1,
+                                           provider=self.name)
+            await asyncio.sleep(3600)
+
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(make_plugin(provider_name="fake", cls=Stalling), name="stalling")
+    return plugins
+
+
+async def test_timeout_and_cancellation_leave_the_same_history(stalling_plugins: Plugins) -> None:
+    from modelplex.errors import ProviderTimeoutError
+
+    histories = []
+    for how in ("library timeout", "asyncio timeout", "cancel"):
+        config = {"fake": {"timeout": how == "library timeout"}}
+        async with ChatManager("fake", provider_config=config, plugins=stalling_plugins) as chat:
+            if how == "library timeout":
+                with pytest.raises(ProviderTimeoutError):
+                    await chat.send_message("first")
+            elif how == "asyncio timeout":
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await chat.send_message("first")
+            else:
+                task = asyncio.create_task(chat.get_response_with_meta("first"))
+                await asyncio.sleep(0.05)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            histories.append([(m.content, m.metadata) for m in chat.history])
+    assert histories[0] == [("first", {}), ("The capital", {"partial": True})]
+    assert histories[0] == histories[1] == histories[2]
+
+
+# -- modes and constructor checks (issue #8 defect 10, issue #10) ------------------------------
+async def test_set_mode_validates_before_storing(fake_plugins: Plugins, fake_plugin: Any) -> None:
+    async with ChatManager("fake", options={"top_p": 0.3}, plugins=fake_plugins) as chat:
+        with pytest.raises(ConfigurationError, match="mode 'wild'"):
+            chat.set_mode("wild")
+        chat.set_mode("creative")
+        await chat.send_message("hi")
+        assert fake_plugin.created[0].requests[-1].options.set_values() == {
+            "temperature": 1.1, "top_p": 0.3}
+
+
+async def test_mode_presets_fit_the_provider_ranges(make_plugin: Any, fake_cls: Any) -> None:
+    from pydantic import Field
+
+    from modelplex.provider import CommonOptions
+
+    class NarrowOptions(CommonOptions):
+        temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    class Narrow(fake_cls):  # type: ignore[misc, valid-type]
+        Options = NarrowOptions
+
+    plugin = make_plugin(provider_name="fake", cls=Narrow)
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(plugin, name="narrow")
+    async with ChatManager("fake", mode="creative", plugins=plugins) as chat:
+        await chat.send_message("hi")  # 1.1 on 0-2 would be rejected by a 0-1 provider
+        assert plugin.created[0].requests[-1].options.set_values() == {
+            "temperature": 0.55, "top_p": 0.98}
+        assert chat.session.temperature == 0.55
+        chat.set_mode("precise")
+        await chat.send_message("again")
+        assert plugin.created[0].requests[-1].options.set_values()["temperature"] == 0.1
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"mode": "wild"}, "mode 'wild' is not one of precise, balanced, creative"),
+    ({"options": [("temperature", 1)]}, "options must map option names to values"),
+    ({"system_prompt": "x" * 20}, "system_prompt: content is 20 characters, more than the "
+                                  "maximum of 10"),
+    ({"system_prompt": 5}, "system_prompt must be text"),
+])
+def test_bad_manager_arguments_are_configuration_errors(
+        fake_plugins: Plugins, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any],
+        message: str) -> None:
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "10")
+    with pytest.raises(ConfigurationError) as info:
+        ChatManager("fake", plugins=fake_plugins, **kwargs)
+    assert str(info.value).startswith(message)
+
+
+def test_booleans_are_not_numbers(fake_plugins: Plugins) -> None:
+    with ChatManager("fake", plugins=fake_plugins) as chat, \
+            pytest.raises(OptionsError, match="'max_tokens': expected a number, not true/false"):
+        chat.set_options(max_tokens=True)

@@ -316,3 +316,25 @@ def test_register_commands_adds_and_isolates() -> None:
     assert "register_commands" in error
     assert "bad command" in error
     assert infos["adds"].error is None
+
+
+def test_provider_of_a_failed_plugin_is_not_called_uninstalled(fake_cls: type) -> None:
+    """Issue #8: a plugin whose registration failed is installed: say so, not `pip install`."""
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(RaisingPlugin(fake_cls), name="raising")
+    with pytest.raises(PluginError) as info:
+        plugins.get("providers", "raising")
+    message = str(info.value)
+    assert message.startswith("provider 'raising' is unavailable: its plugin 'raising' is "
+                              "installed but registration failed in register_providers")
+    assert "pip install" not in message
+
+
+def test_provider_name_with_a_colon_is_refused_and_reported(make_plugin: Any) -> None:
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(make_plugin(provider_name="a:b"), name="colon")
+    plugins.register(make_plugin(provider_name="fine"), name="fine")
+    assert plugins.provider_names() == ["fine"]
+    infos = {i.name: i for i in plugins.list_plugins()}
+    assert infos["colon"].error == ("provider name 'a:b' is not valid: use letters, digits, '.', "
+                                    "'_' and '-' (no ':' or spaces)")

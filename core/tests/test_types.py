@@ -43,7 +43,7 @@ def test_empty_content_is_fine_with_images_or_tool_calls() -> None:
 
 
 def test_max_length_is_configurable_through_the_classvar(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ChatMessage.max_content_length >= 100_000
+    assert ChatMessage.max_content_length is None  # read from the environment each time
     monkeypatch.setattr(ChatMessage, "max_content_length", 10)
     assert ChatMessage(role="user", content="x" * 10).content == "x" * 10
     assert ChatMessage(role="user", content="  " + "x" * 10 + "  ").content == "x" * 10
@@ -55,19 +55,38 @@ def test_max_length_is_configurable_through_the_classvar(monkeypatch: pytest.Mon
     assert "MODELPLEX_MAX_MESSAGE_LENGTH" in text
 
 
-def test_max_length_default_comes_from_the_environment() -> None:
-    import os
-    import subprocess
-    import sys
+def test_max_length_default_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "5")
+    with pytest.raises(ValidationError, match="maximum of 5"):
+        ChatMessage(role="user", content="123456")
+    monkeypatch.delenv("MODELPLEX_MAX_MESSAGE_LENGTH")
+    assert ChatMessage(role="user", content="123456").content == "123456"
 
-    env = {**os.environ, "MODELPLEX_MAX_MESSAGE_LENGTH": "5"}
-    code = ("from modelplex.types import ChatMessage as M\n"
-            "print(M.max_content_length)\n"
-            "try:\n    M(role='user', content='123456')\nexcept ValueError as e:\n"
-            "    print('rejected', 'maximum of 5' in str(e))\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out == ["5", "rejected", "True"]
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5"])
+def test_bad_max_length_variable_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch,
+                                                          value: str) -> None:
+    from modelplex.errors import ConfigurationError
+
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", value)
+    with pytest.raises(ConfigurationError) as info:
+        ChatMessage(role="user", content="hi")
+    assert str(info.value) == (f"MODELPLEX_MAX_MESSAGE_LENGTH={value!r} is not valid: use a "
+                               "whole number >= 1 (default 1000000)")
+
+
+def test_undecodable_text_is_refused_clearly() -> None:
+    bad = b"caf\xe9 au lait".decode("utf-8", "surrogateescape")  # what argv/stdin turn it into
+    with pytest.raises(ValidationError) as info:
+        ChatMessage(role="user", content=bad)
+    assert "content is not valid text: character 3 is an undecodable byte" in str(info.value)
+
+
+def test_session_without_a_provider() -> None:
+    session = ChatSession(model="llama2", temperature=0.7)  # seed 000's example
+    assert (session.model, session.provider, session.temperature) == ("llama2", None, 0.7)
+    with pytest.raises(ValidationError):
+        ChatSession(model="llama2", temperature=3.0)
 
 
 def test_message_is_frozen() -> None:

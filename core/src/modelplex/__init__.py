@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from modelplex.errors import (
         AuthenticationError,
         BadRequestError,
+        ChatBusyError,
         ConfigurationError,
         ModelNotFoundError,
         ModelplexError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         ChainResult,
         ChatManager,
         ChatMode,
+        Reply,
         ResponseWithMeta,
         create_provider,
         parse_model_spec,
@@ -76,7 +78,7 @@ if TYPE_CHECKING:
 
 _LAZY: dict[str, str] = {
     "hookimpl": "hookspecs",
-    **dict.fromkeys(["ChainResult", "ChatManager", "ChatMode", "ResponseWithMeta",
+    **dict.fromkeys(["ChainResult", "ChatManager", "ChatMode", "Reply", "ResponseWithMeta",
                      "create_provider", "parse_model_spec"], "manager"),
     **dict.fromkeys(["Capabilities", "ChatRequest", "CommonOptions", "Provider"], "provider"),
     **dict.fromkeys(["ChatResponse", "StreamChunk", "ToolCall", "Usage"], "chunks"),
@@ -90,7 +92,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["StructuredResult", "StructuredUpdate"], "structured"),
     "Tool": "tools",
     **dict.fromkeys(["Cache", "MemoryCache"], "caches"),
-    **dict.fromkeys(["AuthenticationError", "BadRequestError", "ConfigurationError",
+    **dict.fromkeys(["AuthenticationError", "BadRequestError", "ChatBusyError",
+                     "ConfigurationError",
                      "ModelNotFoundError", "ModelplexError", "OptionsError", "ParseError",
                      "PluginError", "ProviderConnectionError", "ProviderError",
                      "ProviderStatusError", "ProviderTimeoutError", "RateLimitError",

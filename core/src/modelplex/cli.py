@@ -1,12 +1,13 @@
 """The ``modelplex`` command.
 
-Errors print one line and exit with status 1 (a traceback only with ``--debug``). Heavy
-modules are imported inside the command that needs them.
+Errors print one line and exit with status 1 (a traceback only with ``--debug``); Ctrl-C
+exits with 130. Heavy modules are imported inside the command that needs them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from modelplex import cli_timeouts
 from modelplex.__about__ import __version__
-from modelplex.errors import ModelplexError
+from modelplex.errors import ModelplexError, redact
 
 if TYPE_CHECKING:
     from modelplex.manager import ChatManager
@@ -72,21 +74,25 @@ def cli(debug: bool) -> None:
 @click.option("--schema", type=click.Path(dir_okay=False),
               help="Answer as JSON matching this JSON-schema file; prints the JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Answer with a JSON object; prints it.")
+@cli_timeouts.timeout_options
 def chat(prompt: str | None, model: str | None, system: str | None,
          option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool,
          template: str | None = None, param_pairs: Sequence[tuple[str, str]] = (),
-         schema: str | None = None, as_json: bool = False) -> None:
+         schema: str | None = None, as_json: bool = False,
+         **timeouts: float | None) -> None:
     """Chat with a model: one-shot with PROMPT (or stdin), interactive without.
 
     In the interactive session, /model provider:model switches model (the history is kept),
-    /clear forgets the history and /exit leaves. With -t, --schema or --json the answer is
-    structured, validated and printed as JSON.
+    /clear forgets the history and /exit leaves; Ctrl-C stops an answer. With -t, --schema or
+    --json the answer is structured, validated and printed as JSON.
     """
     from modelplex.manager import ChatManager
 
-    if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
-    manager = ChatManager(system_prompt=system, mode=mode, options=_options(option_pairs))
+    if prompt is None and not sys.stdin.isatty():  # undecodable bytes are refused clearly
+        prompt = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+    config = cli_timeouts.provider_timeouts(cli_timeouts.resolve(timeouts))
+    manager = ChatManager(system_prompt=system, mode=mode, options=_options(option_pairs),
+                          provider_config=config)
     if template or param_pairs or schema or as_json:
         from modelplex.cli_structured import run_structured_chat
 
@@ -96,7 +102,7 @@ def chat(prompt: str | None, model: str | None, system: str | None,
     if prompt is not None:
         _run(_one_shot(manager, model, prompt, show_usage))
     else:
-        _run(_interactive(manager, model, show_usage))
+        _interactive(manager, model, show_usage)
 
 
 async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool) -> None:
@@ -105,14 +111,19 @@ async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool) -> No
     start = time.perf_counter()
     usage = None
     last_text = ""
-    async for chunk in chat.send_message(prompt):
-        if chunk.content:
-            sys.stdout.write(chunk.content)
+    try:
+        async for chunk in chat.send_message(prompt):
+            if chunk.content:
+                sys.stdout.write(chunk.content)
+                sys.stdout.flush()
+                last_text = chunk.content
+            if chunk.usage is not None:
+                usage = chunk.usage
+    finally:  # end the answer's line, also when an error or Ctrl-C cuts it short
+        if last_text and not last_text.endswith("\n"):
+            sys.stdout.write("\n")
             sys.stdout.flush()
-            last_text = chunk.content
-        if chunk.usage is not None:
-            usage = chunk.usage
-    if not last_text.endswith("\n"):
+    if not last_text:
         sys.stdout.write("\n")
     if show_usage and usage is not None:
         estimate = " (estimated)" if usage.estimated else ""
@@ -128,38 +139,43 @@ async def _one_shot(manager: ChatManager, model: str | None, prompt: str,
         await _stream_answer(chat, prompt, show_usage)
 
 
-async def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> None:
-    async with manager as chat:
-        session = await chat.initialize_model(model)
-        click.echo(f"Chatting with {session.provider}:{session.model}. "
-                   "Type /exit to leave, /model provider:model to switch, /clear to forget.",
-                   err=True)
-        while True:
-            try:
-                line = await asyncio.to_thread(input, "> ")
-            except EOFError:
-                break
-            text = line.strip()
-            if not text:
-                continue
-            if text in ("/exit", "/quit", "exit", "quit"):
-                break
-            if text == "/clear":
-                chat.clear_history()
-                continue
-            if text.startswith("/model"):
-                spec = text.removeprefix("/model").strip()
-                try:
-                    session = await chat.initialize_model(spec or None)
-                except ModelplexError as err:
-                    click.echo(f"Error: {err}", err=True)
-                    continue
-                click.echo(f"Now chatting with {session.provider}:{session.model}.", err=True)
-                continue
-            try:
-                await _stream_answer(chat, text, show_usage)
-            except ModelplexError as err:
-                click.echo(f"\nError: {err}", err=True)
+def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> None:
+    # One event loop for the session, with input() outside it: Ctrl-C at the prompt leaves
+    # (status 130); Ctrl-C during an answer cancels that answer, whose part is kept.
+    with asyncio.Runner() as runner:
+        try:
+            session = runner.run(manager.initialize_model(model))
+            click.echo(f"Chatting with {session.provider}:{session.model}. Type /exit to leave,"
+                       " /model provider:model to switch, /clear to forget.", err=True)
+            while (text := _next_line()) not in ("/exit", "/quit", "exit", "quit", None):
+                if text == "/clear":
+                    manager.clear_history()
+                elif text.startswith("/model"):
+                    spec = text.removeprefix("/model").strip()
+                    try:
+                        session = runner.run(manager.initialize_model(spec or None))
+                    except ModelplexError as err:
+                        click.echo(f"Error: {redact(str(err))}", err=True)
+                        continue
+                    click.echo(f"Now chatting with {session.provider}:{session.model}.",
+                               err=True)
+                elif text:
+                    try:
+                        runner.run(_stream_answer(manager, text, show_usage))
+                    except ModelplexError as err:
+                        click.echo(f"Error: {redact(str(err))}", err=True)
+                    except KeyboardInterrupt:
+                        click.echo("(stopped; the part received is kept)", err=True)
+        finally:
+            runner.run(manager.aclose())
+
+
+def _next_line() -> str | None:
+    """The next line typed, stripped; ``None`` at the end of input (Ctrl-D)."""
+    try:
+        return input("> ").strip()
+    except EOFError:
+        return None
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -181,7 +197,8 @@ def _provider_names(only: str | None) -> list[str]:
 async def _with_provider(name: str, action: Callable[[Provider], Awaitable[T]]) -> T:
     from modelplex.manager import create_provider
 
-    provider = create_provider(name)
+    config = cli_timeouts.provider_timeouts(cli_timeouts.resolve()).get(name, {})
+    provider = create_provider(name, **config)
     try:
         return await action(provider)
     finally:
@@ -330,7 +347,7 @@ def providers(as_json: bool) -> None:
 
     statuses = _run(gather())
     if as_json:
-        click.echo(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+        click.echo(redact(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2)))
         return
     if not statuses:
         click.echo("No providers installed. Install one, e.g. `pip install modelplex-llamacpp`.")
@@ -340,7 +357,7 @@ def providers(as_json: bool) -> None:
         if s.version:
             extra.append(f"version {s.version}")
         if s.detail:
-            extra.append(s.detail)
+            extra.append(redact(s.detail))
         click.echo(f"{s.provider:12} {state:12} {'; '.join(extra)}".rstrip())
 
 
@@ -373,11 +390,15 @@ _add_lazy_commands()
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``modelplex`` command."""
+    from modelplex import env
+
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or bool(os.environ.get("MODELPLEX_DEBUG"))
-    if "--debug" in args:  # accepted anywhere, not only before the command
-        args = ["--debug", *(a for a in args if a != "--debug")]
+    end = args.index("--") if "--" in args else len(args)  # after `--`, --debug is a prompt
+    debug = "--debug" in args[:end]
+    if debug:  # accepted anywhere before `--`, not only before the command
+        args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
     try:
+        debug = debug or env.debug()
         from modelplex.plugins import get_plugins
 
         get_plugins().add_commands(cli)
@@ -385,13 +406,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ModelplexError as err:
         if debug:
             traceback.print_exc()
-        click.echo(f"Error: {err}", err=True)
+        click.echo(f"Error: {redact(str(err))}", err=True)
         sys.exit(1)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except click.Abort:
+    except click.Abort as err:
+        if isinstance(err.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            sys.exit(130)
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as err:  # the output could not be written: a full disk, a closed pipe
+        if debug:
+            traceback.print_exc()
+        _silence_stdout()
+        if not isinstance(err, BrokenPipeError):
+            what = "cannot write the output" if err.errno in _OUTPUT_ERRNOS else "error"
+            click.echo(f"Error: {what}: {err.strerror or err}"
+                       + (f": {err.filename}" if err.filename else ""), err=True)
+        sys.exit(1)
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EBADF, errno.EDQUOT}
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit fails no more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass

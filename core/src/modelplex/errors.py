@@ -8,6 +8,7 @@ Every error modelplex raises is a :class:`ModelplexError`::
     │   └── UnknownProviderError    no installed plugin provides that name
     ├── PluginError                 a plugin failed to load or clashes with another
     ├── ParseError                  a parser could not read a model's answer
+    ├── ChatBusyError               a conversation's previous answer is still being read
     ├── UnsupportedOperationError   the provider cannot do that (embed, pull, ...)
     └── ProviderError               talking to a provider failed
         ├── ProviderConnectionError     could not connect
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "ChatBusyError",
     "ConfigurationError",
     "ModelNotFoundError",
     "ModelplexError",
@@ -60,7 +62,9 @@ __all__ = [
     "StreamError",
     "UnknownProviderError",
     "UnsupportedOperationError",
+    "mask_url",
     "redact",
+    "redact_json",
 ]
 
 _SECRET_PATTERNS = re.compile(
@@ -69,12 +73,42 @@ _SECRET_PATTERNS = re.compile(
 )
 
 
+#: Secrets shorter than this are not masked: replacing a one-letter "key" everywhere would
+#: mangle the text (and anything that short is no secret).
+MIN_SECRET_LENGTH = 8
+
+# ``scheme://user:password@`` and ``?key=...``-style query parameters in URLs
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
+_URL_SECRET_PARAM = re.compile(
+    r"(?i)([?&](?:api[-_]?key|key|token|access[-_]?token|auth|secret|password|passwd|sig|"
+    r"signature|x-api-key)=)[^&#\s'\"]+")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its user name, password and secret query parameters masked."""
+    return _URL_SECRET_PARAM.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", url))
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """Return ``text`` with the given secrets and anything shaped like an API key masked."""
+    """Return ``text`` with the given secrets, URL credentials and anything shaped like an API
+    key masked. Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are left alone."""
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
+    if "://" in text:
+        text = mask_url(text)
     return _SECRET_PATTERNS.sub("***", text)
+
+
+def redact_json(value: Any, *secrets: str | None) -> Any:
+    """A parsed JSON value with :func:`redact` applied to every string value (never to keys)."""
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if isinstance(value, dict):
+        return {key: redact_json(item, *secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_json(item, *secrets) for item in value]
+    return value
 
 
 class ModelplexError(Exception):
@@ -123,6 +157,10 @@ class ParseError(ModelplexError):
         self.raw = raw
         self.answers: list[str] = list(answers) if answers is not None else [raw]
         self.errors: list[str] = list(errors) if errors is not None else [message]
+
+
+class ChatBusyError(ModelplexError):
+    """A conversation was asked for a second answer while another task still reads the first."""
 
 
 class UnsupportedOperationError(ModelplexError):
@@ -216,6 +254,8 @@ class RateLimitError(ProviderStatusError):
 
     def __init__(self, message: str, *, status_code: int = 429, body: Any = None,
                  retry_after: float | None = None, provider: str | None = None) -> None:
+        if retry_after is not None and "retry after" not in message:
+            message += f" (retry after {retry_after:.3g} s)"
         super().__init__(message, status_code=status_code, body=body, provider=provider)
         self.retry_after = retry_after
 

@@ -4,13 +4,19 @@
 instance and gives it:
 
 * four timeouts (:class:`Timeouts`): connect, first byte (until the response headers),
-  between chunks (silence while streaming) and total;
+  between chunks (silence while streaming) and total, with one parser
+  (:meth:`Timeouts.parse`) for every spelling a user may give;
+* checked configuration: the base URL (scheme, host, port), header names and values,
+  ``verify_tls``; bad values are a :class:`~modelplex.errors.ConfigurationError` naming them;
+* redirects followed by hand: a redirect to another origin drops every credential header
+  (everything but a few harmless ones), and a ``POST`` is never silently turned into a ``GET``;
 * status-to-error mapping into :mod:`modelplex.errors`, with transport errors converted and
   chained and secrets redacted;
 * line readers for NDJSON (:func:`iter_ndjson`) and Server-Sent Events (:func:`iter_sse`) that
   follow the parsing rules every provider needs (``data:`` with or without a space, ``:``
   comments ignored, unknown events passed through, old llama.cpp ``error:`` lines), with a
-  limit on line size;
+  limit on line size. They are plain iterator objects, not generators: a reader left before
+  its end leaves nothing for the garbage collector to finalise;
 * cancellation that closes the upstream connection when a stream is left before its end, so
   the server stops generating and frees its slot.
 """
@@ -19,20 +25,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from modelplex import errors
 
 __all__ = [
     "HttpClient",
     "Timeouts",
+    "check_base_url",
+    "check_headers",
     "dumps",
     "error_from_status",
     "extract_error_message",
@@ -65,6 +77,25 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
+TIMEOUT_FIELDS = ("connect", "first_byte", "between_chunks", "total")
+
+
+def _seconds(value: Any, field: str) -> float | None:
+    """A timeout in seconds: a positive finite number, or ``None`` for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) \
+            or value <= 0:
+        raise errors.ConfigurationError(
+            f"{field} must be a number of seconds > 0, or null/None for no limit "
+            f"(got {value!r})")
+    return None if math.isinf(value) else float(value)
+
+
+def _validate_seconds(instance: Any, attribute: Any, value: Any) -> None:
+    _seconds(value, f"timeouts.{attribute.name}")
+
+
 @attrs.frozen
 class Timeouts:
     """Timeouts in seconds; ``None`` disables one.
@@ -72,12 +103,128 @@ class Timeouts:
     ``connect``: establishing the connection. ``first_byte``: from sending the request to the
     response headers (a local server may load a model first). ``between_chunks``: the longest
     silence allowed while reading a response. ``total``: the whole request, stream included.
+
+    Every provider's ``timeouts=`` argument (and a config file's ``timeouts`` key) goes through
+    :meth:`parse`, so all of them accept the same spellings.
     """
 
-    connect: float | None = 10.0
-    first_byte: float | None = 600.0
-    between_chunks: float | None = 120.0
-    total: float | None = None
+    connect: float | None = attrs.field(default=10.0, validator=_validate_seconds)
+    first_byte: float | None = attrs.field(default=600.0, validator=_validate_seconds)
+    between_chunks: float | None = attrs.field(default=120.0, validator=_validate_seconds)
+    total: float | None = attrs.field(default=None, validator=_validate_seconds)
+
+    @classmethod
+    def parse(cls, value: Timeouts | Mapping[str, Any] | float | None, *,
+              field: str = "timeouts", base: Timeouts | None = None) -> Timeouts:
+        """Read timeouts from any of their spellings.
+
+        * ``None``: ``base`` (default: the defaults above);
+        * a :class:`Timeouts`: itself;
+        * a number: the ``total`` time allowed for a request, in seconds;
+        * a mapping with any of ``connect``, ``first_byte``, ``between_chunks`` and ``total``
+          (the others keep their values from ``base``); ``None`` turns one off.
+
+        Anything else, an unknown key, or a value that is not a number > 0 raises
+        :class:`~modelplex.errors.ConfigurationError` naming ``field`` and the key.
+        """
+        start = base or cls()
+        if value is None:
+            return start
+        if isinstance(value, Timeouts):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return attrs.evolve(start, total=_seconds(value, field))
+        if isinstance(value, Mapping):
+            unknown = sorted(str(k) for k in value if k not in TIMEOUT_FIELDS)
+            if unknown:
+                raise errors.ConfigurationError(
+                    f"{field}: unknown timeout(s) {', '.join(map(repr, unknown))}; valid: "
+                    f"{', '.join(TIMEOUT_FIELDS)}")
+            return attrs.evolve(start, **{str(k): _seconds(v, f"{field}.{k}")
+                                          for k, v in value.items()})
+        raise errors.ConfigurationError(
+            f"{field} must be a number of seconds (the total per request) or a mapping of "
+            f"{', '.join(TIMEOUT_FIELDS)} to seconds (got {value!r})")
+
+
+_PORTLESS = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/?#]*:(/|$|\?|#)", re.I)
+
+
+def check_base_url(url: Any, *, field: str = "base_url") -> str:
+    """``url`` if it is a usable ``http(s)://host[:port][/path]`` address, else a
+    :class:`~modelplex.errors.ConfigurationError` naming ``field`` and what is wrong."""
+    if not isinstance(url, str) or not url.strip():
+        raise errors.ConfigurationError(f"{field} must be a URL such as http://localhost:8000 "
+                                        f"(got {url!r})")
+    shown = errors.mask_url(url)
+    split = urlsplit(url.strip())
+    if split.scheme not in ("http", "https"):
+        raise errors.ConfigurationError(f"{field} must start with http:// or https:// "
+                                        f"(got {shown!r})")
+    if not split.hostname:
+        raise errors.ConfigurationError(f"{field} {shown!r} has no host name")
+    try:
+        port = split.port
+    except ValueError:
+        port = -1
+    if (port is not None and not 0 < port < 65536) or _PORTLESS.match(url.strip()):
+        raise errors.ConfigurationError(f"{field} {shown!r} has an invalid port: use a number "
+                                        "from 1 to 65535")
+    return url
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def check_headers(headers: Any, *, field: str = "headers") -> dict[str, str]:
+    """A copy of ``headers`` if every name is an HTTP token and every value a string without
+    CR, LF or NUL; otherwise a :class:`~modelplex.errors.ConfigurationError` naming it."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise errors.ConfigurationError(f"{field} must map header names to string values "
+                                        f"(got {type(headers).__name__})")
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise errors.ConfigurationError(f"{field}: {name!r} is not a valid header name")
+        if not isinstance(value, str):
+            raise errors.ConfigurationError(f"{field}: the value of {name!r} must be a string "
+                                            f"(got {type(value).__name__})")
+        if _BAD_VALUE.search(value):
+            raise errors.ConfigurationError(f"{field}: the value of {name!r} holds a line break "
+                                            "or NUL character, which HTTP does not allow")
+        out[name] = value
+    return out
+
+
+#: Headers still sent after a redirect to another origin; every other header (keys, tokens,
+#: anything the user configured) is dropped.
+SAFE_REDIRECT_HEADERS = frozenset({"user-agent", "accept", "content-type", "accept-encoding"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+
+
+def _split_login(url: str, headers: Mapping[str, str], provider: str) -> tuple[str, str | None]:
+    """``url`` without ``user:password@``, and those as a ``Basic`` Authorization value."""
+    split = urlsplit(url)
+    if split.username is None and split.password is None:
+        return url, None
+    if any(name.lower() == "authorization" for name in headers):
+        raise errors.ConfigurationError(
+            f"{provider}: the base URL holds a user name and password and an API key "
+            "(Authorization header) is set too; HTTP sends only one: remove one of them")
+    import base64
+    from urllib.parse import unquote, urlunsplit
+
+    pair = f"{unquote(split.username or '')}:{unquote(split.password or '')}"
+    bare = urlunsplit(split._replace(netloc=split.netloc.rsplit("@", 1)[1]))
+    return bare, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -132,7 +279,10 @@ _STATUS_CLASSES: dict[int, type[errors.ProviderStatusError]] = {
 def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None = None, *,
                       provider: str | None = None, secrets: tuple[str, ...] = ()
                       ) -> errors.ProviderStatusError:
-    """Map an HTTP error status and body to the matching :class:`ProviderStatusError`."""
+    """Map an HTTP error status and body to the matching :class:`ProviderStatusError`.
+
+    A 429 or 503 says how long to wait when the server sent ``Retry-After``.
+    """
     message = errors.redact(extract_error_message(body), *secrets)
     text = f"{provider or 'provider'} returned HTTP {status}" + (f": {message}" if message else "")
     cls = _STATUS_CLASSES.get(status)
@@ -154,7 +304,8 @@ class HttpClient:
         base_url: e.g. ``http://127.0.0.1:11434``; request paths are appended to it.
         provider: the provider's name, used in error messages.
         headers: sent with every request (API keys go here and are redacted from errors).
-        timeouts: see :class:`Timeouts`.
+            Checked: names must be HTTP tokens, values strings without line breaks.
+        timeouts: anything :meth:`Timeouts.parse` accepts.
         secrets: extra strings to redact from error messages.
         error_factory: called with ``(status, body, headers)`` before the default mapping;
             return an error to use it, or ``None`` for the default.
@@ -166,18 +317,29 @@ class HttpClient:
     """
 
     def __init__(self, base_url: str, *, provider: str, headers: Mapping[str, str] | None = None,
-                 timeouts: Timeouts | None = None, secrets: tuple[str, ...] = (),
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
+                 secrets: tuple[str, ...] = (),
                  error_factory: ErrorFactory | None = None, verify_tls: bool = True,
                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, limit: int = 0,
                  connect_hint: str | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+        base_url = check_base_url(base_url, field=f"{provider}: base URL").rstrip("/")
+        #: the base URL as shown in messages: user name, password and keys masked
+        self.display_url = errors.mask_url(base_url)
         self.provider = provider
-        self.headers = dict(headers or {})
-        self.timeouts = timeouts or Timeouts()
+        self.headers = check_headers(headers, field=f"{provider}: headers")
+        base_url, login = _split_login(base_url, self.headers, provider)
+        self.base_url = base_url
+        if login:  # sent as a header, so that a redirect to another host drops it too
+            self.headers["Authorization"] = login
+        self.timeouts = Timeouts.parse(timeouts, field=f"{provider}: timeouts")
+        if not isinstance(verify_tls, bool):
+            raise errors.ConfigurationError(f"{provider}: verify_tls must be true or false "
+                                            f"(got {verify_tls!r})")
+        # every configured header value may be a credential; short ones are not masked
         self.secrets = tuple(s for s in secrets if s) + tuple(
             v.split(" ", 1)[-1] for k, v in self.headers.items()
-            if k.lower() in ("authorization", "x-api-key", "api-key") and v)
+            if k.lower() not in SAFE_REDIRECT_HEADERS and v)
         self.error_factory = error_factory
         self.verify_tls = verify_tls
         self.max_line_bytes = max_line_bytes
@@ -190,7 +352,7 @@ class HttpClient:
                           UserWarning, stacklevel=2)
 
     def __repr__(self) -> str:
-        return f"HttpClient({self.base_url!r}, provider={self.provider!r})"
+        return f"HttpClient({self.display_url!r}, provider={self.provider!r})"
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -202,8 +364,7 @@ class HttpClient:
                                                ssl=self.verify_tls),
                 timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
                                               sock_read=t.first_byte),
-                headers=self.headers,
-            )
+            )  # headers go with each request, so a redirect to another host can drop them
         return self._session
 
     async def aclose(self) -> None:
@@ -220,34 +381,42 @@ class HttpClient:
     def _transport_error(self, err: BaseException, *, phase: str) -> errors.ProviderError:
         t = self.timeouts
         name = self.provider
+        url = self.display_url
         if isinstance(err, aiohttp.ConnectionTimeoutError):
             return errors.ProviderTimeoutError(
-                f"{name}: connecting to {self.base_url} took longer than {t.connect} s",
+                f"{name}: connecting to {url} took longer than {t.connect} s",
                 phase="connect", timeout=t.connect, provider=name)
         if isinstance(err, aiohttp.ServerTimeoutError):
             if phase == "headers":
                 return errors.ProviderTimeoutError(
-                    f"{name}: no response from {self.base_url} within {t.first_byte} s",
+                    f"{name}: no response from {url} within {t.first_byte} s",
                     phase="first_byte", timeout=t.first_byte, provider=name)
             return errors.ProviderTimeoutError(
-                f"{name}: the stream from {self.base_url} was silent for more than "
+                f"{name}: the stream from {url} was silent for more than "
                 f"{t.between_chunks} s", phase="between_chunks", timeout=t.between_chunks,
                 provider=name)
         if isinstance(err, TimeoutError):
             return errors.ProviderTimeoutError(
-                f"{name}: the request to {self.base_url} took longer than {t.total} s in total",
+                f"{name}: the request to {url} took longer than {t.total} s in total",
                 phase="total", timeout=t.total, provider=name)
+        if isinstance(err, aiohttp.ClientSSLError):
+            reason = errors.redact(str(getattr(err, "certificate_error", None)
+                                       or err.os_error or err), *self.secrets)
+            return errors.ProviderConnectionError(
+                f"{name}: TLS error connecting to {url} ({reason}); check the server's "
+                "certificate and the https:// address (or turn verify_tls off for a server "
+                "you trust)", provider=name)
         if isinstance(err, aiohttp.ClientConnectorError):
             hint = f". {self.connect_hint}" if self.connect_hint else ""
             return errors.ProviderConnectionError(
-                f"{name}: cannot connect to {self.base_url} "
+                f"{name}: cannot connect to {url} "
                 f"({err.os_error.strerror or err}){hint}", provider=name)
         if phase == "body":
             return errors.StreamError(
-                f"{name}: the connection to {self.base_url} broke off mid-response "
+                f"{name}: the connection to {url} broke off mid-response "
                 f"({type(err).__name__}: {errors.redact(str(err), *self.secrets)})", provider=name)
         return errors.ProviderConnectionError(
-            f"{name}: request to {self.base_url} failed "
+            f"{name}: request to {url} failed "
             f"({type(err).__name__}: {errors.redact(str(err), *self.secrets)})", provider=name)
 
     async def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
@@ -257,11 +426,11 @@ class HttpClient:
             raw = await resp.content.read(65536)
         except (aiohttp.ClientError, TimeoutError):
             raw = b""
-        text = errors.redact(raw.decode("utf-8", "replace"), *self.secrets)
-        try:  # redacted before parsing, so no secret the server echoed stays in err.body
-            body: Any = loads(text) if text else None
+        text = raw.decode("utf-8", "replace")
+        try:  # masked after parsing, in string values only: the keys stay intact
+            body: Any = errors.redact_json(loads(text), *self.secrets) if text.strip() else None
         except ValueError:
-            body = text
+            body = errors.redact(text, *self.secrets)
         headers = resp.headers
         err: errors.ProviderError | None = None
         if self.error_factory is not None:
@@ -293,13 +462,12 @@ class HttpClient:
         server stops generating; otherwise the connection goes back to the pool.
         """
         data = None
-        send_headers = dict(headers) if headers else {}
+        send_headers = {**self.headers, **headers} if headers else dict(self.headers)
         if payload is not None:
             data = dumps(payload)
             send_headers["Content-Type"] = "application/json"
         try:
-            resp = await self.session.request(method, self.url(path), data=data,
-                                              headers=send_headers or None)
+            resp = await self._follow(method, self.url(path), data, send_headers)
         except aiohttp.ClientError as err:
             raise self._transport_error(err, phase="headers") from err
         except TimeoutError as err:
@@ -324,6 +492,42 @@ class HttpClient:
                 resp.release()
             else:
                 resp.close()
+
+
+    async def _follow(self, method: str, url: str, data: bytes | None,
+                      headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """Send the request, following redirects ourselves.
+
+        A redirect to another origin (scheme, host or port) drops every header but
+        :data:`SAFE_REDIRECT_HEADERS`; a 301/302/303 answer to anything but GET or HEAD is
+        refused (following it would silently turn the request into a GET without its body).
+        """
+        origin = _origin(URL(url))
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await self.session.request(method, url, data=data, headers=headers,
+                                              allow_redirects=False)
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or not location:
+                return resp
+            target = resp.url.join(URL(location))
+            resp.release()
+            shown = errors.mask_url(str(target))
+            if resp.status in (301, 302, 303) and method not in ("GET", "HEAD"):
+                raise errors.ProviderStatusError(
+                    f"{self.provider}: {method} {errors.mask_url(url)} was redirected "
+                    f"(HTTP {resp.status}) to {shown}; modelplex does not turn it into a GET "
+                    "without its body: set the provider's address to the new location",
+                    status_code=resp.status, provider=self.provider)
+            if target.scheme not in ("http", "https"):
+                raise errors.ProviderConnectionError(
+                    f"{self.provider}: refused a redirect to {shown}", provider=self.provider)
+            if _origin(target) != origin:
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() in SAFE_REDIRECT_HEADERS}
+            url = str(target)
+        raise errors.ProviderConnectionError(
+            f"{self.provider}: more than {MAX_REDIRECTS} redirects from {self.display_url}",
+            provider=self.provider)
 
 
 async def _drain_tail(resp: aiohttp.ClientResponse, limit: int = 65536,
@@ -372,78 +576,136 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) 
         parts.append(data)
 
 
-async def iter_lines(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                     *, provider: str = "provider") -> AsyncIterator[bytes]:
-    """Yield the lines of a response body as bytes, without their ``\\n``.
+class _Lines:
+    """The lines of a response body as bytes, without their ``\\n``.
+
+    An async iterator object rather than a generator: there is nothing to close, so leaving it
+    early leaves no generator for the event loop to finalise later. A line split across network
+    reads is joined; a line longer than ``max_line_bytes`` raises
+    :class:`~modelplex.errors.ResponseTooLargeError` instead of growing without bound.
+    """
+
+    __slots__ = ("_buf", "_content", "_eof", "_lines", "_max", "_provider")
+
+    def __init__(self, resp: aiohttp.ClientResponse, max_line_bytes: int, provider: str) -> None:
+        self._content = resp.content
+        self._max = max_line_bytes
+        self._provider = provider
+        self._buf = b""
+        self._lines: list[bytes] = []  # reversed: the next line is at the end
+        self._eof = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def _fill(self) -> bool:
+        """Read until a line is ready; false at the end of the body."""
+        while not self._lines:
+            if self._eof:
+                return False
+            data = await self._content.readany()
+            if not data:
+                self._eof = True
+                if self._buf:
+                    self._lines = [self._buf]
+                    self._buf = b""
+                continue
+            if self._buf:
+                data = self._buf + data
+            lines = data.split(b"\n")
+            self._buf = lines.pop()
+            limit = self._max
+            # a complete line that arrived in one read is held to the same limit
+            if len(data) > limit and (len(self._buf) > limit or
+                                      any(len(x) > limit for x in lines)):
+                raise errors.ResponseTooLargeError(
+                    f"{self._provider}: a response line exceeded the limit of {limit} bytes",
+                    provider=self._provider)
+            lines.reverse()
+            self._lines = lines
+        return True
+
+    async def __anext__(self) -> bytes:
+        if not self._lines and not await self._fill():
+            raise StopAsyncIteration
+        return self._lines.pop()
+
+
+class _NDJSON(_Lines):
+    """Each JSON value of a newline-delimited JSON body, blank lines skipped."""
+
+    __slots__ = ()
+
+    async def __anext__(self) -> Any:
+        while True:
+            if not self._lines and not await self._fill():
+                raise StopAsyncIteration
+            line = self._lines.pop()
+            if not line or line.isspace():
+                continue
+            try:
+                return loads(line)
+            except ValueError as err:
+                raise errors.StreamError(
+                    f"{self._provider}: malformed line in the stream: {line[:200]!r}",
+                    provider=self._provider) from err
+
+
+class _SSE(_Lines):
+    """``(event, data)`` for each Server-Sent Event of a body (see :func:`iter_sse`)."""
+
+    __slots__ = ()
+
+    async def __anext__(self) -> tuple[str | None, bytes]:  # type: ignore[override]
+        event: str | None = None
+        data: list[bytes] = []
+        while True:
+            if not self._lines and not await self._fill():
+                if data:
+                    return event, b"\n".join(data)
+                raise StopAsyncIteration
+            line = self._lines.pop()
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    return event, data[0] if len(data) == 1 else b"\n".join(data)
+                event = None
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            elif line.startswith(b":"):
+                continue
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+            elif line.startswith(b"error:"):
+                event = "error"
+                data.append(line[6:].strip())
+
+
+def iter_lines(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               *, provider: str = "provider") -> AsyncIterator[bytes]:
+    """The lines of a response body as bytes, without their ``\\n``.
 
     A line split across network reads is joined; a line longer than ``max_line_bytes`` raises
     :class:`ResponseTooLargeError` instead of growing without bound.
     """
-    content = resp.content
-    buf = b""
-    while True:
-        data = await content.readany()
-        if not data:
-            break
-        if buf:
-            data = buf + data
-        lines = data.split(b"\n")
-        buf = lines.pop()
-        # a complete line that arrived in one read is held to the same limit as a growing one
-        if len(data) > max_line_bytes and (
-                len(buf) > max_line_bytes or any(len(x) > max_line_bytes for x in lines)):
-            raise errors.ResponseTooLargeError(
-                f"{provider}: a response line exceeded the limit of {max_line_bytes} bytes",
-                provider=provider)
-        for line in lines:
-            yield line
-    if buf:
-        yield buf
+    return _Lines(resp, max_line_bytes, provider)
 
 
-async def iter_ndjson(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                      *, provider: str = "provider") -> AsyncIterator[Any]:
-    """Yield each JSON object of a newline-delimited JSON body, skipping blank lines."""
-    async for line in iter_lines(resp, max_line_bytes, provider=provider):
-        if not line or line.isspace():
-            continue
-        try:
-            yield loads(line)
-        except ValueError as err:
-            raise errors.StreamError(
-                f"{provider}: malformed line in the stream: {line[:200]!r}", provider=provider
-            ) from err
+def iter_ndjson(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                *, provider: str = "provider") -> AsyncIterator[Any]:
+    """Each JSON object of a newline-delimited JSON body, skipping blank lines."""
+    return _NDJSON(resp, max_line_bytes, provider)
 
 
-async def iter_sse(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-                   *, provider: str = "provider") -> AsyncIterator[tuple[str | None, bytes]]:
-    """Yield ``(event, data)`` for each Server-Sent Event of a body.
+def iter_sse(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+             *, provider: str = "provider") -> AsyncIterator[tuple[str | None, bytes]]:
+    """``(event, data)`` for each Server-Sent Event of a body.
 
     ``event`` is the ``event:`` name or ``None``; ``data`` joins the event's ``data:`` lines
     with ``\\n``. Comment lines (``:``) are skipped; a non-standard ``error:`` line (older
     llama.cpp servers) yields ``("error", payload)``. The OpenAI ``[DONE]`` marker is passed
     through as data for the caller to recognise.
     """
-    event: str | None = None
-    data: list[bytes] = []
-    async for line in iter_lines(resp, max_line_bytes, provider=provider):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            if data:
-                yield event, data[0] if len(data) == 1 else b"\n".join(data)
-                data = []
-            event = None
-            continue
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-        elif line.startswith(b":"):
-            continue
-        elif line.startswith(b"event:"):
-            event = line[6:].strip().decode()
-        elif line.startswith(b"error:"):
-            event = "error"
-            data.append(line[6:].strip())
-    if data:
-        yield event, b"\n".join(data)
+    return _SSE(resp, max_line_bytes, provider)

@@ -5,7 +5,7 @@
     async with ChatManager("llamacpp:smollm2", system_prompt="Be brief.") as chat:
         async for chunk in chat.send_message("What is the capital of France?"):
             print(chunk.content, end="")
-        meta = await chat.get_response_with_meta("And of Italy?")
+        meta = await chat.send_message("And of Italy?")  # the whole answer
         print(meta.content, meta.completion_tokens, meta.latency)
 
 The manager owns the providers it opens and closes them on exit. Every method has a ``_sync``
@@ -16,46 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
-from enum import StrEnum
 from typing import Any, TypeVar
 
 import attrs
 from pydantic import ValidationError
 
+from modelplex import env
 from modelplex.chunks import StreamChunk, ToolCall
-from modelplex.errors import ConfigurationError, ModelplexError, ProviderError
+from modelplex.errors import (
+    ConfigurationError,
+    ModelplexError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from modelplex.modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import ChatRequest, CommonOptions, Provider
+from modelplex.reply import Reply, Turns
 from modelplex.structured import StructuredResult, StructuredUpdate
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
 ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
 
-__all__ = ["ChainResult", "ChatManager", "ChatMode", "ResponseWithMeta", "create_provider",
-           "parse_model_spec"]
+__all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "ResponseWithMeta",
+           "create_provider", "parse_model_spec"]
 
 T = TypeVar("T")
 
 DEFAULT_PROVIDER = "llamacpp"
-
-
-class ChatMode(StrEnum):
-    """Sampling presets: low, medium and high temperature."""
-
-    PRECISE = "precise"
-    BALANCED = "balanced"
-    CREATIVE = "creative"
-
-
-MODE_PRESETS: dict[ChatMode, dict[str, float]] = {
-    ChatMode.PRECISE: {"temperature": 0.2, "top_p": 0.5},
-    ChatMode.BALANCED: {"temperature": 0.7, "top_p": 0.9},
-    ChatMode.CREATIVE: {"temperature": 1.1, "top_p": 0.98},
-}
 
 
 @attrs.define
@@ -97,7 +88,7 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
     plugins = plugins or get_plugins()
     names = plugins.provider_names()
     if not spec:
-        spec = os.environ.get("MODELPLEX_DEFAULT_MODEL") or ""
+        spec = env.default_model() or ""
     if not spec:
         if DEFAULT_PROVIDER in names:
             return DEFAULT_PROVIDER, None
@@ -115,6 +106,21 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
         f"model {spec!r} does not name a provider: write it as 'provider:model' "
         f"(installed providers: {', '.join(names)}); to add a provider, "
         f"`pip install modelplex-{head}` or see `modelplex plugins`")
+
+
+def _checked_system_prompt(text: Any) -> str | None:
+    """``text`` if it can be sent as a system message; a ConfigurationError otherwise."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ConfigurationError(f"system_prompt must be text (got {type(text).__name__})")
+    if text.strip():
+        try:
+            ChatMessage.system(text)
+        except ValidationError as err:
+            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ConfigurationError(f"system_prompt: {detail}") from None
+    return text
 
 
 def create_provider(name: str, plugins: Plugins | None = None, **config: Any) -> Provider:
@@ -154,12 +160,16 @@ class ChatManager:
         self._provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
         self._providers: dict[str, Provider] = {}
         self._provider: Provider | None = None
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigurationError("options must map option names to values, e.g. "
+                                     f"{{'temperature': 0.2}} (got {type(options).__name__})")
         self._options: dict[str, Any] = dict(options or {})
-        self._mode: ChatMode | None = ChatMode(mode) if mode else None
-        self._system_prompt = system_prompt
+        self._mode: ChatMode | None = parse_mode(mode or None)
+        self._system_prompt = _checked_system_prompt(system_prompt)
         self._session: ChatSession | None = None
         self._runner: asyncio.Runner | None = None
         self._toolbox: Any = None  # modelplex.tools.ToolBox once function calling is enabled
+        self._turns = Turns()  # one answer at a time
 
     @property
     def plugins(self) -> Plugins:
@@ -176,7 +186,9 @@ class ChatManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every provider this manager opened."""
+        """Close the answer still being streamed, if any, and every provider opened."""
+        with contextlib.suppress(Exception):
+            await self._turns.aclose()
         providers, self._providers = list(self._providers.values()), {}
         self._provider = None
         for provider in providers:
@@ -198,7 +210,7 @@ class ChatManager:
             raise ConfigurationError(f"provider {provider_name!r} has no default model: "
                                      f"name one as '{provider_name}:MODEL'")
         merged = {**self._options, **options}
-        validated = provider.parse_options(self._merged(merged))  # fail before storing
+        validated = provider.parse_options(self._merged(merged, provider))  # fail before storing
         self._options = merged
         self._provider = provider
         self._model_spec = f"{provider_name}:{model_name}"  # reopened after aclose()
@@ -212,19 +224,25 @@ class ChatManager:
     def _update_session_settings(self) -> None:
         if self._provider is None or self._session is None:
             return
-        validated = self._provider.parse_options(self._merged_options())
+        validated = self._provider.parse_options(self._merged(self._options))
         self._session.temperature = validated.temperature
         self._session.top_p = validated.top_p
         self._session.max_tokens = validated.max_tokens
 
-    def set_mode(self, mode: ChatMode | str) -> None:
-        """Use a sampling preset (precise, balanced or creative)."""
-        self._mode = ChatMode(mode)
+    def set_mode(self, mode: ChatMode | str | None) -> None:
+        """Use a sampling preset (precise, balanced or creative; ``None`` for none).
+
+        The preset is fitted to the provider's option ranges and checked before it is kept.
+        """
+        chosen = parse_mode(mode)
+        if self._provider is not None:
+            self._provider.parse_options(self._merged(self._options, mode=chosen))
+        self._mode = chosen
         self._update_session_settings()
 
     def set_system_prompt(self, text: str | None) -> None:
         """Set or clear the system prompt."""
-        self._system_prompt = text
+        self._system_prompt = text = _checked_system_prompt(text)
         if self._session is not None:
             self._session.system_prompt = text
 
@@ -253,8 +271,15 @@ class ChatManager:
         if self._session is not None:
             self._session.messages = []
 
-    def _merged(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        merged: dict[str, Any] = dict(MODE_PRESETS[self._mode]) if self._mode else {}
+    def _merged(self, options: Mapping[str, Any], provider: Provider | None = None, *,
+                mode: ChatMode | bool | None = True) -> dict[str, Any]:
+        """The mode's preset (fitted to ``provider``, else the current one) under ``options``."""
+        chosen = self._mode if mode is True else mode
+        provider = provider or self._provider
+        merged: dict[str, Any] = {}
+        if isinstance(chosen, ChatMode):
+            merged = fit_preset(chosen, provider.Options) if provider is not None \
+                else dict(MODE_PRESETS[chosen])
         merged.update(options)
         return merged
 
@@ -276,27 +301,42 @@ class ChatManager:
             raise ConfigurationError(f"message: {detail}") from None
 
     # -- talking ----------------------------------------------------------------------------
-    async def send_message(self, text: str, *, options: Mapping[str, Any] | None = None,
-                           images: Sequence[str | bytes] | None = None
-                           ) -> AsyncGenerator[StreamChunk, None]:
-        """Send ``text`` and stream the answer; both are added to the history.
+    def send_message(self, text: str, *, options: Mapping[str, Any] | None = None,
+                     images: Sequence[str | bytes] | None = None) -> Reply[ResponseWithMeta]:
+        """Send ``text``; ``async for`` the reply to stream it, or ``await`` it for the whole
+        answer as a :class:`ResponseWithMeta`. Both are added to the history.
 
-        If the stream fails, the history is unchanged and the error keeps the partial answer.
-        If you stop reading early, the history keeps what you received, marked partial.
+        The message is checked at once. If the provider fails, the history is unchanged and the
+        error keeps the partial answer. If you stop reading early, or the reading is cancelled,
+        or a timeout of the provider expires, the history keeps what you received, marked
+        partial. Sending the next message first closes a previous answer left unfinished, so
+        the history always holds what the model saw; a previous answer still being read by
+        another task raises :class:`~modelplex.errors.ChatBusyError` instead.
         """
-        provider, session = await self._ensure_model()
         user = self._user_message(text, images)
-        messages: list[ChatMessage] = []
-        if session.system_prompt:
-            messages.append(ChatMessage.system(session.system_prompt))
-        messages.extend(session.messages)
-        messages.append(user)
-        request = ChatRequest(model=session.model, messages=messages,
-                              options=provider.parse_options(self._merged_options(options)))
+        itself: list[AsyncGenerator[StreamChunk, None]] = []
+        stream = self._exchange(user, options, itself)
+        itself.append(stream)
+        return Reply(stream, self._collect)
+
+    async def _exchange(self, user: ChatMessage, options: Mapping[str, Any] | None,
+                        itself: list[AsyncGenerator[StreamChunk, None]]
+                        ) -> AsyncGenerator[StreamChunk, None]:
+        turn = await self._turns.take(itself.pop())
+        user_and_answer: list[ChatMessage] = []
+        session: ChatSession | None = None
         parts: list[str] = []
         calls: list[dict[str, Any]] = []
         finished = failed = False
         try:
+            provider, session = await self._ensure_model()
+            messages: list[ChatMessage] = []
+            if session.system_prompt:
+                messages.append(ChatMessage.system(session.system_prompt))
+            messages.extend(session.messages)
+            messages.append(user)
+            request = ChatRequest(model=session.model, messages=messages,
+                                  options=provider.parse_options(self._merged_options(options)))
             async with contextlib.aclosing(provider.stream_request(request)) as stream:
                 async for chunk in stream:
                     parts.append(chunk.content)
@@ -304,40 +344,30 @@ class ChatManager:
                         calls.extend(call.to_dict() for call in chunk.tool_calls)
                     yield chunk
             finished = True
-        except ProviderError:
-            failed = True
+        except ProviderError as err:
+            # a timeout is the caller giving up, like a cancellation: both keep the partial
+            failed = not isinstance(err, ProviderTimeoutError)
             raise
         finally:
-            if not failed and (finished or parts):
-                added = [user]
+            if session is not None and not failed and (finished or parts):
+                user_and_answer.append(user)
                 content = "".join(parts)
                 if content or calls:
-                    added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
-                                             tool_calls=tuple(calls),
-                                             metadata={} if finished else {"partial": True}))
-                session.messages = [*session.messages, *added]
+                    user_and_answer.append(ChatMessage(
+                        role=MessageRole.ASSISTANT, content=content, tool_calls=tuple(calls),
+                        metadata={} if finished else {"partial": True}))
+                session.messages = [*session.messages, *user_and_answer]
+            self._turns.release(turn)
 
-    async def get_response_with_meta(self, text: str, *,
-                                     options: Mapping[str, Any] | None = None,
-                                     images: Sequence[str | bytes] | None = None,
-                                     tools: Sequence[Any] | None = None) -> ResponseWithMeta:
-        """Send ``text`` and return the whole answer with token counts and timings.
-
-        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), or
-        after :meth:`enable_function_calling`, the model's tool calls are run and answered
-        until it gives a final answer (see :func:`modelplex.tools.run_tools`).
-        """
-        if tools or (self._toolbox is not None and self._toolbox.tools):
-            from modelplex import tools as tools_module
-
-            return await tools_module.respond(self, text, tools, options=options, images=images)
+    async def _collect(self, stream: AsyncGenerator[StreamChunk, None]) -> ResponseWithMeta:
         start = time.perf_counter()
         first: float | None = None
         chunks: list[StreamChunk] = []
-        async for chunk in self.send_message(text, options=options, images=images):
-            if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
-                first = time.perf_counter() - start
-            chunks.append(chunk)
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
+                    first = time.perf_counter() - start
+                chunks.append(chunk)
         latency = time.perf_counter() - start
         session = self.session
         last = chunks[-1] if chunks else StreamChunk()
@@ -346,7 +376,7 @@ class ChatManager:
         return ResponseWithMeta(
             content="".join(c.content for c in chunks),
             model=last.model or session.model,
-            provider=session.provider,
+            provider=session.provider or "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency=latency,
@@ -356,6 +386,23 @@ class ChatManager:
             tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
             usage_estimated=usage.estimated if usage else True,
         )
+
+    async def get_response_with_meta(self, text: str, *,
+                                     options: Mapping[str, Any] | None = None,
+                                     images: Sequence[str | bytes] | None = None,
+                                     tools: Sequence[Any] | None = None) -> ResponseWithMeta:
+        """Send ``text`` and return the whole answer with token counts and timings (without
+        tools, the same as ``await chat.send_message(text)``).
+
+        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), or
+        after :meth:`enable_function_calling`, the model's tool calls are run and answered
+        until it gives a final answer (see :func:`modelplex.tools.run_tools`).
+        """
+        if tools or (self._toolbox is not None and self._toolbox.tools):
+            from modelplex import tools as tools_module
+
+            return await tools_module.respond(self, text, tools, options=options, images=images)
+        return await self.send_message(text, options=options, images=images)
 
     async def execute_chain(self, prompt: PromptTemplate | str, *,
                             options: Mapping[str, Any] | None = None,
@@ -375,7 +422,9 @@ class ChatManager:
     # -- structured output and tools (modelplex.structured, modelplex.tools) ----------------
     async def request_context(self, options: Mapping[str, Any] | None = None
                               ) -> tuple[Provider, ChatSession, CommonOptions]:
-        """The provider, session and validated options the next request would use."""
+        """The provider, session and validated options the next request would use (an
+        earlier answer left unfinished is closed first, so the history is complete)."""
+        await self._turns.settle()
         provider, session = await self._ensure_model()
         return provider, session, provider.parse_options(self._merged_options(options))
 

@@ -14,7 +14,7 @@ Environment:
 from __future__ import annotations
 
 import logging
-import os
+import re
 import threading
 from importlib import metadata
 from types import ModuleType
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pluggy
 
-from modelplex import hookspecs
+from modelplex import env, hookspecs
 from modelplex.errors import PluginError, UnknownProviderError, redact
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = ["PluginInfo", "Plugins", "Registration", "get_plugins", "list_plugins
 log = logging.getLogger("modelplex.plugins")
 
 BUILTIN_PLUGINS = ("modelplex.builtins",)
+_PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _REGISTRY_HOOKS = {
     "providers": "register_providers",
     "prompt_templates": "register_prompt_templates",
@@ -66,13 +67,6 @@ class Registration:
     name: str
     plugin: str
     distribution: str | None
-
-
-def _split_env(var: str) -> set[str] | None:
-    raw = os.environ.get(var)
-    if raw is None:
-        return None
-    return {part.strip() for part in raw.split(",") if part.strip()}
 
 
 def _describe(err: BaseException) -> str:
@@ -108,8 +102,8 @@ class Plugins:
                 self._load_entry_points()
 
     def _load_entry_points(self) -> None:
-        allow = _split_env("MODELPLEX_LOAD_PLUGINS")
-        block = _split_env("MODELPLEX_DISABLE_PLUGINS") or set()
+        allow = env.name_list("MODELPLEX_LOAD_PLUGINS")
+        block = env.name_list("MODELPLEX_DISABLE_PLUGINS") or set()
         for ep in metadata.entry_points(group=hookspecs.NAME):
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
@@ -180,15 +174,22 @@ class Plugins:
         for impl in caller.get_hookimpls():  # registration order
             info = self._info.get(impl.plugin_name)
             staged: list[Registration] = []
+            bad: list[str] = []
 
             def register(obj: Any, /, *, name: str | None = None,
-                         _staged: list[Registration] = staged,
+                         _staged: list[Registration] = staged, _bad: list[str] = bad,
                          _plugin: str = impl.plugin_name,
                          _dist: str | None = info.distribution if info else None) -> None:
                 reg_name = name or getattr(obj, "name", None)
                 if not isinstance(reg_name, str) or not reg_name:
                     raise PluginError(f"{obj!r} has no name: give it a `name` attribute "
                                       "or call register(obj, name=...)")
+                if kind == "providers" and not _PROVIDER_NAME.match(reg_name):
+                    # 'a:b' could never be chosen ('a:b:model' means provider 'a'): refuse it
+                    # loudly, keep the plugin's other registrations
+                    _bad.append(f"provider name {reg_name!r} is not valid: use letters, digits, "
+                               "'.', '_' and '-' (no ':' or spaces)")
+                    return
                 _staged.append(Registration(obj, reg_name, _plugin, _dist))
 
             try:
@@ -199,6 +200,11 @@ class Plugins:
                 if info is not None:
                     info.error = message
                 continue
+            if bad:
+                message = "; ".join(bad)
+                log.warning("modelplex plugin %s: %s", impl.plugin_name, message)
+                if info is not None:
+                    info.error = message
             for reg in staged:
                 existing = registry.get(reg.name)
                 if existing is not None and existing.plugin != reg.plugin:
@@ -233,10 +239,19 @@ class Plugins:
         reg = registries[kind].get(name)
         if reg is None:
             if kind == "providers":
+                self._raise_if_broken(name)
                 raise UnknownProviderError(name, sorted(registries[kind]))
             raise PluginError(f"no {kind[:-1].replace('_', ' ')} named {name!r}; "
                               f"available: {', '.join(sorted(registries[kind])) or 'none'}")
         return reg.obj
+
+    def _raise_if_broken(self, name: str) -> None:
+        """A provider missing because its installed plugin failed: say that, not "install"."""
+        for info in self._info.values():
+            if info.error and (info.name == name or info.distribution == f"modelplex-{name}"):
+                raise PluginError(f"provider {name!r} is unavailable: its plugin "
+                                  f"{info.distribution or info.name!r} is installed but "
+                                  f"{info.error}. `modelplex plugins` lists it")
 
     def provider_names(self) -> list[str]:
         """Names of every usable provider, sorted."""

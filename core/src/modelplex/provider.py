@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import typing
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import annotated_types
 import attrs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.errors import (
@@ -79,9 +87,40 @@ class CommonOptions(BaseModel):
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0: `-o max_tokens true` must fail
+        if isinstance(value, bool) and info.field_name in _numeric_fields(cls):
+            raise ValueError("expected a number, not true/false")
+        return value
+
     def set_values(self) -> dict[str, Any]:
         """The options the user set, as a dict."""
         return self.model_dump(exclude_unset=True, exclude_none=True)
+
+
+_NUMERIC_FIELDS: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _numeric_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that take numbers but not booleans (cached per class)."""
+    found = _NUMERIC_FIELDS.get(model)
+    if found is None:
+        names = set()
+        for name, field in model.model_fields.items():
+            args = set(_flatten(field.annotation))
+            if args & {int, float} and bool not in args:
+                names.add(name)
+        found = _NUMERIC_FIELDS[model] = frozenset(names)
+    return found
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    return [leaf for arg in args for leaf in _flatten(arg)]
 
 
 def _range_text(field: Any) -> str | None:
@@ -126,7 +165,8 @@ def options_error(err: ValidationError, model: type[BaseModel], provider: str) -
                                     "less_than_equal"}:
             messages.append(f"option {field!r} must be {rng} (got {got!r})")
         else:
-            messages.append(f"option {field!r}: {item['msg']} (got {got!r})")
+            detail = item["msg"].removeprefix("Value error, ")
+            messages.append(f"option {field!r}: {detail} (got {got!r})")
     return OptionsError("; ".join(messages))
 
 

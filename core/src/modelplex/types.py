@@ -6,7 +6,7 @@ These are pydantic models, validated once when built. Types created per streamed
 
 from __future__ import annotations
 
-import os
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import attrs
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+from modelplex import env
 
 __all__ = [
     "ChatMessage",
@@ -26,6 +28,9 @@ __all__ = [
     "TaskStatus",
     "human_size",
 ]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _now() -> datetime:
@@ -46,16 +51,17 @@ class ChatMessage(BaseModel):
 
     ``content`` is stripped and must not be empty unless ``images`` or ``tool_calls`` are
     attached; it may be at most :attr:`max_content_length` characters (default 1,000,000, or
-    the ``MODELPLEX_MAX_MESSAGE_LENGTH`` environment variable). ``images`` holds file paths,
-    raw bytes or base64 strings; providers encode them as their API needs. ``tool_calls`` are
+    the ``MODELPLEX_MAX_MESSAGE_LENGTH`` environment variable) and must be valid Unicode (a
+    lone surrogate, which is what undecodable bytes become, is refused). ``images`` holds file
+    paths, raw bytes or base64 strings; providers encode them as their API needs. ``tool_calls`` are
     ``{"id", "name", "arguments"}`` dicts on assistant messages; a ``tool`` message answers one
     with ``tool_call_id`` and the tool's ``name``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
-    max_content_length: ClassVar[int] = int(os.environ.get("MODELPLEX_MAX_MESSAGE_LENGTH",
-                                                           "1000000"))
+    #: the longest content accepted; ``None`` reads ``MODELPLEX_MAX_MESSAGE_LENGTH`` each time
+    max_content_length: ClassVar[int | None] = None
 
     role: MessageRole
     content: str = ""
@@ -80,11 +86,17 @@ class ChatMessage(BaseModel):
             raise ValueError(
                 "content must not be empty (attach images or tool_calls, or give some text)"
             )
-        if len(self.content) > self.max_content_length:
+        limit = self.max_content_length or env.max_message_length()
+        if len(self.content) > limit:
             raise ValueError(
                 f"content is {len(self.content)} characters, more than the maximum of "
-                f"{self.max_content_length}; shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH"
+                f"{limit}; shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH"
             )
+        bad = _SURROGATE.search(self.content)
+        if bad is not None:
+            raise ValueError(
+                f"content is not valid text: character {bad.start()} is an undecodable byte "
+                f"({bad.group()!a}); give the text as UTF-8")
         return self
 
     @classmethod
@@ -104,12 +116,16 @@ class ChatMessage(BaseModel):
 
 
 class ChatSession(BaseModel):
-    """A conversation with one model: its settings and its history."""
+    """A conversation with one model: its settings and its history.
+
+    ``provider`` may be left out (``ChatSession(model="llama3.2", temperature=0.7)``); a
+    :class:`~modelplex.manager.ChatManager` fills it in.
+    """
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
 
     model: str
-    provider: str
+    provider: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, gt=0)

@@ -23,6 +23,12 @@ empty). The faults:
 ``error_event``   send two chunks, then the provider's in-stream error object
 ``429`` ``500`` ``503`` ``529``   that status with the provider's error body
                   (429 and 503 carry ``Retry-After: 2``)
+``redirect_301`` ``redirect_302`` ``redirect_303`` ``redirect_307`` ``redirect_308``
+                  that redirect to :attr:`FaultyUpstream.redirect_to` plus the request's path
+                  (start a second upstream there, on ``localhost`` for another host)
+
+The headers and JSON body of the last chat requests are recorded
+(:attr:`FaultyUpstream.received`), so tests can check what was sent where.
 """
 
 from __future__ import annotations
@@ -166,10 +172,12 @@ class FaultyUpstream:
         requests: how many chat requests arrived.
         disconnects: how many chat responses ended because the client went away.
         active: chat requests being answered now.
+        received: ``(headers, body)`` of the last ``keep_requests`` chat requests, in order.
+        redirect_to: the base URL the ``redirect_*`` faults send clients to.
     """
 
     def __init__(self, *, chunks: int = 5, oversize_bytes: int = 2 * 1024 * 1024,
-                 tail_delay: float = 0.005) -> None:
+                 tail_delay: float = 0.005, keep_requests: int = 100) -> None:
         self.chunks = chunks
         self.tail_delay = tail_delay
         self.oversize_bytes = oversize_bytes
@@ -177,6 +185,8 @@ class FaultyUpstream:
         self.requests = 0
         self.disconnects = 0
         self.active = 0
+        self.received: deque[tuple[dict[str, str], Any]] = deque(maxlen=keep_requests)
+        self.redirect_to = ""
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._idle = asyncio.Event()
@@ -236,7 +246,11 @@ class FaultyUpstream:
 
     async def _answer(self, request: web.Request, wire: _Wire) -> web.StreamResponse:
         body = await request.json()
+        self.received.append((dict(request.headers), body))
         fault = self.faults.popleft() if self.faults else "ok"
+        if fault.startswith("redirect_"):
+            return web.Response(status=int(fault.removeprefix("redirect_")),
+                                headers={"Location": self.redirect_to + request.path_qs})
         if fault.isdigit():
             status = int(fault)
             headers = {"Retry-After": "2"} if status in (429, 503) else {}

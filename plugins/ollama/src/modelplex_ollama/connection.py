@@ -66,11 +66,14 @@ def parse_host(host: str | None) -> str:
     split = urllib.parse.urlsplit(f"{scheme}://{rest}")
     hostname = split.hostname or "127.0.0.1"
     try:
-        port = split.port or port
-    except ValueError as err:
+        given = split.port
+    except ValueError:
+        given = -1
+    if (given is not None and not 0 < given < 65536) or rest.split("/", 1)[0].endswith(":"):
         raise errors.ConfigurationError(
-            f"OLLAMA_HOST / host {host!r} has an invalid port: write it as HOST:PORT, "
-            f"e.g. 127.0.0.1:{DEFAULT_PORT}") from err
+            f"OLLAMA_HOST / host {errors.mask_url(text)!r} has an invalid port: write it as "
+            f"HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:{DEFAULT_PORT}")
+    port = given or port
     try:
         if isinstance(ipaddress.ip_address(hostname), ipaddress.IPv6Address):
             hostname = f"[{hostname}]"

@@ -24,6 +24,7 @@ from modelplex.errors import (
     ProviderStatusError,
     ProviderTimeoutError,
     StreamError,
+    mask_url,
 )
 from modelplex.http import HttpClient, Timeouts, iter_ndjson
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider, keep_partial
@@ -62,21 +63,6 @@ from modelplex_ollama.wire import (
 __all__ = ["OllamaProvider"]
 
 log = logging.getLogger("modelplex.ollama")
-
-_TIMEOUT_FIELDS = ("connect", "first_byte", "between_chunks", "total")
-
-
-def _timeouts(value: Timeouts | Mapping[str, float | None] | float | None) -> Timeouts:
-    if value is None or isinstance(value, Timeouts):
-        return value or Timeouts()
-    if isinstance(value, int | float):
-        return Timeouts(total=float(value))
-    unknown = set(value) - set(_TIMEOUT_FIELDS)
-    if unknown:
-        raise ConfigurationError(f"ollama: unknown timeout(s) {sorted(unknown)}; valid: "
-                                 f"{', '.join(_TIMEOUT_FIELDS)}")
-    return Timeouts(**dict(value))
-
 
 def _max_parallel(value: int | None) -> int:
     if value is None:
@@ -122,8 +108,9 @@ class OllamaProvider(Provider):
         api_key: sent as ``Authorization: Bearer``. Default: ``OLLAMA_API_KEY``. Kept as a
             :class:`~pydantic.SecretStr`; never shown in reprs, errors or logs.
         headers: extra headers for every request (for proxies in front of Ollama).
-        timeouts: a :class:`~modelplex.http.Timeouts`, a dict of its fields, or a number of
-            seconds for the whole request.
+        timeouts: a number of seconds (the total per request), a mapping of ``connect``,
+            ``first_byte``, ``between_chunks`` and ``total`` seconds, or a
+            :class:`~modelplex.http.Timeouts` (see :meth:`~modelplex.http.Timeouts.parse`).
         max_parallel: requests in flight at once per model; more wait their turn on the
             client. Default: ``OLLAMA_NUM_PARALLEL`` if set, else 1. 0 means no limit.
         verify_tls: verify the server's certificate (default).
@@ -139,7 +126,7 @@ class OllamaProvider(Provider):
 
     def __init__(self, host: str | None = None, api_key: str | SecretStr | None = None,
                  headers: Mapping[str, str] | None = None,
-                 timeouts: Timeouts | Mapping[str, float | None] | float | None = None,
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
                  max_parallel: int | None = None, *, verify_tls: bool = True,
                  check_disk_space: bool = True) -> None:
         self.host = parse_host(host if host is not None else os.environ.get("OLLAMA_HOST"))
@@ -156,10 +143,11 @@ class OllamaProvider(Provider):
         self.max_parallel = _max_parallel(max_parallel)
         self.check_disk_space = check_disk_space
         self.http = HttpClient(self.host, provider=self.name, headers=send_headers,
-                               timeouts=_timeouts(timeouts), secrets=(key,) if key else (),
+                               timeouts=timeouts, secrets=(key,) if key else (),
                                error_factory=make_error_factory((key,) if key else ()),
                                verify_tls=verify_tls,
-                               connect_hint=f"Ollama is not running at {self.host}: start it "
+                               connect_hint=f"Ollama is not running at {mask_url(self.host)}: "
+                                            "start it "
                                             "with `ollama serve`, or set OLLAMA_HOST to the "
                                             "address where it runs")
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -167,7 +155,7 @@ class OllamaProvider(Provider):
         self._legacy_embed = False
 
     def __repr__(self) -> str:
-        return f"<OllamaProvider {self.name!r} host={self.host!r}>"
+        return f"<OllamaProvider {self.name!r} host={mask_url(self.host)!r}>"
 
     # -- plumbing ---------------------------------------------------------------------------
     def _slot(self, model: str) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -249,9 +237,10 @@ class OllamaProvider(Provider):
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         payload = await self._chat_body(request, stream=True)
         async with self._slot(request.model), \
-                self.http.stream("POST", "/api/chat", payload) as resp:
-            async for chunk in self._read_answer(resp, text_key="message",
-                                                 prompt=request.messages):
+                self.http.stream("POST", "/api/chat", payload) as resp, \
+                contextlib.aclosing(self._read_answer(resp, text_key="message",
+                                                      prompt=request.messages)) as chunks:
+            async for chunk in chunks:
                 yield chunk
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
@@ -308,8 +297,11 @@ class OllamaProvider(Provider):
                                    response_format=response_format, stream=True)
 
         async def run() -> AsyncIterator[StreamChunk]:
-            async with self._slot(model), self.http.stream("POST", "/api/generate", body) as resp:
-                async for chunk in self._read_answer(resp, text_key="response", prompt=prompt):
+            async with self._slot(model), \
+                    self.http.stream("POST", "/api/generate", body) as resp, \
+                    contextlib.aclosing(self._read_answer(resp, text_key="response",
+                                                          prompt=prompt)) as chunks:
+                async for chunk in chunks:
                     yield chunk
 
         return keep_partial(run())
@@ -565,15 +557,16 @@ class OllamaProvider(Provider):
         except ProviderConnectionError as err:
             detail = str(err)
             if "not running" not in detail:
-                detail += f". Is Ollama running at {self.host}? Start it with `ollama serve`"
+                detail += (f". Is Ollama running at {mask_url(self.host)}? Start it with "
+                           "`ollama serve`")
             return HealthStatus(provider=self.name, healthy=False, detail=detail)
         except ProviderTimeoutError as err:
             return HealthStatus(provider=self.name, healthy=False,
-                                detail=f"{err} (is {self.host} the Ollama server?)")
+                                detail=f"{err} (is {mask_url(self.host)} the Ollama server?)")
         except ProviderError as err:
             return HealthStatus(provider=self.name, healthy=False, detail=str(err))
         return HealthStatus(provider=self.name, healthy=True, version=version,
-                            model_count=len(models), detail=self.host,
+                            model_count=len(models), detail=mask_url(self.host),
                             latency_ms=(time.perf_counter() - start) * 1000)
 
     async def aclose(self) -> None:

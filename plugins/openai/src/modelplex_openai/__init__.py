@@ -28,11 +28,18 @@ def register_providers(register: Register) -> None:
     """Register ``openai`` and one provider per configured endpoint."""
     from functools import partial
 
+    from modelplex.errors import ConfigurationError
     from modelplex_openai.config import load_endpoints
     from modelplex_openai.provider import OpenAIProvider
 
+    try:
+        endpoints = load_endpoints()
+    except ConfigurationError as err:
+        # the provider stays listed and says what is wrong when used, instead of vanishing
+        register(_broken(str(err)), name=OpenAIProvider.name)
+        return
     register(OpenAIProvider)
-    for endpoint in load_endpoints():
+    for endpoint in endpoints:
         if endpoint.error:
             register(_broken(endpoint.error), name=endpoint.name)
         else:

@@ -14,10 +14,12 @@ Both hold one table per endpoint name::
     api_key_env = "VLLM_API_KEY"          # the variable holding the key (optional)
     default_model = "meta-llama/Llama-3.1-8B-Instruct"
     headers = { "X-Team" = "research" }
+    timeouts = { connect = 5, first_byte = 300 }   # or a number: the total per request
 
 Keys: ``base_url`` (required, except for ``openai``), ``api_key_env``, ``api_key`` (a literal
-key; prefer ``api_key_env``), ``headers``, ``default_model``, ``verify_tls``. This module only
-reads configuration; it imports nothing heavy.
+key; prefer ``api_key_env``), ``headers``, ``default_model``, ``verify_tls``, ``timeouts``
+(as :meth:`modelplex.http.Timeouts.parse` reads them). This module only reads configuration;
+it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ ENDPOINTS_ENV = "MODELPLEX_OPENAI_ENDPOINTS"
 CONFIG_ENV = "MODELPLEX_OPENAI_CONFIG"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_KEYS = {"base_url", "api_key_env", "api_key", "headers", "default_model", "verify_tls"}
+_KEYS = {"base_url", "api_key_env", "api_key", "headers", "default_model", "verify_tls",
+         "timeouts"}
 
 
 @attrs.frozen
@@ -54,6 +57,7 @@ class Endpoint:
     headers: dict[str, str] = attrs.Factory(dict)
     default_model: str | None = None
     verify_tls: bool = True
+    timeouts: Any = None
     error: str | None = None
 
     def provider_kwargs(self) -> dict[str, Any]:
@@ -67,6 +71,8 @@ class Endpoint:
             kwargs["headers"] = dict(self.headers)
         if not self.verify_tls:
             kwargs["verify_tls"] = False
+        if self.timeouts is not None:
+            kwargs["timeouts"] = self.timeouts
         return kwargs
 
 
@@ -127,6 +133,13 @@ def _check(name: str, table: Any, source: str) -> Endpoint:
         return broken("headers must map header names to string values")
     if not isinstance(table.get("verify_tls", True), bool):
         return broken("verify_tls must be true or false")
+    if "timeouts" in table:
+        from modelplex.http import Timeouts  # light: aiohttp is imported by the provider anyway
+
+        try:
+            Timeouts.parse(table["timeouts"], field="timeouts")
+        except ConfigurationError as err:
+            return broken(str(err))
     base_url = table.get("base_url")
     if base_url is None and name != "openai":
         return broken('base_url is required, e.g. base_url = "http://localhost:8000/v1"')
@@ -135,7 +148,7 @@ def _check(name: str, table: Any, source: str) -> Endpoint:
     return Endpoint(name=name, source=source, base_url=base_url,
                     api_key_env=table.get("api_key_env"), api_key=table.get("api_key"),
                     headers=dict(headers), default_model=table.get("default_model"),
-                    verify_tls=table.get("verify_tls", True))
+                    verify_tls=table.get("verify_tls", True), timeouts=table.get("timeouts"))
 
 
 def load_endpoints() -> list[Endpoint]:

@@ -25,11 +25,13 @@ from modelplex.errors import (
     ProviderError,
     RateLimitError,
     StreamError,
+    mask_url,
     redact,
 )
 from modelplex.http import (
     HttpClient,
     Timeouts,
+    check_headers,
     error_from_status,
     extract_error_message,
     iter_sse,
@@ -95,9 +97,12 @@ class OpenAIProvider(Provider):
         organization, project: ``OpenAI-Organization`` / ``OpenAI-Project`` headers; for
             ``openai`` they default to ``$OPENAI_ORG_ID`` (or ``$OPENAI_ORGANIZATION``) and
             ``$OPENAI_PROJECT_ID``.
-        headers: more headers sent with every request.
+        headers: more headers sent with every request (treated as credentials: masked in
+            errors, dropped on a redirect to another host).
         default_model: the model used when only the provider is named.
-        timeouts: see :class:`modelplex.http.Timeouts`.
+        timeouts: a number of seconds (the total per request), a mapping of ``connect``,
+            ``first_byte``, ``between_chunks`` and ``total`` seconds, or a
+            :class:`modelplex.http.Timeouts` (see :meth:`~modelplex.http.Timeouts.parse`).
         verify_tls: verify certificates (default).
         config_source: where the endpoint was configured (used in error messages).
         json_schema_style: how a JSON schema is sent: ``"json_schema"`` (OpenAI's
@@ -124,8 +129,8 @@ class OpenAIProvider(Provider):
                  api_key: str | SecretStr | None = None, api_key_env: str | None = None,
                  organization: str | None = None, project: str | None = None,
                  headers: Mapping[str, str] | None = None, default_model: str | None = None,
-                 timeouts: Timeouts | None = None, verify_tls: bool = True,
-                 config_source: str | None = None,
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
+                 verify_tls: bool = True, config_source: str | None = None,
                  json_schema_style: str = "json_schema") -> None:
         cls = type(self)
         if json_schema_style not in ("json_schema", "json_object"):
@@ -157,7 +162,7 @@ class OpenAIProvider(Provider):
             send["OpenAI-Organization"] = organization
         if project:
             send["OpenAI-Project"] = project
-        send.update(headers or {})
+        send.update(check_headers(headers, field=f"{self.name}: headers"))
         key = self._api_key.get_secret_value() if self._api_key is not None else None
         if key:
             send["Authorization"] = f"Bearer {key}"
@@ -172,7 +177,7 @@ class OpenAIProvider(Provider):
         return (base_url or cls.default_base_url).rstrip("/")
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
+        return f"<{type(self).__name__} {self.name!r} {mask_url(self.base_url)}>"
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -206,8 +211,9 @@ class OpenAIProvider(Provider):
                                       provider=self.name)
         if status == 404:
             return ModelNotFoundError(
-                f"{err} (is {self.base_url} the right base URL? OpenAI-compatible servers "
-                "usually serve under /v1)", status_code=status, body=body, provider=self.name)
+                f"{err} (is {mask_url(self.base_url)} the right base URL? OpenAI-compatible "
+                "servers usually serve under /v1)", status_code=status, body=body,
+                provider=self.name)
         if isinstance(err, RateLimitError) and "insufficient_quota" in (code, type_):
             err.retriable = False  # out of credit: waiting does not help
         return err
@@ -404,4 +410,4 @@ class OpenAIProvider(Provider):
             return HealthStatus(provider=self.name, healthy=False, detail=str(err))
         return HealthStatus(provider=self.name, healthy=True, model_count=count,
                             latency_ms=(time.perf_counter() - start) * 1000,
-                            detail=self.base_url)
+                            detail=mask_url(self.base_url))

@@ -1,0 +1,82 @@
+"""Sampling presets (:class:`ChatMode`) and how they fit each provider's option ranges.
+
+The presets are written for the common ranges (temperature 0 to 2, top_p 0 to 1). A provider
+whose ``Options`` declare another range gets the preset scaled into it (a provider with
+temperature 0 to 1 gets half the temperature), and a preset option the provider does not have
+is left out, so choosing a mode never makes a provider reject the request.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel
+
+from modelplex.errors import ConfigurationError
+
+__all__ = ["COMMON_RANGES", "MODE_PRESETS", "ChatMode", "fit_preset", "parse_mode"]
+
+
+class ChatMode(StrEnum):
+    """Sampling presets: low, medium and high temperature."""
+
+    PRECISE = "precise"
+    BALANCED = "balanced"
+    CREATIVE = "creative"
+
+
+MODE_PRESETS: dict[ChatMode, dict[str, float]] = {
+    ChatMode.PRECISE: {"temperature": 0.2, "top_p": 0.5},
+    ChatMode.BALANCED: {"temperature": 0.7, "top_p": 0.9},
+    ChatMode.CREATIVE: {"temperature": 1.1, "top_p": 0.98},
+}
+
+#: The ranges the presets are written for.
+COMMON_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
+
+
+def parse_mode(mode: Any) -> ChatMode | None:
+    """``mode`` as a :class:`ChatMode` (``None`` stays ``None``); a clear error otherwise."""
+    if mode is None or isinstance(mode, ChatMode):
+        return mode
+    try:
+        return ChatMode(mode)
+    except ValueError:
+        valid = ", ".join(m.value for m in ChatMode)
+        raise ConfigurationError(f"mode {mode!r} is not one of {valid}") from None
+
+
+def _bounds(field: Any) -> tuple[float | None, float | None]:
+    low: float | None = None
+    high: float | None = None
+    for meta in getattr(field, "metadata", []):
+        if isinstance(meta, annotated_types.Ge):
+            low = float(meta.ge)  # type: ignore[arg-type]
+        elif isinstance(meta, annotated_types.Gt):
+            low = float(meta.gt)  # type: ignore[arg-type]
+        elif isinstance(meta, annotated_types.Le):
+            high = float(meta.le)  # type: ignore[arg-type]
+        elif isinstance(meta, annotated_types.Lt):
+            high = float(meta.lt)  # type: ignore[arg-type]
+    return low, high
+
+
+def fit_preset(mode: ChatMode, options: type[BaseModel]) -> dict[str, float]:
+    """The preset of ``mode`` for a provider whose options model is ``options``."""
+    fitted: dict[str, float] = {}
+    for key, value in MODE_PRESETS[mode].items():
+        field = options.model_fields.get(key)
+        if field is None:
+            continue  # the provider has no such option: send nothing
+        low, high = _bounds(field)
+        common_low, common_high = COMMON_RANGES[key]
+        if low is not None and high is not None and (low, high) != (common_low, common_high):
+            value = low + (value - common_low) / (common_high - common_low) * (high - low)
+        if high is not None:
+            value = min(value, high)
+        if low is not None:
+            value = max(value, low)
+        fitted[key] = round(value, 4)
+    return fitted
