@@ -259,7 +259,7 @@ async def test_post_is_never_silently_turned_into_get(status: str) -> None:
     assert f"was redirected (HTTP {status}) to {second.url}/v1/chat/completions" in \
         str(info.value)
     assert "set the provider's address to the new location" in str(info.value)
-    assert second.received == []
+    assert not second.received
 
 
 async def test_short_key_does_not_mangle_error_bodies(echo_server: str) -> None:
