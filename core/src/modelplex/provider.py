@@ -39,6 +39,7 @@ __all__ = [
     "keep_partial",
     "normalize_response_format",
     "options_error",
+    "range_text",
 ]
 
 
@@ -88,7 +89,8 @@ class CommonOptions(BaseModel):
         return self.model_dump(exclude_unset=True, exclude_none=True)
 
 
-def _range_text(field: Any) -> str | None:
+def range_text(field: Any) -> str | None:
+    """The allowed range of a pydantic field as text (``between 0 and 2``, ``> 0``), or None."""
     low: Any = None
     high: Any = None
     low_incl = high_incl = True
@@ -125,7 +127,7 @@ def options_error(err: ValidationError, model: type[BaseModel], provider: str) -
             messages.append(f"unknown option {field!r} for provider {provider!r}; "
                             f"valid options: {valid}")
             continue
-        rng = _range_text(info) if info is not None else None
+        rng = range_text(info) if info is not None else None
         if rng and item["type"] in {"greater_than", "greater_than_equal", "less_than",
                                     "less_than_equal"}:
             messages.append(f"option {field!r} must be {rng} (got {got!r})")

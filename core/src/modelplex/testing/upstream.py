@@ -9,7 +9,8 @@ Plugin authors use it to prove their provider fails well::
 Routes: ``/v1/chat/completions`` and ``/chat/completions`` answer OpenAI-style SSE (or JSON
 without ``stream``), ``/api/chat`` Ollama-style NDJSON (or JSON with ``stream: false``),
 ``/v1/messages`` Anthropic-style SSE; ``/v1/embeddings`` and ``/api/embed`` answer embeddings;
-``/v1/models``, ``/api/tags``, ``/api/version`` list the models. ``routes={"/my/chat":
+``/v1/models``, ``/api/tags``, ``/api/v1/models`` list the models, ``/api/show`` and
+``/api/version`` answer as Ollama does. ``routes={"/my/chat":
 "openai"}`` adds chat routes for an API with its own paths.
 
 What a chat request gets, in order: a 401 if ``require_headers`` are missing or wrong; a 404
@@ -73,6 +74,8 @@ class Reply:
         prompt_tokens / completion_tokens: the usage sent (default: 3 / the piece count).
         delay: seconds between pieces.
         fault: a fault to apply to this answer (see the module docs), default ``"ok"``.
+        message: for a status fault, the error message in the body (e.g. one that echoes
+            the API key, as some servers do).
     """
 
     pieces: list[str] | None = None
@@ -81,6 +84,7 @@ class Reply:
     completion_tokens: int | None = None
     delay: float = 0.0
     fault: str = "ok"
+    message: str | None = None
 
 
 @attrs.define
@@ -303,6 +307,8 @@ class FaultyUpstream:
         app.router.add_get("/models", self._models)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/version", self._version)
+        app.router.add_post("/api/show", self._show)
+        app.router.add_get("/api/v1/models", self._lmstudio_models)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -395,6 +401,19 @@ class FaultyUpstream:
     async def _version(self, _: web.Request) -> web.Response:
         return web.json_response({"version": "0.0.0-fault"})
 
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        name = body.get("model") if isinstance(body, dict) else None
+        if name not in self._model_names():
+            return web.json_response({"error": f"model '{name}' not found"}, status=404)
+        return web.json_response({"details": {"family": "fault", "format": "gguf"},
+                                  "model_info": {}, "capabilities": ["completion"]})
+
+    async def _lmstudio_models(self, _: web.Request) -> web.Response:
+        return web.json_response({"models": [
+            {"type": "llm", "key": name, "display_name": name, "loaded_instances": [],
+             "max_context_length": 4096, "format": "gguf"} for name in self._model_names()]})
+
     def _vector(self, text: Any) -> list[float]:
         seed = sum(str(text).encode()) or 1
         return [((seed * (i + 7)) % 97) / 97.0 for i in range(self.embedding_dim)]
@@ -469,7 +488,8 @@ class FaultyUpstream:
         if fault.isdigit():
             status = int(fault)
             headers = {"Retry-After": "2"} if status in (429, 503) else {}
-            return web.json_response(wire.error_body(status), status=status, headers=headers)
+            return web.json_response(wire.error_body(status, reply.message), status=status,
+                                     headers=headers)
         if fault == "hang":
             await asyncio.sleep(3600)
         streaming = body.get("stream", wire.kind == "ollama")
