@@ -72,8 +72,10 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (folder / "test_sloppy.py").write_text(SUITE, encoding="utf-8")
     report = folder / "report.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
-                    "-W", "ignore::ResourceWarning", "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
+                    "-o", "asyncio_mode=auto",
+                    "-o", "asyncio_default_fixture_loop_scope=function",
+                    "-W", "ignore::ResourceWarning",
+                    "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
                     f"--junitxml={report}", "--rootdir", str(folder), str(folder)],
                    cwd=folder, capture_output=True, text=True, timeout=300, check=False)
     results: dict[str, str] = {}

@@ -10,6 +10,7 @@ from aioresponses import aioresponses
 
 import modelplex_lmstudio
 from modelplex.errors import BadRequestError, ModelNotFoundError
+from modelplex.http import Timeouts
 from modelplex.manager import create_provider
 from modelplex.plugins import Plugins
 from modelplex.testing import ProviderConformanceTests
@@ -69,30 +70,14 @@ async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[LMStudioProvi
 
 
 class TestLMStudioConformance(ProviderConformanceTests):
-    """The shared provider contract, replaying LM Studio's OpenAI-compatible stream."""
+    """The shared provider contract, driven by the core's test upstream (OpenAI wire)."""
 
-    @pytest.fixture(autouse=True)
-    def replay(self, mock: aioresponses, transcript: Callable[[str], str]) -> None:
-        self.mock = mock
-        self.stream_body = transcript("lmstudio_stream.sse")
+    wire = "openai"
+    plugin = "lmstudio"
 
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[LMStudioProvider]:
-        p = LMStudioProvider(host=HOST)
-        yield p
-        await p.aclose()
-
-    @pytest.fixture
-    def model(self) -> str:
-        return "qwen2.5-7b-instruct"
-
-    async def prepare(self, scenario: str) -> None:
-        if scenario in ("stream", "cancel"):
-            self.mock.post(CHAT, body=self.stream_body, headers=SSE)
-        elif scenario == "complete":
-            self.mock.post(CHAT, payload=COMPLETE)
-        elif scenario == "model_not_found":
-            self.mock.post(CHAT, status=404, payload=NOT_FOUND)
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> LMStudioProvider:
+        return LMStudioProvider(host=base_url, api_key=api_key, timeouts=timeouts)
 
 
 def test_defaults_and_environment(clean_env: pytest.MonkeyPatch) -> None:

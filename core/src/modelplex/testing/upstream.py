@@ -52,7 +52,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-__all__ = ["FaultyUpstream", "PIECE", "ReceivedRequest", "Reply", "closed_port_url"]
+__all__ = ["PIECE", "FaultyUpstream", "ReceivedRequest", "Reply", "closed_port_url"]
 
 PIECE = "tok "
 """The text of each streamed piece of a normal answer."""

@@ -22,7 +22,7 @@ An author sets these on the subclass of :class:`~modelplex.testing.ProviderConfo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import pytest
@@ -33,7 +33,8 @@ from modelplex.http import Timeouts
 from modelplex.provider import Provider
 from modelplex.testing.upstream import FaultyUpstream
 
-__all__ = ["CONFORMANCE_SECRET", "CONFORMANCE_TIMEOUTS", "ConformanceBase", "within"]
+__all__ = ["CONFORMANCE_SECRET", "CONFORMANCE_TIMEOUTS", "ConformanceBase", "eventually",
+           "within"]
 
 T = TypeVar("T")
 
@@ -47,6 +48,15 @@ _UNSET = ""
 
 #: The longest a fault check waits for the provider to give up before failing the test.
 FAULT_LIMIT = 10.0
+
+
+async def eventually(condition: Callable[[], bool], limit: float = 1.5) -> bool:
+    """Poll ``condition`` every 10 ms until it holds or ``limit`` seconds pass."""
+    for _ in range(max(1, int(limit / 0.01))):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
 
 
 async def within(awaitable: Awaitable[T], what: str, limit: float = FAULT_LIMIT) -> T:

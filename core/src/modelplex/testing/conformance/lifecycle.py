@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from modelplex.plugins import Plugins
 from modelplex.provider import Provider
-from modelplex.testing.conformance.base import CONFORMANCE_TIMEOUTS, ConformanceBase
+from modelplex.testing.conformance.base import CONFORMANCE_TIMEOUTS, ConformanceBase, eventually
 from modelplex.testing.upstream import FaultyUpstream
 
 __all__ = ["LifecycleSuite"]
@@ -32,9 +29,7 @@ class LifecycleSuite(ConformanceBase):
             await provider.complete(self.messages, model=self.upstream_model)
             async for _ in provider.chat(self.messages, model=self.upstream_model):
                 pass
-        deadline = time.monotonic() + 1.0
-        while server.open_connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: server.open_connections == 0)
         assert server.open_connections == 0, (
             f"{server.open_connections} connection(s) still open after aclose(): close the "
             "HttpClient (or session) in aclose()")

@@ -1,4 +1,4 @@
-"""The options suite: ranges from the provider's ``Options``, unknown options, options on the wire."""
+"""The options suite: ranges from the provider's ``Options``, unknown options, the wire."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def out_of_range_values(options_model: type[Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, field in options_model.model_fields.items():
         for meta in field.metadata:
+            bound: Any
             if isinstance(meta, annotated_types.Le | annotated_types.Lt):
                 bound = meta.le if isinstance(meta, annotated_types.Le) else meta.lt
                 values[name] = bound + 1
