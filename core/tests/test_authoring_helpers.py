@@ -196,3 +196,28 @@ async def test_modelplex_errors_pass_through() -> None:
     with pytest.raises(ModelplexError) as info:
         await Careless(err).list_models()
     assert info.value is err
+
+
+# -- the test upstream's checks -----------------------------------------------------------------
+async def test_upstream_checks_headers_and_models_and_records() -> None:
+    from modelplex.errors import AuthenticationError, ModelNotFoundError
+
+    async with FaultyUpstream(models=["m"], require_headers={"x-api-key": "k1"}) as upstream:
+        body = {"model": "m", "stream": False, "messages": MESSAGES}
+        http = HttpClient(upstream.url, provider="t")
+        with pytest.raises(AuthenticationError, match="x-api-key"):
+            await http.request_json("POST", "/v1/chat/completions", body)
+        await http.aclose()
+        http = HttpClient(upstream.url, provider="t", headers={"x-api-key": "k1"})
+        try:
+            answer = await http.request_json("POST", "/v1/chat/completions", body)
+            assert answer["choices"][0]["message"]["content"] == PIECE * upstream.chunks
+            with pytest.raises(ModelNotFoundError, match="'other' not found"):
+                await http.request_json("POST", "/v1/chat/completions",
+                                        {**body, "model": "other"})
+            assert upstream.open_connections == 1
+        finally:
+            await http.aclose()
+        assert [r.json["model"] for r in upstream.chat_requests()] == ["m", "m", "other"]
+        assert upstream.received[-1].headers["x-api-key"] == "k1"
+        assert upstream.received[-1].path == "/v1/chat/completions"
