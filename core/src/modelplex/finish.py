@@ -40,13 +40,13 @@ _NATIVE: dict[str, str] = {
     # cut off by a limit
     "max_tokens": "length", "max_length": "length", "max_new_tokens": "length",
     "model_context_window_exceeded": "length", "model_length": "length",
-    "max_output_tokens": "length", "error_toxic": "content_filter",
+    "max_output_tokens": "length",
     # tools
     "tool_use": "tool_calls", "function_call": "tool_calls", "tool_call": "tool_calls",
     # filters and refusals
     "safety": "content_filter", "recitation": "content_filter", "blocklist": "content_filter",
     "prohibited_content": "content_filter", "spii": "content_filter",
-    "content_filtered": "content_filter",
+    "content_filtered": "content_filter", "error_toxic": "content_filter",
 }
 
 

@@ -80,6 +80,26 @@ class TestLMStudioConformance(ProviderConformanceTests):
         return LMStudioProvider(host=base_url, api_key=api_key, timeouts=timeouts)
 
 
+async def test_replayed_stream_and_errors(mock: aioresponses,
+                                          transcript: Callable[[str], str]) -> None:
+    """LM Studio's recorded stream, its non-streaming twin and its model-not-found answer."""
+    async with LMStudioProvider(host=HOST) as provider:
+        mock.post(CHAT, body=transcript("lmstudio_stream.sse"), headers=SSE)
+        chunks = [c async for c in provider.chat(MESSAGES, model="qwen2.5-7b-instruct")]
+        mock.post(CHAT, payload=COMPLETE)
+        response = await provider.complete(MESSAGES, model="qwen2.5-7b-instruct")
+        mock.post(CHAT, status=404, payload=NOT_FOUND)
+        with pytest.raises(ModelNotFoundError, match="not found"):
+            await provider.complete(MESSAGES, model="default")
+    assert "".join(c.content for c in chunks) == response.content == \
+        "The capital of France is Paris."
+    final = chunks[-1]
+    assert final.finish_reason == response.finish_reason == "stop"
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (14, 8)
+    assert final.model == "qwen2.5-7b-instruct"
+
+
 def test_defaults_and_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("OPENAI_API_KEY", "sk-not-for-lmstudio-0123456789")
     clean_env.setenv("OPENAI_BASE_URL", "http://elsewhere/v1")

@@ -10,8 +10,8 @@ Routes: ``/v1/chat/completions`` and ``/chat/completions`` answer OpenAI-style S
 without ``stream``), ``/api/chat`` Ollama-style NDJSON (or JSON with ``stream: false``),
 ``/v1/messages`` Anthropic-style SSE; ``/v1/embeddings`` and ``/api/embed`` answer embeddings;
 ``/v1/models``, ``/api/tags``, ``/api/v1/models`` list the models, ``/api/show`` and
-``/api/version`` answer as Ollama does. ``routes={"/my/chat":
-"openai"}`` adds chat routes for an API with its own paths.
+``/api/version`` answer as Ollama does. ``routes={"/my/chat": "openai"}`` adds chat routes
+for an API with its own paths.
 
 What a chat request gets, in order: a 401 if ``require_headers`` are missing or wrong; a 404
 (in the wire's own error shape) if ``models`` is set and does not hold the requested model;
