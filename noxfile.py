@@ -6,9 +6,11 @@ it stands without plugins), then each plugin with the core.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
+from nox.virtualenv import PassthroughEnv
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -64,6 +66,46 @@ def typecheck(session: nox.Session) -> None:
     """mypy (strict) over the core and every plugin."""
     session.install("mypy>=1.11", "-r", "requirements-dev.txt")
     session.run("mypy", "core/src", *(f"plugins/{name}/src" for name in PLUGINS))
+
+
+#: The template's choices that ``nox -s template`` renders: (wire format, embeddings).
+TEMPLATE_CHOICES = [("openai-sse", "yes"), ("ndjson", "yes"), ("sse-events", "no"),
+                    ("in-process", "no")]
+
+
+@nox.session(default=False)
+def template(session: nox.Session) -> None:
+    """Render cookiecutter-provider/ for each wire format; test, lint, type-check each package.
+
+    Every rendered package is installed next to the core; its tests, ``ruff`` and ``mypy``
+    run, and ``modelplex plugins`` must list it. With ``--no-venv`` (as in ``.ci/run``) the
+    current interpreter is used, which must have ``requirements-dev.txt`` installed.
+    """
+    if not isinstance(session.virtualenv, PassthroughEnv):
+        session.install("-e", "./core[test]", "cookiecutter>=2.5", "ruff>=0.6", "mypy>=1.11",
+                        "hatchling>=1.21")
+    work = Path(session.create_tmp()).resolve() / "template"
+    shutil.rmtree(work, ignore_errors=True)
+    site = work / "site"
+    names = [f"acme-{wire}" for wire, _ in TEMPLATE_CHOICES]
+    for name, (wire, embeddings) in zip(names, TEMPLATE_CHOICES, strict=True):
+        session.run("python", "-m", "cookiecutter", "--no-input", "-o", str(work),
+                    str(ROOT / "cookiecutter-provider"), f"provider_name={name}",
+                    f"wire_format={wire}", f"embeddings={embeddings}")
+    packages = [work / f"modelplex-{name}" for name in names]
+    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps",
+                "--no-build-isolation", "--target", str(site), *map(str, packages))
+    env = {"PYTHONPATH": str(site)}
+    for package in packages:
+        session.chdir(package)
+        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", env=env)
+        session.run("python", "-m", "ruff", "check", "--no-cache", ".")
+        session.run("python", "-m", "mypy", "--cache-dir", str(work / ".mypy_cache"), env=env)
+    session.chdir(ROOT)
+    listed = session.run("python", "-m", "modelplex", "plugins", env=env, silent=True) or ""
+    missing = [name for name in names if name not in str(listed)]
+    if missing:
+        session.error(f"`modelplex plugins` does not list {missing}:\n{listed}")
 
 
 @nox.session(default=False)

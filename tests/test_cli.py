@@ -459,7 +459,7 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part() -> None
                 await proc.wait()
             os.close(master)
     assert proc.returncode == 0, err
-    sent = upstream.received[1][1]["messages"]
+    sent = upstream.chat_requests()[1].json["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
         ("user", "hi"), ("assistant", (PIECE * 2).strip()), ("user", "again")]
 
@@ -501,7 +501,7 @@ async def test_error_after_a_partial_answer_starts_its_own_line() -> None:
     assert out.decode() == PIECE * 2 + "\n"
     assert err.decode().startswith("Error: openai: the server reported an error")
     assert "Traceback" not in err.decode()  # `--debug` after `--` is the prompt, not the flag
-    assert upstream.received[0][1]["messages"][-1]["content"] == "--debug"
+    assert upstream.chat_requests()[0].json["messages"][-1]["content"] == "--debug"
 
 
 async def test_timeout_flags_reach_the_provider() -> None:

@@ -347,5 +347,5 @@ async def test_history_after_a_stall_is_the_same_either_way(upstream: FaultyUpst
         assert [(m.role.value, m.content, m.metadata) for m in chat.history] == [
             ("user", "hello", {}), ("assistant", (PIECE * 2).strip(), {"partial": True})]
         await chat.send_message("again")
-        sent = upstream.received[-1][1]["messages"]
+        sent = upstream.chat_requests()[-1].json["messages"]
         assert [m["content"] for m in sent] == ["hello", (PIECE * 2).strip(), "again"]

@@ -224,9 +224,9 @@ async def test_cross_host_redirect_drops_every_credential_header(name: str, stat
         finally:
             await provider.aclose()
     assert text == PIECE * 5  # the redirect was followed, with the body (307/308 keep POST)
-    sent_first = {k.lower() for k in first.received[0][0]}
+    sent_first = {k.lower() for k in first.received[0].headers}
     assert sent_first >= CREDENTIALS  # the configured host got them all
-    headers, body = second.received[0]
+    headers, body = second.received[0].headers, second.received[0].json
     assert not CREDENTIALS & {k.lower() for k in headers}, headers
     assert body["messages"][-1]["content"] == "hi"
 
@@ -241,7 +241,7 @@ async def test_same_host_redirect_keeps_the_credentials() -> None:
         finally:
             await provider.aclose()
     assert len(upstream.received) == 2
-    assert upstream.received[1][0]["Authorization"] == f"Bearer {KEY}"
+    assert upstream.received[1].headers["Authorization"] == f"Bearer {KEY}"
 
 
 @pytest.mark.parametrize("status", ["301", "302", "303"])

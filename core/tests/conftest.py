@@ -61,8 +61,8 @@ class FakeProvider(Provider):
             raise ModelNotFoundError(f"fake: no model named {request.model!r}",
                                      status_code=404, provider=self.name)
         self.streams_started += 1
-        words = self.words()
         text = request.options.set_values()
+        words = self.words()[:text.get("max_tokens", None)]
         finished = False
         try:
             for i, word in enumerate(words):
@@ -72,7 +72,8 @@ class FakeProvider(Provider):
                 yield StreamChunk(content=word.upper() if text.get("shout") else word,
                                   model=request.model)
             prompt_tokens = sum(len(m.content.split()) for m in request.messages)
-            yield StreamChunk(finish_reason="stop", model=request.model,
+            cut = len(words) < len(self.words())
+            yield StreamChunk(finish_reason="length" if cut else "stop", model=request.model,
                               usage=Usage(prompt_tokens=prompt_tokens,
                                           completion_tokens=len(words)))
             finished = True

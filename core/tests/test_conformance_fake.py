@@ -17,6 +17,8 @@ from modelplex.testing import ProviderConformanceTests
 class TestFakeProviderConforms(ProviderConformanceTests):
     """The whole suite, run against the in-memory provider of conftest.py."""
 
+    plugin = None  # a test double, not an installed plugin
+
     @pytest.fixture
     async def provider(self, fake_cls: type[Provider]) -> AsyncIterator[Provider]:
         async with fake_cls() as provider:

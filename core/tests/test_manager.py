@@ -184,8 +184,8 @@ async def test_chat_modes_change_the_options_sent(fake_plugins: Plugins,
         assert await options_sent() == {"temperature": 0.7, "top_p": 0.9}
         chat.set_options(temperature=0.0, shout=True)  # explicit options beat the preset
         assert await options_sent() == {"temperature": 0.0, "top_p": 0.9, "shout": True}
-        assert await options_sent(options={"max_tokens": 5}) == {
-            "temperature": 0.0, "top_p": 0.9, "shout": True, "max_tokens": 5}
+        assert await options_sent(options={"max_tokens": 6}) == {
+            "temperature": 0.0, "top_p": 0.9, "shout": True, "max_tokens": 6}
         assert chat.history[-1].content == "THE CAPITAL OF FRANCE IS PARIS."
     with pytest.raises(ConfigurationError, match="mode 'wild' is not one of precise"):
         ChatManager(mode="wild")

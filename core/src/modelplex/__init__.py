@@ -11,69 +11,89 @@ from typing import TYPE_CHECKING, Any
 
 from modelplex.__about__ import __version__
 
-if TYPE_CHECKING:
-    from modelplex.caches import Cache, MemoryCache
-    from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
-    from modelplex.errors import (
-        AuthenticationError,
-        BadRequestError,
-        ChatBusyError,
-        ConfigurationError,
-        ModelNotFoundError,
-        ModelplexError,
-        OptionsError,
-        ParseError,
-        PluginError,
-        ProviderConnectionError,
-        ProviderError,
-        ProviderStatusError,
-        ProviderTimeoutError,
-        RateLimitError,
-        ResponseTooLargeError,
-        ServerBusyError,
-        ServerError,
-        StreamError,
-        UnknownProviderError,
-        UnsupportedOperationError,
+if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can import them
+    from modelplex.caches import (
+        Cache as Cache,
+        MemoryCache as MemoryCache,
     )
-    from modelplex.hookspecs import hookimpl
+    from modelplex.chunks import (
+        ChatResponse as ChatResponse,
+        StreamChunk as StreamChunk,
+        ToolCall as ToolCall,
+        Usage as Usage,
+    )
+    from modelplex.errors import (
+        AuthenticationError as AuthenticationError,
+        BadRequestError as BadRequestError,
+        ChatBusyError as ChatBusyError,
+        ConfigurationError as ConfigurationError,
+        ModelNotFoundError as ModelNotFoundError,
+        ModelplexError as ModelplexError,
+        OptionsError as OptionsError,
+        ParseError as ParseError,
+        PluginError as PluginError,
+        ProviderConnectionError as ProviderConnectionError,
+        ProviderError as ProviderError,
+        ProviderStatusError as ProviderStatusError,
+        ProviderTimeoutError as ProviderTimeoutError,
+        RateLimitError as RateLimitError,
+        ResponseTooLargeError as ResponseTooLargeError,
+        ServerBusyError as ServerBusyError,
+        ServerError as ServerError,
+        StreamError as StreamError,
+        UnknownProviderError as UnknownProviderError,
+        UnsupportedOperationError as UnsupportedOperationError,
+    )
+    from modelplex.hookspecs import hookimpl as hookimpl
     from modelplex.manager import (
-        ChainResult,
-        ChatManager,
-        ChatMode,
-        Reply,
-        ResponseWithMeta,
-        create_provider,
-        parse_model_spec,
+        ChainResult as ChainResult,
+        ChatManager as ChatManager,
+        ChatMode as ChatMode,
+        Reply as Reply,
+        ResponseWithMeta as ResponseWithMeta,
+        create_provider as create_provider,
+        parse_model_spec as parse_model_spec,
     )
     from modelplex.parsers import (
-        CodeBlockParser,
-        JsonDictParser,
-        JsonSchemaParser,
-        ListParser,
-        Parser,
-        ParseResult,
-        PydanticParser,
+        CodeBlockParser as CodeBlockParser,
+        JsonDictParser as JsonDictParser,
+        JsonSchemaParser as JsonSchemaParser,
+        ListParser as ListParser,
+        Parser as Parser,
+        ParseResult as ParseResult,
+        PydanticParser as PydanticParser,
     )
-    from modelplex.plugins import Plugins, get_plugins, list_plugins
+    from modelplex.plugins import (
+        Plugins as Plugins,
+        get_plugins as get_plugins,
+        list_plugins as list_plugins,
+    )
     from modelplex.prompts import (
-        ChainOfThoughtPrompt,
-        ExtractionPrompt,
-        FewShotPrompt,
-        PromptTemplate,
+        ChainOfThoughtPrompt as ChainOfThoughtPrompt,
+        ExtractionPrompt as ExtractionPrompt,
+        FewShotPrompt as FewShotPrompt,
+        PromptTemplate as PromptTemplate,
     )
-    from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
-    from modelplex.structured import StructuredResult, StructuredUpdate
-    from modelplex.tools import Tool
+    from modelplex.provider import (
+        Capabilities as Capabilities,
+        ChatRequest as ChatRequest,
+        CommonOptions as CommonOptions,
+        Provider as Provider,
+    )
+    from modelplex.structured import (
+        StructuredResult as StructuredResult,
+        StructuredUpdate as StructuredUpdate,
+    )
+    from modelplex.tools import Tool as Tool
     from modelplex.types import (
-        ChatMessage,
-        ChatSession,
-        HealthStatus,
-        MessageRole,
-        ModelInfo,
-        PullProgress,
-        Task,
-        TaskStatus,
+        ChatMessage as ChatMessage,
+        ChatSession as ChatSession,
+        HealthStatus as HealthStatus,
+        MessageRole as MessageRole,
+        ModelInfo as ModelInfo,
+        PullProgress as PullProgress,
+        Task as Task,
+        TaskStatus as TaskStatus,
     )
 
 _LAZY: dict[str, str] = {

@@ -30,13 +30,11 @@ CLI_TIMEOUTS: dict[str, float | None] = {"connect": 10.0, "first_byte": 120.0,
                                          "between_chunks": 30.0, "total": None}
 
 
-if TYPE_CHECKING:  # click >= 8.2 makes ParamType generic; older versions cannot subscript it
-    _ParamType = click.ParamType[float | None, Any]
-else:
-    _ParamType = click.ParamType
+# click's ParamType became generic (one type argument in 8.4, two in 8.5): stay unsubscripted
+_ParamType = click.ParamType
 
 
-class Seconds(_ParamType):
+class Seconds(_ParamType):  # type: ignore[type-arg, misc, unused-ignore]
     """A number of seconds > 0, or ``none`` for no limit."""
 
     name = "seconds"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
+import inspect
 import typing
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
@@ -29,10 +31,12 @@ from pydantic import (
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.errors import (
     ModelNotFoundError,
+    ModelplexError,
     OptionsError,
     ProviderError,
     UnsupportedOperationError,
 )
+from modelplex.foreign import foreign_error
 from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "keep_partial",
     "normalize_response_format",
     "options_error",
+    "range_text",
 ]
 
 
@@ -123,7 +128,8 @@ def _flatten(annotation: Any) -> list[Any]:
     return [leaf for arg in args for leaf in _flatten(arg)]
 
 
-def _range_text(field: Any) -> str | None:
+def range_text(field: Any) -> str | None:
+    """The allowed range of a pydantic field as text (``between 0 and 2``, ``> 0``), or None."""
     low: Any = None
     high: Any = None
     low_incl = high_incl = True
@@ -160,7 +166,7 @@ def options_error(err: ValidationError, model: type[BaseModel], provider: str) -
             messages.append(f"unknown option {field!r} for provider {provider!r}; "
                             f"valid options: {valid}")
             continue
-        rng = _range_text(info) if info is not None else None
+        rng = range_text(info) if info is not None else None
         if rng and item["type"] in {"greater_than", "greater_than_equal", "less_than",
                                     "less_than_equal"}:
             messages.append(f"option {field!r} must be {rng} (got {got!r})")
@@ -192,8 +198,15 @@ def normalize_response_format(fmt: Any) -> dict[str, Any] | None:
                        f"class (got {fmt!r})")
 
 
-async def keep_partial(stream: AsyncIterator[StreamChunk]) -> AsyncGenerator[StreamChunk, None]:
+async def keep_partial(stream: AsyncIterator[StreamChunk], provider: str | None = None
+                       ) -> AsyncGenerator[StreamChunk, None]:
     """Pass a provider's chunks through; a :class:`ProviderError` gets the ones received.
+
+    Any other exception that is not a :class:`ModelplexError` (an aiohttp error, a
+    ``KeyError`` from an unexpected reply) is converted by
+    :func:`modelplex.foreign.foreign_error` into a chained :class:`ProviderError` naming
+    ``provider``, so callers only see modelplex errors. The conversion happens in the except
+    clause: a stream that does not fail pays nothing for it.
 
     The stream is closed as soon as this one is (not when garbage collected). Plain text
     chunks are kept as their string: strings are not tracked by the garbage collector, so
@@ -210,9 +223,67 @@ async def keep_partial(stream: AsyncIterator[StreamChunk]) -> AsyncGenerator[Str
                     append(chunk)
                 yield chunk
     except ProviderError as err:
-        err.partial_chunks = [StreamChunk(content=item) if isinstance(item, str) else item
-                              for item in received]
+        err.partial_chunks = _partial(received)
         raise
+    except ModelplexError:
+        raise
+    except Exception as err:
+        converted = foreign_error(err, provider)
+        converted.partial_chunks = _partial(received)
+        raise converted from err
+
+
+def _partial(received: list[StreamChunk | str]) -> list[StreamChunk]:
+    return [StreamChunk(content=item) if isinstance(item, str) else item for item in received]
+
+
+#: The optional operations a subclass may override; the base class guards each override so
+#: that a foreign exception escaping it becomes a chained ProviderError.
+_GUARDED = ("_complete", "embed", "list_models", "show_model", "delete_model",
+            "list_loaded_models", "health", "aclose")
+
+
+def _guard(method: Any) -> Any:
+    """Wrap an async method so non-modelplex exceptions become chained ProviderErrors."""
+    if getattr(method, "__modelplex_guarded__", False):
+        return method
+
+    @functools.wraps(method)
+    async def guarded(self: Provider, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except ModelplexError:
+            raise
+        except Exception as err:
+            raise foreign_error(err, self.name) from err
+
+    guarded.__modelplex_guarded__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _guard_pull(method: Any) -> Any:
+    """Wrap ``pull_model`` (which returns an async iterator) like :func:`_guard`."""
+    if getattr(method, "__modelplex_guarded__", False):
+        return method
+
+    @functools.wraps(method)
+    def guarded(self: Provider, *args: Any, **kwargs: Any) -> AsyncIterator[PullProgress]:
+        return _guard_iter(method(self, *args, **kwargs), self.name)
+
+    guarded.__modelplex_guarded__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
+async def _guard_iter(events: AsyncIterator[PullProgress], provider: str
+                      ) -> AsyncGenerator[PullProgress, None]:
+    try:
+        async with contextlib.aclosing(events) as items:  # type: ignore[type-var]
+            async for item in items:
+                yield item
+    except ModelplexError:
+        raise
+    except Exception as err:
+        raise foreign_error(err, provider) from err
 
 
 @attrs.define(slots=True)
@@ -237,12 +308,26 @@ class Provider(abc.ABC):
         default_model: the model used when the user names only the provider.
 
     Instances are async context managers; :meth:`aclose` frees connections and models.
+
+    An exception that is not a :class:`~modelplex.errors.ModelplexError` escaping the stream,
+    ``_complete`` or an optional operation a subclass overrides is converted into a chained
+    :class:`~modelplex.errors.ProviderError` (see :mod:`modelplex.foreign`).
     """
 
     name: str
     Options: ClassVar[type[CommonOptions]] = CommonOptions
     capabilities: ClassVar[Capabilities] = Capabilities()
     default_model: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in _GUARDED:
+            method = cls.__dict__.get(attr)
+            if method is not None and inspect.iscoroutinefunction(method):
+                setattr(cls, attr, _guard(method))
+        pull = cls.__dict__.get("pull_model")
+        if pull is not None and inspect.isfunction(pull):
+            cls.pull_model = _guard_pull(pull)  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -296,7 +381,7 @@ class Provider(abc.ABC):
 
     def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """Stream a validated request, keeping what was received on failure."""
-        return keep_partial(self._stream(request))
+        return keep_partial(self._stream(request), self.name)
 
     async def complete(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
                        options: Mapping[str, Any] | CommonOptions | None = None,

@@ -90,7 +90,7 @@ class Tool:
         from pydantic import TypeAdapter
 
         try:
-            adapter: TypeAdapter[Any] = TypeAdapter(func)  # type: ignore[arg-type]
+            adapter: TypeAdapter[Any] = TypeAdapter(func)  # type: ignore[arg-type, unused-ignore]
             schema = adapter.json_schema()
         except Exception as err:
             raise ConfigurationError(

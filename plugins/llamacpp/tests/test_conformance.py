@@ -15,6 +15,8 @@ from modelplex_llamacpp.provider import LlamaCppProvider
 class TestLlamaCppConformance(ProviderConformanceTests):
     """llama.cpp in-process, tiny random-weight model (it babbles; we check protocol)."""
 
+    plugin = "llamacpp"
+
     options: ClassVar[dict[str, Any]] = {"temperature": 0, "seed": 42, "max_tokens": 24}
 
     @pytest.fixture

@@ -10,6 +10,7 @@ from aioresponses import aioresponses
 
 import modelplex_lmstudio
 from modelplex.errors import BadRequestError, ModelNotFoundError
+from modelplex.http import Timeouts
 from modelplex.manager import create_provider
 from modelplex.plugins import Plugins
 from modelplex.testing import ProviderConformanceTests
@@ -69,30 +70,34 @@ async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[LMStudioProvi
 
 
 class TestLMStudioConformance(ProviderConformanceTests):
-    """The shared provider contract, replaying LM Studio's OpenAI-compatible stream."""
+    """The shared provider contract, driven by the core's test upstream (OpenAI wire)."""
 
-    @pytest.fixture(autouse=True)
-    def replay(self, mock: aioresponses, transcript: Callable[[str], str]) -> None:
-        self.mock = mock
-        self.stream_body = transcript("lmstudio_stream.sse")
+    wire = "openai"
+    plugin = "lmstudio"
 
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[LMStudioProvider]:
-        p = LMStudioProvider(host=HOST)
-        yield p
-        await p.aclose()
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> LMStudioProvider:
+        return LMStudioProvider(host=base_url, api_key=api_key, timeouts=timeouts)
 
-    @pytest.fixture
-    def model(self) -> str:
-        return "qwen2.5-7b-instruct"
 
-    async def prepare(self, scenario: str) -> None:
-        if scenario in ("stream", "cancel"):
-            self.mock.post(CHAT, body=self.stream_body, headers=SSE)
-        elif scenario == "complete":
-            self.mock.post(CHAT, payload=COMPLETE)
-        elif scenario == "model_not_found":
-            self.mock.post(CHAT, status=404, payload=NOT_FOUND)
+async def test_replayed_stream_and_errors(mock: aioresponses,
+                                          transcript: Callable[[str], str]) -> None:
+    """LM Studio's recorded stream, its non-streaming twin and its model-not-found answer."""
+    async with LMStudioProvider(host=HOST) as provider:
+        mock.post(CHAT, body=transcript("lmstudio_stream.sse"), headers=SSE)
+        chunks = [c async for c in provider.chat(MESSAGES, model="qwen2.5-7b-instruct")]
+        mock.post(CHAT, payload=COMPLETE)
+        response = await provider.complete(MESSAGES, model="qwen2.5-7b-instruct")
+        mock.post(CHAT, status=404, payload=NOT_FOUND)
+        with pytest.raises(ModelNotFoundError, match="not found"):
+            await provider.complete(MESSAGES, model="default")
+    assert "".join(c.content for c in chunks) == response.content == \
+        "The capital of France is Paris."
+    final = chunks[-1]
+    assert final.finish_reason == response.finish_reason == "stop"
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (14, 8)
+    assert final.model == "qwen2.5-7b-instruct"
 
 
 def test_defaults_and_environment(clean_env: pytest.MonkeyPatch) -> None:

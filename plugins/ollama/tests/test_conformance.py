@@ -1,56 +1,23 @@
-"""The shared provider conformance suite, against replayed Ollama traffic."""
+"""The shared provider conformance suites, driven by the core's test upstream (Ollama wire)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
-import pytest
-from aioresponses import aioresponses
-
+from modelplex.http import Timeouts
 from modelplex.testing import ProviderConformanceTests
 from modelplex_ollama.provider import OllamaProvider
 
-BASE = "http://ollama.test:11434"
-CHAT = BASE + "/api/chat"
-
 
 class TestOllamaConformance(ProviderConformanceTests):
-    replay: aioresponses
-    wire: Any
+    wire = "ollama"
+    plugin = "ollama"
+    options: ClassVar[dict[str, Any]] = {"temperature": 0, "seed": 42, "max_tokens": 24}
 
-    @pytest.fixture(autouse=True)
-    def _replay(self, request: pytest.FixtureRequest, mock: aioresponses,
-                wire: Any) -> None:
-        request.instance.replay = mock
-        request.instance.wire = wire
-
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[OllamaProvider]:
-        async with OllamaProvider(host=BASE) as p:
-            assert isinstance(p, OllamaProvider)
-            yield p
-
-    @pytest.fixture
-    def model(self) -> str:
-        return "llama3.2"
-
-    async def prepare(self, scenario: str) -> None:
-        if scenario in ("stream", "cancel"):
-            self.replay.post(CHAT, body=self.wire.chat_stream(),
-                             content_type="application/x-ndjson")
-        elif scenario == "complete":
-            self.replay.post(CHAT, body=self.wire.chat_complete())
-        elif scenario == "model_not_found":
-            self.replay.post(CHAT, status=404, body=json.dumps(
-                {"error": f"model '{self.missing_model}' not found"}))
-        else:  # pragma: no cover - a new scenario in the core suite
-            raise AssertionError(f"no replay for scenario {scenario!r}")
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> OllamaProvider:
+        return OllamaProvider(host=base_url, api_key=api_key, timeouts=timeouts)
 
     async def assert_stream_stopped(self, provider: Any) -> None:
         # the slot was given back, so the next request to the model does not wait
-        assert provider.in_flight("llama3.2") == 0
-        sent = self.wire.sent(self.replay, "POST", "/api/chat")
-        assert sent["stream"] is True
-        assert sent["options"] == {"temperature": 0, "seed": 42, "num_predict": 24}
+        assert provider.in_flight(self.upstream_model) == 0

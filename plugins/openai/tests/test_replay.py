@@ -22,6 +22,7 @@ from modelplex.errors import (
     ServerError,
     StreamError,
 )
+from modelplex.http import Timeouts
 from modelplex.testing import ProviderConformanceTests
 from modelplex.types import ChatMessage
 from modelplex_openai.provider import OpenAIProvider
@@ -86,32 +87,15 @@ async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[OpenAIProvide
     await p.aclose()
 
 
-class TestReplayConformance(ProviderConformanceTests):
-    """The shared provider contract, replaying the recorded json_object stream."""
+class TestOpenAIConformance(ProviderConformanceTests):
+    """The shared provider contract, driven by the core's test upstream (OpenAI wire)."""
 
-    messages = MESSAGES
+    wire = "openai"
+    plugin = "openai"
 
-    @pytest.fixture(autouse=True)
-    def replay(self, mock: aioresponses) -> None:
-        self.mock = mock
-
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[OpenAIProvider]:
-        p = OpenAIProvider(base_url=BASE, api_key=KEY)
-        yield p
-        await p.aclose()
-
-    @pytest.fixture
-    def model(self) -> str:
-        return "gpt-4o-2024-08-06"
-
-    async def prepare(self, scenario: str) -> None:
-        if scenario in ("stream", "cancel"):
-            self.mock.post(CHAT, body=read("openai_json_stream.sse"), headers=SSE)
-        elif scenario == "complete":
-            self.mock.post(CHAT, payload=JSON_COMPLETE)
-        elif scenario == "model_not_found":
-            self.mock.post(CHAT, status=404, payload=NOT_FOUND)
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> OpenAIProvider:
+        return OpenAIProvider(base_url=base_url + "/v1", api_key=api_key, timeouts=timeouts)
 
 
 async def test_json_stream_usage_merged_into_the_final_chunk(

@@ -1,12 +1,54 @@
 """Test helpers for modelplex and for third-party plugin authors.
 
-* :class:`ProviderConformanceTests`: the base class every provider's test suite subclasses.
+* :class:`ProviderConformanceTests`: the base class every provider's test suite subclasses,
+  made of seven suites (:mod:`modelplex.testing.conformance`) that can also be used alone.
+* :class:`FaultyUpstream` (:mod:`modelplex.testing.upstream`): a real HTTP server on
+  127.0.0.1 speaking the common wire formats, with faults, scripted replies, request
+  recording, unknown models and header checks.
+* :class:`Replay` (:mod:`modelplex.testing.replay`): aioresponses on every aiohttp 3.x
+  (import it from its module; it needs the ``aioresponses`` package).
 * The pytest plugin (:mod:`modelplex.testing.pytest_plugin`, loaded automatically when
   modelplex is installed) provides the ``modelplex_plugins`` and ``register_plugin`` fixtures.
 """
 
 from __future__ import annotations
 
-from modelplex.testing.conformance import ProviderConformanceTests
+from modelplex.testing.conformance import (
+    CONFORMANCE_SECRET,
+    CONFORMANCE_TIMEOUTS,
+    BasicSuite,
+    ConformanceBase,
+    EmbeddingsSuite,
+    HttpErrorsSuite,
+    LifecycleSuite,
+    ModelManagementSuite,
+    OptionsSuite,
+    ProviderConformanceTests,
+    StreamingFaultsSuite,
+)
+from modelplex.testing.upstream import (
+    PIECE,
+    FaultyUpstream,
+    ReceivedRequest,
+    Reply,
+    closed_port_url,
+)
 
-__all__ = ["ProviderConformanceTests"]
+__all__ = [
+    "CONFORMANCE_SECRET",
+    "CONFORMANCE_TIMEOUTS",
+    "PIECE",
+    "BasicSuite",
+    "ConformanceBase",
+    "EmbeddingsSuite",
+    "FaultyUpstream",
+    "HttpErrorsSuite",
+    "LifecycleSuite",
+    "ModelManagementSuite",
+    "OptionsSuite",
+    "ProviderConformanceTests",
+    "ReceivedRequest",
+    "Reply",
+    "StreamingFaultsSuite",
+    "closed_port_url",
+]

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from modelplex.chunks import StreamChunk, Usage
 from modelplex.errors import ConfigurationError, ModelNotFoundError, UnsupportedOperationError
+from modelplex.finish import normalize_finish_reason
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
 from modelplex.types import HealthStatus, ModelInfo
 from modelplex_llamacpp.models import default_models_dir, discover, model_info
@@ -234,7 +235,7 @@ class LlamaCppProvider(Provider):
             if choice["text"]:
                 yield choice["text"]
             if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
+                finish = normalize_finish_reason(choice["finish_reason"])
             if stop_event.is_set():
                 return
         # Tokens evaluated after the prompt are the generated ones, less the last sampled

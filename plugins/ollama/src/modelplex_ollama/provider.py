@@ -26,6 +26,7 @@ from modelplex.errors import (
     StreamError,
     mask_url,
 )
+from modelplex.finish import normalize_finish_reason
 from modelplex.http import HttpClient, Timeouts, iter_ndjson
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider, keep_partial
 from modelplex.types import (
@@ -213,7 +214,7 @@ class OllamaProvider(Provider):
                 marks_done = True
             if line.get("done"):
                 parts.append(chunk.content)
-                chunk.finish_reason = line.get("done_reason") or "stop"
+                chunk.finish_reason = normalize_finish_reason(line.get("done_reason"))
                 chunk.usage = usage_from_line(line) or estimated_usage(prompt, "".join(parts))
                 yield chunk
                 return
@@ -260,7 +261,8 @@ class OllamaProvider(Provider):
         return ChatResponse(content=chunk.content, model=chunk.model or model,
                             provider=self.name, reasoning=chunk.reasoning,
                             tool_calls=chunk.tool_calls or [],
-                            finish_reason=body.get("done_reason") or "stop", usage=usage)
+                            finish_reason=normalize_finish_reason(body.get("done_reason")),
+                            usage=usage)
 
     # -- completion (/api/generate) ---------------------------------------------------------
     def _generate_body(self, prompt: str, *, model: str,

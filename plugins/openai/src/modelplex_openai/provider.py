@@ -28,6 +28,7 @@ from modelplex.errors import (
     mask_url,
     redact,
 )
+from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
     HttpClient,
     Timeouts,
@@ -288,7 +289,7 @@ class OpenAIProvider(Provider):
                             yield StreamChunk(content or "", reasoning or None)
                     reason = choice.get("finish_reason")
                     if reason:
-                        finish = reason
+                        finish = normalize_finish_reason(reason)
                 if served is None:
                     served = obj.get("model")
                 if obj.get("usage"):
@@ -323,7 +324,7 @@ class OpenAIProvider(Provider):
         refusal = message.get("refusal")
         if refusal:
             content += refusal
-        finish = choice.get("finish_reason") or "stop"
+        finish = normalize_finish_reason(choice.get("finish_reason"))
         if refusal and finish == "stop":
             finish = "refusal"
         reasoning = message.get("reasoning_content") or message.get("reasoning") or None

@@ -1,59 +1,20 @@
-"""``ProviderConformanceTests``: the behaviour every provider must show.
-
-Subclass it in your provider's tests and supply two fixtures, ``provider`` (an instance,
-closed after the test) and ``model`` (a model name the provider serves)::
-
-    import pytest
-    from modelplex.testing import ProviderConformanceTests
-
-    class TestMyProvider(ProviderConformanceTests):
-        @pytest.fixture
-        async def provider(self):
-            async with MyProvider() as p:
-                yield p
-
-        @pytest.fixture
-        def model(self):
-            return "my-model"
-
-A provider that talks to a replayed server overrides :meth:`prepare` to install the replay for
-each scenario (``"stream"``, ``"complete"``, ``"model_not_found"``, ``"cancel"``). The tests
-are async; they run under pytest-asyncio (``asyncio_mode = "auto"`` or the class marker).
-"""
+"""The basic suite: streaming, usage, finish reasons, complete(), missing models."""
 
 from __future__ import annotations
-
-from typing import Any, ClassVar
 
 import pytest
 
 from modelplex.chunks import ChatResponse, StreamChunk
-from modelplex.errors import ModelNotFoundError, OptionsError, UnsupportedOperationError
+from modelplex.errors import ModelNotFoundError, UnsupportedOperationError
+from modelplex.finish import FINISH_REASONS
 from modelplex.provider import Capabilities, CommonOptions, Provider
+from modelplex.testing.conformance.base import ConformanceBase
 
-__all__ = ["ProviderConformanceTests"]
+__all__ = ["BasicSuite"]
 
 
-class ProviderConformanceTests:
-    """Streaming, non-streaming, usage, options, error mapping and cancellation."""
-
-    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
-
-    #: Messages sent by every test.
-    messages: ClassVar[list[dict[str, Any]]] = [
-        {"role": "user", "content": "What is the capital of France?"}]
-    #: Options that make the answer deterministic (non-streaming must equal streaming).
-    options: ClassVar[dict[str, Any]] = {"temperature": 0, "seed": 42, "max_tokens": 24}
-    #: A model name the provider does not have.
-    missing_model: ClassVar[str] = "no-such-model-for-modelplex-tests"
-
-    async def prepare(self, scenario: str) -> None:
-        """Set up what the next request needs; replaying providers install their replay here."""
-
-    async def _collect(self, provider: Provider, model: str) -> list[StreamChunk]:
-        await self.prepare("stream")
-        return [c async for c in provider.chat(self.messages, model=model,
-                                               options=self.options)]
+class BasicSuite(ConformanceBase):
+    """What every provider shows: it declares itself and streams a well-formed answer."""
 
     async def test_declares_itself(self, provider: Provider) -> None:
         """A name, capability flags and an options model derived from CommonOptions."""
@@ -65,23 +26,42 @@ class ProviderConformanceTests:
 
     async def test_stream_yields_text_chunks(self, provider: Provider, model: str) -> None:
         """Streaming yields StreamChunk objects whose text is not empty."""
-        chunks = await self._collect(provider, model)
+        chunks = await self.collect(provider, model)
         assert chunks, "the stream yielded nothing"
         assert all(isinstance(c, StreamChunk) for c in chunks)
         assert "".join(c.content for c in chunks).strip()
 
     async def test_usage_only_in_final_chunk(self, provider: Provider, model: str) -> None:
         """The final chunk carries usage and a finish reason; no earlier chunk has usage."""
-        chunks = await self._collect(provider, model)
+        chunks = await self.collect(provider, model)
         final = chunks[-1]
         assert final.usage is not None, "the final chunk has no usage"
         assert final.finish_reason is not None, "the final chunk has no finish_reason"
         assert final.usage.completion_tokens > 0
         assert all(c.usage is None for c in chunks[:-1])
 
+    async def test_prompt_tokens_reported(self, provider: Provider, model: str) -> None:
+        """The final usage counts the prompt (reported by the API, or estimated)."""
+        chunks = await self.collect(provider, model)
+        usage = chunks[-1].usage
+        assert usage is not None, "the final chunk has no usage"
+        assert usage.prompt_tokens > 0, "usage.prompt_tokens is 0: read the API's prompt " \
+            "count (input_tokens, prompt_eval_count, ...) or estimate it with estimated=True"
+
+    async def test_finish_reason_in_vocabulary(self, provider: Provider, model: str) -> None:
+        """Finish reasons are modelplex's (modelplex.finish), never the API's own words."""
+        chunks = await self.collect(provider, model)
+        assert chunks[-1].finish_reason in FINISH_REASONS, (
+            f"finish_reason {chunks[-1].finish_reason!r} is not one of "
+            f"{sorted(FINISH_REASONS)}: translate it with "
+            "modelplex.finish.normalize_finish_reason")
+        await self.prepare("complete")
+        response = await provider.complete(self.messages, model=model, options=self.options)
+        assert response.finish_reason in FINISH_REASONS
+
     async def test_complete_equals_joined_stream(self, provider: Provider, model: str) -> None:
         """The non-streaming answer is the joined stream, with the same usage."""
-        chunks = await self._collect(provider, model)
+        chunks = await self.collect(provider, model)
         await self.prepare("complete")
         response = await provider.complete(self.messages, model=model, options=self.options)
         assert isinstance(response, ChatResponse)
@@ -89,17 +69,6 @@ class ProviderConformanceTests:
         assert chunks[-1].usage is not None
         assert response.usage.completion_tokens == chunks[-1].usage.completion_tokens
         assert response.finish_reason == chunks[-1].finish_reason
-
-    async def test_option_out_of_range_names_field_and_range(self, provider: Provider,
-                                                             model: str) -> None:
-        """An option out of range fails before anything is sent, naming option and range."""
-        with pytest.raises(OptionsError, match=r"temperature.*between 0 and 2"):
-            provider.chat(self.messages, model=model, options={"temperature": 5})
-
-    async def test_unknown_option_is_rejected(self, provider: Provider, model: str) -> None:
-        """An option the provider does not know is an error listing the valid ones."""
-        with pytest.raises(OptionsError, match="no_such_option"):
-            provider.chat(self.messages, model=model, options={"no_such_option": 1})
 
     async def test_missing_model_raises_model_not_found(self, provider: Provider) -> None:
         """Asking for a model the provider lacks raises ModelNotFoundError."""
@@ -118,11 +87,8 @@ class ProviderConformanceTests:
         assert isinstance(first, StreamChunk)
         await stream.aclose()
         await self.assert_stream_stopped(provider)
-        chunks = await self._collect(provider, model)
+        chunks = await self.collect(provider, model)
         assert chunks[-1].usage is not None
-
-    async def assert_stream_stopped(self, provider: Provider) -> None:
-        """Check the provider really stopped after a cancelled stream (override to check)."""
 
     async def test_unsupported_operations_raise_clear_errors(self, provider: Provider) -> None:
         """Operations the provider does not declare raise UnsupportedOperationError."""

@@ -1,0 +1,357 @@
+{%- set wire = cookiecutter.wire_format -%}
+{%- set cls = cookiecutter.class_prefix -%}
+{%- set embeddings = cookiecutter.embeddings == "yes" -%}
+{%- if wire == "in-process" -%}
+"""{{ cls }}Provider: {{ cookiecutter.display_name }}, running in this process.
+
+Replace :meth:`{{ cls }}Provider._generate` with the call into your library or model; the
+rest (options, usage, finish reasons, cancellation) already follows the modelplex rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+{%- if embeddings %}
+import hashlib
+{%- endif %}
+{%- if embeddings %}
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+{%- else %}
+from collections.abc import AsyncIterator
+from typing import ClassVar
+{%- endif %}
+
+from pydantic import Field
+
+from modelplex.chunks import StreamChunk, Usage
+from modelplex.errors import ModelNotFoundError
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.types import ModelInfo
+
+__all__ = ["{{ cls }}Options", "{{ cls }}Provider"]
+
+MODELS = ("{{ cookiecutter.default_model }}",)
+
+
+class {{ cls }}Options(CommonOptions):
+    """The common options plus {{ cookiecutter.display_name }}'s own (only those set are used)."""
+
+    top_k: int | None = Field(default=None, ge=1, le=500,
+                              description="Sample from the k most likely tokens, 1 to 500.")
+
+
+class {{ cls }}Provider(Provider):
+    """{{ cookiecutter.display_name }} in-process.
+
+    Args:
+        delay: seconds between chunks (an example of keyword configuration: users set it
+            with ``create_provider("{{ cookiecutter.provider_name }}", delay=...)`` or in the
+            ``[providers.{{ cookiecutter.provider_name }}]`` table of the config file).
+    """
+
+    name = "{{ cookiecutter.provider_name }}"
+    Options: ClassVar[type[CommonOptions]] = {{ cls }}Options
+    capabilities: ClassVar[Capabilities] = Capabilities(streaming=True{% if embeddings %}, embeddings=True{% endif %})
+    default_model = "{{ cookiecutter.default_model }}"
+
+    def __init__(self, *, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def _generate(self, request: ChatRequest) -> list[str]:
+        """The answer's pieces. Placeholder: echoes the last message, one word per piece."""
+        words = request.messages[-1].content.split()
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        if request.model not in MODELS:
+            raise ModelNotFoundError(
+                f"{self.name}: no model named {request.model!r}; available: "
+                f"{', '.join(MODELS)}", status_code=404, provider=self.name)
+        options = request.options.set_values()
+        pieces = self._generate(request)
+        limit = options.get("max_tokens") or len(pieces)
+        for piece in pieces[:limit]:
+            await asyncio.sleep(self.delay)  # a real model yields to the event loop here
+            yield StreamChunk(content=piece, model=request.model)
+        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        yield StreamChunk(finish_reason="length" if limit < len(pieces) else "stop",
+                          usage=Usage(prompt_tokens=prompt_tokens,
+                                      completion_tokens=min(limit, len(pieces))),
+                          model=request.model)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models this provider serves."""
+        return [ModelInfo(id=f"{self.name}:{m}", name=m, provider=self.name,
+                          capabilities=["chat"]) for m in MODELS]
+{%- if embeddings %}
+
+    async def embed(self, texts: Sequence[str], *, model: str,
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """One vector per text. Placeholder: a hash of the text, 16 dimensions."""
+        if model not in MODELS:
+            raise ModelNotFoundError(f"{self.name}: no model named {model!r}",
+                                     status_code=404, provider=self.name)
+        return [[b / 255 for b in hashlib.sha256(t.encode()).digest()[:16]] for t in texts]
+{%- endif %}
+{%- else %}
+{%- set paths = {
+    "openai-sse": {"chat": "/chat/completions", "models": "/models", "embed": "/embeddings",
+                   "url": "http://127.0.0.1:8000/v1", "style": "OpenAI-compatible SSE"},
+    "ndjson": {"chat": "/api/chat", "models": "/api/tags", "embed": "/api/embed",
+               "url": "http://127.0.0.1:11434", "style": "newline-delimited JSON"},
+    "sse-events": {"chat": "/v1/messages", "models": "/v1/models", "embed": "/v1/embeddings",
+                   "url": "http://127.0.0.1:8000", "style": "named SSE events"},
+}[wire] -%}
+"""{{ cls }}Provider: {{ cookiecutter.display_name }} over HTTP, streamed as {{ paths.style }}.
+
+Built on modelplex's HTTP machinery: :class:`~modelplex.http.HttpClient` (one connection pool
+per instance, timeouts, HTTP statuses mapped to modelplex errors, API key redacted),
+:mod:`modelplex.streams` (JSON events, end-of-stream and in-stream error detection) and
+:mod:`modelplex.finish` (finish reasons). Nothing per chunk validates or logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping{% if embeddings %}, Sequence{% endif %}
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr
+
+from modelplex.chunks import StreamChunk, Usage
+{%- if embeddings %}
+from modelplex.errors import StreamError
+{%- endif %}
+from modelplex.finish import normalize_finish_reason
+from modelplex.http import HttpClient, Timeouts
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+{%- if wire == "ndjson" %}
+from modelplex.streams import ndjson_json
+{%- elif wire == "sse-events" %}
+from modelplex.streams import dispatch, sse_json
+{%- else %}
+from modelplex.streams import sse_json
+{%- endif %}
+from modelplex.types import ModelInfo
+
+__all__ = ["{{ cls }}Options", "{{ cls }}Provider"]
+
+DEFAULT_BASE_URL = "{{ paths.url }}"
+
+
+class {{ cls }}Options(CommonOptions):
+    """The common options plus {{ cookiecutter.display_name }}'s own (only those set are sent)."""
+
+    top_k: int | None = Field(default=None, ge=1, le=500,
+                              description="Sample from the k most likely tokens, 1 to 500.")
+
+
+def _estimate(text_length: int) -> int:
+    """About four characters per token, for servers that report no usage."""
+    return max(1, (text_length + 3) // 4)
+
+
+class {{ cls }}Provider(Provider):
+    """{{ cookiecutter.display_name }}'s chat API.
+
+    Configuration is keyword arguments only. Users write them in the config file's
+    ``[providers.{{ cookiecutter.provider_name }}]`` table, or pass them to
+    ``create_provider("{{ cookiecutter.provider_name }}", ...)`` or
+    ``ChatManager(..., provider_config=...)``.
+
+    Args:
+        base_url: the API root (default ``{{ paths.url }}``).
+        api_key: the API key{% if wire == "sse-events" %}, sent as ``x-api-key``{% else %}, sent as ``Authorization: Bearer``{% endif %}; never shown in errors or reprs.
+        timeouts: a :class:`~modelplex.http.Timeouts` or a dict of its fields (seconds).
+        default_model: the model used when users name only the provider.
+    """
+
+    name = "{{ cookiecutter.provider_name }}"
+    Options: ClassVar[type[CommonOptions]] = {{ cls }}Options
+    capabilities: ClassVar[Capabilities] = Capabilities(streaming=True{% if embeddings %}, embeddings=True{% endif %})
+    default_model = "{{ cookiecutter.default_model }}"
+
+    def __init__(self, *, base_url: str = DEFAULT_BASE_URL,
+                 api_key: str | SecretStr | None = None,
+                 timeouts: Timeouts | Mapping[str, float | None] | None = None,
+                 default_model: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        if default_model:
+            self.default_model = default_model
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+{%- if wire == "sse-events" %}
+        headers = {"x-api-key": key} if key else {}
+{%- else %}
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+{%- endif %}
+        if isinstance(timeouts, Mapping):
+            timeouts = Timeouts(**timeouts)
+        self.http = HttpClient(self.base_url, provider=self.name, headers=headers,
+                               timeouts=timeouts)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.http.aclose()
+{%- if wire == "openai-sse" %}
+
+    # -- chat -------------------------------------------------------------------------------
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        # the common option names are OpenAI's; top_k is sent as is
+        return {"model": request.model, "stream": True,
+                "stream_options": {"include_usage": True},
+                "messages": [{"role": m.role.value, "content": m.content}
+                             for m in request.messages],
+                **request.options.set_values()}
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        finish: str | None = None
+        usage: Any = None
+        length = 0
+        http = self.http
+        async with http.stream("POST", "{{ paths.chat }}", self._body(request)) as resp:
+            async for _event, obj in sse_json(resp, provider=self.name,
+                                              max_line_bytes=http.max_line_bytes,
+                                              secrets=http.secrets):
+                for choice in obj.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        length += len(text)
+                        yield StreamChunk(content=text)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                if obj.get("usage"):
+                    usage = obj["usage"]
+        yield StreamChunk(finish_reason=normalize_finish_reason(finish),
+                          usage=self._usage(usage, request, length), model=request.model)
+
+    def _usage(self, usage: Any, request: ChatRequest, length: int) -> Usage:
+        if usage:
+            return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                         completion_tokens=int(usage.get("completion_tokens") or 0))
+        prompt = sum(_estimate(len(m.content)) for m in request.messages)
+        return Usage(prompt_tokens=prompt, completion_tokens=_estimate(length), estimated=True)
+
+    # -- models -----------------------------------------------------------------------------
+    async def list_models(self) -> list[ModelInfo]:
+        """The models of ``GET {{ paths.models }}``."""
+        data = await self.http.request_json("GET", "{{ paths.models }}")
+        return [ModelInfo(id=f"{self.name}:{m['id']}", name=m["id"], provider=self.name)
+                for m in (data or {}).get("data") or []]
+{%- elif wire == "ndjson" %}
+
+    # -- chat -------------------------------------------------------------------------------
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        options = request.options.set_values()
+        if "max_tokens" in options:  # this API's name for it
+            options["num_predict"] = options.pop("max_tokens")
+        return {"model": request.model, "stream": True, "options": options,
+                "messages": [{"role": m.role.value, "content": m.content}
+                             for m in request.messages]}
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        http = self.http
+        async with http.stream("POST", "{{ paths.chat }}", self._body(request)) as resp:
+            async for obj in ndjson_json(resp, provider=self.name,
+                                         max_line_bytes=http.max_line_bytes,
+                                         secrets=http.secrets):
+                text = (obj.get("message") or {}).get("content")
+                if text:
+                    yield StreamChunk(content=text)
+                if obj.get("done"):  # the last object: ndjson_json stops after it
+                    yield StreamChunk(
+                        finish_reason=normalize_finish_reason(obj.get("done_reason")),
+                        usage=Usage(prompt_tokens=int(obj.get("prompt_eval_count") or 0),
+                                    completion_tokens=int(obj.get("eval_count") or 0)),
+                        model=obj.get("model") or request.model)
+
+    # -- models -----------------------------------------------------------------------------
+    async def list_models(self) -> list[ModelInfo]:
+        """The models of ``GET {{ paths.models }}``."""
+        data = await self.http.request_json("GET", "{{ paths.models }}")
+        return [ModelInfo(id=f"{self.name}:{m['name']}", name=m["name"], provider=self.name,
+                          size_bytes=m.get("size"))
+                for m in (data or {}).get("models") or []]
+{%- else %}
+
+    # -- chat -------------------------------------------------------------------------------
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        options = request.options.set_values()
+        options.pop("seed", None)  # this API has no seed
+        if "stop" in options:  # this API's name for it
+            options["stop_sequences"] = options.pop("stop")
+        options.setdefault("max_tokens", 1024)  # required by this API
+        system = [m.content for m in request.messages if m.role.value == "system"]
+        body: dict[str, Any] = {
+            "model": request.model, "stream": True, **options,
+            "messages": [{"role": m.role.value, "content": m.content}
+                         for m in request.messages if m.role.value != "system"]}
+        if system:
+            body["system"] = "\n\n".join(system)
+        return body
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        answer = _Answer(request.model)
+        http = self.http
+        async with http.stream("POST", "{{ paths.chat }}", self._body(request)) as resp:
+            events = sse_json(resp, provider=self.name, max_line_bytes=http.max_line_bytes,
+                              done=None, end_events=("message_stop",), secrets=http.secrets)
+            async for chunk in dispatch(events, answer.handlers):
+                yield chunk
+
+    # -- models -----------------------------------------------------------------------------
+    async def list_models(self) -> list[ModelInfo]:
+        """The models of ``GET {{ paths.models }}``."""
+        data = await self.http.request_json("GET", "{{ paths.models }}")
+        return [ModelInfo(id=f"{self.name}:{m['id']}", name=m["id"], provider=self.name)
+                for m in (data or {}).get("data") or []]
+{%- endif %}
+{%- if embeddings %}
+
+    # -- embeddings -------------------------------------------------------------------------
+    async def embed(self, texts: Sequence[str], *, model: str,
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """One vector per text, in one request."""
+        texts = list(texts)
+        data = await self.http.request_json("POST", "{{ paths.embed }}",
+                                            {"model": model or self.default_model,
+                                             "input": texts})
+{%- if wire == "ndjson" %}
+        vectors = (data or {}).get("embeddings") or []
+{%- else %}
+        items = sorted((data or {}).get("data") or [], key=lambda item: item.get("index", 0))
+        vectors = [item["embedding"] for item in items]
+{%- endif %}
+        if len(vectors) != len(texts):
+            raise StreamError(f"{self.name}: asked for {len(texts)} embeddings, got "
+                              f"{len(vectors)}", provider=self.name)
+        return [[float(x) for x in vector] for vector in vectors]
+{%- endif %}
+{%- if wire == "sse-events" %}
+
+
+class _Answer:
+    """The state of one streamed answer and a handler per event name."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.prompt_tokens = 0
+        self.handlers = {"message_start": self.start, "content_block_delta": self.delta,
+                         "message_delta": self.finish}
+
+    def start(self, obj: Any) -> None:
+        self.prompt_tokens = int(obj["message"]["usage"].get("input_tokens") or 0)
+
+    def delta(self, obj: Any) -> StreamChunk | None:
+        text = obj["delta"].get("text")
+        return StreamChunk(content=text) if text else None
+
+    def finish(self, obj: Any) -> StreamChunk:
+        return StreamChunk(finish_reason=normalize_finish_reason(obj["delta"].get("stop_reason")),
+                           usage=Usage(prompt_tokens=self.prompt_tokens,
+                                       completion_tokens=int(obj["usage"]["output_tokens"])),
+                           model=self.model)
+{%- endif %}
+{%- endif %}
