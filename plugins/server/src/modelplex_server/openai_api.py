@@ -235,17 +235,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     messages = to_chat_messages(body.messages)
     provider, model = gateway.resolve(request, body.model)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-    chat = provider.build_request(messages, model=model, options=_options(gateway, provider, body),
-                                  tools=tools, tool_choice=body.tool_choice,
-                                  response_format=_response_format(body))
+    args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
+                            "tools": tools, "tool_choice": body.tool_choice,
+                            "response_format": _response_format(body)}
+    if not body.stream:  # the provider's own non-streaming request
+        with gateway.slot():
+            reply = await provider.complete(messages, **args)
+        return web.Response(body=dumps(_completion(reply, body.model)),
+                            content_type="application/json")
+    chat = provider.build_request(messages, **args)
     with gateway.slot():
         stream = provider.stream_request(chat)
-        if not body.stream:
-            async with contextlib.aclosing(stream):
-                chunks = [chunk async for chunk in stream]
-            reply = ChatResponse.from_chunks(chunks, model=chat.model, provider=provider.name)
-            return web.Response(body=dumps(_completion(reply, body.model)),
-                                content_type="application/json")
         first, rest = await first_chunk(stream)
         gateway.streams_open += 1
         try:
