@@ -24,7 +24,7 @@ __all__ = ["GATEWAY", "KEY", "Gateway", "first_chunk"]
 #: The app key under which the :class:`Gateway` is stored.
 GATEWAY: web.AppKey[Gateway] = web.AppKey("modelplex_gateway")
 #: The request key under which the caller's :class:`KeyConfig` is stored (absent: no keys).
-KEY = "modelplex_key"
+KEY: web.RequestKey[KeyConfig] = web.RequestKey("modelplex_key", KeyConfig)
 
 
 class Gateway:

@@ -38,7 +38,7 @@ from modelplex_server.settings import hash_key
 __all__ = ["NEEDS_AUTH", "websocket"]
 
 #: Request key set by the auth middleware when the socket must authenticate in its first frame.
-NEEDS_AUTH = "modelplex_ws_needs_auth"
+NEEDS_AUTH: web.RequestKey[bool] = web.RequestKey("modelplex_ws_needs_auth", bool)
 
 
 class _Session:
