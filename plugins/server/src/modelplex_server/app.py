@@ -218,7 +218,7 @@ async def start(app: web.Application) -> AppServer:
                            shutdown_timeout=settings.shutdown_timeout,
                            access_log=access_log if settings.access_log else None)
     await runner.setup()
-    site = web.TCPSite(runner, host, settings.port)
+    site = web.TCPSite(runner, host, settings.port, backlog=settings.backlog)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []

@@ -102,6 +102,8 @@ class ServerSettings(BaseModel):
                                 description="Largest request body accepted (413 beyond).")
     max_concurrency: int = Field(default=1024, gt=0,
                                  description="Model requests at once; more get 503.")
+    backlog: int = Field(default=2048, gt=0,
+                         description="Connections waiting to be accepted (the listen backlog).")
     cors_origins: list[str] = Field(default_factory=list,
                                     description="Origins allowed by CORS ('*' for any).")
     registry_ttl: float = Field(default=300.0, gt=0,
