@@ -41,6 +41,8 @@ def plugin(session: nox.Session, name: str) -> None:
         session.install("-e", "./plugins/llamacpp[test]")
     if name == "lmstudio":
         session.install("-e", "./plugins/openai[test]")
+    if name == "server":  # served models: the embedded one and OpenAI-compatible endpoints
+        session.install("-e", "./plugins/llamacpp[smollm2]", "-e", "./plugins/openai")
     session.install("-e", f"./plugins/{name}{_plugin_extras(name)}")
     session.run("pytest", f"plugins/{name}/tests", *session.posargs)
 

@@ -135,7 +135,10 @@ def _settings_error(err: ValidationError) -> ConfigurationError:
     parts = []
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "server"
-        if item["type"] == "extra_forbidden":
+        if item["loc"] and item["loc"][-1] == "hash":  # never echo what may be a key
+            parts.append(f"server.{field}: must be 'sha256:' and 64 hex digits, as printed by "
+                         "`modelplex server-key` (store the hash, never the key)")
+        elif item["type"] == "extra_forbidden":
             valid = ", ".join(ServerSettings.model_fields)
             parts.append(f"server.{field}: unknown setting (valid: {valid})")
         else:
