@@ -220,3 +220,19 @@ def test_capability_vocabulary_and_locality(fake_cls: Any) -> None:
                        ("http://gpu-box:11434", False)):
         provider.host = url
         assert is_local_provider(provider) is local, url
+
+
+async def test_chat_manager_selects_the_model(registry_plugins: Plugins) -> None:
+    from modelplex.manager import ChatManager
+
+    async with ChatManager("auto", select={"capabilities": ["tools"], "prefer_smaller": True},
+                           plugins=registry_plugins) as chat:
+        assert (chat.session.provider, chat.session.model) == ("local", "big")
+    async with ChatManager(select=ModelCriteria(providers=["remote"]),
+                           plugins=registry_plugins) as chat:
+        session = await chat.initialize_model()
+        assert (session.provider, session.model) == ("remote", "gpt-x")
+    with pytest.raises(NoSuitableModelError):
+        async with ChatManager("auto", select={"min_context": 10**7},
+                               plugins=registry_plugins):
+            pass

@@ -22,10 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from modelplex.plugins import Plugins
     from modelplex.registry import ModelRegistry
     from modelplex.types import ModelInfo
 
-__all__ = ["ModelCriteria", "ModelSelector", "NoSuitableModelError"]
+__all__ = ["ModelCriteria", "ModelSelector", "NoSuitableModelError", "select_model_spec"]
 
 
 class NoSuitableModelError(ConfigurationError):
@@ -113,3 +116,18 @@ class ModelSelector:
         raise NoSuitableModelError(f"no available model meets {wanted or 'the criteria'}"
                                    f"{down}. Relax the criteria or install/pull a model "
                                    "(`modelplex models list` shows what is available)")
+
+
+async def select_model_spec(criteria: ModelCriteria | Mapping[str, Any], *,
+                            plugins: Plugins | None = None) -> str:
+    """The ``provider:model`` of the best available model for ``criteria`` (a
+    :class:`ModelCriteria` or its fields as a dict), from a registry of every provider."""
+    from modelplex.registry import ModelRegistry
+
+    if not isinstance(criteria, ModelCriteria):
+        criteria = ModelCriteria.model_validate(dict(criteria))
+    names = criteria.providers
+    async with ModelRegistry(plugins=plugins, providers=names) as registry:
+        if criteria.require_healthy:
+            await registry.check_health()
+        return (await ModelSelector(registry).select_model(criteria)).id
