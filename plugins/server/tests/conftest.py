@@ -110,10 +110,12 @@ async def tool_upstream() -> AsyncIterator[ToolUpstream]:
 def plugins(upstream: FaultyUpstream, tool_upstream: ToolUpstream,
             monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Plugins:
     """The installed plugins, with three OpenAI-compatible endpoints configured the way users
-    do it: ``fault`` and ``tools`` (the upstreams above) and ``down`` (nothing listens)."""
+    do it: ``fault`` and ``tools`` (the upstreams above), ``down`` (nothing listens) and
+    ``broken`` (a configuration error: the provider cannot be created)."""
     endpoints = {"fault": {"base_url": upstream.url + "/v1"},
                  "tools": {"base_url": tool_upstream.url + "/v1"},
-                 "down": {"base_url": closed_port_url() + "/v1"}}
+                 "down": {"base_url": closed_port_url() + "/v1"},
+                 "broken": {"base_url": "ftp://nowhere"}}
     monkeypatch.setenv("MODELPLEX_OPENAI_ENDPOINTS", json.dumps(endpoints))
     (tmp_path / "openai.toml").write_text("")
     monkeypatch.setenv("MODELPLEX_OPENAI_CONFIG", str(tmp_path / "openai.toml"))
@@ -121,7 +123,7 @@ def plugins(upstream: FaultyUpstream, tool_upstream: ToolUpstream,
     return Plugins()
 
 
-LISTED = ["fault", "tools", "down", "llamacpp"]
+LISTED = ["fault", "tools", "down", "broken", "llamacpp"]
 
 ServeFactory = Callable[..., Awaitable[AppServer]]
 

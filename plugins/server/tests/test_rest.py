@@ -50,14 +50,16 @@ async def sse_events(server: AppServer, body: dict[str, Any]) -> list[tuple[str,
 async def test_models_grouped_by_provider(http: Callable[..., Any]) -> None:
     status, body = await http("GET", "/api/models")
     assert status == 200
-    assert set(body["models"]) == {"fault", "tools", "down", "llamacpp"}
+    assert set(body["models"]) == {"fault", "tools", "down", "broken", "llamacpp"}
     assert [m["id"] for m in body["models"]["llamacpp"]] == ["llamacpp:smollm2"]
     smol = body["models"]["llamacpp"][0]
     assert smol["context_length"] == 8192 and smol["size"].endswith("MB")
     assert "embeddings" in smol["capabilities"]
     assert body["models"]["down"] == []
     assert "cannot connect" in body["errors"]["down"]  # down is reported, the others list
-    assert set(body["errors"]) == {"down", "tools"}  # the tools replay has no /v1/models
+    # the tools replay has no /v1/models; broken cannot be created
+    assert set(body["errors"]) == {"down", "tools", "broken"}
+    assert "ftp://nowhere" in body["errors"]["broken"]
     assert body["total"] == 2
     status, one = await http("GET", "/api/models/llamacpp")
     assert [m["name"] for m in one["models"]] == ["smollm2"] and one["error"] is None
@@ -94,6 +96,7 @@ async def test_providers_and_health(http: Callable[..., Any]) -> None:
     assert by_name["llamacpp"]["supports_embeddings"] is True
     assert by_name["down"]["health"]["status"] == "unhealthy"
     assert by_name["down"]["health"]["error"]
+    assert by_name["broken"]["available"] is False and "supports_tools" not in by_name["broken"]
     status, one = await http("GET", "/api/providers/fault/health")
     assert status == 200 and one["status"] == "healthy" and one["latency_ms"] > 0
     assert one["checked_at"]
@@ -111,7 +114,7 @@ async def test_refresh(http: Callable[..., Any], server: AppServer,
     assert status == 200 and list(body["providers"]) == ["fault"]
     assert gateway(server).registry._listings["fault"].fetched_at > before
     status, body = await http("POST", "/api/models/refresh")
-    assert set(body["providers"]) == {"fault", "tools", "down", "llamacpp"}
+    assert set(body["providers"]) == {"fault", "tools", "down", "broken", "llamacpp"}
 
 
 async def test_conversations_and_chat(http: Callable[..., Any], server: AppServer,

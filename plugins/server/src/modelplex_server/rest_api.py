@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from modelplex.errors import ModelplexError
 from modelplex.http import dumps
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
@@ -135,10 +136,14 @@ async def list_providers(request: web.Request) -> web.Response:
     health = await _health(gateway)
     out = []
     for name in gateway.registry.provider_names():
-        provider = gateway.resolver.provider(name)
+        entry = {**listings[name].to_dict(), "health": health[name]}
+        try:
+            provider = gateway.resolver.provider(name)
+        except ModelplexError:  # cannot even be created: its listing says why
+            out.append(entry)
+            continue
         caps = provider.capabilities
-        out.append({**listings[name].to_dict(), "health": health[name],
-                    "default_model": provider.default_model,
+        out.append({**entry, "default_model": provider.default_model,
                     "supports_streaming": caps.streaming,
                     "supports_embeddings": caps.embeddings, "supports_tools": caps.tools,
                     "supports_vision": caps.vision, "supports_json": caps.json_mode})
