@@ -70,9 +70,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """The benchmark: modelplex, the openai SDK and litellm against raw aiohttp (see docs)."""
+    """The benchmark: modelplex, the openai SDK and litellm against raw aiohttp; M7, the
+    openai SDK through modelplex serve against straight to the upstream (see docs)."""
     session.install("-r", "requirements-dev.txt", "openai>=1.40", "litellm>=1.50")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/gateway.py", *session.posargs)  # M7: modelplex serve
 
 
 @nox.session(default=False)
