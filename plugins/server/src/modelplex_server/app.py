@@ -29,7 +29,7 @@ from modelplex.errors import ModelplexError
 from modelplex.plugins import Plugins
 from modelplex.registry import ModelRegistry
 from modelplex.state import RouterState
-from modelplex_server import openai_api, rest_api, ws
+from modelplex_server import ollama_api, openai_api, rest_api, ws
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.errors import ApiError, error_response, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
@@ -133,7 +133,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                conversations: ConversationStore | None = None,
                state: RouterState | None = None) -> web.Application:
     """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
-    ``/health`` and ``/openapi.json``.
+    Ollama-compatible ``/ollama/api``, ``/health`` and ``/openapi.json``.
 
     Every part can be passed in (a shared router state, a persistent conversation store);
     by default the providers come from the installed plugins, configured by
@@ -160,6 +160,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     openai_api.add_routes(app)
     rest_api.add_routes(app)
     ws.add_routes(app)
+    ollama_api.add_routes(app)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
 

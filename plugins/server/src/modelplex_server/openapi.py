@@ -75,6 +75,20 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("get", "/ws", "Chat", "WebSocket chat: send `send_message`, `stop`, `ping` (and `auth` "
      "first when keys are configured and no header can be sent); receive `chunk`, `done`, "
      "`stopped`, `error`, `pong`.", None, "101 Switching Protocols.", False),
+    ("get", "/ollama/api/version", "Ollama", "Ollama-compatible: the version.", None,
+     "`{version}`", False),
+    ("get", "/ollama/api/tags", "Ollama", "Ollama-compatible: the model ids as Ollama models.",
+     None, "`{models: [{name, model, modified_at, size, digest, details, capabilities}]}`",
+     False),
+    ("post", "/ollama/api/show", "Ollama", "Ollama-compatible: one model (`{model}`).", None,
+     "`{details, model_info, capabilities, modified_at}`", False),
+    ("post", "/ollama/api/chat", "Ollama", "Ollama-compatible chat (`{model, messages, tools?, "
+     "format?, options?, stream?}`), NDJSON when streaming (the default).", None,
+     "Ollama chat objects; usage in the last (`done: true`).", True),
+    ("post", "/ollama/api/generate", "Ollama", "Ollama-compatible generate (`{model, prompt, "
+     "system?, format?, options?, stream?}`).", None, "Ollama generate objects.", True),
+    ("post", "/ollama/api/embed", "Ollama", "Ollama-compatible embeddings (`{model, input}`).",
+     None, "`{model, embeddings}`", False),
     ("get", "/health", "Server", "The server is up (no key needed).", None,
      "`{status: ok, version, in_flight}`", False),
     ("get", "/openapi.json", "Server", "This description.", None, "OpenAPI 3.1.", False),
