@@ -43,6 +43,8 @@ def plugin(session: nox.Session, name: str) -> None:
         session.install("-e", "./plugins/llamacpp[test]")
     if name == "lmstudio":
         session.install("-e", "./plugins/openai[test]")
+    if name == "server":  # served models: the embedded one and OpenAI-compatible endpoints
+        session.install("-e", "./plugins/llamacpp[smollm2]", "-e", "./plugins/openai")
     session.install("-e", f"./plugins/{name}{_plugin_extras(name)}")
     session.run("pytest", f"plugins/{name}/tests", *session.posargs)
 
@@ -110,9 +112,11 @@ def template(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """The benchmark: modelplex, the openai SDK and litellm against raw aiohttp (see docs)."""
+    """The benchmark: modelplex, the openai SDK and litellm against raw aiohttp; M7, the
+    openai SDK through modelplex serve against straight to the upstream (see docs)."""
     session.install("-r", "requirements-dev.txt", "openai>=1.40", "litellm>=1.50")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/gateway.py", *session.posargs)  # M7: modelplex serve
 
 
 @nox.session(default=False)

@@ -149,8 +149,23 @@ def test_models_list_table() -> None:
     proc = modelplex("models", "list", "-p", "llamacpp")
     assert proc.returncode == 0, proc.stderr
     header, *rows = proc.stdout.splitlines()
-    assert header.split() == ["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT"]
+    assert header.split() == ["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT",
+                              "CAPABILITIES"]
     assert any(row.startswith("llamacpp:smollm2") for row in rows)
+
+
+def test_models_list_search_and_filters() -> None:
+    def ids(*args: str) -> list[str]:
+        proc = modelplex("models", "list", "-p", "llamacpp", "--json", *args)
+        assert proc.returncode == 0, proc.stderr
+        return [m["id"] for m in json.loads(proc.stdout)["models"]]
+
+    assert ids("--search", "SMOL", "--capability", "embeddings") == ["llamacpp:smollm2"]
+    assert ids("--search", "no-such-model") == []
+    assert ids("--capability", "tools") == []  # the embedded model cannot call tools
+    assert ids("--min-context", "8192", "--local") == ["llamacpp:smollm2"]
+    assert ids("--min-context", "100000") == []
+    assert ids("--remote") == []
 
 
 def test_models_list_unknown_provider() -> None:

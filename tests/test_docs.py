@@ -51,6 +51,7 @@ EXAMPLE_PAGES = [
     "cli.md",
     "providers/llamacpp.md",
     "structured-output.md",
+    "server.md",
 ]
 TIMEOUT = 300
 

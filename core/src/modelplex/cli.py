@@ -217,31 +217,39 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 @models.command("list")
-@click.option("-p", "--provider", help="Only this provider.")
+@click.option("-p", "--provider", multiple=True, help="Only this provider (repeatable).")
+@click.option("-s", "--search", "query", help="Words the model's name or family must contain.")
+@click.option("-c", "--capability", multiple=True,
+              help="Required capability, e.g. tools, vision, embeddings, json (repeatable).")
+@click.option("--min-context", type=int, help="Smallest context length in tokens.")
+@click.option("--local/--remote", "local", default=None,
+              help="Only in-process or loopback providers / only remote ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models_list(provider: str | None, as_json: bool) -> None:
-    """List the models of every provider (a provider that is down is reported, not fatal)."""
+def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[str, ...],
+                min_context: int | None, local: bool | None, as_json: bool) -> None:
+    """List the models of every provider, fetched concurrently (a provider that is down is
+    reported, not fatal), optionally searched and filtered."""
+    from modelplex.registry import ModelRegistry
+
+    names = [n for p in provider for n in _provider_names(p)] or None
 
     async def gather() -> tuple[list[ModelInfo], dict[str, str]]:
-        found: list[ModelInfo] = []
-        failed: dict[str, str] = {}
-        for name in _provider_names(provider):
-            try:
-                found += await _with_provider(name, lambda p: p.list_models())
-            except ModelplexError as err:
-                failed[name] = str(err)
-        return found, failed
+        async with ModelRegistry(providers=names) as registry:
+            found = await registry.search(query, capability=list(capability),
+                                          min_context=min_context, local=local)
+            return found, await registry.errors()
 
     found, failed = _run(gather())
     if as_json:
         click.echo(json.dumps({"models": [m.model_dump(mode="json") for m in found],
                                "errors": failed}, indent=2))
     else:
-        _print_table(["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT"],
-                     _model_rows(found))
+        _print_table(["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT", "CAPABILITIES"],
+                     [[*row, ",".join(m.capabilities)]
+                      for row, m in zip(_model_rows(found), found, strict=True)])
         for name, err in failed.items():
             click.echo(f"{name}: unavailable: {err}", err=True)
-    if failed and not found:
+    if failed and not found and len(failed) == len(names or _provider_names(None)):
         sys.exit(1)
 
 

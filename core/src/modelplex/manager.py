@@ -149,13 +149,16 @@ class ChatManager:
         provider_config: keyword configuration per provider name, e.g.
             ``{"ollama": {"host": "http://gpu-box:11434"}}``.
         plugins: a :class:`Plugins` to use instead of the process-wide one.
+        select: criteria (:class:`~modelplex.selection.ModelCriteria` or its fields) for
+            choosing the model when it is ``"auto"`` or not given.
     """
 
     def __init__(self, model: str | None = None, *, system_prompt: str | None = None,
                  mode: ChatMode | str | None = None, options: Mapping[str, Any] | None = None,
                  provider_config: Mapping[str, Mapping[str, Any]] | None = None,
-                 plugins: Plugins | None = None) -> None:
+                 plugins: Plugins | None = None, select: Any = None) -> None:
         self._model_spec = model
+        self._select = select
         self._plugins = plugins
         self._provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
         self._providers: dict[str, Provider] = {}
@@ -198,7 +201,10 @@ class ChatManager:
     # -- configuration ----------------------------------------------------------------------
     async def initialize_model(self, model: str | None = None,
                                **options: Any) -> ChatSession:
-        """Choose the model (``"provider:model"``); the history is kept across switches."""
+        """Choose the model (``"provider:model"``, or ``"auto"`` to select one by the
+        ``select`` criteria); the history is kept across switches."""
+        if model == "auto" or (model is None and self._select is not None):
+            model = await self._select_model()
         provider_name, model_name = parse_model_spec(model, self.plugins)
         provider = self._providers.get(provider_name)
         if provider is None:
@@ -220,6 +226,11 @@ class ChatManager:
                                     temperature=validated.temperature, top_p=validated.top_p,
                                     max_tokens=validated.max_tokens)
         return self._session
+
+    async def _select_model(self) -> str:
+        from modelplex.selection import select_model_spec
+
+        return await select_model_spec(self._select or {}, plugins=self.plugins)
 
     def _update_session_settings(self) -> None:
         if self._provider is None or self._session is None:

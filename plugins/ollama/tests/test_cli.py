@@ -49,8 +49,9 @@ def test_models_list_and_show(mock: aioresponses, wire: ModuleType) -> None:
     result = run("models", "list", "-p", "ollama")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT"]
-    assert lines[1].split()[:5] == ["llama3.2:latest", "llama", "3.2B", "Q4_K_M", "2.0"]
+    assert lines[0].split() == ["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT",
+                                "CAPABILITIES"]
+    assert lines[1].split()[:5] == ["ollama:llama3.2:latest", "llama", "3.2B", "Q4_K_M", "2.0"]
     mock.post(BASE + "/api/show", body=json.dumps(wire.SHOW))
     result = run("models", "show", "ollama:llama3.2", "--json")
     data = json.loads(result.stdout)

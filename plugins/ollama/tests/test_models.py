@@ -38,6 +38,25 @@ async def test_list_models(provider: OllamaProvider, mock: aioresponses,
     assert second.parameter_count == 751_630_000
 
 
+async def test_list_models_completed_from_show(provider: OllamaProvider, mock: aioresponses,
+                                               wire: ModuleType) -> None:
+    """Each listed model gets its context length and capabilities from /api/show; a model
+    the server cannot describe keeps what /api/tags said."""
+    mock.get(BASE + "/api/tags", body=json.dumps(wire.TAGS))
+    mock.post(BASE + "/api/show", body=json.dumps(wire.SHOW))
+    mock.post(BASE + "/api/show", status=500, body=json.dumps({"error": "boom"}))
+    models = await provider.list_models()
+    by_name = {m.name: m for m in models}
+    described = [m for m in models if m.context_length == 131072]
+    assert len(described) == 1
+    assert described[0].capabilities in (["completion", "tools"],
+                                         ["completion", "tools", "thinking"])
+    assert by_name["qwen3:0.6b"].capabilities == ["completion", "tools", "thinking"]
+    shows = [call for (method, url), calls in mock.requests.items()
+             if method == "POST" and url.path == "/api/show" for call in calls]
+    assert len(shows) == 2
+
+
 async def test_show_model(provider: OllamaProvider, mock: aioresponses,
                           wire: ModuleType) -> None:
     mock.post(BASE + "/api/show", body=json.dumps(wire.SHOW))

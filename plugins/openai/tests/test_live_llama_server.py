@@ -188,7 +188,8 @@ def test_cli_models_list_through_a_config_file(llama_server: str, tmp_path: Path
         f'[local]\nbase_url = "{llama_server}"\ndefault_model = "tiny"\n')
     result = _cli(["models", "list", "-p", "local", "--json"], env)
     assert result.returncode == 0, result.stderr
-    assert [m["id"] for m in json.loads(result.stdout)["models"]] == ["tiny"]
+    # ids are provider:model, as the user types them
+    assert [m["id"] for m in json.loads(result.stdout)["models"]] == ["local:tiny"]
     # the endpoint's default model is used when only the provider is named
     result = _cli(["chat", "-m", "local", "-o", "max_tokens", "4", "hi"], env)
     assert result.returncode == 0, result.stderr

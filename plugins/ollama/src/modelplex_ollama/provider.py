@@ -153,6 +153,7 @@ class OllamaProvider(Provider):
                                             "address where it runs")
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._tasks: dict[Any, asyncio.Task[None]] = {}
+        self._describing = asyncio.Semaphore(8)  # /api/show requests at once when listing
         self._legacy_embed = False
 
     def __repr__(self) -> str:
@@ -371,9 +372,25 @@ class OllamaProvider(Provider):
 
     # -- models -----------------------------------------------------------------------------
     async def list_models(self) -> list[ModelInfo]:
-        """The models on the server (``/api/tags``)."""
+        """The models on the server (``/api/tags``), each completed from ``/api/show`` with its
+        context length and capabilities when the server describes it."""
         body = await self.http.request_json("GET", "/api/tags")
-        return [tag_model_info(m) for m in (body or {}).get("models") or []]
+        infos = [tag_model_info(m) for m in (body or {}).get("models") or []]
+        return list(await asyncio.gather(*(self._described(i) for i in infos)))
+
+    async def _described(self, info: ModelInfo) -> ModelInfo:
+        if info.capabilities and info.context_length:
+            return info
+        try:
+            async with self._describing:
+                shown = show_info(info.name, await self.http.request_json(
+                    "POST", "/api/show", {"model": info.name}) or {})
+        except ProviderError:  # the listing stands without the details
+            return info
+        return info.model_copy(update={
+            "context_length": shown.context_length or info.context_length,
+            "capabilities": shown.capabilities or info.capabilities,
+            "parameter_count": shown.parameter_count or info.parameter_count})
 
     async def show_model(self, name: str) -> ModelInfo:
         """Details of one model (``/api/show``): family, size, quantization, context length,

@@ -1,0 +1,406 @@
+"""The model registry: every provider's models, cached, searchable, with health per provider.
+
+::
+
+    async with ModelRegistry() as registry:
+        for info in await registry.search("llama", capability="tools"):
+            print(info.id, info.context_length)
+        print((await registry.check_health())["ollama"].status.healthy)
+
+Models are listed from every installed provider concurrently and cached per provider for
+``ttl`` seconds (5 minutes by default). A read after the TTL returns the cached list at once
+and refreshes it in the background; :meth:`ModelRegistry.refresh` fetches now. A provider that
+is down is reported with its error (:attr:`ProviderListing.error`) while the others list.
+
+Every model the registry returns has ``id == "provider:name"``, ``provider`` set to the name
+it was listed under, and capabilities in one vocabulary (``chat``, ``completion``,
+``embeddings``, ``tools``, ``vision``, ``json``, ``thinking``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import attrs
+
+from modelplex.errors import ModelNotFoundError, ModelplexError, UnsupportedOperationError
+from modelplex.plugins import Plugins, get_plugins
+from modelplex.provider import Provider
+from modelplex.types import HealthStatus, ModelInfo
+
+__all__ = ["DEFAULT_TTL", "ModelRegistry", "ProviderHealth", "ProviderListing",
+           "is_local_provider", "normalize_capabilities"]
+
+DEFAULT_TTL = 300.0
+#: Capability names providers use, mapped to the registry's vocabulary.
+CAPABILITY_ALIASES = {"embedding": "embeddings", "embed": "embeddings", "image": "vision",
+                      "json_mode": "json", "function_calling": "tools", "tool_use": "tools"}
+
+
+def normalize_capabilities(names: Iterable[str]) -> list[str]:
+    """Capability names in the registry's vocabulary, lower case, without duplicates."""
+    out: list[str] = []
+    for name in names:
+        key = str(name).strip().lower()
+        key = CAPABILITY_ALIASES.get(key, key)
+        if key and key not in out:
+            out.append(key)
+    return out
+
+
+def is_local_provider(provider: Provider) -> bool:
+    """True for in-process providers and for servers on a loopback address."""
+    url = getattr(provider, "host", None) or getattr(provider, "base_url", None)
+    if not isinstance(url, str) or not url:
+        return True
+    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.define
+class ProviderListing:
+    """One provider's models as last fetched, or why they could not be.
+
+    ``fetched_at`` is a :func:`time.time` timestamp; ``latency_ms`` how long the listing took.
+    """
+
+    provider: str
+    models: list[ModelInfo] = attrs.Factory(list)
+    error: str | None = None
+    fetched_at: float = 0.0
+    latency_ms: float | None = None
+    local: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the last listing succeeded."""
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without the models)."""
+        return {"provider": self.provider, "available": self.ok, "error": self.error,
+                "models_count": len(self.models), "local": self.local,
+                "fetched_at": _iso(self.fetched_at), "latency_ms": self.latency_ms}
+
+
+@attrs.define
+class ProviderHealth:
+    """The last health check of one provider: its status and when it was taken."""
+
+    status: HealthStatus
+    checked_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (seed 003's provider health shape, plus the check time)."""
+        s = self.status
+        return {"provider": s.provider, "status": "healthy" if s.healthy else "unhealthy",
+                "available": s.healthy, "error": None if s.healthy else s.detail,
+                "detail": s.detail, "version": s.version, "models_count": s.model_count,
+                "latency_ms": s.latency_ms, "checked_at": _iso(self.checked_at)}
+
+
+def _iso(stamp: float) -> str | None:
+    return datetime.fromtimestamp(stamp, UTC).isoformat() if stamp else None
+
+
+def _matches(info: ModelInfo, terms: Sequence[str]) -> bool:
+    details = info.details
+    text = " ".join(str(part) for part in (
+        info.id, info.family or "", info.parameter_size or "", info.quantization or "",
+        details.get("description") or "", " ".join(map(str, details.get("families") or ())),
+        details.get("general.name") or "", details.get("target") or "")).lower()
+    return all(term in text for term in terms)
+
+
+class ModelRegistry:
+    """Models of every provider, cached with a TTL, searchable, with per-provider health.
+
+    Args:
+        plugins: where providers come from (default: the process-wide plugins).
+        get_provider: returns the provider instance for a name; pass your own to share
+            providers (a server's pool). By default the registry creates them and closes them
+            in :meth:`aclose`.
+        providers: the provider names to list (default: every installed provider).
+        named_models: configured model names and what they stand for (``{"fast":
+            "ollama:llama3.2"}``), listed under the provider ``named``.
+        ttl: seconds a listing stays fresh; a failed listing is retried after at most 30 s.
+        timeout: seconds one provider may take to list its models.
+    """
+
+    def __init__(self, *, plugins: Plugins | None = None,
+                 get_provider: Callable[[str], Provider] | None = None,
+                 providers: Sequence[str] | None = None,
+                 named_models: Mapping[str, str] | None = None,
+                 ttl: float = DEFAULT_TTL, timeout: float = 15.0) -> None:
+        self._plugins = plugins
+        self._get_provider = get_provider
+        self._owned: dict[str, Provider] = {}
+        self._names = list(providers) if providers is not None else None
+        self.named_models = dict(named_models or {})
+        self.ttl = ttl
+        self.error_ttl = min(ttl, 30.0)
+        self.timeout = timeout
+        self._listings: dict[str, ProviderListing] = {}
+        self._inflight: dict[str, asyncio.Task[ProviderListing]] = {}
+        self._health: dict[str, ProviderHealth] = {}
+        self._monitor: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- providers --------------------------------------------------------------------------
+    @property
+    def plugins(self) -> Plugins:
+        """The plugins providers come from."""
+        return self._plugins or get_plugins()
+
+    def provider_names(self) -> list[str]:
+        """The providers this registry lists."""
+        return list(self._names) if self._names is not None else self.plugins.provider_names()
+
+    def provider(self, name: str) -> Provider:
+        """The provider instance of ``name`` (shared with the caller's pool when given)."""
+        if self._get_provider is not None:
+            return self._get_provider(name)
+        provider = self._owned.get(name)
+        if provider is None:
+            from modelplex.manager import create_provider
+
+            provider = self._owned[name] = create_provider(name, self.plugins)
+        return provider
+
+    # -- listing ----------------------------------------------------------------------------
+    def _fresh(self, listing: ProviderListing, now: float) -> bool:
+        return now - listing.fetched_at < (self.ttl if listing.ok else self.error_ttl)
+
+    def _fetch(self, name: str) -> asyncio.Task[ProviderListing]:
+        task = self._inflight.get(name)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._list_one(name))
+            self._inflight[name] = task
+            task.add_done_callback(functools.partial(self._fetched, name))
+        return task
+
+    def _fetched(self, name: str, task: asyncio.Task[ProviderListing]) -> None:
+        if self._inflight.get(name) is task:
+            del self._inflight[name]
+        if not task.cancelled() and task.exception() is None:
+            self._listings[name] = task.result()
+
+    async def _list_one(self, name: str) -> ProviderListing:
+        start = time.perf_counter()
+        local = False
+        try:
+            provider = self.provider(name)
+            local = is_local_provider(provider)
+            infos = await asyncio.wait_for(provider.list_models(), self.timeout)
+        except UnsupportedOperationError:
+            infos = []
+        except TimeoutError:
+            return ProviderListing(name, error=f"{name}: no answer within {self.timeout:g} s",
+                                   fetched_at=time.time(), local=local)
+        except ModelplexError as err:
+            return ProviderListing(name, error=str(err), fetched_at=time.time(), local=local)
+        except Exception as err:  # a broken plugin must not take the others down
+            return ProviderListing(name, error=f"{name}: {type(err).__name__}: {err}",
+                                   fetched_at=time.time(), local=local)
+        latency = (time.perf_counter() - start) * 1000
+        models = [self._normalize(name, provider, info) for info in infos]
+        return ProviderListing(name, models=models, fetched_at=time.time(),
+                               latency_ms=latency, local=local)
+
+    @staticmethod
+    def _normalize(name: str, provider: Provider, info: ModelInfo) -> ModelInfo:
+        caps = normalize_capabilities(info.capabilities)
+        flags = provider.capabilities
+        update: dict[str, Any] = {"id": f"{name}:{info.name}", "provider": name}
+        if not caps:  # the API says nothing per model: what the provider can do
+            caps = ["chat"]
+            caps += [cap for cap, on in (("tools", flags.tools), ("vision", flags.vision),
+                                         ("json", flags.json_mode)) if on]
+            update["details"] = {**info.details, "capabilities_source": "provider"}
+        elif flags.json_mode and "json" not in caps and \
+                {"chat", "completion"} & set(caps):
+            caps.append("json")
+        update["capabilities"] = caps
+        return info.model_copy(update=update)
+
+    def _named(self) -> ProviderListing:
+        models = [ModelInfo(id=f"named:{alias}", name=alias, provider="named",
+                            details={"target": target})
+                  for alias, target in self.named_models.items()]
+        return ProviderListing("named", models=models, fetched_at=time.time())
+
+    async def listings(self, *, refresh: bool = False,
+                       provider: str | None = None) -> dict[str, ProviderListing]:
+        """Each provider's listing; stale ones are returned and refreshed in the background.
+
+        ``refresh`` fetches now instead; ``provider`` limits to one provider.
+        """
+        names = [provider] if provider else self.provider_names()
+        now = time.time()
+        waits: dict[str, asyncio.Task[ProviderListing]] = {}
+        for name in names:
+            listing = self._listings.get(name)
+            if refresh or listing is None:
+                waits[name] = self._fetch(name)
+            elif not self._fresh(listing, now):
+                self._fetch(name)  # stale while revalidating
+        if waits:
+            await asyncio.gather(*waits.values())
+        out = {name: waits[name].result() if name in waits else self._listings[name]
+               for name in names}
+        if self.named_models and provider in (None, "named"):
+            out["named"] = self._named()
+        return out
+
+    async def list_models(self, *, refresh: bool = False) -> list[ModelInfo]:
+        """Every model of every provider that answered."""
+        listings = await self.listings(refresh=refresh)
+        return [info for listing in listings.values() for info in listing.models]
+
+    async def errors(self) -> dict[str, str]:
+        """The providers whose last listing failed, with the error."""
+        return {name: listing.error for name, listing in (await self.listings()).items()
+                if listing.error}
+
+    async def refresh(self, provider: str | None = None) -> dict[str, ProviderListing]:
+        """Fetch the listings now (one provider, or all)."""
+        return await self.listings(refresh=True, provider=provider)
+
+    def invalidate(self, provider: str | None = None) -> None:
+        """Forget cached listings so the next read fetches them."""
+        if provider is None:
+            self._listings.clear()
+        else:
+            self._listings.pop(provider, None)
+
+    async def search(self, query: str | None = None, *, provider: str | Sequence[str] | None = None,
+                     capability: str | Sequence[str] | None = None,
+                     min_context: int | None = None, max_size_bytes: int | None = None,
+                     max_parameters: int | None = None, local: bool | None = None,
+                     refresh: bool = False) -> list[ModelInfo]:
+        """Models matching every given filter.
+
+        ``query`` is split into words that must all appear (case-insensitively) in the id,
+        family, parameter size, quantization or description. ``capability`` names one or more
+        capabilities the model must have. A model whose context length or size is unknown
+        does not pass ``min_context`` or a size limit.
+        """
+        listings = await self.listings(refresh=refresh)
+        providers = {provider} if isinstance(provider, str) else \
+            set(provider) if provider is not None else None
+        wanted = normalize_capabilities([capability] if isinstance(capability, str)
+                                        else capability or [])
+        terms = (query or "").lower().split()
+        found = []
+        for name, listing in listings.items():
+            if providers is not None and name not in providers:
+                continue
+            if local is not None and listing.local != local:
+                continue
+            for info in listing.models:
+                if wanted and not set(wanted) <= set(info.capabilities):
+                    continue
+                if min_context is not None and (info.context_length or 0) < min_context:
+                    continue
+                if max_size_bytes is not None and (info.size_bytes is None
+                                                   or info.size_bytes > max_size_bytes):
+                    continue
+                if max_parameters is not None and (info.parameter_count is None
+                                                   or info.parameter_count > max_parameters):
+                    continue
+                if terms and not _matches(info, terms):
+                    continue
+                found.append(info)
+        return found
+
+    async def get_model(self, provider: str, name: str) -> ModelInfo:
+        """One model's details: the provider's own description, else the cached listing.
+
+        Raises :class:`~modelplex.errors.ModelNotFoundError` when neither knows it.
+        """
+        prov = self.provider(provider)
+        try:
+            info = await asyncio.wait_for(prov.show_model(name), self.timeout)
+        except (UnsupportedOperationError, TimeoutError, ModelNotFoundError):
+            listing = (await self.listings(provider=provider))[provider]
+            for cached in listing.models:
+                if name in (cached.name, cached.id):
+                    return cached
+            raise ModelNotFoundError(f"{provider}: no model named {name!r}", status_code=404,
+                                     provider=provider) from None
+        return self._normalize(provider, prov, info)
+
+    # -- health -----------------------------------------------------------------------------
+    async def _check(self, name: str) -> ProviderHealth:
+        start = time.perf_counter()
+        try:
+            status = await asyncio.wait_for(self.provider(name).health(), self.timeout)
+        except TimeoutError:
+            status = HealthStatus(provider=name, healthy=False,
+                                  detail=f"no answer within {self.timeout:g} s")
+        except Exception as err:  # a broken plugin is reported, not raised
+            status = HealthStatus(provider=name, healthy=False, detail=str(err))
+        if status.latency_ms is None:
+            status = status.model_copy(update={"latency_ms":
+                                               (time.perf_counter() - start) * 1000})
+        health = ProviderHealth(status=status.model_copy(update={"provider": name}),
+                                checked_at=time.time())
+        self._health[name] = health
+        return health
+
+    async def check_health(self, provider: str | None = None) -> dict[str, ProviderHealth]:
+        """Check providers now (one, or all concurrently) and return their health."""
+        names = [provider] if provider else self.provider_names()
+        results = await asyncio.gather(*(self._check(name) for name in names))
+        return dict(zip(names, results, strict=True))
+
+    def last_health(self) -> dict[str, ProviderHealth]:
+        """The health of each provider as last checked (by :meth:`check_health` or the
+        monitor), without checking again."""
+        return dict(self._health)
+
+    def start_monitor(self, interval: float = 60.0) -> None:
+        """Check every provider's health every ``interval`` seconds, and refresh stale
+        listings, in a background task until :meth:`aclose`."""
+        if self._monitor is not None and not self._monitor.done():
+            return
+
+        async def monitor() -> None:
+            while True:
+                await self.check_health()
+                await self.listings()
+                await asyncio.sleep(interval)
+
+        self._monitor = asyncio.ensure_future(monitor())
+
+    async def aclose(self) -> None:
+        """Stop the monitor and background refreshes; close providers the registry opened."""
+        tasks = [t for t in (self._monitor, *self._inflight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._monitor = None
+        owned, self._owned = list(self._owned.values()), {}
+        for provider in owned:
+            with contextlib.suppress(Exception):
+                await provider.aclose()

@@ -1,0 +1,3 @@
+"""The version of modelplex-server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,246 @@
+"""The aiohttp application and the server around it.
+
+::
+
+    from modelplex_server import app as server
+
+    application = server.create_app(server.ServerSettings(port=8000))
+    await server.serve(application)          # until SIGINT/SIGTERM, then a graceful stop
+
+Middlewares, outermost first: errors (every failure becomes an OpenAI-shaped JSON error),
+CORS (when origins are configured), then API keys. A client that disconnects cancels its
+handler (``handler_cancellation``), which closes the provider stream and so the upstream
+request. On shutdown the server stops accepting, gives in-flight requests
+``shutdown_timeout`` seconds to finish, then closes the providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from modelplex.errors import ModelplexError
+from modelplex.plugins import Plugins
+from modelplex.registry import ModelRegistry
+from modelplex.state import RouterState
+from modelplex_server import ollama_api, openai_api, rest_api, ws
+from modelplex_server.conversations import ConversationStore
+from modelplex_server.errors import ApiError, error_response, from_exception
+from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.openapi import openapi_handler
+from modelplex_server.resolve import ModelResolver
+from modelplex_server.settings import ServerSettings, hash_key, is_loopback
+
+__all__ = ["AppServer", "create_app", "serve", "start"]
+
+log = logging.getLogger("modelplex.server")
+access_log = logging.getLogger("modelplex.server.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as ``{"error": {...}}`` with the right status."""
+    try:
+        _check_size(request)
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        limit = request.app[GATEWAY].settings.max_body_bytes
+        message = {413: f"the request body is larger than the limit of {limit} bytes",
+                   404: f"no such endpoint: {request.method} {request.path}",
+                   405: f"{request.method} is not allowed on {request.path}"}.get(
+            exc.status, exc.reason)
+        code = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status)
+        return error_response(ApiError(exc.status, message, code=code))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as err:
+        api = from_exception(err)
+        if not isinstance(err, ModelplexError):
+            log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(api)
+
+
+def _cors_middleware(origins: list[str]) -> Any:
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and (allow_any or origin in origins)
+        if request.method == "OPTIONS" and allowed and \
+                "Access-Control-Request-Method" in request.headers:
+            resp: web.StreamResponse = web.Response(status=204)
+        else:
+            resp = await handler(request)
+        if allowed and not resp.prepared:
+            resp.headers["Access-Control-Allow-Origin"] = "*" if allow_any else str(origin)
+            resp.headers["Vary"] = "Origin"
+            if request.method == "OPTIONS":
+                resp.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE"
+                resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+                resp.headers["Access-Control-Max-Age"] = "600"
+        return resp
+
+    return cors
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer keys: 401 without a valid one (when keys are configured)."""
+    settings = request.app[GATEWAY].settings
+    if not settings.keys or request.path in PUBLIC_PATHS or request.method == "OPTIONS":
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        key = settings.key_for(hash_key(token.strip()))
+        if key is None:
+            raise ApiError(401, "Incorrect API key provided. Ask the server's operator for a "
+                                "key (`modelplex server-key` makes one).",
+                           code="invalid_api_key")
+        request[KEY] = key
+        return await handler(request)
+    if request.path == "/ws":
+        request[ws.NEEDS_AUTH] = True
+        return await handler(request)
+    raise ApiError(401, "You didn't provide an API key: send it as 'Authorization: Bearer "
+                        "KEY'.", code="missing_api_key")
+
+
+def _check_size(request: web.Request) -> None:
+    """413 before reading a body whose declared length is over the limit."""
+    limit = request.app[GATEWAY].settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"the request body is {request.content_length} bytes, larger than "
+                            f"the limit of {limit} bytes", code="request_too_large")
+
+
+def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | None = None,
+               resolver: ModelResolver | None = None, registry: ModelRegistry | None = None,
+               conversations: ConversationStore | None = None,
+               state: RouterState | None = None) -> web.Application:
+    """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
+    Ollama-compatible ``/ollama/api``, ``/health`` and ``/openapi.json``.
+
+    Every part can be passed in (a shared router state, a persistent conversation store);
+    by default the providers come from the installed plugins, configured by
+    ``settings.providers``.
+    """
+    settings = settings or ServerSettings()
+    resolver = resolver or ModelResolver(plugins=plugins, named_models=settings.models,
+                                         provider_config=settings.providers)
+    registry = registry or ModelRegistry(plugins=resolver.plugins,
+                                         get_provider=resolver.provider,
+                                         named_models=settings.models,
+                                         ttl=settings.registry_ttl)
+    gateway = Gateway(settings, resolver=resolver, registry=registry,
+                      conversations=conversations, state=state)
+    middlewares: list[Any] = [errors_middleware]
+    if settings.cors_origins:
+        middlewares.append(_cors_middleware(settings.cors_origins))
+    middlewares.append(auth_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app[GATEWAY] = gateway
+    app.on_startup.append(_on_startup)
+    app.on_cleanup.append(_on_cleanup)
+    app.on_response_prepare.append(_no_server_header)
+    openai_api.add_routes(app)
+    rest_api.add_routes(app)
+    ws.add_routes(app)
+    ollama_api.add_routes(app)
+    app.router.add_get("/openapi.json", openapi_handler)
+    return app
+
+
+async def _no_server_header(request: web.Request, resp: web.StreamResponse) -> None:
+    resp.headers.pop("Server", None)
+
+
+async def _on_startup(app: web.Application) -> None:
+    gateway = app[GATEWAY]
+    if gateway.settings.health_interval:
+        gateway.registry.start_monitor(gateway.settings.health_interval)
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    gateway = app[GATEWAY]
+    await gateway.registry.aclose()
+    await gateway.resolver.aclose()
+    with contextlib.suppress(Exception):
+        await gateway.conversations.aclose()
+
+
+def bind_host(settings: ServerSettings) -> str:
+    """The address to listen on: ``settings.host``, but only loopback without keys."""
+    if settings.keys or is_loopback(settings.host):
+        return settings.host
+    log.warning("no API keys are configured: listening on 127.0.0.1 only instead of %s. "
+                "Add keys (`modelplex server-key`) to serve other machines.", settings.host)
+    return "127.0.0.1"
+
+
+class AppServer:
+    """A running server: its runner, the address it listens on, and how to stop it."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self.runner = runner
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (``shutdown_timeout``), clean up."""
+        await self.runner.cleanup()
+
+
+async def start(app: web.Application) -> AppServer:
+    """Start ``app`` on its settings' host and port (port 0 picks a free one)."""
+    settings = app[GATEWAY].settings
+    host = bind_host(settings)
+    runner = web.AppRunner(app, handler_cancellation=True,
+                           shutdown_timeout=settings.shutdown_timeout,
+                           access_log=access_log if settings.access_log else None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, settings.port, backlog=settings.backlog)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else settings.port
+    return AppServer(runner, host, port)
+
+
+async def serve(app: web.Application, *,
+                on_ready: Callable[[AppServer], None] | None = None) -> None:
+    """Run ``app`` until SIGINT or SIGTERM, then stop gracefully."""
+    server = await start(app)
+    if on_ready is not None:
+        on_ready(server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: waiting up to %.0f s for %d requests in flight",
+                 app[GATEWAY].settings.shutdown_timeout, app[GATEWAY].in_flight)
+        await server.stop()

@@ -1,0 +1,127 @@
+"""A message to a conversation (or to a model with a history), for ``POST /api/chat`` and
+the WebSocket: validation, streaming through the provider, and keeping the exchange.
+
+The exchange is added to the conversation when the answer is complete; when the caller goes
+away or stops it, what was received is kept, marked ``partial``; when the provider fails, the
+user's message is kept so nothing they typed is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from modelplex.chunks import StreamChunk, Usage
+from modelplex.errors import ProviderError
+from modelplex.provider import ChatRequest, Provider
+from modelplex.types import ChatMessage, MessageRole
+from modelplex_server.conversations import Conversation
+from modelplex_server.errors import ApiError
+from modelplex_server.gateway import KEY, Gateway
+from modelplex_server.openai_api import to_chat_messages
+from modelplex_server.schemas import RestChatRequest
+
+__all__ = ["ChatTurn", "chunk_event", "start_turn"]
+
+
+@attrs.define
+class ChatTurn:
+    """One message and its answer in progress."""
+
+    gateway: Gateway
+    provider: Provider
+    request: ChatRequest
+    user: ChatMessage
+    model_id: str
+    conversation: Conversation | None = None
+    parts: list[str] = attrs.Factory(list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+    async def stream(self) -> AsyncGenerator[StreamChunk, None]:
+        """The answer's chunks; the exchange is kept however the stream ends."""
+        finished = failed = False
+        try:
+            with self.gateway.slot():
+                stream = self.provider.stream_request(self.request)
+                async with contextlib.aclosing(stream):
+                    async for chunk in stream:
+                        if chunk.content:
+                            self.parts.append(chunk.content)
+                        if chunk.usage is not None:
+                            self.usage = chunk.usage
+                            self.finish_reason = chunk.finish_reason
+                        yield chunk
+            finished = True
+        except ProviderError:
+            failed = True
+            raise
+        finally:
+            await self._keep(finished, failed)
+
+    async def _keep(self, finished: bool, failed: bool) -> None:
+        if self.conversation is None:
+            return
+        added = [self.user]
+        content = "".join(self.parts)
+        if content and not failed:
+            added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
+                                     metadata={} if finished else {"partial": True}))
+        with contextlib.suppress(Exception):  # the store failing must not hide the answer
+            await self.gateway.conversations.append(self.conversation.id, added)
+
+    def done_event(self) -> dict[str, Any]:
+        """What the last event tells: finish reason, usage and the conversation."""
+        usage = self.usage
+        return {"finish_reason": self.finish_reason or "stop", "model": self.model_id,
+                "conversation_id": self.conversation.id if self.conversation else None,
+                "usage": {"prompt_tokens": usage.prompt_tokens,
+                          "completion_tokens": usage.completion_tokens,
+                          "estimated": usage.estimated} if usage else None}
+
+
+def chunk_event(chunk: StreamChunk) -> dict[str, Any] | None:
+    """A chunk as an event payload (None when it carries nothing to show)."""
+    event: dict[str, Any] = {}
+    if chunk.content:
+        event["content"] = chunk.content
+    if chunk.reasoning:
+        event["reasoning"] = chunk.reasoning
+    if chunk.tool_calls:
+        event["tool_calls"] = [call.to_dict() for call in chunk.tool_calls]
+    return event or None
+
+
+async def start_turn(gateway: Gateway, request: web.Request, body: RestChatRequest) -> ChatTurn:
+    """Validate a chat message and prepare its turn (every input error is raised here)."""
+    conversation = None
+    history: list[ChatMessage] = []
+    system = body.system_prompt
+    if body.conversation_id:
+        conversation = await gateway.conversations.get(body.conversation_id)
+        if conversation is None:
+            raise ApiError(404, f"no conversation {body.conversation_id!r}",
+                           code="conversation_not_found", param="conversation_id")
+        model_id = body.model or conversation.model
+        history = list(conversation.messages)
+        system = system or conversation.system_prompt
+    elif body.model:
+        model_id = body.model
+        history = to_chat_messages(body.history, field="history")
+    else:
+        raise ApiError(400, "give conversation_id or model", param="model")
+    await gateway.check_rate(request.get(KEY))
+    provider, model = gateway.resolve(request, model_id)
+    try:
+        user = ChatMessage.user(body.message)
+    except ValueError as err:
+        raise ApiError(400, f"message: {err}", param="message") from None
+    messages = ([ChatMessage.system(system)] if system else []) + history + [user]
+    options = dict(body.options or {})
+    chat = provider.build_request(messages, model=model, options=options)
+    return ChatTurn(gateway=gateway, provider=provider, request=chat, user=user,
+                    model_id=model_id, conversation=conversation)

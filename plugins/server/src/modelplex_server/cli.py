@@ -1,0 +1,54 @@
+"""``modelplex serve`` and ``modelplex server-key``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+__all__ = ["serve", "server_key"]
+
+
+@click.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1; other addresses "
+                             "need API keys).")
+@click.option("--port", type=int, help="Port (default 8000; 0 picks a free one).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Server config file (TOML or JSON); default MODELPLEX_SERVER_CONFIG or "
+                   "the modelplex config's [server] table.")
+@click.option("--max-concurrency", type=int, help="Model requests at once (more get 503).")
+@click.option("--no-access-log", is_flag=True, help="Do not log each request.")
+def serve(host: str | None, port: int | None, config_path: str | None,
+          max_concurrency: int | None, no_access_log: bool) -> None:
+    """Serve every installed provider over an OpenAI-compatible API (/v1), a REST and
+    WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
+    from modelplex_server.app import AppServer, create_app, serve as run
+    from modelplex_server.settings import load_settings
+
+    settings = load_settings(config_path, host=host, port=port,
+                             max_concurrency=max_concurrency,
+                             access_log=False if no_access_log else None)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    app = create_app(settings)
+
+    def ready(server: AppServer) -> None:
+        keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
+        click.echo(f"modelplex serving on {server.url} ({keys}); OpenAI base URL "
+                   f"{server.url}/v1, API description {server.url}/openapi.json. "
+                   "Ctrl-C stops.", err=True)
+
+    asyncio.run(run(app, on_ready=ready))
+
+
+@click.command("server-key")
+@click.option("--name", default="default", show_default=True, help="The key's name.")
+def server_key(name: str) -> None:
+    """Make a new API key for `modelplex serve`: prints the key (give it to the client, it is
+    not stored) and the config lines holding its hash."""
+    from modelplex_server.settings import generate_key, hash_key
+
+    key = generate_key()
+    click.echo(f"API key (shown once): {key}", err=True)
+    click.echo(f'[[server.keys]]\nname = "{name}"\nhash = "{hash_key(key)}"')

@@ -1,0 +1,119 @@
+"""Conversations the REST and WebSocket APIs keep: a small store interface and its memory default.
+
+A conversation has a title, the model id it talks to (and the provider that serves it), an
+optional system prompt, and its messages. A persistent store (SQLite, Redis) implements
+:class:`ConversationStore` and is passed to :func:`modelplex_server.app.create_app`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelplex.types import ChatMessage
+
+__all__ = ["Conversation", "ConversationStore", "MemoryConversationStore"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Conversation(BaseModel):
+    """One conversation and its history."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    title: str = "New conversation"
+    model: str
+    provider: str
+    system_prompt: str | None = None
+    messages: list[ChatMessage] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+    def summary(self) -> dict[str, Any]:
+        """The conversation without its messages (for listings)."""
+        data = self.model_dump(mode="json", exclude={"messages"})
+        data["message_count"] = len(self.messages)
+        return data
+
+
+class ConversationStore(abc.ABC):
+    """Where conversations live. Every method is async so that a store may do I/O."""
+
+    @abc.abstractmethod
+    async def create(self, conversation: Conversation) -> Conversation:
+        """Store a new conversation and return it."""
+
+    @abc.abstractmethod
+    async def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation, or None."""
+
+    @abc.abstractmethod
+    async def all(self) -> list[Conversation]:
+        """Every conversation, most recently updated first."""
+
+    @abc.abstractmethod
+    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
+        """Add messages to a conversation's history."""
+
+    @abc.abstractmethod
+    async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
+        """Change a conversation's ``title``, ``model``, ``provider`` or ``system_prompt``;
+        None if there is none."""
+
+    @abc.abstractmethod
+    async def delete(self, conversation_id: str) -> bool:
+        """Delete a conversation; false if there was none."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Free connections."""
+
+
+class MemoryConversationStore(ConversationStore):
+    """Conversations in this process, lost when it stops (the default)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Conversation] = {}
+        self._lock = asyncio.Lock()
+
+    async def create(self, conversation: Conversation) -> Conversation:
+        """Store a new conversation and return it."""
+        self._items[conversation.id] = conversation
+        return conversation
+
+    async def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation, or None."""
+        return self._items.get(conversation_id)
+
+    async def all(self) -> list[Conversation]:
+        """Every conversation, most recently updated first."""
+        return sorted(self._items.values(), key=lambda c: c.updated_at, reverse=True)
+
+    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
+        """Add messages to a conversation's history."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is not None:
+                item.messages = [*item.messages, *messages]
+                item.updated_at = _now()
+
+    async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
+        """Change a conversation's settings; None if there is none."""
+        item = self._items.get(conversation_id)
+        if item is None:
+            return None
+        updated = item.model_copy(update={**fields, "updated_at": _now()})
+        self._items[conversation_id] = updated
+        return updated
+
+    async def delete(self, conversation_id: str) -> bool:
+        """Delete a conversation; false if there was none."""
+        return self._items.pop(conversation_id, None) is not None

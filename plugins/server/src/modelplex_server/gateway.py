@@ -1,0 +1,104 @@
+"""What every endpoint shares: settings, the model resolver, the registry, conversations, the
+key checks and the concurrency limit. One :class:`Gateway` per application
+(``app[GATEWAY]``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from modelplex.chunks import StreamChunk
+from modelplex.provider import Provider
+from modelplex.registry import ModelRegistry
+from modelplex.state import MemoryState, RouterState
+from modelplex_server.conversations import ConversationStore, MemoryConversationStore
+from modelplex_server.errors import ApiError
+from modelplex_server.resolve import ModelResolver
+from modelplex_server.settings import KeyConfig, ServerSettings
+
+__all__ = ["GATEWAY", "KEY", "Gateway", "first_chunk"]
+
+#: The app key under which the :class:`Gateway` is stored.
+GATEWAY: web.AppKey[Gateway] = web.AppKey("modelplex_gateway")
+#: The request key under which the caller's :class:`KeyConfig` is stored (absent: no keys).
+KEY: web.RequestKey[KeyConfig] = web.RequestKey("modelplex_key", KeyConfig)
+
+
+class Gateway:
+    """The server's shared parts; endpoints reach models only through :meth:`open_chat`."""
+
+    def __init__(self, settings: ServerSettings, *, resolver: ModelResolver,
+                 registry: ModelRegistry, conversations: ConversationStore | None = None,
+                 state: RouterState | None = None) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.registry = registry
+        self.conversations = conversations or MemoryConversationStore()
+        self.state = state or MemoryState()
+        self.in_flight = 0
+        self.streams_open = 0
+
+    # -- limits and keys ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Count one model request in flight; 503 when ``max_concurrency`` are already."""
+        if self.in_flight >= self.settings.max_concurrency:
+            raise ApiError(503, f"the server is at its limit of "
+                                f"{self.settings.max_concurrency} requests at once; retry "
+                                "shortly", type="server_error", code="server_overloaded",
+                           headers={"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def check_rate(self, key: KeyConfig | None) -> None:
+        """429 when the key used up its requests per minute."""
+        if key is None or key.rate_limit is None:
+            return
+        wait = await self.state.take_rate_slot(f"server-key:{key.name}", key.rate_limit)
+        if wait > 0:
+            raise ApiError(429, f"rate limit of {key.rate_limit} requests per minute reached "
+                                f"for key {key.name!r}; retry in {wait:.0f} s",
+                           type="requests", code="rate_limit_exceeded",
+                           headers={"Retry-After": str(max(1, round(wait)))})
+
+    @staticmethod
+    def check_model(request: web.Request, model_id: str) -> None:
+        """403 when the caller's key may not use ``model_id``."""
+        key: KeyConfig | None = request.get(KEY)
+        if key is not None and not key.allows(model_id):
+            raise ApiError(403, f"the key {key.name!r} may not use model {model_id!r}",
+                           type="permission_error", code="model_not_allowed", param="model")
+
+    # -- models -----------------------------------------------------------------------------
+    def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:
+        """The provider and model name for ``model_id``, after the key's model check."""
+        self.check_model(request, model_id)
+        return self.resolver.resolve_model(model_id)
+
+    def known_options(self, provider: Provider, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The options of ``values`` that ``provider`` understands (OpenAI clients send knobs
+        such as ``presence_penalty`` that not every provider has)."""
+        fields = provider.Options.model_fields
+        return {k: v for k, v in values.items() if v is not None and k in fields}
+
+
+async def first_chunk(stream: AsyncGenerator[StreamChunk, None]
+                      ) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
+    """Wait for a stream's first chunk (so errors before it become a proper HTTP status).
+
+    Returns the chunk (None for an empty stream) and the stream to continue with.
+    """
+    try:
+        chunk = await anext(stream)
+    except StopAsyncIteration:
+        return None, stream
+    except BaseException:
+        await stream.aclose()
+        raise
+    return chunk, stream

@@ -1,0 +1,323 @@
+"""An Ollama-compatible API under ``/ollama`` (so it does not clash with seed 003's
+``/api/chat``): point Ollama clients at ``http://HOST:PORT/ollama``.
+
+Routes (protocols.md section 1): ``GET /ollama/api/version``, ``GET /ollama/api/tags``,
+``POST /ollama/api/show``, ``POST /ollama/api/chat``, ``POST /ollama/api/generate``,
+``POST /ollama/api/embed``. Streams are NDJSON (``stream`` defaults to true); usage is in the
+last object (``done: true``); errors are ``{"error": "message"}`` with the HTTP status, or a
+last ``{"error": ...}`` line when the stream had started. Model names are the server's model
+ids (``llamacpp:smollm2``, named models).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from modelplex.chunks import StreamChunk, Usage
+from modelplex.http import dumps
+from modelplex.provider import Provider
+from modelplex.types import ChatMessage, MessageRole, ModelInfo
+from modelplex_server.__about__ import __version__
+from modelplex_server.errors import ApiError, from_exception
+from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
+from modelplex_server.schemas import _Body, parse_body
+
+__all__ = ["PREFIX", "add_routes"]
+
+PREFIX = "/ollama"
+_ROLES = {"system": MessageRole.SYSTEM, "user": MessageRole.USER,
+          "assistant": MessageRole.ASSISTANT, "tool": MessageRole.TOOL}
+_OPTION_NAMES = {"num_predict": "max_tokens"}
+NDJSON = "application/x-ndjson"
+
+
+class OllamaMessage(_Body):
+    """A message of ``/api/chat``: ``images`` are base64, tool-call arguments are objects."""
+
+    role: str
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class OllamaChat(_Body):
+    """``POST /api/chat``."""
+
+    model: str
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+
+
+class OllamaGenerate(_Body):
+    """``POST /api/generate``."""
+
+    model: str
+    prompt: str = ""
+    system: str | None = None
+    images: list[str] | None = None
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+
+
+class OllamaEmbed(_Body):
+    """``POST /api/embed``."""
+
+    model: str
+    input: str | list[str]
+
+
+class OllamaShow(_Body):
+    """``POST /api/show``."""
+
+    model: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _error(err: BaseException) -> web.Response:
+    api = from_exception(err)
+    return web.Response(body=dumps({"error": api.message}), status=api.status,
+                        content_type="application/json", headers=api.headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _ollama_errors(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return _error(ApiError(413, "request body too large"))
+            raise
+        except Exception as err:
+            return _error(err)
+
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def _options(provider: Provider, gateway: Gateway, options: dict[str, Any] | None
+             ) -> dict[str, Any]:
+    mapped = {_OPTION_NAMES.get(k, k): v for k, v in (options or {}).items()}
+    return gateway.known_options(provider, mapped)
+
+
+def _format(fmt: str | dict[str, Any] | None) -> Any:
+    if fmt in (None, ""):
+        return None
+    if fmt == "json" or isinstance(fmt, dict):
+        return fmt
+    raise ApiError(400, f'invalid format: "{fmt}"; expected "json" or a valid JSON Schema object',
+                   param="format")
+
+
+def _messages(params: list[OllamaMessage]) -> list[ChatMessage]:
+    out = []
+    for i, param in enumerate(params):
+        role = _ROLES.get(param.role.lower())
+        if role is None:
+            raise ApiError(400, f"messages[{i}]: invalid role {param.role!r}")
+        calls = [{"id": c.get("id"), "name": (c.get("function") or {}).get("name", ""),
+                  "arguments": (c.get("function") or {}).get("arguments") or {}}
+                 for c in param.tool_calls or ()]
+        try:
+            out.append(ChatMessage(role=role, content=param.content,
+                                   images=tuple(param.images or ()), tool_calls=tuple(calls),
+                                   tool_call_id=param.tool_call_id, name=param.tool_name))
+        except ValueError as err:
+            raise ApiError(400, f"messages[{i}]: {err}") from None
+    if not out:
+        raise ApiError(400, "messages must not be empty")
+    return out
+
+
+def _final(model: str, usage: Usage | None, reason: str | None, start: float,
+           key: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "created_at": _now(), key: "", "done": True,
+                            "done_reason": reason if reason in ("stop", "length") else "stop",
+                            "total_duration": int((time.perf_counter() - start) * 1e9)}
+    if key == "message":
+        body["message"] = {"role": "assistant", "content": ""}
+    if usage is not None:
+        body.update(prompt_eval_count=usage.prompt_tokens, eval_count=usage.completion_tokens)
+    return body
+
+
+def _piece(model: str, chunk: StreamChunk, key: str) -> dict[str, Any] | None:
+    if not (chunk.content or chunk.reasoning or chunk.tool_calls):
+        return None
+    if key == "response":
+        out: dict[str, Any] = {"model": model, "created_at": _now(), "response": chunk.content,
+                               "done": False}
+        if chunk.reasoning:
+            out["thinking"] = chunk.reasoning
+        return out
+    message: dict[str, Any] = {"role": "assistant", "content": chunk.content}
+    if chunk.reasoning:
+        message["thinking"] = chunk.reasoning
+    if chunk.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "function": {"index": i, "name": c.name,
+                                                           "arguments": c.arguments}}
+                                 for i, c in enumerate(chunk.tool_calls)]
+    return {"model": model, "created_at": _now(), "message": message, "done": False}
+
+
+async def _answer(request: web.Request, model_id: str, messages: list[ChatMessage], *,
+                  options: dict[str, Any] | None, fmt: Any, tools: list[dict[str, Any]] | None,
+                  stream: bool, key: str) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    await gateway.check_rate(request.get(KEY))
+    provider, model = gateway.resolve(request, model_id)
+    chat = provider.build_request(messages, model=model,
+                                  options=_options(provider, gateway, options), tools=tools,
+                                  response_format=_format(fmt))
+    start = time.perf_counter()
+    with gateway.slot():
+        source = provider.stream_request(chat)
+        async with contextlib.aclosing(source):
+            if not stream:
+                chunks = [c async for c in source]
+                end = chunks[-1] if chunks else StreamChunk()
+                body = _final(model_id, end.usage, end.finish_reason, start, key)
+                text = "".join(c.content for c in chunks)
+                calls = [c for chunk in chunks for c in chunk.tool_calls or ()]
+                if key == "message":
+                    body["message"]["content"] = text
+                    if calls:
+                        body["message"]["tool_calls"] = [
+                            {"id": c.id, "function": {"index": i, "name": c.name,
+                                                      "arguments": c.arguments}}
+                            for i, c in enumerate(calls)]
+                else:
+                    body["response"] = text
+                return web.Response(body=dumps(body), content_type="application/json")
+            first, rest = await first_chunk(source)
+            resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+            await resp.prepare(request)
+            last = first
+            try:
+                if first is not None:
+                    piece = _piece(model_id, first, key)
+                    if piece:
+                        await resp.write(dumps(piece) + b"\n")
+                    async for chunk in rest:
+                        last = chunk
+                        piece = _piece(model_id, chunk, key)
+                        if piece:
+                            await resp.write(dumps(piece) + b"\n")
+                await resp.write(dumps(_final(model_id, last.usage if last else None,
+                                              last.finish_reason if last else None, start,
+                                              key)) + b"\n")
+            except ConnectionResetError:
+                raise
+            except Exception as err:
+                await resp.write(dumps({"error": from_exception(err).message}) + b"\n")
+            await resp.write_eof()
+            return resp
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """``POST /ollama/api/chat``."""
+    body = parse_body(OllamaChat, await request.read())
+    return await _answer(request, body.model, _messages(body.messages), options=body.options,
+                         fmt=body.format, tools=body.tools, stream=body.stream, key="message")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    """``POST /ollama/api/generate``."""
+    body = parse_body(OllamaGenerate, await request.read())
+    messages = [ChatMessage.system(body.system)] if body.system else []
+    try:
+        messages.append(ChatMessage(role=MessageRole.USER, content=body.prompt,
+                                    images=tuple(body.images or ())))
+    except ValueError:
+        raise ApiError(400, "prompt must not be empty", param="prompt") from None
+    return await _answer(request, body.model, messages, options=body.options, fmt=body.format,
+                         tools=None, stream=body.stream, key="response")
+
+
+async def embed(request: web.Request) -> web.StreamResponse:
+    """``POST /ollama/api/embed``."""
+    gateway = request.app[GATEWAY]
+    body = parse_body(OllamaEmbed, await request.read())
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts:
+        raise ApiError(400, "input must not be empty", param="input")
+    await gateway.check_rate(request.get(KEY))
+    provider, model = gateway.resolve(request, body.model)
+    with gateway.slot():
+        vectors = await provider.embed(texts, model=model)
+    return web.Response(body=dumps({"model": body.model, "embeddings": vectors}),
+                        content_type="application/json")
+
+
+def _tag(info: ModelInfo) -> dict[str, Any]:
+    return {"name": info.id, "model": info.id,
+            "modified_at": (info.modified or datetime.fromtimestamp(0, UTC)).isoformat(),
+            "size": info.size_bytes or 0, "digest": info.digest or "",
+            "details": {"format": "gguf", "family": info.family or "",
+                        "families": [info.family] if info.family else None,
+                        "parameter_size": info.parameter_size or "",
+                        "quantization_level": info.quantization or ""},
+            "capabilities": info.capabilities}
+
+
+async def tags(request: web.Request) -> web.StreamResponse:
+    """``GET /ollama/api/tags``: every model id the caller may use."""
+    gateway = request.app[GATEWAY]
+    key = request.get(KEY)
+    models = [_tag(m) for m in await gateway.registry.list_models()
+              if m.provider != "named" and (key is None or key.allows(m.id))]
+    return web.Response(body=dumps({"models": models}), content_type="application/json")
+
+
+async def show(request: web.Request) -> web.StreamResponse:
+    """``POST /ollama/api/show``."""
+    gateway = request.app[GATEWAY]
+    body = parse_body(OllamaShow, await request.read())
+    provider, model = gateway.resolve(request, body.model)
+    info = await gateway.registry.get_model(provider.name, model)
+    tag = _tag(info)
+    model_info: dict[str, Any] = {"general.architecture": info.family or ""}
+    if info.family and info.context_length:
+        model_info[f"{info.family}.context_length"] = info.context_length
+    if info.parameter_count:
+        model_info["general.parameter_count"] = info.parameter_count
+    return web.Response(body=dumps({"details": tag["details"], "model_info": model_info,
+                                    "capabilities": info.capabilities,
+                                    "modified_at": tag["modified_at"]}),
+                        content_type="application/json")
+
+
+async def version(request: web.Request) -> web.StreamResponse:
+    """``GET /ollama/api/version``."""
+    return web.Response(body=dumps({"version": f"0.0.0-modelplex-{__version__}"}),
+                        content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the Ollama-compatible routes under ``/ollama``."""
+    r = app.router
+    r.add_get(PREFIX + "/api/version", _ollama_errors(version))
+    r.add_get(PREFIX + "/api/tags", _ollama_errors(tags))
+    r.add_post(PREFIX + "/api/show", _ollama_errors(show))
+    r.add_post(PREFIX + "/api/chat", _ollama_errors(chat))
+    r.add_post(PREFIX + "/api/generate", _ollama_errors(generate))
+    r.add_post(PREFIX + "/api/embed", _ollama_errors(embed))

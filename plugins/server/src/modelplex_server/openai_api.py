@@ -1,0 +1,321 @@
+"""The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/models``, ``/v1/embeddings``.
+
+Requests go through the same path as every modelplex caller: the model id is resolved to a
+provider (:class:`~modelplex_server.resolve.ModelResolver`), the provider validates the
+request and streams :class:`~modelplex.chunks.StreamChunk` objects, and this module writes
+them in OpenAI's wire format (protocols.md section 2). A stream's headers are sent only after
+its first chunk arrived, so an error before it (unknown model, upstream down) is a proper
+HTTP status; a later one is an SSE ``error`` event, as OpenAI sends it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
+from modelplex.http import dumps
+from modelplex.types import ChatMessage, MessageRole, ModelInfo
+from modelplex_server.errors import ApiError, error_body, from_exception
+from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
+from modelplex_server.schemas import (
+    ChatCompletionRequest,
+    ChatMessageParam,
+    EmbeddingRequest,
+    parse_body,
+)
+
+__all__ = ["add_routes", "to_chat_messages"]
+
+_ROLES = {"system": MessageRole.SYSTEM, "developer": MessageRole.SYSTEM,
+          "user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
+          "tool": MessageRole.TOOL}
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+           "content_filter": "content_filter", "end_turn": "stop", "max_tokens": "length",
+           "stop_sequence": "stop", "tool_use": "tool_calls"}
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+
+def _content(param: ChatMessageParam, index: int) -> tuple[str, tuple[str, ...]]:
+    content = param.content
+    if content is None or isinstance(content, str):
+        return content or "", ()
+    texts: list[str] = []
+    images: list[str] = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict) \
+                and isinstance(part["image_url"].get("url"), str):
+            url: str = part["image_url"]["url"]
+            images.append(url.partition(",")[2] if url.startswith("data:") else url)
+        else:
+            raise ApiError(400, f"unsupported content part of type {kind!r}: send 'text' or "
+                                "'image_url' parts", param=f"messages.{index}.content.{j}")
+    return "\n".join(texts), tuple(images)
+
+
+def to_chat_messages(params: Sequence[ChatMessageParam], *,
+                     field: str = "messages") -> list[ChatMessage]:
+    """OpenAI messages as modelplex :class:`ChatMessage` objects (a 400 naming the bad one)."""
+    out = []
+    for i, param in enumerate(params):
+        text, images = _content(param, i)
+        calls: list[dict[str, Any]] = []
+        for j, call in enumerate(param.tool_calls or ()):
+            try:
+                arguments = json.loads(call.function.arguments or "{}")
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                raise ApiError(400, "tool call arguments must be a JSON object encoded as a "
+                                    "string", param=f"{field}.{i}.tool_calls.{j}.function."
+                                                    "arguments")
+            calls.append({"id": call.id, "name": call.function.name, "arguments": arguments})
+        try:
+            out.append(ChatMessage(role=_ROLES[param.role], content=text, images=images,
+                                   tool_calls=tuple(calls), tool_call_id=param.tool_call_id,
+                                   name=param.name))
+        except ValidationError as err:
+            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ApiError(400, f"{field}.{i}: {detail}", param=f"{field}.{i}.content") from None
+    return out
+
+
+def _options(gateway: Gateway, provider: Any, body: ChatCompletionRequest) -> dict[str, Any]:
+    common = {"temperature": body.temperature, "top_p": body.top_p,
+              "max_tokens": body.max_completion_tokens or body.max_tokens,
+              "stop": body.stop, "seed": body.seed, "presence_penalty": body.presence_penalty,
+              "frequency_penalty": body.frequency_penalty}
+    options = gateway.known_options(provider, common)
+    options.update(body.options or {})
+    return options
+
+
+def _response_format(body: ChatCompletionRequest) -> Any:
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return "json"
+    if not fmt.json_schema or not isinstance(fmt.json_schema.get("schema"), dict):
+        raise ApiError(400, "response_format json_schema needs json_schema.schema (an object)",
+                       param="response_format.json_schema")
+    return {"type": "json_schema", "json_schema": fmt.json_schema}
+
+
+def _tool_call_dict(call: ToolCall, index: int) -> dict[str, Any]:
+    return {"index": index, "id": call.id or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+
+
+def _usage(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+
+
+def _finish(reason: str | None, had_tools: bool) -> str:
+    if had_tools and reason in (None, "stop", "tool_calls"):
+        return "tool_calls"
+    return _FINISH.get(reason or "stop", "stop")
+
+
+class _ChunkWriter:
+    """Formats chat.completion.chunk events; the per-chunk path is string concatenation."""
+
+    def __init__(self, model_id: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": model_id}
+        # '{"id":...,"model":"m","choices":[{"index":0,"delta":' + delta + tail
+        self._head = b"data: " + dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
+        self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._usage_head = b"data: " + dumps(head)[:-1] + b',"choices":[],"usage":'
+        self.tool_index = 0
+
+    def role(self) -> bytes:
+        return self._head + b'{"role":"assistant","content":""}' + self._tail
+
+    def content(self, text: str) -> bytes:
+        return self._head + b'{"content":' + dumps(text) + b"}" + self._tail
+
+    def chunk(self, chunk: StreamChunk) -> bytes:
+        delta: dict[str, Any] = {}
+        if chunk.content:
+            delta["content"] = chunk.content
+        if chunk.reasoning:
+            delta["reasoning_content"] = chunk.reasoning
+        if chunk.tool_calls:
+            delta["tool_calls"] = [_tool_call_dict(call, self.tool_index + i)
+                                   for i, call in enumerate(chunk.tool_calls)]
+            self.tool_index += len(chunk.tool_calls)
+        return self._head + dumps(delta) + self._tail if delta else b""
+
+    def finish(self, reason: str) -> bytes:
+        return (self._head + b"{}" + b',"logprobs":null,"finish_reason":'
+                + dumps(reason) + b"}]}\n\n")
+
+    def usage(self, usage: Usage | None) -> bytes:
+        return self._usage_head + dumps(_usage(usage)) + b"}\n\n"
+
+
+async def _stream_reply(request: web.Request, stream: AsyncIterator[StreamChunk],
+                        first: StreamChunk | None, model_id: str,
+                        include_usage: bool) -> web.StreamResponse:
+    writer = _ChunkWriter(model_id)
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    await resp.prepare(request)
+    write = resp.write
+    last = first
+    try:
+        if first is not None:
+            await write(writer.role() + writer.chunk(first))
+            async for chunk in stream:
+                last = chunk
+                if chunk.reasoning is None and chunk.tool_calls is None:
+                    if chunk.content:
+                        await write(writer.content(chunk.content))
+                else:
+                    await write(writer.chunk(chunk))
+        else:
+            await write(writer.role())
+    except ConnectionResetError:
+        raise
+    except Exception as err:  # after the headers: OpenAI's in-stream error event
+        api = from_exception(err)
+        await write(b"data: " + dumps(error_body(api)) + b"\n\n")
+        await resp.write_eof()
+        return resp
+    tail = writer.finish(_finish(last.finish_reason if last else None, writer.tool_index > 0))
+    if include_usage:
+        tail += writer.usage(last.usage if last else None)
+    await write(tail + DONE)
+    await resp.write_eof()
+    return resp
+
+
+def _completion(reply: ChatResponse, model_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content or None,
+                               "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = [{k: v for k, v in _tool_call_dict(c, i).items() if k != "index"}
+                                 for i, c in enumerate(reply.tool_calls)]
+    elif message["content"] is None:
+        message["content"] = ""
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+            "created": int(time.time()), "model": model_id,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": _finish(reply.finish_reason, bool(reply.tool_calls))}],
+            "usage": _usage(reply.usage)}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``."""
+    gateway = request.app[GATEWAY]
+    body = parse_body(ChatCompletionRequest, await request.read())
+    await gateway.check_rate(request.get(KEY))
+    messages = to_chat_messages(body.messages)
+    provider, model = gateway.resolve(request, body.model)
+    tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
+                            "tools": tools, "tool_choice": body.tool_choice,
+                            "response_format": _response_format(body)}
+    if not body.stream:  # the provider's own non-streaming request
+        with gateway.slot():
+            reply = await provider.complete(messages, **args)
+        return web.Response(body=dumps(_completion(reply, body.model)),
+                            content_type="application/json")
+    chat = provider.build_request(messages, **args)
+    with gateway.slot():
+        stream = provider.stream_request(chat)
+        first, rest = await first_chunk(stream)
+        gateway.streams_open += 1
+        try:
+            async with contextlib.aclosing(stream):
+                include = bool(body.stream_options and body.stream_options.include_usage)
+                return await _stream_reply(request, rest, first, body.model, include)
+        finally:
+            gateway.streams_open -= 1
+
+
+def _model_entry(info: ModelInfo) -> dict[str, Any]:
+    created = int(info.modified.timestamp()) if info.modified else 0
+    return {"id": info.id, "object": "model", "created": created, "owned_by": info.provider}
+
+
+async def _model_entries(gateway: Gateway, request: web.Request) -> list[dict[str, Any]]:
+    key = request.get(KEY)
+    entries = [{"id": alias, "object": "model", "created": 0, "owned_by": "modelplex"}
+               for alias in gateway.resolver.named_models]
+    entries += [_model_entry(info) for info in await gateway.registry.list_models()
+                if info.provider != "named"]
+    return [e for e in entries if key is None or key.allows(e["id"])]
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: the named models, then every provider's models as provider:model."""
+    data = await _model_entries(request.app[GATEWAY], request)
+    return web.Response(body=dumps({"object": "list", "data": data}),
+                        content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}``."""
+    model_id = request.match_info["model"]
+    for entry in await _model_entries(request.app[GATEWAY], request):
+        if entry["id"] == model_id:
+            return web.Response(body=dumps(entry), content_type="application/json")
+    raise ApiError(404, f"The model `{model_id}` does not exist or you do not have access to "
+                        "it.", code="model_not_found", param="model")
+
+
+def _b64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """``POST /v1/embeddings``."""
+    gateway = request.app[GATEWAY]
+    body = parse_body(EmbeddingRequest, await request.read())
+    await gateway.check_rate(request.get(KEY))
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts:
+        raise ApiError(400, "input must not be empty", param="input")
+    provider, model = gateway.resolve(request, body.model)
+    options = {"dimensions": body.dimensions} if body.dimensions else None
+    with gateway.slot():
+        vectors = await provider.embed(texts, model=model, options=options)
+    encode = _b64 if body.encoding_format == "base64" else list
+    tokens = sum((len(t) + 3) // 4 for t in texts)
+    data = [{"object": "embedding", "index": i, "embedding": encode(v)}
+            for i, v in enumerate(vectors)]
+    return web.Response(body=dumps({"object": "list", "data": data, "model": body.model,
+                                    "usage": {"prompt_tokens": tokens,
+                                              "total_tokens": tokens}}),
+                        content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the OpenAI-compatible routes."""
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
+    app.router.add_post("/v1/embeddings", embeddings)

@@ -1,0 +1,157 @@
+"""The OpenAPI 3.1 description of the server, served at ``/openapi.json``.
+
+Request bodies are the JSON schemas of the pydantic models that validate them
+(:mod:`modelplex_server.schemas`), so the description cannot drift from the validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from modelplex.http import dumps
+from modelplex.types import ModelInfo
+from modelplex_server.__about__ import __version__
+from modelplex_server.schemas import (
+    ChatCompletionRequest,
+    ConversationCreate,
+    EmbeddingRequest,
+    RestChatRequest,
+)
+
+__all__ = ["ROUTES", "build_openapi", "openapi_handler"]
+
+_JSON = "application/json"
+_SSE = "text/event-stream"
+
+#: (method, path, tag, summary, request body model, response description, streams)
+ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
+    ("post", "/v1/chat/completions", "OpenAI", "Chat completion, streamed (SSE) with "
+     "`stream: true`; tools, response_format, stream_options.include_usage.",
+     ChatCompletionRequest, "A chat.completion object, or chat.completion.chunk events "
+     "ending with `data: [DONE]`.", True),
+    ("get", "/v1/models", "OpenAI", "The model ids: named models, then provider:model for "
+     "every provider's models.", None, "`{object: list, data: [{id, object, created, "
+     "owned_by}]}`", False),
+    ("get", "/v1/models/{model}", "OpenAI", "One model id.", None, "A model object.", False),
+    ("post", "/v1/embeddings", "OpenAI", "Embeddings (encoding_format float or base64).",
+     EmbeddingRequest, "`{object: list, data: [{object: embedding, index, embedding}], "
+     "model, usage}`", False),
+    ("get", "/api/models", "Models", "Every model grouped by provider (`?refresh=true` to "
+     "fetch now).", None, "`{models: {provider: [ModelInfo]}, total, errors: {provider: "
+     "message}}`", False),
+    ("get", "/api/models/search", "Models", "Search: `q` (words), `provider`, `capability` "
+     "(repeatable), `min_context`, `max_size` (bytes), `local` (true/false).", None,
+     "`{models: [ModelInfo], total}`", False),
+    ("post", "/api/models/refresh", "Models", "Fetch the model lists now (`?provider=` for "
+     "one).", None, "`{providers: {name: listing}}`", False),
+    ("get", "/api/models/{provider}", "Models", "One provider's models.", None,
+     "`{provider, models: [ModelInfo], error}`", False),
+    ("get", "/api/models/{provider}/{model}", "Models", "One model's details.", None,
+     "A ModelInfo.", False),
+    ("get", "/api/providers", "Providers", "Every provider with its listing, capabilities "
+     "and health.", None, "`{providers: [...]}`", False),
+    ("get", "/api/providers/health", "Providers", "Every provider's last health check "
+     "(`?refresh=true` to check now).", None, "`{provider: health}`", False),
+    ("get", "/api/providers/{name}/health", "Providers", "Check one provider now.", None,
+     "`{provider, status, available, error, latency_ms, checked_at, ...}`", False),
+    ("post", "/api/chat", "Chat", "Send a message to a conversation or a model; the answer "
+     "streams as SSE events `chunk` ({content, reasoning?, tool_calls?}), then `done` "
+     "({finish_reason, usage, conversation_id, model}) or `error` ({error}).",
+     RestChatRequest, "Server-Sent Events.", True),
+    ("post", "/api/conversations", "Conversations", "Create a conversation with a model.",
+     ConversationCreate, "201 with the conversation.", False),
+    ("get", "/api/conversations", "Conversations", "Every conversation (no messages), most "
+     "recent first.", None, "`{conversations: [...]}`", False),
+    ("get", "/api/conversations/{id}", "Conversations", "A conversation with its messages.",
+     None, "The conversation.", False),
+    ("patch", "/api/conversations/{id}", "Conversations", "Change title, model or "
+     "system_prompt.", None, "The conversation.", False),
+    ("delete", "/api/conversations/{id}", "Conversations", "Delete a conversation.", None,
+     "204.", False),
+    ("get", "/ws", "Chat", "WebSocket chat: send `send_message`, `stop`, `ping` (and `auth` "
+     "first when keys are configured and no header can be sent); receive `chunk`, `done`, "
+     "`stopped`, `error`, `pong`.", None, "101 Switching Protocols.", False),
+    ("get", "/ollama/api/version", "Ollama", "Ollama-compatible: the version.", None,
+     "`{version}`", False),
+    ("get", "/ollama/api/tags", "Ollama", "Ollama-compatible: the model ids as Ollama models.",
+     None, "`{models: [{name, model, modified_at, size, digest, details, capabilities}]}`",
+     False),
+    ("post", "/ollama/api/show", "Ollama", "Ollama-compatible: one model (`{model}`).", None,
+     "`{details, model_info, capabilities, modified_at}`", False),
+    ("post", "/ollama/api/chat", "Ollama", "Ollama-compatible chat (`{model, messages, tools?, "
+     "format?, options?, stream?}`), NDJSON when streaming (the default).", None,
+     "Ollama chat objects; usage in the last (`done: true`).", True),
+    ("post", "/ollama/api/generate", "Ollama", "Ollama-compatible generate (`{model, prompt, "
+     "system?, format?, options?, stream?}`).", None, "Ollama generate objects.", True),
+    ("post", "/ollama/api/embed", "Ollama", "Ollama-compatible embeddings (`{model, input}`).",
+     None, "`{model, embeddings}`", False),
+    ("get", "/health", "Server", "The server is up (no key needed).", None,
+     "`{status: ok, version, in_flight}`", False),
+    ("get", "/openapi.json", "Server", "This description.", None, "OpenAPI 3.1.", False),
+]
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type", "param", "code"],
+    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                   "param": {"type": ["string", "null"]},
+                   "code": {"type": ["string", "null"]}}}}}
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI document."""
+    models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
+                                     ConversationCreate, ModelInfo]
+    refs, defs = models_json_schema([(m, "validation") for m in models],
+                                    ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Error"] = _ERROR
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, tag, summary, body, reply, streams in ROUTES:
+        op: dict[str, Any] = {"tags": [tag], "summary": summary,
+                              "operationId": f"{method}_{path.strip('/').replace('/', '_')}"
+                              .replace("{", "").replace("}", "") or method,
+                              "responses": {
+                                  "200" if method != "delete" else "204": {
+                                      "description": reply,
+                                      "content": {(_SSE if streams else _JSON): {}}}
+                                  if method != "delete" else {"description": reply},
+                                  "default": {"description": "An error.", "content": {
+                                      _JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                              }}
+        params = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        if params:
+            op["parameters"] = [{"name": p, "in": "path", "required": True,
+                                 "schema": {"type": "string"}} for p in params]
+        if body is not None:
+            op["requestBody"] = {"required": True, "content": {
+                _JSON: {"schema": refs[(body, "validation")]}}}
+        if path not in ("/health", "/openapi.json"):
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "modelplex server", "version": __version__,
+                 "description": "An OpenAI-compatible gateway (/v1) and a REST and WebSocket "
+                                "API (/api, /ws) over every modelplex provider. Errors are "
+                                "`{error: {message, type, param, code}}`."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "A key from `modelplex server-key`; needed only when "
+                                      "the server has keys configured."}}},
+    }
+
+
+_cached: bytes | None = None
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    """``GET /openapi.json``."""
+    global _cached
+    if _cached is None:
+        _cached = dumps(build_openapi())
+    return web.Response(body=_cached, content_type="application/json")

@@ -1,0 +1,187 @@
+"""The server's settings: the ``[server]`` table of the modelplex config, validated.
+
+::
+
+    [server]
+    host = "0.0.0.0"
+    port = 8000
+    max_concurrency = 256
+
+    [server.models]                       # model ids the server offers besides provider:model
+    fast = "ollama:llama3.2"
+
+    [[server.keys]]
+    name = "alice"
+    hash = "sha256:5e884898da2804..."     # from `modelplex server-key`; keys are never stored
+    models = ["ollama:*", "fast"]         # optional: the model ids this key may use
+    rate_limit = 60                       # optional: requests per minute
+
+The table comes from :func:`modelplex.config.load_config` when that module exists, else from
+the file named by ``--config`` or ``MODELPLEX_SERVER_CONFIG`` (TOML, or JSON when the name
+ends in ``.json``; the ``[server]`` table, or the whole file when it has none).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+import ipaddress
+import json
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelplex.errors import ConfigurationError
+
+__all__ = ["CONFIG_ENV", "KeyConfig", "ServerSettings", "generate_key", "hash_key",
+           "is_loopback", "load_settings"]
+
+CONFIG_ENV = "MODELPLEX_SERVER_CONFIG"
+KEY_PREFIX = "mpx-"
+
+
+def hash_key(key: str) -> str:
+    """The form a key is stored in: ``sha256:<hex digest>``."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    """A new random API key (``mpx-`` and 43 URL-safe characters)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class KeyConfig(BaseModel):
+    """One API key: its name (for logs), its hash, and what it may do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Shown in the access log instead of the key.")
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$",
+                      description="sha256:<hex> of the key, from `modelplex server-key`.")
+    models: list[str] | None = Field(
+        default=None, description="Model ids (glob patterns) this key may use; all if unset.")
+    rate_limit: int | None = Field(default=None, gt=0,
+                                   description="Requests per minute; unlimited if unset.")
+
+    def allows(self, model_id: str) -> bool:
+        """Whether this key may use ``model_id``."""
+        return self.models is None or any(fnmatch.fnmatchcase(model_id, pattern)
+                                          for pattern in self.models)
+
+
+class ServerSettings(BaseModel):
+    """Everything ``modelplex serve`` can be told; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port (0 picks a free one).")
+    keys: list[KeyConfig] = Field(default_factory=list,
+                                  description="API keys; without any, only localhost may bind.")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Named model ids and the provider:model they use.")
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Keyword configuration per provider name.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0,
+                                description="Largest request body accepted (413 beyond).")
+    max_concurrency: int = Field(default=1024, gt=0,
+                                 description="Model requests at once; more get 503.")
+    backlog: int = Field(default=2048, gt=0,
+                         description="Connections waiting to be accepted (the listen backlog).")
+    cors_origins: list[str] = Field(default_factory=list,
+                                    description="Origins allowed by CORS ('*' for any).")
+    registry_ttl: float = Field(default=300.0, gt=0,
+                                description="Seconds a provider's model list is cached.")
+    health_interval: float | None = Field(
+        default=60.0, gt=0, description="Seconds between provider health checks (none: off).")
+    shutdown_timeout: float = Field(default=30.0, ge=0,
+                                    description="Seconds in-flight requests get on shutdown.")
+    access_log: bool = Field(default=True, description="Log each request (Common Log Format).")
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_names(cls, keys: list[KeyConfig]) -> list[KeyConfig]:
+        names = [k.name for k in keys]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"key names must be unique: {', '.join(dupes)}")
+        return keys
+
+    def key_for(self, hashed: str) -> KeyConfig | None:
+        """The key whose stored hash is ``hashed``."""
+        for key in self.keys:
+            if secrets.compare_digest(key.hash, hashed):
+                return key
+        return None
+
+
+def _settings_error(err: ValidationError) -> ConfigurationError:
+    parts = []
+    for item in err.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "server"
+        if item["loc"] and item["loc"][-1] == "hash":  # never echo what may be a key
+            parts.append(f"server.{field}: must be 'sha256:' and 64 hex digits, as printed by "
+                         "`modelplex server-key` (store the hash, never the key)")
+        elif item["type"] == "extra_forbidden":
+            valid = ", ".join(ServerSettings.model_fields)
+            parts.append(f"server.{field}: unknown setting (valid: {valid})")
+        else:
+            parts.append(f"server.{field}: {item['msg']} (got {item.get('input')!r})")
+    return ConfigurationError("invalid server settings: " + "; ".join(parts))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigurationError(f"cannot read the server config {path}: {err.strerror}; "
+                                 f"check the path given by --config or {CONFIG_ENV}") from None
+    try:
+        data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except ValueError as err:
+        raise ConfigurationError(f"{path} is not valid "
+                                 f"{'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: expected a table of settings")
+    table = data.get("server", data)
+    return dict(table) if isinstance(table, dict) else {}
+
+
+def _from_core_config() -> dict[str, Any]:
+    try:
+        module: Any = importlib.import_module("modelplex.config")
+    except ModuleNotFoundError:
+        return {}
+    config: Any = module.load_config()
+    table = getattr(config, "server", None)
+    if table is None and isinstance(config, Mapping):
+        table = config.get("server")
+    return dict(table) if isinstance(table, Mapping) else {}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  **overrides: Any) -> ServerSettings:
+    """Settings from the config (see the module docstring), then ``overrides`` (not None)."""
+    explicit = path or os.environ.get(CONFIG_ENV)
+    data = _read_file(Path(explicit).expanduser()) if explicit else _from_core_config()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServerSettings.model_validate(data)
+    except ValidationError as err:
+        raise _settings_error(err) from None

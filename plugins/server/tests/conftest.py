@@ -1,0 +1,174 @@
+"""Servers for the tests: ``modelplex serve``'s application on a free port, backed by the real
+embedded model (llamacpp), by the core's fault-injecting upstream through the openai provider
+(as the endpoint ``fault``), and by a replay of OpenAI's recorded tool-call stream (``tools``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+
+from modelplex.plugins import Plugins
+from modelplex.registry import ModelRegistry
+from modelplex.testing.upstream import FaultyUpstream, closed_port_url
+from modelplex_server.app import AppServer, create_app, start
+from modelplex_server.gateway import GATEWAY, Gateway
+from modelplex_server.resolve import ModelResolver
+from modelplex_server.settings import ServerSettings
+
+# protocols.md 2.3: OpenAI's recorded tool-call stream (test_parse_pydantic_tool), shortened
+TOOL_STREAM = [
+    {"role": "assistant", "content": None, "tool_calls": [{
+        "index": 0, "id": "call_c91SqDXlYFuETYv8mUHzz6pp", "type": "function",
+        "function": {"name": "GetWeatherArgs", "arguments": ""}}], "refusal": None},
+    {"tool_calls": [{"index": 0, "function": {"arguments": "{\""}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": "city"}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": "\":\""}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": "Ed"}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": "inburgh"}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": "\"}"}}]},
+]
+# protocols.md 2.2: the spec's non-streaming tool-call example
+TOOL_REPLY = {"id": "chatcmpl-abc123", "object": "chat.completion", "created": 1699896916,
+              "model": "gpt-4o-mini", "choices": [{"index": 0, "message": {
+                  "role": "assistant", "content": None, "tool_calls": [{
+                      "id": "call_abc123", "type": "function", "function": {
+                          "name": "get_current_weather",
+                          "arguments": "{\n\"location\": \"Boston, MA\"\n}"}}]},
+                  "logprobs": None, "finish_reason": "tool_calls"}],
+              "usage": {"prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99}}
+
+
+class ToolUpstream:
+    """An OpenAI-style server replaying the recorded tool-call answers; keeps request bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        if not body.get("stream"):
+            return web.json_response(TOOL_REPLY)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        head = {"id": "chatcmpl-ABfw8AOXnoa2kzy11vVTSjuQhHCQr",
+                "object": "chat.completion.chunk", "created": 1727346176,
+                "model": "gpt-4o-2024-08-06"}
+        for delta in TOOL_STREAM:
+            event = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        end = {**head, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                    "finish_reason": "tool_calls"}]}
+        usage = {**head, "choices": [], "usage": {"prompt_tokens": 76, "completion_tokens": 24,
+                                                  "total_tokens": 100}}
+        for event in (end, usage):
+            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def __aenter__(self) -> ToolUpstream:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    """The core's fault-injecting upstream (``fault:fault`` through the server)."""
+    async with FaultyUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def tool_upstream() -> AsyncIterator[ToolUpstream]:
+    """The recorded tool-call upstream (``tools:gpt-4o`` through the server)."""
+    async with ToolUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+def plugins(upstream: FaultyUpstream, tool_upstream: ToolUpstream,
+            monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Plugins:
+    """The installed plugins, with three OpenAI-compatible endpoints configured the way users
+    do it: ``fault`` and ``tools`` (the upstreams above), ``down`` (nothing listens) and
+    ``broken`` (a configuration error: the provider cannot be created)."""
+    endpoints = {"fault": {"base_url": upstream.url + "/v1"},
+                 "tools": {"base_url": tool_upstream.url + "/v1"},
+                 "down": {"base_url": closed_port_url() + "/v1"},
+                 "broken": {"base_url": "ftp://nowhere"}}
+    monkeypatch.setenv("MODELPLEX_OPENAI_ENDPOINTS", json.dumps(endpoints))
+    (tmp_path / "openai.toml").write_text("")
+    monkeypatch.setenv("MODELPLEX_OPENAI_CONFIG", str(tmp_path / "openai.toml"))
+    monkeypatch.setenv("MODELPLEX_LOAD_PLUGINS", "openai,llamacpp,server")
+    return Plugins()
+
+
+LISTED = ["fault", "tools", "down", "broken", "llamacpp"]
+
+ServeFactory = Callable[..., Awaitable[AppServer]]
+
+
+@pytest.fixture
+async def serve(plugins: Plugins) -> AsyncIterator[ServeFactory]:
+    """Start the server application on a free port: ``server = await serve(keys=[...])``."""
+    running: list[AppServer] = []
+
+    async def factory(**settings: Any) -> AppServer:
+        config = ServerSettings(**{"port": 0, "health_interval": None, **settings})
+        resolver = ModelResolver(plugins=plugins, named_models=config.models,
+                                 provider_config=config.providers)
+        registry = ModelRegistry(plugins=plugins, get_provider=resolver.provider,
+                                 providers=LISTED, named_models=config.models, timeout=5)
+        server = await start(create_app(config, resolver=resolver, registry=registry))
+        running.append(server)
+        return server
+
+    yield factory
+    for server in running:
+        await server.stop()
+
+
+@pytest.fixture
+async def server(serve: ServeFactory) -> AppServer:
+    """A server without keys."""
+    return await serve()
+
+
+def gateway_of(server: AppServer) -> Gateway:
+    """The server's gateway (its counters and parts)."""
+    app = server.runner.app
+    return app[GATEWAY]
+
+
+@pytest.fixture
+def gateway() -> Callable[[AppServer], Gateway]:
+    """``gateway(server)``: a running server's :class:`Gateway`."""
+    return gateway_of
+
+
+@pytest.fixture
+async def client(server: AppServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official openai client pointed at the server (no retries)."""
+    async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused",
+                                  max_retries=0) as c:
+        yield c

@@ -1,0 +1,97 @@
+"""``modelplex serve`` and ``modelplex server-key`` as a user runs them: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from modelplex_server.settings import hash_key
+
+
+def modelplex(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``modelplex serve --port 0`` with one key; yields the process, its URL and the key."""
+    key = "mpx-" + "k" * 40
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\nmax_concurrency = 8\n[[server.keys]]\nname = "ci"\n'
+                      f'hash = "{hash_key(key)}"\n')
+    env = {**os.environ, "MODELPLEX_LOAD_PLUGINS": "llamacpp,server"}
+    proc = subprocess.Popen([sys.executable, "-m", "modelplex", "serve", "--port", "0",
+                             "--config", str(config)], stderr=subprocess.PIPE, text=True,
+                            env=env)
+    assert proc.stderr is not None
+    url = ""
+    deadline = time.monotonic() + 60
+    while not url and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        match = re.search(r"serving on (http://\S+) \(1 API keys\)", line)
+        url = match.group(1) if match else ""
+    try:
+        assert url, "the server did not start"
+        yield proc, url, key
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+def test_serve_answers_and_stops_on_sigterm(
+        served: tuple[subprocess.Popen[str], str, str]) -> None:
+    proc, url, key = served
+    with urllib.request.urlopen(url + "/health", timeout=10) as resp:
+        assert json.load(resp)["status"] == "ok"
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    assert "llamacpp:smollm2" in [m.id for m in client.models.list()]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+    client.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert '"GET /v1/models HTTP/1.1" 200' in log  # the access log
+    assert key not in log
+
+
+def test_server_key() -> None:
+    proc = modelplex("server-key", "--name", "alice")
+    assert proc.returncode == 0, proc.stderr
+    key = re.search(r"API key \(shown once\): (mpx-\S+)", proc.stderr)
+    assert key is not None
+    assert proc.stdout == f'[[server.keys]]\nname = "alice"\nhash = "{hash_key(key.group(1))}"\n'
+
+
+def test_bad_settings_are_one_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('[server]\nprot = 8000\nmax_concurrency = -1\n')
+    proc = modelplex("serve", "--config", str(config))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "server.prot: unknown setting (valid: host, port" in proc.stderr
+    assert "server.max_concurrency: Input should be greater than 0" in proc.stderr
+    proc = modelplex("serve", "--config", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 1 and "cannot read the server config" in proc.stderr
+    config.write_text('[[server.keys]]\nname = "a"\nhash = "mpx-plain-key-here"\n')
+    proc = modelplex("serve", "--config", str(config))
+    assert proc.returncode == 1 and "server.keys.0.hash: must be 'sha256:'" in proc.stderr
+    assert "mpx-plain-key-here" not in proc.stderr

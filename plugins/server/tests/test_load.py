@@ -1,0 +1,77 @@
+"""500 concurrent streams from the official openai client through the server to the fault
+upstream: no errors, every stream whole, nothing left behind (tasks, in-flight counts, and the
+objects that live as long as a request: requests, responses, chunks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import resource
+from collections.abc import Callable
+
+import aiohttp
+import openai
+from aiohttp import web
+
+from modelplex.chunks import StreamChunk
+from modelplex.provider import ChatRequest
+from modelplex.testing.upstream import PIECE, FaultyUpstream
+from modelplex_server.app import AppServer
+from modelplex_server.gateway import Gateway
+
+STREAMS = 500
+AGAIN = 200
+
+
+def _request_tasks() -> int:
+    """Tasks other than the servers' per-connection ones (idle keep-alive connections)."""
+    me = asyncio.current_task()
+    return sum(1 for t in asyncio.all_tasks()
+               if t is not me and t.get_coro().__qualname__ != "RequestHandler.start")
+
+
+def _live_request_objects() -> int:
+    """Objects that live as long as one request does, on either side of the server."""
+    kinds = (web.Request, web.StreamResponse, aiohttp.ClientResponse, ChatRequest, StreamChunk)
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kinds))
+
+
+async def _one(client: openai.AsyncOpenAI) -> str:
+    stream = await client.chat.completions.create(
+        model="fault:fault", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
+    parts = []
+    usage = None
+    async for chunk in stream:
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+        usage = chunk.usage or usage
+    assert usage is not None and usage.total_tokens == 8
+    return "".join(parts)
+
+
+async def test_500_concurrent_streams(server: AppServer, upstream: FaultyUpstream,
+                                      gateway: Callable[[AppServer], Gateway]) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * STREAMS + 200:  # four sockets per stream in this one process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * STREAMS + 200), hard))
+    # the client's default pool allows 1000 connections
+    async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0,
+                                  timeout=60) as client:
+        counts = []
+        for n in (STREAMS, AGAIN):  # a second, smaller round must not leave more behind
+            texts = await asyncio.gather(*(_one(client) for _ in range(n)))
+            assert texts == [PIECE * 5] * n
+            await asyncio.sleep(0.05)
+            gc.collect()
+            counts.append((_request_tasks(), _live_request_objects()))
+    assert gateway(server).in_flight == 0 and gateway(server).streams_open == 0
+    assert upstream.active == 0 and upstream.requests == STREAMS + AGAIN
+    assert upstream.disconnects == 0
+    (tasks1, objects1), (tasks2, objects2) = counts
+    assert tasks1 == tasks2 == 0, f"tasks left behind by finished streams: {tasks1}, {tasks2}"
+    # idle keep-alive connections hold their last request (bounded by the pools, and their
+    # number varies a little); a leak would add objects for each of the second round's
+    # requests (AGAIN of them)
+    assert objects2 <= objects1 + AGAIN // 4, f"request objects grew: {objects1} -> {objects2}"
