@@ -32,7 +32,7 @@ function el(tag, parent, text) {
   return node;
 }
 
-function link(parent, label, href, raw) {
+function link(parent, label, href, raw, bare = false) {
   const safe = safeHref(href);
   if (!safe) {
     parent.append(document.createTextNode(raw));
@@ -42,13 +42,13 @@ function link(parent, label, href, raw) {
   a.href = safe;
   a.rel = "noopener noreferrer nofollow";
   a.target = "_blank";
-  inline(label, a);
+  if (bare) a.textContent = label;
+  else inline(label, a);
 }
 
 /** Inline Markdown of `text` appended to `parent`. */
 export function inline(text, parent) {
   let last = 0;
-  INLINE.lastIndex = 0;
   for (const m of text.matchAll(INLINE)) {
     if (m.index > last) parent.append(document.createTextNode(text.slice(last, m.index)));
     last = m.index + m[0].length;
@@ -57,7 +57,7 @@ export function inline(text, parent) {
     else if (m[5] !== undefined) inline(m[5], el("del", parent));
     else if (m[6] !== undefined || m[7] !== undefined) inline(m[6] ?? m[7], el("em", parent));
     else if (m[8] !== undefined) link(parent, m[8], m[9], m[0]);
-    else if (m[10] !== undefined) link(parent, m[10], m[10], m[0]);
+    else if (m[10] !== undefined) link(parent, m[10], m[10], m[0], true);
   }
   if (last < text.length) parent.append(document.createTextNode(text.slice(last)));
 }
