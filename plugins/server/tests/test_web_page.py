@@ -6,8 +6,8 @@ fault-injecting upstream (``fault``), by a scripted OpenAI-style upstream whose 
 tests choose (``script``) and by an endpoint where nothing listens (``down``). Each test
 opens the page in a fresh browser context and uses it as a person would.
 
-``MODELPLEX_SCREENSHOT=path`` also writes the screenshot there (docs/images/web-chat.png is
-made that way).
+The screenshots are test artifacts (in the test's tmp dir); ``MODELPLEX_SCREENSHOTS=DIR`` also
+copies them to DIR (docs/images/web-chat.png and web-models.png are made that way).
 """
 
 from __future__ import annotations
@@ -244,12 +244,16 @@ async def test_real_model_streams_token_by_token(site: Site, page: Page,
     stats = await answer.locator(".stats").text_content() or ""
     assert "local" in stats and "tokens" in stats and "first token" in stats
     await page.click("#settings-button")
-    await page.locator("#messages").screenshot(path=str(tmp_path / "answer.png"))
-    shot = tmp_path / "web-chat.png"
-    await page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("MODELPLEX_SCREENSHOT"):
-        shutil.copy(shot, os.environ["MODELPLEX_SCREENSHOT"])
+    await page.fill("#input", "And of Italy?")
+    await page.screenshot(path=str(tmp_path / "web-chat.png"))  # the test artifacts
+    await page.set_viewport_size({"width": 1100, "height": 960})
+    await page.click("#model-button")
+    await page.locator('section[data-provider="llamacpp"] button.info').click()
+    await page.locator("#model-panel").screenshot(path=str(tmp_path / "web-models.png"))
+    for name in ("web-chat.png", "web-models.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+        if os.environ.get("MODELPLEX_SCREENSHOTS"):  # a directory: docs/images
+            shutil.copy(tmp_path / name, Path(os.environ["MODELPLEX_SCREENSHOTS"]) / name)
 
 
 async def test_scripted_answer_arrives_in_pieces(site: Site, page: Page) -> None:

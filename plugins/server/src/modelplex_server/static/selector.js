@@ -166,7 +166,8 @@ export class ModelSelector {
     pick.type = "button";
     pick.dataset.model = modelRef(m);
     pick.append(node("span", "name", m.name));
-    for (const badge of [params(m), m.quantization, m.size]) {
+    const target = m.details && m.details.target;
+    for (const badge of [target && "\u2192 " + target, params(m), m.quantization, m.size]) {
       if (badge) pick.append(node("span", "badge", badge));
     }
     pick.addEventListener("click", () => this.choose(modelRef(m)));
