@@ -4,10 +4,13 @@ and ``regenerate`` on ``POST /api/chat`` (the browser itself: test_web_page.py).
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from hatchling.builders.wheel import WheelBuilder
 
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 from modelplex_server.app import AppServer
@@ -113,3 +116,11 @@ async def test_regenerate_replaces_the_last_answer(server: AppServer,
         assert status == 400 and "no message" in body[0][1]["error"]["message"]
         status, body = await _chat(server, {"conversation_id": cid})
         assert status == 400 and body[0][1]["error"]["param"] == "message"
+
+
+def test_the_wheel_ships_the_page(tmp_path: Path) -> None:
+    """``pip install modelplex-server`` gets the page: its files are in the wheel."""
+    root = Path(__file__).resolve().parents[1]
+    wheel = next(WheelBuilder(str(root)).build(directory=str(tmp_path), versions=["standard"]))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"modelplex_server/static/{name}" for name in static_files()} <= names
