@@ -31,7 +31,7 @@ from modelplex.testing.upstream import FaultyUpstream, closed_port_url
 from modelplex_server.app import AppServer, create_app, start
 from modelplex_server.gateway import GATEWAY
 from modelplex_server.resolve import ModelResolver
-from modelplex_server.settings import ServerSettings
+from modelplex_server.settings import KeyConfig, ServerSettings, generate_key, hash_key
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -102,11 +102,13 @@ class ScriptedUpstream:
 
 
 class Site:
-    """What the tests reach: the server, both upstreams and the browser."""
+    """What the tests reach: the servers (``keyed`` needs ``key``), both upstreams and the
+    browser."""
 
-    def __init__(self, server: AppServer, fault: FaultyUpstream, script: ScriptedUpstream,
-                 browser: Browser) -> None:
-        self.server, self.fault, self.script, self.browser = server, fault, script, browser
+    def __init__(self, server: AppServer, keyed: AppServer, key: str, fault: FaultyUpstream,
+                 script: ScriptedUpstream, browser: Browser) -> None:
+        self.server, self.keyed, self.key = server, keyed, key
+        self.fault, self.script, self.browser = fault, script, browser
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -129,12 +131,21 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
                                      providers=["llamacpp", "fault", "script", "down"],
                                      named_models=config.models, timeout=5)
             server = await start(create_app(config, resolver=resolver, registry=registry))
+            key = generate_key()
+            keyed_config = ServerSettings(port=0, health_interval=None,
+                                          keys=[KeyConfig(name="web", hash=hash_key(key))])
+            keyed_resolver = ModelResolver(plugins=plugins)
+            keyed = await start(create_app(keyed_config, resolver=keyed_resolver,
+                                           registry=ModelRegistry(
+                                               plugins=plugins, providers=["fault"],
+                                               get_provider=keyed_resolver.provider)))
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
                 try:
-                    yield Site(server, fault, script, browser)
+                    yield Site(server, keyed, key, fault, script, browser)
                 finally:
                     await browser.close()
+                    await keyed.stop()
                     await server.stop()
 
 
@@ -228,6 +239,7 @@ async def test_real_model_streams_token_by_token(site: Site, page: Page,
     await choose(page, "local")  # the named model: llamacpp:smollm2
     await page.click("#settings-button")
     await page.fill("#max-tokens", "24")
+    await page.select_option("#mode", "precise")
     await page.fill("#input", "line one")
     await page.press("#input", "Shift+Enter")  # a new line, nothing sent
     await page.type("#input", "line two")
@@ -409,7 +421,7 @@ async def test_conversations_reload_rename_search_delete(site: Site, page: Page)
     assert conv_id not in {c.id for c in conversations}
 
 
-async def test_phone_width_and_dark_mode(site: Site) -> None:
+async def test_phone_width_and_dark_mode(site: Site, tmp_path: Path) -> None:
     context = await site.browser.new_context(viewport={"width": 390, "height": 760},
                                              color_scheme="dark")
     page = await context.new_page()
@@ -418,8 +430,29 @@ async def test_phone_width_and_dark_mode(site: Site) -> None:
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     assert not await page.locator("#sidebar").is_visible() or \
         (await page.locator("#sidebar").bounding_box() or {"x": 0})["x"] < 0
-    await page.click("#toggle-sidebar")
-    await expect(page.locator("#new-chat")).to_be_in_viewport()
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(22, 23, 26)"
+    await page.screenshot(path=str(tmp_path / "web-phone-dark.png"))
+    await page.click("#toggle-sidebar")
+    await expect(page.locator("#new-chat")).to_be_in_viewport(ratio=1)
+    await page.mouse.click(380, 400)  # a tap beside the drawer closes it
+    await expect(page.locator("#new-chat")).not_to_be_in_viewport()
+    if os.environ.get("MODELPLEX_SCREENSHOTS"):
+        shutil.copy(tmp_path / "web-phone-dark.png", os.environ["MODELPLEX_SCREENSHOTS"])
+    await context.close()
+
+
+async def test_with_keys_the_page_asks_for_one(site: Site) -> None:
+    context = await site.browser.new_context()
+    page = await context.new_page()
+    await page.goto(site.keyed.url + "/")  # the page is public, its API calls are not
+    await expect(page.locator("#key-form")).to_be_visible()
+    await page.fill("#api-key", site.key)
+    await page.click("#api-key-save")
+    await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    await expect(page.locator("#key-form")).to_be_hidden()
+    await choose(page, "fault:fault")
+    answer = await send(page, "hello")
+    await expect(answer).to_have_attribute("data-state", "done")
+    await expect(answer.locator(".body")).to_have_text("tok tok tok tok tok")
     await context.close()

@@ -319,6 +319,12 @@ $("toggle-sidebar").addEventListener("click", () => {
   const shown = document.body.classList.toggle("show-sidebar");
   $("toggle-sidebar").setAttribute("aria-expanded", String(shown));
 });
+$("main").addEventListener("click", (e) => {  // phone width: a tap beside the drawer closes it
+  if (document.body.classList.contains("show-sidebar") && !$("toggle-sidebar").contains(e.target)) {
+    document.body.classList.remove("show-sidebar");
+    $("toggle-sidebar").setAttribute("aria-expanded", "false");
+  }
+});
 $("system-prompt").addEventListener("change", async () => {
   if (state.conv) {
     await api.updateConversation(state.conv.id, { system_prompt: $("system-prompt").value.trim() || null });
