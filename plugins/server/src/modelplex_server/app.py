@@ -29,7 +29,7 @@ from modelplex.errors import ModelplexError
 from modelplex.plugins import Plugins
 from modelplex.registry import ModelRegistry
 from modelplex.state import RouterState
-from modelplex_server import ollama_api, openai_api, rest_api, ws
+from modelplex_server import ollama_api, openai_api, page, rest_api, ws
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.errors import ApiError, error_response, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
@@ -43,7 +43,7 @@ log = logging.getLogger("modelplex.server")
 access_log = logging.getLogger("modelplex.server.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/"})
 
 
 @web.middleware
@@ -102,7 +102,8 @@ def _cors_middleware(origins: list[str]) -> Any:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bearer keys: 401 without a valid one (when keys are configured)."""
     settings = request.app[GATEWAY].settings
-    if not settings.keys or request.path in PUBLIC_PATHS or request.method == "OPTIONS":
+    if not settings.keys or request.path in PUBLIC_PATHS or request.method == "OPTIONS" \
+            or request.path.startswith(page.PUBLIC_PREFIX):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -133,7 +134,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                conversations: ConversationStore | None = None,
                state: RouterState | None = None) -> web.Application:
     """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
-    Ollama-compatible ``/ollama/api``, ``/health`` and ``/openapi.json``.
+    Ollama-compatible ``/ollama/api``, ``/health``, ``/openapi.json`` and the web chat page
+    (``/``, ``/ui/``).
 
     Every part can be passed in (a shared router state, a persistent conversation store);
     by default the providers come from the installed plugins, configured by
@@ -161,6 +163,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     rest_api.add_routes(app)
     ws.add_routes(app)
     ollama_api.add_routes(app)
+    page.add_routes(app)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
 

@@ -38,6 +38,7 @@ class ChatTurn:
     user: ChatMessage
     model_id: str
     conversation: Conversation | None = None
+    replace_from: int | None = None  # regenerate: the messages from here are replaced
     parts: list[str] = attrs.Factory(list)
     usage: Usage | None = None
     finish_reason: str | None = None
@@ -71,8 +72,11 @@ class ChatTurn:
         if content and not failed:
             added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
                                      metadata={} if finished else {"partial": True}))
+        store = self.gateway.conversations
         with contextlib.suppress(Exception):  # the store failing must not hide the answer
-            await self.gateway.conversations.append(self.conversation.id, added)
+            if self.replace_from is not None:
+                await store.truncate(self.conversation.id, self.replace_from)
+            await store.append(self.conversation.id, added)
 
     def done_event(self) -> dict[str, Any]:
         """What the last event tells: finish reason, usage and the conversation."""
@@ -114,14 +118,27 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
         history = to_chat_messages(body.history, field="history")
     else:
         raise ApiError(400, "give conversation_id or model", param="model")
+    replace_from = None
+    if body.regenerate:
+        if conversation is None:
+            raise ApiError(400, "regenerate needs a conversation_id", param="regenerate")
+        users = [i for i, m in enumerate(history) if m.role == MessageRole.USER]
+        if not users:
+            raise ApiError(400, "the conversation has no message to answer again",
+                           param="regenerate")
+        replace_from = users[-1]
+        user, history = history[replace_from], history[:replace_from]
+    elif body.message is None:
+        raise ApiError(400, "'message' is required", param="message")
     await gateway.check_rate(request.get(KEY))
     provider, model = gateway.resolve(request, model_id)
-    try:
-        user = ChatMessage.user(body.message)
-    except ValueError as err:
-        raise ApiError(400, f"message: {err}", param="message") from None
+    if not body.regenerate:
+        try:
+            user = ChatMessage.user(body.message or "")
+        except ValueError as err:
+            raise ApiError(400, f"message: {err}", param="message") from None
     messages = ([ChatMessage.system(system)] if system else []) + history + [user]
     options = dict(body.options or {})
     chat = provider.build_request(messages, model=model, options=options)
     return ChatTurn(gateway=gateway, provider=provider, request=chat, user=user,
-                    model_id=model_id, conversation=conversation)
+                    model_id=model_id, conversation=conversation, replace_from=replace_from)

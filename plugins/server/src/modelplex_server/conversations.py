@@ -65,6 +65,10 @@ class ConversationStore(abc.ABC):
         """Add messages to a conversation's history."""
 
     @abc.abstractmethod
+    async def truncate(self, conversation_id: str, keep: int) -> None:
+        """Keep only the first ``keep`` messages (to answer a message again)."""
+
+    @abc.abstractmethod
     async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
         """Change a conversation's ``title``, ``model``, ``provider`` or ``system_prompt``;
         None if there is none."""
@@ -103,6 +107,14 @@ class MemoryConversationStore(ConversationStore):
             item = self._items.get(conversation_id)
             if item is not None:
                 item.messages = [*item.messages, *messages]
+                item.updated_at = _now()
+
+    async def truncate(self, conversation_id: str, keep: int) -> None:
+        """Keep only the first ``keep`` messages (to answer a message again)."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is not None:
+                item.messages = item.messages[:keep]
                 item.updated_at = _now()
 
     async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:

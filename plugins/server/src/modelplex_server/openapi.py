@@ -92,6 +92,10 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("get", "/health", "Server", "The server is up (no key needed).", None,
      "`{status: ok, version, in_flight}`", False),
     ("get", "/openapi.json", "Server", "This description.", None, "OpenAPI 3.1.", False),
+    ("get", "/", "Web", "The web chat page (no key needed; it calls this API).", None,
+     "text/html.", False),
+    ("get", "/ui/{name}", "Web", "A script, style sheet or image of the web chat page.",
+     None, "The file.", False),
 ]
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -111,8 +115,9 @@ def build_openapi() -> dict[str, Any]:
     schemas["Error"] = _ERROR
     paths: dict[str, dict[str, Any]] = {}
     for method, path, tag, summary, body, reply, streams in ROUTES:
+        name = path.strip("/").replace("/", "_") or "page"
         op: dict[str, Any] = {"tags": [tag], "summary": summary,
-                              "operationId": f"{method}_{path.strip('/').replace('/', '_')}"
+                              "operationId": f"{method}_{name}"
                               .replace("{", "").replace("}", "") or method,
                               "responses": {
                                   "200" if method != "delete" else "204": {
@@ -129,7 +134,7 @@ def build_openapi() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": True, "content": {
                 _JSON: {"schema": refs[(body, "validation")]}}}
-        if path not in ("/health", "/openapi.json"):
+        if path not in ("/health", "/openapi.json", "/") and not path.startswith("/ui/"):
             op["security"] = [{"bearer": []}]
         paths.setdefault(path, {})[method] = op
     return {

@@ -114,10 +114,13 @@ class RestChatRequest(_Body):
     """``POST /api/chat``: a message to a conversation, or to a model with a history.
 
     Give ``conversation_id`` (its model and history are used, and the exchange is added to
-    it) or ``model`` with an optional ``history``.
+    it) or ``model`` with an optional ``history``. ``regenerate`` (with ``conversation_id``,
+    without ``message``) answers the conversation's last user message again, replacing the
+    answer that followed it.
     """
 
-    message: str = Field(min_length=1)
+    message: str | None = Field(default=None, min_length=1)
+    regenerate: bool = False
     conversation_id: str | None = None
     model: str | None = None
     history: list[ChatMessageParam] = Field(default_factory=list)
