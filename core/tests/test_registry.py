@@ -184,7 +184,9 @@ async def test_a_crashing_plugin_does_not_take_the_others_down(
     registry_plugins.register(make_plugin(provider_name="broken", cls=Broken), name="p-broken")
     async with ModelRegistry(plugins=registry_plugins) as registry:
         listings = await registry.listings()
-        assert listings["broken"].error == "broken: RuntimeError: bug in the plugin"
+        error = listings["broken"].error or ""
+        assert error.startswith("broken: ")
+        assert "RuntimeError: bug in the plugin" in error
         assert len(await registry.list_models()) == 3
 
 
