@@ -53,7 +53,8 @@ class StreamChunk:
 
     ``content`` is the new text (possibly empty); ``reasoning`` is thinking text kept apart from
     the answer; ``tool_calls`` are complete calls; ``finish_reason`` and ``usage`` are set on the
-    final chunk only.
+    final chunk only. Through a router, the first chunk's ``route`` is a
+    :class:`~modelplex.routing.RouteInfo` (which deployment answered, after how many attempts).
     """
 
     content: str = ""
@@ -62,6 +63,7 @@ class StreamChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    route: Any = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define(slots=True)
@@ -75,6 +77,7 @@ class ChatResponse:
     tool_calls: list[ToolCall] = attrs.Factory(list)
     finish_reason: str | None = None
     usage: Usage = attrs.Factory(Usage)
+    route: Any = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def from_chunks(cls, chunks: list[StreamChunk], *, model: str, provider: str) -> ChatResponse:
@@ -90,4 +93,5 @@ class ChatResponse:
             tool_calls=calls,
             finish_reason=last.finish_reason,
             usage=last.usage or Usage(estimated=True),
+            route=chunks[0].route if chunks else None,
         )

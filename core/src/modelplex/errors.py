@@ -16,6 +16,7 @@ Every error modelplex raises is a :class:`ModelplexError`::
         ├── StreamError                 the provider reported an error inside a stream,
         │                               or the stream broke off or was malformed
         ├── ResponseTooLargeError       a line or body exceeded the configured limit
+        ├── RoutingError                every attempt of a named model failed (lists them)
         └── ProviderStatusError         the provider answered with an error status
             ├── BadRequestError         400, 422
             ├── AuthenticationError     401, 403
@@ -57,6 +58,7 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "ResponseTooLargeError",
+    "RoutingError",
     "ServerBusyError",
     "ServerError",
     "StreamError",
@@ -218,6 +220,21 @@ class StreamError(ProviderError):
 
 class ResponseTooLargeError(ProviderError):
     """A response line or body exceeded the configured size limit and was cut off."""
+
+
+class RoutingError(ProviderError):
+    """Every attempt of a named model (and of its fallbacks) failed, or none could be made.
+
+    Attributes:
+        attempts: one ``(deployment, error)`` pair per attempt, in order; the message lists
+            each with its error class and status. The last error is also ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, attempts: list[tuple[str, ProviderError]],
+                 provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.attempts = attempts
+        self.retriable = bool(attempts) and all(err.retriable for _, err in attempts)
 
 
 class ProviderStatusError(ProviderError):

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from pydantic import ValidationError
@@ -41,6 +41,10 @@ from modelplex.types import ChatMessage, ChatSession, MessageRole
 
 ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
 
+if TYPE_CHECKING:
+    from modelplex.config import Config
+    from modelplex.pool import ProviderPool
+
 __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "ResponseWithMeta",
            "create_provider", "parse_model_spec"]
 
@@ -51,7 +55,11 @@ DEFAULT_PROVIDER = "llamacpp"
 
 @attrs.define
 class ResponseWithMeta:
-    """An answer with what it cost: tokens, latency and time to first token (seconds)."""
+    """An answer with what it cost: tokens, latency and time to first token (seconds).
+
+    Through a named model, ``provider`` and ``model`` say what answered, ``deployment`` its
+    label and ``attempts`` how many tries it took (retries and fallbacks included).
+    """
 
     content: str
     model: str
@@ -65,6 +73,8 @@ class ResponseWithMeta:
     tool_calls: list[ToolCall] = attrs.Factory(list)
     usage_estimated: bool = False
     steps: list[Any] = attrs.Factory(list)  # tool-calling rounds (modelplex.tools.ToolStep)
+    deployment: str | None = None
+    attempts: int = 1
 
     @property
     def token_count(self) -> int:
@@ -142,7 +152,8 @@ class ChatManager:
     """A conversation with one model at a time, over any installed provider.
 
     Args:
-        model: ``"provider:model"``, a provider name alone, or ``None`` for the default.
+        model: ``"provider:model"``, a provider name alone, a named model of the config
+            (``"fast"``), or ``None`` for the default.
         system_prompt: sent first in every request.
         mode: a :class:`ChatMode` preset for temperature and top_p.
         options: provider options applied to every message (validated by the provider).
@@ -151,17 +162,23 @@ class ChatManager:
         plugins: a :class:`Plugins` to use instead of the process-wide one.
         select: criteria (:class:`~modelplex.selection.ModelCriteria` or its fields) for
             choosing the model when it is ``"auto"`` or not given.
+        config: a :class:`~modelplex.config.Config` instead of the config file.
+        pool: a :class:`~modelplex.pool.ProviderPool` instead of the process-wide one
+            (managers share providers with the same name and configuration through it).
     """
 
     def __init__(self, model: str | None = None, *, system_prompt: str | None = None,
                  mode: ChatMode | str | None = None, options: Mapping[str, Any] | None = None,
                  provider_config: Mapping[str, Mapping[str, Any]] | None = None,
-                 plugins: Plugins | None = None, select: Any = None) -> None:
+                 plugins: Plugins | None = None, select: Any = None,
+                 config: Config | None = None, pool: ProviderPool | None = None) -> None:
         self._model_spec = model
         self._select = select
         self._plugins = plugins
+        self._config = config
+        self._pool = pool
         self._provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
-        self._providers: dict[str, Provider] = {}
+        self._providers: dict[int, Provider] = {}
         self._provider: Provider | None = None
         if options is not None and not isinstance(options, Mapping):
             raise ConfigurationError("options must map option names to values, e.g. "
@@ -189,37 +206,47 @@ class ChatManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the answer still being streamed, if any, and every provider opened."""
+        """Close the answer still being streamed, if any, and give back every provider opened
+        (closed when no other manager uses it)."""
+        from modelplex.pipeline import release_model
+
         with contextlib.suppress(Exception):
             await self._turns.aclose()
         providers, self._providers = list(self._providers.values()), {}
         self._provider = None
         for provider in providers:
             with contextlib.suppress(Exception):
-                await provider.aclose()
+                await release_model(provider, pool=self._pool)
+
+    async def _open_provider(self, model: str | None) -> tuple[Provider, str, str]:
+        """The shared provider (or router) serving ``model`` from the request pipeline, the
+        model name to send and the provider name to show."""
+        from modelplex.pipeline import open_model_named, release_model
+
+        provider, model_name, provider_name = await open_model_named(
+            model, config=self._config, pool=self._pool, plugins=self._plugins,
+            provider_config=self._provider_config)
+        held = self._providers.get(id(provider))
+        if held is not None:  # this manager holds it already: keep one reference
+            await release_model(provider, pool=self._pool)
+            return held, model_name, provider_name
+        self._providers[id(provider)] = provider
+        return provider, model_name, provider_name
 
     # -- configuration ----------------------------------------------------------------------
     async def initialize_model(self, model: str | None = None,
                                **options: Any) -> ChatSession:
-        """Choose the model (``"provider:model"``, or ``"auto"`` to select one by the
-        ``select`` criteria); the history is kept across switches."""
+        """Choose the model (``"provider:model"``, a named model, or ``"auto"`` to select one
+        by the ``select`` criteria); the history is kept across switches."""
         if model == "auto" or (model is None and self._select is not None):
             model = await self._select_model()
-        provider_name, model_name = parse_model_spec(model, self.plugins)
-        provider = self._providers.get(provider_name)
-        if provider is None:
-            provider = create_provider(provider_name, self.plugins,
-                                       **self._provider_config.get(provider_name, {}))
-            self._providers[provider_name] = provider
-        model_name = model_name or provider.default_model
-        if not model_name:
-            raise ConfigurationError(f"provider {provider_name!r} has no default model: "
-                                     f"name one as '{provider_name}:MODEL'")
+        provider, model_name, provider_name = await self._open_provider(model)
         merged = {**self._options, **options}
         validated = provider.parse_options(self._merged(merged, provider))  # fail before storing
         self._options = merged
         self._provider = provider
-        self._model_spec = f"{provider_name}:{model_name}"  # reopened after aclose()
+        self._model_spec = (model_name if provider_name == model_name  # a named model
+                            else f"{provider_name}:{model_name}")  # reopened after aclose()
         history = self._session.messages if self._session else []
         self._session = ChatSession(model=model_name, provider=provider_name,
                                     system_prompt=self._system_prompt, messages=history,
@@ -384,10 +411,11 @@ class ChatManager:
         last = chunks[-1] if chunks else StreamChunk()
         usage = last.usage
         reasoning = "".join(c.reasoning for c in chunks if c.reasoning) or None
+        route = chunks[0].route if chunks else None  # set by a router: who answered
         return ResponseWithMeta(
             content="".join(c.content for c in chunks),
-            model=last.model or session.model,
-            provider=session.provider or "",
+            model=last.model or (route.provider_model if route else session.model),
+            provider=route.provider if route else (session.provider or ""),
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency=latency,
@@ -396,6 +424,8 @@ class ChatManager:
             reasoning=reasoning,
             tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
             usage_estimated=usage.estimated if usage else True,
+            deployment=route.deployment if route else None,
+            attempts=route.attempts if route else 1,
         )
 
     async def get_response_with_meta(self, text: str, *,

@@ -1,0 +1,287 @@
+"""One configuration for modelplex: providers, named models, and the tables of other features.
+
+The file is TOML (JSON when its name ends in ``.json``), found at ``MODELPLEX_CONFIG``, else
+``config.toml`` in the per-user config directory (``modelplex config path`` prints it)::
+
+    default_model = "fast"
+
+    [providers.ollama]                 # constructor keywords of the provider named "ollama"
+    host = "http://gpu-box:11434"
+
+    [providers.openai]
+    api_key_env = "MY_OPENAI_KEY"      # read the key from this variable
+
+    [models.fast]                      # a named model: users type "fast"
+    strategy = "least_busy"
+    fallbacks = ["local"]
+    deployments = [
+        { model = "ollama:llama3.2", weight = 3, max_concurrency = 8 },
+        { model = "ollama:llama3.2", host = "http://gpu-2:11434", rpm = 600 },
+    ]
+
+    [models.local]
+    model = "llamacpp:smollm2"         # one deployment, written inline
+
+Precedence: arguments in code > environment (``MODELPLEX_DEFAULT_MODEL``) > the file >
+defaults; a provider's own variables (``OLLAMA_HOST``, ``OPENAI_API_KEY``) apply where the
+file does not set that keyword. The top-level tables ``cache``, ``conversations``, ``state``
+and ``server`` are read by the features that own them. A wrong file raises one
+:class:`~modelplex.errors.ConfigurationError` naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from modelplex.errors import ConfigurationError
+
+__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "ModelConfig", "RetryConfig",
+           "config_path", "get_config", "load_config", "set_config"]
+
+CONFIG_ENV = "MODELPLEX_CONFIG"
+DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
+SECRET_KEYS = frozenset({"api_key", "token", "password", "secret"})
+
+#: keys of a deployment that belong to the router; every other key is a provider keyword
+DEPLOYMENT_KEYS = frozenset({"model", "name", "weight", "max_concurrency", "rpm", "options"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Strict):
+    """How hard the router tries one request (per named model).
+
+    ``attempts``: most attempts on this model's deployments (the first one included);
+    ``timeout``: seconds the retries of one request may take in total, waits included;
+    ``backoff``/``max_backoff``: full-jitter exponential backoff between attempts on a
+    deployment that already failed; ``cooldown``: seconds a deployment that answered 429/503/529
+    without ``Retry-After``, or refused the connection, is skipped.
+    """
+
+    attempts: int = Field(default=3, ge=1, le=100)
+    timeout: float = Field(default=30.0, gt=0)
+    backoff: float = Field(default=0.1, ge=0)
+    max_backoff: float = Field(default=5.0, ge=0)
+    cooldown: float = Field(default=5.0, ge=0)
+
+
+class DeploymentConfig(BaseModel):
+    """One deployment of a named model: ``model = "provider:model"`` plus router settings.
+
+    Keys other than ``model``, ``name``, ``weight``, ``max_concurrency``, ``rpm`` and
+    ``options`` are constructor keywords of this deployment's provider (a second Ollama
+    ``host``, another ``base_url``), over the ``[providers.NAME]`` table.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str = Field(min_length=3, pattern=r"^[^:\s]+:.+$")
+    name: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def provider(self) -> str:
+        """The provider name (before the first colon)."""
+        return self.model.partition(":")[0]
+
+    @property
+    def model_name(self) -> str:
+        """The provider's model name (after the first colon)."""
+        return self.model.partition(":")[2]
+
+    @property
+    def provider_kwargs(self) -> dict[str, Any]:
+        """The extra keys: keywords for this deployment's provider."""
+        return dict(self.model_extra or {})
+
+    @property
+    def label(self) -> str:
+        """The name shown in stats and errors."""
+        return self.name or self.model
+
+
+class ModelConfig(_Strict):
+    """A named model: one or more deployments, a strategy, retries and fallbacks."""
+
+    deployments: tuple[DeploymentConfig, ...] = ()
+    model: str | None = Field(default=None, description="shorthand for one deployment")
+    strategy: str = "round_robin"
+    fallbacks: tuple[str, ...] = ()
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    kind: Literal["chat", "embedding"] = "chat"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelConfig:
+        if self.model and self.deployments:
+            raise ValueError("give either `model` (one deployment) or `deployments`, not both")
+        if self.model:
+            object.__setattr__(self, "deployments", (DeploymentConfig(model=self.model),))
+        if not self.deployments:
+            raise ValueError("a named model needs `model = \"provider:model\"` or "
+                             "`deployments = [{ model = \"provider:model\" }, ...]`")
+        return self
+
+
+class Config(_Strict):
+    """The whole configuration (see the module docstring for the file format)."""
+
+    default_model: str | None = None
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    cache: dict[str, Any] = Field(default_factory=dict)
+    conversations: dict[str, Any] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
+    server: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        for name, model in self.models.items():
+            for fallback in model.fallbacks:
+                if fallback not in self.models:
+                    raise ValueError(f"models.{name}.fallbacks names {fallback!r}, which is not "
+                                     f"a [models.{fallback}] table; define it or remove it")
+        return self
+
+    def provider_kwargs(self, provider: str) -> dict[str, Any]:
+        """Constructor keywords of ``provider`` from its ``[providers.NAME]`` table."""
+        return dict(self.providers.get(provider, {}))
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data with every secret masked (``config show``)."""
+        return _mask(self.model_dump(mode="python", exclude_defaults=False))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********"
+    if isinstance(value, Mapping):
+        return {k: ("**********" if k in SECRET_KEYS and v else _mask(v))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return value
+
+
+def _secrets(value: Any) -> Any:
+    """Wrap secret-looking keys in SecretStr so they never print."""
+    if isinstance(value, Mapping):
+        return {k: (SecretStr(v) if k in SECRET_KEYS and isinstance(v, str) else _secrets(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_secrets(v) for v in value]
+    return value
+
+
+def config_path() -> Path:
+    """Where the config file is looked for: ``MODELPLEX_CONFIG``, else the user config dir."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("modelplex")) / "config.toml"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigurationError(f"cannot read the modelplex config {path}: {err.strerror}; "
+                                 f"fix the path in {CONFIG_ENV} or create the file") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigurationError(f"{path} is not valid {kind}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: the top level must be a table of keys")
+    return data
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    parts = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            if len(item["loc"]) == 1:
+                valid = ", ".join(k for k in Config.model_fields if k != "source")
+                msg = f"unknown top-level key; valid keys are {valid} (remove or rename it)"
+            else:
+                msg = "unknown key (remove or rename it)"
+        elif item["type"] == "string_pattern_mismatch":
+            msg = "write it as \"provider:model\", e.g. \"ollama:llama3.2\""
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    """Validate configuration data (a dict as the file holds it)."""
+    try:
+        config = Config.model_validate({**_secrets(dict(data)), "source": source})
+    except ValidationError as err:
+        raise ConfigurationError(_describe(err, source)) from None
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                apply_env: bool = True) -> Config:
+    """Read the configuration: ``path``, else ``MODELPLEX_CONFIG``, else the user config dir.
+
+    A missing default file is an empty configuration; a missing explicit one is an error.
+    The environment is applied over the file (``MODELPLEX_DEFAULT_MODEL``) unless
+    ``apply_env`` is false.
+    """
+    explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
+    file = Path(path).expanduser() if path is not None else config_path()
+    if explicit or file.exists():
+        config = parse_config(_read(file), source=str(file))
+    else:
+        config = Config()
+    env_default = os.environ.get(DEFAULT_MODEL_ENV) if apply_env else None
+    if env_default:
+        config = config.model_copy(update={"default_model": env_default})
+    return config
+
+
+_current: Config | None = None
+_lock = threading.Lock()
+
+
+def get_config() -> Config:
+    """The process-wide configuration file, read once (see :func:`load_config`).
+
+    The environment is not baked in: :func:`modelplex.pipeline.resolve_spec` reads
+    ``MODELPLEX_DEFAULT_MODEL`` on every call.
+    """
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = load_config(apply_env=False)
+    return _current
+
+
+def set_config(config: Config | None) -> Config | None:
+    """Replace the process-wide configuration (``None``: read again on next use)."""
+    global _current
+    old, _current = _current, config
+    return old

@@ -1,0 +1,672 @@
+"""The router: a :class:`~modelplex.provider.Provider` over deployments of one named model.
+
+Per request it picks a deployment with its strategy, retries retriable failures (connection,
+timeout, 408/409/429/5xx/529) with full-jitter exponential backoff that honours
+``Retry-After`` within a budget of attempts and seconds, cools down a deployment that answered
+429/503/529 or refused the connection, and falls back to other named models when every
+deployment failed or is cooling. A request that fails with 400/401/404 fails at once.
+
+Streaming rule: failover happens only before the first chunk reached the caller. After it, a
+failure raises the provider's error with the partial answer kept (``err.partial_content``);
+no second request is made, so text is never duplicated or spliced from two models.
+
+Cooldowns, in-flight counts and rpm windows live in a :class:`~modelplex.state.RouterState`
+(by default in memory); a backend that raises is treated as having no information.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+
+from modelplex.chunks import ChatResponse, StreamChunk, Usage
+from modelplex.config import RetryConfig
+from modelplex.errors import (
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderStatusError,
+    RateLimitError,
+    RoutingError,
+)
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.state import MemoryState, RouterState
+
+__all__ = ["STRATEGIES", "Deployment", "RouteInfo", "Router", "Stats", "Strategy",
+           "register_strategy"]
+
+log = logging.getLogger("modelplex.routing")
+T = TypeVar("T")
+
+RETRIABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+def is_retriable(err: ProviderError) -> bool:
+    """Whether another attempt may succeed: connection, timeout, 408/409/429/5xx/529."""
+    if err.retriable:
+        return True
+    return isinstance(err, ProviderStatusError) and err.status_code in RETRIABLE_STATUSES
+
+
+@attrs.frozen
+class RouteInfo:
+    """Which deployment answered a routed request, and after how many attempts.
+
+    ``model`` is the named model asked for; ``group`` the one that answered (a fallback's name
+    when a fallback did); ``deployment`` its label; ``provider``/``provider_model`` what it is.
+    """
+
+    model: str
+    group: str
+    deployment: str
+    provider: str
+    provider_model: str
+    attempts: int
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Stats:
+    """Usage statistics of a deployment or a named model (the seed's ModelStats).
+
+    Requests, successes, errors by class, prompt/completion tokens, and the last
+    ``window`` latencies and times to first token (seconds) for percentiles.
+    """
+
+    def __init__(self, window: int = 2048) -> None:
+        self.requests = 0
+        self.successes = 0
+        self.errors: Counter[str] = Counter()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.latencies: deque[float] = deque(maxlen=window)
+        self.ttfts: deque[float] = deque(maxlen=window)
+
+    def success(self, latency: float, ttft: float | None, usage: Usage | None) -> None:
+        """Count one answered request."""
+        self.requests += 1
+        self.successes += 1
+        self.latencies.append(latency)
+        if ttft is not None:
+            self.ttfts.append(ttft)
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+
+    def failure(self, err: BaseException) -> None:
+        """Count one failed request."""
+        self.requests += 1
+        self.errors[type(err).__name__] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain numbers: counts, error rate, tokens, latency and TTFT percentiles (ms)."""
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 3)
+
+        lat, ttft = list(self.latencies), list(self.ttfts)
+        failed = sum(self.errors.values())
+        return {
+            "requests": self.requests,
+            "successes": self.successes,
+            "errors": dict(self.errors),
+            "error_rate": round(failed / self.requests, 4) if self.requests else 0.0,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": {"p50": ms(_percentile(lat, 0.5)), "p90": ms(_percentile(lat, 0.9)),
+                           "p99": ms(_percentile(lat, 0.99))},
+            "ttft_ms": {"p50": ms(_percentile(ttft, 0.5)), "p90": ms(_percentile(ttft, 0.9)),
+                        "p99": ms(_percentile(ttft, 0.99))},
+        }
+
+
+class Deployment:
+    """One provider and model a named model can send a request to.
+
+    Args:
+        provider: the provider instance (shared through the pool when built from config).
+        model: the provider's model name.
+        name: the label in stats and errors (default ``provider:model``).
+        weight: share of requests for the ``weighted`` and ``random`` strategies.
+        max_concurrency: most requests in flight at once on it (in this process).
+        rpm: most requests started per minute (through the router's state).
+        options: provider options applied to every request on it (under the caller's).
+        key: the state key (cooldowns, rpm, in-flight); deployments with the same key share
+            them across named models and, with a shared state backend, across processes.
+    """
+
+    def __init__(self, provider: Provider, model: str, *, name: str | None = None,
+                 weight: float = 1.0, max_concurrency: int | None = None,
+                 rpm: int | None = None, options: Mapping[str, Any] | None = None,
+                 key: str | None = None) -> None:
+        if weight <= 0:
+            raise ConfigurationError(f"deployment {name or model!r}: weight must be > 0 "
+                                     f"(got {weight})")
+        self.provider = provider
+        self.model = model
+        self.label = name or f"{provider.name}:{model}"
+        self.key = key or f"{provider.name}:{model}"
+        self.weight = float(weight)
+        self.max_concurrency = max_concurrency
+        self.rpm = rpm
+        self.options = dict(options or {})
+        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.active = 0
+        self.ttft_average: float | None = None
+        self.stats = Stats()
+        self._same_options = False  # set by the router: requests pass through unchanged
+
+    def __repr__(self) -> str:
+        return f"<Deployment {self.label!r}>"
+
+    def prepare(self, request: ChatRequest) -> ChatRequest:
+        """The request for this deployment: its model name and its options."""
+        if self._same_options:
+            return attrs.evolve(request, model=self.model)
+        options = self.provider.parse_options({**self.options,
+                                               **request.options.set_values()})
+        return attrs.evolve(request, model=self.model, options=options)
+
+    def observe(self, ttft: float) -> None:
+        """Update the moving average of the time to first token (``latency`` strategy)."""
+        avg = self.ttft_average
+        self.ttft_average = ttft if avg is None else avg * 0.8 + ttft * 0.2
+
+
+# -- strategies --------------------------------------------------------------------------------
+class Strategy(abc.ABC):
+    """Picks one deployment among the usable ones; subclass and :func:`register_strategy`.
+
+    ``needs_in_flight``: the router passes in-flight counts per state key (from its state).
+    """
+
+    needs_in_flight: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def choose(self, candidates: Sequence[Deployment],
+               in_flight: Mapping[str, int] | None = None) -> Deployment:
+        """One of ``candidates`` (never empty)."""
+
+
+class RoundRobin(Strategy):
+    """Each deployment in turn."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def choose(self, candidates: Sequence[Deployment],
+               in_flight: Mapping[str, int] | None = None) -> Deployment:
+        """The next deployment in order."""
+        return candidates[next(self._counter) % len(candidates)]
+
+
+class RandomChoice(Strategy):
+    """A random deployment, in proportion to the weights."""
+
+    def choose(self, candidates: Sequence[Deployment],
+               in_flight: Mapping[str, int] | None = None) -> Deployment:
+        """A random deployment."""
+        if len(candidates) == 1:
+            return candidates[0]
+        return random.choices(candidates, weights=[d.weight for d in candidates])[0]
+
+
+class Weighted(Strategy):
+    """Smooth weighted round robin: exact shares by weight, spread evenly over time."""
+
+    def __init__(self) -> None:
+        self._current: dict[int, float] = {}
+
+    def choose(self, candidates: Sequence[Deployment],
+               in_flight: Mapping[str, int] | None = None) -> Deployment:
+        """The deployment furthest behind its share."""
+        current = self._current
+        total = 0.0
+        best: Deployment | None = None
+        best_value = 0.0
+        for dep in candidates:
+            value = current.get(id(dep), 0.0) + dep.weight
+            current[id(dep)] = value
+            total += dep.weight
+            if best is None or value > best_value:
+                best, best_value = dep, value
+        assert best is not None
+        current[id(best)] -= total
+        return best
+
+
+class LeastBusy(Strategy):
+    """The deployment with the fewest requests in flight (ties in turn)."""
+
+    needs_in_flight = True
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def choose(self, candidates: Sequence[Deployment],
+               in_flight: Mapping[str, int] | None = None) -> Deployment:
+        """The least busy deployment."""
+        counts = in_flight or {}
+        low = min(counts.get(d.key, d.active) for d in candidates)
+        idle = [d for d in candidates if counts.get(d.key, d.active) == low]
+        return idle[next(self._counter) % len(idle)]
+
+
+class Latency(Strategy):
+    """The deployment with the lowest moving average time to first token (untried first)."""
+
+    def choose(self, candidates: Sequence[Deployment],
+               in_flight: Mapping[str, int] | None = None) -> Deployment:
+        """The fastest deployment so far."""
+        for dep in candidates:
+            if dep.ttft_average is None:
+                return dep
+        return min(candidates, key=lambda d: d.ttft_average or 0.0)
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {
+    "round_robin": RoundRobin,
+    "random": RandomChoice,
+    "weighted": Weighted,
+    "least_busy": LeastBusy,
+    "latency": Latency,
+}
+
+
+def register_strategy(name: str, factory: Callable[[], Strategy]) -> None:
+    """Make a strategy available by name (``strategy = "NAME"`` in the config)."""
+    STRATEGIES[name] = factory
+
+
+def make_strategy(strategy: str | Strategy) -> Strategy:
+    """A strategy instance from a name or an instance."""
+    if isinstance(strategy, Strategy):
+        return strategy
+    factory = STRATEGIES.get(strategy)
+    if factory is None:
+        raise ConfigurationError(f"unknown routing strategy {strategy!r}; use one of "
+                                 f"{', '.join(sorted(STRATEGIES))}")
+    return factory()
+
+
+# -- state access that never fails a request ---------------------------------------------------
+_warned: set[int] = set()
+
+
+async def _safe(state: RouterState, call: Awaitable[T], default: T) -> T:
+    try:
+        return await call
+    except Exception as err:  # a broken backend is "no information", never a failed request
+        if id(state) not in _warned:
+            _warned.add(id(state))
+            log.warning("router state %s failed (%s: %s); using no shared state for now",
+                        type(state).__name__, type(err).__name__, err)
+        return default
+
+
+# -- the router --------------------------------------------------------------------------------
+class _Trial:
+    """The attempts of one routed request: budget, failures, and the chain of fallbacks."""
+
+    __slots__ = ("deadline", "failed", "group_index", "groups", "records", "router", "tries",
+                 "waits")
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.deadline = time.monotonic() + router.retries.timeout
+        self.records: list[tuple[str, ProviderError]] = []
+        self.groups = router.chain
+        self.group_index = 0
+        self.tries = 0
+        self.failed: set[int] = set()
+        self.waits: list[float] = []
+
+    async def next(self) -> tuple[Router, Deployment]:
+        """The next deployment to try; raises :class:`RoutingError` when none is left."""
+        groups = self.groups
+        while self.group_index < len(groups):
+            group = groups[self.group_index]
+            if self.tries < group.retries.attempts:
+                last_group = self.group_index == len(groups) - 1
+                dep = await group._pick(self, last_group)
+                if dep is not None:
+                    self.tries += 1
+                    return group, dep
+            self.group_index += 1
+            self.tries = 0
+        raise self.error()
+
+    async def failed_attempt(self, group: Router, dep: Deployment, err: ProviderError) -> None:
+        """Record a failed attempt; re-raise it when it must not be retried."""
+        dep.stats.failure(err)
+        self.records.append((dep.label, err))
+        if not is_retriable(err):
+            raise err
+        self.failed.add(id(dep))
+        cool: float | None = None
+        if isinstance(err, RateLimitError):
+            cool = err.retry_after if err.retry_after is not None else group.retries.cooldown
+        elif isinstance(err, ProviderConnectionError):
+            cool = group.retries.cooldown
+        if cool:
+            await _safe(group.state, group.state.start_cooldown(dep.key, cool), None)
+
+    def error(self) -> RoutingError:
+        name = self.router.name
+        names = [g.name for g in self.groups]
+        scope = repr(name) + (f" and its fallbacks ({', '.join(map(repr, names[1:]))})"
+                              if len(names) > 1 else "")
+        if not self.records:
+            soon = f" (the first is free in {min(self.waits):.1f} s)" if self.waits else ""
+            message = (f"model {scope}: no deployment could be tried: every one is cooling "
+                       f"down or at its rate limit{soon}; try again later")
+        else:
+            listed = "; ".join(f"{i}. {label}: {_describe(err)}"
+                               for i, (label, err) in enumerate(self.records, 1))
+            message = f"model {scope}: all {len(self.records)} attempts failed: {listed}"
+        err = RoutingError(message, attempts=list(self.records), provider=name)
+        err.retry_after = min(self.waits) if self.waits else None  # type: ignore[attr-defined]
+        if self.records:
+            err.__cause__ = self.records[-1][1]
+            err.partial_chunks = []
+        return err
+
+
+def _describe(err: ProviderError) -> str:
+    status = getattr(err, "status_code", None)
+    return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + f": {err}"
+
+
+class Router(Provider):
+    """A named model: a provider that routes each request to one of its deployments.
+
+    Args:
+        name: the named model (what users type).
+        deployments: the :class:`Deployment` objects.
+        strategy: ``round_robin``, ``random``, ``weighted``, ``least_busy``, ``latency``, a
+            registered name or a :class:`Strategy`.
+        fallbacks: other routers tried, in order, when every deployment failed or is cooling.
+        retries: a :class:`~modelplex.config.RetryConfig` (attempts, timeout, backoff,
+            cooldown).
+        state: where cooldowns, in-flight counts and rpm windows live (default: memory).
+        options: provider options applied to every deployment.
+        on_close: called by :meth:`aclose` instead of closing the deployments' providers
+            (the pipeline passes one that releases them to the pool).
+    """
+
+    name: str = "router"
+
+    def __init__(self, name: str, deployments: Iterable[Deployment], *,
+                 strategy: str | Strategy = "round_robin", fallbacks: Iterable[Router] = (),
+                 retries: RetryConfig | None = None, state: RouterState | None = None,
+                 options: Mapping[str, Any] | None = None,
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.name = name
+        self.deployments = list(deployments)
+        if not self.deployments:
+            raise ConfigurationError(f"model {name!r} has no deployments")
+        self.strategy = make_strategy(strategy)
+        self.fallbacks = list(fallbacks)
+        self.retries = retries or RetryConfig()
+        self.state: RouterState = state or MemoryState()
+        self.default_model = name
+        self.stats_total = Stats()
+        self._on_close = on_close
+        self._keys = tuple(d.key for d in self.deployments)
+        self._chain: list[Router] | None = None
+        self._limited = any(d.rpm for d in self.deployments)
+        kinds = {type(d.provider).Options for d in self.deployments}
+        self._options_cls: type[CommonOptions] = kinds.pop() if len(kinds) == 1 else CommonOptions
+        first = self.deployments[0].provider
+        self.capabilities: Capabilities = first.capabilities  # type: ignore[misc]
+        for dep in self.deployments:
+            if options:
+                dep.options = {**options, **dep.options}
+            dep._same_options = (not dep.options
+                                 and type(dep.provider).Options is self._options_cls)
+
+    def __repr__(self) -> str:
+        return f"<Router {self.name!r} {[d.label for d in self.deployments]}>"
+
+    @property
+    def chain(self) -> list[Router]:
+        """This router, then its fallbacks (theirs too), each once."""
+        if self._chain is None:
+            chain: list[Router] = []
+            todo = [self]
+            while todo:
+                router = todo.pop(0)
+                if all(router is not seen for seen in chain):
+                    chain.append(router)
+                    todo.extend(router.fallbacks)
+            self._chain = chain
+        return self._chain
+
+    def parse_options(self, options: Mapping[str, Any] | CommonOptions | None) -> CommonOptions:
+        """Validate options for every deployment (their provider's options when they share one
+        provider type, else the common options)."""
+        cls = self._options_cls
+        if isinstance(options, cls):
+            return options
+        if isinstance(options, CommonOptions):
+            options = options.set_values()
+        from pydantic import ValidationError
+
+        from modelplex.provider import options_error
+
+        try:
+            return cls.model_validate(dict(options or {}))
+        except ValidationError as err:
+            raise options_error(err, cls, self.name) from None
+
+    # -- picking ---------------------------------------------------------------------------
+    async def _pick(self, trial: _Trial, last_group: bool) -> Deployment | None:
+        """A deployment to try now, after any wait the budget allows; ``None``: give up here."""
+        state = self.state
+        while True:
+            cooling = await _safe(state, state.cooldowns(self._keys), {})
+            deps = self.deployments
+            delay = 0.0
+            if cooling:
+                usable = [d for d in deps if d.key not in cooling]
+            else:
+                usable = deps
+            failed = trial.failed
+            fresh = [d for d in usable if id(d) not in failed] if failed else usable
+            if fresh:
+                pool = fresh
+            elif usable:  # each usable one already failed in this request: back off first
+                pool = usable
+                cap = min(self.retries.max_backoff,
+                          self.retries.backoff * 2 ** max(0, len(trial.records) - 1))
+                delay = random.uniform(0, cap)
+            else:  # everything is cooling
+                wait = min(cooling.values())
+                trial.waits.append(wait)
+                if not last_group:
+                    return None  # a fallback answers now
+                pool, delay = deps, wait
+            if delay:
+                if time.monotonic() + delay > trial.deadline:
+                    trial.waits.append(delay)
+                    return None
+                await asyncio.sleep(delay)
+                if not fresh and not usable:
+                    continue  # cooled down: look again
+            if len(pool) > 1 and any(d.semaphore is not None for d in pool):
+                free = [d for d in pool if d.semaphore is None or not d.semaphore.locked()]
+                pool = free or pool
+            in_flight = None
+            if self.strategy.needs_in_flight and len(pool) > 1:
+                in_flight = await _safe(state, state.in_flight(d.key for d in pool), None)
+            if not self._limited:
+                return self.strategy.choose(pool, in_flight)
+            pool = list(pool)
+            waits: list[float] = []
+            while pool:
+                dep = self.strategy.choose(pool, in_flight)
+                if not dep.rpm:
+                    return dep
+                wait = await _safe(state, state.take_rate_slot(dep.key, dep.rpm), 0.0)
+                if wait <= 0:
+                    return dep
+                waits.append(wait)
+                pool.remove(dep)
+            soonest = min(waits)
+            if time.monotonic() + soonest > trial.deadline:
+                trial.waits.append(soonest)
+                return None
+            await asyncio.sleep(soonest)  # a slot frees then: no busy waiting
+
+    async def _enter(self, dep: Deployment) -> None:
+        if dep.semaphore is not None:
+            await dep.semaphore.acquire()
+        dep.active += 1
+        if self.strategy.needs_in_flight:
+            await _safe(self.state, self.state.add_in_flight(dep.key, 1), None)
+
+    async def _leave(self, dep: Deployment) -> None:
+        dep.active -= 1
+        if dep.semaphore is not None:
+            dep.semaphore.release()
+        if self.strategy.needs_in_flight:
+            await _safe(self.state, self.state.add_in_flight(dep.key, -1), None)
+
+    def _route(self, group: Router, dep: Deployment, trial: _Trial) -> RouteInfo:
+        return RouteInfo(model=self.name, group=group.name, deployment=dep.label,
+                         provider=dep.provider.name, provider_model=dep.model,
+                         attempts=len(trial.records) + 1)
+
+    # -- requests --------------------------------------------------------------------------
+    def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        """Stream from one deployment; retry and fail over only before the first chunk."""
+        return self._routed_stream(request)
+
+    async def _routed_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        trial = _Trial(self)
+        started = time.perf_counter()
+        while True:
+            try:
+                group, dep = await trial.next()
+            except RoutingError as err:
+                self.stats_total.failure(err)
+                raise
+            sub = dep.prepare(request)
+            await group._enter(dep)
+            start = time.perf_counter()
+            stream = dep.provider.stream_request(sub)
+            try:
+                try:
+                    first = await anext(stream)
+                except StopAsyncIteration:
+                    first = None
+                except ProviderError as err:
+                    try:
+                        await trial.failed_attempt(group, dep, err)
+                    except ProviderError:
+                        self.stats_total.failure(err)
+                        raise
+                    continue
+                ttft = time.perf_counter() - start
+                dep.observe(ttft)
+                chunk = first
+                if first is not None:
+                    first.route = self._route(group, dep, trial)
+                    try:
+                        yield first
+                        async for chunk in stream:
+                            yield chunk
+                    except ProviderError as err:  # after the first chunk: no failover
+                        dep.stats.failure(err)
+                        self.stats_total.failure(err)
+                        raise
+                now = time.perf_counter()
+                usage = chunk.usage if chunk is not None else None
+                dep.stats.success(now - start, ttft, usage)
+                self.stats_total.success(now - started, ttft + start - started, usage)
+                return
+            finally:
+                await stream.aclose()
+                await group._leave(dep)
+
+    async def _call(self, call: Callable[[Deployment], Awaitable[T]]) -> tuple[T, RouteInfo]:
+        """Run one non-streaming call on a deployment, with retries and fallbacks."""
+        trial = _Trial(self)
+        started = time.perf_counter()
+        while True:
+            try:
+                group, dep = await trial.next()
+            except RoutingError as err:
+                self.stats_total.failure(err)
+                raise
+            await group._enter(dep)
+            start = time.perf_counter()
+            try:
+                result = await call(dep)
+            except ProviderError as err:
+                try:
+                    await trial.failed_attempt(group, dep, err)
+                except ProviderError:
+                    self.stats_total.failure(err)
+                    raise
+                continue
+            finally:
+                await group._leave(dep)
+            now = time.perf_counter()
+            usage = result.usage if isinstance(result, ChatResponse) else None
+            dep.observe(now - start)
+            dep.stats.success(now - start, None, usage)
+            self.stats_total.success(now - started, None, usage)
+            return result, self._route(group, dep, trial)
+
+    async def _complete(self, request: ChatRequest) -> ChatResponse:
+        response, route = await self._call(lambda dep: dep.provider._complete(dep.prepare(request)))
+        response.route = route
+        return response
+
+    def _stream(self, request: ChatRequest) -> Any:  # pragma: no cover - stream_request is used
+        return self._routed_stream(request)
+
+    async def embed(self, texts: Sequence[str], *, model: str = "",
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """Embed on one deployment, with retries and fallbacks."""
+        async def call(dep: Deployment) -> list[list[float]]:
+            merged = {**dep.options, **(options or {})}
+            return await dep.provider.embed(texts, model=dep.model, options=merged or None)
+
+        vectors, _ = await self._call(call)
+        return vectors
+
+    # -- stats and lifecycle ---------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Usage statistics of this named model and of each deployment."""
+        return {"model": self.name, "strategy": type(self.strategy).__name__,
+                **self.stats_total.snapshot(),
+                "deployments": {d.label: {**d.stats.snapshot(), "in_flight": d.active}
+                                for d in self.deployments}}
+
+    async def aclose(self) -> None:
+        """Release the deployments (to the pool, or close them when built by hand)."""
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
+            return
+        seen: set[int] = set()
+        for dep in self.deployments:
+            if id(dep.provider) not in seen:
+                seen.add(id(dep.provider))
+                await dep.provider.aclose()
