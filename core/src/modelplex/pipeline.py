@@ -75,7 +75,7 @@ async def open_router(name: str, *, config: Config | None = None,
                                  f"{config.source or 'the config'}")
     model = config.models[name]
     where = config.source or "the config"
-    key = f"router:{name}:{id(plugins)}:{_short(config.model_dump(mode='json'))}"
+    key = f"router:{name}:{id(plugins)}:{_short(config.model_dump())}"
 
     async def build() -> Router:
         held: list[Any] = []

@@ -429,6 +429,10 @@ class Router(Provider):
         self._keys = tuple(d.key for d in self.deployments)
         self._chain: list[Router] | None = None
         self._limited = any(d.rpm for d in self.deployments)
+        labels = Counter(d.label for d in self.deployments)
+        for index, dep in enumerate(self.deployments, 1):
+            if labels[dep.label] > 1:  # two deployments of one model: tell them apart
+                dep.label = f"{dep.label}#{index}"
         kinds = {type(d.provider).Options for d in self.deployments}
         self._options_cls: type[CommonOptions] = kinds.pop() if len(kinds) == 1 else CommonOptions
         first = self.deployments[0].provider
@@ -533,11 +537,18 @@ class Router(Provider):
             await asyncio.sleep(soonest)  # a slot frees then: no busy waiting
 
     async def _enter(self, dep: Deployment) -> None:
-        if dep.semaphore is not None:
-            await dep.semaphore.acquire()
+        # counted before waiting for a slot, so least_busy spreads the queue too
         dep.active += 1
         if self.strategy.needs_in_flight:
             await _safe(self.state, self.state.add_in_flight(dep.key, 1), None)
+        if dep.semaphore is not None:
+            try:
+                await dep.semaphore.acquire()
+            except BaseException:
+                dep.active -= 1
+                if self.strategy.needs_in_flight:
+                    await _safe(self.state, self.state.add_in_flight(dep.key, -1), None)
+                raise
 
     async def _leave(self, dep: Deployment) -> None:
         dep.active -= 1

@@ -33,7 +33,8 @@ The faults:
 ``error_event``   send two chunks, then the provider's in-stream error object
 ``429`` ``500`` ``503`` ``529``   that status with the provider's error body
                   (429 and 503 carry ``Retry-After: 2``); any other status, e.g. ``401``,
-                  ``404``, ``400``, works the same way
+                  ``404``, ``400``, works the same way; ``503:7`` sends ``Retry-After: 7``
+``delay:0.05``    wait that many seconds, then answer normally
 ``redirect_301`` ``redirect_302`` ``redirect_303`` ``redirect_307`` ``redirect_308``
                   that redirect to :attr:`FaultyUpstream.redirect_to` plus the request's path
                   (start a second upstream there, on ``localhost`` for another host)
@@ -272,7 +273,7 @@ class FaultyUpstream:
             ``record`` of them).
         requests: how many chat requests arrived.
         disconnects: how many chat responses ended because the client went away.
-        active: chat requests being answered now.
+        active: chat requests being answered now (``peak_active``: the most at once).
         url: ``http://127.0.0.1:PORT``, set once started.
         redirect_to: the base URL the ``redirect_*`` faults send clients to.
     """
@@ -294,6 +295,7 @@ class FaultyUpstream:
         self.requests = 0
         self.disconnects = 0
         self.active = 0
+        self.peak_active = 0
         self.url = ""
         self.redirect_to = ""
         self._scripts: dict[str, deque[str | Reply]] = {}
@@ -458,6 +460,7 @@ class FaultyUpstream:
         async def handler(request: web.Request) -> web.StreamResponse:
             self.requests += 1
             self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
             try:
                 return await self._answer(request, kind)
             except (asyncio.CancelledError, ConnectionResetError):
@@ -493,11 +496,16 @@ class FaultyUpstream:
         if fault.startswith("redirect_"):
             return web.Response(status=int(fault.removeprefix("redirect_")),
                                 headers={"Location": self.redirect_to + request.path_qs})
-        if fault.isdigit():
-            status = int(fault)
-            headers = {"Retry-After": "2"} if status in (429, 503) else {}
+        if fault[:1].isdigit():
+            code, _, retry_after = fault.partition(":")
+            status = int(code)
+            headers = {"Retry-After": retry_after or "2"} if retry_after or status in (
+                429, 503) else {}
             return web.json_response(wire.error_body(status, reply.message), status=status,
                                      headers=headers)
+        if fault.startswith("delay:"):
+            await asyncio.sleep(float(fault.removeprefix("delay:")))
+            fault = "ok"
         if fault == "hang":
             await asyncio.sleep(3600)
         streaming = body.get("stream", wire.kind == "ollama")
