@@ -60,7 +60,9 @@ def cli(debug: bool) -> None:
 # -- chat ---------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("prompt", required=False)
-@click.option("-m", "--model", help="provider:model, e.g. llamacpp:smollm2 or ollama:llama3.2")
+@click.option("-m", "--model",
+              help="provider:model (llamacpp:smollm2, ollama:llama3.2) or a named model of "
+                   "the config")
 @click.option("-s", "--system", help="System prompt.")
 @click.option("-o", "--option", "option_pairs", nargs=2, multiple=True,
               metavar="KEY VALUE", help="Provider option, e.g. -o temperature 0.2")
@@ -394,6 +396,16 @@ def _add_lazy_commands() -> None:
 
 
 _add_lazy_commands()
+
+
+# -- config and stats (modelplex.cli_config) ---------------------------------------------------
+def _register_config_commands() -> None:
+    from modelplex.cli_config import register
+
+    register(cli)
+
+
+_register_config_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

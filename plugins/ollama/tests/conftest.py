@@ -195,7 +195,8 @@ async def provider() -> AsyncIterator[OllamaProvider]:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("OLLAMA_HOST", "OLLAMA_API_KEY", "OLLAMA_NUM_PARALLEL", "OLLAMA_MODELS",
+    for var in ("OLLAMA_HOST", "OLLAMA_BASE_URL", "OLLAMA_API_KEY", "OLLAMA_NUM_PARALLEL",
+                "OLLAMA_MODELS",
                 "MODELPLEX_DEFAULT_MODEL"):
         monkeypatch.delenv(var, raising=False)
 

@@ -61,6 +61,15 @@ def test_is_local_host(url: str, local: bool) -> None:
     assert is_local_host(url) is local
 
 
+def test_ollama_base_url_is_another_name_for_ollama_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    monkeypatch.setenv("OLLAMA_BASE_URL", "http://gpu-box:11434")
+    assert OllamaProvider().host == "http://gpu-box:11434"
+    monkeypatch.setenv("OLLAMA_HOST", "other:1234")  # OLLAMA_HOST wins when both are set
+    assert OllamaProvider().host == "http://other:1234"
+
+
 def test_environment_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_HOST", "gpu-box:8080")
     monkeypatch.setenv("OLLAMA_API_KEY", "ollama-key-0123456789")

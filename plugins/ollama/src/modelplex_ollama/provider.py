@@ -104,8 +104,8 @@ class OllamaProvider(Provider):
 
     Args:
         host: the server, as ``OLLAMA_HOST`` takes it (``gpu-box``, ``gpu-box:11434``,
-            ``https://ollama.example.com/prefix``). Default: ``OLLAMA_HOST``, else
-            ``http://127.0.0.1:11434``.
+            ``https://ollama.example.com/prefix``). Default: ``OLLAMA_HOST`` (or its other
+            name ``OLLAMA_BASE_URL``), else ``http://127.0.0.1:11434``.
         api_key: sent as ``Authorization: Bearer``. Default: ``OLLAMA_API_KEY``. Kept as a
             :class:`~pydantic.SecretStr`; never shown in reprs, errors or logs.
         headers: extra headers for every request (for proxies in front of Ollama).
@@ -130,7 +130,9 @@ class OllamaProvider(Provider):
                  timeouts: Timeouts | Mapping[str, Any] | float | None = None,
                  max_parallel: int | None = None, *, verify_tls: bool = True,
                  check_disk_space: bool = True) -> None:
-        self.host = parse_host(host if host is not None else os.environ.get("OLLAMA_HOST"))
+        if host is None:  # OLLAMA_BASE_URL is another name for it (seed 003)
+            host = os.environ.get("OLLAMA_HOST") or os.environ.get("OLLAMA_BASE_URL")
+        self.host = parse_host(host)
         if api_key is None:
             api_key = os.environ.get("OLLAMA_API_KEY") or None
         self.api_key: SecretStr | None = (

@@ -1,0 +1,125 @@
+"""``modelplex config show|path`` and ``modelplex stats``: the configuration and the router.
+
+Registered on the ``modelplex`` group by :func:`register`; heavy modules are imported inside
+the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["register"]
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show the configuration file: providers, named models and the other tables."""
+
+
+@config_group.command("path")
+def config_path_command() -> None:
+    """Print where the config file is read from (MODELPLEX_CONFIG, else the user dir)."""
+    from modelplex.config import config_path
+
+    path = config_path()
+    click.echo(str(path))
+    if not path.exists():
+        click.echo("(the file does not exist yet: modelplex uses defaults)", err=True)
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is TOML-like).")
+def config_show(as_json: bool) -> None:
+    """Print the configuration in effect, with every secret masked."""
+    from modelplex.config import load_config
+
+    config = load_config()
+    data = config.masked()
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"# {config.source or 'no config file: defaults'}")
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            click.echo(f"{key} = {json.dumps(value, default=str)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for name, table in value.items():
+                click.echo(f"\n[{key}.{name}]")
+                items = table.items() if isinstance(table, dict) else [("value", table)]
+                for k, v in items:
+                    click.echo(f"{k} = {json.dumps(v, default=str)}")
+
+
+def _print_stats(stats: list[dict[str, Any]]) -> None:
+    for entry in stats:
+        lat, ttft = entry["latency_ms"], entry["ttft_ms"]
+        click.echo(f"{entry['model']} ({entry['strategy']}): {entry['requests']} requests, "
+                   f"error rate {entry['error_rate']:.1%}, latency p50 {lat['p50']} ms "
+                   f"p99 {lat['p99']} ms, TTFT p50 {ttft['p50']} ms")
+        for label, dep in entry["deployments"].items():
+            errors = ", ".join(f"{k} {v}" for k, v in dep["errors"].items()) or "none"
+            click.echo(f"  {label}: {dep['requests']} requests, {dep['successes']} ok, "
+                       f"errors: {errors}; tokens {dep['prompt_tokens']} in / "
+                       f"{dep['completion_tokens']} out; latency p50 "
+                       f"{dep['latency_ms']['p50']} ms")
+
+
+@click.command("stats")
+@click.option("-m", "--model", "models", multiple=True,
+              help="Named model(s) to show (default: every named model of the config).")
+@click.option("-p", "--prompt", help="Send this prompt through the model(s) first.")
+@click.option("-n", "--repeat", default=1, show_default=True, type=click.IntRange(1, 10000),
+              help="How many times to send the prompt.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
+                  as_json: bool) -> None:
+    """Usage statistics of named models (requests, errors, tokens, latency percentiles).
+
+    The statistics are those of this process: with --prompt, the command sends the prompt
+    N times through each model and reports what happened (a quick check of a config).
+    """
+    from modelplex.config import get_config
+    from modelplex.errors import ConfigurationError, ProviderError
+    from modelplex.pipeline import open_router, release_model
+
+    config = get_config()
+    names = list(models) or sorted(config.models)
+    if not names:
+        raise ConfigurationError(f"no named models are configured: add [models.NAME] tables "
+                                 f"to {config.source or 'the config file'} "
+                                 "(see `modelplex config path`)")
+
+    async def run() -> list[dict[str, Any]]:
+        out = []
+        for name in names:
+            router = await open_router(name, config=config)
+            try:
+                for _ in range(repeat if prompt else 0):
+                    try:
+                        await router.complete([{"role": "user", "content": prompt}],
+                                              model=name)
+                    except ProviderError as err:
+                        click.echo(f"{name}: {type(err).__name__}: {err}", err=True)
+                out.append(router.stats())
+            finally:
+                await release_model(router)
+        return out
+
+    result = asyncio.run(run())
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        click.echo()
+    else:
+        _print_stats(result)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``config`` and ``stats`` to the ``modelplex`` command."""
+    cli.add_command(config_group)
+    cli.add_command(stats_command)

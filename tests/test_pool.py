@@ -1,0 +1,97 @@
+"""Providers are shared within a process: N ChatManagers, one provider instance.
+
+With the real llama.cpp provider (the tiny generated GGUF) the model is loaded once for all
+managers; with an HTTP provider the managers share one aiohttp session. Closing a manager
+closes only what no other manager uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from modelplex import ChatManager
+from modelplex.config import parse_config
+from modelplex.http import HttpClient, Timeouts
+from modelplex.pool import ProviderPool
+from modelplex.testing.upstream import FaultyUpstream
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modelplex_llamacpp.tiny_gguf import write_tiny_gguf
+
+    folder = tmp_path_factory.mktemp("models")
+    write_tiny_gguf(folder / "tiny.gguf", seed=0)
+    return folder
+
+
+@pytest.mark.slow
+async def test_four_llamacpp_managers_load_the_model_once(models_dir: Path) -> None:
+    pool = ProviderPool()
+    cfg = parse_config({"providers": {"llamacpp": {"models_dir": str(models_dir)}}})
+    managers = [ChatManager("llamacpp:tiny", config=cfg, pool=pool,
+                            options={"max_tokens": 4}) for _ in range(4)]
+    for manager in managers:
+        await manager.initialize_model("llamacpp:tiny")
+    metas = await asyncio.gather(*(m.get_response_with_meta("hi") for m in managers))
+    assert all(meta.completion_tokens > 0 for meta in metas)
+    providers = {id(m._provider) for m in managers}
+    assert len(providers) == 1  # one instance ...
+    provider = managers[0]._provider
+    assert len(provider._loaded) == 1  # type: ignore[union-attr]  # ... one copy of the model
+    assert pool.holders(provider) == 4
+    for manager in managers[:3]:
+        await manager.aclose()
+    assert len(provider._loaded) == 1  # type: ignore[union-attr]  # still used by the last
+    assert (await managers[3].get_response_with_meta("again")).completion_tokens > 0
+    await managers[3].aclose()
+    assert provider._loaded == {}  # type: ignore[union-attr]  # the last one freed it
+    assert pool.shared() == []
+
+
+async def test_http_managers_share_one_session() -> None:
+    pool = ProviderPool()
+    async with FaultyUpstream() as up:
+        cfg = parse_config({"providers": {"openai": {
+            "base_url": up.url + "/v1", "api_key": "sk-pool-test-1234567890",
+            "timeouts": Timeouts(first_byte=5)}}})
+        managers = [ChatManager("openai:fault", config=cfg, pool=pool) for _ in range(8)]
+        metas = await asyncio.gather(*(m.get_response_with_meta("hi") for m in managers))
+        assert all(meta.content for meta in metas)
+        provider = managers[0]._provider
+        assert all(m._provider is provider for m in managers)
+        clients = [v for v in vars(provider).values() if isinstance(v, HttpClient)]
+        session = clients[0]._session
+        assert session is not None and not session.closed
+        other = ChatManager("openai:fault", config=cfg, pool=pool,
+                            provider_config={"openai": {"headers": {"X-Team": "b"}}})
+        await other.initialize_model()
+        assert other._provider is not provider  # another configuration: another instance
+        await other.aclose()
+        for manager in managers[:-1]:
+            await manager.aclose()
+        assert not session.closed
+        await managers[-1].aclose()
+        assert session.closed
+        assert pool.shared() == []
+
+
+async def test_named_model_routers_are_shared_and_released() -> None:
+    pool = ProviderPool()
+    async with FaultyUpstream() as up:
+        cfg = parse_config({"models": {"fast": {"deployments": [
+            {"model": "openai:fault", "base_url": up.url + "/v1", "api_key": "sk-x-12345678"},
+        ]}}})
+        a = ChatManager("fast", config=cfg, pool=pool)
+        b = ChatManager("fast", config=cfg, pool=pool)
+        await a.get_response_with_meta("one")
+        await b.get_response_with_meta("two")
+        assert a._provider is b._provider
+        assert a._provider.stats()["requests"] == 2  # type: ignore[union-attr]
+        assert len(pool.shared()) == 2  # the router and its one provider
+        await a.aclose()
+        await b.aclose()
+        assert pool.shared() == []
