@@ -16,6 +16,22 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         Cache as Cache,
         MemoryCache as MemoryCache,
     )
+    from modelplex.compat import (
+        AssistantMessage as AssistantMessage,
+        ModelAdapter as ModelAdapter,
+        ModelManager as ModelManager,
+        ModelResponse as ModelResponse,
+        SystemMessage as SystemMessage,
+        UserMessage as UserMessage,
+        configure_load_balancer as configure_load_balancer,
+        get_embedding_model as get_embedding_model,
+        get_model as get_model,
+        get_model_manager as get_model_manager,
+    )
+    from modelplex.config import (
+        Config as Config,
+        load_config as load_config,
+    )
     from modelplex.chunks import (
         ChatResponse as ChatResponse,
         StreamChunk as StreamChunk,
@@ -38,6 +54,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         ProviderTimeoutError as ProviderTimeoutError,
         RateLimitError as RateLimitError,
         ResponseTooLargeError as ResponseTooLargeError,
+        RoutingError as RoutingError,
         ServerBusyError as ServerBusyError,
         ServerError as ServerError,
         StreamError as StreamError,
@@ -63,10 +80,18 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         ParseResult as ParseResult,
         PydanticParser as PydanticParser,
     )
+    from modelplex.pipeline import (
+        open_model as open_model,
+        release_model as release_model,
+    )
     from modelplex.plugins import (
         Plugins as Plugins,
         get_plugins as get_plugins,
         list_plugins as list_plugins,
+    )
+    from modelplex.pool import (
+        ProviderPool as ProviderPool,
+        get_pool as get_pool,
     )
     from modelplex.prompts import (
         ChainOfThoughtPrompt as ChainOfThoughtPrompt,
@@ -79,6 +104,11 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         ChatRequest as ChatRequest,
         CommonOptions as CommonOptions,
         Provider as Provider,
+    )
+    from modelplex.routing import (
+        Deployment as Deployment,
+        RouteInfo as RouteInfo,
+        Router as Router,
     )
     from modelplex.structured import (
         StructuredResult as StructuredResult,
@@ -112,12 +142,20 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["StructuredResult", "StructuredUpdate"], "structured"),
     "Tool": "tools",
     **dict.fromkeys(["Cache", "MemoryCache"], "caches"),
+    **dict.fromkeys(["AssistantMessage", "ModelAdapter", "ModelManager", "ModelResponse",
+                     "SystemMessage", "UserMessage", "configure_load_balancer",
+                     "get_embedding_model", "get_model", "get_model_manager"], "compat"),
+    **dict.fromkeys(["Config", "load_config"], "config"),
+    **dict.fromkeys(["open_model", "release_model"], "pipeline"),
+    **dict.fromkeys(["ProviderPool", "get_pool"], "pool"),
+    **dict.fromkeys(["Deployment", "RouteInfo", "Router"], "routing"),
     **dict.fromkeys(["AuthenticationError", "BadRequestError", "ChatBusyError",
                      "ConfigurationError",
                      "ModelNotFoundError", "ModelplexError", "OptionsError", "ParseError",
                      "PluginError", "ProviderConnectionError", "ProviderError",
                      "ProviderStatusError", "ProviderTimeoutError", "RateLimitError",
-                     "ResponseTooLargeError", "ServerBusyError", "ServerError", "StreamError",
+                     "ResponseTooLargeError", "RoutingError", "ServerBusyError", "ServerError",
+                     "StreamError",
                      "UnknownProviderError", "UnsupportedOperationError"], "errors"),
 }
 

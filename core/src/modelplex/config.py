@@ -117,7 +117,8 @@ class ModelConfig(_Strict):
     """A named model: one or more deployments, a strategy, retries and fallbacks."""
 
     deployments: tuple[DeploymentConfig, ...] = ()
-    model: str | None = Field(default=None, description="shorthand for one deployment")
+    model: str | None = Field(default=None, exclude=True,
+                              description="shorthand for one deployment")
     strategy: str = "round_robin"
     fallbacks: tuple[str, ...] = ()
     retries: RetryConfig = Field(default_factory=RetryConfig)

@@ -655,12 +655,18 @@ class Router(Provider):
     async def embed(self, texts: Sequence[str], *, model: str = "",
                     options: Mapping[str, Any] | None = None) -> list[list[float]]:
         """Embed on one deployment, with retries and fallbacks."""
+        vectors, _ = await self.embed_routed(texts, options=options)
+        return vectors
+
+    async def embed_routed(self, texts: Sequence[str], *,
+                           options: Mapping[str, Any] | None = None
+                           ) -> tuple[list[list[float]], RouteInfo]:
+        """:meth:`embed`, and which deployment answered."""
         async def call(dep: Deployment) -> list[list[float]]:
             merged = {**dep.options, **(options or {})}
             return await dep.provider.embed(texts, model=dep.model, options=merged or None)
 
-        vectors, _ = await self._call(call)
-        return vectors
+        return await self._call(call)
 
     # -- stats and lifecycle ---------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

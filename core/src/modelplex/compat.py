@@ -1,0 +1,320 @@
+"""Seed 002's API (OneSim's ``models`` package), as a thin facade over config and router.
+
+The seed's examples run as written with ``modelplex`` in place of ``onesim.models``::
+
+    from modelplex import get_model_manager, configure_load_balancer, get_model
+    from modelplex import SystemMessage, UserMessage
+
+    get_model_manager().load_model_configs([
+        {"config_name": "gpt-4", "model_type": "openai_chat", "model_name": "gpt-4",
+         "api_key": "sk-..."},
+        {"config_name": "local", "model_type": "ollama_chat", "model_name": "llama3.2"},
+    ])
+    configure_load_balancer(model_configs=["gpt-4", "local"], strategy="round_robin")
+    model = get_model()                       # the default LLM load balancer
+    response = model(model.format(SystemMessage("Be brief."), UserMessage("Hi")))
+    print(response.text, response.model_info["config_name"])
+
+Each config becomes a named model with one deployment; a load balancer becomes a named model
+over those deployments, so retries, cooldowns and statistics are the router's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from modelplex.chunks import Usage
+from modelplex.config import Config, get_config, parse_config
+from modelplex.errors import ConfigurationError, ModelplexError
+from modelplex.provider import Provider
+from modelplex.types import ChatMessage
+
+__all__ = ["AssistantMessage", "ModelAdapter", "ModelManager", "ModelResponse", "SystemMessage",
+           "UserMessage", "configure_load_balancer", "get_embedding_model", "get_model",
+           "get_model_manager"]
+
+_SEED_KEYS = {"config_name", "model_type", "model_name", "api_key", "base_url", "client_args",
+              "generate_args"}
+
+
+def SystemMessage(content: str, **kw: Any) -> ChatMessage:  # noqa: N802 - the seed's name
+    """A system message."""
+    return ChatMessage.system(content, **kw)
+
+
+def UserMessage(content: str, **kw: Any) -> ChatMessage:  # noqa: N802 - the seed's name
+    """A user message."""
+    return ChatMessage.user(content, **kw)
+
+
+def AssistantMessage(content: str, **kw: Any) -> ChatMessage:  # noqa: N802 - the seed's name
+    """An assistant message."""
+    return ChatMessage.assistant(content, **kw)
+
+
+@attrs.define
+class ModelResponse:
+    """The seed's response: ``text`` (also ``content``), ``usage``, ``model_info`` (a dict
+    with ``model_name``, ``config_name`` and ``provider``), ``embedding`` for embeddings and
+    ``raw`` (the :class:`~modelplex.chunks.ChatResponse`)."""
+
+    text: str = ""
+    usage: Usage = attrs.Factory(Usage)
+    model_info: dict[str, Any] = attrs.Factory(dict)
+    embedding: list[list[float]] | None = None
+    raw: Any = None
+
+    @property
+    def content(self) -> str:
+        """The text (the seed's other name for it)."""
+        return self.text
+
+
+def _model_info(route: Any, fallback: str) -> dict[str, Any]:
+    if route is None:
+        return {"model_name": fallback, "config_name": fallback, "provider": None}
+    return {"model_name": route.provider_model, "config_name": route.deployment,
+            "provider": route.provider}
+
+
+class ModelAdapter:
+    """A configured model or load balancer: ``format()``, ``await acall()``, ``__call__()``."""
+
+    def __init__(self, manager: ModelManager, name: str, kind: str) -> None:
+        self.manager = manager
+        self.config_name = name
+        self.kind = kind
+        self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Provider] = (
+            weakref.WeakKeyDictionary())
+
+    def __repr__(self) -> str:
+        return f"<ModelAdapter {self.config_name!r} ({self.kind})>"
+
+    @staticmethod
+    def format(*messages: ChatMessage | Mapping[str, Any]
+               | Sequence[ChatMessage | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Messages (given one by one or as a list) as ``{"role", "content"}`` dicts."""
+        flat: list[ChatMessage | Mapping[str, Any]] = []
+        for item in messages:
+            if isinstance(item, ChatMessage | Mapping):
+                flat.append(item)
+            else:
+                flat.extend(item)
+        return [{"role": m.role.value, "content": m.content} if isinstance(m, ChatMessage)
+                else dict(m) for m in flat]
+
+    async def _provider(self) -> Provider:
+        loop = asyncio.get_running_loop()
+        provider = self._providers.get(loop)
+        if provider is None:
+            from modelplex.pipeline import open_model
+
+            provider, _ = await open_model(self.config_name, config=self.manager.config())
+            self._providers[loop] = provider
+        return provider
+
+    async def acall(self, messages: Sequence[Any] | None = None, *,
+                    texts: Sequence[str] | None = None, **kwargs: Any) -> ModelResponse:
+        """Chat with the formatted ``messages``, or embed ``texts`` (embedding models)."""
+        from modelplex.routing import Router
+
+        provider = await self._provider()
+        assert isinstance(provider, Router)
+        if self.kind == "embedding" or texts is not None:
+            if texts is None:
+                texts = [m if isinstance(m, str) else m["content"] for m in messages or []]
+            vectors, route = await provider.embed_routed(list(texts), options=kwargs or None)
+            return ModelResponse(embedding=vectors,
+                                 model_info=_model_info(route, self.config_name))
+        if not messages:
+            raise ConfigurationError("acall() needs messages: pass model.format(...)")
+        response = await provider.complete(self.format(messages), model=self.config_name,
+                                           options=kwargs or None)
+        return ModelResponse(text=response.content, usage=response.usage,
+                             model_info=_model_info(response.route, self.config_name),
+                             raw=response)
+
+    def __call__(self, messages: Sequence[Any] | None = None, **kwargs: Any) -> ModelResponse:
+        """Blocking :meth:`acall` (not inside a running event loop: use ``await acall``)."""
+        return self.manager.run_sync(self.acall(messages, **kwargs))
+
+
+class ModelManager:
+    """The seed's configuration registry: model configs and load balancers by name."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._balancers: dict[str, dict[str, Any]] = {}
+        self._defaults: dict[str, str] = {}
+        self._config: Config | None = None
+        self._runner: asyncio.Runner | None = None
+        self._lock = threading.Lock()
+
+    # -- configs ---------------------------------------------------------------------------
+    def load_model_configs(self, configs: str | os.PathLike[str] | Mapping[str, Any]
+                           | Sequence[Mapping[str, Any]]) -> None:
+        """Add model configs: a JSON file path, one config dict, or a list of them."""
+        source = "model config"
+        if isinstance(configs, str | os.PathLike):
+            path = Path(configs)
+            source = str(path)
+            try:
+                configs = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise ConfigurationError(f"cannot read model configs from {path}: {err}") \
+                    from None
+        items = [configs] if isinstance(configs, Mapping) else list(configs)  # type: ignore[arg-type]
+        for index, item in enumerate(items):
+            self._entries[self._check(item, f"{source}[{index}]")] = dict(item)
+        self._config = None
+
+    @staticmethod
+    def _check(item: Any, where: str) -> str:
+        if not isinstance(item, Mapping):
+            raise ConfigurationError(f"{where}: a model config is a dict, got {item!r}")
+        unknown = sorted(set(item) - _SEED_KEYS)
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                                     f"{', '.join(sorted(_SEED_KEYS))}")
+        for key in ("config_name", "model_type"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ConfigurationError(f"{where}: {key!r} is required (a string)")
+        if item["model_type"].rpartition("_")[2] not in ("chat", "embedding"):
+            raise ConfigurationError(
+                f"{where}: model_type {item['model_type']!r} must be PROVIDER_chat or "
+                "PROVIDER_embedding, e.g. openai_chat or ollama_embedding")
+        return str(item["config_name"])
+
+    def configure_load_balancer(self, model_configs: Sequence[str], strategy: str = "round_robin",
+                                config_name: str = "load_balancer",
+                                model_type: str = "llm") -> None:
+        """A load balancer over configs by name; the default of its type when first."""
+        if model_type not in ("llm", "embedding"):
+            raise ConfigurationError(f"model_type must be 'llm' or 'embedding' (got "
+                                     f"{model_type!r})")
+        missing = [name for name in model_configs if name not in self._entries]
+        if missing:
+            raise ConfigurationError(f"load balancer {config_name!r}: no model config named "
+                                     f"{', '.join(map(repr, missing))}; load it first with "
+                                     "get_model_manager().load_model_configs(...)")
+        if not model_configs:
+            raise ConfigurationError(f"load balancer {config_name!r} needs model_configs")
+        self._balancers[config_name] = {"configs": list(model_configs), "strategy": strategy,
+                                        "kind": "embedding" if model_type == "embedding"
+                                        else "chat"}
+        self._defaults[model_type] = config_name
+        self._config = None
+
+    def _deployment(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        from modelplex.plugins import get_plugins
+        from modelplex.pool import _accepts
+
+        provider = entry["model_type"].rpartition("_")[0]
+        model_name = entry.get("model_name") or ""
+        dep: dict[str, Any] = {"model": f"{provider}:{model_name}", "name": entry["config_name"],
+                               "options": dict(entry.get("generate_args") or {})}
+        client = dict(entry.get("client_args") or {})
+        base_url = entry.get("base_url") or client.pop("base_url", None)
+        if entry.get("api_key"):
+            dep["api_key"] = entry["api_key"]
+        if base_url:
+            factory = get_plugins().get("providers", provider)
+            dep["base_url" if _accepts(factory, "base_url") else "host"] = base_url
+        dep.update(client)
+        return dep
+
+    def config(self) -> Config:
+        """The configuration: the config file's, plus these configs and balancers."""
+        with self._lock:
+            if self._config is not None:
+                return self._config
+            base = get_config()
+            models = base.model_dump()["models"]
+            for name, entry in self._entries.items():
+                kind = entry["model_type"].rpartition("_")[2]
+                models[name] = {"deployments": [self._deployment(entry)], "kind": kind}
+            for name, lb in self._balancers.items():
+                models[name] = {"deployments": [self._deployment(self._entries[c])
+                                                for c in lb["configs"]],
+                                "strategy": lb["strategy"], "kind": lb["kind"]}
+            data = {**base.model_dump(exclude={"models", "source"}), "models": models}
+            self._config = parse_config(data, source=base.source or "model configs")
+            return self._config
+
+    # -- models ----------------------------------------------------------------------------
+    def get_model(self, config_name: str | None = None) -> ModelAdapter:
+        """A config or load balancer by name; without a name the default LLM balancer."""
+        return self._adapter(config_name, "llm")
+
+    def get_embedding_model(self, config_name: str | None = None) -> ModelAdapter:
+        """An embedding config or balancer; without a name the default embedding balancer."""
+        return self._adapter(config_name, "embedding")
+
+    def _adapter(self, name: str | None, model_type: str) -> ModelAdapter:
+        if name is None:
+            name = self._defaults.get(model_type)
+            if name is None:
+                raise ConfigurationError(
+                    f"no default {model_type} model: call configure_load_balancer(..., "
+                    f"model_type={model_type!r}) or pass a config name")
+        config = self.config()
+        if name not in config.models:
+            known = ", ".join(sorted(config.models)) or "none"
+            raise ConfigurationError(f"no model config named {name!r} (known: {known}); load "
+                                     "it with get_model_manager().load_model_configs(...)")
+        return ModelAdapter(self, name, config.models[name].kind)
+
+    def run_sync(self, coro: Any) -> Any:
+        """Run a coroutine on this manager's private event loop (the sync API)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise ModelplexError("a model was called synchronously inside a running event "
+                                 "loop; use `await model.acall(...)` there instead")
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(coro)
+
+
+_manager: ModelManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_model_manager() -> ModelManager:
+    """The process-wide :class:`ModelManager`."""
+    global _manager
+    if _manager is None:
+        with _manager_lock:
+            if _manager is None:
+                _manager = ModelManager()
+    return _manager
+
+
+def get_model(config_name: str | None = None) -> ModelAdapter:
+    """A model config or load balancer by name (default: the LLM load balancer)."""
+    return get_model_manager().get_model(config_name)
+
+
+def get_embedding_model(config_name: str | None = None) -> ModelAdapter:
+    """An embedding model or balancer by name (default: the embedding load balancer)."""
+    return get_model_manager().get_embedding_model(config_name)
+
+
+def configure_load_balancer(model_configs: Sequence[str], strategy: str = "round_robin",
+                            config_name: str = "load_balancer", model_type: str = "llm") -> None:
+    """Balance requests over model configs (``round_robin`` or ``random``, or any router
+    strategy)."""
+    get_model_manager().configure_load_balancer(model_configs, strategy=strategy,
+                                                config_name=config_name, model_type=model_type)
