@@ -158,8 +158,7 @@ def test_sync_and_async_calls_and_usage(openai_upstream: FaultyUpstream, tmp_pat
 
 def test_balancers_by_name_with_dict_messages_and_embeddings(
         openai_upstream: FaultyUpstream) -> None:
-    from modelplex import configure_load_balancer, get_embedding_model, get_model, \
-        get_model_manager
+    from modelplex import configure_load_balancer, get_embedding_model, get_model, get_model_manager
 
     get_model_manager().load_model_configs([
         {"config_name": "a", "model_type": "openai_chat", "model_name": "m1",

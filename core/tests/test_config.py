@@ -89,7 +89,7 @@ def test_api_key_env_reads_another_variable(monkeypatch: pytest.MonkeyPatch) -> 
     kwargs = provider_kwargs(factory, {"api_key_env": "MY_KEY"})
     assert kwargs["api_key"].get_secret_value() == "secret-from-env-123"
     monkeypatch.delenv("MY_KEY")
-    with pytest.raises(ConfigurationError, match="MY_KEY.*not set"):
+    with pytest.raises(ConfigurationError, match=r"MY_KEY.*not set"):
         provider_kwargs(factory, {"api_key_env": "MY_KEY"})
 
     def takes_it(api_key_env: str | None = None) -> None:

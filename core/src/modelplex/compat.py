@@ -46,17 +46,17 @@ _SEED_KEYS = {"config_name", "model_type", "model_name", "api_key", "base_url", 
               "generate_args"}
 
 
-def SystemMessage(content: str, **kw: Any) -> ChatMessage:  # noqa: N802 - the seed's name
+def SystemMessage(content: str, **kw: Any) -> ChatMessage:
     """A system message."""
     return ChatMessage.system(content, **kw)
 
 
-def UserMessage(content: str, **kw: Any) -> ChatMessage:  # noqa: N802 - the seed's name
+def UserMessage(content: str, **kw: Any) -> ChatMessage:
     """A user message."""
     return ChatMessage.user(content, **kw)
 
 
-def AssistantMessage(content: str, **kw: Any) -> ChatMessage:  # noqa: N802 - the seed's name
+def AssistantMessage(content: str, **kw: Any) -> ChatMessage:
     """An assistant message."""
     return ChatMessage.assistant(content, **kw)
 
@@ -145,7 +145,8 @@ class ModelAdapter:
 
     def __call__(self, messages: Sequence[Any] | None = None, **kwargs: Any) -> ModelResponse:
         """Blocking :meth:`acall` (not inside a running event loop: use ``await acall``)."""
-        return self.manager.run_sync(self.acall(messages, **kwargs))
+        response: ModelResponse = self.manager.run_sync(self.acall(messages, **kwargs))
+        return response
 
 
 class ModelManager:
@@ -164,15 +165,16 @@ class ModelManager:
                            | Sequence[Mapping[str, Any]]) -> None:
         """Add model configs: a JSON file path, one config dict, or a list of them."""
         source = "model config"
+        data: Any = configs
         if isinstance(configs, str | os.PathLike):
             path = Path(configs)
             source = str(path)
             try:
-                configs = json.loads(path.read_text())
+                data = json.loads(path.read_text())
             except (OSError, ValueError) as err:
                 raise ConfigurationError(f"cannot read model configs from {path}: {err}") \
                     from None
-        items = [configs] if isinstance(configs, Mapping) else list(configs)  # type: ignore[arg-type]
+        items: list[Any] = [data] if isinstance(data, Mapping) else list(data)
         for index, item in enumerate(items):
             self._entries[self._check(item, f"{source}[{index}]")] = dict(item)
         self._config = None

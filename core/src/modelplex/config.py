@@ -164,7 +164,8 @@ class Config(_Strict):
 
     def masked(self) -> dict[str, Any]:
         """The configuration as plain data with every secret masked (``config show``)."""
-        return _mask(self.model_dump(mode="python", exclude_defaults=False))
+        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        return masked
 
 
 def _mask(value: Any) -> Any:
@@ -205,10 +206,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigurationError(f"cannot read the modelplex config {path}: {err.strerror}; "
                                  f"fix the path in {CONFIG_ENV} or create the file") from None
     try:
-        if path.suffix == ".json":
-            data = json.loads(raw)
-        else:
-            data = tomllib.loads(raw.decode("utf-8"))
+        data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as err:
         kind = "JSON" if path.suffix == ".json" else "TOML"
         raise ConfigurationError(f"{path} is not valid {kind}: {err}") from None
@@ -253,10 +251,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     """
     explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
     file = Path(path).expanduser() if path is not None else config_path()
-    if explicit or file.exists():
-        config = parse_config(_read(file), source=str(file))
-    else:
-        config = Config()
+    config = (parse_config(_read(file), source=str(file)) if explicit or file.exists()
+              else Config())
     env_default = os.environ.get(DEFAULT_MODEL_ENV) if apply_env else None
     if env_default:
         config = config.model_copy(update={"default_model": env_default})

@@ -485,10 +485,7 @@ class Router(Provider):
             cooling = await _safe(state, state.cooldowns(self._keys), {})
             deps = self.deployments
             delay = 0.0
-            if cooling:
-                usable = [d for d in deps if d.key not in cooling]
-            else:
-                usable = deps
+            usable = [d for d in deps if d.key not in cooling] if cooling else deps
             failed = trial.failed
             fresh = [d for d in usable if id(d) not in failed] if failed else usable
             if fresh:
