@@ -52,6 +52,7 @@ EXAMPLE_PAGES = [
     "providers/llamacpp.md",
     "structured-output.md",
     "server.md",
+    "routing.md",
 ]
 TIMEOUT = 300
 
