@@ -36,10 +36,11 @@ async def make_raw(url: str, wire: str) -> tuple[StreamFn, RequestFn, Close]:
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     path = "/v1/chat/completions" if wire == "openai" else "/api/chat"
+    urls = url.split(",")  # several: round robin over them (M5's baseline)
 
     async def stream(i: int) -> AsyncIterator[str]:
         payload = {"model": "bench", "messages": _messages(i), "stream": True}
-        async with session.post(url + path, json=payload) as resp:
+        async with session.post(urls[i % len(urls)] + path, json=payload) as resp:
             async for line in resp.content:
                 if wire == "openai":
                     if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
@@ -82,6 +83,57 @@ async def make_modelplex(url: str, wire: str) -> tuple[StreamFn, RequestFn,
         return (await provider.complete(_messages(i), model="bench")).content
 
     return stream, request, provider.aclose
+
+
+async def make_router(url: str, wire: str) -> tuple[StreamFn, RequestFn,
+                                                   Callable[[], Awaitable[None]]]:
+    """A named model over one deployment per URL (comma-separated), through the pipeline."""
+    from modelplex.config import parse_config
+    from modelplex.pipeline import open_model, release_model
+
+    config = parse_config({"models": {"bench": {
+        "deployments": [{"model": "openai:bench", "base_url": u + "/v1", "api_key": "sk-bench"}
+                        for u in url.split(",")],
+        "retries": {"attempts": 5}}}})
+    router, _ = await open_model("bench", config=config)
+
+    async def stream(i: int) -> AsyncIterator[str]:
+        async for chunk in router.chat(_messages(i), model="bench"):
+            if chunk.content:
+                yield chunk.content
+
+    async def request(i: int) -> str:
+        return (await router.complete(_messages(i), model="bench")).content
+
+    async def close() -> None:
+        await release_model(router)
+
+    return stream, request, close
+
+
+async def make_manager(url: str, wire: str) -> tuple[StreamFn, RequestFn,
+                                                    Callable[[], Awaitable[None]]]:
+    """The user-facing path: one ChatManager per conversation (providers shared by the pool)."""
+    from modelplex import ChatManager
+    from modelplex.config import parse_config
+
+    config = parse_config({"providers": {"openai": {"base_url": url + "/v1",
+                                                    "api_key": "sk-bench"}}})
+
+    async def stream(i: int) -> AsyncIterator[str]:
+        async with ChatManager("openai:bench", config=config) as chat:
+            async for chunk in chat.send_message(f"unique prompt {i}"):
+                if chunk.content:
+                    yield chunk.content
+
+    async def request(i: int) -> str:
+        async with ChatManager("openai:bench", config=config) as chat:
+            return (await chat.get_response_with_meta(f"unique prompt {i}")).content
+
+    async def close() -> None:
+        return None
+
+    return stream, request, close
 
 
 async def make_openai_sdk(url: str, wire: str) -> tuple[StreamFn, RequestFn,
@@ -137,6 +189,8 @@ ARMS: dict[str, tuple[Callable[..., Any], str]] = {
     "raw-ollama": (make_raw, "ollama"),
     "modelplex-openai": (make_modelplex, "openai"),
     "modelplex-ollama": (make_modelplex, "ollama"),
+    "modelplex-router": (make_router, "openai"),
+    "modelplex-manager": (make_manager, "openai"),
     "openai-sdk": (make_openai_sdk, "openai"),
     "litellm": (make_litellm, "openai"),
 }
@@ -162,16 +216,21 @@ async def run(arm: str, mode: str, url: str, streams: int, concurrency: int) -> 
         semaphore = asyncio.Semaphore(concurrency)
         ttfts: list[float] = []
         counts: list[int] = []
+        errors: list[str] = []
 
         async def one(i: int) -> None:
             async with semaphore:
                 start = time.perf_counter()
                 first = None
                 n = 0
-                async for _ in stream(i):
-                    if first is None:
-                        first = time.perf_counter() - start
-                    n += 1
+                try:
+                    async for _ in stream(i):
+                        if first is None:
+                            first = time.perf_counter() - start
+                        n += 1
+                except Exception as err:  # counted: an error that reached the caller
+                    errors.append(type(err).__name__)
+                    return
                 ttfts.append(first or 0.0)
                 counts.append(n)
 
@@ -179,7 +238,8 @@ async def run(arm: str, mode: str, url: str, streams: int, concurrency: int) -> 
         await asyncio.gather(*(one(i) for i in range(streams)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         chunks = sum(counts)
-        result.update(chunks=chunks, cpu_per_chunk_us=cpu / chunks * 1e6, wall_s=wall,
+        result.update(errors=len(errors), chunks=chunks, cpu_per_chunk_us=cpu / chunks * 1e6,
+                      wall_s=wall,
                       streams_per_s=streams / wall, ttft_p50_ms=_pct(ttfts, 0.5) * 1e3,
                       ttft_p99_ms=_pct(ttfts, 0.99) * 1e3)
     else:

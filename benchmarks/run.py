@@ -33,6 +33,8 @@ TARGETS = {
     "M2 TTFT p99 / raw": "<= 1.2",
     "M3 added p50 (ms)": "<= 0.5",
     "M3 added p99 (ms)": "<= 1.0",
+    "M5 streams/s, 10% 429/503 / raw round robin, no faults": ">= 0.8",
+    "M5 errors reaching the caller": "0",
     "M4 import time / aiohttp": "<= 1.3",
     "M4 import memory / aiohttp": "<= 1.5",
     "M4 import of ChatManager / aiohttp": "(info)",
@@ -52,11 +54,12 @@ def _pinned(core: int, argv: list[str]) -> list[str]:
     return argv
 
 
-def _start_upstream(delay_ms: float, chunks: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start_upstream(delay_ms: float, chunks: int,
+                    error_rate: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(_pinned(0, [sys.executable, str(HERE / "upstream.py"), "--port",
                                         str(port), "--chunks", str(chunks), "--delay-ms",
-                                        str(delay_ms)]))
+                                        str(delay_ms), "--error-rate", str(error_rate)]))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -108,16 +111,26 @@ def main() -> None:
     if args.quick:
         args.rounds, args.streams, args.paced_streams, args.requests = 1, 256, 64, 50
 
-    arms = ["raw-openai", "raw-ollama", "modelplex-openai", "modelplex-ollama"]
+    arms = ["raw-openai", "raw-ollama", "modelplex-openai", "modelplex-ollama",
+            "modelplex-router", "modelplex-manager"]
     skipped = []
     for arm, module in PEERS.items():
         (arms.append if importlib.util.find_spec(module) else skipped.append)(arm)
 
     fast, fast_url = _start_upstream(0, args.chunks)
     paced, paced_url = _start_upstream(args.delay_ms, args.chunks)
+    # M5: a router over two upstreams answering 10% of requests 503, against a raw round
+    # robin over two upstreams without faults (each pair shares core 0 with the others)
+    m5 = [_start_upstream(0, args.chunks, rate) for rate in (0.0, 0.0, 0.1, 0.1)]
+    clean_urls = ",".join(url for _, url in m5[:2])
+    faulty_urls = ",".join(url for _, url in m5[2:])
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
         for round_no in range(args.rounds):
+            for arm, urls in (("raw-openai", clean_urls), ("modelplex-router", faulty_urls)):
+                print(f"round {round_no + 1}/{args.rounds}: M5 {arm}", file=sys.stderr)
+                samples.setdefault((arm, "M5"), []).append(
+                    _arm(arm, "stream", urls, args.streams, args.concurrency))
             order = arms[round_no % len(arms):] + arms[:round_no % len(arms)]
             for arm in order:
                 print(f"round {round_no + 1}/{args.rounds}: {arm}", file=sys.stderr)
@@ -130,6 +143,8 @@ def main() -> None:
     finally:
         fast.kill()
         paced.kill()
+        for proc, _ in m5:
+            proc.kill()
 
     def med(arm: str, metric: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[(arm, metric)])
@@ -161,6 +176,10 @@ def main() -> None:
         full = "modelplex.manager" if arm.startswith("modelplex") else PEERS[arm]
         table["M4 import of ChatManager / aiohttp"][arm] = imports[full][0] / base_t
         table["peak RSS (MB), M1"][arm] = med(arm, "M1", "peak_rss_mb")
+    table["M5 streams/s, 10% 429/503 / raw round robin, no faults"]["modelplex-router"] = (
+        med("modelplex-router", "M5", "streams_per_s") / med("raw-openai", "M5", "streams_per_s"))
+    table["M5 errors reaching the caller"]["modelplex-router"] = max(
+        s["errors"] for s in samples[("modelplex-router", "M5")])
 
     header = ["metric", *columns, "target"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
