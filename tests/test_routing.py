@@ -308,3 +308,32 @@ async def test_rpm_limit_is_respected_without_busy_waiting() -> None:
             with pytest.raises(RoutingError, match="rate limit"):
                 await ask(router)  # the next slot frees in 60 s: beyond the 30 s budget
             assert a.requests == 2
+
+
+async def test_latency_strategy_prefers_the_faster_deployment(pool: ProviderPool) -> None:
+    async with FaultyUpstream() as slow, FaultyUpstream() as fast:
+        slow.faults.extend(["delay:0.15"] * 20)
+        cfg = config({"lat": {"strategy": "latency", "deployments": [
+            deployment(slow.url, name="slow"), deployment(fast.url, name="fast")]}})
+        router, _ = await open_model("lat", config=cfg, pool=pool)
+        try:
+            served = Counter([(await ask(router))[1].deployment for _ in range(10)])
+            assert served == {"slow": 1, "fast": 9}  # each tried once, then the fastest
+        finally:
+            await release_model(router, pool=pool)
+
+
+async def test_a_hanging_deployment_times_out_and_the_other_answers(pool: ProviderPool) -> None:
+    async with FaultyUpstream() as a, FaultyUpstream() as b:
+        quick = Timeouts(connect=1.0, first_byte=0.3, between_chunks=0.3)
+        cfg = config({"duo": {"deployments": [deployment(a.url, timeouts=quick, name="a"),
+                                              deployment(b.url, timeouts=quick, name="b")]}})
+        a.faults.append("stall_headers")
+        router, _ = await open_model("duo", config=cfg, pool=pool)
+        try:
+            start = time.perf_counter()
+            text, route = await ask(router)
+            assert time.perf_counter() - start < 1.0
+            assert (text, route.deployment, route.attempts) == (ANSWER, "b", 2)
+        finally:
+            await release_model(router, pool=pool)
