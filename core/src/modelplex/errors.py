@@ -228,6 +228,7 @@ class RoutingError(ProviderError):
     Attributes:
         attempts: one ``(deployment, error)`` pair per attempt, in order; the message lists
             each with its error class and status. The last error is also ``__cause__``.
+        retry_after: seconds until a deployment is free again, when none could be tried.
     """
 
     def __init__(self, message: str, *, attempts: list[tuple[str, ProviderError]],
@@ -235,6 +236,7 @@ class RoutingError(ProviderError):
         super().__init__(message, provider=provider)
         self.attempts = attempts
         self.retriable = bool(attempts) and all(err.retriable for _, err in attempts)
+        self.retry_after: float | None = None
 
 
 class ProviderStatusError(ProviderError):

@@ -379,7 +379,7 @@ class _Trial:
                                for i, (label, err) in enumerate(self.records, 1))
             message = f"model {scope}: all {len(self.records)} attempts failed: {listed}"
         err = RoutingError(message, attempts=list(self.records), provider=name)
-        err.retry_after = min(self.waits) if self.waits else None  # type: ignore[attr-defined]
+        err.retry_after = min(self.waits) if self.waits else None
         if self.records:
             err.__cause__ = self.records[-1][1]
             err.partial_chunks = []
