@@ -93,3 +93,12 @@ async def test_llamacpp_answers_when_the_remote_model_is_down(tmp_path: Path) ->
         assert meta.deployment == "llamacpp:tiny"
         assert meta.attempts == 2
         assert meta.completion_tokens > 0
+
+
+async def test_provider_commands_use_the_config_providers_table(tmp_path: Path) -> None:
+    async with FaultyUpstream() as up:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[providers.ollama]\nhost = "{up.url}"\n')
+        code, out, err = await run_cli("models", "list", "-p", "ollama", config=config)
+        assert code == 0, err
+        assert out.splitlines()[1].startswith("fault ")  # listed from the configured host

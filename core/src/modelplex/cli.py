@@ -197,14 +197,16 @@ def _provider_names(only: str | None) -> list[str]:
 
 
 async def _with_provider(name: str, action: Callable[[Provider], Awaitable[T]]) -> T:
-    from modelplex.manager import create_provider
+    from modelplex.config import get_config
+    from modelplex.pool import get_pool
 
-    config = cli_timeouts.provider_timeouts(cli_timeouts.resolve()).get(name, {})
-    provider = create_provider(name, **config)
+    timeouts = cli_timeouts.provider_timeouts(cli_timeouts.resolve()).get(name, {})
+    pool = get_pool()  # built with the config's [providers.NAME] keywords, then the timeouts
+    provider = await pool.acquire(name, {**get_config().provider_kwargs(name), **timeouts})
     try:
         return await action(provider)
     finally:
-        await provider.aclose()
+        await pool.release(provider)
 
 
 def _model_rows(infos: list[ModelInfo]) -> list[list[str]]:
