@@ -95,3 +95,17 @@ async def test_named_model_routers_are_shared_and_released() -> None:
         await a.aclose()
         await b.aclose()
         assert pool.shared() == []
+
+
+@pytest.mark.slow
+def test_sync_managers_of_a_thread_share_the_model(models_dir: Path) -> None:
+    pool = ProviderPool()
+    cfg = parse_config({"providers": {"llamacpp": {"models_dir": str(models_dir)}}})
+    with ChatManager("llamacpp:tiny", config=cfg, pool=pool, options={"max_tokens": 4}) as one, \
+            ChatManager("llamacpp:tiny", config=cfg, pool=pool,
+                        options={"max_tokens": 4}) as two:
+        assert one.get_response_with_meta_sync("hi").completion_tokens > 0
+        assert two.get_response_with_meta_sync("hi").completion_tokens > 0
+        assert one._provider is two._provider
+        assert len(one._provider._loaded) == 1  # type: ignore[union-attr]
+    assert pool.shared() == []

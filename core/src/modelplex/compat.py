@@ -286,7 +286,9 @@ class ModelManager:
             raise ModelplexError("a model was called synchronously inside a running event "
                                  "loop; use `await model.acall(...)` there instead")
         if self._runner is None:
-            self._runner = asyncio.Runner()
+            from modelplex.pool import sync_runner
+
+            self._runner = sync_runner()
         return self._runner.run(coro)
 
 

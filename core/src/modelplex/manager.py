@@ -524,8 +524,10 @@ class ChatManager:
             raise ModelplexError(
                 f"ChatManager.{name}_sync() was called inside a running event loop; "
                 f"use `await chat.{name}(...)` there instead")
-        if self._runner is None:
-            self._runner = asyncio.Runner()
+        if self._runner is None:  # the thread's shared loop: sync managers share providers
+            from modelplex.pool import sync_runner
+
+            self._runner = sync_runner()
         return self._runner.run(coro)
 
     def __enter__(self) -> ChatManager:
@@ -537,10 +539,9 @@ class ChatManager:
         self.close_sync()
 
     def close_sync(self) -> None:
-        """Close providers and the private event loop of the sync API."""
+        """Give back the providers (closed when no other manager uses them)."""
         if self._runner is not None:
             self._run(self.aclose(), "aclose")
-            self._runner.close()
             self._runner = None
 
     def initialize_model_sync(self, model: str | None = None, **options: Any) -> ChatSession:

@@ -13,6 +13,7 @@ conversation on ``"fast"`` shares its cooldowns, counters and statistics.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import inspect
@@ -30,7 +31,7 @@ from modelplex.errors import ConfigurationError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 
-__all__ = ["ProviderPool", "config_key", "get_pool", "provider_kwargs"]
+__all__ = ["ProviderPool", "config_key", "get_pool", "provider_kwargs", "sync_runner"]
 
 P = TypeVar("P", bound=Provider)
 
@@ -193,3 +194,22 @@ def get_pool() -> ProviderPool:
             if _pool is None:
                 _pool = ProviderPool()
     return _pool
+
+
+_sync = threading.local()
+
+
+def sync_runner() -> asyncio.Runner:
+    """The event loop the sync APIs of this thread share (``*_sync`` methods of
+    ``ChatManager``, the seed-compatible models), so that they share providers too: pooled
+    providers belong to one event loop. Closed when the interpreter exits."""
+    runner: asyncio.Runner | None = getattr(_sync, "runner", None)
+    if runner is None:
+        runner = _sync.runner = asyncio.Runner()
+        atexit.register(_close_runner, runner)
+    return runner
+
+
+def _close_runner(runner: asyncio.Runner) -> None:
+    with contextlib.suppress(Exception):
+        runner.close()
