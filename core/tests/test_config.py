@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -150,3 +151,48 @@ async def test_unknown_provider_of_a_deployment_is_named_before_any_request() ->
                              r"provider 'nosuch'"):
         await open_model("m", config=config, pool=ProviderPool(),
                          plugins=Plugins(load_entrypoints=False))
+
+
+async def test_state_backend_from_the_config_is_built_and_closed_with_the_router(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from modelplex.pipeline import open_model, release_model, state_from_config
+    from modelplex.pool import ProviderPool
+    from modelplex.state import MemoryState
+
+    built: list[Any] = []
+
+    class TestState(MemoryState):
+        def __init__(self, url: str) -> None:
+            super().__init__()
+            self.url = url
+            self.closed = False
+            built.append(self)
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    module = types.ModuleType("state_backend_for_tests")
+    module.TestState = TestState  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "state_backend_for_tests", module)
+    assert state_from_config({}) is state_from_config({"backend": "memory"})
+    with pytest.raises(ConfigurationError, match=r"state.backend = 'no_such_backend:State' "
+                                                 r"cannot be used: ModuleNotFoundError"):
+        state_from_config({"backend": "no_such_backend:State", "url": "redis://localhost"})
+
+    from modelplex.plugins import Plugins
+    from modelplex.testing.upstream import FaultyUpstream
+
+    async with FaultyUpstream() as up:
+        config = parse_config({"state": {"backend": "state_backend_for_tests:TestState",
+                                         "url": "mem://x"},
+                               "models": {"m": {"deployments": [{
+                                   "model": "openai:fault", "base_url": up.url + "/v1",
+                                   "api_key": "sk-x-12345678"}]}}})
+        router, _ = await open_model("m", config=config, pool=ProviderPool(),
+                                     plugins=Plugins())
+        assert router.state is built[0] and built[0].url == "mem://x"  # type: ignore[attr-defined]
+        await release_model(router)
+        assert built[0].closed

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -111,6 +112,9 @@ async def open_router(name: str, *, config: Config | None = None,
         async def release_all() -> None:
             for value in reversed(held):
                 await pool.release(value)
+            if state is not _memory_state:  # a backend built for this router (e.g. Redis)
+                with contextlib.suppress(Exception):
+                    await state.aclose()
 
         try:
             return Router(name, deployments, strategy=model.strategy, fallbacks=fallbacks,
