@@ -206,3 +206,15 @@ def test_wrong_seed_configs_are_named(openai_upstream: FaultyUpstream) -> None:
         configure_load_balancer(model_configs=["gpt-5"])
     with pytest.raises(ConfigurationError, match="no default llm model"):
         get_model()
+
+
+def test_get_model_twice_is_one_model(openai_upstream: FaultyUpstream) -> None:
+    from modelplex import get_model, get_model_manager
+
+    get_model_manager().load_model_configs({"config_name": "gpt-4", "model_type": "openai_chat",
+                                            "model_name": "gpt-4", "api_key": "k"})
+    assert get_model("gpt-4") is get_model("gpt-4")
+    first = get_model("gpt-4")
+    get_model_manager().load_model_configs({"config_name": "other", "model_type":
+                                            "openai_chat", "model_name": "x", "api_key": "k"})
+    assert get_model("gpt-4") is not first  # the configuration changed

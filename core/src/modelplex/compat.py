@@ -93,6 +93,7 @@ class ModelAdapter:
         self.manager = manager
         self.config_name = name
         self.kind = kind
+        self.config = manager.config()
         self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Provider] = (
             weakref.WeakKeyDictionary())
 
@@ -118,7 +119,7 @@ class ModelAdapter:
         if provider is None:
             from modelplex.pipeline import open_model
 
-            provider, _ = await open_model(self.config_name, config=self.manager.config())
+            provider, _ = await open_model(self.config_name, config=self.config)
             self._providers[loop] = provider
         return provider
 
@@ -156,6 +157,7 @@ class ModelManager:
         self._entries: dict[str, dict[str, Any]] = {}
         self._balancers: dict[str, dict[str, Any]] = {}
         self._defaults: dict[str, str] = {}
+        self._adapters: dict[str, ModelAdapter] = {}
         self._config: Config | None = None
         self._runner: asyncio.Runner | None = None
         self._lock = threading.Lock()
@@ -273,7 +275,10 @@ class ModelManager:
             known = ", ".join(sorted(config.models)) or "none"
             raise ConfigurationError(f"no model config named {name!r} (known: {known}); load "
                                      "it with get_model_manager().load_model_configs(...)")
-        return ModelAdapter(self, name, config.models[name].kind)
+        adapter = self._adapters.get(name)
+        if adapter is None or adapter.config is not config:  # one per name and config
+            adapter = self._adapters[name] = ModelAdapter(self, name, config.models[name].kind)
+        return adapter
 
     def run_sync(self, coro: Any) -> Any:
         """Run a coroutine on this manager's private event loop (the sync API)."""
