@@ -118,6 +118,7 @@ def test_precedence_environment_over_file_over_default(
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("bogus = 1\n", r"bogus: unknown top-level key; valid keys are default_model, providers"),
+    ("source = 'x'\n", r"source: unknown top-level key"),
     ("[models.m]\nmodel = 'llama3'\n", r"models\.m\.model: write it as \"provider:model\""),
     ("[models.m]\nmodel = 'a:b'\nfallbacks = ['x']\n", r"fallbacks names 'x'.*define it"),
     ("[models.m]\nmodel = 'a:b'\nstrategy = 'fastest'\nretries = { tries = 2 }\n",
@@ -196,3 +197,18 @@ async def test_state_backend_from_the_config_is_built_and_closed_with_the_router
         assert router.state is built[0] and built[0].url == "mem://x"  # type: ignore[attr-defined]
         await release_model(router)
         assert built[0].closed
+
+
+async def test_unknown_strategy_is_named_with_the_file_before_any_request() -> None:
+    from modelplex.pipeline import open_model
+    from modelplex.plugins import Plugins
+    from modelplex.pool import ProviderPool
+
+    config = parse_config({"models": {"m": {"model": "openai:gpt-4o", "strategy": "fastest"}}},
+                          source="my.toml")
+    pool = ProviderPool()
+    with pytest.raises(ConfigurationError, match=r"my\.toml: models\.m: unknown routing "
+                                                 r"strategy 'fastest'; use one of latency, "
+                                                 r"least_busy, random, round_robin, weighted"):
+        await open_model("m", config=config, pool=pool, plugins=Plugins())
+    assert pool.shared() == []  # the deployment's provider was given back

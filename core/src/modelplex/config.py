@@ -234,6 +234,10 @@ def _describe(err: ValidationError, source: str) -> str:
 
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
     """Validate configuration data (a dict as the file holds it)."""
+    if "source" in data:  # a field of Config, but not a key of the file
+        valid = ", ".join(k for k in Config.model_fields if k != "source")
+        raise ConfigurationError(f"{source}: source: unknown top-level key; valid keys are "
+                                 f"{valid} (remove or rename it)")
     try:
         config = Config.model_validate({**_secrets(dict(data)), "source": source})
     except ValidationError as err:
