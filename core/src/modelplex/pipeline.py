@@ -29,7 +29,8 @@ from modelplex.provider import Provider
 from modelplex.routing import Deployment, Router
 from modelplex.state import MemoryState, RouterState
 
-__all__ = ["open_model", "open_router", "release_model", "resolve_spec", "state_from_config"]
+__all__ = ["open_model", "open_model_named", "open_router", "release_model", "resolve_spec",
+           "state_from_config"]
 
 _memory_state = MemoryState()  # one per process: every named model sees every cooldown
 
@@ -140,6 +141,19 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     provider name over the config's ``[providers.NAME]`` tables. Give the provider back with
     :func:`release_model` when done.
     """
+    provider, model_name, _ = await open_model_named(
+        spec, config=config, pool=pool, cache=cache, plugins=plugins,
+        provider_config=provider_config)
+    return provider, model_name
+
+
+async def open_model_named(spec: str | None = None, *, config: Config | None = None,
+                           pool: ProviderPool | None = None, cache: Any = None,
+                           plugins: Plugins | None = None,
+                           provider_config: Mapping[str, Mapping[str, Any]] | None = None
+                           ) -> tuple[Provider, str, str]:
+    """:func:`open_model`, and the name to show as the provider: the provider's registered
+    name (``"ollama"``), or the named model's."""
     from modelplex.manager import parse_model_spec
 
     config = config or get_config()
@@ -150,7 +164,7 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     if spec is not None and spec in config.models:
         # -- router layer: retries, fallbacks, balancing over pooled providers ----------------
         provider = await open_router(spec, config=config, pool=pool, plugins=plugins)
-        model_name = spec
+        model_name = provider_name = spec
     else:
         # -- provider layer: one shared instance per name and configuration -------------------
         provider_name, requested = parse_model_spec(spec, plugins)
@@ -165,7 +179,7 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     # -- cache layer: a response cache wraps `provider` here (cache -> router -> provider);
     #    `cache` is accepted now and used once the caching layer lands. ----------------------
     del cache
-    return provider, model_name
+    return provider, model_name, provider_name
 
 
 async def release_model(provider: Provider, *, pool: ProviderPool | None = None) -> None:
