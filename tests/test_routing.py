@@ -337,3 +337,26 @@ async def test_a_hanging_deployment_times_out_and_the_other_answers(pool: Provid
             assert (text, route.deployment, route.attempts) == (ANSWER, "b", 2)
         finally:
             await release_model(router, pool=pool)
+
+
+async def test_tool_loop_and_structured_output_through_a_named_model(pool: ProviderPool) -> None:
+    from modelplex.testing.scripted import Reply, ScriptedUpstream
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    async with ScriptedUpstream() as up, FaultyUpstream() as busy:
+        busy.faults.extend(["503:7"] * 5)
+        cfg = config({"m": {"deployments": [deployment(busy.url, name="busy"),
+                                            deployment(up.url, name="scripted")]}})
+        up.replies.extend([Reply(tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}]),
+                           Reply("The sum is 3."), Reply('{"answer": 3}')])
+        async with ChatManager("m", config=cfg, pool=pool) as chat:
+            meta = await chat.get_response_with_meta("What is 1 + 2?", tools=[add])
+            assert meta.content == "The sum is 3."
+            assert meta.deployment == "scripted"
+            assert up.bodies[1]["messages"][-1]["role"] == "tool"
+            result = await chat.get_structured("Answer as JSON.", {"type": "object"})
+            assert result.value == {"answer": 3}
+        assert busy.requests == 1  # cooling after its 503: the rest went straight on

@@ -99,10 +99,11 @@ class Turn:
         last = chunks[-1] if chunks else StreamChunk()
         usage = last.usage
         reasoning = "".join(c.reasoning for c in chunks if c.reasoning) or None
+        route = chunks[0].route if chunks else None  # set by a router: who answered
         return ResponseWithMeta(
             content="".join(c.content for c in chunks),
-            model=last.model or self.session.model,
-            provider=self.session.provider or self.provider.name,
+            model=last.model or (route.provider_model if route else self.session.model),
+            provider=route.provider if route else (self.session.provider or self.provider.name),
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency=latency,
@@ -111,6 +112,8 @@ class Turn:
             reasoning=reasoning,
             tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
             usage_estimated=usage.estimated if usage else True,
+            deployment=route.deployment if route else None,
+            attempts=route.attempts if route else 1,
         )
 
 
