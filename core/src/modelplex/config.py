@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from modelplex import env
 from modelplex.errors import ConfigurationError
 
 __all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "ModelConfig", "RetryConfig",
@@ -191,7 +192,7 @@ def _secrets(value: Any) -> Any:
 
 def config_path() -> Path:
     """Where the config file is looked for: ``MODELPLEX_CONFIG``, else the user config dir."""
-    explicit = os.environ.get(CONFIG_ENV)
+    explicit = env.config_file()
     if explicit:
         return Path(explicit).expanduser()
     import platformdirs
@@ -253,11 +254,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     The environment is applied over the file (``MODELPLEX_DEFAULT_MODEL``) unless
     ``apply_env`` is false.
     """
-    explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
+    explicit = path is not None or bool(env.config_file())
     file = Path(path).expanduser() if path is not None else config_path()
     config = (parse_config(_read(file), source=str(file)) if explicit or file.exists()
               else Config())
-    env_default = os.environ.get(DEFAULT_MODEL_ENV) if apply_env else None
+    env_default = env.default_model() if apply_env else None
     if env_default:
         config = config.model_copy(update={"default_model": env_default})
     return config

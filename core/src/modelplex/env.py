@@ -10,6 +10,7 @@ variable                             reader
 ===================================  =========================================================
 ``MODELPLEX_DEBUG``                  :func:`debug` (``1/true/yes/on`` or ``0/false/no/off``)
 ``MODELPLEX_DEFAULT_MODEL``          :func:`default_model` (``provider:model``)
+``MODELPLEX_CONFIG``                 :func:`config_file` (the configuration file)
 ``MODELPLEX_MAX_MESSAGE_LENGTH``     :func:`max_message_length` (a whole number > 0)
 ``MODELPLEX_LOAD_PLUGINS``           :func:`name_list` (comma-separated; empty loads none)
 ``MODELPLEX_DISABLE_PLUGINS``        :func:`name_list`
@@ -132,6 +133,11 @@ def default_model(env: Mapping[str, str] | None = None) -> str | None:
 
 
 DEFAULT_MAX_MESSAGE_LENGTH = 1_000_000
+
+
+def config_file(env: Mapping[str, str] | None = None) -> str | None:
+    """``MODELPLEX_CONFIG``: the configuration file (see :mod:`modelplex.config`)."""
+    return get_str("MODELPLEX_CONFIG", env=env)
 
 
 def max_message_length(env: Mapping[str, str] | None = None) -> int:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from modelplex.config import DEFAULT_MODEL_ENV, Config, get_config
+from modelplex import env
+from modelplex.config import Config, get_config
 from modelplex.errors import ConfigurationError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, config_key, get_pool
@@ -37,7 +37,7 @@ _memory_state = MemoryState()  # one per process: every named model sees every c
 
 def resolve_spec(spec: str | None, config: Config) -> str | None:
     """The model asked for: ``spec``, else the configured default (environment over file)."""
-    return spec or os.environ.get(DEFAULT_MODEL_ENV) or config.default_model or None
+    return spec or env.default_model() or config.default_model or None
 
 
 def state_from_config(table: Mapping[str, Any]) -> RouterState:
@@ -67,8 +67,13 @@ def _short(value: Any) -> str:
 
 async def open_router(name: str, *, config: Config | None = None,
                       pool: ProviderPool | None = None, plugins: Plugins | None = None,
+                      provider_config: Mapping[str, Mapping[str, Any]] | None = None,
                       _opening: frozenset[str] = frozenset()) -> Router:
-    """The shared router of the named model ``name`` (release it with :func:`release_model`)."""
+    """The shared router of the named model ``name`` (release it with :func:`release_model`).
+
+    A deployment's provider is built with the ``[providers.NAME]`` keywords, then
+    ``provider_config[NAME]`` (code, e.g. the command's timeouts), then the deployment's own.
+    """
     config = config or get_config()
     pool = pool or get_pool()
     plugins = plugins or get_plugins()
@@ -77,14 +82,16 @@ async def open_router(name: str, *, config: Config | None = None,
                                  f"{config.source or 'the config'}")
     model = config.models[name]
     where = config.source or "the config"
-    key = f"router:{name}:{id(plugins)}:{_short(config.model_dump())}"
+    overrides = {k: dict(v) for k, v in (provider_config or {}).items()}
+    key = f"router:{name}:{id(plugins)}:{_short([config.model_dump(), overrides])}"
 
     async def build() -> Router:
         held: list[Any] = []
         try:
             deployments = []
             for index, dep in enumerate(model.deployments):
-                kwargs = {**config.provider_kwargs(dep.provider), **dep.provider_kwargs}
+                kwargs = {**config.provider_kwargs(dep.provider),
+                          **overrides.get(dep.provider, {}), **dep.provider_kwargs}
                 try:
                     provider = await pool.acquire(dep.provider, kwargs, plugins=plugins)
                 except ConfigurationError as err:
@@ -101,6 +108,7 @@ async def open_router(name: str, *, config: Config | None = None,
                 if fallback in _opening or fallback == name:
                     continue  # a cycle: the chain already holds it
                 router = await open_router(fallback, config=config, pool=pool, plugins=plugins,
+                                           provider_config=provider_config,
                                            _opening=_opening | {name})
                 held.append(router)
                 fallbacks.append(router)
@@ -163,7 +171,8 @@ async def open_model_named(spec: str | None = None, *, config: Config | None = N
     provider: Provider
     if spec is not None and spec in config.models:
         # -- router layer: retries, fallbacks, balancing over pooled providers ----------------
-        provider = await open_router(spec, config=config, pool=pool, plugins=plugins)
+        provider = await open_router(spec, config=config, pool=pool, plugins=plugins,
+                                     provider_config=provider_config)
         model_name = provider_name = spec
     else:
         # -- provider layer: one shared instance per name and configuration -------------------
