@@ -102,3 +102,22 @@ async def test_provider_commands_use_the_config_providers_table(tmp_path: Path) 
         code, out, err = await run_cli("models", "list", "-p", "ollama", config=config)
         assert code == 0, err
         assert out.splitlines()[1].startswith("fault ")  # listed from the configured host
+
+
+async def test_the_config_files_timeouts_beat_the_commands_defaults(tmp_path: Path) -> None:
+    async with FaultyUpstream() as up:
+        config = tmp_path / "config.toml"
+        config.write_text(f"""
+[providers.openai]
+base_url = "{up.url}/v1"
+api_key = "sk-timeout-test-0123456789"
+timeouts = {{ first_byte = 0.5 }}
+""")
+        up.faults.append("hang")
+        code, _, err = await run_cli("chat", "-m", "openai:fault", "hello", config=config)
+        assert code == 1
+        assert "within 0.5 s" in err  # not the command's default of 120 s
+        up.faults.append("hang")
+        code, _, err = await run_cli("chat", "-m", "openai:fault", "--first-byte-timeout",
+                                     "0.2", "hello", config=config)
+        assert code == 1 and "within 0.2 s" in err  # a flag beats the file

@@ -92,7 +92,7 @@ def chat(prompt: str | None, model: str | None, system: str | None,
 
     if prompt is None and not sys.stdin.isatty():  # undecodable bytes are refused clearly
         prompt = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
-    config = cli_timeouts.provider_timeouts(cli_timeouts.resolve(timeouts))
+    config = cli_timeouts.provider_configs(timeouts)
     manager = ChatManager(system_prompt=system, mode=mode, options=_options(option_pairs),
                           provider_config=config)
     if template or param_pairs or schema or as_json:
@@ -200,7 +200,7 @@ async def _with_provider(name: str, action: Callable[[Provider], Awaitable[T]]) 
     from modelplex.config import get_config
     from modelplex.pool import get_pool
 
-    timeouts = cli_timeouts.provider_timeouts(cli_timeouts.resolve()).get(name, {})
+    timeouts = cli_timeouts.provider_configs().get(name, {})
     pool = get_pool()  # built with the config's [providers.NAME] keywords, then the timeouts
     provider = await pool.acquire(name, {**get_config().provider_kwargs(name), **timeouts})
     try:

@@ -21,7 +21,8 @@ from modelplex import env
 if TYPE_CHECKING:
     from modelplex.http import Timeouts
 
-__all__ = ["CLI_TIMEOUTS", "accepts_keyword", "provider_timeouts", "timeout_options"]
+__all__ = ["CLI_TIMEOUTS", "accepts_keyword", "provider_configs", "provider_timeouts",
+           "timeout_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,12 +78,16 @@ def timeout_options(command: F) -> F:
     return command
 
 
-def resolve(flags: dict[str, Any] | None = None) -> Timeouts:
-    """Defaults, then environment variables, then flags (``timeout_<field>`` values that are
-    set; ``None`` from a flag means the flag was not given)."""
+def resolve(flags: dict[str, Any] | None = None, *, file: Any = None) -> Timeouts:
+    """Defaults, then ``file`` (a provider's ``timeouts`` in the config file), then environment
+    variables, then flags (``timeout_<field>`` values that are set; ``None`` from a flag means
+    the flag was not given)."""
     from modelplex.http import Timeouts  # aiohttp: only for the commands that talk
 
-    timeouts = Timeouts.parse(env.timeouts(), base=Timeouts(**CLI_TIMEOUTS), field="environment")
+    base = Timeouts(**CLI_TIMEOUTS)
+    if file is not None:
+        base = Timeouts.parse(file, base=base, field="timeouts in the config file")
+    timeouts = Timeouts.parse(env.timeouts(), base=base, field="environment")
     given = {key.removeprefix("timeout_"): value for key, value in (flags or {}).items()
              if key.startswith("timeout_") and value is not None}
     # `--timeout none` arrives as None too: click passes the converted value, so look again
@@ -126,5 +131,18 @@ def provider_timeouts(timeouts: Timeouts) -> dict[str, dict[str, Any]]:
     from modelplex.plugins import get_plugins
 
     return {name: {"timeouts": timeouts}
+            for name, reg in get_plugins().registry("providers").items()
+            if accepts_keyword(reg.obj, "timeouts")}
+
+
+def provider_configs(flags: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``provider_config`` for the command: every provider that takes ``timeouts`` gets the
+    command's defaults, then its ``[providers.NAME] timeouts`` from the config file, then the
+    environment, then the flags."""
+    from modelplex.config import get_config
+    from modelplex.plugins import get_plugins
+
+    tables = get_config().providers
+    return {name: {"timeouts": resolve(flags, file=tables.get(name, {}).get("timeouts"))}
             for name, reg in get_plugins().registry("providers").items()
             if accepts_keyword(reg.obj, "timeouts")}
