@@ -16,6 +16,12 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         Cache as Cache,
         MemoryCache as MemoryCache,
     )
+    from modelplex.chunks import (
+        ChatResponse as ChatResponse,
+        StreamChunk as StreamChunk,
+        ToolCall as ToolCall,
+        Usage as Usage,
+    )
     from modelplex.compat import (
         AssistantMessage as AssistantMessage,
         ModelAdapter as ModelAdapter,
@@ -31,12 +37,6 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from modelplex.config import (
         Config as Config,
         load_config as load_config,
-    )
-    from modelplex.chunks import (
-        ChatResponse as ChatResponse,
-        StreamChunk as StreamChunk,
-        ToolCall as ToolCall,
-        Usage as Usage,
     )
     from modelplex.errors import (
         AuthenticationError as AuthenticationError,
