@@ -101,7 +101,7 @@ async def test_provider_commands_use_the_config_providers_table(tmp_path: Path) 
         config.write_text(f'[providers.ollama]\nhost = "{up.url}"\n')
         code, out, err = await run_cli("models", "list", "-p", "ollama", config=config)
         assert code == 0, err
-        assert out.splitlines()[1].startswith("fault ")  # listed from the configured host
+        assert out.splitlines()[1].startswith("ollama:fault ")  # from the configured host
 
 
 async def test_the_config_files_timeouts_beat_the_commands_defaults(tmp_path: Path) -> None:

@@ -238,7 +238,10 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
     names = [n for p in provider for n in _provider_names(p)] or None
 
     async def gather() -> tuple[list[ModelInfo], dict[str, str]]:
-        async with ModelRegistry(providers=names) as registry:
+        from modelplex.cli_config import configured_providers
+
+        async with configured_providers() as (get_provider, named), ModelRegistry(
+                providers=names, get_provider=get_provider, named_models=named) as registry:
             found = await registry.search(query, capability=list(capability),
                                           min_context=min_context, local=local)
             return found, await registry.errors()

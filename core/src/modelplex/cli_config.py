@@ -7,13 +7,50 @@ the commands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from modelplex.provider import Provider
+
+__all__ = ["configured_providers", "register"]
+
+
+@contextlib.asynccontextmanager
+async def configured_providers() -> AsyncIterator[tuple[Callable[[str], Provider],
+                                                         dict[str, str]]]:
+    """For the model registry of a command: a ``get_provider(name)`` that builds providers
+    with the config's ``[providers.NAME]`` keywords and the command's timeouts (closed on
+    exit), and the named models of the config (``name -> provider:model``)."""
+    from modelplex import cli_timeouts
+    from modelplex.config import get_config
+    from modelplex.manager import create_provider
+    from modelplex.plugins import get_plugins
+    from modelplex.pool import provider_kwargs
+
+    config = get_config()
+    timeouts = cli_timeouts.provider_configs()
+    built: dict[str, Provider] = {}
+
+    def get_provider(name: str) -> Provider:
+        if name not in built:
+            factory = get_plugins().get("providers", name)
+            kwargs = {**config.provider_kwargs(name), **timeouts.get(name, {})}
+            built[name] = create_provider(name, **provider_kwargs(factory, kwargs))
+        return built[name]
+
+    try:
+        yield get_provider, {name: model.deployments[0].model
+                             for name, model in config.models.items()}
+    finally:
+        for provider in built.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
 
 
 @click.group("config")
