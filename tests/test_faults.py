@@ -44,6 +44,9 @@ PROVIDERS: dict[str, ProviderFactory] = {
                                           api_key="sk-fault-test-secret-123456",
                                           timeouts=TIMEOUTS),
     "lmstudio": lambda url: create_provider("lmstudio", host=url, timeouts=TIMEOUTS),
+    "anthropic": lambda url: create_provider("anthropic", base_url=url,
+                                             api_key="sk-ant-fault-test-secret-123456",
+                                             timeouts=TIMEOUTS),
 }
 
 
