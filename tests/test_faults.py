@@ -47,6 +47,10 @@ PROVIDERS: dict[str, ProviderFactory] = {
     "anthropic": lambda url: create_provider("anthropic", base_url=url,
                                              api_key="sk-ant-fault-test-secret-123456",
                                              timeouts=TIMEOUTS),
+    "huggingface": lambda url: create_provider("huggingface", base_url=url + "/v1",
+                                               api_key="hf_faulttestsecret123456",
+                                               timeouts=TIMEOUTS),
+    "tgi": lambda url: create_provider("tgi", base_url=url, timeouts=TIMEOUTS),
 }
 
 

@@ -8,7 +8,9 @@ Plugin authors use it to prove their provider fails well::
 
 Routes: ``/v1/chat/completions`` and ``/chat/completions`` answer OpenAI-style SSE (or JSON
 without ``stream``), ``/api/chat`` Ollama-style NDJSON (or JSON with ``stream: false``),
-``/v1/messages`` Anthropic-style SSE; ``/v1/embeddings`` and ``/api/embed`` answer embeddings;
+``/v1/messages`` Anthropic-style SSE, ``/generate_stream`` and ``/generate`` Text Generation
+Inference's native SSE and JSON (with its ``/chat_tokenize`` and ``/info``);
+``/v1/embeddings`` and ``/api/embed`` answer embeddings;
 ``/v1/models``, ``/api/tags``, ``/api/v1/models`` list the models, ``/api/show`` and
 ``/api/version`` answer as Ollama does. ``routes={"/my/chat": "openai"}`` adds chat routes
 for an API with its own paths.
@@ -29,7 +31,8 @@ The faults:
 ``reset``         send two chunks, then reset the connection
 ``malformed``     send one chunk, then a line that is not JSON
 ``oversize``      send one chunk, then a line of ``oversize_bytes`` bytes without a newline
-``no_end``        send the chunks but no end marker (``[DONE]``, ``done: true``, ``message_stop``)
+``no_end``        send the chunks but no end marker (``[DONE]``, ``done: true``, ``message_stop``,
+                  TGI's event with ``generated_text``)
 ``error_event``   send two chunks, then the provider's in-stream error object
 ``429`` ``500`` ``503`` ``529``   that status with the provider's error body
                   (429 and 503 carry ``Retry-After: 2``); any other status, e.g. ``401``,
@@ -64,6 +67,7 @@ PIECE = "tok "
 #: The wire's own word for each modelplex finish reason.
 _NATIVE_FINISH = {
     "anthropic": {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"},
+    "tgi": {"stop": "eos_token"},
 }
 
 
@@ -107,6 +111,9 @@ def _find_max_tokens(body: Any) -> int | None:
     for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
         if isinstance(body.get(key), int):
             return int(body[key])
+    parameters = body.get("parameters")  # TGI's native API
+    if isinstance(parameters, dict) and isinstance(parameters.get("max_new_tokens"), int):
+        return int(parameters["max_new_tokens"])
     options = body.get("options")
     if isinstance(options, dict) and isinstance(options.get("num_predict"), int):
         return int(options["num_predict"])
@@ -140,6 +147,14 @@ def _ollama_line(content: str, done: bool = False, n: int = 0, reason: str = "st
 
 def _anthropic_event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _tgi_event(index: int, text: str, *, special: bool = False,
+               generated: str | None = None, details: dict[str, Any] | None = None) -> bytes:
+    body = {"index": index, "token": {"id": 100 + index, "text": text, "logprob": -0.5,
+                                      "special": special},
+            "generated_text": generated, "details": details}
+    return b"data:" + json.dumps(body).encode() + b"\n\n"  # TGI writes no space after data:
 
 
 class _Wire:
@@ -187,6 +202,8 @@ class _Wire:
             return _anthropic_event("content_block_delta", {
                 "type": "content_block_delta", "index": 0,
                 "delta": {"type": "text_delta", "text": text}})
+        if self.kind == "tgi":
+            return _tgi_event(i, text)
         return _ollama_line(text)
 
     def end(self) -> list[bytes]:
@@ -205,6 +222,13 @@ class _Wire:
                         "type": "message_delta", "delta": {"stop_reason": self.finish},
                         "usage": {"output_tokens": n}}),
                     _anthropic_event("message_stop", {"type": "message_stop"})]
+        if self.kind == "tgi":  # the end-of-sequence token carries the text and details
+            eos = self.finish == "eos_token"
+            return [_tgi_event(self.chunks, "</s>", special=True,
+                               generated="".join(self.pieces), details={
+                                   "finish_reason": self.finish,
+                                   "generated_tokens": n + 1 if eos else n, "seed": None,
+                                   "input_length": prompt})]
         return [_ollama_line("", done=True, n=n, reason=self.finish, prompt=prompt)]
 
     def error_event(self) -> bytes:
@@ -213,6 +237,9 @@ class _Wire:
         if self.kind == "anthropic":
             return _anthropic_event("error", {"type": "error", "error": {
                 "type": "overloaded_error", "message": "Overloaded"}})
+        if self.kind == "tgi":
+            return (b'data:{"error":"Request failed during generation: Server error: '
+                    b'out of memory","error_type":"generation"}\n\n')
         return b'{"error": "an error was encountered while running the model"}\n'
 
     def error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
@@ -222,6 +249,10 @@ class _Wire:
             503: "server busy, please try again.", 529: "Overloaded"}.get(status, "error")
         if self.kind == "ollama":
             return {"error": message}
+        if self.kind == "tgi":
+            kind = {422: "validation", 424: "generation", 429: "overloaded"}.get(
+                status, "incomplete_generation")
+            return {"error": message, "error_type": kind}
         if self.kind == "anthropic":
             kind = {400: "invalid_request_error", 401: "authentication_error",
                     403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
@@ -234,6 +265,13 @@ class _Wire:
     def whole(self) -> dict[str, Any]:
         text = "".join(self.pieces)
         n, prompt = self.completion_tokens, self.prompt_tokens
+        if self.kind == "tgi":
+            eos = self.finish == "eos_token"
+            return {"generated_text": text, "details": {
+                "finish_reason": self.finish, "generated_tokens": n + 1 if eos else n,
+                "seed": None, "prefill": [],
+                "tokens": [{"id": 100 + i, "text": piece, "logprob": -0.5, "special": False}
+                           for i, piece in enumerate(self.pieces)]}}
         if self.kind == "ollama":
             return {"model": "fault", "created_at": "2025-01-01T00:00:00Z",
                     "message": {"role": "assistant", "content": text}, "done": True,
@@ -263,7 +301,7 @@ class FaultyUpstream:
         require_headers: headers every request must carry with exactly these values
             (names case-insensitive); a request without them gets a 401.
         routes: extra chat routes, path to wire (``"openai"``, ``"ollama"``,
-            ``"anthropic"``).
+            ``"anthropic"``, ``"tgi"``).
         embedding_dim: length of the vectors the embeddings routes return.
         record: how many of the latest requests :attr:`received` keeps.
 
@@ -307,6 +345,10 @@ class FaultyUpstream:
                        "/api/chat": "ollama", "/v1/messages": "anthropic", **self.routes}
         for path, kind in chat_routes.items():
             app.router.add_post(path, self._chat_handler(kind))
+        app.router.add_post("/generate_stream", self._chat_handler("tgi", stream=True))
+        app.router.add_post("/generate", self._chat_handler("tgi", stream=False))
+        app.router.add_post("/chat_tokenize", self._chat_tokenize)
+        app.router.add_get("/info", self._info)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/embeddings", self._embeddings)
         app.router.add_post("/api/embed", self._embed)
@@ -348,7 +390,8 @@ class FaultyUpstream:
     def chat_requests(self) -> list[ReceivedRequest]:
         """The chat requests received, in order."""
         return [r for r in self.received if r.method == "POST" and isinstance(r.json, dict)
-                and ("messages" in r.json or "prompt" in r.json)]
+                and ("messages" in r.json or "prompt" in r.json or "inputs" in r.json)
+                and r.path != "/chat_tokenize"]
 
     async def wait_idle(self, within: float = 5.0) -> bool:
         """Wait until no chat request is being answered; false if still busy after ``within`` s."""
@@ -390,6 +433,8 @@ class FaultyUpstream:
             return self.routes[path]
         if path.startswith("/api/"):
             return "ollama"
+        if path in ("/generate_stream", "/generate", "/chat_tokenize", "/info"):
+            return "tgi"
         return "anthropic" if path == "/v1/messages" else "openai"
 
     # -- simple routes -------------------------------------------------------------------
@@ -407,6 +452,16 @@ class FaultyUpstream:
 
     async def _version(self, _: web.Request) -> web.Response:
         return web.json_response({"version": "0.0.0-fault"})
+
+    async def _info(self, _: web.Request) -> web.Response:
+        return web.json_response({"model_id": self._model_names()[0], "max_input_tokens": 2048,
+                                  "max_total_tokens": 4096, "version": "0.0.0-fault"})
+
+    async def _chat_tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        text = "".join(f"<|{m['role']}|>{m['content']}\n" for m in body.get("messages", []))
+        return web.json_response({"tokenize_response": [
+            {"id": 1, "text": "x", "start": 0, "stop": 1}] * 3, "templated_text": text})
 
     async def _show(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -456,13 +511,13 @@ class FaultyUpstream:
                                   "prompt_eval_count": len(texts)})
 
     # -- chat ------------------------------------------------------------------------------
-    def _chat_handler(self, kind: str) -> Any:
+    def _chat_handler(self, kind: str, *, stream: bool | None = None) -> Any:
         async def handler(request: web.Request) -> web.StreamResponse:
             self.requests += 1
             self.active += 1
             self.peak_active = max(self.peak_active, self.active)
             try:
-                return await self._answer(request, kind)
+                return await self._answer(request, kind, stream)
             except (asyncio.CancelledError, ConnectionResetError):
                 self.disconnects += 1
                 raise
@@ -482,9 +537,11 @@ class FaultyUpstream:
             item = "ok"
         return item if isinstance(item, Reply) else Reply(fault=item)
 
-    async def _answer(self, request: web.Request, kind: str) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, kind: str,
+                      stream: bool | None = None) -> web.StreamResponse:
         body = await request.json()
-        missing = self._unknown_model(body, kind)
+        # a TGI server serves one model and takes no model name
+        missing = None if kind == "tgi" else self._unknown_model(body, kind)
         if missing is not None:
             return missing
         reply = self._next(body.get("model") if isinstance(body, dict) else None)
@@ -508,7 +565,7 @@ class FaultyUpstream:
             fault = "ok"
         if fault == "hang":
             await asyncio.sleep(3600)
-        streaming = body.get("stream", wire.kind == "ollama")
+        streaming = body.get("stream", wire.kind == "ollama") if stream is None else stream
         if not streaming and fault == "ok":
             return web.json_response(wire.whole())
         resp = web.StreamResponse(headers={"Content-Type": wire.content_type})

@@ -1,0 +1,134 @@
+"""Text Embeddings Inference (TEI): embeddings from a self-hosted server's ``POST /embed``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+
+from modelplex.chunks import StreamChunk
+from modelplex.errors import (
+    AuthenticationError,
+    OptionsError,
+    ProviderError,
+    ServerBusyError,
+    StreamError,
+)
+from modelplex.http import HttpClient, Timeouts, error_from_status
+from modelplex.provider import Capabilities, ChatRequest, Provider
+from modelplex.types import ModelInfo
+from modelplex_huggingface.__about__ import __version__
+
+__all__ = ["DEFAULT_TEI_URL", "TEIProvider"]
+
+DEFAULT_TEI_URL = "http://127.0.0.1:8080"
+_EMBED_OPTIONS = ("batch_size", "normalize", "truncate", "truncation_direction", "prompt_name",
+                  "dimensions")
+
+
+class TEIProvider(Provider):
+    """A Text Embeddings Inference server: :meth:`embed` only (no chat).
+
+    Args:
+        base_url: the server root; defaults to ``$TEI_URL``, else ``http://127.0.0.1:8080``.
+        api_key / api_key_env: when the server runs with ``--api-key``.
+        headers, default_model, timeouts, verify_tls, name, config_source: as for ``tgi``.
+    """
+
+    name: str = "tei"
+    capabilities: ClassVar[Capabilities] = Capabilities(streaming=False, embeddings=True)
+    #: Texts per request (TEI's default ``--max-client-batch-size`` is 32).
+    embed_batch_size: ClassVar[int] = 32
+
+    def __init__(self, *, name: str | None = None, base_url: str | None = None,
+                 api_key: str | SecretStr | None = None, api_key_env: str | None = None,
+                 headers: Mapping[str, str] | None = None, default_model: str | None = None,
+                 timeouts: Timeouts | None = None, verify_tls: bool = True,
+                 config_source: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+        if default_model is not None:
+            self.default_model = default_model
+        self.config_source = config_source
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env) or None
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        url = base_url or (os.environ.get("TEI_URL") if name in (None, "tei") else None)
+        self.base_url = (url or DEFAULT_TEI_URL).rstrip("/")
+        send = {"User-Agent": f"modelplex-huggingface/{__version__}",
+                "Accept": "application/json", **(headers or {})}
+        if key:
+            send["Authorization"] = f"Bearer {key}"
+        self._http = HttpClient(self.base_url, provider=self.name, headers=send,
+                                timeouts=timeouts, secrets=(key,) if key else (),
+                                error_factory=self._status_error, verify_tls=verify_tls)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    def _status_error(self, status: int, body: Any,
+                      headers: Mapping[str, str]) -> ProviderError | None:
+        err = error_from_status(status, body, headers, provider=self.name,
+                                secrets=self._http.secrets)
+        kind = body.get("error_type") if isinstance(body, dict) else None
+        text = str(err) + (f" ({kind})" if kind else "")
+        if status == 401:
+            return AuthenticationError(f"{text}; the server runs with --api-key: give the key "
+                                       "as api_key or api_key_env", status_code=status,
+                                       body=body, provider=self.name)
+        if status == 429 or kind == "overloaded":
+            return ServerBusyError(text, status_code=status, body=body,
+                                   retry_after=getattr(err, "retry_after", None),
+                                   provider=self.name)
+        if status == 413:
+            text += "; send fewer texts per request with the batch_size option"
+        err.args = (text,)
+        return err
+
+    def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        raise self._unsupported("chat (Text Embeddings Inference serves embeddings only)")
+
+    async def embed(self, texts: Sequence[str], *, model: str = "",
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """One vector per text, sent in batches of ``batch_size`` (default 32).
+
+        Options: ``normalize`` (default true on the server), ``truncate``,
+        ``truncation_direction`` (``"Left"``/``"Right"``), ``prompt_name``, ``dimensions``
+        and ``batch_size``. The server serves one model; ``model`` is not sent.
+        """
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - set(_EMBED_OPTIONS))
+        if unknown:
+            raise OptionsError(f"unknown embedding option(s) {', '.join(map(repr, unknown))} "
+                               f"for provider {self.name!r}; valid options: "
+                               f"{', '.join(sorted(_EMBED_OPTIONS))}")
+        batch_size = opts.pop("batch_size", self.embed_batch_size)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionsError(f"option 'batch_size' must be > 0 (got {batch_size!r})")
+        texts = list(texts)
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            data = await self._http.request_json("POST", "/embed", {"inputs": batch, **opts})
+            if not isinstance(data, list) or len(data) != len(batch):
+                raise StreamError(f"{self.name}: asked for {len(batch)} embeddings, got "
+                                  f"{len(data) if isinstance(data, list) else data!r}",
+                                  provider=self.name)
+            vectors.extend(data)
+        return vectors
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The one model the server serves, from ``/info``."""
+        info = await self._http.request_json("GET", "/info")
+        info = info if isinstance(info, dict) else {}
+        model_id = str(info.get("model_id") or "tei")
+        details = {k: v for k, v in info.items() if k != "model_id" and v is not None}
+        return [ModelInfo(id=model_id, name=model_id, provider=self.name,
+                          context_length=info.get("max_input_length"),
+                          capabilities=["embedding"], details=details)]
