@@ -10,7 +10,6 @@ import pytest
 from aioresponses import aioresponses
 
 import modelplex_huggingface
-
 from modelplex import create_provider
 from modelplex.errors import (
     AuthenticationError,
