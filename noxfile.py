@@ -41,7 +41,7 @@ def plugin(session: nox.Session, name: str) -> None:
     session.install("-e", "./core[test]")
     if name in ("openai", "lmstudio"):
         session.install("-e", "./plugins/llamacpp[test]")
-    if name == "lmstudio":
+    if name in ("lmstudio", "huggingface"):  # both build on modelplex-openai
         session.install("-e", "./plugins/openai[test]")
     if name == "server":  # served models: the embedded one and OpenAI-compatible endpoints
         session.install("-e", "./plugins/llamacpp[smollm2]", "-e", "./plugins/openai")
