@@ -53,6 +53,8 @@ EXAMPLE_PAGES = [
     "structured-output.md",
     "server.md",
     "routing.md",
+    "providers/anthropic.md",
+    "providers/huggingface.md",
 ]
 TIMEOUT = 300
 
