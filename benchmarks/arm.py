@@ -35,6 +35,10 @@ async def make_raw(url: str, wire: str) -> tuple[StreamFn, RequestFn, Close]:
     import aiohttp
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    if wire == "anthropic":
+        return _raw_anthropic(session, url)
+    if wire == "tgi":
+        return _raw_tgi(session, url)
     path = "/v1/chat/completions" if wire == "openai" else "/api/chat"
     urls = url.split(",")  # several: round robin over them (M5's baseline)
 
@@ -64,6 +68,55 @@ async def make_raw(url: str, wire: str) -> tuple[StreamFn, RequestFn, Close]:
     return stream, request, session.close
 
 
+def _raw_anthropic(session: Any, url: str) -> tuple[StreamFn, RequestFn, Close]:
+    """Raw Messages API: ``event:`` lines skipped, ``data:`` lines parsed, text deltas kept."""
+    async def stream(i: int) -> AsyncIterator[str]:
+        payload = {"model": "bench", "max_tokens": 1024, "messages": _messages(i),
+                   "stream": True}
+        async with session.post(url + "/v1/messages", json=payload) as resp:
+            async for line in resp.content:
+                if not line.startswith(b"data: "):
+                    continue
+                event = json.loads(line[6:])
+                if event["type"] == "content_block_delta" and (
+                        text := event["delta"].get("text")):
+                    yield text
+                elif event["type"] == "message_stop":
+                    break
+
+    async def request(i: int) -> str:
+        payload = {"model": "bench", "max_tokens": 1024, "messages": _messages(i)}
+        async with session.post(url + "/v1/messages", json=payload) as resp:
+            body = await resp.json()
+        return "".join(b["text"] for b in body["content"] if b["type"] == "text")
+
+    return stream, request, session.close
+
+
+def _raw_tgi(session: Any, url: str) -> tuple[StreamFn, RequestFn, Close]:
+    """Raw TGI: ``data:`` lines parsed, non-special token texts kept, until generated_text."""
+    async def stream(i: int) -> AsyncIterator[str]:
+        payload = {"inputs": f"unique prompt {i}", "parameters": {"details": True}}
+        async with session.post(url + "/generate_stream", json=payload) as resp:
+            async for line in resp.content:
+                if not line.startswith(b"data:"):
+                    continue
+                event = json.loads(line[5:])
+                token = event["token"]
+                if not token["special"] and token["text"]:
+                    yield token["text"]
+                if event["generated_text"] is not None:
+                    break
+
+    async def request(i: int) -> str:
+        payload = {"inputs": f"unique prompt {i}", "parameters": {"details": True}}
+        async with session.post(url + "/generate", json=payload) as resp:
+            body = await resp.json()
+        return str(body["generated_text"])
+
+    return stream, request, session.close
+
+
 async def make_modelplex(url: str, wire: str) -> tuple[StreamFn, RequestFn,
                                                        Callable[[], Awaitable[None]]]:
     """modelplex through its openai or ollama plugin, used directly (no ChatManager)."""
@@ -71,6 +124,10 @@ async def make_modelplex(url: str, wire: str) -> tuple[StreamFn, RequestFn,
 
     if wire == "openai":
         provider = create_provider("openai", base_url=url + "/v1", api_key="sk-bench")
+    elif wire == "anthropic":
+        provider = create_provider("anthropic", base_url=url, api_key="sk-ant-bench")
+    elif wire == "tgi":  # the prompt as text, as the raw arm sends it (no /chat_tokenize)
+        provider = create_provider("tgi", base_url=url, template="none")
     else:
         provider = create_provider("ollama", host=url, max_parallel=100_000)
 
@@ -191,6 +248,10 @@ ARMS: dict[str, tuple[Callable[..., Any], str]] = {
     "modelplex-ollama": (make_modelplex, "ollama"),
     "modelplex-router": (make_router, "openai"),
     "modelplex-manager": (make_manager, "openai"),
+    "raw-anthropic": (make_raw, "anthropic"),
+    "raw-tgi": (make_raw, "tgi"),
+    "modelplex-anthropic": (make_modelplex, "anthropic"),
+    "modelplex-tgi": (make_modelplex, "tgi"),
     "openai-sdk": (make_openai_sdk, "openai"),
     "litellm": (make_litellm, "openai"),
 }

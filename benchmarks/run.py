@@ -82,6 +82,12 @@ def _arm(arm: str, mode: str, url: str, streams: int, concurrency: int) -> dict[
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _raw_of(arm: str) -> str:
+    """The raw aiohttp arm reading the same wire format as ``arm``."""
+    wire = arm.removeprefix("modelplex-")
+    return f"raw-{wire}" if wire in ("ollama", "anthropic", "tgi") else "raw-openai"
+
+
 def _import_cost(module: str, runs: int) -> tuple[float, float]:
     code = ("import time, resource; t = time.perf_counter(); import {m}; "
             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -107,15 +113,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="A small run to try the harness.")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
+    parser.add_argument("--arms", default="",
+                        help="Comma-separated arms to run (their raw arms are added); "
+                             "default: all.")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.streams, args.paced_streams, args.requests = 1, 256, 64, 50
 
-    arms = ["raw-openai", "raw-ollama", "modelplex-openai", "modelplex-ollama",
-            "modelplex-router", "modelplex-manager"]
+    arms = ["raw-openai", "raw-ollama", "raw-anthropic", "raw-tgi", "modelplex-openai",
+            "modelplex-ollama", "modelplex-router", "modelplex-manager", "modelplex-anthropic",
+            "modelplex-tgi"]
     skipped = []
     for arm, module in PEERS.items():
         (arms.append if importlib.util.find_spec(module) else skipped.append)(arm)
+    if args.arms:
+        wanted = {a.strip() for a in args.arms.split(",") if a.strip()}
+        wanted |= {_raw_of(a) for a in wanted}
+        arms = [a for a in arms if a in wanted]
 
     fast, fast_url = _start_upstream(0, args.chunks)
     paced, paced_url = _start_upstream(args.delay_ms, args.chunks)
@@ -157,7 +171,7 @@ def main() -> None:
     columns = [a for a in arms if not a.startswith("raw-")]
     table: dict[str, dict[str, float | None]] = {name: {} for name in TARGETS}
     for arm in columns:
-        raw = "raw-ollama" if arm.endswith("ollama") else "raw-openai"
+        raw = _raw_of(arm)
         table["M1 CPU per chunk / raw"][arm] = (med(arm, "M1", "cpu_per_chunk_us")
                                                 / med(raw, "M1", "cpu_per_chunk_us"))
         table["M1 streams/s / raw"][arm] = (med(arm, "M1", "streams_per_s")
@@ -186,9 +200,10 @@ def main() -> None:
     for name, values in table.items():
         cells = [f"{values[a]:.2f}" if values.get(a) is not None else "-" for a in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {TARGETS[name]} |")
-    raw_line = (f"raw aiohttp: {med('raw-openai', 'M1', 'cpu_per_chunk_us'):.1f} us/chunk (SSE), "
-                f"{med('raw-ollama', 'M1', 'cpu_per_chunk_us'):.1f} us/chunk (NDJSON), "
-                f"{med('raw-openai', 'M1', 'streams_per_s'):.0f} streams/s; "
+    raws = ", ".join(f"{med(a, 'M1', 'cpu_per_chunk_us'):.1f} us/chunk "
+                     f"({a.removeprefix('raw-')}), {med(a, 'M1', 'streams_per_s'):.0f} streams/s"
+                     for a in arms if a.startswith("raw-"))
+    raw_line = (f"raw aiohttp: {raws}; "
                 f"import aiohttp {base_t * 1e3:.0f} ms / {base_m:.0f} MB; "
                 f"import modelplex {imports['modelplex'][0] * 1e3:.1f} ms, "
                 f"modelplex.manager {imports['modelplex.manager'][0] * 1e3:.0f} ms")

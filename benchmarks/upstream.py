@@ -1,10 +1,12 @@
-"""A fake model server for benchmarks and fault tests: canned OpenAI SSE and Ollama NDJSON.
+"""A fake model server for benchmarks: canned OpenAI SSE, Ollama NDJSON, Anthropic and TGI SSE.
 
     python benchmarks/upstream.py --port 8089 --chunks 100 --delay-ms 0 --error-rate 0
 
 Routes: ``POST /v1/chat/completions`` (SSE when ``stream`` is true, else one JSON body),
 ``POST /api/chat`` (NDJSON when ``stream`` is not false), ``GET /v1/models``, ``GET /api/tags``,
-``GET /api/version``. ``--error-rate`` answers that fraction of requests with HTTP 503.
+``GET /api/version``; ``POST /v1/messages`` (Anthropic SSE when ``stream`` is true, else one
+JSON message); ``POST /generate_stream`` and ``POST /generate`` (TGI's native API), ``GET /info``.
+``--error-rate`` answers that fraction of requests with HTTP 503.
 """
 
 from __future__ import annotations
@@ -45,10 +47,56 @@ def ollama_lines(n: int) -> list[bytes]:
     return [line.encode()] * n + [final.encode()]
 
 
+def anthropic_events(n: int) -> list[bytes]:
+    """The SSE events of one streamed Messages API answer of ``n`` text deltas."""
+    def event(name: str, data: str) -> bytes:
+        return f"event: {name}\ndata: {data}\n\n".encode()
+
+    delta = event("content_block_delta", '{"type":"content_block_delta","index":0,"delta":'
+                                         f'{{"type":"text_delta","text":"{TOKEN}"}}}}')
+    return [event("message_start", '{"type":"message_start","message":{"id":"msg_bench",'
+                                   '"type":"message","role":"assistant","content":[],'
+                                   '"model":"bench","stop_reason":null,"stop_sequence":null,'
+                                   '"usage":{"input_tokens":10,"output_tokens":1}}}'),
+            event("content_block_start", '{"type":"content_block_start","index":0,'
+                                         '"content_block":{"type":"text","text":""}}'),
+            event("ping", '{"type": "ping"}'),
+            *[delta] * n,
+            event("content_block_stop", '{"type":"content_block_stop","index":0}'),
+            event("message_delta", '{"type":"message_delta","delta":{"stop_reason":"end_turn",'
+                                   f'"stop_sequence":null}},"usage":{{"output_tokens":{n}}}}}'),
+            event("message_stop", '{"type":"message_stop"}')]
+
+
+def tgi_events(n: int) -> list[bytes]:
+    """The SSE events of one TGI ``/generate_stream`` answer of ``n`` tokens and EOS."""
+    def event(index: int, token: dict[str, object], generated: str | None,
+              details: dict[str, object] | None) -> bytes:
+        body = {"index": index, "token": token, "generated_text": generated, "details": details}
+        return b"data:" + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    events = [event(i, {"id": 100 + i, "text": TOKEN, "logprob": -0.5, "special": False},
+                    None, None) for i in range(n)]
+    events.append(event(n, {"id": 2, "text": "</s>", "logprob": -0.1, "special": True},
+                        TOKEN * n, {"finish_reason": "eos_token", "generated_tokens": n + 1,
+                                    "seed": None, "input_length": 10}))
+    return events
+
+
 def make_app(chunks: int, delay: float, error_rate: float, group: int = 16) -> web.Application:
     """The fake server: ``chunks`` per answer, ``delay`` seconds between chunks."""
     sse = openai_chunks(chunks)
     ndjson = ollama_lines(chunks)
+    anthropic_sse = anthropic_events(chunks)
+    tgi_sse = tgi_events(chunks)
+    anthropic_body = json.dumps({
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "bench",
+        "content": [{"type": "text", "text": TOKEN * chunks}], "stop_reason": "end_turn",
+        "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": chunks}}).encode()
+    tgi_body = json.dumps({"generated_text": TOKEN * chunks, "details": {
+        "finish_reason": "eos_token", "generated_tokens": chunks + 1, "seed": None,
+        "prefill": [], "tokens": [{"id": 100 + i, "text": TOKEN, "logprob": -0.5,
+                                   "special": False} for i in range(chunks)]}}).encode()
     openai_body = json.dumps({
         "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "bench",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": TOKEN * chunks},
@@ -95,6 +143,29 @@ def make_app(chunks: int, delay: float, error_rate: float, group: int = 16) -> w
             return await stream(request, ndjson, "application/x-ndjson")
         return web.Response(body=ollama_body, content_type="application/json")
 
+    async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if (err := busy()) is not None:
+            return err
+        if body.get("stream"):
+            return await stream(request, anthropic_sse, "text/event-stream")
+        return web.Response(body=anthropic_body, content_type="application/json")
+
+    async def tgi_generate_stream(request: web.Request) -> web.StreamResponse:
+        await request.json()
+        if (err := busy()) is not None:
+            return err
+        return await stream(request, tgi_sse, "text/event-stream")
+
+    async def tgi_generate(request: web.Request) -> web.StreamResponse:
+        await request.json()
+        if (err := busy()) is not None:
+            return err
+        return web.Response(body=tgi_body, content_type="application/json")
+
+    async def info(_: web.Request) -> web.Response:
+        return web.json_response({"model_id": "bench", "max_total_tokens": 4096})
+
     async def models(_: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model"}]})
 
@@ -110,6 +181,10 @@ def make_app(chunks: int, delay: float, error_rate: float, group: int = 16) -> w
     app.router.add_get("/v1/models", models)
     app.router.add_get("/api/tags", tags)
     app.router.add_get("/api/version", version)
+    app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/generate_stream", tgi_generate_stream)
+    app.router.add_post("/generate", tgi_generate)
+    app.router.add_get("/info", info)
     return app
 
 
