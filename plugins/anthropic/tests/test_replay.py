@@ -423,6 +423,11 @@ async def test_conversation_needs_a_user_message(provider: AnthropicProvider) ->
         await provider.complete([{"role": "system", "content": "Be brief."}], model="m")
     with pytest.raises(ConfigurationError, match="tool_call_id"):
         await provider.complete([{"role": "tool", "content": "42"}], model="m")
+    thinking = {THINKING_METADATA_KEY: [{"type": "thinking", "thinking": "t",
+                                         "signature": "s"}]}
+    with pytest.raises(ConfigurationError, match="cannot be merged"):
+        await provider.complete([*ASK, ChatMessage.assistant("a"),
+                                 ChatMessage.assistant("b", metadata=thinking)], model="m")
 
 
 async def test_prompt_caching_betas_and_tool_choice(

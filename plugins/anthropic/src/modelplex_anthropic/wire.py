@@ -229,6 +229,11 @@ def encode_messages(messages: Sequence[ChatMessage]
                   and not message.tool_calls
                   and not message.metadata.get(THINKING_METADATA_KEY))
         if out and out[-1]["role"] == role:
+            if message.metadata.get(THINKING_METADATA_KEY):
+                raise ConfigurationError(
+                    "two assistant messages in a row cannot be merged into one turn when the "
+                    "second carries thinking blocks (they must start the turn): put a user "
+                    "message between them or drop the first")
             previous = out[-1]
             if isinstance(previous["content"], str):
                 previous["content"] = [{"type": "text", "text": previous["content"]}]
