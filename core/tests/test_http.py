@@ -734,3 +734,33 @@ def test_url_joining() -> None:
     client = HttpClient("http://127.0.0.1:11434/", provider="test")
     assert client.url("/api/tags") == "http://127.0.0.1:11434/api/tags"
     assert client.url("http://other:1/x") == "http://other:1/x"
+
+
+async def test_a_pooled_connection_closed_by_the_server_is_replaced(raw_serve: Any) -> None:
+    """A server that closes a keep-alive connection just as it is reused (llama-server does,
+    right after a stream) costs no error: the request goes out again on a new connection."""
+    connections: list[int] = []
+    body = b'{"ok": true}'
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    async def first_answer_then_drop(reader: asyncio.StreamReader,
+                                     writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        if len(connections) == 1:  # the first connection: take the next request, then drop
+            await read_request(reader)
+            writer.close()
+            return
+        await reader.read()
+
+    url = await raw_serve(first_answer_then_drop)
+    client = HttpClient(url, provider="test")
+    try:
+        assert await client.request_json("POST", "/", {"n": 1}) == {"ok": True}
+        assert await client.request_json("POST", "/", {"n": 2}) == {"ok": True}
+    finally:
+        await client.aclose()
+    assert len(connections) == 2

@@ -297,6 +297,10 @@ def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None 
 ErrorFactory = Callable[[int, Any, Mapping[str, str]], errors.ProviderError | None]
 
 
+#: Failures before any response that mean a reused connection had been closed by the server.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
 class HttpClient:
     """One provider's HTTP connection pool, timeouts and error mapping.
 
@@ -504,8 +508,17 @@ class HttpClient:
         """
         origin = _origin(URL(url))
         for _ in range(MAX_REDIRECTS + 1):
-            resp = await self.session.request(method, url, data=data, headers=headers,
-                                              allow_redirects=False)
+            try:
+                resp = await self.session.request(method, url, data=data, headers=headers,
+                                                  allow_redirects=False)
+            except _STALE_CONNECTION as err:
+                if isinstance(err, aiohttp.ClientConnectorError):
+                    raise
+                # A pooled keep-alive connection the server closed just as it was reused
+                # (llama.cpp's llama-server closes one right after a stream): no response
+                # came, so send once more, on a new connection.
+                resp = await self.session.request(method, url, data=data, headers=headers,
+                                                  allow_redirects=False)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from modelplex.errors import OptionsError
 from modelplex.testing import ProviderConformanceTests
 from modelplex_anthropic.provider import AnthropicProvider
 from modelplex_anthropic.wire import AnthropicChunk
@@ -49,7 +50,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [str(binary), "--model", str(model), "--alias", "smollm2", "--host", "127.0.0.1",
-         "--port", str(port), "--ctx-size", "2048", "--threads", "2", "--parallel", "1"],
+         "--port", str(port), "--ctx-size", "2048", "--parallel", "1",
+         # one thread: on a busy 2-core machine, two spin-waiting threads are 6x slower
+         "--threads", "1", "--threads-batch", "1"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,6 +97,12 @@ class TestLlamaServerConformance(ProviderConformanceTests):
     @pytest.fixture
     def model(self) -> str:
         return "smollm2"
+
+    async def test_option_out_of_range_names_field_and_range(
+            self, provider: AnthropicProvider, model: str) -> None:
+        """Anthropic's temperature range is 0 to 1, not 0 to 2."""
+        with pytest.raises(OptionsError, match=r"temperature.*between 0 and 1 \(got 1.5\)"):
+            provider.chat(self.messages, model=model, options={"temperature": 1.5})
 
     async def test_missing_model_raises_model_not_found(self, provider: AnthropicProvider
                                                         ) -> None:
