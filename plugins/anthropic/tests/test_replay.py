@@ -285,6 +285,18 @@ async def test_stream_cut_off_before_message_stop(
     assert info.value.partial_content == "Hello there!"
 
 
+async def test_unreadable_tool_input_is_kept_raw(provider: AnthropicProvider,
+                                                 mock: aioresponses,
+                                                 transcript: Callable[[str], str]) -> None:
+    body = transcript("anthropic_tool_use_stream.sse").replace(
+        '"partial_json":"is\\"}"', '"partial_json":"is"')
+    mock.post(MESSAGES_URL, body=body, headers=SSE)
+    chunks = [c async for c in provider.chat(ASK, model="m", tools=TOOLS)]
+    assert chunks[-1].tool_calls == [ToolCall(
+        name="get_weather", id="toolu_01NRLabsLyVHZPKxbKvkfSMn",
+        arguments={"_raw": '{"location": "Paris'})]
+
+
 async def test_unexpected_event_shape_is_a_stream_error(provider: AnthropicProvider,
                                                         mock: aioresponses) -> None:
     mock.post(MESSAGES_URL, body='event: content_block_delta\ndata: {"delta": 3}\n\n',

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
-from modelplex.errors import ConfigurationError, StreamError
+from modelplex.errors import ConfigurationError
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
@@ -112,18 +112,16 @@ def usage_from(usage: Mapping[str, Any], messages: Sequence[ChatMessage] = (),
 
 
 def parse_arguments(name: str, raw: str, provider: str) -> dict[str, Any]:
-    """A tool call's input from its joined ``input_json_delta`` fragments."""
+    """A tool call's input from its joined ``input_json_delta`` fragments; input that is not
+    a JSON object is kept as ``{"_raw": text}`` (as the other providers do), so the tool loop
+    can tell the model."""
     if not raw.strip():
         return {}
     try:
         value = json.loads(raw)
     except ValueError:
-        raise StreamError(f"{provider}: the input of tool call {name!r} is not valid JSON: "
-                          f"{raw[:200]!r}", provider=provider) from None
-    if not isinstance(value, dict):
-        raise StreamError(f"{provider}: the input of tool call {name!r} is not a JSON object: "
-                          f"{raw[:200]!r}", provider=provider)
-    return value
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
 
 
 # -- images -----------------------------------------------------------------------------------
