@@ -38,6 +38,8 @@ class TEIProvider(Provider):
     """
 
     name: str = "tei"
+    #: "whichever model the server serves" (a TEI server runs one)
+    default_model: str | None = "tei"
     capabilities: ClassVar[Capabilities] = Capabilities(streaming=False, embeddings=True)
     #: Texts per request (TEI's default ``--max-client-batch-size`` is 32).
     embed_batch_size: ClassVar[int] = 32

@@ -109,6 +109,8 @@ class TGIProvider(Provider):
     """
 
     name: str = "tgi"
+    #: "whichever model the server serves" (a TGI server runs one)
+    default_model: str | None = "tgi"
     Options: ClassVar[type[CommonOptions]] = TGIOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
         streaming=True, embeddings=False, tools=False, vision=False, json_mode=True)
