@@ -540,3 +540,36 @@ def test_registered_and_secret_never_in_repr(clean_env: pytest.MonkeyPatch) -> N
     assert p.base_url == "https://api.anthropic.com"
     assert KEY not in repr(p) and KEY not in repr(p._http)
     assert re.search(r"AnthropicProvider 'anthropic'", repr(p))
+
+
+async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
+                                                 transcript: Callable[[str], str],
+                                                 sent: Callable[..., list[Any]]) -> None:
+    """ChatManager's tool loop: the replayed tool_use answer runs the function, and the next
+    request carries the assistant's tool_use and the user's tool_result blocks."""
+    from modelplex import ChatManager
+
+    mock.post(MESSAGES_URL, body=transcript("anthropic_tool_use_stream.sse"), headers=SSE)
+    mock.post(MESSAGES_URL, body=transcript("anthropic_basic_stream.sse"), headers=SSE)
+
+    def get_weather(location: str) -> str:
+        """Weather in a city."""
+        return f"11 C in {location}"
+
+    async with ChatManager("anthropic:claude-sonnet-4-20250514", provider_config={
+            "anthropic": {"base_url": BASE, "api_key": KEY}}) as chat:
+        chat.enable_function_calling([get_weather])
+        meta = await chat.get_response_with_meta("What's the weather in Paris?")
+        provider = chat._providers["anthropic"]
+        first, second = (body for *_, body in sent(mock, provider, KEY))
+    assert meta.content == "Hello there!"
+    assert first["tools"][0]["name"] == "get_weather"
+    assert first["tools"][0]["input_schema"]["properties"]["location"]["type"] == "string"
+    assert second["messages"][1:] == [
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "I'll check the current weather in Paris for you."},
+            {"type": "tool_use", "id": "toolu_01NRLabsLyVHZPKxbKvkfSMn", "name": "get_weather",
+             "input": {"location": "Paris"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01NRLabsLyVHZPKxbKvkfSMn",
+             "content": "11 C in Paris"}]}]
