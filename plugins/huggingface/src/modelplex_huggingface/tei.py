@@ -65,7 +65,9 @@ class TEIProvider(Provider):
             send["Authorization"] = f"Bearer {key}"
         self._http = HttpClient(self.base_url, provider=self.name, headers=send,
                                 timeouts=timeouts, secrets=(key,) if key else (),
-                                error_factory=self._status_error, verify_tls=verify_tls)
+                                error_factory=self._status_error, verify_tls=verify_tls,
+                                connect_hint=("no TEI server answers there: start one (text-embeddings-router or its "
+                                              "Docker image) or set TEI_URL (or the endpoint's base_url) to where it runs"))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.base_url}>"

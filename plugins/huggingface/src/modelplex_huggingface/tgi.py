@@ -142,7 +142,9 @@ class TGIProvider(Provider):
             send["Authorization"] = f"Bearer {key}"
         self._http = HttpClient(self.base_url, provider=self.name, headers=send,
                                 timeouts=timeouts, secrets=(key,) if key else (),
-                                error_factory=self._status_error, verify_tls=verify_tls)
+                                error_factory=self._status_error, verify_tls=verify_tls,
+                                connect_hint=("no TGI server answers there: start one (text-generation-launcher or its "
+                                              "Docker image) or set TGI_URL (or the endpoint's base_url) to where it runs"))
         self._served: str | None = None
 
     def __repr__(self) -> str:
