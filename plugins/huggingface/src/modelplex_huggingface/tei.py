@@ -27,6 +27,10 @@ DEFAULT_TEI_URL = "http://127.0.0.1:8080"
 _EMBED_OPTIONS = ("batch_size", "normalize", "truncate", "truncation_direction", "prompt_name",
                   "dimensions")
 
+_CONNECT_HINT = ("No TEI server answers there: start one (text-embeddings-router or its "
+                 "Docker image) or set TEI_URL (or the endpoint's base_url) to where it "
+                 "runs")
+
 
 class TEIProvider(Provider):
     """A Text Embeddings Inference server: :meth:`embed` only (no chat).
@@ -66,8 +70,7 @@ class TEIProvider(Provider):
         self._http = HttpClient(self.base_url, provider=self.name, headers=send,
                                 timeouts=timeouts, secrets=(key,) if key else (),
                                 error_factory=self._status_error, verify_tls=verify_tls,
-                                connect_hint=("no TEI server answers there: start one (text-embeddings-router or its "
-                                              "Docker image) or set TEI_URL (or the endpoint's base_url) to where it runs"))
+                                connect_hint=_CONNECT_HINT)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.base_url}>"

@@ -47,6 +47,10 @@ _FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 #: Names a request may use for "whatever model the server serves".
 _ANY_MODEL = ("", "tgi")
 
+_CONNECT_HINT = ("No TGI server answers there: start one (text-generation-launcher or its "
+                 "Docker image) or set TGI_URL (or the endpoint's base_url) to where it "
+                 "runs")
+
 
 class TGIOptions(CommonOptions):
     """TGI's generation parameters (only those you set are sent).
@@ -143,8 +147,7 @@ class TGIProvider(Provider):
         self._http = HttpClient(self.base_url, provider=self.name, headers=send,
                                 timeouts=timeouts, secrets=(key,) if key else (),
                                 error_factory=self._status_error, verify_tls=verify_tls,
-                                connect_hint=("no TGI server answers there: start one (text-generation-launcher or its "
-                                              "Docker image) or set TGI_URL (or the endpoint's base_url) to where it runs"))
+                                connect_hint=_CONNECT_HINT)
         self._served: str | None = None
 
     def __repr__(self) -> str:
