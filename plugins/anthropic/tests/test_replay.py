@@ -573,3 +573,10 @@ async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_01NRLabsLyVHZPKxbKvkfSMn",
              "content": "11 C in Paris"}]}]
+
+
+def test_timeouts_as_number_or_mapping(clean_env: pytest.MonkeyPatch) -> None:
+    assert AnthropicProvider(timeouts=30)._http.timeouts.total == 30
+    assert AnthropicProvider(timeouts={"connect": 1.5})._http.timeouts.connect == 1.5
+    with pytest.raises(ConfigurationError, match="timeouts"):
+        AnthropicProvider(timeouts={"conect": 1})

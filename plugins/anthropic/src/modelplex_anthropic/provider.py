@@ -125,7 +125,9 @@ class AnthropicProvider(Provider):
         headers: more headers sent with every request.
         default_model: the model used when only the provider is named.
         default_max_tokens: ``max_tokens`` when the caller sets none (the API requires it).
-        timeouts: a :class:`modelplex.http.Timeouts`.
+        timeouts: a number of seconds (the total per request), a mapping of ``connect``,
+            ``first_byte``, ``between_chunks`` and ``total`` seconds, or a
+            :class:`modelplex.http.Timeouts` (see :meth:`~modelplex.http.Timeouts.parse`).
         verify_tls: verify certificates (default).
     """
 
@@ -139,7 +141,8 @@ class AnthropicProvider(Provider):
                  auth_token: str | SecretStr | None = None,
                  anthropic_version: str = ANTHROPIC_VERSION, betas: Sequence[str] = (),
                  headers: Mapping[str, str] | None = None, default_model: str | None = None,
-                 default_max_tokens: int = 4096, timeouts: Timeouts | None = None,
+                 default_max_tokens: int = 4096,
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
                  verify_tls: bool = True) -> None:
         env = os.environ
         if default_model is not None:

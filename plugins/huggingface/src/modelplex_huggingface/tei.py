@@ -51,8 +51,8 @@ class TEIProvider(Provider):
     def __init__(self, *, name: str | None = None, base_url: str | None = None,
                  api_key: str | SecretStr | None = None, api_key_env: str | None = None,
                  headers: Mapping[str, str] | None = None, default_model: str | None = None,
-                 timeouts: Timeouts | None = None, verify_tls: bool = True,
-                 config_source: str | None = None) -> None:
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
+                 verify_tls: bool = True, config_source: str | None = None) -> None:
         if name is not None:
             self.name = name
         if default_model is not None:

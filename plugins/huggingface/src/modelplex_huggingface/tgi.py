@@ -123,8 +123,8 @@ class TGIProvider(Provider):
                  api_key: str | SecretStr | None = None, api_key_env: str | None = None,
                  template: Literal["server", "none"] = "server",
                  headers: Mapping[str, str] | None = None, default_model: str | None = None,
-                 timeouts: Timeouts | None = None, verify_tls: bool = True,
-                 config_source: str | None = None) -> None:
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
+                 verify_tls: bool = True, config_source: str | None = None) -> None:
         if name is not None:
             self.name = name
         if default_model is not None:
