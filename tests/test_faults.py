@@ -285,13 +285,21 @@ SPELLINGS: dict[str, Any] = {
 }
 
 
+def address(provider_name: str, url: str) -> dict[str, Any]:
+    """The keyword arguments that point a provider at the upstream ``url``."""
+    if provider_name in ("openai", "huggingface"):
+        return {"base_url": url + "/v1"}
+    if provider_name in ("anthropic", "tgi"):
+        return {"base_url": url}
+    return {"host": url}
+
+
 @pytest.mark.parametrize("spelling", sorted(SPELLINGS))
 async def test_every_provider_takes_every_timeout_spelling(
         provider_name: str, upstream: FaultyUpstream, spelling: str) -> None:
     """One parser in the core: a mapping works for each HTTP provider, and is honoured."""
-    url = upstream.url + "/v1" if provider_name == "openai" else upstream.url
-    key = "base_url" if provider_name == "openai" else "host"
-    provider = create_provider(provider_name, **{key: url}, timeouts=SPELLINGS[spelling])
+    provider = create_provider(provider_name, **address(provider_name, upstream.url),
+                               timeouts=SPELLINGS[spelling])
     try:
         assert http_client(provider).timeouts == TIMEOUTS
         assert "".join(await consume(provider)) == PIECE * 5
@@ -306,8 +314,8 @@ async def test_every_provider_takes_every_timeout_spelling(
 
 
 def test_a_number_is_the_total_timeout(provider_name: str) -> None:
-    key = "base_url" if provider_name == "openai" else "host"
-    provider = create_provider(provider_name, **{key: "http://127.0.0.1:1"}, timeouts=2)
+    provider = create_provider(provider_name, **address(provider_name, "http://127.0.0.1:1"),
+                               timeouts=2)
     assert http_client(provider).timeouts == Timeouts(total=2.0)
 
 

@@ -187,7 +187,7 @@ class AnthropicProvider(Provider):
         kind = info.get("type") if isinstance(info, dict) else None
         request_id = (body.get("request_id") if isinstance(body, dict) else None) or \
             headers.get("request-id")
-        text = str(err) + (f" (request id {request_id})" if request_id else "")
+        text = _noted(str(err), f" (request id {request_id})") if request_id else str(err)
         result: ProviderStatusError
         if status == 401 or kind == "authentication_error":
             hint = ("check the key in ANTHROPIC_API_KEY" if self._has_key else
@@ -419,6 +419,12 @@ class AnthropicProvider(Provider):
             if not (isinstance(data, dict) and data.get("has_more") and data.get("last_id")):
                 return models
             path = f"/v1/models?limit=1000&after_id={data['last_id']}"
+
+
+def _noted(text: str, note: str) -> str:
+    """``text`` with ``note`` added before the "(retry after N s)" the core puts last."""
+    head, sep, tail = text.rpartition(" (retry after ")
+    return f"{head}{note}{sep}{tail}" if sep else text + note
 
 
 def _secret(value: str | SecretStr | None) -> str | None:

@@ -20,6 +20,7 @@ from modelplex.http import HttpClient, Timeouts, error_from_status
 from modelplex.provider import Capabilities, ChatRequest, Provider
 from modelplex.types import ModelInfo
 from modelplex_huggingface.__about__ import __version__
+from modelplex_huggingface.tgi import noted
 
 __all__ = ["DEFAULT_TEI_URL", "TEIProvider"]
 
@@ -84,7 +85,7 @@ class TEIProvider(Provider):
         err = error_from_status(status, body, headers, provider=self.name,
                                 secrets=self._http.secrets)
         kind = body.get("error_type") if isinstance(body, dict) else None
-        text = str(err) + (f" ({kind})" if kind else "")
+        text = noted(str(err), f" ({kind})") if kind else str(err)
         if status == 401:
             return AuthenticationError(f"{text}; the server runs with --api-key: give the key "
                                        "as api_key or api_key_env", status_code=status,

@@ -40,7 +40,7 @@ from modelplex.types import ModelInfo
 from modelplex_huggingface.__about__ import __version__
 from modelplex_openai.wire import encode_message
 
-__all__ = ["DEFAULT_TGI_URL", "TGIChunk", "TGIOptions", "TGIProvider", "TGIResponse"]
+__all__ = ["DEFAULT_TGI_URL", "TGIChunk", "TGIOptions", "TGIProvider", "TGIResponse", "noted"]
 
 DEFAULT_TGI_URL = "http://127.0.0.1:8080"
 _FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
@@ -93,6 +93,12 @@ class TGIResponse(ChatResponse):
 
     token_ids: list[int] = attrs.Factory(list)
     details: dict[str, Any] = attrs.Factory(dict)
+
+
+def noted(text: str, note: str) -> str:
+    """``text`` with ``note`` added before the "(retry after N s)" the core puts last."""
+    head, sep, tail = text.rpartition(" (retry after ")
+    return f"{head}{note}{sep}{tail}" if sep else text + note
 
 
 def _finish(reason: str | None) -> str:
@@ -163,7 +169,7 @@ class TGIProvider(Provider):
         err = error_from_status(status, body, headers, provider=self.name,
                                 secrets=self._http.secrets)
         kind = body.get("error_type") if isinstance(body, dict) else None
-        text = str(err) + (f" ({kind})" if kind else "")
+        text = noted(str(err), f" ({kind})") if kind else str(err)
         if status == 401:
             where = f"${self.api_key_env}" if self.api_key_env else "api_key"
             hint = (f"check the key in {where}" if self._has_key else
