@@ -93,6 +93,13 @@ class TestLlamaServerConformance(ProviderConformanceTests):
 
     messages = ASK
     options = {"temperature": 0, "max_tokens": 24}  # noqa: RUF012 - the base class's shape
+    plugin = "anthropic"
+    unsent_options = frozenset({"seed"})
+
+    @pytest.fixture
+    async def provider(self, llama_server: str) -> AsyncIterator[AnthropicProvider]:
+        async with AnthropicProvider(base_url=llama_server, api_key="none") as p:
+            yield p
 
     @pytest.fixture
     def model(self) -> str:

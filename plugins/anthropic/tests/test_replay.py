@@ -23,6 +23,7 @@ from modelplex.errors import (
     ServerError,
     StreamError,
 )
+from modelplex.http import Timeouts
 from modelplex.testing import ProviderConformanceTests
 from modelplex.types import ChatMessage
 from modelplex_anthropic.provider import AnthropicProvider
@@ -106,41 +107,18 @@ def head(text: str, events: int) -> str:
     return "".join(part + "\n\n" for part in text.split("\n\n")[:events])
 
 
-class TestReplayConformance(ProviderConformanceTests):
-    """The shared provider contract, replaying the SDK's recorded text stream."""
+class TestConformance(ProviderConformanceTests):
+    """The shared provider contract, against the core's test upstream speaking the
+    Messages API (the recorded transcripts are replayed by the tests below)."""
 
-    messages = ASK
+    wire = "anthropic"
+    plugin = "anthropic"
     options = {"temperature": 0, "max_tokens": 24}  # noqa: RUF012 - the base class's shape
+    unsent_options = frozenset({"seed"})  # the API has none; the provider rejects it
 
-    @pytest.fixture(autouse=True)
-    def replay(self, mock: aioresponses, transcript: Callable[[str], str]) -> None:
-        self.mock = mock
-        self.read = transcript
-
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[AnthropicProvider]:
-        p = AnthropicProvider(base_url=BASE, api_key=KEY)
-        yield p
-        await p.aclose()
-
-    @pytest.fixture
-    def model(self) -> str:
-        return "claude-3-opus-latest"
-
-    async def prepare(self, scenario: str) -> None:
-        if scenario in ("stream", "cancel"):
-            self.mock.post(MESSAGES_URL, body=self.read("anthropic_basic_stream.sse"),
-                           headers=SSE)
-        elif scenario == "complete":
-            self.mock.post(MESSAGES_URL, payload=BASIC_COMPLETE)
-        elif scenario == "model_not_found":
-            self.mock.post(MESSAGES_URL, status=404, payload=NOT_FOUND)
-
-    async def test_option_out_of_range_names_field_and_range(
-            self, provider: AnthropicProvider, model: str) -> None:
-        """Anthropic's temperature range is 0 to 1, not 0 to 2."""
-        with pytest.raises(OptionsError, match=r"temperature.*between 0 and 1 \(got 1.5\)"):
-            provider.chat(self.messages, model=model, options={"temperature": 1.5})
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> AnthropicProvider:
+        return AnthropicProvider(base_url=base_url, api_key=api_key, timeouts=timeouts)
 
 
 async def test_basic_stream_text_usage_and_exact_request(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from modelplex.errors import (
     ModelNotFoundError,
     UnsupportedOperationError,
 )
+from modelplex.http import Timeouts
 from modelplex.plugins import Plugins
 from modelplex.testing import ProviderConformanceTests
 from modelplex_huggingface.router import HFRouterProvider
@@ -47,32 +48,15 @@ HEADERS = {"User-Agent": "modelplex-openai/0.1.0", "Accept": "application/json",
 
 
 class TestRouterConformance(ProviderConformanceTests):
-    """The shared provider contract through the router."""
+    """The shared provider contract through the router's (OpenAI) wire, on the core's test
+    upstream."""
 
-    messages = ASK
+    wire = "openai"
+    plugin = "huggingface"
 
-    @pytest.fixture(autouse=True)
-    def replay(self, mock: aioresponses, transcript: Callable[[str], str]) -> None:
-        self.mock = mock
-        self.read = transcript
-
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[HFRouterProvider]:
-        p = HFRouterProvider(api_key=TOKEN)
-        yield p
-        await p.aclose()
-
-    @pytest.fixture
-    def model(self) -> str:
-        return "meta-llama/Llama-3.1-8B-Instruct:fastest"
-
-    async def prepare(self, scenario: str) -> None:
-        if scenario in ("stream", "cancel"):
-            self.mock.post(CHAT, body=self.read("router_json_stream.sse"), headers=SSE)
-        elif scenario == "complete":
-            self.mock.post(CHAT, payload=JSON_COMPLETE)
-        elif scenario == "model_not_found":
-            self.mock.post(CHAT, status=400, payload=NOT_SUPPORTED)
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> HFRouterProvider:
+        return HFRouterProvider(base_url=base_url + "/v1", api_key=api_key, timeouts=timeouts)
 
 
 async def test_provider_suffix_token_and_exact_request(

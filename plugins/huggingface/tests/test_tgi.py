@@ -19,6 +19,7 @@ from modelplex.errors import (
     StreamError,
     UnsupportedOperationError,
 )
+from modelplex.http import Timeouts
 from modelplex.testing import ProviderConformanceTests
 from modelplex_huggingface.tei import TEIProvider
 from modelplex_huggingface.tgi import TGIChunk, TGIProvider, TGIResponse
@@ -49,36 +50,15 @@ async def tgi() -> AsyncIterator[TGIProvider]:
 
 
 class TestTGIConformance(ProviderConformanceTests):
-    """The shared provider contract against a replayed TGI server."""
+    """The shared provider contract against the core's test upstream speaking TGI's native
+    API."""
 
-    messages = ASK
+    wire = "tgi"
+    plugin = "huggingface"
 
-    @pytest.fixture(autouse=True)
-    def replay(self, mock: aioresponses, transcript: Callable[[str], str]) -> None:
-        self.mock = mock
-        self.read = transcript
-
-    @pytest.fixture
-    async def provider(self) -> AsyncIterator[TGIProvider]:
-        p = TGIProvider(base_url=BASE)
-        yield p
-        await p.aclose()
-
-    @pytest.fixture
-    def model(self) -> str:
-        return "tgi"
-
-    async def prepare(self, scenario: str) -> None:
-        if scenario == "model_not_found":
-            self.mock.get(BASE + "/info", payload=INFO)
-            return
-        self.mock.post(BASE + "/chat_tokenize", payload=TOKENIZED)
-        if scenario in ("stream", "cancel"):
-            self.mock.post(BASE + "/generate_stream", body=self.read("tgi_stream.sse"),
-                           headers=SSE)
-        elif scenario == "complete":
-            self.mock.post(BASE + "/generate", payload=GENERATED,
-                           headers={"x-prompt-tokens": "12"})
+    def make_provider(self, base_url: str, *, timeouts: Timeouts,
+                      api_key: str | None) -> TGIProvider:
+        return TGIProvider(base_url=base_url, api_key=api_key, timeouts=timeouts)
 
 
 async def test_stream_token_ids_details_and_exact_requests(

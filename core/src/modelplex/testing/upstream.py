@@ -544,7 +544,10 @@ class FaultyUpstream:
         missing = None if kind == "tgi" else self._unknown_model(body, kind)
         if missing is not None:
             return missing
-        reply = self._next(body.get("model") if isinstance(body, dict) else None)
+        model = body.get("model") if isinstance(body, dict) else None
+        if kind == "tgi":  # scripts for the one model a TGI server serves
+            model = self._model_names()[0]
+        reply = self._next(model)
         wire = _Wire(kind, self.chunks, reply)
         limit = _find_max_tokens(body)
         if limit is not None:
