@@ -517,6 +517,8 @@ class FaultyUpstream:
             self.active += 1
             self.peak_active = max(self.peak_active, self.active)
             try:
+                if stream is None:  # (tests wrap _answer with a two-argument spy)
+                    return await self._answer(request, kind)
                 return await self._answer(request, kind, stream)
             except (asyncio.CancelledError, ConnectionResetError):
                 self.disconnects += 1
