@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -521,8 +522,7 @@ def test_registered_and_secret_never_in_repr(clean_env: pytest.MonkeyPatch) -> N
 
 
 async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
-                                                 transcript: Callable[[str], str],
-                                                 sent: Callable[..., list[Any]]) -> None:
+                                                 transcript: Callable[[str], str]) -> None:
     """ChatManager's tool loop: the replayed tool_use answer runs the function, and the next
     request carries the assistant's tool_use and the user's tool_result blocks."""
     from modelplex import ChatManager
@@ -538,8 +538,8 @@ async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
             "anthropic": {"base_url": BASE, "api_key": KEY}}) as chat:
         chat.enable_function_calling([get_weather])
         meta = await chat.get_response_with_meta("What's the weather in Paris?")
-        provider = chat._providers["anthropic"]
-        first, second = (body for *_, body in sent(mock, provider, KEY))
+    first, second = (json.loads(call.kwargs["data"])
+                     for calls in mock.requests.values() for call in calls)
     assert meta.content == "Hello there!"
     assert first["tools"][0]["name"] == "get_weather"
     assert first["tools"][0]["input_schema"]["properties"]["location"]["type"] == "string"
