@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import ipaddress
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -130,26 +131,30 @@ class ModelRegistry:
 
     Args:
         plugins: where providers come from (default: the process-wide plugins).
-        get_provider: returns the provider instance for a name; pass your own to share
-            providers (a server's pool). By default the registry creates them and closes them
-            in :meth:`aclose`.
+        get_provider: returns (or returns an awaitable of) the provider instance for a name;
+            pass your own to share providers (a server's pool). By default the registry
+            creates them and closes them in :meth:`aclose`.
         providers: the provider names to list (default: every installed provider).
         named_models: configured model names and what they stand for (``{"fast":
-            "ollama:llama3.2"}``), listed under the provider ``named``.
+            "ollama:llama3.2"}``), listed first, under the provider ``named``.
+        named_stats: returns a named model's router statistics (``Router.stats()``) or None;
+            their median latency becomes the named model's ``details["latency_ms"]``.
         ttl: seconds a listing stays fresh; a failed listing is retried after at most 30 s.
         timeout: seconds one provider may take to list its models.
     """
 
     def __init__(self, *, plugins: Plugins | None = None,
-                 get_provider: Callable[[str], Provider] | None = None,
+                 get_provider: Callable[[str], Provider | Awaitable[Provider]] | None = None,
                  providers: Sequence[str] | None = None,
                  named_models: Mapping[str, str] | None = None,
+                 named_stats: Callable[[str], Mapping[str, Any] | None] | None = None,
                  ttl: float = DEFAULT_TTL, timeout: float = 15.0) -> None:
         self._plugins = plugins
         self._get_provider = get_provider
         self._owned: dict[str, Provider] = {}
         self._names = list(providers) if providers is not None else None
         self.named_models = dict(named_models or {})
+        self.named_stats = named_stats
         self.ttl = ttl
         self.error_ttl = min(ttl, 30.0)
         self.timeout = timeout
@@ -175,15 +180,29 @@ class ModelRegistry:
         return list(self._names) if self._names is not None else self.plugins.provider_names()
 
     def provider(self, name: str) -> Provider:
-        """The provider instance of ``name`` (shared with the caller's pool when given)."""
+        """The provider instance of ``name`` (shared with the caller's pool when given; use
+        :meth:`aprovider` when ``get_provider`` is asynchronous)."""
         if self._get_provider is not None:
-            return self._get_provider(name)
+            got = self._get_provider(name)
+            if inspect.isawaitable(got):
+                close = getattr(got, "close", None)
+                if close is not None:
+                    close()
+                raise TypeError("get_provider is asynchronous: use `await registry.aprovider()`")
+            return got
         provider = self._owned.get(name)
         if provider is None:
             from modelplex.manager import create_provider
 
             provider = self._owned[name] = create_provider(name, self.plugins)
         return provider
+
+    async def aprovider(self, name: str) -> Provider:
+        """:meth:`provider`, for synchronous and asynchronous ``get_provider`` alike."""
+        if self._get_provider is not None:
+            got = self._get_provider(name)
+            return await got if inspect.isawaitable(got) else got
+        return self.provider(name)
 
     # -- listing ----------------------------------------------------------------------------
     def _fresh(self, listing: ProviderListing, now: float) -> bool:
@@ -207,7 +226,7 @@ class ModelRegistry:
         start = time.perf_counter()
         local = False
         try:
-            provider = self.provider(name)
+            provider = await self.aprovider(name)
             local = is_local_provider(provider)
             infos = await asyncio.wait_for(provider.list_models(), self.timeout)
         except UnsupportedOperationError:
@@ -241,10 +260,22 @@ class ModelRegistry:
         update["capabilities"] = caps
         return info.model_copy(update=update)
 
+    def named_latency(self, name: str) -> float | None:
+        """The median latency (ms) a named model's router observed, when known."""
+        stats = self.named_stats(name) if self.named_stats is not None else None
+        latency = (stats or {}).get("latency_ms") or {}
+        p50 = latency.get("p50") if isinstance(latency, Mapping) else None
+        return float(p50) if p50 is not None else None
+
     def _named(self) -> ProviderListing:
-        models = [ModelInfo(id=f"named:{alias}", name=alias, provider="named",
-                            details={"target": target})
-                  for alias, target in self.named_models.items()]
+        models = []
+        for alias, target in self.named_models.items():
+            details: dict[str, Any] = {"target": target}
+            latency = self.named_latency(alias)
+            if latency is not None:
+                details["latency_ms"] = latency
+            models.append(ModelInfo(id=f"named:{alias}", name=alias, provider="named",
+                                    details=details))
         return ProviderListing("named", models=models, fetched_at=time.time())
 
     async def listings(self, *, refresh: bool = False,
@@ -264,10 +295,11 @@ class ModelRegistry:
                 self._fetch(name)  # stale while revalidating
         if waits:
             await asyncio.gather(*waits.values())
-        out = {name: waits[name].result() if name in waits else self._listings[name]
-               for name in names}
+        out: dict[str, ProviderListing] = {}
         if self.named_models and provider in (None, "named"):
-            out["named"] = self._named()
+            out["named"] = self._named()  # first: the names users configured
+        out.update({name: waits[name].result() if name in waits else self._listings[name]
+                    for name in names})
         return out
 
     async def list_models(self, *, refresh: bool = False) -> list[ModelInfo]:
@@ -336,7 +368,7 @@ class ModelRegistry:
 
         Raises :class:`~modelplex.errors.ModelNotFoundError` when neither knows it.
         """
-        prov = self.provider(provider)
+        prov = await self.aprovider(provider)
         try:
             info = await asyncio.wait_for(prov.show_model(name), self.timeout)
         except (UnsupportedOperationError, TimeoutError, ModelNotFoundError):
@@ -352,7 +384,8 @@ class ModelRegistry:
     async def _check(self, name: str) -> ProviderHealth:
         start = time.perf_counter()
         try:
-            status = await asyncio.wait_for(self.provider(name).health(), self.timeout)
+            provider = await self.aprovider(name)
+            status = await asyncio.wait_for(provider.health(), self.timeout)
         except TimeoutError:
             status = HealthStatus(provider=name, healthy=False,
                                   detail=f"no answer within {self.timeout:g} s")

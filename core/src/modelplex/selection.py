@@ -9,8 +9,9 @@
 
 The candidates are the registry's models that meet every requirement; they are ranked by the
 ``prefer`` list, then the ``providers`` order, then provider health (healthy first), then size
-(largest first, or smallest with ``prefer_smaller``; unknown sizes last), then the provider's
-observed latency.
+(largest first, or smallest with ``prefer_smaller``; unknown sizes last), then the observed
+latency: a named model's router's median (``Router.stats()``, when the registry has
+``named_stats``), else the provider's health check or listing time.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class ModelSelector:
             checked = health.get(info.provider)
             unhealthy = checked is not None and not checked.status.healthy
             latency = checked.status.latency_ms if checked else None
-            if latency is None and info.provider in listings:
+            if info.provider == "named":  # what the router observed answering it
+                latency = self.registry.named_latency(info.name)
+            elif latency is None and info.provider in listings:
                 latency = listings[info.provider].latency_ms
             size = info.parameter_count or info.size_bytes
             return (_index(criteria.prefer, info.id, info.name),

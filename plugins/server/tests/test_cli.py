@@ -90,7 +90,8 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path) -> None:
     assert "server.prot: unknown setting (valid: host, port" in proc.stderr
     assert "server.max_concurrency: Input should be greater than 0" in proc.stderr
     proc = modelplex("serve", "--config", str(tmp_path / "missing.toml"))
-    assert proc.returncode == 1 and "cannot read the server config" in proc.stderr
+    assert proc.returncode == 1 and "cannot read the modelplex config" in proc.stderr
+    assert "--config" in proc.stderr
     config.write_text('[[server.keys]]\nname = "a"\nhash = "mpx-plain-key-here"\n')
     proc = modelplex("serve", "--config", str(config))
     assert proc.returncode == 1 and "server.keys.0.hash: must be 'sha256:'" in proc.stderr

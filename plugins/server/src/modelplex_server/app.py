@@ -25,8 +25,10 @@ from typing import Any
 
 from aiohttp import web
 
+from modelplex.config import Config
 from modelplex.errors import ModelplexError
 from modelplex.plugins import Plugins
+from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.state import RouterState
 from modelplex_server import ollama_api, openai_api, page, rest_api, ws
@@ -37,7 +39,7 @@ from modelplex_server.openapi import openapi_handler
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
 
-__all__ = ["AppServer", "create_app", "serve", "start"]
+__all__ = ["AppServer", "create_app", "serve", "server_registry", "start"]
 
 log = logging.getLogger("modelplex.server")
 access_log = logging.getLogger("modelplex.server.access")
@@ -132,22 +134,24 @@ def _check_size(request: web.Request) -> None:
 def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | None = None,
                resolver: ModelResolver | None = None, registry: ModelRegistry | None = None,
                conversations: ConversationStore | None = None,
-               state: RouterState | None = None) -> web.Application:
+               state: RouterState | None = None, config: Config | None = None,
+               pool: ProviderPool | None = None) -> web.Application:
     """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
     Ollama-compatible ``/ollama/api``, ``/health``, ``/openapi.json`` and the web chat page
     (``/``, ``/ui/``).
 
     Every part can be passed in (a shared router state, a persistent conversation store);
-    by default the providers come from the installed plugins, configured by
-    ``settings.providers``.
+    by default models resolve through :mod:`modelplex.pipeline` like everywhere else:
+    ``config`` (default: the process-wide one, ``MODELPLEX_CONFIG``) gives the
+    ``[providers.NAME]`` keywords and the named models (``[models.NAME]``), the providers and
+    routers come from ``pool`` (default: the process-wide one) and are given back when the
+    server stops.
     """
     settings = settings or ServerSettings()
-    resolver = resolver or ModelResolver(plugins=plugins, named_models=settings.models,
-                                         provider_config=settings.providers)
-    registry = registry or ModelRegistry(plugins=resolver.plugins,
-                                         get_provider=resolver.provider,
+    resolver = resolver or ModelResolver(config=config, plugins=plugins, pool=pool,
                                          named_models=settings.models,
-                                         ttl=settings.registry_ttl)
+                                         provider_config=settings.providers)
+    registry = registry or server_registry(resolver, ttl=settings.registry_ttl)
     gateway = Gateway(settings, resolver=resolver, registry=registry,
                       conversations=conversations, state=state)
     middlewares: list[Any] = [errors_middleware]
@@ -166,6 +170,17 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     page.add_routes(app)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
+
+
+def server_registry(resolver: ModelResolver, **kwargs: Any) -> ModelRegistry:
+    """A model registry over ``resolver``'s providers, listing its named models first (with
+    their routers' observed latency once they served requests)."""
+    def stats(name: str) -> dict[str, Any] | None:
+        router = resolver.router(name)
+        return router.stats() if router is not None else None
+
+    return ModelRegistry(plugins=resolver.plugins, get_provider=resolver.provider,
+                         named_models=resolver.named_models, named_stats=stats, **kwargs)
 
 
 async def _no_server_header(request: web.Request, resp: web.StreamResponse) -> None:

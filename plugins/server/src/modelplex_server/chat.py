@@ -131,7 +131,7 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
     elif body.message is None:
         raise ApiError(400, "'message' is required", param="message")
     await gateway.check_rate(request.get(KEY))
-    provider, model = gateway.resolve(request, model_id)
+    provider, model = await gateway.resolve(request, model_id)
     if not body.regenerate:
         try:
             user = ChatMessage.user(body.message or "")

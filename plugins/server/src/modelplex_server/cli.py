@@ -16,8 +16,8 @@ __all__ = ["serve", "server_key"]
                              "need API keys).")
 @click.option("--port", type=int, help="Port (default 8000; 0 picks a free one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Server config file (TOML or JSON); default MODELPLEX_SERVER_CONFIG or "
-                   "the modelplex config's [server] table.")
+              help="The modelplex config file (TOML or JSON: [server], [providers.NAME], "
+                   "[models.NAME]); default MODELPLEX_CONFIG.")
 @click.option("--max-concurrency", type=int, help="Model requests at once (more get 503).")
 @click.option("--no-access-log", is_flag=True, help="Do not log each request.")
 def serve(host: str | None, port: int | None, config_path: str | None,
@@ -25,13 +25,13 @@ def serve(host: str | None, port: int | None, config_path: str | None,
     """Serve every installed provider over an OpenAI-compatible API (/v1), a REST and
     WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
     from modelplex_server.app import AppServer, create_app, serve as run
-    from modelplex_server.settings import load_settings
+    from modelplex_server.settings import load_server_config
 
-    settings = load_settings(config_path, host=host, port=port,
-                             max_concurrency=max_concurrency,
-                             access_log=False if no_access_log else None)
+    config, settings = load_server_config(config_path, host=host, port=port,
+                                          max_concurrency=max_concurrency,
+                                          access_log=False if no_access_log else None)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    app = create_app(settings)
+    app = create_app(settings, config=config)
 
     def ready(server: AppServer) -> None:
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"

@@ -76,10 +76,10 @@ class Gateway:
                            type="permission_error", code="model_not_allowed", param="model")
 
     # -- models -----------------------------------------------------------------------------
-    def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:
+    async def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:
         """The provider and model name for ``model_id``, after the key's model check."""
         self.check_model(request, model_id)
-        return self.resolver.resolve_model(model_id)
+        return await self.resolver.resolve_model(model_id)
 
     def known_options(self, provider: Provider, values: Mapping[str, Any]) -> dict[str, Any]:
         """The options of ``values`` that ``provider`` understands (OpenAI clients send knobs

@@ -184,7 +184,7 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
                   stream: bool, key: str) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
-    provider, model = gateway.resolve(request, model_id)
+    provider, model = await gateway.resolve(request, model_id)
     chat = provider.build_request(messages, model=model,
                                   options=_options(provider, gateway, options), tools=tools,
                                   response_format=_format(fmt))
@@ -261,7 +261,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     if not texts:
         raise ApiError(400, "input must not be empty", param="input")
     await gateway.check_rate(request.get(KEY))
-    provider, model = gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(request, body.model)
     with gateway.slot():
         vectors = await provider.embed(texts, model=model)
     return web.Response(body=dumps({"model": body.model, "embeddings": vectors}),
@@ -292,7 +292,7 @@ async def show(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/show``."""
     gateway = request.app[GATEWAY]
     body = parse_body(OllamaShow, await request.read())
-    provider, model = gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(request, body.model)
     info = await gateway.registry.get_model(provider.name, model)
     tag = _tag(info)
     model_info: dict[str, Any] = {"general.architecture": info.family or ""}

@@ -233,7 +233,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse_body(ChatCompletionRequest, await request.read())
     await gateway.check_rate(request.get(KEY))
     messages = to_chat_messages(body.messages)
-    provider, model = gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(request, body.model)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
                             "tools": tools, "tool_choice": body.tool_choice,
@@ -299,7 +299,7 @@ async def embeddings(request: web.Request) -> web.Response:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise ApiError(400, "input must not be empty", param="input")
-    provider, model = gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(request, body.model)
     options = {"dimensions": body.dimensions} if body.dimensions else None
     with gateway.slot():
         vectors = await provider.embed(texts, model=model, options=options)

@@ -138,7 +138,7 @@ async def list_providers(request: web.Request) -> web.Response:
     for name in gateway.registry.provider_names():
         entry = {**listings[name].to_dict(), "health": health[name]}
         try:
-            provider = gateway.resolver.provider(name)
+            provider = await gateway.resolver.provider(name)
         except ModelplexError:  # cannot even be created: its listing says why
             out.append(entry)
             continue
@@ -217,7 +217,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     """``POST /api/conversations``: a new conversation with a model."""
     gateway = request.app[GATEWAY]
     body = parse_body(ConversationCreate, await request.read())
-    provider, _ = gateway.resolve(request, body.model)
+    provider, _ = await gateway.resolve(request, body.model)
     item = await gateway.conversations.create(Conversation(
         title=body.title, model=body.model, provider=provider.name,
         system_prompt=body.system_prompt))
@@ -261,7 +261,7 @@ async def update_conversation(request: web.Request) -> web.Response:
         if field in changes and not isinstance(changes[field], str):
             raise ApiError(400, f"{field} must be a string", param=field)
     if "model" in changes:
-        provider, _ = gateway.resolve(request, changes["model"])
+        provider, _ = await gateway.resolve(request, changes["model"])
         changes["provider"] = provider.name
     updated = await gateway.conversations.update(item.id, **changes)
     assert updated is not None

@@ -16,31 +16,30 @@
     models = ["ollama:*", "fast"]         # optional: the model ids this key may use
     rate_limit = 60                       # optional: requests per minute
 
-The table comes from :func:`modelplex.config.load_config` when that module exists, else from
-the file named by ``--config`` or ``MODELPLEX_SERVER_CONFIG`` (TOML, or JSON when the name
-ends in ``.json``; the ``[server]`` table, or the whole file when it has none).
+The table is read from the modelplex config file (:func:`modelplex.config.load_config`), the
+same file whose ``[providers.NAME]`` and ``[models.NAME]`` tables the server's model ids come
+from: ``--config FILE``, else ``MODELPLEX_SERVER_CONFIG`` (an older name), else
+``MODELPLEX_CONFIG`` or the user config directory. ``[server.models]`` and
+``[server.providers]`` still work: they add one-deployment named models and provider keywords
+over the file's.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import importlib
 import ipaddress
-import json
 import os
 import secrets
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelplex.config import Config, load_config
 from modelplex.errors import ConfigurationError
 
 __all__ = ["CONFIG_ENV", "KeyConfig", "ServerSettings", "generate_key", "hash_key",
-           "is_loopback", "load_settings"]
+           "is_loopback", "load_server_config", "load_settings"]
 
 CONFIG_ENV = "MODELPLEX_SERVER_CONFIG"
 KEY_PREFIX = "mpx-"
@@ -146,42 +145,31 @@ def _settings_error(err: ValidationError) -> ConfigurationError:
     return ConfigurationError("invalid server settings: " + "; ".join(parts))
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigurationError(f"cannot read the server config {path}: {err.strerror}; "
-                                 f"check the path given by --config or {CONFIG_ENV}") from None
-    try:
-        data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except ValueError as err:
-        raise ConfigurationError(f"{path} is not valid "
-                                 f"{'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"{path}: expected a table of settings")
-    table = data.get("server", data)
-    return dict(table) if isinstance(table, dict) else {}
+def load_server_config(path: str | os.PathLike[str] | None = None,
+                       **overrides: Any) -> tuple[Config, ServerSettings]:
+    """The modelplex config and the server's settings (its ``[server]`` table, then
+    ``overrides`` that are not None).
 
-
-def _from_core_config() -> dict[str, Any]:
+    The file is ``path`` (``--config``), else ``MODELPLEX_SERVER_CONFIG`` (an older name),
+    else the modelplex config (``MODELPLEX_CONFIG``, or the user config directory): one file
+    for providers, named models and the server.
+    """
+    explicit = path or os.environ.get(CONFIG_ENV) or None
+    if explicit and not os.path.isfile(os.path.expanduser(explicit)):
+        given = "--config" if path else CONFIG_ENV
+        raise ConfigurationError(f"cannot read the modelplex config {explicit}: no such file; "
+                                 f"fix the path given by {given} or create the file")
+    config = load_config(explicit)
+    data = dict(config.server)
+    data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        module: Any = importlib.import_module("modelplex.config")
-    except ModuleNotFoundError:
-        return {}
-    config: Any = module.load_config()
-    table = getattr(config, "server", None)
-    if table is None and isinstance(config, Mapping):
-        table = config.get("server")
-    return dict(table) if isinstance(table, Mapping) else {}
+        settings = ServerSettings.model_validate(data)
+    except ValidationError as err:
+        raise _settings_error(err) from None
+    return config, settings
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
                   **overrides: Any) -> ServerSettings:
-    """Settings from the config (see the module docstring), then ``overrides`` (not None)."""
-    explicit = path or os.environ.get(CONFIG_ENV)
-    data = _read_file(Path(explicit).expanduser()) if explicit else _from_core_config()
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ServerSettings.model_validate(data)
-    except ValidationError as err:
-        raise _settings_error(err) from None
+    """The server's settings alone (see :func:`load_server_config`)."""
+    return load_server_config(path, **overrides)[1]
