@@ -283,8 +283,9 @@ async def tags(request: web.Request) -> web.StreamResponse:
     """``GET /ollama/api/tags``: every model id the caller may use."""
     gateway = request.app[GATEWAY]
     key = request.get(KEY)
-    models = [_tag(m) for m in await gateway.registry.list_models()
-              if m.provider != "named" and (key is None or key.allows(m.id))]
+    infos = [m.model_copy(update={"id": m.name}) if m.provider == "named" else m
+             for m in await gateway.registry.list_models()]  # named models by their name
+    models = [_tag(m) for m in infos if key is None or key.allows(m.id)]
     return web.Response(body=dumps({"models": models}), content_type="application/json")
 
 
@@ -293,7 +294,11 @@ async def show(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     body = parse_body(OllamaShow, await request.read())
     provider, model = await gateway.resolve(request, body.model)
-    info = await gateway.registry.get_model(provider.name, model)
+    if body.model in gateway.resolver.named_models:
+        info = ModelInfo(id=body.model, name=body.model, provider="named",
+                         details={"target": gateway.resolver.named_models[body.model]})
+    else:
+        info = await gateway.registry.get_model(provider.name, model)
     tag = _tag(info)
     model_info: dict[str, Any] = {"general.architecture": info.family or ""}
     if info.family and info.context_length:
