@@ -173,6 +173,21 @@ async def test_named_models_are_listed(registry_plugins: Plugins) -> None:
         assert [(m.id, m.details["target"]) for m in found] == [("named:fast", "local:small")]
 
 
+async def test_named_models_come_first_and_rank_by_their_routers_latency(
+        registry_plugins: Plugins) -> None:
+    stats = {"slow": {"latency_ms": {"p50": 900.0}}, "quick": {"latency_ms": {"p50": 5.0}}}
+    async with ModelRegistry(plugins=registry_plugins, providers=["local"],
+                             named_models={"slow": "local:big", "quick": "local:small",
+                                           "new": "local:small"},
+                             named_stats=stats.get) as registry:
+        ids = [m.id for m in await registry.list_models()]
+        assert ids == ["named:slow", "named:quick", "named:new", "local:small", "local:big"]
+        assert registry.named_latency("quick") == 5.0
+        assert registry.named_latency("new") is None  # no requests yet
+        ranked = await ModelSelector(registry).candidates(ModelCriteria(providers=["named"]))
+        assert [m.name for m in ranked] == ["quick", "slow", "new"]
+
+
 async def test_a_crashing_plugin_does_not_take_the_others_down(
         registry_plugins: Plugins, fake_cls: Any, make_plugin: Any) -> None:
     class Broken(fake_cls):  # type: ignore[misc,valid-type]

@@ -66,6 +66,10 @@ async def test_a_deployment_answering_503_is_retried_on_the_other(routed: Any) -
         assert text == PIECE * 5
         # a's Retry-After: 7 put it in cooldown: every request went to b without trying a
         assert (a.requests, b.requests) == (1, 2)
+    async with aiohttp.ClientSession(server.url) as http, \
+            http.get("/api/models") as resp:  # the router's latency, listed
+        duo = (await resp.json())["models"]["named"][0]
+    assert duo["name"] == "duo" and duo["details"]["latency_ms"] > 0
 
 
 @pytest.mark.slow
