@@ -109,3 +109,42 @@ def test_sync_managers_of_a_thread_share_the_model(models_dir: Path) -> None:
         assert one._provider is two._provider
         assert len(one._provider._loaded) == 1  # type: ignore[union-attr]
     assert pool.shared() == []
+
+
+async def test_a_lingering_provider_is_reused_then_closed_when_idle() -> None:
+    pool = ProviderPool(linger=0.2)
+    async with FaultyUpstream() as up:
+        cfg = parse_config({"providers": {"openai": {
+            "base_url": up.url + "/v1", "api_key": "sk-pool-test-1234567890"}}})
+        async with ChatManager("openai:fault", config=cfg, pool=pool) as first:
+            assert (await first.get_response_with_meta("hi")).content
+            provider = first._provider
+        async with ChatManager("openai:fault", config=cfg, pool=pool) as second:
+            assert second._provider is provider  # released, but still open: reused
+            assert (await second.get_response_with_meta("again")).content
+        clients = [v for v in vars(provider).values() if isinstance(v, HttpClient)]
+        session = clients[0]._session
+        assert session is not None and not session.closed
+        assert pool.shared() == [provider]
+        await asyncio.sleep(0.5)
+        assert session.closed  # idle for longer than the linger: closed by the pool
+        assert pool.shared() == []
+
+
+def test_a_lingering_provider_is_closed_when_its_loop_shuts_down() -> None:
+    pool = ProviderPool(linger=60)
+
+    async def use() -> object:
+        async with FaultyUpstream() as up:
+            cfg = parse_config({"providers": {"openai": {
+                "base_url": up.url + "/v1", "api_key": "sk-pool-test-1234567890"}}})
+            async with ChatManager("openai:fault", config=cfg, pool=pool) as manager:
+                assert (await manager.get_response_with_meta("hi")).content
+                provider = manager._provider
+            assert pool.shared() == [provider]
+            return provider
+
+    provider = asyncio.run(use())  # the loop ends long before the linger
+    clients = [v for v in vars(provider).values() if isinstance(v, HttpClient)]
+    assert clients[0]._session is None or clients[0]._session.closed
+    assert pool.shared() == []

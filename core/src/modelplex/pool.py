@@ -3,7 +3,11 @@
 A host app holds many conversations; each :class:`~modelplex.manager.ChatManager` asks the
 pool for its provider instead of building one, so a llama.cpp model is loaded once and an HTTP
 provider keeps one connection pool. Entries are reference counted: :meth:`ProviderPool.release`
-closes a provider when nobody else holds it. Instances are per event loop because an aiohttp
+closes a provider when nobody else holds it, or, with a ``linger`` (the process pool's is
+``MODELPLEX_POOL_LINGER``, 2 seconds by default), once nobody has held it for that long, so a
+host app that opens a manager per request keeps its connections warm. A lingering provider is
+also closed when its event loop shuts down (``asyncio.run`` and ``asyncio.Runner`` cancel the
+pool's idle timer, which then closes it). Instances are per event loop because an aiohttp
 session (and asyncio locks) belong to the loop that made them.
 
 The routers of named models live here too (:meth:`ProviderPool.acquire_shared`), so every
@@ -75,12 +79,19 @@ def provider_kwargs(factory: Callable[..., Any], config: Mapping[str, Any]) -> d
 class _Entry:
     value: Any
     refs: int = 1
+    idle_since: float = 0.0
+    closer: asyncio.Task[None] | None = None
 
 
 class ProviderPool:
-    """Reference-counted providers (and routers) per event loop."""
+    """Reference-counted providers (and routers) per event loop.
 
-    def __init__(self) -> None:
+    ``linger`` (seconds) keeps a provider nobody holds open that long before closing it;
+    0 closes it as soon as the last holder releases it.
+    """
+
+    def __init__(self, *, linger: float = 0.0) -> None:
+        self._linger = linger
         self._lock = threading.Lock()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Entry]] = (
             weakref.WeakKeyDictionary())
@@ -161,10 +172,36 @@ class ProviderPool:
                     entry.refs -= 1
                     if entry.refs > 0:
                         return
+                    if self._linger > 0 and loop is asyncio.get_running_loop():
+                        entry.idle_since = loop.time()
+                        if entry.closer is None:
+                            entry.closer = loop.create_task(self._close_idle(entries, key, entry))
+                        return
                     del entries[key]
                     del self._keys[id(value)]
         del owned  # a value not from this pool was owned by the caller alone: close it too
         await value.aclose()
+
+    async def _close_idle(self, entries: dict[str, _Entry], key: str, entry: _Entry) -> None:
+        """Close ``entry`` once nobody has held it for ``linger`` seconds, or when its loop
+        shuts down (this task is cancelled then)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(entry.idle_since + self._linger - loop.time())
+                if entry.refs > 0:  # held again: a later release starts a new timer
+                    entry.closer = None
+                    return
+                if loop.time() >= entry.idle_since + self._linger:
+                    break
+        finally:
+            with self._lock:
+                close = entry.refs == 0 and entries.get(key) is entry
+                if close:
+                    del entries[key]
+                    del self._keys[id(entry.value)]
+            if close:
+                await entry.value.aclose()
 
     def holders(self, value: Any) -> int:
         """How many holders share ``value`` (0 when it is not in the pool)."""
@@ -183,6 +220,15 @@ class ProviderPool:
 
 
 _pool: ProviderPool | None = None
+
+
+def _linger_from_env() -> float:
+    raw = os.environ.get("MODELPLEX_POOL_LINGER", "2")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ConfigurationError(f"MODELPLEX_POOL_LINGER={raw!r} is not a number of seconds: "
+                                 "set it to e.g. 2, or 0 to close providers at once") from None
 _pool_lock = threading.Lock()
 
 
@@ -192,7 +238,7 @@ def get_pool() -> ProviderPool:
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = ProviderPool()
+                _pool = ProviderPool(linger=_linger_from_env())
     return _pool
 
 
