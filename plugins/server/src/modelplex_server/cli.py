@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -38,8 +39,18 @@ def serve(host: str | None, port: int | None, config_path: str | None,
         click.echo(f"modelplex serving on {server.url} ({keys}); OpenAI base URL "
                    f"{server.url}/v1, API description {server.url}/openapi.json. "
                    "Ctrl-C stops.", err=True)
+        _settle_heap()
 
     asyncio.run(run(app, on_ready=ready))
+
+
+def _settle_heap() -> None:
+    """Collect once after start-up, then leave what start-up built (imports, plugins, the app)
+    out of later collections: the first full collection after the imports is a pause of tens
+    of milliseconds, and every full collection would rescan those objects, both landing in
+    some request's latency (the gateway's p99) instead of before traffic."""
+    gc.collect()
+    gc.freeze()
 
 
 @click.command("server-key")
