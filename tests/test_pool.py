@@ -148,3 +148,14 @@ def test_a_lingering_provider_is_closed_when_its_loop_shuts_down() -> None:
     clients = [v for v in vars(provider).values() if isinstance(v, HttpClient)]
     assert clients[0]._session is None or clients[0]._session.closed
     assert pool.shared() == []
+
+
+def test_the_linger_of_the_process_pool_comes_from_the_environment() -> None:
+    from modelplex import env
+    from modelplex.errors import ConfigurationError
+
+    assert env.pool_linger({}) == 2.0
+    assert env.pool_linger({"MODELPLEX_POOL_LINGER": "0.5"}) == 0.5
+    assert env.pool_linger({"MODELPLEX_POOL_LINGER": "off"}) == 0.0
+    with pytest.raises(ConfigurationError, match=r"MODELPLEX_POOL_LINGER='soon'.*seconds >= 0"):
+        env.pool_linger({"MODELPLEX_POOL_LINGER": "soon"})

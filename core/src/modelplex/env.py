@@ -146,6 +146,28 @@ def max_message_length(env: Mapping[str, str] | None = None) -> int:
                    env=env)
 
 
+DEFAULT_POOL_LINGER = 2.0
+
+
+def pool_linger(env: Mapping[str, str] | None = None) -> float:
+    """``MODELPLEX_POOL_LINGER``: seconds the process-wide provider pool keeps a provider
+    nobody holds open (default 2; ``0``, ``none`` or ``off`` close it at once)."""
+    name = "MODELPLEX_POOL_LINGER"
+    value = _raw(name, env)
+    if value is None:
+        return DEFAULT_POOL_LINGER
+    if value.lower() in ("none", "off"):
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(f"{name}={value!r} is not valid: use a number of seconds >= 0 "
+                                 f"(default {DEFAULT_POOL_LINGER:g}; 0 closes providers at once)")
+    return seconds
+
+
 def name_list(name: str, env: Mapping[str, str] | None = None) -> set[str] | None:
     """A comma-separated list of names; ``None`` when unset (an empty value is an empty set)."""
     raw = (os.environ if env is None else env).get(name)

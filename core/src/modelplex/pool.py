@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import attrs
 from pydantic import SecretStr
 
+from modelplex import env
 from modelplex.errors import ConfigurationError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
@@ -221,14 +222,6 @@ class ProviderPool:
 
 _pool: ProviderPool | None = None
 
-
-def _linger_from_env() -> float:
-    raw = os.environ.get("MODELPLEX_POOL_LINGER", "2")
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        raise ConfigurationError(f"MODELPLEX_POOL_LINGER={raw!r} is not a number of seconds: "
-                                 "set it to e.g. 2, or 0 to close providers at once") from None
 _pool_lock = threading.Lock()
 
 
@@ -238,7 +231,7 @@ def get_pool() -> ProviderPool:
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = ProviderPool(linger=_linger_from_env())
+                _pool = ProviderPool(linger=env.pool_linger())
     return _pool
 
 
