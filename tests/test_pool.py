@@ -154,7 +154,7 @@ def test_the_linger_of_the_process_pool_comes_from_the_environment() -> None:
     from modelplex import env
     from modelplex.errors import ConfigurationError
 
-    assert env.pool_linger({}) == 2.0
+    assert env.pool_linger({}) == 0.0  # default: closed when the last holder releases it
     assert env.pool_linger({"MODELPLEX_POOL_LINGER": "0.5"}) == 0.5
     assert env.pool_linger({"MODELPLEX_POOL_LINGER": "off"}) == 0.0
     with pytest.raises(ConfigurationError, match=r"MODELPLEX_POOL_LINGER='soon'.*seconds >= 0"):

@@ -146,12 +146,12 @@ def max_message_length(env: Mapping[str, str] | None = None) -> int:
                    env=env)
 
 
-DEFAULT_POOL_LINGER = 2.0
+DEFAULT_POOL_LINGER = 0.0
 
 
 def pool_linger(env: Mapping[str, str] | None = None) -> float:
     """``MODELPLEX_POOL_LINGER``: seconds the process-wide provider pool keeps a provider
-    nobody holds open (default 2; ``0``, ``none`` or ``off`` close it at once)."""
+    nobody holds open (default 0: closed at once; ``none`` and ``off`` mean 0 too)."""
     name = "MODELPLEX_POOL_LINGER"
     value = _raw(name, env)
     if value is None:
@@ -164,7 +164,7 @@ def pool_linger(env: Mapping[str, str] | None = None) -> float:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
         raise ConfigurationError(f"{name}={value!r} is not valid: use a number of seconds >= 0 "
-                                 f"(default {DEFAULT_POOL_LINGER:g}; 0 closes providers at once)")
+                                 f"(0, the default, closes providers at once)")
     return seconds
 
 

@@ -4,8 +4,8 @@ A host app holds many conversations; each :class:`~modelplex.manager.ChatManager
 pool for its provider instead of building one, so a llama.cpp model is loaded once and an HTTP
 provider keeps one connection pool. Entries are reference counted: :meth:`ProviderPool.release`
 closes a provider when nobody else holds it, or, with a ``linger`` (the process pool's is
-``MODELPLEX_POOL_LINGER``, 2 seconds by default), once nobody has held it for that long, so a
-host app that opens a manager per request keeps its connections warm. A lingering provider is
+``MODELPLEX_POOL_LINGER``, 0 by default), once nobody has held it for that long, so a host app
+that opens a manager per request keeps its connections warm. A lingering provider is
 also closed when its event loop shuts down (``asyncio.run`` and ``asyncio.Runner`` cancel the
 pool's idle timer, which then closes it). Instances are per event loop because an aiohttp
 session (and asyncio locks) belong to the loop that made them.
