@@ -126,6 +126,8 @@ async def test_a_lingering_provider_is_reused_then_closed_when_idle() -> None:
         session = clients[0]._session
         assert session is not None and not session.closed
         assert pool.shared() == [provider]
+        await pool.release(provider)  # a second release of a lingering provider: no effect
+        assert not session.closed and pool.shared() == [provider]
         await asyncio.sleep(0.5)
         assert session.closed  # idle for longer than the linger: closed by the pool
         assert pool.shared() == []

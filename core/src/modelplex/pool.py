@@ -168,6 +168,8 @@ class ProviderPool:
                 entry = entries.get(key)
                 if entry is None or entry.value is not value:
                     owned = False
+                elif entry.refs == 0:  # released already, lingering: nothing to give back
+                    return
                 else:
                     owned = True
                     entry.refs -= 1
