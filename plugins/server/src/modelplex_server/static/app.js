@@ -66,7 +66,10 @@ function showMessages(conv) {
 
 // -- streaming --------------------------------------------------------------------------------
 function options() {
-  const opts = { temperature: MODES[$("mode").value] ?? MODES.balanced };
+  // "model default" sends no temperature: the provider's own default (greedy for SmolLM2) stands
+  const opts = {};
+  const temperature = MODES[$("mode").value];
+  if (temperature !== undefined) opts.temperature = temperature;
   const max = parseInt($("max-tokens").value, 10);
   if (max > 0) opts.max_tokens = max;
   return opts;
