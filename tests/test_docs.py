@@ -37,6 +37,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,12 @@ EXAMPLE_PAGES = [
     "routing.md",
     "providers/anthropic.md",
     "providers/huggingface.md",
+    "caches.md",
+    "conversations.md",
+    "redis.md",
 ]
+# Pages whose examples talk to a real Redis server (started for them; MODELPLEX_REDIS_URL).
+REDIS_PAGES = {"redis.md"}
 TIMEOUT = 300
 
 _FENCE = re.compile(r"^```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
@@ -142,8 +148,13 @@ def output_matches(expected: str, actual: str) -> bool:
 # -- the scratch folder of a page -------------------------------------------------------------
 @pytest.fixture(scope="session")
 def scratch(tmp_path_factory: pytest.TempPathFactory):
-    """``scratch(page)``: the page's folder with its ``file`` blocks written and installed."""
+    """``scratch(page)``: the page's folder with its ``file`` blocks written and installed.
+
+    Its examples keep their data (conversations, the SQLite cache) in the folder, and the
+    pages in ``REDIS_PAGES`` get a real ``redis-server`` of their own.
+    """
     made: dict[str, tuple[Path, dict[str, str]]] = {}
+    servers: list[Any] = []
 
     def make(page: str) -> tuple[Path, dict[str, str]]:
         if page in made:
@@ -167,10 +178,21 @@ def scratch(tmp_path_factory: pytest.TempPathFactory):
         env["PYTHONPATH"] = os.pathsep.join(
             [str(site), str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
         env.pop("PYTEST_ADDOPTS", None)
+        env["MODELPLEX_DATA_DIR"] = str(folder / "data")
+        env["MODELPLEX_CACHE_DIR"] = str(folder / "cache")
+        if page in REDIS_PAGES:
+            from modelplex_redis.testing import RedisServer
+
+            servers.append(RedisServer.start_new(tmp_path_factory.mktemp("redis")))
+            env["MODELPLEX_REDIS_URL"] = servers[-1].url
         made[page] = (folder, env)
         return made[page]
 
-    return make
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def _run(args: list[str] | str, *, cwd: Path, env: dict[str, str],

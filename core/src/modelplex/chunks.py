@@ -20,13 +20,15 @@ class Usage:
 
     ``estimated`` is true when the provider did not report counts and modelplex computed them.
     ``timings`` holds provider-reported durations in seconds (``load``, ``prompt_eval``,
-    ``eval``, ``total``) when the provider sends them.
+    ``eval``, ``total``) when the provider sends them. ``cached`` is true when the answer
+    came from a response cache (the counts are those of the original answer).
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
     timings: dict[str, float] | None = None
+    cached: bool = False
 
     @property
     def total_tokens(self) -> int:

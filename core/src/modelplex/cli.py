@@ -76,25 +76,37 @@ def cli(debug: bool) -> None:
 @click.option("--schema", type=click.Path(dir_okay=False),
               help="Answer as JSON matching this JSON-schema file; prints the JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Answer with a JSON object; prints it.")
+@click.option("-c", "--continue", "continue_last", is_flag=True,
+              help="Continue the most recent conversation.")
+@click.option("--cid", help="Continue the conversation with this id (`modelplex logs list -c`).")
+@click.option("--no-log", is_flag=True, help="Do not store this conversation.")
+@click.option("--cache", "cache_backend", metavar="BACKEND",
+              help="Answer from a response cache when possible: memory, sqlite, redis, ...")
 @cli_timeouts.timeout_options
 def chat(prompt: str | None, model: str | None, system: str | None,
          option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool,
          template: str | None = None, param_pairs: Sequence[tuple[str, str]] = (),
-         schema: str | None = None, as_json: bool = False,
+         schema: str | None = None, as_json: bool = False, continue_last: bool = False,
+         cid: str | None = None, no_log: bool = False, cache_backend: str | None = None,
          **timeouts: float | None) -> None:
     """Chat with a model: one-shot with PROMPT (or stdin), interactive without.
 
     In the interactive session, /model provider:model switches model (the history is kept),
     /clear forgets the history and /exit leaves; Ctrl-C stops an answer. With -t, --schema or
-    --json the answer is structured, validated and printed as JSON.
+    --json the answer is structured, validated and printed as JSON. Conversations are stored
+    (see `modelplex logs`); -c continues the last one, --cid ID a given one.
     """
+    from modelplex.cli_logs import chat_conversation, database_path
     from modelplex.manager import ChatManager
 
     if prompt is None and not sys.stdin.isatty():  # undecodable bytes are refused clearly
         prompt = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     config = cli_timeouts.provider_configs(timeouts)
+    conversation, last_model = chat_conversation(continue_last, cid, no_log)
+    model = model or last_model
     manager = ChatManager(system_prompt=system, mode=mode, options=_options(option_pairs),
-                          provider_config=config)
+                          provider_config=config, conversation=conversation,
+                          cache=cache_backend, logs=database_path())
     if template or param_pairs or schema or as_json:
         from modelplex.cli_structured import run_structured_chat
 
@@ -395,9 +407,13 @@ def plugins(as_json: bool, include_builtins: bool) -> None:
 
 
 def _add_lazy_commands() -> None:
+    from modelplex.cli_cache import cache
+    from modelplex.cli_logs import logs
     from modelplex.cli_structured import templates
 
     cli.add_command(templates)
+    cli.add_command(cache)
+    cli.add_command(logs)
 
 
 _add_lazy_commands()

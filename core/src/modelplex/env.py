@@ -18,6 +18,8 @@ variable                             reader
 ``MODELPLEX_CONNECT_TIMEOUT``        :func:`timeouts`
 ``MODELPLEX_FIRST_BYTE_TIMEOUT``     :func:`timeouts`
 ``MODELPLEX_BETWEEN_CHUNKS_TIMEOUT`` :func:`timeouts`
+``MODELPLEX_DATA_DIR``               :func:`get_str` (a folder; :mod:`modelplex.paths`)
+``MODELPLEX_CACHE_DIR``              :func:`get_str` (a folder; :mod:`modelplex.paths`)
 ===================================  =========================================================
 
 Plugins read their own ``MODELPLEX_<PLUGIN>_*`` variables with the same helpers

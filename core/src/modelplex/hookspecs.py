@@ -38,6 +38,7 @@ __all__ = [
     "register_parsers",
     "register_prompt_templates",
     "register_providers",
+    "register_state_backends",
 ]
 
 NAME = "modelplex"
@@ -91,6 +92,17 @@ def register_caches(register: Register) -> None:
 
     Call ``register(CacheClass)`` for each :class:`modelplex.caches.Cache` subclass,
     registered under its ``name`` attribute (or ``name=``).
+    """
+
+
+@_hookspec
+def register_state_backends(register: Register) -> None:
+    """Register backends for the router's shared state.
+
+    Call ``register(StateClass, name="x")`` for each :class:`modelplex.state.RouterState`
+    subclass (or a callable taking keyword configuration and returning one); the config file's
+    ``state = {backend = "x", ...}`` builds it with the section's other keys. Built in:
+    ``memory``; ``modelplex-redis`` registers ``redis``.
     """
 
 

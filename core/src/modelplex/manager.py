@@ -31,6 +31,7 @@ from modelplex.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
+from modelplex.layers import ManagerLayers
 from modelplex.modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
@@ -39,11 +40,16 @@ from modelplex.reply import Reply, Turns
 from modelplex.structured import StructuredResult, StructuredUpdate
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
-ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
-
 if TYPE_CHECKING:
+    import os
+
+    from modelplex.caches import Cache
+    from modelplex.caching import CacheConfig
     from modelplex.config import Config
+    from modelplex.logs import LogStore
     from modelplex.pool import ProviderPool
+
+ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
 
 __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "ResponseWithMeta",
            "create_provider", "parse_model_spec"]
@@ -72,6 +78,7 @@ class ResponseWithMeta:
     reasoning: str | None = None
     tool_calls: list[ToolCall] = attrs.Factory(list)
     usage_estimated: bool = False
+    cache_hit: bool = False
     steps: list[Any] = attrs.Factory(list)  # tool-calling rounds (modelplex.tools.ToolStep)
     deployment: str | None = None
     attempts: int = 1
@@ -165,13 +172,24 @@ class ChatManager:
         config: a :class:`~modelplex.config.Config` instead of the config file.
         pool: a :class:`~modelplex.pool.ProviderPool` instead of the process-wide one
             (managers share providers with the same name and configuration through it).
+        cache: a response cache for every message (off by default): a
+            :class:`~modelplex.caches.Cache`, a backend name (``"memory"``, ``"sqlite"``,
+            ``"redis"``), or a :class:`~modelplex.caching.CacheConfig` or its dict; by default the
+            config file's ``cache`` section, if any.
+        conversation: store every exchange in the log database: ``True`` starts a new
+            conversation, an id continues that one (its history is loaded) or starts it.
+        logs: the :class:`~modelplex.logs.LogStore` (or its path) for ``conversation``;
+            default ``~/.local/share/modelplex/logs.db``.
     """
 
     def __init__(self, model: str | None = None, *, system_prompt: str | None = None,
                  mode: ChatMode | str | None = None, options: Mapping[str, Any] | None = None,
                  provider_config: Mapping[str, Mapping[str, Any]] | None = None,
                  plugins: Plugins | None = None, select: Any = None,
-                 config: Config | None = None, pool: ProviderPool | None = None) -> None:
+                 config: Config | None = None, pool: ProviderPool | None = None,
+                 cache: Cache | CacheConfig | str | Mapping[str, Any] | bool | None = None,
+                 conversation: str | bool | None = None,
+                 logs: LogStore | str | os.PathLike[str] | None = None) -> None:
         self._model_spec = model
         self._select = select
         self._plugins = plugins
@@ -190,6 +208,7 @@ class ChatManager:
         self._runner: asyncio.Runner | None = None
         self._toolbox: Any = None  # modelplex.tools.ToolBox once function calling is enabled
         self._turns = Turns()  # one answer at a time
+        self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs)
 
     @property
     def plugins(self) -> Plugins:
@@ -217,15 +236,19 @@ class ChatManager:
         for provider in providers:
             with contextlib.suppress(Exception):
                 await release_model(provider, pool=self._pool)
+        await self._layers.aclose()
 
     async def _open_provider(self, model: str | None) -> tuple[Provider, str, str]:
         """The shared provider (or router) serving ``model`` from the request pipeline, the
         model name to send and the provider name to show."""
+        from modelplex.config import get_config
         from modelplex.pipeline import open_model_named, release_model
 
+        cache = self._layers.cache_layer(self.plugins,
+                                         default=(self._config or get_config()).cache)
         provider, model_name, provider_name = await open_model_named(
             model, config=self._config, pool=self._pool, plugins=self._plugins,
-            provider_config=self._provider_config)
+            provider_config=self._provider_config, cache=cache)
         held = self._providers.get(id(provider))
         if held is not None:  # this manager holds it already: keep one reference
             await release_model(provider, pool=self._pool)
@@ -244,10 +267,10 @@ class ChatManager:
         merged = {**self._options, **options}
         validated = provider.parse_options(self._merged(merged, provider))  # fail before storing
         self._options = merged
-        self._provider = provider
+        self._provider = self._layers.wrap(provider, self.plugins, cached=False)
         self._model_spec = (model_name if provider_name == model_name  # a named model
                             else f"{provider_name}:{model_name}")  # reopened after aclose()
-        history = self._session.messages if self._session else []
+        history = self._session.messages if self._session else self._stored_history()
         self._session = ChatSession(model=model_name, provider=provider_name,
                                     system_prompt=self._system_prompt, messages=history,
                                     temperature=validated.temperature, top_p=validated.top_p,
@@ -258,6 +281,18 @@ class ChatManager:
         from modelplex.selection import select_model_spec
 
         return await select_model_spec(self._select or {}, plugins=self.plugins)
+
+    # -- cache and stored conversation (modelplex.layers) ------------------------------------
+    @property
+    def conversation_id(self) -> str | None:
+        """The id of the stored conversation (``conversation=``), else ``None``."""
+        return self._layers.conversation_id
+
+    def _stored_history(self) -> list[ChatMessage]:
+        messages, system = self._layers.history()
+        if self._system_prompt is None and system:
+            self._system_prompt = system
+        return messages
 
     def _update_session_settings(self) -> None:
         if self._provider is None or self._session is None:
@@ -305,9 +340,10 @@ class ChatManager:
         return self._session.messages if self._session else []
 
     def clear_history(self) -> None:
-        """Forget the conversation so far."""
+        """Forget the conversation so far (a stored conversation goes on under a new id)."""
         if self._session is not None:
             self._session.messages = []
+        self._layers.restart_conversation(self._provider)
 
     def _merged(self, options: Mapping[str, Any], provider: Provider | None = None, *,
                 mode: ChatMode | bool | None = True) -> dict[str, Any]:
@@ -340,9 +376,13 @@ class ChatManager:
 
     # -- talking ----------------------------------------------------------------------------
     def send_message(self, text: str, *, options: Mapping[str, Any] | None = None,
-                     images: Sequence[str | bytes] | None = None) -> Reply[ResponseWithMeta]:
+                     images: Sequence[str | bytes] | None = None,
+                     cache: bool | None = None) -> Reply[ResponseWithMeta]:
         """Send ``text``; ``async for`` the reply to stream it, or ``await`` it for the whole
         answer as a :class:`ResponseWithMeta`. Both are added to the history.
+
+        ``cache=False`` skips the manager's cache for this message; ``cache=True`` caches it
+        even when it is sampled (temperature > 0 without a seed).
 
         The message is checked at once. If the provider fails, the history is unchanged and the
         error keeps the partial answer. If you stop reading early, or the reading is cancelled,
@@ -353,13 +393,13 @@ class ChatManager:
         """
         user = self._user_message(text, images)
         itself: list[AsyncGenerator[StreamChunk, None]] = []
-        stream = self._exchange(user, options, itself)
+        stream = self._exchange(user, options, itself, cache)
         itself.append(stream)
         return Reply(stream, self._collect)
 
     async def _exchange(self, user: ChatMessage, options: Mapping[str, Any] | None,
-                        itself: list[AsyncGenerator[StreamChunk, None]]
-                        ) -> AsyncGenerator[StreamChunk, None]:
+                        itself: list[AsyncGenerator[StreamChunk, None]],
+                        cache: bool | None = None) -> AsyncGenerator[StreamChunk, None]:
         turn = await self._turns.take(itself.pop())
         user_and_answer: list[ChatMessage] = []
         session: ChatSession | None = None
@@ -374,7 +414,8 @@ class ChatManager:
             messages.extend(session.messages)
             messages.append(user)
             request = ChatRequest(model=session.model, messages=messages,
-                                  options=provider.parse_options(self._merged_options(options)))
+                                  options=provider.parse_options(self._merged_options(options)),
+                                  cache=cache)
             async with contextlib.aclosing(provider.stream_request(request)) as stream:
                 async for chunk in stream:
                     parts.append(chunk.content)
@@ -426,24 +467,27 @@ class ChatManager:
             usage_estimated=usage.estimated if usage else True,
             deployment=route.deployment if route else None,
             attempts=route.attempts if route else 1,
+            cache_hit=bool(usage and usage.cached),
         )
 
     async def get_response_with_meta(self, text: str, *,
                                      options: Mapping[str, Any] | None = None,
                                      images: Sequence[str | bytes] | None = None,
-                                     tools: Sequence[Any] | None = None) -> ResponseWithMeta:
+                                     tools: Sequence[Any] | None = None,
+                                     cache: bool | None = None) -> ResponseWithMeta:
         """Send ``text`` and return the whole answer with token counts and timings (without
         tools, the same as ``await chat.send_message(text)``).
 
         With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), or
         after :meth:`enable_function_calling`, the model's tool calls are run and answered
-        until it gives a final answer (see :func:`modelplex.tools.run_tools`).
+        until it gives a final answer (see :func:`modelplex.tools.run_tools`). ``cache=False``
+        skips the manager's cache for this message, ``cache=True`` caches it even if sampled.
         """
         if tools or (self._toolbox is not None and self._toolbox.tools):
             from modelplex import tools as tools_module
 
             return await tools_module.respond(self, text, tools, options=options, images=images)
-        return await self.send_message(text, options=options, images=images)
+        return await self.send_message(text, options=options, images=images, cache=cache)
 
     async def execute_chain(self, prompt: PromptTemplate | str, *,
                             options: Mapping[str, Any] | None = None,

@@ -41,20 +41,30 @@ def resolve_spec(spec: str | None, config: Config) -> str | None:
 
 
 def state_from_config(table: Mapping[str, Any]) -> RouterState:
-    """The router state of a ``[state]`` table: ``backend = "memory"`` (default), ``"redis"``
-    (``modelplex_redis:RedisState``) or ``"module:Class"``, built with the other keys."""
+    """The router state of a ``[state]`` table: ``backend = "memory"`` (default), a name
+    registered through ``register_state_backends`` (``"redis"`` with modelplex-redis), or
+    ``"module:Class"``, built with the other keys."""
     backend = str(table.get("backend", "memory"))
     if backend == "memory":
         return _memory_state
-    target = {"redis": "modelplex_redis:RedisState"}.get(backend, backend)
+    if ":" not in backend:  # a name registered through register_state_backends
+        from modelplex.errors import PluginError
+        from modelplex.state_backends import open_state
+
+        try:
+            return open_state(dict(table))
+        except PluginError as err:
+            hint = " (pip install modelplex-redis)" if backend == "redis" else ""
+            raise ConfigurationError(f"state.backend = {backend!r} cannot be used{hint}: "
+                                     f"{err}") from None
+    target = backend
     module_name, _, class_name = target.partition(":")
     kwargs = {k: v for k, v in table.items() if k != "backend"}
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
         state = cls(**kwargs)
     except (ImportError, AttributeError, TypeError, ValueError) as err:
-        hint = " (pip install modelplex-redis)" if backend == "redis" else ""
-        raise ConfigurationError(f"state.backend = {backend!r} cannot be used{hint}: "
+        raise ConfigurationError(f"state.backend = {backend!r} cannot be used: "
                                  f"{type(err).__name__}: {err}") from None
     if not isinstance(state, RouterState):
         raise ConfigurationError(f"state.backend = {backend!r} is not a RouterState")
@@ -185,10 +195,23 @@ async def open_model_named(spec: str | None = None, *, config: Config | None = N
             await pool.release(provider)
             raise ConfigurationError(f"provider {provider_name!r} has no default model: "
                                      f"name one as '{provider_name}:MODEL'")
-    # -- cache layer: a response cache wraps `provider` here (cache -> router -> provider);
-    #    `cache` is accepted now and used once the caching layer lands. ----------------------
-    del cache
+    # -- cache layer: a response cache in front of the router or provider --------------------
+    if cache is not None:
+        provider = _with_cache(provider, cache)
     return provider, model_name, provider_name
+
+
+def _with_cache(provider: Provider, cache: Any) -> Provider:
+    """``provider`` behind ``cache``: a :class:`~modelplex.caching.CacheLayer` or a
+    :class:`~modelplex.caches.Cache` (opened, and closed, by the caller)."""
+    from modelplex.caches import Cache
+    from modelplex.caching import CachedProvider, CacheLayer
+
+    if isinstance(cache, CacheLayer):
+        return cache.wrap(provider)
+    if isinstance(cache, Cache):
+        return CachedProvider(provider, cache)
+    raise ConfigurationError(f"cache must be a modelplex Cache or CacheLayer (got {cache!r})")
 
 
 async def release_model(provider: Provider, *, pool: ProviderPool | None = None) -> None:

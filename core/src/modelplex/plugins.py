@@ -40,6 +40,7 @@ _REGISTRY_HOOKS = {
     "prompt_templates": "register_prompt_templates",
     "parsers": "register_parsers",
     "caches": "register_caches",
+    "state_backends": "register_state_backends",
 }
 
 
@@ -228,7 +229,8 @@ class Plugins:
                 "uninstall one of them or block one with MODELPLEX_DISABLE_PLUGINS")
 
     def registry(self, kind: str) -> dict[str, Registration]:
-        """The registrations of one kind: providers, prompt_templates, parsers or caches."""
+        """The registrations of one kind: providers, prompt_templates, parsers, caches or
+        state_backends."""
         return self._build_registries()[kind]
 
     def get(self, kind: str, name: str) -> Any:

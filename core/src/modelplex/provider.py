@@ -288,7 +288,11 @@ async def _guard_iter(events: AsyncIterator[PullProgress], provider: str
 
 @attrs.define(slots=True)
 class ChatRequest:
-    """Everything a provider needs for one chat request, validated."""
+    """Everything a provider needs for one chat request, validated.
+
+    ``cache`` is for the cache layer (:mod:`modelplex.caching`): ``None`` follows its policy,
+    ``False`` bypasses it, ``True`` caches even a non-deterministic request.
+    """
 
     model: str
     messages: Sequence[ChatMessage]
@@ -296,6 +300,7 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
+    cache: bool | None = None
 
 
 class Provider(abc.ABC):

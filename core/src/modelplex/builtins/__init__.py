@@ -34,7 +34,17 @@ def register_parsers(register: Register) -> None:
 
 @hookimpl
 def register_caches(register: Register) -> None:
-    """Register the in-memory LRU cache."""
+    """Register the in-memory LRU cache and the SQLite cache."""
     from modelplex.caches import MemoryCache
+    from modelplex.sqlite_cache import SQLiteCache
 
     register(MemoryCache)
+    register(SQLiteCache)
+
+
+@hookimpl
+def register_state_backends(register: Register) -> None:
+    """Register the in-process router state."""
+    from modelplex.state import MemoryState
+
+    register(MemoryState, name="memory")

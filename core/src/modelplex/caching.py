@@ -1,0 +1,373 @@
+"""The cache layer of the request path: a provider that answers from a cache or passes through.
+
+::
+
+    cache = MemoryCache()
+    provider = CachedProvider(create_provider("ollama"), cache)
+    async for chunk in provider.chat([{"role": "user", "content": "hi"}], model="llama3.2"):
+        ...   # the second identical request is answered from the cache
+
+A hit replays the stored chunks as a stream; its final chunk's usage has ``cached=True``
+(``ResponseWithMeta.cache_hit`` in :class:`~modelplex.manager.ChatManager`). A miss streams
+from the wrapped provider untouched and stores the answer once it is complete: an answer that
+failed or that the caller stopped reading is never stored. The key covers what changes the
+answer (provider, model, messages, options, tools, output format) and nothing else.
+
+Requests sampled with ``temperature > 0`` and no ``seed`` are not cached unless the caller asks
+(``CacheConfig.nondeterministic`` or ``ChatRequest.cache = True``); ``ChatRequest.cache =
+False`` bypasses the cache for one request. A cache that fails (a backend that is down) logs
+one warning per outage and the request goes to the provider: a cache makes a request faster,
+it never makes it fail. Embeddings are cached one text at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelplex.caches import Cache
+from modelplex.chunks import StreamChunk, ToolCall, Usage
+from modelplex.errors import ConfigurationError
+from modelplex.provider import ChatRequest, CommonOptions, Provider
+from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
+
+__all__ = ["CacheConfig", "CacheLayer", "CachedProvider", "cache_key", "is_deterministic",
+           "open_cache"]
+
+log = logging.getLogger("modelplex.cache")
+
+KEY_VERSION = 1
+
+
+class CacheConfig(BaseModel):
+    """The ``cache`` section of the config file, or ``ChatManager(cache=...)``.
+
+    ``"sqlite"`` alone is short for ``{"backend": "sqlite"}``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field(default="memory", min_length=1,
+                         description="A registered cache: memory, sqlite, redis, ...")
+    ttl: float | None = Field(default=3600.0, gt=0,
+                              description="Seconds an answer is kept (None: until cleared).")
+    path: str | None = Field(default=None, description="sqlite: the database file.")
+    url: str | None = Field(default=None, description="redis: the server URL.")
+    max_entries: int | None = Field(default=None, gt=0, description="memory: LRU size.")
+    nondeterministic: bool = Field(
+        default=False, description="Also cache requests with temperature > 0 and no seed.")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="Other keyword arguments of the backend.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"backend": value} if isinstance(value, str) else value
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for the backend's class: the fields that are set."""
+        kwargs: dict[str, Any] = {"ttl": self.ttl}
+        for field in ("path", "url", "max_entries"):
+            value = getattr(self, field)
+            if value is not None:
+                kwargs[field] = value
+        kwargs.update(self.options)
+        return kwargs
+
+    @classmethod
+    def parse(cls, value: Any) -> CacheConfig:
+        """Validate a config section; a bad one raises :class:`ConfigurationError`."""
+        if isinstance(value, CacheConfig):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as err:
+            detail = "; ".join(f"cache.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                               for e in err.errors())
+            raise ConfigurationError(f"{detail} (see docs/caches.md)") from None
+
+
+def open_cache(config: CacheConfig | str | Mapping[str, Any], plugins: Any = None) -> Cache:
+    """Build the cache a config names, from the caches registered by plugins."""
+    from modelplex.plugins import get_plugins
+
+    cfg = CacheConfig.parse(config)
+    cls = (plugins or get_plugins()).get("caches", cfg.backend)
+    cache = cls.from_config(cfg) if hasattr(cls, "from_config") else cls(**cfg.backend_kwargs())
+    if not isinstance(cache, Cache):
+        raise ConfigurationError(f"cache backend {cfg.backend!r} built {cache!r}, "
+                                 "not a modelplex.caches.Cache")
+    return cache
+
+
+# -- keys ------------------------------------------------------------------------------------
+def _image_key(image: str | bytes) -> str:
+    if isinstance(image, bytes):
+        return "sha256:" + hashlib.sha256(image).hexdigest()
+    return image
+
+
+def _message_key(message: ChatMessage) -> list[Any]:
+    return [message.role.value, message.content, [_image_key(i) for i in message.images],
+            list(message.tool_calls), message.tool_call_id, message.name]
+
+
+def cache_key(provider: str, request: ChatRequest) -> str:
+    """The key of a chat request: a hash of everything that changes the answer.
+
+    Message ids, timestamps and metadata are left out, and so is anything not in the request
+    (request ids, timing).
+    """
+    payload = [KEY_VERSION, "chat", provider, request.model,
+               [_message_key(m) for m in request.messages], request.options.set_values(),
+               request.tools, request.tool_choice, request.response_format]
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return "modelplex:chat:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def embedding_key(provider: str, model: str, options: Mapping[str, Any] | None,
+                  text: str) -> str:
+    """The key of one text's embedding."""
+    payload = [KEY_VERSION, "embed", provider, model, dict(options or {}), text]
+    data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return "modelplex:embed:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+def is_deterministic(options: CommonOptions) -> bool:
+    """Whether a request should give the same answer twice: no temperature above 0 without
+    a seed (an unset temperature counts as deterministic: the provider's default)."""
+    return options.seed is not None or not options.temperature
+
+
+# -- chunks <-> JSON ----------------------------------------------------------------------------
+# A stored answer is {"v": 1, "model": <model of the first chunk>, "chunks": [...]}: a chunk that
+# carries only text (and that model) is stored as its string, any other as a list.
+def _dump_chunk(chunk: StreamChunk, model: str | None) -> str | list[Any]:
+    if (chunk.reasoning is None and chunk.tool_calls is None and chunk.finish_reason is None
+            and chunk.usage is None and chunk.model == model):
+        return chunk.content
+    usage = chunk.usage
+    return [chunk.content, chunk.reasoning,
+            [call.to_dict() for call in chunk.tool_calls] if chunk.tool_calls else None,
+            chunk.finish_reason,
+            [usage.prompt_tokens, usage.completion_tokens, usage.estimated, usage.timings]
+            if usage is not None else None,
+            chunk.model]
+
+
+def _load_chunks(stored: Mapping[str, Any]) -> list[StreamChunk]:
+    model = stored.get("model")
+    chunks = []
+    for record in stored["chunks"]:
+        if isinstance(record, str):
+            chunks.append(StreamChunk(content=record, model=model))
+            continue
+        content, reasoning, calls, finish, usage, chunk_model = record
+        chunks.append(StreamChunk(
+            content=content, reasoning=reasoning,
+            tool_calls=[ToolCall(name=c["name"], arguments=c["arguments"], id=c.get("id"))
+                        for c in calls] if calls else None,
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=usage[0], completion_tokens=usage[1],
+                        estimated=usage[2], timings=usage[3], cached=True)
+            if usage is not None else None,
+            model=chunk_model))
+    return chunks
+
+
+class CachedProvider(Provider):
+    """A provider that answers from ``cache`` when it can and from ``inner`` otherwise.
+
+    Args:
+        inner: the provider (or router) behind the cache.
+        cache: any :class:`~modelplex.caches.Cache`.
+        ttl: seconds an answer is kept (``None``: the cache's default).
+        nondeterministic: also cache requests with ``temperature > 0`` and no ``seed``.
+        embeddings: also cache embeddings, per text.
+    """
+
+    def __init__(self, inner: Provider, cache: Cache, *, ttl: float | None = None,
+                 nondeterministic: bool = False, embeddings: bool = True) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.ttl = ttl
+        self.nondeterministic = nondeterministic
+        self.cache_embeddings = embeddings
+        self.name = inner.name
+        self.Options = inner.Options  # type: ignore[misc]
+        self.capabilities = inner.capabilities  # type: ignore[misc]
+        self.default_model = inner.default_model
+        self._failing = False
+
+    def __repr__(self) -> str:
+        return f"<CachedProvider {self.inner!r} cache={self.cache!r}>"
+
+    # -- failures of the cache are warnings --------------------------------------------------
+    def _cache_failed(self, action: str, err: BaseException) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("cache %s failed to %s, answering without it until it recovers: %s",
+                        self.cache.name, action, f"{type(err).__name__}: {err}",
+                        extra={"cache": self.cache.name, "provider": self.name})
+
+    def _cache_ok(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("cache %s works again", self.cache.name,
+                        extra={"cache": self.cache.name, "provider": self.name})
+
+    async def _get(self, key: str) -> Any | None:
+        try:
+            value = await self.cache.get(key)
+        except Exception as err:  # a cache never fails a request
+            self._cache_failed("read", err)
+            return None
+        self._cache_ok()
+        return value
+
+    async def _set(self, key: str, value: Any) -> None:
+        try:
+            if self.ttl is None:
+                await self.cache.set(key, value)
+            else:
+                await self.cache.set(key, value, ttl=self.ttl)
+        except Exception as err:
+            self._cache_failed("write", err)
+        else:
+            self._cache_ok()
+
+    # -- chat ---------------------------------------------------------------------------------
+    def _cacheable(self, request: ChatRequest) -> bool:
+        wanted: bool | None = getattr(request, "cache", None)
+        if wanted is not None:
+            return wanted
+        return self.nondeterministic or is_deterministic(request.options)
+
+    def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        """Answer from the cache, or stream from the inner provider and store the answer."""
+        if not self._cacheable(request):
+            return self.inner.stream_request(request)
+        return self._cached_stream(request)
+
+    async def _cached_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        key = cache_key(self.name, request)
+        stored = await self._get(key)
+        if stored is not None:
+            try:
+                chunks = _load_chunks(stored)
+            except (KeyError, TypeError, ValueError, IndexError):
+                chunks = []  # an entry of another version or shape: a miss
+            if chunks:
+                log.debug("cache hit", extra={"provider": self.name, "model": request.model,
+                                              "cache": self.cache.name})
+                for chunk in chunks:
+                    yield chunk
+                return
+        records: list[str | list[Any]] = []
+        model: str | None = None
+        finished = False
+        async with contextlib.aclosing(self.inner.stream_request(request)) as stream:
+            async for chunk in stream:
+                if not records:
+                    model = chunk.model
+                records.append(_dump_chunk(chunk, model))
+                if chunk.finish_reason is not None:
+                    finished = True
+                yield chunk
+        if finished:  # complete answers only: a failure raised above, a close never gets here
+            await self._set(key, {"v": KEY_VERSION, "model": model, "chunks": records})
+
+    def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        return self.stream_request(request)
+
+    # -- embeddings -----------------------------------------------------------------------------
+    async def embed(self, texts: Sequence[str], *, model: str,
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """Embeddings from the cache per text; only the texts not cached go to the provider."""
+        if not self.cache_embeddings:
+            return await self.inner.embed(texts, model=model, options=options)
+        keys = [embedding_key(self.name, model, options, text) for text in texts]
+        found: list[Any | None] = [await self._get(key) for key in keys]
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        if missing:
+            vectors = await self.inner.embed([texts[i] for i in missing], model=model,
+                                             options=options)
+            for i, vector in zip(missing, vectors, strict=True):
+                found[i] = vector
+                await self._set(keys[i], list(vector))
+        return [list(vector) for vector in found if vector is not None]
+
+    # -- everything else is the inner provider's ---------------------------------------------
+    @property
+    def wrapped(self) -> Provider:
+        """The provider this layer wraps."""
+        return self.inner
+
+    def parse_options(self, options: Mapping[str, Any] | CommonOptions | None) -> CommonOptions:
+        """The inner provider's option validation."""
+        return self.inner.parse_options(options)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The inner provider's models."""
+        return await self.inner.list_models()
+
+    async def show_model(self, name: str) -> ModelInfo:
+        """The inner provider's model details."""
+        return await self.inner.show_model(name)
+
+    def pull_model(self, name: str) -> AsyncIterator[PullProgress]:
+        """The inner provider's download."""
+        return self.inner.pull_model(name)
+
+    async def delete_model(self, name: str) -> None:
+        """The inner provider's delete."""
+        await self.inner.delete_model(name)
+
+    async def list_loaded_models(self) -> list[ModelInfo]:
+        """The inner provider's loaded models."""
+        return await self.inner.list_loaded_models()
+
+    async def health(self) -> HealthStatus:
+        """The inner provider's health."""
+        return await self.inner.health()
+
+    async def aclose(self) -> None:
+        """Close the inner provider (the cache belongs to whoever opened it)."""
+        await self.inner.aclose()
+
+
+CacheSetting = CacheConfig | Cache | str | Mapping[str, Any] | Literal[True] | None
+
+
+@attrs.frozen
+class CacheLayer:
+    """An open cache with the policy to put it in front of a provider.
+
+    What the request pipeline (:func:`modelplex.pipeline.open_model`) takes as ``cache``;
+    whoever opened ``cache`` closes it.
+    """
+
+    cache: Cache
+    ttl: float | None = None
+    nondeterministic: bool = False
+
+    @classmethod
+    def open(cls, setting: CacheConfig | Cache | str | Mapping[str, Any] | bool,
+             plugins: Any = None) -> tuple[CacheLayer, bool]:
+        """The layer a setting describes, and whether its cache was opened here."""
+        if isinstance(setting, Cache):
+            return cls(setting), False
+        config = CacheConfig() if setting is True else CacheConfig.parse(setting)
+        return cls(open_cache(config, plugins), nondeterministic=config.nondeterministic), True
+
+    def wrap(self, provider: Provider) -> CachedProvider:
+        """``provider`` behind this cache."""
+        return CachedProvider(provider, self.cache, ttl=self.ttl,
+                              nondeterministic=self.nondeterministic)

@@ -1,0 +1,139 @@
+"""The layers a :class:`~modelplex.manager.ChatManager` puts in front of its provider.
+
+From the outside in: recording (:mod:`modelplex.recording`: one log record per request, and
+the exchange stored when the manager keeps a conversation), then the response cache
+(:mod:`modelplex.caching`), then the provider (or router). :class:`ManagerLayers` builds them
+from the manager's ``cache``, ``conversation`` and ``logs`` arguments and closes what it
+opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from modelplex.caches import Cache
+
+if TYPE_CHECKING:
+    from modelplex.caching import CacheConfig, CacheLayer
+    from modelplex.logs import LogStore
+    from modelplex.plugins import Plugins
+    from modelplex.provider import Provider
+    from modelplex.types import ChatMessage
+
+__all__ = ["ManagerLayers"]
+
+
+class ManagerLayers:
+    """The cache and conversation settings of one manager, and what they opened.
+
+    A bad ``cache`` setting raises :class:`~modelplex.errors.ConfigurationError` here, when
+    the manager is created.
+    """
+
+    def __init__(self, *, cache: Cache | CacheConfig | str | Mapping[str, Any] | bool | None,
+                 conversation: str | bool | None,
+                 logs: LogStore | str | os.PathLike[str] | None) -> None:
+        if cache is not None and not isinstance(cache, bool | Cache):
+            from modelplex.caching import CacheConfig
+
+            cache = CacheConfig.parse(cache)
+        self.cache_setting = cache
+        self._layer: CacheLayer | None = None
+        self._owns_cache = False
+        self.conversation = conversation
+        self.logs = logs
+        self.store: LogStore | None = None
+        self._conversation_id: str | None = None
+
+    def wrap(self, provider: Provider, plugins: Plugins, *, cached: bool = True) -> Provider:
+        """``provider`` behind the recording layer and (unless ``cached`` is false: the
+        pipeline put it there) the cache layer, those that are configured."""
+        if cached:
+            provider = self._cached(provider, plugins)
+        store = self.log_store()
+        if store is not None or logging.getLogger("modelplex.exchange").isEnabledFor(
+                logging.INFO):
+            from modelplex.recording import RecordingProvider
+
+            provider = RecordingProvider(provider, store, self._conversation_id)
+        return provider
+
+    def _cached(self, provider: Provider, plugins: Plugins) -> Provider:
+        layer = self.cache_layer(plugins)
+        return provider if layer is None else layer.wrap(provider)
+
+    def cache_layer(self, plugins: Plugins, default: Mapping[str, Any] | None = None
+                    ) -> CacheLayer | None:
+        """The cache layer (its cache opened on first use), or ``None`` without a cache.
+
+        ``default`` (the config file's ``cache`` section) applies when the manager was given
+        no ``cache``.
+        """
+        setting = self.cache_setting
+        if setting is None and default:
+            from modelplex.caching import CacheConfig
+
+            setting = self.cache_setting = CacheConfig.parse(default)
+        if setting is None or setting is False:
+            return None
+        if self._layer is None:
+            from modelplex.caching import CacheLayer
+
+            self._layer, self._owns_cache = CacheLayer.open(setting, plugins)
+        return self._layer
+
+    # -- conversations ---------------------------------------------------------------------
+    def log_store(self) -> LogStore | None:
+        """The conversation database, opened on first use (``None`` without a conversation)."""
+        if self.conversation is None or self.conversation is False:
+            return None
+        if self.store is None:
+            from modelplex.logs import LogStore, new_conversation_id
+
+            logs = self.logs
+            self.store = logs if isinstance(logs, LogStore) else LogStore(logs)
+            if self._conversation_id is None:
+                self._conversation_id = (self.conversation
+                                         if isinstance(self.conversation, str)
+                                         else new_conversation_id())
+        return self.store
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The id of the stored conversation, else ``None``."""
+        self.log_store()
+        return self._conversation_id
+
+    def history(self) -> tuple[list[ChatMessage], str | None]:
+        """The stored conversation's messages and last system prompt (empty without one)."""
+        store = self.log_store()
+        if store is None or self._conversation_id is None:
+            return [], None
+        from modelplex.conversations import history_of
+
+        return history_of(store, self._conversation_id)
+
+    def restart_conversation(self, provider: Provider | None) -> None:
+        """Store what follows as a new conversation (after the history was cleared)."""
+        if self.store is None:
+            return
+        from modelplex.logs import new_conversation_id
+        from modelplex.recording import RecordingProvider
+
+        self._conversation_id = new_conversation_id()
+        if isinstance(provider, RecordingProvider):
+            provider.conversation_id = self._conversation_id
+
+    async def aclose(self) -> None:
+        """Close the database and the cache if they were opened here."""
+        store, self.store = self.store, None
+        if store is not None and store is not self.logs:
+            await store.aclose()
+        layer, self._layer = self._layer, None
+        if layer is not None and self._owns_cache:
+            with contextlib.suppress(Exception):
+                await layer.cache.aclose()

@@ -1,0 +1,92 @@
+"""Forward-only schema migrations for modelplex's SQLite databases.
+
+A database records the migrations applied to it in a ``schema_migrations`` table (version,
+name, time). :func:`migrate` applies the missing ones in order, each in its own transaction
+together with its row, so a process killed mid-upgrade leaves the database at the previous
+version, never half-way. Several processes opening the same database at once are safe: the
+version is read again under the write lock. Migrations are never edited once released; a
+change of schema is a new migration at the end of the list.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import attrs
+
+from modelplex.errors import ConfigurationError
+
+__all__ = ["Migration", "current_version", "migrate"]
+
+
+@attrs.frozen
+class Migration:
+    """One step of a schema: ``version`` (1, 2, ...), a ``name``, and ``apply(conn)``."""
+
+    version: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in sql.split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
+    return apply
+
+
+def sql(version: int, name: str, statements: str) -> Migration:
+    """A migration made of SQL statements separated by ``;`` at the end of a line."""
+    return Migration(version, name, _script(statements))
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The highest migration applied (0 for a new database)."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                          "name = 'schema_migrations'").fetchone()
+    if not exists:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *,
+            what: str = "database", upto: int | None = None) -> int:
+    """Apply the migrations ``conn`` lacks (up to ``upto``); returns the version reached.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). A database newer than
+    ``migrations`` raises :class:`ConfigurationError`: it was written by a newer modelplex.
+    """
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(migrations) + 1)):
+        raise ValueError("migrations must be numbered 1, 2, 3, ... in order")
+    target = len(migrations) if upto is None else upto
+    latest = len(migrations)
+    found = current_version(conn)
+    if found > latest:
+        raise ConfigurationError(
+            f"the {what} is at schema version {found}, newer than this modelplex knows "
+            f"({latest}): upgrade modelplex to use it")
+    while found < target:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
+                         "PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            found = current_version(conn)  # another process may have migrated meanwhile
+            if found >= target:
+                conn.execute("COMMIT")
+                break
+            step = migrations[found]
+            step.apply(conn)
+            conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                         "VALUES (?, ?, ?)",
+                         (step.version, step.name, datetime.now(UTC).isoformat()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        found = step.version
+    return found
