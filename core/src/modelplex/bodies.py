@@ -1,0 +1,199 @@
+"""Bodies on the wire: the JSON codec, whole-body reads with a limit, and line readers.
+
+:func:`loads`/:func:`dumps` use orjson when it is installed (about three times faster) and the
+standard library otherwise. :func:`iter_ndjson` and :func:`iter_sse` follow the parsing rules
+every provider needs (``data:`` with or without a space, ``:`` comments ignored, unknown events
+passed through, old llama.cpp ``error:`` lines), with a limit on line size. They are iterator
+objects, not generators, so leaving one early leaves nothing for the garbage collector.
+:mod:`modelplex.http` re-exports every name here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Self
+
+import aiohttp
+
+from modelplex import errors
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_LINE_BYTES", "dumps", "iter_lines",
+           "iter_ndjson", "iter_sse", "loads", "read_body"]
+
+try:  # orjson is optional; it parses about three times faster
+    import orjson
+
+    loads: Callable[[bytes | str], Any] = orjson.loads
+
+    def dumps(obj: Any) -> bytes:
+        """Serialize to compact JSON bytes."""
+        data: bytes = orjson.dumps(obj)
+        return data
+
+except ImportError:  # pragma: no cover - depends on the environment
+    loads = json.loads
+
+    def dumps(obj: Any) -> bytes:
+        """Serialize to compact JSON bytes."""
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) -> bytes:
+    """Read a whole body, refusing one larger than ``limit`` bytes."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise errors.ResponseTooLargeError(
+            f"{provider}: the response is {length} bytes, over the limit of {limit}",
+            provider=provider)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        data = await resp.content.readany()
+        if not data:
+            return b"".join(parts)
+        size += len(data)
+        if size > limit:
+            raise errors.ResponseTooLargeError(
+                f"{provider}: the response exceeded the limit of {limit} bytes",
+                provider=provider)
+        parts.append(data)
+
+
+class _Lines:
+    """The lines of a response body as bytes, without their ``\\n``.
+
+    An async iterator object rather than a generator: there is nothing to close, so leaving it
+    early leaves no generator for the event loop to finalise later. A line split across network
+    reads is joined; a line longer than ``max_line_bytes`` raises
+    :class:`~modelplex.errors.ResponseTooLargeError` instead of growing without bound.
+    """
+
+    __slots__ = ("_buf", "_content", "_eof", "_lines", "_max", "_provider")
+
+    def __init__(self, resp: aiohttp.ClientResponse, max_line_bytes: int, provider: str) -> None:
+        self._content = resp.content
+        self._max = max_line_bytes
+        self._provider = provider
+        self._buf = b""
+        self._lines: list[bytes] = []  # reversed: the next line is at the end
+        self._eof = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def _fill(self) -> bool:
+        """Read until a line is ready; false at the end of the body."""
+        while not self._lines:
+            if self._eof:
+                return False
+            data = await self._content.readany()
+            if not data:
+                self._eof = True
+                if self._buf:
+                    self._lines = [self._buf]
+                    self._buf = b""
+                continue
+            if self._buf:
+                data = self._buf + data
+            lines = data.split(b"\n")
+            self._buf = lines.pop()
+            limit = self._max
+            # a complete line that arrived in one read is held to the same limit
+            if len(data) > limit and (len(self._buf) > limit or
+                                      any(len(x) > limit for x in lines)):
+                raise errors.ResponseTooLargeError(
+                    f"{self._provider}: a response line exceeded the limit of {limit} bytes",
+                    provider=self._provider)
+            lines.reverse()
+            self._lines = lines
+        return True
+
+    async def __anext__(self) -> bytes:
+        if not self._lines and not await self._fill():
+            raise StopAsyncIteration
+        return self._lines.pop()
+
+
+class _NDJSON(_Lines):
+    """Each JSON value of a newline-delimited JSON body, blank lines skipped."""
+
+    __slots__ = ()
+
+    async def __anext__(self) -> Any:
+        while True:
+            if not self._lines and not await self._fill():
+                raise StopAsyncIteration
+            line = self._lines.pop()
+            if not line or line.isspace():
+                continue
+            try:
+                return loads(line)
+            except ValueError as err:
+                raise errors.StreamError(
+                    f"{self._provider}: malformed line in the stream: {line[:200]!r}",
+                    provider=self._provider) from err
+
+
+class _SSE(_Lines):
+    """``(event, data)`` for each Server-Sent Event of a body (see :func:`iter_sse`)."""
+
+    __slots__ = ()
+
+    async def __anext__(self) -> tuple[str | None, bytes]:  # type: ignore[override]
+        event: str | None = None
+        data: list[bytes] = []
+        while True:
+            if not self._lines and not await self._fill():
+                if data:
+                    return event, b"\n".join(data)
+                raise StopAsyncIteration
+            line = self._lines.pop()
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    return event, data[0] if len(data) == 1 else b"\n".join(data)
+                event = None
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            elif line.startswith(b":"):
+                continue
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+            elif line.startswith(b"error:"):
+                event = "error"
+                data.append(line[6:].strip())
+
+
+def iter_lines(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               *, provider: str = "provider") -> AsyncIterator[bytes]:
+    """The lines of a response body as bytes, without their ``\\n``.
+
+    A line split across network reads is joined; a line longer than ``max_line_bytes`` raises
+    :class:`ResponseTooLargeError` instead of growing without bound.
+    """
+    return _Lines(resp, max_line_bytes, provider)
+
+
+def iter_ndjson(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                *, provider: str = "provider") -> AsyncIterator[Any]:
+    """Each JSON object of a newline-delimited JSON body, skipping blank lines."""
+    return _NDJSON(resp, max_line_bytes, provider)
+
+
+def iter_sse(resp: aiohttp.ClientResponse, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+             *, provider: str = "provider") -> AsyncIterator[tuple[str | None, bytes]]:
+    """``(event, data)`` for each Server-Sent Event of a body.
+
+    ``event`` is the ``event:`` name or ``None``; ``data`` joins the event's ``data:`` lines
+    with ``\\n``. Comment lines (``:``) are skipped; a non-standard ``error:`` line (older
+    llama.cpp servers) yields ``("error", payload)``. The OpenAI ``[DONE]`` marker is passed
+    through as data for the caller to recognise.
+    """
+    return _SSE(resp, max_line_bytes, provider)
