@@ -277,7 +277,7 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_show(name: str, as_json: bool) -> None:
     """Show one model, named provider:model."""
-    from modelplex.manager import parse_model_spec
+    from modelplex.specs import parse_model_spec
 
     provider_name, model = parse_model_spec(name)
 
@@ -298,7 +298,7 @@ def models_show(name: str, as_json: bool) -> None:
 @click.argument("name")
 def models_pull(name: str) -> None:
     """Download a model, named provider:model, with a progress bar."""
-    from modelplex.manager import parse_model_spec
+    from modelplex.specs import parse_model_spec
 
     provider_name, model = parse_model_spec(name)
     if not model:
@@ -319,7 +319,7 @@ def models_pull(name: str) -> None:
 @click.argument("name")
 def models_rm(name: str) -> None:
     """Delete a model, named provider:model."""
-    from modelplex.manager import parse_model_spec
+    from modelplex.specs import parse_model_spec
 
     provider_name, model = parse_model_spec(name)
     if not model:

@@ -29,9 +29,9 @@ async def configured_providers() -> AsyncIterator[tuple[Callable[[str], Provider
     exit), and the named models of the config (``name -> provider:model``)."""
     from modelplex import cli_timeouts
     from modelplex.config import get_config
-    from modelplex.manager import create_provider
     from modelplex.plugins import get_plugins
     from modelplex.pool import provider_kwargs
+    from modelplex.specs import create_provider
 
     config = get_config()
     timeouts = cli_timeouts.provider_configs()

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from pydantic import ValidationError
 
-from modelplex import env
 from modelplex.chunks import StreamChunk, ToolCall
 from modelplex.errors import (
     ConfigurationError,
@@ -37,6 +36,7 @@ from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.reply import Reply, Turns
+from modelplex.specs import create_provider, parse_model_spec
 from modelplex.structured import StructuredResult, StructuredUpdate
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
@@ -56,7 +56,6 @@ __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "R
 
 T = TypeVar("T")
 
-DEFAULT_PROVIDER = "llamacpp"
 
 
 @attrs.define
@@ -94,37 +93,6 @@ class ResponseWithMeta:
         return self.model
 
 
-def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[str, str | None]:
-    """Split ``"provider:model"`` into ``(provider, model)``.
-
-    ``"ollama"`` alone means that provider's default model; ``None`` means the configured
-    default (``MODELPLEX_DEFAULT_MODEL``, else the embedded llama.cpp provider). Model names may
-    contain colons (``ollama:llama3.2:latest``); the part before the first colon must be an
-    installed provider.
-    """
-    plugins = plugins or get_plugins()
-    names = plugins.provider_names()
-    if not spec:
-        spec = env.default_model() or ""
-    if not spec:
-        if DEFAULT_PROVIDER in names:
-            return DEFAULT_PROVIDER, None
-        if len(names) == 1:
-            return names[0], None
-        raise ConfigurationError(
-            "no model given: pass one as 'provider:model' (e.g. -m ollama:llama3.2) or set "
-            "MODELPLEX_DEFAULT_MODEL; installed providers: " + (", ".join(names) or "none"))
-    head, sep, rest = spec.partition(":")
-    if head in names:
-        return head, (rest or None)
-    if sep or not names:
-        plugins.get("providers", head)  # raises UnknownProviderError listing the installed ones
-    raise ConfigurationError(
-        f"model {spec!r} does not name a provider: write it as 'provider:model' "
-        f"(installed providers: {', '.join(names)}); to add a provider, "
-        f"`pip install modelplex-{head}` or see `modelplex plugins`")
-
-
 def _checked_system_prompt(text: Any) -> str | None:
     """``text`` if it can be sent as a system message; a ConfigurationError otherwise."""
     if text is None:
@@ -138,21 +106,6 @@ def _checked_system_prompt(text: Any) -> str | None:
             detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
             raise ConfigurationError(f"system_prompt: {detail}") from None
     return text
-
-
-def create_provider(name: str, plugins: Plugins | None = None, **config: Any) -> Provider:
-    """Build the provider registered as ``name`` with keyword configuration."""
-    factory = (plugins or get_plugins()).get("providers", name)
-    try:
-        provider = factory(**config)
-    except ModelplexError:
-        raise
-    except (TypeError, ValueError, ValidationError) as err:
-        raise ConfigurationError(f"provider {name!r} could not be configured: {err}") from err
-    if not isinstance(provider, Provider):
-        raise ConfigurationError(f"provider {name!r} factory returned {provider!r}, "
-                                 "not a modelplex.Provider")
-    return provider
 
 
 class ChatManager:

@@ -172,7 +172,7 @@ async def open_model_named(spec: str | None = None, *, config: Config | None = N
                            ) -> tuple[Provider, str, str]:
     """:func:`open_model`, and the name to show as the provider: the provider's registered
     name (``"ollama"``), or the named model's."""
-    from modelplex.manager import parse_model_spec
+    from modelplex.specs import parse_model_spec
 
     config = config or get_config()
     pool = pool or get_pool()

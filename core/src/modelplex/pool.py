@@ -112,7 +112,7 @@ class ProviderPool:
 
         Pass it back to :meth:`release` when done.
         """
-        from modelplex.manager import create_provider
+        from modelplex.specs import create_provider
 
         plugins = plugins or get_plugins()
         cfg = dict(config or {})

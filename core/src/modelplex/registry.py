@@ -192,7 +192,7 @@ class ModelRegistry:
             return got
         provider = self._owned.get(name)
         if provider is None:
-            from modelplex.manager import create_provider
+            from modelplex.specs import create_provider
 
             provider = self._owned[name] = create_provider(name, self.plugins)
         return provider

@@ -20,12 +20,12 @@ from typing import Any
 
 from modelplex.config import Config, get_config, parse_config
 from modelplex.errors import ConfigurationError
-from modelplex.manager import parse_model_spec
 from modelplex.pipeline import open_model_named, release_model
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, get_pool
 from modelplex.provider import Provider
 from modelplex.routing import Router
+from modelplex.specs import parse_model_spec
 
 __all__ = ["ModelResolver", "named_model_targets"]
 

@@ -1,0 +1,68 @@
+"""Model specs: ``"provider:model"`` to a provider name and model, and providers by name.
+
+Both are used wherever a model is named: :class:`~modelplex.manager.ChatManager`, the provider
+pool, the request pipeline, the registry and the CLI. (Re-exported from
+:mod:`modelplex.manager`, where they were defined at first.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelplex import env
+from modelplex.errors import ConfigurationError, ModelplexError
+from modelplex.plugins import Plugins, get_plugins
+from modelplex.provider import Provider
+
+__all__ = ["DEFAULT_PROVIDER", "create_provider", "parse_model_spec"]
+
+DEFAULT_PROVIDER = "llamacpp"
+"""The provider used when no model is named and none is configured."""
+
+
+def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[str, str | None]:
+    """Split ``"provider:model"`` into ``(provider, model)``.
+
+    ``"ollama"`` alone means that provider's default model; ``None`` means the configured
+    default (``MODELPLEX_DEFAULT_MODEL``, else the embedded llama.cpp provider). Model names may
+    contain colons (``ollama:llama3.2:latest``); the part before the first colon must be an
+    installed provider.
+    """
+    plugins = plugins or get_plugins()
+    names = plugins.provider_names()
+    if not spec:
+        spec = env.default_model() or ""
+    if not spec:
+        if DEFAULT_PROVIDER in names:
+            return DEFAULT_PROVIDER, None
+        if len(names) == 1:
+            return names[0], None
+        raise ConfigurationError(
+            "no model given: pass one as 'provider:model' (e.g. -m ollama:llama3.2) or set "
+            "MODELPLEX_DEFAULT_MODEL; installed providers: " + (", ".join(names) or "none"))
+    head, sep, rest = spec.partition(":")
+    if head in names:
+        return head, (rest or None)
+    if sep or not names:
+        plugins.get("providers", head)  # raises UnknownProviderError listing the installed ones
+    raise ConfigurationError(
+        f"model {spec!r} does not name a provider: write it as 'provider:model' "
+        f"(installed providers: {', '.join(names)}); to add a provider, "
+        f"`pip install modelplex-{head}` or see `modelplex plugins`")
+
+
+def create_provider(name: str, plugins: Plugins | None = None, **config: Any) -> Provider:
+    """Build the provider registered as ``name`` with keyword configuration."""
+    factory = (plugins or get_plugins()).get("providers", name)
+    try:
+        provider = factory(**config)
+    except ModelplexError:
+        raise
+    except (TypeError, ValueError, ValidationError) as err:
+        raise ConfigurationError(f"provider {name!r} could not be configured: {err}") from err
+    if not isinstance(provider, Provider):
+        raise ConfigurationError(f"provider {name!r} factory returned {provider!r}, "
+                                 "not a modelplex.Provider")
+    return provider
