@@ -63,7 +63,8 @@ def start_modelplex(upstream: str, folder: Path) -> tuple[subprocess.Popen[bytes
                                                            "api_key": "sk-bench"}})}
     (folder / "openai.toml").write_text("")
     proc = subprocess.Popen(_pinned(0, [sys.executable, "-m", "modelplex", "serve", "--port",
-                                        str(port), "--config", str(config)]),
+                                        str(port), "--config", str(config),
+                                        "--conversations", "memory"]),
                             env=env, stderr=subprocess.DEVNULL)
     _wait_port(port, proc, "modelplex serve")
     return proc, f"http://127.0.0.1:{port}"

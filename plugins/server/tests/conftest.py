@@ -17,6 +17,7 @@ from modelplex.plugins import Plugins
 from modelplex.registry import ModelRegistry
 from modelplex.testing.upstream import FaultyUpstream, closed_port_url
 from modelplex_server.app import AppServer, create_app, start
+from modelplex_server.conversations import ConversationStore
 from modelplex_server.gateway import GATEWAY, Gateway
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings
@@ -130,16 +131,18 @@ ServeFactory = Callable[..., Awaitable[AppServer]]
 
 @pytest.fixture
 async def serve(plugins: Plugins) -> AsyncIterator[ServeFactory]:
-    """Start the server application on a free port: ``server = await serve(keys=[...])``."""
+    """Start the server application on a free port: ``server = await serve(keys=[...])``
+    (``store=`` a conversation store; memory by default)."""
     running: list[AppServer] = []
 
-    async def factory(**settings: Any) -> AppServer:
+    async def factory(*, store: ConversationStore | None = None, **settings: Any) -> AppServer:
         config = ServerSettings(**{"port": 0, "health_interval": None, **settings})
         resolver = ModelResolver(plugins=plugins, named_models=config.models,
                                  provider_config=config.providers)
         registry = ModelRegistry(plugins=plugins, get_provider=resolver.provider,
                                  providers=LISTED, named_models=config.models, timeout=5)
-        server = await start(create_app(config, resolver=resolver, registry=registry))
+        server = await start(create_app(config, resolver=resolver, registry=registry,
+                                        conversations=store))
         running.append(server)
         return server
 

@@ -32,7 +32,8 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     config = tmp_path / "server.toml"
     config.write_text(f'[server]\nmax_concurrency = 8\n[[server.keys]]\nname = "ci"\n'
                       f'hash = "{hash_key(key)}"\n')
-    env = {**os.environ, "MODELPLEX_LOAD_PLUGINS": "llamacpp,server"}
+    env = {**os.environ, "MODELPLEX_LOAD_PLUGINS": "llamacpp,server",
+           "MODELPLEX_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen([sys.executable, "-m", "modelplex", "serve", "--port", "0",
                              "--config", str(config)], stderr=subprocess.PIPE, text=True,
                             env=env)
@@ -56,8 +57,10 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
 
 
 def test_serve_answers_and_stops_on_sigterm(
-        served: tuple[subprocess.Popen[str], str, str]) -> None:
+        served: tuple[subprocess.Popen[str], str, str], tmp_path: Path) -> None:
     proc, url, key = served
+    # conversations are kept in SQLite in the data dir by default
+    assert (tmp_path / "data" / "server-conversations.db").is_file()
     with urllib.request.urlopen(url + "/health", timeout=10) as resp:
         assert json.load(resp)["status"] == "ok"
     client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
@@ -96,3 +99,10 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path) -> None:
     proc = modelplex("serve", "--config", str(config))
     assert proc.returncode == 1 and "server.keys.0.hash: must be 'sha256:'" in proc.stderr
     assert "mpx-plain-key-here" not in proc.stderr
+    (tmp_path / "a-file").write_text("")
+    config.write_text("")
+    proc = modelplex("serve", "--config", str(config),
+                     "--conversations", str(tmp_path / "a-file" / "c.db"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot open the server's conversation database" in proc.stderr
+    assert "server.conversations (or --conversations)" in proc.stderr

@@ -21,22 +21,30 @@ __all__ = ["serve", "server_key"]
                    "[models.NAME]); default MODELPLEX_CONFIG.")
 @click.option("--max-concurrency", type=int, help="Model requests at once (more get 503).")
 @click.option("--no-access-log", is_flag=True, help="Do not log each request.")
+@click.option("--conversations", metavar="PATH|memory",
+              help="Where /api conversations are kept: a SQLite file, or 'memory' (lost on "
+                   "exit); default <data dir>/server-conversations.db.")
 def serve(host: str | None, port: int | None, config_path: str | None,
-          max_concurrency: int | None, no_access_log: bool) -> None:
+          max_concurrency: int | None, no_access_log: bool, conversations: str | None) -> None:
     """Serve every installed provider over an OpenAI-compatible API (/v1), a REST and
     WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
     from modelplex_server.app import AppServer, create_app, serve as run
     from modelplex_server.settings import load_server_config
+    from modelplex_server.sqlite_store import open_store
 
     config, settings = load_server_config(config_path, host=host, port=port,
                                           max_concurrency=max_concurrency,
-                                          access_log=False if no_access_log else None)
+                                          access_log=False if no_access_log else None,
+                                          conversations=conversations)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    app = create_app(settings, config=config)
+    store = open_store(settings.conversations)
+    app = create_app(settings, config=config, conversations=store)
 
     def ready(server: AppServer) -> None:
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
-        click.echo(f"modelplex serving on {server.url} ({keys}); OpenAI base URL "
+        kept = getattr(store, "path", "memory")
+        click.echo(f"modelplex serving on {server.url} ({keys}); conversations in {kept}; "
+                   f"OpenAI base URL "
                    f"{server.url}/v1, API description {server.url}/openapi.json. "
                    "Ctrl-C stops.", err=True)
         _settle_heap()

@@ -6,6 +6,7 @@
     host = "0.0.0.0"
     port = 8000
     max_concurrency = 256
+    conversations = "memory"              # or a SQLite file (default: in the data dir)
 
     [server.models]                       # model ids the server offers besides provider:model
     fast = "ollama:llama3.2"
@@ -112,6 +113,10 @@ class ServerSettings(BaseModel):
     shutdown_timeout: float = Field(default=30.0, ge=0,
                                     description="Seconds in-flight requests get on shutdown.")
     access_log: bool = Field(default=True, description="Log each request (Common Log Format).")
+    conversations: str | None = Field(
+        default=None, description="Where `modelplex serve` keeps the conversations of /api: "
+                                  "a SQLite file path, or 'memory' (lost on exit); default "
+                                  "<data dir>/server-conversations.db.")
 
     @field_validator("keys")
     @classmethod

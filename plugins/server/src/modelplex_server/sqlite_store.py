@@ -1,0 +1,254 @@
+"""The server's conversations in a SQLite file, so they survive a restart of ``modelplex serve``.
+
+The file is ``<data dir>/server-conversations.db`` by default (``~/.local/share/modelplex``,
+see :mod:`modelplex.paths`), next to ``modelplex chat``'s ``logs.db`` but separate from it: the
+server's conversations are editable (renamed, truncated to answer again, re-pointed at another
+model), the chat log is an append-only record. The schema is versioned with
+:mod:`modelplex.migrations` and upgraded on open; the database is in WAL mode and each change
+is one transaction, run in a worker thread so the event loop never waits on the disk.
+
+::
+
+    store = SQLiteConversationStore()                  # or SQLiteConversationStore("x.db")
+    app = create_app(settings, conversations=store)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modelplex.errors import ConfigurationError
+from modelplex.migrations import Migration, migrate, sql
+from modelplex.paths import data_dir
+from modelplex.types import ChatMessage
+from modelplex_server.conversations import (
+    Conversation,
+    ConversationStore,
+    MemoryConversationStore,
+)
+
+__all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "open_store"]
+
+T = TypeVar("T")
+
+MIGRATIONS: list[Migration] = [
+    sql(1, "server conversations and their messages", """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            system_prompt TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX conversations_updated ON conversations(updated_at);
+        CREATE TABLE messages (
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, position)
+        );
+    """),
+]
+
+_FIELDS = ("title", "model", "provider", "system_prompt")
+
+
+def default_path() -> Path:
+    """``<data dir>/server-conversations.db``."""
+    return data_dir() / "server-conversations.db"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dump(message: ChatMessage) -> str:
+    if any(isinstance(image, bytes) for image in message.images):  # JSON holds text only
+        message = message.model_copy(update={"images": tuple(
+            base64.b64encode(i).decode() if isinstance(i, bytes) else i
+            for i in message.images)})
+    return message.model_dump_json()
+
+
+class SQLiteConversationStore(ConversationStore):
+    """Conversations in a SQLite file (default ``<data dir>/server-conversations.db``)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigurationError(
+                f"cannot open the server's conversation database {self.path}: {err}; fix "
+                "server.conversations (or --conversations), or use 'memory'") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn, MIGRATIONS, what=f"server conversation database {self.path}")
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise ConfigurationError(
+                f"{self.path} is not a usable conversation database ({err}); fix "
+                "server.conversations (or --conversations), or use 'memory'") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteConversationStore({str(self.path)!r})"
+
+    # -- the worker-thread side ----------------------------------------------------------------
+    def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise RuntimeError("the conversation store is closed")
+            if not write:
+                return work(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T], *,
+                    write: bool = False) -> T:
+        return await asyncio.to_thread(self._run, work, write=write)
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, row: sqlite3.Row) -> Conversation:
+        messages = [ChatMessage.model_validate_json(m["data"]) for m in conn.execute(
+            "SELECT data FROM messages WHERE conversation_id = ? ORDER BY position",
+            (row["id"],))]
+        return Conversation(id=row["id"], title=row["title"], model=row["model"],
+                            provider=row["provider"], system_prompt=row["system_prompt"],
+                            messages=messages,
+                            created_at=datetime.fromisoformat(row["created_at"]),
+                            updated_at=datetime.fromisoformat(row["updated_at"]))
+
+    @staticmethod
+    def _touch(conn: sqlite3.Connection, conversation_id: str) -> bool:
+        cur = conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?",
+                           (_now().isoformat(), conversation_id))
+        return cur.rowcount > 0
+
+    # -- the interface ---------------------------------------------------------------------------
+    async def create(self, conversation: Conversation) -> Conversation:
+        """Store a new conversation and return it."""
+        c = conversation
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO conversations (id, title, model, provider, system_prompt,"
+                         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (c.id, c.title, c.model, c.provider, c.system_prompt,
+                          c.created_at.isoformat(), c.updated_at.isoformat()))
+            conn.executemany("INSERT INTO messages (conversation_id, position, data) "
+                             "VALUES (?, ?, ?)",
+                             [(c.id, i, _dump(m)) for i, m in enumerate(c.messages)])
+
+        await self._call(work, write=True)
+        return conversation
+
+    async def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation, or None."""
+        def work(conn: sqlite3.Connection) -> Conversation | None:
+            row = conn.execute("SELECT * FROM conversations WHERE id = ?",
+                               (conversation_id,)).fetchone()
+            return None if row is None else self._load(conn, row)
+
+        return await self._call(work)
+
+    async def all(self) -> list[Conversation]:
+        """Every conversation, most recently updated first."""
+        def work(conn: sqlite3.Connection) -> list[Conversation]:
+            rows = conn.execute("SELECT * FROM conversations ORDER BY updated_at DESC").fetchall()
+            return [self._load(conn, row) for row in rows]
+
+        return await self._call(work)
+
+    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
+        """Add messages to a conversation's history."""
+        def work(conn: sqlite3.Connection) -> None:
+            if not self._touch(conn, conversation_id):
+                return
+            start = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM messages "
+                                 "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+            conn.executemany("INSERT INTO messages (conversation_id, position, data) "
+                             "VALUES (?, ?, ?)",
+                             [(conversation_id, start + i, _dump(m))
+                              for i, m in enumerate(messages)])
+
+        await self._call(work, write=True)
+
+    async def truncate(self, conversation_id: str, keep: int) -> None:
+        """Keep only the first ``keep`` messages (to answer a message again)."""
+        def work(conn: sqlite3.Connection) -> None:
+            if self._touch(conn, conversation_id):
+                conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
+                             (conversation_id, max(keep, 0)))
+
+        await self._call(work, write=True)
+
+    async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
+        """Change a conversation's ``title``, ``model``, ``provider`` or ``system_prompt``;
+        None if there is none."""
+        unknown = set(fields) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+
+        def work(conn: sqlite3.Connection) -> Conversation | None:
+            columns = [*fields, "updated_at"]
+            values = [*fields.values(), _now().isoformat(), conversation_id]
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            conn.execute(f"UPDATE conversations SET {assignments} WHERE id = ?",
+                         values)
+            row = conn.execute("SELECT * FROM conversations WHERE id = ?",
+                               (conversation_id,)).fetchone()
+            return None if row is None else self._load(conn, row)
+
+        return await self._call(work, write=True)
+
+    async def delete(self, conversation_id: str) -> bool:
+        """Delete a conversation; false if there was none."""
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM conversations WHERE id = ?",
+                                (conversation_id,)).rowcount > 0
+
+        return await self._call(work, write=True)
+
+    async def aclose(self) -> None:
+        """Close the database."""
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def open_store(setting: str | None) -> ConversationStore:
+    """The store a ``server.conversations`` setting names: ``"memory"``, a file path, or
+    None for the default file (``<data dir>/server-conversations.db``)."""
+    if setting is not None and setting.strip().lower() == "memory":
+        return MemoryConversationStore()
+    return SQLiteConversationStore(setting.strip() if setting else None)
