@@ -96,25 +96,9 @@ class Turn:
         """A :class:`ResponseWithMeta` from the chunks of one answer."""
         from modelplex.manager import ResponseWithMeta
 
-        last = chunks[-1] if chunks else StreamChunk()
-        usage = last.usage
-        reasoning = "".join(c.reasoning for c in chunks if c.reasoning) or None
-        route = chunks[0].route if chunks else None  # set by a router: who answered
-        return ResponseWithMeta(
-            content="".join(c.content for c in chunks),
-            model=last.model or (route.provider_model if route else self.session.model),
-            provider=route.provider if route else (self.session.provider or self.provider.name),
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency=latency,
-            time_to_first_token=first,
-            finish_reason=last.finish_reason,
-            reasoning=reasoning,
-            tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
-            usage_estimated=usage.estimated if usage else True,
-            deployment=route.deployment if route else None,
-            attempts=route.attempts if route else 1,
-        )
+        return ResponseWithMeta.from_chunks(
+            chunks, latency=latency, time_to_first_token=first, model=self.session.model,
+            provider=self.session.provider or self.provider.name)
 
 
 def add_to_history(session: ChatSession, messages: Sequence[ChatMessage]) -> None:

@@ -92,6 +92,35 @@ class ResponseWithMeta:
         """The model that answered (alias of ``model``)."""
         return self.model
 
+    @classmethod
+    def from_chunks(cls, chunks: Sequence[StreamChunk], *, latency: float,
+                    time_to_first_token: float | None, model: str,
+                    provider: str) -> ResponseWithMeta:
+        """The meta of one answer from its chunks.
+
+        ``model`` and ``provider`` are used where neither the chunks nor a router (the first
+        chunk's ``route``) say what answered.
+        """
+        last = chunks[-1] if chunks else StreamChunk()
+        usage = last.usage
+        route = chunks[0].route if chunks else None  # set by a router: who answered
+        return cls(
+            content="".join(c.content for c in chunks),
+            model=last.model or (route.provider_model if route else model),
+            provider=route.provider if route else provider,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency=latency,
+            time_to_first_token=time_to_first_token,
+            finish_reason=last.finish_reason,
+            reasoning="".join(c.reasoning for c in chunks if c.reasoning) or None,
+            tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
+            usage_estimated=usage.estimated if usage else True,
+            deployment=route.deployment if route else None,
+            attempts=route.attempts if route else 1,
+            cache_hit=bool(usage and usage.cached),
+        )
+
 
 def _checked_system_prompt(text: Any) -> str | None:
     """``text`` if it can be sent as a system message; a ConfigurationError otherwise."""
@@ -400,28 +429,10 @@ class ChatManager:
                 if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
                     first = time.perf_counter() - start
                 chunks.append(chunk)
-        latency = time.perf_counter() - start
         session = self.session
-        last = chunks[-1] if chunks else StreamChunk()
-        usage = last.usage
-        reasoning = "".join(c.reasoning for c in chunks if c.reasoning) or None
-        route = chunks[0].route if chunks else None  # set by a router: who answered
-        return ResponseWithMeta(
-            content="".join(c.content for c in chunks),
-            model=last.model or (route.provider_model if route else session.model),
-            provider=route.provider if route else (session.provider or ""),
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency=latency,
-            time_to_first_token=first,
-            finish_reason=last.finish_reason,
-            reasoning=reasoning,
-            tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
-            usage_estimated=usage.estimated if usage else True,
-            deployment=route.deployment if route else None,
-            attempts=route.attempts if route else 1,
-            cache_hit=bool(usage and usage.cached),
-        )
+        return ResponseWithMeta.from_chunks(
+            chunks, latency=time.perf_counter() - start, time_to_first_token=first,
+            model=session.model, provider=session.provider or "")
 
     async def get_response_with_meta(self, text: str, *,
                                      options: Mapping[str, Any] | None = None,
