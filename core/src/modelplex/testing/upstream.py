@@ -59,40 +59,9 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from modelplex.testing._wire import PIECE, Reply, Wire, find_max_tokens
+
 __all__ = ["PIECE", "FaultyUpstream", "ReceivedRequest", "Reply", "closed_port_url"]
-
-PIECE = "tok "
-"""The text of each streamed piece of a normal answer."""
-
-#: The wire's own word for each modelplex finish reason.
-_NATIVE_FINISH = {
-    "anthropic": {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"},
-    "tgi": {"stop": "eos_token"},
-}
-
-
-@attrs.define
-class Reply:
-    """One scripted answer.
-
-    Attributes:
-        pieces: the streamed text pieces (default: ``chunks`` times :data:`PIECE`).
-        finish: the modelplex finish reason; the wire sends its own word for it
-            (``length`` is ``max_tokens`` on the Anthropic wire).
-        prompt_tokens / completion_tokens: the usage sent (default: 3 / the piece count).
-        delay: seconds between pieces.
-        fault: a fault to apply to this answer (see the module docs), default ``"ok"``.
-        message: for a status fault, the error message in the body (e.g. one that echoes
-            the API key, as some servers do).
-    """
-
-    pieces: list[str] | None = None
-    finish: str = "stop"
-    prompt_tokens: int = 3
-    completion_tokens: int | None = None
-    delay: float = 0.0
-    fault: str = "ok"
-    message: str | None = None
 
 
 @attrs.define
@@ -105,186 +74,12 @@ class ReceivedRequest:
     json: Any
 
 
-def _find_max_tokens(body: Any) -> int | None:
-    if not isinstance(body, dict):
-        return None
-    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
-        if isinstance(body.get(key), int):
-            return int(body[key])
-    parameters = body.get("parameters")  # TGI's native API
-    if isinstance(parameters, dict) and isinstance(parameters.get("max_new_tokens"), int):
-        return int(parameters["max_new_tokens"])
-    options = body.get("options")
-    if isinstance(options, dict) and isinstance(options.get("num_predict"), int):
-        return int(options["num_predict"])
-    return None
-
-
 def closed_port_url() -> str:
     """The URL of a port on 127.0.0.1 where nothing listens (connections are refused)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-def _openai_event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    body = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 1,
-            "model": "fault", "choices": [{"index": 0, "delta": delta,
-                                           "finish_reason": finish}]}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-
-def _ollama_line(content: str, done: bool = False, n: int = 0, reason: str = "stop",
-                 prompt: int = 3) -> bytes:
-    body: dict[str, Any] = {"model": "fault", "created_at": "2025-01-01T00:00:00Z",
-                            "message": {"role": "assistant", "content": content}, "done": done}
-    if done:
-        body.update(done_reason=reason, prompt_eval_count=prompt, eval_count=n,
-                    total_duration=1000, eval_duration=500)
-    return json.dumps(body).encode() + b"\n"
-
-
-def _anthropic_event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def _tgi_event(index: int, text: str, *, special: bool = False,
-               generated: str | None = None, details: dict[str, Any] | None = None) -> bytes:
-    body = {"index": index, "token": {"id": 100 + index, "text": text, "logprob": -0.5,
-                                      "special": special},
-            "generated_text": generated, "details": details}
-    return b"data:" + json.dumps(body).encode() + b"\n\n"  # TGI writes no space after data:
-
-
-class _Wire:
-    """How one provider family frames an answer."""
-
-    def __init__(self, kind: str, chunks: int, reply: Reply | None = None) -> None:
-        self.kind = kind
-        reply = reply or Reply()
-        self.pieces = reply.pieces if reply.pieces is not None else [PIECE] * chunks
-        self.chunks = len(self.pieces)
-        self.finish = _NATIVE_FINISH.get(kind, {}).get(reply.finish, reply.finish)
-        self.prompt_tokens = reply.prompt_tokens
-        self.completion_tokens = (reply.completion_tokens if reply.completion_tokens is not None
-                                  else self.chunks)
-
-    def cut(self, limit: int) -> None:
-        """Answer only ``limit`` pieces, ended by the token limit."""
-        if limit < self.chunks:
-            self.pieces = self.pieces[:limit]
-            self.chunks = self.completion_tokens = limit
-            self.finish = _NATIVE_FINISH.get(self.kind, {}).get("length", "length")
-
-    @property
-    def content_type(self) -> str:
-        return "application/x-ndjson" if self.kind == "ollama" else "text/event-stream"
-
-    def start(self) -> list[bytes]:
-        if self.kind == "openai":
-            return [_openai_event({"role": "assistant", "content": ""})]
-        if self.kind == "anthropic":
-            return [_anthropic_event("message_start", {"type": "message_start", "message": {
-                "id": "msg_fault", "type": "message", "role": "assistant", "model": "fault",
-                "content": [], "stop_reason": None,
-                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 1}}}),
-                    _anthropic_event("content_block_start", {
-                        "type": "content_block_start", "index": 0,
-                        "content_block": {"type": "text", "text": ""}})]
-        return []
-
-    def piece(self, i: int = 0) -> bytes:
-        text = self.pieces[i] if i < len(self.pieces) else PIECE
-        if self.kind == "openai":
-            return _openai_event({"content": text})
-        if self.kind == "anthropic":
-            return _anthropic_event("content_block_delta", {
-                "type": "content_block_delta", "index": 0,
-                "delta": {"type": "text_delta", "text": text}})
-        if self.kind == "tgi":
-            return _tgi_event(i, text)
-        return _ollama_line(text)
-
-    def end(self) -> list[bytes]:
-        n, prompt = self.completion_tokens, self.prompt_tokens
-        if self.kind == "openai":
-            usage = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 1,
-                     "model": "fault", "choices": [],
-                     "usage": {"prompt_tokens": prompt, "completion_tokens": n,
-                               "total_tokens": n + prompt}}
-            return [_openai_event({}, self.finish),
-                    b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"]
-        if self.kind == "anthropic":
-            return [_anthropic_event("content_block_stop", {"type": "content_block_stop",
-                                                            "index": 0}),
-                    _anthropic_event("message_delta", {
-                        "type": "message_delta", "delta": {"stop_reason": self.finish},
-                        "usage": {"output_tokens": n}}),
-                    _anthropic_event("message_stop", {"type": "message_stop"})]
-        if self.kind == "tgi":  # the end-of-sequence token carries the text and details
-            eos = self.finish == "eos_token"
-            return [_tgi_event(self.chunks, "</s>", special=True,
-                               generated="".join(self.pieces), details={
-                                   "finish_reason": self.finish,
-                                   "generated_tokens": n + 1 if eos else n, "seed": None,
-                                   "input_length": prompt})]
-        return [_ollama_line("", done=True, n=n, reason=self.finish, prompt=prompt)]
-
-    def error_event(self) -> bytes:
-        if self.kind == "openai":
-            return b'data: {"error": {"message": "the model crashed", "type": "server_error"}}\n\n'
-        if self.kind == "anthropic":
-            return _anthropic_event("error", {"type": "error", "error": {
-                "type": "overloaded_error", "message": "Overloaded"}})
-        if self.kind == "tgi":
-            return (b'data:{"error":"Request failed during generation: Server error: '
-                    b'out of memory","error_type":"generation"}\n\n')
-        return b'{"error": "an error was encountered while running the model"}\n'
-
-    def error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
-        message = message or {
-            400: "invalid request", 401: "invalid API key", 403: "forbidden",
-            404: "model not found", 429: "rate limit exceeded", 500: "internal error",
-            503: "server busy, please try again.", 529: "Overloaded"}.get(status, "error")
-        if self.kind == "ollama":
-            return {"error": message}
-        if self.kind == "tgi":
-            kind = {422: "validation", 424: "generation", 429: "overloaded"}.get(
-                status, "incomplete_generation")
-            return {"error": message, "error_type": kind}
-        if self.kind == "anthropic":
-            kind = {400: "invalid_request_error", 401: "authentication_error",
-                    403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
-                    529: "overloaded_error"}.get(status, "api_error")
-            return {"type": "error", "error": {"type": kind, "message": message}}
-        code = {404: "model_not_found", 401: "invalid_api_key"}.get(status)
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return {"error": {"message": message, "type": kind, "code": code}}
-
-    def whole(self) -> dict[str, Any]:
-        text = "".join(self.pieces)
-        n, prompt = self.completion_tokens, self.prompt_tokens
-        if self.kind == "tgi":
-            eos = self.finish == "eos_token"
-            return {"generated_text": text, "details": {
-                "finish_reason": self.finish, "generated_tokens": n + 1 if eos else n,
-                "seed": None, "prefill": [],
-                "tokens": [{"id": 100 + i, "text": piece, "logprob": -0.5, "special": False}
-                           for i, piece in enumerate(self.pieces)]}}
-        if self.kind == "ollama":
-            return {"model": "fault", "created_at": "2025-01-01T00:00:00Z",
-                    "message": {"role": "assistant", "content": text}, "done": True,
-                    "done_reason": self.finish, "prompt_eval_count": prompt, "eval_count": n}
-        if self.kind == "anthropic":
-            return {"id": "msg_fault", "type": "message", "role": "assistant", "model": "fault",
-                    "content": [{"type": "text", "text": text}], "stop_reason": self.finish,
-                    "usage": {"input_tokens": prompt, "output_tokens": n}}
-        return {"id": "chatcmpl-fault", "object": "chat.completion", "created": 1,
-                "model": "fault", "choices": [{"index": 0, "message": {
-                    "role": "assistant", "content": text}, "finish_reason": self.finish}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": n,
-                          "total_tokens": n + prompt}}
 
 
 class FaultyUpstream:
@@ -423,7 +218,7 @@ class FaultyUpstream:
             if request.headers.get(name) != value:
                 kind = self._kind_of(request.path)
                 return web.json_response(
-                    _Wire(kind, 0).error_body(401, f"missing or wrong {name} header"),
+                    Wire(kind, 0).error_body(401, f"missing or wrong {name} header"),
                     status=401)
         response: web.StreamResponse = await handler(request)
         return response
@@ -484,7 +279,7 @@ class FaultyUpstream:
         model = body.get("model") if isinstance(body, dict) else None
         if self.models is None or model in self.models:
             return None
-        return web.json_response(_Wire(kind, 0).error_body(
+        return web.json_response(Wire(kind, 0).error_body(
             404, f"model '{model}' not found"), status=404)
 
     async def _embeddings(self, request: web.Request) -> web.Response:
@@ -550,8 +345,8 @@ class FaultyUpstream:
         if kind == "tgi":  # scripts for the one model a TGI server serves
             model = self._model_names()[0]
         reply = self._next(model)
-        wire = _Wire(kind, self.chunks, reply)
-        limit = _find_max_tokens(body)
+        wire = Wire(kind, self.chunks, reply)
+        limit = find_max_tokens(body)
         if limit is not None:
             wire.cut(limit)
         fault = reply.fault
