@@ -292,6 +292,8 @@ class ChatRequest:
 
     ``cache`` is for the cache layer (:mod:`modelplex.caching`): ``None`` follows its policy,
     ``False`` bypasses it, ``True`` caches even a non-deterministic request.
+    ``conversation_id`` names the conversation the request belongs to, for the layers that
+    record or trace it (never sent to a provider).
     """
 
     model: str
@@ -301,6 +303,7 @@ class ChatRequest:
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     cache: bool | None = None
+    conversation_id: str | None = None
 
 
 class Provider(abc.ABC):
@@ -395,6 +398,15 @@ class Provider(abc.ABC):
         """The whole answer at once (equal to the joined stream)."""
         request = self.build_request(messages, model=model, options=options, tools=tools,
                                      tool_choice=tool_choice, response_format=response_format)
+        return await self.complete_request(request)
+
+    async def complete_request(self, request: ChatRequest) -> ChatResponse:
+        """The whole answer to a validated request, without streaming.
+
+        Callers that do not read a stream use this, so they cost what the provider's
+        non-streaming request costs; layers (:class:`~modelplex.wrapping.WrappingProvider`)
+        override it beside :meth:`stream_request`.
+        """
         return await self._complete(request)
 
     @abc.abstractmethod
