@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelplex.errors import ConfigurationError, OptionsError
 from modelplex_llamacpp.provider import LlamaCppProvider
+
+from .conftest import ServeFactory
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
 CPUS = os.cpu_count() or 1
@@ -27,6 +30,11 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+def freed(loaded: Any) -> bool:
+    """Whether a loaded instance was closed (its memory freed)."""
+    return bool(loaded.closed)
 
 
 async def ask(provider: LlamaCppProvider, **options: object) -> None:
@@ -93,11 +101,11 @@ async def test_a_model_in_use_is_not_freed_the_next_load_waits(models_dir: Path)
         [busy] = provider._loaded.values()
         other = asyncio.create_task(ask(provider, n_ctx=1024))
         await asyncio.sleep(0.3)
-        assert not other.done() and not busy.closed
-        assert len(provider._loaded) == 1
+        assert not other.done()
+        assert not freed(busy) and len(provider._loaded) == 1
         await stream.aclose()
         await asyncio.wait_for(other, 30)
-        assert busy.closed
+        assert freed(busy)
         assert [m.details["n_ctx"] for m in await provider.list_loaded_models()] == [1024]
 
 
@@ -154,3 +162,41 @@ async def test_provider_settings_apply(models_dir: Path) -> None:
         assert loaded.details["n_ctx"] == 1024
         assert loaded.details["n_batch"] == 1024  # at most n_ctx
         assert loaded.details["threads"] == 1
+
+
+# -- through the server -----------------------------------------------------------------------
+def chat_body(**extra: object) -> dict[str, object]:
+    return {"model": "llamacpp:tiny", "messages": MESSAGES, "max_tokens": 2, **extra}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_server_refuses_a_requests_n_ctx(serve: ServeFactory, stream: bool) -> None:
+    served = await serve()
+    status, body = await served.post("/v1/chat/completions", chat_body(
+        options={"n_ctx": 1_048_576}, stream=stream))
+    assert status == 400
+    assert "option 'n_ctx' is a load-time setting" in body["error"]["message"]
+    assert "allow_load_options" in body["error"]["message"]
+    status, body = await served.post("/v1/chat/completions", chat_body(stream=stream))
+    assert status == 200
+
+
+async def test_server_bounds_n_ctx_when_the_operator_allows_it(serve: ServeFactory) -> None:
+    served = await serve(allow_load_options=True, max_loaded_models=1)
+    status, body = await served.post("/v1/chat/completions",
+                                     chat_body(options={"n_ctx": 1_048_576}))
+    assert status == 400
+    assert "option 'n_ctx' must be at most 2048" in body["error"]["message"]
+    for n_ctx in (512, 1024, 2048):
+        status, body = await served.post("/v1/chat/completions",
+                                         chat_body(options={"n_ctx": n_ctx}))
+        assert status == 200, body
+
+
+async def test_server_ollama_api_refuses_load_options(serve: ServeFactory) -> None:
+    served = await serve()
+    status, body = await served.post("/ollama/api/chat", {
+        "model": "llamacpp:tiny", "messages": MESSAGES, "stream": False,
+        "options": {"threads": 1, "num_predict": 2}})
+    assert status == 400
+    assert "option 'threads' is a load-time setting" in str(body)

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -120,6 +120,20 @@ class _Loaded:
             del self.llm
             gc.collect()
             _trim_heap()
+
+
+def _check_grammar(llm: Llama, text: str) -> None:
+    """Parse a grammar as llama.cpp will: llama-cpp-python adds a grammar llama.cpp refused
+    (a NULL sampler) to its sampler chain, and the process dies of a segmentation fault."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+    if not sampler:
+        raise OptionsError("response_format: llama.cpp refused the grammar made from this JSON "
+                           "schema (too many repetitions or alternatives): simplify the schema "
+                           "or use response_format='json'")
+    llama_cpp.llama_sampler_free(sampler)
 
 
 def _close_when_loaded(future: asyncio.Future[_Loaded]) -> None:
@@ -420,8 +434,10 @@ class LlamaCppProvider(Provider):
         stop = list(options.get("stop") or [])
         if formatted.stop:
             stop += [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop
-        grammar = None if grammar_text is None else llama_grammar.LlamaGrammar.from_string(
-            grammar_text, verbose=False)
+        grammar = None
+        if grammar_text is not None:
+            _check_grammar(llm, grammar_text)
+            grammar = llama_grammar.LlamaGrammar.from_string(grammar_text, verbose=False)
         loaded.set_threads(options.get("threads") or self.threads)
         sampling = {k: options[k] for k in _SAMPLING if k in options}
         finish = "stop"
@@ -452,7 +468,8 @@ class LlamaCppProvider(Provider):
                 yield chunk
 
     async def _run(self, loaded: _Loaded, model: str, messages: list[dict[str, Any]],
-                   options: dict[str, Any], grammar: str | None) -> AsyncIterator[StreamChunk]:
+                   options: dict[str, Any], grammar: str | None
+                   ) -> AsyncGenerator[StreamChunk, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop_event = threading.Event()
