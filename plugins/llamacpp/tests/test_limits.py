@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from modelplex.errors import ConfigurationError, OptionsError
+from modelplex.errors import BadRequestError, ConfigurationError, OptionsError
 from modelplex_llamacpp.provider import LlamaCppProvider
 
 from .conftest import ServeFactory
@@ -200,3 +200,20 @@ async def test_server_ollama_api_refuses_load_options(serve: ServeFactory) -> No
         "options": {"threads": 1, "num_predict": 2}})
     assert status == 400
     assert "option 'threads' is a load-time setting" in str(body)
+
+
+async def test_a_prompt_longer_than_the_context_is_a_bad_request(models_dir: Path) -> None:
+    """It was a ProviderError (a 502 through the server) wrapping llama-cpp's ValueError."""
+    async with LlamaCppProvider(models_dir=models_dir, n_ctx=256) as provider:
+        with pytest.raises(BadRequestError, match=r"the prompt is \d+ tokens, which does not "
+                                                  r"fit the context window of 256 tokens"):
+            await provider.complete([{"role": "user", "content": "word " * 600}], model="tiny")
+        await ask(provider)  # still serving
+
+
+async def test_server_answers_400_to_a_prompt_too_long(serve: ServeFactory) -> None:
+    served = await serve(n_ctx=256)
+    status, body = await served.post("/v1/chat/completions", {
+        "model": "llamacpp:tiny", "messages": [{"role": "user", "content": "word " * 600}]})
+    assert status == 400
+    assert "does not fit the context window of 256 tokens" in body["error"]["message"]

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from modelplex.chunks import StreamChunk, Usage
 from modelplex.errors import (
+    BadRequestError,
     ConfigurationError,
     ModelNotFoundError,
     OptionsError,
@@ -431,6 +432,12 @@ class LlamaCppProvider(Provider):
         formatted = loaded.formatter(messages=messages)
         prompt = llm.tokenize(formatted.prompt.encode("utf-8"),
                               add_bos=not formatted.added_special, special=True)
+        if len(prompt) >= llm.n_ctx():
+            raise BadRequestError(
+                f"llamacpp: the prompt is {len(prompt)} tokens, which does not fit the context "
+                f"window of {llm.n_ctx()} tokens: shorten the conversation, or give the "
+                f"provider a larger n_ctx (at most the model's trained context)",
+                status_code=400, provider=self.name)
         stop = list(options.get("stop") or [])
         if formatted.stop:
             stop += [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop
