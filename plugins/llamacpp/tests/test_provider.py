@@ -123,6 +123,7 @@ async def test_model_loaded_once(provider: LlamaCppProvider) -> None:
     assert len(provider._loaded) == 1
     [loaded] = await provider.list_loaded_models()
     assert (loaded.id, loaded.context_length) == ("llamacpp:tiny", 2048)
+    assert loaded.size_bytes == (provider.models_dir / "tiny.gguf").stat().st_size
     assert loaded.details["embedding"] is False and loaded.details["in_use"] == 0
 
 

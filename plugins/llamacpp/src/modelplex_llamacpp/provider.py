@@ -94,6 +94,7 @@ class _Loaded:
 
     def __init__(self, name: str, llm: Llama, formatter: Any) -> None:
         self.name = name
+        self.size_bytes = Path(llm.model_path).stat().st_size
         self.llm = llm
         self.formatter = formatter
         self.lock = asyncio.Lock()
@@ -394,7 +395,8 @@ class LlamaCppProvider(Provider):
         ``max_loaded_models``); ``details`` has each one's ``n_ctx``, ``n_batch``,
         ``embedding`` and ``in_use``."""
         return [ModelInfo(id=f"llamacpp:{item.name}", name=item.name, provider=self.name,
-                          context_length=n_ctx, capabilities=["embeddings"] if embedding
+                          size_bytes=item.size_bytes, context_length=n_ctx,
+                          capabilities=["embeddings"] if embedding
                           else ["chat", "completion"],
                           details={"path": path, "n_ctx": n_ctx,
                                    "n_batch": int(item.llm.n_batch), "embedding": embedding,
