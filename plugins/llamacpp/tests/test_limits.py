@@ -109,6 +109,20 @@ async def test_a_model_in_use_is_not_freed_the_next_load_waits(models_dir: Path)
         assert [m.details["n_ctx"] for m in await provider.list_loaded_models()] == [1024]
 
 
+async def test_waiting_on_itself_is_an_error_not_a_hang(models_dir: Path) -> None:
+    """A task reading a stream that asks for another instance while it holds every slot would
+    wait for itself forever."""
+    async with LlamaCppProvider(models_dir=models_dir, max_loaded_models=1) as provider:
+        stream = provider.chat(MESSAGES, model="tiny", options={"max_tokens": 100_000})
+        await stream.__anext__()
+        with pytest.raises(ConfigurationError, match=r"already holds all 1 loaded model "
+                                                     r"instances.*max_loaded_models"):
+            async with asyncio.timeout(10):  # (in this task: wait_for would start another)
+                await provider.embed(["x"], model="tiny")
+        await stream.aclose()
+        assert len(await provider.embed(["x"], model="tiny")) == 1
+
+
 async def test_chat_and_embeddings_share_the_bound(models_dir: Path) -> None:
     async with LlamaCppProvider(models_dir=models_dir, max_loaded_models=1) as provider:
         await ask(provider)
@@ -199,7 +213,7 @@ async def test_server_ollama_api_refuses_load_options(serve: ServeFactory) -> No
         "model": "llamacpp:tiny", "messages": MESSAGES, "stream": False,
         "options": {"threads": 1, "num_predict": 2}})
     assert status == 400
-    assert "option 'threads' is a load-time setting" in str(body)
+    assert "option 'threads' is a load-time setting" in body["error"]
 
 
 async def test_a_prompt_longer_than_the_context_is_a_bad_request(models_dir: Path) -> None:

@@ -168,3 +168,12 @@ async def test_a_grammar_llama_cpp_refuses_is_an_error_not_a_crash(
                                 response_format={"type": "string", "maxLength": 2000})
     response = await provider.complete(MESSAGES, model="tiny", options={"max_tokens": 2})
     assert response.finish_reason == "length"  # still serving
+
+
+async def test_ollama_api_format_with_a_missing_ref_is_a_400(serve: ServeFactory) -> None:
+    served = await serve()
+    status, body = await served.post("/ollama/api/chat", {
+        "model": "llamacpp:tiny", "messages": MESSAGES, "stream": False,
+        "format": {"type": "object", "properties": {"a": {"$ref": "#/$defs/Nope"}}}})
+    assert status == 400
+    assert "'#/$defs/Nope' at #/properties/a points to nothing" in body["error"]

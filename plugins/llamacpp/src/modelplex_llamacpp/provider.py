@@ -88,7 +88,7 @@ _Key = tuple[str, int, int | None, bool]
 class _Loaded:
     """A loaded model, the lock that serialises its use, and its chat formatter.
 
-    ``users`` counts the requests holding it (an instance in use is never freed); ``threads``
+    ``holders`` are the tasks using it (an instance in use is never freed); ``threads``
     is the thread count now set on its context (changed per request without reloading).
     """
 
@@ -98,7 +98,7 @@ class _Loaded:
         self.llm = llm
         self.formatter = formatter
         self.lock = asyncio.Lock()
-        self.users = 0
+        self.holders: list[asyncio.Task[Any] | None] = []
         self.closed = False
         self.default_threads = (int(llm.n_threads), int(llm.n_threads_batch))
         self.threads = self.default_threads
@@ -311,11 +311,13 @@ class LlamaCppProvider(Provider):
                    embedding: bool) -> AsyncIterator[_Loaded]:
         """Hold a loaded instance of ``path`` (loading it, within max_loaded_models)."""
         loaded = await self._acquire(path, name, n_ctx, embedding)
+        holder = asyncio.current_task()
+        loaded.holders.append(holder)
         try:
             yield loaded
         finally:
-            loaded.users -= 1
-            if loaded.users == 0 and self._loaded.get(self._key(path, n_ctx, embedding)) \
+            loaded.holders.remove(holder)
+            if not loaded.holders and self._loaded.get(self._key(path, n_ctx, embedding)) \
                     is not loaded:
                 loaded.close()  # dropped while in use (aclose): freed by its last user
             self._notify()
@@ -328,21 +330,29 @@ class LlamaCppProvider(Provider):
         self._changed = asyncio.Event()
 
     async def _acquire(self, path: Path, name: str, n_ctx: int, embedding: bool) -> _Loaded:
+        """The loaded instance for ``key``, loaded when missing; the caller holds it next,
+        without awaiting in between (so it cannot be freed first)."""
         key = self._key(path, n_ctx, embedding)
         while True:
             loaded = self._loaded.get(key)
             if loaded is not None:
-                loaded.users += 1
                 self._loaded.move_to_end(key)
                 return loaded
             if key not in self._loading:
                 if len(self._loaded) + len(self._loading) < self.max_loaded_models:
                     break
-                idle = next((item for item in self._loaded.values() if not item.users), None)
+                idle = next((k for k, item in self._loaded.items() if not item.holders), None)
                 if idle is not None:  # the least recently used one nobody holds
-                    del self._loaded[next(k for k, v in self._loaded.items() if v is idle)]
-                    idle.close()
+                    self._loaded.pop(idle).close()
                     continue
+                me = asyncio.current_task()
+                if not self._loading and all(set(item.holders) == {me}
+                                             for item in self._loaded.values()):
+                    raise ConfigurationError(
+                        f"llamacpp: this task already holds all {self.max_loaded_models} "
+                        f"loaded model instances (max_loaded_models), so loading {name!r} "
+                        f"would wait forever: close the open stream first, or raise "
+                        f"[providers.llamacpp] max_loaded_models")
             # Every slot is in use, or another request is loading this very instance.
             await self._changed.wait()
         self._loading.add(key)
@@ -353,12 +363,12 @@ class LlamaCppProvider(Provider):
         except BaseException:
             # Cancelled while loading: free what the thread still loads.
             future.add_done_callback(_close_when_loaded)
-            raise
-        finally:
             self._loading.discard(key)
             self._notify()
-        loaded.users += 1
+            raise
+        self._loading.discard(key)
         self._loaded[key] = loaded
+        self._notify()
         return loaded
 
     def _load_sync(self, path: Path, name: str, n_ctx: int, embedding: bool) -> _Loaded:
@@ -400,7 +410,7 @@ class LlamaCppProvider(Provider):
                           else ["chat", "completion"],
                           details={"path": path, "n_ctx": n_ctx,
                                    "n_batch": int(item.llm.n_batch), "embedding": embedding,
-                                   "threads": item.threads[0], "in_use": item.users})
+                                   "threads": item.threads[0], "in_use": len(item.holders)})
                 for (path, n_ctx, _, embedding), item in self._loaded.items()]
 
     # -- chat -------------------------------------------------------------------------------
