@@ -129,7 +129,8 @@ def _check_grammar(llm: Llama, text: str) -> None:
     (a NULL sampler) to its sampler chain, and the process dies of a segmentation fault."""
     import llama_cpp
 
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    get_vocab = getattr(llama_cpp, "llama_model_get_vocab", None)  # older ones take the model
+    vocab = get_vocab(llm.model) if get_vocab is not None else llm.model
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
     if not sampler:
         raise OptionsError("response_format: llama.cpp refused the grammar made from this JSON "
