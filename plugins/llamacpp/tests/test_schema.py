@@ -70,6 +70,8 @@ REFUSED = {
         '{"type": "array", "items": ' * 200 + "{}" + "}" * 200)},
         rf"nested more than {MAX_DEPTH} levels deep"),
     "not an object": ([1, 2], r"the JSON schema must be an object"),
+    "false": ({"properties": {"a": False}}, r"the schema at #/properties/a is false, which no "
+                                            r"answer can match"),
 }
 
 

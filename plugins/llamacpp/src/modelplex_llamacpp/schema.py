@@ -107,8 +107,11 @@ class _Normaliser:
         if depth > MAX_DEPTH:
             raise _error(f"the schema is nested more than {MAX_DEPTH} levels deep "
                          f"({_where(path)}): {_FIX}")
-        if isinstance(node, bool):
-            return {} if node else node
+        if node is True:
+            return {}
+        if node is False:
+            raise _error(f"the schema {_where(path)} is false, which no answer can match: "
+                         "remove it (or the property it describes)")
         if not isinstance(node, dict):
             raise _error(f"the schema {_where(path)} must be an object "
                          f"(got {json.dumps(node)[:60]})")
