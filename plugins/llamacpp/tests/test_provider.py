@@ -121,11 +121,16 @@ async def test_model_loaded_once(provider: LlamaCppProvider) -> None:
         async for _ in provider.chat(MESSAGES, model="tiny", options={"max_tokens": 2}):
             pass
     assert len(provider._loaded) == 1
+    [loaded] = await provider.list_loaded_models()
+    assert (loaded.id, loaded.context_length) == ("llamacpp:tiny", 2048)
+    assert loaded.size_bytes == (provider.models_dir / "tiny.gguf").stat().st_size
+    assert loaded.details["embedding"] is False and loaded.details["in_use"] == 0
 
 
-async def test_load_time_options_validated(provider: LlamaCppProvider) -> None:
-    with pytest.raises(OptionsError, match=r"n_ctx.*> 0"):
-        provider.chat(MESSAGES, model="tiny", options={"n_ctx": 0})
+async def test_load_time_options_validated(models_dir: Path) -> None:
+    async with LlamaCppProvider(models_dir=models_dir, allow_load_options=True) as provider:
+        with pytest.raises(OptionsError, match=r"n_ctx.*> 0"):
+            provider.chat(MESSAGES, model="tiny", options={"n_ctx": 0})
 
 
 async def test_tools_and_images_are_refused_clearly(provider: LlamaCppProvider) -> None:
@@ -141,8 +146,7 @@ async def test_tools_and_images_are_refused_clearly(provider: LlamaCppProvider) 
 
 async def test_closing_the_stream_stops_generation(provider: LlamaCppProvider) -> None:
     """A stream left after one chunk stops the worker thread long before max_tokens."""
-    stream = provider.chat(MESSAGES, model="tiny", options={"max_tokens": 100_000,
-                                                            "n_ctx": 2048})
+    stream = provider.chat(MESSAGES, model="tiny", options={"max_tokens": 100_000})
     await stream.__anext__()
     started = time.perf_counter()
     await stream.aclose()

