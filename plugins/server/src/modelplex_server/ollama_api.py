@@ -27,7 +27,7 @@ from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
-from modelplex_server.schemas import _Body, parse_body
+from modelplex_server.schemas import _Body, read_body
 
 __all__ = ["PREFIX", "add_routes"]
 
@@ -235,14 +235,14 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
 
 async def chat(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/chat``."""
-    body = parse_body(OllamaChat, await request.read())
+    body = await read_body(request, OllamaChat)
     return await _answer(request, body.model, _messages(body.messages), options=body.options,
                          fmt=body.format, tools=body.tools, stream=body.stream, key="message")
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/generate``."""
-    body = parse_body(OllamaGenerate, await request.read())
+    body = await read_body(request, OllamaGenerate)
     messages = [ChatMessage.system(body.system)] if body.system else []
     try:
         messages.append(ChatMessage(role=MessageRole.USER, content=body.prompt,
@@ -256,7 +256,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 async def embed(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/embed``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(OllamaEmbed, await request.read())
+    body = await read_body(request, OllamaEmbed)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise ApiError(400, "input must not be empty", param="input")
@@ -292,7 +292,7 @@ async def tags(request: web.Request) -> web.StreamResponse:
 async def show(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/show``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(OllamaShow, await request.read())
+    body = await read_body(request, OllamaShow)
     provider, model = await gateway.resolve(request, body.model)
     if body.model in gateway.resolver.named_models:
         info = ModelInfo(id=body.model, name=body.model, provider="named",
