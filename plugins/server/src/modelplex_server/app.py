@@ -67,9 +67,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         _check_size(request)
         return await handler(request)
     except ApiError as err:
-        if err.close:  # what is left of the body is not worth waiting for
+        resp = error_response(err)
+        if err.close:  # answer, then close: what is left of the body is not worth waiting for
+            resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
             request.protocol.force_close()
-        return error_response(err)
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -106,6 +106,10 @@ def _ollama_errors(handler: Handler) -> Handler:
             if exc.status == 413:
                 return _error(ApiError(413, "request body too large"))
             raise
+        except ApiError as err:
+            if err.close:  # answered and closed by the errors middleware
+                raise
+            return _error(err)
         except Exception as err:
             return _error(err)
 
