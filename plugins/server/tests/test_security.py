@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,8 +21,10 @@ from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex_server.app import AppServer, create_app, server_registry, start
+from modelplex_server.conversations import MemoryConversationStore
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings, generate_key, hash_key
+from modelplex_server.sqlite_store import SQLiteConversationStore
 
 USER: list[Any] = [{"role": "user", "content": "hi"}]
 EVIL = "http://evil.example"
@@ -298,8 +301,11 @@ async def test_websocket_frames_are_validated_before_authentication(
 
 
 # -- #10: regenerate keeps what was added meanwhile ----------------------------------------------
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_regenerate_keeps_messages_appended_while_it_ran(
-        server: AppServer, upstream: FaultyUpstream) -> None:
+        serve: Callable[..., Any], upstream: FaultyUpstream, store: str, tmp_path: Path) -> None:
+    server = await serve(store=MemoryConversationStore() if store == "memory"
+                         else SQLiteConversationStore(tmp_path / "c.db"))
     _, made, _ = await call(server, "POST", "/api/conversations", body={"model": "fault:fault"})
     cid = made["id"]
     status, _, _ = await call(server, "POST", "/api/chat",

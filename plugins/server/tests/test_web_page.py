@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -456,3 +457,61 @@ async def test_with_keys_the_page_asks_for_one(site: Site) -> None:
     await expect(answer).to_have_attribute("data-state", "done")
     await expect(answer.locator(".body")).to_have_text("tok tok tok tok tok")
     await context.close()
+
+
+async def test_a_page_of_another_origin_cannot_use_the_server(site: Site) -> None:
+    """What the outside probe did (issue 19 #3): a page served from another origin posts a
+    conversation with ``no-cors`` fetches (text/plain, a form) and opens ``/ws`` to chat with
+    a model. None of it reaches the server's state or a model."""
+    evil = web.Application()
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>elsewhere</title>",
+                            content_type="text/html")
+
+    evil.router.add_get("/", index)
+    runner = web.AppRunner(evil, access_log=None)
+    await runner.setup()
+    evil_site = web.TCPSite(runner, "127.0.0.1", 0)
+    await evil_site.start()
+    evil_url = f"http://127.0.0.1:{evil_site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    before = site.fault.requests
+    context = await site.browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(evil_url + "/")
+        outcome = await page.evaluate("""async (server) => {
+            const body = JSON.stringify({model: "fault:fault", title: "from elsewhere"});
+            await fetch(server + "/api/conversations", {method: "POST", mode: "no-cors", body});
+            await fetch(server + "/api/conversations", {method: "POST", mode: "no-cors",
+                body: new URLSearchParams({model: "fault:fault", title: "from elsewhere"})});
+            await fetch(server + "/api/chat", {method: "POST", mode: "no-cors",
+                body: JSON.stringify({model: "fault:fault", message: "hi"})});
+            let read = "nothing";
+            try {
+                const resp = await fetch(server + "/api/conversations", {method: "POST",
+                    headers: {"Content-Type": "application/json"}, body});
+                read = await resp.text();
+            } catch (e) { read = "refused"; }
+            const events = [];
+            const opened = await new Promise((resolve) => {
+                const ws = new WebSocket(server.replace("http", "ws") + "/ws");
+                ws.onopen = () => {
+                    ws.send(JSON.stringify({type: "send_message", model: "fault:fault",
+                                            message: "hi", request_id: "x"}));
+                    setTimeout(() => resolve(true), 1500);
+                };
+                ws.onmessage = (m) => events.push(m.data);
+                ws.onerror = () => resolve(false);
+            });
+            return {read, opened, events};
+        }""", site.server.url)
+    finally:
+        await context.close()
+        await runner.cleanup()
+    assert outcome == {"read": "refused", "opened": False, "events": []}
+    assert site.fault.requests == before  # no model was asked
+    async with aiohttp.ClientSession() as session, session.get(
+            site.server.url + "/api/conversations") as resp:
+        titles = [c["title"] for c in (await resp.json())["conversations"]]
+    assert "from elsewhere" not in titles
