@@ -140,6 +140,25 @@ async def test_without_keys_only_local_host_names_are_served(
     assert status == 200
 
 
+async def test_behind_a_tls_proxy_the_page_of_the_same_host_may_post(
+        serve: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    key = generate_key()
+    server = await serve(keys=[KeyConfig(name="a", hash=hash_key(key))])
+    auth = {"Authorization": f"Bearer {key}", "Host": "chat.example.com"}
+    status, data, _ = await call(server, "POST", "/api/conversations",
+                                 body={"model": "fault:fault"},
+                                 headers={**auth, "Origin": "https://chat.example.com"})
+    assert status == 201, data
+    for origin in ("https://evil.example", "https://chat.example.com:8443",
+                   "https://chat.example.com.evil.example"):
+        status, _, _ = await call(server, "POST", "/api/conversations",
+                                  body={"model": "fault:fault"}, headers={**auth, "Origin": origin})
+        assert status == 403, origin
+    caplog.set_level(logging.WARNING)
+    await serve(cors_origins=["*"])
+    assert "any web page open in a browser on this machine can use this server" in caplog.text
+
+
 # -- #9: CORS on every answer ------------------------------------------------------------------
 async def test_cors_covers_streams_and_errors(serve: Callable[..., Any],
                                               upstream: FaultyUpstream) -> None:

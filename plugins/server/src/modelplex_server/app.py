@@ -142,6 +142,9 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     server stops.
     """
     settings = settings or ServerSettings()
+    if "*" in settings.cors_origins and not settings.keys:
+        log.warning("cors_origins allows any origin and no API keys are configured: any web "
+                    "page open in a browser on this machine can use this server")
     resolver = resolver or ModelResolver(config=config, plugins=plugins, pool=pool,
                                          named_models=settings.models,
                                          provider_config=settings.providers)

@@ -134,20 +134,16 @@ class ConnectionGuard:
     def opened(self, transport: asyncio.Transport) -> _Conn | None:
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        loop = asyncio.get_running_loop()
-        mine = self._clients.setdefault(client, {})
-        if (len(mine) >= self.per_client and not self._evict(mine)) or \
-                (len(self._conns) >= self.total and not self._evict(self._conns)):
+        if not self._room(self._clients.get(client, {}), self.per_client) or \
+                not self._room(self._conns, self.total):
             self.refused += 1
             with contextlib.suppress(Exception):
                 transport.write(REFUSED)
             transport.close()
-            if not mine:
-                del self._clients[client]
             return None
-        conn = _Conn(transport, client, loop.time())
+        conn = _Conn(transport, client, asyncio.get_running_loop().time())
         self._conns[transport] = conn
-        mine[transport] = conn
+        self._clients.setdefault(client, {})[transport] = conn
         self.arm(conn)
         return conn
 
@@ -191,8 +187,11 @@ class ConnectionGuard:
             self.timed_out += 1
             conn.transport.close()
 
-    def _evict(self, among: dict[asyncio.Transport, _Conn]) -> bool:
-        """Close the connection of ``among`` idle the longest; false if all are busy."""
+    def _room(self, among: dict[asyncio.Transport, _Conn], cap: int) -> bool:
+        """Whether one more connection fits beside ``among``: under ``cap``, or after closing
+        the one idle the longest; false when all are busy."""
+        if len(among) < cap:
+            return True
         idle = [c for c in among.values() if not c.busy and not c.transport.is_closing()]
         if not idle:
             return False

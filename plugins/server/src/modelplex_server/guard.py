@@ -41,15 +41,26 @@ CORS_HEADERS = "Authorization, Content-Type"
 EXPOSED = "Retry-After"
 
 
-def _hostname(host: str) -> str:
-    """The name part of a Host header (no port, no brackets, lower case, no final dot)."""
+def _split_host(host: str) -> tuple[str, int | None]:
+    """A Host header's name (no brackets, lower case, no final dot) and port (if given)."""
     host = host.strip().lower()
+    port: int | None = None
     if host.startswith("["):
-        return host[1:].partition("]")[0]
-    name, colon, port = host.rpartition(":")
-    if colon and port.isdigit() and ":" not in name:
-        host = name
-    return host.rstrip(".")
+        name, _, rest = host[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    else:
+        name, colon, after = host.rpartition(":")
+        if colon and after.isdigit() and ":" not in name:
+            port = int(after)
+        else:
+            name = host
+    return name.rstrip("."), port
+
+
+def _hostname(host: str) -> str:
+    """The name part of a Host header."""
+    return _split_host(host)[0]
 
 
 def host_allowed(settings: ServerSettings, host: str | None) -> bool:
@@ -81,14 +92,26 @@ def _cors_allowed(settings: ServerSettings, origin: str) -> bool:
     return key is not None and any(_origin_key(o) == key for o in origins)
 
 
+def _same_host(request: web.Request, origin: str) -> bool:
+    """Whether ``origin`` names the host (and port) the request was sent to, whatever the
+    scheme: behind a proxy that ends TLS the page is https, the request to the server http."""
+    try:
+        url = URL(origin.strip())
+    except ValueError:
+        return False
+    if not url.host:
+        return False
+    name, port = _split_host(request.host)
+    default = (None, 80, 443)
+    return (url.host.lower().rstrip(".") == name and
+            (url.explicit_port if url.explicit_port not in default else None) ==
+            (port if port not in default else None))
+
+
 def origin_allowed(request: web.Request, origin: str) -> bool:
-    """Whether ``origin`` is the server's own origin (as the request reached it) or one of
+    """Whether ``origin`` is the server's own (the host the request was sent to) or one of
     ``cors_origins``."""
-    own = _origin_key(f"{request.scheme}://{request.host}")
-    key = _origin_key(origin)
-    if key is not None and key == own:
-        return True
-    return _cors_allowed(request.app[GATEWAY].settings, origin)
+    return _same_host(request, origin) or _cors_allowed(request.app[GATEWAY].settings, origin)
 
 
 def _is_json(content_type: str) -> bool:
