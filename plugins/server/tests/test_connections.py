@@ -172,3 +172,20 @@ def test_the_limits_have_sane_defaults() -> None:
         (10.0, 30.0, 60.0)
     assert settings.max_connections is None  # half the file limit
     assert default_max_connections() >= 32 and settings.max_connections_per_client == 512
+
+
+async def test_connections_dripping_bodies_give_way_too(serve: Callable[..., Any]) -> None:
+    server = await serve(max_connections_per_client=3, body_timeout=30)
+    writers = []
+    for _ in range(3):
+        reader, writer = await opened(server)
+        writer.write(b"POST /api/conversations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        writers.append((reader, writer))
+    await asyncio.sleep(0.2)
+    assert len(guard_of(server)) == 3
+    assert await health(server) == 200  # the oldest dripping connection made room
+    took, _ = await closed_within(writers[0][0], 5)
+    assert took < 1
+    for _, writer in writers:
+        writer.close()

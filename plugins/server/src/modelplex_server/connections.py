@@ -10,9 +10,10 @@ Every connection the server accepts goes through a :class:`ConnectionGuard`:
 - **idle timeout** (``idle_timeout``): a keep-alive connection with no request is closed;
 - **caps**: at most ``max_connections_per_client`` connections from one client address and
   ``max_connections`` in all (default: half the process's file limit, as each request may
-  hold an upstream connection too). At a cap the connection idle the longest gives way; only
-  when every one is busy with a request is the new one refused (a 503 with ``Retry-After``),
-  so ``/health`` keeps answering while sockets pile up.
+  hold an upstream connection too). At a cap the connection idle the longest gives way (one
+  waiting for a request, or for the rest of a body, counts as idle); only when every one is
+  busy with a request is the new one refused (a 503 with ``Retry-After``), so ``/health``
+  keeps answering while sockets pile up.
 
 A request is busy from its complete head until its handler returns (a WebSocket for its
 whole life; :mod:`modelplex_server.ws` gives an unauthenticated one ``header_timeout``
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -61,12 +62,13 @@ def default_max_connections() -> int:
 class _Conn:
     """One accepted connection: its client, what it is doing, since when."""
 
-    __slots__ = ("busy", "client", "header_timer", "since", "transport")
+    __slots__ = ("busy", "client", "header_timer", "receiving", "since", "transport")
 
     def __init__(self, transport: asyncio.Transport, client: str, now: float) -> None:
         self.transport = transport
         self.client = client
         self.busy = 0
+        self.receiving = False  # its handler waits for the client's body
         self.since = now
         self.header_timer: asyncio.TimerHandle | None = None
 
@@ -168,6 +170,21 @@ class ConnectionGuard:
             conn.busy = max(0, conn.busy - 1)
             conn.since = asyncio.get_running_loop().time()
 
+    @contextlib.contextmanager
+    def receiving(self, transport: Any) -> Iterator[None]:
+        """While a handler waits for the client's body, its connection counts as idle: a
+        client dripping bodies cannot hold the connection slots."""
+        conn = self._conns.get(transport)
+        if conn is None:
+            yield
+            return
+        conn.receiving = True
+        conn.since = asyncio.get_running_loop().time()
+        try:
+            yield
+        finally:
+            conn.receiving = False
+
     # -- timers and eviction -----------------------------------------------------------------
     def arm(self, conn: _Conn) -> None:
         """Start the header timeout of ``conn``."""
@@ -192,7 +209,8 @@ class ConnectionGuard:
         the one idle the longest; false when all are busy."""
         if len(among) < cap:
             return True
-        idle = [c for c in among.values() if not c.busy and not c.transport.is_closing()]
+        idle = [c for c in among.values()
+                if (not c.busy or c.receiving) and not c.transport.is_closing()]
         if not idle:
             return False
         oldest = min(idle, key=lambda c: c.since)

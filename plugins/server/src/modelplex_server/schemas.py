@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY
 
@@ -255,20 +256,21 @@ async def _read(request: web.Request, limit: int, stall: float) -> bytes:
     connection is closed), at most ``limit`` bytes (then 413)."""
     parts: list[bytes] = []
     size = 0
-    while True:
-        try:
-            async with asyncio.timeout(stall):
-                part = await request.content.readany()
-        except TimeoutError:
-            raise ApiError(408, f"the request body stalled for {stall:g} s: send it whole",
-                           code="request_timeout", close=True) from None
-        if not part:
-            return b"".join(parts)
-        size += len(part)
-        if size > limit:
-            raise ApiError(413, f"the request body is larger than the limit of {limit} "
-                                "bytes", code="request_too_large")
-        parts.append(part)
+    with request.app[CONNECTIONS].receiving(request.transport):
+        while True:
+            try:
+                async with asyncio.timeout(stall):
+                    part = await request.content.readany()
+            except TimeoutError:
+                raise ApiError(408, f"the request body stalled for {stall:g} s: send it "
+                                    "whole", code="request_timeout", close=True) from None
+            if not part:
+                return b"".join(parts)
+            size += len(part)
+            if size > limit:
+                raise ApiError(413, f"the request body is larger than the limit of {limit} "
+                                    "bytes", code="request_too_large")
+            parts.append(part)
 
 
 async def read_body(request: web.Request, model: type[T]) -> T:
