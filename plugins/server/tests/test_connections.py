@@ -189,3 +189,19 @@ async def test_connections_dripping_bodies_give_way_too(serve: Callable[..., Any
     assert took < 1
     for _, writer in writers:
         writer.close()
+
+
+async def test_an_idle_websocket_gives_way_at_the_cap(serve: Callable[..., Any]) -> None:
+    server = await serve(max_connections_per_client=2)
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(server.url + "/ws") for _ in range(2)]
+        for ws in sockets:
+            await ws.send_json({"type": "ping"})
+            assert (await ws.receive_json(timeout=5))["type"] == "pong"
+        assert await health(server) == 200  # the socket idle the longest made room
+        assert (await sockets[0].receive(timeout=5)).type in (
+            aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
+        await sockets[1].send_json({"type": "ping"})
+        assert (await sockets[1].receive_json(timeout=5))["type"] == "pong"
+        for ws in sockets:
+            await ws.close()

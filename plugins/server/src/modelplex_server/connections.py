@@ -15,9 +15,10 @@ Every connection the server accepts goes through a :class:`ConnectionGuard`:
   busy with a request is the new one refused (a 503 with ``Retry-After``), so ``/health``
   keeps answering while sockets pile up.
 
-A request is busy from its complete head until its handler returns (a WebSocket for its
-whole life; :mod:`modelplex_server.ws` gives an unauthenticated one ``header_timeout``
-seconds to authenticate).
+A request is busy from its complete head until its handler returns, except while it waits
+for the client (the rest of its body; a WebSocket's next frame while no answer streams);
+:mod:`modelplex_server.ws` gives an unauthenticated socket ``header_timeout`` seconds to
+authenticate.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from modelplex_server.chat import chunk_event, start_turn
+from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.schemas import (
@@ -134,10 +135,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     session = _Session(gateway, request, ws)
     needs_auth = bool(request.get(NEEDS_AUTH))
     settings = gateway.settings
+    guard = request.app[CONNECTIONS]
     try:
         while not ws.closed:
             try:  # a socket that must authenticate gets the header timeout to do it
-                msg = await ws.receive(timeout=settings.header_timeout if needs_auth else None)
+                # waiting for a frame with no answer streaming, the socket is as idle as a
+                # keep-alive connection: at a connection cap it may give way
+                idle = guard.receiving(request.transport) if not session.running \
+                    else contextlib.nullcontext()
+                with idle:
+                    msg = await ws.receive(
+                        timeout=settings.header_timeout if needs_auth else None)
             except TimeoutError:
                 await ws.close(code=4408, message=b"authentication timeout")
                 break
