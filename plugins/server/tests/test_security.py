@@ -292,6 +292,41 @@ async def test_deep_nesting_is_a_400_before_parsing(server: AppServer, path: str
     assert not caplog.records
 
 
+ASSISTANT_CALL = {"role": "assistant", "content": "x"}
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/ollama/api/chat", {"model": "fault:fault", "stream": False, "messages": [
+        {**ASSISTANT_CALL, "tool_calls": [{"function": [1]}]}, *USER]}),
+    ("/ollama/api/chat", {"model": "fault:fault", "stream": False, "messages": [
+        {**ASSISTANT_CALL, "tool_calls": [{"function": {"name": 1}}]}, *USER]}),
+    ("/ollama/api/chat", {"model": "fault:fault", "stream": False, "messages": [
+        {**ASSISTANT_CALL, "tool_calls": [{"function": {"name": "f", "arguments": [1]}}]},
+        *USER]}),
+    ("/ollama/api/chat", {"model": "fault:fault", "stream": False, "messages": USER,
+                          "format": [1]}),
+    ("/v1/chat/completions", {"model": "fault:fault", "messages": USER, "seed": 10**30}),
+    ("/v1/chat/completions", {"model": "fault:fault", "messages": USER,
+                              "max_tokens": -(10**25)}),
+    ("/v1/chat/completions", {"model": "fault:fault", "messages": USER,
+                              "options": {"seed": 2**64}}),
+    ("/v1/embeddings", {"model": "fault:fault", "input": ["a"], "dimensions": 10**30}),
+    ("/api/chat", {"model": "fault:fault", "message": "hi", "options": {"seed": 10**20}}),
+])
+async def test_every_body_is_typed_and_bounded(server: AppServer, path: str,
+                                               body: dict[str, Any]) -> None:
+    status, data, _ = await call(server, "POST", path, body=body)
+    assert status == 400, data
+
+
+async def test_long_digits_in_text_are_only_text(server: AppServer) -> None:
+    digits = "12345678901234567890123456789"
+    status, data, _ = await call(server, "POST", "/v1/chat/completions", body={
+        "model": "fault:fault", "messages": [{"role": "user", "content": digits}],
+        "temperature": 0.12345678901234567890123, "top_p": 1e-30})
+    assert status == 200, data
+
+
 async def test_websocket_frames_are_validated_before_authentication(
         serve: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
@@ -314,6 +349,10 @@ async def test_websocket_frames_are_validated_before_authentication(
             event = await ws.receive_json(timeout=5)
             assert event["type"] == "error", frame
             assert event["error"]["param"] == param, event
+        await ws.send_json({"type": "send_message", "model": "fault:fault", "message": "hi",
+                            "options": {"seed": 10**30}})
+        event = await ws.receive_json(timeout=5)
+        assert event["type"] == "error" and "64 bits" in event["error"]["message"]
         await ws.send_json({"type": "ping"})
         assert (await ws.receive_json(timeout=5))["type"] == "pong"
     assert not caplog.records

@@ -38,13 +38,27 @@ _OPTION_NAMES = {"num_predict": "max_tokens"}
 NDJSON = "application/x-ndjson"
 
 
+class OllamaFunctionCall(_Body):
+    """The function a tool call names, with its arguments as an object."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OllamaToolCall(_Body):
+    """A tool call in an assistant message of the history."""
+
+    id: str | None = None
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(_Body):
     """A message of ``/api/chat``: ``images`` are base64, tool-call arguments are objects."""
 
     role: str
     content: str = ""
     images: list[str] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
     tool_name: str | None = None
     tool_call_id: str | None = None
 
@@ -138,8 +152,7 @@ def _messages(params: list[OllamaMessage]) -> list[ChatMessage]:
         role = _ROLES.get(param.role.lower())
         if role is None:
             raise ApiError(400, f"messages[{i}]: invalid role {param.role!r}")
-        calls = [{"id": c.get("id"), "name": (c.get("function") or {}).get("name", ""),
-                  "arguments": (c.get("function") or {}).get("arguments") or {}}
+        calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
                  for c in param.tool_calls or ()]
         try:
             out.append(ChatMessage(role=role, content=param.content,

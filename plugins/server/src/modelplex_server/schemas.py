@@ -28,7 +28,7 @@ T = TypeVar("T", bound=BaseModel)
 
 __all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
-           "StopFrame", "check_depth", "parse_body", "parse_frame", "read_body",
+           "StopFrame", "check_depth", "check_numbers", "parse_body", "parse_frame", "read_body",
            "validation_error"]
 
 
@@ -240,11 +240,32 @@ def validation_error(err: ValidationError) -> ApiError:
                     param=path)
 
 
+_LONG_NUMBER = re.compile(rb"-?[0-9]{19,}")
+INT64 = range(-(2**63), 2**63)
+
+
+def check_numbers(data: bytes | str) -> None:
+    """A 400 when the JSON text ``data`` holds an integer beyond 64 bits (no API takes one,
+    and the wire encoders of the providers cannot send it), found without parsing it."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    if not _LONG_NUMBER.search(raw):
+        return
+    text = _STRING.sub(b'""', raw)
+    for found in _LONG_NUMBER.finditer(text):
+        before, after = text[found.start() - 1:found.start()], text[found.end():found.end() + 1]
+        if before in (b".", b"e", b"E", b"+") or after in (b".", b"e", b"E"):
+            continue  # digits of a fraction or of a float's exponent
+        if int(found.group()) not in INT64:
+            raise ApiError(400, "a number of the JSON is out of range: integers must fit in "
+                                "64 bits")
+
+
 def parse_body(model: type[T], body: bytes, *, max_depth: int = 64) -> T:
     """Validate a JSON body into ``model``; a 400 :class:`ApiError` if it is not one."""
     if not body:
         raise ApiError(400, "the request body is empty: send a JSON object")
     check_depth(body, max_depth)
+    check_numbers(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as err:
@@ -286,6 +307,7 @@ def parse_frame(data: str, *, max_depth: int) -> AuthFrame | SendMessageFrame | 
         | PingFrame:
     """A ``/ws`` text frame, validated (a 400 :class:`ApiError` naming what is wrong)."""
     check_depth(data, max_depth)
+    check_numbers(data)
     try:
         return _FRAME.validate_json(data)
     except ValidationError as err:
