@@ -81,7 +81,8 @@ async def test_oversized_body_is_413(serve: Callable[..., Any]) -> None:
             yield b"a" * 1000
 
     async with aiohttp.ClientSession() as session, session.post(
-            server.url + "/v1/chat/completions", data=chunked()) as resp:
+            server.url + "/v1/chat/completions", data=chunked(),
+            headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 413
         assert "2000 bytes" in (await resp.json())["error"]["message"]
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +107,19 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "cannot open the server's conversation database" in proc.stderr
     assert "server.conversations (or --conversations)" in proc.stderr
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = modelplex("serve", "--port", str(port), "--conversations", "memory",
+                         env={"MODELPLEX_DATA_DIR": str(tmp_path / "data"),
+                              "MODELPLEX_LOAD_PLUGINS": "openai,llamacpp,server",
+                              "PYTHONWARNINGS": "always"})
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: the address is already in use (another "
+        "server is running there): stop it, or choose another port (--port, or 0 for a free "
+        "one)"], proc.stderr

@@ -13,11 +13,18 @@ import aiohttp
 import pytest
 
 from modelplex.errors import ConfigurationError
+from modelplex.migrations import migrate
 from modelplex.testing.upstream import PIECE, FaultyUpstream
+from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.app import AppServer
-from modelplex_server.conversations import MemoryConversationStore
+from modelplex_server.conversations import Conversation, MemoryConversationStore
 from modelplex_server.settings import ServerSettings
-from modelplex_server.sqlite_store import SQLiteConversationStore, default_path, open_store
+from modelplex_server.sqlite_store import (
+    MIGRATIONS,
+    SQLiteConversationStore,
+    default_path,
+    open_store,
+)
 
 ANSWER = PIECE.strip() + (" " + PIECE.strip()) * 4
 
@@ -112,3 +119,33 @@ def test_unusable_files_are_a_clear_error(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a SQLite database" * 200)
     with pytest.raises(ConfigurationError, match="not a usable conversation database"):
         SQLiteConversationStore(garbage)
+
+
+async def test_owner_and_replace_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)  # a file of the first schema (no owners yet)
+    migrate(conn, MIGRATIONS[:1], what="test")
+    conn.execute("INSERT INTO conversations VALUES ('old', 't', 'fault:fault', 'fault', NULL, "
+                 "'2025-01-01T00:00:00+00:00', '2025-01-01T00:00:00+00:00')")
+    conn.commit()
+    conn.close()
+    store = SQLiteConversationStore(path)
+    try:
+        old = await store.get("old")
+        assert old is not None and old.owner is None  # made before keys: no owner
+        made = await store.create(Conversation(model="fault:fault", provider="fault",
+                                               owner="alice"))
+        texts = ["q1", "a1", "q2", "a2"]
+        await store.append(made.id, [ChatMessage(role=MessageRole.USER if i % 2 == 0 else
+                                                 MessageRole.ASSISTANT, content=t)
+                                     for i, t in enumerate(texts)])
+        await store.replace(made.id, 0, 2, [ChatMessage.user("q1"),
+                                            ChatMessage(role=MessageRole.ASSISTANT,
+                                                        content="a1 again")])
+        again = await store.get(made.id)
+        assert again is not None and again.owner == "alice"
+        assert [m.content for m in again.messages] == ["q1", "a1 again", "q2", "a2"]
+        with pytest.raises(ValueError, match="system_prompt must be a string"):
+            await store.update(made.id, system_prompt={"a": 1})
+    finally:
+        store.close()

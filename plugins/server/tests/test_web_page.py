@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -456,3 +457,114 @@ async def test_with_keys_the_page_asks_for_one(site: Site) -> None:
     await expect(answer).to_have_attribute("data-state", "done")
     await expect(answer.locator(".body")).to_have_text("tok tok tok tok tok")
     await context.close()
+
+
+async def elsewhere() -> tuple[web.AppRunner, str]:
+    """A site of another origin (another port): its runner and its URL."""
+    app = web.Application()
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>elsewhere</title>",
+                            content_type="text/html")
+
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    where = web.TCPSite(runner, "127.0.0.1", 0)
+    await where.start()
+    return runner, f"http://127.0.0.1:{where._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def test_a_page_of_another_origin_cannot_use_the_server(site: Site) -> None:
+    """What the outside probe did (issue 19 #3): a page served from another origin posts a
+    conversation with ``no-cors`` fetches (text/plain, a form) and opens ``/ws`` to chat with
+    a model. None of it reaches the server's state or a model."""
+    runner, evil_url = await elsewhere()
+    before = site.fault.requests
+    context = await site.browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(evil_url + "/")
+        outcome = await page.evaluate("""async (server) => {
+            const body = JSON.stringify({model: "fault:fault", title: "from elsewhere"});
+            await fetch(server + "/api/conversations", {method: "POST", mode: "no-cors", body});
+            await fetch(server + "/api/conversations", {method: "POST", mode: "no-cors",
+                body: new URLSearchParams({model: "fault:fault", title: "from elsewhere"})});
+            await fetch(server + "/api/chat", {method: "POST", mode: "no-cors",
+                body: JSON.stringify({model: "fault:fault", message: "hi"})});
+            let read = "nothing";
+            try {
+                const resp = await fetch(server + "/api/conversations", {method: "POST",
+                    headers: {"Content-Type": "application/json"}, body});
+                read = await resp.text();
+            } catch (e) { read = "refused"; }
+            const events = [];
+            const opened = await new Promise((resolve) => {
+                const ws = new WebSocket(server.replace("http", "ws") + "/ws");
+                ws.onopen = () => {
+                    ws.send(JSON.stringify({type: "send_message", model: "fault:fault",
+                                            message: "hi", request_id: "x"}));
+                    setTimeout(() => resolve(true), 1500);
+                };
+                ws.onmessage = (m) => events.push(m.data);
+                ws.onerror = () => resolve(false);
+            });
+            return {read, opened, events};
+        }""", site.server.url)
+    finally:
+        await context.close()
+        await runner.cleanup()
+    assert outcome == {"read": "refused", "opened": False, "events": []}
+    assert site.fault.requests == before  # no model was asked
+    async with aiohttp.ClientSession() as session, session.get(
+            site.server.url + "/api/conversations") as resp:
+        titles = [c["title"] for c in (await resp.json())["conversations"]]
+    assert "from elsewhere" not in titles
+
+
+async def test_a_page_of_an_allowed_origin_reads_streams_and_errors(site: Site) -> None:
+    """``cors_origins`` covers streamed answers and the errors (issue 19 #9): a page of an
+    allowed origin reads a stream, and the status and ``Retry-After`` of 401, 403, 404, 429,
+    where it got "Failed to fetch" before."""
+    runner, app_url = await elsewhere()
+    key = generate_key()
+    settings = ServerSettings(port=0, health_interval=None, cors_origins=[app_url], keys=[
+        KeyConfig(name="app", hash=hash_key(key), models=["fault:*"], rate_limit=5)])
+    resolver = ModelResolver(plugins=Plugins())
+    server = await start(create_app(settings, resolver=resolver, registry=ModelRegistry(
+        plugins=resolver.plugins, providers=["fault"], get_provider=resolver.provider)))
+    context = await site.browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(app_url + "/")
+        seen = await page.evaluate("""async ([server, key]) => {
+            const out = [];
+            const call = async (path, init, auth) => {
+                const headers = {"Content-Type": "application/json"};
+                if (auth) headers.Authorization = "Bearer " + auth;
+                try {
+                    const resp = await fetch(server + path, {headers, ...init});
+                    const text = await resp.text();
+                    out.push([resp.status, resp.headers.get("Retry-After"),
+                              text.includes("data: [DONE]")]);
+                } catch (e) { out.push(["failed", String(e)]); }
+            };
+            const chat = (model, stream) => ({method: "POST", body: JSON.stringify({
+                model, stream, messages: [{role: "user", content: "hi"}]})});
+            await call("/v1/chat/completions", chat("fault:fault", true), key);
+            await call("/v1/models", {}, "mpx-wrong");
+            await call("/v1/chat/completions", chat("llamacpp:smollm2", false), key);
+            await call("/api/conversations/nope", {}, key);
+            for (let i = 0; i < 4; i++) {
+                await call("/v1/chat/completions", chat("fault:fault", false), key);
+            }
+            return out;
+        }""", [server.url, key])
+    finally:
+        await context.close()
+        await server.stop()
+        await runner.cleanup()
+    assert seen[:4] == [[200, None, True], [401, None, False], [403, None, False],
+                        [404, None, False]]
+    assert seen[4:7] == [[200, None, False]] * 3  # the 403 counted: 5 a minute
+    assert seen[7][0] == 429 and int(seen[7][1]) >= 1  # Retry-After readable (exposed)

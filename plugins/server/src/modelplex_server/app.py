@@ -7,8 +7,12 @@
     application = server.create_app(server.ServerSettings(port=8000))
     await server.serve(application)          # until SIGINT/SIGTERM, then a graceful stop
 
-Middlewares, outermost first: errors (every failure becomes an OpenAI-shaped JSON error),
-CORS (when origins are configured), then API keys. A client that disconnects cancels its
+Middlewares, outermost first: connection tracking (a connection is busy while a handler runs:
+:mod:`modelplex_server.connections`, which also times out slow and silent connections and
+caps them), errors (every failure becomes an OpenAI-shaped JSON error),
+the browser guard (host, origin and content type checks, CORS preflights:
+:mod:`modelplex_server.guard`), then API keys. CORS headers are added to every response as it
+is prepared, streams and errors included. A client that disconnects cancels its
 handler (``handler_cancellation``), which closes the provider stream and so the upstream
 request. On shutdown the server stops accepting, gives in-flight requests
 ``shutdown_timeout`` seconds to finish, then closes the providers.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -26,15 +31,22 @@ from typing import Any
 from aiohttp import web
 
 from modelplex.config import Config
-from modelplex.errors import ModelplexError
+from modelplex.errors import ConfigurationError, ModelplexError
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.state import RouterState
 from modelplex_server import ollama_api, openai_api, page, rest_api, ws
+from modelplex_server.connections import (
+    CONNECTIONS,
+    ConnectionGuard,
+    GuardedSite,
+    track_middleware,
+)
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.errors import ApiError, error_response, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.guard import cors_headers, guard_middleware
 from modelplex_server.openapi import openapi_handler
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
@@ -55,7 +67,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         _check_size(request)
         return await handler(request)
     except ApiError as err:
-        return error_response(err)
+        resp = error_response(err)
+        if err.close:  # answer, then close: what is left of the body is not worth waiting for
+            resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            request.protocol.force_close()
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -74,30 +92,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if not isinstance(err, ModelplexError):
             log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(api)
-
-
-def _cors_middleware(origins: list[str]) -> Any:
-    allow_any = "*" in origins
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        allowed = origin is not None and (allow_any or origin in origins)
-        if request.method == "OPTIONS" and allowed and \
-                "Access-Control-Request-Method" in request.headers:
-            resp: web.StreamResponse = web.Response(status=204)
-        else:
-            resp = await handler(request)
-        if allowed and not resp.prepared:
-            resp.headers["Access-Control-Allow-Origin"] = "*" if allow_any else str(origin)
-            resp.headers["Vary"] = "Origin"
-            if request.method == "OPTIONS":
-                resp.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE"
-                resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-                resp.headers["Access-Control-Max-Age"] = "600"
-        return resp
-
-    return cors
 
 
 @web.middleware
@@ -148,21 +142,24 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     server stops.
     """
     settings = settings or ServerSettings()
+    if "*" in settings.cors_origins and not settings.keys:
+        log.warning("cors_origins allows any origin and no API keys are configured: any web "
+                    "page open in a browser on this machine can use this server")
     resolver = resolver or ModelResolver(config=config, plugins=plugins, pool=pool,
                                          named_models=settings.models,
                                          provider_config=settings.providers)
     registry = registry or server_registry(resolver, ttl=settings.registry_ttl)
     gateway = Gateway(settings, resolver=resolver, registry=registry,
                       conversations=conversations, state=state)
-    middlewares: list[Any] = [errors_middleware]
-    if settings.cors_origins:
-        middlewares.append(_cors_middleware(settings.cors_origins))
-    middlewares.append(auth_middleware)
+    middlewares: list[Any] = [track_middleware, errors_middleware, guard_middleware,
+                              auth_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[GATEWAY] = gateway
+    app[CONNECTIONS] = ConnectionGuard(settings)
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
     app.on_response_prepare.append(_no_server_header)
+    app.on_response_prepare.append(cors_headers)
     openai_api.add_routes(app)
     rest_api.add_routes(app)
     ws.add_routes(app)
@@ -210,6 +207,21 @@ def bind_host(settings: ServerSettings) -> str:
     return "127.0.0.1"
 
 
+def _bind_error(host: str, port: int, err: OSError) -> str:
+    """One line saying why the server cannot listen on ``host:port`` and what to do."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if err.errno == errno.EADDRINUSE:
+        why = ("the address is already in use (another server is running there): stop it, "
+               "or choose another port (--port, or 0 for a free one)")
+    elif err.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges): choose another --port"
+    elif err.errno == errno.EADDRNOTAVAIL:
+        why = "this machine has no such address: fix --host"
+    else:
+        why = (err.strerror or str(err)).lower()
+    return f"cannot listen on {address}: {why}"
+
+
 class AppServer:
     """A running server: its runner, the address it listens on, and how to stop it."""
 
@@ -235,12 +247,18 @@ async def start(app: web.Application) -> AppServer:
     host = bind_host(settings)
     runner = web.AppRunner(app, handler_cancellation=True,
                            shutdown_timeout=settings.shutdown_timeout,
-                           access_log=access_log if settings.access_log else None)
+                           access_log=access_log if settings.access_log else None,
+                           keepalive_timeout=settings.idle_timeout,
+                           lingering_time=min(10.0, settings.body_timeout))
     await runner.setup()
-    site = web.TCPSite(runner, host, settings.port, backlog=settings.backlog)
-    await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
+    site = GuardedSite(runner, host, settings.port, backlog=settings.backlog,
+                       guard=app[CONNECTIONS])
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()  # close what start-up opened (providers, the store)
+        raise ConfigurationError(_bind_error(host, settings.port, err)) from None
+    sockets = site.sockets
     port = sockets[0].getsockname()[1] if sockets else settings.port
     return AppServer(runner, host, port)
 

@@ -38,7 +38,7 @@ class ChatTurn:
     user: ChatMessage
     model_id: str
     conversation: Conversation | None = None
-    replace_from: int | None = None  # regenerate: the messages from here are replaced
+    replace: tuple[int, int] | None = None  # regenerate: these messages are replaced
     parts: list[str] = attrs.Factory(list)
     usage: Usage | None = None
     finish_reason: str | None = None
@@ -74,9 +74,10 @@ class ChatTurn:
                                      metadata={} if finished else {"partial": True}))
         store = self.gateway.conversations
         with contextlib.suppress(Exception):  # the store failing must not hide the answer
-            if self.replace_from is not None:
-                await store.truncate(self.conversation.id, self.replace_from)
-            await store.append(self.conversation.id, added)
+            if self.replace is not None:  # what was added meanwhile stays, after it
+                await store.replace(self.conversation.id, *self.replace, added)
+            else:
+                await store.append(self.conversation.id, added)
 
     def done_event(self) -> dict[str, Any]:
         """What the last event tells: finish reason, usage and the conversation."""
@@ -106,10 +107,8 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
     history: list[ChatMessage] = []
     system = body.system_prompt
     if body.conversation_id:
-        conversation = await gateway.conversations.get(body.conversation_id)
-        if conversation is None:
-            raise ApiError(404, f"no conversation {body.conversation_id!r}",
-                           code="conversation_not_found", param="conversation_id")
+        conversation = await gateway.conversation(request, body.conversation_id,
+                                                  param="conversation_id")
         model_id = body.model or conversation.model
         history = list(conversation.messages)
         system = system or conversation.system_prompt
@@ -118,7 +117,7 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
         history = to_chat_messages(body.history, field="history")
     else:
         raise ApiError(400, "give conversation_id or model", param="model")
-    replace_from = None
+    replace = None
     if body.regenerate:
         if conversation is None:
             raise ApiError(400, "regenerate needs a conversation_id", param="regenerate")
@@ -126,8 +125,8 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
         if not users:
             raise ApiError(400, "the conversation has no message to answer again",
                            param="regenerate")
-        replace_from = users[-1]
-        user, history = history[replace_from], history[:replace_from]
+        replace = (users[-1], len(history))
+        user, history = history[users[-1]], history[:users[-1]]
     elif body.message is None:
         raise ApiError(400, "'message' is required", param="message")
     await gateway.check_rate(request.get(KEY))
@@ -141,4 +140,4 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
     options = dict(body.options or {})
     chat = provider.build_request(messages, model=model, options=options)
     return ChatTurn(gateway=gateway, provider=provider, request=chat, user=user,
-                    model_id=model_id, conversation=conversation, replace_from=replace_from)
+                    model_id=model_id, conversation=conversation, replace=replace)

@@ -1,8 +1,10 @@
 """Conversations the REST and WebSocket APIs keep: a small store interface and its memory default.
 
 A conversation has a title, the model id it talks to (and the provider that serves it), an
-optional system prompt, and its messages. A persistent store (SQLite, Redis) implements
-:class:`ConversationStore` and is passed to :func:`modelplex_server.app.create_app`.
+optional system prompt, its messages, and its owner: the name of the API key that made it
+(None on a server without keys); who may see which is the gateway's business
+(:meth:`modelplex_server.gateway.Gateway.conversation`). A persistent store (SQLite, Redis)
+implements :class:`ConversationStore` and is passed to :func:`modelplex_server.app.create_app`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Conversation(BaseModel):
     model: str
     provider: str
     system_prompt: str | None = None
+    owner: str | None = None
     messages: list[ChatMessage] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
@@ -67,6 +70,18 @@ class ConversationStore(abc.ABC):
     @abc.abstractmethod
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
+
+    async def replace(self, conversation_id: str, start: int, end: int,
+                      messages: list[ChatMessage]) -> None:
+        """Put ``messages`` in place of the messages ``start`` to ``end`` (exclusive), keeping
+        those after ``end`` (added meanwhile) after them: how an answer given again replaces
+        the old one. Stores should override this to do it in one step."""
+        item = await self.get(conversation_id)
+        if item is None:
+            return
+        tail = item.messages[end:]
+        await self.truncate(conversation_id, start)
+        await self.append(conversation_id, [*messages, *tail])
 
     @abc.abstractmethod
     async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
@@ -117,14 +132,27 @@ class MemoryConversationStore(ConversationStore):
                 item.messages = item.messages[:keep]
                 item.updated_at = _now()
 
+    async def replace(self, conversation_id: str, start: int, end: int,
+                      messages: list[ChatMessage]) -> None:
+        """Put ``messages`` in place of the messages ``start`` to ``end``, in one step."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is not None:
+                item.messages = [*item.messages[:start], *messages, *item.messages[end:]]
+                item.updated_at = _now()
+
     async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
-        """Change a conversation's settings; None if there is none."""
-        item = self._items.get(conversation_id)
-        if item is None:
-            return None
-        updated = item.model_copy(update={**fields, "updated_at": _now()})
-        self._items[conversation_id] = updated
-        return updated
+        """Change a conversation's settings; None if there is none (values are validated:
+        a wrong type is a ``ValueError`` and nothing is stored)."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is None:
+                return None
+            updated = Conversation.model_validate(
+                {**item.model_dump(exclude={"messages"}), **fields, "updated_at": _now()})
+            updated.messages = item.messages
+            self._items[conversation_id] = updated
+            return updated
 
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""

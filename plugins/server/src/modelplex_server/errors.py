@@ -8,6 +8,7 @@ Every error body is ``{"error": {"message", "type", "param", "code"}}``, so the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +24,7 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -31,6 +32,7 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        self.close = close  # close the connection after answering (a body left unread)
 
 
 def error_body(err: ApiError) -> dict[str, Any]:
@@ -45,8 +47,33 @@ def error_response(err: ApiError) -> web.Response:
                         content_type="application/json", headers=err.headers)
 
 
-def _retry_headers(seconds: float | None) -> dict[str, str]:
-    return {"Retry-After": str(max(1, round(seconds)))} if seconds else {}
+#: The longest ``Retry-After`` the server passes on (an upstream's value may be garbage).
+MAX_RETRY_AFTER = 3600
+
+
+def _retry_headers(seconds: float | None, *, always: bool = False) -> dict[str, str]:
+    """``Retry-After`` in whole seconds, at least 1 and at most :data:`MAX_RETRY_AFTER`;
+    absent when unknown unless ``always`` (then 1)."""
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return {"Retry-After": "1"} if always else {}
+    return {"Retry-After": str(max(1, min(MAX_RETRY_AFTER, math.ceil(seconds))))}
+
+
+def _busy(err: errors.RoutingError, message: str) -> ApiError | None:
+    """The 429/503 of a named model none of whose deployments could answer because each was
+    rate limited or overloaded (or cooling down from it), as for a single provider."""
+    if err.attempts and not all(isinstance(e, errors.RateLimitError) for _, e in err.attempts):
+        return None
+    waits = [e.retry_after for _, e in err.attempts
+             if isinstance(e, errors.RateLimitError) and e.retry_after is not None]
+    if err.retry_after is not None:
+        waits.append(err.retry_after)
+    wait = min(waits) if waits else None
+    if err.attempts and all(type(e) is errors.RateLimitError for _, e in err.attempts):
+        return ApiError(429, message, type="rate_limit_error", code="rate_limit_exceeded",
+                        headers=_retry_headers(wait, always=True))
+    return ApiError(503, message, type="server_error", code="upstream_overloaded",
+                    headers=_retry_headers(wait, always=True))
 
 
 def from_exception(err: BaseException) -> ApiError:
@@ -58,6 +85,10 @@ def from_exception(err: BaseException) -> ApiError:
         return ApiError(404, message, code="model_not_found", param="model")
     if isinstance(err, errors.ConfigurationError | errors.UnsupportedOperationError):
         return ApiError(400, message)
+    if isinstance(err, errors.RoutingError):
+        busy = _busy(err, message)
+        if busy is not None:
+            return busy
     if isinstance(err, errors.ServerBusyError):
         return ApiError(503, message, type="server_error", code="upstream_overloaded",
                         headers=_retry_headers(err.retry_after))

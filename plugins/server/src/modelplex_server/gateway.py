@@ -14,7 +14,11 @@ from modelplex.chunks import StreamChunk
 from modelplex.provider import Provider
 from modelplex.registry import ModelRegistry
 from modelplex.state import MemoryState, RouterState
-from modelplex_server.conversations import ConversationStore, MemoryConversationStore
+from modelplex_server.conversations import (
+    Conversation,
+    ConversationStore,
+    MemoryConversationStore,
+)
 from modelplex_server.errors import ApiError
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings
@@ -74,6 +78,36 @@ class Gateway:
         if key is not None and not key.allows(model_id):
             raise ApiError(403, f"the key {key.name!r} may not use model {model_id!r}",
                            type="permission_error", code="model_not_allowed", param="model")
+
+    # -- conversations ----------------------------------------------------------------------
+    @staticmethod
+    def owner(request: web.Request) -> str | None:
+        """Who a conversation made by this request belongs to: the key's name (None without
+        keys)."""
+        key: KeyConfig | None = request.get(KEY)
+        return key.name if key is not None else None
+
+    @staticmethod
+    def may_see(request: web.Request, conversation: Conversation) -> bool:
+        """Whether the caller's key may see ``conversation``: its own (every key's for an
+        admin key), and only on a model the key may use. Without keys: every one."""
+        key: KeyConfig | None = request.get(KEY)
+        if key is None:
+            return True
+        return (key.admin or conversation.owner == key.name) and key.allows(conversation.model)
+
+    async def conversation(self, request: web.Request, conversation_id: str, *,
+                           param: str | None = None) -> Conversation:
+        """The conversation, if the caller may see it; else 404 (whether it exists or not)."""
+        item = await self.conversations.get(conversation_id)
+        if item is None or not self.may_see(request, item):
+            raise ApiError(404, f"no conversation {conversation_id!r}",
+                           code="conversation_not_found", param=param)
+        return item
+
+    async def visible_conversations(self, request: web.Request) -> list[Conversation]:
+        """The conversations the caller may see, most recent first."""
+        return [c for c in await self.conversations.all() if self.may_see(request, c)]
 
     # -- models -----------------------------------------------------------------------------
     async def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:

@@ -27,7 +27,7 @@ from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
-from modelplex_server.schemas import _Body, parse_body
+from modelplex_server.schemas import _Body, read_body
 
 __all__ = ["PREFIX", "add_routes"]
 
@@ -38,13 +38,27 @@ _OPTION_NAMES = {"num_predict": "max_tokens"}
 NDJSON = "application/x-ndjson"
 
 
+class OllamaFunctionCall(_Body):
+    """The function a tool call names, with its arguments as an object."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OllamaToolCall(_Body):
+    """A tool call in an assistant message of the history."""
+
+    id: str | None = None
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(_Body):
     """A message of ``/api/chat``: ``images`` are base64, tool-call arguments are objects."""
 
     role: str
     content: str = ""
     images: list[str] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
     tool_name: str | None = None
     tool_call_id: str | None = None
 
@@ -106,6 +120,10 @@ def _ollama_errors(handler: Handler) -> Handler:
             if exc.status == 413:
                 return _error(ApiError(413, "request body too large"))
             raise
+        except ApiError as err:
+            if err.close:  # answered and closed by the errors middleware
+                raise
+            return _error(err)
         except Exception as err:
             return _error(err)
 
@@ -134,8 +152,7 @@ def _messages(params: list[OllamaMessage]) -> list[ChatMessage]:
         role = _ROLES.get(param.role.lower())
         if role is None:
             raise ApiError(400, f"messages[{i}]: invalid role {param.role!r}")
-        calls = [{"id": c.get("id"), "name": (c.get("function") or {}).get("name", ""),
-                  "arguments": (c.get("function") or {}).get("arguments") or {}}
+        calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
                  for c in param.tool_calls or ()]
         try:
             out.append(ChatMessage(role=role, content=param.content,
@@ -235,14 +252,14 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
 
 async def chat(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/chat``."""
-    body = parse_body(OllamaChat, await request.read())
+    body = await read_body(request, OllamaChat)
     return await _answer(request, body.model, _messages(body.messages), options=body.options,
                          fmt=body.format, tools=body.tools, stream=body.stream, key="message")
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/generate``."""
-    body = parse_body(OllamaGenerate, await request.read())
+    body = await read_body(request, OllamaGenerate)
     messages = [ChatMessage.system(body.system)] if body.system else []
     try:
         messages.append(ChatMessage(role=MessageRole.USER, content=body.prompt,
@@ -256,7 +273,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 async def embed(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/embed``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(OllamaEmbed, await request.read())
+    body = await read_body(request, OllamaEmbed)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise ApiError(400, "input must not be empty", param="input")
@@ -292,7 +309,7 @@ async def tags(request: web.Request) -> web.StreamResponse:
 async def show(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/show``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(OllamaShow, await request.read())
+    body = await read_body(request, OllamaShow)
     provider, model = await gateway.resolve(request, body.model)
     if body.model in gateway.resolver.named_models:
         info = ModelInfo(id=body.model, name=body.model, provider="named",

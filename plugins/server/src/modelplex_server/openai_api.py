@@ -31,7 +31,7 @@ from modelplex_server.schemas import (
     ChatCompletionRequest,
     ChatMessageParam,
     EmbeddingRequest,
-    parse_body,
+    read_body,
 )
 
 __all__ = ["add_routes", "to_chat_messages"]
@@ -77,7 +77,7 @@ def to_chat_messages(params: Sequence[ChatMessageParam], *,
         for j, call in enumerate(param.tool_calls or ()):
             try:
                 arguments = json.loads(call.function.arguments or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 arguments = None
             if not isinstance(arguments, dict):
                 raise ApiError(400, "tool call arguments must be a JSON object encoded as a "
@@ -230,7 +230,7 @@ def _completion(reply: ChatResponse, model_id: str) -> dict[str, Any]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(ChatCompletionRequest, await request.read())
+    body = await read_body(request, ChatCompletionRequest)
     await gateway.check_rate(request.get(KEY))
     messages = to_chat_messages(body.messages)
     provider, model = await gateway.resolve(request, body.model)
@@ -294,7 +294,7 @@ def _b64(vector: list[float]) -> str:
 async def embeddings(request: web.Request) -> web.Response:
     """``POST /v1/embeddings``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(EmbeddingRequest, await request.read())
+    body = await read_body(request, EmbeddingRequest)
     await gateway.check_rate(request.get(KEY))
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:

@@ -18,6 +18,7 @@ from modelplex_server.__about__ import __version__
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ConversationCreate,
+    ConversationUpdate,
     EmbeddingRequest,
     RestChatRequest,
 )
@@ -69,7 +70,7 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("get", "/api/conversations/{id}", "Conversations", "A conversation with its messages.",
      None, "The conversation.", False),
     ("patch", "/api/conversations/{id}", "Conversations", "Change title, model or "
-     "system_prompt.", None, "The conversation.", False),
+     "system_prompt.", ConversationUpdate, "The conversation.", False),
     ("delete", "/api/conversations/{id}", "Conversations", "Delete a conversation.", None,
      "204.", False),
     ("get", "/ws", "Chat", "WebSocket chat: send `send_message`, `stop`, `ping` (and `auth` "
@@ -108,7 +109,7 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI document."""
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
-                                     ConversationCreate, ModelInfo]
+                                     ConversationCreate, ConversationUpdate, ModelInfo]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))

@@ -6,7 +6,6 @@ Every answer is JSON (errors in OpenAI's shape, see :mod:`modelplex_server.error
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +19,12 @@ from modelplex_server.conversations import Conversation
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.openai_api import SSE_HEADERS
-from modelplex_server.schemas import ConversationCreate, RestChatRequest, parse_body
+from modelplex_server.schemas import (
+    ConversationCreate,
+    ConversationUpdate,
+    RestChatRequest,
+    read_body,
+)
 
 __all__ = ["add_routes", "model_dict"]
 
@@ -182,7 +186,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     """``POST /api/chat``: stream the answer as SSE events ``chunk``, then ``done`` or
     ``error``."""
     gateway = request.app[GATEWAY]
-    body = parse_body(RestChatRequest, await request.read())
+    body = await read_body(request, RestChatRequest)
     turn = await start_turn(gateway, request, body)
     resp = web.StreamResponse(headers=SSE_HEADERS)
     stream = turn.stream()
@@ -214,28 +218,25 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 # -- conversations ------------------------------------------------------------------------------
 async def create_conversation(request: web.Request) -> web.Response:
-    """``POST /api/conversations``: a new conversation with a model."""
+    """``POST /api/conversations``: a new conversation with a model, owned by the caller's
+    key."""
     gateway = request.app[GATEWAY]
-    body = parse_body(ConversationCreate, await request.read())
+    body = await read_body(request, ConversationCreate)
     provider, _ = await gateway.resolve(request, body.model)
     item = await gateway.conversations.create(Conversation(
         title=body.title, model=body.model, provider=provider.name,
-        system_prompt=body.system_prompt))
+        system_prompt=body.system_prompt, owner=gateway.owner(request)))
     return _json(item.model_dump(mode="json"), status=201)
 
 
 async def list_conversations(request: web.Request) -> web.Response:
-    """``GET /api/conversations``: every conversation, without messages."""
-    items = await request.app[GATEWAY].conversations.all()
+    """``GET /api/conversations``: the caller's conversations, without messages."""
+    items = await request.app[GATEWAY].visible_conversations(request)
     return _json({"conversations": [c.summary() for c in items]})
 
 
 async def _conversation(request: web.Request) -> Conversation:
-    item = await request.app[GATEWAY].conversations.get(request.match_info["id"])
-    if item is None:
-        raise ApiError(404, f"no conversation {request.match_info['id']!r}",
-                       code="conversation_not_found")
-    return item
+    return await request.app[GATEWAY].conversation(request, request.match_info["id"])
 
 
 async def get_conversation(request: web.Request) -> web.Response:
@@ -248,31 +249,21 @@ async def update_conversation(request: web.Request) -> web.Response:
     ``system_prompt``."""
     gateway = request.app[GATEWAY]
     item = await _conversation(request)
-    raw = await request.read()
-    try:
-        changes = dict(json.loads(raw or b"{}"))
-    except (ValueError, TypeError):
-        raise ApiError(400, "the request body must be a JSON object") from None
-    unknown = set(changes) - {"title", "model", "system_prompt"}
-    if unknown:
-        raise ApiError(400, f"cannot change {', '.join(sorted(unknown))}: send title, model "
-                            "or system_prompt", param=sorted(unknown)[0])
-    for field in ("title", "model"):
-        if field in changes and not isinstance(changes[field], str):
-            raise ApiError(400, f"{field} must be a string", param=field)
+    changes = (await read_body(request, ConversationUpdate)).changes()
     if "model" in changes:
         provider, _ = await gateway.resolve(request, changes["model"])
         changes["provider"] = provider.name
     updated = await gateway.conversations.update(item.id, **changes)
-    assert updated is not None
+    if updated is None:  # deleted meanwhile
+        raise ApiError(404, f"no conversation {item.id!r}", code="conversation_not_found")
     return _json(updated.model_dump(mode="json"))
 
 
 async def delete_conversation(request: web.Request) -> web.Response:
     """``DELETE /api/conversations/{id}``."""
-    if not await request.app[GATEWAY].conversations.delete(request.match_info["id"]):
-        raise ApiError(404, f"no conversation {request.match_info['id']!r}",
-                       code="conversation_not_found")
+    item = await _conversation(request)
+    if not await request.app[GATEWAY].conversations.delete(item.id):
+        raise ApiError(404, f"no conversation {item.id!r}", code="conversation_not_found")
     return web.Response(status=204)
 
 

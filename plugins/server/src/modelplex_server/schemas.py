@@ -1,23 +1,35 @@
-"""Request bodies of the server's endpoints, validated once per request.
+"""Request bodies of the server's endpoints and WebSocket frames, validated once per request.
 
-These pydantic models are both the validation and the OpenAPI description
-(:mod:`modelplex_server.openapi`). Bodies are parsed with ``model_validate_json`` in strict
-mode, so ``"stream": "yes"`` or ``"temperature": "hot"`` is a 400 naming the field, as with
-OpenAI; unknown fields are ignored, as OpenAI-compatible servers do.
+One schema per route: every handler that takes a body reads it with :func:`read_body` and its
+route's pydantic model, and every ``/ws`` frame is parsed with :func:`parse_frame` into one
+of the frame models. These models are both the validation and the OpenAPI description
+(:mod:`modelplex_server.openapi`). Before any parsing the JSON's nesting depth is bounded
+(``max_json_depth``, :func:`check_depth`), so a deeply nested body or frame is a 400, never a
+``RecursionError``. Bodies are parsed with ``model_validate_json`` in strict mode, so
+``"stream": "yes"`` or ``"temperature": "hot"`` is a 400 naming the field, as with OpenAI;
+unknown fields are ignored, as OpenAI-compatible servers do, except where a body changes
+stored state (``PATCH /api/conversations/{id}``), where they are an error.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import asyncio
+import re
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError
+from modelplex_server.gateway import GATEWAY
 
 T = TypeVar("T", bound=BaseModel)
 
-__all__ = ["ChatCompletionRequest", "ConversationCreate", "EmbeddingRequest", "RestChatRequest",
-           "parse_body", "validation_error"]
+__all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
+           "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
+           "StopFrame", "check_depth", "check_numbers", "parse_body", "parse_frame", "read_body",
+           "validation_error"]
 
 
 class _Body(BaseModel):
@@ -131,9 +143,86 @@ class RestChatRequest(_Body):
 class ConversationCreate(_Body):
     """``POST /api/conversations``."""
 
-    model: str
-    title: str = "New conversation"
+    model: str = Field(min_length=1)
+    title: str = Field(default="New conversation", min_length=1, max_length=500)
     system_prompt: str | None = None
+
+
+class ConversationUpdate(_Body):
+    """``PATCH /api/conversations/{id}``: the fields given are changed (others are an
+    error); ``system_prompt`` may be null to remove it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="New conversation", min_length=1, max_length=500)
+    model: str = Field(default="", min_length=1)
+    system_prompt: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the body gave, and their values."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+# -- WebSocket frames ----------------------------------------------------------------------------
+class AuthFrame(_Body):
+    """``{"type": "auth", "api_key": "..."}``: the first frame when keys are configured and
+    the client could send no ``Authorization`` header."""
+
+    type: Literal["auth"]
+    api_key: str = ""
+
+
+class SendMessageFrame(RestChatRequest):
+    """``{"type": "send_message", ...}``: the body of ``POST /api/chat``, plus an optional
+    ``request_id`` that tags the events of a message without a conversation."""
+
+    type: Literal["send_message"]
+    request_id: str | None = None
+
+
+class StopFrame(_Body):
+    """``{"type": "stop", "conversation_id" | "request_id": "..."}``: stop that answer."""
+
+    type: Literal["stop"]
+    conversation_id: str | None = None
+    request_id: str | None = None
+
+
+class PingFrame(_Body):
+    """``{"type": "ping"}``, answered by ``pong``."""
+
+    type: Literal["ping"]
+
+
+Frame = Annotated[AuthFrame | SendMessageFrame | StopFrame | PingFrame,
+                  Field(discriminator="type")]
+_FRAME: TypeAdapter[AuthFrame | SendMessageFrame | StopFrame | PingFrame] = \
+    TypeAdapter(Frame)
+_FRAME_TYPES = "auth, send_message, stop or ping"
+
+
+# -- nesting depth -------------------------------------------------------------------------------
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_PAIR = re.compile(rb"[\[{][\]}]")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def check_depth(data: bytes | str, limit: int) -> None:
+    """A 400 when the JSON text ``data`` nests arrays and objects deeper than ``limit``,
+    found without parsing it (the parsers recurse, so they must never see such a text)."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    structure = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if structure.count(b"[") + structure.count(b"{") <= limit:
+        return
+    for _ in range(limit):  # each pass removes the innermost level
+        reduced = _PAIR.sub(b"", structure)
+        if reduced == structure:
+            break
+        structure = reduced
+    if _PAIR.search(structure) or structure.count(b"[") + structure.count(b"{") > limit:
+        raise ApiError(400, f"the JSON is nested deeper than {limit} levels")
 
 
 def validation_error(err: ValidationError) -> ApiError:
@@ -151,11 +240,91 @@ def validation_error(err: ValidationError) -> ApiError:
                     param=path)
 
 
-def parse_body(model: type[T], body: bytes) -> T:
+_LONG_NUMBER = re.compile(rb"-?[0-9]{19,}")
+INT64 = range(-(2**63), 2**63)
+
+
+def check_numbers(data: bytes | str) -> None:
+    """A 400 when the JSON text ``data`` holds an integer beyond 64 bits (no API takes one,
+    and the wire encoders of the providers cannot send it), found without parsing it."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    if not _LONG_NUMBER.search(raw):
+        return
+    text = _STRING.sub(b'""', raw)
+    for found in _LONG_NUMBER.finditer(text):
+        before, after = text[found.start() - 1:found.start()], text[found.end():found.end() + 1]
+        if before in (b".", b"e", b"E", b"+") or after in (b".", b"e", b"E"):
+            continue  # digits of a fraction or of a float's exponent
+        if int(found.group()) not in INT64:
+            raise ApiError(400, "a number of the JSON is out of range: integers must fit in "
+                                "64 bits")
+
+
+def parse_body(model: type[T], body: bytes, *, max_depth: int = 64) -> T:
     """Validate a JSON body into ``model``; a 400 :class:`ApiError` if it is not one."""
     if not body:
         raise ApiError(400, "the request body is empty: send a JSON object")
+    check_depth(body, max_depth)
+    check_numbers(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as err:
+        raise validation_error(err) from None
+
+
+async def _read(request: web.Request, limit: int, stall: float) -> bytes:
+    """The whole body, each read waiting at most ``stall`` seconds (then 408, and the
+    connection is closed), at most ``limit`` bytes (then 413)."""
+    parts: list[bytes] = []
+    size = 0
+    with request.app[CONNECTIONS].receiving(request.transport):
+        while True:
+            try:
+                async with asyncio.timeout(stall):
+                    part = await request.content.readany()
+            except TimeoutError:
+                raise ApiError(408, f"the request body stalled for {stall:g} s: send it "
+                                    "whole", code="request_timeout", close=True) from None
+            if not part:
+                return b"".join(parts)
+            size += len(part)
+            if size > limit:
+                raise ApiError(413, f"the request body is larger than the limit of {limit} "
+                                    "bytes", code="request_too_large")
+            parts.append(part)
+
+
+async def read_body(request: web.Request, model: type[T]) -> T:
+    """Read the request's body and validate it with its route's schema ``model``: the one
+    way a handler gets its body (408 when it stalls, 413 when too large, 400 when too deeply
+    nested, not JSON or not valid)."""
+    settings = request.app[GATEWAY].settings
+    body = await _read(request, settings.max_body_bytes, settings.body_timeout)
+    return parse_body(model, body, max_depth=settings.max_json_depth)
+
+
+def parse_frame(data: str, *, max_depth: int) -> AuthFrame | SendMessageFrame | StopFrame \
+        | PingFrame:
+    """A ``/ws`` text frame, validated (a 400 :class:`ApiError` naming what is wrong)."""
+    check_depth(data, max_depth)
+    check_numbers(data)
+    try:
+        return _FRAME.validate_json(data)
+    except ValidationError as err:
+        item = err.errors()[0]
+        if item["type"] == "union_tag_invalid":
+            tag = item.get("ctx", {}).get("tag")
+            raise ApiError(400, f"unknown event type {tag!r}: send {_FRAME_TYPES}",
+                           param="type") from None
+        if item["type"] in ("union_tag_not_found", "model_type", "model_attributes_type",
+                            "json_invalid"):
+            raise ApiError(400, f"each frame must be a JSON object with a 'type' "
+                                f"({_FRAME_TYPES})", param="type") from None
+        if item["loc"] and item["loc"][0] in ("auth", "send_message", "stop", "ping"):
+            err_loc = item["loc"][1:]
+            path = ".".join(str(part) for part in err_loc)
+            if item["type"] == "missing":
+                raise ApiError(400, f"'{path}' is required", param=path) from None
+            raise ApiError(400, f"invalid '{path}': {item['msg']} "
+                                f"(got {item.get('input')!r:.100})", param=path) from None
         raise validation_error(err) from None

@@ -78,6 +78,8 @@ class KeyConfig(BaseModel):
         default=None, description="Model ids (glob patterns) this key may use; all if unset.")
     rate_limit: int | None = Field(default=None, gt=0,
                                    description="Requests per minute; unlimited if unset.")
+    admin: bool = Field(default=False,
+                        description="Sees every key's conversations (within its models).")
 
     def allows(self, model_id: str) -> bool:
         """Whether this key may use ``model_id``."""
@@ -106,6 +108,23 @@ class ServerSettings(BaseModel):
                          description="Connections waiting to be accepted (the listen backlog).")
     cors_origins: list[str] = Field(default_factory=list,
                                     description="Origins allowed by CORS ('*' for any).")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served without keys besides localhost and loopback "
+                    "addresses ('*' for any); against DNS rebinding.")
+    max_json_depth: int = Field(default=64, ge=2, le=1000,
+                                description="Deepest JSON nesting of a body or frame.")
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's headers.")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request body may stall between reads.")
+    idle_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds an idle keep-alive connection stays open.")
+    max_connections: int | None = Field(
+        default=None, gt=0, description="Connections at once (default: from the process's "
+                                        "file limit); the longest idle one gives way.")
+    max_connections_per_client: int = Field(
+        default=512, gt=0, description="Connections at once from one client address.")
     registry_ttl: float = Field(default=300.0, gt=0,
                                 description="Seconds a provider's model list is cached.")
     health_interval: float | None = Field(

@@ -58,6 +58,9 @@ MIGRATIONS: list[Migration] = [
             PRIMARY KEY (conversation_id, position)
         );
     """),
+    sql(2, "the API key that owns each conversation", """
+        ALTER TABLE conversations ADD COLUMN owner TEXT;
+    """),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
@@ -140,7 +143,7 @@ class SQLiteConversationStore(ConversationStore):
             (row["id"],))]
         return Conversation(id=row["id"], title=row["title"], model=row["model"],
                             provider=row["provider"], system_prompt=row["system_prompt"],
-                            messages=messages,
+                            owner=row["owner"], messages=messages,
                             created_at=datetime.fromisoformat(row["created_at"]),
                             updated_at=datetime.fromisoformat(row["updated_at"]))
 
@@ -157,8 +160,8 @@ class SQLiteConversationStore(ConversationStore):
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO conversations (id, title, model, provider, system_prompt,"
-                         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (c.id, c.title, c.model, c.provider, c.system_prompt,
+                         " owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (c.id, c.title, c.model, c.provider, c.system_prompt, c.owner,
                           c.created_at.isoformat(), c.updated_at.isoformat()))
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
@@ -207,12 +210,35 @@ class SQLiteConversationStore(ConversationStore):
 
         await self._call(work, write=True)
 
+    async def replace(self, conversation_id: str, start: int, end: int,
+                      messages: list[ChatMessage]) -> None:
+        """Put ``messages`` in place of the messages ``start`` to ``end`` (those after
+        ``end`` follow them), in one transaction."""
+        def work(conn: sqlite3.Connection) -> None:
+            if not self._touch(conn, conversation_id):
+                return
+            tail = [row[0] for row in conn.execute(
+                "SELECT data FROM messages WHERE conversation_id = ? AND position >= ? "
+                "ORDER BY position", (conversation_id, max(end, 0)))]
+            conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
+                         (conversation_id, max(start, 0)))
+            rows = [_dump(m) for m in messages] + tail
+            conn.executemany("INSERT INTO messages (conversation_id, position, data) "
+                             "VALUES (?, ?, ?)",
+                             [(conversation_id, max(start, 0) + i, data)
+                              for i, data in enumerate(rows)])
+
+        await self._call(work, write=True)
+
     async def update(self, conversation_id: str, **fields: Any) -> Conversation | None:
         """Change a conversation's ``title``, ``model``, ``provider`` or ``system_prompt``;
-        None if there is none."""
+        None if there is none (a value of the wrong type is a ``ValueError``)."""
         unknown = set(fields) - set(_FIELDS)
         if unknown:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+        for name, value in fields.items():
+            if not (isinstance(value, str) or (name == "system_prompt" and value is None)):
+                raise ValueError(f"{name} must be a string")
 
         def work(conn: sqlite3.Connection) -> Conversation | None:
             columns = [*fields, "updated_at"]

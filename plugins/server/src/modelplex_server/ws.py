@@ -16,7 +16,10 @@ Every frame is a JSON object with a ``type``. The client sends:
     answered by ``pong``.
 
 Every event the server sends carries the ``conversation_id`` (or, for a message without a
-conversation, the client's ``request_id`` when it gave one).
+conversation, the client's ``request_id`` when it gave one). Every frame is validated by its
+type's schema (:func:`modelplex_server.schemas.parse_frame`; nesting depth bounded before
+parsing, also before authentication); a socket that must authenticate and sends nothing for
+``header_timeout`` seconds is closed.
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ import json
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from pydantic import ValidationError
 
 from modelplex_server.chat import chunk_event, start_turn
+from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
-from modelplex_server.schemas import RestChatRequest, validation_error
+from modelplex_server.schemas import (
+    AuthFrame,
+    PingFrame,
+    SendMessageFrame,
+    StopFrame,
+    parse_frame,
+)
 from modelplex_server.settings import hash_key
 
 __all__ = ["NEEDS_AUTH", "websocket"]
@@ -57,9 +66,8 @@ class _Session:
     async def error(self, err: BaseException, tag: dict[str, Any]) -> None:
         await self.send({"type": "error", **tag, **error_body(from_exception(err))})
 
-    async def send_message(self, frame: dict[str, Any]) -> None:
-        tag = {"conversation_id": frame.get("conversation_id"),
-               "request_id": frame.get("request_id")}
+    async def send_message(self, frame: SendMessageFrame) -> None:
+        tag = {"conversation_id": frame.conversation_id, "request_id": frame.request_id}
         tag = {k: v for k, v in tag.items() if v is not None}
         key = str(tag.get("conversation_id") or tag.get("request_id") or "")
         if key in self.running:
@@ -67,12 +75,7 @@ class _Session:
                                            "a stop event first", code="busy"), tag)
             return
         try:
-            body = RestChatRequest.model_validate_json(json.dumps(
-                {k: v for k, v in frame.items() if k not in ("type", "request_id")}))
-            turn = await start_turn(self.gateway, self.request, body)
-        except ValidationError as err:
-            await self.error(validation_error(err), tag)
-            return
+            turn = await start_turn(self.gateway, self.request, frame)
         except Exception as err:
             await self.error(err, tag)
             return
@@ -94,8 +97,8 @@ class _Session:
 
         self.running[key] = asyncio.ensure_future(run())
 
-    async def stop(self, frame: dict[str, Any]) -> None:
-        key = str(frame.get("conversation_id") or frame.get("request_id") or "")
+    async def stop(self, frame: StopFrame) -> None:
+        key = frame.conversation_id or frame.request_id or ""
         task = self.running.get(key)
         if task is None:
             await self.send({"type": "error", "conversation_id": key, **error_body(ApiError(
@@ -114,9 +117,11 @@ class _Session:
                 await task
 
 
-def _authenticate(gateway: Gateway, request: web.Request, frame: dict[str, Any]) -> bool:
-    key = gateway.settings.key_for(hash_key(str(frame.get("api_key") or "")))
-    if frame.get("type") != "auth" or key is None:
+def _authenticate(gateway: Gateway, request: web.Request, frame: Any) -> bool:
+    if not isinstance(frame, AuthFrame):
+        return False
+    key = gateway.settings.key_for(hash_key(frame.api_key))
+    if key is None:
         return False
     request[KEY] = key
     return True
@@ -129,17 +134,30 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     session = _Session(gateway, request, ws)
     needs_auth = bool(request.get(NEEDS_AUTH))
+    settings = gateway.settings
+    guard = request.app[CONNECTIONS]
     try:
-        async for msg in ws:
+        while not ws.closed:
+            try:  # a socket that must authenticate gets the header timeout to do it
+                # waiting for a frame with no answer streaming, the socket is as idle as a
+                # keep-alive connection: at a connection cap it may give way
+                idle = guard.receiving(request.transport) if not session.running \
+                    else contextlib.nullcontext()
+                with idle:
+                    msg = await ws.receive(
+                        timeout=settings.header_timeout if needs_auth else None)
+            except TimeoutError:
+                await ws.close(code=4408, message=b"authentication timeout")
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                            WSMsgType.ERROR):
+                break
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                frame = json.loads(msg.data)
-                if not isinstance(frame, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                await session.error(ApiError(400, "each frame must be a JSON object with a "
-                                                  "'type'"), {})
+                frame = parse_frame(msg.data, max_depth=settings.max_json_depth)
+            except ApiError as err:
+                await session.error(err, {})
                 continue
             if needs_auth:
                 if not _authenticate(gateway, request, frame):
@@ -152,16 +170,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 needs_auth = False
                 await session.send({"type": "authenticated"})
                 continue
-            kind = frame.get("type")
-            if kind == "send_message":
+            if isinstance(frame, SendMessageFrame):
                 await session.send_message(frame)
-            elif kind == "stop":
+            elif isinstance(frame, StopFrame):
                 await session.stop(frame)
-            elif kind == "ping":
+            elif isinstance(frame, PingFrame):
                 await session.send({"type": "pong"})
             else:
-                await session.error(ApiError(400, f"unknown event type {kind!r}: send "
-                                                  "send_message, stop or ping"), {})
+                await session.error(ApiError(400, "this socket needs no authentication",
+                                             param="type"), {})
     finally:
         await session.close()
     return ws
