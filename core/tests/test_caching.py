@@ -323,5 +323,5 @@ async def test_the_config_files_cache_section_and_the_pipeline(fake_plugins: Plu
                                        cache=cache, config=parse_config({}))
     assert isinstance(provider, CachedProvider) and provider.cache is cache
     assert model == "echo"
-    await release_model(provider, pool=pool)  # the layer is unwrapped, the provider closed
-    assert provider.inner.closed  # type: ignore[attr-defined]
+    await release_model(provider, pool=pool)  # the lease is released, the provider closed
+    assert fake_plugin.created[-1].closed  # the cache is the caller's: still open

@@ -81,3 +81,167 @@ async def test_request_conversation_id_wins(fake_cls: Any, tmp_path: Path) -> No
     assert [e.prompt for e in store.exchanges("server-conv")] == ["hi"]
     assert store.exchanges("manager") == []
     store.close()
+
+
+# -- register_layers: a plugin's layer at its position ------------------------------------------
+class _Probe(WrappingProvider):
+    """A layer that counts the requests it sees."""
+
+    seen = 0
+
+    def stream_request(self, request: ChatRequest) -> Any:
+        type(self).seen += 1
+        return self.inner.stream_request(request)
+
+    async def complete_request(self, request: ChatRequest) -> ChatResponse:
+        type(self).seen += 1
+        return await self.inner.complete_request(request)
+
+
+def _layer_plugin(**position: Any) -> Any:
+    from modelplex import hookimpl
+
+    class LayerPlugin:
+        @hookimpl
+        def register_layers(self, register: Any) -> None:
+            register(lambda inner, ctx: _Probe(inner) if ctx.caller == "chat" else None,
+                     name=position.pop("name", "probe"), **position)
+            register(lambda inner, ctx: None, name="absent", after="recording")
+
+    return LayerPlugin()
+
+
+def _chain(provider: Any) -> list[str]:
+    names = []
+    while provider is not None:
+        names.append(type(provider).__name__)
+        provider = getattr(provider, "wrapped", None)
+    return names
+
+
+async def test_a_registered_layer_sits_at_its_position_for_chat_manager(
+        fake_plugins: Any, tmp_path: Path) -> None:
+    from modelplex.manager import ChatManager
+    from modelplex.pipeline import PATH, layer_order
+
+    assert PATH == ("recording", "telemetry", "cache", "router", "provider")
+    fake_plugins.register(_layer_plugin(before="cache"), name="layer")
+    assert [name for name, _ in layer_order(fake_plugins)] == [
+        "recording", "absent", "telemetry", "probe", "cache"]
+    async with ChatManager("fake:echo", plugins=fake_plugins, cache=MemoryCache(),
+                           conversation=True, logs=tmp_path / "logs.db") as chat:
+        assert _chain(chat._provider) == ["RecordingProvider", "_Probe", "CachedProvider",
+                                          "Router"]
+        before = _Probe.seen
+        meta = await chat.get_response_with_meta("hi")
+        assert meta.content == "The capital of France is Paris."
+        assert _Probe.seen == before + 1
+
+
+async def test_a_layer_named_telemetry_fills_its_slot(fake_plugins: Any) -> None:
+    from modelplex.pipeline import layer_order
+
+    fake_plugins.register(_layer_plugin(name="telemetry"), name="layer")
+    order = layer_order(fake_plugins)
+    assert [name for name, _ in order] == ["recording", "absent", "telemetry", "cache"]
+    assert order[2][1] is not None
+
+
+def test_a_layer_below_the_router_is_refused(fake_plugins: Any) -> None:
+    from modelplex.pipeline import layer_order
+
+    fake_plugins.register(_layer_plugin(after="router"), name="bad-layer")
+    assert [name for name, _ in layer_order(fake_plugins)] == [
+        "recording", "absent", "telemetry", "cache"]
+    [info] = [i for i in fake_plugins.list_plugins() if i.name == "bad-layer"]
+    assert info.error is not None and "above the router" in info.error
+
+
+# -- a plain provider:model is a router of one deployment -------------------------------------
+def _flaky_plugins(make_plugin: Any, fake_cls: Any, errors: list[Exception]) -> Any:
+    from modelplex.plugins import Plugins
+
+    class Flaky(fake_cls):  # type: ignore[misc, valid-type]
+        """Raises the queued errors before its first chunk, then answers."""
+
+        async def _stream(self, request: ChatRequest) -> Any:
+            if errors:
+                self.requests.append(request)
+                raise errors.pop(0)
+            async for chunk in super()._stream(request):
+                yield chunk
+
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(make_plugin(provider_name="fake", cls=Flaky), name="flaky")
+    return plugins
+
+
+async def test_a_plain_model_retries_what_waiting_can_fix(make_plugin: Any,
+                                                          fake_cls: Any) -> None:
+    import time
+
+    from modelplex.errors import ProviderConnectionError, ServerBusyError
+    from modelplex.manager import ChatManager
+
+    errors: list[Exception] = [ServerBusyError("busy", status_code=503, retry_after=0.2,
+                                               provider="fake")]
+    plugins = _flaky_plugins(make_plugin, fake_cls, errors)
+    async with ChatManager("fake:echo", plugins=plugins) as chat:
+        start = time.monotonic()
+        meta = await chat.get_response_with_meta("hi")  # Retry-After honoured, then answered
+        assert time.monotonic() - start >= 0.2
+        assert meta.content == "The capital of France is Paris." and meta.deployment is None
+        errors.append(ProviderConnectionError("refused", provider="fake"))
+        assert (await chat.get_response_with_meta("hi")).content  # backoff, then answered
+
+
+async def test_a_plain_model_raises_the_providers_typed_error(make_plugin: Any,
+                                                              fake_cls: Any) -> None:
+    import time
+
+    import pytest
+
+    from modelplex.errors import (
+        ProviderTimeoutError,
+        RateLimitError,
+        ServerBusyError,
+        ServerError,
+    )
+    from modelplex.manager import ChatManager
+
+    errors: list[Exception] = []
+    plugins = _flaky_plugins(make_plugin, fake_cls, errors)
+    async with ChatManager("fake:echo", plugins=plugins) as chat:
+        for error, kind, attempts in [
+            (ServerError("boom", status_code=500, provider="fake"), ServerError, 1),
+            (ProviderTimeoutError("slow", phase="first_byte", timeout=1.0, provider="fake"),
+             ProviderTimeoutError, 1),
+            (RateLimitError("later", status_code=429, retry_after=60, provider="fake"),
+             RateLimitError, 1),  # Retry-After beyond the budget: raised at once
+            (ServerBusyError("busy", status_code=503, provider="fake"), ServerBusyError, 2),
+        ]:
+            errors[:] = [error] * 3
+            start = time.monotonic()
+            with pytest.raises(kind) as info:
+                await chat.get_response_with_meta("hi")
+            assert type(info.value) is kind and time.monotonic() - start < 2
+            assert len(errors) == 3 - attempts, error
+        assert info.value.retry_after is None  # type: ignore[attr-defined]
+
+
+async def test_retries_zero_turns_them_off(make_plugin: Any, fake_cls: Any) -> None:
+    import pytest
+
+    from modelplex.config import parse_config
+    from modelplex.errors import ServerBusyError
+    from modelplex.manager import ChatManager
+
+    errors: list[Exception] = []
+    plugins = _flaky_plugins(make_plugin, fake_cls, errors)
+    busy = ServerBusyError("busy", status_code=503, provider="fake")
+    for kwargs in ({"retries": 0}, {"config": parse_config({"retries": {"attempts": 1}})}):
+        async with ChatManager("fake:echo", plugins=plugins, **kwargs) as chat:
+            errors[:] = [busy, busy]
+            with pytest.raises(ServerBusyError):
+                await chat.get_response_with_meta("hi")
+            assert len(errors) == 1
