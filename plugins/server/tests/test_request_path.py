@@ -30,9 +30,11 @@ class Probe(WrappingProvider):
         super().__init__(inner)
         self.caller = caller
         self.seen = 0
+        self.streamed = 0
 
     def stream_request(self, request: ChatRequest) -> Any:
         self.seen += 1
+        self.streamed += 1
         return self.inner.stream_request(request)
 
     async def complete_request(self, request: ChatRequest) -> Any:
@@ -86,3 +88,28 @@ async def test_the_server_caches_records_and_has_the_plugins_layer(
     assert [(e.provider, e.model, e.cached) for e in reversed(recorded)] == [
         ("fault", "fault", False), ("fault", "fault", True)]
     store.close()
+
+
+async def test_non_streaming_apis_ask_the_stack_for_a_whole_answer(
+        plugins: Plugins, upstream: FaultyUpstream) -> None:
+    plugins.register(ProbePlugin(), name="probe")
+    resolver = ModelResolver(config=parse_config({}), plugins=plugins)
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver))
+    try:
+        status, body = await _post(server.url + "/v1/chat/completions", HELLO)
+        assert status == 200 and body["choices"][0]["message"]["content"]
+        for path in ("/ollama/api/chat", "/ollama/api/generate"):
+            ask = ({"messages": HELLO["messages"]} if path.endswith("chat")
+                   else {"prompt": "hi"})
+            status, body = await _post(server.url + path,
+                                       {"model": "fault:fault", "stream": False, **ask})
+            assert status == 200 and body["done"] is True
+            assert (body.get("response") or body["message"]["content"])
+        top, _ = await resolver.resolve_model("fault:fault")
+        probe = _chain(top)[0]
+        assert isinstance(probe, Probe) and (probe.seen, probe.streamed) == (3, 0)
+        sent = [bool(r.json.get("stream")) for r in upstream.chat_requests()]
+        assert sent == [False, False, False]  # the provider's non-streaming request
+    finally:
+        await server.stop()
