@@ -360,3 +360,24 @@ async def test_tool_loop_and_structured_output_through_a_named_model(pool: Provi
             result = await chat.get_structured("Answer as JSON.", {"type": "object"})
             assert result.value == {"answer": 3}
         assert busy.requests == 1  # cooling after its 503: the rest went straight on
+
+
+async def test_a_fallback_cycle_does_not_depend_on_opening_order() -> None:
+    """Issue 19 #8: with a -> b -> a, opening a first must not publish a b without its
+    fallback under b's own pool key."""
+    async with FaultyUpstream() as up:
+        cfg = parse_config({
+            "providers": {"openai": {"api_key": "sk-local-test-key",
+                                     "base_url": up.url + "/v1"}},
+            "models": {"a": {"model": "openai:fault", "fallbacks": ["b"]},
+                       "b": {"model": "openai:fault", "fallbacks": ["a"]}}})
+        pool = ProviderPool()
+        first = await open_model("a", config=cfg, pool=pool)
+        second = await open_model("b", config=cfg, pool=pool)
+        try:
+            assert [r.name for r in first.base.chain] == ["a", "b"]  # type: ignore[attr-defined]
+            assert [r.name for r in second.base.chain] == ["b", "a"]  # type: ignore[attr-defined]
+        finally:
+            await first.release()
+            await second.release()
+        assert pool.shared() == []

@@ -289,7 +289,11 @@ async def open_router(name: str, *, config: Config | None = None,
     model = config.models[name]
     where = config.source or "the config"
     overrides = {k: dict(v) for k, v in (provider_config or {}).items()}
-    key = f"router:{name}:{id(plugins)}:{_short([config.model_dump(), overrides])}"
+    # a fallback already in the chain being opened is cut (a cycle a -> b -> a); a router cut
+    # that way is shared only with chains that cut the same, never under its own full key
+    cut = sorted(f for f in model.fallbacks if f in _opening)
+    key = (f"router:{name}:{id(plugins)}:{_short([config.model_dump(), overrides])}"
+           + (f":without:{','.join(cut)}" if cut else ""))
 
     async def build() -> Router:
         held: list[Any] = []

@@ -113,3 +113,17 @@ async def test_non_streaming_apis_ask_the_stack_for_a_whole_answer(
         assert sent == [False, False, False]  # the provider's non-streaming request
     finally:
         await server.stop()
+
+
+async def test_a_log_database_that_cannot_be_opened_does_not_fail_requests(
+        plugins: Plugins, tmp_path: Path) -> None:
+    (tmp_path / "logs.db").mkdir()  # a folder where the database should be
+    resolver = ModelResolver(config=parse_config({}), plugins=plugins,
+                             logs=tmp_path / "logs.db")
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver))
+    try:
+        status, body = await _post(server.url + "/v1/chat/completions", HELLO)
+        assert status == 200 and body["choices"][0]["message"]["content"]
+    finally:
+        await server.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from modelplex.logs import LogStore
 
 __all__ = ["ModelResolver", "named_model_targets"]
+
+log = logging.getLogger("modelplex.server")
 
 
 def named_model_targets(config: Config) -> dict[str, str]:
@@ -109,8 +112,15 @@ class ModelResolver:
         if self._store is None and self._logs is not None:
             from modelplex.logs import LogStore
 
-            self._store = (self._logs if isinstance(self._logs, LogStore)
-                           else LogStore(self._logs))
+            if isinstance(self._logs, LogStore):
+                self._store = self._logs
+            else:
+                try:
+                    self._store = LogStore(self._logs)
+                except Exception as err:  # storage failing never fails a request
+                    log.warning("exchanges are not stored: the log database %s cannot be "
+                                "used: %s", self._logs, err)
+                    self._logs = None
         return self._cache, self._store
 
     async def lease(self, model_id: str) -> Lease:
