@@ -28,8 +28,7 @@ from modelplex.errors import (
 from modelplex.http import Timeouts
 from modelplex.pipeline import open_model, release_model
 from modelplex.pool import ProviderPool
-from modelplex.routing import Deployment, Router
-from modelplex.state import MemoryState, RouterState
+from modelplex.routing import Deployment, MemoryState, Router, RouterState
 from modelplex.testing.upstream import PIECE, FaultyUpstream, closed_port_url
 
 TIMEOUTS = Timeouts(connect=2.0, first_byte=2.0, between_chunks=0.4, total=None)

@@ -100,7 +100,7 @@ def register_caches(register: Register) -> None:
 def register_state_backends(register: Register) -> None:
     """Register backends for the router's shared state.
 
-    Call ``register(StateClass, name="x")`` for each :class:`modelplex.state.RouterState`
+    Call ``register(StateClass, name="x")`` for each :class:`modelplex.routing.RouterState`
     subclass (or a callable taking keyword configuration and returning one); the config file's
     ``state = {backend = "x", ...}`` builds it with the section's other keys. Built in:
     ``memory``; ``modelplex-redis`` registers ``redis``.

@@ -38,8 +38,7 @@ from modelplex.errors import ConfigurationError, ModelplexError, PluginError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, config_key, get_pool
 from modelplex.provider import Provider
-from modelplex.routing import Deployment, Router
-from modelplex.state import MemoryState, RouterState
+from modelplex.routing import Deployment, MemoryState, Router, RouterState
 from modelplex.wrapping import LayerContext, WrappingProvider
 
 if TYPE_CHECKING:
@@ -243,7 +242,7 @@ def state_from_config(table: Mapping[str, Any]) -> RouterState:
     if backend == "memory":
         return _memory_state
     if ":" not in backend:  # a name registered through register_state_backends
-        from modelplex.state_backends import open_state
+        from modelplex.routing import open_state
 
         try:
             return open_state(dict(table))

@@ -36,7 +36,7 @@ from modelplex.errors import ConfigurationError, ModelplexError
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
-from modelplex.state import RouterState
+from modelplex.routing import RouterState
 from modelplex_server import ollama_api, openai_api, page, rest_api, ws
 from modelplex_server.connections import (
     CONNECTIONS,
