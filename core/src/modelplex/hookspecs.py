@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NAME",
     "Register",
+    "RegisterLayer",
     "hookimpl",
     "register_caches",
     "register_commands",

@@ -378,8 +378,8 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
     async def release_provider() -> None:
         await pool.release(provider)
 
-    single = Router.single(provider, model_name, retries=policy)
-    return single, model_name, provider_name, False, release_provider
+    single = Router.single(provider, model_name, retries=policy, on_close=release_provider)
+    return single, model_name, provider_name, False, single.aclose
 
 
 def _cache_for(cache: Any, config: Config, plugins: Plugins
