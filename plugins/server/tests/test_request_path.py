@@ -127,3 +127,38 @@ async def test_a_log_database_that_cannot_be_opened_does_not_fail_requests(
         assert status == 200 and body["choices"][0]["message"]["content"]
     finally:
         await server.stop()
+
+
+async def test_rest_conversations_are_recorded_under_their_id(
+        plugins: Plugins, tmp_path: Path) -> None:
+    resolver = ModelResolver(config=parse_config({}), plugins=plugins, logs=tmp_path / "l.db")
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver))
+    try:
+        status, conv = await _post(server.url + "/api/conversations", {"model": "fault:fault"})
+        assert status == 201
+        async with aiohttp.ClientSession() as session, session.post(
+                server.url + "/api/chat",
+                json={"conversation_id": conv["id"], "message": "hi"}) as resp:
+            assert resp.status == 200
+            await resp.read()
+    finally:
+        await server.stop()
+    store = LogStore(tmp_path / "l.db")
+    assert [e.prompt for e in store.exchanges(conv["id"])] == ["hi"]
+    store.close()
+
+
+def test_modelplex_serve_stores_exchanges_where_modelplex_chat_does(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    from modelplex_server.cli import _log_database
+
+    monkeypatch.setenv("MODELPLEX_DATA_DIR", str(tmp_path))
+    assert _log_database(parse_config({})) == str(tmp_path / "logs.db")
+    config = parse_config({"conversations": {"path": str(tmp_path / "x.db")}})
+    assert _log_database(config) == str(tmp_path / "x.db")
+    assert _log_database(parse_config({"conversations": {"log": False}})) is None
+    from modelplex.logs import set_logs_enabled
+
+    set_logs_enabled(False)  # modelplex logs off
+    assert _log_database(config) is None
