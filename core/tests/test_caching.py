@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from modelplex.caches import Cache, MemoryCache
-from modelplex.caching import CacheConfig, CachedProvider, cache_key, open_cache
+from modelplex.caches import Cache, CacheConfig, MemoryCache, open_cache
+from modelplex.caching import CachedProvider, cache_key
 from modelplex.errors import ConfigurationError, PluginError, StreamError
 from modelplex.manager import ChatManager
 from modelplex.plugins import Plugins

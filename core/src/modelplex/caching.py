@@ -30,82 +30,18 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modelplex.caches import Cache
+from modelplex.caches import Cache, CacheConfig, open_cache
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
-from modelplex.errors import ConfigurationError
 from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.types import ChatMessage
 from modelplex.wrapping import WrappingProvider
 
-__all__ = ["CacheConfig", "CacheLayer", "CachedProvider", "cache_key", "is_deterministic",
-           "open_cache"]
+__all__ = ["CacheLayer", "CachedProvider", "cache_key", "embedding_key", "is_deterministic"]
 
 log = logging.getLogger("modelplex.cache")
 
 KEY_VERSION = 1
-
-
-class CacheConfig(BaseModel):
-    """The ``cache`` section of the config file, or ``ChatManager(cache=...)``.
-
-    ``"sqlite"`` alone is short for ``{"backend": "sqlite"}``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str = Field(default="memory", min_length=1,
-                         description="A registered cache: memory, sqlite, redis, ...")
-    ttl: float | None = Field(default=3600.0, gt=0,
-                              description="Seconds an answer is kept (None: until cleared).")
-    path: str | None = Field(default=None, description="sqlite: the database file.")
-    url: str | None = Field(default=None, description="redis: the server URL.")
-    max_entries: int | None = Field(default=None, gt=0, description="memory: LRU size.")
-    nondeterministic: bool = Field(
-        default=False, description="Also cache requests with temperature > 0 and no seed.")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="Other keyword arguments of the backend.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, value: Any) -> Any:
-        return {"backend": value} if isinstance(value, str) else value
-
-    def backend_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments for the backend's class: the fields that are set."""
-        kwargs: dict[str, Any] = {"ttl": self.ttl}
-        for field in ("path", "url", "max_entries"):
-            value = getattr(self, field)
-            if value is not None:
-                kwargs[field] = value
-        kwargs.update(self.options)
-        return kwargs
-
-    @classmethod
-    def parse(cls, value: Any) -> CacheConfig:
-        """Validate a config section; a bad one raises :class:`ConfigurationError`."""
-        if isinstance(value, CacheConfig):
-            return value
-        try:
-            return cls.model_validate(value)
-        except ValidationError as err:
-            detail = "; ".join(f"cache.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in err.errors())
-            raise ConfigurationError(f"{detail} (see docs/caches.md)") from None
-
-
-def open_cache(config: CacheConfig | str | Mapping[str, Any], plugins: Any = None) -> Cache:
-    """Build the cache a config names, from the caches registered by plugins."""
-    from modelplex.plugins import get_plugins
-
-    cfg = CacheConfig.parse(config)
-    cls = (plugins or get_plugins()).get("caches", cfg.backend)
-    cache = cls.from_config(cfg) if hasattr(cls, "from_config") else cls(**cfg.backend_kwargs())
-    if not isinstance(cache, Cache):
-        raise ConfigurationError(f"cache backend {cfg.backend!r} built {cache!r}, "
-                                 "not a modelplex.caches.Cache")
-    return cache
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from modelplex.caches import Cache
+from modelplex.caches import Cache, CacheConfig
 
 if TYPE_CHECKING:
-    from modelplex.caching import CacheConfig, CacheLayer
+    from modelplex.caching import CacheLayer
     from modelplex.logs import LogStore
     from modelplex.plugins import Plugins
     from modelplex.provider import Provider
@@ -36,8 +36,6 @@ class ManagerLayers:
                  conversation: str | bool | None,
                  logs: LogStore | str | os.PathLike[str] | None) -> None:
         if cache is not None and not isinstance(cache, bool | Cache):
-            from modelplex.caching import CacheConfig
-
             cache = CacheConfig.parse(cache)
         self.cache_setting = cache
         self._layer: CacheLayer | None = None
@@ -56,8 +54,6 @@ class ManagerLayers:
         """
         setting = self.cache_setting
         if setting is None and default:
-            from modelplex.caching import CacheConfig
-
             setting = self.cache_setting = CacheConfig.parse(default)
         if setting is None or setting is False:
             return None

@@ -43,8 +43,7 @@ from modelplex.types import ChatMessage, ChatSession, MessageRole
 if TYPE_CHECKING:
     import os
 
-    from modelplex.caches import Cache
-    from modelplex.caching import CacheConfig
+    from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
     from modelplex.logs import LogStore
     from modelplex.pipeline import Lease
@@ -157,7 +156,7 @@ class ChatManager:
             (managers share providers with the same name and configuration through it).
         cache: a response cache for every message (off by default): a
             :class:`~modelplex.caches.Cache`, a backend name (``"memory"``, ``"sqlite"``,
-            ``"redis"``), or a :class:`~modelplex.caching.CacheConfig` or its dict; by default the
+            ``"redis"``), or a :class:`~modelplex.caches.CacheConfig` or its dict; by default the
             config file's ``cache`` section, if any.
         conversation: store every exchange in the log database: ``True`` starts a new
             conversation, an id continues that one (its history is loaded) or starts it.

@@ -433,7 +433,7 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
         cache: the response cache: ``None`` for the config's ``[cache]`` table (none
             without one), ``False`` for none, an open :class:`~modelplex.caches.Cache` or
             :class:`~modelplex.caching.CacheLayer` (the caller's), or a setting
-            (``"sqlite"``, a dict, a :class:`~modelplex.caching.CacheConfig`) opened here and
+            (``"sqlite"``, a dict, a :class:`~modelplex.caches.CacheConfig`) opened here and
             closed by the lease.
         plugins: the plugins providers and layers come from.
         provider_config: constructor keywords per provider name over ``[providers.NAME]``.
