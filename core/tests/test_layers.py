@@ -245,3 +245,31 @@ async def test_retries_zero_turns_them_off(make_plugin: Any, fake_cls: Any) -> N
             with pytest.raises(ServerBusyError):
                 await chat.get_response_with_meta("hi")
             assert len(errors) == 1
+
+
+# -- the lease -----------------------------------------------------------------------------------
+async def test_a_lease_releases_exactly_what_it_opened(fake_plugins: Any, fake_plugin: Any,
+                                                       tmp_path: Path) -> None:
+    from modelplex.config import parse_config
+    from modelplex.pipeline import open_model, release_model
+    from modelplex.pool import ProviderPool
+
+    pool, config = ProviderPool(), parse_config({})
+    lease = await open_model("fake:echo", plugins=fake_plugins, pool=pool, config=config,
+                             cache={"backend": "sqlite", "path": str(tmp_path / "c.db")},
+                             logs=tmp_path / "logs.db")
+    other = await open_model("fake", plugins=fake_plugins, pool=pool, config=config)
+    assert _chain(lease.provider) == ["RecordingProvider", "CachedProvider", "Router"]
+    assert (lease.model, lease.provider_name, other.model) == ("echo", "fake", "echo")
+    store, cache = lease.layers[0].store, lease.layers[1].cache  # type: ignore[attr-defined]
+    async with lease:
+        reply = await lease.provider.complete([{"role": "user", "content": "hi"}],
+                                              model=lease.model)
+        assert reply.content == "The capital of France is Paris."
+    assert store._closed and cache._closed  # opened for this lease, closed with it
+    [provider] = fake_plugin.created
+    assert not provider.closed and pool.shared() == [provider]  # still held by `other`
+    await lease.release()  # again: nothing more to give back
+    assert pool.holders(provider) == 1
+    await release_model(other.provider)  # the older way: the top provider
+    assert provider.closed and pool.shared() == []
