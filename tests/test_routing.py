@@ -380,3 +380,18 @@ async def test_a_fallback_cycle_does_not_depend_on_opening_order() -> None:
             await first.release()
             await second.release()
         assert pool.shared() == []
+
+
+async def test_a_whole_answer_fails_over_too(two: tuple[FaultyUpstream, FaultyUpstream],
+                                             pool: ProviderPool) -> None:
+    """complete_request goes through the router: retries and failover for non-streaming."""
+    a, b = two
+    cfg = config({"duo": {"deployments": [deployment(a.url), deployment(b.url)]}})
+    async with await open_model("duo", config=cfg, pool=pool) as lease:
+        a.faults.append("503:7")
+        reply = await lease.provider.complete([{"role": "user", "content": "hello"}],
+                                              model=lease.model)
+        assert reply.content == ANSWER
+        assert (reply.route.deployment, reply.route.attempts) == ("openai:fault#2", 2)
+        assert [r.json.get("stream") for r in (*a.chat_requests(), *b.chat_requests())] \
+            == [None, None]  # the providers' non-streaming request, twice

@@ -273,3 +273,20 @@ async def test_a_lease_releases_exactly_what_it_opened(fake_plugins: Any, fake_p
     assert pool.holders(provider) == 1
     await release_model(other.provider)  # the older way: the top provider
     assert provider.closed and pool.shared() == []
+
+
+async def test_whole_answers_get_the_same_retries(make_plugin: Any, fake_cls: Any) -> None:
+    from modelplex.config import parse_config
+    from modelplex.errors import ProviderConnectionError
+    from modelplex.pipeline import open_model
+    from modelplex.pool import ProviderPool
+
+    errors: list[Exception] = [ProviderConnectionError("refused", provider="fake")]
+    plugins = _flaky_plugins(make_plugin, fake_cls, errors)
+    async with await open_model("fake:echo", plugins=plugins, pool=ProviderPool(),
+                                config=parse_config({})) as lease:
+        reply = await lease.provider.complete([{"role": "user", "content": "hi"}],
+                                              model=lease.model)
+        assert reply.content == "The capital of France is Paris." and errors == []
+        assert lease.base.stats()["deployments"]["fake:echo"]["errors"] == {  # type: ignore[attr-defined]
+            "ProviderConnectionError": 1}
