@@ -290,3 +290,31 @@ async def test_whole_answers_get_the_same_retries(make_plugin: Any, fake_cls: An
         assert reply.content == "The capital of France is Paris." and errors == []
         assert lease.base.stats()["deployments"]["fake:echo"]["errors"] == {  # type: ignore[attr-defined]
             "ProviderConnectionError": 1}
+
+
+async def test_a_plain_models_attempt_is_bounded_by_the_provider_not_the_retry_budget(
+        make_plugin: Any, fake_cls: Any) -> None:
+    """``retries.timeout`` bounds the waits between a plain model's attempts; an attempt itself
+    runs as long as the provider's own timeouts allow (a model loading, a long answer)."""
+    import asyncio
+
+    from modelplex.config import RetryConfig, parse_config
+    from modelplex.pipeline import open_model
+    from modelplex.plugins import Plugins
+    from modelplex.pool import ProviderPool
+
+    class Slow(fake_cls):  # type: ignore[misc, valid-type]
+        async def _stream(self, request: ChatRequest) -> Any:
+            await asyncio.sleep(0.3)  # e.g. loading the model before the first token
+            async for chunk in super()._stream(request):
+                yield chunk
+
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(make_plugin(provider_name="fake", cls=Slow), name="slow")
+    budget = RetryConfig(attempts=2, timeout=0.1)
+    async with await open_model("fake:echo", plugins=plugins, pool=ProviderPool(),
+                                config=parse_config({}), retries=budget) as lease:
+        messages = [{"role": "user", "content": "hi"}]
+        assert (await lease.provider.complete(messages, model=lease.model)).content
+        chunks = [c async for c in lease.provider.chat(messages, model=lease.model)]
+        assert "".join(c.content for c in chunks) == "The capital of France is Paris."
