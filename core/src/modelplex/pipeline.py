@@ -231,7 +231,8 @@ SINGLE_RETRIES = RetryConfig(attempts=2, timeout=10.0, backoff=0.1, max_backoff=
                              cooldown=0.0)
 """A plain ``provider:model``'s retries by default: one more attempt after a connection
 failure or a 429/502/503/504/529 (after ``Retry-After`` when it fits in 10 s), none after a
-timeout or any other status (see docs/routing.md)."""
+timeout or any other status (see docs/routing.md). ``timeout`` bounds the waits between
+attempts; an attempt is bounded by the provider's own timeouts."""
 
 
 def state_from_config(table: Mapping[str, Any]) -> RouterState:
