@@ -318,3 +318,19 @@ async def test_a_plain_models_attempt_is_bounded_by_the_provider_not_the_retry_b
         assert (await lease.provider.complete(messages, model=lease.model)).content
         chunks = [c async for c in lease.provider.chat(messages, model=lease.model)]
         assert "".join(c.content for c in chunks) == "The capital of France is Paris."
+
+
+async def test_a_failed_whole_answer_is_recorded_with_what_arrived(fake_cls: Any,
+                                                                   tmp_path: Path) -> None:
+    import pytest
+
+    from modelplex.errors import StreamError
+
+    store = LogStore(tmp_path / "logs.db")
+    stack = RecordingProvider(fake_cls(fail_after=2), store, "c")
+    with pytest.raises(StreamError):
+        await stack.complete([{"role": "user", "content": "hi"}], model="echo")
+    [failed] = store.exchanges("c")
+    assert (failed.response, failed.error) == ("The capital",
+                                               "StreamError: fake: the upstream broke off")
+    store.close()

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from modelplex.chunks import ChatResponse, StreamChunk, Usage
-from modelplex.errors import redact
+from modelplex.errors import ProviderError, redact
 from modelplex.logs import Exchange, LogStore, _now
 from modelplex.provider import ChatRequest, Provider
 from modelplex.types import MessageRole
@@ -93,9 +93,10 @@ class RecordingProvider(WrappingProvider):
         start = time.perf_counter()
         try:
             response = await self.inner.complete_request(request)
-        except Exception as err:
-            await self._record(request, started_at, start, None, "", "", [], None, None, None,
-                               "error", redact(f"{type(err).__name__}: {err}"))
+        except Exception as err:  # keeps what the provider sent before it failed
+            partial = err.partial_content if isinstance(err, ProviderError) else ""
+            await self._record(request, started_at, start, None, partial, "", [], None, None,
+                               None, "error", redact(f"{type(err).__name__}: {err}"))
             raise
         except BaseException:
             await self._record(request, started_at, start, None, "", "", [], None, None, None,
