@@ -38,7 +38,7 @@ async def test_chat_streams_through_the_plugin(model: str, variables: dict[str, 
 
 async def test_a_server_error_is_a_clean_cli_error() -> None:
     async with FaultyUpstream() as upstream:
-        upstream.faults.append("529")
+        upstream.faults.extend(["529", "529"])  # a plain model retries a 529 once
         code, out, err = await modelplex(
             "chat", "-m", "anthropic:claude-sonnet-4-5", "hi",
             env={"ANTHROPIC_BASE_URL": upstream.url,

@@ -16,7 +16,21 @@ from modelplex import ChatManager
 from modelplex.config import parse_config
 from modelplex.http import HttpClient, Timeouts
 from modelplex.pool import ProviderPool
+from modelplex.provider import Provider
+from modelplex.routing import Router
 from modelplex.testing.upstream import FaultyUpstream
+from modelplex.wrapping import WrappingProvider
+
+
+def _pooled(manager: ChatManager) -> Provider:
+    """The pooled provider (or named model's router) under a manager's stack."""
+    provider = manager._provider
+    while isinstance(provider, WrappingProvider):
+        provider = provider.inner
+    if isinstance(provider, Router) and provider.plain:
+        provider = provider.deployments[0].provider
+    assert provider is not None
+    return provider
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +52,9 @@ async def test_four_llamacpp_managers_load_the_model_once(models_dir: Path) -> N
         await manager.initialize_model("llamacpp:tiny")
     metas = await asyncio.gather(*(m.get_response_with_meta("hi") for m in managers))
     assert all(meta.completion_tokens > 0 for meta in metas)
-    providers = {id(m._provider) for m in managers}
+    providers = {id(_pooled(m)) for m in managers}
     assert len(providers) == 1  # one instance ...
-    provider = managers[0]._provider
+    provider = _pooled(managers[0])
     assert len(provider._loaded) == 1  # type: ignore[union-attr]  # ... one copy of the model
     assert pool.holders(provider) == 4
     for manager in managers[:3]:
@@ -61,15 +75,15 @@ async def test_http_managers_share_one_session() -> None:
         managers = [ChatManager("openai:fault", config=cfg, pool=pool) for _ in range(8)]
         metas = await asyncio.gather(*(m.get_response_with_meta("hi") for m in managers))
         assert all(meta.content for meta in metas)
-        provider = managers[0]._provider
-        assert all(m._provider is provider for m in managers)
+        provider = _pooled(managers[0])
+        assert all(_pooled(m) is provider for m in managers)
         clients = [v for v in vars(provider).values() if isinstance(v, HttpClient)]
         session = clients[0]._session
         assert session is not None and not session.closed
         other = ChatManager("openai:fault", config=cfg, pool=pool,
                             provider_config={"openai": {"headers": {"X-Team": "b"}}})
         await other.initialize_model()
-        assert other._provider is not provider  # another configuration: another instance
+        assert _pooled(other) is not provider  # another configuration: another instance
         await other.aclose()
         for manager in managers[:-1]:
             await manager.aclose()
@@ -89,8 +103,8 @@ async def test_named_model_routers_are_shared_and_released() -> None:
         b = ChatManager("fast", config=cfg, pool=pool)
         await a.get_response_with_meta("one")
         await b.get_response_with_meta("two")
-        assert a._provider is b._provider
-        assert a._provider.stats()["requests"] == 2  # type: ignore[union-attr]
+        assert _pooled(a) is _pooled(b)
+        assert _pooled(a).stats()["requests"] == 2  # type: ignore[union-attr]
         assert len(pool.shared()) == 2  # the router and its one provider
         await a.aclose()
         await b.aclose()
@@ -106,8 +120,8 @@ def test_sync_managers_of_a_thread_share_the_model(models_dir: Path) -> None:
                         options={"max_tokens": 4}) as two:
         assert one.get_response_with_meta_sync("hi").completion_tokens > 0
         assert two.get_response_with_meta_sync("hi").completion_tokens > 0
-        assert one._provider is two._provider
-        assert len(one._provider._loaded) == 1  # type: ignore[union-attr]
+        assert _pooled(one) is _pooled(two)
+        assert len(_pooled(one)._loaded) == 1  # type: ignore[union-attr]
     assert pool.shared() == []
 
 
@@ -118,9 +132,9 @@ async def test_a_lingering_provider_is_reused_then_closed_when_idle() -> None:
             "base_url": up.url + "/v1", "api_key": "sk-pool-test-1234567890"}}})
         async with ChatManager("openai:fault", config=cfg, pool=pool) as first:
             assert (await first.get_response_with_meta("hi")).content
-            provider = first._provider
+            provider = _pooled(first)
         async with ChatManager("openai:fault", config=cfg, pool=pool) as second:
-            assert second._provider is provider  # released, but still open: reused
+            assert _pooled(second) is provider  # released, but still open: reused
             assert (await second.get_response_with_meta("again")).content
         clients = [v for v in vars(provider).values() if isinstance(v, HttpClient)]
         session = clients[0]._session
@@ -142,7 +156,7 @@ def test_a_lingering_provider_is_closed_when_its_loop_shuts_down() -> None:
                 "base_url": up.url + "/v1", "api_key": "sk-pool-test-1234567890"}}})
             async with ChatManager("openai:fault", config=cfg, pool=pool) as manager:
                 assert (await manager.get_response_with_meta("hi")).content
-                provider = manager._provider
+                provider = _pooled(manager)
             assert pool.shared() == [provider]
             return provider
 

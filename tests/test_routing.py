@@ -28,8 +28,7 @@ from modelplex.errors import (
 from modelplex.http import Timeouts
 from modelplex.pipeline import open_model, release_model
 from modelplex.pool import ProviderPool
-from modelplex.routing import Deployment, Router
-from modelplex.state import MemoryState, RouterState
+from modelplex.routing import Deployment, MemoryState, Router, RouterState
 from modelplex.testing.upstream import PIECE, FaultyUpstream, closed_port_url
 
 TIMEOUTS = Timeouts(connect=2.0, first_byte=2.0, between_chunks=0.4, total=None)
@@ -360,3 +359,39 @@ async def test_tool_loop_and_structured_output_through_a_named_model(pool: Provi
             result = await chat.get_structured("Answer as JSON.", {"type": "object"})
             assert result.value == {"answer": 3}
         assert busy.requests == 1  # cooling after its 503: the rest went straight on
+
+
+async def test_a_fallback_cycle_does_not_depend_on_opening_order() -> None:
+    """Issue 19 #8: with a -> b -> a, opening a first must not publish a b without its
+    fallback under b's own pool key."""
+    async with FaultyUpstream() as up:
+        cfg = parse_config({
+            "providers": {"openai": {"api_key": "sk-local-test-key",
+                                     "base_url": up.url + "/v1"}},
+            "models": {"a": {"model": "openai:fault", "fallbacks": ["b"]},
+                       "b": {"model": "openai:fault", "fallbacks": ["a"]}}})
+        pool = ProviderPool()
+        first = await open_model("a", config=cfg, pool=pool)
+        second = await open_model("b", config=cfg, pool=pool)
+        try:
+            assert [r.name for r in first.base.chain] == ["a", "b"]  # type: ignore[attr-defined]
+            assert [r.name for r in second.base.chain] == ["b", "a"]  # type: ignore[attr-defined]
+        finally:
+            await first.release()
+            await second.release()
+        assert pool.shared() == []
+
+
+async def test_a_whole_answer_fails_over_too(two: tuple[FaultyUpstream, FaultyUpstream],
+                                             pool: ProviderPool) -> None:
+    """complete_request goes through the router: retries and failover for non-streaming."""
+    a, b = two
+    cfg = config({"duo": {"deployments": [deployment(a.url), deployment(b.url)]}})
+    async with await open_model("duo", config=cfg, pool=pool) as lease:
+        a.faults.append("503:7")
+        reply = await lease.provider.complete([{"role": "user", "content": "hello"}],
+                                              model=lease.model)
+        assert reply.content == ANSWER
+        assert (reply.route.deployment, reply.route.attempts) == ("openai:fault#2", 2)
+        assert [r.json.get("stream") for r in (*a.chat_requests(), *b.chat_requests())] \
+            == [None, None]  # the providers' non-streaming request, twice

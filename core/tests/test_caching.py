@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from modelplex.caches import Cache, MemoryCache
-from modelplex.caching import CacheConfig, CachedProvider, cache_key, open_cache
+from modelplex.caches import Cache, CacheConfig, MemoryCache, open_cache
+from modelplex.caching import CachedProvider, cache_key
 from modelplex.errors import ConfigurationError, PluginError, StreamError
 from modelplex.manager import ChatManager
 from modelplex.plugins import Plugins
@@ -39,16 +39,18 @@ class BrokenCache(Cache):
 async def test_second_identical_message_is_a_hit(fake_plugins: Plugins, fake_plugin: Any) -> None:
     cache = MemoryCache()
     async with ChatManager("fake:echo", plugins=fake_plugins, cache=cache) as chat:
-        first = await chat.get_response_with_meta("What is the capital of France?")
+        streamed = [c async for c in chat.send_message("What is the capital of France?")]
         chat.clear_history()
         chunks = [c async for c in chat.send_message("What is the capital of France?")]
         chat.clear_history()
         again = await chat.get_response_with_meta("What is the capital of France?")
     provider = fake_plugin.created[0]
     assert provider.streams_started == 1
-    assert not first.cache_hit
-    assert again.cache_hit
-    assert again.content == first.content == "The capital of France is Paris."
+    first = streamed[-1].usage
+    assert first is not None and not first.cached
+    assert again.cache_hit  # a whole answer from the entry the stream stored
+    assert again.content == "".join(c.content for c in streamed)
+    assert again.content == "The capital of France is Paris."
     assert (again.prompt_tokens, again.completion_tokens) == (first.prompt_tokens,
                                                               first.completion_tokens)
     # replayed as the same stream: one chunk per word, then the final one with usage
@@ -323,5 +325,5 @@ async def test_the_config_files_cache_section_and_the_pipeline(fake_plugins: Plu
                                        cache=cache, config=parse_config({}))
     assert isinstance(provider, CachedProvider) and provider.cache is cache
     assert model == "echo"
-    await release_model(provider, pool=pool)  # the layer is unwrapped, the provider closed
-    assert provider.inner.closed  # type: ignore[attr-defined]
+    await release_model(provider, pool=pool)  # the lease is released, the provider closed
+    assert fake_plugin.created[-1].closed  # the cache is the caller's: still open

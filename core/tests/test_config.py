@@ -161,7 +161,7 @@ async def test_state_backend_from_the_config_is_built_and_closed_with_the_router
 
     from modelplex.pipeline import open_model, release_model, state_from_config
     from modelplex.pool import ProviderPool
-    from modelplex.state import MemoryState
+    from modelplex.routing import MemoryState
 
     built: list[Any] = []
 

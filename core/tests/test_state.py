@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modelplex.state import MemoryState
+from modelplex.routing import MemoryState
 
 
 async def test_cooldown_expires_and_is_never_shortened() -> None:

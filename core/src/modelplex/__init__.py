@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         PydanticParser as PydanticParser,
     )
     from modelplex.pipeline import (
+        Lease as Lease,
         open_model as open_model,
         release_model as release_model,
     )
@@ -146,7 +147,7 @@ _LAZY: dict[str, str] = {
                      "SystemMessage", "UserMessage", "configure_load_balancer",
                      "get_embedding_model", "get_model", "get_model_manager"], "compat"),
     **dict.fromkeys(["Config", "load_config"], "config"),
-    **dict.fromkeys(["open_model", "release_model"], "pipeline"),
+    **dict.fromkeys(["Lease", "open_model", "release_model"], "pipeline"),
     **dict.fromkeys(["ProviderPool", "get_pool"], "pool"),
     **dict.fromkeys(["Deployment", "RouteInfo", "Router"], "routing"),
     **dict.fromkeys(["AuthenticationError", "BadRequestError", "ChatBusyError",

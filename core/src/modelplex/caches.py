@@ -6,23 +6,24 @@ JSON data (dicts, lists, strings, numbers), so a backend may serialise them; the
 cache keeps any object. Built in: ``memory`` (:class:`MemoryCache`) and ``sqlite``
 (:class:`modelplex.sqlite_cache.SQLiteCache`); ``modelplex-redis`` adds ``redis``.
 
-Caches are put in the request path by :class:`modelplex.caching.CachedProvider`.
+:class:`CacheConfig` is the ``[cache]`` table of the config file (or
+``ChatManager(cache=...)``) and :func:`open_cache` builds the cache it names. Caches are put
+in the request path by the cache layer, :class:`modelplex.caching.CachedProvider`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import attrs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelplex.errors import ConfigurationError, UnsupportedOperationError
 
-if TYPE_CHECKING:
-    from modelplex.caching import CacheConfig
-
-__all__ = ["Cache", "CacheStats", "MemoryCache"]
+__all__ = ["Cache", "CacheConfig", "CacheStats", "MemoryCache", "open_cache"]
 
 
 @attrs.define
@@ -150,3 +151,64 @@ class MemoryCache(Cache):
         now = time.monotonic()
         size = sum(1 for expires, _ in self._data.values() if expires > now)
         return CacheStats(backend=self.name, hits=self.hits, misses=self.misses, size=size)
+
+
+class CacheConfig(BaseModel):
+    """The ``cache`` section of the config file, or ``ChatManager(cache=...)``.
+
+    ``"sqlite"`` alone is short for ``{"backend": "sqlite"}``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field(default="memory", min_length=1,
+                         description="A registered cache: memory, sqlite, redis, ...")
+    ttl: float | None = Field(default=3600.0, gt=0,
+                              description="Seconds an answer is kept (None: until cleared).")
+    path: str | None = Field(default=None, description="sqlite: the database file.")
+    url: str | None = Field(default=None, description="redis: the server URL.")
+    max_entries: int | None = Field(default=None, gt=0, description="memory: LRU size.")
+    nondeterministic: bool = Field(
+        default=False, description="Also cache requests with temperature > 0 and no seed.")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="Other keyword arguments of the backend.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"backend": value} if isinstance(value, str) else value
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for the backend's class: the fields that are set."""
+        kwargs: dict[str, Any] = {"ttl": self.ttl}
+        for field in ("path", "url", "max_entries"):
+            value = getattr(self, field)
+            if value is not None:
+                kwargs[field] = value
+        kwargs.update(self.options)
+        return kwargs
+
+    @classmethod
+    def parse(cls, value: Any) -> CacheConfig:
+        """Validate a config section; a bad one raises :class:`ConfigurationError`."""
+        if isinstance(value, CacheConfig):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as err:
+            detail = "; ".join(f"cache.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                               for e in err.errors())
+            raise ConfigurationError(f"{detail} (see docs/caches.md)") from None
+
+
+def open_cache(config: CacheConfig | str | Mapping[str, Any], plugins: Any = None) -> Cache:
+    """Build the cache a config names, from the caches registered by plugins."""
+    from modelplex.plugins import get_plugins
+
+    cfg = CacheConfig.parse(config)
+    cls = (plugins or get_plugins()).get("caches", cfg.backend)
+    cache = cls.from_config(cfg) if hasattr(cls, "from_config") else cls(**cfg.backend_kwargs())
+    if not isinstance(cache, Cache):
+        raise ConfigurationError(f"cache backend {cfg.backend!r} built {cache!r}, "
+                                 "not a modelplex.caches.Cache")
+    return cache

@@ -26,85 +26,22 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modelplex.caches import Cache
-from modelplex.chunks import StreamChunk, ToolCall, Usage
-from modelplex.errors import ConfigurationError
+from modelplex.caches import Cache, CacheConfig, open_cache
+from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.provider import ChatRequest, CommonOptions, Provider
-from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
+from modelplex.types import ChatMessage
+from modelplex.wrapping import WrappingProvider
 
-__all__ = ["CacheConfig", "CacheLayer", "CachedProvider", "cache_key", "is_deterministic",
-           "open_cache"]
+__all__ = ["CacheLayer", "CachedProvider", "cache_key", "embedding_key", "is_deterministic"]
 
 log = logging.getLogger("modelplex.cache")
 
 KEY_VERSION = 1
-
-
-class CacheConfig(BaseModel):
-    """The ``cache`` section of the config file, or ``ChatManager(cache=...)``.
-
-    ``"sqlite"`` alone is short for ``{"backend": "sqlite"}``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str = Field(default="memory", min_length=1,
-                         description="A registered cache: memory, sqlite, redis, ...")
-    ttl: float | None = Field(default=3600.0, gt=0,
-                              description="Seconds an answer is kept (None: until cleared).")
-    path: str | None = Field(default=None, description="sqlite: the database file.")
-    url: str | None = Field(default=None, description="redis: the server URL.")
-    max_entries: int | None = Field(default=None, gt=0, description="memory: LRU size.")
-    nondeterministic: bool = Field(
-        default=False, description="Also cache requests with temperature > 0 and no seed.")
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="Other keyword arguments of the backend.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, value: Any) -> Any:
-        return {"backend": value} if isinstance(value, str) else value
-
-    def backend_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments for the backend's class: the fields that are set."""
-        kwargs: dict[str, Any] = {"ttl": self.ttl}
-        for field in ("path", "url", "max_entries"):
-            value = getattr(self, field)
-            if value is not None:
-                kwargs[field] = value
-        kwargs.update(self.options)
-        return kwargs
-
-    @classmethod
-    def parse(cls, value: Any) -> CacheConfig:
-        """Validate a config section; a bad one raises :class:`ConfigurationError`."""
-        if isinstance(value, CacheConfig):
-            return value
-        try:
-            return cls.model_validate(value)
-        except ValidationError as err:
-            detail = "; ".join(f"cache.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in err.errors())
-            raise ConfigurationError(f"{detail} (see docs/caches.md)") from None
-
-
-def open_cache(config: CacheConfig | str | Mapping[str, Any], plugins: Any = None) -> Cache:
-    """Build the cache a config names, from the caches registered by plugins."""
-    from modelplex.plugins import get_plugins
-
-    cfg = CacheConfig.parse(config)
-    cls = (plugins or get_plugins()).get("caches", cfg.backend)
-    cache = cls.from_config(cfg) if hasattr(cls, "from_config") else cls(**cfg.backend_kwargs())
-    if not isinstance(cache, Cache):
-        raise ConfigurationError(f"cache backend {cfg.backend!r} built {cache!r}, "
-                                 "not a modelplex.caches.Cache")
-    return cache
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -182,8 +119,11 @@ def _load_chunks(stored: Mapping[str, Any]) -> list[StreamChunk]:
     return chunks
 
 
-class CachedProvider(Provider):
+class CachedProvider(WrappingProvider):
     """A provider that answers from ``cache`` when it can and from ``inner`` otherwise.
+
+    Everything but chat and embeddings is the inner provider's
+    (:class:`~modelplex.wrapping.WrappingProvider`).
 
     Args:
         inner: the provider (or router) behind the cache.
@@ -195,15 +135,11 @@ class CachedProvider(Provider):
 
     def __init__(self, inner: Provider, cache: Cache, *, ttl: float | None = None,
                  nondeterministic: bool = False, embeddings: bool = True) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.ttl = ttl
         self.nondeterministic = nondeterministic
         self.cache_embeddings = embeddings
-        self.name = inner.name
-        self.Options = inner.Options  # type: ignore[misc]
-        self.capabilities = inner.capabilities  # type: ignore[misc]
-        self.default_model = inner.default_model
         self._failing = False
 
     def __repr__(self) -> str:
@@ -243,9 +179,24 @@ class CachedProvider(Provider):
         else:
             self._cache_ok()
 
+    async def _lookup(self, key: str, request: ChatRequest) -> list[StreamChunk] | None:
+        """The stored answer's chunks, or ``None`` on a miss."""
+        stored = await self._get(key)
+        if stored is None:
+            return None
+        try:
+            chunks = _load_chunks(stored)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None  # an entry of another version or shape: a miss
+        if not chunks:
+            return None
+        log.debug("cache hit", extra={"provider": self.name, "model": request.model,
+                                      "cache": self.cache.name})
+        return chunks
+
     # -- chat ---------------------------------------------------------------------------------
     def _cacheable(self, request: ChatRequest) -> bool:
-        wanted: bool | None = getattr(request, "cache", None)
+        wanted: bool | None = request.cache
         if wanted is not None:
             return wanted
         return self.nondeterministic or is_deterministic(request.options)
@@ -258,18 +209,11 @@ class CachedProvider(Provider):
 
     async def _cached_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         key = cache_key(self.name, request)
-        stored = await self._get(key)
-        if stored is not None:
-            try:
-                chunks = _load_chunks(stored)
-            except (KeyError, TypeError, ValueError, IndexError):
-                chunks = []  # an entry of another version or shape: a miss
-            if chunks:
-                log.debug("cache hit", extra={"provider": self.name, "model": request.model,
-                                              "cache": self.cache.name})
-                for chunk in chunks:
-                    yield chunk
-                return
+        chunks = await self._lookup(key, request)
+        if chunks is not None:
+            for chunk in chunks:
+                yield chunk
+            return
         records: list[str | list[Any]] = []
         model: str | None = None
         finished = False
@@ -284,8 +228,23 @@ class CachedProvider(Provider):
         if finished:  # complete answers only: a failure raised above, a close never gets here
             await self._set(key, {"v": KEY_VERSION, "model": model, "chunks": records})
 
-    def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        return self.stream_request(request)
+    async def complete_request(self, request: ChatRequest) -> ChatResponse:
+        """Answer from the cache, or ask the inner provider for the whole answer and store it
+        (as one chunk: a later streamed request replays it)."""
+        if not self._cacheable(request):
+            return await self.inner.complete_request(request)
+        key = cache_key(self.name, request)
+        chunks = await self._lookup(key, request)
+        if chunks is not None:
+            return ChatResponse.from_chunks(chunks, model=request.model, provider=self.name)
+        response = await self.inner.complete_request(request)
+        whole = StreamChunk(content=response.content, reasoning=response.reasoning,
+                            tool_calls=list(response.tool_calls) or None,
+                            finish_reason=response.finish_reason, usage=response.usage,
+                            model=response.model)
+        await self._set(key, {"v": KEY_VERSION, "model": response.model,
+                              "chunks": [_dump_chunk(whole, response.model)]})
+        return response
 
     # -- embeddings -----------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str], *, model: str,
@@ -303,40 +262,6 @@ class CachedProvider(Provider):
                 found[i] = vector
                 await self._set(keys[i], list(vector))
         return [list(vector) for vector in found if vector is not None]
-
-    # -- everything else is the inner provider's ---------------------------------------------
-    @property
-    def wrapped(self) -> Provider:
-        """The provider this layer wraps."""
-        return self.inner
-
-    def parse_options(self, options: Mapping[str, Any] | CommonOptions | None) -> CommonOptions:
-        """The inner provider's option validation."""
-        return self.inner.parse_options(options)
-
-    async def list_models(self) -> list[ModelInfo]:
-        """The inner provider's models."""
-        return await self.inner.list_models()
-
-    async def show_model(self, name: str) -> ModelInfo:
-        """The inner provider's model details."""
-        return await self.inner.show_model(name)
-
-    def pull_model(self, name: str) -> AsyncIterator[PullProgress]:
-        """The inner provider's download."""
-        return self.inner.pull_model(name)
-
-    async def delete_model(self, name: str) -> None:
-        """The inner provider's delete."""
-        await self.inner.delete_model(name)
-
-    async def list_loaded_models(self) -> list[ModelInfo]:
-        """The inner provider's loaded models."""
-        return await self.inner.list_loaded_models()
-
-    async def health(self) -> HealthStatus:
-        """The inner provider's health."""
-        return await self.inner.health()
 
     async def aclose(self) -> None:
         """Close the inner provider (the cache belongs to whoever opened it)."""

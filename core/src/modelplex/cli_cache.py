@@ -15,7 +15,7 @@ __all__ = ["cache"]
 
 
 def _open(backend: str | None, path: str | None, url: str | None) -> Cache:
-    from modelplex.caching import CacheConfig, open_cache
+    from modelplex.caches import CacheConfig, open_cache
     from modelplex.config import get_config
 
     configured = dict(get_config().cache)  # the config file's [cache] table, if any

@@ -28,15 +28,17 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from modelplex.chunks import Usage
 from modelplex.config import Config, get_config, parse_config
 from modelplex.errors import ConfigurationError, ModelplexError
-from modelplex.provider import Provider
 from modelplex.types import ChatMessage
+
+if TYPE_CHECKING:
+    from modelplex.pipeline import Lease
 
 __all__ = ["AssistantMessage", "ModelAdapter", "ModelManager", "ModelResponse", "SystemMessage",
            "UserMessage", "configure_load_balancer", "get_embedding_model", "get_model",
@@ -94,7 +96,7 @@ class ModelAdapter:
         self.config_name = name
         self.kind = kind
         self.config = manager.config()
-        self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Provider] = (
+        self._leases: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Lease] = (
             weakref.WeakKeyDictionary())
 
     def __repr__(self) -> str:
@@ -113,27 +115,29 @@ class ModelAdapter:
         return [{"role": m.role.value, "content": m.content} if isinstance(m, ChatMessage)
                 else dict(m) for m in flat]
 
-    async def _provider(self) -> Provider:
+    async def _lease(self) -> Lease:
+        """The stack of this model in the running loop (opened once per loop)."""
         loop = asyncio.get_running_loop()
-        provider = self._providers.get(loop)
-        if provider is None:
+        lease = self._leases.get(loop)
+        if lease is None:
             from modelplex.pipeline import open_model
 
-            provider, _ = await open_model(self.config_name, config=self.config)
-            self._providers[loop] = provider
-        return provider
+            lease = await open_model(self.config_name, config=self.config, caller="compat")
+            self._leases[loop] = lease
+        return lease
 
     async def acall(self, messages: Sequence[Any] | None = None, *,
                     texts: Sequence[str] | None = None, **kwargs: Any) -> ModelResponse:
         """Chat with the formatted ``messages``, or embed ``texts`` (embedding models)."""
         from modelplex.routing import Router
 
-        provider = await self._provider()
-        assert isinstance(provider, Router)
+        lease = await self._lease()
+        provider, router = lease.provider, lease.base
+        assert isinstance(router, Router)
         if self.kind == "embedding" or texts is not None:
             if texts is None:
                 texts = [m if isinstance(m, str) else m["content"] for m in messages or []]
-            vectors, route = await provider.embed_routed(list(texts), options=kwargs or None)
+            vectors, route = await router.embed_routed(list(texts), options=kwargs or None)
             return ModelResponse(embedding=vectors,
                                  model_info=_model_info(route, self.config_name))
         if not messages:

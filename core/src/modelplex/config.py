@@ -22,6 +22,9 @@ The file is TOML (JSON when its name ends in ``.json``), found at ``MODELPLEX_CO
     [models.local]
     model = "llamacpp:smollm2"         # one deployment, written inline
 
+    [retries]                          # a plain provider:model's retries (attempts = 1: none)
+    attempts = 2
+
 Precedence: arguments in code > environment (``MODELPLEX_DEFAULT_MODEL``) > the file >
 defaults; a provider's own variables (``OLLAMA_HOST``, ``OPENAI_API_KEY``) apply where the
 file does not set that keyword. The top-level tables ``cache``, ``conversations``, ``state``
@@ -148,6 +151,9 @@ class Config(_Strict):
     conversations: dict[str, Any] = Field(default_factory=dict)
     state: dict[str, Any] = Field(default_factory=dict)
     server: dict[str, Any] = Field(default_factory=dict)
+    retries: RetryConfig | None = Field(
+        default=None, description="retries of a plain provider:model (named models have "
+                                  "their own); default: one retry, see docs/routing.md")
     source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

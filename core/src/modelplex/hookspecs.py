@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 __all__ = [
     "NAME",
     "Register",
+    "RegisterLayer",
     "hookimpl",
     "register_caches",
     "register_commands",
+    "register_layers",
     "register_parsers",
     "register_prompt_templates",
     "register_providers",
@@ -99,10 +101,31 @@ def register_caches(register: Register) -> None:
 def register_state_backends(register: Register) -> None:
     """Register backends for the router's shared state.
 
-    Call ``register(StateClass, name="x")`` for each :class:`modelplex.state.RouterState`
+    Call ``register(StateClass, name="x")`` for each :class:`modelplex.routing.RouterState`
     subclass (or a callable taking keyword configuration and returning one); the config file's
     ``state = {backend = "x", ...}`` builds it with the section's other keys. Built in:
     ``memory``; ``modelplex-redis`` registers ``redis``.
+    """
+
+
+class RegisterLayer(Protocol):
+    """The callback ``register_layers`` receives."""
+
+    def __call__(self, factory: Any, /, *, name: str, before: str | None = None,
+                 after: str | None = None) -> None: ...
+
+
+@_hookspec
+def register_layers(register: RegisterLayer) -> None:
+    """Add a layer to the request path of every stack (chat, CLI, server, compat).
+
+    Call ``register(factory, name="x", before="cache")`` (or ``after="recording"``);
+    ``factory(inner, context)`` gets the provider below and a
+    :class:`modelplex.wrapping.LayerContext` and returns the layer, usually a
+    :class:`modelplex.wrapping.WrappingProvider` subclass, or ``None`` to stay out of that
+    stack. The path is ``modelplex.pipeline.PATH``: recording, telemetry, cache, router,
+    provider; a layer named ``"telemetry"`` fills that slot, others go next to the name they
+    give, or just above the router when they give none.
     """
 
 

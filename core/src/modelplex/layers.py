@@ -1,24 +1,22 @@
-"""The layers a :class:`~modelplex.manager.ChatManager` puts in front of its provider.
+"""What a :class:`~modelplex.manager.ChatManager` asks of the request path, and owns.
 
-From the outside in: recording (:mod:`modelplex.recording`: one log record per request, and
-the exchange stored when the manager keeps a conversation), then the response cache
-(:mod:`modelplex.caching`), then the provider (or router). :class:`ManagerLayers` builds them
-from the manager's ``cache``, ``conversation`` and ``logs`` arguments and closes what it
-opened.
+The stack itself is built by :func:`modelplex.pipeline.open_model` (recording -> telemetry ->
+cache -> router -> provider); :class:`ManagerLayers` holds the manager's ``cache``,
+``conversation`` and ``logs`` settings, opens the cache and the conversation database they
+name (once, for every model the manager switches to) and closes what it opened.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from modelplex.caches import Cache
+from modelplex.caches import Cache, CacheConfig
 
 if TYPE_CHECKING:
-    from modelplex.caching import CacheConfig, CacheLayer
+    from modelplex.caching import CacheLayer
     from modelplex.logs import LogStore
     from modelplex.plugins import Plugins
     from modelplex.provider import Provider
@@ -38,8 +36,6 @@ class ManagerLayers:
                  conversation: str | bool | None,
                  logs: LogStore | str | os.PathLike[str] | None) -> None:
         if cache is not None and not isinstance(cache, bool | Cache):
-            from modelplex.caching import CacheConfig
-
             cache = CacheConfig.parse(cache)
         self.cache_setting = cache
         self._layer: CacheLayer | None = None
@@ -48,23 +44,6 @@ class ManagerLayers:
         self.logs = logs
         self.store: LogStore | None = None
         self._conversation_id: str | None = None
-
-    def wrap(self, provider: Provider, plugins: Plugins, *, cached: bool = True) -> Provider:
-        """``provider`` behind the recording layer and (unless ``cached`` is false: the
-        pipeline put it there) the cache layer, those that are configured."""
-        if cached:
-            provider = self._cached(provider, plugins)
-        store = self.log_store()
-        if store is not None or logging.getLogger("modelplex.exchange").isEnabledFor(
-                logging.INFO):
-            from modelplex.recording import RecordingProvider
-
-            provider = RecordingProvider(provider, store, self._conversation_id)
-        return provider
-
-    def _cached(self, provider: Provider, plugins: Plugins) -> Provider:
-        layer = self.cache_layer(plugins)
-        return provider if layer is None else layer.wrap(provider)
 
     def cache_layer(self, plugins: Plugins, default: Mapping[str, Any] | None = None
                     ) -> CacheLayer | None:
@@ -75,8 +54,6 @@ class ManagerLayers:
         """
         setting = self.cache_setting
         if setting is None and default:
-            from modelplex.caching import CacheConfig
-
             setting = self.cache_setting = CacheConfig.parse(default)
         if setting is None or setting is False:
             return None
@@ -125,8 +102,11 @@ class ManagerLayers:
         from modelplex.recording import RecordingProvider
 
         self._conversation_id = new_conversation_id()
-        if isinstance(provider, RecordingProvider):
-            provider.conversation_id = self._conversation_id
+        layer: Any = provider
+        while layer is not None:  # the recording layer, wherever it sits in the stack
+            if isinstance(layer, RecordingProvider):
+                layer.conversation_id = self._conversation_id
+            layer = getattr(layer, "wrapped", None)
 
     async def aclose(self) -> None:
         """Close the database and the cache if they were opened here."""

@@ -43,10 +43,10 @@ from modelplex.types import ChatMessage, ChatSession, MessageRole
 if TYPE_CHECKING:
     import os
 
-    from modelplex.caches import Cache
-    from modelplex.caching import CacheConfig
+    from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
     from modelplex.logs import LogStore
+    from modelplex.pipeline import Lease
     from modelplex.pool import ProviderPool
 
 ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
@@ -156,12 +156,15 @@ class ChatManager:
             (managers share providers with the same name and configuration through it).
         cache: a response cache for every message (off by default): a
             :class:`~modelplex.caches.Cache`, a backend name (``"memory"``, ``"sqlite"``,
-            ``"redis"``), or a :class:`~modelplex.caching.CacheConfig` or its dict; by default the
+            ``"redis"``), or a :class:`~modelplex.caches.CacheConfig` or its dict; by default the
             config file's ``cache`` section, if any.
         conversation: store every exchange in the log database: ``True`` starts a new
             conversation, an id continues that one (its history is loaded) or starts it.
         logs: the :class:`~modelplex.logs.LogStore` (or its path) for ``conversation``;
             default ``~/.local/share/modelplex/logs.db``.
+        retries: for a plain ``provider:model``, the retries after a first failed attempt
+            (``0``: none); default the config's ``[retries]``, else one (named models use
+            their own, see docs/routing.md).
     """
 
     def __init__(self, model: str | None = None, *, system_prompt: str | None = None,
@@ -171,14 +174,16 @@ class ChatManager:
                  config: Config | None = None, pool: ProviderPool | None = None,
                  cache: Cache | CacheConfig | str | Mapping[str, Any] | bool | None = None,
                  conversation: str | bool | None = None,
-                 logs: LogStore | str | os.PathLike[str] | None = None) -> None:
+                 logs: LogStore | str | os.PathLike[str] | None = None,
+                 retries: int | None = None) -> None:
         self._model_spec = model
         self._select = select
         self._plugins = plugins
         self._config = config
         self._pool = pool
         self._provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
-        self._providers: dict[int, Provider] = {}
+        self._leases: dict[tuple[str, str], Lease] = {}
+        self._retries = retries
         self._provider: Provider | None = None
         if options is not None and not isinstance(options, Mapping):
             raise ConfigurationError("options must map option names to values, e.g. "
@@ -209,34 +214,35 @@ class ChatManager:
     async def aclose(self) -> None:
         """Close the answer still being streamed, if any, and give back every provider opened
         (closed when no other manager uses it)."""
-        from modelplex.pipeline import release_model
-
         with contextlib.suppress(Exception):
             await self._turns.aclose()
-        providers, self._providers = list(self._providers.values()), {}
+        leases, self._leases = list(self._leases.values()), {}
         self._provider = None
-        for provider in providers:
+        for lease in leases:
             with contextlib.suppress(Exception):
-                await release_model(provider, pool=self._pool)
+                await lease.release()
         await self._layers.aclose()
 
     async def _open_provider(self, model: str | None) -> tuple[Provider, str, str]:
-        """The shared provider (or router) serving ``model`` from the request pipeline, the
-        model name to send and the provider name to show."""
+        """The stack serving ``model`` from the request pipeline (its top), the model name to
+        send and the provider name to show."""
         from modelplex.config import get_config
-        from modelplex.pipeline import open_model_named, release_model
+        from modelplex.pipeline import open_model
 
-        cache = self._layers.cache_layer(self.plugins,
-                                         default=(self._config or get_config()).cache)
-        provider, model_name, provider_name = await open_model_named(
-            model, config=self._config, pool=self._pool, plugins=self._plugins,
-            provider_config=self._provider_config, cache=cache)
-        held = self._providers.get(id(provider))
-        if held is not None:  # this manager holds it already: keep one reference
-            await release_model(provider, pool=self._pool)
-            return held, model_name, provider_name
-        self._providers[id(provider)] = provider
-        return provider, model_name, provider_name
+        config = self._config or get_config()
+        cache = self._layers.cache_layer(self.plugins, default=config.cache)
+        lease = await open_model(
+            model, config=config, pool=self._pool, plugins=self._plugins,
+            provider_config=self._provider_config, cache=cache or False,
+            logs=self._layers.log_store(), conversation_id=self._layers.conversation_id,
+            retries=self._retries, caller="chat")
+        key = (lease.provider_name, lease.model)
+        held = self._leases.pop(key, None)
+        self._leases[key] = lease  # the fresh stack (current conversation id) replaces it
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.release()
+        return lease.provider, lease.model, lease.provider_name
 
     # -- configuration ----------------------------------------------------------------------
     async def initialize_model(self, model: str | None = None,
@@ -249,7 +255,7 @@ class ChatManager:
         merged = {**self._options, **options}
         validated = provider.parse_options(self._merged(merged, provider))  # fail before storing
         self._options = merged
-        self._provider = self._layers.wrap(provider, self.plugins, cached=False)
+        self._provider = provider
         self._model_spec = (model_name if provider_name == model_name  # a named model
                             else f"{provider_name}:{model_name}")  # reopened after aclose()
         history = self._session.messages if self._session else self._stored_history()

@@ -1,15 +1,23 @@
-"""The request path, built in one place: cache -> router -> provider.
+"""The request path, built in one place: :func:`open_model` and the list :data:`PATH`.
 
-:func:`open_model` turns what a user typed (``"ollama:llama3.2"``, a named model such as
-``"fast"``, or nothing for the default) into one :class:`~modelplex.provider.Provider`:
+Every caller (a :class:`~modelplex.manager.ChatManager` turn, ``modelplex chat``, each API of
+``modelplex serve``, the seed-002 compatibility layer) asks :func:`open_model` for a stack and
+talks to its top::
 
-* ``provider:model``: the shared provider from the :class:`~modelplex.pool.ProviderPool`,
-  built with the ``[providers.NAME]`` keywords of the config;
-* a named model: a :class:`~modelplex.routing.Router` (itself a provider, shared through the
-  pool too) over pooled deployment providers, with its fallbacks.
+    caller -> open_model(spec) -> Lease
+        recording -> telemetry -> cache -> router -> provider
 
-``ChatManager`` and the server both call it; give the provider back with
-:func:`release_model`.
+* ``provider:model``: the shared provider from the :class:`~modelplex.pool.ProviderPool`
+  (built with the config's ``[providers.NAME]`` keywords), behind a router of one deployment
+  (retries honouring ``Retry-After``, backoff, the streaming rule; see docs/routing.md);
+* a named model: its :class:`~modelplex.routing.Router` (shared through the pool) over pooled
+  deployment providers, with its fallbacks;
+* then, from the inside out, the layers of :data:`PATH` that are active for this stack: the
+  response cache, the layers plugins register through ``register_layers`` (telemetry,
+  guardrails), the recording of each exchange.
+
+The :class:`Lease` releases exactly what :func:`open_model` opened: the layers it built, the
+cache it opened, its reference to the pooled provider or router.
 """
 
 from __future__ import annotations
@@ -17,27 +25,214 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-from collections.abc import Mapping
-from typing import Any
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from modelplex import env
-from modelplex.config import Config, get_config
-from modelplex.errors import ConfigurationError
+from modelplex.config import Config, RetryConfig, get_config
+from modelplex.errors import ConfigurationError, ModelplexError, PluginError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, config_key, get_pool
 from modelplex.provider import Provider
-from modelplex.routing import Deployment, Router
-from modelplex.state import MemoryState, RouterState
+from modelplex.routing import Deployment, MemoryState, Router, RouterState
+from modelplex.wrapping import LayerContext, WrappingProvider
 
-__all__ = ["open_model", "open_model_named", "open_router", "release_model", "resolve_spec",
-           "state_from_config"]
+if TYPE_CHECKING:
+    from modelplex.logs import LogStore
+
+__all__ = [
+    "PATH",
+    "LayerFactory",
+    "Lease",
+    "layer_order",
+    "open_model",
+    "open_router",
+    "release_model",
+    "resolve_spec",
+    "single_retries",
+    "state_from_config",
+]
+
+log = logging.getLogger("modelplex.pipeline")
+
+LayerFactory = Callable[[Provider, LayerContext], "Provider | None"]
+
+#: The request path from the caller inwards: the one list every stack is built from.
+#:
+#: ``recording`` and ``cache`` are built in; ``telemetry`` is a slot a plugin fills by
+#: registering a layer under that name; ``router`` (retries, fallbacks, balancing) and
+#: ``provider`` are the base every stack has. Other layers registered through
+#: ``register_layers(register)`` go where their ``before=``/``after=`` put them, above the
+#: router.
+PATH: tuple[str, ...] = ("recording", "telemetry", "cache", "router", "provider")
+
+_BASE = ("router", "provider")
 
 _memory_state = MemoryState()  # one per process: every named model sees every cooldown
 
 
+# -- the built-in layers -----------------------------------------------------------------------
+def _recording_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
+    """One log record (and, with a log store, one stored exchange) per request."""
+    if ctx.log_store is None and not logging.getLogger("modelplex.exchange").isEnabledFor(
+            logging.INFO):
+        return None
+    from modelplex.recording import RecordingProvider
+
+    return RecordingProvider(inner, ctx.log_store, ctx.conversation_id)
+
+
+def _cache_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
+    """The response cache, when the stack has one."""
+    return None if ctx.cache is None else ctx.cache.wrap(inner)
+
+
+_BUILTIN: dict[str, LayerFactory] = {"recording": _recording_layer, "cache": _cache_layer}
+
+
+def layer_order(plugins: Plugins | None = None) -> list[tuple[str, LayerFactory | None]]:
+    """The layers above the router, outside in: :data:`PATH` with the plugins' layers put in
+    (a slot nobody filled has ``None``)."""
+    order: list[tuple[str, LayerFactory | None]] = [
+        (name, _BUILTIN.get(name)) for name in PATH if name not in _BASE]
+    pending = list((plugins or get_plugins()).registry("layers").values())
+    while pending:
+        placed = []
+        for reg in pending:
+            names = [name for name, _ in order]
+            before, after = reg.position
+            if reg.name in names:  # a slot of PATH ("telemetry")
+                index = names.index(reg.name)
+                if order[index][1] is not None:
+                    log.warning("layer %r of %s is ignored: that layer is built in",
+                                reg.name, reg.distribution or reg.plugin)
+                else:
+                    order[index] = (reg.name, reg.obj)
+            elif before == "router" or (before is None and after is None):
+                order.append((reg.name, reg.obj))
+            elif before in names:
+                order.insert(names.index(before), (reg.name, reg.obj))
+            elif after in names:
+                order.insert(names.index(after) + 1, (reg.name, reg.obj))
+            else:
+                continue  # placed relative to a layer not placed yet
+            placed.append(reg)
+        if not placed:
+            for reg in pending:
+                log.warning("layer %r of %s is ignored: no layer %r to put it next to",
+                            reg.name, reg.distribution or reg.plugin,
+                            reg.position[0] or reg.position[1])
+            break
+        pending = [reg for reg in pending if reg not in placed]
+    return order
+
+
+def _build_layers(base: Provider, ctx: LayerContext, plugins: Plugins
+                  ) -> tuple[Provider, list[Provider]]:
+    """``base`` behind every active layer, and the layers built (outside in)."""
+    provider = base
+    built: list[Provider] = []
+    for name, factory in reversed(layer_order(plugins)):
+        if factory is None:
+            continue
+        try:
+            layer = factory(provider, ctx)
+        except ModelplexError:
+            raise
+        except Exception as err:
+            raise PluginError(f"layer {name!r} could not be built: {type(err).__name__}: "
+                              f"{err}") from err
+        if layer is None:
+            continue
+        if not isinstance(layer, Provider):
+            raise PluginError(f"layer {name!r} built {layer!r}, not a modelplex Provider")
+        provider = layer
+        built.append(layer)
+    built.reverse()
+    return provider, built
+
+
+# -- the lease ---------------------------------------------------------------------------------
+@attrs.define(eq=False)
+class Lease:
+    """A stack opened by :func:`open_model`: use ``provider``, then :meth:`release` it (or
+    ``async with``).
+
+    ``provider`` is the top of the stack, ``model`` the model name to send it,
+    ``provider_name`` the name to show (the provider's, or the named model's), ``base`` the
+    router under the layers and ``layers`` the layers built for this lease, outside in.
+    Unpacking gives ``(provider, model)``, the form ``open_model`` returned before.
+    """
+
+    provider: Provider
+    model: str
+    provider_name: str
+    base: Provider
+    layers: tuple[Provider, ...] = ()
+    _close: Callable[[], Awaitable[None]] | None = attrs.field(default=None, repr=False)
+    released: bool = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.provider, self.model))
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    async def release(self) -> None:
+        """Give back what :func:`open_model` opened (once; later calls do nothing)."""
+        if self.released:
+            return
+        self.released = True
+        held = _leases.get(id(self.provider))
+        if held is not None and self in held:
+            held.remove(self)
+            if not held:
+                del _leases[id(self.provider)]
+        try:
+            for layer in self.layers:
+                if isinstance(layer, WrappingProvider):
+                    with contextlib.suppress(Exception):
+                        await layer.close_layer()
+        finally:
+            if self._close is not None:
+                await self._close()
+
+
+_leases: dict[int, list[Lease]] = {}  # open leases by their top provider (release_model)
+
+
+# -- configuration -----------------------------------------------------------------------------
 def resolve_spec(spec: str | None, config: Config) -> str | None:
     """The model asked for: ``spec``, else the configured default (environment over file)."""
     return spec or env.default_model() or config.default_model or None
+
+
+def single_retries(retries: int | RetryConfig | None, config: Config) -> RetryConfig:
+    """The retries of a plain ``provider:model`` (a router of one deployment): ``retries``
+    (attempts after the first, or a :class:`RetryConfig`), else the config's ``[retries]``,
+    else :data:`SINGLE_RETRIES`."""
+    if isinstance(retries, RetryConfig):
+        return retries
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be a whole number >= 0 (got {retries!r})")
+        return SINGLE_RETRIES.model_copy(update={"attempts": retries + 1})
+    return config.retries or SINGLE_RETRIES
+
+
+SINGLE_RETRIES = RetryConfig(attempts=2, timeout=10.0, backoff=0.1, max_backoff=1.0,
+                             cooldown=0.0)
+"""A plain ``provider:model``'s retries by default: one more attempt after a connection
+failure or a 429/502/503/504/529 (after ``Retry-After`` when it fits in 10 s), none after a
+timeout or any other status (see docs/routing.md). ``timeout`` bounds the waits between
+attempts; an attempt is bounded by the provider's own timeouts."""
 
 
 def state_from_config(table: Mapping[str, Any]) -> RouterState:
@@ -48,8 +243,7 @@ def state_from_config(table: Mapping[str, Any]) -> RouterState:
     if backend == "memory":
         return _memory_state
     if ":" not in backend:  # a name registered through register_state_backends
-        from modelplex.errors import PluginError
-        from modelplex.state_backends import open_state
+        from modelplex.routing import open_state
 
         try:
             return open_state(dict(table))
@@ -75,11 +269,13 @@ def _short(value: Any) -> str:
     return hashlib.sha256(config_key(value).encode()).hexdigest()[:12]
 
 
+# -- the router layer --------------------------------------------------------------------------
 async def open_router(name: str, *, config: Config | None = None,
                       pool: ProviderPool | None = None, plugins: Plugins | None = None,
                       provider_config: Mapping[str, Mapping[str, Any]] | None = None,
                       _opening: frozenset[str] = frozenset()) -> Router:
-    """The shared router of the named model ``name`` (release it with :func:`release_model`).
+    """The shared router of the named model ``name`` alone, without layers (give it back
+    with :func:`release_model`); :func:`open_model` is the whole stack.
 
     A deployment's provider is built with the ``[providers.NAME]`` keywords, then
     ``provider_config[NAME]`` (code, e.g. the command's timeouts), then the deployment's own.
@@ -93,7 +289,11 @@ async def open_router(name: str, *, config: Config | None = None,
     model = config.models[name]
     where = config.source or "the config"
     overrides = {k: dict(v) for k, v in (provider_config or {}).items()}
-    key = f"router:{name}:{id(plugins)}:{_short([config.model_dump(), overrides])}"
+    # a fallback already in the chain being opened is cut (a cycle a -> b -> a); a router cut
+    # that way is shared only with chains that cut the same, never under its own full key
+    cut = sorted(f for f in model.fallbacks if f in _opening)
+    key = (f"router:{name}:{id(plugins)}:{_short([config.model_dump(), overrides])}"
+           + (f":without:{','.join(cut)}" if cut else ""))
 
     async def build() -> Router:
         held: list[Any] = []
@@ -147,76 +347,153 @@ async def open_router(name: str, *, config: Config | None = None,
     return router
 
 
+async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugins: Plugins,
+                     provider_config: Mapping[str, Mapping[str, Any]] | None,
+                     retries: int | RetryConfig | None
+                     ) -> tuple[Router, str, str, bool, Callable[[], Awaitable[None]]]:
+    """The router serving ``spec``, the model name, the name shown, whether it is a named
+    model, and how to give it back."""
+    from modelplex.specs import parse_model_spec
+
+    if spec is not None and spec in config.models:
+        # retries, fallbacks, balancing over pooled providers: shared by every caller
+        router = await open_router(spec, config=config, pool=pool, plugins=plugins,
+                                   provider_config=provider_config)
+
+        async def release_router() -> None:
+            await pool.release(router)
+
+        return router, spec, spec, True, release_router
+    # one shared provider instance per name and configuration, behind a router of one
+    provider_name, requested = parse_model_spec(spec, plugins)
+    kwargs = {**config.provider_kwargs(provider_name),
+              **dict((provider_config or {}).get(provider_name, {}))}
+    policy = single_retries(retries, config)  # a bad value fails before anything is opened
+    provider = await pool.acquire(provider_name, kwargs, plugins=plugins)
+    model_name = requested or provider.default_model or ""
+    if not model_name:
+        await pool.release(provider)
+        raise ConfigurationError(f"provider {provider_name!r} has no default model: "
+                                 f"name one as '{provider_name}:MODEL'")
+
+    async def release_provider() -> None:
+        await pool.release(provider)
+
+    single = Router.single(provider, model_name, retries=policy, on_close=release_provider)
+    return single, model_name, provider_name, False, single.aclose
+
+
+def _cache_for(cache: Any, config: Config, plugins: Plugins
+               ) -> tuple[Any, Callable[[], Awaitable[None]] | None]:
+    """The open :class:`~modelplex.caching.CacheLayer` for ``cache`` and, when it was opened
+    here, how to close it."""
+    if cache is False:
+        return None, None
+    if cache is None:
+        if not config.cache:
+            return None, None
+        cache = config.cache
+    from modelplex.caches import Cache
+    from modelplex.caching import CacheLayer
+
+    if isinstance(cache, CacheLayer):
+        return cache, None
+    if isinstance(cache, Cache):
+        return CacheLayer(cache), None
+    layer, owned = CacheLayer.open(cache, plugins)
+    return layer, (layer.cache.aclose if owned else None)
+
+
+def _log_store(logs: Any) -> tuple[LogStore | None, Callable[[], Awaitable[None]] | None]:
+    if logs is None or logs is False:
+        return None, None
+    from modelplex.logs import LogStore
+
+    if isinstance(logs, LogStore):
+        return logs, None
+    if isinstance(logs, str | os.PathLike):
+        store = LogStore(logs)
+        return store, store.aclose
+    raise ConfigurationError(f"logs must be a LogStore or a path (got {logs!r})")
+
+
 async def open_model(spec: str | None = None, *, config: Config | None = None,
                      pool: ProviderPool | None = None, cache: Any = None,
                      plugins: Plugins | None = None,
-                     provider_config: Mapping[str, Mapping[str, Any]] | None = None
-                     ) -> tuple[Provider, str]:
-    """The provider that serves ``spec`` and the model name to send it.
+                     provider_config: Mapping[str, Mapping[str, Any]] | None = None,
+                     logs: Any = None, conversation_id: str | None = None,
+                     retries: int | RetryConfig | None = None,
+                     caller: str = "chat") -> Lease:
+    """Open the stack that serves ``spec``; returns a :class:`Lease`.
 
-    ``spec`` is ``"provider:model"``, a provider name, a named model of the config, or
-    ``None`` for the configured default. ``provider_config`` adds constructor keywords per
-    provider name over the config's ``[providers.NAME]`` tables. Give the provider back with
-    :func:`release_model` when done.
+    Args:
+        spec: ``"provider:model"``, a provider name, a named model of the config, or
+            ``None`` for the configured default.
+        config: the :class:`~modelplex.config.Config` (default: the config file's).
+        pool: where providers and routers are shared (default: the process-wide pool).
+        cache: the response cache: ``None`` for the config's ``[cache]`` table (none
+            without one), ``False`` for none, an open :class:`~modelplex.caches.Cache` or
+            :class:`~modelplex.caching.CacheLayer` (the caller's), or a setting
+            (``"sqlite"``, a dict, a :class:`~modelplex.caches.CacheConfig`) opened here and
+            closed by the lease.
+        plugins: the plugins providers and layers come from.
+        provider_config: constructor keywords per provider name over ``[providers.NAME]``.
+        logs: a :class:`~modelplex.logs.LogStore` (or its path, opened here) where each
+            exchange is stored; without it exchanges are only logged (``modelplex.exchange``
+            at INFO).
+        conversation_id: the conversation recorded exchanges belong to, unless a request says.
+        retries: a plain ``provider:model``'s retries after the first attempt (``0``: none)
+            or a :class:`~modelplex.config.RetryConfig`; default the config's ``[retries]``,
+            else one retry (see docs/routing.md). Named models use their own ``retries``.
+        caller: who opens it (``"chat"``, ``"cli"``, ``"server"``, ``"compat"``), for layers.
     """
-    provider, model_name, _ = await open_model_named(
-        spec, config=config, pool=pool, cache=cache, plugins=plugins,
-        provider_config=provider_config)
-    return provider, model_name
-
-
-async def open_model_named(spec: str | None = None, *, config: Config | None = None,
-                           pool: ProviderPool | None = None, cache: Any = None,
-                           plugins: Plugins | None = None,
-                           provider_config: Mapping[str, Mapping[str, Any]] | None = None
-                           ) -> tuple[Provider, str, str]:
-    """:func:`open_model`, and the name to show as the provider: the provider's registered
-    name (``"ollama"``), or the named model's."""
-    from modelplex.specs import parse_model_spec
-
     config = config or get_config()
     pool = pool or get_pool()
     plugins = plugins or get_plugins()
     spec = resolve_spec(spec, config)
-    provider: Provider
-    if spec is not None and spec in config.models:
-        # -- router layer: retries, fallbacks, balancing over pooled providers ----------------
-        provider = await open_router(spec, config=config, pool=pool, plugins=plugins,
-                                     provider_config=provider_config)
-        model_name = provider_name = spec
-    else:
-        # -- provider layer: one shared instance per name and configuration -------------------
-        provider_name, requested = parse_model_spec(spec, plugins)
-        kwargs = {**config.provider_kwargs(provider_name),
-                  **dict((provider_config or {}).get(provider_name, {}))}
-        provider = await pool.acquire(provider_name, kwargs, plugins=plugins)
-        model_name = requested or provider.default_model or ""
-        if not model_name:
-            await pool.release(provider)
-            raise ConfigurationError(f"provider {provider_name!r} has no default model: "
-                                     f"name one as '{provider_name}:MODEL'")
-    # -- cache layer: a response cache in front of the router or provider --------------------
-    if cache is not None:
-        provider = _with_cache(provider, cache)
-    return provider, model_name, provider_name
+    base, model_name, provider_name, named, close_base = await _open_base(
+        spec, config, pool, plugins, provider_config, retries)
+    closers: list[Callable[[], Awaitable[None]]] = [close_base]
+
+    async def close() -> None:
+        errors = []
+        for closer in reversed(closers):
+            try:
+                await closer()
+            except Exception as err:  # close the rest, then report the first
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+    try:
+        cache_layer, close_cache = _cache_for(cache, config, plugins)
+        if close_cache is not None:
+            closers.append(close_cache)
+        store, close_store = _log_store(logs)
+        if close_store is not None:
+            closers.append(close_store)
+        ctx = LayerContext(spec=spec, model=model_name, provider_name=provider_name,
+                           config=config, caller=caller, named=named, cache=cache_layer,
+                           log_store=store, conversation_id=conversation_id)
+        top, built = _build_layers(base, ctx, plugins)
+    except BaseException:
+        await close()
+        raise
+    lease = Lease(top, model_name, provider_name, base, tuple(built), close)
+    _leases.setdefault(id(top), []).append(lease)
+    return lease
 
 
-def _with_cache(provider: Provider, cache: Any) -> Provider:
-    """``provider`` behind ``cache``: a :class:`~modelplex.caching.CacheLayer` or a
-    :class:`~modelplex.caches.Cache` (opened, and closed, by the caller)."""
-    from modelplex.caches import Cache
-    from modelplex.caching import CachedProvider, CacheLayer
-
-    if isinstance(cache, CacheLayer):
-        return cache.wrap(provider)
-    if isinstance(cache, Cache):
-        return CachedProvider(provider, cache)
-    raise ConfigurationError(f"cache must be a modelplex Cache or CacheLayer (got {cache!r})")
-
-
-async def release_model(provider: Provider, *, pool: ProviderPool | None = None) -> None:
-    """Give back a provider from :func:`open_model` (wrapping layers are unwrapped first)."""
+async def release_model(provider: Provider | Lease, *, pool: ProviderPool | None = None
+                        ) -> None:
+    """Give back a stack from :func:`open_model` (its lease, or its top provider), or a
+    router from :func:`open_router`."""
+    if isinstance(provider, Lease):
+        await provider.release()
+        return
+    held = _leases.get(id(provider))
+    if held:
+        await held[-1].release()
+        return
     pool = pool or get_pool()
-    while pool.holders(provider) == 0 and getattr(provider, "wrapped", None) is not None:
-        provider = provider.wrapped  # type: ignore[attr-defined]
     await pool.release(provider)

@@ -41,7 +41,9 @@ _REGISTRY_HOOKS = {
     "parsers": "register_parsers",
     "caches": "register_caches",
     "state_backends": "register_state_backends",
+    "layers": "register_layers",
 }
+_BELOW_LAYERS = ("provider",)  # no layer goes under the router
 
 
 @attrs.define
@@ -68,6 +70,21 @@ class Registration:
     name: str
     plugin: str
     distribution: str | None
+    position: tuple[str | None, str | None] = (None, None)  # layers: (before, after)
+
+
+def _layer_problem(factory: Any, name: str, before: str | None,
+                   after: str | None) -> str | None:
+    """Why a layer registration is refused, or ``None``."""
+    if not callable(factory):
+        return f"layer {name!r} is not a callable factory(inner, context)"
+    if before is not None and after is not None:
+        return f"layer {name!r}: give before= or after=, not both"
+    if name in ("recording", "cache", "router", "provider"):
+        return f"layer name {name!r} is taken by the request path's own layer"
+    if before in _BELOW_LAYERS or after in ("router", *_BELOW_LAYERS):
+        return f"layer {name!r} must sit above the router (before='router' at the lowest)"
+    return None
 
 
 def _describe(err: BaseException) -> str:
@@ -178,13 +195,24 @@ class Plugins:
             bad: list[str] = []
 
             def register(obj: Any, /, *, name: str | None = None,
+                         before: str | None = None, after: str | None = None,
                          _staged: list[Registration] = staged, _bad: list[str] = bad,
-                         _plugin: str = impl.plugin_name,
+                         _plugin: str = impl.plugin_name, _kind: str = kind,
                          _dist: str | None = info.distribution if info else None) -> None:
                 reg_name = name or getattr(obj, "name", None)
                 if not isinstance(reg_name, str) or not reg_name:
                     raise PluginError(f"{obj!r} has no name: give it a `name` attribute "
                                       "or call register(obj, name=...)")
+                if _kind != "layers" and (before is not None or after is not None):
+                    raise PluginError("only register_layers takes before= or after=")
+                if _kind == "layers":
+                    problem = _layer_problem(obj, reg_name, before, after)
+                    if problem:
+                        _bad.append(problem)
+                        return
+                    _staged.append(Registration(obj, reg_name, _plugin, _dist,
+                                                (before, after)))
+                    return
                 if kind == "providers" and not _PROVIDER_NAME.match(reg_name):
                     # 'a:b' could never be chosen ('a:b:model' means provider 'a'): refuse it
                     # loudly, keep the plugin's other registrations
@@ -229,8 +257,8 @@ class Plugins:
                 "uninstall one of them or block one with MODELPLEX_DISABLE_PLUGINS")
 
     def registry(self, kind: str) -> dict[str, Registration]:
-        """The registrations of one kind: providers, prompt_templates, parsers, caches or
-        state_backends."""
+        """The registrations of one kind: providers, prompt_templates, parsers, caches,
+        state_backends or layers."""
         return self._build_registries()[kind]
 
     def get(self, kind: str, name: str) -> Any:

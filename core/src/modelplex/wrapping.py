@@ -39,7 +39,11 @@ class LayerContext:
     ``spec`` is what the caller asked for (``"ollama:llama3.2"``, a named model, ``None`` for
     the default), ``model`` the model name sent to the provider, ``provider_name`` the name
     shown for it (the provider's, or the named model's), ``caller`` who builds the stack
-    (``"chat"``, ``"cli"``, ``"server"``, ``"compat"``, ``"batch"``).
+    (``"chat"``, ``"cli"``, ``"server"``, ``"compat"``, ``"batch"``), ``named`` whether
+    ``spec`` is a named model of the config. What the built-in layers use: ``cache`` (the
+    open :class:`~modelplex.caching.CacheLayer`, or ``None``), ``log_store`` (the
+    :class:`~modelplex.logs.LogStore` exchanges are stored in, or ``None``) and
+    ``conversation_id`` (the conversation they belong to, unless a request says).
     """
 
     spec: str | None
@@ -48,6 +52,9 @@ class LayerContext:
     config: Config | None = None
     caller: str = "chat"
     named: bool = False
+    cache: Any = None
+    log_store: Any = None
+    conversation_id: str | None = None
 
 
 class WrappingProvider(Provider):
@@ -130,3 +137,10 @@ class WrappingProvider(Provider):
     async def aclose(self) -> None:
         """Close the inner provider."""
         await self.inner.aclose()
+
+    async def close_layer(self) -> None:
+        """Free what this layer holds itself, not the inner provider (nothing by default).
+
+        A :class:`~modelplex.pipeline.Lease` calls it for each layer it built when released;
+        the providers below belong to the pool.
+        """

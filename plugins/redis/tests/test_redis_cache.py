@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from modelplex.caching import CachedProvider, open_cache
+from modelplex.caches import open_cache
+from modelplex.caching import CachedProvider
 from modelplex.chunks import StreamChunk, Usage
 from modelplex.errors import ConfigurationError
 from modelplex.provider import ChatRequest, Provider

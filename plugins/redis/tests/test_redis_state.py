@@ -11,8 +11,7 @@ import pytest
 import redis
 
 from modelplex.errors import ConfigurationError, PluginError
-from modelplex.state import MemoryState, RouterState
-from modelplex.state_backends import open_state
+from modelplex.routing import MemoryState, RouterState, open_state
 from modelplex_redis.state import RedisState
 
 

@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent("""
     from modelplex import ChatManager, get_plugins, hookimpl
     from modelplex.chunks import StreamChunk, Usage
     from modelplex.provider import ChatRequest, Provider
-    from modelplex.state_backends import open_state
+    from modelplex.routing import open_state
 
     CALLS = []
 

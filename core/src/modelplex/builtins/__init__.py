@@ -45,6 +45,6 @@ def register_caches(register: Register) -> None:
 @hookimpl
 def register_state_backends(register: Register) -> None:
     """Register the in-process router state."""
-    from modelplex.state import MemoryState
+    from modelplex.routing import MemoryState
 
     register(MemoryState, name="memory")

@@ -1,6 +1,6 @@
 """The ``redis`` router state: cooldowns, in-flight counts and rate windows across processes.
 
-Every process keeps a local mirror (a :class:`~modelplex.state.MemoryState`) so the router's
+Every process keeps a local mirror (a :class:`~modelplex.routing.MemoryState`) so the router's
 questions are answered from memory:
 
 - cooldowns: a cooldown is started locally and in Redis (one round trip, rare: on failures);
@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from modelplex.state import MemoryState, RouterState
+from modelplex.routing import MemoryState, RouterState
 from modelplex_redis.connection import ERRORS, RedisLink
 
 __all__ = ["RedisState"]

@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -35,7 +36,7 @@ from modelplex.errors import ConfigurationError, ModelplexError
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
-from modelplex.state import RouterState
+from modelplex.routing import RouterState
 from modelplex_server import ollama_api, openai_api, page, rest_api, ws
 from modelplex_server.connections import (
     CONNECTIONS,
@@ -50,6 +51,9 @@ from modelplex_server.guard import cors_headers, guard_middleware
 from modelplex_server.openapi import openapi_handler
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
+
+if TYPE_CHECKING:
+    from modelplex.logs import LogStore
 
 __all__ = ["AppServer", "create_app", "serve", "server_registry", "start"]
 
@@ -129,7 +133,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                resolver: ModelResolver | None = None, registry: ModelRegistry | None = None,
                conversations: ConversationStore | None = None,
                state: RouterState | None = None, config: Config | None = None,
-               pool: ProviderPool | None = None) -> web.Application:
+               pool: ProviderPool | None = None,
+               logs: LogStore | str | os.PathLike[str] | None = None) -> web.Application:
     """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
     Ollama-compatible ``/ollama/api``, ``/health``, ``/openapi.json`` and the web chat page
     (``/``, ``/ui/``).
@@ -139,7 +144,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     ``config`` (default: the process-wide one, ``MODELPLEX_CONFIG``) gives the
     ``[providers.NAME]`` keywords and the named models (``[models.NAME]``), the providers and
     routers come from ``pool`` (default: the process-wide one) and are given back when the
-    server stops.
+    server stops. ``logs`` (a :class:`~modelplex.logs.LogStore` or its path) stores every
+    exchange, as ``modelplex chat`` does (``modelplex serve`` passes the same database).
     """
     settings = settings or ServerSettings()
     if "*" in settings.cors_origins and not settings.keys:
@@ -147,7 +153,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                     "page open in a browser on this machine can use this server")
     resolver = resolver or ModelResolver(config=config, plugins=plugins, pool=pool,
                                          named_models=settings.models,
-                                         provider_config=settings.providers)
+                                         provider_config=settings.providers, logs=logs)
     registry = registry or server_registry(resolver, ttl=settings.registry_ttl)
     gateway = Gateway(settings, resolver=resolver, registry=registry,
                       conversations=conversations, state=state)

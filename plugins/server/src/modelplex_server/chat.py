@@ -139,5 +139,6 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
     messages = ([ChatMessage.system(system)] if system else []) + history + [user]
     options = dict(body.options or {})
     chat = provider.build_request(messages, model=model, options=options)
+    chat.conversation_id = conversation.id if conversation is not None else None  # recording
     return ChatTurn(gateway=gateway, provider=provider, request=chat, user=user,
                     model_id=model_id, conversation=conversation, replace=replace)

@@ -6,8 +6,12 @@ import asyncio
 import gc
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from modelplex.config import Config
 
 __all__ = ["serve", "server_key"]
 
@@ -38,7 +42,7 @@ def serve(host: str | None, port: int | None, config_path: str | None,
                                           conversations=conversations)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     store = open_store(settings.conversations)
-    app = create_app(settings, config=config, conversations=store)
+    app = create_app(settings, config=config, conversations=store, logs=_log_database(config))
 
     def ready(server: AppServer) -> None:
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
@@ -50,6 +54,17 @@ def serve(host: str | None, port: int | None, config_path: str | None,
         _settle_heap()
 
     asyncio.run(run(app, on_ready=ready))
+
+
+def _log_database(config: Config) -> str | None:
+    """Where exchanges are stored: the database ``modelplex chat`` stores them in with the same
+    config (``[conversations]``; none after ``modelplex logs off`` or with ``log = false``)."""
+    from modelplex.logs import ConversationsConfig, default_path, logs_enabled
+
+    settings = ConversationsConfig.parse(config.conversations)
+    if not settings.log or not logs_enabled():
+        return None
+    return settings.path or str(default_path())
 
 
 def _settle_heap() -> None:

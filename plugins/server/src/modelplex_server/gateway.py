@@ -13,7 +13,7 @@ from aiohttp import web
 from modelplex.chunks import StreamChunk
 from modelplex.provider import Provider
 from modelplex.registry import ModelRegistry
-from modelplex.state import MemoryState, RouterState
+from modelplex.routing import MemoryState, RouterState
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,

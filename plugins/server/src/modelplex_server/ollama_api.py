@@ -207,24 +207,21 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
                                   response_format=_format(fmt))
     start = time.perf_counter()
     with gateway.slot():
+        if not stream:  # the whole answer: the provider's own non-streaming request
+            reply = await provider.complete_request(chat)
+            body = _final(model_id, reply.usage, reply.finish_reason, start, key)
+            if key == "message":
+                body["message"]["content"] = reply.content
+                if reply.tool_calls:
+                    body["message"]["tool_calls"] = [
+                        {"id": c.id, "function": {"index": i, "name": c.name,
+                                                  "arguments": c.arguments}}
+                        for i, c in enumerate(reply.tool_calls)]
+            else:
+                body["response"] = reply.content
+            return web.Response(body=dumps(body), content_type="application/json")
         source = provider.stream_request(chat)
         async with contextlib.aclosing(source):
-            if not stream:
-                chunks = [c async for c in source]
-                end = chunks[-1] if chunks else StreamChunk()
-                body = _final(model_id, end.usage, end.finish_reason, start, key)
-                text = "".join(c.content for c in chunks)
-                calls = [c for chunk in chunks for c in chunk.tool_calls or ()]
-                if key == "message":
-                    body["message"]["content"] = text
-                    if calls:
-                        body["message"]["tool_calls"] = [
-                            {"id": c.id, "function": {"index": i, "name": c.name,
-                                                      "arguments": c.arguments}}
-                            for i, c in enumerate(calls)]
-                else:
-                    body["response"] = text
-                return web.Response(body=dumps(body), content_type="application/json")
             first, rest = await first_chunk(source)
             resp = web.StreamResponse(headers={"Content-Type": NDJSON})
             await resp.prepare(request)

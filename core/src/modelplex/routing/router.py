@@ -10,7 +10,12 @@ Streaming rule: failover happens only before the first chunk reached the caller.
 failure raises the provider's error with the partial answer kept (``err.partial_content``);
 no second request is made, so text is never duplicated or spliced from two models.
 
-Cooldowns, in-flight counts and rpm windows live in a :class:`~modelplex.state.RouterState`
+A plain ``provider:model`` is a router of one deployment (:meth:`Router.single`): the same
+attempts, backoff and streaming rule, but only what waiting can fix is retried (connection
+failures, 429/502/503/504/529, after ``Retry-After`` when it fits the budget), nothing cools
+down, and when it gives up the provider's own error is raised, not a :class:`RoutingError`.
+
+Cooldowns, in-flight counts and rpm windows live in a :class:`~modelplex.routing.state.RouterState`
 (by default in memory); a backend that raises is treated as having no information.
 """
 
@@ -20,33 +25,38 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter, deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import attrs
 
-from modelplex.chunks import ChatResponse, StreamChunk, Usage
+from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.config import RetryConfig
 from modelplex.errors import (
     ConfigurationError,
     ProviderConnectionError,
     ProviderError,
     ProviderStatusError,
+    ProviderTimeoutError,
     RateLimitError,
     RoutingError,
 )
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
-from modelplex.state import MemoryState, RouterState
-from modelplex.strategies import (  # re-exported: strategies were defined here at first
-    STRATEGIES,
-    Strategy,
-    make_strategy,
-    register_strategy,
-)
+from modelplex.routing.deployments import Deployment, Stats
+from modelplex.routing.state import MemoryState, RouterState
+from modelplex.routing.strategies import Strategy, make_strategy
+from modelplex.types import HealthStatus, ModelInfo, PullProgress
 
-__all__ = ["STRATEGIES", "Deployment", "RouteInfo", "Router", "Stats", "Strategy",
-           "register_strategy"]
+__all__ = ["RouteInfo", "Router", "is_retriable", "is_retriable_single"]
 
 log = logging.getLogger("modelplex.routing")
 T = TypeVar("T")
@@ -59,6 +69,20 @@ def is_retriable(err: ProviderError) -> bool:
     if err.retriable:
         return True
     return isinstance(err, ProviderStatusError) and err.status_code in RETRIABLE_STATUSES
+
+
+SINGLE_RETRIABLE_STATUSES = frozenset({429, 502, 503, 504, 529})
+
+
+def is_retriable_single(err: ProviderError) -> bool:
+    """Whether waiting and asking the same deployment again may succeed: a connection
+    failure, 429/502/503/504/529. Not a timeout (its budget is spent already) nor another
+    status or a stream error (the same server gives the same answer)."""
+    if isinstance(err, ProviderTimeoutError):
+        return False
+    if isinstance(err, ProviderConnectionError):
+        return True
+    return isinstance(err, ProviderStatusError) and err.status_code in SINGLE_RETRIABLE_STATUSES
 
 
 @attrs.frozen
@@ -77,120 +101,6 @@ class RouteInfo:
     attempts: int
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-class Stats:
-    """Usage statistics of a deployment or a named model (the seed's ModelStats).
-
-    Requests, successes, errors by class, prompt/completion tokens, and the last
-    ``window`` latencies and times to first token (seconds) for percentiles.
-    """
-
-    def __init__(self, window: int = 2048) -> None:
-        self.requests = 0
-        self.successes = 0
-        self.errors: Counter[str] = Counter()
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.latencies: deque[float] = deque(maxlen=window)
-        self.ttfts: deque[float] = deque(maxlen=window)
-
-    def success(self, latency: float, ttft: float | None, usage: Usage | None) -> None:
-        """Count one answered request."""
-        self.requests += 1
-        self.successes += 1
-        self.latencies.append(latency)
-        if ttft is not None:
-            self.ttfts.append(ttft)
-        if usage is not None:
-            self.prompt_tokens += usage.prompt_tokens
-            self.completion_tokens += usage.completion_tokens
-
-    def failure(self, err: BaseException) -> None:
-        """Count one failed request."""
-        self.requests += 1
-        self.errors[type(err).__name__] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain numbers: counts, error rate, tokens, latency and TTFT percentiles (ms)."""
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000, 3)
-
-        lat, ttft = list(self.latencies), list(self.ttfts)
-        failed = sum(self.errors.values())
-        return {
-            "requests": self.requests,
-            "successes": self.successes,
-            "errors": dict(self.errors),
-            "error_rate": round(failed / self.requests, 4) if self.requests else 0.0,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_ms": {"p50": ms(_percentile(lat, 0.5)), "p90": ms(_percentile(lat, 0.9)),
-                           "p99": ms(_percentile(lat, 0.99))},
-            "ttft_ms": {"p50": ms(_percentile(ttft, 0.5)), "p90": ms(_percentile(ttft, 0.9)),
-                        "p99": ms(_percentile(ttft, 0.99))},
-        }
-
-
-class Deployment:
-    """One provider and model a named model can send a request to.
-
-    Args:
-        provider: the provider instance (shared through the pool when built from config).
-        model: the provider's model name.
-        name: the label in stats and errors (default ``provider:model``).
-        weight: share of requests for the ``weighted`` and ``random`` strategies.
-        max_concurrency: most requests in flight at once on it (in this process).
-        rpm: most requests started per minute (through the router's state).
-        options: provider options applied to every request on it (under the caller's).
-        key: the state key (cooldowns, rpm, in-flight); deployments with the same key share
-            them across named models and, with a shared state backend, across processes.
-    """
-
-    def __init__(self, provider: Provider, model: str, *, name: str | None = None,
-                 weight: float = 1.0, max_concurrency: int | None = None,
-                 rpm: int | None = None, options: Mapping[str, Any] | None = None,
-                 key: str | None = None) -> None:
-        if weight <= 0:
-            raise ConfigurationError(f"deployment {name or model!r}: weight must be > 0 "
-                                     f"(got {weight})")
-        self.provider = provider
-        self.model = model
-        self.label = name or f"{provider.name}:{model}"
-        self.key = key or f"{provider.name}:{model}"
-        self.weight = float(weight)
-        self.max_concurrency = max_concurrency
-        self.rpm = rpm
-        self.options = dict(options or {})
-        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self.active = 0
-        self.ttft_average: float | None = None
-        self.stats = Stats()
-        self._same_options = False  # set by the router: requests pass through unchanged
-
-    def __repr__(self) -> str:
-        return f"<Deployment {self.label!r}>"
-
-    def prepare(self, request: ChatRequest) -> ChatRequest:
-        """The request for this deployment: its model name and its options."""
-        if self._same_options:
-            return attrs.evolve(request, model=self.model)
-        options = self.provider.parse_options({**self.options,
-                                               **request.options.set_values()})
-        return attrs.evolve(request, model=self.model, options=options)
-
-    def observe(self, ttft: float) -> None:
-        """Update the moving average of the time to first token (``latency`` strategy)."""
-        avg = self.ttft_average
-        self.ttft_average = ttft if avg is None else avg * 0.8 + ttft * 0.2
-
-
 # -- state access that never fails a request ---------------------------------------------------
 _warned: set[int] = set()
 
@@ -206,12 +116,15 @@ async def _safe(state: RouterState, call: Awaitable[T], default: T) -> T:
         return default
 
 
+_NO_STATE = MemoryState()  # plain routers: never asked (nothing cools down, no rpm)
+
+
 # -- the router --------------------------------------------------------------------------------
 class _Trial:
     """The attempts of one routed request: budget, failures, and the chain of fallbacks."""
 
-    __slots__ = ("deadline", "failed", "group_index", "groups", "records", "router", "tries",
-                 "waits")
+    __slots__ = ("deadline", "failed", "group_index", "groups", "records", "retry_after",
+                 "router", "tries", "waits")
 
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -222,6 +135,7 @@ class _Trial:
         self.tries = 0
         self.failed: set[int] = set()
         self.waits: list[float] = []
+        self.retry_after: float | None = None
 
     async def next(self) -> tuple[Router, Deployment]:
         """The next deployment to try; raises :class:`RoutingError` when none is left."""
@@ -242,6 +156,11 @@ class _Trial:
         """Record a failed attempt; re-raise it when it must not be retried."""
         dep.stats.failure(err)
         self.records.append((dep.label, err))
+        if group.plain:  # one deployment: wait (Retry-After) and ask it again, no cooldown
+            if not is_retriable_single(err):
+                raise err
+            self.retry_after = getattr(err, "retry_after", None)
+            return
         if not is_retriable(err):
             raise err
         self.failed.add(id(dep))
@@ -253,7 +172,9 @@ class _Trial:
         if cool:
             await _safe(group.state, group.state.start_cooldown(dep.key, cool), None)
 
-    def error(self) -> RoutingError:
+    def error(self) -> ProviderError:
+        if self.router.plain and self.records:  # one deployment: its own, typed error
+            return self.records[-1][1]
         name = self.router.name
         names = [g.name for g in self.groups]
         scope = repr(name) + (f" and its fallbacks ({', '.join(map(repr, names[1:]))})"
@@ -294,6 +215,7 @@ class Router(Provider):
         options: provider options applied to every deployment.
         on_close: called by :meth:`aclose` instead of closing the deployments' providers
             (the pipeline passes one that releases them to the pool).
+        plain: one deployment standing for its provider (see :meth:`single`).
     """
 
     name: str = "router"
@@ -302,8 +224,10 @@ class Router(Provider):
                  strategy: str | Strategy = "round_robin", fallbacks: Iterable[Router] = (),
                  retries: RetryConfig | None = None, state: RouterState | None = None,
                  options: Mapping[str, Any] | None = None,
-                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_close: Callable[[], Awaitable[None]] | None = None,
+                 plain: bool = False) -> None:
         self.name = name
+        self.plain = plain
         self.deployments = list(deployments)
         if not self.deployments:
             raise ConfigurationError(f"model {name!r} has no deployments")
@@ -321,15 +245,33 @@ class Router(Provider):
         for index, dep in enumerate(self.deployments, 1):
             if labels[dep.label] > 1:  # two deployments of one model: tell them apart
                 dep.label = f"{dep.label}#{index}"
-        kinds = {type(d.provider).Options for d in self.deployments}
+        kinds = {d.provider.Options for d in self.deployments}
         self._options_cls: type[CommonOptions] = kinds.pop() if len(kinds) == 1 else CommonOptions
+        self.Options = self._options_cls  # type: ignore[misc]
         first = self.deployments[0].provider
         self.capabilities: Capabilities = first.capabilities  # type: ignore[misc]
+        if plain:
+            if len(self.deployments) != 1 or self.fallbacks:
+                raise ConfigurationError("a plain router has one deployment, no fallbacks")
+            self.default_model = first.default_model
         for dep in self.deployments:
             if options:
                 dep.options = {**options, **dep.options}
             dep._same_options = (not dep.options
-                                 and type(dep.provider).Options is self._options_cls)
+                                 and dep.provider.Options is self._options_cls)
+
+    @classmethod
+    def single(cls, provider: Provider, model: str, *, retries: RetryConfig | None = None,
+               on_close: Callable[[], Awaitable[None]] | None = None) -> Router:
+        """A plain ``provider:model``: a router of one deployment that stands for
+        ``provider`` (its name, options and default model; requests keep their model name).
+
+        It retries what waiting can fix (:func:`is_retriable_single`), after ``Retry-After``
+        when that fits in ``retries.timeout``, else after a jittered backoff; nothing cools
+        down; after the last attempt the provider's own error is raised.
+        """
+        return cls(provider.name, [Deployment(provider, model)], retries=retries,
+                   state=_NO_STATE, on_close=on_close, plain=True)
 
     def __repr__(self) -> str:
         return f"<Router {self.name!r} {[d.label for d in self.deployments]}>"
@@ -368,6 +310,15 @@ class Router(Provider):
     # -- picking ---------------------------------------------------------------------------
     async def _pick(self, trial: _Trial, last_group: bool) -> Deployment | None:
         """A deployment to try now, after any wait the budget allows; ``None``: give up here."""
+        if self.plain:
+            if trial.records:  # a retry: after Retry-After, else a jittered backoff
+                cap = min(self.retries.max_backoff,
+                          self.retries.backoff * 2 ** max(0, len(trial.records) - 1))
+                delay = max(random.uniform(0, cap), trial.retry_after or 0.0)
+                if time.monotonic() + delay > trial.deadline:
+                    return None
+                await asyncio.sleep(delay)
+            return self.deployments[0]
         state = self.state
         while True:
             cooling = await _safe(state, state.cooldowns(self._keys), {})
@@ -455,13 +406,14 @@ class Router(Provider):
     async def _routed_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         trial = _Trial(self)
         started = time.perf_counter()
+        plain = self.plain
         while True:
             try:
                 group, dep = await trial.next()
-            except RoutingError as err:
+            except ProviderError as err:
                 self.stats_total.failure(err)
                 raise
-            sub = dep.prepare(request)
+            sub = request if plain else dep.prepare(request)
             await group._enter(dep)
             start = time.perf_counter()
             stream = dep.provider.stream_request(sub)
@@ -481,7 +433,8 @@ class Router(Provider):
                 dep.observe(ttft)
                 chunk = first
                 if first is not None:
-                    first.route = self._route(group, dep, trial)
+                    if not plain:
+                        first.route = self._route(group, dep, trial)
                     try:
                         yield first
                         async for chunk in stream:
@@ -506,7 +459,7 @@ class Router(Provider):
         while True:
             try:
                 group, dep = await trial.next()
-            except RoutingError as err:
+            except ProviderError as err:
                 self.stats_total.failure(err)
                 raise
             await group._enter(dep)
@@ -530,7 +483,11 @@ class Router(Provider):
             return result, self._route(group, dep, trial)
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
-        response, route = await self._call(lambda dep: dep.provider._complete(dep.prepare(request)))
+        if self.plain:
+            response, _ = await self._call(lambda dep: dep.provider.complete_request(request))
+            return response
+        response, route = await self._call(
+            lambda dep: dep.provider.complete_request(dep.prepare(request)))
         response.route = route
         return response
 
@@ -539,7 +496,15 @@ class Router(Provider):
 
     async def embed(self, texts: Sequence[str], *, model: str = "",
                     options: Mapping[str, Any] | None = None) -> list[list[float]]:
-        """Embed on one deployment, with retries and fallbacks."""
+        """Embed on one deployment, with retries and fallbacks (a plain router sends
+        ``model``, a named one its deployment's)."""
+        if self.plain:
+            async def call(dep: Deployment) -> list[list[float]]:
+                return await dep.provider.embed(texts, model=model or dep.model,
+                                                options=options)
+
+            vectors, _ = await self._call(call)
+            return vectors
         vectors, _ = await self.embed_routed(texts, options=options)
         return vectors
 
@@ -552,6 +517,38 @@ class Router(Provider):
             return await dep.provider.embed(texts, model=dep.model, options=merged or None)
 
         return await self._call(call)
+
+    # -- a plain router's model management is its provider's ------------------------------
+    def _only(self, operation: str) -> Provider:
+        if not self.plain:
+            raise self._unsupported(operation)
+        return self.deployments[0].provider
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The provider's models (a plain router only)."""
+        return await self._only("listing models").list_models()
+
+    async def show_model(self, name: str) -> ModelInfo:
+        """The provider's model details (a plain router only)."""
+        return await self._only("showing models").show_model(name)
+
+    def pull_model(self, name: str) -> AsyncIterator[PullProgress]:
+        """The provider's download (a plain router only)."""
+        return self._only("pulling models").pull_model(name)
+
+    async def delete_model(self, name: str) -> None:
+        """The provider's delete (a plain router only)."""
+        await self._only("deleting models").delete_model(name)
+
+    async def list_loaded_models(self) -> list[ModelInfo]:
+        """The provider's loaded models (a plain router only)."""
+        return await self._only("listing loaded models").list_loaded_models()
+
+    async def health(self) -> HealthStatus:
+        """The provider's health (a plain router), else whether a deployment is healthy."""
+        if self.plain:
+            return await self.deployments[0].provider.health()
+        return await super().health()
 
     # -- stats and lifecycle ---------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

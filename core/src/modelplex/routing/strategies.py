@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from modelplex.routing import Deployment
+    from modelplex.routing.deployments import Deployment
 
 __all__ = [
     "STRATEGIES",

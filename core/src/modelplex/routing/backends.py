@@ -1,4 +1,4 @@
-"""The ``state`` section of the config file: which :class:`~modelplex.state.RouterState` the
+"""The ``state`` section of the config file: which :class:`~modelplex.routing.state.RouterState` the
 router shares its cooldowns, in-flight counts and rate windows through.
 
 ::
@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelplex.errors import ConfigurationError
-from modelplex.state import RouterState
+from modelplex.routing.state import RouterState
 
 __all__ = ["StateConfig", "open_state"]
 
@@ -72,5 +72,5 @@ def open_state(config: StateConfig | str | Mapping[str, Any] | None = None,
                                  f"{err}") from None
     if not isinstance(state, RouterState):
         raise ConfigurationError(f"state backend {cfg.backend!r} built {state!r}, "
-                                 "not a modelplex.state.RouterState")
+                                 "not a modelplex.routing.RouterState")
     return state
