@@ -1,7 +1,6 @@
 """``modelplex config show|path`` and ``modelplex stats``: the configuration and the router.
 
-Registered on the ``modelplex`` group by :func:`register`; heavy modules are imported inside
-the commands.
+Heavy modules are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from modelplex.cli.timeouts import provider_configs
+
 if TYPE_CHECKING:
     from modelplex.provider import Provider
 
-__all__ = ["configured_providers", "register"]
+__all__ = ["config_group", "configured_providers", "stats_command"]
 
 
 @contextlib.asynccontextmanager
@@ -27,14 +28,13 @@ async def configured_providers() -> AsyncIterator[tuple[Callable[[str], Provider
     """For the model registry of a command: a ``get_provider(name)`` that builds providers
     with the config's ``[providers.NAME]`` keywords and the command's timeouts (closed on
     exit), and the named models of the config (``name -> provider:model``)."""
-    from modelplex import cli_timeouts
     from modelplex.config import get_config
     from modelplex.plugins import get_plugins
     from modelplex.pool import provider_kwargs
     from modelplex.specs import create_provider
 
     config = get_config()
-    timeouts = cli_timeouts.provider_configs()
+    timeouts = provider_configs()
     built: dict[str, Provider] = {}
 
     def get_provider(name: str) -> Provider:
@@ -155,8 +155,3 @@ def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
     else:
         _print_stats(result)
 
-
-def register(cli: click.Group) -> None:
-    """Add ``config`` and ``stats`` to the ``modelplex`` command."""
-    cli.add_command(config_group)
-    cli.add_command(stats_command)
