@@ -10,7 +10,7 @@ from typing import Any
 from modelplex.caches import MemoryCache
 from modelplex.caching import CachedProvider
 from modelplex.chunks import ChatResponse, Usage
-from modelplex.logs import LogStore
+from modelplex.store.logs import LogStore
 from modelplex.provider import ChatRequest
 from modelplex.recording import RecordingProvider
 from modelplex.wrapping import WrappingProvider

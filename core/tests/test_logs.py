@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from modelplex.errors import ConfigurationError, StreamError
-from modelplex.logs import MIGRATIONS, LogStore, logs_enabled, set_logs_enabled
 from modelplex.manager import ChatManager
-from modelplex.migrations import Migration, current_version, migrate, sql
 from modelplex.plugins import Plugins
+from modelplex.store.logs import MIGRATIONS, LogStore, logs_enabled, set_logs_enabled
+from modelplex.store.migrations import Migration, current_version, migrate, sql
 
 LATEST = len(MIGRATIONS)
 
@@ -248,7 +248,7 @@ def test_killing_a_writer_mid_exchange_keeps_every_completed_one(tmp_path: Path)
 async def test_a_busy_database_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
     import asyncio
 
-    from modelplex.logs import Exchange
+    from modelplex.store.logs import Exchange
 
     path = tmp_path / "logs.db"
     store = LogStore(path)
@@ -318,7 +318,7 @@ async def test_a_key_in_an_error_is_not_stored(tmp_path: Path) -> None:
 
 
 def test_conversations_config() -> None:
-    from modelplex.logs import ConversationsConfig
+    from modelplex.store.logs import ConversationsConfig
 
     assert ConversationsConfig.parse(None) == ConversationsConfig(log=True, path=None)
     assert ConversationsConfig.parse({"log": False, "path": "x.db"}).path == "x.db"

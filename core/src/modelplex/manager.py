@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
-    from modelplex.logs import LogStore
+    from modelplex.store.logs import LogStore
     from modelplex.pipeline import Lease
     from modelplex.pool import ProviderPool
 
@@ -160,7 +160,7 @@ class ChatManager:
             config file's ``cache`` section, if any.
         conversation: store every exchange in the log database: ``True`` starts a new
             conversation, an id continues that one (its history is loaded) or starts it.
-        logs: the :class:`~modelplex.logs.LogStore` (or its path) for ``conversation``;
+        logs: the :class:`~modelplex.store.logs.LogStore` (or its path) for ``conversation``;
             default ``~/.local/share/modelplex/logs.db``.
         retries: for a plain ``provider:model``, the retries after a first failed attempt
             (``0``: none); default the config's ``[retries]``, else one (named models use

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelplex.logs import LogStore
+from modelplex.store.logs import LogStore
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = ["history_of"]

@@ -2,9 +2,11 @@
 
 The database is ``<data dir>/logs.db`` (``~/.local/share/modelplex/logs.db``, see
 :mod:`modelplex.paths`) unless a path is given. It is in WAL mode; each exchange is committed
-on its own by a background thread as soon as it ends (the caller awaits the commit without
-blocking the event loop), so a process killed at any moment leaves every completed exchange
-on disk. The schema is versioned (:mod:`modelplex.migrations`) and upgraded on open.
+as soon as it ends, at once when the database is free, else by a background thread (the
+caller awaits the commit without blocking the event loop), so a process killed at any moment
+leaves every completed exchange on disk. The schema is versioned
+(:mod:`modelplex.store.migrations`) and upgraded on open; both go through
+:mod:`modelplex.store.sqlite`.
 
 ::
 
@@ -18,13 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import json
+import logging
 import os
-import queue
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,11 +35,14 @@ import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelplex.errors import ConfigurationError
-from modelplex.migrations import Migration, migrate, sql
 from modelplex.paths import data_dir
+from modelplex.store.migrations import Migration, open_database, sql
+from modelplex.store.sqlite import Writer, connect, storage_error
 
 __all__ = ["MIGRATIONS", "Conversation", "ConversationsConfig", "Exchange", "LogStore",
            "logs_enabled", "new_conversation_id", "set_logs_enabled"]
+
+log = logging.getLogger("modelplex.logs")  # the logger's name predates modelplex.store
 
 MIGRATIONS: list[Migration] = [
     sql(1, "conversations and exchanges", """
@@ -209,13 +212,9 @@ def _exchange(row: sqlite3.Row) -> Exchange:
         cached=bool(row["cached"]))
 
 
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                           check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
+#: What a damaged or unusable log database's error tells the user to do.
+FIX = ("or set [conversations] path in the config file (`modelplex config path`), or turn "
+       "logging off with `modelplex logs off`")
 
 
 class LogStore:
@@ -227,83 +226,29 @@ class LogStore:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn, self.version = open_database(self.path, what="log database", fix=FIX,
+                                                 migrations=MIGRATIONS, rows=True)
         try:
-            self._conn = _connect(self.path, timeout=10.0)
-            self.version = migrate(self._conn, MIGRATIONS, what=f"log database {self.path}")
             # writes try this connection first: it never waits for a lock (timeout 0)
-            self._fast = _connect(self.path, timeout=0.0)
-        except sqlite3.DatabaseError as err:
-            raise ConfigurationError(f"cannot open the log database {self.path}: {err}") from err
-        self._queue: queue.Queue[tuple[Callable[[sqlite3.Connection], Any],
-                                       concurrent.futures.Future[Any]] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-        self._queued = 0
+            self._fast = connect(self.path, timeout=0.0, rows=True)
+        except (OSError, sqlite3.Error) as err:
+            self._conn.close()
+            raise storage_error(err, self.path, what="log database", fix=FIX) from None
+        self._writer = Writer(self.path, owner="LogStore", thread_name="modelplex-logs",
+                              timeout=30.0, rows=True, logger=log)
         atexit.register(self.close)
 
     def __repr__(self) -> str:
         return f"<LogStore {str(self.path)!r}>"
 
     # -- writing ----------------------------------------------------------------------------------
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> concurrent.futures.Future[Any]:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("this LogStore is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._writer, daemon=True,
-                                                name="modelplex-logs")
-                self._thread.start()
-            self._queued += 1
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((fn, future))
-        return future
-
-    def _write_now(self, fn: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
-        """Commit ``fn`` at once on the caller's thread if the database is free and nothing
-        is queued before it (one short transaction, no waiting); ``(False, None)`` if not."""
-        if self._queued or self._closed:
-            return False, None
-        conn = self._fast
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # another process is writing: the thread waits
-            return False, None
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return True, result
-
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        done, result = self._write_now(fn)
+        """Commit ``fn`` at once on the caller's thread if the database is free and nothing is
+        queued before it (one short transaction, no waiting), else on the writer thread."""
+        done, result = self._writer.try_now(self._fast, fn)
         if done:
             return result
-        return await asyncio.wrap_future(self._submit(fn))
-
-    def _writer(self) -> None:
-        conn = _connect(self.path, timeout=30.0)
-        try:
-            while (item := self._queue.get()) is not None:
-                fn, future = item
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException as err:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    future.set_exception(err)
-                else:
-                    future.set_result(result)
-                finally:
-                    with self._lock:
-                        self._queued -= 1
-        finally:
-            conn.close()
+        return await asyncio.wrap_future(self._writer.submit(fn))
 
     async def start_conversation(self, conversation_id: str | None = None, *,
                                  name: str | None = None) -> str:
@@ -329,7 +274,7 @@ class LogStore:
 
     def record_sync(self, exchange: Exchange) -> int:
         """Blocking :meth:`record`."""
-        return int(self._submit(lambda c: self._insert(c, exchange)).result())
+        return int(self._writer.submit(lambda c: self._insert(c, exchange)).result())
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, ex: Exchange) -> int:
@@ -424,14 +369,9 @@ class LogStore:
     # -- closing ----------------------------------------------------------------------------------
     def close(self) -> None:
         """Wait for pending writes, stop the writer and close the database."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
+        if self._writer.closed:
+            return
+        self._writer.close()
         self._conn.close()
         self._fast.close()
         atexit.unregister(self.close)

@@ -59,7 +59,7 @@ def serve(host: str | None, port: int | None, config_path: str | None,
 def _log_database(config: Config) -> str | None:
     """Where exchanges are stored: the database ``modelplex chat`` stores them in with the same
     config (``[conversations]``; none after ``modelplex logs off`` or with ``log = false``)."""
-    from modelplex.logs import ConversationsConfig, default_path, logs_enabled
+    from modelplex.store.logs import ConversationsConfig, default_path, logs_enabled
 
     settings = ConversationsConfig.parse(config.conversations)
     if not settings.log or not logs_enabled():
