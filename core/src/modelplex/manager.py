@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from pydantic import ValidationError
 
+from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.chunks import StreamChunk, ToolCall
 from modelplex.errors import (
     ConfigurationError,
@@ -31,7 +32,6 @@ from modelplex.errors import (
     ProviderTimeoutError,
 )
 from modelplex.layers import ManagerLayers
-from modelplex.modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import ChatRequest, CommonOptions, Provider

@@ -100,7 +100,7 @@ def models_pull(name: str) -> None:
         raise click.UsageError("name the model to pull as provider:model")
 
     async def pull(p: Provider) -> None:
-        from modelplex.progress import ProgressBar
+        from modelplex.cli._progress import ProgressBar
 
         bar = ProgressBar(sys.stderr)
         async for event in p.pull_model(model):
