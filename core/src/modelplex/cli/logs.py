@@ -188,7 +188,7 @@ def logs_status() -> None:
         store = _store(None)
         try:
             count = len(store.conversations(limit=None))
-            exchanges = store._conn.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+            exchanges = store.exchange_count()
             click.echo(f"{count} conversations, {exchanges} exchanges, schema version "
                        f"{store.version}")
         finally:

@@ -95,10 +95,10 @@ def open_database(path: Path | str | os.PathLike[str], *, what: str, fix: str = 
                   rows: bool = False, foreign_keys: bool = False,
                   synchronous: str = "NORMAL") -> tuple[sqlite3.Connection, int]:
     """Create the folder, connect (:func:`modelplex.store.sqlite.connect`) and apply
-    ``migrations``; returns the connection and the schema version reached. Any failure is a
-    :class:`~modelplex.store.sqlite.StorageError` naming the ``what`` at ``path`` (e.g.
-    ``"log database"``) and the ``fix``; a database written by a newer modelplex is a
-    :class:`~modelplex.errors.ConfigurationError` saying so."""
+    ``migrations``; returns the connection and the schema version reached. Any failure, a
+    database written by a newer modelplex included, is a
+    :class:`~modelplex.errors.StorageError` naming the ``what`` at ``path`` (e.g. ``"log
+    database"``) and the ``fix``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def open_database(path: Path | str | os.PathLike[str], *, what: str, fix: str = 
         raise storage_error(err, path, what=what, fix=fix) from None
     try:
         version = migrate(conn, migrations, what=f"{what} {path}") if migrations else 0
-    except (OSError, sqlite3.Error) as err:
+    except (OSError, sqlite3.Error, ConfigurationError) as err:
         conn.close()
         raise storage_error(err, path, what=what, fix=fix) from None
     except BaseException:

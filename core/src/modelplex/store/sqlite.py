@@ -5,18 +5,19 @@ open their files the same way and write them the same way:
 
 - :func:`connect`: autocommit mode (transactions are explicit), WAL so readers never wait for
   a writer and several processes can share a file, a busy timeout, usable from any thread.
-- :class:`StorageError` and :func:`storage_error`: any failure to use a store's file (a file
-  that is not a database, a damaged one, a folder that cannot be made) as one error that
-  names the file and the fix. :func:`modelplex.store.migrations.open_database` opens a file
-  at its schema's version with these.
+- :func:`storage_error` and :class:`StoreHealth`: any failure to use a store's file (a file
+  that is not a database, a damaged one, a folder that cannot be made, a schema from a newer
+  modelplex) as one :class:`~modelplex.errors.StorageError` that names the file and the fix,
+  and the policy below. :func:`modelplex.store.migrations.open_database` opens a file at its
+  schema's version with these.
 - :func:`transaction`: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error.
 - :class:`Writer`: one background thread with its own connection that commits the work
   queued to it (each piece in a savepoint of one transaction per batch), so the event loop
   never waits on the disk or on another process's lock.
 
-The storage-failure policy built on these: a store never fails a request (the request path
-logs one warning and answers anyway), and a command that manages a store prints the
-:class:`StorageError`'s one line and exits non-zero.
+The storage-failure policy built on these (:class:`StoreHealth`): a store never fails a
+request (one warning, and the request is answered without the store), and a command that
+manages a store prints the :class:`~modelplex.errors.StorageError`'s one line and exits 1.
 """
 
 from __future__ import annotations
@@ -34,25 +35,12 @@ from typing import Any, TypeVar
 
 import attrs
 
-from modelplex.errors import ConfigurationError
+from modelplex.errors import ConfigurationError, StorageError
 
-__all__ = ["StorageError", "Writer", "connect", "storage_error", "transaction"]
+__all__ = ["StoreHealth", "Writer", "connect", "storage_error", "transaction"]
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
-
-
-class StorageError(ConfigurationError):
-    """A store's file cannot be used: it cannot be created or opened, or it is not (or no
-    longer) a SQLite database. The message names the file and the fix; ``path``, ``reason``
-    and ``damaged`` (the file exists but is not a usable database) are attributes."""
-
-    def __init__(self, message: str, *, path: Path | str | None = None, reason: str = "",
-                 damaged: bool = False) -> None:
-        super().__init__(message)
-        self.path = path
-        self.reason = reason
-        self.damaged = damaged
 
 
 def _is_damage(err: BaseException) -> bool:
@@ -60,14 +48,17 @@ def _is_damage(err: BaseException) -> bool:
         return False
     text = str(err).lower()
     return not any(word in text for word in ("unable to open", "readonly", "read-only",
-                                              "locked", "busy", "disk i/o", "full"))
+                                              "locked", "busy", "disk i/o", "full",
+                                              "interrupted"))
 
 
 def storage_error(err: BaseException, path: Path | str, *, what: str, fix: str = "") -> \
         StorageError:
-    """The :class:`StorageError` for ``err`` (an ``OSError`` or ``sqlite3.Error``) met while
-    using the ``what`` at ``path`` (e.g. ``"log database"``); ``fix`` says what to do, and a
-    damaged file is also told to be moved aside."""
+    """The :class:`~modelplex.errors.StorageError` for ``err`` (an ``OSError``, a
+    ``sqlite3.Error`` or a :class:`~modelplex.errors.ConfigurationError` such as a schema
+    newer than this modelplex) met while using the ``what`` at ``path`` (e.g. ``"log
+    database"``); ``fix`` says what else the user can do. A damaged file is told to be moved
+    aside."""
     if isinstance(err, StorageError):
         return err
     reason = (err.strerror if isinstance(err, OSError) and err.strerror else str(err)) or \
@@ -75,11 +66,61 @@ def storage_error(err: BaseException, path: Path | str, *, what: str, fix: str =
     damaged = _is_damage(err)
     if damaged:
         text = (f"the {what} {path} is damaged or not a SQLite database ({reason}): move it "
-                "aside (a new one is created)")
+                f"aside (a new one is created){' or ' + fix if fix else ''}")
+    elif isinstance(err, ConfigurationError):
+        text = f"{reason}{'; or ' + fix if fix else ''}"
     else:
-        text = f"cannot open the {what} {path}: {reason}"
-    return StorageError(f"{text}{'; ' + fix if fix else ''}", path=path, reason=reason,
-                        damaged=damaged)
+        text = f"cannot open the {what} {path}: {reason}{'; ' + fix if fix else ''}"
+    return StorageError(text, where=str(path), reason=reason, damaged=damaged)
+
+
+class StoreHealth:
+    """The storage-failure policy of one store object over one file.
+
+    A store that cannot open its file, or finds it damaged later, is *unavailable*
+    (:meth:`unavailable`: :attr:`failure` holds the :class:`~modelplex.errors.StorageError`).
+    From then on its reads and management calls raise :attr:`failure` (:meth:`check`), so a
+    command prints one line naming the file and the fix; its writes and the reads of the
+    request path do nothing but call :meth:`warn`, which logs that line once, with what the
+    requests do meanwhile (``consequence``), so a request never fails because of the store.
+    A passing failure (the database is locked, the disk is full) is converted by
+    :meth:`error` but leaves the store available.
+    """
+
+    def __init__(self, path: Path, *, what: str, fix: str, consequence: str,
+                 logger: logging.Logger) -> None:
+        self.path = path
+        self.what = what
+        self.fix = fix
+        self.consequence = consequence
+        self.log = logger
+        self.failure: StorageError | None = None
+        self._warned = False
+
+    def unavailable(self, err: BaseException) -> StorageError:
+        """Make the store unavailable because of ``err``; returns its StorageError."""
+        failure = storage_error(err, self.path, what=self.what, fix=self.fix)
+        if self.failure is None:
+            self.failure = failure
+        return failure
+
+    def error(self, err: BaseException) -> StorageError:
+        """``err`` met while using the store, as a StorageError; a damaged file makes the
+        store unavailable."""
+        failure = storage_error(err, self.path, what=self.what, fix=self.fix)
+        return self.unavailable(failure) if failure.damaged else failure
+
+    def check(self) -> None:
+        """Raise :attr:`failure` if the store is unavailable."""
+        if self.failure is not None:
+            raise self.failure
+
+    def warn(self, err: BaseException | None = None) -> None:
+        """Log ``err`` (else :attr:`failure`) as a warning, once for this store."""
+        failure = self.failure if err is None else self.error(err)
+        if failure is not None and not self._warned:
+            self._warned = True
+            self.log.warning("%s (%s)", failure, self.consequence)
 
 
 def connect(path: Path | str, *, timeout: float = 10.0, rows: bool = False,

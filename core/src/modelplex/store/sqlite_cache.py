@@ -6,6 +6,11 @@ a writer holds); every write goes to one background thread per cache
 (:class:`modelplex.store.sqlite.Writer`), so a ``set`` only enqueues and never blocks the event
 loop; the writer commits what arrived within 20 ms in one transaction. An entry written but
 not committed yet is served from memory, so a process always sees its own writes.
+
+A file that cannot be used (it cannot be created, it is damaged or not a database) makes the
+cache *unavailable* rather than failing whoever opened it: lookups miss, writes do nothing,
+one warning names the file and the fix, and :meth:`SQLiteCache.stats`/``clear``/``delete``
+raise that :class:`~modelplex.errors.StorageError` (``modelplex cache stats`` prints it).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modelplex.caches import Cache, CacheStats
+from modelplex.errors import StorageError
 from modelplex.paths import cache_dir
 from modelplex.store.migrations import Migration, open_database, sql
-from modelplex.store.sqlite import Writer
+from modelplex.store.sqlite import StoreHealth, Writer
 
 __all__ = ["MIGRATIONS", "SQLiteCache"]
 
@@ -43,7 +49,7 @@ MIGRATIONS: list[Migration] = [
     """),
 ]
 #: What a damaged or unusable cache file's error tells the user to do.
-FIX = "or give another file ([cache] path, --path), or run without the cache"
+FIX = "choose another file ([cache] path, or --path of `modelplex cache`)"
 _COUNT_FLUSH = 256  # lookups counted in memory before the counters are written
 _PRUNE_EVERY = 60.0  # seconds between deletions of expired entries
 _BATCH_DELAY = 0.02  # seconds the writer waits for more writes before committing
@@ -72,9 +78,15 @@ class SQLiteCache(Cache):
     def __init__(self, path: str | Path | None = None, ttl: float | None = 7 * 86400.0) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
         self.ttl = ttl
-        self._reader, _ = open_database(self.path, what="cache", fix=FIX,
-                                        migrations=MIGRATIONS, timeout=10.0)
-        self._reader.execute("PRAGMA busy_timeout = 100")  # WAL readers rarely wait at all
+        self.health = StoreHealth(self.path, what="cache", fix=FIX, logger=log,
+                                  consequence="answering without the cache meanwhile")
+        self._reader: sqlite3.Connection | None = None
+        try:
+            self._reader, _ = open_database(self.path, what="cache", fix=FIX,
+                                            migrations=MIGRATIONS, timeout=10.0)
+            self._reader.execute("PRAGMA busy_timeout = 100")  # WAL readers rarely wait
+        except (OSError, sqlite3.Error, StorageError) as err:
+            self.health.unavailable(err)
         self._pending: dict[str, tuple[str, float | None]] = {}
         self._hits = 0
         self._misses = 0
@@ -86,6 +98,11 @@ class SQLiteCache(Cache):
     def __repr__(self) -> str:
         return f"<SQLiteCache {str(self.path)!r}>"
 
+    @property
+    def failure(self) -> StorageError | None:
+        """Why the cache is unavailable, or ``None`` while it works."""
+        return self.health.failure
+
     # -- the hot path -------------------------------------------------------------------------
     async def get(self, key: str) -> Any | None:
         """The cached value, or ``None`` if absent or expired."""
@@ -93,8 +110,18 @@ class SQLiteCache(Cache):
         if pending is not None:
             text, expires = pending
         else:
-            row = self._reader.execute("SELECT value, expires FROM entries WHERE key = ?",
-                                       (key,)).fetchone()
+            if self._reader is None or self.health.failure is not None:
+                self.health.warn()
+                return None
+            try:
+                row = self._reader.execute("SELECT value, expires FROM entries WHERE key = ?",
+                                           (key,)).fetchone()
+            except (OSError, sqlite3.Error) as err:
+                failure = self.health.error(err)
+                if not failure.damaged:
+                    raise failure from None  # a passing failure: the cache layer warns
+                self.health.warn()
+                return None
             if row is None:
                 self._count(hit=False)
                 return None
@@ -130,6 +157,9 @@ class SQLiteCache(Cache):
         """Store a JSON-serialisable value; written by the background thread."""
         if self._writer.closed:
             raise RuntimeError("this SQLiteCache is closed")
+        if self.health.failure is not None:
+            self.health.warn()
+            return
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         ttl = self.ttl if ttl is None else ttl
         expires = None if ttl is None else time.time() + ttl
@@ -143,6 +173,8 @@ class SQLiteCache(Cache):
             # served from disk from now on (unless set again meanwhile); dropped if it failed
             if error is not None or self._pending.get(key, (None,))[0] == text:
                 self._pending.pop(key, None)
+            if error is not None and self.health.error(error).damaged:
+                self.health.warn()
 
         self._writer.post(write, written)
 
@@ -150,8 +182,12 @@ class SQLiteCache(Cache):
     async def _wait(self, work: Any) -> Any:
         import asyncio
 
+        self.health.check()
         self._flush_counts()
-        return await asyncio.wrap_future(self._writer.submit(work))
+        try:
+            return await asyncio.wrap_future(self._writer.submit(work))
+        except (OSError, sqlite3.Error) as err:
+            raise self.health.error(err) from None
 
     async def delete(self, key: str) -> bool:
         """Remove one entry; ``True`` if it was there."""
@@ -194,7 +230,9 @@ class SQLiteCache(Cache):
         """Blocking :meth:`aclose` (also run at interpreter exit)."""
         if self._writer.closed:
             return
-        self._flush_counts()
+        if self.health.failure is None:
+            self._flush_counts()
         self._writer.close()
-        self._reader.close()
+        if self._reader is not None:
+            self._reader.close()
         atexit.unregister(self.close)

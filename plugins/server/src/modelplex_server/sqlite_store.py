@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelplex.errors import ConfigurationError
+from modelplex.errors import ConfigurationError, StorageError
 from modelplex.paths import data_dir
 from modelplex.store.migrations import Migration, open_database, sql
-from modelplex.store.sqlite import StorageError, transaction
+from modelplex.store.sqlite import transaction
 from modelplex.types import ChatMessage
 from modelplex_server.conversations import (
     Conversation,
