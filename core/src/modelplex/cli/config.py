@@ -70,27 +70,20 @@ def config_path_command() -> None:
 
 
 @config_group.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is TOML-like).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is TOML).")
 def config_show(as_json: bool) -> None:
-    """Print the configuration in effect, with every secret masked."""
-    from modelplex.config import load_config
+    """Print the configuration in effect, with every secret masked, in the config file's
+    format: the output read back as a config file is the same configuration."""
+    from modelplex.config import load_config, to_toml
 
     config = load_config()
-    data = config.masked()
+    data = {key: value for key, value in config.masked().items()
+            if value is not None and value != {}}  # the defaults of the top level
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    click.echo(f"# {config.source or 'no config file: defaults'}")
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            click.echo(f"{key} = {json.dumps(value, default=str)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            for name, table in value.items():
-                click.echo(f"\n[{key}.{name}]")
-                items = table.items() if isinstance(table, dict) else [("value", table)]
-                for k, v in items:
-                    click.echo(f"{k} = {json.dumps(v, default=str)}")
+    source = str(config.source or "no config file: defaults").replace("\n", " ")
+    click.echo(f"# {source}\n{to_toml(data)}".rstrip("\n"))
 
 
 def _print_stats(stats: list[dict[str, Any]]) -> None:

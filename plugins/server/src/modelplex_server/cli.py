@@ -81,8 +81,10 @@ def _settle_heap() -> None:
 def server_key(name: str) -> None:
     """Make a new API key for `modelplex serve`: prints the key (give it to the client, it is
     not stored) and the config lines holding its hash."""
+    from modelplex.config import to_toml
     from modelplex_server.settings import generate_key, hash_key
 
     key = generate_key()
     click.echo(f"API key (shown once): {key}", err=True)
-    click.echo(f'[[server.keys]]\nname = "{name}"\nhash = "{hash_key(key)}"')
+    # the name escaped: whatever it holds, the block is one key with this name and hash
+    click.echo("[[server.keys]]\n" + to_toml({"name": name, "hash": hash_key(key)}), nl=False)
