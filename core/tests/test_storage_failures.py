@@ -16,6 +16,7 @@ from modelplex import ChatManager
 from modelplex.errors import ModelplexError, StorageError
 from modelplex.plugins import Plugins
 from modelplex.store.logs import Exchange, LogStore
+from modelplex.store.sqlite import storage_error
 from modelplex.store.sqlite_cache import SQLiteCache
 
 GARBAGE = bytes(range(256)) * 64
@@ -151,3 +152,19 @@ async def test_a_log_database_damaged_while_open(tmp_path: Path,
         assert await store.record(_exchange()) == 0  # unavailable now: one warning was given
     assert store.failure is not None
     store.close()
+
+
+def test_what_counts_as_a_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    damaged = storage_error(sqlite3.DatabaseError("file is not a database"), path, what="cache",
+                            fix="choose another file")
+    assert damaged.damaged and str(damaged) == (
+        f"the cache {path} is damaged or not a SQLite database (file is not a database): "
+        "move it aside (a new one is created) or choose another file")
+    for passing in (sqlite3.IntegrityError("UNIQUE constraint failed: x.y"),
+                    sqlite3.OperationalError("database is locked")):
+        assert not storage_error(passing, path, what="cache").damaged
+    unopenable = storage_error(NotADirectoryError(20, "Not a directory"), path, what="cache",
+                               fix="choose another file")
+    assert str(unopenable) == f"cannot open the cache {path}: Not a directory; choose another file"
+    assert unopenable.where == str(path) and not unopenable.damaged

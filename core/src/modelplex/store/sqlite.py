@@ -44,12 +44,14 @@ Work = Callable[[sqlite3.Connection], Any]
 
 
 def _is_damage(err: BaseException) -> bool:
+    """Whether ``err`` says the file is not a usable database (SQLITE_CORRUPT, SQLITE_NOTADB:
+    plain ``DatabaseError``), not a passing failure (locked, busy, full: ``OperationalError``)
+    or a failure of one statement (``IntegrityError``, ...)."""
     if not isinstance(err, sqlite3.DatabaseError):
         return False
     text = str(err).lower()
-    return not any(word in text for word in ("unable to open", "readonly", "read-only",
-                                              "locked", "busy", "disk i/o", "full",
-                                              "interrupted"))
+    return type(err) is sqlite3.DatabaseError or any(
+        word in text for word in ("malformed", "not a database", "corrupt"))
 
 
 def storage_error(err: BaseException, path: Path | str, *, what: str, fix: str = "") -> \
