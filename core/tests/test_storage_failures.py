@@ -163,8 +163,9 @@ def test_what_counts_as_a_damaged_file(tmp_path: Path) -> None:
         "move it aside (a new one is created) or choose another file")
     for passing in (sqlite3.IntegrityError("UNIQUE constraint failed: x.y"),
                     sqlite3.OperationalError("database is locked")):
-        assert not storage_error(passing, path, what="cache").damaged
+        error = storage_error(passing, path, what="cache")
+        assert not error.damaged and str(error).startswith(f"cannot use the cache {path}: ")
     unopenable = storage_error(NotADirectoryError(20, "Not a directory"), path, what="cache",
-                               fix="choose another file")
+                               fix="choose another file", opening=True)
     assert str(unopenable) == f"cannot open the cache {path}: Not a directory; choose another file"
     assert unopenable.where == str(path) and not unopenable.damaged

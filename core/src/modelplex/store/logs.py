@@ -247,7 +247,7 @@ class LogStore:
             # writes try this connection first: it never waits for a lock (timeout 0)
             self._fast = connect(self.path, timeout=0.0, rows=True)
         except (OSError, sqlite3.Error, StorageError) as err:
-            self.health.unavailable(err)
+            self.health.unavailable(err, opening=True)
         self._writer = Writer(self.path, owner="LogStore", thread_name="modelplex-logs",
                               timeout=30.0, rows=True, logger=log)
         atexit.register(self.close)

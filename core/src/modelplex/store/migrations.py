@@ -105,12 +105,12 @@ def open_database(path: Path | str | os.PathLike[str], *, what: str, fix: str = 
         conn = connect(path, timeout=timeout, rows=rows, foreign_keys=foreign_keys,
                        synchronous=synchronous)
     except (OSError, sqlite3.Error) as err:
-        raise storage_error(err, path, what=what, fix=fix) from None
+        raise storage_error(err, path, what=what, fix=fix, opening=True) from None
     try:
         version = migrate(conn, migrations, what=f"{what} {path}") if migrations else 0
     except (OSError, sqlite3.Error, ConfigurationError) as err:
         conn.close()
-        raise storage_error(err, path, what=what, fix=fix) from None
+        raise storage_error(err, path, what=what, fix=fix, opening=True) from None
     except BaseException:
         conn.close()
         raise

@@ -54,13 +54,13 @@ def _is_damage(err: BaseException) -> bool:
         word in text for word in ("malformed", "not a database", "corrupt"))
 
 
-def storage_error(err: BaseException, path: Path | str, *, what: str, fix: str = "") -> \
-        StorageError:
+def storage_error(err: BaseException, path: Path | str, *, what: str, fix: str = "",
+                  opening: bool = False) -> StorageError:
     """The :class:`~modelplex.errors.StorageError` for ``err`` (an ``OSError``, a
     ``sqlite3.Error`` or a :class:`~modelplex.errors.ConfigurationError` such as a schema
     newer than this modelplex) met while using the ``what`` at ``path`` (e.g. ``"log
-    database"``); ``fix`` says what else the user can do. A damaged file is told to be moved
-    aside."""
+    database"``), while ``opening`` it or later; ``fix`` says what else the user can do. A
+    damaged file is told to be moved aside."""
     if isinstance(err, StorageError):
         return err
     reason = (err.strerror if isinstance(err, OSError) and err.strerror else str(err)) or \
@@ -72,7 +72,8 @@ def storage_error(err: BaseException, path: Path | str, *, what: str, fix: str =
     elif isinstance(err, ConfigurationError):
         text = f"{reason}{'; or ' + fix if fix else ''}"
     else:
-        text = f"cannot open the {what} {path}: {reason}{'; ' + fix if fix else ''}"
+        verb = "open" if opening else "use"
+        text = f"cannot {verb} the {what} {path}: {reason}{'; ' + fix if fix else ''}"
     return StorageError(text, where=str(path), reason=reason, damaged=damaged)
 
 
@@ -99,9 +100,10 @@ class StoreHealth:
         self.failure: StorageError | None = None
         self._warned = False
 
-    def unavailable(self, err: BaseException) -> StorageError:
-        """Make the store unavailable because of ``err``; returns its StorageError."""
-        failure = storage_error(err, self.path, what=self.what, fix=self.fix)
+    def unavailable(self, err: BaseException, *, opening: bool = False) -> StorageError:
+        """Make the store unavailable because of ``err`` (met while ``opening`` it, or later);
+        returns its StorageError."""
+        failure = storage_error(err, self.path, what=self.what, fix=self.fix, opening=opening)
         if self.failure is None:
             self.failure = failure
         return failure

@@ -86,7 +86,7 @@ class SQLiteCache(Cache):
                                             migrations=MIGRATIONS, timeout=10.0)
             self._reader.execute("PRAGMA busy_timeout = 100")  # WAL readers rarely wait
         except (OSError, sqlite3.Error, StorageError) as err:
-            self.health.unavailable(err)
+            self.health.unavailable(err, opening=True)
         self._pending: dict[str, tuple[str, float | None]] = {}
         self._hits = 0
         self._misses = 0
