@@ -140,7 +140,7 @@ def test_the_graph_sees_what_it_should() -> None:
     assert "modelplex.cli.chat" in graph["modelplex.cli"]  # from modelplex.cli.chat import
     assert "modelplex.store.migrations" in graph["modelplex.store.logs"]
     assert "modelplex.manager" in graph["modelplex.cli.chat"]  # inside a function: counts
-    assert "modelplex.caches" not in graph["modelplex.cli.cache"]  # under TYPE_CHECKING only
+    assert "modelplex.provider" not in graph["modelplex.cli._common"]  # TYPE_CHECKING only
 
 
 def test_cycle_finder() -> None:

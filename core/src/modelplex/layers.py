@@ -17,9 +17,9 @@ from modelplex.caches import Cache, CacheConfig
 
 if TYPE_CHECKING:
     from modelplex.caching import CacheLayer
-    from modelplex.store.logs import LogStore
     from modelplex.plugins import Plugins
     from modelplex.provider import Provider
+    from modelplex.store.logs import LogStore
     from modelplex.types import ChatMessage
 
 __all__ = ["ManagerLayers"]
@@ -98,8 +98,8 @@ class ManagerLayers:
         """Store what follows as a new conversation (after the history was cleared)."""
         if self.store is None:
             return
-        from modelplex.store.logs import new_conversation_id
         from modelplex.recording import RecordingProvider
+        from modelplex.store.logs import new_conversation_id
 
         self._conversation_id = new_conversation_id()
         layer: Any = provider

@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 
     from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
-    from modelplex.store.logs import LogStore
     from modelplex.pipeline import Lease
     from modelplex.pool import ProviderPool
+    from modelplex.store.logs import LogStore
 
 ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from modelplex.chunks import ChatResponse, StreamChunk, Usage
 from modelplex.errors import ProviderError, redact
-from modelplex.store.logs import Exchange, LogStore, _now
 from modelplex.provider import ChatRequest, Provider
+from modelplex.store.logs import Exchange, LogStore, _now
 from modelplex.types import MessageRole
 from modelplex.wrapping import WrappingProvider
 

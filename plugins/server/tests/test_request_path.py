@@ -10,9 +10,9 @@ import aiohttp
 
 from modelplex import hookimpl
 from modelplex.config import parse_config
-from modelplex.store.logs import LogStore
 from modelplex.plugins import Plugins
 from modelplex.provider import ChatRequest
+from modelplex.store.logs import LogStore
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex.wrapping import LayerContext, WrappingProvider
 from modelplex_server.app import create_app, start
