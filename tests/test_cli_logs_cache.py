@@ -68,7 +68,7 @@ def test_chat_is_logged_continued_searched_cached_and_can_be_turned_off(tmp_path
 def test_cache_stats_and_clear(tmp_path: Path) -> None:
     import asyncio
 
-    from modelplex.sqlite_cache import SQLiteCache
+    from modelplex.store.sqlite_cache import SQLiteCache
 
     async def fill() -> None:
         cache = SQLiteCache(tmp_path / "cache" / "cache.db")

@@ -15,7 +15,7 @@ from modelplex.caching import CachedProvider, cache_key
 from modelplex.errors import ConfigurationError, PluginError, StreamError
 from modelplex.manager import ChatManager
 from modelplex.plugins import Plugins
-from modelplex.sqlite_cache import SQLiteCache
+from modelplex.store.sqlite_cache import SQLiteCache
 from modelplex.types import ChatMessage
 
 
@@ -234,7 +234,7 @@ def test_sqlite_cache_with_several_writing_processes(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     script = (
         "import asyncio, sys\n"
-        "from modelplex.sqlite_cache import SQLiteCache\n"
+        "from modelplex.store.sqlite_cache import SQLiteCache\n"
         "async def main():\n"
         "    cache = SQLiteCache(sys.argv[1])\n"
         "    for i in range(200):\n"

@@ -10,9 +10,9 @@ from typing import Any
 from modelplex.caches import MemoryCache
 from modelplex.caching import CachedProvider
 from modelplex.chunks import ChatResponse, Usage
-from modelplex.logs import LogStore
 from modelplex.provider import ChatRequest
 from modelplex.recording import RecordingProvider
+from modelplex.store.logs import LogStore
 from modelplex.wrapping import WrappingProvider
 
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         RoutingError as RoutingError,
         ServerBusyError as ServerBusyError,
         ServerError as ServerError,
+        StorageError as StorageError,
         StreamError as StreamError,
         UnknownProviderError as UnknownProviderError,
         UnsupportedOperationError as UnsupportedOperationError,
@@ -156,7 +157,7 @@ _LAZY: dict[str, str] = {
                      "PluginError", "ProviderConnectionError", "ProviderError",
                      "ProviderStatusError", "ProviderTimeoutError", "RateLimitError",
                      "ResponseTooLargeError", "RoutingError", "ServerBusyError", "ServerError",
-                     "StreamError",
+                     "StorageError", "StreamError",
                      "UnknownProviderError", "UnsupportedOperationError"], "errors"),
 }
 

@@ -4,7 +4,7 @@ A :class:`Cache` maps string keys to values, with a time to live per entry and c
 hits and misses. Values stored by modelplex itself (cached answers, embeddings) are plain
 JSON data (dicts, lists, strings, numbers), so a backend may serialise them; the in-memory
 cache keeps any object. Built in: ``memory`` (:class:`MemoryCache`) and ``sqlite``
-(:class:`modelplex.sqlite_cache.SQLiteCache`); ``modelplex-redis`` adds ``redis``.
+(:class:`modelplex.store.sqlite_cache.SQLiteCache`); ``modelplex-redis`` adds ``redis``.
 
 :class:`CacheConfig` is the ``[cache]`` table of the config file (or
 ``ChatManager(cache=...)``) and :func:`open_cache` builds the cache it names. Caches are put

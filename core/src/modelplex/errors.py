@@ -10,6 +10,8 @@ Every error modelplex raises is a :class:`ModelplexError`::
     ├── ParseError                  a parser could not read a model's answer
     ├── ChatBusyError               a conversation's previous answer is still being read
     ├── UnsupportedOperationError   the provider cannot do that (embed, pull, ...)
+    ├── StorageError                a store (cache, log, conversations) cannot be used:
+    │                               names the file or URL and the fix
     └── ProviderError               talking to a provider failed
         ├── ProviderConnectionError     could not connect
         ├── ProviderTimeoutError        connect / first byte / between chunks / total timeout
@@ -61,6 +63,7 @@ __all__ = [
     "RoutingError",
     "ServerBusyError",
     "ServerError",
+    "StorageError",
     "StreamError",
     "UnknownProviderError",
     "UnsupportedOperationError",
@@ -167,6 +170,25 @@ class ChatBusyError(ModelplexError):
 
 class UnsupportedOperationError(ModelplexError):
     """The provider does not support the requested operation."""
+
+
+class StorageError(ModelplexError):
+    """A store cannot be used: a SQLite file that cannot be opened, is damaged or is not a
+    database, or a server (Redis) that is down or refuses the password.
+
+    The message names the file or URL (without its password) and the fix. A store never fails
+    a request with it: the request path logs one warning and answers without the store; the
+    commands that manage a store print it and exit with status 1. ``where`` is the file or
+    URL, ``reason`` the underlying error, ``damaged`` whether the file exists but is not a
+    usable database.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, reason: str = "",
+                 damaged: bool = False) -> None:
+        super().__init__(message)
+        self.where = where
+        self.reason = reason
+        self.damaged = damaged
 
 
 class ProviderError(ModelplexError):

@@ -39,7 +39,7 @@ import attrs
 from yarl import URL
 
 from modelplex import errors
-from modelplex.bodies import (  # re-exported: the readers were defined here at first
+from modelplex._bodies import (  # re-exported: the readers were defined here at first
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_LINE_BYTES,
     dumps,

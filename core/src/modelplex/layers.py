@@ -17,9 +17,9 @@ from modelplex.caches import Cache, CacheConfig
 
 if TYPE_CHECKING:
     from modelplex.caching import CacheLayer
-    from modelplex.logs import LogStore
     from modelplex.plugins import Plugins
     from modelplex.provider import Provider
+    from modelplex.store.logs import LogStore
     from modelplex.types import ChatMessage
 
 __all__ = ["ManagerLayers"]
@@ -69,7 +69,7 @@ class ManagerLayers:
         if self.conversation is None or self.conversation is False:
             return None
         if self.store is None:
-            from modelplex.logs import LogStore, new_conversation_id
+            from modelplex.store.logs import LogStore, new_conversation_id
 
             logs = self.logs
             self.store = logs if isinstance(logs, LogStore) else LogStore(logs)
@@ -90,7 +90,7 @@ class ManagerLayers:
         store = self.log_store()
         if store is None or self._conversation_id is None:
             return [], None
-        from modelplex.conversations import history_of
+        from modelplex.store.conversations import history_of
 
         return history_of(store, self._conversation_id)
 
@@ -98,8 +98,8 @@ class ManagerLayers:
         """Store what follows as a new conversation (after the history was cleared)."""
         if self.store is None:
             return
-        from modelplex.logs import new_conversation_id
         from modelplex.recording import RecordingProvider
+        from modelplex.store.logs import new_conversation_id
 
         self._conversation_id = new_conversation_id()
         layer: Any = provider

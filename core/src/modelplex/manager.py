@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from pydantic import ValidationError
 
+from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.chunks import StreamChunk, ToolCall
 from modelplex.errors import (
     ConfigurationError,
@@ -31,7 +32,6 @@ from modelplex.errors import (
     ProviderTimeoutError,
 )
 from modelplex.layers import ManagerLayers
-from modelplex.modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import ChatRequest, CommonOptions, Provider
@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 
     from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
-    from modelplex.logs import LogStore
     from modelplex.pipeline import Lease
     from modelplex.pool import ProviderPool
+    from modelplex.store.logs import LogStore
 
 ChainResult = StructuredResult  # the result of execute_chain (reasoning, solution, parsed)
 
@@ -160,7 +160,7 @@ class ChatManager:
             config file's ``cache`` section, if any.
         conversation: store every exchange in the log database: ``True`` starts a new
             conversation, an id continues that one (its history is loaded) or starts it.
-        logs: the :class:`~modelplex.logs.LogStore` (or its path) for ``conversation``;
+        logs: the :class:`~modelplex.store.logs.LogStore` (or its path) for ``conversation``;
             default ``~/.local/share/modelplex/logs.db``.
         retries: for a plain ``provider:model``, the retries after a first failed attempt
             (``0``: none); default the config's ``[retries]``, else one (named models use

@@ -42,7 +42,7 @@ from modelplex.routing import Deployment, MemoryState, Router, RouterState
 from modelplex.wrapping import LayerContext, WrappingProvider
 
 if TYPE_CHECKING:
-    from modelplex.logs import LogStore
+    from modelplex.store.logs import LogStore
 
 __all__ = [
     "PATH",
@@ -407,7 +407,7 @@ def _cache_for(cache: Any, config: Config, plugins: Plugins
 def _log_store(logs: Any) -> tuple[LogStore | None, Callable[[], Awaitable[None]] | None]:
     if logs is None or logs is False:
         return None, None
-    from modelplex.logs import LogStore
+    from modelplex.store.logs import LogStore
 
     if isinstance(logs, LogStore):
         return logs, None
@@ -438,7 +438,7 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
             closed by the lease.
         plugins: the plugins providers and layers come from.
         provider_config: constructor keywords per provider name over ``[providers.NAME]``.
-        logs: a :class:`~modelplex.logs.LogStore` (or its path, opened here) where each
+        logs: a :class:`~modelplex.store.logs.LogStore` (or its path, opened here) where each
             exchange is stored; without it exchanges are only logged (``modelplex.exchange``
             at INFO).
         conversation_id: the conversation recorded exchanges belong to, unless a request says.

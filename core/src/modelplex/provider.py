@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from modelplex._foreign import foreign_error
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.errors import (
     ModelNotFoundError,
@@ -36,7 +37,6 @@ from modelplex.errors import (
     ProviderError,
     UnsupportedOperationError,
 )
-from modelplex.foreign import foreign_error
 from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
 
 __all__ = [
@@ -204,7 +204,7 @@ async def keep_partial(stream: AsyncIterator[StreamChunk], provider: str | None 
 
     Any other exception that is not a :class:`ModelplexError` (an aiohttp error, a
     ``KeyError`` from an unexpected reply) is converted by
-    :func:`modelplex.foreign.foreign_error` into a chained :class:`ProviderError` naming
+    :func:`modelplex._foreign.foreign_error` into a chained :class:`ProviderError` naming
     ``provider``, so callers only see modelplex errors. The conversion happens in the except
     clause: a stream that does not fail pays nothing for it.
 
@@ -319,7 +319,7 @@ class Provider(abc.ABC):
 
     An exception that is not a :class:`~modelplex.errors.ModelplexError` escaping the stream,
     ``_complete`` or an optional operation a subclass overrides is converted into a chained
-    :class:`~modelplex.errors.ProviderError` (see :mod:`modelplex.foreign`).
+    :class:`~modelplex.errors.ProviderError` (see :mod:`modelplex._foreign`).
     """
 
     name: str

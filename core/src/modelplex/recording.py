@@ -7,7 +7,7 @@ are each recorded once.
 to. When a request ends (complete, failed, or abandoned by the caller) it emits one record on
 the ``modelplex.exchange`` logger with structured extras (``provider``, ``model``, ``status``,
 ``latency``, ``ttft``, ``prompt_tokens``, ``completion_tokens``, ``cache_hit``,
-``conversation``) and, with a :class:`~modelplex.logs.LogStore`, stores the exchange. Message
+``conversation``) and, with a :class:`~modelplex.store.logs.LogStore`, stores the exchange. Message
 text and options go to the store only, never to the log; no key ever reaches either. Storing
 that fails logs a warning and never fails the request.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 from modelplex.chunks import ChatResponse, StreamChunk, Usage
 from modelplex.errors import ProviderError, redact
-from modelplex.logs import Exchange, LogStore, _now
 from modelplex.provider import ChatRequest, Provider
+from modelplex.store.logs import Exchange, LogStore, _now
 from modelplex.types import MessageRole
 from modelplex.wrapping import WrappingProvider
 

@@ -42,7 +42,7 @@ class LayerContext:
     (``"chat"``, ``"cli"``, ``"server"``, ``"compat"``, ``"batch"``), ``named`` whether
     ``spec`` is a named model of the config. What the built-in layers use: ``cache`` (the
     open :class:`~modelplex.caching.CacheLayer`, or ``None``), ``log_store`` (the
-    :class:`~modelplex.logs.LogStore` exchanges are stored in, or ``None``) and
+    :class:`~modelplex.store.logs.LogStore` exchanges are stored in, or ``None``) and
     ``conversation_id`` (the conversation they belong to, unless a request says).
     """
 

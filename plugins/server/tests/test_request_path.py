@@ -10,9 +10,9 @@ import aiohttp
 
 from modelplex import hookimpl
 from modelplex.config import parse_config
-from modelplex.logs import LogStore
 from modelplex.plugins import Plugins
 from modelplex.provider import ChatRequest
+from modelplex.store.logs import LogStore
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex.wrapping import LayerContext, WrappingProvider
 from modelplex_server.app import create_app, start
@@ -158,7 +158,7 @@ def test_modelplex_serve_stores_exchanges_where_modelplex_chat_does(
     config = parse_config({"conversations": {"path": str(tmp_path / "x.db")}})
     assert _log_database(config) == str(tmp_path / "x.db")
     assert _log_database(parse_config({"conversations": {"log": False}})) is None
-    from modelplex.logs import set_logs_enabled
+    from modelplex.store.logs import set_logs_enabled
 
     set_logs_enabled(False)  # modelplex logs off
     assert _log_database(config) is None

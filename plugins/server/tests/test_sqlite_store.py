@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from modelplex.errors import ConfigurationError
-from modelplex.migrations import migrate
+from modelplex.store.migrations import migrate
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.app import AppServer

@@ -36,7 +36,7 @@ def register_parsers(register: Register) -> None:
 def register_caches(register: Register) -> None:
     """Register the in-memory LRU cache and the SQLite cache."""
     from modelplex.caches import MemoryCache
-    from modelplex.sqlite_cache import SQLiteCache
+    from modelplex.store.sqlite_cache import SQLiteCache
 
     register(MemoryCache)
     register(SQLiteCache)

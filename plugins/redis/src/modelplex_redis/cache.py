@@ -5,12 +5,30 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from redis.exceptions import AuthenticationError, ResponseError
+
 from modelplex.caches import Cache, CacheStats
+from modelplex.errors import StorageError, redact
 from modelplex_redis.connection import ERRORS, RedisLink
 
-__all__ = ["RedisCache"]
+__all__ = ["RedisCache", "storage_error"]
 
 _COUNT_FLUSH = 256
+_WHERE = "--url, the [cache] table's url, or MODELPLEX_REDIS_URL"
+
+
+def storage_error(link: RedisLink, err: BaseException) -> StorageError:
+    """What ``modelplex cache stats|clear`` says when Redis fails: one line naming the URL
+    (without its password) and the fix."""
+    reason = redact(f"{type(err).__name__}: {err}")
+    if isinstance(err, AuthenticationError) or (
+            isinstance(err, ResponseError) and "AUTH" in str(err).upper()):
+        text = (f"the redis cache at {link.safe_url} refused the password ({reason}): fix the "
+                f"password in the URL ({_WHERE})")
+    else:
+        text = (f"cannot reach the redis cache at {link.safe_url} ({reason}): start Redis "
+                f"there or fix the URL ({_WHERE})")
+    return StorageError(text, where=link.safe_url, reason=reason)
 
 
 class RedisCache(Cache):
@@ -19,7 +37,9 @@ class RedisCache(Cache):
     Entries are JSON strings under ``prefix`` with a time to live (``ttl`` seconds; ``None``
     keeps them until cleared). Hits and misses are counted in this process and added to the
     server's counters in batches. While Redis is unreachable every call raises at once (no
-    waiting on a dead server), and the cache layer answers from the provider.
+    waiting on a dead server), and the cache layer answers from the provider; ``stats``,
+    ``clear`` and ``delete`` raise :class:`~modelplex.errors.StorageError` naming the URL
+    (without its password) and the fix.
 
     Args:
         url: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS).
@@ -98,12 +118,12 @@ class RedisCache(Cache):
 
     async def delete(self, key: str) -> bool:
         """Remove one entry; ``True`` if it was there."""
-        self.link.check()
         try:
+            self.link.check()
             removed = await self.link.client.delete(self.prefix + key)
         except ERRORS as err:
             self.link.failed(err)
-            raise
+            raise storage_error(self.link, err) from err
         self.link.succeeded()
         return bool(removed)
 
@@ -113,29 +133,29 @@ class RedisCache(Cache):
 
     async def clear(self) -> int:
         """Remove every entry under the prefix and reset the counters."""
-        self.link.check()
         try:
+            self.link.check()
             keys = await self._keys()
             for start in range(0, len(keys), 1000):
                 await self.link.client.unlink(*keys[start:start + 1000])
             await self.link.client.delete(self._stats_key)
         except ERRORS as err:
             self.link.failed(err)
-            raise
+            raise storage_error(self.link, err) from err
         self._hits = self._misses = 0
         self.link.succeeded()
         return len(keys)
 
     async def stats(self) -> CacheStats:
         """Hits and misses of every process using this server and prefix, and the size."""
-        self.link.check()
         await self._flush_counts()
         try:
+            self.link.check()
             counts = await self.link.client.hgetall(self._stats_key)
             size = len(await self._keys())
         except ERRORS as err:
             self.link.failed(err)
-            raise
+            raise storage_error(self.link, err) from err
         return CacheStats(backend=self.name, hits=int(counts.get(b"hits", 0)),
                           misses=int(counts.get(b"misses", 0)), size=size,
                           location=f"{self.link.safe_url} {self.prefix}*")

@@ -53,7 +53,7 @@ from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
 
 if TYPE_CHECKING:
-    from modelplex.logs import LogStore
+    from modelplex.store.logs import LogStore
 
 __all__ = ["AppServer", "create_app", "serve", "server_registry", "start"]
 
@@ -144,7 +144,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     ``config`` (default: the process-wide one, ``MODELPLEX_CONFIG``) gives the
     ``[providers.NAME]`` keywords and the named models (``[models.NAME]``), the providers and
     routers come from ``pool`` (default: the process-wide one) and are given back when the
-    server stops. ``logs`` (a :class:`~modelplex.logs.LogStore` or its path) stores every
+    server stops. ``logs`` (a :class:`~modelplex.store.logs.LogStore` or its path) stores every
     exchange, as ``modelplex chat`` does (``modelplex serve`` passes the same database).
     """
     settings = settings or ServerSettings()

@@ -59,7 +59,7 @@ def serve(host: str | None, port: int | None, config_path: str | None,
 def _log_database(config: Config) -> str | None:
     """Where exchanges are stored: the database ``modelplex chat`` stores them in with the same
     config (``[conversations]``; none after ``modelplex logs off`` or with ``log = false``)."""
-    from modelplex.logs import ConversationsConfig, default_path, logs_enabled
+    from modelplex.store.logs import ConversationsConfig, default_path, logs_enabled
 
     settings = ConversationsConfig.parse(config.conversations)
     if not settings.log or not logs_enabled():
@@ -81,8 +81,10 @@ def _settle_heap() -> None:
 def server_key(name: str) -> None:
     """Make a new API key for `modelplex serve`: prints the key (give it to the client, it is
     not stored) and the config lines holding its hash."""
+    from modelplex.config import to_toml
     from modelplex_server.settings import generate_key, hash_key
 
     key = generate_key()
     click.echo(f"API key (shown once): {key}", err=True)
-    click.echo(f'[[server.keys]]\nname = "{name}"\nhash = "{hash_key(key)}"')
+    # the name escaped: whatever it holds, the block is one key with this name and hash
+    click.echo("[[server.keys]]\n" + to_toml({"name": name, "hash": hash_key(key)}), nl=False)

@@ -34,7 +34,7 @@ from modelplex.routing import Router
 from modelplex.specs import parse_model_spec
 
 if TYPE_CHECKING:
-    from modelplex.logs import LogStore
+    from modelplex.store.logs import LogStore
 
 __all__ = ["ModelResolver", "named_model_targets"]
 
@@ -74,7 +74,7 @@ class ModelResolver:
         pool: the provider pool (default: the process-wide one).
         named_models: extra named models as ``{"name": "provider:model"}``.
         provider_config: keyword configuration per provider name, over the config's.
-        logs: the :class:`~modelplex.logs.LogStore` (or its path) every exchange is stored
+        logs: the :class:`~modelplex.store.logs.LogStore` (or its path) every exchange is stored
             in, as ``modelplex chat`` does (``modelplex serve`` passes the same database);
             ``None``: exchanges are only logged (``modelplex.exchange`` at INFO).
     """
@@ -110,7 +110,7 @@ class ModelResolver:
             if self.config.cache:
                 self._cache, _ = CacheLayer.open(self.config.cache, self.plugins)
         if self._store is None and self._logs is not None:
-            from modelplex.logs import LogStore
+            from modelplex.store.logs import LogStore
 
             if isinstance(self._logs, LogStore):
                 self._store = self._logs

@@ -4,8 +4,9 @@ The file is ``<data dir>/server-conversations.db`` by default (``~/.local/share/
 see :mod:`modelplex.paths`), next to ``modelplex chat``'s ``logs.db`` but separate from it: the
 server's conversations are editable (renamed, truncated to answer again, re-pointed at another
 model), the chat log is an append-only record. The schema is versioned with
-:mod:`modelplex.migrations` and upgraded on open; the database is in WAL mode and each change
-is one transaction, run in a worker thread so the event loop never waits on the disk.
+:mod:`modelplex.store.migrations` and upgraded on open; the database is in WAL mode and each
+change is one transaction, run in a worker thread so the event loop never waits on the disk
+(opened and written with the core's :mod:`modelplex.store.sqlite` helpers).
 
 ::
 
@@ -25,9 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelplex.errors import ConfigurationError
-from modelplex.migrations import Migration, migrate, sql
+from modelplex.errors import ConfigurationError, StorageError
 from modelplex.paths import data_dir
+from modelplex.store.migrations import Migration, open_database, sql
+from modelplex.store.sqlite import transaction
 from modelplex.types import ChatMessage
 from modelplex_server.conversations import (
     Conversation,
@@ -88,27 +90,17 @@ class SQLiteConversationStore(ConversationStore):
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
+        fix = "fix server.conversations (or --conversations), or use 'memory'"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as err:
-            raise ConfigurationError(
-                f"cannot open the server's conversation database {self.path}: {err}; fix "
-                "server.conversations (or --conversations), or use 'memory'") from None
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            migrate(conn, MIGRATIONS, what=f"server conversation database {self.path}")
-        except sqlite3.DatabaseError as err:
-            conn.close()
-            raise ConfigurationError(
-                f"{self.path} is not a usable conversation database ({err}); fix "
-                "server.conversations (or --conversations), or use 'memory'") from None
-        except BaseException:
-            conn.close()
-            raise
+            conn, _ = open_database(self.path, what="server conversation database",
+                                    migrations=MIGRATIONS, timeout=5.0, rows=True,
+                                    foreign_keys=True, synchronous="FULL")
+        except StorageError as err:
+            if err.damaged:
+                raise ConfigurationError(f"{self.path} is not a usable conversation database "
+                                         f"({err.reason}); {fix}") from None
+            raise ConfigurationError(f"cannot open the server's conversation database "
+                                     f"{self.path}: {err.reason}; {fix}") from None
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.Lock()
 
@@ -123,14 +115,8 @@ class SQLiteConversationStore(ConversationStore):
                 raise RuntimeError("the conversation store is closed")
             if not write:
                 return work(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            with transaction(conn):
+                return work(conn)
 
     async def _call(self, work: Callable[[sqlite3.Connection], T], *,
                     write: bool = False) -> T:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from modelplex.logs import LogStore
+from modelplex.errors import StorageError
+from modelplex.store.logs import LogStore
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = ["history_of"]
@@ -12,11 +13,17 @@ def history_of(store: LogStore, conversation_id: str) -> tuple[list[ChatMessage]
     """The messages of a stored conversation, and its last system prompt.
 
     Exchanges that failed are left out (as they are from a live history); an answer the
-    caller stopped reading is kept, marked ``partial`` in its metadata.
+    caller stopped reading is kept, marked ``partial`` in its metadata. A log database that
+    cannot be read gives an empty history and one warning (a store never fails a request).
     """
     messages: list[ChatMessage] = []
     system: str | None = None
-    for exchange in store.exchanges(conversation_id):
+    try:
+        exchanges = store.exchanges(conversation_id)
+    except StorageError as err:
+        store.health.warn(err)
+        return [], None
+    for exchange in exchanges:
         partial = bool(exchange.error and exchange.error.startswith("incomplete"))
         if exchange.error and not partial:
             continue

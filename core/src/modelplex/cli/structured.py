@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from modelplex.cli._common import parse_option_value
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ __all__ = ["run_structured_chat", "template_fields", "templates"]
 
 def template_fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """``-p KEY VALUE`` pairs as fields: JSON values when they parse; a repeated key is a list."""
-    from modelplex.cli import parse_option_value
-
     fields: dict[str, Any] = {}
     for key, raw in pairs:
         value = parse_option_value(raw)

@@ -2,9 +2,11 @@
 
 The database is ``<data dir>/logs.db`` (``~/.local/share/modelplex/logs.db``, see
 :mod:`modelplex.paths`) unless a path is given. It is in WAL mode; each exchange is committed
-on its own by a background thread as soon as it ends (the caller awaits the commit without
-blocking the event loop), so a process killed at any moment leaves every completed exchange
-on disk. The schema is versioned (:mod:`modelplex.migrations`) and upgraded on open.
+as soon as it ends, at once when the database is free, else by a background thread (the
+caller awaits the commit without blocking the event loop), so a process killed at any moment
+leaves every completed exchange on disk. The schema is versioned
+(:mod:`modelplex.store.migrations`) and upgraded on open; both go through
+:mod:`modelplex.store.sqlite`.
 
 ::
 
@@ -18,28 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import json
+import logging
 import os
-import queue
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelplex.errors import ConfigurationError
-from modelplex.migrations import Migration, migrate, sql
+from modelplex.errors import ConfigurationError, StorageError
 from modelplex.paths import data_dir
+from modelplex.store.migrations import Migration, open_database, sql
+from modelplex.store.sqlite import StoreHealth, Writer, connect
 
 __all__ = ["MIGRATIONS", "Conversation", "ConversationsConfig", "Exchange", "LogStore",
            "logs_enabled", "new_conversation_id", "set_logs_enabled"]
+
+log = logging.getLogger("modelplex.logs")  # the logger's name predates modelplex.store
 
 MIGRATIONS: list[Migration] = [
     sql(1, "conversations and exchanges", """
@@ -209,101 +212,67 @@ def _exchange(row: sqlite3.Row) -> Exchange:
         cached=bool(row["cached"]))
 
 
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                           check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
+#: What a damaged or unusable log database's error tells the user to do.
+FIX = ("set [conversations] path in the config file (`modelplex config path`) or turn logging "
+       "off (`modelplex logs off`)")
+
+_Read = TypeVar("_Read")
 
 
 class LogStore:
     """The conversations and exchanges database.
 
     Reads (:meth:`recent`, :meth:`search`, ...) run on the caller's thread; :meth:`record`
-    hands the write to a background thread and waits for its commit.
+    commits at once when the database is free, else hands the write to a background thread
+    and waits for its commit without blocking the event loop.
+
+    A file that cannot be used (it cannot be created, it is damaged or not a database, its
+    schema is newer than this modelplex) does not stop the store from being made: it is
+    *unavailable* (:attr:`failure`). Then :meth:`record` stores nothing and logs one warning
+    on ``modelplex.logs`` naming the file and the fix, so a request never fails because of its
+    log, and every read raises that :class:`~modelplex.errors.StorageError`. A database that
+    turns out damaged while in use becomes unavailable the same way.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.health = StoreHealth(self.path, what="log database", fix=FIX, logger=log,
+                                  consequence="conversations are not stored meanwhile")
+        self.version = 0
+        self._conn: sqlite3.Connection | None = None
+        self._fast: sqlite3.Connection | None = None
         try:
-            self._conn = _connect(self.path, timeout=10.0)
-            self.version = migrate(self._conn, MIGRATIONS, what=f"log database {self.path}")
+            self._conn, self.version = open_database(self.path, what="log database", fix=FIX,
+                                                     migrations=MIGRATIONS, rows=True)
             # writes try this connection first: it never waits for a lock (timeout 0)
-            self._fast = _connect(self.path, timeout=0.0)
-        except sqlite3.DatabaseError as err:
-            raise ConfigurationError(f"cannot open the log database {self.path}: {err}") from err
-        self._queue: queue.Queue[tuple[Callable[[sqlite3.Connection], Any],
-                                       concurrent.futures.Future[Any]] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-        self._queued = 0
+            self._fast = connect(self.path, timeout=0.0, rows=True)
+        except (OSError, sqlite3.Error, StorageError) as err:
+            self.health.unavailable(err, opening=True)
+        self._writer = Writer(self.path, owner="LogStore", thread_name="modelplex-logs",
+                              timeout=30.0, rows=True, logger=log)
         atexit.register(self.close)
 
     def __repr__(self) -> str:
         return f"<LogStore {str(self.path)!r}>"
 
+    @property
+    def failure(self) -> StorageError | None:
+        """Why the store is unavailable, or ``None`` while it works."""
+        return self.health.failure
+
     # -- writing ----------------------------------------------------------------------------------
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> concurrent.futures.Future[Any]:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("this LogStore is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._writer, daemon=True,
-                                                name="modelplex-logs")
-                self._thread.start()
-            self._queued += 1
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((fn, future))
-        return future
-
-    def _write_now(self, fn: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
-        """Commit ``fn`` at once on the caller's thread if the database is free and nothing
-        is queued before it (one short transaction, no waiting); ``(False, None)`` if not."""
-        if self._queued or self._closed:
-            return False, None
-        conn = self._fast
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # another process is writing: the thread waits
-            return False, None
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return True, result
-
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        done, result = self._write_now(fn)
-        if done:
-            return result
-        return await asyncio.wrap_future(self._submit(fn))
-
-    def _writer(self) -> None:
-        conn = _connect(self.path, timeout=30.0)
+        """Commit ``fn`` at once on the caller's thread if the database is free and nothing is
+        queued before it (one short transaction, no waiting), else on the writer thread."""
+        self.health.check()
+        assert self._fast is not None
         try:
-            while (item := self._queue.get()) is not None:
-                fn, future = item
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException as err:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    future.set_exception(err)
-                else:
-                    future.set_result(result)
-                finally:
-                    with self._lock:
-                        self._queued -= 1
-        finally:
-            conn.close()
+            done, result = self._writer.try_now(self._fast, fn)
+            if done:
+                return result
+            return await asyncio.wrap_future(self._writer.submit(fn))
+        except (OSError, sqlite3.Error) as err:
+            raise self.health.error(err) from err
 
     async def start_conversation(self, conversation_id: str | None = None, *,
                                  name: str | None = None) -> str:
@@ -319,17 +288,34 @@ class LogStore:
         return cid
 
     async def record(self, exchange: Exchange) -> int:
-        """Store one exchange (committed when this returns); returns its id.
+        """Store one exchange (committed when this returns); returns its id, or 0 when the
+        store is unavailable (see the class docs: one warning, nothing raised).
 
         The short insert is done at once when the database is free; when another process
         holds the write lock it is handed to the writer thread, which waits for it, so the
-        event loop never does.
+        event loop never does. A passing failure (a full disk, a lock held too long) raises
+        :class:`~modelplex.errors.StorageError`.
         """
-        return int(await self._write(lambda c: self._insert(c, exchange)))
+        if self.health.failure is None:
+            try:
+                return int(await self._write(lambda c: self._insert(c, exchange)))
+            except StorageError as err:
+                if not err.damaged:
+                    raise
+        self.health.warn()
+        return 0
 
     def record_sync(self, exchange: Exchange) -> int:
         """Blocking :meth:`record`."""
-        return int(self._submit(lambda c: self._insert(c, exchange)).result())
+        if self.health.failure is None:
+            try:
+                return int(self._writer.submit(lambda c: self._insert(c, exchange)).result())
+            except (OSError, sqlite3.Error) as err:
+                failure = self.health.error(err)
+                if not failure.damaged:
+                    raise failure from err
+        self.health.warn()
+        return 0
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, ex: Exchange) -> int:
@@ -359,36 +345,51 @@ class LogStore:
         return int(await self._write(delete))
 
     # -- reading ----------------------------------------------------------------------------------
+    def _read(self, fn: Callable[[sqlite3.Connection], _Read]) -> _Read:
+        """``fn(connection)``; any failure of the file is a StorageError naming it."""
+        self.health.check()
+        assert self._conn is not None
+        try:
+            return fn(self._conn)
+        except (OSError, sqlite3.Error) as err:
+            raise self.health.error(err) from None
+
     def recent(self, *, limit: int | None = 20, conversation_id: str | None = None
              ) -> list[Exchange]:
         """The newest exchanges first (of one conversation, if given)."""
         where, args = ("WHERE conversation_id = ?", [conversation_id]) if conversation_id \
             else ("", [])
-        rows = self._conn.execute(
+        rows = self._read(lambda conn: conn.execute(
             f"SELECT {_COLUMNS} FROM exchanges {where} ORDER BY id DESC LIMIT ?",
-            [*args, -1 if limit is None else limit]).fetchall()
+            [*args, -1 if limit is None else limit]).fetchall())
         return [_exchange(r) for r in rows]
 
     def exchanges(self, conversation_id: str) -> list[Exchange]:
         """Every exchange of a conversation, oldest first."""
-        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM exchanges WHERE conversation_id = ? "
-                                  "ORDER BY id", (conversation_id,)).fetchall()
+        rows = self._read(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM exchanges WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,)).fetchall())
         return [_exchange(r) for r in rows]
 
     def get(self, exchange_id: int) -> Exchange | None:
         """One exchange by id."""
-        row = self._conn.execute(f"SELECT {_COLUMNS} FROM exchanges WHERE id = ?",
-                                 (exchange_id,)).fetchone()
+        row = self._read(lambda conn: conn.execute(
+            f"SELECT {_COLUMNS} FROM exchanges WHERE id = ?", (exchange_id,)).fetchone())
         return _exchange(row) if row is not None else None
+
+    def exchange_count(self) -> int:
+        """How many exchanges are stored."""
+        return int(self._read(
+            lambda conn: conn.execute("SELECT count(*) FROM exchanges").fetchone()[0]))
 
     def conversations(self, *, limit: int | None = 20) -> list[Conversation]:
         """Conversations, the most recently used first."""
-        rows = self._conn.execute(
+        rows = self._read(lambda conn: conn.execute(
             "SELECT c.id, c.name, c.created_at, c.updated_at, count(e.id) AS n, "
             "(SELECT model FROM exchanges WHERE conversation_id = c.id ORDER BY id DESC "
             "LIMIT 1) AS model FROM conversations c LEFT JOIN exchanges e ON "
             "e.conversation_id = c.id GROUP BY c.id ORDER BY c.updated_at DESC, c.id DESC "
-            "LIMIT ?", (-1 if limit is None else limit,)).fetchall()
+            "LIMIT ?", (-1 if limit is None else limit,)).fetchall())
         return [Conversation(id=r["id"], name=r["name"], created_at=r["created_at"],
                              updated_at=r["updated_at"], exchange_count=r["n"],
                              model=r["model"]) for r in rows]
@@ -402,19 +403,27 @@ class LogStore:
 
     def last_conversation_id(self) -> str | None:
         """The conversation used most recently."""
-        row = self._conn.execute("SELECT id FROM conversations ORDER BY updated_at DESC, "
-                                 "id DESC LIMIT 1").fetchone()
+        row = self._read(lambda conn: conn.execute(
+            "SELECT id FROM conversations ORDER BY updated_at DESC, id DESC LIMIT 1"
+        ).fetchone())
         return str(row[0]) if row is not None else None
 
     def search(self, query: str, *, limit: int = 20) -> list[Exchange]:
         """Exchanges whose prompt or response match ``query`` (FTS5 syntax; plain words
         match all of them), the best matches first."""
-        try:
-            rows = self._conn.execute(
-                f"SELECT {', '.join('e.' + c for c in _COLUMNS.split(', '))} FROM "
-                "exchanges_fts JOIN exchanges e ON e.id = exchanges_fts.rowid WHERE "
-                "exchanges_fts MATCH ? ORDER BY rank LIMIT ?", (query, limit)).fetchall()
-        except sqlite3.OperationalError:  # not FTS syntax: search the words as phrases
+        def match(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
+            try:
+                return conn.execute(
+                    f"SELECT {', '.join('e.' + c for c in _COLUMNS.split(', '))} FROM "
+                    "exchanges_fts JOIN exchanges e ON e.id = exchanges_fts.rowid WHERE "
+                    "exchanges_fts MATCH ? ORDER BY rank LIMIT ?", (query, limit)).fetchall()
+            except sqlite3.OperationalError as err:
+                if "malformed" in str(err) or "corrupt" in str(err):
+                    raise
+                return None  # not FTS syntax
+
+        rows = self._read(match)
+        if rows is None:  # search the words as phrases
             quoted = " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
             if not quoted:
                 return []
@@ -424,16 +433,12 @@ class LogStore:
     # -- closing ----------------------------------------------------------------------------------
     def close(self) -> None:
         """Wait for pending writes, stop the writer and close the database."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
-        self._conn.close()
-        self._fast.close()
+        if self._writer.closed:
+            return
+        self._writer.close()
+        for conn in (self._conn, self._fast):
+            if conn is not None:
+                conn.close()
         atexit.unregister(self.close)
 
     async def aclose(self) -> None:

@@ -6,6 +6,7 @@ provider written on raw aiohttp, a ``KeyError`` from a reply of an unexpected sh
 callers only ever catch modelplex errors. The original is kept as ``__cause__``.
 
 aiohttp is not imported here: its classes are recognised only when it is already loaded.
+Private: the provider base class is its only user.
 """
 
 from __future__ import annotations

@@ -5,20 +5,24 @@ name, time). :func:`migrate` applies the missing ones in order, each in its own 
 together with its row, so a process killed mid-upgrade leaves the database at the previous
 version, never half-way. Several processes opening the same database at once are safe: the
 version is read again under the write lock. Migrations are never edited once released; a
-change of schema is a new migration at the end of the list.
+change of schema is a new migration at the end of the list. :func:`open_database` opens a
+store's file at its schema's version (see :mod:`modelplex.store.sqlite`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import attrs
 
 from modelplex.errors import ConfigurationError
+from modelplex.store.sqlite import connect, storage_error, transaction
 
-__all__ = ["Migration", "current_version", "migrate"]
+__all__ = ["Migration", "current_version", "migrate", "open_database", "sql"]
 
 
 @attrs.frozen
@@ -71,22 +75,43 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *,
             f"the {what} is at schema version {found}, newer than this modelplex knows "
             f"({latest}): upgrade modelplex to use it")
     while found < target:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
                          "PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
             found = current_version(conn)  # another process may have migrated meanwhile
             if found >= target:
-                conn.execute("COMMIT")
                 break
             step = migrations[found]
             step.apply(conn)
             conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                          "VALUES (?, ?, ?)",
                          (step.version, step.name, datetime.now(UTC).isoformat()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         found = step.version
     return found
+
+
+def open_database(path: Path | str | os.PathLike[str], *, what: str, fix: str = "",
+                  migrations: Sequence[Migration] = (), timeout: float = 10.0,
+                  rows: bool = False, foreign_keys: bool = False,
+                  synchronous: str = "NORMAL") -> tuple[sqlite3.Connection, int]:
+    """Create the folder, connect (:func:`modelplex.store.sqlite.connect`) and apply
+    ``migrations``; returns the connection and the schema version reached. Any failure, a
+    database written by a newer modelplex included, is a
+    :class:`~modelplex.errors.StorageError` naming the ``what`` at ``path`` (e.g. ``"log
+    database"``) and the ``fix``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path, timeout=timeout, rows=rows, foreign_keys=foreign_keys,
+                       synchronous=synchronous)
+    except (OSError, sqlite3.Error) as err:
+        raise storage_error(err, path, what=what, fix=fix, opening=True) from None
+    try:
+        version = migrate(conn, migrations, what=f"{what} {path}") if migrations else 0
+    except (OSError, sqlite3.Error, ConfigurationError) as err:
+        conn.close()
+        raise storage_error(err, path, what=what, fix=fix, opening=True) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, version

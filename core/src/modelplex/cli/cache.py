@@ -1,17 +1,28 @@
-"""``modelplex cache stats|clear``: the response cache on disk (or another backend)."""
+"""``modelplex cache stats|clear``: the response cache on disk (or another backend).
+
+A cache that cannot be used (a damaged file, a Redis that is down or refuses the password)
+is one line naming it and the fix, and exit status 1: backends raise
+:class:`~modelplex.errors.StorageError`, and anything else a third-party backend raises is
+turned into one here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+from modelplex.errors import ModelplexError, StorageError
 
 if TYPE_CHECKING:
     from modelplex.caches import Cache
 
 __all__ = ["cache"]
+
+T = TypeVar("T")
 
 
 def _open(backend: str | None, path: str | None, url: str | None) -> Cache:
@@ -29,6 +40,28 @@ def _open(backend: str | None, path: str | None, url: str | None) -> Cache:
     if url:
         fields["url"] = url
     return open_cache(CacheConfig.parse(fields))
+
+
+def _use(backend: str | None, path: str | None, url: str | None,
+         action: Callable[[Cache], Awaitable[T]]) -> T:
+    """Open the cache, run ``action`` on it and close it; a failure that is not a modelplex
+    error (a third-party backend's own) becomes a :class:`StorageError` naming the cache."""
+    async def run() -> T:
+        store = None
+        try:
+            store = _open(backend, path, url)
+            return await action(store)
+        except ModelplexError:
+            raise
+        except Exception as err:
+            what = repr(store) if store is not None else f"cache {backend or ''}".strip()
+            raise StorageError(f"{what}: {type(err).__name__}: {err}", reason=str(err)
+                               ) from err
+        finally:
+            if store is not None:
+                await store.aclose()
+
+    return asyncio.run(run())
 
 
 def _backend_options(f: Any) -> Any:
@@ -50,14 +83,10 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_stats(backend: str | None, path: str | None, url: str | None, as_json: bool) -> None:
     """Hits, misses and entries of the cache."""
-    async def run() -> dict[str, Any]:
-        store = _open(backend, path, url)
-        try:
-            return (await store.stats()).to_dict()
-        finally:
-            await store.aclose()
+    async def stats_of(store: Cache) -> dict[str, Any]:
+        return (await store.stats()).to_dict()
 
-    stats = asyncio.run(run())
+    stats = _use(backend, path, url, stats_of)
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
@@ -74,11 +103,7 @@ def cache_stats(backend: str | None, path: str | None, url: str | None, as_json:
 @_backend_options
 def cache_clear(backend: str | None, path: str | None, url: str | None) -> None:
     """Remove every entry (and reset the counters)."""
-    async def run() -> int:
-        store = _open(backend, path, url)
-        try:
-            return await store.clear()
-        finally:
-            await store.aclose()
+    async def clear(store: Cache) -> int:
+        return await store.clear()
 
-    click.echo(f"Removed {asyncio.run(run())} entries.")
+    click.echo(f"Removed {_use(backend, path, url, clear)} entries.")

@@ -10,14 +10,14 @@ import click
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from modelplex.logs import ConversationsConfig, Exchange, LogStore
+    from modelplex.store.logs import ConversationsConfig, Exchange, LogStore
 
 __all__ = ["chat_conversation", "logs"]
 
 
 def _conversations_config() -> ConversationsConfig:
     from modelplex.config import get_config
-    from modelplex.logs import ConversationsConfig
+    from modelplex.store.logs import ConversationsConfig
 
     return ConversationsConfig.parse(get_config().conversations)
 
@@ -29,7 +29,7 @@ def database_path() -> str | None:
 
 
 def _store(database: str | None) -> LogStore:
-    from modelplex.logs import LogStore
+    from modelplex.store.logs import LogStore
 
     return LogStore(database or database_path())
 
@@ -41,7 +41,7 @@ def chat_conversation(continue_last: bool, cid: str | None, no_log: bool
     ``-c`` continues the most recent conversation and ``--cid`` a given one, with the model
     it last used; otherwise a new conversation is logged unless logs are off or ``--no-log``.
     """
-    from modelplex.logs import logs_enabled
+    from modelplex.store.logs import logs_enabled
 
     if not continue_last and cid is None:
         off = no_log or not logs_enabled() or not _conversations_config().log
@@ -158,7 +158,7 @@ def logs_search(query: str, count: int, as_json: bool, database: str | None) -> 
 @logs.command("on")
 def logs_on() -> None:
     """Log `modelplex chat` conversations (the default)."""
-    from modelplex.logs import set_logs_enabled
+    from modelplex.store.logs import set_logs_enabled
 
     set_logs_enabled(True)
     click.echo("Logging is on.")
@@ -167,7 +167,7 @@ def logs_on() -> None:
 @logs.command("off")
 def logs_off() -> None:
     """Stop logging `modelplex chat` conversations (`-c`/`--cid` still log theirs)."""
-    from modelplex.logs import set_logs_enabled
+    from modelplex.store.logs import set_logs_enabled
 
     set_logs_enabled(False)
     click.echo("Logging is off.")
@@ -178,7 +178,7 @@ def logs_status() -> None:
     """Whether logging is on, where the database is, and what it holds."""
     from pathlib import Path
 
-    from modelplex.logs import default_path, logs_enabled
+    from modelplex.store.logs import default_path, logs_enabled
 
     on = logs_enabled() and _conversations_config().log
     click.echo(f"Logging is {'on' if on else 'off'}.")
@@ -188,7 +188,7 @@ def logs_status() -> None:
         store = _store(None)
         try:
             count = len(store.conversations(limit=None))
-            exchanges = store._conn.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+            exchanges = store.exchange_count()
             click.echo(f"{count} conversations, {exchanges} exchanges, schema version "
                        f"{store.version}")
         finally:
@@ -198,6 +198,6 @@ def logs_status() -> None:
 @logs.command("path")
 def logs_path() -> None:
     """Print the path of the log database."""
-    from modelplex.logs import default_path
+    from modelplex.store.logs import default_path
 
     click.echo(str(database_path() or default_path()))

@@ -1,7 +1,6 @@
 """``modelplex config show|path`` and ``modelplex stats``: the configuration and the router.
 
-Registered on the ``modelplex`` group by :func:`register`; heavy modules are imported inside
-the commands.
+Heavy modules are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from modelplex.cli.timeouts import provider_configs
+
 if TYPE_CHECKING:
     from modelplex.provider import Provider
 
-__all__ = ["configured_providers", "register"]
+__all__ = ["config_group", "configured_providers", "stats_command"]
 
 
 @contextlib.asynccontextmanager
@@ -27,14 +28,13 @@ async def configured_providers() -> AsyncIterator[tuple[Callable[[str], Provider
     """For the model registry of a command: a ``get_provider(name)`` that builds providers
     with the config's ``[providers.NAME]`` keywords and the command's timeouts (closed on
     exit), and the named models of the config (``name -> provider:model``)."""
-    from modelplex import cli_timeouts
     from modelplex.config import get_config
     from modelplex.plugins import get_plugins
     from modelplex.pool import provider_kwargs
     from modelplex.specs import create_provider
 
     config = get_config()
-    timeouts = cli_timeouts.provider_configs()
+    timeouts = provider_configs()
     built: dict[str, Provider] = {}
 
     def get_provider(name: str) -> Provider:
@@ -70,27 +70,20 @@ def config_path_command() -> None:
 
 
 @config_group.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is TOML-like).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is TOML).")
 def config_show(as_json: bool) -> None:
-    """Print the configuration in effect, with every secret masked."""
-    from modelplex.config import load_config
+    """Print the configuration in effect, with every secret masked, in the config file's
+    format: the output read back as a config file is the same configuration."""
+    from modelplex.config import load_config, to_toml
 
     config = load_config()
-    data = config.masked()
+    data = {key: value for key, value in config.masked().items()
+            if value is not None and value != {}}  # the defaults of the top level
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    click.echo(f"# {config.source or 'no config file: defaults'}")
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            click.echo(f"{key} = {json.dumps(value, default=str)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            for name, table in value.items():
-                click.echo(f"\n[{key}.{name}]")
-                items = table.items() if isinstance(table, dict) else [("value", table)]
-                for k, v in items:
-                    click.echo(f"{k} = {json.dumps(v, default=str)}")
+    source = str(config.source or "no config file: defaults").replace("\n", " ")
+    click.echo(f"# {source}\n{to_toml(data)}".rstrip("\n"))
 
 
 def _print_stats(stats: list[dict[str, Any]]) -> None:
@@ -155,8 +148,3 @@ def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
     else:
         _print_stats(result)
 
-
-def register(cli: click.Group) -> None:
-    """Add ``config`` and ``stats`` to the ``modelplex`` command."""
-    cli.add_command(config_group)
-    cli.add_command(stats_command)

@@ -5,7 +5,8 @@ standard library otherwise. :func:`iter_ndjson` and :func:`iter_sse` follow the 
 every provider needs (``data:`` with or without a space, ``:`` comments ignored, unknown events
 passed through, old llama.cpp ``error:`` lines), with a limit on line size. They are iterator
 objects, not generators, so leaving one early leaves nothing for the garbage collector.
-:mod:`modelplex.http` re-exports every name here.
+:mod:`modelplex.http` re-exports every name here: import them from there (this module is
+private).
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""The ``modelplex`` command: the click group :data:`cli`, and :func:`main`, the entry point.
+
+Each subcommand lives in a module of this package (``chat``, ``models``, ``providers``,
+``structured``, ``cache``, ``logs``, ``config``), which imports nothing from here; this module
+only assembles them, and plugins add theirs through the ``register_commands`` hook.
+Errors print one line and exit with status 1 (a traceback only with ``--debug``); Ctrl-C
+exits with 130. Heavy modules are imported inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from modelplex.__about__ import __version__
+from modelplex.cli.cache import cache
+from modelplex.cli.chat import chat
+from modelplex.cli.config import config_group, stats_command
+from modelplex.cli.logs import logs
+from modelplex.cli.models import models
+from modelplex.cli.providers import plugins, providers
+from modelplex.cli.structured import templates
+from modelplex.errors import ModelplexError, redact
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelplex")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """modelplex: talk to any language model through one command."""
+
+
+for _command in (chat, models, providers, plugins, templates, cache, logs, config_group,
+                 stats_command):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``modelplex`` command."""
+    from modelplex import env
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    end = args.index("--") if "--" in args else len(args)  # after `--`, --debug is a prompt
+    debug = "--debug" in args[:end]
+    if debug:  # accepted anywhere before `--`, not only before the command
+        args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+    try:
+        debug = debug or env.debug()
+        from modelplex.plugins import get_plugins
+
+        get_plugins().add_commands(cli)
+        cli.main(args=args, prog_name="modelplex", standalone_mode=False)
+    except ModelplexError as err:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {redact(str(err))}", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort as err:
+        if isinstance(err.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            sys.exit(130)
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as err:  # the output could not be written: a full disk, a closed pipe
+        if debug:
+            traceback.print_exc()
+        _silence_stdout()
+        if not isinstance(err, BrokenPipeError):
+            what = "cannot write the output" if err.errno in _OUTPUT_ERRNOS else "error"
+            click.echo(f"Error: {what}: {err.strerror or err}"
+                       + (f": {err.filename}" if err.filename else ""), err=True)
+        sys.exit(1)
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EBADF, errno.EDQUOT}
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit fails no more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
