@@ -335,6 +335,27 @@ async def test_too_long_message_names_the_limit(fake_plugins: Plugins,
             await chat.get_response_with_meta("too long")
 
 
+async def test_an_answer_longer_than_the_input_limit_is_kept(
+        fake_plugins: Plugins, fake_plugin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 #12: MODELPLEX_MAX_MESSAGE_LENGTH limits what the user sends, never an answer
+    that already streamed (it raised a raw pydantic ValidationError after the answer)."""
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "12")
+    answer = "The capital of France is Paris."  # 31 characters
+    async with ChatManager("fake", plugins=fake_plugins) as chat:
+        streamed = "".join([c.content async for c in chat.send_message("Capital?")])
+        assert streamed == answer
+        meta = await chat.send_message("And again?")
+        assert meta.content == answer
+        result = await chat.get_response_with_meta("Once more?")
+        assert result.content == answer
+        assert [m.content for m in chat.history] == [
+            "Capital?", answer, "And again?", answer, "Once more?", answer]
+        sent = fake_plugin.created[0].requests[-1].messages
+        assert [m.content for m in sent][-2:] == [answer, "Once more?"]
+        with pytest.raises(ConfigurationError, match="maximum of 12"):
+            chat.send_message("This question is too long.")  # the input limit still holds
+
+
 async def test_first_message_initializes_the_default_model(fake_plugins: Plugins) -> None:
     chat = ChatManager(plugins=fake_plugins)
     try:
