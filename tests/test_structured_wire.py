@@ -103,6 +103,23 @@ async def test_parse_error_keeps_every_raw_answer(upstream: ScriptedUpstream) ->
     assert len(upstream.bodies) == 3
 
 
+async def test_a_deeply_nested_answer_is_reasked(upstream: ScriptedUpstream) -> None:
+    """Issue 19 #16: it escaped as RecursionError; now it is a bad answer like any other."""
+    deep = '{"name": ' * 50_000 + '"x"' + "}" * 50_000
+    good = '{"name": "Lima", "population": 10000000}'
+    upstream.replies.extend([Reply(deep), Reply(good), Reply(deep), Reply(deep)])
+    async with openai_chat(upstream) as chat:
+        result = await chat.get_structured("Lima?", City)
+        assert (result.value.name, result.attempts) == ("Lima", 2)
+        reask = upstream.bodies[1]["messages"][-1]["content"]
+        assert reask.startswith("Your answer could not be used: the answer is nested more "
+                                "than 100 levels deep")
+        with pytest.raises(ParseError, match="nested more than 100 levels deep"):
+            async for _ in chat.stream_structured("Lima?", City, max_retries=1):
+                pass
+        assert [m.content for m in chat.history] == ["Lima?", good]
+
+
 async def test_prompted_mode_sends_no_response_format(upstream: ScriptedUpstream) -> None:
     upstream.replies.append(Reply('Sure!\n```json\n{"name": "Oslo", "population": 700000,}\n```'))
     async with openai_chat(upstream) as chat:

@@ -17,6 +17,7 @@ from modelplex.parsers import (
     Parser,
     ParseResult,
     PydanticParser,
+    extract_json,
     partial_json,
 )
 from modelplex.plugins import Plugins
@@ -95,6 +96,35 @@ def test_partial_json_grows_with_the_stream() -> None:
 
 
 # -- outputs and modes ----------------------------------------------------------------------
+DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
+DEEP_OBJECT = '{"a": ' * 20_000 + "1" + "}" * 20_000
+
+
+@pytest.mark.parametrize("answer", [DEEP_ARRAY, DEEP_OBJECT, f"Here:\n```json\n{DEEP_OBJECT}\n```",
+                                    "{'a': " * 5_000 + "None" + "}" * 5_000],
+                         ids=["array", "object", "fenced", "python"])
+@pytest.mark.parametrize("parser", [JsonDictParser(), PydanticParser(Person), ListParser(),
+                                    JsonSchemaParser({"type": "object"}),
+                                    PydanticParser(list[Any])],
+                         ids=["json_dict", "pydantic", "list", "json_schema", "any_list"])
+def test_a_deeply_nested_answer_is_a_parse_error(parser: Parser, answer: str) -> None:
+    """Issue 19 #16: nesting is bounded before parsing, so a deep answer is re-asked (a
+    ParseError) instead of escaping as RecursionError."""
+    with pytest.raises(ParseError) as info:
+        parser.parse(answer)
+    if not isinstance(parser, ListParser):  # which also looks for "- item" lines
+        assert "nested more than 100 levels deep" in str(info.value)
+    assert partial_json(answer) is None
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    ok = "[" * 100 + "]" * 100
+    assert ListParser().parse(f'{{"items": {ok}}}').parsed
+    assert extract_json(ok, list) == eval(ok)
+    text = '{"a": "' + "[" * 500 + '", "b": 1}'  # brackets inside a string are not nesting
+    assert JsonDictParser().parse(text).parsed == {"a": "[" * 500, "b": 1}
+
+
 def test_resolve_output_accepts_every_form(fake_plugins: Plugins) -> None:
     assert isinstance(resolve_output("json_dict", fake_plugins), JsonDictParser)
     assert isinstance(resolve_output(Person), PydanticParser)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from modelplex.errors import ParseError
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "CodeBlockParser",
     "JsonDictParser",
     "JsonSchemaParser",
@@ -31,6 +32,7 @@ __all__ = [
     "PydanticParser",
     "describe_schema",
     "extract_json",
+    "json_nesting",
     "partial_json",
 ]
 
@@ -93,8 +95,49 @@ _FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
+#: The deepest nesting of arrays and objects an answer may have. Deeper answers are refused
+#: before any parser sees them (a :class:`ParseError`, so the model is asked again), since the
+#: JSON readers recurse once per level and would raise ``RecursionError``.
+MAX_JSON_DEPTH = 100
+
+# what can change the nesting: brackets, and the strings and comments whose brackets do not
+_NESTING_TOKENS = re.compile(r"""[\[\]{}()]|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?"""
+                             r"|//[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+
+
+def json_nesting(text: str, limit: int | None = None) -> int:
+    """The deepest nesting of brackets (``[``, ``{``, ``(``) in ``text``, outside strings (in
+    double or single quotes, with backslash escapes) and comments (``//``, ``/* */``).
+
+    It reads ``text`` the way JSON, JSON5 and Python literals do up to their first error, so
+    no reader goes deeper than this. With ``limit`` it stops counting once past the limit.
+    Cheap on ordinary text: text with at most ``limit`` opening brackets is not scanned.
+    """
+    if limit is not None and sum(map(text.count, "[{(")) <= limit:
+        return 0
+    depth = deepest = 0
+    for match in _NESTING_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{(":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if limit is not None and deepest > limit:
+                    break
+        elif token in "]})":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+class _TooDeep(ValueError):
+    """A candidate nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
 def _loads(candidate: str) -> Any:
-    """Strict JSON, then JSON5, then a Python literal; ``ValueError`` if none reads it."""
+    """Strict JSON, then JSON5, then a Python literal; ``ValueError`` if none reads it
+    (:class:`_TooDeep` if it nests too deep to be read safely)."""
+    if json_nesting(candidate, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise _TooDeep(f"the answer is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(candidate)
     except ValueError:
@@ -136,11 +179,15 @@ def extract_json(response: Any, kind: type | tuple[type, ...] | None = dict) -> 
             candidates.append(span)
     candidates.append(text.strip())
     found: list[Any] = []
+    too_deep: _TooDeep | None = None
     for candidate in candidates:
         if not candidate:
             continue
         try:
             value = _loads(candidate)
+        except _TooDeep as err:
+            too_deep = err
+            continue
         except ValueError:
             continue
         if kind is None or isinstance(value, kind):
@@ -152,6 +199,9 @@ def extract_json(response: Any, kind: type | tuple[type, ...] | None = dict) -> 
         raise ParseError(f"expected a {what}, but the answer holds a {got}", raw=text)
     if not text.strip():
         raise ParseError(f"the answer is empty; expected a {what}", raw=text)
+    if too_deep is not None:
+        raise ParseError(f"{too_deep}; expected a {what} nested at most {MAX_JSON_DEPTH} "
+                         "levels", raw=text)
     raise ParseError(f"no {what} found in the answer", raw=text)
 
 
