@@ -18,7 +18,8 @@ from modelplex.errors import ParseError, UnsupportedOperationError
 from modelplex.testing.scripted import Reply, ScriptedUpstream
 
 SYSTEM = {"role": "system", "content": "Be brief."}
-STREAM_OPENAI = {"stream": True, "stream_options": {"include_usage": True}}
+# nobody reads the stream of get_structured or of the tool loop's rounds: they are asked
+# whole (no "stream" in OpenAI bodies, "stream": false in Ollama's)
 
 
 class City(BaseModel):
@@ -63,7 +64,7 @@ async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstre
                        "json_schema": {"name": "City", "schema": CITY_SCHEMA}}
     first_user = {"role": "user", "content": f"Tell me about Paris.\n\n{INSTRUCTION}"}
     assert upstream.bodies[0] == {"model": "scripted", "messages": [SYSTEM, first_user],
-                                  "response_format": response_format, **STREAM_OPENAI}
+                                  "response_format": response_format}
     reask = ("Your answer could not be used: the JSON does not match the schema: population: "
              "Input should be a valid integer, unable to parse string as an integer. Answer "
              f"again. {INSTRUCTION}")
@@ -72,7 +73,7 @@ async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstre
         "messages": [SYSTEM, first_user,
                      {"role": "assistant", "content": "{'name': 'Paris', population: 'many'}"},
                      {"role": "user", "content": reask}],
-        "response_format": response_format, **STREAM_OPENAI}
+        "response_format": response_format}
     # the history keeps the question as asked and the good answer only
     assert history == [("user", "Tell me about Paris."),
                        ("assistant", '{"name": "Paris", "population": 2100000}')]
@@ -127,8 +128,7 @@ async def test_prompted_mode_sends_no_response_format(upstream: ScriptedUpstream
     assert result.value.population == 700000
     assert upstream.bodies[0] == {
         "model": "scripted", "messages": [SYSTEM, {"role": "user",
-                                                   "content": f"Oslo?\n\n{INSTRUCTION}"}],
-        **STREAM_OPENAI}
+                                                   "content": f"Oslo?\n\n{INSTRUCTION}"}]}
 
 
 async def test_tool_mode_forces_the_schema_as_a_tool(upstream: ScriptedUpstream) -> None:
@@ -152,7 +152,7 @@ async def test_ollama_native_sends_the_schema_as_format(upstream: ScriptedUpstre
         result = await chat.get_structured("Kyiv?", City)
     assert (result.mode, result.attempts) == ("native", 2)
     first = {"role": "user", "content": f"Kyiv?\n\n{INSTRUCTION}"}
-    assert upstream.bodies[0] == {"model": "scripted", "stream": True, "format": CITY_SCHEMA,
+    assert upstream.bodies[0] == {"model": "scripted", "stream": False, "format": CITY_SCHEMA,
                                   "messages": [SYSTEM, first]}
     assert upstream.bodies[1]["messages"][2:] == [
         {"role": "assistant", "content": '{"name": "Kyiv"}'},
@@ -237,8 +237,8 @@ async def test_openai_tool_loop_runs_parallel_calls(upstream: ScriptedUpstream) 
                        "properties": {"city": {"type": "string"}}}}}]
     user = {"role": "user", "content": "Which is bigger?"}
     assert upstream.bodies[0] == {"model": "scripted", "messages": [SYSTEM, user],
-                                  "tools": tools, **STREAM_OPENAI}
-    assert upstream.bodies[1] == {"model": "scripted", "tools": tools, **STREAM_OPENAI,
+                                  "tools": tools}
+    assert upstream.bodies[1] == {"model": "scripted", "tools": tools,
                                   "messages": [SYSTEM, user, {
                                       "role": "assistant", "content": None, "tool_calls": [
                                           {"id": "c1", "type": "function", "function": {
@@ -317,7 +317,7 @@ async def test_ollama_tool_loop_wire_format(upstream: ScriptedUpstream) -> None:
         meta = await chat.get_response_with_meta("Weather in Oslo?", tools=[forecast])
     assert meta.content == "Sunny for two days."
     user = {"role": "user", "content": "Weather in Oslo?"}
-    assert upstream.bodies[0] == {"model": "scripted", "stream": True, "tools": [FORECAST_SPEC],
+    assert upstream.bodies[0] == {"model": "scripted", "stream": False, "tools": [FORECAST_SPEC],
                                   "messages": [SYSTEM, user]}
     assert upstream.bodies[1]["messages"] == [
         SYSTEM, user,

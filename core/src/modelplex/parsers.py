@@ -19,7 +19,11 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from modelplex.errors import ParseError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import from_json
+
+from modelplex.errors import ConfigurationError, ParseError, PluginError
+from modelplex.plugins import Plugins, get_plugins
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -34,6 +38,7 @@ __all__ = [
     "extract_json",
     "json_nesting",
     "partial_json",
+    "resolve_output",
 ]
 
 
@@ -210,8 +215,6 @@ def partial_json(text: str) -> Any:
 
     Returns ``None`` until an object or array has started.
     """
-    from pydantic_core import from_json
-
     starts = [i for i in (text.find("{"), text.find("[")) if i != -1]
     if not starts:
         return None
@@ -305,8 +308,6 @@ class PydanticParser(Parser):
     name: ClassVar[str] = "pydantic"
 
     def __init__(self, model: Any, *, name: str | None = None) -> None:
-        from pydantic import TypeAdapter
-
         self.model = model
         self.adapter: TypeAdapter[Any] = TypeAdapter(model)
         self.schema_name = name or getattr(model, "__name__", None) or "response"
@@ -324,8 +325,6 @@ class PydanticParser(Parser):
 
     def parse(self, response: Any) -> ParseResult:
         """Validate the answer's JSON; :class:`ParseError` lists what is wrong."""
-        from pydantic import ValidationError
-
         text = _text_of(response)
         kind = dict if self._schema.get("type") == "object" else None
         value = extract_json(text, kind)
@@ -468,3 +467,33 @@ class CodeBlockParser(Parser):
                 return ParseResult(match.group(2).rstrip("\n"), text)
         fence = f"```{self.language or ''}"
         raise ParseError(f"no {fence} fenced code block found in the answer", raw=text)
+
+
+def resolve_output(output: Any, plugins: Plugins | None = None) -> Parser:
+    """A :class:`Parser` from a parser instance, registered name, pydantic type or schema dict."""
+    if isinstance(output, Parser):
+        return output
+    if isinstance(output, str):
+        factory = (plugins or get_plugins()).get("parsers", output)
+        try:
+            parser = factory()
+        except TypeError as err:
+            raise ConfigurationError(
+                f"parser {output!r} needs arguments ({err}); pass an instance instead, "
+                f"e.g. output={getattr(factory, '__name__', output)}(...)") from None
+        if not isinstance(parser, Parser):
+            raise PluginError(f"parser {output!r} is not a modelplex.parsers.Parser")
+        return parser
+    if isinstance(output, Mapping):
+        return JsonSchemaParser(output)
+    if isinstance(output, type) and issubclass(output, BaseModel):
+        return PydanticParser(output)
+    if output is None:
+        raise ConfigurationError("output is required: a parser name (e.g. 'json_dict'), a "
+                                 "Parser, a pydantic model class or a JSON schema dict")
+    try:
+        return PydanticParser(output)  # list[int], TypedDicts, dataclasses ...
+    except Exception:
+        raise ConfigurationError(
+            f"output {output!r} is not a parser name, a Parser, a pydantic model class or a "
+            "JSON schema dict") from None
