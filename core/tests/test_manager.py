@@ -357,6 +357,15 @@ async def test_an_answer_longer_than_the_input_limit_is_kept(
             chat.send_message("This question is too long.")  # the input limit still holds
 
 
+async def test_an_answer_of_whitespace_is_recorded_as_no_answer(fake_plugins: Plugins) -> None:
+    """It raised a raw ValidationError (an assistant message stripped to nothing)."""
+    async with ChatManager("fake", plugins=fake_plugins,
+                           provider_config={"fake": {"reply": "  "}}) as chat:
+        assert "".join([c.content async for c in chat.send_message("one")]).strip() == ""
+        assert (await chat.send_message("two")).content.strip() == ""
+        assert [m.content for m in chat.history] == ["one", "two"]
+
+
 async def test_first_message_initializes_the_default_model(fake_plugins: Plugins) -> None:
     chat = ChatManager(plugins=fake_plugins)
     try:
