@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelplex import structured
-from modelplex.blocking import Blocking, blocking
+from modelplex._blocking import Blocking, blocking
 from modelplex.chunks import StreamChunk
 from modelplex.errors import ConfigurationError
 from modelplex.exchange import Turn, answered, checked_system_prompt, streamed, user_message
@@ -389,7 +389,7 @@ class ChatManager:
         """Stop offering tools to the model."""
         self._toolbox = None
 
-    # -- sync twins (modelplex.blocking) ---------------------------------------------------
+    # -- sync twins (modelplex._blocking) --------------------------------------------------
     initialize_model_sync = blocking(initialize_model)
     get_response_with_meta_sync = blocking(get_response_with_meta)
     get_structured_sync = blocking(get_structured)
