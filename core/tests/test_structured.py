@@ -18,6 +18,7 @@ from modelplex.parsers import (
     ParseResult,
     PydanticParser,
     extract_json,
+    json_nesting,
     partial_json,
 )
 from modelplex.plugins import Plugins
@@ -123,6 +124,18 @@ def test_nesting_up_to_the_limit_is_read() -> None:
     assert extract_json(ok, list) == eval(ok)
     text = '{"a": "' + "[" * 500 + '", "b": 1}'  # brackets inside a string are not nesting
     assert JsonDictParser().parse(text).parsed == {"a": "[" * 500, "b": 1}
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ('[1, [2, {"a": [3]}]]', 4),
+    ('["]]]]", ["]]]]", ["]]]]", [1]]]]', 4),  # closers in strings do not hide depth
+    ("{'a': '}}}', /* ]] */ 'b': [[1]], // }}\n 'c': 2}", 3),  # JSON5 strings, comments
+    ('[[[ "unterminated', 3),
+    ("prose ] ] then [[x]]", 2),  # stray closers before do not lower it
+    (r'["a \" ]]", [[1]]]', 3),  # an escaped quote stays in the string
+])
+def test_json_nesting_skips_strings_and_comments(text: str, depth: int) -> None:
+    assert json_nesting(text) == depth
 
 
 def test_resolve_output_accepts_every_form(fake_plugins: Plugins) -> None:

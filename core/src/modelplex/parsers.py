@@ -105,32 +105,27 @@ _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 #: JSON readers recurse once per level and would raise ``RecursionError``.
 MAX_JSON_DEPTH = 100
 
-# what can change the nesting: brackets, and the strings and comments whose brackets do not
-_NESTING_TOKENS = re.compile(r"""[\[\]{}()]|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?"""
-                             r"|//[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+# strings (in double or single quotes, with backslash escapes) and comments: their brackets
+# do not nest
+_NOT_NESTING = re.compile(r""""(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|//[^\n]*|/\*.*?(?:\*/|\Z)""",
+                          re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}()]+")
 
 
-def json_nesting(text: str, limit: int | None = None) -> int:
+def json_nesting(text: str) -> int:
     """The deepest nesting of brackets (``[``, ``{``, ``(``) in ``text``, outside strings (in
     double or single quotes, with backslash escapes) and comments (``//``, ``/* */``).
 
     It reads ``text`` the way JSON, JSON5 and Python literals do up to their first error, so
-    no reader goes deeper than this. With ``limit`` it stops counting once past the limit.
-    Cheap on ordinary text: text with at most ``limit`` opening brackets is not scanned.
+    no reader of any part of ``text`` goes deeper than this.
     """
-    if limit is not None and sum(map(text.count, "[{(")) <= limit:
-        return 0
     depth = deepest = 0
-    for match in _NESTING_TOKENS.finditer(text):
-        token = match.group()
-        if token in "[{(":
+    for bracket in _NOT_BRACKETS.sub("", _NOT_NESTING.sub(" ", text)):
+        if bracket in "[{(":
             depth += 1
-            if depth > deepest:
-                deepest = depth
-                if limit is not None and deepest > limit:
-                    break
-        elif token in "]})":
-            depth = max(depth - 1, 0)
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
     return deepest
 
 
@@ -141,7 +136,8 @@ class _TooDeep(ValueError):
 def _loads(candidate: str) -> Any:
     """Strict JSON, then JSON5, then a Python literal; ``ValueError`` if none reads it
     (:class:`_TooDeep` if it nests too deep to be read safely)."""
-    if json_nesting(candidate, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if sum(map(candidate.count, "[{(")) > MAX_JSON_DEPTH and (  # else it cannot be deeper
+            json_nesting(candidate) > MAX_JSON_DEPTH):
         raise _TooDeep(f"the answer is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(candidate)
