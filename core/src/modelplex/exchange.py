@@ -36,8 +36,7 @@ from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.reply import ResponseWithMeta, Turns
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
-__all__ = ["Turn", "add_to_history", "answered", "checked_system_prompt", "streamed",
-           "user_message"]
+__all__ = ["Turn", "answered", "checked_system_prompt", "streamed", "user_message"]
 
 
 def _problems(err: ValidationError) -> str:
@@ -64,11 +63,6 @@ def checked_system_prompt(text: Any) -> str | None:
         except ValidationError as err:
             raise ConfigurationError(f"system_prompt: {_problems(err)}") from None
     return text
-
-
-def add_to_history(session: ChatSession, messages: Sequence[ChatMessage]) -> None:
-    """Append a finished exchange to the conversation."""
-    session.messages = [*session.messages, *messages]
 
 
 def _exchanged(user: ChatMessage, content: str, calls: Sequence[dict[str, Any]], *,
@@ -129,22 +123,6 @@ class Turn:
             response, latency=time.perf_counter() - start, model=self.session.model,
             provider=self.session.provider or self.provider.name)
 
-    async def collect(self, request: ChatRequest,
-                      on_chunk: Callable[[StreamChunk], None] | None = None
-                      ) -> ResponseWithMeta:
-        """The whole answer to ``request``, streamed (``on_chunk`` sees each chunk)."""
-        start = time.perf_counter()
-        first: float | None = None
-        chunks: list[StreamChunk] = []
-        async with contextlib.aclosing(self.stream(request)) as stream:
-            async for chunk in stream:
-                if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
-                    first = time.perf_counter() - start
-                chunks.append(chunk)
-                if on_chunk is not None:
-                    on_chunk(chunk)
-        return self.meta(chunks, time.perf_counter() - start, first)
-
     def meta(self, chunks: Sequence[StreamChunk], latency: float,
              first: float | None) -> ResponseWithMeta:
         """A :class:`ResponseWithMeta` from the chunks of one streamed answer."""
@@ -154,7 +132,7 @@ class Turn:
 
     def add(self, messages: Sequence[ChatMessage]) -> None:
         """Append a finished exchange to the history."""
-        add_to_history(self.session, messages)
+        self.session.messages = [*self.session.messages, *messages]
 
     async def answer(self, user: ChatMessage) -> ResponseWithMeta:
         """Ask ``user`` and return the whole answer (not streamed); both join the history
