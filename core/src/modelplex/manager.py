@@ -298,7 +298,7 @@ class ChatManager:
         user = user_message(text, images)
         start = functools.partial(self._turn, options, cache)
         return Reply(streamed(self._turns, start, user),
-                     lambda _unread: answered(self._turns, start, user))
+                     functools.partial(answered, self._turns, start, user))
 
     async def get_response_with_meta(self, text: str, *,
                                      options: Mapping[str, Any] | None = None,

@@ -130,16 +130,18 @@ FINALISE_WITHIN = 5.0
 class Reply(Generic[R]):
     """The answer to one message: async-iterable (chunks) and awaitable (the whole answer).
 
-    ``aclose()`` (or ``async with contextlib.aclosing(reply)``) stops it early.
+    ``stream`` gives the chunks when the reply is iterated; ``whole()`` gives the answer when
+    it is awaited (nobody reads a stream then, so it need not be one). ``aclose()`` (or
+    ``async with contextlib.aclosing(reply)``) stops it early.
     """
 
-    __slots__ = ("_collect", "_read", "stream")
+    __slots__ = ("_read", "_whole_answer", "stream")
 
     def __init__(self, stream: AsyncGenerator[StreamChunk, None],
-                 collect: Callable[[AsyncGenerator[StreamChunk, None]], Awaitable[R]]) -> None:
+                 whole: Callable[[], Awaitable[R]]) -> None:
         #: the underlying stream of chunks
         self.stream = stream
-        self._collect = collect
+        self._whole_answer = whole
         self._read = False
 
     def __repr__(self) -> str:
@@ -162,7 +164,7 @@ class Reply(Generic[R]):
             raise ModelplexError("this reply is already being streamed with `async for`; "
                                  "await a reply or iterate it, not both")
         self._read = True
-        return await self._collect(self.stream)
+        return await self._whole_answer()
 
     def __await__(self) -> Generator[Any, None, R]:
         return self._whole().__await__()
