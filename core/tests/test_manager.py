@@ -649,6 +649,25 @@ async def test_an_awaited_answer_is_kept_whole_or_not_at_all(stalling_plugins: P
             assert [m.content for m in chat.history] == ["again", "The"]
 
 
+async def test_a_message_during_an_awaited_answer_is_refused(stalling_plugins: Plugins) -> None:
+    """An answer asked for whole holds the conversation like a stream being read does."""
+    async with ChatManager("fake", plugins=stalling_plugins) as chat:
+        async def awaited() -> Any:
+            return await chat.send_message("first")
+
+        for ask in (awaited, lambda: chat.get_structured("first", "json_dict")):
+            task = asyncio.create_task(ask())
+            await asyncio.sleep(0.05)
+            with pytest.raises(ChatBusyError, match="still being answered in another task"):
+                await chat.send_message("second")
+            with pytest.raises(ChatBusyError):
+                [c async for c in chat.send_message("second")]
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert chat.history == []
+
+
 @pytest.fixture
 def counting_plugin(make_plugin: Any, fake_cls: Any) -> Any:
     class Counting(fake_cls):  # type: ignore[misc, valid-type]
@@ -714,7 +733,8 @@ async def test_requests_carry_the_conversation_id(counting_plugin: Any, tmp_path
         new_id = chat.conversation_id
     provider = counting_plugin.created[0]
     sent = provider.whole + provider.streamed  # the recording layer may stream either
-    assert sorted(r.conversation_id for r in sent) == sorted(["conv-1", "conv-1", new_id])
+    assert sorted(str(r.conversation_id) for r in sent) == sorted(["conv-1", "conv-1",
+                                                                   str(new_id)])
     assert new_id != "conv-1"
 
 

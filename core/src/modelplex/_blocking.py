@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, ParamSpec, TypeVar
 
 from modelplex.errors import ModelplexError
@@ -50,7 +50,7 @@ class Blocking:
             self.runner = sync_runner()
         return self.runner.run(coro)
 
-    def iterate(self, stream: AsyncIterator[T], name: str) -> Iterator[T]:
+    def iterate(self, stream: AsyncIterator[T], name: str) -> Generator[T, None, None]:
         """The items of ``stream`` as they arrive; the stream is closed when the iteration
         ends or is abandoned."""
 

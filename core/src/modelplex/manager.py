@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelplex import structured
@@ -395,7 +395,7 @@ class ChatManager:
     get_structured_sync = blocking(get_structured)
     execute_chain_sync = blocking(execute_chain)
 
-    def send_message_sync(self, text: str, **kw: Any) -> Iterator[StreamChunk]:
+    def send_message_sync(self, text: str, **kw: Any) -> Generator[StreamChunk, None, None]:
         """Blocking :meth:`send_message`: iterate the chunks as they arrive."""
         return self._blocking.iterate(self.send_message(text, **kw), "send_message")
 
