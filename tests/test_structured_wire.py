@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -145,6 +146,22 @@ async def test_tool_mode_forces_the_schema_as_a_tool(upstream: ScriptedUpstream)
     assert "response_format" not in body
 
 
+@pytest.mark.parametrize("chat_of", [openai_chat, ollama_chat], ids=["openai", "ollama"])
+async def test_deeply_nested_tool_arguments_are_reasked(upstream: ScriptedUpstream,
+                                                       chat_of: Any) -> None:
+    """Issue 19 #16 in tool mode: arguments nested too deep were a RecursionError in the
+    provider (openai: a ProviderError); now they are a bad answer, re-asked."""
+    deep = '{"name": ' * 5_000 + '"x"' + "}" * 5_000
+    upstream.replies.extend([
+        Reply(tool_calls=[{"name": "City", "arguments": deep}]),
+        Reply(tool_calls=[{"name": "City", "arguments": {"name": "Lima", "population": 9}}])])
+    async with chat_of(upstream) as chat:
+        result = await chat.get_structured("Lima?", City, mode="tool")
+    assert (result.value, result.attempts) == (City(name="Lima", population=9), 2)
+    reask = upstream.bodies[1]["messages"][-1]["content"]
+    assert "nested more than 100 levels deep" in reask
+
+
 async def test_ollama_native_sends_the_schema_as_format(upstream: ScriptedUpstream) -> None:
     upstream.replies.extend([Reply('{"name": "Kyiv"}'),
                              Reply('{"name": "Kyiv", "population": 2950000}')])
@@ -263,13 +280,16 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
         Reply(tool_calls=[{"id": "d1", "name": "divide", "arguments": {"a": 1, "b": 0}},
                           {"id": "d2", "name": "divide", "arguments": {"a": "x", "b": 2}},
                           {"id": "d3", "name": "nope", "arguments": {}},
-                          {"id": "d4", "name": "divide", "arguments": "{a: 1, b"}]),
+                          {"id": "d4", "name": "divide", "arguments": "{a: 1, b"},
+                          {"id": "d5", "name": "divide", "arguments": "[" * 5000}]),
         Reply("I cannot divide by zero.")])
     async with openai_chat(upstream) as chat:
         chat.enable_function_calling([divide])
         meta = await chat.get_response_with_meta("1/0?")
     assert meta.content == "I cannot divide by zero."
-    sent = upstream.bodies[1]["messages"][-4:]
+    sent = upstream.bodies[1]["messages"][-5:-1]
+    assert upstream.bodies[1]["messages"][-1]["content"].startswith(
+        "Error: ValueError: the arguments are not a JSON object: [[[")  # too deep: not read
     assert sent == [
         {"role": "tool", "tool_call_id": "d1",
          "content": "Error: ZeroDivisionError: float division by zero"},
@@ -280,7 +300,7 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
          "content": "Error: LookupError: no tool named 'nope'; the tools are divide"},
         {"role": "tool", "tool_call_id": "d4",
          "content": "Error: ValueError: the arguments are not a JSON object: {a: 1, b"}]
-    assert [r.error is not None for r in meta.steps[0].results] == [True] * 4
+    assert [r.error is not None for r in meta.steps[0].results] == [True] * 5
 
 
 async def test_raise_tool_errors_reaches_the_caller(upstream: ScriptedUpstream) -> None:

@@ -20,6 +20,7 @@ from modelplex.parsers import (
     extract_json,
     json_nesting,
     partial_json,
+    tool_arguments,
 )
 from modelplex.plugins import Plugins
 from modelplex.prompts import (
@@ -136,6 +137,23 @@ def test_nesting_up_to_the_limit_is_read() -> None:
 ])
 def test_json_nesting_skips_strings_and_comments(text: str, depth: int) -> None:
     assert json_nesting(text) == depth
+
+
+def test_tool_arguments_are_one_bounded_reader() -> None:
+    """What every provider does with a tool call's arguments: a dict, or ``{"_raw": ...}``
+    for anything else (the tool loop tells the model), deep nesting refused unparsed."""
+    assert tool_arguments('{"city": "Paris"}') == {"city": "Paris"}
+    assert tool_arguments(b'{"city": "Paris"}') == {"city": "Paris"}
+    assert tool_arguments({"city": "Paris"}) == {"city": "Paris"}
+    assert tool_arguments(None) == tool_arguments("  ") == {}
+    assert tool_arguments("[1]") == {"_raw": "[1]"}
+    assert tool_arguments("{a: 1") == {"_raw": "{a: 1"}
+    assert tool_arguments(DEEP_ARRAY) == {"_raw": DEEP_ARRAY}
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(5_000):  # as a provider that parsed its body already gets them
+        node["a"] = node = {}
+    assert tool_arguments(deep) == {"_raw": "(arguments nested more than 100 levels deep)"}
 
 
 def test_resolve_output_accepts_every_form(fake_plugins: Plugins) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "json_nesting",
     "partial_json",
     "resolve_output",
+    "tool_arguments",
 ]
 
 
@@ -127,6 +128,47 @@ def json_nesting(text: str) -> int:
         elif depth:
             depth -= 1
     return deepest
+
+
+def _object_depth(value: Any, limit: int) -> int:
+    """The nesting of dicts and lists in ``value``, counted level by level (no recursion) up
+    to ``limit + 1``."""
+    deepest = 0
+    level: list[Any] = [value]
+    while deepest <= limit:
+        containers = [node for node in level if isinstance(node, dict | list)]
+        if not containers:
+            break
+        deepest += 1
+        level = [item for node in containers
+                 for item in (node.values() if isinstance(node, dict) else node)]
+    return deepest
+
+
+def tool_arguments(raw: Any) -> dict[str, Any]:
+    """A tool call's arguments from what a provider received: a JSON object (text or already
+    parsed) as a dict; anything else as ``{"_raw": text}``, which the tool loop reports to
+    the model and structured output re-asks, never raises. Arguments nested more than
+    :data:`MAX_JSON_DEPTH` levels are refused before they are parsed (or used)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        if _object_depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return {"_raw": f"(arguments nested more than {MAX_JSON_DEPTH} levels deep)"}
+        return raw
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        return {"_raw": raw}
+    if not raw.strip():
+        return {}
+    if sum(map(raw.count, "[{")) > MAX_JSON_DEPTH and json_nesting(raw) > MAX_JSON_DEPTH:
+        return {"_raw": raw}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
 
 
 class _TooDeep(ValueError):

@@ -177,7 +177,10 @@ class _Attempts:
 
     def raw_answer(self, meta: ResponseWithMeta) -> str:
         if self.mode == "tool" and meta.tool_calls:
-            return json.dumps(meta.tool_calls[0].arguments)
+            arguments = meta.tool_calls[0].arguments
+            if set(arguments) == {"_raw"}:  # not a JSON object (or too deep): as written
+                return str(arguments["_raw"])
+            return json.dumps(arguments)
         return meta.content
 
     def check(self, meta: ResponseWithMeta) -> Any:
