@@ -9,7 +9,7 @@ the conversation's id) to the code that talks to the model: :func:`streamed` and
 A turn builds each request over the system prompt and the history, asks for the answer
 streamed (:meth:`Turn.stream`) or whole (:meth:`Turn.complete`: the provider's non-streaming
 request, for callers that do not read a stream), and adds a finished exchange to the history
-(:meth:`Turn.add`); nothing else changes the history.
+(:meth:`Turn.add`, the one way an exchange reaches it).
 
 The history rules of a plain exchange:
 
