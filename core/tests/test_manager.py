@@ -668,6 +668,38 @@ async def test_a_message_during_an_awaited_answer_is_refused(stalling_plugins: P
             assert chat.history == []
 
 
+async def test_streamed_structured_output_is_the_open_answer(fake_plugins: Plugins,
+                                                              fake_plugin: Any) -> None:
+    """stream_structured follows the one-answer-at-a-time rule of streamed replies: left
+    unfinished it is closed by the next message; read by another task, the next is refused."""
+    config = {"fake": {"reply": '{"city": "Paris", "country": "France"}'}}
+    async with ChatManager("fake", plugins=fake_plugins, provider_config=config) as chat:
+        async for _ in chat.stream_structured("first", "json_dict"):
+            break  # left unfinished
+        await chat.send_message("second")
+        provider = fake_plugin.created[0]
+        assert provider.streams_closed_early == 1
+        assert [m.content for m in chat.history] == ["second", config["fake"]["reply"]]
+
+        updates = chat.stream_structured("third", "json_dict")
+        go_on = asyncio.Event()
+
+        async def reader() -> Any:
+            async for update in updates:
+                await go_on.wait()
+                if update.done:
+                    return update.value
+            return None
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        with pytest.raises(ChatBusyError):
+            await chat.send_message("fourth")
+        go_on.set()
+        assert await task == {"city": "Paris", "country": "France"}
+        assert len(chat.history) == 4
+
+
 @pytest.fixture
 def counting_plugin(make_plugin: Any, fake_cls: Any) -> Any:
     class Counting(fake_cls):  # type: ignore[misc, valid-type]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,7 +36,9 @@ from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.reply import ResponseWithMeta, Turns
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
-__all__ = ["Turn", "answered", "checked_system_prompt", "streamed", "user_message"]
+__all__ = ["Turn", "answered", "checked_system_prompt", "owned", "streamed", "user_message"]
+
+T = TypeVar("T")
 
 
 def _problems(err: ValidationError) -> str:
@@ -179,6 +181,28 @@ async def _streamed(turns: Turns, start: Callable[[], Awaitable[Turn]], user: Ch
     finally:
         if turn is not None and not failed and (finished or parts):
             turn.add(_exchanged(user, "".join(parts), calls, partial=not finished))
+        turns.release(token)
+
+
+def owned(turns: Turns, start: Callable[[], Awaitable[Turn]],
+          answer: Callable[[Turn], AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
+    """The items of ``answer(turn)`` (structured output streamed, say), the conversation's
+    open answer while they are read, by the same rules as :func:`streamed`'s chunks."""
+    itself: list[AsyncGenerator[T, None]] = []
+    stream = _owned(turns, start, answer, itself)
+    itself.append(stream)
+    return stream
+
+
+async def _owned(turns: Turns, start: Callable[[], Awaitable[Turn]],
+                 answer: Callable[[Turn], AsyncGenerator[T, None]],
+                 itself: list[AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
+    token = await turns.take(itself.pop())
+    try:
+        async with contextlib.aclosing(answer(await start())) as items:
+            async for item in items:
+                yield item
+    finally:
         turns.release(token)
 
 

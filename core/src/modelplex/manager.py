@@ -27,7 +27,7 @@ from modelplex import structured
 from modelplex._blocking import Blocking, blocking
 from modelplex.chunks import StreamChunk
 from modelplex.errors import ConfigurationError
-from modelplex.exchange import Turn, answered, checked_system_prompt, streamed, user_message
+from modelplex.exchange import Turn, answered, checked_system_prompt, owned, streamed, user_message
 from modelplex.layers import ManagerLayers
 from modelplex.modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.parsers import resolve_output
@@ -358,19 +358,17 @@ class ChatManager:
         async with self._turns.hold():
             return await structured.get_structured(await self._turn(options), text, parser, **kw)
 
-    async def stream_structured(self, text: str, output: Any, *,
-                                options: Mapping[str, Any] | None = None,
-                                **kw: Any) -> AsyncGenerator[StructuredUpdate, None]:
+    def stream_structured(self, text: str, output: Any, *,
+                          options: Mapping[str, Any] | None = None,
+                          **kw: Any) -> AsyncGenerator[StructuredUpdate, None]:
         """Like :meth:`get_structured`, yielding the partial value as the JSON streams in.
 
-        The last update has ``done=True`` and the validated value.
+        The last update has ``done=True`` and the validated value. While it is read it is the
+        conversation's open answer, like a streamed reply.
         """
         parser = resolve_output(output, self.plugins)
-        await self._turns.settle()
-        updates = structured.stream_structured(await self._turn(options), text, parser, **kw)
-        async with contextlib.aclosing(updates):
-            async for update in updates:
-                yield update
+        return owned(self._turns, functools.partial(self._turn, options),
+                     lambda turn: structured.stream_structured(turn, text, parser, **kw))
 
     def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
                                 raise_tool_errors: bool = False) -> None:
