@@ -428,6 +428,20 @@ def _upstream_env(upstream: FaultyUpstream) -> dict[str, str]:
                      OPENAI_API_KEY="sk-dummy-0123456789")
 
 
+async def test_an_answer_longer_than_the_input_limit_is_printed() -> None:
+    """Issue 19 #12: the input limit is not applied to the answer (it was a traceback)."""
+    async with FaultyUpstream() as upstream:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "hi",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**_upstream_env(upstream), "MODELPLEX_MAX_MESSAGE_LENGTH": "5"})
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode() == PIECE * 5 + "\n"  # 20 characters, more than the limit of 5
+    assert b"Traceback" not in err
+
+
 async def test_ctrl_c_in_one_shot_exits_130_and_closes_the_request() -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("stall_mid")

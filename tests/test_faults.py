@@ -357,15 +357,19 @@ async def test_history_after_a_stall_is_the_same_either_way(upstream: FaultyUpst
 
     config = {"openai": {"base_url": upstream.url + "/v1", "api_key": "sk-x" * 5,
                          "timeouts": TIMEOUTS}}
+    async def read(reply: Any) -> None:  # a streamed answer keeps its part (awaited: whole)
+        async for _ in reply:
+            pass
+
     async with ChatManager("openai:fault", provider_config=config) as chat:
         upstream.faults.append("stall_mid")
         if how == "library timeout":
             with pytest.raises(ProviderTimeoutError):
-                await chat.send_message("hello")
+                await read(chat.send_message("hello"))
         else:
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.3):
-                    await chat.send_message("hello")
+                    await read(chat.send_message("hello"))
         assert [(m.role.value, m.content, m.metadata) for m in chat.history] == [
             ("user", "hello", {}), ("assistant", (PIECE * 2).strip(), {"partial": True})]
         await chat.send_message("again")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -18,7 +19,8 @@ from modelplex.errors import ParseError, UnsupportedOperationError
 from modelplex.testing.scripted import Reply, ScriptedUpstream
 
 SYSTEM = {"role": "system", "content": "Be brief."}
-STREAM_OPENAI = {"stream": True, "stream_options": {"include_usage": True}}
+# nobody reads the stream of get_structured or of the tool loop's rounds: they are asked
+# whole (no "stream" in OpenAI bodies, "stream": false in Ollama's)
 
 
 class City(BaseModel):
@@ -63,7 +65,7 @@ async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstre
                        "json_schema": {"name": "City", "schema": CITY_SCHEMA}}
     first_user = {"role": "user", "content": f"Tell me about Paris.\n\n{INSTRUCTION}"}
     assert upstream.bodies[0] == {"model": "scripted", "messages": [SYSTEM, first_user],
-                                  "response_format": response_format, **STREAM_OPENAI}
+                                  "response_format": response_format}
     reask = ("Your answer could not be used: the JSON does not match the schema: population: "
              "Input should be a valid integer, unable to parse string as an integer. Answer "
              f"again. {INSTRUCTION}")
@@ -72,7 +74,7 @@ async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstre
         "messages": [SYSTEM, first_user,
                      {"role": "assistant", "content": "{'name': 'Paris', population: 'many'}"},
                      {"role": "user", "content": reask}],
-        "response_format": response_format, **STREAM_OPENAI}
+        "response_format": response_format}
     # the history keeps the question as asked and the good answer only
     assert history == [("user", "Tell me about Paris."),
                        ("assistant", '{"name": "Paris", "population": 2100000}')]
@@ -103,6 +105,23 @@ async def test_parse_error_keeps_every_raw_answer(upstream: ScriptedUpstream) ->
     assert len(upstream.bodies) == 3
 
 
+async def test_a_deeply_nested_answer_is_reasked(upstream: ScriptedUpstream) -> None:
+    """Issue 19 #16: it escaped as RecursionError; now it is a bad answer like any other."""
+    deep = '{"name": ' * 50_000 + '"x"' + "}" * 50_000
+    good = '{"name": "Lima", "population": 10000000}'
+    upstream.replies.extend([Reply(deep), Reply(good), Reply(deep), Reply(deep)])
+    async with openai_chat(upstream) as chat:
+        result = await chat.get_structured("Lima?", City)
+        assert (result.value.name, result.attempts) == ("Lima", 2)
+        reask = upstream.bodies[1]["messages"][-1]["content"]
+        assert reask.startswith("Your answer could not be used: the answer is nested more "
+                                "than 100 levels deep")
+        with pytest.raises(ParseError, match="nested more than 100 levels deep"):
+            async for _ in chat.stream_structured("Lima?", City, max_retries=1):
+                pass
+        assert [m.content for m in chat.history] == ["Lima?", good]
+
+
 async def test_prompted_mode_sends_no_response_format(upstream: ScriptedUpstream) -> None:
     upstream.replies.append(Reply('Sure!\n```json\n{"name": "Oslo", "population": 700000,}\n```'))
     async with openai_chat(upstream) as chat:
@@ -110,8 +129,7 @@ async def test_prompted_mode_sends_no_response_format(upstream: ScriptedUpstream
     assert result.value.population == 700000
     assert upstream.bodies[0] == {
         "model": "scripted", "messages": [SYSTEM, {"role": "user",
-                                                   "content": f"Oslo?\n\n{INSTRUCTION}"}],
-        **STREAM_OPENAI}
+                                                   "content": f"Oslo?\n\n{INSTRUCTION}"}]}
 
 
 async def test_tool_mode_forces_the_schema_as_a_tool(upstream: ScriptedUpstream) -> None:
@@ -128,6 +146,22 @@ async def test_tool_mode_forces_the_schema_as_a_tool(upstream: ScriptedUpstream)
     assert "response_format" not in body
 
 
+@pytest.mark.parametrize("chat_of", [openai_chat, ollama_chat], ids=["openai", "ollama"])
+async def test_deeply_nested_tool_arguments_are_reasked(upstream: ScriptedUpstream,
+                                                       chat_of: Any) -> None:
+    """Issue 19 #16 in tool mode: arguments nested too deep were a RecursionError in the
+    provider (openai: a ProviderError); now they are a bad answer, re-asked."""
+    deep = '{"name": ' * 5_000 + '"x"' + "}" * 5_000
+    upstream.replies.extend([
+        Reply(tool_calls=[{"name": "City", "arguments": deep}]),
+        Reply(tool_calls=[{"name": "City", "arguments": {"name": "Lima", "population": 9}}])])
+    async with chat_of(upstream) as chat:
+        result = await chat.get_structured("Lima?", City, mode="tool")
+    assert (result.value, result.attempts) == (City(name="Lima", population=9), 2)
+    reask = upstream.bodies[1]["messages"][-1]["content"]
+    assert "nested more than 100 levels deep" in reask
+
+
 async def test_ollama_native_sends_the_schema_as_format(upstream: ScriptedUpstream) -> None:
     upstream.replies.extend([Reply('{"name": "Kyiv"}'),
                              Reply('{"name": "Kyiv", "population": 2950000}')])
@@ -135,7 +169,7 @@ async def test_ollama_native_sends_the_schema_as_format(upstream: ScriptedUpstre
         result = await chat.get_structured("Kyiv?", City)
     assert (result.mode, result.attempts) == ("native", 2)
     first = {"role": "user", "content": f"Kyiv?\n\n{INSTRUCTION}"}
-    assert upstream.bodies[0] == {"model": "scripted", "stream": True, "format": CITY_SCHEMA,
+    assert upstream.bodies[0] == {"model": "scripted", "stream": False, "format": CITY_SCHEMA,
                                   "messages": [SYSTEM, first]}
     assert upstream.bodies[1]["messages"][2:] == [
         {"role": "assistant", "content": '{"name": "Kyiv"}'},
@@ -220,8 +254,8 @@ async def test_openai_tool_loop_runs_parallel_calls(upstream: ScriptedUpstream) 
                        "properties": {"city": {"type": "string"}}}}}]
     user = {"role": "user", "content": "Which is bigger?"}
     assert upstream.bodies[0] == {"model": "scripted", "messages": [SYSTEM, user],
-                                  "tools": tools, **STREAM_OPENAI}
-    assert upstream.bodies[1] == {"model": "scripted", "tools": tools, **STREAM_OPENAI,
+                                  "tools": tools}
+    assert upstream.bodies[1] == {"model": "scripted", "tools": tools,
                                   "messages": [SYSTEM, user, {
                                       "role": "assistant", "content": None, "tool_calls": [
                                           {"id": "c1", "type": "function", "function": {
@@ -246,13 +280,16 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
         Reply(tool_calls=[{"id": "d1", "name": "divide", "arguments": {"a": 1, "b": 0}},
                           {"id": "d2", "name": "divide", "arguments": {"a": "x", "b": 2}},
                           {"id": "d3", "name": "nope", "arguments": {}},
-                          {"id": "d4", "name": "divide", "arguments": "{a: 1, b"}]),
+                          {"id": "d4", "name": "divide", "arguments": "{a: 1, b"},
+                          {"id": "d5", "name": "divide", "arguments": "[" * 5000}]),
         Reply("I cannot divide by zero.")])
     async with openai_chat(upstream) as chat:
         chat.enable_function_calling([divide])
         meta = await chat.get_response_with_meta("1/0?")
     assert meta.content == "I cannot divide by zero."
-    sent = upstream.bodies[1]["messages"][-4:]
+    sent = upstream.bodies[1]["messages"][-5:-1]
+    assert upstream.bodies[1]["messages"][-1]["content"].startswith(
+        "Error: ValueError: the arguments are not a JSON object: [[[")  # too deep: not read
     assert sent == [
         {"role": "tool", "tool_call_id": "d1",
          "content": "Error: ZeroDivisionError: float division by zero"},
@@ -263,7 +300,7 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
          "content": "Error: LookupError: no tool named 'nope'; the tools are divide"},
         {"role": "tool", "tool_call_id": "d4",
          "content": "Error: ValueError: the arguments are not a JSON object: {a: 1, b"}]
-    assert [r.error is not None for r in meta.steps[0].results] == [True] * 4
+    assert [r.error is not None for r in meta.steps[0].results] == [True] * 5
 
 
 async def test_raise_tool_errors_reaches_the_caller(upstream: ScriptedUpstream) -> None:
@@ -300,7 +337,7 @@ async def test_ollama_tool_loop_wire_format(upstream: ScriptedUpstream) -> None:
         meta = await chat.get_response_with_meta("Weather in Oslo?", tools=[forecast])
     assert meta.content == "Sunny for two days."
     user = {"role": "user", "content": "Weather in Oslo?"}
-    assert upstream.bodies[0] == {"model": "scripted", "stream": True, "tools": [FORECAST_SPEC],
+    assert upstream.bodies[0] == {"model": "scripted", "stream": False, "tools": [FORECAST_SPEC],
                                   "messages": [SYSTEM, user]}
     assert upstream.bodies[1]["messages"] == [
         SYSTEM, user,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelplex.chunks import StreamChunk
+from modelplex.chunks import ChatResponse, StreamChunk, Usage
 from modelplex.errors import (
     ChatBusyError,
     ConfigurationError,
@@ -22,6 +22,7 @@ from modelplex.errors import (
 )
 from modelplex.manager import ChatManager, ChatMode, create_provider, parse_model_spec
 from modelplex.plugins import Plugins
+from modelplex.provider import Capabilities, ChatRequest
 from modelplex.types import MessageRole
 
 
@@ -335,6 +336,36 @@ async def test_too_long_message_names_the_limit(fake_plugins: Plugins,
             await chat.get_response_with_meta("too long")
 
 
+async def test_an_answer_longer_than_the_input_limit_is_kept(
+        fake_plugins: Plugins, fake_plugin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 #12: MODELPLEX_MAX_MESSAGE_LENGTH limits what the user sends, never an answer
+    that already streamed (it raised a raw pydantic ValidationError after the answer)."""
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "12")
+    answer = "The capital of France is Paris."  # 31 characters
+    async with ChatManager("fake", plugins=fake_plugins) as chat:
+        streamed = "".join([c.content async for c in chat.send_message("Capital?")])
+        assert streamed == answer
+        meta = await chat.send_message("And again?")
+        assert meta.content == answer
+        result = await chat.get_response_with_meta("Once more?")
+        assert result.content == answer
+        assert [m.content for m in chat.history] == [
+            "Capital?", answer, "And again?", answer, "Once more?", answer]
+        sent = fake_plugin.created[0].requests[-1].messages
+        assert [m.content for m in sent][-2:] == [answer, "Once more?"]
+        with pytest.raises(ConfigurationError, match="maximum of 12"):
+            chat.send_message("This question is too long.")  # the input limit still holds
+
+
+async def test_an_answer_of_whitespace_is_recorded_as_no_answer(fake_plugins: Plugins) -> None:
+    """It raised a raw ValidationError (an assistant message stripped to nothing)."""
+    async with ChatManager("fake", plugins=fake_plugins,
+                           provider_config={"fake": {"reply": "  "}}) as chat:
+        assert "".join([c.content async for c in chat.send_message("one")]).strip() == ""
+        assert (await chat.send_message("two")).content.strip() == ""
+        assert [m.content for m in chat.history] == ["one", "two"]
+
+
 async def test_first_message_initializes_the_default_model(fake_plugins: Plugins) -> None:
     chat = ChatManager(plugins=fake_plugins)
     try:
@@ -563,7 +594,37 @@ def stalling_plugins(make_plugin: Any, fake_cls: Any) -> Plugins:
 async def test_timeout_and_cancellation_leave_the_same_history(stalling_plugins: Plugins) -> None:
     from modelplex.errors import ProviderTimeoutError
 
+    async def read(reply: Any) -> None:
+        async for _ in reply:
+            pass
+
     histories = []
+    for how in ("library timeout", "asyncio timeout", "cancel"):
+        config = {"fake": {"timeout": how == "library timeout"}}
+        async with ChatManager("fake", provider_config=config, plugins=stalling_plugins) as chat:
+            if how == "library timeout":
+                with pytest.raises(ProviderTimeoutError):
+                    await read(chat.send_message("first"))
+            elif how == "asyncio timeout":
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await read(chat.send_message("first"))
+            else:
+                task = asyncio.create_task(read(chat.send_message("first")))
+                await asyncio.sleep(0.05)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            histories.append([(m.content, m.metadata) for m in chat.history])
+    assert histories[0] == [("first", {}), ("The capital", {"partial": True})]
+    assert histories[0] == histories[1] == histories[2]
+
+
+async def test_an_awaited_answer_is_kept_whole_or_not_at_all(stalling_plugins: Plugins) -> None:
+    """Awaited, the answer is asked for whole (nothing is received before it): a timeout or a
+    cancellation leaves the history as it was, and the next message goes through."""
+    from modelplex.errors import ProviderTimeoutError
+
     for how in ("library timeout", "asyncio timeout", "cancel"):
         config = {"fake": {"timeout": how == "library timeout"}}
         async with ChatManager("fake", provider_config=config, plugins=stalling_plugins) as chat:
@@ -580,9 +641,133 @@ async def test_timeout_and_cancellation_leave_the_same_history(stalling_plugins:
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
-            histories.append([(m.content, m.metadata) for m in chat.history])
-    assert histories[0] == [("first", {}), ("The capital", {"partial": True})]
-    assert histories[0] == histories[1] == histories[2]
+            assert chat.history == []
+            async with contextlib.aclosing(chat.send_message("again")) as reply:
+                async for chunk in reply:
+                    assert chunk.content == "The"
+                    break
+            assert [m.content for m in chat.history] == ["again", "The"]
+
+
+async def test_a_message_during_an_awaited_answer_is_refused(stalling_plugins: Plugins) -> None:
+    """An answer asked for whole holds the conversation like a stream being read does."""
+    async with ChatManager("fake", plugins=stalling_plugins) as chat:
+        async def awaited() -> Any:
+            return await chat.send_message("first")
+
+        for ask in (awaited, lambda: chat.get_structured("first", "json_dict")):
+            task = asyncio.create_task(ask())
+            await asyncio.sleep(0.05)
+            with pytest.raises(ChatBusyError, match="still being answered in another task"):
+                await chat.send_message("second")
+            with pytest.raises(ChatBusyError):
+                [c async for c in chat.send_message("second")]
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert chat.history == []
+
+
+async def test_streamed_structured_output_is_the_open_answer(fake_plugins: Plugins,
+                                                              fake_plugin: Any) -> None:
+    """stream_structured follows the one-answer-at-a-time rule of streamed replies: left
+    unfinished it is closed by the next message; read by another task, the next is refused."""
+    config = {"fake": {"reply": '{"city": "Paris", "country": "France"}'}}
+    async with ChatManager("fake", plugins=fake_plugins, provider_config=config) as chat:
+        async for _ in chat.stream_structured("first", "json_dict"):
+            break  # left unfinished
+        await chat.send_message("second")
+        provider = fake_plugin.created[0]
+        assert provider.streams_closed_early == 1
+        assert [m.content for m in chat.history] == ["second", config["fake"]["reply"]]
+
+        updates = chat.stream_structured("third", "json_dict")
+        go_on = asyncio.Event()
+
+        async def reader() -> Any:
+            async for update in updates:
+                await go_on.wait()
+                if update.done:
+                    return update.value
+            return None
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.05)
+        with pytest.raises(ChatBusyError):
+            await chat.send_message("fourth")
+        go_on.set()
+        assert await task == {"city": "Paris", "country": "France"}
+        assert len(chat.history) == 4
+
+
+@pytest.fixture
+def counting_plugin(make_plugin: Any, fake_cls: Any) -> Any:
+    class Counting(fake_cls):  # type: ignore[misc, valid-type]
+        """Answers whole requests without streaming, and keeps both kinds of request."""
+
+        capabilities = Capabilities(streaming=True, tools=True, json_schema=True)
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.whole: list[ChatRequest] = []
+            self.streamed: list[ChatRequest] = []
+
+        def _stream(self, request: ChatRequest) -> Any:
+            self.streamed.append(request)
+            return super()._stream(request)
+
+        async def _complete(self, request: ChatRequest) -> ChatResponse:
+            self.whole.append(request)
+            return ChatResponse(content=self.reply, model=request.model, provider=self.name,
+                                finish_reason="stop",
+                                usage=Usage(prompt_tokens=3, completion_tokens=4))
+
+    return make_plugin(provider_name="fake", cls=Counting)
+
+
+async def test_nobody_reads_the_stream_so_nothing_is_streamed(counting_plugin: Any) -> None:
+    """Issue 18 #5: awaited answers, structured output, templates and the tool loop use the
+    provider's non-streaming request; only a reply iterated with ``async for`` streams."""
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(counting_plugin, name="counting")
+    config = {"fake": {"reply": '{"reasoning": "Known.", "solution": "Paris"}'}}
+    async with ChatManager("fake", provider_config=config, plugins=plugins) as chat:
+        meta = await chat.send_message("one")
+        assert (meta.prompt_tokens, meta.completion_tokens, meta.finish_reason) == (3, 4, "stop")
+        assert meta.time_to_first_token == meta.latency > 0  # all of it came at once
+        assert (meta.provider, meta.model, meta.cache_hit, meta.attempts) == (
+            "fake", "echo", False, 1)
+        await chat.get_response_with_meta("two")
+        assert (await chat.get_structured("three", "json_dict")).value["solution"] == "Paris"
+        def shout(text: str) -> str:
+            """Upper-case a text."""
+            return text.upper()
+
+        await chat.get_response_with_meta("four", tools=[shout])  # no call: one round
+        assert (await chat.execute_chain("chain_of_thought", task="five")).solution == "Paris"
+        [c async for c in chat.send_message("six")]
+    provider = counting_plugin.created[0]
+    assert len(provider.whole) == 5
+    assert len(provider.streamed) == 1
+    assert len(chat.history) == 12
+    assert all(r.conversation_id is None for r in provider.whole + provider.streamed)
+
+
+async def test_requests_carry_the_conversation_id(counting_plugin: Any, tmp_path: Any) -> None:
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(counting_plugin, name="counting")
+    async with ChatManager("fake", plugins=plugins, conversation="conv-1",
+                           logs=tmp_path / "logs.db") as chat:
+        await chat.send_message("one")
+        [c async for c in chat.send_message("two")]
+        chat.clear_history()  # the stored conversation goes on under a new id
+        await chat.send_message("three")
+        new_id = chat.conversation_id
+    provider = counting_plugin.created[0]
+    sent = provider.whole + provider.streamed  # the recording layer may stream either
+    assert sorted(str(r.conversation_id) for r in sent) == sorted(["conv-1", "conv-1",
+                                                                   str(new_id)])
+    assert new_id != "conv-1"
 
 
 # -- modes and constructor checks (issue #8 defect 10, issue #10) ------------------------------

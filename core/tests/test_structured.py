@@ -17,7 +17,10 @@ from modelplex.parsers import (
     Parser,
     ParseResult,
     PydanticParser,
+    extract_json,
+    json_nesting,
     partial_json,
+    tool_arguments,
 )
 from modelplex.plugins import Plugins
 from modelplex.prompts import (
@@ -95,6 +98,64 @@ def test_partial_json_grows_with_the_stream() -> None:
 
 
 # -- outputs and modes ----------------------------------------------------------------------
+DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
+DEEP_OBJECT = '{"a": ' * 20_000 + "1" + "}" * 20_000
+
+
+@pytest.mark.parametrize("answer", [DEEP_ARRAY, DEEP_OBJECT, f"Here:\n```json\n{DEEP_OBJECT}\n```",
+                                    "{'a': " * 5_000 + "None" + "}" * 5_000],
+                         ids=["array", "object", "fenced", "python"])
+@pytest.mark.parametrize("parser", [JsonDictParser(), PydanticParser(Person), ListParser(),
+                                    JsonSchemaParser({"type": "object"}),
+                                    PydanticParser(list[Any])],
+                         ids=["json_dict", "pydantic", "list", "json_schema", "any_list"])
+def test_a_deeply_nested_answer_is_a_parse_error(parser: Parser, answer: str) -> None:
+    """Issue 19 #16: nesting is bounded before parsing, so a deep answer is re-asked (a
+    ParseError) instead of escaping as RecursionError."""
+    with pytest.raises(ParseError) as info:
+        parser.parse(answer)
+    if not isinstance(parser, ListParser):  # which also looks for "- item" lines
+        assert "nested more than 100 levels deep" in str(info.value)
+    assert partial_json(answer) is None
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    ok = "[" * 100 + "]" * 100
+    assert ListParser().parse(f'{{"items": {ok}}}').parsed
+    assert extract_json(ok, list) == eval(ok)
+    text = '{"a": "' + "[" * 500 + '", "b": 1}'  # brackets inside a string are not nesting
+    assert JsonDictParser().parse(text).parsed == {"a": "[" * 500, "b": 1}
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ('[1, [2, {"a": [3]}]]', 4),
+    ('["]]]]", ["]]]]", ["]]]]", [1]]]]', 4),  # closers in strings do not hide depth
+    ("{'a': '}}}', /* ]] */ 'b': [[1]], // }}\n 'c': 2}", 3),  # JSON5 strings, comments
+    ('[[[ "unterminated', 3),
+    ("prose ] ] then [[x]]", 2),  # stray closers before do not lower it
+    (r'["a \" ]]", [[1]]]', 3),  # an escaped quote stays in the string
+])
+def test_json_nesting_skips_strings_and_comments(text: str, depth: int) -> None:
+    assert json_nesting(text) == depth
+
+
+def test_tool_arguments_are_one_bounded_reader() -> None:
+    """What every provider does with a tool call's arguments: a dict, or ``{"_raw": ...}``
+    for anything else (the tool loop tells the model), deep nesting refused unparsed."""
+    assert tool_arguments('{"city": "Paris"}') == {"city": "Paris"}
+    assert tool_arguments(b'{"city": "Paris"}') == {"city": "Paris"}
+    assert tool_arguments({"city": "Paris"}) == {"city": "Paris"}
+    assert tool_arguments(None) == tool_arguments("  ") == {}
+    assert tool_arguments("[1]") == {"_raw": "[1]"}
+    assert tool_arguments("{a: 1") == {"_raw": "{a: 1"}
+    assert tool_arguments(DEEP_ARRAY) == {"_raw": DEEP_ARRAY}
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(5_000):  # as a provider that parsed its body already gets them
+        node["a"] = node = {}
+    assert tool_arguments(deep) == {"_raw": "(arguments nested more than 100 levels deep)"}
+
+
 def test_resolve_output_accepts_every_form(fake_plugins: Plugins) -> None:
     assert isinstance(resolve_output("json_dict", fake_plugins), JsonDictParser)
     assert isinstance(resolve_output(Person), PydanticParser)

@@ -63,6 +63,18 @@ def test_max_length_default_comes_from_the_environment(monkeypatch: pytest.Monke
     assert ChatMessage(role="user", content="123456").content == "123456"
 
 
+def test_the_length_limit_is_for_input_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 #12: the limit is on what the user sends (user and system messages); an
+    answer (or a tool's result) is never refused after the model wrote it."""
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "5")
+    for role in ("user", "system"):
+        with pytest.raises(ValidationError, match="maximum of 5"):
+            ChatMessage(role=role, content="123456")
+    assert ChatMessage.assistant("x" * 50).content == "x" * 50
+    tool = ChatMessage(role="tool", content="y" * 50, tool_call_id="c1", name="read")
+    assert tool.content == "y" * 50
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5"])
 def test_bad_max_length_variable_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch,
                                                           value: str) -> None:

@@ -67,8 +67,6 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         ChainResult as ChainResult,
         ChatManager as ChatManager,
         ChatMode as ChatMode,
-        Reply as Reply,
-        ResponseWithMeta as ResponseWithMeta,
         create_provider as create_provider,
         parse_model_spec as parse_model_spec,
     )
@@ -107,6 +105,10 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         CommonOptions as CommonOptions,
         Provider as Provider,
     )
+    from modelplex.reply import (
+        Reply as Reply,
+        ResponseWithMeta as ResponseWithMeta,
+    )
     from modelplex.routing import (
         Deployment as Deployment,
         RouteInfo as RouteInfo,
@@ -130,8 +132,9 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
 
 _LAZY: dict[str, str] = {
     "hookimpl": "hookspecs",
-    **dict.fromkeys(["ChainResult", "ChatManager", "ChatMode", "Reply", "ResponseWithMeta",
-                     "create_provider", "parse_model_spec"], "manager"),
+    **dict.fromkeys(["ChainResult", "ChatManager", "ChatMode", "create_provider",
+                     "parse_model_spec"], "manager"),
+    **dict.fromkeys(["Reply", "ResponseWithMeta"], "reply"),
     **dict.fromkeys(["Capabilities", "ChatRequest", "CommonOptions", "Provider"], "provider"),
     **dict.fromkeys(["ChatResponse", "StreamChunk", "ToolCall", "Usage"], "chunks"),
     **dict.fromkeys(["ChatMessage", "ChatSession", "HealthStatus", "MessageRole", "ModelInfo",

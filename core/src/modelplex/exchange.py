@@ -1,61 +1,100 @@
-"""One request and its answer over a :class:`~modelplex.manager.ChatManager`'s conversation.
+"""One exchange of a conversation: a :class:`Turn`, and the plain question-and-answer.
 
-The feature modules (:mod:`modelplex.structured`, :mod:`modelplex.tools`) build their
-requests here: the system prompt and history of the conversation, then the messages of the
-turn. Nothing here changes the history; the caller adds the exchange when it succeeded.
+A :class:`~modelplex.manager.ChatManager` keeps the history, the mode and the options. For
+each exchange it hands a :class:`Turn` (the provider, the session, the validated options and
+the conversation's id) to the code that talks to the model: :func:`streamed` and
+:func:`answered` here, structured output (:mod:`modelplex.structured`) and the tool loop
+(:mod:`modelplex.tools`). None of them knows the manager.
+
+A turn builds each request over the system prompt and the history, asks for the answer
+streamed (:meth:`Turn.stream`) or whole (:meth:`Turn.complete`: the provider's non-streaming
+request, for callers that do not read a stream), and adds a finished exchange to the history
+(:meth:`Turn.add`, the one way an exchange reaches it).
+
+The history rules of a plain exchange:
+
+* streamed: the question and the answer when it ends; if the reader stops early, the
+  reading is cancelled or a provider timeout expires, the question and the text received so
+  far, marked ``{"partial": True}`` (nothing if no text had arrived); any other provider
+  error leaves the history unchanged (the error keeps the partial answer);
+* awaited whole: the question and the answer when the answer came; a failure, a timeout or
+  a cancellation leaves the history unchanged (nothing was received).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from modelplex.chunks import StreamChunk
-from modelplex.errors import ConfigurationError
-from modelplex.provider import ChatRequest
-from modelplex.types import ChatMessage, MessageRole
+from modelplex.errors import ConfigurationError, ProviderError, ProviderTimeoutError
+from modelplex.provider import ChatRequest, CommonOptions, Provider
+from modelplex.reply import ResponseWithMeta, Turns
+from modelplex.types import ChatMessage, ChatSession, MessageRole
 
-if TYPE_CHECKING:
-    from modelplex.manager import ChatManager, ResponseWithMeta
-    from modelplex.provider import CommonOptions, Provider
-    from modelplex.types import ChatSession
+__all__ = ["Turn", "answered", "checked_system_prompt", "owned", "streamed", "user_message"]
 
-__all__ = ["Turn", "add_to_history"]
+T = TypeVar("T")
+
+
+def _problems(err: ValidationError) -> str:
+    return "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+
+
+def user_message(text: str, images: Sequence[str | bytes] | None = None) -> ChatMessage:
+    """The user's message; an invalid one is a :class:`ConfigurationError`."""
+    try:
+        return ChatMessage(role=MessageRole.USER, content=text, images=tuple(images or ()))
+    except ValidationError as err:
+        raise ConfigurationError(f"message: {_problems(err)}") from None
+
+
+def checked_system_prompt(text: Any) -> str | None:
+    """``text`` if it can be sent as a system message; a ConfigurationError otherwise."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ConfigurationError(f"system_prompt must be text (got {type(text).__name__})")
+    if text.strip():
+        try:
+            ChatMessage.system(text)
+        except ValidationError as err:
+            raise ConfigurationError(f"system_prompt: {_problems(err)}") from None
+    return text
+
+
+def _exchanged(user: ChatMessage, content: str, calls: Sequence[dict[str, Any]], *,
+               partial: bool = False) -> list[ChatMessage]:
+    """The question, and the answer unless the model said nothing."""
+    if not content.strip() and not calls:
+        return [user]
+    return [user, ChatMessage(role=MessageRole.ASSISTANT, content=content,
+                              tool_calls=tuple(calls),
+                              metadata={"partial": True} if partial else {})]
 
 
 class Turn:
-    """The provider, session and options of the requests of one turn.
+    """The provider, session and validated options of the requests of one exchange.
 
-    ``await Turn.start(chat, options)`` initialises the model if needed and validates the
-    options once; :meth:`request` builds a request over the history plus the turn's messages.
+    ``cache`` (``None``, ``True`` or ``False``) and ``conversation_id`` go on every request
+    (:class:`~modelplex.provider.ChatRequest`) for the layers that read them.
     """
 
-    def __init__(self, chat: ChatManager, provider: Provider, session: ChatSession,
-                 options: CommonOptions) -> None:
-        self.chat = chat
+    __slots__ = ("cache", "conversation_id", "options", "provider", "session")
+
+    def __init__(self, provider: Provider, session: ChatSession, options: CommonOptions, *,
+                 cache: bool | None = None, conversation_id: str | None = None) -> None:
         self.provider = provider
         self.session = session
         self.options = options
+        self.cache = cache
+        self.conversation_id = conversation_id
 
-    @classmethod
-    async def start(cls, chat: ChatManager,
-                    options: Mapping[str, Any] | None = None) -> Turn:
-        """The context of a new turn of ``chat``."""
-        provider, session, validated = await chat.request_context(options)
-        return cls(chat, provider, session, validated)
-
-    @staticmethod
-    def user_message(text: str, images: Sequence[str | bytes] | None = None) -> ChatMessage:
-        """The user's message; an invalid one is a :class:`ConfigurationError`."""
-        try:
-            return ChatMessage(role=MessageRole.USER, content=text, images=tuple(images or ()))
-        except ValidationError as err:
-            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
-            raise ConfigurationError(f"message: {detail}") from None
+    user_message = staticmethod(user_message)
 
     def request(self, messages: Sequence[ChatMessage], *,
                 tools: list[dict[str, Any]] | None = None, tool_choice: Any = None,
@@ -68,39 +107,109 @@ class Turn:
         sent.extend(messages)
         return ChatRequest(model=self.session.model, messages=sent, options=self.options,
                            tools=tools, tool_choice=tool_choice,
-                           response_format=response_format)
+                           response_format=response_format, cache=self.cache,
+                           conversation_id=self.conversation_id)
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        """The provider's chunks for ``request``."""
-        async with contextlib.aclosing(self.provider.stream_request(request)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        """The provider's chunks for ``request`` (close it to stop the answer)."""
+        return self.provider.stream_request(request)
 
-    async def collect(self, request: ChatRequest,
-                      on_chunk: Callable[[StreamChunk], None] | None = None
-                      ) -> ResponseWithMeta:
-        """The whole answer to ``request`` with tokens and timings."""
+    async def complete(self, request: ChatRequest) -> ResponseWithMeta:
+        """The whole answer to ``request`` from the provider's non-streaming request.
+
+        Its ``time_to_first_token`` is its latency (nothing arrives before the whole).
+        """
         start = time.perf_counter()
-        first: float | None = None
-        chunks: list[StreamChunk] = []
-        async for chunk in self.stream(request):
-            if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
-                first = time.perf_counter() - start
-            chunks.append(chunk)
-            if on_chunk is not None:
-                on_chunk(chunk)
-        return self.meta(chunks, time.perf_counter() - start, first)
+        response = await self.provider.complete_request(request)
+        return ResponseWithMeta.from_response(
+            response, latency=time.perf_counter() - start, model=self.session.model,
+            provider=self.session.provider or self.provider.name)
 
-    def meta(self, chunks: list[StreamChunk], latency: float,
+    def meta(self, chunks: Sequence[StreamChunk], latency: float,
              first: float | None) -> ResponseWithMeta:
-        """A :class:`ResponseWithMeta` from the chunks of one answer."""
-        from modelplex.manager import ResponseWithMeta
-
+        """A :class:`ResponseWithMeta` from the chunks of one streamed answer."""
         return ResponseWithMeta.from_chunks(
             chunks, latency=latency, time_to_first_token=first, model=self.session.model,
             provider=self.session.provider or self.provider.name)
 
+    def add(self, messages: Sequence[ChatMessage]) -> None:
+        """Append a finished exchange to the history."""
+        self.session.messages = [*self.session.messages, *messages]
 
-def add_to_history(session: ChatSession, messages: Sequence[ChatMessage]) -> None:
-    """Append a finished exchange to the conversation."""
-    session.messages = [*session.messages, *messages]
+    async def answer(self, user: ChatMessage) -> ResponseWithMeta:
+        """Ask ``user`` and return the whole answer (not streamed); both join the history
+        when it came."""
+        meta = await self.complete(self.request([user]))
+        self.add(_exchanged(user, meta.content, [call.to_dict() for call in meta.tool_calls]))
+        return meta
+
+
+def streamed(turns: Turns, start: Callable[[], Awaitable[Turn]],
+             user: ChatMessage) -> AsyncGenerator[StreamChunk, None]:
+    """The answer to ``user``, streamed, by the rules of the module docs.
+
+    Nothing runs until the first chunk is asked for: then ``turns`` makes this the open
+    answer (closing one left unfinished) and ``start()`` gives the turn.
+    """
+    itself: list[AsyncGenerator[StreamChunk, None]] = []
+    stream = _streamed(turns, start, user, itself)
+    itself.append(stream)
+    return stream
+
+
+async def _streamed(turns: Turns, start: Callable[[], Awaitable[Turn]], user: ChatMessage,
+                    itself: list[AsyncGenerator[StreamChunk, None]]
+                    ) -> AsyncGenerator[StreamChunk, None]:
+    token = await turns.take(itself.pop())
+    turn: Turn | None = None
+    parts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    finished = failed = False
+    try:
+        turn = await start()
+        async with contextlib.aclosing(turn.stream(turn.request([user]))) as stream:
+            async for chunk in stream:
+                parts.append(chunk.content)
+                if chunk.tool_calls:
+                    calls.extend(call.to_dict() for call in chunk.tool_calls)
+                yield chunk
+        finished = True
+    except ProviderError as err:
+        # a timeout is the caller giving up, like a cancellation: both keep the partial
+        failed = not isinstance(err, ProviderTimeoutError)
+        raise
+    finally:
+        if turn is not None and not failed and (finished or parts):
+            turn.add(_exchanged(user, "".join(parts), calls, partial=not finished))
+        turns.release(token)
+
+
+def owned(turns: Turns, start: Callable[[], Awaitable[Turn]],
+          answer: Callable[[Turn], AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
+    """The items of ``answer(turn)`` (structured output streamed, say), the conversation's
+    open answer while they are read, by the same rules as :func:`streamed`'s chunks."""
+    itself: list[AsyncGenerator[T, None]] = []
+    stream = _owned(turns, start, answer, itself)
+    itself.append(stream)
+    return stream
+
+
+async def _owned(turns: Turns, start: Callable[[], Awaitable[Turn]],
+                 answer: Callable[[Turn], AsyncGenerator[T, None]],
+                 itself: list[AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
+    token = await turns.take(itself.pop())
+    try:
+        async with contextlib.aclosing(answer(await start())) as items:
+            async for item in items:
+                yield item
+    finally:
+        turns.release(token)
+
+
+async def answered(turns: Turns, start: Callable[[], Awaitable[Turn]],
+                   user: ChatMessage) -> ResponseWithMeta:
+    """The whole answer to ``user`` (the provider's non-streaming request), holding
+    ``turns`` while it is asked."""
+    async with turns.hold():
+        turn = await start()
+        return await turn.answer(user)

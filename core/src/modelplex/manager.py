@@ -8,37 +8,38 @@
         meta = await chat.send_message("And of Italy?")  # the whole answer
         print(meta.content, meta.completion_tokens, meta.latency)
 
-The manager owns the providers it opens and closes them on exit. Every method has a ``_sync``
-twin for scripts (``with ChatManager() as chat: chat.get_response_with_meta_sync("hi")``).
+The manager keeps the history, the mode, the options and the public API, and owns the
+providers it opens (closed on exit). Each exchange is handed to a
+:class:`~modelplex.exchange.Turn`: the plain one (:mod:`modelplex.exchange`), structured
+output (:mod:`modelplex.structured`) and the tool loop (:mod:`modelplex.tools`). Every method
+has a ``_sync`` twin for scripts (``with ChatManager() as chat:
+chat.get_response_with_meta_sync("hi")``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+import functools
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import attrs
-from pydantic import ValidationError
-
+from modelplex import structured
+from modelplex._blocking import Blocking, blocking
 from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
-from modelplex.chunks import StreamChunk, ToolCall
-from modelplex.errors import (
-    ConfigurationError,
-    ModelplexError,
-    ProviderError,
-    ProviderTimeoutError,
-)
+from modelplex.chunks import StreamChunk
+from modelplex.errors import ConfigurationError
+from modelplex.exchange import Turn, answered, checked_system_prompt, owned, streamed, user_message
 from modelplex.layers import ManagerLayers
+from modelplex.parsers import resolve_output
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
-from modelplex.provider import ChatRequest, CommonOptions, Provider
-from modelplex.reply import Reply, Turns
+from modelplex.provider import CommonOptions, Provider
+from modelplex.reply import Reply, ResponseWithMeta, Turns
+from modelplex.selection import select_model_spec
 from modelplex.specs import create_provider, parse_model_spec
 from modelplex.structured import StructuredResult, StructuredUpdate
-from modelplex.types import ChatMessage, ChatSession, MessageRole
+from modelplex.tools import ToolBox, run_tools
+from modelplex.types import ChatMessage, ChatSession
 
 if TYPE_CHECKING:
     import os
@@ -53,88 +54,6 @@ ChainResult = StructuredResult  # the result of execute_chain (reasoning, soluti
 
 __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "ResponseWithMeta",
            "create_provider", "parse_model_spec"]
-
-T = TypeVar("T")
-
-
-
-@attrs.define
-class ResponseWithMeta:
-    """An answer with what it cost: tokens, latency and time to first token (seconds).
-
-    Through a named model, ``provider`` and ``model`` say what answered, ``deployment`` its
-    label and ``attempts`` how many tries it took (retries and fallbacks included).
-    """
-
-    content: str
-    model: str
-    provider: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency: float
-    time_to_first_token: float | None
-    finish_reason: str | None = None
-    reasoning: str | None = None
-    tool_calls: list[ToolCall] = attrs.Factory(list)
-    usage_estimated: bool = False
-    cache_hit: bool = False
-    steps: list[Any] = attrs.Factory(list)  # tool-calling rounds (modelplex.tools.ToolStep)
-    deployment: str | None = None
-    attempts: int = 1
-
-    @property
-    def token_count(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
-
-    @property
-    def model_name(self) -> str:
-        """The model that answered (alias of ``model``)."""
-        return self.model
-
-    @classmethod
-    def from_chunks(cls, chunks: Sequence[StreamChunk], *, latency: float,
-                    time_to_first_token: float | None, model: str,
-                    provider: str) -> ResponseWithMeta:
-        """The meta of one answer from its chunks.
-
-        ``model`` and ``provider`` are used where neither the chunks nor a router (the first
-        chunk's ``route``) say what answered.
-        """
-        last = chunks[-1] if chunks else StreamChunk()
-        usage = last.usage
-        route = chunks[0].route if chunks else None  # set by a router: who answered
-        return cls(
-            content="".join(c.content for c in chunks),
-            model=last.model or (route.provider_model if route else model),
-            provider=route.provider if route else provider,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency=latency,
-            time_to_first_token=time_to_first_token,
-            finish_reason=last.finish_reason,
-            reasoning="".join(c.reasoning for c in chunks if c.reasoning) or None,
-            tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
-            usage_estimated=usage.estimated if usage else True,
-            deployment=route.deployment if route else None,
-            attempts=route.attempts if route else 1,
-            cache_hit=bool(usage and usage.cached),
-        )
-
-
-def _checked_system_prompt(text: Any) -> str | None:
-    """``text`` if it can be sent as a system message; a ConfigurationError otherwise."""
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise ConfigurationError(f"system_prompt must be text (got {type(text).__name__})")
-    if text.strip():
-        try:
-            ChatMessage.system(text)
-        except ValidationError as err:
-            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
-            raise ConfigurationError(f"system_prompt: {detail}") from None
-    return text
 
 
 class ChatManager:
@@ -190,10 +109,10 @@ class ChatManager:
                                      f"{{'temperature': 0.2}} (got {type(options).__name__})")
         self._options: dict[str, Any] = dict(options or {})
         self._mode: ChatMode | None = parse_mode(mode or None)
-        self._system_prompt = _checked_system_prompt(system_prompt)
+        self._system_prompt = checked_system_prompt(system_prompt)
         self._session: ChatSession | None = None
-        self._runner: asyncio.Runner | None = None
-        self._toolbox: Any = None  # modelplex.tools.ToolBox once function calling is enabled
+        self._blocking = Blocking("ChatManager", "chat")  # the sync twins' event loop
+        self._toolbox: ToolBox | None = None  # once function calling is enabled
         self._turns = Turns()  # one answer at a time
         self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs)
 
@@ -266,11 +185,8 @@ class ChatManager:
         return self._session
 
     async def _select_model(self) -> str:
-        from modelplex.selection import select_model_spec
-
         return await select_model_spec(self._select or {}, plugins=self.plugins)
 
-    # -- cache and stored conversation (modelplex.layers) ------------------------------------
     @property
     def conversation_id(self) -> str | None:
         """The id of the stored conversation (``conversation=``), else ``None``."""
@@ -282,38 +198,33 @@ class ChatManager:
             self._system_prompt = system
         return messages
 
-    def _update_session_settings(self) -> None:
-        if self._provider is None or self._session is None:
-            return
-        validated = self._provider.parse_options(self._merged(self._options))
-        self._session.temperature = validated.temperature
-        self._session.top_p = validated.top_p
-        self._session.max_tokens = validated.max_tokens
+    def _keep(self, options: dict[str, Any], mode: ChatMode | None) -> None:
+        """Keep ``options`` and ``mode`` once the provider accepts them (the session shows the
+        result)."""
+        if self._provider is not None:
+            validated = self._provider.parse_options(self._merged(options, mode=mode))
+            if self._session is not None:
+                self._session.temperature = validated.temperature
+                self._session.top_p = validated.top_p
+                self._session.max_tokens = validated.max_tokens
+        self._options, self._mode = options, mode
 
     def set_mode(self, mode: ChatMode | str | None) -> None:
         """Use a sampling preset (precise, balanced or creative; ``None`` for none).
 
         The preset is fitted to the provider's option ranges and checked before it is kept.
         """
-        chosen = parse_mode(mode)
-        if self._provider is not None:
-            self._provider.parse_options(self._merged(self._options, mode=chosen))
-        self._mode = chosen
-        self._update_session_settings()
+        self._keep(self._options, parse_mode(mode))
 
     def set_system_prompt(self, text: str | None) -> None:
         """Set or clear the system prompt."""
-        self._system_prompt = text = _checked_system_prompt(text)
+        self._system_prompt = text = checked_system_prompt(text)
         if self._session is not None:
             self._session.system_prompt = text
 
     def set_options(self, **options: Any) -> None:
         """Set provider options for the following messages."""
-        merged = {**self._options, **options}
-        if self._provider is not None:
-            self._provider.parse_options(self._merged(merged))
-        self._options = merged
-        self._update_session_settings()
+        self._keep({**self._options, **options}, self._mode)
 
     @property
     def session(self) -> ChatSession:
@@ -345,100 +256,49 @@ class ChatManager:
         merged.update(options)
         return merged
 
-    def _merged_options(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return self._merged({**self._options, **(extra or {})})
-
-    async def _ensure_model(self) -> tuple[Provider, ChatSession]:
+    async def _turn(self, options: Mapping[str, Any] | None = None,
+                    cache: bool | None = None) -> Turn:
+        """The next exchange: the model (initialised if needed) and validated options."""
         if self._provider is None or self._session is None:
             await self.initialize_model(self._model_spec)
-        assert self._provider is not None
-        assert self._session is not None
-        return self._provider, self._session
+        provider, session = self._provider, self._session
+        assert provider is not None
+        assert session is not None
+        validated = provider.parse_options(self._merged({**self._options, **(options or {})}))
+        return Turn(provider, session, validated, cache=cache,
+                    conversation_id=self.conversation_id)
 
-    def _user_message(self, text: str, images: Sequence[str | bytes] | None) -> ChatMessage:
-        try:
-            return ChatMessage(role=MessageRole.USER, content=text, images=tuple(images or ()))
-        except ValidationError as err:
-            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
-            raise ConfigurationError(f"message: {detail}") from None
+    async def request_context(self, options: Mapping[str, Any] | None = None
+                              ) -> tuple[Provider, ChatSession, CommonOptions]:
+        """The provider, session and validated options the next request would use (an
+        earlier answer left unfinished is closed first, so the history is complete)."""
+        await self._turns.settle()
+        turn = await self._turn(options)
+        return turn.provider, turn.session, turn.options
 
     # -- talking ----------------------------------------------------------------------------
     def send_message(self, text: str, *, options: Mapping[str, Any] | None = None,
                      images: Sequence[str | bytes] | None = None,
                      cache: bool | None = None) -> Reply[ResponseWithMeta]:
         """Send ``text``; ``async for`` the reply to stream it, or ``await`` it for the whole
-        answer as a :class:`ResponseWithMeta`. Both are added to the history.
+        answer as a :class:`ResponseWithMeta` (asked for whole: the provider's non-streaming
+        request). Both are added to the history.
 
         ``cache=False`` skips the manager's cache for this message; ``cache=True`` caches it
         even when it is sampled (temperature > 0 without a seed).
 
         The message is checked at once. If the provider fails, the history is unchanged and the
-        error keeps the partial answer. If you stop reading early, or the reading is cancelled,
-        or a timeout of the provider expires, the history keeps what you received, marked
-        partial. Sending the next message first closes a previous answer left unfinished, so
-        the history always holds what the model saw; a previous answer still being read by
-        another task raises :class:`~modelplex.errors.ChatBusyError` instead.
+        error keeps the partial answer. If you stop reading a stream early, or the reading is
+        cancelled, or a timeout of the provider expires, the history keeps what you received,
+        marked partial; an awaited answer is kept whole or not at all. Sending the next
+        message first closes a previous answer left unfinished, so the history always holds
+        what the model saw; a previous answer still being read by another task raises
+        :class:`~modelplex.errors.ChatBusyError` instead.
         """
-        user = self._user_message(text, images)
-        itself: list[AsyncGenerator[StreamChunk, None]] = []
-        stream = self._exchange(user, options, itself, cache)
-        itself.append(stream)
-        return Reply(stream, self._collect)
-
-    async def _exchange(self, user: ChatMessage, options: Mapping[str, Any] | None,
-                        itself: list[AsyncGenerator[StreamChunk, None]],
-                        cache: bool | None = None) -> AsyncGenerator[StreamChunk, None]:
-        turn = await self._turns.take(itself.pop())
-        user_and_answer: list[ChatMessage] = []
-        session: ChatSession | None = None
-        parts: list[str] = []
-        calls: list[dict[str, Any]] = []
-        finished = failed = False
-        try:
-            provider, session = await self._ensure_model()
-            messages: list[ChatMessage] = []
-            if session.system_prompt:
-                messages.append(ChatMessage.system(session.system_prompt))
-            messages.extend(session.messages)
-            messages.append(user)
-            request = ChatRequest(model=session.model, messages=messages,
-                                  options=provider.parse_options(self._merged_options(options)),
-                                  cache=cache)
-            async with contextlib.aclosing(provider.stream_request(request)) as stream:
-                async for chunk in stream:
-                    parts.append(chunk.content)
-                    if chunk.tool_calls:
-                        calls.extend(call.to_dict() for call in chunk.tool_calls)
-                    yield chunk
-            finished = True
-        except ProviderError as err:
-            # a timeout is the caller giving up, like a cancellation: both keep the partial
-            failed = not isinstance(err, ProviderTimeoutError)
-            raise
-        finally:
-            if session is not None and not failed and (finished or parts):
-                user_and_answer.append(user)
-                content = "".join(parts)
-                if content or calls:
-                    user_and_answer.append(ChatMessage(
-                        role=MessageRole.ASSISTANT, content=content, tool_calls=tuple(calls),
-                        metadata={} if finished else {"partial": True}))
-                session.messages = [*session.messages, *user_and_answer]
-            self._turns.release(turn)
-
-    async def _collect(self, stream: AsyncGenerator[StreamChunk, None]) -> ResponseWithMeta:
-        start = time.perf_counter()
-        first: float | None = None
-        chunks: list[StreamChunk] = []
-        async with contextlib.aclosing(stream):
-            async for chunk in stream:
-                if first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
-                    first = time.perf_counter() - start
-                chunks.append(chunk)
-        session = self.session
-        return ResponseWithMeta.from_chunks(
-            chunks, latency=time.perf_counter() - start, time_to_first_token=first,
-            model=session.model, provider=session.provider or "")
+        user = user_message(text, images)
+        start = functools.partial(self._turn, options, cache)
+        return Reply(streamed(self._turns, start, user),
+                     functools.partial(answered, self._turns, start, user))
 
     async def get_response_with_meta(self, text: str, *,
                                      options: Mapping[str, Any] | None = None,
@@ -454,36 +314,36 @@ class ChatManager:
         skips the manager's cache for this message, ``cache=True`` caches it even if sampled.
         """
         if tools or (self._toolbox is not None and self._toolbox.tools):
-            from modelplex import tools as tools_module
-
-            return await tools_module.respond(self, text, tools, options=options, images=images)
+            box = (self._toolbox or ToolBox()).with_tools(tools)
+            async with self._turns.hold():
+                return await run_tools(await self._turn(options, cache), text, box,
+                                       images=images)
         return await self.send_message(text, options=options, images=images, cache=cache)
 
     async def execute_chain(self, prompt: PromptTemplate | str, *,
-                            options: Mapping[str, Any] | None = None,
-                            **kw: Any) -> ChainResult:
+                            options: Mapping[str, Any] | None = None, mode: str | None = None,
+                            max_retries: int = 2, keep_attempts: bool = False,
+                            **fields: Any) -> ChainResult:
         """Send a prompt template and read the answer with the template's parser.
 
         ``prompt`` is a template instance, or a registered name with its fields as keywords
         (``chat.execute_chain("chain_of_thought", task="...")``). Templates that declare a
         parser are run like :meth:`get_structured` (``mode``, ``max_retries``,
         ``keep_attempts``); chain of thought gives ``result.reasoning`` and
-        ``result.solution``. See :func:`modelplex.structured.execute_chain`.
+        ``result.solution``.
         """
-        from modelplex import structured
-
-        return await structured.execute_chain(self, prompt, options=options, **kw)
+        template = structured.resolve_template(prompt, fields, self.plugins)
+        parser = template.output_parser()
+        if parser is None:
+            meta = await self.get_response_with_meta(template.render(), options=options)
+            return structured.chain_result(template, meta)
+        return await self.get_structured(template.render(), parser, mode=mode, options=options,
+                                         max_retries=max_retries, keep_attempts=keep_attempts)
 
     # -- structured output and tools (modelplex.structured, modelplex.tools) ----------------
-    async def request_context(self, options: Mapping[str, Any] | None = None
-                              ) -> tuple[Provider, ChatSession, CommonOptions]:
-        """The provider, session and validated options the next request would use (an
-        earlier answer left unfinished is closed first, so the history is complete)."""
-        await self._turns.settle()
-        provider, session = await self._ensure_model()
-        return provider, session, provider.parse_options(self._merged_options(options))
-
-    async def get_structured(self, text: str, output: Any, **kw: Any) -> StructuredResult:
+    async def get_structured(self, text: str, output: Any, *,
+                             options: Mapping[str, Any] | None = None,
+                             **kw: Any) -> StructuredResult:
         """Ask ``text`` and return the answer validated by ``output``.
 
         ``output`` is a parser name (``"json_dict"``), a :class:`~modelplex.parsers.Parser`,
@@ -494,19 +354,21 @@ class ChatManager:
         :class:`~modelplex.errors.ParseError` with every raw answer when none is valid.
         See :func:`modelplex.structured.get_structured`.
         """
-        from modelplex import structured
+        parser = resolve_output(output, self.plugins)
+        async with self._turns.hold():
+            return await structured.get_structured(await self._turn(options), text, parser, **kw)
 
-        return await structured.get_structured(self, text, output, **kw)
-
-    def stream_structured(self, text: str, output: Any,
+    def stream_structured(self, text: str, output: Any, *,
+                          options: Mapping[str, Any] | None = None,
                           **kw: Any) -> AsyncGenerator[StructuredUpdate, None]:
         """Like :meth:`get_structured`, yielding the partial value as the JSON streams in.
 
-        The last update has ``done=True`` and the validated value.
+        The last update has ``done=True`` and the validated value. While it is read it is the
+        conversation's open answer, like a streamed reply.
         """
-        from modelplex import structured
-
-        return structured.stream_structured(self, text, output, **kw)
+        parser = resolve_output(output, self.plugins)
+        return owned(self._turns, functools.partial(self._turn, options),
+                     lambda turn: structured.stream_structured(turn, text, parser, **kw))
 
     def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
                                 raise_tool_errors: bool = False) -> None:
@@ -515,8 +377,6 @@ class ChatManager:
         :meth:`get_response_with_meta` then runs the model's calls, at most ``max_steps``
         rounds; a tool that raises is reported to the model unless ``raise_tool_errors``.
         """
-        from modelplex.tools import ToolBox
-
         if self._toolbox is None:
             self._toolbox = ToolBox()
         self._toolbox.add(tools)
@@ -527,22 +387,15 @@ class ChatManager:
         """Stop offering tools to the model."""
         self._toolbox = None
 
-    # -- sync twins -------------------------------------------------------------------------
-    def _run(self, coro: Coroutine[Any, Any, T], name: str) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            coro.close()
-            raise ModelplexError(
-                f"ChatManager.{name}_sync() was called inside a running event loop; "
-                f"use `await chat.{name}(...)` there instead")
-        if self._runner is None:  # the thread's shared loop: sync managers share providers
-            from modelplex.pool import sync_runner
+    # -- sync twins (modelplex._blocking) --------------------------------------------------
+    initialize_model_sync = blocking(initialize_model)
+    get_response_with_meta_sync = blocking(get_response_with_meta)
+    get_structured_sync = blocking(get_structured)
+    execute_chain_sync = blocking(execute_chain)
 
-            self._runner = sync_runner()
-        return self._runner.run(coro)
+    def send_message_sync(self, text: str, **kw: Any) -> Generator[StreamChunk, None, None]:
+        """Blocking :meth:`send_message`: iterate the chunks as they arrive."""
+        return self._blocking.iterate(self.send_message(text, **kw), "send_message")
 
     def __enter__(self) -> ChatManager:
         if self._model_spec is not None:
@@ -554,39 +407,4 @@ class ChatManager:
 
     def close_sync(self) -> None:
         """Give back the providers (closed when no other manager uses them)."""
-        if self._runner is not None:
-            self._run(self.aclose(), "aclose")
-            self._runner = None
-
-    def initialize_model_sync(self, model: str | None = None, **options: Any) -> ChatSession:
-        """Blocking :meth:`initialize_model`."""
-        return self._run(self.initialize_model(model, **options), "initialize_model")
-
-    def get_response_with_meta_sync(self, text: str, **kw: Any) -> ResponseWithMeta:
-        """Blocking :meth:`get_response_with_meta`."""
-        return self._run(self.get_response_with_meta(text, **kw), "get_response_with_meta")
-
-    def get_structured_sync(self, text: str, output: Any, **kw: Any) -> StructuredResult:
-        """Blocking :meth:`get_structured`."""
-        return self._run(self.get_structured(text, output, **kw), "get_structured")
-
-    def execute_chain_sync(self, prompt: PromptTemplate | str, **kw: Any) -> ChainResult:
-        """Blocking :meth:`execute_chain`."""
-        return self._run(self.execute_chain(prompt, **kw), "execute_chain")
-
-    def send_message_sync(self, text: str, **kw: Any) -> Iterator[StreamChunk]:
-        """Blocking :meth:`send_message`: iterate the chunks as they arrive."""
-        stream = self.send_message(text, **kw)
-
-        async def next_chunk() -> StreamChunk | None:
-            try:
-                return await anext(stream)
-            except StopAsyncIteration:
-                return None
-
-        try:
-            while (chunk := self._run(next_chunk(), "send_message")) is not None:
-                yield chunk
-        finally:
-            if self._runner is not None:
-                self._runner.run(stream.aclose())
+        self._blocking.close(self.aclose)

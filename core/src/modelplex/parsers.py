@@ -19,9 +19,14 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from modelplex.errors import ParseError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import from_json
+
+from modelplex.errors import ConfigurationError, ParseError, PluginError
+from modelplex.plugins import Plugins, get_plugins
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "CodeBlockParser",
     "JsonDictParser",
     "JsonSchemaParser",
@@ -31,7 +36,10 @@ __all__ = [
     "PydanticParser",
     "describe_schema",
     "extract_json",
+    "json_nesting",
     "partial_json",
+    "resolve_output",
+    "tool_arguments",
 ]
 
 
@@ -93,8 +101,86 @@ _FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
+#: The deepest nesting of arrays and objects an answer may have. Deeper answers are refused
+#: before any parser sees them (a :class:`ParseError`, so the model is asked again), since the
+#: JSON readers recurse once per level and would raise ``RecursionError``.
+MAX_JSON_DEPTH = 100
+
+# strings (in double or single quotes, with backslash escapes) and comments: their brackets
+# do not nest
+_NOT_NESTING = re.compile(r""""(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|//[^\n]*|/\*.*?(?:\*/|\Z)""",
+                          re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}()]+")
+
+
+def json_nesting(text: str) -> int:
+    """The deepest nesting of brackets (``[``, ``{``, ``(``) in ``text``, outside strings (in
+    double or single quotes, with backslash escapes) and comments (``//``, ``/* */``).
+
+    It reads ``text`` the way JSON, JSON5 and Python literals do up to their first error, so
+    no reader of any part of ``text`` goes deeper than this.
+    """
+    depth = deepest = 0
+    for bracket in _NOT_BRACKETS.sub("", _NOT_NESTING.sub(" ", text)):
+        if bracket in "[{(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+def _object_depth(value: Any, limit: int) -> int:
+    """The nesting of dicts and lists in ``value``, counted level by level (no recursion) up
+    to ``limit + 1``."""
+    deepest = 0
+    level: list[Any] = [value]
+    while deepest <= limit:
+        containers = [node for node in level if isinstance(node, dict | list)]
+        if not containers:
+            break
+        deepest += 1
+        level = [item for node in containers
+                 for item in (node.values() if isinstance(node, dict) else node)]
+    return deepest
+
+
+def tool_arguments(raw: Any) -> dict[str, Any]:
+    """A tool call's arguments from what a provider received: a JSON object (text or already
+    parsed) as a dict; anything else as ``{"_raw": text}``, which the tool loop reports to
+    the model and structured output re-asks, never raises. Arguments nested more than
+    :data:`MAX_JSON_DEPTH` levels are refused before they are parsed (or used)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        if _object_depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return {"_raw": f"(arguments nested more than {MAX_JSON_DEPTH} levels deep)"}
+        return raw
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        return {"_raw": raw}
+    if not raw.strip():
+        return {}
+    if sum(map(raw.count, "[{")) > MAX_JSON_DEPTH and json_nesting(raw) > MAX_JSON_DEPTH:
+        return {"_raw": raw}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
+
+
+class _TooDeep(ValueError):
+    """A candidate nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
 def _loads(candidate: str) -> Any:
-    """Strict JSON, then JSON5, then a Python literal; ``ValueError`` if none reads it."""
+    """Strict JSON, then JSON5, then a Python literal; ``ValueError`` if none reads it
+    (:class:`_TooDeep` if it nests too deep to be read safely)."""
+    if sum(map(candidate.count, "[{(")) > MAX_JSON_DEPTH and (  # else it cannot be deeper
+            json_nesting(candidate) > MAX_JSON_DEPTH):
+        raise _TooDeep(f"the answer is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(candidate)
     except ValueError:
@@ -136,11 +222,15 @@ def extract_json(response: Any, kind: type | tuple[type, ...] | None = dict) -> 
             candidates.append(span)
     candidates.append(text.strip())
     found: list[Any] = []
+    too_deep: _TooDeep | None = None
     for candidate in candidates:
         if not candidate:
             continue
         try:
             value = _loads(candidate)
+        except _TooDeep as err:
+            too_deep = err
+            continue
         except ValueError:
             continue
         if kind is None or isinstance(value, kind):
@@ -152,6 +242,9 @@ def extract_json(response: Any, kind: type | tuple[type, ...] | None = dict) -> 
         raise ParseError(f"expected a {what}, but the answer holds a {got}", raw=text)
     if not text.strip():
         raise ParseError(f"the answer is empty; expected a {what}", raw=text)
+    if too_deep is not None:
+        raise ParseError(f"{too_deep}; expected a {what} nested at most {MAX_JSON_DEPTH} "
+                         "levels", raw=text)
     raise ParseError(f"no {what} found in the answer", raw=text)
 
 
@@ -160,8 +253,6 @@ def partial_json(text: str) -> Any:
 
     Returns ``None`` until an object or array has started.
     """
-    from pydantic_core import from_json
-
     starts = [i for i in (text.find("{"), text.find("[")) if i != -1]
     if not starts:
         return None
@@ -255,8 +346,6 @@ class PydanticParser(Parser):
     name: ClassVar[str] = "pydantic"
 
     def __init__(self, model: Any, *, name: str | None = None) -> None:
-        from pydantic import TypeAdapter
-
         self.model = model
         self.adapter: TypeAdapter[Any] = TypeAdapter(model)
         self.schema_name = name or getattr(model, "__name__", None) or "response"
@@ -274,8 +363,6 @@ class PydanticParser(Parser):
 
     def parse(self, response: Any) -> ParseResult:
         """Validate the answer's JSON; :class:`ParseError` lists what is wrong."""
-        from pydantic import ValidationError
-
         text = _text_of(response)
         kind = dict if self._schema.get("type") == "object" else None
         value = extract_json(text, kind)
@@ -418,3 +505,33 @@ class CodeBlockParser(Parser):
                 return ParseResult(match.group(2).rstrip("\n"), text)
         fence = f"```{self.language or ''}"
         raise ParseError(f"no {fence} fenced code block found in the answer", raw=text)
+
+
+def resolve_output(output: Any, plugins: Plugins | None = None) -> Parser:
+    """A :class:`Parser` from a parser instance, registered name, pydantic type or schema dict."""
+    if isinstance(output, Parser):
+        return output
+    if isinstance(output, str):
+        factory = (plugins or get_plugins()).get("parsers", output)
+        try:
+            parser = factory()
+        except TypeError as err:
+            raise ConfigurationError(
+                f"parser {output!r} needs arguments ({err}); pass an instance instead, "
+                f"e.g. output={getattr(factory, '__name__', output)}(...)") from None
+        if not isinstance(parser, Parser):
+            raise PluginError(f"parser {output!r} is not a modelplex.parsers.Parser")
+        return parser
+    if isinstance(output, Mapping):
+        return JsonSchemaParser(output)
+    if isinstance(output, type) and issubclass(output, BaseModel):
+        return PydanticParser(output)
+    if output is None:
+        raise ConfigurationError("output is required: a parser name (e.g. 'json_dict'), a "
+                                 "Parser, a pydantic model class or a JSON schema dict")
+    try:
+        return PydanticParser(output)  # list[int], TypedDicts, dataclasses ...
+    except Exception:
+        raise ConfigurationError(
+            f"output {output!r} is not a parser name, a Parser, a pydantic model class or a "
+            "JSON schema dict") from None

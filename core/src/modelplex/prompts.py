@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelplex.errors import ParseError
-from modelplex.parsers import JsonSchemaParser, Parser, ParseResult, PydanticParser
+from modelplex.parsers import JsonSchemaParser, Parser, ParseResult, PydanticParser, resolve_output
 
 __all__ = ["ChainOfThought", "ChainOfThoughtParser", "ChainOfThoughtPrompt", "ExtractionPrompt",
            "FewShotExample", "FewShotPrompt", "PromptTemplate", "describe_fields"]
@@ -51,8 +51,6 @@ class PromptTemplate(BaseModel):
         """The parser of the answer, or ``None`` to read it with :meth:`parse`."""
         if self.output is None:
             return None
-        from modelplex.structured import resolve_output
-
         return resolve_output(self.output)
 
     def parse(self, text: str) -> Any:
@@ -223,8 +221,6 @@ class ExtractionPrompt(PromptTemplate):
 
     def output_parser(self) -> Parser:
         """The schema's parser."""
-        from modelplex.structured import resolve_output
-
         if isinstance(self.schema_, type):
             return PydanticParser(self.schema_)
         return resolve_output(self.schema_)

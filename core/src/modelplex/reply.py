@@ -1,4 +1,5 @@
-"""``Reply``: what :meth:`ChatManager.send_message` returns.
+"""An answer of a conversation: :class:`Reply` (streamed or awaited), its
+:class:`ResponseWithMeta`, and :class:`Turns` (one answer at a time).
 
 One object serves both ways of reading an answer::
 
@@ -15,13 +16,110 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
-from modelplex.chunks import StreamChunk
+import attrs
+
+from modelplex.chunks import ChatResponse, StreamChunk, ToolCall
 from modelplex.errors import ChatBusyError, ModelplexError
 
-__all__ = ["Reply", "Turns"]
+__all__ = ["Reply", "ResponseWithMeta", "Turns"]
+
+
+@attrs.define
+class ResponseWithMeta:
+    """An answer with what it cost: tokens, latency and time to first token (seconds).
+
+    Through a named model, ``provider`` and ``model`` say what answered, ``deployment`` its
+    label and ``attempts`` how many tries it took (retries and fallbacks included). An answer
+    asked for whole (not streamed) arrives at once: its ``time_to_first_token`` is its
+    ``latency``.
+    """
+
+    content: str
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency: float
+    time_to_first_token: float | None
+    finish_reason: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = attrs.Factory(list)
+    usage_estimated: bool = False
+    cache_hit: bool = False
+    steps: list[Any] = attrs.Factory(list)  # tool-calling rounds (modelplex.tools.ToolStep)
+    deployment: str | None = None
+    attempts: int = 1
+
+    @property
+    def token_count(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def model_name(self) -> str:
+        """The model that answered (alias of ``model``)."""
+        return self.model
+
+    @classmethod
+    def from_chunks(cls, chunks: Sequence[StreamChunk], *, latency: float,
+                    time_to_first_token: float | None, model: str,
+                    provider: str) -> ResponseWithMeta:
+        """The meta of one streamed answer from its chunks.
+
+        ``model`` and ``provider`` are used where neither the chunks nor a router (the first
+        chunk's ``route``) say what answered.
+        """
+        last = chunks[-1] if chunks else StreamChunk()
+        usage = last.usage
+        route = chunks[0].route if chunks else None  # set by a router: who answered
+        return cls(
+            content="".join(c.content for c in chunks),
+            model=last.model or (route.provider_model if route else model),
+            provider=route.provider if route else provider,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            latency=latency,
+            time_to_first_token=time_to_first_token,
+            finish_reason=last.finish_reason,
+            reasoning="".join(c.reasoning for c in chunks if c.reasoning) or None,
+            tool_calls=[call for c in chunks if c.tool_calls for call in c.tool_calls],
+            usage_estimated=usage.estimated if usage else True,
+            deployment=route.deployment if route else None,
+            attempts=route.attempts if route else 1,
+            cache_hit=bool(usage and usage.cached),
+        )
+
+    @classmethod
+    def from_response(cls, response: ChatResponse, *, latency: float, model: str,
+                      provider: str) -> ResponseWithMeta:
+        """The meta of one answer asked for whole (``Provider.complete_request``).
+
+        ``time_to_first_token`` is the latency (everything came at once), or ``None`` when
+        the answer is empty; ``provider`` is used unless a router (``response.route``) says
+        which deployment answered.
+        """
+        usage = response.usage
+        route = response.route
+        answered = bool(response.content or response.reasoning or response.tool_calls)
+        return cls(
+            content=response.content,
+            model=response.model or (route.provider_model if route else model),
+            provider=route.provider if route else provider,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            latency=latency,
+            time_to_first_token=latency if answered else None,
+            finish_reason=response.finish_reason,
+            reasoning=response.reasoning or None,
+            tool_calls=list(response.tool_calls),
+            usage_estimated=usage.estimated,
+            deployment=route.deployment if route else None,
+            attempts=route.attempts if route else 1,
+            cache_hit=usage.cached,
+        )
 
 R = TypeVar("R")
 
@@ -32,16 +130,18 @@ FINALISE_WITHIN = 5.0
 class Reply(Generic[R]):
     """The answer to one message: async-iterable (chunks) and awaitable (the whole answer).
 
-    ``aclose()`` (or ``async with contextlib.aclosing(reply)``) stops it early.
+    ``stream`` gives the chunks when the reply is iterated; ``whole()`` gives the answer when
+    it is awaited (nobody reads a stream then, so it need not be one). ``aclose()`` (or
+    ``async with contextlib.aclosing(reply)``) stops it early.
     """
 
-    __slots__ = ("_collect", "_read", "stream")
+    __slots__ = ("_read", "_whole_answer", "stream")
 
     def __init__(self, stream: AsyncGenerator[StreamChunk, None],
-                 collect: Callable[[AsyncGenerator[StreamChunk, None]], Awaitable[R]]) -> None:
+                 whole: Callable[[], Awaitable[R]]) -> None:
         #: the underlying stream of chunks
         self.stream = stream
-        self._collect = collect
+        self._whole_answer = whole
         self._read = False
 
     def __repr__(self) -> str:
@@ -64,7 +164,7 @@ class Reply(Generic[R]):
             raise ModelplexError("this reply is already being streamed with `async for`; "
                                  "await a reply or iterate it, not both")
         self._read = True
-        return await self._collect(self.stream)
+        return await self._whole_answer()
 
     def __await__(self) -> Generator[Any, None, R]:
         return self._whole().__await__()
@@ -83,7 +183,7 @@ class Turns:
     __slots__ = ("_open",)
 
     def __init__(self) -> None:
-        self._open: tuple[weakref.ref[AsyncGenerator[Any, None]], asyncio.Event,
+        self._open: tuple[weakref.ref[AsyncGenerator[Any, None] | _Held], asyncio.Event,
                           asyncio.Task[Any] | None] | None = None
 
     async def settle(self) -> None:
@@ -104,7 +204,19 @@ class Turns:
                                 "task: wait for it (or close it) before sending the next")
         await previous.aclose()
 
-    async def take(self, stream: AsyncGenerator[Any, None]) -> asyncio.Event:
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Hold the conversation for an exchange that is not streamed to the caller (an
+        awaited answer, structured output, the tool loop): a message sent meanwhile from
+        another task raises :class:`ChatBusyError`."""
+        held = _Held()
+        token = await self.take(held)
+        try:
+            yield
+        finally:
+            self.release(token)
+
+    async def take(self, stream: AsyncGenerator[Any, None] | _Held) -> asyncio.Event:
         """Make ``stream`` the open answer; returns the token to :meth:`release` it with."""
         await self.settle()
         token = asyncio.Event()
@@ -122,3 +234,14 @@ class Turns:
         previous = self._open[0]() if self._open is not None else None
         if previous is not None and not getattr(previous, "ag_running", False):
             await previous.aclose()
+
+
+class _Held:
+    """Stands for an answer that is not streamed to the caller while :meth:`Turns.hold`
+    holds the conversation: never closed by the next message, which is refused instead."""
+
+    __slots__ = ("__weakref__",)
+    ag_running = True
+
+    async def aclose(self) -> None:
+        """Nothing to close (for :meth:`Turns.aclose`)."""

@@ -1,7 +1,9 @@
 """Structured output: an answer validated into a parser's structure, re-asking on failure.
 
-Used through :meth:`ChatManager.get_structured <modelplex.manager.ChatManager.get_structured>`
-and :meth:`~modelplex.manager.ChatManager.stream_structured`. Three modes:
+Used through :meth:`ChatManager.get_structured <modelplex.manager.ChatManager.get_structured>`,
+:meth:`~modelplex.manager.ChatManager.stream_structured` and
+:meth:`~modelplex.manager.ChatManager.execute_chain`, which hand the functions here a
+:class:`~modelplex.exchange.Turn`. Three modes:
 
 ``native``    the provider constrains decoding to the JSON schema (Ollama ``format``, OpenAI
               ``response_format``, a llama.cpp grammar): chosen when the provider declares
@@ -18,26 +20,29 @@ raw answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
-from pydantic import BaseModel
+from pydantic import ValidationError
 
-from modelplex.errors import ConfigurationError, ParseError, PluginError
-from modelplex.exchange import Turn, add_to_history
-from modelplex.parsers import JsonSchemaParser, Parser, PydanticParser
+from modelplex.errors import ConfigurationError, ParseError
+from modelplex.exchange import Turn
+from modelplex.parsers import Parser, resolve_output
+from modelplex.plugins import get_plugins
+from modelplex.prompts import PromptTemplate, describe_fields
+from modelplex.reply import ResponseWithMeta
 from modelplex.types import ChatMessage
 
 if TYPE_CHECKING:
     from modelplex.chunks import StreamChunk
-    from modelplex.manager import ChatManager, ResponseWithMeta
     from modelplex.plugins import Plugins
-    from modelplex.prompts import PromptTemplate
     from modelplex.provider import ChatRequest, Provider
 
-__all__ = ["MODES", "StructuredResult", "StructuredUpdate", "choose_mode", "execute_chain",
+__all__ = ["MODES", "StructuredResult", "StructuredUpdate", "chain_result", "choose_mode",
            "get_structured", "resolve_output", "resolve_template", "stream_structured"]
 
 Mode = Literal["native", "tool", "prompted"]
@@ -96,38 +101,6 @@ class StructuredUpdate:
     done: bool = False
     attempt: int = 1
     result: StructuredResult | None = None
-
-
-def resolve_output(output: Any, plugins: Plugins | None = None) -> Parser:
-    """A :class:`Parser` from a parser instance, registered name, pydantic type or schema dict."""
-    if isinstance(output, Parser):
-        return output
-    if isinstance(output, str):
-        from modelplex.plugins import get_plugins
-
-        factory = (plugins or get_plugins()).get("parsers", output)
-        try:
-            parser = factory()
-        except TypeError as err:
-            raise ConfigurationError(
-                f"parser {output!r} needs arguments ({err}); pass an instance instead, "
-                f"e.g. output={getattr(factory, '__name__', output)}(...)") from None
-        if not isinstance(parser, Parser):
-            raise PluginError(f"parser {output!r} is not a modelplex.parsers.Parser")
-        return parser
-    if isinstance(output, Mapping):
-        return JsonSchemaParser(output)
-    if isinstance(output, type) and issubclass(output, BaseModel):
-        return PydanticParser(output)
-    if output is None:
-        raise ConfigurationError("output is required: a parser name (e.g. 'json_dict'), a "
-                                 "Parser, a pydantic model class or a JSON schema dict")
-    try:
-        return PydanticParser(output)  # list[int], TypedDicts, dataclasses ...
-    except Exception:
-        raise ConfigurationError(
-            f"output {output!r} is not a parser name, a Parser, a pydantic model class or a "
-            "JSON schema dict") from None
 
 
 def choose_mode(parser: Parser, provider: Provider, mode: str | None = None) -> str:
@@ -204,7 +177,10 @@ class _Attempts:
 
     def raw_answer(self, meta: ResponseWithMeta) -> str:
         if self.mode == "tool" and meta.tool_calls:
-            return json.dumps(meta.tool_calls[0].arguments)
+            arguments = meta.tool_calls[0].arguments
+            if set(arguments) == {"_raw"}:  # not a JSON object (or too deep): as written
+                return str(arguments["_raw"])
+            return json.dumps(arguments)
         return meta.content
 
     def check(self, meta: ResponseWithMeta) -> Any:
@@ -232,10 +208,9 @@ class _Attempts:
         raw = self.answers[-1]
         answer = ChatMessage.assistant(raw.strip() or "(no answer)")
         if keep_attempts:
-            add_to_history(self.turn.session, [*self.sent, answer])
+            self.turn.add([*self.sent, answer])
         else:
-            user = self.turn.user_message(self.text, self.first.images)
-            add_to_history(self.turn.session, [user, answer])
+            self.turn.add([self.turn.user_message(self.text, self.first.images), answer])
         return StructuredResult(value=value, meta=meta, mode=self.mode,
                                 attempts=len(self.answers), answers=list(self.answers),
                                 prompt_tokens=self.prompt_tokens,
@@ -247,23 +222,24 @@ def _check_retries(max_retries: int) -> None:
         raise ConfigurationError(f"max_retries must be an integer >= 0 (got {max_retries!r})")
 
 
-async def _prepare(chat: ChatManager, text: str, output: Any, mode: str | None,
-                   options: Mapping[str, Any] | None, images: Sequence[str | bytes] | None,
-                   max_retries: int) -> _Attempts:
+def _prepare(turn: Turn, text: str, output: Any, mode: str | None,
+             images: Sequence[str | bytes] | None, max_retries: int,
+             plugins: Plugins | None) -> _Attempts:
     _check_retries(max_retries)
-    parser = resolve_output(output, chat.plugins)
-    turn = await Turn.start(chat, options)
+    parser = resolve_output(output, plugins)
     return _Attempts(turn, parser, choose_mode(parser, turn.provider, mode), text, images)
 
 
-async def get_structured(chat: ChatManager, text: str, output: Any, *, mode: str | None = None,
-                         max_retries: int = 2, options: Mapping[str, Any] | None = None,
-                         images: Sequence[str | bytes] | None = None,
-                         keep_attempts: bool = False) -> StructuredResult:
-    """Ask ``text`` and return the answer validated by ``output``; see the module docs."""
-    state = await _prepare(chat, text, output, mode, options, images, max_retries)
+async def get_structured(turn: Turn, text: str, output: Any, *, mode: str | None = None,
+                         max_retries: int = 2, images: Sequence[str | bytes] | None = None,
+                         keep_attempts: bool = False,
+                         plugins: Plugins | None = None) -> StructuredResult:
+    """Ask ``text`` in ``turn`` and return the answer validated by ``output``; see the module
+    docs. Each attempt is one non-streaming request; the history gets the exchange when an
+    answer is valid."""
+    state = _prepare(turn, text, output, mode, images, max_retries, plugins)
     for _ in range(max_retries + 1):
-        meta = await state.turn.collect(state.request())
+        meta = await turn.complete(state.request())
         try:
             value = state.check(meta)
         except ParseError:
@@ -272,11 +248,9 @@ async def get_structured(chat: ChatManager, text: str, output: Any, *, mode: str
     raise state.failure()
 
 
-async def stream_structured(chat: ChatManager, text: str, output: Any, *,
-                            mode: str | None = None, max_retries: int = 2,
-                            options: Mapping[str, Any] | None = None,
-                            images: Sequence[str | bytes] | None = None,
-                            keep_attempts: bool = False
+async def stream_structured(turn: Turn, text: str, output: Any, *, mode: str | None = None,
+                            max_retries: int = 2, images: Sequence[str | bytes] | None = None,
+                            keep_attempts: bool = False, plugins: Plugins | None = None
                             ) -> AsyncGenerator[StructuredUpdate, None]:
     """Like :func:`get_structured`, yielding the partial value as the JSON grows.
 
@@ -284,9 +258,7 @@ async def stream_structured(chat: ChatManager, text: str, output: Any, *,
     validated one (``done=True``). On re-ask the partial values start again with
     ``attempt`` one higher.
     """
-    import time
-
-    state = await _prepare(chat, text, output, mode, options, images, max_retries)
+    state = _prepare(turn, text, output, mode, images, max_retries, plugins)
     parser = state.parser
     for attempt in range(1, max_retries + 2):
         request = state.request()
@@ -295,17 +267,18 @@ async def stream_structured(chat: ChatManager, text: str, output: Any, *,
         chunks: list[StreamChunk] = []
         parts: list[str] = []
         last: Any = None
-        async for chunk in state.turn.stream(request):
-            chunks.append(chunk)
-            if chunk.content:
-                if first is None:
-                    first = time.perf_counter() - start
-                parts.append(chunk.content)
-                value = parser.partial("".join(parts))
-                if value is not None and value != last:
-                    last = value
-                    yield StructuredUpdate(value=value, attempt=attempt)
-        meta = state.turn.meta(chunks, time.perf_counter() - start, first)
+        async with contextlib.aclosing(turn.stream(request)) as stream:
+            async for chunk in stream:
+                chunks.append(chunk)
+                if chunk.content:
+                    if first is None:
+                        first = time.perf_counter() - start
+                    parts.append(chunk.content)
+                    value = parser.partial("".join(parts))
+                    if value is not None and value != last:
+                        last = value
+                        yield StructuredUpdate(value=value, attempt=attempt)
+        meta = turn.meta(chunks, time.perf_counter() - start, first)
         try:
             value = state.check(meta)
         except ParseError:
@@ -319,18 +292,12 @@ async def stream_structured(chat: ChatManager, text: str, output: Any, *,
 def resolve_template(prompt: Any, fields: Mapping[str, Any],
                      plugins: Plugins | None = None) -> PromptTemplate:
     """A template instance from an instance, a template class or a registered name + fields."""
-    from pydantic import ValidationError
-
-    from modelplex.prompts import PromptTemplate, describe_fields
-
     if isinstance(prompt, PromptTemplate):
         if fields:
             raise ConfigurationError("give the template's fields either in the instance or "
                                      f"as keywords, not both (got {sorted(fields)})")
         return prompt
     if isinstance(prompt, str):
-        from modelplex.plugins import get_plugins
-
         cls = (plugins or get_plugins()).get("prompt_templates", prompt)
     elif isinstance(prompt, type) and issubclass(prompt, PromptTemplate):
         cls = prompt
@@ -349,19 +316,9 @@ def resolve_template(prompt: Any, fields: Mapping[str, Any],
                                  ) from None
 
 
-async def execute_chain(chat: ChatManager, prompt: Any, *,
-                        options: Mapping[str, Any] | None = None, mode: str | None = None,
-                        max_retries: int = 2, keep_attempts: bool = False,
-                        **fields: Any) -> StructuredResult:
-    """Render a template, send it, and read the answer with the template's parser."""
-    template = resolve_template(prompt, fields, chat.plugins)
-    parser = template.output_parser()
-    text = template.render()
-    if parser is None:
-        meta = await chat.get_response_with_meta(text, options=options)
-        return StructuredResult(value=template.parse(meta.content), meta=meta,
-                                mode="prompted", answers=[meta.content],
-                                prompt_tokens=meta.prompt_tokens,
-                                completion_tokens=meta.completion_tokens)
-    return await get_structured(chat, text, parser, mode=mode, max_retries=max_retries,
-                                options=options, keep_attempts=keep_attempts)
+def chain_result(template: PromptTemplate, meta: ResponseWithMeta) -> StructuredResult:
+    """The result of a template without a parser: its :meth:`~PromptTemplate.parse` of the
+    answer."""
+    return StructuredResult(value=template.parse(meta.content), meta=meta, mode="prompted",
+                            answers=[meta.content], prompt_tokens=meta.prompt_tokens,
+                            completion_tokens=meta.completion_tokens)

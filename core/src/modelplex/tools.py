@@ -6,9 +6,10 @@ and calls it). A tool can also be given as a JSON schema, without a function: it
 then returned to the caller instead of run.
 
 :func:`run_tools` is the loop behind ``ChatManager.get_response_with_meta(text, tools=...)``
-and ``chat.enable_function_calling([...])``: the model's calls are validated and run (all the
-calls of one answer concurrently), their results or errors are sent back, until the model
-answers without calling a tool or ``max_steps`` rounds of calls were made.
+and ``chat.enable_function_calling([...])``; the manager hands it a
+:class:`~modelplex.exchange.Turn` and a :class:`ToolBox`. The model's calls are validated and
+run (all the calls of one answer concurrently), their results or errors are sent back, until
+the model answers without calling a tool or ``max_steps`` rounds of calls were made.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from modelplex.chunks import ToolCall
 from modelplex.errors import ConfigurationError, UnsupportedOperationError
-from modelplex.exchange import Turn, add_to_history
 from modelplex.types import ChatMessage, MessageRole
 
 if TYPE_CHECKING:
-    from modelplex.manager import ChatManager, ResponseWithMeta
+    from modelplex.exchange import Turn
+    from modelplex.reply import ResponseWithMeta
 
-__all__ = ["Tool", "ToolBox", "ToolResult", "ToolStep", "as_tool", "respond", "run_tools"]
+__all__ = ["Tool", "ToolBox", "ToolResult", "ToolStep", "as_tool", "run_tools"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -87,8 +89,6 @@ class Tool:
     def from_function(cls, func: Callable[..., Any], *, name: str | None = None,
                       description: str | None = None) -> Tool:
         """A tool from a function's signature, type hints and docstring."""
-        from pydantic import TypeAdapter
-
         try:
             adapter: TypeAdapter[Any] = TypeAdapter(func)  # type: ignore[arg-type, unused-ignore]
             schema = adapter.json_schema()
@@ -170,8 +170,6 @@ class ToolStep:
 def _content(output: Any) -> str:
     if isinstance(output, str):
         return output
-    from pydantic import BaseModel
-
     if isinstance(output, BaseModel):
         return output.model_dump_json()
     try:
@@ -181,8 +179,6 @@ def _content(output: Any) -> str:
 
 
 def _error_text(err: BaseException) -> str:
-    from pydantic import ValidationError
-
     if isinstance(err, ValidationError):
         details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
                             for e in err.errors())
@@ -203,6 +199,13 @@ class ToolBox:
         for obj in tools:
             tool = as_tool(obj)
             self.tools[tool.name] = tool
+
+    def with_tools(self, tools: Iterable[Any] | None) -> ToolBox:
+        """A new box with these tools and ``tools`` (for one message), same settings."""
+        box = ToolBox(tools=dict(self.tools), max_steps=self.max_steps,
+                      raise_errors=self.raise_errors)
+        box.add(tools or ())
+        return box
 
     async def run_call(self, call: ToolCall) -> ToolResult:
         """Run one call; errors become the result the model sees unless ``raise_errors``."""
@@ -229,18 +232,17 @@ def _with_ids(calls: Sequence[ToolCall], step: int) -> list[ToolCall]:
             for i, call in enumerate(calls)]
 
 
-async def run_tools(chat: ChatManager, text: str, box: ToolBox, *,
-                    options: Mapping[str, Any] | None = None,
+async def run_tools(turn: Turn, text: str, box: ToolBox, *,
                     images: Sequence[str | bytes] | None = None) -> ResponseWithMeta:
-    """Ask ``text`` with ``box``'s tools and run the model's calls until it answers.
+    """Ask ``text`` in ``turn`` with ``box``'s tools and run the model's calls until it answers.
 
-    Returns the final answer's :class:`ResponseWithMeta`; its ``steps`` are the rounds of
-    calls, its token counts and latency cover every request. Every message of the loop is
-    added to the history. After ``box.max_steps`` rounds of calls the model is asked once more
-    without tools, so it answers with what it has. ``finish_reason`` is ``"tool_calls"`` when
-    it called a tool that has no function: the calls are in ``tool_calls`` for the caller.
+    Returns the final answer's :class:`~modelplex.reply.ResponseWithMeta`; its ``steps`` are
+    the rounds of calls, its token counts and latency cover every request. Each round is one
+    non-streaming request. Every message of the loop is added to the history. After
+    ``box.max_steps`` rounds of calls the model is asked once more without tools, so it
+    answers with what it has. ``finish_reason`` is ``"tool_calls"`` when it called a tool that
+    has no function: the calls are in ``tool_calls`` for the caller.
     """
-    turn = await Turn.start(chat, options)
     if not turn.provider.capabilities.tools:
         raise UnsupportedOperationError(
             f"provider {turn.provider.name!r} cannot call tools (Capabilities.tools is false); "
@@ -253,7 +255,7 @@ async def run_tools(chat: ChatManager, text: str, box: ToolBox, *,
     meta: ResponseWithMeta | None = None
     for step in range(box.max_steps + 1):
         tools = specs if step < box.max_steps else None
-        meta = await turn.collect(turn.request(sent, tools=tools or None))
+        meta = await turn.complete(turn.request(sent, tools=tools or None))
         prompt_tokens += meta.prompt_tokens
         completion_tokens += meta.completion_tokens
         latency += meta.latency
@@ -274,21 +276,9 @@ async def run_tools(chat: ChatManager, text: str, box: ToolBox, *,
         sent.extend(ChatMessage(role=MessageRole.TOOL, content=r.content,
                                 tool_call_id=r.call.id, name=r.call.name) for r in results)
     assert meta is not None
-    add_to_history(turn.session, sent)
+    turn.add(sent)
     meta.steps = steps
     meta.prompt_tokens = prompt_tokens
     meta.completion_tokens = completion_tokens
     meta.latency = latency
     return meta
-
-
-async def respond(chat: ChatManager, text: str, tools: Sequence[Any] | None, *,
-                  options: Mapping[str, Any] | None = None,
-                  images: Sequence[str | bytes] | None = None) -> ResponseWithMeta:
-    """The tool loop with the conversation's enabled tools plus ``tools``."""
-    enabled: ToolBox | None = chat._toolbox
-    box = ToolBox(tools=dict(enabled.tools) if enabled else {},
-                  max_steps=enabled.max_steps if enabled else 5,
-                  raise_errors=enabled.raise_errors if enabled else False)
-    box.add(tools or ())
-    return await run_tools(chat, text, box, options=options, images=images)

@@ -46,12 +46,18 @@ class MessageRole(StrEnum):
     TOOL = "tool"
 
 
+#: the roles whose content ``MODELPLEX_MAX_MESSAGE_LENGTH`` limits: what the user sends
+_LIMITED = frozenset({MessageRole.USER, MessageRole.SYSTEM})
+
+
 class ChatMessage(BaseModel):
     """One immutable message of a conversation.
 
     ``content`` is stripped and must not be empty unless ``images`` or ``tool_calls`` are
-    attached; it may be at most :attr:`max_content_length` characters (default 1,000,000, or
-    the ``MODELPLEX_MAX_MESSAGE_LENGTH`` environment variable) and must be valid Unicode (a
+    attached; what the user sends (a ``user`` or ``system`` message) may be at most
+    :attr:`max_content_length` characters (default 1,000,000, or the
+    ``MODELPLEX_MAX_MESSAGE_LENGTH`` environment variable), while an answer (``assistant``)
+    or a tool's result is never refused for its length; all content must be valid Unicode (a
     lone surrogate, which is what undecodable bytes become, is refused). ``images`` holds file
     paths, raw bytes or base64 strings; providers encode them as their API needs. ``tool_calls`` are
     ``{"id", "name", "arguments"}`` dicts on assistant messages; a ``tool`` message answers one
@@ -86,8 +92,9 @@ class ChatMessage(BaseModel):
             raise ValueError(
                 "content must not be empty (attach images or tool_calls, or give some text)"
             )
-        limit = self.max_content_length or env.max_message_length()
-        if len(self.content) > limit:
+        limit = (self.max_content_length or env.max_message_length()
+                 if self.role in _LIMITED else None)
+        if limit is not None and len(self.content) > limit:
             raise ValueError(
                 f"content is {len(self.content)} characters, more than the maximum of "
                 f"{limit}; shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH"

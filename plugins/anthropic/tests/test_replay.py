@@ -524,11 +524,12 @@ def test_registered_and_secret_never_in_repr(clean_env: pytest.MonkeyPatch) -> N
 async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
                                                  transcript: Callable[[str], str]) -> None:
     """ChatManager's tool loop: the replayed tool_use answer runs the function, and the next
-    request carries the assistant's tool_use and the user's tool_result blocks."""
+    request carries the assistant's tool_use and the user's tool_result blocks. Nobody reads
+    the rounds' streams, so they are non-streaming requests."""
     from modelplex import ChatManager
 
-    mock.post(MESSAGES_URL, body=transcript("anthropic_tool_use_stream.sse"), headers=SSE)
-    mock.post(MESSAGES_URL, body=transcript("anthropic_basic_stream.sse"), headers=SSE)
+    mock.post(MESSAGES_URL, payload=TOOL_COMPLETE)
+    mock.post(MESSAGES_URL, payload=BASIC_COMPLETE)
 
     def get_weather(location: str) -> str:
         """Weather in a city."""
@@ -541,6 +542,7 @@ async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
     first, second = (json.loads(call.kwargs["data"])
                      for calls in mock.requests.values() for call in calls)
     assert meta.content == "Hello there!"
+    assert "stream" not in first and "stream" not in second
     assert first["tools"][0]["name"] == "get_weather"
     assert first["tools"][0]["input_schema"]["properties"]["location"]["type"] == "string"
     assert second["messages"][1:] == [

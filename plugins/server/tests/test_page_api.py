@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from hatchling.builders.wheel import WheelBuilder
 
 from modelplex.testing.upstream import PIECE, FaultyUpstream
@@ -116,6 +117,24 @@ async def test_regenerate_replaces_the_last_answer(server: AppServer,
         assert status == 400 and "no message" in body[0][1]["error"]["message"]
         status, body = await _chat(server, {"conversation_id": cid})
         assert status == 400 and body[0][1]["error"]["param"] == "message"
+
+
+async def test_an_answer_longer_than_the_input_limit_is_kept(
+        server: AppServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 #12: MODELPLEX_MAX_MESSAGE_LENGTH limits what the user sends; an answer longer
+    than it was dropped after it streamed, and the user's message with it."""
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "5")
+    async with aiohttp.ClientSession(base_url=server.url) as session:
+        async with session.post("/api/conversations", json={"model": "fault:fault"}) as resp:
+            cid = (await resp.json())["id"]
+        status, events = await _chat(server, {"conversation_id": cid, "message": "hi"})
+        assert status == 200 and events[-1][0] == "done"
+        async with session.get(f"/api/conversations/{cid}") as resp:
+            messages = (await resp.json())["messages"]
+        assert [(m["role"], m["content"]) for m in messages] == [
+            ("user", "hi"), ("assistant", (PIECE * 5).strip())]  # 19 characters
+        status, _ = await _chat(server, {"conversation_id": cid, "message": "too long"})
+        assert status == 400  # the limit still holds for what the user sends
 
 
 def test_the_wheel_ships_the_page(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import attrs
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.errors import ConfigurationError
+from modelplex.parsers import tool_arguments
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
@@ -113,15 +114,9 @@ def usage_from(usage: Mapping[str, Any], messages: Sequence[ChatMessage] = (),
 
 def parse_arguments(name: str, raw: str, provider: str) -> dict[str, Any]:
     """A tool call's input from its joined ``input_json_delta`` fragments; input that is not
-    a JSON object is kept as ``{"_raw": text}`` (as the other providers do), so the tool loop
-    can tell the model."""
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_raw": raw}
+    a JSON object (or nests too deep) is kept as ``{"_raw": text}`` (as the other providers
+    do, :func:`modelplex.parsers.tool_arguments`), so the tool loop can tell the model."""
+    return tool_arguments(raw)
 
 
 # -- images -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelplex.chunks import StreamChunk, ToolCall, Usage
 from modelplex.errors import ConfigurationError
-from modelplex.http import loads
+from modelplex.parsers import tool_arguments
 from modelplex.provider import ChatRequest, CommonOptions
 from modelplex.types import ChatMessage
 from modelplex_ollama.options import split_options
@@ -134,14 +134,7 @@ def tool_calls_from_wire(calls: Any) -> list[ToolCall] | None:
     out = []
     for call in calls:
         fn = call.get("function") or {}
-        args = fn.get("arguments")
-        if isinstance(args, str | bytes):
-            try:
-                args = loads(args) if args.strip() else {}
-            except ValueError:
-                args = {"_raw": args}
-        if not isinstance(args, dict):
-            args = {} if args is None else {"_raw": args}
+        args = tool_arguments(fn.get("arguments"))  # a dict, else {"_raw": ...}; bounded
         out.append(ToolCall(name=str(fn.get("name", "")), arguments=args, id=call.get("id")))
     return out
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from modelplex.chunks import ToolCall, Usage
 from modelplex.errors import ConfigurationError
+from modelplex.parsers import tool_arguments
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
@@ -145,17 +146,10 @@ def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str,
 
 
 def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
-    """The arguments as a dict; arguments that are not a JSON object are kept as
-    ``{"_raw": text}`` (as the Ollama provider does), so the tool loop can tell the model."""
-    if isinstance(raw, dict):
-        return raw
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return {}
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_raw": raw}
+    """The arguments as a dict; arguments that are not a JSON object (or nest too deep) are
+    kept as ``{"_raw": text}`` (:func:`modelplex.parsers.tool_arguments`), so the tool loop
+    can tell the model."""
+    return tool_arguments(raw)
 
 
 def build_tool_calls(calls: dict[int, list[Any]] | list[Mapping[str, Any]],
