@@ -538,7 +538,7 @@ async def test_total_timeout(raw_serve: Any) -> None:
 
     url = await raw_serve(trickle)
     client = HttpClient(url, provider="test",
-                        timeouts=Timeouts(connect=2, first_byte=5, between_chunks=5, total=0.5))
+                        timeouts=Timeouts(connect=5, first_byte=5, between_chunks=5, total=2))
     count = 0
     start = time.monotonic()
     try:
@@ -548,9 +548,11 @@ async def test_total_timeout(raw_serve: Any) -> None:
                     count += 1
     finally:
         await client.aclose()
+    # chunks kept flowing (no between-chunks timeout could fire), yet the whole request ended
+    # at its total budget; the bounds leave room for a busy machine, not for a missed timeout
     assert info.value.phase == "total"
-    assert count > 2
-    assert time.monotonic() - start < 3.0
+    assert count >= 1
+    assert 1.9 < time.monotonic() - start < 6.0
 
 
 async def test_stream_breaking_off_is_a_stream_error(raw_serve: Any) -> None:
