@@ -37,7 +37,7 @@ from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
-from modelplex_server import ollama_api, openai_api, page, rest_api, ws
+from modelplex_server import ollama_api, openai_api, page, probes, rest_api, ws
 from modelplex_server.connections import (
     CONNECTIONS,
     ConnectionGuard,
@@ -46,8 +46,9 @@ from modelplex_server.connections import (
 )
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.errors import ApiError, error_response, from_exception
-from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.gateway import ADMISSIONS, GATEWAY, KEY, Gateway
 from modelplex_server.guard import cors_headers, guard_middleware
+from modelplex_server.limits import Admission, Limiter, open_limiter
 from modelplex_server.openapi import openapi_handler
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
@@ -61,7 +62,7 @@ log = logging.getLogger("modelplex.server")
 access_log = logging.getLogger("modelplex.server.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/", *probes.PROBE_PATHS})
 
 
 @web.middleware
@@ -121,6 +122,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                         "KEY'.", code="missing_api_key")
 
 
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Free the per-key limit slots a request took (:meth:`Gateway.check_rate`) when its
+    handler ends, streams included."""
+    held: list[Admission] = []
+    token = ADMISSIONS.set(held)
+    try:
+        return await handler(request)
+    finally:
+        ADMISSIONS.reset(token)
+        for admission in held:
+            with contextlib.suppress(Exception):
+                await admission.release()
+
+
 def _check_size(request: web.Request) -> None:
     """413 before reading a body whose declared length is over the limit."""
     limit = request.app[GATEWAY].settings.max_body_bytes
@@ -134,9 +150,11 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                conversations: ConversationStore | None = None,
                state: RouterState | None = None, config: Config | None = None,
                pool: ProviderPool | None = None,
-               logs: LogStore | str | os.PathLike[str] | None = None) -> web.Application:
+               logs: LogStore | str | os.PathLike[str] | None = None,
+               limits: Limiter | None = None) -> web.Application:
     """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
-    Ollama-compatible ``/ollama/api``, ``/health``, ``/openapi.json`` and the web chat page
+    Ollama-compatible ``/ollama/api``, ``/health``, the probes ``/healthz`` and ``/readyz``
+    (:mod:`modelplex_server.probes`), ``/openapi.json`` and the web chat page
     (``/``, ``/ui/``).
 
     Every part can be passed in (a shared router state, a persistent conversation store);
@@ -146,6 +164,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     routers come from ``pool`` (default: the process-wide one) and are given back when the
     server stops. ``logs`` (a :class:`~modelplex.store.logs.LogStore` or its path) stores every
     exchange, as ``modelplex chat`` does (``modelplex serve`` passes the same database).
+    Per-key limits are counted by ``limits`` (default: from the config's ``[state]``
+    table: in Redis for ``backend = "redis"``, else in this process).
     """
     settings = settings or ServerSettings()
     if "*" in settings.cors_origins and not settings.keys:
@@ -155,10 +175,11 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                                          named_models=settings.models,
                                          provider_config=settings.providers, logs=logs)
     registry = registry or server_registry(resolver, ttl=settings.registry_ttl)
+    limits = limits or open_limiter(resolver.config.state)
     gateway = Gateway(settings, resolver=resolver, registry=registry,
-                      conversations=conversations, state=state)
+                      conversations=conversations, state=state, limits=limits)
     middlewares: list[Any] = [track_middleware, errors_middleware, guard_middleware,
-                              auth_middleware]
+                              auth_middleware, limits_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[GATEWAY] = gateway
     app[CONNECTIONS] = ConnectionGuard(settings)
@@ -171,6 +192,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     ws.add_routes(app)
     ollama_api.add_routes(app)
     page.add_routes(app)
+    probes.add_routes(app)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
 
@@ -202,6 +224,8 @@ async def _on_cleanup(app: web.Application) -> None:
     await gateway.resolver.aclose()
     with contextlib.suppress(Exception):
         await gateway.conversations.aclose()
+    with contextlib.suppress(Exception):
+        await gateway.limits.aclose()
 
 
 def bind_host(settings: ServerSettings) -> str:

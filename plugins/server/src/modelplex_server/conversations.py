@@ -92,6 +92,13 @@ class ConversationStore(abc.ABC):
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
 
+    async def ping(self) -> None:  # noqa: B027 - nothing to reach by default
+        """Raise when the store cannot be reached (``/readyz`` asks)."""
+
+    def describe(self) -> str:
+        """Where the conversations are, for logs and ``/readyz`` (no passwords)."""
+        return "memory"
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Free connections."""
 

@@ -5,6 +5,7 @@ key checks and the concurrency limit. One :class:`Gateway` per application
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -20,15 +21,20 @@ from modelplex_server.conversations import (
     MemoryConversationStore,
 )
 from modelplex_server.errors import ApiError
+from modelplex_server.limits import Admission, Limiter, MemoryLimiter, Refusal, limited
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings
 
-__all__ = ["GATEWAY", "KEY", "Gateway", "first_chunk"]
+__all__ = ["ADMISSIONS", "GATEWAY", "KEY", "Gateway", "first_chunk"]
 
 #: The app key under which the :class:`Gateway` is stored.
 GATEWAY: web.AppKey[Gateway] = web.AppKey("modelplex_gateway")
 #: The request key under which the caller's :class:`KeyConfig` is stored (absent: no keys).
 KEY: web.RequestKey[KeyConfig] = web.RequestKey("modelplex_key", KeyConfig)
+#: The admissions of the request being handled (released when its handler ends, see
+#: :func:`modelplex_server.app.limits_middleware`).
+ADMISSIONS: contextvars.ContextVar[list[Admission] | None] = contextvars.ContextVar(
+    "modelplex_admissions", default=None)
 
 
 class Gateway:
@@ -36,12 +42,13 @@ class Gateway:
 
     def __init__(self, settings: ServerSettings, *, resolver: ModelResolver,
                  registry: ModelRegistry, conversations: ConversationStore | None = None,
-                 state: RouterState | None = None) -> None:
+                 state: RouterState | None = None, limits: Limiter | None = None) -> None:
         self.settings = settings
         self.resolver = resolver
         self.registry = registry
         self.conversations = conversations or MemoryConversationStore()
         self.state = state or MemoryState()
+        self.limits = limits or MemoryLimiter()
         self.in_flight = 0
         self.streams_open = 0
 
@@ -61,15 +68,32 @@ class Gateway:
             self.in_flight -= 1
 
     async def check_rate(self, key: KeyConfig | None) -> None:
-        """429 when the key used up its requests per minute."""
-        if key is None or key.rate_limit is None:
+        """Admit one model request for ``key``: 429 with ``Retry-After`` when the key used up
+        its requests or tokens per minute or has its ``concurrency`` requests open
+        (:mod:`modelplex_server.limits`); the request's slot is freed when its handler ends."""
+        if key is None or not limited(key):
             return
-        wait = await self.state.take_rate_slot(f"server-key:{key.name}", key.rate_limit)
-        if wait > 0:
-            raise ApiError(429, f"rate limit of {key.rate_limit} requests per minute reached "
-                                f"for key {key.name!r}; retry in {wait:.0f} s",
-                           type="requests", code="rate_limit_exceeded",
-                           headers={"Retry-After": str(max(1, round(wait)))})
+        result = await self.limits.admit(key)
+        if isinstance(result, Refusal):
+            raise self._refused(key, result)
+        held = ADMISSIONS.get()
+        if held is not None:
+            held.append(result)
+        else:  # not inside a handler (a direct call): nothing would release it
+            await result.release()
+
+    @staticmethod
+    def _refused(key: KeyConfig, refusal: Refusal) -> ApiError:
+        wait = max(1, round(refusal.wait + 0.499))
+        if refusal.reason == "tokens":
+            what = f"token limit of {key.tpm} tokens per minute"
+        elif refusal.reason == "concurrency":
+            what = f"limit of {key.concurrency} requests at once"
+        else:
+            what = f"rate limit of {key.rate_limit} requests per minute"
+        return ApiError(429, f"{what} reached for key {key.name!r}; retry in {wait} s",
+                        type=refusal.reason, code="rate_limit_exceeded",
+                        headers={"Retry-After": str(wait)})
 
     @staticmethod
     def check_model(request: web.Request, model_id: str) -> None:

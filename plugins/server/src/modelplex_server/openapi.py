@@ -92,6 +92,11 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      None, "`{model, embeddings}`", False),
     ("get", "/health", "Server", "The server is up (no key needed).", None,
      "`{status: ok, version, in_flight}`", False),
+    ("get", "/healthz", "Server", "Liveness: the process lives (no key needed).", None,
+     "`{status: ok}`", False),
+    ("get", "/readyz", "Server", "Readiness: config, store, state and providers (no key "
+     "needed); 503 when not ready.", None, "`{ready, checks: {config, store, state, "
+     "providers}}`", False),
     ("get", "/openapi.json", "Server", "This description.", None, "OpenAPI 3.1.", False),
     ("get", "/", "Web", "The web chat page (no key needed; it calls this API).", None,
      "text/html.", False),
@@ -135,7 +140,8 @@ def build_openapi() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": True, "content": {
                 _JSON: {"schema": refs[(body, "validation")]}}}
-        if path not in ("/health", "/openapi.json", "/") and not path.startswith("/ui/"):
+        if path not in ("/health", "/healthz", "/readyz", "/openapi.json", "/") \
+                and not path.startswith("/ui/"):
             op["security"] = [{"bearer": []}]
         paths.setdefault(path, {})[method] = op
     return {

@@ -16,6 +16,8 @@
     hash = "sha256:5e884898da2804..."     # from `modelplex server-key`; keys are never stored
     models = ["ollama:*", "fast"]         # optional: the model ids this key may use
     rate_limit = 60                       # optional: requests per minute
+    tpm = 100000                          # optional: tokens per minute
+    concurrency = 8                       # optional: requests at once
 
 The table is read from the modelplex config file (:func:`modelplex.config.load_config`), the
 same file whose ``[providers.NAME]`` and ``[models.NAME]`` tables the server's model ids come
@@ -78,6 +80,10 @@ class KeyConfig(BaseModel):
         default=None, description="Model ids (glob patterns) this key may use; all if unset.")
     rate_limit: int | None = Field(default=None, gt=0,
                                    description="Requests per minute; unlimited if unset.")
+    tpm: int | None = Field(default=None, gt=0,
+                            description="Tokens per minute; unlimited if unset.")
+    concurrency: int | None = Field(default=None, gt=0,
+                                    description="Requests at once; unlimited if unset.")
     admin: bool = Field(default=False,
                         description="Sees every key's conversations (within its models).")
 
@@ -136,6 +142,13 @@ class ServerSettings(BaseModel):
         default=None, description="Where `modelplex serve` keeps the conversations of /api: "
                                   "a SQLite file path, or 'memory' (lost on exit); default "
                                   "<data dir>/server-conversations.db.")
+    store: str | None = Field(
+        default=None, description="Where conversations (and keys) are kept, shared by every "
+                                  "worker and replica pointing at it: a postgresql:// URL, a "
+                                  "SQLite file path or 'memory'; wins over 'conversations'.")
+    workers: int = Field(default=1, ge=1, le=512,
+                         description="Processes serving the port (SO_REUSEPORT), supervised "
+                                     "by the parent.")
 
     @field_validator("keys")
     @classmethod

@@ -246,6 +246,14 @@ class SQLiteConversationStore(ConversationStore):
 
         return await self._call(work, write=True)
 
+    async def ping(self) -> None:
+        """Raise when the database cannot be read."""
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def describe(self) -> str:
+        """The database file."""
+        return f"SQLite {self.path}"
+
     async def aclose(self) -> None:
         """Close the database."""
         await asyncio.to_thread(self.close)
