@@ -21,6 +21,11 @@ from modelplex_server.conversations import ConversationStore
 from modelplex_server.gateway import GATEWAY, Gateway
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings
+from modelplex_server.testing import (  # noqa: F401 - fixtures: a real PostgreSQL
+    postgres_server,
+    postgres_url,
+    store_backend,
+)
 
 # protocols.md 2.3: OpenAI's recorded tool-call stream (test_parse_pydantic_tool), shortened
 TOOL_STREAM = [

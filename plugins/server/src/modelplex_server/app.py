@@ -214,6 +214,7 @@ async def _no_server_header(request: web.Request, resp: web.StreamResponse) -> N
 
 async def _on_startup(app: web.Application) -> None:
     gateway = app[GATEWAY]
+    await gateway.conversations.open()
     if gateway.settings.health_interval:
         gateway.registry.start_monitor(gateway.settings.health_interval)
 

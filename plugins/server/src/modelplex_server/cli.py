@@ -28,8 +28,13 @@ __all__ = ["serve", "server_key"]
 @click.option("--conversations", metavar="PATH|memory",
               help="Where /api conversations are kept: a SQLite file, or 'memory' (lost on "
                    "exit); default <data dir>/server-conversations.db.")
+@click.option("--store", metavar="URL|PATH|memory",
+              help="Where conversations are kept, shared by replicas: a postgresql:// URL "
+                   "(modelplex-server[postgresql]), a SQLite file or 'memory'; wins over "
+                   "--conversations.")
 def serve(host: str | None, port: int | None, config_path: str | None,
-          max_concurrency: int | None, no_access_log: bool, conversations: str | None) -> None:
+          max_concurrency: int | None, no_access_log: bool, conversations: str | None,
+          store: str | None) -> None:
     """Serve every installed provider over an OpenAI-compatible API (/v1), a REST and
     WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
     from modelplex_server.app import AppServer, create_app, serve as run
@@ -39,14 +44,15 @@ def serve(host: str | None, port: int | None, config_path: str | None,
     config, settings = load_server_config(config_path, host=host, port=port,
                                           max_concurrency=max_concurrency,
                                           access_log=False if no_access_log else None,
-                                          conversations=conversations)
+                                          conversations=conversations, store=store)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    store = open_store(settings.conversations)
-    app = create_app(settings, config=config, conversations=store, logs=_log_database(config))
+    kept_in = open_store(settings.store or settings.conversations)
+    app = create_app(settings, config=config, conversations=kept_in,
+                     logs=_log_database(config))
 
     def ready(server: AppServer) -> None:
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
-        kept = getattr(store, "path", "memory")
+        kept = getattr(kept_in, "path", None) or kept_in.describe()
         click.echo(f"modelplex serving on {server.url} ({keys}); conversations in {kept}; "
                    f"OpenAI base URL "
                    f"{server.url}/v1, API description {server.url}/openapi.json. "

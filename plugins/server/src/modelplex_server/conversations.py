@@ -17,9 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelplex.errors import ModelplexError
 from modelplex.types import ChatMessage
 
-__all__ = ["Conversation", "ConversationStore", "MemoryConversationStore"]
+__all__ = ["Conversation", "ConversationStore", "MemoryConversationStore",
+           "StoreUnavailableError"]
+
+
+class StoreUnavailableError(ModelplexError):
+    """The store cannot be reached now (a database server is down): the request is refused
+    (503 with ``Retry-After``), nothing is stored."""
 
 
 def _now() -> datetime:
@@ -91,6 +98,9 @@ class ConversationStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
+
+    async def open(self) -> None:  # noqa: B027 - nothing to open by default
+        """Connect (and migrate) at start-up; called when the server starts."""
 
     async def ping(self) -> None:  # noqa: B027 - nothing to reach by default
         """Raise when the store cannot be reached (``/readyz`` asks)."""

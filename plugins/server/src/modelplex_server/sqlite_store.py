@@ -37,7 +37,8 @@ from modelplex_server.conversations import (
     MemoryConversationStore,
 )
 
-__all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "open_store"]
+__all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "dump_message",
+           "open_store"]
 
 T = TypeVar("T")
 
@@ -77,7 +78,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _dump(message: ChatMessage) -> str:
+def dump_message(message: ChatMessage) -> str:
+    """A message as the JSON text a store keeps (images as base64 text)."""
     if any(isinstance(image, bytes) for image in message.images):  # JSON holds text only
         message = message.model_copy(update={"images": tuple(
             base64.b64encode(i).decode() if isinstance(i, bytes) else i
@@ -151,7 +153,7 @@ class SQLiteConversationStore(ConversationStore):
                           c.created_at.isoformat(), c.updated_at.isoformat()))
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
-                             [(c.id, i, _dump(m)) for i, m in enumerate(c.messages)])
+                             [(c.id, i, dump_message(m)) for i, m in enumerate(c.messages)])
 
         await self._call(work, write=True)
         return conversation
@@ -182,7 +184,7 @@ class SQLiteConversationStore(ConversationStore):
                                  "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
-                             [(conversation_id, start + i, _dump(m))
+                             [(conversation_id, start + i, dump_message(m))
                               for i, m in enumerate(messages)])
 
         await self._call(work, write=True)
@@ -208,7 +210,7 @@ class SQLiteConversationStore(ConversationStore):
                 "ORDER BY position", (conversation_id, max(end, 0)))]
             conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
                          (conversation_id, max(start, 0)))
-            rows = [_dump(m) for m in messages] + tail
+            rows = [dump_message(m) for m in messages] + tail
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
                              [(conversation_id, max(start, 0) + i, data)
@@ -267,8 +269,14 @@ class SQLiteConversationStore(ConversationStore):
 
 
 def open_store(setting: str | None) -> ConversationStore:
-    """The store a ``server.conversations`` setting names: ``"memory"``, a file path, or
-    None for the default file (``<data dir>/server-conversations.db``)."""
+    """The store a ``server.store`` (or ``server.conversations``) setting names:
+    ``"memory"``, a ``postgresql://`` URL (:mod:`modelplex_server.pg_store`), a SQLite file
+    path, or None for the default file (``<data dir>/server-conversations.db``)."""
     if setting is not None and setting.strip().lower() == "memory":
         return MemoryConversationStore()
+    if setting is not None and setting.strip().lower().startswith(("postgresql://",
+                                                                    "postgres://")):
+        from modelplex_server.pg_store import PostgresConversationStore
+
+        return PostgresConversationStore(setting.strip())
     return SQLiteConversationStore(setting.strip() if setting else None)
