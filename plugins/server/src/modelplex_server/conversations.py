@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from modelplex.errors import ModelplexError
 from modelplex.types import ChatMessage
 
 __all__ = ["Conversation", "ConversationStore", "MemoryConversationStore",
-           "StoreUnavailableError"]
+           "StoreUnavailableError", "dump_message"]
 
 
 class StoreUnavailableError(ModelplexError):
@@ -31,6 +32,15 @@ class StoreUnavailableError(ModelplexError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def dump_message(message: ChatMessage) -> str:
+    """A message as the JSON text a store keeps (images as base64 text)."""
+    if any(isinstance(image, bytes) for image in message.images):  # JSON holds text only
+        message = message.model_copy(update={"images": tuple(
+            base64.b64encode(i).decode() if isinstance(i, bytes) else i
+            for i in message.images)})
+    return message.model_dump_json()
 
 
 class Conversation(BaseModel):

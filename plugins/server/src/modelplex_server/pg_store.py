@@ -42,8 +42,8 @@ from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
     StoreUnavailableError,
+    dump_message,
 )
-from modelplex_server.sqlite_store import dump_message
 
 __all__ = ["MIGRATIONS", "PgMigration", "PostgresConversationStore", "is_postgres_url",
            "migrate", "redact"]

@@ -17,7 +17,6 @@ change is one transaction, run in a worker thread so the event loop never waits 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import sqlite3
 import threading
@@ -35,6 +34,7 @@ from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
     MemoryConversationStore,
+    dump_message,
 )
 
 __all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "dump_message",
@@ -76,15 +76,6 @@ def default_path() -> Path:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def dump_message(message: ChatMessage) -> str:
-    """A message as the JSON text a store keeps (images as base64 text)."""
-    if any(isinstance(image, bytes) for image in message.images):  # JSON holds text only
-        message = message.model_copy(update={"images": tuple(
-            base64.b64encode(i).decode() if isinstance(i, bytes) else i
-            for i in message.images)})
-    return message.model_dump_json()
 
 
 class SQLiteConversationStore(ConversationStore):
