@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from modelplex.chunks import StreamChunk
+from modelplex.chunks import StreamChunk, Usage
 from modelplex.provider import Provider
 from modelplex.registry import ModelRegistry
 from modelplex.routing import MemoryState, RouterState
@@ -21,7 +21,14 @@ from modelplex_server.conversations import (
     MemoryConversationStore,
 )
 from modelplex_server.errors import ApiError
-from modelplex_server.limits import Admission, Limiter, MemoryLimiter, Refusal, limited
+from modelplex_server.limits import (
+    Admission,
+    Limiter,
+    MemoryLimiter,
+    MeteredProvider,
+    Refusal,
+    limited,
+)
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings
 
@@ -137,7 +144,16 @@ class Gateway:
     async def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:
         """The provider and model name for ``model_id``, after the key's model check."""
         self.check_model(request, model_id)
-        return await self.resolver.resolve_model(model_id)
+        provider, model = await self.resolver.resolve_model(model_id)
+        key: KeyConfig | None = request.get(KEY)
+        if key is not None and key.tpm:  # count its tokens against the key's limit
+            limits = self.limits
+
+            async def record(usage: Usage, key: KeyConfig = key) -> None:
+                await limits.add_tokens(key, usage.total_tokens)
+
+            provider = MeteredProvider(provider, record)
+        return provider, model
 
     def known_options(self, provider: Provider, values: Mapping[str, Any]) -> dict[str, Any]:
         """The options of ``values`` that ``provider`` understands (OpenAI clients send knobs

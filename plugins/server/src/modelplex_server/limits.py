@@ -23,21 +23,30 @@ Where the counts live:
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import itertools
+import logging
 import os
 import secrets
 import socket
 import time
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from typing import Any
 
 import attrs
 
+from modelplex.chunks import ChatResponse, StreamChunk, Usage
 from modelplex.errors import ConfigurationError
+from modelplex.provider import ChatRequest, Provider
+from modelplex.wrapping import WrappingProvider
 from modelplex_server.settings import KeyConfig
 
-__all__ = ["Admission", "Limiter", "MemoryLimiter", "RedisLimiter", "Refusal", "open_limiter"]
+__all__ = ["Admission", "Limiter", "MemoryLimiter", "MeteredProvider", "RedisLimiter",
+           "Refusal", "limited", "open_limiter"]
+
+log = logging.getLogger("modelplex.server")
 
 WINDOW = 60.0
 
@@ -214,16 +223,29 @@ class RedisLimiter(Limiter):
         retry_interval: seconds between attempts while Redis is unreachable.
         lease_ttl: seconds after which a request still counted as open is forgotten (the
             slots of a process that died with requests open come back after this).
+        max_connections: connections to Redis at most; more requests at once wait for one
+            (up to ``pool_timeout`` seconds).
     """
 
     def __init__(self, url: str | None = None, *, prefix: str = "modelplex:limits:",
                  timeout: float = 0.25, retry_interval: float = 1.0,
-                 lease_ttl: float = 600.0, max_connections: int = 32,
-                 **_ignored: Any) -> None:
+                 lease_ttl: float = 600.0, max_connections: int = 64,
+                 pool_timeout: float = 2.0, **_ignored: Any) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         from modelplex_redis.connection import RedisLink
 
         self.link = RedisLink(url, timeout=timeout, retry_interval=retry_interval,
                               max_connections=max_connections, what="server limits")
+        # A request waits for a free connection (up to ``pool_timeout``) instead of failing
+        # at once: a burst of more requests than connections is not an outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.link.url, max_connections=max_connections, timeout=pool_timeout,
+            socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1), health_check_interval=30)
+        self.link.client = aioredis.Redis(connection_pool=pool)
         self.prefix = prefix
         self.lease_ttl_ms = max(1000, int(lease_ttl * 1000))
         self.local = MemoryLimiter()
@@ -324,3 +346,53 @@ def open_limiter(state: Mapping[str, Any] | None) -> Limiter:
     url = table.pop("url", None)
     return RedisLimiter(url, **{k: v for k, v in table.items()
                                 if k in ("timeout", "retry_interval")})
+
+
+class MeteredProvider(WrappingProvider):
+    """A provider whose answers' token counts are reported to ``record`` (in the background,
+    once the answer ends: a client that goes away mid-stream still has what it received
+    counted when the provider reported usage)."""
+
+    def __init__(self, inner: Provider,
+                 record: Callable[[Usage], Coroutine[Any, Any, None]]) -> None:
+        super().__init__(inner)
+        self._record = record
+
+    def _count(self, usage: Usage | None) -> None:
+        if usage is None or usage.cached or not usage.total_tokens:
+            return
+        task = asyncio.get_running_loop().create_task(self._record(usage))
+        _PENDING.add(task)
+        task.add_done_callback(_finished)
+
+    def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        """The inner stream; its usage is counted when it ends."""
+        return self._metered(request)
+
+    async def _metered(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        usage: Usage | None = None
+        stream = self.inner.stream_request(request)
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                yield chunk
+        finally:
+            with contextlib.suppress(RuntimeError):  # no loop left: nothing to count on
+                self._count(usage)
+            await stream.aclose()
+
+    async def complete_request(self, request: ChatRequest) -> ChatResponse:
+        """The inner answer; its usage is counted."""
+        response = await self.inner.complete_request(request)
+        self._count(response.usage)
+        return response
+
+
+_PENDING: set[asyncio.Task[None]] = set()
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    _PENDING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not count a request's tokens: %s", task.exception())

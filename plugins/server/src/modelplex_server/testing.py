@@ -27,11 +27,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PostgresServer", "StoreBackend", "find_postgres_bin", "postgres_server",
+__all__ = ["PostgresServer", "ServeProcess", "StoreBackend", "find_postgres_bin", "postgres_server",
            "postgres_url", "require_postgres", "store_backend"]
 
 INSTALL_HINT = ("PostgreSQL is not installed: `apt-get install postgresql` (.ci/run "
@@ -236,3 +236,59 @@ def _store_fixture() -> Any:
 
 
 store_backend = _store_fixture()
+
+
+class ServeProcess:
+    """``python -m modelplex serve ARGS`` in a subprocess, as users run it: :attr:`url` once
+    it listens, :attr:`log` (its stderr lines so far, read in a thread so the pipe never
+    fills), :meth:`stop` (SIGTERM, then the exit code)."""
+
+    def __init__(self, *args: str, env: Mapping[str, str] | None = None,
+                 timeout: float = 120.0) -> None:
+        import re
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelplex", "serve", *args],
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, env={**os.environ, **(env or {})})
+        self.log: list[str] = []
+        self.url = ""
+        ready = threading.Event()
+        pattern = re.compile(r"serving on (http://\S+)")
+
+        def read() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.log.append(line)
+                match = pattern.search(line)
+                if match and not self.url:
+                    self.url = match.group(1)
+                    ready.set()
+            ready.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        ready.wait(timeout)
+        if not self.url:
+            self.stop()
+            raise RuntimeError("modelplex serve did not start:\n" + "".join(self.log))
+
+    @property
+    def text(self) -> str:
+        """Everything it logged so far."""
+        return "".join(self.log)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait (SIGKILL after ``timeout``); the exit code."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(10)
+        return int(self.proc.returncode)
