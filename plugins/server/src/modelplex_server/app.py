@@ -272,8 +272,10 @@ class AppServer:
         await self.runner.cleanup()
 
 
-async def start(app: web.Application) -> AppServer:
-    """Start ``app`` on its settings' host and port (port 0 picks a free one)."""
+async def start(app: web.Application, *, reuse_port: bool = False) -> AppServer:
+    """Start ``app`` on its settings' host and port (port 0 picks a free one);
+    ``reuse_port``: share the port with other processes (``SO_REUSEPORT``, the workers of
+    :mod:`modelplex_server.workers`)."""
     settings = app[GATEWAY].settings
     host = bind_host(settings)
     runner = web.AppRunner(app, handler_cancellation=True,
@@ -283,7 +285,7 @@ async def start(app: web.Application) -> AppServer:
                            lingering_time=min(10.0, settings.body_timeout))
     await runner.setup()
     site = GuardedSite(runner, host, settings.port, backlog=settings.backlog,
-                       guard=app[CONNECTIONS])
+                       guard=app[CONNECTIONS], reuse_port=reuse_port)
     try:
         await site.start()
     except OSError as err:
@@ -295,9 +297,10 @@ async def start(app: web.Application) -> AppServer:
 
 
 async def serve(app: web.Application, *,
-                on_ready: Callable[[AppServer], None] | None = None) -> None:
+                on_ready: Callable[[AppServer], None] | None = None,
+                reuse_port: bool = False) -> None:
     """Run ``app`` until SIGINT or SIGTERM, then stop gracefully."""
-    server = await start(app)
+    server = await start(app, reuse_port=reuse_port)
     if on_ready is not None:
         on_ready(server)
     stop = asyncio.Event()

@@ -12,6 +12,7 @@ import click
 
 if TYPE_CHECKING:
     from modelplex.config import Config
+    from modelplex_server.settings import ServerSettings
 
 __all__ = ["serve", "server_key"]
 
@@ -32,25 +33,49 @@ __all__ = ["serve", "server_key"]
               help="Where conversations are kept, shared by replicas: a postgresql:// URL "
                    "(modelplex-server[postgresql]), a SQLite file or 'memory'; wins over "
                    "--conversations.")
+@click.option("--workers", type=click.IntRange(1, 512),
+              help="Processes serving the port (SO_REUSEPORT), supervised by this one; "
+                   "default 1.")
+@click.option("--graceful-timeout", type=click.FloatRange(min=0),
+              help="Seconds requests in flight get to finish on SIGTERM/Ctrl-C (default 30).")
 def serve(host: str | None, port: int | None, config_path: str | None,
           max_concurrency: int | None, no_access_log: bool, conversations: str | None,
-          store: str | None) -> None:
+          store: str | None, workers: int | None, graceful_timeout: float | None) -> None:
     """Serve every installed provider over an OpenAI-compatible API (/v1), a REST and
     WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
+    import os
+
     from modelplex_server.app import AppServer, create_app, serve as run
     from modelplex_server.settings import load_server_config
     from modelplex_server.sqlite_store import open_store
+    from modelplex_server.workers import WORKER_ENV, watch_parent, worker_ready
 
     config, settings = load_server_config(config_path, host=host, port=port,
                                           max_concurrency=max_concurrency,
                                           access_log=False if no_access_log else None,
-                                          conversations=conversations, store=store)
+                                          conversations=conversations, store=store,
+                                          workers=workers, shutdown_timeout=graceful_timeout)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    worker = os.environ.get(WORKER_ENV, "").partition(":")[0]
+    if settings.workers > 1 and not worker:
+        passed = {"--config": config_path, "--host": host,
+                  "--max-concurrency": max_concurrency, "--conversations": conversations,
+                  "--store": store, "--graceful-timeout": graceful_timeout}
+        args = [part for name, value in passed.items() if value is not None
+                for part in (name, str(value))]
+        sys.exit(_supervise(settings, [*args, *(["--no-access-log"] if no_access_log
+                                                  else [])]))
     kept_in = open_store(settings.store or settings.conversations)
     app = create_app(settings, config=config, conversations=kept_in,
                      logs=_log_database(config))
 
     def ready(server: AppServer) -> None:
+        if worker:
+            click.echo(f"worker {worker} (pid {os.getpid()}) listening on {server.url}",
+                       err=True)
+            worker_ready()
+            _settle_heap()
+            return
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
         kept = getattr(kept_in, "path", None) or kept_in.describe()
         click.echo(f"modelplex serving on {server.url} ({keys}); conversations in {kept}; "
@@ -59,7 +84,37 @@ def serve(host: str | None, port: int | None, config_path: str | None,
                    "Ctrl-C stops.", err=True)
         _settle_heap()
 
-    asyncio.run(run(app, on_ready=ready))
+    if worker:
+        watch_parent()
+    asyncio.run(run(app, on_ready=ready, reuse_port=bool(worker)))
+
+
+def _supervise(settings: ServerSettings, args: list[str]) -> int:
+    """Run ``settings.workers`` workers on one port (:mod:`modelplex_server.workers`)."""
+    from modelplex.errors import ConfigurationError
+    from modelplex_server.app import _bind_error, bind_host
+    from modelplex_server.workers import Supervisor, reserve_port, worker_command
+
+    host = bind_host(settings)
+    try:
+        reserved = reserve_port(host, settings.port)
+    except OSError as err:
+        raise ConfigurationError(_bind_error(host, settings.port, err)) from None
+    with reserved:
+        port = reserved.getsockname()[1]
+        command = worker_command(["serve", *args, "--host", host, "--port", str(port),
+                                  "--workers", "1"])
+        supervisor = Supervisor(command, settings.workers,
+                                graceful_timeout=settings.shutdown_timeout)
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+        def ready() -> None:
+            keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
+            click.echo(f"modelplex serving on {url} ({keys}; {settings.workers} workers); "
+                       f"OpenAI base URL {url}/v1, API description {url}/openapi.json. "
+                       "Ctrl-C stops.", err=True)
+
+        return supervisor.run(ready)
 
 
 def _log_database(config: Config) -> str | None:

@@ -93,7 +93,7 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("get", "/health", "Server", "The server is up (no key needed).", None,
      "`{status: ok, version, in_flight}`", False),
     ("get", "/healthz", "Server", "Liveness: the process lives (no key needed).", None,
-     "`{status: ok}`", False),
+     "`{status: ok, pid}`", False),
     ("get", "/readyz", "Server", "Readiness: config, store, state and providers (no key "
      "needed); 503 when not ready.", None, "`{ready, checks: {config, store, state, "
      "providers}}`", False),

@@ -3,9 +3,9 @@
 Both are unauthenticated and cheap, for Kubernetes probes, load balancers and
 ``docker compose`` health checks:
 
-- ``/healthz`` answers ``200 {"status": "ok"}`` as long as the process's event loop runs; it
-  touches nothing else (a liveness probe that checks dependencies restarts healthy servers
-  when a database blips).
+- ``/healthz`` answers ``200 {"status": "ok", "pid": ...}`` as long as the process's event
+  loop runs (``pid``: which worker answered); it touches nothing else (a liveness probe that
+  checks dependencies restarts healthy servers when a database blips).
 - ``/readyz`` answers ``200`` when the server can do its work and ``503`` when it cannot,
   with one entry per part saying which is not::
 
@@ -28,6 +28,7 @@ Both are unauthenticated and cheap, for Kubernetes probes, load balancers and
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -46,12 +47,16 @@ STORE_TIMEOUT = 2.0
 #: no result yet or is off).
 PROVIDER_RECHECK = 10.0
 
-_HEALTHZ = dumps({"status": "ok"})
+_healthz: tuple[int, bytes] = (0, b"")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz``: the process lives."""
-    return web.Response(body=_HEALTHZ, content_type="application/json",
+    """``GET /healthz``: the process lives (and its pid)."""
+    global _healthz
+    pid, body = _healthz
+    if pid != os.getpid():
+        _healthz = pid, body = os.getpid(), dumps({"status": "ok", "pid": os.getpid()})
+    return web.Response(body=body, content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
 
