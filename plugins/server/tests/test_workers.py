@@ -45,8 +45,8 @@ async def pid_of(session: aiohttp.ClientSession, url: str) -> int:
         return int((await resp.json())["pid"])
 
 
-async def wait_for(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Any, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)
@@ -117,7 +117,7 @@ async def test_sigterm_drains_every_worker(upstream: FaultyUpstream, tmp_path: P
                                                 for e in events if e["choices"])
 
             asks = [asyncio.ensure_future(ask()) for _ in range(4)]
-            await wait_for(lambda: upstream.active == 4, timeout=30)
+            await wait_for(lambda: upstream.active == 4, within=30)
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             answers = await asyncio.gather(*asks)
