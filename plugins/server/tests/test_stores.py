@@ -15,7 +15,9 @@ from modelplex.errors import ConfigurationError
 from modelplex.migrations import migrate as sqlite_migrate
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import pg_store, sqlite_store
-from modelplex_server.conversations import Conversation
+from modelplex_server.budgets import Spend
+from modelplex_server.conversations import Conversation, KeyExistsError, StoredKey
+from modelplex_server.settings import KeyConfig, hash_key
 from modelplex_server.testing import StoreBackend
 
 
@@ -161,3 +163,36 @@ async def test_a_newer_database_is_refused(store_backend: StoreBackend) -> None:
     with pytest.raises(ConfigurationError, match="newer than this modelplex knows"):
         await store.open()
     await store.aclose()
+
+
+async def test_keys_and_their_spend(store_backend: StoreBackend) -> None:
+    store = store_backend.open()
+    await store.open()
+    try:
+        alice = StoredKey(key=KeyConfig(name="alice", hash=hash_key("a"), tpm=5,
+                                        budget="50/month", models=["fast"]))
+        await store.create_key(alice)
+        await store.create_key(StoredKey(key=KeyConfig(name="bob", hash=hash_key("b"))))
+        with pytest.raises(KeyExistsError):
+            await store.create_key(StoredKey(key=KeyConfig(name="alice", hash=hash_key("c"))))
+        found = await store.find_key(hash_key("a"))
+        assert found is not None and found.key == alice.key and found.revoked_at is None
+        assert await store.find_key(hash_key("nobody")) is None
+        assert await store.revoke_key("bob") is True
+        assert await store.revoke_key("bob") is False
+        assert await store.find_key(hash_key("b")) is None
+        listed = await store.list_keys()
+        assert [k.key.name for k in listed] == ["alice", "bob"]
+        assert listed[1].revoked_at is not None
+        await asyncio.gather(*(store.add_spend("alice", "month:2026-12", 8, 0.5)
+                               for _ in range(10)))
+        assert await store.get_spend("alice", "month:2026-12") == Spend(80, 5.0, 10)
+        assert await store.get_spend("alice", "month:2027-01") == Spend()
+    finally:
+        await store.aclose()
+    again = store_backend.open()
+    try:
+        assert await again.get_spend("alice", "month:2026-12") == Spend(80, 5.0, 10)
+        assert [k.key.name for k in await again.list_keys()] == ["alice", "bob"]
+    finally:
+        await again.aclose()

@@ -37,7 +37,7 @@ from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
-from modelplex_server import ollama_api, openai_api, page, probes, rest_api, ws
+from modelplex_server import keys, ollama_api, openai_api, page, probes, rest_api, ws
 from modelplex_server.connections import (
     CONNECTIONS,
     ConnectionGuard,
@@ -103,12 +103,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bearer keys: 401 without a valid one (when keys are configured)."""
     settings = request.app[GATEWAY].settings
-    if not settings.keys or request.path in PUBLIC_PATHS or request.method == "OPTIONS" \
-            or request.path.startswith(page.PUBLIC_PREFIX):
+    if not settings.keys_required or request.path in PUBLIC_PATHS \
+            or request.method == "OPTIONS" or request.path.startswith(page.PUBLIC_PREFIX):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        key = settings.key_for(hash_key(token.strip()))
+        key = await request.app[GATEWAY].find_key(hash_key(token.strip()))
         if key is None:
             raise ApiError(401, "Incorrect API key provided. Ask the server's operator for a "
                                 "key (`modelplex server-key` makes one).",
@@ -168,7 +168,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     table: in Redis for ``backend = "redis"``, else in this process).
     """
     settings = settings or ServerSettings()
-    if "*" in settings.cors_origins and not settings.keys:
+    if "*" in settings.cors_origins and not settings.keys_required:
         log.warning("cors_origins allows any origin and no API keys are configured: any web "
                     "page open in a browser on this machine can use this server")
     resolver = resolver or ModelResolver(config=config, plugins=plugins, pool=pool,
@@ -193,6 +193,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     ollama_api.add_routes(app)
     page.add_routes(app)
     probes.add_routes(app)
+    keys.add_routes(app)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
 
@@ -231,7 +232,7 @@ async def _on_cleanup(app: web.Application) -> None:
 
 def bind_host(settings: ServerSettings) -> str:
     """The address to listen on: ``settings.host``, but only loopback without keys."""
-    if settings.keys or is_loopback(settings.host):
+    if settings.keys_required or is_loopback(settings.host):
         return settings.host
     log.warning("no API keys are configured: listening on 127.0.0.1 only instead of %s. "
                 "Add keys (`modelplex server-key`) to serve other machines.", settings.host)

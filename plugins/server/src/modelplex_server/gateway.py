@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +17,14 @@ from modelplex.chunks import StreamChunk, Usage
 from modelplex.provider import Provider
 from modelplex.registry import ModelRegistry
 from modelplex.routing import MemoryState, RouterState
+from modelplex_server.budgets import Budget, cost_of, period_bounds
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
     MemoryConversationStore,
 )
 from modelplex_server.errors import ApiError
+from modelplex_server.keycache import KeyLookup
 from modelplex_server.limits import (
     Admission,
     Limiter,
@@ -56,6 +60,7 @@ class Gateway:
         self.conversations = conversations or MemoryConversationStore()
         self.state = state or MemoryState()
         self.limits = limits or MemoryLimiter()
+        self.key_lookup = KeyLookup(self.conversations)
         self.in_flight = 0
         self.streams_open = 0
 
@@ -74,11 +79,20 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
+    async def find_key(self, hashed: str) -> KeyConfig | None:
+        """The key whose hash is ``hashed``: from the config, else from the store (cached)."""
+        return self.settings.key_for(hashed) or await self.key_lookup.find(hashed)
+
     async def check_rate(self, key: KeyConfig | None) -> None:
-        """Admit one model request for ``key``: 429 with ``Retry-After`` when the key used up
-        its requests or tokens per minute or has its ``concurrency`` requests open
+        """Admit one model request for ``key``: 429 ``budget_exceeded`` when the key spent its
+        budget this period; 429 with ``Retry-After`` when it used up its requests or tokens
+        per minute or has its ``concurrency`` requests open
         (:mod:`modelplex_server.limits`); the request's slot is freed when its handler ends."""
-        if key is None or not limited(key):
+        if key is None:
+            return
+        if key.budget:
+            await self.check_budget(key)
+        if not limited(key):
             return
         result = await self.limits.admit(key)
         if isinstance(result, Refusal):
@@ -88,6 +102,33 @@ class Gateway:
             held.append(result)
         else:  # not inside a handler (a direct call): nothing would release it
             await result.release()
+
+    async def check_budget(self, key: KeyConfig) -> None:
+        """429 ``budget_exceeded`` (naming when it resets) when ``key`` spent its budget."""
+        assert key.budget is not None
+        budget = Budget.parse(key.budget)
+        period, _, end = period_bounds(budget.period)
+        spend = await self.conversations.get_spend(key.name, period)
+        used = budget.used(spend)
+        if used < budget.amount:
+            return
+        resets = end.isoformat().replace("+00:00", "Z")
+        wait = max(1, math.ceil((end - datetime.now(UTC)).total_seconds()))
+        spent = f"{int(used)} tokens" if budget.unit == "tokens" else f"{used:.2f} USD"
+        raise ApiError(429, f"budget exceeded: key {key.name!r} spent {spent} of its budget "
+                            f"of {budget}; it resets at {resets}", type="budget",
+                       code="budget_exceeded", headers={"Retry-After": str(wait)})
+
+    async def record_spend(self, key: KeyConfig, provider: str, model: str,
+                           usage: Usage) -> None:
+        """Count an answer's tokens against ``key``'s tokens per minute and its spend."""
+        if key.tpm:
+            await self.limits.add_tokens(key, usage.total_tokens)
+        if key.budget:
+            budget = Budget.parse(key.budget)
+            period, _, _ = period_bounds(budget.period)
+            cost = cost_of(provider, model, usage, self.resolver.config) or 0.0
+            await self.conversations.add_spend(key.name, period, usage.total_tokens, cost)
 
     @staticmethod
     def _refused(key: KeyConfig, refusal: Refusal) -> ApiError:
@@ -146,11 +187,11 @@ class Gateway:
         self.check_model(request, model_id)
         provider, model = await self.resolver.resolve_model(model_id)
         key: KeyConfig | None = request.get(KEY)
-        if key is not None and key.tpm:  # count its tokens against the key's limit
-            limits = self.limits
+        if key is not None and (key.tpm or key.budget):  # count its tokens (and cost)
+            name = provider.name
 
             async def record(usage: Usage, key: KeyConfig = key) -> None:
-                await limits.add_tokens(key, usage.total_tokens)
+                await self.record_spend(key, name, model, usage)
 
             provider = MeteredProvider(provider, record)
         return provider, model

@@ -38,12 +38,16 @@ import attrs
 
 from modelplex.errors import ConfigurationError
 from modelplex.types import ChatMessage
+from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
+    KeyExistsError,
+    StoredKey,
     StoreUnavailableError,
     dump_message,
 )
+from modelplex_server.settings import KeyConfig
 
 __all__ = ["MIGRATIONS", "PgMigration", "PostgresConversationStore", "is_postgres_url",
            "migrate", "redact"]
@@ -86,6 +90,23 @@ MIGRATIONS: list[PgMigration] = [
     )),
     PgMigration(2, "the API key that owns each conversation", (
         "ALTER TABLE conversations ADD COLUMN owner TEXT",
+    )),
+    PgMigration(3, "API keys made by `modelplex keys` and their spend per period", (
+        """CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            revoked_at TIMESTAMPTZ
+        )""",
+        """CREATE TABLE key_spend (
+            name TEXT NOT NULL,
+            period TEXT NOT NULL,
+            tokens BIGINT NOT NULL DEFAULT 0,
+            cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+            requests BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (name, period)
+        )""",
     )),
 ]
 
@@ -403,6 +424,74 @@ class PostgresConversationStore(ConversationStore):
             return found is not None
 
         return await self._run(work, write=True)
+
+    # -- keys --------------------------------------------------------------------------------
+    @staticmethod
+    def _key(row: Any) -> StoredKey:
+        return StoredKey(key=KeyConfig.model_validate_json(row["settings"]),
+                         created_at=row["created_at"], revoked_at=row["revoked_at"])
+
+    async def create_key(self, stored: StoredKey) -> None:
+        """Keep a new key; :class:`KeyExistsError` if its name is taken."""
+        import asyncpg
+
+        async def work(conn: Conn) -> None:
+            await conn.execute("INSERT INTO api_keys (name, hash, settings, created_at) VALUES "
+                               "($1, $2, $3, $4)", stored.key.name, stored.key.hash,
+                               stored.key.model_dump_json(), stored.created_at)
+
+        try:
+            await self._run(work, write=True)
+        except asyncpg.UniqueViolationError:
+            raise KeyExistsError(f"a key named {stored.key.name!r} (or with that hash) "
+                                 "exists already") from None
+
+    async def find_key(self, hashed: str) -> StoredKey | None:
+        """The key (not revoked) whose hash is ``hashed``."""
+        async def work(conn: Conn) -> StoredKey | None:
+            row = await conn.fetchrow("SELECT * FROM api_keys WHERE hash = $1 AND "
+                                      "revoked_at IS NULL", hashed)
+            return None if row is None else self._key(row)
+
+        return await self._run(work)
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, oldest first."""
+        async def work(conn: Conn) -> list[StoredKey]:
+            return [self._key(row) for row in await conn.fetch(
+                "SELECT * FROM api_keys ORDER BY created_at, name")]
+
+        return await self._run(work)
+
+    async def revoke_key(self, name: str) -> bool:
+        """Revoke a key; false if there is no such (unrevoked) key."""
+        async def work(conn: Conn) -> bool:
+            found = await conn.fetchval("UPDATE api_keys SET revoked_at = $1 WHERE name = $2 "
+                                        "AND revoked_at IS NULL RETURNING 1", _now(), name)
+            return found is not None
+
+        return await self._run(work, write=True)
+
+    async def add_spend(self, name: str, period: str, tokens: int, cost: float) -> None:
+        """Add one answer's tokens and cost to key ``name``'s spend in ``period`` (one
+        atomic upsert: replicas adding at once all count)."""
+        async def work(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO key_spend AS s (name, period, tokens, cost, requests) VALUES "
+                "($1, $2, $3, $4, 1) ON CONFLICT (name, period) DO UPDATE SET tokens = "
+                "s.tokens + excluded.tokens, cost = s.cost + excluded.cost, "
+                "requests = s.requests + 1", name, period, tokens, cost)
+
+        await self._run(work)
+
+    async def get_spend(self, name: str, period: str) -> Spend:
+        """Key ``name``'s spend in ``period``."""
+        async def work(conn: Conn) -> Spend:
+            row = await conn.fetchrow("SELECT tokens, cost, requests FROM key_spend WHERE "
+                                      "name = $1 AND period = $2", name, period)
+            return Spend() if row is None else Spend(int(row[0]), float(row[1]), int(row[2]))
+
+        return await self._run(work)
 
     async def aclose(self) -> None:
         """Close the connection pool (idempotent)."""

@@ -30,12 +30,16 @@ from modelplex.paths import data_dir
 from modelplex.store.migrations import Migration, open_database, sql
 from modelplex.store.sqlite import transaction
 from modelplex.types import ChatMessage
+from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
+    KeyExistsError,
     MemoryConversationStore,
+    StoredKey,
     dump_message,
 )
+from modelplex_server.settings import KeyConfig
 
 __all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "dump_message",
            "open_store"]
@@ -63,6 +67,23 @@ MIGRATIONS: list[Migration] = [
     """),
     sql(2, "the API key that owns each conversation", """
         ALTER TABLE conversations ADD COLUMN owner TEXT;
+    """),
+    sql(3, "API keys made by `modelplex keys` and their spend per period", """
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE key_spend (
+            name TEXT NOT NULL,
+            period TEXT NOT NULL,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            cost REAL NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (name, period)
+        );
     """),
 ]
 
@@ -238,6 +259,72 @@ class SQLiteConversationStore(ConversationStore):
                                 (conversation_id,)).rowcount > 0
 
         return await self._call(work, write=True)
+
+    # -- keys --------------------------------------------------------------------------------
+    @staticmethod
+    def _key(row: sqlite3.Row) -> StoredKey:
+        return StoredKey(key=KeyConfig.model_validate_json(row["settings"]),
+                         created_at=datetime.fromisoformat(row["created_at"]),
+                         revoked_at=datetime.fromisoformat(row["revoked_at"])
+                         if row["revoked_at"] else None)
+
+    async def create_key(self, stored: StoredKey) -> None:
+        """Keep a new key; :class:`KeyExistsError` if its name is taken."""
+        def work(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT INTO api_keys (name, hash, settings, created_at) "
+                             "VALUES (?, ?, ?, ?)",
+                             (stored.key.name, stored.key.hash, stored.key.model_dump_json(),
+                              stored.created_at.isoformat()))
+            except sqlite3.IntegrityError:
+                raise KeyExistsError(f"a key named {stored.key.name!r} (or with that hash) "
+                                     "exists already") from None
+
+        await self._call(work, write=True)
+
+    async def find_key(self, hashed: str) -> StoredKey | None:
+        """The key (not revoked) whose hash is ``hashed``."""
+        def work(conn: sqlite3.Connection) -> StoredKey | None:
+            row = conn.execute("SELECT * FROM api_keys WHERE hash = ? AND "
+                               "revoked_at IS NULL", (hashed,)).fetchone()
+            return None if row is None else self._key(row)
+
+        return await self._call(work)
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, oldest first."""
+        def work(conn: sqlite3.Connection) -> list[StoredKey]:
+            return [self._key(row) for row in conn.execute(
+                "SELECT * FROM api_keys ORDER BY created_at, name")]
+
+        return await self._call(work)
+
+    async def revoke_key(self, name: str) -> bool:
+        """Revoke a key; false if there is no such (unrevoked) key."""
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND "
+                                "revoked_at IS NULL", (_now().isoformat(), name)).rowcount > 0
+
+        return await self._call(work, write=True)
+
+    async def add_spend(self, name: str, period: str, tokens: int, cost: float) -> None:
+        """Add one answer's tokens and cost to key ``name``'s spend in ``period``."""
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO key_spend (name, period, tokens, cost, requests) VALUES "
+                         "(?, ?, ?, ?, 1) ON CONFLICT (name, period) DO UPDATE SET tokens = "
+                         "tokens + excluded.tokens, cost = cost + excluded.cost, "
+                         "requests = requests + 1", (name, period, tokens, cost))
+
+        await self._call(work, write=True)
+
+    async def get_spend(self, name: str, period: str) -> Spend:
+        """Key ``name``'s spend in ``period``."""
+        def work(conn: sqlite3.Connection) -> Spend:
+            row = conn.execute("SELECT tokens, cost, requests FROM key_spend WHERE name = ? "
+                               "AND period = ?", (name, period)).fetchone()
+            return Spend() if row is None else Spend(int(row[0]), float(row[1]), int(row[2]))
+
+        return await self._call(work)
 
     async def ping(self) -> None:
         """Raise when the database cannot be read."""
