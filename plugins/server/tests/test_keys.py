@@ -167,12 +167,20 @@ async def test_a_budget_spent_through_one_server_stops_the_other(
     for server in (one, two):
         status, body, _ = await call(server, key, "POST", "/v1/chat/completions", BODY)
         assert status == 429 and body["error"]["code"] == "budget_exceeded"
-    # a conversation made through one is continued through the other
+    # a conversation made through one is continued through the other, and back
     status, conv, _ = await call(one, admin, "POST", "/api/conversations",
                                  {"model": "fault:fault"})
     assert status == 201
+    for server, text in ((one, "first"), (two, "second"), (one, "third")):
+        async with aiohttp.ClientSession() as session, session.post(
+                server.url + "/api/chat", headers={"Authorization": f"Bearer {admin}"},
+                json={"conversation_id": conv["id"], "message": text}) as resp:
+            assert resp.status == 200 and "event: done" in await resp.text()
     status, got, _ = await call(two, admin, "GET", f"/api/conversations/{conv['id']}")
-    assert status == 200 and got["id"] == conv["id"]
+    assert status == 200
+    assert [m["content"] for m in got["messages"] if m["role"] == "user"] == [
+        "first", "second", "third"]
+    assert len(got["messages"]) == 6
 
 
 async def test_store_keys_alone_with_require_keys(serve: Any, tmp_path: Path) -> None:
