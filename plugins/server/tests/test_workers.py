@@ -35,7 +35,7 @@ def serve_env(upstream: FaultyUpstream, tmp_path: Path) -> dict[str, str]:
 def start_workers(upstream: FaultyUpstream, tmp_path: Path, count: int) -> ServeProcess:
     config = tmp_path / "server.toml"
     config.write_text('[server]\naccess_log = false\nhealth_interval = 3600\n'
-                      'conversations = "memory"\n')
+                      f'conversations = "{tmp_path / "conversations.db"}"\n')
     return ServeProcess("--config", str(config), "--port", "0", "--workers", str(count),
                         "--graceful-timeout", "10", env=serve_env(upstream, tmp_path))
 
@@ -71,18 +71,36 @@ async def test_a_killed_worker_is_restarted(upstream: FaultyUpstream, tmp_path: 
 
         async def load(session: aiohttp.ClientSession) -> list[int]:
             statuses = []
-            for _ in range(12):
-                async with session.post(server.url + "/v1/chat/completions",
-                                        json={**BODY, "stream": True}) as resp:
-                    text = await resp.text()
-                    statuses.append(resp.status if "[DONE]" in text else -1)
+            async with session.post(server.url + "/api/conversations",
+                                    json={"model": "fault:fault"}) as resp:
+                conversation = (await resp.json())["id"]
+            conversations.append(conversation)
+            for i in range(12):
+                if i % 2:  # the gateway, and a stored conversation (one SQLite file)
+                    async with session.post(server.url + "/v1/chat/completions",
+                                            json={**BODY, "stream": True}) as resp:
+                        text = await resp.text()
+                        statuses.append(resp.status if "[DONE]" in text else -1)
+                else:
+                    async with session.post(server.url + "/api/chat", json={
+                            "conversation_id": conversation, "message": f"m{i}"}) as resp:
+                        text = await resp.text()
+                        statuses.append(resp.status if "event: done" in text else -1)
             return statuses
+
+        conversations: list[str] = []
 
         running = [asyncio.ensure_future(load(s)) for s in survivors]
         await asyncio.sleep(0.3)
         os.kill(victim, signal.SIGKILL)  # under load
         results = await asyncio.gather(*running)
         assert all(status == 200 for statuses in results for status in statuses), results
+        async with aiohttp.ClientSession() as fresh:  # no stored exchange is lost
+            for conversation in conversations:
+                async with fresh.get(f"{server.url}/api/conversations/{conversation}") as resp:
+                    messages = (await resp.json())["messages"]
+                assert [m["content"] for m in messages[::2]] == [f"m{i}" for i in range(0, 12, 2)]
+                assert len(messages) == 12
 
         # the parent noticed and started a new worker, which serves
         await wait_for(lambda: "is serving again" in server.text)
