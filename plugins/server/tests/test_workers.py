@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from modelplex.testing.upstream import FaultyUpstream, Reply
 from modelplex_server.testing import ServeProcess
+from modelplex_server.workers import reserve_port
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +147,19 @@ async def test_sigterm_drains_every_worker(upstream: FaultyUpstream, tmp_path: P
     finally:
         await asyncio.to_thread(server.stop)
     assert server.text.count("shutting down") == 2  # each worker drained
+
+
+def test_workers_never_join_another_server() -> None:
+    held = reserve_port("127.0.0.1", 0)
+    port = held.getsockname()[1]
+    other = socket.socket()  # another server sharing its port
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", port))
+    other.listen()
+    try:
+        with pytest.raises(OSError):
+            reserve_port("127.0.0.1", port)
+    finally:
+        other.close()
+        held.close()
+    reserve_port("127.0.0.1", port).close()  # free again

@@ -53,12 +53,17 @@ START_TIMEOUT = 120.0
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` with ``SO_REUSEPORT`` (not listening): holds the port
-    (a free one for 0) for the workers."""
+    (a free one for 0) for the workers. ``OSError`` when another server listens there, even
+    one that shares its port: workers never join another server's group."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigurationError(
             "--workers above 1 needs SO_REUSEPORT, which this platform lacks: run one "
             "`modelplex serve` per port behind a proxy instead")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:  # a server already there (sharing the port or not) is an error, not a partner
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
