@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelplex.errors import ConfigurationError
-from modelplex.migrations import migrate as sqlite_migrate
+from modelplex.store.migrations import migrate as sqlite_migrate
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import pg_store, sqlite_store
 from modelplex_server.budgets import Spend
