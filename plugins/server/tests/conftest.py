@@ -19,8 +19,14 @@ from modelplex.testing.upstream import FaultyUpstream, closed_port_url
 from modelplex_server.app import AppServer, create_app, start
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.gateway import GATEWAY, Gateway
+from modelplex_server.limits import Limiter
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings
+from modelplex_server.testing import (  # noqa: F401 - fixtures: a real PostgreSQL
+    postgres_server,
+    postgres_url,
+    store_backend,
+)
 
 # protocols.md 2.3: OpenAI's recorded tool-call stream (test_parse_pydantic_tool), shortened
 TOOL_STREAM = [
@@ -132,17 +138,18 @@ ServeFactory = Callable[..., Awaitable[AppServer]]
 @pytest.fixture
 async def serve(plugins: Plugins) -> AsyncIterator[ServeFactory]:
     """Start the server application on a free port: ``server = await serve(keys=[...])``
-    (``store=`` a conversation store; memory by default)."""
+    (``store=`` a conversation store; memory by default; ``limits=`` a per-key limiter)."""
     running: list[AppServer] = []
 
-    async def factory(*, store: ConversationStore | None = None, **settings: Any) -> AppServer:
+    async def factory(*, store: ConversationStore | None = None, limits: Limiter | None = None,
+                      **settings: Any) -> AppServer:
         config = ServerSettings(**{"port": 0, "health_interval": None, **settings})
         resolver = ModelResolver(plugins=plugins, named_models=config.models,
                                  provider_config=config.providers)
         registry = ModelRegistry(plugins=plugins, get_provider=resolver.provider,
                                  providers=LISTED, named_models=config.models, timeout=5)
         server = await start(create_app(config, resolver=resolver, registry=registry,
-                                        conversations=store))
+                                        conversations=store, limits=limits))
         running.append(server)
         return server
 

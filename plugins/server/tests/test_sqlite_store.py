@@ -1,5 +1,6 @@
-"""The server's conversations in a real SQLite file: the REST API over real sockets, then a
-restart of the application on the same file keeps them."""
+"""The server's conversations in a real SQLite file (and, the same test, in a real PostgreSQL):
+the REST API over real sockets, then a restart of the application on the same storage keeps
+them."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from modelplex_server.sqlite_store import (
     default_path,
     open_store,
 )
+from modelplex_server.testing import StoreBackend
 
 ANSWER = PIECE.strip() + (" " + PIECE.strip()) * 4
 
@@ -40,10 +42,10 @@ async def call(server: AppServer, method: str, path: str, body: Any = None) -> t
         return resp.status, json.loads(text) if text else None
 
 
-async def test_conversations_survive_a_restart(serve: Callable[..., Any], tmp_path: Path,
+async def test_conversations_survive_a_restart(serve: Callable[..., Any],
+                                               store_backend: StoreBackend,
                                                upstream: FaultyUpstream) -> None:
-    path = tmp_path / "conversations.db"
-    server = await serve(store=SQLiteConversationStore(path))
+    server = await serve(store=store_backend.open())
     status, first = await call(server, "POST", "/api/conversations",
                                {"model": "fault:fault", "title": "First",
                                 "system_prompt": "Be brief."})
@@ -72,7 +74,7 @@ async def test_conversations_survive_a_restart(serve: Callable[..., Any], tmp_pa
     _, before = await call(server, "GET", f"/api/conversations/{first['id']}")
     await server.stop()  # closes the store
 
-    server = await serve(store=SQLiteConversationStore(path))  # a restart on the same file
+    server = await serve(store=store_backend.open())  # a restart on the same storage
     _, after = await call(server, "GET", f"/api/conversations/{first['id']}")
     assert after == before
     assert after["title"] == "Renamed" and after["model"] == "llamacpp:smollm2"
@@ -90,9 +92,7 @@ async def test_conversations_survive_a_restart(serve: Callable[..., Any], tmp_pa
     assert status == 200
     _, full = await call(server, "GET", f"/api/conversations/{first['id']}")
     assert [m["content"] for m in full["messages"]][-2:] == ["Third", ANSWER]
-    with sqlite3.connect(path) as db:  # deleting a conversation deleted its messages
-        assert db.execute("SELECT count(*) FROM messages WHERE conversation_id = ?",
-                          (gone["id"],)).fetchone() == (0,)
+    assert await store_backend.message_rows(gone["id"]) == 0  # deleted with its conversation
 
 
 def test_open_store_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,8 @@ __all__ = ["__version__", "register_commands"]
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     """Add ``modelplex serve`` and ``modelplex server-key``."""
-    from modelplex_server.cli import serve, server_key
+    from modelplex_server.cli import keys, serve, server_key
 
     cli.add_command(serve)
     cli.add_command(server_key)
+    cli.add_command(keys)

@@ -37,7 +37,7 @@ from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
-from modelplex_server import ollama_api, openai_api, page, rest_api, ws
+from modelplex_server import keys, ollama_api, openai_api, page, probes, rest_api, ws
 from modelplex_server.connections import (
     CONNECTIONS,
     ConnectionGuard,
@@ -46,8 +46,9 @@ from modelplex_server.connections import (
 )
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.errors import ApiError, error_response, from_exception
-from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.gateway import ADMISSIONS, GATEWAY, KEY, Gateway
 from modelplex_server.guard import cors_headers, guard_middleware
+from modelplex_server.limits import Admission, Limiter, open_limiter
 from modelplex_server.openapi import openapi_handler
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
@@ -61,7 +62,7 @@ log = logging.getLogger("modelplex.server")
 access_log = logging.getLogger("modelplex.server.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/", *probes.PROBE_PATHS})
 
 
 @web.middleware
@@ -102,12 +103,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bearer keys: 401 without a valid one (when keys are configured)."""
     settings = request.app[GATEWAY].settings
-    if not settings.keys or request.path in PUBLIC_PATHS or request.method == "OPTIONS" \
-            or request.path.startswith(page.PUBLIC_PREFIX):
+    if not settings.keys_required or request.path in PUBLIC_PATHS \
+            or request.method == "OPTIONS" or request.path.startswith(page.PUBLIC_PREFIX):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        key = settings.key_for(hash_key(token.strip()))
+        key = await request.app[GATEWAY].find_key(hash_key(token.strip()))
         if key is None:
             raise ApiError(401, "Incorrect API key provided. Ask the server's operator for a "
                                 "key (`modelplex server-key` makes one).",
@@ -119,6 +120,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     raise ApiError(401, "You didn't provide an API key: send it as 'Authorization: Bearer "
                         "KEY'.", code="missing_api_key")
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Free the per-key limit slots a request took (:meth:`Gateway.check_rate`) when its
+    handler ends, streams included."""
+    held: list[Admission] = []
+    token = ADMISSIONS.set(held)
+    try:
+        return await handler(request)
+    finally:
+        ADMISSIONS.reset(token)
+        for admission in held:
+            with contextlib.suppress(Exception):
+                await admission.release()
 
 
 def _check_size(request: web.Request) -> None:
@@ -134,9 +150,11 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                conversations: ConversationStore | None = None,
                state: RouterState | None = None, config: Config | None = None,
                pool: ProviderPool | None = None,
-               logs: LogStore | str | os.PathLike[str] | None = None) -> web.Application:
+               logs: LogStore | str | os.PathLike[str] | None = None,
+               limits: Limiter | None = None) -> web.Application:
     """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
-    Ollama-compatible ``/ollama/api``, ``/health``, ``/openapi.json`` and the web chat page
+    Ollama-compatible ``/ollama/api``, ``/health``, the probes ``/healthz`` and ``/readyz``
+    (:mod:`modelplex_server.probes`), ``/openapi.json`` and the web chat page
     (``/``, ``/ui/``).
 
     Every part can be passed in (a shared router state, a persistent conversation store);
@@ -146,19 +164,22 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     routers come from ``pool`` (default: the process-wide one) and are given back when the
     server stops. ``logs`` (a :class:`~modelplex.store.logs.LogStore` or its path) stores every
     exchange, as ``modelplex chat`` does (``modelplex serve`` passes the same database).
+    Per-key limits are counted by ``limits`` (default: from the config's ``[state]``
+    table: in Redis for ``backend = "redis"``, else in this process).
     """
     settings = settings or ServerSettings()
-    if "*" in settings.cors_origins and not settings.keys:
+    if "*" in settings.cors_origins and not settings.keys_required:
         log.warning("cors_origins allows any origin and no API keys are configured: any web "
                     "page open in a browser on this machine can use this server")
     resolver = resolver or ModelResolver(config=config, plugins=plugins, pool=pool,
                                          named_models=settings.models,
                                          provider_config=settings.providers, logs=logs)
     registry = registry or server_registry(resolver, ttl=settings.registry_ttl)
+    limits = limits or open_limiter(resolver.config.state)
     gateway = Gateway(settings, resolver=resolver, registry=registry,
-                      conversations=conversations, state=state)
+                      conversations=conversations, state=state, limits=limits)
     middlewares: list[Any] = [track_middleware, errors_middleware, guard_middleware,
-                              auth_middleware]
+                              auth_middleware, limits_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[GATEWAY] = gateway
     app[CONNECTIONS] = ConnectionGuard(settings)
@@ -171,6 +192,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     ws.add_routes(app)
     ollama_api.add_routes(app)
     page.add_routes(app)
+    probes.add_routes(app)
+    keys.add_routes(app)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
 
@@ -192,6 +215,7 @@ async def _no_server_header(request: web.Request, resp: web.StreamResponse) -> N
 
 async def _on_startup(app: web.Application) -> None:
     gateway = app[GATEWAY]
+    await gateway.conversations.open()
     if gateway.settings.health_interval:
         gateway.registry.start_monitor(gateway.settings.health_interval)
 
@@ -202,11 +226,13 @@ async def _on_cleanup(app: web.Application) -> None:
     await gateway.resolver.aclose()
     with contextlib.suppress(Exception):
         await gateway.conversations.aclose()
+    with contextlib.suppress(Exception):
+        await gateway.limits.aclose()
 
 
 def bind_host(settings: ServerSettings) -> str:
     """The address to listen on: ``settings.host``, but only loopback without keys."""
-    if settings.keys or is_loopback(settings.host):
+    if settings.keys_required or is_loopback(settings.host):
         return settings.host
     log.warning("no API keys are configured: listening on 127.0.0.1 only instead of %s. "
                 "Add keys (`modelplex server-key`) to serve other machines.", settings.host)
@@ -247,8 +273,10 @@ class AppServer:
         await self.runner.cleanup()
 
 
-async def start(app: web.Application) -> AppServer:
-    """Start ``app`` on its settings' host and port (port 0 picks a free one)."""
+async def start(app: web.Application, *, reuse_port: bool = False) -> AppServer:
+    """Start ``app`` on its settings' host and port (port 0 picks a free one);
+    ``reuse_port``: share the port with other processes (``SO_REUSEPORT``, the workers of
+    :mod:`modelplex_server.workers`)."""
     settings = app[GATEWAY].settings
     host = bind_host(settings)
     runner = web.AppRunner(app, handler_cancellation=True,
@@ -258,7 +286,7 @@ async def start(app: web.Application) -> AppServer:
                            lingering_time=min(10.0, settings.body_timeout))
     await runner.setup()
     site = GuardedSite(runner, host, settings.port, backlog=settings.backlog,
-                       guard=app[CONNECTIONS])
+                       guard=app[CONNECTIONS], reuse_port=reuse_port)
     try:
         await site.start()
     except OSError as err:
@@ -270,9 +298,10 @@ async def start(app: web.Application) -> AppServer:
 
 
 async def serve(app: web.Application, *,
-                on_ready: Callable[[AppServer], None] | None = None) -> None:
+                on_ready: Callable[[AppServer], None] | None = None,
+                reuse_port: bool = False) -> None:
     """Run ``app`` until SIGINT or SIGTERM, then stop gracefully."""
-    server = await start(app)
+    server = await start(app, reuse_port=reuse_port)
     if on_ready is not None:
         on_ready(server)
     stop = asyncio.Event()

@@ -3,12 +3,14 @@ the WebSocket: validation, streaming through the provider, and keeping the excha
 
 The exchange is added to the conversation when the answer is complete; when the caller goes
 away or stops it, what was received is kept, marked ``partial``; when the provider fails, the
-user's message is kept so nothing they typed is lost.
+user's message is kept so nothing they typed is lost. When the store cannot keep a complete
+exchange (its database is down), the stream ends with an error instead of ``done``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -26,6 +28,8 @@ from modelplex_server.openai_api import to_chat_messages
 from modelplex_server.schemas import RestChatRequest
 
 __all__ = ["ChatTurn", "chunk_event", "start_turn"]
+
+log = logging.getLogger("modelplex.server")
 
 
 @attrs.define
@@ -73,11 +77,16 @@ class ChatTurn:
             added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
                                      metadata={} if finished else {"partial": True}))
         store = self.gateway.conversations
-        with contextlib.suppress(Exception):  # the store failing must not hide the answer
+        try:
             if self.replace is not None:  # what was added meanwhile stays, after it
                 await store.replace(self.conversation.id, *self.replace, added)
             else:
                 await store.append(self.conversation.id, added)
+        except Exception as err:
+            log.warning("the exchange of conversation %s was not stored: %s",
+                        self.conversation.id, err)
+            if finished:  # the answer was sent, but it is not kept: say so, not "done"
+                raise
 
     def done_event(self) -> dict[str, Any]:
         """What the last event tells: finish reason, usage and the conversation."""

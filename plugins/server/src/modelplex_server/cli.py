@@ -6,14 +6,19 @@ import asyncio
 import gc
 import logging
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from modelplex.config import Config
+    from modelplex_server.conversations import ConversationStore
+    from modelplex_server.settings import KeyConfig, ServerSettings
 
-__all__ = ["serve", "server_key"]
+__all__ = ["keys", "serve", "server_key"]
+
+T = TypeVar("T")
 
 
 @click.command()
@@ -28,32 +33,92 @@ __all__ = ["serve", "server_key"]
 @click.option("--conversations", metavar="PATH|memory",
               help="Where /api conversations are kept: a SQLite file, or 'memory' (lost on "
                    "exit); default <data dir>/server-conversations.db.")
+@click.option("--store", metavar="URL|PATH|memory",
+              help="Where conversations are kept, shared by replicas: a postgresql:// URL "
+                   "(modelplex-server[postgresql]), a SQLite file or 'memory'; wins over "
+                   "--conversations.")
+@click.option("--workers", type=click.IntRange(1, 512),
+              help="Processes serving the port (SO_REUSEPORT), supervised by this one; "
+                   "default 1.")
+@click.option("--graceful-timeout", type=click.FloatRange(min=0),
+              help="Seconds requests in flight get to finish on SIGTERM/Ctrl-C (default 30).")
 def serve(host: str | None, port: int | None, config_path: str | None,
-          max_concurrency: int | None, no_access_log: bool, conversations: str | None) -> None:
+          max_concurrency: int | None, no_access_log: bool, conversations: str | None,
+          store: str | None, workers: int | None, graceful_timeout: float | None) -> None:
     """Serve every installed provider over an OpenAI-compatible API (/v1), a REST and
     WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
+    import os
+
     from modelplex_server.app import AppServer, create_app, serve as run
     from modelplex_server.settings import load_server_config
     from modelplex_server.sqlite_store import open_store
+    from modelplex_server.workers import WORKER_ENV, watch_parent, worker_ready
 
     config, settings = load_server_config(config_path, host=host, port=port,
                                           max_concurrency=max_concurrency,
                                           access_log=False if no_access_log else None,
-                                          conversations=conversations)
+                                          conversations=conversations, store=store,
+                                          workers=workers, shutdown_timeout=graceful_timeout)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    store = open_store(settings.conversations)
-    app = create_app(settings, config=config, conversations=store, logs=_log_database(config))
+    worker = os.environ.get(WORKER_ENV, "").partition(":")[0]
+    if settings.workers > 1 and not worker:
+        passed = {"--config": config_path, "--host": host,
+                  "--max-concurrency": max_concurrency, "--conversations": conversations,
+                  "--store": store, "--graceful-timeout": graceful_timeout}
+        args = [part for name, value in passed.items() if value is not None
+                for part in (name, str(value))]
+        sys.exit(_supervise(settings, [*args, *(["--no-access-log"] if no_access_log
+                                                  else [])]))
+    kept_in = open_store(settings.store or settings.conversations)
+    app = create_app(settings, config=config, conversations=kept_in,
+                     logs=_log_database(config))
 
     def ready(server: AppServer) -> None:
+        if worker:
+            click.echo(f"worker {worker} (pid {os.getpid()}) listening on {server.url}",
+                       err=True)
+            worker_ready()
+            _settle_heap()
+            return
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
-        kept = getattr(store, "path", "memory")
+        kept = getattr(kept_in, "path", None) or kept_in.describe()
         click.echo(f"modelplex serving on {server.url} ({keys}); conversations in {kept}; "
                    f"OpenAI base URL "
                    f"{server.url}/v1, API description {server.url}/openapi.json. "
                    "Ctrl-C stops.", err=True)
         _settle_heap()
 
-    asyncio.run(run(app, on_ready=ready))
+    if worker:
+        watch_parent()
+    asyncio.run(run(app, on_ready=ready, reuse_port=bool(worker)))
+
+
+def _supervise(settings: ServerSettings, args: list[str]) -> int:
+    """Run ``settings.workers`` workers on one port (:mod:`modelplex_server.workers`)."""
+    from modelplex.errors import ConfigurationError
+    from modelplex_server.app import _bind_error, bind_host
+    from modelplex_server.workers import Supervisor, reserve_port, worker_command
+
+    host = bind_host(settings)
+    try:
+        reserved = reserve_port(host, settings.port)
+    except OSError as err:
+        raise ConfigurationError(_bind_error(host, settings.port, err)) from None
+    with reserved:
+        port = reserved.getsockname()[1]
+        command = worker_command(["serve", *args, "--host", host, "--port", str(port),
+                                  "--workers", "1"])
+        supervisor = Supervisor(command, settings.workers,
+                                graceful_timeout=settings.shutdown_timeout)
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+        def ready() -> None:
+            keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"
+            click.echo(f"modelplex serving on {url} ({keys}; {settings.workers} workers); "
+                       f"OpenAI base URL {url}/v1, API description {url}/openapi.json. "
+                       "Ctrl-C stops.", err=True)
+
+        return supervisor.run(ready)
 
 
 def _log_database(config: Config) -> str | None:
@@ -88,3 +153,147 @@ def server_key(name: str) -> None:
     click.echo(f"API key (shown once): {key}", err=True)
     # the name escaped: whatever it holds, the block is one key with this name and hash
     click.echo("[[server.keys]]\n" + to_toml({"name": name, "hash": hash_key(key)}), nl=False)
+
+
+@click.group("keys")
+def keys() -> None:
+    """API keys kept in the server's store (shared by every worker and replica using it):
+    create, list, revoke."""
+
+
+def _store_options(func: Any) -> Any:
+    func = click.option("--store", metavar="URL|PATH",
+                        help="The store (default: [server] store of the config).")(func)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help="The modelplex config file (default MODELPLEX_CONFIG).")(func)
+
+
+def _with_store(config_path: str | None, store: str | None,
+                work: Callable[[ConversationStore], Awaitable[T]]) -> T:
+    """Run ``work`` on the configured store, then close it."""
+    from modelplex_server.settings import load_server_config
+    from modelplex_server.sqlite_store import open_store
+
+    _, settings = load_server_config(config_path, store=store)
+
+    async def run() -> T:
+        opened = open_store(settings.store or settings.conversations)
+        try:
+            await opened.open()
+            return await work(opened)
+        finally:
+            await opened.aclose()
+
+    return asyncio.run(run())
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="The key's name (shown in logs, owns its "
+                                            "conversations).")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Requests at once.")
+@click.option("--budget", metavar="AMOUNT/PERIOD",
+              help="Spend per day, week or month: '50/month' (USD) or '2M tokens/day'.")
+@click.option("--models", metavar="IDS", help="Comma-separated model ids (glob patterns) "
+                                              "the key may use; all if unset.")
+@click.option("--admin", is_flag=True, help="May manage keys and see every conversation.")
+@_store_options
+def keys_create(name: str, rpm: int | None, tpm: int | None, concurrency: int | None,
+                budget: str | None, models: str | None, admin: bool,
+                config_path: str | None, store: str | None) -> None:
+    """Make a key: prints it once (only its hash is kept)."""
+    from pydantic import ValidationError
+
+    from modelplex.errors import ConfigurationError
+    from modelplex_server.conversations import KeyExistsError
+    from modelplex_server.errors import ApiError
+    from modelplex_server.keys import KeyCreate, make_key
+
+    try:
+        spec = KeyCreate(name=name, rate_limit=rpm, tpm=tpm, concurrency=concurrency,
+                         budget=budget, admin=admin,
+                         models=[m.strip() for m in models.split(",") if m.strip()]
+                         if models else None)
+    except ValidationError as err:
+        raise click.BadParameter("; ".join(e["msg"] for e in err.errors())) from None
+    try:
+        secret, stored = _with_store(config_path, store, lambda s: make_key(s, spec))
+    except (KeyExistsError, ApiError) as err:
+        raise ConfigurationError(str(err)) from None
+    click.echo(f"API key (shown once): {secret}", err=True)
+    click.echo(f"created key {stored.key.name!r}: {_limits_text(stored.key)}")
+
+
+def _limits_text(key: KeyConfig) -> str:
+    parts = [f"{key.rate_limit} requests/min" if key.rate_limit else None,
+             f"{key.tpm} tokens/min" if key.tpm else None,
+             f"{key.concurrency} at once" if key.concurrency else None,
+             f"budget {key.budget}" if key.budget else None,
+             "models " + ", ".join(key.models) if key.models is not None else "all models",
+             "admin" if key.admin else None]
+    return ", ".join(p for p in parts if p)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@_store_options
+def keys_list(as_json: bool, config_path: str | None, store: str | None) -> None:
+    """The store's keys (revoked ones too), with their limits and this period's spend."""
+    import json
+
+    from modelplex_server.budgets import Budget, period_bounds
+
+    async def work(opened: ConversationStore) -> list[dict[str, Any]]:
+        rows = []
+        for stored in await opened.list_keys():
+            row = stored.public()
+            if stored.key.budget:
+                budget = Budget.parse(stored.key.budget)
+                period, _, _ = period_bounds(budget.period)
+                row["budget"] = budget.describe(await opened.get_spend(stored.key.name, period))
+            rows.append(row)
+        return rows
+
+    rows = _with_store(config_path, store, work)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no keys (make one with `modelplex keys create --name NAME`)")
+        return
+    click.echo(f"{'NAME':<16} {'STATUS':<8} {'RPM':>6} {'TPM':>8} {'BUDGET':<22} "
+               f"{'SPENT':>12}  MODELS")
+    for row in rows:
+        budget = row["budget"] if isinstance(row["budget"], dict) else None
+        spent = ("-" if budget is None else f"{budget['spent']:.2f}" if budget["unit"] == "usd"
+                 else str(int(budget["spent"])))
+        click.echo(f"{row['name']:<16} {'revoked' if row['revoked_at'] else 'active':<8} "
+                   f"{row['rate_limit'] or '-':>6} {row['tpm'] or '-':>8} "
+                   f"{_budget_text(row):<22} "
+                   f"{spent:>12}  {','.join(row['models']) if row['models'] else '*'}")
+
+
+def _budget_text(row: dict[str, Any]) -> str:
+    budget = row.get("budget")
+    if not isinstance(budget, dict):
+        return "-"
+    amount = budget["amount"]
+    return (f"{int(amount)} tokens/{budget['period']}" if budget["unit"] == "tokens"
+            else f"{amount:g} USD/{budget['period']}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@_store_options
+def keys_revoke(name: str, config_path: str | None, store: str | None) -> None:
+    """Revoke the key NAME (within seconds on every server using the store)."""
+    from modelplex.errors import ConfigurationError
+
+    async def work(opened: ConversationStore) -> bool:
+        return await opened.revoke_key(name)
+
+    if not _with_store(config_path, store, work):
+        raise ConfigurationError(f"no active key {name!r} in the store")
+    click.echo(f"revoked key {name!r}")

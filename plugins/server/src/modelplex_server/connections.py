@@ -241,14 +241,15 @@ async def track_middleware(request: web.Request, handler: Handler) -> web.Stream
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through the app's :class:`ConnectionGuard`."""
 
-    __slots__ = ("_guard", "_host", "_port")
+    __slots__ = ("_guard", "_host", "_port", "_reuse_port")
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, *, backlog: int,
-                 guard: ConnectionGuard) -> None:
+                 guard: ConnectionGuard, reuse_port: bool = False) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._guard = guard
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -269,4 +270,4 @@ class GuardedSite(web.BaseSite):
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
             self._guard.protocol_factory(server), self._host, self._port,
-            backlog=self._backlog)
+            backlog=self._backlog, reuse_port=self._reuse_port or None)

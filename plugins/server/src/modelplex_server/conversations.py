@@ -11,19 +11,60 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelplex.errors import ModelplexError
 from modelplex.types import ChatMessage
+from modelplex_server.budgets import Spend
+from modelplex_server.settings import KeyConfig
 
-__all__ = ["Conversation", "ConversationStore", "MemoryConversationStore"]
+__all__ = ["Conversation", "ConversationStore", "KeyExistsError", "MemoryConversationStore",
+           "StoreUnavailableError", "StoredKey", "dump_message"]
+
+
+class StoreUnavailableError(ModelplexError):
+    """The store cannot be reached now (a database server is down): the request is refused
+    (503 with ``Retry-After``), nothing is stored."""
+
+
+class KeyExistsError(ValueError):
+    """A key of that name is already stored."""
+
+
+class StoredKey(BaseModel):
+    """An API key kept in the store (``modelplex keys create``): its settings (hash, never
+    the key), when it was made and when it was revoked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: KeyConfig
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    revoked_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What the admin API shows (no hash)."""
+        data = self.key.model_dump(mode="json", exclude={"hash"})
+        data.update(created_at=self.created_at.isoformat(),
+                    revoked_at=self.revoked_at.isoformat() if self.revoked_at else None)
+        return data
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def dump_message(message: ChatMessage) -> str:
+    """A message as the JSON text a store keeps (images as base64 text)."""
+    if any(isinstance(image, bytes) for image in message.images):  # JSON holds text only
+        message = message.model_copy(update={"images": tuple(
+            base64.b64encode(i).decode() if isinstance(i, bytes) else i
+            for i in message.images)})
+    return message.model_dump_json()
 
 
 class Conversation(BaseModel):
@@ -92,6 +133,41 @@ class ConversationStore(abc.ABC):
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
 
+    # -- keys and their spend (``modelplex keys``) ------------------------------------------
+    async def create_key(self, stored: StoredKey) -> None:
+        """Keep a new key; :class:`KeyExistsError` if its name is taken."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep API keys")
+
+    async def find_key(self, hashed: str) -> StoredKey | None:
+        """The key (not revoked) whose hash is ``hashed``."""
+        return None
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, revoked ones included, oldest first."""
+        return []
+
+    async def revoke_key(self, name: str) -> bool:
+        """Revoke a key; false if there is no such (unrevoked) key."""
+        return False
+
+    async def add_spend(self, name: str, period: str,  # noqa: B027 - not kept by default
+                        tokens: int, cost: float) -> None:
+        """Add one answer's tokens and cost to key ``name``'s spend in ``period``."""
+
+    async def get_spend(self, name: str, period: str) -> Spend:
+        """Key ``name``'s spend in ``period``."""
+        return Spend()
+
+    async def open(self) -> None:  # noqa: B027 - nothing to open by default
+        """Connect (and migrate) at start-up; called when the server starts."""
+
+    async def ping(self) -> None:  # noqa: B027 - nothing to reach by default
+        """Raise when the store cannot be reached (``/readyz`` asks)."""
+
+    def describe(self) -> str:
+        """Where the conversations are, for logs and ``/readyz`` (no passwords)."""
+        return "memory"
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Free connections."""
 
@@ -102,6 +178,41 @@ class MemoryConversationStore(ConversationStore):
     def __init__(self) -> None:
         self._items: dict[str, Conversation] = {}
         self._lock = asyncio.Lock()
+        self._keys: dict[str, StoredKey] = {}
+        self._spend: dict[tuple[str, str], Spend] = {}
+
+    async def create_key(self, stored: StoredKey) -> None:
+        """Keep a new key; :class:`KeyExistsError` if its name is taken."""
+        if stored.key.name in self._keys:
+            raise KeyExistsError(f"a key named {stored.key.name!r} exists already")
+        self._keys[stored.key.name] = stored
+
+    async def find_key(self, hashed: str) -> StoredKey | None:
+        """The key (not revoked) whose hash is ``hashed``."""
+        return next((k for k in self._keys.values()
+                     if k.key.hash == hashed and k.revoked_at is None), None)
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, oldest first."""
+        return sorted(self._keys.values(), key=lambda k: k.created_at)
+
+    async def revoke_key(self, name: str) -> bool:
+        """Revoke a key; false if there is no such (unrevoked) key."""
+        stored = self._keys.get(name)
+        if stored is None or stored.revoked_at is not None:
+            return False
+        self._keys[name] = stored.model_copy(update={"revoked_at": _now()})
+        return True
+
+    async def add_spend(self, name: str, period: str, tokens: int, cost: float) -> None:
+        """Add to key ``name``'s spend in ``period``."""
+        old = self._spend.get((name, period), Spend())
+        self._spend[(name, period)] = Spend(old.tokens + tokens, old.cost + cost,
+                                            old.requests + 1)
+
+    async def get_spend(self, name: str, period: str) -> Spend:
+        """Key ``name``'s spend in ``period``."""
+        return self._spend.get((name, period), Spend())
 
     async def create(self, conversation: Conversation) -> Conversation:
         """Store a new conversation and return it."""

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from modelplex import errors
 from modelplex.http import dumps
+from modelplex_server.conversations import StoreUnavailableError
 
 __all__ = ["ApiError", "error_body", "error_response", "from_exception"]
 
@@ -81,6 +82,9 @@ def from_exception(err: BaseException) -> ApiError:
     if isinstance(err, ApiError):
         return err
     message = errors.redact(str(err))
+    if isinstance(err, StoreUnavailableError):
+        return ApiError(503, message, type="server_error", code="store_unavailable",
+                        headers={"Retry-After": "2"})
     if isinstance(err, errors.UnknownProviderError | errors.ModelNotFoundError):
         return ApiError(404, message, code="model_not_found", param="model")
     if isinstance(err, errors.ConfigurationError | errors.UnsupportedOperationError):

@@ -5,30 +5,47 @@ key checks and the concurrency limit. One :class:`Gateway` per application
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from modelplex.chunks import StreamChunk
+from modelplex.chunks import StreamChunk, Usage
 from modelplex.provider import Provider
 from modelplex.registry import ModelRegistry
 from modelplex.routing import MemoryState, RouterState
+from modelplex_server.budgets import Budget, cost_of, period_bounds
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
     MemoryConversationStore,
 )
 from modelplex_server.errors import ApiError
+from modelplex_server.keycache import KeyLookup
+from modelplex_server.limits import (
+    Admission,
+    Limiter,
+    MemoryLimiter,
+    MeteredProvider,
+    Refusal,
+    limited,
+)
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings
 
-__all__ = ["GATEWAY", "KEY", "Gateway", "first_chunk"]
+__all__ = ["ADMISSIONS", "GATEWAY", "KEY", "Gateway", "first_chunk"]
 
 #: The app key under which the :class:`Gateway` is stored.
 GATEWAY: web.AppKey[Gateway] = web.AppKey("modelplex_gateway")
 #: The request key under which the caller's :class:`KeyConfig` is stored (absent: no keys).
 KEY: web.RequestKey[KeyConfig] = web.RequestKey("modelplex_key", KeyConfig)
+#: The admissions of the request being handled (released when its handler ends, see
+#: :func:`modelplex_server.app.limits_middleware`).
+ADMISSIONS: contextvars.ContextVar[list[Admission] | None] = contextvars.ContextVar(
+    "modelplex_admissions", default=None)
 
 
 class Gateway:
@@ -36,12 +53,14 @@ class Gateway:
 
     def __init__(self, settings: ServerSettings, *, resolver: ModelResolver,
                  registry: ModelRegistry, conversations: ConversationStore | None = None,
-                 state: RouterState | None = None) -> None:
+                 state: RouterState | None = None, limits: Limiter | None = None) -> None:
         self.settings = settings
         self.resolver = resolver
         self.registry = registry
         self.conversations = conversations or MemoryConversationStore()
         self.state = state or MemoryState()
+        self.limits = limits or MemoryLimiter()
+        self.key_lookup = KeyLookup(self.conversations)
         self.in_flight = 0
         self.streams_open = 0
 
@@ -60,16 +79,69 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
+    async def find_key(self, hashed: str) -> KeyConfig | None:
+        """The key whose hash is ``hashed``: from the config, else from the store (cached)."""
+        return self.settings.key_for(hashed) or await self.key_lookup.find(hashed)
+
     async def check_rate(self, key: KeyConfig | None) -> None:
-        """429 when the key used up its requests per minute."""
-        if key is None or key.rate_limit is None:
+        """Admit one model request for ``key``: 429 ``budget_exceeded`` when the key spent its
+        budget this period; 429 with ``Retry-After`` when it used up its requests or tokens
+        per minute or has its ``concurrency`` requests open
+        (:mod:`modelplex_server.limits`); the request's slot is freed when its handler ends."""
+        if key is None:
             return
-        wait = await self.state.take_rate_slot(f"server-key:{key.name}", key.rate_limit)
-        if wait > 0:
-            raise ApiError(429, f"rate limit of {key.rate_limit} requests per minute reached "
-                                f"for key {key.name!r}; retry in {wait:.0f} s",
-                           type="requests", code="rate_limit_exceeded",
-                           headers={"Retry-After": str(max(1, round(wait)))})
+        if key.budget:
+            await self.check_budget(key)
+        if not limited(key):
+            return
+        result = await self.limits.admit(key)
+        if isinstance(result, Refusal):
+            raise self._refused(key, result)
+        held = ADMISSIONS.get()
+        if held is not None:
+            held.append(result)
+        else:  # not inside a handler (a direct call): nothing would release it
+            await result.release()
+
+    async def check_budget(self, key: KeyConfig) -> None:
+        """429 ``budget_exceeded`` (naming when it resets) when ``key`` spent its budget."""
+        assert key.budget is not None
+        budget = Budget.parse(key.budget)
+        period, _, end = period_bounds(budget.period)
+        spend = await self.conversations.get_spend(key.name, period)
+        used = budget.used(spend)
+        if used < budget.amount:
+            return
+        resets = end.isoformat().replace("+00:00", "Z")
+        wait = max(1, math.ceil((end - datetime.now(UTC)).total_seconds()))
+        spent = f"{int(used)} tokens" if budget.unit == "tokens" else f"{used:.2f} USD"
+        raise ApiError(429, f"budget exceeded: key {key.name!r} spent {spent} of its budget "
+                            f"of {budget}; it resets at {resets}", type="budget",
+                       code="budget_exceeded", headers={"Retry-After": str(wait)})
+
+    async def record_spend(self, key: KeyConfig, provider: str, model: str,
+                           usage: Usage) -> None:
+        """Count an answer's tokens against ``key``'s tokens per minute and its spend."""
+        if key.tpm:
+            await self.limits.add_tokens(key, usage.total_tokens)
+        if key.budget:
+            budget = Budget.parse(key.budget)
+            period, _, _ = period_bounds(budget.period)
+            cost = cost_of(provider, model, usage, self.resolver.config) or 0.0
+            await self.conversations.add_spend(key.name, period, usage.total_tokens, cost)
+
+    @staticmethod
+    def _refused(key: KeyConfig, refusal: Refusal) -> ApiError:
+        wait = max(1, round(refusal.wait + 0.499))
+        if refusal.reason == "tokens":
+            what = f"token limit of {key.tpm} tokens per minute"
+        elif refusal.reason == "concurrency":
+            what = f"limit of {key.concurrency} requests at once"
+        else:
+            what = f"rate limit of {key.rate_limit} requests per minute"
+        return ApiError(429, f"{what} reached for key {key.name!r}; retry in {wait} s",
+                        type=refusal.reason, code="rate_limit_exceeded",
+                        headers={"Retry-After": str(wait)})
 
     @staticmethod
     def check_model(request: web.Request, model_id: str) -> None:
@@ -113,7 +185,16 @@ class Gateway:
     async def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:
         """The provider and model name for ``model_id``, after the key's model check."""
         self.check_model(request, model_id)
-        return await self.resolver.resolve_model(model_id)
+        provider, model = await self.resolver.resolve_model(model_id)
+        key: KeyConfig | None = request.get(KEY)
+        if key is not None and (key.tpm or key.budget):  # count its tokens (and cost)
+            name = provider.name
+
+            async def record(usage: Usage, key: KeyConfig = key) -> None:
+                await self.record_spend(key, name, model, usage)
+
+            provider = MeteredProvider(provider, record)
+        return provider, model
 
     def known_options(self, provider: Provider, values: Mapping[str, Any]) -> dict[str, Any]:
         """The options of ``values`` that ``provider`` understands (OpenAI clients send knobs

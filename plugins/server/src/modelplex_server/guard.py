@@ -66,7 +66,7 @@ def _hostname(host: str) -> str:
 def host_allowed(settings: ServerSettings, host: str | None) -> bool:
     """Whether a request for ``host`` (its Host header) is served: always with keys, else only
     for localhost, loopback addresses and ``allowed_hosts``."""
-    if settings.keys:
+    if settings.keys_required:
         return True
     name = _hostname(host or "")
     allowed = settings.allowed_hosts

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from modelplex.http import dumps
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
+from modelplex_server.keys import KeyCreate
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ConversationCreate,
@@ -92,6 +93,21 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      None, "`{model, embeddings}`", False),
     ("get", "/health", "Server", "The server is up (no key needed).", None,
      "`{status: ok, version, in_flight}`", False),
+    ("get", "/api/keys/me", "Keys", "The caller's key: models, limits, budget and this "
+     "period's spend.", None, "`{name, models, rate_limit, tpm, concurrency, admin, source, "
+     "budget: {amount, unit, period, spent, remaining, resets_at, ...}}`", False),
+    ("get", "/api/keys", "Keys", "Every key (admin key only).", None, "`{keys: [...]}`",
+     False),
+    ("post", "/api/keys", "Keys", "Make a key (admin key only); the key is in the answer, "
+     "once.", KeyCreate, "`{key, name, models, rate_limit, tpm, concurrency, budget, admin, "
+     "created_at}`", False),
+    ("delete", "/api/keys/{name}", "Keys", "Revoke a key kept in the store (admin key only).",
+     None, "No content.", False),
+    ("get", "/healthz", "Server", "Liveness: the process lives (no key needed).", None,
+     "`{status: ok, pid}`", False),
+    ("get", "/readyz", "Server", "Readiness: config, store, state and providers (no key "
+     "needed); 503 when not ready.", None, "`{ready, checks: {config, store, state, "
+     "providers}}`", False),
     ("get", "/openapi.json", "Server", "This description.", None, "OpenAPI 3.1.", False),
     ("get", "/", "Web", "The web chat page (no key needed; it calls this API).", None,
      "text/html.", False),
@@ -109,7 +125,8 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI document."""
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
-                                     ConversationCreate, ConversationUpdate, ModelInfo]
+                                     ConversationCreate, ConversationUpdate, ModelInfo,
+                                     KeyCreate]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -135,7 +152,8 @@ def build_openapi() -> dict[str, Any]:
         if body is not None:
             op["requestBody"] = {"required": True, "content": {
                 _JSON: {"schema": refs[(body, "validation")]}}}
-        if path not in ("/health", "/openapi.json", "/") and not path.startswith("/ui/"):
+        if path not in ("/health", "/healthz", "/readyz", "/openapi.json", "/") \
+                and not path.startswith("/ui/"):
             op["security"] = [{"bearer": []}]
         paths.setdefault(path, {})[method] = op
     return {

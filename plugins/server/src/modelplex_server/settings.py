@@ -16,6 +16,9 @@
     hash = "sha256:5e884898da2804..."     # from `modelplex server-key`; keys are never stored
     models = ["ollama:*", "fast"]         # optional: the model ids this key may use
     rate_limit = 60                       # optional: requests per minute
+    tpm = 100000                          # optional: tokens per minute
+    concurrency = 8                       # optional: requests at once
+    budget = "50/month"                   # optional: USD (or "2000000 tokens/day")
 
 The table is read from the modelplex config file (:func:`modelplex.config.load_config`), the
 same file whose ``[providers.NAME]`` and ``[models.NAME]`` tables the server's model ids come
@@ -78,8 +81,24 @@ class KeyConfig(BaseModel):
         default=None, description="Model ids (glob patterns) this key may use; all if unset.")
     rate_limit: int | None = Field(default=None, gt=0,
                                    description="Requests per minute; unlimited if unset.")
+    tpm: int | None = Field(default=None, gt=0,
+                            description="Tokens per minute; unlimited if unset.")
+    concurrency: int | None = Field(default=None, gt=0,
+                                    description="Requests at once; unlimited if unset.")
     admin: bool = Field(default=False,
                         description="Sees every key's conversations (within its models).")
+    budget: str | None = Field(
+        default=None, description="Spend per period: '50/month' (USD, priced answers), "
+                                  "'2000000 tokens/day'; periods day, week, month (UTC).")
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            from modelplex_server.budgets import Budget
+
+            Budget.parse(value)
+        return value
 
     def allows(self, model_id: str) -> bool:
         """Whether this key may use ``model_id``."""
@@ -92,10 +111,18 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @property
+    def keys_required(self) -> bool:
+        """Whether requests need a key: keys are configured, or ``require_keys``."""
+        return bool(self.keys) or self.require_keys
+
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port (0 picks a free one).")
     keys: list[KeyConfig] = Field(default_factory=list,
                                   description="API keys; without any, only localhost may bind.")
+    require_keys: bool = Field(
+        default=False, description="Require a key even when none is configured here (keys "
+                                   "made with `modelplex keys create` live in the store).")
     models: dict[str, str] = Field(
         default_factory=dict, description="Named model ids and the provider:model they use.")
     providers: dict[str, dict[str, Any]] = Field(
@@ -136,6 +163,13 @@ class ServerSettings(BaseModel):
         default=None, description="Where `modelplex serve` keeps the conversations of /api: "
                                   "a SQLite file path, or 'memory' (lost on exit); default "
                                   "<data dir>/server-conversations.db.")
+    store: str | None = Field(
+        default=None, description="Where conversations (and keys) are kept, shared by every "
+                                  "worker and replica pointing at it: a postgresql:// URL, a "
+                                  "SQLite file path or 'memory'; wins over 'conversations'.")
+    workers: int = Field(default=1, ge=1, le=512,
+                         description="Processes serving the port (SO_REUSEPORT), supervised "
+                                     "by the parent.")
 
     @field_validator("keys")
     @classmethod

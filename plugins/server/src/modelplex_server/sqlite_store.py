@@ -17,7 +17,6 @@ change is one transaction, run in a worker thread so the event loop never waits 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import sqlite3
 import threading
@@ -31,13 +30,19 @@ from modelplex.paths import data_dir
 from modelplex.store.migrations import Migration, open_database, sql
 from modelplex.store.sqlite import transaction
 from modelplex.types import ChatMessage
+from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
+    KeyExistsError,
     MemoryConversationStore,
+    StoredKey,
+    dump_message,
 )
+from modelplex_server.settings import KeyConfig
 
-__all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "open_store"]
+__all__ = ["MIGRATIONS", "SQLiteConversationStore", "default_path", "dump_message",
+           "open_store"]
 
 T = TypeVar("T")
 
@@ -63,6 +68,23 @@ MIGRATIONS: list[Migration] = [
     sql(2, "the API key that owns each conversation", """
         ALTER TABLE conversations ADD COLUMN owner TEXT;
     """),
+    sql(3, "API keys made by `modelplex keys` and their spend per period", """
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE key_spend (
+            name TEXT NOT NULL,
+            period TEXT NOT NULL,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            cost REAL NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (name, period)
+        );
+    """),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
@@ -75,14 +97,6 @@ def default_path() -> Path:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _dump(message: ChatMessage) -> str:
-    if any(isinstance(image, bytes) for image in message.images):  # JSON holds text only
-        message = message.model_copy(update={"images": tuple(
-            base64.b64encode(i).decode() if isinstance(i, bytes) else i
-            for i in message.images)})
-    return message.model_dump_json()
 
 
 class SQLiteConversationStore(ConversationStore):
@@ -151,7 +165,7 @@ class SQLiteConversationStore(ConversationStore):
                           c.created_at.isoformat(), c.updated_at.isoformat()))
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
-                             [(c.id, i, _dump(m)) for i, m in enumerate(c.messages)])
+                             [(c.id, i, dump_message(m)) for i, m in enumerate(c.messages)])
 
         await self._call(work, write=True)
         return conversation
@@ -182,7 +196,7 @@ class SQLiteConversationStore(ConversationStore):
                                  "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
-                             [(conversation_id, start + i, _dump(m))
+                             [(conversation_id, start + i, dump_message(m))
                               for i, m in enumerate(messages)])
 
         await self._call(work, write=True)
@@ -208,7 +222,7 @@ class SQLiteConversationStore(ConversationStore):
                 "ORDER BY position", (conversation_id, max(end, 0)))]
             conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
                          (conversation_id, max(start, 0)))
-            rows = [_dump(m) for m in messages] + tail
+            rows = [dump_message(m) for m in messages] + tail
             conn.executemany("INSERT INTO messages (conversation_id, position, data) "
                              "VALUES (?, ?, ?)",
                              [(conversation_id, max(start, 0) + i, data)
@@ -246,6 +260,80 @@ class SQLiteConversationStore(ConversationStore):
 
         return await self._call(work, write=True)
 
+    # -- keys --------------------------------------------------------------------------------
+    @staticmethod
+    def _key(row: sqlite3.Row) -> StoredKey:
+        return StoredKey(key=KeyConfig.model_validate_json(row["settings"]),
+                         created_at=datetime.fromisoformat(row["created_at"]),
+                         revoked_at=datetime.fromisoformat(row["revoked_at"])
+                         if row["revoked_at"] else None)
+
+    async def create_key(self, stored: StoredKey) -> None:
+        """Keep a new key; :class:`KeyExistsError` if its name is taken."""
+        def work(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT INTO api_keys (name, hash, settings, created_at) "
+                             "VALUES (?, ?, ?, ?)",
+                             (stored.key.name, stored.key.hash, stored.key.model_dump_json(),
+                              stored.created_at.isoformat()))
+            except sqlite3.IntegrityError:
+                raise KeyExistsError(f"a key named {stored.key.name!r} (or with that hash) "
+                                     "exists already") from None
+
+        await self._call(work, write=True)
+
+    async def find_key(self, hashed: str) -> StoredKey | None:
+        """The key (not revoked) whose hash is ``hashed``."""
+        def work(conn: sqlite3.Connection) -> StoredKey | None:
+            row = conn.execute("SELECT * FROM api_keys WHERE hash = ? AND "
+                               "revoked_at IS NULL", (hashed,)).fetchone()
+            return None if row is None else self._key(row)
+
+        return await self._call(work)
+
+    async def list_keys(self) -> list[StoredKey]:
+        """Every key, oldest first."""
+        def work(conn: sqlite3.Connection) -> list[StoredKey]:
+            return [self._key(row) for row in conn.execute(
+                "SELECT * FROM api_keys ORDER BY created_at, name")]
+
+        return await self._call(work)
+
+    async def revoke_key(self, name: str) -> bool:
+        """Revoke a key; false if there is no such (unrevoked) key."""
+        def work(conn: sqlite3.Connection) -> bool:
+            return conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND "
+                                "revoked_at IS NULL", (_now().isoformat(), name)).rowcount > 0
+
+        return await self._call(work, write=True)
+
+    async def add_spend(self, name: str, period: str, tokens: int, cost: float) -> None:
+        """Add one answer's tokens and cost to key ``name``'s spend in ``period``."""
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO key_spend (name, period, tokens, cost, requests) VALUES "
+                         "(?, ?, ?, ?, 1) ON CONFLICT (name, period) DO UPDATE SET tokens = "
+                         "tokens + excluded.tokens, cost = cost + excluded.cost, "
+                         "requests = requests + 1", (name, period, tokens, cost))
+
+        await self._call(work, write=True)
+
+    async def get_spend(self, name: str, period: str) -> Spend:
+        """Key ``name``'s spend in ``period``."""
+        def work(conn: sqlite3.Connection) -> Spend:
+            row = conn.execute("SELECT tokens, cost, requests FROM key_spend WHERE name = ? "
+                               "AND period = ?", (name, period)).fetchone()
+            return Spend() if row is None else Spend(int(row[0]), float(row[1]), int(row[2]))
+
+        return await self._call(work)
+
+    async def ping(self) -> None:
+        """Raise when the database cannot be read."""
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def describe(self) -> str:
+        """The database file."""
+        return f"SQLite {self.path}"
+
     async def aclose(self) -> None:
         """Close the database."""
         await asyncio.to_thread(self.close)
@@ -259,8 +347,14 @@ class SQLiteConversationStore(ConversationStore):
 
 
 def open_store(setting: str | None) -> ConversationStore:
-    """The store a ``server.conversations`` setting names: ``"memory"``, a file path, or
-    None for the default file (``<data dir>/server-conversations.db``)."""
+    """The store a ``server.store`` (or ``server.conversations``) setting names:
+    ``"memory"``, a ``postgresql://`` URL (:mod:`modelplex_server.pg_store`), a SQLite file
+    path, or None for the default file (``<data dir>/server-conversations.db``)."""
     if setting is not None and setting.strip().lower() == "memory":
         return MemoryConversationStore()
+    if setting is not None and setting.strip().lower().startswith(("postgresql://",
+                                                                    "postgres://")):
+        from modelplex_server.pg_store import PostgresConversationStore
+
+        return PostgresConversationStore(setting.strip())
     return SQLiteConversationStore(setting.strip() if setting else None)

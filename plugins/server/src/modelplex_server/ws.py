@@ -117,10 +117,10 @@ class _Session:
                 await task
 
 
-def _authenticate(gateway: Gateway, request: web.Request, frame: Any) -> bool:
+async def _authenticate(gateway: Gateway, request: web.Request, frame: Any) -> bool:
     if not isinstance(frame, AuthFrame):
         return False
-    key = gateway.settings.key_for(hash_key(frame.api_key))
+    key = await gateway.find_key(hash_key(frame.api_key))
     if key is None:
         return False
     request[KEY] = key
@@ -160,7 +160,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await session.error(err, {})
                 continue
             if needs_auth:
-                if not _authenticate(gateway, request, frame):
+                if not await _authenticate(gateway, request, frame):
                     await session.error(ApiError(401, "authenticate first: send "
                                                       '{"type": "auth", "api_key": "..."}',
                                                  type="invalid_request_error",

@@ -1,0 +1,198 @@
+"""The conversation stores that persist (SQLite, PostgreSQL) pass the same tests: the store
+interface, a reopen (a restart), and upgrades from every schema version. PostgreSQL runs for
+real (``initdb``/``pg_ctl`` into a temporary folder, see :mod:`modelplex_server.testing`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from modelplex.errors import ConfigurationError
+from modelplex.store.migrations import migrate as sqlite_migrate
+from modelplex.types import ChatMessage, MessageRole
+from modelplex_server import pg_store, sqlite_store
+from modelplex_server.budgets import Spend
+from modelplex_server.conversations import Conversation, KeyExistsError, StoredKey
+from modelplex_server.settings import KeyConfig, hash_key
+from modelplex_server.testing import StoreBackend
+
+
+def msg(text: str, role: MessageRole = MessageRole.USER) -> ChatMessage:
+    return ChatMessage(role=role, content=text)
+
+
+def texts(item: Conversation | None) -> list[str]:
+    assert item is not None
+    return [str(m.content) for m in item.messages]
+
+
+async def test_the_store_interface(store_backend: StoreBackend) -> None:
+    store = store_backend.open()
+    await store.open()
+    try:
+        first = await store.create(Conversation(model="fault:fault", provider="fault",
+                                                title="First", system_prompt="Be brief.",
+                                                owner="alice",
+                                                messages=[msg("seed")]))
+        second = await store.create(Conversation(model="fault:fault", provider="fault"))
+        assert texts(await store.get(first.id)) == ["seed"]
+        assert await store.get("missing") is None
+        await store.append(first.id, [msg("q1"), msg("a1", MessageRole.ASSISTANT)])
+        await store.append("missing", [msg("nowhere")])  # no conversation: nothing happens
+        assert [c.id for c in await store.all()] == [first.id, second.id]  # most recent first
+        await store.append(first.id, [msg("q2"), msg("a2", MessageRole.ASSISTANT)])
+        await store.replace(first.id, 3, 5, [msg("q2"), msg("a2 again", MessageRole.ASSISTANT)])
+        assert texts(await store.get(first.id)) == ["seed", "q1", "a1", "q2", "a2 again"]
+        await store.replace(first.id, 1, 3, [msg("q1"), msg("a1 again", MessageRole.ASSISTANT)])
+        assert texts(await store.get(first.id)) == ["seed", "q1", "a1 again", "q2", "a2 again"]
+        await store.truncate(first.id, 3)
+        assert texts(await store.get(first.id)) == ["seed", "q1", "a1 again"]
+        updated = await store.update(first.id, title="Renamed", model="llamacpp:smollm2",
+                                     provider="llamacpp", system_prompt=None)
+        assert updated is not None and updated.title == "Renamed"
+        assert updated.system_prompt is None and texts(updated) == ["seed", "q1", "a1 again"]
+        assert await store.update("missing", title="x") is None
+        with pytest.raises(ValueError, match="title must be a string"):
+            await store.update(first.id, title=3)
+        with pytest.raises(ValueError, match="cannot update owner"):
+            await store.update(first.id, owner="mallory")
+        # concurrent appends (two replicas at once) keep every message, each once
+        await asyncio.gather(*(store.append(second.id, [msg(f"m{i}")]) for i in range(20)))
+        assert sorted(texts(await store.get(second.id))) == sorted(f"m{i}" for i in range(20))
+        assert await store.delete(second.id) is True
+        assert await store.delete(second.id) is False
+        assert await store_backend.message_rows(second.id) == 0
+        await store.ping()
+    finally:
+        await store.aclose()
+
+    again = store_backend.open()  # a restart
+    try:
+        kept = await again.get(first.id)
+        assert kept is not None
+        assert (kept.title, kept.model, kept.provider, kept.owner) == (
+            "Renamed", "llamacpp:smollm2", "llamacpp", "alice")
+        assert texts(kept) == ["seed", "q1", "a1 again"]
+        assert kept.created_at == first.created_at
+        assert [c.id for c in await again.all()] == [first.id]
+    finally:
+        await again.aclose()
+
+
+def _old_row(version: int) -> dict[str, Any]:
+    stamp = datetime(2025, 1, 1, tzinfo=UTC)
+    return {"id": f"v{version}", "title": f"made at v{version}", "model": "fault:fault",
+            "provider": "fault", "system_prompt": None, "created_at": stamp,
+            "updated_at": stamp}
+
+
+async def _at_version(backend: StoreBackend, version: int) -> None:
+    """Bring the backend's storage to schema ``version`` and leave a conversation of that
+    schema in it (with one message)."""
+    row = _old_row(version)
+    if backend.kind == "sqlite":
+        conn = sqlite3.connect(backend.location, isolation_level=None)
+        sqlite_migrate(conn, sqlite_store.MIGRATIONS, upto=version, what="test")
+        if version >= 1:
+            conn.execute("INSERT INTO conversations (id, title, model, provider, system_prompt,"
+                         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (row["id"], row["title"], row["model"], row["provider"], None,
+                          row["created_at"].isoformat(), row["updated_at"].isoformat()))
+            conn.execute("INSERT INTO messages VALUES (?, 0, ?)",
+                         (row["id"], msg("old").model_dump_json()))
+        conn.close()
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(backend.location)
+    try:
+        await pg_store.migrate(conn, upto=version)
+        if version >= 1:
+            await conn.execute("INSERT INTO conversations (id, title, model, provider, "
+                               "system_prompt, created_at, updated_at) VALUES ($1, $2, $3, "
+                               "$4, $5, $6, $7)", *row.values())
+            await conn.execute("INSERT INTO messages VALUES ($1, 0, $2)", row["id"],
+                               msg("old").model_dump_json())
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("version", range(len(sqlite_store.MIGRATIONS)))
+async def test_upgrades_from_every_version(store_backend: StoreBackend, version: int) -> None:
+    assert len(sqlite_store.MIGRATIONS) == len(pg_store.MIGRATIONS)  # one schema story
+    await _at_version(store_backend, version)
+    store = store_backend.open()
+    await store.open()
+    try:
+        items = await store.all()
+        if version >= 1:
+            (old,) = items
+            assert old.id == f"v{version}" and old.owner is None and texts(old) == ["old"]
+            await store.append(old.id, [msg("new")])
+            assert texts(await store.get(old.id)) == ["old", "new"]
+        else:
+            assert items == []
+        made = await store.create(Conversation(model="fault:fault", provider="fault",
+                                               owner="bob"))
+        got = await store.get(made.id)
+        assert got is not None and got.owner == "bob"
+    finally:
+        await store.aclose()
+
+
+async def test_a_newer_database_is_refused(store_backend: StoreBackend) -> None:
+    store = store_backend.open()
+    await store.open()
+    await store.aclose()
+    if store_backend.kind == "sqlite":
+        with sqlite3.connect(store_backend.location) as db:
+            db.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'now')")
+        with pytest.raises(ConfigurationError, match="newer than this modelplex knows"):
+            store_backend.open()
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(store_backend.location)
+    await conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', now())")
+    await conn.close()
+    store = store_backend.open()
+    with pytest.raises(ConfigurationError, match="newer than this modelplex knows"):
+        await store.open()
+    await store.aclose()
+
+
+async def test_keys_and_their_spend(store_backend: StoreBackend) -> None:
+    store = store_backend.open()
+    await store.open()
+    try:
+        alice = StoredKey(key=KeyConfig(name="alice", hash=hash_key("a"), tpm=5,
+                                        budget="50/month", models=["fast"]))
+        await store.create_key(alice)
+        await store.create_key(StoredKey(key=KeyConfig(name="bob", hash=hash_key("b"))))
+        with pytest.raises(KeyExistsError):
+            await store.create_key(StoredKey(key=KeyConfig(name="alice", hash=hash_key("c"))))
+        found = await store.find_key(hash_key("a"))
+        assert found is not None and found.key == alice.key and found.revoked_at is None
+        assert await store.find_key(hash_key("nobody")) is None
+        assert await store.revoke_key("bob") is True
+        assert await store.revoke_key("bob") is False
+        assert await store.find_key(hash_key("b")) is None
+        listed = await store.list_keys()
+        assert [k.key.name for k in listed] == ["alice", "bob"]
+        assert listed[1].revoked_at is not None
+        await asyncio.gather(*(store.add_spend("alice", "month:2026-12", 8, 0.5)
+                               for _ in range(10)))
+        assert await store.get_spend("alice", "month:2026-12") == Spend(80, 5.0, 10)
+        assert await store.get_spend("alice", "month:2027-01") == Spend()
+    finally:
+        await store.aclose()
+    again = store_backend.open()
+    try:
+        assert await again.get_spend("alice", "month:2026-12") == Spend(80, 5.0, 10)
+        assert [k.key.name for k in await again.list_keys()] == ["alice", "bob"]
+    finally:
+        await again.aclose()
