@@ -38,6 +38,7 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 import attrs
+from pydantic import ValidationError
 
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.config import RetryConfig
@@ -50,7 +51,7 @@ from modelplex.errors import (
     RateLimitError,
     RoutingError,
 )
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider, options_error
 from modelplex.routing.deployments import Deployment, Stats
 from modelplex.routing.state import MemoryState, RouterState
 from modelplex.routing.strategies import Strategy, make_strategy
@@ -254,6 +255,11 @@ class Router(Provider):
             if len(self.deployments) != 1 or self.fallbacks:
                 raise ConfigurationError("a plain router has one deployment, no fallbacks")
             self.default_model = first.default_model
+        #: deployment providers with checks of their own beyond their Options model
+        self._checkers = list({id(d.provider): d.provider for d in self.deployments
+                               if d.provider.Options is self._options_cls
+                               and type(d.provider).parse_options is not Provider.parse_options
+                               }.values())
         for dep in self.deployments:
             if options:
                 dep.options = {**options, **dep.options}
@@ -294,18 +300,17 @@ class Router(Provider):
         """Validate options for every deployment (their provider's options when they share one
         provider type, else the common options)."""
         cls = self._options_cls
-        if isinstance(options, cls):
-            return options
-        if isinstance(options, CommonOptions):
-            options = options.set_values()
-        from pydantic import ValidationError
-
-        from modelplex.provider import options_error
-
-        try:
-            return cls.model_validate(dict(options or {}))
-        except ValidationError as err:
-            raise options_error(err, cls, self.name) from None
+        if not isinstance(options, cls):
+            if isinstance(options, CommonOptions):
+                options = options.set_values()
+            try:
+                options = cls.model_validate(dict(options or {}))
+            except ValidationError as err:
+                raise options_error(err, cls, self.name) from None
+        # each provider's own checks too (llamacpp refuses load-time settings per instance)
+        for provider in self._checkers:
+            provider.parse_options(options)
+        return options
 
     # -- picking ---------------------------------------------------------------------------
     async def _pick(self, trial: _Trial, last_group: bool) -> Deployment | None:
