@@ -266,7 +266,7 @@ async def test_a_lease_releases_exactly_what_it_opened(fake_plugins: Any, fake_p
         reply = await lease.provider.complete([{"role": "user", "content": "hi"}],
                                               model=lease.model)
         assert reply.content == "The capital of France is Paris."
-    assert store._writer.closed and cache._writer.closed  # opened for this lease, closed with it
+    assert store.closed and cache.closed  # opened for this lease, closed with it
     [provider] = fake_plugin.created
     assert not provider.closed and pool.shared() == [provider]  # still held by `other`
     await lease.release()  # again: nothing more to give back

@@ -260,6 +260,11 @@ class LogStore:
         """Why the store is unavailable, or ``None`` while it works."""
         return self.health.failure
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or ``aclose``) was called."""
+        return self._writer.closed
+
     # -- writing ----------------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Commit ``fn`` at once on the caller's thread if the database is free and nothing is

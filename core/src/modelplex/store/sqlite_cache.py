@@ -103,6 +103,11 @@ class SQLiteCache(Cache):
         """Why the cache is unavailable, or ``None`` while it works."""
         return self.health.failure
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or ``aclose``) was called."""
+        return self._writer.closed
+
     # -- the hot path -------------------------------------------------------------------------
     async def get(self, key: str) -> Any | None:
         """The cached value, or ``None`` if absent or expired."""
