@@ -27,10 +27,12 @@ from modelplex import structured
 from modelplex._blocking import Blocking, blocking
 from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
 from modelplex.chunks import StreamChunk
+from modelplex.config import get_config
 from modelplex.errors import ConfigurationError
 from modelplex.exchange import Turn, answered, checked_system_prompt, owned, streamed, user_message
 from modelplex.layers import ManagerLayers
 from modelplex.parsers import resolve_output
+from modelplex.pipeline import open_model
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import CommonOptions, Provider
@@ -145,9 +147,6 @@ class ChatManager:
     async def _open_provider(self, model: str | None) -> tuple[Provider, str, str]:
         """The stack serving ``model`` from the request pipeline (its top), the model name to
         send and the provider name to show."""
-        from modelplex.config import get_config
-        from modelplex.pipeline import open_model
-
         config = self._config or get_config()
         cache = self._layers.cache_layer(self.plugins, default=config.cache)
         lease = await open_model(
