@@ -46,7 +46,7 @@ def sent() -> Callable[..., list[Sent]]:
     """
 
     def requests(mock: Any, provider: Any, *secrets: str) -> list[Sent]:
-        base = dict(provider._http.headers)
+        base = dict(provider.http.headers)
         out = []
         for (method, url), calls in mock.requests.items():
             for call in calls:

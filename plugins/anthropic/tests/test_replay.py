@@ -517,7 +517,7 @@ def test_registered_and_secret_never_in_repr(clean_env: pytest.MonkeyPatch) -> N
     p = create_provider("anthropic")
     assert isinstance(p, AnthropicProvider)
     assert p.base_url == "https://api.anthropic.com"
-    assert KEY not in repr(p) and KEY not in repr(p._http)
+    assert KEY not in repr(p) and KEY not in repr(p.http)
     assert re.search(r"AnthropicProvider 'anthropic'", repr(p))
 
 
@@ -556,7 +556,7 @@ async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
 
 
 def test_timeouts_as_number_or_mapping(clean_env: pytest.MonkeyPatch) -> None:
-    assert AnthropicProvider(timeouts=30)._http.timeouts.total == 30
-    assert AnthropicProvider(timeouts={"connect": 1.5})._http.timeouts.connect == 1.5
+    assert AnthropicProvider(timeouts=30).http.timeouts.total == 30
+    assert AnthropicProvider(timeouts={"connect": 1.5}).http.timeouts.connect == 1.5
     with pytest.raises(ConfigurationError, match="timeouts"):
         AnthropicProvider(timeouts={"conect": 1})

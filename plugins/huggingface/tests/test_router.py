@@ -161,7 +161,7 @@ async def test_router_has_no_embeddings() -> None:
 
 def test_secret_never_in_repr() -> None:
     p = HFRouterProvider(api_key=TOKEN)
-    assert TOKEN not in repr(p) and TOKEN not in repr(p._http)
+    assert TOKEN not in repr(p) and TOKEN not in repr(p.http)
 
 
 def test_endpoint_table(clean_env: pytest.MonkeyPatch, tmp_path: Path,

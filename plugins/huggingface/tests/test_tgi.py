@@ -235,7 +235,7 @@ async def test_tei_has_no_chat_and_rejects_unknown_options() -> None:
 def test_timeouts_as_number_or_mapping() -> None:
     from modelplex.errors import ConfigurationError
 
-    assert TGIProvider(timeouts=30)._http.timeouts.total == 30
-    assert TEIProvider(timeouts={"first_byte": 5})._http.timeouts.first_byte == 5
+    assert TGIProvider(timeouts=30).http.timeouts.total == 30
+    assert TEIProvider(timeouts={"first_byte": 5}).http.timeouts.first_byte == 5
     with pytest.raises(ConfigurationError, match="timeouts"):
         TGIProvider(timeouts=-1)

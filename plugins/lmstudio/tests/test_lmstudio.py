@@ -108,12 +108,12 @@ def test_defaults_and_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert provider.name == "lmstudio"
     assert (provider.host, provider.base_url) == ("http://localhost:1234",
                                                   "http://localhost:1234/v1")
-    assert "Authorization" not in provider._http.headers
+    assert "Authorization" not in provider.http.headers
     clean_env.setenv("LMSTUDIO_HOST", "gpu-box:1234/")
     clean_env.setenv("LM_API_TOKEN", "lms-token-0123456789")
     provider = LMStudioProvider()
     assert provider.base_url == "http://gpu-box:1234/v1"
-    assert provider._http.headers["Authorization"] == "Bearer lms-token-0123456789"
+    assert provider.http.headers["Authorization"] == "Bearer lms-token-0123456789"
     assert "lms-token" not in repr(provider)
     assert LMStudioProvider(base_url="http://x:1/v1").host == "http://x:1"
 

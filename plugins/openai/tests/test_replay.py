@@ -297,7 +297,7 @@ async def test_401_names_the_variable_and_hides_the_key(provider: OpenAIProvider
     assert KEY not in str(err)
     assert KEY not in json.dumps(err.body)
     assert KEY not in repr(provider)
-    assert KEY not in repr(provider._http)
+    assert KEY not in repr(provider.http)
 
 
 async def test_401_without_a_key_says_to_set_it(clean_env: pytest.MonkeyPatch,
@@ -480,8 +480,8 @@ async def test_health_falls_back_to_the_root_health_route(provider: OpenAIProvid
 
 def test_secret_never_in_repr(provider: OpenAIProvider) -> None:
     assert KEY not in repr(provider)
-    assert KEY not in repr(vars(provider)["_api_key"])
-    assert re.search(r"\*+", str(vars(provider)["_api_key"]))
+    assert KEY not in repr(vars(provider)["api_key"])
+    assert re.search(r"\*+", str(vars(provider)["api_key"]))
 
 
 async def test_pydantic_response_format_and_reasoning(

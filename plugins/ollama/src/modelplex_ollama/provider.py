@@ -27,8 +27,9 @@ from modelplex.errors import (
     mask_url,
 )
 from modelplex.finish import normalize_finish_reason
-from modelplex.http import HttpClient, Timeouts, iter_ndjson
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider, keep_partial
+from modelplex.http import Timeouts, iter_ndjson
+from modelplex.http_provider import HttpProvider
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions, keep_partial
 from modelplex.types import (
     ChatMessage,
     HealthStatus,
@@ -40,14 +41,15 @@ from modelplex.types import (
 )
 from modelplex_ollama.__about__ import __version__
 from modelplex_ollama.connection import (
+    DEFAULT_HOST,
     EndpointNotFoundError,
     InsufficientDiskSpaceError,
     free_disk_bytes,
     is_local_host,
-    make_error_factory,
     model_not_found_message,
     models_dir,
     parse_host,
+    status_error,
 )
 from modelplex_ollama.models import loaded_model_info, show_info, tag_model_info
 from modelplex_ollama.options import OllamaOptions, split_options
@@ -99,7 +101,7 @@ def _is_missing_manifest(message: str) -> bool:
 _NO_LIMIT = contextlib.nullcontext()
 
 
-class OllamaProvider(Provider):
+class OllamaProvider(HttpProvider):
     """The Ollama provider: ``ollama:MODEL``.
 
     Args:
@@ -124,6 +126,11 @@ class OllamaProvider(Provider):
     capabilities: ClassVar[Capabilities] = Capabilities(
         streaming=True, embeddings=True, tools=True, vision=True, json_mode=True,
         model_management=True, json_schema=True)
+    default_base_url: ClassVar[str] = DEFAULT_HOST
+    user_agent: ClassVar[str | None] = f"modelplex-ollama/{__version__}"
+    connect_hint: ClassVar[str | None] = (
+        "Ollama is not running at {url}: start it with `ollama serve`, or set OLLAMA_HOST to "
+        "the address where it runs")
 
     def __init__(self, host: str | None = None, api_key: str | SecretStr | None = None,
                  headers: Mapping[str, str] | None = None,
@@ -132,34 +139,22 @@ class OllamaProvider(Provider):
                  check_disk_space: bool = True) -> None:
         if host is None:  # OLLAMA_BASE_URL is another name for it (seed 003)
             host = os.environ.get("OLLAMA_HOST") or os.environ.get("OLLAMA_BASE_URL")
-        self.host = parse_host(host)
         if api_key is None:
             api_key = os.environ.get("OLLAMA_API_KEY") or None
-        self.api_key: SecretStr | None = (
-            api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key))
-        key = self.api_key.get_secret_value() if self.api_key is not None else ""
-        send_headers = {"User-Agent": f"modelplex-ollama/{__version__}",
-                        "Accept": "application/json"}
-        if key:
-            send_headers["Authorization"] = f"Bearer {key}"
-        send_headers.update(headers or {})
         self.max_parallel = _max_parallel(max_parallel)
         self.check_disk_space = check_disk_space
-        self.http = HttpClient(self.host, provider=self.name, headers=send_headers,
-                               timeouts=timeouts, secrets=(key,) if key else (),
-                               error_factory=make_error_factory((key,) if key else ()),
-                               verify_tls=verify_tls,
-                               connect_hint=f"Ollama is not running at {mask_url(self.host)}: "
-                                            "start it "
-                                            "with `ollama serve`, or set OLLAMA_HOST to the "
-                                            "address where it runs")
+        super().__init__(base_url=parse_host(host), api_key=api_key, headers=headers,
+                         timeouts=timeouts, verify_tls=verify_tls)
+        #: the server's base URL (``base_url``), as ``OLLAMA_HOST`` resolves
+        self.host = self.base_url
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._tasks: dict[Any, asyncio.Task[None]] = {}
         self._describing = asyncio.Semaphore(8)  # /api/show requests at once when listing
         self._legacy_embed = False
 
-    def __repr__(self) -> str:
-        return f"<OllamaProvider {self.name!r} host={mask_url(self.host)!r}>"
+    def _status_error(self, status: int, body: Any,
+                      headers: Mapping[str, str]) -> ProviderError | None:
+        return status_error(status, body, headers, self.http.secrets)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _slot(self, model: str) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -598,4 +593,4 @@ class OllamaProvider(Provider):
         for runner in runners:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
-        await self.http.aclose()
+        await super().aclose()
