@@ -560,3 +560,18 @@ def test_timeouts_as_number_or_mapping(clean_env: pytest.MonkeyPatch) -> None:
     assert AnthropicProvider(timeouts={"connect": 1.5}).http.timeouts.connect == 1.5
     with pytest.raises(ConfigurationError, match="timeouts"):
         AnthropicProvider(timeouts={"conect": 1})
+
+
+@pytest.mark.parametrize(("stop_reason", "finish"), [
+    ("pause_turn", "stop"), ("end_turn", "stop"), ("max_tokens", "length"),
+    ("tool_use", "tool_calls"), ("refusal", "refusal"), ("a_new_reason", "other")])
+async def test_stop_reasons_in_modelplex_vocabulary(
+        provider: AnthropicProvider, mock: aioresponses, transcript: Callable[[str], str],
+        stop_reason: str, finish: str) -> None:
+    mock.post(MESSAGES_URL, payload={**RECORDED_MESSAGE, "stop_reason": stop_reason})
+    response = await provider.complete(ASK, model="m")
+    assert (response.finish_reason, response.stop_reason) == (finish, stop_reason)
+    body = transcript("anthropic_basic_stream.sse").replace('"end_turn"', f'"{stop_reason}"')
+    mock.post(MESSAGES_URL, body=body, headers=SSE)
+    final = [c async for c in provider.chat(ASK, model="m")][-1]
+    assert (final.finish_reason, final.stop_reason) == (finish, stop_reason)

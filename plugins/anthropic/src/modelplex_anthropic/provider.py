@@ -26,17 +26,18 @@ from modelplex.errors import (
     StreamError,
     redact,
 )
+from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
     Timeouts,
     check_headers,
     error_from_status,
-    iter_sse,
     loads,
     parse_retry_after,
     read_body,
 )
 from modelplex.http_provider import HttpProvider, secret_value
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.streams import sse_json
 from modelplex.types import ChatMessage, ModelInfo
 from modelplex_anthropic.__about__ import __version__
 from modelplex_anthropic.wire import (
@@ -44,7 +45,6 @@ from modelplex_anthropic.wire import (
     encode_messages,
     encode_tool_choice,
     encode_tools,
-    finish_reason,
     parse_arguments,
     response_from,
     usage_from,
@@ -294,15 +294,14 @@ class AnthropicProvider(HttpProvider):
         stop: str | None = None
         served: str | None = None
         blocks: dict[int, dict[str, Any]] = {}  # tool_use and thinking blocks by index
-        done = False
         pieces = 0  # deltas received, the estimate when the server reports no output tokens
         async with http.stream("POST", "/v1/messages", body, headers=headers) as resp:
-            async for event, data in iter_sse(resp, http.max_line_bytes, provider=name):
-                try:
-                    obj = loads(data)
-                except ValueError:
-                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
-                                      provider=name) from None
+            # message_stop ends it (a body that ends before raises); the error event is
+            # matched below, after the frequent kinds, which keeps the per-chunk path short
+            events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
+                              done=None, end_events=("message_stop",), error_events=(),
+                              error_key=None)
+            async for event, obj in events:
                 try:
                     kind = event or obj.get("type")
                     if kind == "content_block_delta":
@@ -344,20 +343,15 @@ class AnthropicProvider(HttpProvider):
                         stop = obj["delta"].get("stop_reason") or stop
                         usage.update((k, v) for k, v in (obj.get("usage") or {}).items()
                                      if v is not None)
-                    elif kind == "message_stop":
-                        done = True
-                        break
                     elif kind == "error":
                         raise self._stream_error(obj)
-                    # ping, content_block_stop and unknown events carry nothing we need
+                    # ping, content_block_stop, message_stop and unknown events carry nothing
+                    # we need
                 except (KeyError, TypeError, AttributeError) as err:
                     raise StreamError(f"{name}: unexpected event in the stream: "
-                                      f"{data[:200]!r}", provider=name) from err
-        if not done:
-            raise StreamError(f"{name}: the stream ended before the answer was finished",
-                              provider=name)
+                                      f"{str(obj)[:200]!r}", provider=name) from err
         calls, thinking = _finish_blocks(blocks, name)
-        yield AnthropicChunk(finish_reason=finish_reason(stop), tool_calls=calls or None,
+        yield AnthropicChunk(finish_reason=normalize_finish_reason(stop), tool_calls=calls or None,
                              usage=usage_from(usage, request.messages, pieces),
                              model=served or request.model,
                              thinking_blocks=thinking or None, stop_reason=stop)

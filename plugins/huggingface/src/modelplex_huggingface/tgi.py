@@ -27,15 +27,16 @@ from modelplex.errors import (
     StreamError,
     redact,
 )
+from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
     Timeouts,
     error_from_status,
-    iter_sse,
     loads,
     read_body,
 )
 from modelplex.http_provider import HttpProvider, secret_value
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.streams import sse_json
 from modelplex.types import ModelInfo
 from modelplex_huggingface.__about__ import __version__
 from modelplex_openai.wire import encode_message
@@ -43,7 +44,6 @@ from modelplex_openai.wire import encode_message
 __all__ = ["DEFAULT_TGI_URL", "TGIChunk", "TGIOptions", "TGIProvider", "TGIResponse", "noted"]
 
 DEFAULT_TGI_URL = "http://127.0.0.1:8080"
-_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 #: Names a request may use for "whatever model the server serves".
 _ANY_MODEL = ("", "tgi")
 
@@ -94,10 +94,6 @@ def noted(text: str, note: str) -> str:
     """``text`` with ``note`` added before the "(retry after N s)" the core puts last."""
     head, sep, tail = text.rpartition(" (retry after ")
     return f"{head}{note}{sep}{tail}" if sep else text + note
-
-
-def _finish(reason: str | None) -> str:
-    return _FINISH.get(reason or "", reason or "stop")
 
 
 class TGIProvider(HttpProvider):
@@ -243,12 +239,11 @@ class TGIProvider(HttpProvider):
         append = ids.append
         final: dict[str, Any] | None = None
         async with http.stream("POST", "/generate_stream", body) as resp:
-            async for _event, data in iter_sse(resp, http.max_line_bytes, provider=name):
-                try:
-                    obj = loads(data)
-                except ValueError:
-                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
-                                      provider=name) from None
+            # the event with generated_text is the last; error objects raise
+            events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
+                              done=None, require_end=False, error_events=(),
+                              error=self._stream_error)
+            async for _event, obj in events:
                 try:
                     token = obj["token"]
                     append(token["id"])
@@ -258,18 +253,15 @@ class TGIProvider(HttpProvider):
                         final = obj
                         break
                 except (KeyError, TypeError):
-                    if type(obj) is dict and obj.get("error") is not None:
-                        raise self._stream_error(obj) from None
                     raise StreamError(f"{name}: unexpected event in the stream: "
-                                      f"{data[:200]!r}", provider=name) from None
+                                      f"{str(obj)[:200]!r}", provider=name) from None
         if final is None:
-            raise StreamError(f"{name}: the stream ended before the answer was finished",
-                              provider=name)
+            raise events.cut_short()
         details = final.get("details") or {}
         usage = Usage(prompt_tokens=int(details.get("input_length") or prompt_tokens or 0),
                       completion_tokens=int(details.get("generated_tokens") or len(ids)))
-        yield TGIChunk(finish_reason=_finish(details.get("finish_reason")), usage=usage,
-                       model=model, token_ids=ids, details=details)
+        yield TGIChunk(finish_reason=normalize_finish_reason(details.get("finish_reason")),
+                       usage=usage, model=model, token_ids=ids, details=details)
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         model = await self._check_model(request.model)
@@ -295,8 +287,9 @@ class TGIProvider(HttpProvider):
         usage = Usage(prompt_tokens=prompt_tokens or 0,
                       completion_tokens=int(details.get("generated_tokens") or len(tokens)))
         return TGIResponse(content=str(data["generated_text"]), model=model, provider=self.name,
-                           finish_reason=_finish(details.get("finish_reason")), usage=usage,
-                           token_ids=[int(t["id"]) for t in tokens], details=details)
+                           finish_reason=normalize_finish_reason(details.get("finish_reason")),
+                           usage=usage, token_ids=[int(t["id"]) for t in tokens],
+                           details=details)
 
     # -- models -----------------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from modelplex.finish import normalize_finish_reason
 from modelplex.http import Timeouts, iter_ndjson
 from modelplex.http_provider import HttpProvider
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, keep_partial
+from modelplex.streams import ndjson_json
 from modelplex.types import (
     ChatMessage,
     HealthStatus,
@@ -200,17 +201,14 @@ class OllamaProvider(HttpProvider):
         marks_done = False
         parts: list[str] = []
         model: str | None = None
-        async for line in self._lines(resp):
-            if not isinstance(line, dict):
-                raise StreamError(f"ollama: unexpected line in the stream: {line!r:.200}",
-                                  provider=self.name)
-            if "error" in line:
-                raise self._stream_error(line)
+        lines = ndjson_json(resp, provider=self.name, max_line_bytes=self.http.max_line_bytes,
+                            require_end=False, error=self._stream_error, objects_only=True)
+        async for line in lines:
             chunk = chunk_from_line(line, text_key=text_key)
             model = chunk.model or model
             if "done" in line:
                 marks_done = True
-            if line.get("done"):
+            if lines.ended:  # done: true, the last object
                 parts.append(chunk.content)
                 chunk.finish_reason = normalize_finish_reason(line.get("done_reason"))
                 chunk.usage = usage_from_line(line) or estimated_usage(prompt, "".join(parts))

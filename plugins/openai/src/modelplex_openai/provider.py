@@ -26,19 +26,16 @@ from modelplex.errors import (
     RateLimitError,
     StreamError,
     mask_url,
-    redact,
 )
 from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
     Timeouts,
     check_headers,
     error_from_status,
-    extract_error_message,
-    iter_sse,
-    loads,
 )
 from modelplex.http_provider import HttpProvider
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.streams import sse_json, stream_error
 from modelplex.types import HealthStatus, ModelInfo
 from modelplex_openai.__about__ import __version__
 from modelplex_openai.wire import (
@@ -205,10 +202,8 @@ class OpenAIProvider(HttpProvider):
         return err
 
     def _stream_error(self, obj: Any) -> StreamError:
-        message = extract_error_message(obj) if isinstance(obj, dict) else str(obj)
-        message = redact(message or "unknown error", *self.http.secrets)
-        return StreamError(f"{self.name}: the server reported an error in its answer: "
-                           f"{message}", provider=self.name)
+        return stream_error(obj if isinstance(obj, dict) else str(obj), provider=self.name,
+                            secrets=self.http.secrets)
 
     # -- chat -------------------------------------------------------------------------------
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -239,20 +234,13 @@ class OpenAIProvider(HttpProvider):
         timings: Any = None
         served: str | None = None
         calls: dict[int, list[Any]] = {}
-        refused = done = False
+        refused = False
         tokens = 0
         async with http.stream("POST", "/chat/completions", body) as resp:
-            async for event, data in iter_sse(resp, http.max_line_bytes, provider=name):
-                if data.startswith(b"[DONE]"):
-                    done = True
-                    break
-                try:
-                    obj = loads(data)
-                except ValueError:
-                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
-                                      provider=name) from None
-                if event == "error" or type(obj) is not dict or obj.get("error") is not None:
-                    raise self._stream_error(obj)
+            # [DONE] ends it; an error event or member raises; a cut stream is judged below
+            events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
+                              require_end=False, error=self._stream_error, objects_only=True)
+            async for _event, obj in events:
                 choices = obj.get("choices")
                 if choices:
                     choice = choices[0]
@@ -281,10 +269,9 @@ class OpenAIProvider(HttpProvider):
                     usage = obj["usage"]
                 if obj.get("timings"):
                     timings = obj["timings"]
-        if finish is None:
-            if not done:
-                raise StreamError(f"{name}: the stream ended before the answer was finished",
-                                  provider=name)
+        if finish is None:  # a finish reason or [DONE] is the end; without either, a cut
+            if not events.ended:
+                raise events.cut_short()
             finish = "stop"
         if refused and finish == "stop":
             finish = "refusal"
