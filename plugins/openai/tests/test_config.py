@@ -62,10 +62,10 @@ def test_endpoints_from_env_and_file(clean_env: pytest.MonkeyPatch, tmp_path: Pa
     clean_env.setenv("MODELPLEX_OPENAI_ENDPOINTS", json.dumps(
         {"vllm": {"base_url": "http://env:8000/v1", "api_key_env": "VLLM_KEY"}}))
     endpoints = {e.name: e for e in load_endpoints()}
-    assert endpoints["vllm"].base_url == "http://env:8000/v1"  # the variable wins
+    assert endpoints["vllm"].settings["base_url"] == "http://env:8000/v1"  # the variable wins
     assert endpoints["vllm"].source == "MODELPLEX_OPENAI_ENDPOINTS"
-    assert endpoints["tgi"].headers == {"X-A": "1"}
-    assert endpoints["tgi"].verify_tls is False
+    assert endpoints["tgi"].settings["headers"] == {"X-A": "1"}
+    assert endpoints["tgi"].settings["verify_tls"] is False
     assert endpoints["tgi"].source == str(config)
 
 
