@@ -294,13 +294,13 @@ class AnthropicProvider(HttpProvider):
         stop: str | None = None
         served: str | None = None
         blocks: dict[int, dict[str, Any]] = {}  # tool_use and thinking blocks by index
+        done = False
         pieces = 0  # deltas received, the estimate when the server reports no output tokens
         async with http.stream("POST", "/v1/messages", body, headers=headers) as resp:
-            # message_stop ends it (a body that ends before raises); the error event is
-            # matched below, after the frequent kinds, which keeps the per-chunk path short
+            # message_stop and error events are matched below, after the frequent kinds,
+            # which keeps the per-chunk path as short as a hand-written loop
             events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
-                              done=None, end_events=("message_stop",), error_events=(),
-                              error_key=None)
+                              done=None, require_end=False, error_events=(), error_key=None)
             async for event, obj in events:
                 try:
                     kind = event or obj.get("type")
@@ -343,6 +343,9 @@ class AnthropicProvider(HttpProvider):
                         stop = obj["delta"].get("stop_reason") or stop
                         usage.update((k, v) for k, v in (obj.get("usage") or {}).items()
                                      if v is not None)
+                    elif kind == "message_stop":
+                        done = True
+                        break
                     elif kind == "error":
                         raise self._stream_error(obj)
                     # ping, content_block_stop, message_stop and unknown events carry nothing
@@ -350,6 +353,8 @@ class AnthropicProvider(HttpProvider):
                 except (KeyError, TypeError, AttributeError) as err:
                     raise StreamError(f"{name}: unexpected event in the stream: "
                                       f"{str(obj)[:200]!r}", provider=name) from err
+        if not done:
+            raise events.cut_short()
         calls, thinking = _finish_blocks(blocks, name)
         yield AnthropicChunk(finish_reason=normalize_finish_reason(stop), tool_calls=calls or None,
                              usage=usage_from(usage, request.messages, pieces),
