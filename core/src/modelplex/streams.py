@@ -37,13 +37,13 @@ import aiohttp
 
 from modelplex._bodies import _Lines
 from modelplex.chunks import StreamChunk
-from modelplex.errors import StreamError, redact
+from modelplex.errors import ProviderError, StreamError, redact
 from modelplex.http import DEFAULT_MAX_LINE_BYTES, extract_error_message, loads
 
 __all__ = ["NdjsonReader", "SseReader", "dispatch", "ndjson_json", "sse_json", "stream_error"]
 
 Handler = Callable[[Any], StreamChunk | None]
-ErrorFactory = Callable[[Any], StreamError]
+ErrorFactory = Callable[[Any], ProviderError]
 
 
 def stream_error(obj: Any, *, provider: str, secrets: Collection[str] = ()) -> StreamError:
@@ -77,7 +77,7 @@ class _JsonReader(_Lines):
         #: whether the stream's end marker arrived
         self.ended = False
 
-    def error(self, obj: Any) -> StreamError:
+    def error(self, obj: Any) -> ProviderError:
         """The error for an in-stream error object (the ``error`` hook's, if given)."""
         if self._error is not None:
             return self._error(obj)
@@ -276,8 +276,10 @@ def sse_json(resp: aiohttp.ClientResponse, *, provider: str,
         error_events: event names that carry an error; raised as :class:`StreamError`.
         error_key: a member whose presence (not ``None``) in an object marks an error
             (``None`` to turn off).
-        error: builds the :class:`StreamError` for an error object (default
-            :func:`stream_error`), for a provider that keeps more of its error's details.
+        error: builds the error for an error object (default :func:`stream_error`), for a
+            provider that keeps more of its error's details (a :class:`StreamError`, or
+            another :class:`~modelplex.errors.ProviderError` such as Ollama's
+            :class:`ModelNotFoundError` for a pull of a model the registry lacks).
         secrets: strings to mask in error messages (besides anything shaped like a key).
         objects_only: raise :class:`StreamError` for data that is not a JSON object.
     """

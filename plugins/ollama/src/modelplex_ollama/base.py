@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import aiohttp
 from pydantic import SecretStr
 
 from modelplex import errors
 from modelplex.errors import ConfigurationError, ProviderError, StreamError
-from modelplex.http import Timeouts, iter_ndjson
+from modelplex.http import Timeouts
 from modelplex.http_provider import HttpProvider
 from modelplex.provider import Capabilities, CommonOptions
 from modelplex_ollama.__about__ import __version__
@@ -132,9 +131,6 @@ class OllamaBase(HttpProvider):
         if sem is None:
             return 0
         return self.max_parallel - sem._value
-
-    def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Any]:
-        return iter_ndjson(resp, self.http.max_line_bytes, provider=self.name)
 
     def _stream_error(self, line: Mapping[str, Any]) -> StreamError:
         message = errors.redact(server_message(line), *self.http.secrets)

@@ -19,6 +19,7 @@ from modelplex.errors import (
     StreamError,
     mask_url,
 )
+from modelplex.streams import ndjson_json
 from modelplex.types import HealthStatus, ModelInfo, PullProgress, Task, TaskStatus, human_size
 from modelplex_ollama.base import OllamaBase, server_message
 from modelplex_ollama.connection import (
@@ -150,11 +151,13 @@ class OllamaModels(OllamaBase):
         layers: dict[str, tuple[int, int]] = {}
         succeeded = False
         async with self.http.stream("POST", "/api/pull", {"model": name, "stream": True}) as resp:
-            async for line in self._lines(resp):
+            # progress lines have no "done"; the end is "success", checked below
+            lines = ndjson_json(resp, provider=self.name,
+                                max_line_bytes=self.http.max_line_bytes, done_key=None,
+                                error=lambda line: self._pull_error(name, server_message(line)))
+            async for line in lines:
                 if not isinstance(line, dict):
                     continue
-                if "error" in line:
-                    raise self._pull_error(name, server_message(line))
                 event = PullProgress(status=str(line.get("status", "")),
                                      digest=line.get("digest") or None,
                                      completed=line.get("completed"), total=line.get("total"))
