@@ -80,6 +80,16 @@ def _split(text: str, pieces: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
 
 
+def _object(arguments: Any) -> Any:
+    """Arguments as an object for a wire that sends one (text that is no JSON as it is)."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+
+
 def _arguments(call: dict[str, Any]) -> str:
     args = call.get("arguments", {})
     return args if isinstance(args, str) else json.dumps(args)
@@ -231,9 +241,9 @@ class Wire:
         return events
 
     def _ollama_calls(self) -> list[dict[str, Any]]:
+        """Ollama's calls carry their arguments as an object (text is sent as it is given)."""
         return [{"id": call["id"], "function": {
-            "index": i, "name": call["name"], "arguments": call.get("arguments", {})
-            if not isinstance(call.get("arguments"), str) else json.loads(call["arguments"])}}
+            "index": i, "name": call["name"], "arguments": call.get("arguments", {})}}
             for i, call in enumerate(self.calls)]
 
     def _anthropic_calls(self) -> list[bytes]:
@@ -304,7 +314,7 @@ class Wire:
         if self.kind == "anthropic":
             blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
             blocks += [{"type": "tool_use", "id": call["id"], "name": call["name"],
-                        "input": json.loads(_arguments(call))} for call in self.calls]
+                        "input": _object(call.get("arguments", {}))} for call in self.calls]
             return {"id": "msg_fault", "type": "message", "role": "assistant", "model": "fault",
                     "content": blocks, "stop_reason": self.finish,
                     "usage": {"input_tokens": prompt, "output_tokens": n}}
