@@ -339,13 +339,13 @@ async def test_a_hanging_deployment_times_out_and_the_other_answers(pool: Provid
 
 
 async def test_tool_loop_and_structured_output_through_a_named_model(pool: ProviderPool) -> None:
-    from modelplex.testing.scripted import Reply, ScriptedUpstream
+    from modelplex.testing import Reply
 
     def add(a: int, b: int) -> int:
         """Add two numbers."""
         return a + b
 
-    async with ScriptedUpstream() as up, FaultyUpstream() as busy:
+    async with FaultyUpstream() as up, FaultyUpstream() as busy:
         busy.faults.extend(["503:7"] * 5)
         cfg = config({"m": {"deployments": [deployment(busy.url, name="busy"),
                                             deployment(up.url, name="scripted")]}})

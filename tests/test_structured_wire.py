@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from modelplex import ChatManager
 from modelplex.errors import ParseError, UnsupportedOperationError
-from modelplex.testing.scripted import Reply, ScriptedUpstream
+from modelplex.testing import FaultyUpstream, Reply
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 # nobody reads the stream of get_structured or of the tool loop's rounds: they are asked
@@ -34,23 +34,23 @@ INSTRUCTION = ('Respond with a JSON object with the keys "name" (string), "popul
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[ScriptedUpstream]:
-    async with ScriptedUpstream() as server:
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    async with FaultyUpstream() as server:
         yield server
 
 
-def openai_chat(upstream: ScriptedUpstream) -> ChatManager:
+def openai_chat(upstream: FaultyUpstream) -> ChatManager:
     return ChatManager("openai:scripted", system_prompt="Be brief.", provider_config={
         "openai": {"base_url": upstream.url + "/v1", "api_key": "sk-test-0000000000"}})
 
 
-def ollama_chat(upstream: ScriptedUpstream) -> ChatManager:
+def ollama_chat(upstream: FaultyUpstream) -> ChatManager:
     return ChatManager("ollama:scripted", system_prompt="Be brief.",
                        provider_config={"ollama": {"host": upstream.url}})
 
 
 # -- structured output --------------------------------------------------------------------------
-async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstream) -> None:
+async def test_openai_native_reask_sends_the_error_back(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([Reply("{'name': 'Paris', population: 'many'}"),
                              Reply('{"name": "Paris", "population": 2100000}')])
     async with openai_chat(upstream) as chat:
@@ -60,7 +60,7 @@ async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstre
     assert (result.mode, result.attempts) == ("native", 2)
     assert result.answers == ["{'name': 'Paris', population: 'many'}",
                               '{"name": "Paris", "population": 2100000}']
-    assert (result.prompt_tokens, result.completion_tokens) == (14, 10)
+    assert (result.prompt_tokens, result.completion_tokens) == (6, 6)  # 3 + 3 per reply
     response_format = {"type": "json_schema",
                        "json_schema": {"name": "City", "schema": CITY_SCHEMA}}
     first_user = {"role": "user", "content": f"Tell me about Paris.\n\n{INSTRUCTION}"}
@@ -80,7 +80,7 @@ async def test_openai_native_reask_sends_the_error_back(upstream: ScriptedUpstre
                        ("assistant", '{"name": "Paris", "population": 2100000}')]
 
 
-async def test_keep_attempts_keeps_every_exchange(upstream: ScriptedUpstream) -> None:
+async def test_keep_attempts_keeps_every_exchange(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([Reply("no idea"), Reply('{"name": "Rome", "population": 3}')])
     async with openai_chat(upstream) as chat:
         await chat.get_structured("Rome?", City, keep_attempts=True)
@@ -88,7 +88,7 @@ async def test_keep_attempts_keeps_every_exchange(upstream: ScriptedUpstream) ->
     assert roles == ["user", "assistant", "user", "assistant"]
 
 
-async def test_parse_error_keeps_every_raw_answer(upstream: ScriptedUpstream) -> None:
+async def test_parse_error_keeps_every_raw_answer(upstream: FaultyUpstream) -> None:
     answers = ["I think Paris.", '{"name": "Paris"}', "```json\n{\"population\": 1}\n```"]
     upstream.replies.extend(Reply(a) for a in answers)
     async with openai_chat(upstream) as chat:
@@ -105,7 +105,7 @@ async def test_parse_error_keeps_every_raw_answer(upstream: ScriptedUpstream) ->
     assert len(upstream.bodies) == 3
 
 
-async def test_a_deeply_nested_answer_is_reasked(upstream: ScriptedUpstream) -> None:
+async def test_a_deeply_nested_answer_is_reasked(upstream: FaultyUpstream) -> None:
     """Issue 19 #16: it escaped as RecursionError; now it is a bad answer like any other."""
     deep = '{"name": ' * 50_000 + '"x"' + "}" * 50_000
     good = '{"name": "Lima", "population": 10000000}'
@@ -122,7 +122,7 @@ async def test_a_deeply_nested_answer_is_reasked(upstream: ScriptedUpstream) -> 
         assert [m.content for m in chat.history] == ["Lima?", good]
 
 
-async def test_prompted_mode_sends_no_response_format(upstream: ScriptedUpstream) -> None:
+async def test_prompted_mode_sends_no_response_format(upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply('Sure!\n```json\n{"name": "Oslo", "population": 700000,}\n```'))
     async with openai_chat(upstream) as chat:
         result = await chat.get_structured("Oslo?", City, mode="prompted")
@@ -132,7 +132,7 @@ async def test_prompted_mode_sends_no_response_format(upstream: ScriptedUpstream
                                                    "content": f"Oslo?\n\n{INSTRUCTION}"}]}
 
 
-async def test_tool_mode_forces_the_schema_as_a_tool(upstream: ScriptedUpstream) -> None:
+async def test_tool_mode_forces_the_schema_as_a_tool(upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply(tool_calls=[{"name": "City", "arguments": {
         "name": "Lima", "population": 10000000}}]))
     async with openai_chat(upstream) as chat:
@@ -147,7 +147,7 @@ async def test_tool_mode_forces_the_schema_as_a_tool(upstream: ScriptedUpstream)
 
 
 @pytest.mark.parametrize("chat_of", [openai_chat, ollama_chat], ids=["openai", "ollama"])
-async def test_deeply_nested_tool_arguments_are_reasked(upstream: ScriptedUpstream,
+async def test_deeply_nested_tool_arguments_are_reasked(upstream: FaultyUpstream,
                                                        chat_of: Any) -> None:
     """Issue 19 #16 in tool mode: arguments nested too deep were a RecursionError in the
     provider (openai: a ProviderError); now they are a bad answer, re-asked."""
@@ -162,7 +162,7 @@ async def test_deeply_nested_tool_arguments_are_reasked(upstream: ScriptedUpstre
     assert "nested more than 100 levels deep" in reask
 
 
-async def test_ollama_native_sends_the_schema_as_format(upstream: ScriptedUpstream) -> None:
+async def test_ollama_native_sends_the_schema_as_format(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([Reply('{"name": "Kyiv"}'),
                              Reply('{"name": "Kyiv", "population": 2950000}')])
     async with ollama_chat(upstream) as chat:
@@ -178,7 +178,7 @@ async def test_ollama_native_sends_the_schema_as_format(upstream: ScriptedUpstre
                                     + INSTRUCTION}]
 
 
-async def test_stream_structured_yields_growing_values(upstream: ScriptedUpstream) -> None:
+async def test_stream_structured_yields_growing_values(upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply('{"name": "Nice", "population": 340000}', pieces=6))
     async with openai_chat(upstream) as chat:
         updates = [u async for u in chat.stream_structured("Nice?", City)]
@@ -191,7 +191,7 @@ async def test_stream_structured_yields_growing_values(upstream: ScriptedUpstrea
     assert len({json.dumps(u.value) for u in partial}) == len(partial)  # each one is new
 
 
-async def test_stream_structured_reasks_and_starts_again(upstream: ScriptedUpstream) -> None:
+async def test_stream_structured_reasks_and_starts_again(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([Reply('{"name": "Nice", "population": "lots"}'),
                              Reply('{"name": "Nice", "population": 340000}')])
     async with openai_chat(upstream) as chat:
@@ -225,7 +225,7 @@ FORECAST_SPEC = {"type": "function", "function": {
                                            "description": "how many days ahead."}}}}}
 
 
-async def test_openai_tool_loop_runs_parallel_calls(upstream: ScriptedUpstream) -> None:
+async def test_openai_tool_loop_runs_parallel_calls(upstream: FaultyUpstream) -> None:
     started: list[str] = []
     both = asyncio.Event()
 
@@ -247,7 +247,7 @@ async def test_openai_tool_loop_runs_parallel_calls(upstream: ScriptedUpstream) 
     assert meta.content == "Rome is bigger."
     assert sorted(started) == ["Paris", "Rome"]
     assert [r.content for r in meta.steps[0].results] == ["2100000", "2800000"]
-    assert (meta.prompt_tokens, meta.completion_tokens) == (14, 10)
+    assert (meta.prompt_tokens, meta.completion_tokens) == (6, 3)  # the calls have no text
     tools = [{"type": "function", "function": {
         "name": "population", "description": "How many people live in a city.",
         "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
@@ -271,7 +271,7 @@ async def test_openai_tool_loop_runs_parallel_calls(upstream: ScriptedUpstream) 
     assert history == ["user", "assistant", "tool", "tool", "assistant"]
 
 
-async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
+async def test_tool_errors_go_to_the_model(upstream: FaultyUpstream) -> None:
     def divide(a: float, b: float) -> float:
         """Divide a by b."""
         return a / b
@@ -303,7 +303,7 @@ async def test_tool_errors_go_to_the_model(upstream: ScriptedUpstream) -> None:
     assert [r.error is not None for r in meta.steps[0].results] == [True] * 5
 
 
-async def test_raise_tool_errors_reaches_the_caller(upstream: ScriptedUpstream) -> None:
+async def test_raise_tool_errors_reaches_the_caller(upstream: FaultyUpstream) -> None:
     def boom() -> None:
         """Fail."""
         raise RuntimeError("disk on fire")
@@ -316,7 +316,7 @@ async def test_raise_tool_errors_reaches_the_caller(upstream: ScriptedUpstream) 
         assert chat.history == []
 
 
-async def test_max_steps_then_an_answer_without_tools(upstream: ScriptedUpstream) -> None:
+async def test_max_steps_then_an_answer_without_tools(upstream: FaultyUpstream) -> None:
     call = Reply(tool_calls=[{"name": "forecast", "arguments": {"city": "Oslo"}}])
     upstream.replies.extend([call, call, Reply("Sunny.")])
     async with openai_chat(upstream) as chat:
@@ -328,7 +328,7 @@ async def test_max_steps_then_an_answer_without_tools(upstream: ScriptedUpstream
     assert upstream.bodies[0]["tools"] == [FORECAST_SPEC]
 
 
-async def test_ollama_tool_loop_wire_format(upstream: ScriptedUpstream) -> None:
+async def test_ollama_tool_loop_wire_format(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "call_abc", "name": "forecast",
                            "arguments": {"city": "Oslo", "days": 2}}]),

@@ -221,3 +221,101 @@ async def test_upstream_checks_headers_and_models_and_records() -> None:
         assert [r.json["model"] for r in upstream.chat_requests()] == ["m", "m", "other"]
         assert upstream.received[-1].headers["x-api-key"] == "k1"
         assert upstream.received[-1].path == "/v1/chat/completions"
+
+
+# -- the readers' end state, error hook and object check ---------------------------------------
+async def _reader(upstream: FaultyUpstream, path: str, read: Any) -> Any:
+    http = HttpClient(upstream.url, provider="t")
+    try:
+        async with http.stream("POST", path, {"model": "m", "stream": True,
+                                              "messages": MESSAGES}) as resp:
+            return await read(resp)
+    finally:
+        await http.aclose()
+
+
+async def test_sse_reader_reports_whether_the_end_came() -> None:
+    async def read(resp: Any) -> tuple[bool, int, StreamError]:
+        reader = sse_json(resp, provider="t", require_end=False)
+        count = len([e async for e in reader])
+        return reader.ended, count, reader.cut_short()
+
+    async with FaultyUpstream(chunks=2) as upstream:
+        ended, count, err = await _reader(upstream, "/v1/chat/completions", read)
+        assert ended and count == 5  # role, 2 pieces, finish, usage; [DONE] not yielded
+        upstream.faults.append("no_end")
+        ended, count, err = await _reader(upstream, "/v1/chat/completions", read)
+        assert not ended and count == 3
+        assert "ended before the answer was finished" in str(err)
+
+
+async def test_error_hook_builds_the_error() -> None:
+    class Crashed(StreamError):
+        pass
+
+    def hook(obj: Any) -> StreamError:
+        return Crashed(f"crashed: {obj['error']['type']}")
+
+    async def read(resp: Any) -> list[Any]:
+        return [e async for e in sse_json(resp, provider="t", error=hook)]
+
+    async with FaultyUpstream() as upstream:
+        upstream.faults.append("error_event")
+        with pytest.raises(Crashed, match="crashed: server_error"):
+            await _reader(upstream, "/v1/chat/completions", read)
+
+
+async def test_named_end_event_without_event_lines_uses_the_type() -> None:
+    async def read(resp: Any) -> list[Any]:
+        reader = sse_json(resp, provider="t", done=None, end_events=("message_stop",))
+        return [obj async for _event, obj in reader]
+
+    body = ('data: {"type": "message_start"}\n\ndata: {"type": "message_stop"}\n\n'
+            'data: {"type": "after"}\n\n')
+    async with FaultyUpstream() as upstream:
+        objects = await _raw(upstream, body, read)
+    assert [o["type"] for o in objects] == ["message_start", "message_stop"]
+
+
+async def test_objects_only_refuses_other_values() -> None:
+    async def read_sse(resp: Any) -> list[Any]:
+        return [e async for e in sse_json(resp, provider="t", objects_only=True)]
+
+    async def read_nd(resp: Any) -> list[Any]:
+        return [o async for o in ndjson_json(resp, provider="t", objects_only=True)]
+
+    async with FaultyUpstream() as upstream:
+        with pytest.raises(StreamError, match="unexpected value in the stream: \\[1, 2\\]"):
+            await _raw(upstream, "data: [1, 2]\n\ndata: [DONE]\n\n", read_sse)
+        with pytest.raises(StreamError, match="unexpected value in the stream: 3"):
+            await _raw(upstream, '{"done": false}\n3\n', read_nd)
+        reader_values = await _raw(upstream, "data: [1, 2]\n\ndata: [DONE]\n\n",
+                                   lambda r: _all(sse_json(r, provider="t")))
+        assert reader_values == [(None, [1, 2])]
+
+
+async def _all(reader: Any) -> list[Any]:
+    return [item async for item in reader]
+
+
+async def _raw(upstream: FaultyUpstream, body: str, read: Any) -> Any:
+    """Read ``body`` as the response of a small server (a route added to nothing else)."""
+    from aiohttp import web
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=body.encode(), content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/raw", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    http = HttpClient(f"http://127.0.0.1:{port}", provider="t")
+    try:
+        async with http.stream("POST", "/raw", {}) as resp:
+            return await read(resp)
+    finally:
+        await http.aclose()
+        await runner.cleanup()

@@ -5,6 +5,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+{%- if wire != "in-process" %}
+
+import pytest
+{%- endif %}
 
 import {{ cookiecutter.package_name }}
 {%- if wire == "in-process" %}
@@ -12,9 +16,12 @@ from modelplex import ChatManager, get_plugins
 {%- else %}
 from modelplex import get_plugins
 {%- endif %}
+{%- if wire != "in-process" %}
+from modelplex.errors import ProviderConnectionError
+{%- endif %}
 from modelplex.plugins import Plugins
 {%- if wire != "in-process" %}
-from modelplex.testing import FaultyUpstream
+from modelplex.testing import FaultyUpstream, closed_port_url
 {%- endif %}
 from {{ cookiecutter.package_name }}.provider import {{ cls }}Provider
 
@@ -51,6 +58,15 @@ async def test_native_option_and_key_reach_the_server() -> None:
     assert sent.json["top_k"] == 40
 {%- endif %}
     assert "key-123456789" in str(sent.headers)
+
+
+async def test_refused_connection_says_what_to_do() -> None:
+    url = closed_port_url()
+    async with {{ cls }}Provider(base_url=url, api_key="key-123456789") as provider:
+        assert "key-123456789" not in repr(provider)
+        with pytest.raises(ProviderConnectionError, match="server answers at") as info:
+            await provider.complete(MESSAGES, model="m")
+    assert url in str(info.value)  # the connect_hint, with {url} filled in
 {%- endif %}
 
 

@@ -63,6 +63,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         UnsupportedOperationError as UnsupportedOperationError,
     )
     from modelplex.hookspecs import hookimpl as hookimpl
+    from modelplex.http_provider import HttpProvider as HttpProvider
     from modelplex.manager import (
         ChainResult as ChainResult,
         ChatManager as ChatManager,
@@ -132,6 +133,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
 
 _LAZY: dict[str, str] = {
     "hookimpl": "hookspecs",
+    "HttpProvider": "http_provider",
     **dict.fromkeys(["ChainResult", "ChatManager", "ChatMode", "create_provider",
                      "parse_model_spec"], "manager"),
     **dict.fromkeys(["Reply", "ResponseWithMeta"], "reply"),

@@ -517,7 +517,7 @@ def test_registered_and_secret_never_in_repr(clean_env: pytest.MonkeyPatch) -> N
     p = create_provider("anthropic")
     assert isinstance(p, AnthropicProvider)
     assert p.base_url == "https://api.anthropic.com"
-    assert KEY not in repr(p) and KEY not in repr(p._http)
+    assert KEY not in repr(p) and KEY not in repr(p.http)
     assert re.search(r"AnthropicProvider 'anthropic'", repr(p))
 
 
@@ -556,7 +556,22 @@ async def test_chat_manager_tool_loop_round_trip(mock: aioresponses,
 
 
 def test_timeouts_as_number_or_mapping(clean_env: pytest.MonkeyPatch) -> None:
-    assert AnthropicProvider(timeouts=30)._http.timeouts.total == 30
-    assert AnthropicProvider(timeouts={"connect": 1.5})._http.timeouts.connect == 1.5
+    assert AnthropicProvider(timeouts=30).http.timeouts.total == 30
+    assert AnthropicProvider(timeouts={"connect": 1.5}).http.timeouts.connect == 1.5
     with pytest.raises(ConfigurationError, match="timeouts"):
         AnthropicProvider(timeouts={"conect": 1})
+
+
+@pytest.mark.parametrize(("stop_reason", "finish"), [
+    ("pause_turn", "stop"), ("end_turn", "stop"), ("max_tokens", "length"),
+    ("tool_use", "tool_calls"), ("refusal", "refusal"), ("a_new_reason", "other")])
+async def test_stop_reasons_in_modelplex_vocabulary(
+        provider: AnthropicProvider, mock: aioresponses, transcript: Callable[[str], str],
+        stop_reason: str, finish: str) -> None:
+    mock.post(MESSAGES_URL, payload={**RECORDED_MESSAGE, "stop_reason": stop_reason})
+    response = await provider.complete(ASK, model="m")
+    assert (response.finish_reason, response.stop_reason) == (finish, stop_reason)
+    body = transcript("anthropic_basic_stream.sse").replace('"end_turn"', f'"{stop_reason}"')
+    mock.post(MESSAGES_URL, body=body, headers=SSE)
+    final = [c async for c in provider.chat(ASK, model="m")][-1]
+    assert (final.finish_reason, final.stop_reason) == (finish, stop_reason)

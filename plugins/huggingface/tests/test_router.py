@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ async def test_router_has_no_embeddings() -> None:
 
 def test_secret_never_in_repr() -> None:
     p = HFRouterProvider(api_key=TOKEN)
-    assert TOKEN not in repr(p) and TOKEN not in repr(p._http)
+    assert TOKEN not in repr(p) and TOKEN not in repr(p.http)
 
 
 def test_endpoint_table(clean_env: pytest.MonkeyPatch, tmp_path: Path,
@@ -190,3 +191,15 @@ def test_endpoint_table(clean_env: pytest.MonkeyPatch, tmp_path: Path,
         create_provider("broken", modelplex_plugins)
     with pytest.raises(ConfigurationError, match=r"'typo' in MODELPLEX_HF_ENDPOINTS.*colour"):
         create_provider("typo", modelplex_plugins)
+
+
+def test_endpoint_timeouts_reach_the_provider(clean_env: pytest.MonkeyPatch,
+                                              modelplex_plugins: Plugins) -> None:
+    clean_env.setenv("MODELPLEX_HF_ENDPOINTS", json.dumps({
+        "slow-tgi": {"kind": "tgi", "base_url": "http://x:1", "timeouts": {"first_byte": 300}},
+        "bad-tgi": {"kind": "tgi", "base_url": "http://x:1", "timeouts": {"first": 1}}}))
+    modelplex_plugins.register(modelplex_huggingface, name="huggingface")
+    tgi = create_provider("slow-tgi", modelplex_plugins)
+    assert isinstance(tgi, TGIProvider) and tgi.http.timeouts.first_byte == 300
+    with pytest.raises(ConfigurationError, match=r"'bad-tgi'.*unknown timeout"):
+        create_provider("bad-tgi", modelplex_plugins)

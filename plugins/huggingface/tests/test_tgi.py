@@ -235,7 +235,23 @@ async def test_tei_has_no_chat_and_rejects_unknown_options() -> None:
 def test_timeouts_as_number_or_mapping() -> None:
     from modelplex.errors import ConfigurationError
 
-    assert TGIProvider(timeouts=30)._http.timeouts.total == 30
-    assert TEIProvider(timeouts={"first_byte": 5})._http.timeouts.first_byte == 5
+    assert TGIProvider(timeouts=30).http.timeouts.total == 30
+    assert TEIProvider(timeouts={"first_byte": 5}).http.timeouts.first_byte == 5
     with pytest.raises(ConfigurationError, match="timeouts"):
         TGIProvider(timeouts=-1)
+
+
+@pytest.mark.parametrize(("native", "finish"), [
+    ("stop", "stop"), ("stop_sequence", "stop"), ("length", "length"),
+    ("a_new_reason", "other")])
+async def test_finish_reasons_in_modelplex_vocabulary(native: str, finish: str) -> None:
+    from modelplex.testing import FaultyUpstream, Reply
+
+    async with FaultyUpstream(models=["m"]) as upstream, \
+            TGIProvider(base_url=upstream.url) as provider:
+        # "stop" goes on the wire as TGI's eos_token; the others as they are
+        upstream.script("m", Reply(finish=native), Reply(finish=native))
+        chunks = [c async for c in provider.chat([{"role": "user", "content": "hi"}],
+                                                 model="tgi")]
+        answer = await provider.complete([{"role": "user", "content": "hi"}], model="tgi")
+    assert chunks[-1].finish_reason == answer.finish_reason == finish

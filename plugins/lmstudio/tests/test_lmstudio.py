@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -14,6 +13,7 @@ from modelplex.http import Timeouts
 from modelplex.manager import create_provider
 from modelplex.plugins import Plugins
 from modelplex.testing import ProviderConformanceTests
+from modelplex.testing.pytest_plugin import Sent
 from modelplex_lmstudio.provider import LMStudioProvider
 from modelplex_openai.provider import OpenAIProvider
 
@@ -108,12 +108,12 @@ def test_defaults_and_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert provider.name == "lmstudio"
     assert (provider.host, provider.base_url) == ("http://localhost:1234",
                                                   "http://localhost:1234/v1")
-    assert "Authorization" not in provider._http.headers
+    assert "Authorization" not in provider.http.headers
     clean_env.setenv("LMSTUDIO_HOST", "gpu-box:1234/")
     clean_env.setenv("LM_API_TOKEN", "lms-token-0123456789")
     provider = LMStudioProvider()
     assert provider.base_url == "http://gpu-box:1234/v1"
-    assert provider._http.headers["Authorization"] == "Bearer lms-token-0123456789"
+    assert provider.http.headers["Authorization"] == "Bearer lms-token-0123456789"
     assert "lms-token" not in repr(provider)
     assert LMStudioProvider(base_url="http://x:1/v1").host == "http://x:1"
 
@@ -128,13 +128,13 @@ def test_plugin_registers_lmstudio(clean_env: pytest.MonkeyPatch,
 
 
 async def test_lmstudio_options_are_sent(provider: LMStudioProvider, mock: aioresponses,
-                                         sent_json: Callable[[Any], list[dict[str, Any]]]
+                                         sent: Sent
                                          ) -> None:
     mock.post(CHAT, payload=COMPLETE)
     await provider.complete(MESSAGES, model="qwen2.5-7b-instruct",
                             options={"ttl": 300, "top_k": 40, "repeat_penalty": 1.1,
                                      "presence_penalty": 0.2})
-    [body] = sent_json(mock)
+    [body] = sent.bodies(mock)
     assert (body["ttl"], body["top_k"], body["repeat_penalty"], body["presence_penalty"]) == \
         (300, 40, 1.1, 0.2)
 

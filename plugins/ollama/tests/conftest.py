@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -18,7 +18,6 @@ from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
-from modelplex.testing.replay import Replay
 from modelplex_ollama.provider import OllamaProvider
 
 HOST = "http://ollama.test:11434"
@@ -178,12 +177,6 @@ def sent(mock: aioresponses, method: str, path: str, index: int = -1) -> Any:
 def wire() -> ModuleType:
     """This module: the transcripts and helpers above (``wire.chat_stream()``, ...)."""
     return sys.modules[__name__]
-
-
-@pytest.fixture
-def mock() -> Iterator[aioresponses]:
-    with Replay() as m:
-        yield m
 
 
 @pytest.fixture

@@ -181,7 +181,7 @@ async def test_pull_refused_when_local_disk_is_too_small(mock: aioresponses, wir
         return 1_000_000_000, tmp_path
 
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr("modelplex_ollama.provider.free_disk_bytes", fake_free)
+    monkeypatch.setattr("modelplex_ollama.management.free_disk_bytes", fake_free)
     local = "http://localhost:11434"
     mock.post(local + "/api/pull", body=wire.ndjson(*wire.pull_lines()))
     seen = []
@@ -202,7 +202,7 @@ async def test_pull_disk_check_passes_and_skips_remote_hosts(
         calls.append(path)
         return 10**12, tmp_path
 
-    monkeypatch.setattr("modelplex_ollama.provider.free_disk_bytes", fake_free)
+    monkeypatch.setattr("modelplex_ollama.management.free_disk_bytes", fake_free)
     mock.post("http://127.0.0.1:11434/api/pull", body=wire.ndjson(*wire.pull_lines()))
     async with OllamaProvider() as local:
         assert [e async for e in local.pull_model("llama3.2")][-1].status == "success"

@@ -1,9 +1,12 @@
-"""Shared fixtures: a real llama.cpp server (llama-cpp-python) on the tiny GGUF, and replays."""
+"""Shared fixtures: a real llama.cpp server (llama-cpp-python) on the tiny GGUF.
+
+Replays use ``mock``, ``transcript`` (from ``tests/data``) and ``sent`` from modelplex's
+pytest plugin (:mod:`modelplex.testing.pytest_plugin`).
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import socket
 import subprocess
@@ -12,14 +15,9 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aioresponses import aioresponses
 
-from modelplex.testing.replay import Replay
-
-DATA = Path(__file__).parent / "data"
 TINY_GGUF_SOURCE = Path(__file__).resolve().parents[2] / "llamacpp" / "src" / \
     "modelplex_llamacpp" / "tiny_gguf.py"
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
@@ -95,39 +93,6 @@ def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             proc.kill()
             proc.wait(timeout=15)
         log.close()
-
-
-@pytest.fixture
-def mock() -> Iterator[aioresponses]:
-    """Replayed HTTP: register responses with ``mock.post(url, ...)``."""
-    with Replay() as m:
-        yield m
-
-
-@pytest.fixture
-def transcript() -> Callable[[str], str]:
-    """Read a recorded SSE body from ``tests/data``."""
-
-    def read(name: str) -> str:
-        return (DATA / name).read_text(encoding="utf-8")
-
-    return read
-
-
-@pytest.fixture
-def sent_json() -> Callable[[Any], list[dict[str, Any]]]:
-    """The JSON bodies of every request an ``aioresponses`` mock received."""
-
-    def bodies(mock: Any) -> list[dict[str, Any]]:
-        out = []
-        for calls in mock.requests.values():
-            for call in calls:
-                data = call.kwargs.get("data")
-                if data:
-                    out.append(json.loads(data))
-        return out
-
-    return bodies
 
 
 @pytest.fixture

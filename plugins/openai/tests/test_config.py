@@ -23,7 +23,7 @@ def test_default_openai_reads_the_official_variables(clean_env: pytest.MonkeyPat
     provider = OpenAIProvider()
     assert provider.name == "openai"
     assert provider.base_url == "http://proxy.test/v1"
-    headers = provider._http.headers
+    headers = provider.http.headers
     assert headers["Authorization"] == "Bearer sk-env-key-0123456789"
     assert headers["OpenAI-Organization"] == "org-1"
     assert headers["OpenAI-Project"] == "proj-1"
@@ -34,8 +34,8 @@ def test_openai_organization_fallback_and_defaults(clean_env: pytest.MonkeyPatch
     clean_env.setenv("OPENAI_ORGANIZATION", "org-2")
     provider = OpenAIProvider()
     assert provider.base_url == OPENAI_BASE_URL
-    assert provider._http.headers["OpenAI-Organization"] == "org-2"
-    assert "Authorization" not in provider._http.headers
+    assert provider.http.headers["OpenAI-Organization"] == "org-2"
+    assert "Authorization" not in provider.http.headers
 
 
 def test_named_endpoints_do_not_inherit_openai_settings(clean_env: pytest.MonkeyPatch) -> None:
@@ -47,7 +47,7 @@ def test_named_endpoints_do_not_inherit_openai_settings(clean_env: pytest.Monkey
     assert provider.name == "vllm"
     assert OpenAIProvider.name == "openai"
     assert provider.default_model == "llama3"
-    headers = provider._http.headers
+    headers = provider.http.headers
     assert headers["Authorization"] == "Bearer vllm-secret"
     assert headers["X-Team"] == "a"
     assert "OpenAI-Organization" not in headers
@@ -62,10 +62,10 @@ def test_endpoints_from_env_and_file(clean_env: pytest.MonkeyPatch, tmp_path: Pa
     clean_env.setenv("MODELPLEX_OPENAI_ENDPOINTS", json.dumps(
         {"vllm": {"base_url": "http://env:8000/v1", "api_key_env": "VLLM_KEY"}}))
     endpoints = {e.name: e for e in load_endpoints()}
-    assert endpoints["vllm"].base_url == "http://env:8000/v1"  # the variable wins
+    assert endpoints["vllm"].settings["base_url"] == "http://env:8000/v1"  # the variable wins
     assert endpoints["vllm"].source == "MODELPLEX_OPENAI_ENDPOINTS"
-    assert endpoints["tgi"].headers == {"X-A": "1"}
-    assert endpoints["tgi"].verify_tls is False
+    assert endpoints["tgi"].settings["headers"] == {"X-A": "1"}
+    assert endpoints["tgi"].settings["verify_tls"] is False
     assert endpoints["tgi"].source == str(config)
 
 
@@ -146,7 +146,7 @@ def test_each_endpoint_is_a_provider_name(clean_env: pytest.MonkeyPatch,
     vllm = create_provider("vllm", modelplex_plugins)
     assert isinstance(vllm, OpenAIProvider)
     assert (vllm.name, vllm.base_url) == ("vllm", "http://gpu:8000/v1")
-    assert vllm._http.headers["Authorization"] == "Bearer vllm-secret"
+    assert vllm.http.headers["Authorization"] == "Bearer vllm-secret"
     assert create_provider("llamacpp-server", modelplex_plugins).default_model == "tiny"
     openai = create_provider("openai", modelplex_plugins)
     assert (openai.name, openai.default_model) == ("openai", "gpt-4o-mini")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -24,6 +23,7 @@ from modelplex.errors import (
 )
 from modelplex.http import Timeouts
 from modelplex.testing import ProviderConformanceTests
+from modelplex.testing.pytest_plugin import Sent
 from modelplex.types import ChatMessage
 from modelplex_openai.provider import OpenAIProvider
 
@@ -100,7 +100,7 @@ class TestOpenAIConformance(ProviderConformanceTests):
 
 async def test_json_stream_usage_merged_into_the_final_chunk(
         provider: OpenAIProvider, mock: aioresponses,
-        sent_json: Callable[[Any], list[dict[str, Any]]]) -> None:
+        sent: Sent) -> None:
     mock.post(CHAT, body=read("openai_json_stream.sse"), headers=SSE)
     chunks = [c async for c in provider.chat(MESSAGES, model="gpt-4o",
                                              response_format="json")]
@@ -112,7 +112,7 @@ async def test_json_stream_usage_merged_into_the_final_chunk(
     assert not final.usage.estimated
     assert final.model == "gpt-4o-2024-08-06"
     assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
-    [body] = sent_json(mock)
+    [body] = sent.bodies(mock)
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     assert body["response_format"] == {"type": "json_object"}
@@ -120,7 +120,7 @@ async def test_json_stream_usage_merged_into_the_final_chunk(
 
 async def test_tool_call_deltas_joined_and_equal_to_non_streaming(
         provider: OpenAIProvider, mock: aioresponses,
-        sent_json: Callable[[Any], list[dict[str, Any]]]) -> None:
+        sent: Sent) -> None:
     mock.post(CHAT, body=read("openai_tool_stream.sse"), headers=SSE)
     mock.post(CHAT, payload=TOOL_COMPLETE)
     chunks = [c async for c in provider.chat(MESSAGES, model="gpt-4o", tools=TOOLS,
@@ -136,13 +136,13 @@ async def test_tool_call_deltas_joined_and_equal_to_non_streaming(
     assert response.tool_calls == expected
     assert response.finish_reason == "tool_calls"
     assert response.content == "".join(c.content for c in chunks) == ""
-    for body in sent_json(mock):
+    for body in sent.bodies(mock):
         assert body["tools"] == TOOLS
         assert body["tool_choice"] == "required"
 
 
 async def test_tool_history_is_serialised(provider: OpenAIProvider, mock: aioresponses,
-                                          sent_json: Callable[[Any], list[dict[str, Any]]]
+                                          sent: Sent
                                           ) -> None:
     mock.post(CHAT, payload=JSON_COMPLETE)
     history = [
@@ -153,7 +153,7 @@ async def test_tool_history_is_serialised(provider: OpenAIProvider, mock: aiores
                     name="GetWeatherArgs"),
     ]
     await provider.complete(history, model="gpt-4o", tools=TOOLS)
-    [body] = sent_json(mock)
+    [body] = sent.bodies(mock)
     assert body["messages"][1] == {
         "role": "assistant", "content": None,
         "tool_calls": [{"id": "call_1", "type": "function",
@@ -297,7 +297,7 @@ async def test_401_names_the_variable_and_hides_the_key(provider: OpenAIProvider
     assert KEY not in str(err)
     assert KEY not in json.dumps(err.body)
     assert KEY not in repr(provider)
-    assert KEY not in repr(provider._http)
+    assert KEY not in repr(provider.http)
 
 
 async def test_401_without_a_key_says_to_set_it(clean_env: pytest.MonkeyPatch,
@@ -369,7 +369,7 @@ async def test_5xx_is_retriable(provider: OpenAIProvider, mock: aioresponses, st
 
 async def test_options_images_and_extra_body_are_sent(
         provider: OpenAIProvider, mock: aioresponses, tmp_path: Path,
-        sent_json: Callable[[Any], list[dict[str, Any]]]) -> None:
+        sent: Sent) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 8
     path = tmp_path / "pixel.png"
     path.write_bytes(png)
@@ -383,7 +383,7 @@ async def test_options_images_and_extra_body_are_sent(
     await provider.complete([message], model="gpt-4o", options=options,
                             response_format={"type": "object",
                                              "properties": {"a": {"type": "string"}}})
-    [body] = sent_json(mock)
+    [body] = sent.bodies(mock)
     parts = body["messages"][0]["content"]
     assert parts[0] == {"type": "text", "text": "What is this?"}
     urls = [p["image_url"]["url"] for p in parts[1:]]
@@ -421,7 +421,7 @@ def test_option_ranges(provider: OpenAIProvider) -> None:
 
 async def test_embeddings_batches_and_dimensions(
         provider: OpenAIProvider, mock: aioresponses,
-        sent_json: Callable[[Any], list[dict[str, Any]]]) -> None:
+        sent: Sent) -> None:
     url = BASE + "/embeddings"
     mock.post(url, payload={"object": "list", "model": "text-embedding-3-small", "data": [
         {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
@@ -432,7 +432,7 @@ async def test_embeddings_batches_and_dimensions(
     vectors = await provider.embed(["a", "b", "c"], model="text-embedding-3-small",
                                    options={"dimensions": 2, "batch_size": 2})
     assert vectors == [[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]]
-    bodies = sent_json(mock)
+    bodies = sent.bodies(mock)
     assert [b["input"] for b in bodies] == [["a", "b"], ["c"]]
     assert all(b["dimensions"] == 2 for b in bodies)
 
@@ -480,13 +480,13 @@ async def test_health_falls_back_to_the_root_health_route(provider: OpenAIProvid
 
 def test_secret_never_in_repr(provider: OpenAIProvider) -> None:
     assert KEY not in repr(provider)
-    assert KEY not in repr(vars(provider)["_api_key"])
-    assert re.search(r"\*+", str(vars(provider)["_api_key"]))
+    assert KEY not in repr(vars(provider)["api_key"])
+    assert re.search(r"\*+", str(vars(provider)["api_key"]))
 
 
 async def test_pydantic_response_format_and_reasoning(
         provider: OpenAIProvider, mock: aioresponses,
-        sent_json: Callable[[Any], list[dict[str, Any]]]) -> None:
+        sent: Sent) -> None:
     from pydantic import BaseModel
 
     class Weather(BaseModel):
@@ -508,6 +508,6 @@ async def test_pydantic_response_format_and_reasoning(
     assert "".join(c.content for c in chunks) == "{}"
     response = await provider.complete(MESSAGES, model="m", response_format=Weather)
     assert (response.reasoning, response.content) == ("Think.", "{}")
-    for sent in sent_json(mock):
-        assert sent["response_format"] == {"type": "json_schema", "json_schema": {
+    for body in sent.bodies(mock):
+        assert body["response_format"] == {"type": "json_schema", "json_schema": {
             "name": "Weather", "schema": Weather.model_json_schema()}}

@@ -105,26 +105,28 @@ class {{ cls }}Provider(Provider):
 }[wire] -%}
 """{{ cls }}Provider: {{ cookiecutter.display_name }} over HTTP, streamed as {{ paths.style }}.
 
-Built on modelplex's HTTP machinery: :class:`~modelplex.http.HttpClient` (one connection pool
-per instance, timeouts, HTTP statuses mapped to modelplex errors, API key redacted),
-:mod:`modelplex.streams` (JSON events, end-of-stream and in-stream error detection) and
-:mod:`modelplex.finish` (finish reasons). Nothing per chunk validates or logs.
+Built on modelplex's HTTP kit: :class:`~modelplex.http_provider.HttpProvider` (the
+configuration keywords, headers and API key, one :class:`~modelplex.http.HttpClient` per
+instance with its connection pool, timeouts and HTTP statuses mapped to modelplex errors, the
+key redacted everywhere, ``repr`` and ``aclose``), :mod:`modelplex.streams` (JSON events,
+end-of-stream and in-stream error detection) and :mod:`modelplex.finish` (finish reasons).
+Nothing per chunk validates or logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping{% if embeddings %}, Sequence{% endif %}
+from collections.abc import AsyncIterator{% if embeddings %}, Mapping, Sequence{% endif %}
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from modelplex.chunks import StreamChunk, Usage
 {%- if embeddings %}
 from modelplex.errors import StreamError
 {%- endif %}
 from modelplex.finish import normalize_finish_reason
-from modelplex.http import HttpClient, Timeouts
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.http_provider import HttpProvider
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions
 {%- if wire == "ndjson" %}
 from modelplex.streams import ndjson_json
 {%- elif wire == "sse-events" %}
@@ -151,50 +153,34 @@ def _estimate(text_length: int) -> int:
     return max(1, (text_length + 3) // 4)
 
 
-class {{ cls }}Provider(Provider):
+class {{ cls }}Provider(HttpProvider):
     """{{ cookiecutter.display_name }}'s chat API.
 
-    Configuration is keyword arguments only. Users write them in the config file's
-    ``[providers.{{ cookiecutter.provider_name }}]`` table, or pass them to
+    Configuration is keyword arguments only (:class:`~modelplex.http_provider.HttpProvider`
+    takes them): ``base_url`` (default ``{{ paths.url }}``), ``api_key`` (sent as
+    {% if wire == "sse-events" %}``x-api-key``{% else %}``Authorization: Bearer``{% endif %}; never shown in errors or reprs), ``headers``,
+    ``timeouts`` (seconds, or a mapping of ``connect``, ``first_byte``, ``between_chunks``
+    and ``total``), ``verify_tls`` and ``default_model``. Users write them in the config
+    file's ``[providers.{{ cookiecutter.provider_name }}]`` table, or pass them to
     ``create_provider("{{ cookiecutter.provider_name }}", ...)`` or
-    ``ChatManager(..., provider_config=...)``.
-
-    Args:
-        base_url: the API root (default ``{{ paths.url }}``).
-        api_key: the API key{% if wire == "sse-events" %}, sent as ``x-api-key``{% else %}, sent as ``Authorization: Bearer``{% endif %}; never shown in errors or reprs.
-        timeouts: a :class:`~modelplex.http.Timeouts` or a dict of its fields (seconds).
-        default_model: the model used when users name only the provider.
+    ``ChatManager(..., provider_config=...)``. A provider with more settings defines
+    ``__init__(self, *, my_setting=..., **kwargs)`` and passes ``**kwargs`` on to
+    ``super().__init__``.
     """
 
     name = "{{ cookiecutter.provider_name }}"
     Options: ClassVar[type[CommonOptions]] = {{ cls }}Options
     capabilities: ClassVar[Capabilities] = Capabilities(streaming=True{% if embeddings %}, embeddings=True{% endif %})
     default_model = "{{ cookiecutter.default_model }}"
-
-    def __init__(self, *, base_url: str = DEFAULT_BASE_URL,
-                 api_key: str | SecretStr | None = None,
-                 timeouts: Timeouts | Mapping[str, float | None] | None = None,
-                 default_model: str | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        if default_model:
-            self.default_model = default_model
-        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
 {%- if wire == "sse-events" %}
-        headers = {"x-api-key": key} if key else {}
-{%- else %}
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+    api_key_header: ClassVar[str] = "x-api-key"  # the key's header; no "Bearer " before it
+    api_key_prefix: ClassVar[str] = ""
 {%- endif %}
-        if isinstance(timeouts, Mapping):
-            timeouts = Timeouts(**timeouts)
-        self.http = HttpClient(self.base_url, provider=self.name, headers=headers,
-                               timeouts=timeouts)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self.http.aclose()
+    #: added to the error when nothing answers at the base URL ({url} is filled in)
+    connect_hint: ClassVar[str | None] = (
+        "No {{ cookiecutter.display_name }} server answers at {url}: start it, or set "
+        "base_url in [providers.{{ cookiecutter.provider_name }}] to where it runs")
 {%- if wire == "openai-sse" %}
 
     # -- chat -------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 * :class:`ProviderConformanceTests`: the base class every provider's test suite subclasses,
   made of seven suites (:mod:`modelplex.testing.conformance`) that can also be used alone.
 * :class:`FaultyUpstream` (:mod:`modelplex.testing.upstream`): a real HTTP server on
-  127.0.0.1 speaking the common wire formats, with faults, scripted replies, request
-  recording, unknown models and header checks.
+  127.0.0.1 speaking the common wire formats, with faults, scripted replies (one
+  :class:`Reply` type: text, tool calls, a fault) for one model or for a whole conversation,
+  request recording, unknown models and header checks.
 * :class:`Replay` (:mod:`modelplex.testing.replay`): aioresponses on every aiohttp 3.x
   (import it from its module; it needs the ``aioresponses`` package).
 * The pytest plugin (:mod:`modelplex.testing.pytest_plugin`, loaded automatically when
-  modelplex is installed) provides the ``modelplex_plugins`` and ``register_plugin`` fixtures.
+  modelplex is installed) provides the ``modelplex_plugins`` and ``register_plugin``
+  fixtures, and ``mock``, ``transcript`` and ``sent`` for tests that replay recorded traffic.
 """
 
 from __future__ import annotations

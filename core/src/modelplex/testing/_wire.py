@@ -1,5 +1,6 @@
 """How the test upstream writes each wire format: OpenAI-style SSE, Ollama NDJSON, Anthropic's
-named SSE events and TGI's token stream, with each wire's own finish words and error bodies.
+named SSE events and TGI's token stream, with each wire's own finish words, tool calls and
+error bodies.
 
 Private to :mod:`modelplex.testing.upstream`, which re-exports :data:`PIECE` and
 :class:`Reply`.
@@ -26,12 +27,24 @@ _NATIVE_FINISH = {
 
 @attrs.define
 class Reply:
-    """One scripted answer.
+    """One scripted answer: text, tool calls, a fault, and how they are sent.
+
+    ``Reply("The sum is 3.")`` streams that text in three pieces;
+    ``Reply(tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}])`` asks for a tool
+    call; ``Reply(fault="429")`` answers with that fault.
 
     Attributes:
-        pieces: the streamed text pieces (default: ``chunks`` times :data:`PIECE`).
+        content: the answer's text, streamed in ``pieces`` parts (3 when ``pieces`` is not
+            set).
+        tool_calls: ``{"name", "arguments", "id"?}`` dicts (``arguments`` as a dict, or as
+            the exact text to send), in the wire's own shape: OpenAI's streamed name then
+            arguments in two parts, Ollama's whole calls in one chunk, Anthropic's
+            ``tool_use`` blocks.
+        pieces: the streamed text pieces, or how many pieces to cut ``content`` into
+            (default without ``content``: the upstream's ``chunks`` times :data:`PIECE`).
         finish: the modelplex finish reason; the wire sends its own word for it
-            (``length`` is ``max_tokens`` on the Anthropic wire).
+            (``length`` is ``max_tokens`` on the Anthropic wire). Default: ``tool_calls``
+            with tool calls, else ``stop``.
         prompt_tokens / completion_tokens: the usage sent (default: 3 / the piece count).
         delay: seconds between pieces.
         fault: a fault to apply to this answer (see the module docs), default ``"ok"``.
@@ -39,13 +52,47 @@ class Reply:
             the API key, as some servers do).
     """
 
-    pieces: list[str] | None = None
-    finish: str = "stop"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] = attrs.Factory(list)
+    pieces: list[str] | int | None = None
+    finish: str | None = None
     prompt_tokens: int = 3
     completion_tokens: int | None = None
     delay: float = 0.0
     fault: str = "ok"
     message: str | None = None
+
+    def texts(self, chunks: int) -> list[str]:
+        """The streamed text pieces (``chunks``: the upstream's default piece count)."""
+        if isinstance(self.pieces, list):
+            return self.pieces
+        if self.content is not None:
+            return _split(self.content, self.pieces or 3)
+        if self.tool_calls:
+            return []
+        return [PIECE] * (self.pieces if self.pieces is not None else chunks)
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    if not text:
+        return []
+    size = max(1, -(-len(text) // max(pieces, 1)))
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def _object(arguments: Any) -> Any:
+    """Arguments as an object for a wire that sends one (text that is no JSON as it is)."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    args = call.get("arguments", {})
+    return args if isinstance(args, str) else json.dumps(args)
 
 
 def find_max_tokens(body: Any) -> int | None:
@@ -81,6 +128,14 @@ def _ollama_line(content: str, done: bool = False, n: int = 0, reason: str = "st
     return json.dumps(body).encode() + b"\n"
 
 
+def _ollama_calls_line(calls: list[dict[str, Any]]) -> bytes:
+    """Ollama sends every call whole, in one chunk before the last."""
+    body = {"model": "fault", "created_at": "2025-01-01T00:00:00Z",
+            "message": {"role": "assistant", "content": "", "tool_calls": calls},
+            "done": False}
+    return json.dumps(body).encode() + b"\n"
+
+
 def _anthropic_event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -99,9 +154,12 @@ class Wire:
     def __init__(self, kind: str, chunks: int, reply: Reply | None = None) -> None:
         self.kind = kind
         reply = reply or Reply()
-        self.pieces = reply.pieces if reply.pieces is not None else [PIECE] * chunks
+        self.pieces = reply.texts(chunks)
         self.chunks = len(self.pieces)
-        self.finish = _NATIVE_FINISH.get(kind, {}).get(reply.finish, reply.finish)
+        self.calls = [{**call, "id": call.get("id") or f"call_{i}"}
+                      for i, call in enumerate(reply.tool_calls)]
+        finish = reply.finish or ("tool_calls" if self.calls else "stop")
+        self.finish = _NATIVE_FINISH.get(kind, {}).get(finish, finish)
         self.prompt_tokens = reply.prompt_tokens
         self.completion_tokens = (reply.completion_tokens if reply.completion_tokens is not None
                                   else self.chunks)
@@ -149,11 +207,12 @@ class Wire:
                      "model": "fault", "choices": [],
                      "usage": {"prompt_tokens": prompt, "completion_tokens": n,
                                "total_tokens": n + prompt}}
-            return [_openai_event({}, self.finish),
+            return [*self._openai_calls(), _openai_event({}, self.finish),
                     b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"]
         if self.kind == "anthropic":
             return [_anthropic_event("content_block_stop", {"type": "content_block_stop",
                                                             "index": 0}),
+                    *self._anthropic_calls(),
                     _anthropic_event("message_delta", {
                         "type": "message_delta", "delta": {"stop_reason": self.finish},
                         "usage": {"output_tokens": n}}),
@@ -165,7 +224,44 @@ class Wire:
                                    "finish_reason": self.finish,
                                    "generated_tokens": n + 1 if eos else n, "seed": None,
                                    "input_length": prompt})]
-        return [_ollama_line("", done=True, n=n, reason=self.finish, prompt=prompt)]
+        calls = [_ollama_calls_line(self._ollama_calls())] if self.calls else []
+        return [*calls, _ollama_line("", done=True, n=n, reason=self.finish, prompt=prompt)]
+
+    def _openai_calls(self) -> list[bytes]:
+        """Each call's id and name, then its arguments in two parts, as OpenAI streams them."""
+        events = []
+        for i, call in enumerate(self.calls):
+            args = _arguments(call)
+            half = len(args) // 2
+            events.append(_openai_event({"tool_calls": [{
+                "index": i, "id": call["id"], "type": "function",
+                "function": {"name": call["name"], "arguments": args[:half]}}]}))
+            events.append(_openai_event({"tool_calls": [{
+                "index": i, "function": {"arguments": args[half:]}}]}))
+        return events
+
+    def _ollama_calls(self) -> list[dict[str, Any]]:
+        """Ollama's calls carry their arguments as an object (text is sent as it is given)."""
+        return [{"id": call["id"], "function": {
+            "index": i, "name": call["name"], "arguments": call.get("arguments", {})}}
+            for i, call in enumerate(self.calls)]
+
+    def _anthropic_calls(self) -> list[bytes]:
+        """A ``tool_use`` block per call, its input in two ``input_json_delta`` parts."""
+        events = []
+        for i, call in enumerate(self.calls, start=1):
+            args = _arguments(call)
+            half = len(args) // 2
+            events.append(_anthropic_event("content_block_start", {
+                "type": "content_block_start", "index": i, "content_block": {
+                    "type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}}))
+            for part in (args[:half], args[half:]):
+                events.append(_anthropic_event("content_block_delta", {
+                    "type": "content_block_delta", "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}))
+            events.append(_anthropic_event("content_block_stop", {
+                "type": "content_block_stop", "index": i}))
+        return events
 
     def error_event(self) -> bytes:
         if self.kind == "openai":
@@ -209,16 +305,27 @@ class Wire:
                 "tokens": [{"id": 100 + i, "text": piece, "logprob": -0.5, "special": False}
                            for i, piece in enumerate(self.pieces)]}}
         if self.kind == "ollama":
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.calls:
+                message["tool_calls"] = self._ollama_calls()
             return {"model": "fault", "created_at": "2025-01-01T00:00:00Z",
-                    "message": {"role": "assistant", "content": text}, "done": True,
+                    "message": message, "done": True,
                     "done_reason": self.finish, "prompt_eval_count": prompt, "eval_count": n}
         if self.kind == "anthropic":
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+            blocks += [{"type": "tool_use", "id": call["id"], "name": call["name"],
+                        "input": _object(call.get("arguments", {}))} for call in self.calls]
             return {"id": "msg_fault", "type": "message", "role": "assistant", "model": "fault",
-                    "content": [{"type": "text", "text": text}], "stop_reason": self.finish,
+                    "content": blocks, "stop_reason": self.finish,
                     "usage": {"input_tokens": prompt, "output_tokens": n}}
+        answer: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.calls:
+            answer["content"] = text or None
+            answer["tool_calls"] = [{"id": call["id"], "type": "function", "function": {
+                "name": call["name"], "arguments": _arguments(call)}} for call in self.calls]
         return {"id": "chatcmpl-fault", "object": "chat.completion", "created": 1,
-                "model": "fault", "choices": [{"index": 0, "message": {
-                    "role": "assistant", "content": text}, "finish_reason": self.finish}],
+                "model": "fault", "choices": [{"index": 0, "message": answer,
+                                               "finish_reason": self.finish}],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": n,
                           "total_tokens": n + prompt}}
 

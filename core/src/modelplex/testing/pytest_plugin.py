@@ -11,16 +11,34 @@
         def test_my_provider(register_plugin):
             register_plugin(my_plugin_module)
             assert "mine" in modelplex.get_plugins().provider_names()
+
+For tests that replay recorded traffic (they need the ``aioresponses`` package):
+
+``mock``
+    A :class:`~modelplex.testing.replay.Replay` (aioresponses on every aiohttp 3.x), active
+    for the test: ``mock.post(url, body=..., headers=...)`` registers a response.
+
+``transcript``
+    ``transcript(name)`` reads a recorded body from the ``data`` folder next to the test
+    module.
+
+``sent``
+    ``sent(mock, provider=None, *secrets)``: each request the provider sent, as
+    ``(method, url, headers, json)`` (:func:`~modelplex.testing.replay.sent_requests`);
+    ``sent.bodies(mock)``: the JSON bodies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from modelplex.plugins import Plugins, get_plugins, set_plugins
+
+if TYPE_CHECKING:
+    from modelplex.testing.replay import Replay, SentRequest
 
 
 @pytest.fixture
@@ -50,3 +68,46 @@ def register_plugin() -> Iterator[Callable[..., str]]:
     finally:
         for plugins, plugin_name in reversed(registered):
             plugins.unregister(plugin_name)
+
+
+# -- replayed traffic (imports aioresponses, an optional dependency, only when used) ----------
+@pytest.fixture
+def mock() -> Iterator[Replay]:
+    """Replayed HTTP for one test: register responses with ``mock.post(url, ...)``."""
+    from modelplex.testing.replay import Replay
+
+    replay = Replay()
+    with replay:
+        yield replay
+
+
+@pytest.fixture
+def transcript(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``transcript(name)``: a recorded body from the ``data`` folder next to the test module."""
+    folder = request.path.parent / "data"
+
+    def read(name: str) -> str:
+        return (folder / name).read_text(encoding="utf-8")
+
+    return read
+
+
+class Sent:
+    """The ``sent`` fixture: ``sent(mock, provider=None, *secrets)`` and ``sent.bodies(mock)``."""
+
+    def __call__(self, mock: Replay, provider: Any = None, *secrets: str) -> list[SentRequest]:
+        from modelplex.testing.replay import sent_requests
+
+        return sent_requests(mock, provider, *secrets)
+
+    def bodies(self, mock: Replay) -> list[Any]:
+        """The JSON bodies of the requests sent, in order."""
+        from modelplex.testing.replay import sent_bodies
+
+        return sent_bodies(mock)
+
+
+@pytest.fixture
+def sent() -> Sent:
+    """What the provider sent through ``mock``: ``sent(mock, provider, *secrets)``."""
+    return Sent()

@@ -9,18 +9,22 @@ aioresponses <= 0.7.9 builds responses without the ``stream_writer`` argument th
         mock.post("http://127.0.0.1:11434/api/chat", body=ndjson, status=200)
         ...
 
+:func:`sent_requests` lists what the provider sent, as it went on the wire. The pytest plugin
+serves both as fixtures (``mock``, ``sent``; and ``transcript`` for recorded bodies).
+
 Requires the ``aioresponses`` package (the ``test`` extra of modelplex).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, NamedTuple
 
 import aiohttp
 from aioresponses import aioresponses
 from yarl import URL
 
-__all__ = ["Replay"]
+__all__ = ["Replay", "SentRequest", "sent_bodies", "sent_requests"]
 
 
 class _SentRequest:
@@ -45,3 +49,39 @@ class Replay(aioresponses):
         if kw.get("response_class") is None:
             kw["response_class"] = _ReplayResponse
         super().add(*args, **kw)
+
+
+class SentRequest(NamedTuple):
+    """One request a provider sent through a :class:`Replay`."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: Any
+
+
+def sent_requests(mock: aioresponses, provider: Any = None,
+                  *secrets: str) -> list[SentRequest]:
+    """Each request ``mock`` received, in order, as ``(method, url, headers, json)``.
+
+    With ``provider`` (anything with an ``http`` :class:`~modelplex.http.HttpClient`), the
+    headers are the client's merged with the request's, as they went on the wire; any header
+    value holding one of ``secrets`` reads ``<redacted>``, so a failing comparison never
+    prints a key.
+    """
+    client = getattr(provider, "http", None)
+    base = dict(getattr(client, "headers", None) or {})
+    out = []
+    for (method, url), calls in mock.requests.items():
+        for call in calls:
+            headers = {**base, **(call.kwargs.get("headers") or {})}
+            headers = {k: "<redacted>" if any(s and s in v for s in secrets) else v
+                       for k, v in headers.items()}
+            data = call.kwargs.get("data")
+            out.append(SentRequest(method, str(url), headers, json.loads(data) if data else None))
+    return out
+
+
+def sent_bodies(mock: aioresponses) -> list[Any]:
+    """The JSON bodies of the requests ``mock`` received that had one, in order."""
+    return [r.json for r in sent_requests(mock) if r.json is not None]

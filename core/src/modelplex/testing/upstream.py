@@ -18,7 +18,8 @@ for an API with its own paths.
 What a chat request gets, in order: a 401 if ``require_headers`` are missing or wrong; a 404
 (in the wire's own error shape) if ``models`` is set and does not hold the requested model;
 else the next entry scripted for that model with :meth:`FaultyUpstream.script`, else the next
-fault from :attr:`FaultyUpstream.faults`, else ``"ok"``. A ``max_tokens`` (``num_predict``
+of :attr:`FaultyUpstream.replies` (for any model), else the next fault from
+:attr:`FaultyUpstream.faults`, else ``"ok"``. A ``max_tokens`` (``num_predict``
 for Ollama) smaller than ``chunks`` cuts the answer to that many pieces with the wire's own
 "length" finish reason. Every request is recorded in :attr:`FaultyUpstream.received`.
 
@@ -42,8 +43,16 @@ The faults:
                   that redirect to :attr:`FaultyUpstream.redirect_to` plus the request's path
                   (start a second upstream there, on ``localhost`` for another host)
 
-A :class:`Reply` scripts one answer in detail: its pieces, finish reason, token counts and the
-delay between pieces (a slow stream, to test cancellation).
+A :class:`Reply` scripts one answer in detail: its text or pieces, tool calls, finish reason,
+token counts, the delay between pieces (a slow stream, to test cancellation) and a fault. A
+conversation of several requests (a re-ask, a tool loop) is scripted with
+:attr:`FaultyUpstream.replies` and checked with :attr:`FaultyUpstream.bodies`::
+
+    async with FaultyUpstream() as upstream:
+        upstream.replies.extend([Reply(tool_calls=[{"name": "add", "arguments": {"a": 1}}]),
+                                 Reply("The sum is 3.")])
+        ...
+        assert upstream.bodies[1]["messages"][-1]["role"] == "tool"
 """
 
 from __future__ import annotations
@@ -101,6 +110,8 @@ class FaultyUpstream:
         record: how many of the latest requests :attr:`received` keeps.
 
     Attributes:
+        replies: answers (:class:`Reply` or fault names) for the next chat requests to any
+            model, one per request, after the model's own :meth:`script`.
         faults: faults for the next chat requests, one per request (``"ok"`` when empty).
         received: the requests received, oldest first (:class:`ReceivedRequest`; the last
             ``record`` of them).
@@ -123,6 +134,7 @@ class FaultyUpstream:
         self.require_headers = dict(require_headers or {})
         self.routes = dict(routes or {})
         self.embedding_dim = embedding_dim
+        self.replies: deque[str | Reply] = deque()
         self.faults: deque[str] = deque()
         self.received: deque[ReceivedRequest] = deque(maxlen=record)
         self.requests = 0
@@ -181,6 +193,11 @@ class FaultyUpstream:
         """Client connections open to the server now (idle keep-alive ones included)."""
         server = self._runner.server if self._runner is not None else None
         return len(server.connections) if server is not None else 0
+
+    @property
+    def bodies(self) -> list[Any]:
+        """The JSON bodies of the chat requests received, in order."""
+        return [r.json for r in self.chat_requests()]
 
     def chat_requests(self) -> list[ReceivedRequest]:
         """The chat requests received, in order."""
@@ -328,6 +345,8 @@ class FaultyUpstream:
         item: str | Reply
         if queue:
             item = queue.popleft()
+        elif self.replies:
+            item = self.replies.popleft()
         elif self.faults:
             item = self.faults.popleft()
         else:

@@ -26,16 +26,18 @@ from modelplex.errors import (
     StreamError,
     redact,
 )
+from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
-    HttpClient,
     Timeouts,
+    check_headers,
     error_from_status,
-    iter_sse,
     loads,
     parse_retry_after,
     read_body,
 )
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.http_provider import HttpProvider, secret_value
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.streams import sse_json
 from modelplex.types import ChatMessage, ModelInfo
 from modelplex_anthropic.__about__ import __version__
 from modelplex_anthropic.wire import (
@@ -43,7 +45,6 @@ from modelplex_anthropic.wire import (
     encode_messages,
     encode_tool_choice,
     encode_tools,
-    finish_reason,
     parse_arguments,
     response_from,
     usage_from,
@@ -111,7 +112,7 @@ class AnthropicOptions(CommonOptions):
         return value
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HttpProvider):
     """Anthropic's Messages API, or a server that speaks it (llama.cpp's ``llama-server``).
 
     Args:
@@ -136,6 +137,10 @@ class AnthropicProvider(Provider):
     capabilities: ClassVar[Capabilities] = Capabilities(
         streaming=True, embeddings=False, tools=True, vision=True, json_mode=True)
     default_model: str | None = "claude-sonnet-4-5"
+    default_base_url: ClassVar[str] = ANTHROPIC_BASE_URL
+    api_key_header: ClassVar[str] = "x-api-key"
+    api_key_prefix: ClassVar[str] = ""
+    user_agent: ClassVar[str | None] = f"modelplex-anthropic/{__version__}"
 
     def __init__(self, *, base_url: str | None = None, api_key: str | SecretStr | None = None,
                  auth_token: str | SecretStr | None = None,
@@ -145,44 +150,30 @@ class AnthropicProvider(Provider):
                  timeouts: Timeouts | Mapping[str, Any] | float | None = None,
                  verify_tls: bool = True) -> None:
         env = os.environ
-        if default_model is not None:
-            self.default_model = default_model
         if default_max_tokens < 1:
             raise OptionsError(f"default_max_tokens must be > 0 (got {default_max_tokens})")
         self.default_max_tokens = default_max_tokens
         base = base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
-        self.base_url = base.rstrip("/").removesuffix("/v1")
-        key = _secret(api_key if api_key is not None else env.get("ANTHROPIC_API_KEY"))
-        token = _secret(auth_token if auth_token is not None
-                        else env.get("ANTHROPIC_AUTH_TOKEN"))
+        key = secret_value(api_key if api_key is not None else env.get("ANTHROPIC_API_KEY"))
+        token = secret_value(auth_token if auth_token is not None
+                             else env.get("ANTHROPIC_AUTH_TOKEN"))
         self._has_key = bool(key or token)
-        send: dict[str, str] = {"User-Agent": f"modelplex-anthropic/{__version__}",
-                                "Accept": "application/json",
-                                "anthropic-version": anthropic_version}
+        send: dict[str, str] = {"anthropic-version": anthropic_version}
         if betas:
             send["anthropic-beta"] = ",".join(betas)
-        send.update(headers or {})
-        if key:
-            send["x-api-key"] = key
-        elif token:
+        send.update(check_headers(headers, field=f"{self.name}: headers"))
+        if token and not key:  # an OAuth token instead of a key
             send["Authorization"] = f"Bearer {token}"
-        self._http = HttpClient(self.base_url, provider=self.name, headers=send,
-                                timeouts=timeouts, secrets=tuple(s for s in (key, token) if s),
-                                error_factory=self._status_error, verify_tls=verify_tls)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        super().__init__(base_url=base.rstrip("/").removesuffix("/v1"), api_key=key,
+                         headers=send, timeouts=timeouts, verify_tls=verify_tls,
+                         default_model=default_model)
 
     # -- errors -----------------------------------------------------------------------------
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:
         # ``body`` arrives with secrets already redacted by HttpClient
         err = error_from_status(status, body, headers, provider=self.name,
-                                secrets=self._http.secrets)
+                                secrets=self.http.secrets)
         info = body.get("error") if isinstance(body, dict) else None
         kind = info.get("type") if isinstance(info, dict) else None
         request_id = (body.get("request_id") if isinstance(body, dict) else None) or \
@@ -224,7 +215,7 @@ class AnthropicProvider(Provider):
         else:
             kind, message = "error", str(info if info is not None else obj)
         err = StreamError(f"{self.name}: the server reported an error in its answer: "
-                          f"{redact(message, *self._http.secrets)}", provider=self.name)
+                          f"{redact(message, *self.http.secrets)}", provider=self.name)
         err.error_type = kind  # type: ignore[attr-defined]
         if kind in ("invalid_request_error", "authentication_error", "permission_error",
                     "billing_error", "not_found_error"):
@@ -297,7 +288,7 @@ class AnthropicProvider(Provider):
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         body, headers = self._body(request)
         body["stream"] = True
-        http = self._http
+        http = self.http
         name = self.name
         usage: dict[str, Any] = {}
         stop: str | None = None
@@ -306,12 +297,11 @@ class AnthropicProvider(Provider):
         done = False
         pieces = 0  # deltas received, the estimate when the server reports no output tokens
         async with http.stream("POST", "/v1/messages", body, headers=headers) as resp:
-            async for event, data in iter_sse(resp, http.max_line_bytes, provider=name):
-                try:
-                    obj = loads(data)
-                except ValueError:
-                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
-                                      provider=name) from None
+            # message_stop and error events are matched below, after the frequent kinds,
+            # which keeps the per-chunk path as short as a hand-written loop
+            events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
+                              done=None, require_end=False, error_events=(), error_key=None)
+            async for event, obj in events:
                 try:
                     kind = event or obj.get("type")
                     if kind == "content_block_delta":
@@ -358,22 +348,22 @@ class AnthropicProvider(Provider):
                         break
                     elif kind == "error":
                         raise self._stream_error(obj)
-                    # ping, content_block_stop and unknown events carry nothing we need
+                    # ping, content_block_stop, message_stop and unknown events carry nothing
+                    # we need
                 except (KeyError, TypeError, AttributeError) as err:
                     raise StreamError(f"{name}: unexpected event in the stream: "
-                                      f"{data[:200]!r}", provider=name) from err
+                                      f"{str(obj)[:200]!r}", provider=name) from err
         if not done:
-            raise StreamError(f"{name}: the stream ended before the answer was finished",
-                              provider=name)
+            raise events.cut_short()
         calls, thinking = _finish_blocks(blocks, name)
-        yield AnthropicChunk(finish_reason=finish_reason(stop), tool_calls=calls or None,
+        yield AnthropicChunk(finish_reason=normalize_finish_reason(stop), tool_calls=calls or None,
                              usage=usage_from(usage, request.messages, pieces),
                              model=served or request.model,
                              thinking_blocks=thinking or None, stop_reason=stop)
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body, headers = self._body(request)
-        http = self._http
+        http = self.http
         async with http.stream("POST", "/v1/messages", body, headers=headers) as resp:
             raw = await read_body(resp, http.max_body_bytes, provider=self.name)
         try:
@@ -393,7 +383,7 @@ class AnthropicProvider(Provider):
         request = self.build_request(messages, model=model, options=options, tools=tools)
         body, headers = self._body(request)
         payload = {k: body[k] for k in _COUNT_KEYS if k in body}
-        http = self._http
+        http = self.http
         async with http.stream("POST", "/v1/messages/count_tokens", payload,
                                headers=headers) as resp:
             data = loads(await read_body(resp, http.max_body_bytes, provider=self.name))
@@ -413,7 +403,7 @@ class AnthropicProvider(Provider):
         models: list[ModelInfo] = []
         path = "/v1/models?limit=1000"
         while True:
-            data = await self._http.request_json("GET", path)
+            data = await self.http.request_json("GET", path)
             items = data.get("data") if isinstance(data, dict) else None
             models.extend(self._model_info(m) for m in items or [] if isinstance(m, dict))
             if not (isinstance(data, dict) and data.get("has_more") and data.get("last_id")):
@@ -425,12 +415,6 @@ def _noted(text: str, note: str) -> str:
     """``text`` with ``note`` added before the "(retry after N s)" the core puts last."""
     head, sep, tail = text.rpartition(" (retry after ")
     return f"{head}{note}{sep}{tail}" if sep else text + note
-
-
-def _secret(value: str | SecretStr | None) -> str | None:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    return value or None
 
 
 def _reset_wait(limits: Mapping[str, str]) -> float | None:

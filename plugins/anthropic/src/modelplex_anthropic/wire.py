@@ -17,6 +17,7 @@ import attrs
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.errors import ConfigurationError
+from modelplex.finish import normalize_finish_reason
 from modelplex.parsers import tool_arguments
 from modelplex.types import ChatMessage, MessageRole
 
@@ -28,7 +29,6 @@ __all__ = [
     "encode_messages",
     "encode_tool_choice",
     "encode_tools",
-    "finish_reason",
     "image_block",
     "parse_arguments",
     "usage_from",
@@ -37,16 +37,6 @@ __all__ = [
 #: Key of :attr:`ChatMessage.metadata` holding an assistant turn's thinking blocks (with
 #: their signatures), sent back unchanged before its text and tool calls.
 THINKING_METADATA_KEY = "anthropic_thinking"
-
-_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "refusal",
-    "pause_turn": "pause_turn",
-}
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -85,13 +75,6 @@ class AnthropicResponse(ChatResponse):
 
     thinking_blocks: list[dict[str, Any]] = attrs.Factory(list)
     stop_reason: str | None = None
-
-
-def finish_reason(stop_reason: str | None) -> str:
-    """modelplex's finish reason for an Anthropic ``stop_reason`` (unknown ones pass through)."""
-    if stop_reason is None:
-        return "stop"
-    return _FINISH.get(stop_reason, stop_reason)
 
 
 def usage_from(usage: Mapping[str, Any], messages: Sequence[ChatMessage] = (),
@@ -299,5 +282,5 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str) -> Anth
     return AnthropicResponse(
         content="".join(text), model=data.get("model") or model, provider=provider,
         reasoning="".join(reasoning) or None, tool_calls=calls,
-        finish_reason=finish_reason(stop), usage=usage_from(data.get("usage") or {}),
+        finish_reason=normalize_finish_reason(stop), usage=usage_from(data.get("usage") or {}),
         thinking_blocks=thinking, stop_reason=stop)

@@ -51,5 +51,6 @@ def register_providers(register: Register) -> None:
         if endpoint.error:
             register(_broken(endpoint.error), name=endpoint.name)
         else:
-            register(partial(provider_class(endpoint.kind), **endpoint.provider_kwargs()),
+            register(partial(provider_class(endpoint.settings["kind"]),
+                             **endpoint.provider_kwargs(exclude=("kind",))),
                      name=endpoint.name)

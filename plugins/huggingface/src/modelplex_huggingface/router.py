@@ -64,7 +64,7 @@ class HFRouterProvider(OpenAIProvider):
         self.hub_url = (hub_url or os.environ.get("HF_ENDPOINT") or HUB_URL).rstrip("/")
 
     def _key_hint(self) -> str:
-        if self._api_key is None:
+        if self.api_key is None:
             return ("no token was sent: set HF_TOKEN to a Hugging Face token allowed to "
                     "\"Make calls to Inference Providers\" (or run `hf auth login`)")
         return (f"check the token from {self.token_source or 'HF_TOKEN'}: it must be valid "
@@ -112,7 +112,7 @@ class HFRouterProvider(OpenAIProvider):
             return await self._openai_models()
         url = (f"{self.hub_url}/api/models?inference_provider="
                f"{quote(self.inference_provider)}&pipeline_tag=text-generation&limit=1000")
-        data = await self._http.request_json("GET", url)
+        data = await self.http.request_json("GET", url)
         models = []
         for item in data if isinstance(data, list) else []:
             if not isinstance(item, dict) or not item.get("id"):

@@ -16,8 +16,9 @@ from modelplex.errors import (
     ServerBusyError,
     StreamError,
 )
-from modelplex.http import HttpClient, Timeouts, error_from_status
-from modelplex.provider import Capabilities, ChatRequest, Provider
+from modelplex.http import Timeouts, error_from_status
+from modelplex.http_provider import HttpProvider
+from modelplex.provider import Capabilities, ChatRequest
 from modelplex.types import ModelInfo
 from modelplex_huggingface.__about__ import __version__
 from modelplex_huggingface.tgi import noted
@@ -28,12 +29,7 @@ DEFAULT_TEI_URL = "http://127.0.0.1:8080"
 _EMBED_OPTIONS = ("batch_size", "normalize", "truncate", "truncation_direction", "prompt_name",
                   "dimensions")
 
-_CONNECT_HINT = ("No TEI server answers there: start one (text-embeddings-router or its "
-                 "Docker image) or set TEI_URL (or the endpoint's base_url) to where it "
-                 "runs")
-
-
-class TEIProvider(Provider):
+class TEIProvider(HttpProvider):
     """A Text Embeddings Inference server: :meth:`embed` only (no chat).
 
     Args:
@@ -46,6 +42,11 @@ class TEIProvider(Provider):
     #: "whichever model the server serves" (a TEI server runs one)
     default_model: str | None = "tei"
     capabilities: ClassVar[Capabilities] = Capabilities(streaming=False, embeddings=True)
+    default_base_url: ClassVar[str] = DEFAULT_TEI_URL
+    user_agent: ClassVar[str | None] = f"modelplex-huggingface/{__version__}"
+    connect_hint: ClassVar[str | None] = (
+        "No TEI server answers there: start one (text-embeddings-router or its Docker image) "
+        "or set TEI_URL (or the endpoint's base_url) to where it runs")
     #: Texts per request (TEI's default ``--max-client-batch-size`` is 32).
     embed_batch_size: ClassVar[int] = 32
 
@@ -56,34 +57,17 @@ class TEIProvider(Provider):
                  verify_tls: bool = True, config_source: str | None = None) -> None:
         if name is not None:
             self.name = name
-        if default_model is not None:
-            self.default_model = default_model
         self.config_source = config_source
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env) or None
-        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         url = base_url or (os.environ.get("TEI_URL") if name in (None, "tei") else None)
-        self.base_url = (url or DEFAULT_TEI_URL).rstrip("/")
-        send = {"User-Agent": f"modelplex-huggingface/{__version__}",
-                "Accept": "application/json", **(headers or {})}
-        if key:
-            send["Authorization"] = f"Bearer {key}"
-        self._http = HttpClient(self.base_url, provider=self.name, headers=send,
-                                timeouts=timeouts, secrets=(key,) if key else (),
-                                error_factory=self._status_error, verify_tls=verify_tls,
-                                connect_hint=_CONNECT_HINT)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        super().__init__(base_url=url, api_key=api_key, headers=headers, timeouts=timeouts,
+                         verify_tls=verify_tls, default_model=default_model)
 
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:
         err = error_from_status(status, body, headers, provider=self.name,
-                                secrets=self._http.secrets)
+                                secrets=self.http.secrets)
         kind = body.get("error_type") if isinstance(body, dict) else None
         text = noted(str(err), f" ({kind})") if kind else str(err)
         if status == 401:
@@ -123,7 +107,7 @@ class TEIProvider(Provider):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
-            data = await self._http.request_json("POST", "/embed", {"inputs": batch, **opts})
+            data = await self.http.request_json("POST", "/embed", {"inputs": batch, **opts})
             if not isinstance(data, list) or len(data) != len(batch):
                 raise StreamError(f"{self.name}: asked for {len(batch)} embeddings, got "
                                   f"{len(data) if isinstance(data, list) else data!r}",
@@ -133,7 +117,7 @@ class TEIProvider(Provider):
 
     async def list_models(self) -> list[ModelInfo]:
         """The one model the server serves, from ``/info``."""
-        info = await self._http.request_json("GET", "/info")
+        info = await self.http.request_json("GET", "/info")
         info = info if isinstance(info, dict) else {}
         model_id = str(info.get("model_id") or "tei")
         details = {k: v for k, v in info.items() if k != "model_id" and v is not None}

@@ -27,15 +27,16 @@ from modelplex.errors import (
     StreamError,
     redact,
 )
+from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
-    HttpClient,
     Timeouts,
     error_from_status,
-    iter_sse,
     loads,
     read_body,
 )
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.http_provider import HttpProvider, secret_value
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.streams import sse_json
 from modelplex.types import ModelInfo
 from modelplex_huggingface.__about__ import __version__
 from modelplex_openai.wire import encode_message
@@ -43,14 +44,8 @@ from modelplex_openai.wire import encode_message
 __all__ = ["DEFAULT_TGI_URL", "TGIChunk", "TGIOptions", "TGIProvider", "TGIResponse", "noted"]
 
 DEFAULT_TGI_URL = "http://127.0.0.1:8080"
-_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 #: Names a request may use for "whatever model the server serves".
 _ANY_MODEL = ("", "tgi")
-
-_CONNECT_HINT = ("No TGI server answers there: start one (text-generation-launcher or its "
-                 "Docker image) or set TGI_URL (or the endpoint's base_url) to where it "
-                 "runs")
-
 
 class TGIOptions(CommonOptions):
     """TGI's generation parameters (only those you set are sent).
@@ -101,11 +96,7 @@ def noted(text: str, note: str) -> str:
     return f"{head}{note}{sep}{tail}" if sep else text + note
 
 
-def _finish(reason: str | None) -> str:
-    return _FINISH.get(reason or "", reason or "stop")
-
-
-class TGIProvider(Provider):
+class TGIProvider(HttpProvider):
     """A Text Generation Inference server (one model per server).
 
     Args:
@@ -122,6 +113,11 @@ class TGIProvider(Provider):
     #: "whichever model the server serves" (a TGI server runs one)
     default_model: str | None = "tgi"
     Options: ClassVar[type[CommonOptions]] = TGIOptions
+    default_base_url: ClassVar[str] = DEFAULT_TGI_URL
+    user_agent: ClassVar[str | None] = f"modelplex-huggingface/{__version__}"
+    connect_hint: ClassVar[str | None] = (
+        "No TGI server answers there: start one (text-generation-launcher or its Docker "
+        "image) or set TGI_URL (or the endpoint's base_url) to where it runs")
     capabilities: ClassVar[Capabilities] = Capabilities(
         streaming=True, embeddings=False, tools=False, vision=False, json_mode=True)
 
@@ -133,8 +129,6 @@ class TGIProvider(Provider):
                  verify_tls: bool = True, config_source: str | None = None) -> None:
         if name is not None:
             self.name = name
-        if default_model is not None:
-            self.default_model = default_model
         if template not in ("server", "none"):
             raise ConfigurationError(f"template must be 'server' or 'none' (got {template!r})")
         self.template = template
@@ -142,32 +136,17 @@ class TGIProvider(Provider):
         self.api_key_env = api_key_env
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env) or None
-        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        self._has_key = bool(key)
+        self._has_key = bool(secret_value(api_key))
         url = base_url or (os.environ.get("TGI_URL") if name in (None, "tgi") else None)
-        self.base_url = (url or DEFAULT_TGI_URL).rstrip("/")
-        send = {"User-Agent": f"modelplex-huggingface/{__version__}",
-                "Accept": "application/json", **(headers or {})}
-        if key:
-            send["Authorization"] = f"Bearer {key}"
-        self._http = HttpClient(self.base_url, provider=self.name, headers=send,
-                                timeouts=timeouts, secrets=(key,) if key else (),
-                                error_factory=self._status_error, verify_tls=verify_tls,
-                                connect_hint=_CONNECT_HINT)
+        super().__init__(base_url=url, api_key=api_key, headers=headers, timeouts=timeouts,
+                         verify_tls=verify_tls, default_model=default_model)
         self._served: str | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
 
     # -- errors -----------------------------------------------------------------------------
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:
         err = error_from_status(status, body, headers, provider=self.name,
-                                secrets=self._http.secrets)
+                                secrets=self.http.secrets)
         kind = body.get("error_type") if isinstance(body, dict) else None
         text = noted(str(err), f" ({kind})") if kind else str(err)
         if status == 401:
@@ -191,7 +170,7 @@ class TGIProvider(Provider):
         if isinstance(message, dict):  # the Messages API shape, just in case
             message = message.get("message")
         err = StreamError(f"{self.name}: the server reported an error in its answer: "
-                          f"{redact(str(message), *self._http.secrets)}"
+                          f"{redact(str(message), *self.http.secrets)}"
                           + (f" ({kind})" if kind else ""), provider=self.name)
         err.error_type = kind  # type: ignore[attr-defined]
         if kind in ("validation", "template_error", "missing_template_variable"):
@@ -201,7 +180,7 @@ class TGIProvider(Provider):
     # -- requests ---------------------------------------------------------------------------
     async def _served_model(self) -> str:
         if self._served is None:
-            info = await self._http.request_json("GET", "/info")
+            info = await self.http.request_json("GET", "/info")
             self._served = str((info or {}).get("model_id") or "")
         return self._served
 
@@ -221,7 +200,7 @@ class TGIProvider(Provider):
         if self.template == "none":
             return "\n\n".join(m.content for m in request.messages), None
         payload = {"model": "tgi", "messages": [encode_message(m) for m in request.messages]}
-        data = await self._http.request_json("POST", "/chat_tokenize", payload)
+        data = await self.http.request_json("POST", "/chat_tokenize", payload)
         if not isinstance(data, dict) or not isinstance(data.get("templated_text"), str):
             raise StreamError(f"{self.name}: /chat_tokenize gave no templated_text: "
                               f"{str(data)[:200]!r}", provider=self.name)
@@ -254,18 +233,17 @@ class TGIProvider(Provider):
         model = await self._check_model(request.model)
         prompt, prompt_tokens = await self._prompt(request)
         body = {"inputs": prompt, "parameters": self._parameters(request)}
-        http = self._http
+        http = self.http
         name = self.name
         ids: list[int] = []
         append = ids.append
         final: dict[str, Any] | None = None
         async with http.stream("POST", "/generate_stream", body) as resp:
-            async for _event, data in iter_sse(resp, http.max_line_bytes, provider=name):
-                try:
-                    obj = loads(data)
-                except ValueError:
-                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
-                                      provider=name) from None
+            # the event with generated_text is the last; error objects raise
+            events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
+                              done=None, require_end=False, error_events=(),
+                              error=self._stream_error)
+            async for _event, obj in events:
                 try:
                     token = obj["token"]
                     append(token["id"])
@@ -275,24 +253,21 @@ class TGIProvider(Provider):
                         final = obj
                         break
                 except (KeyError, TypeError):
-                    if type(obj) is dict and obj.get("error") is not None:
-                        raise self._stream_error(obj) from None
                     raise StreamError(f"{name}: unexpected event in the stream: "
-                                      f"{data[:200]!r}", provider=name) from None
+                                      f"{str(obj)[:200]!r}", provider=name) from None
         if final is None:
-            raise StreamError(f"{name}: the stream ended before the answer was finished",
-                              provider=name)
+            raise events.cut_short()
         details = final.get("details") or {}
         usage = Usage(prompt_tokens=int(details.get("input_length") or prompt_tokens or 0),
                       completion_tokens=int(details.get("generated_tokens") or len(ids)))
-        yield TGIChunk(finish_reason=_finish(details.get("finish_reason")), usage=usage,
-                       model=model, token_ids=ids, details=details)
+        yield TGIChunk(finish_reason=normalize_finish_reason(details.get("finish_reason")),
+                       usage=usage, model=model, token_ids=ids, details=details)
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         model = await self._check_model(request.model)
         prompt, prompt_tokens = await self._prompt(request)
         body = {"inputs": prompt, "parameters": self._parameters(request)}
-        http = self._http
+        http = self.http
         async with http.stream("POST", "/generate", body) as resp:
             header = resp.headers.get("x-prompt-tokens")
             raw = await read_body(resp, http.max_body_bytes, provider=self.name)
@@ -312,13 +287,14 @@ class TGIProvider(Provider):
         usage = Usage(prompt_tokens=prompt_tokens or 0,
                       completion_tokens=int(details.get("generated_tokens") or len(tokens)))
         return TGIResponse(content=str(data["generated_text"]), model=model, provider=self.name,
-                           finish_reason=_finish(details.get("finish_reason")), usage=usage,
-                           token_ids=[int(t["id"]) for t in tokens], details=details)
+                           finish_reason=normalize_finish_reason(details.get("finish_reason")),
+                           usage=usage, token_ids=[int(t["id"]) for t in tokens],
+                           details=details)
 
     # -- models -----------------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:
         """The server's ``/info``: model id, limits, version."""
-        data = await self._http.request_json("GET", "/info")
+        data = await self.http.request_json("GET", "/info")
         return data if isinstance(data, dict) else {}
 
     async def list_models(self) -> list[ModelInfo]:

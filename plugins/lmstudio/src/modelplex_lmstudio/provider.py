@@ -134,7 +134,7 @@ class LMStudioProvider(OpenAIProvider):
     async def list_models(self) -> list[ModelInfo]:
         """Every downloaded model, loaded or not, from LM Studio's native REST API."""
         try:
-            data = await self._http.request_json("GET", self.host + "/api/v1/models")
+            data = await self.http.request_json("GET", self.host + "/api/v1/models")
         except ProviderStatusError as err:
             if err.status_code not in (400, 404, 405):
                 raise
@@ -142,7 +142,7 @@ class LMStudioProvider(OpenAIProvider):
         if isinstance(data, dict) and isinstance(data.get("models"), list):
             return [self._v1_info(m) for m in data["models"] if isinstance(m, dict)]
         # LM Studio before 0.4 has no /api/v1 (it answers 404, or 200 with an "error").
-        data = await self._http.request_json("GET", self.host + "/api/v0/models")
+        data = await self.http.request_json("GET", self.host + "/api/v0/models")
         items = data.get("data") if isinstance(data, dict) else None
         return [self._v0_info(m) for m in items or [] if isinstance(m, dict)]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelplex import errors
-from modelplex.http import ErrorFactory, extract_error_message, parse_retry_after
+from modelplex.http import extract_error_message, parse_retry_after
 
 __all__ = [
     "DEFAULT_HOST",
@@ -22,10 +22,10 @@ __all__ = [
     "InsufficientDiskSpaceError",
     "free_disk_bytes",
     "is_local_host",
-    "make_error_factory",
-    "model_not_found_message",
+        "model_not_found_message",
     "models_dir",
     "parse_host",
+    "status_error",
 ]
 
 DEFAULT_PORT = 11434
@@ -130,34 +130,30 @@ def model_not_found_message(name: str | None, server_message: str) -> str:
             "`modelplex models list -p ollama` shows the models you have.")
 
 
-def make_error_factory(secrets: tuple[str, ...] = ()) -> ErrorFactory:
-    """The ``error_factory`` for :class:`modelplex.http.HttpClient`: Ollama's statuses."""
-
-    def factory(status: int, body: Any, headers: Mapping[str, str]
-                ) -> errors.ProviderError | None:
-        message = errors.redact(extract_error_message(body), *secrets)
-        has_error_key = isinstance(body, dict) and "error" in body
-        if status == 404:
-            if not has_error_key:
-                return EndpointNotFoundError(
-                    f"ollama: the server has no such endpoint (HTTP 404: {message or 'empty'});"
-                    " it may be too old: upgrade Ollama", status_code=404, body=body,
-                    provider=PROVIDER)
-            return errors.ModelNotFoundError(model_not_found_message(None, message),
-                                             status_code=404, body=body, provider=PROVIDER)
-        if status == 503 or "server busy" in message:
-            return errors.ServerBusyError(
-                f"ollama is busy (HTTP {status}: {message}); try again later, or raise "
-                "OLLAMA_MAX_QUEUE / OLLAMA_NUM_PARALLEL on the server",
-                status_code=status, body=body, provider=PROVIDER,
-                retry_after=parse_retry_after(headers))  # a proxy in front may say
-        if status == 401:
-            signin = body.get("signin_url") if isinstance(body, dict) else None
-            hint = f" Sign in at {signin}." if signin else ""
-            return errors.AuthenticationError(
-                f"ollama returned HTTP 401: {message or 'unauthorized'}. Set OLLAMA_API_KEY "
-                f"(or pass api_key=) to use this server or model.{hint}",
-                status_code=status, body=body, provider=PROVIDER)
-        return None
-
-    return factory
+def status_error(status: int, body: Any, headers: Mapping[str, str],
+                 secrets: tuple[str, ...] = ()) -> errors.ProviderError | None:
+    """The error for one of Ollama's error statuses (``None``: the default mapping)."""
+    message = errors.redact(extract_error_message(body), *secrets)
+    has_error_key = isinstance(body, dict) and "error" in body
+    if status == 404:
+        if not has_error_key:
+            return EndpointNotFoundError(
+                f"ollama: the server has no such endpoint (HTTP 404: {message or 'empty'});"
+                " it may be too old: upgrade Ollama", status_code=404, body=body,
+                provider=PROVIDER)
+        return errors.ModelNotFoundError(model_not_found_message(None, message),
+                                         status_code=404, body=body, provider=PROVIDER)
+    if status == 503 or "server busy" in message:
+        return errors.ServerBusyError(
+            f"ollama is busy (HTTP {status}: {message}); try again later, or raise "
+            "OLLAMA_MAX_QUEUE / OLLAMA_NUM_PARALLEL on the server",
+            status_code=status, body=body, provider=PROVIDER,
+            retry_after=parse_retry_after(headers))  # a proxy in front may say
+    if status == 401:
+        signin = body.get("signin_url") if isinstance(body, dict) else None
+        hint = f" Sign in at {signin}." if signin else ""
+        return errors.AuthenticationError(
+            f"ollama returned HTTP 401: {message or 'unauthorized'}. Set OLLAMA_API_KEY "
+            f"(or pass api_key=) to use this server or model.{hint}",
+            status_code=status, body=body, provider=PROVIDER)
+    return None

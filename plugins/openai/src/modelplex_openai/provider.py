@@ -26,19 +26,16 @@ from modelplex.errors import (
     RateLimitError,
     StreamError,
     mask_url,
-    redact,
 )
 from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
-    HttpClient,
     Timeouts,
     check_headers,
     error_from_status,
-    extract_error_message,
-    iter_sse,
-    loads,
 )
-from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
+from modelplex.http_provider import HttpProvider
+from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.streams import sse_json, stream_error
 from modelplex.types import HealthStatus, ModelInfo
 from modelplex_openai.__about__ import __version__
 from modelplex_openai.wire import (
@@ -86,7 +83,7 @@ class OpenAIOptions(CommonOptions):
         return value
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HttpProvider):
     """OpenAI's Chat Completions API, or any server that speaks it.
 
     Args:
@@ -117,6 +114,7 @@ class OpenAIProvider(Provider):
         streaming=True, embeddings=True, tools=True, vision=True, json_mode=True,
         json_schema=True)
 
+    user_agent: ClassVar[str | None] = f"modelplex-openai/{__version__}"
     #: Defaults applied when the provider is created under the class's own name.
     default_base_url: ClassVar[str] = OPENAI_BASE_URL
     base_url_env: ClassVar[str | None] = "OPENAI_BASE_URL"
@@ -141,8 +139,6 @@ class OpenAIProvider(Provider):
         own = name is None or name == cls.name
         if name is not None and not own:
             self.name = name  # one instance per named endpoint
-        if default_model is not None:
-            self.default_model = default_model
         env = os.environ
         if api_key_env is None and own:
             api_key_env = cls.default_api_key_env
@@ -150,11 +146,7 @@ class OpenAIProvider(Provider):
             api_key = env.get(api_key_env) or None
         self.api_key_env = api_key_env
         self.config_source = config_source
-        self._api_key = api_key if isinstance(api_key, SecretStr) or api_key is None \
-            else SecretStr(api_key)
-        self.base_url = self._resolve_base_url(base_url, own)
-        send: dict[str, str] = {"User-Agent": f"modelplex-openai/{__version__}",
-                                "Accept": "application/json"}
+        send: dict[str, str] = {}
         if own:
             organization = organization or next(
                 (env[v] for v in cls.organization_envs if env.get(v)), None)
@@ -164,12 +156,9 @@ class OpenAIProvider(Provider):
         if project:
             send["OpenAI-Project"] = project
         send.update(check_headers(headers, field=f"{self.name}: headers"))
-        key = self._api_key.get_secret_value() if self._api_key is not None else None
-        if key:
-            send["Authorization"] = f"Bearer {key}"
-        self._http = HttpClient(self.base_url, provider=self.name, headers=send,
-                                timeouts=timeouts, secrets=(key,) if key else (),
-                                error_factory=self._status_error, verify_tls=verify_tls)
+        super().__init__(base_url=self._resolve_base_url(base_url, own), api_key=api_key,
+                         headers=send, timeouts=timeouts, verify_tls=verify_tls,
+                         default_model=default_model)
 
     def _resolve_base_url(self, base_url: str | None, own: bool) -> str:
         cls = type(self)
@@ -177,17 +166,10 @@ class OpenAIProvider(Provider):
             base_url = os.environ.get(cls.base_url_env) or None
         return (base_url or cls.default_base_url).rstrip("/")
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {mask_url(self.base_url)}>"
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
-
     # -- errors -----------------------------------------------------------------------------
     def _key_hint(self) -> str:
         if self.api_key_env:
-            if self._api_key is None:
+            if self.api_key is None:
                 return f"no API key was sent: set {self.api_key_env} to your API key"
             return f"check the API key in {self.api_key_env}"
         where = self.config_source or "the endpoint configuration"
@@ -198,7 +180,7 @@ class OpenAIProvider(Provider):
                       headers: Mapping[str, str]) -> ProviderError | None:
         # ``body`` arrives with secrets already redacted by HttpClient
         err = error_from_status(status, body, headers, provider=self.name,
-                                secrets=self._http.secrets)
+                                secrets=self.http.secrets)
         info = body.get("error") if isinstance(body, dict) else None
         code = type_ = None
         if isinstance(info, dict):
@@ -220,10 +202,8 @@ class OpenAIProvider(Provider):
         return err
 
     def _stream_error(self, obj: Any) -> StreamError:
-        message = extract_error_message(obj) if isinstance(obj, dict) else str(obj)
-        message = redact(message or "unknown error", *self._http.secrets)
-        return StreamError(f"{self.name}: the server reported an error in its answer: "
-                           f"{message}", provider=self.name)
+        return stream_error(obj if isinstance(obj, dict) else str(obj), provider=self.name,
+                            secrets=self.http.secrets)
 
     # -- chat -------------------------------------------------------------------------------
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -247,27 +227,20 @@ class OpenAIProvider(Provider):
         body = self._body(request)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        http = self._http
+        http = self.http
         name = self.name
         finish: str | None = None
         usage: Any = None
         timings: Any = None
         served: str | None = None
         calls: dict[int, list[Any]] = {}
-        refused = done = False
+        refused = False
         tokens = 0
         async with http.stream("POST", "/chat/completions", body) as resp:
-            async for event, data in iter_sse(resp, http.max_line_bytes, provider=name):
-                if data.startswith(b"[DONE]"):
-                    done = True
-                    break
-                try:
-                    obj = loads(data)
-                except ValueError:
-                    raise StreamError(f"{name}: malformed event in the stream: {data[:200]!r}",
-                                      provider=name) from None
-                if event == "error" or type(obj) is not dict or obj.get("error") is not None:
-                    raise self._stream_error(obj)
+            # [DONE] ends it; an error event or member raises; a cut stream is judged below
+            events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
+                              require_end=False, error=self._stream_error, objects_only=True)
+            async for _event, obj in events:
                 choices = obj.get("choices")
                 if choices:
                     choice = choices[0]
@@ -296,10 +269,9 @@ class OpenAIProvider(Provider):
                     usage = obj["usage"]
                 if obj.get("timings"):
                     timings = obj["timings"]
-        if finish is None:
-            if not done:
-                raise StreamError(f"{name}: the stream ended before the answer was finished",
-                                  provider=name)
+        if finish is None:  # a finish reason or [DONE] is the end; without either, a cut
+            if not events.ended:
+                raise events.cut_short()
             finish = "stop"
         if refused and finish == "stop":
             finish = "refusal"
@@ -312,7 +284,7 @@ class OpenAIProvider(Provider):
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body = self._body(request)
-        data = await self._http.request_json("POST", "/chat/completions", body)
+        data = await self.http.request_json("POST", "/chat/completions", body)
         if not isinstance(data, dict) or "error" in data:
             raise self._stream_error(data)
         choices = data.get("choices") or [{}]
@@ -363,7 +335,7 @@ class OpenAIProvider(Provider):
         for start in range(0, len(texts), batch_size):
             payload = {"model": model or self.default_model or "",
                        "input": texts[start:start + batch_size], **opts, **extra}
-            data = await self._http.request_json("POST", "/embeddings", payload)
+            data = await self.http.request_json("POST", "/embeddings", payload)
             items = sorted(data.get("data") or [], key=lambda item: item.get("index", 0))
             if len(items) != len(payload["input"]):
                 raise StreamError(f"{self.name}: asked for {len(payload['input'])} embeddings, "
@@ -389,7 +361,7 @@ class OpenAIProvider(Provider):
                          details=details)
 
     async def _openai_models(self) -> list[ModelInfo]:
-        data = await self._http.request_json("GET", "/models")
+        data = await self.http.request_json("GET", "/models")
         items = data.get("data") if isinstance(data, dict) else data
         return [self._model_info(item) for item in items or [] if isinstance(item, dict)]
 
@@ -406,7 +378,7 @@ class OpenAIProvider(Provider):
                 count = len(await self._openai_models())
             except ModelNotFoundError:
                 url = urlsplit(self.base_url)
-                await self._http.request_json("GET", f"{url.scheme}://{url.netloc}/health")
+                await self.http.request_json("GET", f"{url.scheme}://{url.netloc}/health")
         except ProviderError as err:
             return HealthStatus(provider=self.name, healthy=False, detail=str(err))
         return HealthStatus(provider=self.name, healthy=True, model_count=count,
