@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from modelplex import telemetry
 from modelplex.chunks import ToolCall
 from modelplex.errors import ConfigurationError, UnsupportedOperationError
 from modelplex.types import ChatMessage, MessageRole
@@ -217,7 +218,8 @@ class ToolBox:
             if set(call.arguments) == {"_raw"}:  # unreadable arguments, as providers keep them
                 raise ValueError("the arguments are not a JSON object: "
                                  f"{str(call.arguments['_raw'])[:200]}")
-            output = await tool.call(call.arguments)
+            with telemetry.tool_span(call.name, call.id, tool.description, call.arguments):
+                output = await tool.call(call.arguments)
         except Exception as err:
             if self.raise_errors:
                 raise
