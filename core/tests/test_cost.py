@@ -43,7 +43,8 @@ def test_an_override_from_the_config_wins() -> None:
         "openai:gpt-4o": {"input": 1.0, "output": 2.0},
         "vllm:*": {"input": 0.5, "output": 0.5, "cache_read": 0.1, "currency": "eur"}}})
     book = PriceBook.from_config(config)
-    cost = book.cost("openai", "gpt-4o", Usage(prompt_tokens=2_000_000, completion_tokens=1_000_000))
+    cost = book.cost("openai", "gpt-4o", Usage(prompt_tokens=2_000_000,
+                                               completion_tokens=1_000_000))
     assert cost == Cost(amount=4.0, currency="USD", known=True, source="config")
     private = book.cost("vllm", "anything", CachingUsage(prompt_tokens=1_000_000,
                                                           completion_tokens=0,

@@ -361,9 +361,9 @@ async def test_settings_from_config_and_environment(monkeypatch: pytest.MonkeyPa
     assert TelemetrySettings.from_config(None, {}) == TelemetrySettings(None, False)
     with pytest.raises(ConfigurationError, match="MODELPLEX_OTEL='maybe'"):
         TelemetrySettings.from_config(None, {"MODELPLEX_OTEL": "maybe"})
-    with pytest.raises(ConfigurationError, match="telemetry.colour: unknown key"):
+    with pytest.raises(ConfigurationError, match=r"telemetry\.colour: unknown key"):
         TelemetrySettings.from_config(parse_config({"telemetry": {"colour": 1}}), {})
-    with pytest.raises(ConfigurationError, match="telemetry.enabled must be true or false"):
+    with pytest.raises(ConfigurationError, match=r"telemetry\.enabled must be true or false"):
         TelemetrySettings.from_config(parse_config({"telemetry": {"enabled": "yes"}}), {})
     # MODELPLEX_OTEL=1 builds the layer even before an SDK is configured
     monkeypatch.setenv("MODELPLEX_OTEL", "1")
@@ -456,12 +456,12 @@ async def test_otlp_http_export_reaches_a_collector_in_the_wire_format() -> None
     values = {a.key: a.value for a in span.attributes}
     assert values["gen_ai.provider.name"].string_value == "openai"
     assert values["gen_ai.usage.input_tokens"].int_value == 12
-    assert list(values["gen_ai.response.finish_reasons"].array_value.values)[0].string_value \
-        == "stop"
+    reasons = values["gen_ai.response.finish_reasons"].array_value.values
+    assert [v.string_value for v in reasons] == ["stop"]
     assert decoded.resource_spans[0].scope_spans[0].scope.name == "modelplex"
 
 
-# -- no SDK: the layer's absence is the cost ---------------------------------------------------------
+# -- no SDK: the layer's absence is the cost ------------------------------------------------
 def test_import_modelplex_imports_no_opentelemetry() -> None:
     import subprocess
     import sys
