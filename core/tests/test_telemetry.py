@@ -473,3 +473,69 @@ def test_import_modelplex_imports_no_opentelemetry() -> None:
                          check=True, timeout=120).stdout.strip()
     assert out == "[]"
 
+
+
+# -- through ChatManager: structured re-ask and the tool loop ------------------------------------
+class Turns(Provider):
+    """Answers each request with the next scripted answer (a text or tool calls)."""
+
+    name = "openai"
+    capabilities: ClassVar[Capabilities] = Capabilities(tools=True)
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = list(answers)
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        answer = self.answers.pop(0)
+        usage = Usage(prompt_tokens=1_000_000, completion_tokens=0)
+        if isinstance(answer, str):
+            yield StreamChunk(content=answer, finish_reason="stop", usage=usage)
+        else:
+            yield StreamChunk(tool_calls=answer, finish_reason="tool_calls", usage=usage)
+
+
+def turns_plugins(answers: list[Any]) -> Any:
+    from modelplex import hookimpl
+    from modelplex.plugins import Plugins
+
+    class Plugin:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(lambda **kw: Turns(answers), name="openai")
+
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(Plugin(), name="turns")
+    return plugins
+
+
+async def test_a_structured_output_reask_is_a_second_attempt_span(
+        global_tracing: TracerProvider, spans: InMemorySpanExporter) -> None:
+    from modelplex.manager import ChatManager
+
+    plugins = turns_plugins(["not json at all", '{"city": "Paris"}'])
+    async with ChatManager("openai:gpt-4o-mini", plugins=plugins) as chat:
+        result = await chat.get_structured("Where?", {"type": "object", "required": ["city"],
+                                                      "properties": {"city": {"type": "string"}}},
+                                           mode="prompted")
+    assert result.value == {"city": "Paris"} and result.attempts == 2
+    attempts = [s for s in spans.get_finished_spans() if s.name == "modelplex.structured_output"]
+    assert [s.attributes["modelplex.attempt"] for s in attempts] == [1, 2]  # type: ignore[index]
+    assert attempts[0].attributes["modelplex.valid"] is False  # type: ignore[index]
+    assert "modelplex.valid" not in (attempts[1].attributes or {})
+
+
+async def test_the_tool_loop_costs_every_request() -> None:
+    from modelplex.manager import ChatManager
+
+    def capital(country: str) -> str:
+        """The capital of a country."""
+        return "Paris"
+
+    plugins = turns_plugins([[ToolCall("capital", {"country": "France"}, id="c1")],
+                             "It is Paris."])
+    async with ChatManager("openai:gpt-4o-mini", plugins=plugins) as chat:
+        chat.enable_function_calling([capital])
+        meta = await chat.get_response_with_meta("Capital of France?")
+    assert meta.content == "It is Paris." and len(meta.steps) == 1
+    assert meta.cost is not None and meta.cost.known
+    assert meta.cost.amount == pytest.approx(2 * 0.15)  # two requests of 1M input tokens

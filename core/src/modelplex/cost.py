@@ -21,7 +21,7 @@ nothing. ``genai-prices`` is imported the first time a remote model is priced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from modelplex.chunks import Usage
 
 __all__ = ["LOCAL_PROVIDERS", "Cost", "PriceBook", "cost_of", "default_price_book",
-           "token_details"]
+           "token_details", "total_cost"]
 
 #: Providers that run the model on this machine: their answers cost nothing.
 LOCAL_PROVIDERS = frozenset({"llamacpp", "ollama", "lmstudio"})
@@ -75,6 +75,23 @@ def _amount(price: PriceConfig, usage: Usage) -> float:
     total = (plain * price.input + read * cache_read + write * cache_write
              + usage.completion_tokens * price.output)
     return total / 1_000_000
+
+
+def total_cost(costs: Iterable[Cost | None]) -> Cost | None:
+    """The cost of several answers (a tool loop's requests): unknown when any is unknown or
+    the currencies differ; ``None`` for no answers."""
+    items = list(costs)
+    if not items:
+        return None
+    if any(c is None or not c.known or c.amount is None for c in items):
+        return Cost.unknown()
+    known = [c for c in items if c is not None]
+    if len({c.currency for c in known}) > 1:
+        return Cost.unknown()
+    sources = {c.source for c in known}
+    return Cost(amount=sum(c.amount or 0.0 for c in known), currency=known[0].currency,
+                source=sources.pop() if len(sources) == 1 else "mixed",
+                estimated=any(c.estimated for c in known))
 
 
 def token_details(usage: Usage) -> tuple[int, int, int]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from modelplex import telemetry
 from modelplex.chunks import ToolCall
+from modelplex.cost import Cost, total_cost
 from modelplex.errors import ConfigurationError, UnsupportedOperationError
 from modelplex.types import ChatMessage, MessageRole
 
@@ -254,6 +255,7 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
     steps: list[ToolStep] = []
     prompt_tokens = completion_tokens = 0
     latency = 0.0
+    costs: list[Cost | None] = []
     meta: ResponseWithMeta | None = None
     for step in range(box.max_steps + 1):
         tools = specs if step < box.max_steps else None
@@ -261,6 +263,7 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
         prompt_tokens += meta.prompt_tokens
         completion_tokens += meta.completion_tokens
         latency += meta.latency
+        costs.append(meta.cost)
         calls = _with_ids(meta.tool_calls, step) if tools else []
         if not calls:
             if meta.content.strip():
@@ -283,4 +286,5 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
     meta.prompt_tokens = prompt_tokens
     meta.completion_tokens = completion_tokens
     meta.latency = latency
+    meta.cost = total_cost(costs)  # every request of the loop
     return meta
