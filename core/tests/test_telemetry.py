@@ -289,6 +289,26 @@ async def test_the_server_adds_the_server_metrics(
     assert list(ttft.explicit_bounds) == list(telemetry.TTFT_BUCKETS)
 
 
+async def test_a_cache_hit_is_marked_and_counted(
+        tracer_provider: TracerProvider, spans: InMemorySpanExporter,
+        meter_provider: MeterProvider, reader: InMemoryMetricReader) -> None:
+    from modelplex.caches import MemoryCache
+    from modelplex.caching import CachedProvider
+
+    top = layer(CachedProvider(Scripted(), MemoryCache()), tracer_provider, meter_provider)
+    for _ in range(2):
+        _ = [c async for c in top.stream_request(request(temperature=0))]
+    miss, hit = spans.get_finished_spans()
+    assert miss.attributes["modelplex.cache_hit"] is False  # type: ignore[index]
+    assert hit.attributes["modelplex.cache_hit"] is True  # type: ignore[index]
+    assert hit.attributes["modelplex.cost"] == 0.0  # type: ignore[index]
+    assert hit.attributes["server.address"] == "api.openai.com"  # type: ignore[index]
+    points = metric_points(reader)
+    assert [p.value for p in points["modelplex.cache.hits"]] == [1]
+    assert {p.attributes["gen_ai.token.type"]: p.count
+            for p in points["gen_ai.client.token.usage"]} == {"input": 1, "output": 1}
+
+
 # -- nesting -----------------------------------------------------------------------------------
 async def test_router_attempts_are_child_spans_with_the_reason_they_failed(
         global_tracing: TracerProvider, spans: InMemorySpanExporter) -> None:

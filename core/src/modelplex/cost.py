@@ -22,6 +22,7 @@ nothing. ``genai-prices`` is imported the first time a remote model is priced.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -177,21 +178,46 @@ def cost_of(provider: str, model: str, usage: Usage | None, *,
     return book.cost(provider, model, usage)
 
 
+_found: dict[tuple[int, str, str], Any] = {}  # (snapshot, provider, model) -> match or None
+
+
 def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
+    """The genai-prices price of ``usage``; the model lookup (a scan of every model) is done
+    once per provider and model, so pricing an answer costs microseconds."""
     provider_id = _GENAI_PROVIDERS.get(provider)
     if provider_id is None or not model:
         return None
     try:
         import genai_prices
+        from genai_prices import data_snapshot
     except ImportError:  # pragma: no cover - a dependency of modelplex
         return None
     read, write, _ = token_details(usage)
+    counts = genai_prices.Usage(input_tokens=usage.prompt_tokens,
+                                output_tokens=usage.completion_tokens,
+                                cache_read_tokens=read or None, cache_write_tokens=write or None)
     try:
-        calc = genai_prices.calc_price(
-            genai_prices.Usage(input_tokens=usage.prompt_tokens,
-                               output_tokens=usage.completion_tokens,
-                               cache_read_tokens=read or None, cache_write_tokens=write or None),
-            model, provider_id=provider_id)
-    except (LookupError, ValueError):
+        snapshot = data_snapshot.get_snapshot()
+        key = (id(snapshot), provider_id, model)
+        if key not in _found:
+            if len(_found) > 1024:
+                _found.clear()
+            try:
+                _found[key] = snapshot.find_provider_model(model, None, provider_id, None)
+            except LookupError:
+                _found[key] = None
+        match = _found[key]
+        if match is None:
+            return None
+        found_provider, found_model = match
+        calc = found_model.calc_price(counts, found_provider,
+                                      genai_request_timestamp=datetime.now(UTC),
+                                      auto_update_timestamp=None)
+    except (AttributeError, TypeError):  # another genai-prices version: its public call
+        try:
+            calc = genai_prices.calc_price(counts, model, provider_id=provider_id)
+        except (LookupError, ValueError):
+            return None
+    except ValueError:
         return None
     return float(calc.total_price)

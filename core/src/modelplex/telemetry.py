@@ -211,9 +211,9 @@ class _Instruments:
         self.server_ttft = hist("gen_ai.server.time_to_first_token", unit="s",
                                 description="Time to generate the first token.",
                                 explicit_bucket_boundaries_advisory=TTFT_BUCKETS)
-        self.cache = meter.create_counter("modelplex.cache.requests", unit="{request}",
-                                          description="Answers looked up in the response "
-                                                      "cache, by modelplex.cache.hit.")
+        self.cache = meter.create_counter("modelplex.cache.hits", unit="{request}",
+                                          description="Answers served by the response cache "
+                                                      "(the ratio: over the duration count).")
         self.cost = meter.create_counter("modelplex.client.cost", unit="{USD}",
                                          description="What the answers cost, where the price "
                                                      "is known (by currency).")
@@ -520,7 +520,8 @@ class TelemetryLayer(WrappingProvider):
             inst.duration.record(duration, labels)
             if server:
                 inst.server_duration.record(duration, labels)
-            inst.cache.add(1, {**labels, "modelplex.cache.hit": cached})
+            if cached:
+                inst.cache.add(1, labels)
             if first is not None:
                 inst.first_chunk.record(first - start, labels)
                 if server:
