@@ -345,6 +345,30 @@ async def test_router_attempts_are_child_spans_with_the_reason_they_failed(
     assert names.count("chat smart") == 1 and len(names) >= 2
 
 
+async def test_a_router_of_one_deployment_shows_attempts_only_after_a_failure(
+        global_tracing: TracerProvider, spans: InMemorySpanExporter) -> None:
+    from modelplex.config import RetryConfig
+
+    provider = Scripted(base_url="http://10.0.0.5:8080/v1")
+    router = Router("openai:gpt-4o-mini", [Deployment(provider, "gpt-4o-mini")],
+                    retries=RetryConfig(attempts=3, backoff=0))
+    top = layer(router, global_tracing)
+    _ = [c async for c in top.stream_request(request())]
+    (chat,) = spans.get_finished_spans()  # a plain success: one span
+    assert chat.attributes["server.address"] == "10.0.0.5"  # type: ignore[index]
+    assert chat.attributes["server.port"] == 8080  # type: ignore[index]
+    spans.clear()
+    provider.errors.append(ProviderStatusError("busy", status_code=503, provider="openai"))
+    _ = [c async for c in top.stream_request(request())]
+    names = [s.name for s in spans.get_finished_spans()]
+    assert names == ["modelplex.attempt openai:gpt-4o-mini"] * 2 + ["chat gpt-4o-mini"]
+    first, second, _chat = spans.get_finished_spans()
+    assert first.attributes["error.type"] == "ProviderStatusError"  # type: ignore[index]
+    assert second.attributes["modelplex.route.attempt"] == 2  # type: ignore[index]
+    assert second.attributes["server.address"] == "10.0.0.5"  # type: ignore[index]
+    assert first.start_time < second.start_time  # type: ignore[operator]
+
+
 async def test_a_fallback_shows_as_attempts_on_the_fallback(
         global_tracing: TracerProvider, spans: InMemorySpanExporter) -> None:
     from modelplex.config import RetryConfig
@@ -368,7 +392,8 @@ async def test_no_sdk_means_no_layer_and_no_helper_span() -> None:
     assert telemetry_layer(Scripted(), ctx) is None
     with telemetry.tool_span("add") as span:
         assert span is None
-    assert telemetry.start_attempt(Deployment(Scripted(), "m"), 1) is None
+    router = Router("r", [Deployment(Scripted(), "m")])
+    assert telemetry.start_attempt(router, router.deployments[0], 1) is None
 
 
 async def test_settings_from_config_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -335,6 +335,11 @@ def _innermost(provider: Any) -> Any:
     return provider
 
 
+def base_fallbacks(provider: Any) -> bool:
+    """Whether the router under ``provider`` has fallbacks."""
+    return bool(getattr(_innermost(provider), "fallbacks", None))
+
+
 def error_type(err: BaseException) -> str:
     """``error.type``: the exception class (low-cardinality), ``_OTHER`` for no name."""
     return type(err).__name__ or "_OTHER"
@@ -375,13 +380,14 @@ class TelemetryLayer(WrappingProvider):
         self._routed = deployments is not None
         if deployments:  # a router: its first deployment's provider until one answers
             base = deployments[0].provider
+        single = deployments is None or (len(deployments) == 1 and not base_fallbacks(inner))
         self._provider_key = base.name
         self._provider = provider_name(base.name)
         in_process = getattr(base, "in_process", None)
         if in_process is None:
             in_process = base.name in IN_PROCESS
         self._kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
-        self._server = _server_of(base) if not self._routed else (None, None)
+        self._server = _server_of(base) if single else (None, None)
 
     def _instruments(self) -> list[_Instruments]:
         if self._meter_provider is not None:
@@ -677,35 +683,66 @@ def _span(name: str, kind: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
 
 
 def _attempt_attributes(dep: Any, attempt: int) -> dict[str, Any]:
-    return {"modelplex.route.deployment": dep.label,
-            "gen_ai.provider.name": provider_name(dep.provider.name),
-            "gen_ai.request.model": dep.model, "modelplex.route.attempt": attempt}
+    attributes: dict[str, Any] = {
+        "modelplex.route.deployment": dep.label,
+        "gen_ai.provider.name": provider_name(dep.provider.name),
+        "gen_ai.request.model": dep.model, "modelplex.route.attempt": attempt}
+    address, port = _server_of(dep.provider)
+    if address is not None:
+        attributes["server.address"] = address
+        attributes["server.port"] = port
+    return attributes
 
 
-def attempt_span(dep: Any, attempt: int) -> Any:
-    """A span around one attempt of a routed call on deployment ``dep``
-    (``modelplex.attempt {label}``); a failure sets ``error.type`` (a context manager)."""
-    return _span(f"modelplex.attempt {dep.label}", "INTERNAL",
-                 _attempt_attributes(dep, attempt))
+@attrs.define(slots=True)
+class _Attempt:
+    """An attempt under way: the span is made when it ends (see :func:`start_attempt`)."""
+
+    tracer: Any
+    parent: Any
+    start: int
+    dep: Any
+    attempt: int
+    always: bool
 
 
-def start_attempt(dep: Any, attempt: int) -> Any:
-    """A started attempt span (the current span's child) for a stream, to end with
-    :func:`end_attempt`; ``None`` when tracing is off."""
+def start_attempt(router: Any, dep: Any, attempt: int) -> _Attempt | None:
+    """Note the start of one attempt of a routed request on deployment ``dep`` (``None`` when
+    tracing is off); :func:`end_attempt` makes its ``modelplex.attempt {label}`` span, a child
+    of the span current now. A router of one deployment without fallbacks (what a plain
+    ``provider:model`` is) gets attempt spans only when an attempt failed, so a call that
+    simply succeeds stays one span."""
     tracer = _tracer()
     if tracer is None:
         return None
-    return tracer.start_span(f"modelplex.attempt {dep.label}",
-                             attributes=_attempt_attributes(dep, attempt))
+    from opentelemetry import context
+
+    always = len(router.deployments) > 1 or bool(router.fallbacks)
+    return _Attempt(tracer, context.get_current(), time.time_ns(), dep, attempt, always)
 
 
-def end_attempt(span: Any, err: BaseException | None = None) -> None:
-    """End an attempt span from :func:`start_attempt` (``err``: why it failed)."""
-    if span is None:
+def end_attempt(token: _Attempt | None, err: BaseException | None = None) -> None:
+    """End an attempt from :func:`start_attempt` (``err``: why it failed)."""
+    if token is None or (err is None and not token.always and token.attempt == 1):
         return
+    span = token.tracer.start_span(f"modelplex.attempt {token.dep.label}",
+                                   context=token.parent, start_time=token.start,
+                                   attributes=_attempt_attributes(token.dep, token.attempt))
     if err is not None:
         _failed(span, err)
     span.end()
+
+
+@contextlib.contextmanager
+def attempt_span(router: Any, dep: Any, attempt: int) -> Iterator[None]:
+    """:func:`start_attempt` and :func:`end_attempt` around a block (a non-streaming call)."""
+    token = start_attempt(router, dep, attempt)
+    try:
+        yield
+    except BaseException as err:
+        end_attempt(token, err)
+        raise
+    end_attempt(token)
 
 
 def _failed(span: Any, err: BaseException) -> None:

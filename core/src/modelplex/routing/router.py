@@ -423,7 +423,7 @@ class Router(Provider):
             await group._enter(dep)
             start = time.perf_counter()
             stream = dep.provider.stream_request(sub)
-            attempt = telemetry.start_attempt(dep, len(trial.records) + 1)  # a span, or None
+            attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
             failure: ProviderError | None = None
             try:
                 try:
@@ -476,7 +476,7 @@ class Router(Provider):
             await group._enter(dep)
             start = time.perf_counter()
             try:
-                with telemetry.attempt_span(dep, len(trial.records) + 1):
+                with telemetry.attempt_span(group, dep, len(trial.records) + 1):
                     result = await call(dep)
             except ProviderError as err:
                 try:
