@@ -48,12 +48,14 @@ async def test_metrics_after_requests_through_a_named_model(serve: Any) -> None:
     assert done == {"ok": 2.0, "error": 0.0}
 
 
-async def test_metrics_need_a_key_when_keys_are_configured(serve: Any) -> None:
-    key = generate_key()
-    server = await serve(keys=[KeyConfig(name="ops", hash=hash_key(key))])
+async def test_metrics_need_an_admin_key_when_keys_are_configured(serve: Any) -> None:
+    admin, user = generate_key(), generate_key()
+    server = await serve(keys=[KeyConfig(name="ops", hash=hash_key(admin), admin=True),
+                               KeyConfig(name="app", hash=hash_key(user))])
     assert (await scrape(server.url))[0] == 401
     assert (await scrape(server.url, "wrong"))[0] == 401
-    status, families = await scrape(server.url, key)
+    assert (await scrape(server.url, user))[0] == 403
+    status, families = await scrape(server.url, admin)
     assert status == 200 and "modelplex_server_active_requests" in families
 
 
