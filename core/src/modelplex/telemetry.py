@@ -183,7 +183,8 @@ def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     settings = TelemetrySettings.from_config(ctx.config)
     if not enabled(settings):
         return None
-    return TelemetryLayer(inner, settings=settings, caller=ctx.caller, config=ctx.config)
+    return TelemetryLayer(inner, settings=settings, caller=ctx.caller, config=ctx.config,
+                          conversation_id=getattr(ctx, "conversation_id", None))
 
 
 # -- instruments ----------------------------------------------------------------------------------
@@ -356,13 +357,15 @@ class TelemetryLayer(WrappingProvider):
         tracer_provider: a tracer provider instead of the global one.
         meter_provider: a meter provider instead of the global ones.
         prices: a :class:`~modelplex.cost.PriceBook` instead of the config's.
+        conversation_id: the conversation of the stack's requests (a request's own wins).
     """
 
     def __init__(self, inner: Provider, *, settings: TelemetrySettings | None = None,
                  caller: str = "chat", config: Config | None = None,
                  tracer_provider: Any = None, meter_provider: Any = None,
-                 prices: PriceBook | None = None) -> None:
+                 prices: PriceBook | None = None, conversation_id: str | None = None) -> None:
         super().__init__(inner)
+        self.conversation_id = conversation_id
         from opentelemetry import context, trace
 
         from modelplex.__about__ import __version__
@@ -423,8 +426,9 @@ class TelemetryLayer(WrappingProvider):
                 attributes["gen_ai.request.stop_sequences"] = list(value)
             elif key == "n" and value != 1:
                 attributes["gen_ai.request.choice.count"] = value
-        if request.conversation_id:
-            attributes["gen_ai.conversation.id"] = request.conversation_id
+        conversation = request.conversation_id or self.conversation_id
+        if conversation:
+            attributes["gen_ai.conversation.id"] = conversation
         if request.response_format is not None:
             attributes["gen_ai.output.type"] = "json"
         if self.settings.capture_content:
