@@ -584,3 +584,84 @@ async def test_the_tool_loop_costs_every_request() -> None:
     assert meta.content == "It is Paris." and len(meta.steps) == 1
     assert meta.cost is not None and meta.cost.known
     assert meta.cost.amount == pytest.approx(2 * 0.15)  # two requests of 1M input tokens
+
+
+# -- the request path: every stack gets the layer through register_layers ------------------------
+def _chain(provider: Any) -> list[str]:
+    names = []
+    while provider is not None:
+        names.append(type(provider).__name__)
+        provider = getattr(provider, "wrapped", None)
+    return names
+
+
+async def test_the_request_path_has_the_layer_only_when_telemetry_is_on(
+        monkeypatch: pytest.MonkeyPatch, spans: InMemorySpanExporter,
+        tracer_provider: TracerProvider) -> None:
+    from opentelemetry.util._once import Once
+
+    from modelplex.pipeline import open_model
+
+    plugins = turns_plugins([])
+    async with await open_model("openai:gpt-4o-mini", plugins=plugins,
+                                config=parse_config({})) as lease:
+        assert "TelemetryLayer" not in _chain(lease.provider)  # no SDK: no layer
+    old = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace.set_tracer_provider(tracer_provider)
+    try:
+        async with await open_model("openai:gpt-4o-mini", plugins=plugins,
+                                    config=parse_config({})) as lease:
+            chain = _chain(lease.provider)
+            assert chain.index("TelemetryLayer") < chain.index("Router")
+        monkeypatch.setenv("MODELPLEX_OTEL", "0")
+        async with await open_model("openai:gpt-4o-mini", plugins=plugins,
+                                    config=parse_config({})) as lease:
+            assert "TelemetryLayer" not in _chain(lease.provider)
+        off = parse_config({"telemetry": {"enabled": False}})
+        monkeypatch.delenv("MODELPLEX_OTEL")
+        async with await open_model("openai:gpt-4o-mini", plugins=plugins,
+                                    config=off) as lease:
+            assert "TelemetryLayer" not in _chain(lease.provider)
+    finally:
+        trace._TRACER_PROVIDER = old
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+
+
+async def test_chat_manager_calls_are_traced_with_the_conversation_and_cost(
+        global_tracing: TracerProvider, spans: InMemorySpanExporter, tmp_path: Any) -> None:
+    from modelplex.logs import LogStore
+    from modelplex.manager import ChatManager
+
+    plugins = turns_plugins(["Paris.", "Rome."])
+    async with ChatManager("openai:gpt-4o-mini", plugins=plugins, conversation=True,
+                           logs=tmp_path / "logs.db") as chat:
+        _ = [c async for c in chat.send_message("Capital of France?")]
+        meta = await chat.get_response_with_meta("And of Italy?")
+        cid = chat.conversation_id
+    chats = [s for s in spans.get_finished_spans() if s.name == "chat gpt-4o-mini"]
+    assert len(chats) == 2
+    for span in chats:
+        attrs = dict(span.attributes or {})
+        assert attrs["gen_ai.conversation.id"] == cid
+        assert attrs["modelplex.cost"] == pytest.approx(0.15)
+        assert span.kind is SpanKind.CLIENT
+    assert meta.cost is not None and meta.cost.amount == pytest.approx(0.15)
+    # a cleared history is a new conversation: the next span says so
+    spans.clear()
+    async with ChatManager("openai:gpt-4o-mini", plugins=turns_plugins(["A.", "B."]),
+                           conversation=True, logs=tmp_path / "logs.db") as chat:
+        await chat.get_response_with_meta("One?")
+        first = chat.conversation_id
+        chat.clear_history()
+        await chat.get_response_with_meta("Two?")
+        second = chat.conversation_id
+    assert first != second
+    ids = [s.attributes["gen_ai.conversation.id"]  # type: ignore[index]
+           for s in spans.get_finished_spans() if s.name == "chat gpt-4o-mini"]
+    assert ids == [first, second]
+    store = LogStore(tmp_path / "logs.db")
+    try:
+        assert [e.cost for e in store.recent(limit=4)] == [pytest.approx(0.15)] * 4
+    finally:
+        store.close()
