@@ -50,7 +50,8 @@ class Plugin:
         register(lambda **kw: Streamer(), name="openai")
 
 
-def _configure_sdk() -> None:
+def configure_sdk() -> None:
+    """The SDK with no-op exporters: spans batched to nowhere, metrics never collected."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -100,7 +101,7 @@ async def run() -> dict[str, Any]:
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" /
                                               "telemetry.json"))
     args = parser.parse_args()
-    _configure_sdk()
+    configure_sdk()
     plugins = Plugins(load_entrypoints=False)
     plugins.register(Plugin(), name="bench")
     await _arm(plugins, True, 20)  # warm up: imports, first-call caches
