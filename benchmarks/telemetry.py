@@ -67,7 +67,12 @@ def configure_sdk() -> None:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Nothing()))
+    if os.environ.get("BENCH_SPAN_PROCESSOR") == "simple":
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider.add_span_processor(SimpleSpanProcessor(Nothing()))
+    elif os.environ.get("BENCH_SPAN_PROCESSOR") != "none":
+        provider.add_span_processor(BatchSpanProcessor(Nothing()))
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 

@@ -150,3 +150,19 @@ async def test_recording_stores_the_cost_of_the_deployment_that_answered(
         assert third.cost is None and third.cost_currency is None
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("provider", "model"), [
+    ("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-3-5-haiku-latest"),
+    ("anthropic", "claude-sonnet-4-5"),  # tiered prices: the package's own calculation
+])
+def test_the_fast_price_equals_the_packages(provider: str, model: str) -> None:
+    import genai_prices
+
+    for prompt, completion in [(12_345, 678), (250_000, 1_000), (0, 0)]:
+        ours = PriceBook().cost(provider, model, Usage(prompt_tokens=prompt,
+                                                       completion_tokens=completion))
+        theirs = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=prompt, output_tokens=completion), model,
+            provider_id=provider)
+        assert ours.amount == pytest.approx(float(theirs.total_price), rel=1e-9, abs=1e-12)

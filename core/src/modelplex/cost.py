@@ -21,6 +21,7 @@ nothing. ``genai-prices`` is imported the first time a remote model is priced.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -179,11 +180,27 @@ def cost_of(provider: str, model: str, usage: Usage | None, *,
 
 
 _found: dict[tuple[int, str, str], Any] = {}  # (snapshot, provider, model) -> match or None
+_rates: dict[tuple[int, str, str], tuple[float, Any]] = {}  # -> (until, flat rates or None)
+
+
+def _flat_rates(model: Any) -> tuple[float, float, float | None, float | None] | None:
+    """The model's prices now per million tokens (input, output, cache read, cache write),
+    or ``None`` when one of them is tiered (then the package computes the price)."""
+    from decimal import Decimal
+
+    price = model.get_prices(datetime.now(UTC))
+    values = [getattr(price, name, None) for name in ("input_mtok", "output_mtok",
+                                                      "cache_read_mtok", "cache_write_mtok")]
+    if any(v is not None and not isinstance(v, Decimal | int | float) for v in values):
+        return None
+    rin, rout, read, write = (None if v is None else float(v) for v in values)
+    return (rin or 0.0, rout or 0.0, read, write)
 
 
 def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
-    """The genai-prices price of ``usage``; the model lookup (a scan of every model) is done
-    once per provider and model, so pricing an answer costs microseconds."""
+    """The genai-prices price of ``usage``. The model lookup (a scan of every model) is done
+    once per provider and model, and its flat prices are kept for a minute, so pricing an
+    answer costs microseconds; tiered prices go through the package's own calculation."""
     provider_id = _GENAI_PROVIDERS.get(provider)
     if provider_id is None or not model:
         return None
@@ -193,15 +210,13 @@ def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
     except ImportError:  # pragma: no cover - a dependency of modelplex
         return None
     read, write, _ = token_details(usage)
-    counts = genai_prices.Usage(input_tokens=usage.prompt_tokens,
-                                output_tokens=usage.completion_tokens,
-                                cache_read_tokens=read or None, cache_write_tokens=write or None)
     try:
         snapshot = data_snapshot.get_snapshot()
         key = (id(snapshot), provider_id, model)
         if key not in _found:
             if len(_found) > 1024:
                 _found.clear()
+                _rates.clear()
             try:
                 _found[key] = snapshot.find_provider_model(model, None, provider_id, None)
             except LookupError:
@@ -209,13 +224,31 @@ def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
         match = _found[key]
         if match is None:
             return None
-        found_provider, found_model = match
-        calc = found_model.calc_price(counts, found_provider,
-                                      genai_request_timestamp=datetime.now(UTC),
-                                      auto_update_timestamp=None)
+        now = time.monotonic()
+        cached = _rates.get(key)
+        if cached is None or cached[0] < now:
+            cached = _rates[key] = (now + 60.0, _flat_rates(match[1]))
+        rates = cached[1]
+        if rates is not None:
+            rin, rout, rread, rwrite = rates
+            plain = max(0, usage.prompt_tokens - read - write)
+            return (plain * rin + read * (rin if rread is None else rread)
+                    + write * (rin if rwrite is None else rwrite)
+                    + usage.completion_tokens * rout) / 1_000_000
+        counts = genai_prices.Usage(input_tokens=usage.prompt_tokens,
+                                    output_tokens=usage.completion_tokens,
+                                    cache_read_tokens=read or None,
+                                    cache_write_tokens=write or None)
+        calc = match[1].calc_price(counts, match[0], genai_request_timestamp=datetime.now(UTC),
+                                   auto_update_timestamp=None)
     except (AttributeError, TypeError):  # another genai-prices version: its public call
         try:
-            calc = genai_prices.calc_price(counts, model, provider_id=provider_id)
+            calc = genai_prices.calc_price(
+                genai_prices.Usage(input_tokens=usage.prompt_tokens,
+                                   output_tokens=usage.completion_tokens,
+                                   cache_read_tokens=read or None,
+                                   cache_write_tokens=write or None),
+                model, provider_id=provider_id)
         except (LookupError, ValueError):
             return None
     except ValueError:

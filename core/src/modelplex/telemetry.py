@@ -368,11 +368,9 @@ class TelemetryLayer(WrappingProvider):
         self.conversation_id = conversation_id
         from opentelemetry import context, trace
 
-        from modelplex.__about__ import __version__
-
         self._trace = trace
         self._context = context
-        self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
+        self._tracer = tracer_of(tracer_provider)
         self._meter_provider = meter_provider
         self.settings = settings or TelemetrySettings()
         self.caller = caller
@@ -462,7 +460,8 @@ class TelemetryLayer(WrappingProvider):
         response_model = getattr(last, "model", None) or (
             route.provider_model if route is not None else None)
         provider = route.provider if route is not None else None
-        set_attr = span.set_attribute
+        ended: dict[str, Any] = {}
+        set_attr = ended.__setitem__
         cost: Cost | None = None
         if route is not None:
             set_attr("gen_ai.provider.name", provider_name(route.provider))
@@ -516,6 +515,7 @@ class TelemetryLayer(WrappingProvider):
                                                redact(str(err))[:500]))
         elif stopped:
             set_attr("modelplex.stopped_early", True)
+        span.set_attributes(ended)
         span.end()
         # -- metrics
         instruments = self._instruments()
@@ -657,15 +657,32 @@ class TelemetryLayer(WrappingProvider):
 
 
 # -- spans of the work around model calls --------------------------------------------------------
+_tracers: dict[int, tuple[Any, Any]] = {}
+
+
+def tracer_of(tracer_provider: Any = None) -> Any:
+    """modelplex's tracer from ``tracer_provider`` (default: the global one), made once."""
+    from opentelemetry import trace
+
+    if tracer_provider is None:
+        tracer_provider = trace.get_tracer_provider()
+    found = _tracers.get(id(tracer_provider))
+    if found is None or found[0] is not tracer_provider:
+        from modelplex.__about__ import __version__
+
+        if len(_tracers) > 64:
+            _tracers.clear()
+        found = _tracers[id(tracer_provider)] = (
+            tracer_provider, trace.get_tracer(_SCOPE, __version__,
+                                              tracer_provider=tracer_provider))
+    return found[1]
+
+
 def _tracer() -> Any:
     """The global tracer when an SDK is configured (``None`` otherwise: no work at all)."""
     if not _sdk_tracer_provider():
         return None
-    from opentelemetry import trace
-
-    from modelplex.__about__ import __version__
-
-    return trace.get_tracer(_SCOPE, __version__)
+    return tracer_of()
 
 
 @contextlib.contextmanager
@@ -702,7 +719,6 @@ def _attempt_attributes(dep: Any, attempt: int) -> dict[str, Any]:
 class _Attempt:
     """An attempt under way: the span is made when it ends (see :func:`start_attempt`)."""
 
-    tracer: Any
     parent: Any
     start: int
     dep: Any
@@ -716,20 +732,19 @@ def start_attempt(router: Any, dep: Any, attempt: int) -> _Attempt | None:
     of the span current now. A router of one deployment without fallbacks (what a plain
     ``provider:model`` is) gets attempt spans only when an attempt failed, so a call that
     simply succeeds stays one span."""
-    tracer = _tracer()
-    if tracer is None:
+    if not _sdk_tracer_provider():
         return None
     from opentelemetry import context
 
     always = len(router.deployments) > 1 or bool(router.fallbacks)
-    return _Attempt(tracer, context.get_current(), time.time_ns(), dep, attempt, always)
+    return _Attempt(context.get_current(), time.time_ns(), dep, attempt, always)
 
 
 def end_attempt(token: _Attempt | None, err: BaseException | None = None) -> None:
     """End an attempt from :func:`start_attempt` (``err``: why it failed)."""
     if token is None or (err is None and not token.always and token.attempt == 1):
         return
-    span = token.tracer.start_span(f"modelplex.attempt {token.dep.label}",
+    span = tracer_of().start_span(f"modelplex.attempt {token.dep.label}",
                                    context=token.parent, start_time=token.start,
                                    attributes=_attempt_attributes(token.dep, token.attempt))
     if err is not None:
