@@ -9,8 +9,8 @@ from modelplex.chunks import StreamChunk, Usage
 from modelplex.config import parse_config
 from modelplex.cost import Cost, PriceBook, cost_of
 from modelplex.errors import ConfigurationError
-from modelplex.logs import Exchange, LogStore
 from modelplex.manager import ResponseWithMeta
+from modelplex.store.logs import Exchange, LogStore
 
 
 @attrs.define(slots=True)

@@ -630,8 +630,8 @@ async def test_the_request_path_has_the_layer_only_when_telemetry_is_on(
 
 async def test_chat_manager_calls_are_traced_with_the_conversation_and_cost(
         global_tracing: TracerProvider, spans: InMemorySpanExporter, tmp_path: Any) -> None:
-    from modelplex.logs import LogStore
     from modelplex.manager import ChatManager
+    from modelplex.store.logs import LogStore
 
     plugins = turns_plugins(["Paris.", "Rome."])
     async with ChatManager("openai:gpt-4o-mini", plugins=plugins, conversation=True,
