@@ -153,8 +153,8 @@ def usage_report(store: LogStore, *, since: str | datetime | None = "7d",
     start = parse_since(since, now=now)
     where, args = ("WHERE created_at >= ?", [start.astimezone(UTC).isoformat(
         timespec="milliseconds")]) if start is not None else ("", [])
-    rows = store._conn.execute(
-        "SELECT provider, model, created_at, prompt_tokens, completion_tokens, latency, "
-        f"time_to_first_token, error, cached, cost, cost_currency FROM exchanges {where} "
-        "ORDER BY id", args).fetchall()
+    sql = ("SELECT provider, model, created_at, prompt_tokens, completion_tokens, latency, "
+           f"time_to_first_token, error, cached, cost, cost_currency FROM exchanges {where} "
+           "ORDER BY id")
+    rows = store._read(lambda conn: conn.execute(sql, args).fetchall())
     return summarize(rows, by)
