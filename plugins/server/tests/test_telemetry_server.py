@@ -94,3 +94,44 @@ async def test_metrics_hold_the_genai_metrics_after_requests(serve: Any, upstrea
     assert "gen_ai_server_request_duration_seconds" in families
     ttft = families["gen_ai_server_time_to_first_token_seconds"]
     assert any(s.value == 1 for s in ttft.samples if s.name.endswith("_count"))
+
+
+async def _done_event(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    done: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as session, \
+            session.post(url + "/api/chat", json=body) as resp:
+        assert resp.status == 200
+        name = None
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name == "done":
+                done = json.loads(line[6:])
+    return done
+
+
+async def test_the_rest_answer_says_what_it_cost(plugins: Any) -> None:
+    from modelplex.config import parse_config
+    from modelplex_server.app import create_app, start
+    from modelplex_server.resolve import ModelResolver
+    from modelplex_server.settings import ServerSettings
+
+    config = parse_config({"prices": {"fault:*": {"input": 1.0, "output": 2.0}}})
+    resolver = ModelResolver(config=config, plugins=plugins)
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver))
+    try:
+        done = await _done_event(server.url, {"model": "fault:fault", "message": "Hi"})
+        usage = done["usage"]
+        expected = (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
+        assert done["cost"]["known"] and done["cost"]["source"] == "config"
+        assert done["cost"]["amount"] == pytest.approx(expected)
+        assert done["cost"]["currency"] == "USD"
+        unknown = await _done_event(server.url, {"model": "tools:gpt-4o", "message": "Hi"})
+        assert unknown["cost"] == {"amount": None, "currency": "USD", "known": False,
+                                "source": None, "estimated": False}  # unknown, not 0
+    finally:
+        await server.stop()
