@@ -309,6 +309,22 @@ async def test_a_cache_hit_is_marked_and_counted(
             for p in points["gen_ai.client.token.usage"]} == {"input": 1, "output": 1}
 
 
+async def test_telemetry_that_fails_never_fails_the_call(
+        tracer_provider: TracerProvider, spans: InMemorySpanExporter,
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def cost(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("price list unreadable")
+
+    top = TelemetryLayer(Scripted(), tracer_provider=tracer_provider,
+                         prices=Broken())  # type: ignore[arg-type]
+    chunks = [c async for c in top.stream_request(request())]
+    assert "".join(c.content for c in chunks) == "Paris"
+    assert (await top.complete_request(request())).content == "Paris"
+    assert len(spans.get_finished_spans()) == 2  # ended all the same
+    assert "telemetry failed (RuntimeError: price list unreadable)" in caplog.text
+
+
 # -- nesting -----------------------------------------------------------------------------------
 async def test_router_attempts_are_child_spans_with_the_reason_they_failed(
         global_tracing: TracerProvider, spans: InMemorySpanExporter) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
@@ -93,6 +94,8 @@ PROVIDER_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic
 IN_PROCESS = frozenset({"llamacpp"})
 
 _KEYS = frozenset({"enabled", "capture_content"})
+log = logging.getLogger("modelplex.telemetry")
+_warned = False
 _SCOPE = "modelplex"
 
 
@@ -450,7 +453,21 @@ class TelemetryLayer(WrappingProvider):
         return out
 
     # -- the end of a call --------------------------------------------------------------------
-    def _finish(self, span: Any, attributes: dict[str, Any], *, start: float,
+    def _finish(self, span: Any, attributes: dict[str, Any], **kw: Any) -> None:
+        """End the span and record the metrics; telemetry that fails never fails the call
+        (it logs one warning)."""
+        try:
+            self._end(span, attributes, **kw)
+        except Exception as err:
+            global _warned
+            if not _warned:
+                _warned = True
+                log.warning("telemetry failed (%s: %s); the call is not affected",
+                            type(err).__name__, err)
+            with contextlib.suppress(Exception):
+                span.end()
+
+    def _end(self, span: Any, attributes: dict[str, Any], *, start: float,
                 first: float | None, chunks: int, last: Any, route: Any,
                 err: BaseException | None, stopped: bool = False,
                 content: str | None = None, reasoning: str | None = None,
