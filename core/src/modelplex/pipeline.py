@@ -63,8 +63,9 @@ LayerFactory = Callable[[Provider, LayerContext], "Provider | None"]
 
 #: The request path from the caller inwards: the one list every stack is built from.
 #:
-#: ``recording`` and ``cache`` are built in; ``telemetry`` is a slot a plugin fills by
-#: registering a layer under that name; ``router`` (retries, fallbacks, balancing) and
+#: ``recording`` and ``cache`` are built in; ``telemetry`` is the slot of
+#: :mod:`modelplex.telemetry` (registered by the built-ins; a plugin's layer registered under
+#: that name replaces it); ``router`` (retries, fallbacks, balancing) and
 #: ``provider`` are the base every stack has. Other layers registered through
 #: ``register_layers(register)`` go where their ``before=``/``after=`` put them, above the
 #: router.
