@@ -681,3 +681,25 @@ async def test_chat_manager_calls_are_traced_with_the_conversation_and_cost(
         assert [e.cost for e in store.recent(limit=4)] == [pytest.approx(0.15)] * 4
     finally:
         store.close()
+
+
+async def test_a_plugins_tracing_layer_goes_next_to_modelplexs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelplex import hookimpl
+    from modelplex.pipeline import open_model
+    from modelplex.wrapping import WrappingProvider
+
+    class Mine(WrappingProvider):
+        pass
+
+    class Plugin:
+        @hookimpl
+        def register_layers(self, register: Any) -> None:
+            register(lambda inner, ctx: Mine(inner), name="mine", after="telemetry")
+
+    monkeypatch.setenv("MODELPLEX_OTEL", "1")
+    plugins = turns_plugins([])
+    plugins.register(Plugin(), name="my-tracing")
+    async with await open_model("openai:gpt-4o-mini", plugins=plugins,
+                                config=parse_config({})) as lease:
+        assert _chain(lease.provider) == ["TelemetryLayer", "Mine", "Router"]
