@@ -74,7 +74,13 @@ def configure_sdk() -> None:
     elif os.environ.get("BENCH_SPAN_PROCESSOR") != "none":
         provider.add_span_processor(BatchSpanProcessor(Nothing()))
     trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    exemplars: Any = None
+    if os.environ.get("BENCH_EXEMPLARS") != "on":  # the setting docs/telemetry.md advises
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+        exemplars = AlwaysOffExemplarFilter()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()],
+                                             exemplar_filter=exemplars))
 
 
 async def _arm(plugins: Plugins, on: bool, requests: int) -> tuple[float, float]:

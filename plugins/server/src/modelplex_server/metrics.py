@@ -37,11 +37,13 @@ class ServerMetrics:
     """The server's private meter provider and its in-memory reader."""
 
     def __init__(self) -> None:
-        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
+        # no exemplars: the text format written here has none, and a record costs ~40% less
+        self.provider = MeterProvider(metric_readers=[self.reader],
+                                      exemplar_filter=AlwaysOffExemplarFilter())
 
     def start(self) -> None:
         """Record the telemetry layer's metrics here too."""
