@@ -118,6 +118,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/gateway.py", *session.posargs)  # M7: modelplex serve
     session.run("python", "benchmarks/caches.py")  # M6: caches and conversation logging
+    session.run("python", "benchmarks/telemetry.py")  # M8: the telemetry layer on and off
 
 
 @nox.session(default=False)

@@ -193,6 +193,17 @@ async def make_manager(url: str, wire: str) -> tuple[StreamFn, RequestFn,
     return stream, request, close
 
 
+async def make_manager_otel(url: str, wire: str) -> tuple[StreamFn, RequestFn,
+                                                         Callable[[], Awaitable[None]]]:
+    """``make_manager`` with the OpenTelemetry SDK configured (no-op exporters): the
+    telemetry layer in every stack (M8)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from telemetry import configure_sdk
+
+    configure_sdk()
+    return await make_manager(url, wire)
+
+
 async def make_openai_sdk(url: str, wire: str) -> tuple[StreamFn, RequestFn,
                                                         Callable[[], Awaitable[None]]]:
     """The official openai SDK (httpx), retries off."""
@@ -248,6 +259,7 @@ ARMS: dict[str, tuple[Callable[..., Any], str]] = {
     "modelplex-ollama": (make_modelplex, "ollama"),
     "modelplex-router": (make_router, "openai"),
     "modelplex-manager": (make_manager, "openai"),
+    "modelplex-manager-otel": (make_manager_otel, "openai"),
     "raw-anthropic": (make_raw, "anthropic"),
     "raw-tgi": (make_raw, "tgi"),
     "modelplex-anthropic": (make_modelplex, "anthropic"),

@@ -59,6 +59,7 @@ EXAMPLE_PAGES = [
     "caches.md",
     "conversations.md",
     "redis.md",
+    "telemetry.md",
 ]
 # Pages whose examples talk to a real Redis server (started for them; MODELPLEX_REDIS_URL).
 REDIS_PAGES = {"redis.md"}

@@ -35,6 +35,8 @@ def test_upgrade_from_every_earlier_version(tmp_path: Path, start: int) -> None:
     if start >= 1:  # data written by that version, in the columns it had
         conn.execute("INSERT INTO conversations (id, name, created_at) VALUES "
                      "('c1', 'old', '2026-01-01T00:00:00+00:00')")
+        if start >= 3:  # that version keeps updated_at itself
+            conn.execute("UPDATE conversations SET updated_at = '2026-01-02T00:00:00+00:00'")
         conn.execute("INSERT INTO exchanges (conversation_id, created_at, provider, model, "
                      "prompt, response, options, prompt_tokens, completion_tokens, latency) "
                      "VALUES ('c1', '2026-01-02T00:00:00+00:00', 'fake', 'echo', "

@@ -27,9 +27,9 @@ The file is TOML (JSON when its name ends in ``.json``), found at ``MODELPLEX_CO
 
 Precedence: arguments in code > environment (``MODELPLEX_DEFAULT_MODEL``) > the file >
 defaults; a provider's own variables (``OLLAMA_HOST``, ``OPENAI_API_KEY``) apply where the
-file does not set that keyword. The top-level tables ``cache``, ``conversations``, ``state``
-and ``server`` are read by the features that own them. A wrong file raises one
-:class:`~modelplex.errors.ConfigurationError` naming the file, the key and the fix.
+file does not set that keyword. The top-level tables ``cache``, ``conversations``, ``state``,
+``server``, ``telemetry`` and ``prices`` are read by the features that own them. A wrong file
+raises one :class:`~modelplex.errors.ConfigurationError` naming the file, the key and the fix.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from modelplex import env
 from modelplex.errors import ConfigurationError
 
-__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "ModelConfig", "RetryConfig",
-           "config_path", "get_config", "load_config", "set_config", "to_toml"]
+__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "ModelConfig", "PriceConfig",
+           "RetryConfig", "config_path", "get_config", "load_config", "set_config", "to_toml"]
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
@@ -143,6 +143,17 @@ class ModelConfig(_Strict):
         return self
 
 
+class PriceConfig(_Strict):
+    """The price of one ``[prices."provider:model"]``, per million tokens (see
+    :mod:`modelplex.cost`); cache reads and writes cost the input price unless given."""
+
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+    cache_read: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    currency: str = Field(default="USD", min_length=1)
+
+
 class Config(_Strict):
     """The whole configuration (see the module docstring for the file format)."""
 
@@ -156,6 +167,8 @@ class Config(_Strict):
     retries: RetryConfig | None = Field(
         default=None, description="retries of a plain provider:model (named models have "
                                   "their own); default: one retry, see docs/routing.md")
+    telemetry: dict[str, Any] = Field(default_factory=dict)  # modelplex.telemetry
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # modelplex.cost
     source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -165,6 +178,10 @@ class Config(_Strict):
                 if fallback not in self.models:
                     raise ValueError(f"models.{name}.fallbacks names {fallback!r}, which is not "
                                      f"a [models.{fallback}] table; define it or remove it")
+        for key in self.prices:
+            if ":" not in key:
+                raise ValueError(f"prices.{key}: name a provider and a model as "
+                                 "[prices.\"provider:model\"] (or \"provider:*\")")
         return self
 
     def provider_kwargs(self, provider: str) -> dict[str, Any]:

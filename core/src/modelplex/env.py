@@ -20,6 +20,8 @@ variable                             reader
 ``MODELPLEX_BETWEEN_CHUNKS_TIMEOUT`` :func:`timeouts`
 ``MODELPLEX_DATA_DIR``               :func:`get_str` (a folder; :mod:`modelplex.paths`)
 ``MODELPLEX_CACHE_DIR``              :func:`get_str` (a folder; :mod:`modelplex.paths`)
+``MODELPLEX_OTEL``                   :func:`otel` (telemetry on/off; :mod:`modelplex.telemetry`)
+``MODELPLEX_OTEL_CAPTURE_CONTENT``   :func:`otel_capture_content` (message content in spans)
 ===================================  =========================================================
 
 Plugins read their own ``MODELPLEX_<PLUGIN>_*`` variables with the same helpers
@@ -44,6 +46,8 @@ __all__ = [
     "get_str",
     "max_message_length",
     "name_list",
+    "otel",
+    "otel_capture_content",
     "timeouts",
 ]
 
@@ -187,3 +191,19 @@ def timeouts(env: Mapping[str, str] | None = None) -> dict[str, float | None]:
         if given:
             found[field] = seconds
     return found
+
+
+def otel(env: Mapping[str, str] | None = None) -> bool | None:
+    """``MODELPLEX_OTEL``: OpenTelemetry traces and metrics on (``1``) or off (``0``);
+    ``None`` when unset (on when an OpenTelemetry SDK is configured)."""
+    if _raw("MODELPLEX_OTEL", env) is None:
+        return None
+    return get_bool("MODELPLEX_OTEL", env=env)
+
+
+def otel_capture_content(env: Mapping[str, str] | None = None) -> bool | None:
+    """``MODELPLEX_OTEL_CAPTURE_CONTENT``: put message content in spans (``1``) or never
+    (``0``); ``None`` when unset (the config file decides, default off)."""
+    if _raw("MODELPLEX_OTEL_CAPTURE_CONTENT", env) is None:
+        return None
+    return get_bool("MODELPLEX_OTEL_CAPTURE_CONTENT", env=env)

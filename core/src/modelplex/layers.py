@@ -103,8 +103,8 @@ class ManagerLayers:
 
         self._conversation_id = new_conversation_id()
         layer: Any = provider
-        while layer is not None:  # the recording layer, wherever it sits in the stack
-            if isinstance(layer, RecordingProvider):
+        while layer is not None:  # the recording and telemetry layers, wherever they sit
+            if isinstance(layer, RecordingProvider) or "conversation_id" in vars(layer):
                 layer.conversation_id = self._conversation_id
             layer = getattr(layer, "wrapped", None)
 

@@ -63,9 +63,10 @@ LayerFactory = Callable[[Provider, LayerContext], "Provider | None"]
 
 #: The request path from the caller inwards: the one list every stack is built from.
 #:
-#: ``recording`` and ``cache`` are built in; ``telemetry`` is a slot a plugin fills by
-#: registering a layer under that name; ``router`` (retries, fallbacks, balancing) and
-#: ``provider`` are the base every stack has. Other layers registered through
+#: ``recording`` and ``cache`` are built in; ``telemetry`` is the slot of
+#: :mod:`modelplex.telemetry` (registered by the built-ins; a plugin's own tracing layer goes
+#: next to it with ``before=``/``after="telemetry"``); ``router`` (retries, fallbacks,
+#: balancing) and ``provider`` are the base every stack has. Other layers registered through
 #: ``register_layers(register)`` go where their ``before=``/``after=`` put them, above the
 #: router.
 PATH: tuple[str, ...] = ("recording", "telemetry", "cache", "router", "provider")

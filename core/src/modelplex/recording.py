@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from modelplex.chunks import ChatResponse, StreamChunk, Usage
+from modelplex.cost import Cost, cost_of
 from modelplex.errors import ProviderError, redact
 from modelplex.provider import ChatRequest, Provider
 from modelplex.store.logs import Exchange, LogStore, _now
@@ -61,12 +62,14 @@ class RecordingProvider(WrappingProvider):
         reasoning: list[str] = []
         calls: list[dict[str, Any]] = []
         last: StreamChunk | None = None
+        route: Any = None
         error: str | None = None
         status = "incomplete"
         try:
             async for chunk in self.inner.stream_request(request):
                 if first is None:
                     first = time.perf_counter() - start
+                    route = chunk.route
                 parts.append(chunk.content)
                 if chunk.reasoning:
                     reasoning.append(chunk.reasoning)
@@ -85,7 +88,7 @@ class RecordingProvider(WrappingProvider):
                 request, started_at, start, first, "".join(parts), "".join(reasoning),
                 calls, last.usage if last is not None else None,
                 last.model if last is not None else None,
-                last.finish_reason if last is not None else None, status, error)
+                last.finish_reason if last is not None else None, status, error, route)
 
     async def complete_request(self, request: ChatRequest) -> ChatResponse:
         """Ask the inner provider for the whole answer, then record the exchange once."""
@@ -105,13 +108,15 @@ class RecordingProvider(WrappingProvider):
         await self._record(request, started_at, start, None, response.content,
                            response.reasoning or "",
                            [call.to_dict() for call in response.tool_calls], response.usage,
-                           response.model, response.finish_reason, "ok", None)
+                           response.model, response.finish_reason, "ok", None,
+                           response.route)
         return response
 
     async def _record(self, request: ChatRequest, started_at: str, start: float,
                       first: float | None, content: str, reasoning: str,
                       calls: list[dict[str, Any]], usage: Usage | None, answered: str | None,
-                      finish_reason: str | None, status: str, error: str | None) -> None:
+                      finish_reason: str | None, status: str, error: str | None,
+                      route: Any = None) -> None:
         latency = time.perf_counter() - start
         model = answered or request.model
         cached = bool(usage and usage.cached)
@@ -125,6 +130,7 @@ class RecordingProvider(WrappingProvider):
                 "error": error})
         if self.store is None:
             return
+        cost = _cost(self.name, model, answered, route, usage)
         messages = request.messages
         prompt = messages[-1].content if messages else ""
         system = next((m.content for m in messages if m.role is MessageRole.SYSTEM), None)
@@ -137,7 +143,9 @@ class RecordingProvider(WrappingProvider):
             usage_estimated=bool(usage and usage.estimated), latency=latency,
             time_to_first_token=first, finish_reason=finish_reason,
             error=error, cached=cached, reasoning=reasoning or None,
-            tool_calls=calls or None, created_at=started_at)
+            tool_calls=calls or None, created_at=started_at,
+            cost=cost.amount if cost.known else None,
+            cost_currency=cost.currency if cost.known else None)
         try:
             await self.store.record(exchange)
         except Exception as err:  # a log that fails never fails the request
@@ -147,3 +155,12 @@ class RecordingProvider(WrappingProvider):
                     "could not store the exchange in %s: %s", self.store.path, err)
         else:
             self._store_failed = False
+
+
+def _cost(provider: str, model: str, answered: str | None, route: Any,
+          usage: Usage | None) -> Cost:
+    """What the answer cost: through a router, priced as the deployment that answered."""
+    if route is not None:
+        provider = route.provider
+        model = answered or route.provider_model
+    return cost_of(provider, model, usage)

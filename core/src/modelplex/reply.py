@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall
+from modelplex.cost import Cost, cost_of
 from modelplex.errors import ChatBusyError, ModelplexError
 
 __all__ = ["Reply", "ResponseWithMeta", "Turns"]
@@ -52,6 +53,7 @@ class ResponseWithMeta:
     steps: list[Any] = attrs.Factory(list)  # tool-calling rounds (modelplex.tools.ToolStep)
     deployment: str | None = None
     attempts: int = 1
+    cost: Cost | None = None  # modelplex.cost: amount, currency, known (unknown is not 0)
 
     @property
     def token_count(self) -> int:
@@ -90,6 +92,8 @@ class ResponseWithMeta:
             deployment=route.deployment if route else None,
             attempts=route.attempts if route else 1,
             cache_hit=bool(usage and usage.cached),
+            cost=cost_of(route.provider if route else provider,
+                         last.model or (route.provider_model if route else model), usage),
         )
 
     @classmethod
@@ -119,6 +123,8 @@ class ResponseWithMeta:
             deployment=route.deployment if route else None,
             attempts=route.attempts if route else 1,
             cache_hit=usage.cached,
+            cost=cost_of(route.provider if route else provider,
+                         response.model or (route.provider_model if route else model), usage),
         )
 
 R = TypeVar("R")

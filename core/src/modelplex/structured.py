@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 from pydantic import ValidationError
 
+from modelplex import telemetry
 from modelplex.errors import ConfigurationError, ParseError
 from modelplex.exchange import Turn
 from modelplex.parsers import Parser, resolve_output
@@ -238,13 +239,15 @@ async def get_structured(turn: Turn, text: str, output: Any, *, mode: str | None
     docs. Each attempt is one non-streaming request; the history gets the exchange when an
     answer is valid."""
     state = _prepare(turn, text, output, mode, images, max_retries, plugins)
-    for _ in range(max_retries + 1):
-        meta = await turn.complete(state.request())
-        try:
-            value = state.check(meta)
-        except ParseError:
-            continue
-        return state.finish(value, meta, keep_attempts)
+    for attempt in range(1, max_retries + 2):
+        with telemetry.step_span("modelplex.structured_output", attempt=attempt) as span:
+            meta = await turn.complete(state.request())
+            try:
+                value = state.check(meta)
+            except ParseError:
+                telemetry.note(span, "modelplex.valid", False)  # a re-ask follows
+                continue
+            return state.finish(value, meta, keep_attempts)
     raise state.failure()
 
 

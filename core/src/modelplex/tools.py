@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from modelplex import telemetry
 from modelplex.chunks import ToolCall
+from modelplex.cost import Cost, total_cost
 from modelplex.errors import ConfigurationError, UnsupportedOperationError
 from modelplex.types import ChatMessage, MessageRole
 
@@ -217,7 +219,8 @@ class ToolBox:
             if set(call.arguments) == {"_raw"}:  # unreadable arguments, as providers keep them
                 raise ValueError("the arguments are not a JSON object: "
                                  f"{str(call.arguments['_raw'])[:200]}")
-            output = await tool.call(call.arguments)
+            with telemetry.tool_span(call.name, call.id, tool.description, call.arguments):
+                output = await tool.call(call.arguments)
         except Exception as err:
             if self.raise_errors:
                 raise
@@ -252,6 +255,7 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
     steps: list[ToolStep] = []
     prompt_tokens = completion_tokens = 0
     latency = 0.0
+    costs: list[Cost | None] = []
     meta: ResponseWithMeta | None = None
     for step in range(box.max_steps + 1):
         tools = specs if step < box.max_steps else None
@@ -259,6 +263,7 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
         prompt_tokens += meta.prompt_tokens
         completion_tokens += meta.completion_tokens
         latency += meta.latency
+        costs.append(meta.cost)
         calls = _with_ids(meta.tool_calls, step) if tools else []
         if not calls:
             if meta.content.strip():
@@ -281,4 +286,5 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
     meta.prompt_tokens = prompt_tokens
     meta.completion_tokens = completion_tokens
     meta.latency = latency
+    meta.cost = total_cost(costs)  # every request of the loop
     return meta

@@ -78,8 +78,10 @@ async def test_the_server_caches_records_and_has_the_plugins_layer(
         assert upstream.requests == 1  # the second identical request was a cache hit
         top, _ = await resolver.resolve_model("fault:fault")
         names = [type(p).__name__ for p in _chain(top)]
-        assert names == ["RecordingProvider", "Probe", "CachedProvider", "Router"]
-        probe = _chain(top)[1]
+        # the telemetry layer is there for /metrics (modelplex_server.metrics)
+        assert names == ["RecordingProvider", "TelemetryLayer", "Probe", "CachedProvider",
+                         "Router"]
+        probe = _chain(top)[2]
         assert probe.caller == "server" and probe.seen == 2
     finally:
         await server.stop()
@@ -107,8 +109,8 @@ async def test_non_streaming_apis_ask_the_stack_for_a_whole_answer(
             assert status == 200 and body["done"] is True
             assert (body.get("response") or body["message"]["content"])
         top, _ = await resolver.resolve_model("fault:fault")
-        probe = _chain(top)[0]
-        assert isinstance(probe, Probe) and (probe.seen, probe.streamed) == (3, 0)
+        probe = next(p for p in _chain(top) if isinstance(p, Probe))
+        assert (probe.seen, probe.streamed) == (3, 0)
         sent = [bool(r.json.get("stream")) for r in upstream.chat_requests()]
         assert sent == [False, False, False]  # the provider's non-streaming request
     finally:

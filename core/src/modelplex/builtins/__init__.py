@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelplex.hookspecs import Register, hookimpl
+from modelplex.hookspecs import Register, RegisterLayer, hookimpl
 
 
 @hookimpl
@@ -48,3 +48,12 @@ def register_state_backends(register: Register) -> None:
     from modelplex.routing import MemoryState
 
     register(MemoryState, name="memory")
+
+
+@hookimpl
+def register_layers(register: RegisterLayer) -> None:
+    """Register the telemetry layer: OpenTelemetry GenAI spans and metrics of every model
+    call; it stays out of a stack while telemetry is off (:mod:`modelplex.telemetry`)."""
+    from modelplex.telemetry import telemetry_layer
+
+    register(telemetry_layer, name="telemetry", before="cache")

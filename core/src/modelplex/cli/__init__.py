@@ -1,8 +1,8 @@
 """The ``modelplex`` command: the click group :data:`cli`, and :func:`main`, the entry point.
 
 Each subcommand lives in a module of this package (``chat``, ``models``, ``providers``,
-``structured``, ``cache``, ``logs``, ``config``), which imports nothing from here; this module
-only assembles them, and plugins add theirs through the ``register_commands`` hook.
+``structured``, ``cache``, ``logs``, ``config``, ``usage``), which imports nothing from here; this
+module only assembles them, and plugins add theirs through the ``register_commands`` hook.
 Errors print one line and exit with status 1 (a traceback only with ``--debug``); Ctrl-C
 exits with 130. Heavy modules are imported inside the command that needs them.
 """
@@ -25,6 +25,7 @@ from modelplex.cli.logs import logs
 from modelplex.cli.models import models
 from modelplex.cli.providers import plugins, providers
 from modelplex.cli.structured import templates
+from modelplex.cli.usage import usage
 from modelplex.errors import ModelplexError, redact
 
 __all__ = ["cli", "main"]
@@ -38,8 +39,9 @@ def cli(debug: bool) -> None:
 
 
 for _command in (chat, models, providers, plugins, templates, cache, logs, config_group,
-                 stats_command):
+                 stats_command, usage):
     cli.add_command(_command)
+logs.add_command(usage, "stats")  # modelplex logs stats: the same report as modelplex usage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import attrs
 from pydantic import ValidationError
 
+from modelplex import telemetry
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.config import RetryConfig
 from modelplex.errors import (
@@ -422,12 +423,15 @@ class Router(Provider):
             await group._enter(dep)
             start = time.perf_counter()
             stream = dep.provider.stream_request(sub)
+            attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
+            failure: ProviderError | None = None
             try:
                 try:
                     first = await anext(stream)
                 except StopAsyncIteration:
                     first = None
                 except ProviderError as err:
+                    failure = err
                     try:
                         await trial.failed_attempt(group, dep, err)
                     except ProviderError:
@@ -445,6 +449,7 @@ class Router(Provider):
                         async for chunk in stream:
                             yield chunk
                     except ProviderError as err:  # after the first chunk: no failover
+                        failure = err
                         dep.stats.failure(err)
                         self.stats_total.failure(err)
                         raise
@@ -454,6 +459,7 @@ class Router(Provider):
                 self.stats_total.success(now - started, ttft + start - started, usage)
                 return
             finally:
+                telemetry.end_attempt(attempt, failure)
                 await stream.aclose()
                 await group._leave(dep)
 
@@ -470,7 +476,8 @@ class Router(Provider):
             await group._enter(dep)
             start = time.perf_counter()
             try:
-                result = await call(dep)
+                with telemetry.attempt_span(group, dep, len(trial.records) + 1):
+                    result = await call(dep)
             except ProviderError as err:
                 try:
                     await trial.failed_attempt(group, dep, err)

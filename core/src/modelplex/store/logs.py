@@ -87,6 +87,11 @@ MIGRATIONS: list[Migration] = [
         UPDATE conversations SET updated_at = coalesce((SELECT max(created_at) FROM exchanges WHERE conversation_id = conversations.id), created_at);
         CREATE INDEX conversations_updated ON conversations(updated_at);
     """),  # noqa: E501
+    sql(4, "cost (NULL: the price is unknown)", """
+        ALTER TABLE exchanges ADD COLUMN cost REAL;
+        ALTER TABLE exchanges ADD COLUMN cost_currency TEXT;
+        CREATE INDEX exchanges_created ON exchanges(created_at);
+    """),
 ]
 
 
@@ -171,6 +176,8 @@ class Exchange:
     tool_calls: list[dict[str, Any]] | None = None
     created_at: str = attrs.Factory(_now)
     id: int | None = None
+    cost: float | None = None  # None: unknown (modelplex.cost)
+    cost_currency: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
@@ -195,7 +202,7 @@ class Conversation:
 
 _COLUMNS = ("id, conversation_id, created_at, provider, model, prompt, system_prompt, response, "
             "options, prompt_tokens, completion_tokens, latency, error, reasoning, tool_calls, "
-            "usage_estimated, time_to_first_token, finish_reason, cached")
+            "usage_estimated, time_to_first_token, finish_reason, cached, cost, cost_currency")
 
 
 def _exchange(row: sqlite3.Row) -> Exchange:
@@ -209,7 +216,7 @@ def _exchange(row: sqlite3.Row) -> Exchange:
         tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else None,
         usage_estimated=bool(row["usage_estimated"]),
         time_to_first_token=row["time_to_first_token"], finish_reason=row["finish_reason"],
-        cached=bool(row["cached"]))
+        cached=bool(row["cached"]), cost=row["cost"], cost_currency=row["cost_currency"])
 
 
 #: What a damaged or unusable log database's error tells the user to do.
@@ -331,12 +338,13 @@ class LogStore:
                          (ex.created_at, ex.conversation_id))
         cur = conn.execute(
             f"INSERT INTO exchanges ({_COLUMNS.removeprefix('id, ')}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (ex.conversation_id, ex.created_at, ex.provider, ex.model, ex.prompt,
              ex.system_prompt, ex.response, json.dumps(ex.options, default=str),
              ex.prompt_tokens, ex.completion_tokens, ex.latency, ex.error, ex.reasoning,
              json.dumps(ex.tool_calls) if ex.tool_calls else None, int(ex.usage_estimated),
-             ex.time_to_first_token, ex.finish_reason, int(ex.cached)))
+             ex.time_to_first_token, ex.finish_reason, int(ex.cached), ex.cost,
+             ex.cost_currency))
         return int(cur.lastrowid or 0)
 
     async def delete_conversation(self, conversation_id: str) -> int:

@@ -37,7 +37,7 @@ from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
-from modelplex_server import keys, ollama_api, openai_api, page, probes, rest_api, ws
+from modelplex_server import keys, metrics, ollama_api, openai_api, page, probes, rest_api, ws
 from modelplex_server.connections import (
     CONNECTIONS,
     ConnectionGuard,
@@ -194,6 +194,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     page.add_routes(app)
     probes.add_routes(app)
     keys.add_routes(app)
+    metrics.setup(app)  # /metrics and W3C trace context (modelplex_server.metrics)
     app.router.add_get("/openapi.json", openapi_handler)
     return app
 

@@ -46,6 +46,7 @@ class ChatTurn:
     parts: list[str] = attrs.Factory(list)
     usage: Usage | None = None
     finish_reason: str | None = None
+    route: Any = None  # who answered (a router's RouteInfo, on the first chunk)
 
     async def stream(self) -> AsyncGenerator[StreamChunk, None]:
         """The answer's chunks; the exchange is kept however the stream ends."""
@@ -55,6 +56,8 @@ class ChatTurn:
                 stream = self.provider.stream_request(self.request)
                 async with contextlib.aclosing(stream):
                     async for chunk in stream:
+                        if chunk.route is not None:
+                            self.route = chunk.route
                         if chunk.content:
                             self.parts.append(chunk.content)
                         if chunk.usage is not None:
@@ -89,13 +92,26 @@ class ChatTurn:
                 raise
 
     def done_event(self) -> dict[str, Any]:
-        """What the last event tells: finish reason, usage and the conversation."""
+        """What the last event tells: finish reason, usage, cost and the conversation."""
         usage = self.usage
         return {"finish_reason": self.finish_reason or "stop", "model": self.model_id,
                 "conversation_id": self.conversation.id if self.conversation else None,
                 "usage": {"prompt_tokens": usage.prompt_tokens,
                           "completion_tokens": usage.completion_tokens,
-                          "estimated": usage.estimated} if usage else None}
+                          "estimated": usage.estimated} if usage else None,
+                "cost": self._cost()}
+
+    def _cost(self) -> dict[str, Any] | None:
+        """What the answer cost (modelplex.cost), priced with the server's config."""
+        if self.usage is None:
+            return None
+        from modelplex.cost import cost_of
+
+        route = self.route
+        provider = route.provider if route is not None else self.provider.name
+        model = route.provider_model if route is not None else self.request.model
+        return cost_of(provider, model, self.usage,
+                       config=self.gateway.resolver.config).to_dict()
 
 
 def chunk_event(chunk: StreamChunk) -> dict[str, Any] | None:

@@ -109,6 +109,8 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      "needed); 503 when not ready.", None, "`{ready, checks: {config, store, state, "
      "providers}}`", False),
     ("get", "/openapi.json", "Server", "This description.", None, "OpenAPI 3.1.", False),
+    ("get", "/metrics", "Server", "Prometheus metrics (modelplex_server.metrics).", None,
+     "The Prometheus text format.", False),
     ("get", "/", "Web", "The web chat page (no key needed; it calls this API).", None,
      "text/html.", False),
     ("get", "/ui/{name}", "Web", "A script, style sheet or image of the web chat page.",

@@ -1,0 +1,149 @@
+"""M8: what the telemetry layer costs, through ``ChatManager``.
+
+    python benchmarks/telemetry.py [--requests 400] [--json benchmarks/results/telemetry.json]
+
+The model is an in-process provider that streams a 100-chunk answer without any I/O, so the
+numbers are modelplex's own time, the worst case for a per-chunk overhead. The OpenTelemetry
+SDK is configured with no-op exporters (a batch span processor and a metric reader that is
+never collected); the arms are the same manager with telemetry off (``MODELPLEX_OTEL=0``: no
+layer) and on, interleaved in rounds so that machine noise hits them alike. Reported: CPU
+per chunk (on / off) and the time to the first chunk, p50 (on - off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelplex import ChatManager, hookimpl
+from modelplex.chunks import StreamChunk, Usage
+from modelplex.plugins import Plugins
+from modelplex.provider import ChatRequest, Provider
+
+TARGETS = {"CPU per chunk, on / off": 1.10, "TTFT p50 added (ms)": 0.1}
+
+
+class Streamer(Provider):
+    """100 chunks, no I/O."""
+
+    name = "openai"
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        for _ in range(99):
+            yield StreamChunk(content="x")
+        yield StreamChunk(content="x", finish_reason="stop", model="bench",
+                          usage=Usage(prompt_tokens=10, completion_tokens=100))
+
+
+class Plugin:
+    @hookimpl
+    def register_providers(self, register: Any) -> None:
+        register(lambda **kw: Streamer(), name="openai")
+
+
+def configure_sdk() -> None:
+    """The SDK with no-op exporters: spans batched to nowhere, metrics never collected."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Nothing(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    if os.environ.get("BENCH_SPAN_PROCESSOR") == "simple":
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider.add_span_processor(SimpleSpanProcessor(Nothing()))
+    elif os.environ.get("BENCH_SPAN_PROCESSOR") != "none":
+        provider.add_span_processor(BatchSpanProcessor(Nothing()))
+    trace.set_tracer_provider(provider)
+    exemplars: Any = None
+    if os.environ.get("BENCH_EXEMPLARS") != "on":  # the setting docs/telemetry.md advises
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+        exemplars = AlwaysOffExemplarFilter()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()],
+                                             exemplar_filter=exemplars))
+
+
+async def _arm(plugins: Plugins, on: bool, requests: int) -> tuple[float, float]:
+    """(CPU seconds per chunk, TTFT p50 seconds) of ``requests`` streamed answers."""
+    os.environ["MODELPLEX_OTEL"] = "1" if on else "0"
+    ttfts = []
+    chunks = 0
+    async with ChatManager("openai:bench", plugins=plugins) as chat:
+        gc.collect()
+        cpu = time.process_time()
+        for i in range(requests):
+            start = time.perf_counter()
+            first = None
+            async for _ in chat.send_message(f"question {i}"):
+                if first is None:
+                    first = time.perf_counter() - start
+                chunks += 1
+            ttfts.append(first or 0.0)
+            chat.clear_history()
+        cpu = time.process_time() - cpu
+    return cpu / chunks, statistics.median(ttfts)
+
+
+async def run() -> dict[str, Any]:
+    """Run the arms and print the table; returns what to save."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" /
+                                              "telemetry.json"))
+    args = parser.parse_args()
+    configure_sdk()
+    plugins = Plugins(load_entrypoints=False)
+    plugins.register(Plugin(), name="bench")
+    await _arm(plugins, True, 20)  # warm up: imports, first-call caches
+    await _arm(plugins, False, 20)
+    samples: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    for round_no in range(args.rounds):
+        order = ("off", "on") if round_no % 2 == 0 else ("on", "off")
+        for name in order:
+            samples[name].append(await _arm(plugins, name == "on", args.requests))
+
+    def med(name: str, index: int) -> float:
+        return statistics.median(s[index] for s in samples[name])
+
+    table = {"CPU per chunk, on / off": med("on", 0) / med("off", 0),
+             "TTFT p50 added (ms)": (med("on", 1) - med("off", 1)) * 1e3}
+    print("| metric | value | target |\n|---|---|---|")
+    for name, value in table.items():
+        print(f"| {name} | {value:.3f} | <= {TARGETS[name]} |")
+    print(f"off: {med('off', 0) * 1e6:.2f} us/chunk, TTFT p50 {med('off', 1) * 1e3:.3f} ms; "
+          f"on: {med('on', 0) * 1e6:.2f} us/chunk, TTFT p50 {med('on', 1) * 1e3:.3f} ms",
+          file=sys.stderr)
+    return {"json": args.json, "table": table, "samples": samples}
+
+
+def main() -> None:
+    """Run, then save the measurements."""
+    result = asyncio.run(run())
+    path = Path(result.pop("json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
