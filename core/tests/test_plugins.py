@@ -51,7 +51,7 @@ def test_builtins_are_registered_through_the_hooks() -> None:
 
     infos = {i.name: i for i in plugins.list_plugins(include_builtins=True)}
     assert infos[BUILTINS].builtin is True
-    assert infos[BUILTINS].hooks == ["register_caches", "register_parsers",
+    assert infos[BUILTINS].hooks == ["register_caches", "register_layers", "register_parsers",
                                      "register_prompt_templates", "register_state_backends"]
     assert BUILTINS not in names(plugins)
 
