@@ -48,6 +48,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ChatBusyError",
+    "ChatError",
     "ConfigurationError",
     "ModelNotFoundError",
     "ModelplexError",
@@ -166,6 +167,19 @@ class ParseError(ModelplexError):
 
 class ChatBusyError(ModelplexError):
     """A conversation was asked for a second answer while another task still reads the first."""
+
+
+class ChatError(ModelplexError):
+    """A chat operation failed; ``context`` holds what the caller wants to report with it.
+
+    ``ChatError("no answer", {"model": "llama3.2"})``: the message, then a dict (empty when not
+    given). For code that raises its own chat errors (the seeds' ``ChatError``); modelplex's
+    own failures keep their precise classes (:class:`ProviderError` and the others).
+    """
+
+    def __init__(self, message: str, context: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.context: dict[str, Any] = dict(context or {})
 
 
 class UnsupportedOperationError(ModelplexError):

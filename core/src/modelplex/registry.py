@@ -37,8 +37,15 @@ from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 from modelplex.types import HealthStatus, ModelInfo
 
-__all__ = ["DEFAULT_TTL", "ModelRegistry", "ProviderHealth", "ProviderListing",
-           "is_local_provider", "normalize_capabilities"]
+__all__ = [
+    "DEFAULT_TTL",
+    "ModelRegistry",
+    "ProviderHealth",
+    "ProviderListing",
+    "find_model",
+    "is_local_provider",
+    "normalize_capabilities",
+]
 
 DEFAULT_TTL = 300.0
 #: Capability names providers use, mapped to the registry's vocabulary.
@@ -437,3 +444,43 @@ class ModelRegistry:
         for provider in owned:
             with contextlib.suppress(Exception):
                 await provider.aclose()
+
+
+def _lists(info: ModelInfo, model: str) -> bool:
+    """Whether ``info`` is ``model`` (Ollama-style ``name:latest`` counts as ``name``)."""
+    return info.name in (model, f"{model}:latest")
+
+
+async def find_model(model: str, *, plugins: Plugins | None = None,
+                     provider_config: Mapping[str, Mapping[str, Any]] | None = None,
+                     list_timeout: float = 10.0) -> tuple[list[str], dict[str, str]]:
+    """The installed providers whose model listing has ``model`` (sorted), and the providers
+    that could not be listed with their errors.
+
+    Each provider is created with its ``provider_config`` keywords, listed once and closed.
+    ``ChatManager`` resolves a bare model name (``"llama3.2"``) with it.
+    """
+    from modelplex.specs import create_provider
+
+    plugins = plugins or get_plugins()
+    config = provider_config or {}
+    created: list[Provider] = []
+
+    def get_provider(name: str) -> Provider:
+        provider = create_provider(name, plugins, **dict(config.get(name, {})))
+        created.append(provider)
+        return provider
+
+    registry = ModelRegistry(plugins=plugins, get_provider=get_provider,
+                             timeout=list_timeout)
+    try:
+        listings = await registry.listings(refresh=True)
+    finally:
+        await registry.aclose()
+        for provider in created:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    found = sorted(name for name, listing in listings.items()
+                   if any(_lists(info, model) for info in listing.models))
+    errors = {name: listing.error for name, listing in listings.items() if listing.error}
+    return found, errors

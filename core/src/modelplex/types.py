@@ -22,6 +22,7 @@ __all__ = [
     "ChatSession",
     "HealthStatus",
     "MessageRole",
+    "ModelConfig",
     "ModelInfo",
     "PullProgress",
     "Task",
@@ -140,6 +141,35 @@ class ChatSession(BaseModel):
     messages: list[ChatMessage] = Field(default_factory=list)
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     created_at: datetime = Field(default_factory=_now)
+
+
+class ModelConfig(BaseModel):
+    """The model a :class:`~modelplex.manager.ChatManager` talks to, with its settings.
+
+    ``ChatManager(ModelConfig(name="llama3.2", temperature=0.7))`` is the same as
+    ``ChatManager("llama3.2", options={"temperature": 0.7})``. ``name`` is ``"provider:model"``,
+    a named model of the config, a provider name, or a bare model name that exactly one installed
+    provider lists. ``context_length`` is the context window the caller plans for: it is kept
+    (``chat.model_config``) and reported, not sent (providers that size the context at load time
+    take it from their own configuration, e.g. ``n_ctx`` of llamacpp). ``options`` are further
+    provider options. (Not to be confused with :class:`modelplex.config.ModelConfig`, a named
+    model of the config file.)
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(min_length=1)
+    context_length: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def request_options(self) -> dict[str, Any]:
+        """The provider options this config sets (``options`` plus the sampling fields given)."""
+        fields = {"temperature": self.temperature, "top_p": self.top_p,
+                  "max_tokens": self.max_tokens}
+        return {**self.options, **{k: v for k, v in fields.items() if v is not None}}
 
 
 def human_size(size: int | None) -> str | None:

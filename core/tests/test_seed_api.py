@@ -1,0 +1,77 @@
+"""The names seed code uses (issue 25): ModelConfig, initialize()/cleanup(), bare model names,
+ChatError."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import modelplex
+import modelplex.types
+from modelplex import ChatManager
+from modelplex.config import Config
+from modelplex.errors import ChatError, ConfigurationError, ModelplexError
+from modelplex.plugins import Plugins
+
+
+def test_model_config_importable_and_validated() -> None:
+    assert modelplex.ModelConfig is modelplex.types.ModelConfig
+    config = modelplex.ModelConfig(name="codellama", context_length=4096, temperature=0.7)
+    assert config.request_options() == {"temperature": 0.7}
+    with pytest.raises(ValueError, match="context_length"):
+        modelplex.ModelConfig(name="x", context_length=0)
+
+
+async def test_chat_manager_accepts_a_model_config(fake_plugins: Plugins) -> None:
+    config = modelplex.ModelConfig(name="fake:echo", context_length=4096, temperature=0.7)
+    async with ChatManager(config, plugins=fake_plugins, config=Config()) as chat:
+        assert chat.model_config is config
+        assert chat.session.temperature == 0.7
+        reply = await chat.send_message("hi")
+        assert reply.model_name == "echo"
+
+
+def test_chat_manager_refuses_other_objects() -> None:
+    with pytest.raises(ConfigurationError, match="ModelConfig"):
+        ChatManager(42)  # type: ignore[arg-type]
+
+
+async def test_initialize_and_cleanup(fake_plugins: Plugins, fake_plugin: Any) -> None:
+    chat = ChatManager("fake:echo", plugins=fake_plugins, config=Config())
+    session = await chat.initialize()
+    assert session.model == "echo"
+    await chat.cleanup()
+    assert fake_plugin.created and all(p.closed for p in fake_plugin.created)
+
+
+async def test_bare_model_name_resolves_to_the_one_provider_listing_it(
+        fake_plugins: Plugins) -> None:
+    async with ChatManager(plugins=fake_plugins, config=Config()) as chat:
+        await chat.initialize_model("other")
+        assert chat.session.provider == "fake"
+        reply = await chat.send_message("hi")
+        assert reply.model_name == "other"  # the name asked for
+
+
+async def test_bare_model_name_listed_twice_names_the_candidates(
+        fake_plugins: Plugins, make_plugin: Callable[..., Any]) -> None:
+    fake_plugins.register(make_plugin("twin"), name="twin-plugin")
+    async with ChatManager(plugins=fake_plugins, config=Config()) as chat:
+        with pytest.raises(ConfigurationError, match="fake:other, twin:other"):
+            await chat.initialize_model("other")
+
+
+async def test_bare_model_name_nobody_lists(fake_plugins: Plugins) -> None:
+    async with ChatManager(plugins=fake_plugins, config=Config()) as chat:
+        with pytest.raises(ConfigurationError, match="no installed provider lists it"):
+            await chat.initialize_model("llama2")
+
+
+def test_chat_error_carries_context() -> None:
+    err = ChatError("failed", {"model": "x"})
+    assert isinstance(err, ModelplexError)
+    assert err.context == {"model": "x"} and str(err) == "failed"
+    assert ChatError("bare").context == {}
+    assert modelplex.ChatError is ChatError
