@@ -75,3 +75,43 @@ def test_chat_error_carries_context() -> None:
     assert err.context == {"model": "x"} and str(err) == "failed"
     assert ChatError("bare").context == {}
     assert modelplex.ChatError is ChatError
+
+
+def test_yaml_config_file(tmp_path: Any) -> None:
+    from modelplex.config import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("providers:\n  ollama:\n    host: http://gpu-box:11434\n"
+                    "models:\n  fast:\n    model: ollama:llama3.2\n")
+    config = load_config(path, apply_env=False)
+    assert config.providers["ollama"]["host"] == "http://gpu-box:11434"
+    assert "fast" in config.models
+    (tmp_path / "empty.yml").write_text("")
+    assert load_config(tmp_path / "empty.yml", apply_env=False).models == {}
+    (tmp_path / "bad.yaml").write_text("providers: [unclosed\n")
+    with pytest.raises(ConfigurationError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml", apply_env=False)
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ConfigurationError, match="top level"):
+        load_config(tmp_path / "list.yaml", apply_env=False)
+
+
+def test_yaml_without_pyyaml_names_the_extra(tmp_path: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from modelplex.config import load_config
+
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    path = tmp_path / "config.yaml"
+    path.write_text("models: {}\n")
+    with pytest.raises(ConfigurationError, match=r"modelplex\[yaml\]"):
+        load_config(path, apply_env=False)
+
+
+async def test_provider_initialize_is_its_health(fake_plugins: Plugins) -> None:
+    from modelplex import create_provider, get_available_providers
+
+    provider = create_provider("fake", {"models": ("a",)}, plugins=fake_plugins)
+    assert await provider.initialize() is True
+    assert "fake" in get_available_providers(fake_plugins)

@@ -116,6 +116,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         RouteInfo as RouteInfo,
         Router as Router,
     )
+    from modelplex.specs import get_available_providers as get_available_providers
     from modelplex.structured import (
         StructuredResult as StructuredResult,
         StructuredUpdate as StructuredUpdate,
@@ -150,6 +151,7 @@ _LAZY: dict[str, str] = {
                      "PromptTemplate"], "prompts"),
     **dict.fromkeys(["StructuredResult", "StructuredUpdate"], "structured"),
     "Tool": "tools",
+    "get_available_providers": "specs",
     **dict.fromkeys(["Cache", "MemoryCache"], "caches"),
     **dict.fromkeys(["AssistantMessage", "ModelAdapter", "ModelManager", "ModelResponse",
                      "SystemMessage", "UserMessage", "configure_load_balancer",

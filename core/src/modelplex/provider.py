@@ -462,5 +462,14 @@ class Provider(abc.ABC):
             return HealthStatus(provider=self.name, healthy=True)
         return HealthStatus(provider=self.name, healthy=True, model_count=len(models))
 
+    async def initialize(self) -> bool:
+        """Whether the provider is ready: ``(await self.health()).healthy``.
+
+        Providers connect on first use, so nothing needs opening first; seed code calls this
+        before its first request (``await provider.initialize()``). Never raises for a
+        provider that is down: it returns ``False`` (``health()`` says why).
+        """
+        return (await self.health()).healthy
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free connections, threads and loaded models."""
