@@ -115,3 +115,58 @@ async def test_provider_initialize_is_its_health(fake_plugins: Plugins) -> None:
     provider = create_provider("fake", {"models": ("a",)}, plugins=fake_plugins)
     assert await provider.initialize() is True
     assert "fake" in get_available_providers(fake_plugins)
+
+
+def test_task_updated_at_not_before_created_at() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import ValidationError
+
+    from modelplex.types import Task
+
+    now = datetime.now(UTC)
+    Task(name="pull", created_at=now, updated_at=now)
+    with pytest.raises(ValidationError, match="before created_at"):
+        Task(name="pull", created_at=now, updated_at=now - timedelta(seconds=1))
+    task = Task(name="pull", created_at=now, updated_at=now)
+    with pytest.raises(ValidationError, match="before created_at"):
+        task.updated_at = now - timedelta(days=1)
+
+
+def test_model_size_categories_and_conversion() -> None:
+    from modelplex.types import ModelInfo, ModelSize
+
+    assert modelplex.ModelSize is ModelSize
+    assert ModelSize.to_gb(2_500_000_000) == 2.5
+    assert ModelSize.to_bytes(4.1) == 4_100_000_000
+    assert ModelSize.of(ModelSize.to_bytes(4.9)) is ModelSize.SMALL
+    assert ModelSize.of(ModelSize.to_bytes(5)) is ModelSize.MEDIUM
+    assert ModelSize.of(ModelSize.to_bytes(20)) is ModelSize.MEDIUM
+    assert ModelSize.of(ModelSize.to_bytes(40)) is ModelSize.LARGE
+    assert ModelSize.of(ModelInfo(id="a:b", name="b", provider="a")) is None
+    with pytest.raises(ValueError, match="negative"):
+        ModelSize.to_gb(-1)
+
+
+async def test_registry_search_by_size_and_model_exists(fake_plugins: Plugins,
+                                                        fake_cls: Any) -> None:
+    from modelplex.registry import ModelRegistry
+    from modelplex.types import ModelInfo, ModelSize
+
+    sizes = {"tiny": 1_000_000_000, "mid": 8_000_000_000, "big": 70_000_000_000}
+
+    class Sized(fake_cls):  # type: ignore[misc,valid-type]
+        async def list_models(self) -> list[ModelInfo]:
+            return [ModelInfo(id=f"fake:{m}", name=m, provider="fake", size_bytes=n)
+                    for m, n in sizes.items()]
+
+    async with ModelRegistry(get_provider=lambda name: Sized(), providers=["fake"]) as registry:
+        small = await registry.search(size="small")
+        assert [m.name for m in small] == ["tiny"]
+        found = await registry.search(size=[ModelSize.MEDIUM, ModelSize.LARGE])
+        assert [m.name for m in found] == ["mid", "big"]
+        assert await registry.model_exists("fake:mid")
+        assert not await registry.model_exists("fake:nope")
+    provider = Sized()
+    assert await provider.model_exists("big")
+    assert not await provider.model_exists("huge")

@@ -50,6 +50,7 @@ __all__ = [
     "ChatBusyError",
     "ChatError",
     "ConfigurationError",
+    "ModelDownloadError",
     "ModelNotFoundError",
     "ModelplexError",
     "OptionsError",
@@ -252,6 +253,23 @@ class StreamError(ProviderError):
     """The provider reported an error inside a stream, or the stream broke off or was malformed."""
 
     retriable = True
+
+
+class ModelDownloadError(StreamError):
+    """Downloading (pulling) a model failed: ``ModelDownloadError(model, reason, details)``.
+
+    ``model`` is the model asked for, ``reason`` what went wrong (the server's words),
+    ``details`` a dict of whatever else is known (the error body, the status). The message is
+    ``"MODEL: REASON"`` unless a fuller one is given. A model the registry does not have is a
+    :class:`ModelNotFoundError` instead.
+    """
+
+    def __init__(self, model: str, reason: str, details: dict[str, Any] | None = None, *,
+                 provider: str | None = None, message: str | None = None) -> None:
+        super().__init__(message or f"{model}: {reason}", provider=provider)
+        self.model = model
+        self.reason = reason
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class ResponseTooLargeError(ProviderError):

@@ -440,6 +440,14 @@ class Provider(abc.ABC):
         raise ModelNotFoundError(f"{self.name}: no model named {name!r}", status_code=404,
                                  provider=self.name)
 
+    async def model_exists(self, name: str) -> bool:
+        """Whether the provider has the model ``name`` (:meth:`show_model` finds it)."""
+        try:
+            await self.show_model(name)
+        except ModelNotFoundError:
+            return False
+        return True
+
     def pull_model(self, name: str) -> AsyncIterator[PullProgress]:
         """Download a model, yielding progress events."""
         raise self._unsupported("pulling models")

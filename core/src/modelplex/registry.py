@@ -35,7 +35,7 @@ import attrs
 from modelplex.errors import ModelNotFoundError, ModelplexError, UnsupportedOperationError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
-from modelplex.types import HealthStatus, ModelInfo
+from modelplex.types import HealthStatus, ModelInfo, ModelSize
 
 __all__ = [
     "DEFAULT_TTL",
@@ -334,14 +334,19 @@ class ModelRegistry:
                      capability: str | Sequence[str] | None = None,
                      min_context: int | None = None, max_size_bytes: int | None = None,
                      max_parameters: int | None = None, local: bool | None = None,
+                     size: ModelSize | str | Sequence[ModelSize | str] | None = None,
                      refresh: bool = False) -> list[ModelInfo]:
         """Models matching every given filter.
 
         ``query`` is split into words that must all appear (case-insensitively) in the id,
         family, parameter size, quantization or description. ``capability`` names one or more
         capabilities the model must have. A model whose context length or size is unknown
-        does not pass ``min_context`` or a size limit.
+        does not pass ``min_context`` or a size limit. ``size`` keeps the models of one or more
+        :class:`~modelplex.types.ModelSize` categories (``"small"``: under 5 GB, ``"medium"``:
+        5 to 20 GB, ``"large"``); a model of unknown size does not pass it.
         """
+        sizes = None if size is None else {ModelSize(s) for s in (
+            [size] if isinstance(size, str) else size)}
         listings = await self.listings(refresh=refresh)
         providers = {provider} if isinstance(provider, str) else \
             set(provider) if provider is not None else None
@@ -365,6 +370,8 @@ class ModelRegistry:
                 if max_parameters is not None and (info.parameter_count is None
                                                    or info.parameter_count > max_parameters):
                     continue
+                if sizes is not None and ModelSize.of(info) not in sizes:
+                    continue
                 if terms and not _matches(info, terms):
                     continue
                 found.append(info)
@@ -386,6 +393,17 @@ class ModelRegistry:
             raise ModelNotFoundError(f"{provider}: no model named {name!r}", status_code=404,
                                      provider=provider) from None
         return self._normalize(provider, prov, info)
+
+    async def model_exists(self, model: str) -> bool:
+        """Whether ``"provider:model"`` exists: the provider describes it or lists it."""
+        provider, _, name = model.partition(":")
+        if not name:
+            raise ValueError(f"model_exists wants 'provider:model' (got {model!r})")
+        try:
+            await self.get_model(provider, name)
+        except ModelNotFoundError:
+            return False
+        return True
 
     # -- health -----------------------------------------------------------------------------
     async def _check(self, name: str) -> ProviderHealth:

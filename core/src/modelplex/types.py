@@ -24,6 +24,7 @@ __all__ = [
     "MessageRole",
     "ModelConfig",
     "ModelInfo",
+    "ModelSize",
     "PullProgress",
     "Task",
     "TaskStatus",
@@ -210,6 +211,46 @@ class ModelInfo(BaseModel):
         return human_size(self.size_bytes)
 
 
+GB = 1_000_000_000
+"""Bytes in a gigabyte (decimal, as model sizes are shown)."""
+
+
+class ModelSize(StrEnum):
+    """A model's size category: ``small`` (under 5 GB), ``medium`` (5 to 20 GB), ``large``.
+
+    ``ModelSize.of(info)`` (a :class:`ModelInfo` or a byte count) is its category, ``None``
+    when the size is unknown; ``ModelSize.to_gb(n)`` and ``ModelSize.to_bytes(gb)`` convert.
+    ``ModelRegistry.search(size="small")`` filters by it.
+    """
+
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+    @staticmethod
+    def to_gb(size_bytes: int) -> float:
+        """Bytes to gigabytes (10^9 bytes)."""
+        if size_bytes < 0:
+            raise ValueError(f"a size cannot be negative (got {size_bytes})")
+        return size_bytes / GB
+
+    @staticmethod
+    def to_bytes(gigabytes: float) -> int:
+        """Gigabytes (10^9 bytes) to bytes."""
+        if gigabytes < 0:
+            raise ValueError(f"a size cannot be negative (got {gigabytes})")
+        return round(gigabytes * GB)
+
+    @classmethod
+    def of(cls, model: ModelInfo | int | None) -> ModelSize | None:
+        """The category of a model (or of a byte count); ``None`` when the size is unknown."""
+        size = model.size_bytes if isinstance(model, ModelInfo) else model
+        if size is None:
+            return None
+        gigabytes = cls.to_gb(size)
+        return cls.SMALL if gigabytes < 5 else cls.MEDIUM if gigabytes <= 20 else cls.LARGE
+
+
 class TaskStatus(StrEnum):
     """The state of a long operation."""
 
@@ -235,6 +276,14 @@ class Task(BaseModel):
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Task:
+        aware = (self.created_at.tzinfo is not None, self.updated_at.tzinfo is not None)
+        if aware[0] == aware[1] and self.updated_at < self.created_at:
+            raise ValueError(f"updated_at ({self.updated_at.isoformat()}) is before created_at "
+                             f"({self.created_at.isoformat()})")
+        return self
 
     @property
     def progress(self) -> float | None:

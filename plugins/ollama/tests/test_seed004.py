@@ -60,3 +60,19 @@ async def test_create_provider_takes_the_config_positional(
     await provider.aclose()
     assert "ollama" in get_available_providers()
     assert get_available_providers() == sorted(get_available_providers())
+
+
+async def test_a_failed_pull_is_a_model_download_error(provider: OllamaProvider,
+                                                       mock: Any, wire: Any) -> None:
+    from modelplex.errors import ModelDownloadError, StreamError
+
+    mock.post(wire.url("/api/pull"), body=wire.ndjson(
+        {"status": "pulling manifest"}, {"error": "max retries exceeded: EOF"}))
+    with pytest.raises(ModelDownloadError) as info:
+        async for _ in provider.pull_model("llama3.2"):
+            pass
+    err = info.value
+    assert isinstance(err, StreamError)  # what callers caught before
+    assert (err.model, err.reason) == ("llama3.2", "max retries exceeded: EOF")
+    assert err.details == {"error": "max retries exceeded: EOF"}
+    assert err.provider == "ollama"
