@@ -170,3 +170,41 @@ async def test_registry_search_by_size_and_model_exists(fake_plugins: Plugins,
     provider = Sized()
     assert await provider.model_exists("big")
     assert not await provider.model_exists("huge")
+
+
+def test_json_parsers_under_the_seed_path() -> None:
+    from modelplex.parsers import JsonDictParser
+    from modelplex.parsers.json_parsers import JsonDictParser as SeedParser
+
+    assert SeedParser is JsonDictParser
+    parser = SeedParser(required_keys=["name"])
+    assert parser.parse('{"name": "x"}').parsed == {"name": "x"}
+
+
+class _Blocking(modelplex.ModelAdapterBase):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import threading
+
+        return ("sync", args, kwargs, threading.current_thread().name)
+
+
+class _Async(modelplex.ModelAdapterBase):
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        return ("async", args, kwargs)
+
+
+async def test_adapter_base_acall_runs_a_blocking_adapter_in_an_executor() -> None:
+    import threading
+
+    kind, args, kwargs, thread = await _Blocking().acall([{"role": "user"}], temperature=0)
+    assert (kind, args, kwargs) == ("sync", ([{"role": "user"}],), {"temperature": 0})
+    assert thread != threading.current_thread().name
+    with pytest.raises(ModelplexError, match=r"await model\.acall"):
+        _Async()("x")
+
+
+def test_adapter_base_call_runs_an_async_adapter() -> None:
+    assert _Async()("x", k=1) == ("async", ("x",), {"k": 1})
+    assert _Async().format(modelplex.UserMessage("hi")) == [{"role": "user", "content": "hi"}]
+    with pytest.raises(NotImplementedError, match="neither"):
+        modelplex.ModelAdapterBase()()

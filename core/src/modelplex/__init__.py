@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
     from modelplex.compat import (
         AssistantMessage as AssistantMessage,
         ModelAdapter as ModelAdapter,
+        ModelAdapterBase as ModelAdapterBase,
         ModelManager as ModelManager,
         ModelResponse as ModelResponse,
         SystemMessage as SystemMessage,
@@ -155,8 +156,8 @@ _LAZY: dict[str, str] = {
     "Tool": "tools",
     "get_available_providers": "specs",
     **dict.fromkeys(["Cache", "MemoryCache"], "caches"),
-    **dict.fromkeys(["AssistantMessage", "ModelAdapter", "ModelManager", "ModelResponse",
-                     "SystemMessage", "UserMessage", "configure_load_balancer",
+    **dict.fromkeys(["AssistantMessage", "ModelAdapter", "ModelAdapterBase", "ModelManager",
+                     "ModelResponse", "SystemMessage", "UserMessage", "configure_load_balancer",
                      "get_embedding_model", "get_model", "get_model_manager"], "compat"),
     **dict.fromkeys(["Config", "load_config"], "config"),
     **dict.fromkeys(["Lease", "open_model", "release_model"], "pipeline"),
