@@ -110,11 +110,16 @@ class ProviderHealth:
 
     status: HealthStatus
     checked_at: float
+    raised: bool = False
+    """Whether the check itself raised (the provider could not be created, or its
+    ``health()`` failed instead of answering): ``status`` is then ``"error"``."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (seed 003's provider health shape, plus the check time)."""
+        """A JSON-ready form (seed 003's provider health shape, plus the check time):
+        ``status`` is ``healthy``, ``unhealthy`` or ``error`` (the check raised)."""
         s = self.status
-        return {"provider": s.provider, "status": "healthy" if s.healthy else "unhealthy",
+        state = "error" if self.raised else "healthy" if s.healthy else "unhealthy"
+        return {"provider": s.provider, "status": state,
                 "available": s.healthy, "error": None if s.healthy else s.detail,
                 "detail": s.detail, "version": s.version, "models_count": s.model_count,
                 "latency_ms": s.latency_ms, "checked_at": _iso(self.checked_at)}
@@ -408,6 +413,7 @@ class ModelRegistry:
     # -- health -----------------------------------------------------------------------------
     async def _check(self, name: str) -> ProviderHealth:
         start = time.perf_counter()
+        raised = False
         try:
             provider = await self.aprovider(name)
             status = await asyncio.wait_for(provider.health(), self.timeout)
@@ -416,11 +422,12 @@ class ModelRegistry:
                                   detail=f"no answer within {self.timeout:g} s")
         except Exception as err:  # a broken plugin is reported, not raised
             status = HealthStatus(provider=name, healthy=False, detail=str(err))
+            raised = True
         if status.latency_ms is None:
             status = status.model_copy(update={"latency_ms":
                                                (time.perf_counter() - start) * 1000})
         health = ProviderHealth(status=status.model_copy(update={"provider": name}),
-                                checked_at=time.time())
+                                checked_at=time.time(), raised=raised)
         self._health[name] = health
         return health
 
