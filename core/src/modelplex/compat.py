@@ -1,6 +1,8 @@
 """Seed 002's API (OneSim's ``models`` package), as a thin facade over config and router.
 
-The seed's examples run as written with ``modelplex`` in place of ``onesim.models``::
+The seed's examples run as written with ``modelplex`` in place of ``onesim.models``
+(``tests/seeds/test_seed_002.py`` runs each of them; custom back ends subclass
+:class:`ModelAdapterBase`)::
 
     from modelplex import get_model_manager, configure_load_balancer, get_model
     from modelplex import SystemMessage, UserMessage
@@ -40,8 +42,9 @@ from modelplex.types import ChatMessage
 if TYPE_CHECKING:
     from modelplex.pipeline import Lease
 
-__all__ = ["AssistantMessage", "ModelAdapter", "ModelManager", "ModelResponse", "SystemMessage",
-           "UserMessage", "configure_load_balancer", "get_embedding_model", "get_model",
+__all__ = ["AssistantMessage", "ModelAdapter", "ModelAdapterBase", "ModelManager", "ModelResponse",
+           "SystemMessage", "UserMessage", "configure_load_balancer", "get_embedding_model",
+           "get_model",
            "get_model_manager"]
 
 _SEED_KEYS = {"config_name", "model_type", "model_name", "api_key", "base_url", "client_args",
@@ -152,6 +155,39 @@ class ModelAdapter:
         """Blocking :meth:`acall` (not inside a running event loop: use ``await acall``)."""
         response: ModelResponse = self.manager.run_sync(self.acall(messages, **kwargs))
         return response
+
+
+class ModelAdapterBase:
+    """The base of a custom back end in the seed's style: define ``__call__`` (blocking) or
+    ``acall`` (async), or both; the other one is derived.
+
+    A blocking-only adapter gets an ``acall`` that runs ``__call__`` in the loop's default
+    executor (a thread), so it does not block the event loop; an async-only adapter gets a
+    ``__call__`` that runs ``acall`` on the thread's shared event loop (outside a running
+    loop only, like every blocking twin). ``format()`` is :meth:`ModelAdapter.format`.
+    """
+
+    format = staticmethod(ModelAdapter.format)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run :meth:`acall` to its end (define ``__call__`` yourself for a blocking client)."""
+        if type(self).acall is ModelAdapterBase.acall:
+            raise NotImplementedError(f"{type(self).__name__} defines neither __call__ nor acall")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            from modelplex.pool import sync_runner
+
+            return sync_runner().run(self.acall(*args, **kwargs))
+        raise ModelplexError(f"{type(self).__name__}() was called inside a running event loop; "
+                             "use `await model.acall(...)` there instead")
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """Run ``__call__`` in the default executor (define ``acall`` for an async client)."""
+        if type(self).__call__ is ModelAdapterBase.__call__:
+            raise NotImplementedError(f"{type(self).__name__} defines neither __call__ nor acall")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self(*args, **kwargs))
 
 
 class ModelManager:

@@ -1,6 +1,7 @@
 """One configuration for modelplex: providers, named models, and the tables of other features.
 
-The file is TOML (JSON when its name ends in ``.json``), found at ``MODELPLEX_CONFIG``, else
+The file is TOML (JSON when its name ends in ``.json``, YAML in ``.yaml`` or ``.yml`` with
+``pip install 'modelplex[yaml]'``), found at ``MODELPLEX_CONFIG``, else
 ``config.toml`` in the per-user config directory (``modelplex config path`` prints it)::
 
     default_model = "fast"
@@ -231,6 +232,8 @@ def _read(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigurationError(f"cannot read the modelplex config {path}: {err.strerror}; "
                                  f"fix the path in {CONFIG_ENV} or create the file") from None
+    if path.suffix in (".yaml", ".yml"):
+        return _read_yaml(path, raw)
     try:
         data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as err:
@@ -238,6 +241,24 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigurationError(f"{path} is not valid {kind}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path}: the top level must be a table of keys")
+    return data
+
+
+def _read_yaml(path: Path, raw: bytes) -> dict[str, Any]:
+    """A YAML config file (PyYAML, the optional extra ``modelplex[yaml]``)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigurationError(f"{path} is YAML, which needs PyYAML: "
+                                 "pip install 'modelplex[yaml]' (or use TOML or JSON)") from None
+    try:
+        data = yaml.safe_load(raw.decode())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigurationError(f"{path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: the top level must be a mapping of keys")
     return data
 
 

@@ -48,7 +48,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ChatBusyError",
+    "ChatError",
     "ConfigurationError",
+    "ModelDownloadError",
     "ModelNotFoundError",
     "ModelplexError",
     "OptionsError",
@@ -168,6 +170,19 @@ class ChatBusyError(ModelplexError):
     """A conversation was asked for a second answer while another task still reads the first."""
 
 
+class ChatError(ModelplexError):
+    """A chat operation failed; ``context`` holds what the caller wants to report with it.
+
+    ``ChatError("no answer", {"model": "llama3.2"})``: the message, then a dict (empty when not
+    given). For code that raises its own chat errors (the seeds' ``ChatError``); modelplex's
+    own failures keep their precise classes (:class:`ProviderError` and the others).
+    """
+
+    def __init__(self, message: str, context: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.context: dict[str, Any] = dict(context or {})
+
+
 class UnsupportedOperationError(ModelplexError):
     """The provider does not support the requested operation."""
 
@@ -238,6 +253,23 @@ class StreamError(ProviderError):
     """The provider reported an error inside a stream, or the stream broke off or was malformed."""
 
     retriable = True
+
+
+class ModelDownloadError(StreamError):
+    """Downloading (pulling) a model failed: ``ModelDownloadError(model, reason, details)``.
+
+    ``model`` is the model asked for, ``reason`` what went wrong (the server's words),
+    ``details`` a dict of whatever else is known (the error body, the status). The message is
+    ``"MODEL: REASON"`` unless a fuller one is given. A model the registry does not have is a
+    :class:`ModelNotFoundError` instead.
+    """
+
+    def __init__(self, model: str, reason: str, details: dict[str, Any] | None = None, *,
+                 provider: str | None = None, message: str | None = None) -> None:
+        super().__init__(message or f"{model}: {reason}", provider=provider)
+        self.model = model
+        self.reason = reason
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class ResponseTooLargeError(ProviderError):

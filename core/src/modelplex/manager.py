@@ -36,12 +36,13 @@ from modelplex.pipeline import open_model
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import CommonOptions, Provider
+from modelplex.registry import find_model
 from modelplex.reply import Reply, ResponseWithMeta, Turns
 from modelplex.selection import select_model_spec
 from modelplex.specs import create_provider, parse_model_spec
 from modelplex.structured import StructuredResult, StructuredUpdate
 from modelplex.tools import ToolBox, run_tools
-from modelplex.types import ChatMessage, ChatSession
+from modelplex.types import ChatMessage, ChatSession, ModelConfig
 
 if TYPE_CHECKING:
     import os
@@ -86,9 +87,13 @@ class ChatManager:
         retries: for a plain ``provider:model``, the retries after a first failed attempt
             (``0``: none); default the config's ``[retries]``, else one (named models use
             their own, see docs/routing.md).
+
+    ``model`` may also be a bare model name (``"llama3.2"``) that exactly one installed provider
+    lists, or a :class:`~modelplex.types.ModelConfig` (its name, and its sampling settings
+    under ``options``).
     """
 
-    def __init__(self, model: str | None = None, *, system_prompt: str | None = None,
+    def __init__(self, model: str | ModelConfig | None = None, *, system_prompt: str | None = None,
                  mode: ChatMode | str | None = None, options: Mapping[str, Any] | None = None,
                  provider_config: Mapping[str, Mapping[str, Any]] | None = None,
                  plugins: Plugins | None = None, select: Any = None,
@@ -97,6 +102,15 @@ class ChatManager:
                  conversation: str | bool | None = None,
                  logs: LogStore | str | os.PathLike[str] | None = None,
                  retries: int | None = None) -> None:
+        self.model_config: ModelConfig | None = None
+        """The :class:`~modelplex.types.ModelConfig` given, if any."""
+        if isinstance(model, ModelConfig):
+            self.model_config = model
+            options = {**model.request_options(), **(options or {})}
+            model = model.name
+        elif model is not None and not isinstance(model, str):
+            raise ConfigurationError("model must be 'provider:model', a model name or a "
+                                     f"modelplex.ModelConfig (got {type(model).__name__})")
         self._model_spec = model
         self._select = select
         self._plugins = plugins
@@ -130,6 +144,15 @@ class ChatManager:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def initialize(self) -> ChatSession:
+        """Open the model given to the constructor (or the default one): the same as
+        ``await chat.initialize_model()``; ``async with`` does it too."""
+        return await self.initialize_model(self._model_spec)
+
+    async def cleanup(self) -> None:
+        """The same as :meth:`aclose` (the name seed code uses)."""
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -169,6 +192,7 @@ class ChatManager:
         by the ``select`` criteria); the history is kept across switches."""
         if model == "auto" or (model is None and self._select is not None):
             model = await self._select_model()
+        model = await self._resolve_bare(model)
         provider, model_name, provider_name = await self._open_provider(model)
         merged = {**self._options, **options}
         validated = provider.parse_options(self._merged(merged, provider))  # fail before storing
@@ -182,6 +206,29 @@ class ChatManager:
                                     temperature=validated.temperature, top_p=validated.top_p,
                                     max_tokens=validated.max_tokens)
         return self._session
+
+    async def _resolve_bare(self, model: str | None) -> str | None:
+        """``"provider:model"`` for a bare model name that exactly one installed provider lists
+        (the name as asked is sent, so ``model_name`` reports it); other specs unchanged."""
+        if not model or ":" in model or model in self.plugins.provider_names():
+            return model
+        from modelplex.config import get_config
+
+        if model in (self._config or get_config()).models:
+            return model
+        candidates, errors = await find_model(model, plugins=self.plugins,
+                                              provider_config=self._provider_config)
+        if len(candidates) == 1:
+            return f"{candidates[0]}:{model}"
+        if candidates:
+            raise ConfigurationError(
+                f"model {model!r} is served by several providers: "
+                f"{', '.join(f'{name}:{model}' for name in candidates)}; name one of them")
+        unreachable = f" (could not list: {', '.join(sorted(errors))})" if errors else ""
+        raise ConfigurationError(
+            f"model {model!r} does not name a provider and no installed provider lists it"
+            f"{unreachable}; write it as 'provider:model' (installed providers: "
+            f"{', '.join(self.plugins.provider_names())})")
 
     async def _select_model(self) -> str:
         return await select_model_spec(self._select or {}, plugins=self.plugins)

@@ -440,6 +440,14 @@ class Provider(abc.ABC):
         raise ModelNotFoundError(f"{self.name}: no model named {name!r}", status_code=404,
                                  provider=self.name)
 
+    async def model_exists(self, name: str) -> bool:
+        """Whether the provider has the model ``name`` (:meth:`show_model` finds it)."""
+        try:
+            await self.show_model(name)
+        except ModelNotFoundError:
+            return False
+        return True
+
     def pull_model(self, name: str) -> AsyncIterator[PullProgress]:
         """Download a model, yielding progress events."""
         raise self._unsupported("pulling models")
@@ -461,6 +469,15 @@ class Provider(abc.ABC):
         except UnsupportedOperationError:
             return HealthStatus(provider=self.name, healthy=True)
         return HealthStatus(provider=self.name, healthy=True, model_count=len(models))
+
+    async def initialize(self) -> bool:
+        """Whether the provider is ready: ``(await self.health()).healthy``.
+
+        Providers connect on first use, so nothing needs opening first; seed code calls this
+        before its first request (``await provider.initialize()``). Never raises for a
+        provider that is down: it returns ``False`` (``health()`` says why).
+        """
+        return (await self.health()).healthy
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free connections, threads and loaded models."""

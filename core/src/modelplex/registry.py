@@ -35,10 +35,17 @@ import attrs
 from modelplex.errors import ModelNotFoundError, ModelplexError, UnsupportedOperationError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
-from modelplex.types import HealthStatus, ModelInfo
+from modelplex.types import HealthStatus, ModelInfo, ModelSize
 
-__all__ = ["DEFAULT_TTL", "ModelRegistry", "ProviderHealth", "ProviderListing",
-           "is_local_provider", "normalize_capabilities"]
+__all__ = [
+    "DEFAULT_TTL",
+    "ModelRegistry",
+    "ProviderHealth",
+    "ProviderListing",
+    "find_model",
+    "is_local_provider",
+    "normalize_capabilities",
+]
 
 DEFAULT_TTL = 300.0
 #: Capability names providers use, mapped to the registry's vocabulary.
@@ -103,11 +110,16 @@ class ProviderHealth:
 
     status: HealthStatus
     checked_at: float
+    raised: bool = False
+    """Whether the check itself raised (the provider could not be created, or its
+    ``health()`` failed instead of answering): ``status`` is then ``"error"``."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (seed 003's provider health shape, plus the check time)."""
+        """A JSON-ready form (seed 003's provider health shape, plus the check time):
+        ``status`` is ``healthy``, ``unhealthy`` or ``error`` (the check raised)."""
         s = self.status
-        return {"provider": s.provider, "status": "healthy" if s.healthy else "unhealthy",
+        state = "error" if self.raised else "healthy" if s.healthy else "unhealthy"
+        return {"provider": s.provider, "status": state,
                 "available": s.healthy, "error": None if s.healthy else s.detail,
                 "detail": s.detail, "version": s.version, "models_count": s.model_count,
                 "latency_ms": s.latency_ms, "checked_at": _iso(self.checked_at)}
@@ -327,14 +339,19 @@ class ModelRegistry:
                      capability: str | Sequence[str] | None = None,
                      min_context: int | None = None, max_size_bytes: int | None = None,
                      max_parameters: int | None = None, local: bool | None = None,
+                     size: ModelSize | str | Sequence[ModelSize | str] | None = None,
                      refresh: bool = False) -> list[ModelInfo]:
         """Models matching every given filter.
 
         ``query`` is split into words that must all appear (case-insensitively) in the id,
         family, parameter size, quantization or description. ``capability`` names one or more
         capabilities the model must have. A model whose context length or size is unknown
-        does not pass ``min_context`` or a size limit.
+        does not pass ``min_context`` or a size limit. ``size`` keeps the models of one or more
+        :class:`~modelplex.types.ModelSize` categories (``"small"``: under 5 GB, ``"medium"``:
+        5 to 20 GB, ``"large"``); a model of unknown size does not pass it.
         """
+        sizes = None if size is None else {ModelSize(s) for s in (
+            [size] if isinstance(size, str) else size)}
         listings = await self.listings(refresh=refresh)
         providers = {provider} if isinstance(provider, str) else \
             set(provider) if provider is not None else None
@@ -358,6 +375,8 @@ class ModelRegistry:
                 if max_parameters is not None and (info.parameter_count is None
                                                    or info.parameter_count > max_parameters):
                     continue
+                if sizes is not None and ModelSize.of(info) not in sizes:
+                    continue
                 if terms and not _matches(info, terms):
                     continue
                 found.append(info)
@@ -380,9 +399,21 @@ class ModelRegistry:
                                      provider=provider) from None
         return self._normalize(provider, prov, info)
 
+    async def model_exists(self, model: str) -> bool:
+        """Whether ``"provider:model"`` exists: the provider describes it or lists it."""
+        provider, _, name = model.partition(":")
+        if not name:
+            raise ValueError(f"model_exists wants 'provider:model' (got {model!r})")
+        try:
+            await self.get_model(provider, name)
+        except ModelNotFoundError:
+            return False
+        return True
+
     # -- health -----------------------------------------------------------------------------
     async def _check(self, name: str) -> ProviderHealth:
         start = time.perf_counter()
+        raised = False
         try:
             provider = await self.aprovider(name)
             status = await asyncio.wait_for(provider.health(), self.timeout)
@@ -391,11 +422,12 @@ class ModelRegistry:
                                   detail=f"no answer within {self.timeout:g} s")
         except Exception as err:  # a broken plugin is reported, not raised
             status = HealthStatus(provider=name, healthy=False, detail=str(err))
+            raised = True
         if status.latency_ms is None:
             status = status.model_copy(update={"latency_ms":
                                                (time.perf_counter() - start) * 1000})
         health = ProviderHealth(status=status.model_copy(update={"provider": name}),
-                                checked_at=time.time())
+                                checked_at=time.time(), raised=raised)
         self._health[name] = health
         return health
 
@@ -437,3 +469,43 @@ class ModelRegistry:
         for provider in owned:
             with contextlib.suppress(Exception):
                 await provider.aclose()
+
+
+def _lists(info: ModelInfo, model: str) -> bool:
+    """Whether ``info`` is ``model`` (Ollama-style ``name:latest`` counts as ``name``)."""
+    return info.name in (model, f"{model}:latest")
+
+
+async def find_model(model: str, *, plugins: Plugins | None = None,
+                     provider_config: Mapping[str, Mapping[str, Any]] | None = None,
+                     list_timeout: float = 10.0) -> tuple[list[str], dict[str, str]]:
+    """The installed providers whose model listing has ``model`` (sorted), and the providers
+    that could not be listed with their errors.
+
+    Each provider is created with its ``provider_config`` keywords, listed once and closed.
+    ``ChatManager`` resolves a bare model name (``"llama3.2"``) with it.
+    """
+    from modelplex.specs import create_provider
+
+    plugins = plugins or get_plugins()
+    config = provider_config or {}
+    created: list[Provider] = []
+
+    def get_provider(name: str) -> Provider:
+        provider = create_provider(name, plugins, **dict(config.get(name, {})))
+        created.append(provider)
+        return provider
+
+    registry = ModelRegistry(plugins=plugins, get_provider=get_provider,
+                             timeout=list_timeout)
+    try:
+        listings = await registry.listings(refresh=True)
+    finally:
+        await registry.aclose()
+        for provider in created:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    found = sorted(name for name, listing in listings.items()
+                   if any(_lists(info, model) for info in listing.models))
+    errors = {name: listing.error for name, listing in listings.items() if listing.error}
+    return found, errors

@@ -7,6 +7,7 @@ pool, the request pipeline, the registry and the CLI. (Re-exported from
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from modelplex.errors import ConfigurationError, ModelplexError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 
-__all__ = ["DEFAULT_PROVIDER", "create_provider", "parse_model_spec"]
+__all__ = ["DEFAULT_PROVIDER", "create_provider", "get_available_providers", "parse_model_spec"]
 
 DEFAULT_PROVIDER = "llamacpp"
 """The provider used when no model is named and none is configured."""
@@ -53,8 +54,25 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
         f"`pip install modelplex-{head}` or see `modelplex plugins`")
 
 
-def create_provider(name: str, plugins: Plugins | None = None, **config: Any) -> Provider:
-    """Build the provider registered as ``name`` with keyword configuration."""
+def create_provider(name: str, config: Mapping[str, Any] | Plugins | Any = None, /, *,
+                    plugins: Plugins | None = None, **kwargs: Any) -> Provider:
+    """Build the provider registered as ``name`` with its configuration.
+
+    The configuration is keywords (``create_provider("ollama", host="gpu-box")``), a dict of
+    them given second (``create_provider("ollama", {"host": "gpu-box"})``) or an object with
+    ``to_dict()`` returning one (``OllamaConfig``); keywords win over the dict. The plugins to
+    use may be given second too (``create_provider("ollama", plugins)``) or as ``plugins=``.
+    """
+    if isinstance(config, Plugins):
+        plugins, config = plugins or config, None
+    if config is not None and not isinstance(config, Mapping):
+        to_dict = getattr(config, "to_dict", None)
+        if not callable(to_dict):
+            raise ConfigurationError(
+                f"provider {name!r}: the configuration must be a dict of constructor keywords "
+                f"or have to_dict() (got {type(config).__name__})")
+        config = to_dict()
+    config = {**dict(config or {}), **kwargs}
     factory = (plugins or get_plugins()).get("providers", name)
     try:
         provider = factory(**config)
@@ -66,3 +84,8 @@ def create_provider(name: str, plugins: Plugins | None = None, **config: Any) ->
         raise ConfigurationError(f"provider {name!r} factory returned {provider!r}, "
                                  "not a modelplex.Provider")
     return provider
+
+
+def get_available_providers(plugins: Plugins | None = None) -> list[str]:
+    """The names of the installed providers, sorted (``["llamacpp", "ollama", ...]``)."""
+    return sorted((plugins or get_plugins()).provider_names())

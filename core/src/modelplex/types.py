@@ -22,7 +22,9 @@ __all__ = [
     "ChatSession",
     "HealthStatus",
     "MessageRole",
+    "ModelConfig",
     "ModelInfo",
+    "ModelSize",
     "PullProgress",
     "Task",
     "TaskStatus",
@@ -142,6 +144,35 @@ class ChatSession(BaseModel):
     created_at: datetime = Field(default_factory=_now)
 
 
+class ModelConfig(BaseModel):
+    """The model a :class:`~modelplex.manager.ChatManager` talks to, with its settings.
+
+    ``ChatManager(ModelConfig(name="llama3.2", temperature=0.7))`` is the same as
+    ``ChatManager("llama3.2", options={"temperature": 0.7})``. ``name`` is ``"provider:model"``,
+    a named model of the config, a provider name, or a bare model name that exactly one installed
+    provider lists. ``context_length`` is the context window the caller plans for: it is kept
+    (``chat.model_config``) and reported, not sent (providers that size the context at load time
+    take it from their own configuration, e.g. ``n_ctx`` of llamacpp). ``options`` are further
+    provider options. (Not to be confused with :class:`modelplex.config.ModelConfig`, a named
+    model of the config file.)
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(min_length=1)
+    context_length: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def request_options(self) -> dict[str, Any]:
+        """The provider options this config sets (``options`` plus the sampling fields given)."""
+        fields = {"temperature": self.temperature, "top_p": self.top_p,
+                  "max_tokens": self.max_tokens}
+        return {**self.options, **{k: v for k, v in fields.items() if v is not None}}
+
+
 def human_size(size: int | None) -> str | None:
     """Format a byte count the way people read it: ``93.4 MB``."""
     if size is None:
@@ -180,6 +211,46 @@ class ModelInfo(BaseModel):
         return human_size(self.size_bytes)
 
 
+GB = 1_000_000_000
+"""Bytes in a gigabyte (decimal, as model sizes are shown)."""
+
+
+class ModelSize(StrEnum):
+    """A model's size category: ``small`` (under 5 GB), ``medium`` (5 to 20 GB), ``large``.
+
+    ``ModelSize.of(info)`` (a :class:`ModelInfo` or a byte count) is its category, ``None``
+    when the size is unknown; ``ModelSize.to_gb(n)`` and ``ModelSize.to_bytes(gb)`` convert.
+    ``ModelRegistry.search(size="small")`` filters by it.
+    """
+
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+    @staticmethod
+    def to_gb(size_bytes: int) -> float:
+        """Bytes to gigabytes (10^9 bytes)."""
+        if size_bytes < 0:
+            raise ValueError(f"a size cannot be negative (got {size_bytes})")
+        return size_bytes / GB
+
+    @staticmethod
+    def to_bytes(gigabytes: float) -> int:
+        """Gigabytes (10^9 bytes) to bytes."""
+        if gigabytes < 0:
+            raise ValueError(f"a size cannot be negative (got {gigabytes})")
+        return round(gigabytes * GB)
+
+    @classmethod
+    def of(cls, model: ModelInfo | int | None) -> ModelSize | None:
+        """The category of a model (or of a byte count); ``None`` when the size is unknown."""
+        size = model.size_bytes if isinstance(model, ModelInfo) else model
+        if size is None:
+            return None
+        gigabytes = cls.to_gb(size)
+        return cls.SMALL if gigabytes < 5 else cls.MEDIUM if gigabytes <= 20 else cls.LARGE
+
+
 class TaskStatus(StrEnum):
     """The state of a long operation."""
 
@@ -205,6 +276,14 @@ class Task(BaseModel):
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Task:
+        aware = (self.created_at.tzinfo is not None, self.updated_at.tzinfo is not None)
+        if aware[0] == aware[1] and self.updated_at < self.created_at:
+            raise ValueError(f"updated_at ({self.updated_at.isoformat()}) is before created_at "
+                             f"({self.created_at.isoformat()})")
+        return self
 
     @property
     def progress(self) -> float | None:

@@ -16,7 +16,8 @@ import pytest
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """No Hugging Face or endpoint settings, and no token file, from the developer's machine."""
     for var in list(os.environ):
-        if var.startswith(("HF_", "HUGGING_FACE_", "MODELPLEX_HF_", "TGI_", "TEI_")):
+        if var.startswith(("HF_", "HUGGING_FACE_", "HUGGINGFACE_", "MODELPLEX_HF_", "TGI_",
+                           "TEI_")):
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

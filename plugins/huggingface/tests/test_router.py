@@ -99,6 +99,18 @@ async def test_bad_token_string_error_names_the_fix(mock: aioresponses) -> None:
     assert "Make calls to Inference Providers" in message and TOKEN not in message
 
 
+async def test_huggingface_api_key_is_read_like_hf_token(
+        mock: aioresponses, sent: Callable[..., list[Any]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUGGINGFACE_API_KEY", TOKEN)
+    mock.post(CHAT, payload=JSON_COMPLETE)
+    async with HFRouterProvider() as p:
+        await p.complete(ASK, model="m")
+        [(_, _, headers, _)] = sent(mock, p)
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert p.token_source == "HUGGINGFACE_API_KEY"
+
+
 async def test_no_token_says_to_set_hf_token(mock: aioresponses) -> None:
     mock.post(CHAT, status=401, payload=BAD_TOKEN)
     async with HFRouterProvider() as p:

@@ -269,3 +269,22 @@ async def test_cors(serve: Callable[..., Any]) -> None:
                                headers={"Origin": "http://evil.example"}) as resp:
             assert "Access-Control-Allow-Origin" not in resp.headers
     await asyncio.sleep(0)
+
+
+async def test_seed_003_provider_paths_and_health_fields(http: Callable[..., Any]) -> None:
+    status, body = await http("GET", "/api/models/providers")
+    assert status == 200
+    _, today = await http("GET", "/api/providers")
+    assert [p["provider"] for p in body["providers"]] == [p["provider"] for p in
+                                                           today["providers"]]
+    status, health = await http("GET", "/api/models/providers/health?refresh=true")
+    assert status == 200
+    llamacpp = health["llamacpp"]
+    assert llamacpp["status"] == "healthy"
+    assert llamacpp["supports_streaming"] is True and llamacpp["supports_embeddings"] is True
+    assert llamacpp["default_model"]
+    assert health["down"]["status"] == "unhealthy"
+    assert health["broken"]["status"] == "error"  # the check raised: it cannot be created
+    assert health["broken"]["default_model"] is None
+    _, same = await http("GET", "/api/providers/health")
+    assert same["broken"]["status"] == "error" and "supports_streaming" in same["fault"]

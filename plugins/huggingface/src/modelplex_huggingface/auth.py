@@ -1,6 +1,7 @@
 """Finding the Hugging Face token the way the ``huggingface_hub`` client does.
 
-In order: ``$HF_TOKEN``, ``$HUGGING_FACE_HUB_TOKEN`` (older name), then the token file written
+In order: ``$HF_TOKEN``, ``$HUGGING_FACE_HUB_TOKEN`` (older name), ``$HUGGINGFACE_API_KEY`` (the
+name seed 003 and other tools use), then the token file written
 by ``hf auth login``: ``$HF_TOKEN_PATH``, else ``$HF_HOME/token``, else
 ``~/.cache/huggingface/token`` (``$XDG_CACHE_HOME/huggingface/token`` when that is set).
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["TOKEN_ENVS", "hf_token", "token_path"]
 
-TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+TOKEN_ENVS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_API_KEY")
 
 
 def token_path() -> Path:

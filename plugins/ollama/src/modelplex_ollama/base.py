@@ -90,18 +90,32 @@ class OllamaBase(HttpProvider):
         "Ollama is not running at {url}: start it with `ollama serve`, or set OLLAMA_HOST to "
         "the address where it runs")
 
-    def __init__(self, host: str | None = None, api_key: str | SecretStr | None = None,
+    def __init__(self, host: str | Mapping[str, Any] | None = None,
+                 api_key: str | SecretStr | None = None,
                  headers: Mapping[str, str] | None = None,
                  timeouts: Timeouts | Mapping[str, Any] | float | None = None,
                  max_parallel: int | None = None, *, verify_tls: bool = True,
                  check_disk_space: bool = True) -> None:
-        if host is None:  # OLLAMA_BASE_URL is another name for it (seed 003)
-            host = os.environ.get("OLLAMA_HOST") or os.environ.get("OLLAMA_BASE_URL")
+        if isinstance(host, Mapping):  # OllamaProvider(OllamaConfig(...).to_dict()) (seed 004)
+            settings = dict(host)
+            address: str | None = settings.pop("host", None)
+            api_key = settings.pop("api_key", api_key)
+            headers = settings.pop("headers", headers)
+            timeouts = settings.pop("timeouts", timeouts)
+            max_parallel = settings.pop("max_parallel", max_parallel)
+            verify_tls = settings.pop("verify_tls", verify_tls)
+            check_disk_space = settings.pop("check_disk_space", check_disk_space)
+            if settings:
+                raise ConfigurationError(f"ollama: unknown settings {sorted(settings)}")
+        else:
+            address = host
+        if address is None:  # OLLAMA_BASE_URL is another name for it (seed 003)
+            address = os.environ.get("OLLAMA_HOST") or os.environ.get("OLLAMA_BASE_URL")
         if api_key is None:
             api_key = os.environ.get("OLLAMA_API_KEY") or None
         self.max_parallel = _max_parallel(max_parallel)
         self.check_disk_space = check_disk_space
-        super().__init__(base_url=parse_host(host), api_key=api_key, headers=headers,
+        super().__init__(base_url=parse_host(address), api_key=api_key, headers=headers,
                          timeouts=timeouts, verify_tls=verify_tls)
         #: the server's base URL (``base_url``), as ``OLLAMA_HOST`` resolves
         self.host = self.base_url

@@ -127,7 +127,8 @@ class OllamaModels(OllamaBase):
                 f"ollama: there is no model {name!r} in the registry ({message}); check the "
                 "name and tag at https://ollama.com/library", status_code=404,
                 body={"error": message}, provider=self.name)
-        return StreamError(f"ollama: pulling {name!r} failed: {message}", provider=self.name)
+        return errors.ModelDownloadError(name, message, {"error": message}, provider=self.name,
+                                         message=f"ollama: pulling {name!r} failed: {message}")
 
     def _check_disk(self, name: str, layers: Mapping[str, tuple[int, int]]) -> None:
         needed = sum(max(0, total - done) for done, total in layers.values())

@@ -58,6 +58,10 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      "and health.", None, "`{providers: [...]}`", False),
     ("get", "/api/providers/health", "Providers", "Every provider's last health check "
      "(`?refresh=true` to check now).", None, "`{provider: health}`", False),
+    ("get", "/api/models/providers", "Providers", "The same as `/api/providers` (seed 003's "
+     "path).", None, "`{providers: [...]}`", False),
+    ("get", "/api/models/providers/health", "Providers", "The same as `/api/providers/health` "
+     "(seed 003's path).", None, "`{provider: health}`", False),
     ("get", "/api/providers/{name}/health", "Providers", "Check one provider now.", None,
      "`{provider, status, available, error, latency_ms, checked_at, ...}`", False),
     ("post", "/api/chat", "Chat", "Send a message to a conversation or a model; the answer "

@@ -130,7 +130,19 @@ async def _health(gateway: Gateway, name: str | None = None) -> dict[str, Any]:
     if missing:
         for n in missing:
             known.update(await gateway.registry.check_health(n))
-    return {n: known[n].to_dict() for n in names}
+    out = {}
+    for n in names:
+        entry = known[n].to_dict()
+        try:
+            provider = await gateway.resolver.provider(n)
+        except ModelplexError:  # cannot be created: the check said why
+            entry.update(default_model=None, supports_streaming=False, supports_embeddings=False)
+        else:
+            entry.update(default_model=provider.default_model,
+                         supports_streaming=provider.capabilities.streaming,
+                         supports_embeddings=provider.capabilities.embeddings)
+        out[n] = entry
+    return out
 
 
 async def list_providers(request: web.Request) -> web.Response:
@@ -273,6 +285,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/health", server_health)
     r.add_get("/api/models", list_models)
     r.add_get("/api/models/search", search_models)
+    r.add_get("/api/models/providers", list_providers)  # seed 003's paths
+    r.add_get("/api/models/providers/health", providers_health)
     r.add_post("/api/models/refresh", refresh_models)
     r.add_get("/api/models/{provider}", provider_models)
     r.add_get("/api/models/{provider}/{model:.+}", get_model)
