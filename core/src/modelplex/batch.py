@@ -61,6 +61,7 @@ from modelplex.errors import ConfigurationError, ParseError
 
 if TYPE_CHECKING:
     from modelplex.config import Config
+    from modelplex.exchange import Turn
     from modelplex.parsers import Parser
     from modelplex.pipeline import Lease
     from modelplex.plugins import Plugins
@@ -68,7 +69,8 @@ if TYPE_CHECKING:
     from modelplex.prompts import PromptTemplate
     from modelplex.types import ChatMessage
 
-__all__ = ["BatchInputError", "BatchOutput", "BatchResult", "Row", "bounded", "check_schema",
+__all__ = ["BatchInputError", "BatchOutput", "BatchResult", "Row", "answer_each",
+           "batch_model_operation", "bounded", "check_schema",
            "default_concurrency", "estimate_tokens", "fingerprint", "parse_row", "read_rows",
            "run"]
 
@@ -386,14 +388,31 @@ class BatchOutput:
         self.failed: set[str] = set()
         self.lines = 0
         self._repeated = False
+        self._read_done = False
         self._handle: io.TextIOWrapper | None = None
+
+    def read(self) -> BatchOutput:
+        """Read the file so far (repairing a torn line), without opening it for writing."""
+        self.done.clear()
+        self.failed.clear()
+        try:
+            if self.path.exists():
+                self._read()
+        except IsADirectoryError:
+            raise BatchInputError("is a directory: give a file for the output",
+                                  source=str(self.path)) from None
+        except OSError as err:
+            raise BatchInputError(f"cannot read the output ({err.strerror}): choose another "
+                                  "path", source=str(self.path)) from None
+        self._read_done = True
+        return self
 
     def open(self) -> BatchOutput:
         """Read the file so far (repairing a torn line), then open it for appending."""
         where = str(self.path)
+        if not self._read_done:
+            self.read()
         try:
-            if self.path.exists():
-                self._read()
             handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         except IsADirectoryError:
             raise BatchInputError("is a directory: give a file for the output",
@@ -681,7 +700,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                                  '[{"id": 1, "prompt": "..."}]')
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError("options must map option names to values")
-    shape = _Template(template, plugins) if template is not None else None
+    shape = (template if isinstance(template, _Template) or template is None
+             else _Template(template, plugins))
     if isinstance(schema, Mapping):
         schema = check_schema(schema)
     parser = resolve_output(schema, plugins) if schema is not None else None
@@ -779,7 +799,35 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
 
 _FED: Any = object()
 
+batch_model_operation = bounded  # the name seed 000 gives it
 
-def rows_of(messages: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows for :func:`run` from plain messages (their ids are their positions, from 0)."""
-    return [{"id": i, "prompt": text} for i, text in enumerate(messages)]
+
+async def answer_each(turn: Turn, messages: Sequence[str], *, max_concurrent: int = 5,
+                      return_exceptions: bool = False) -> list[Any]:
+    """The whole answer to each of ``messages``, asked independently on ``turn``'s provider,
+    system prompt and options (not its history, which is left unchanged), at most
+    ``max_concurrent`` at once, in the order of ``messages``
+    (:meth:`ChatManager.process_message_batch <modelplex.manager.ChatManager.process_message_batch>`).
+    """
+    from modelplex.exchange import Turn as _Turn
+    from modelplex.types import ChatSession
+
+    if isinstance(messages, str) or not isinstance(messages, Sequence):
+        raise ConfigurationError("messages must be a list of texts (got "
+                                 f"{type(messages).__name__})")
+    users = []
+    for index, text in enumerate(messages):
+        if not isinstance(text, str):
+            raise ConfigurationError(f"messages[{index}] must be text (got "
+                                     f"{type(text).__name__})")
+        users.append(turn.user_message(text))
+    session = turn.session
+
+    async def one(user: ChatMessage) -> Any:
+        alone = ChatSession(model=session.model, provider=session.provider,
+                            system_prompt=session.system_prompt)
+        single = _Turn(turn.provider, alone, turn.options, cache=turn.cache,
+                       conversation_id=turn.conversation_id)
+        return await single.answer(user)
+
+    return await bounded(users, one, max_concurrent, return_exceptions=return_exceptions)
