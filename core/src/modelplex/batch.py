@@ -272,7 +272,7 @@ def read_rows(path: str | os.PathLike[str], *, format: str = "jsonl"
             return
         number = 0
         try:
-            for number, text in enumerate(handle, 1):  # noqa: B007
+            for number, text in enumerate(handle, 1):
                 if not text.strip():
                     continue
                 try:
@@ -291,9 +291,10 @@ def check_schema(schema: Any, source: str = "schema") -> dict[str, Any]:
     if not isinstance(schema, Mapping):
         raise ConfigurationError(f"{source}: a JSON schema must be an object, e.g. "
                                  '{"type": "object", "properties": {...}}')
-    schema = dict(schema)
+    checked: dict[str, Any] = dict(schema)
+    schema = checked
     try:
-        import jsonschema
+        import jsonschema  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         kinds = {"object", "array", "string", "number", "integer", "boolean", "null"}
         kind = schema.get("type")
@@ -302,14 +303,14 @@ def check_schema(schema: Any, source: str = "schema") -> dict[str, Any]:
         if bad:
             raise ConfigurationError(f"{source}: not a valid JSON schema: type {bad[0]!r} is "
                                      f"not one of {', '.join(sorted(kinds))}") from None
-        return schema
+        return checked
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as err:
         path = "/".join(map(str, err.path)) or "(top)"
         raise ConfigurationError(f"{source}: not a valid JSON schema at {path}: "
                                  f"{err.message}") from None
-    return schema
+    return checked
 
 
 def estimate_tokens(row: Row) -> int:
@@ -721,7 +722,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
     gate = asyncio.Semaphore(limit)
     finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
     tasks: set[asyncio.Task[None]] = set()
-    state = {"fed": 0, "error": None}
+    state = _Feed()
 
     async def ask(seq: int, row: Row) -> None:
         try:
@@ -748,12 +749,12 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                 if skip is not None and skip(row):
                     continue
                 await gate.acquire()
-                task = asyncio.ensure_future(ask(state["fed"], row))  # type: ignore[arg-type]
-                state["fed"] += 1  # type: ignore[operator]
+                task = asyncio.ensure_future(ask(state.fed, row))
+                state.fed += 1
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except Exception as err:
-            state["error"] = err
+            state.error = err
         finally:
             finished.put_nowait((-1, _FED))
 
@@ -763,7 +764,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
     fed_all = False
     yielded = 0
     try:
-        while not fed_all or yielded < state["fed"]:  # type: ignore[operator]
+        while not fed_all or yielded < state.fed:
             seq, item = await finished.get()
             if item is _FED:
                 fed_all = True
@@ -784,8 +785,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                 yielded += 1
                 gate.release()
                 yield result
-        if state["error"] is not None:
-            raise state["error"]  # type: ignore[misc]
+        if state.error is not None:
+            raise state.error
     finally:
         feeder.cancel()
         for task in list(tasks):
@@ -799,6 +800,12 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
 
 _FED: Any = object()
 
+
+@attrs.define
+class _Feed:
+    fed: int = 0  # rows handed to a task
+    error: Exception | None = None  # why the rows stopped
+
 batch_model_operation = bounded  # the name seed 000 gives it
 
 
@@ -806,8 +813,8 @@ async def answer_each(turn: Turn, messages: Sequence[str], *, max_concurrent: in
                       return_exceptions: bool = False) -> list[Any]:
     """The whole answer to each of ``messages``, asked independently on ``turn``'s provider,
     system prompt and options (not its history, which is left unchanged), at most
-    ``max_concurrent`` at once, in the order of ``messages``
-    (:meth:`ChatManager.process_message_batch <modelplex.manager.ChatManager.process_message_batch>`).
+    ``max_concurrent`` at once, in the order of ``messages`` (what
+    ``ChatManager.process_message_batch`` runs).
     """
     from modelplex.exchange import Turn as _Turn
     from modelplex.types import ChatSession

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from modelplex.cli._common import options as option_pairs
-from modelplex.cli._common import run
+from modelplex.cli._common import options as option_pairs, run
 
 if TYPE_CHECKING:
     from modelplex.batch import BatchOutput, BatchResult
 
-__all__ = ["batch", "Progress"]
+__all__ = ["Progress", "batch"]
 
 
 class Progress:
