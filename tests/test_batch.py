@@ -361,7 +361,7 @@ async def test_csv_input_retry_errors_and_plain_progress(tmp_path: Path) -> None
         args = (str(data), "-m", "openai:fault", "-o", str(out), "-c", "1",
                 "-t", "About {city}.", "--progress-every", "0")
         code, err = await run_batch(*args, config=config)
-        assert code == 2, err  # some rows failed
+        assert code == 3, err  # some rows failed
         assert "20/20 rows" in err and "done: 17 answered, 3 errors" in err
         failed = [r for r in lines(out) if "error" in r]
         assert [r["error_type"] for r in failed] == ["ServerError", "ServerError",

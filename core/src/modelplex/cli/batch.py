@@ -182,7 +182,7 @@ def batch(input_path: str, model: str | None, output: str | None, concurrency: i
              max_retries=max_retries, retry_errors=retry_errors))
     progress.finish(skipped, output)
     if progress.errors:
-        sys.exit(2)
+        sys.exit(3)
 
 
 async def _run(input_path: str, fmt: str, spec: str | None, writer: BatchOutput,
