@@ -179,25 +179,25 @@ async def test_bounded_and_process_message_batch() -> None:
     got = await batch.bounded([1, 0], _invert, return_exceptions=True)
     assert got[0] == 1.0 and isinstance(got[1], ZeroDivisionError)
 
-    async with FaultyUpstream() as up:
-        async with ChatManager("openai:fault", system_prompt="Be brief.",
-                               config=config_for(up.url), pool=ProviderPool()) as chat:
-            await chat.send_message("first")
-            for _ in range(6):
-                up.faults.append("delay:0.05")
-            answers = await chat.process_message_batch([f"m{i}" for i in range(6)],
-                                                       max_concurrent=2)
-            assert [a.content for a in answers] == [ANSWER] * 6
-            assert up.peak_active <= 2
-            assert len(chat.history) == 2  # independent: the history is unchanged
-            for request in up.chat_requests()[1:]:
-                messages = request.json["messages"]
-                assert [m["role"] for m in messages] == ["system", "user"]
-                assert messages[0]["content"] == "Be brief."
-            with pytest.raises(ConfigurationError, match="list of texts"):
-                await chat.process_message_batch("hello")  # type: ignore[arg-type]
-            with pytest.raises(ConfigurationError, match=r"messages\[1\] must be text"):
-                await chat.process_message_batch(["a", 3])  # type: ignore[list-item]
+    async with FaultyUpstream() as up, ChatManager(
+            "openai:fault", system_prompt="Be brief.", config=config_for(up.url),
+            pool=ProviderPool()) as chat:
+        await chat.send_message("first")
+        for _ in range(6):
+            up.faults.append("delay:0.05")
+        answers = await chat.process_message_batch([f"m{i}" for i in range(6)],
+                                                   max_concurrent=2)
+        assert [a.content for a in answers] == [ANSWER] * 6
+        assert up.peak_active <= 2
+        assert len(chat.history) == 2  # independent: the history is unchanged
+        for request in up.chat_requests()[1:]:
+            messages = request.json["messages"]
+            assert [m["role"] for m in messages] == ["system", "user"]
+            assert messages[0]["content"] == "Be brief."
+        with pytest.raises(ConfigurationError, match="list of texts"):
+            await chat.process_message_batch("hello")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match=r"messages\[1\] must be text"):
+            await chat.process_message_batch(["a", 3])  # type: ignore[list-item]
 
 
 async def _upper(text: str) -> str:
@@ -309,13 +309,17 @@ async def run_batch(*args: str, config: Path, kill_after_lines: int | None = Non
     if kill_after_lines is not None:
         assert out is not None
         while proc.returncode is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= kill_after_lines:
+            if written_lines(out) >= kill_after_lines:
                 proc.kill()
                 break
             await asyncio.sleep(0.005)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode is not None
     return proc.returncode, stderr.decode() + stdout.decode()
+
+
+def written_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def write_config(path: Path, url: str) -> Path:
