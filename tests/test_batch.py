@@ -77,6 +77,26 @@ async def test_run_yields_in_completion_order_or_in_row_order() -> None:
         assert up.peak_active <= 3
 
 
+async def test_rows_are_read_as_needed_not_all_at_once() -> None:
+    pulled = 0
+
+    def rows() -> Any:
+        nonlocal pulled
+        for i in range(1_000_000):
+            pulled += 1
+            yield {"id": i, "prompt": "q"}
+
+    async with FaultyUpstream() as up:
+        seen = 0
+        async for _ in batch.run(rows(), model="openai:fault", concurrency=4,
+                                 config=config_for(up.url), pool=ProviderPool()):
+            seen += 1
+            assert pulled <= seen + 4 + 1  # in flight, plus the one waiting for a slot
+            if seen == 50:
+                break
+    assert pulled < 60
+
+
 async def test_run_rows_messages_options_and_templates() -> None:
     async with FaultyUpstream() as up:
         cfg = config_for(up.url)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from modelplex import structured
 from modelplex._blocking import Blocking, blocking
 from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
+from modelplex.batch import answer_each
 from modelplex.chunks import StreamChunk
 from modelplex.config import get_config
 from modelplex.errors import ConfigurationError
@@ -378,8 +379,6 @@ class ChatManager:
         is raised once the others finished (``return_exceptions=True``: returned in its
         place). See :func:`modelplex.batch.answer_each`.
         """
-        from modelplex.batch import answer_each
-
         return await answer_each(await self._turn(options), messages,
                                  max_concurrent=max_concurrent,
                                  return_exceptions=return_exceptions)
