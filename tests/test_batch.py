@@ -296,6 +296,10 @@ def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
     code, _, err = cli(capsys, str(data), "-m", "openai:fault", "-t", "Say {text}",
                        "-o", str(tmp_path / "missing" / "out.jsonl"))
     assert code == 1 and "cannot write the output here" in err and "missing" in err
+    if os.geteuid() != 0:  # root may write anywhere
+        out.chmod(0o444)
+        assert "cannot use the output (Permission denied)" in refused("-t", "Say {text}")
+        out.chmod(0o644)
     kept = json.dumps({"id": "r0", "answer": "x", "asked": "openai:other", "run": "x"}) + "\n"
     out.write_text(kept)
     assert refused("-t", "Say {text}") == (

@@ -403,8 +403,9 @@ class BatchOutput:
             raise BatchInputError("is a directory: give a file for the output",
                                   source=str(self.path)) from None
         except OSError as err:
-            raise BatchInputError(f"cannot read the output ({err.strerror}): choose another "
-                                  "path", source=str(self.path)) from None
+            raise BatchInputError(f"cannot use the output ({err.strerror}): choose a "
+                                  "readable and writable path", source=str(self.path)
+                                  ) from None
         self._read_done = True
         return self
 
