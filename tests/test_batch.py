@@ -66,7 +66,9 @@ async def test_run_yields_in_completion_order_or_in_row_order() -> None:
         up.faults.append("delay:0.4")  # the first row is the slowest
         got = [r async for r in batch.run(rows, model="openai:fault", concurrency=3,
                                           config=cfg, pool=ProviderPool())]
-        assert sorted(r.id for r in got) == list(range(6)) and got[0].id != 0
+        assert sorted(r.id for r in got) == list(range(6))
+        slow = up.chat_requests()[0].json["messages"][-1]["content"]
+        assert f"q{got[-1].id}" == slow  # the delayed row came last
         assert all(r.ok and r.answer == ANSWER and r.completion_tokens == 5 for r in got)
         assert got[0].model == "openai:fault" and got[0].line == got[0].id + 1
         up.faults.append("delay:0.4")
