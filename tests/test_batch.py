@@ -234,8 +234,10 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
     tty = io.StringIO()
     bar = Progress(4, tty, tty=True)
     for i in range(4):
-        bar.add(BatchResult(id=i, line=i, answer="x", prompt_tokens=1, completion_tokens=2))
+        bar.add(BatchResult(id=i, line=i, answer="x", prompt_tokens=1, completion_tokens=2,
+                            cost=0.001, currency="USD"))
     assert tty.getvalue().startswith("\r[") and "4/4 rows" in tty.getvalue()
+    assert "12 tokens, 0.0040 USD" in tty.getvalue()
     plain = io.StringIO()
     lines_ = Progress(2, plain, every=0, tty=False)
     lines_.add(BatchResult(id=1, line=1, error="boom", error_type="ServerError"))

@@ -343,6 +343,8 @@ class BatchResult:
     latency: float = 0.0
     model: str | None = None
     attempts: int = 1
+    cost: float | None = None  # in ``currency``; None when the price is unknown
+    currency: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -364,6 +366,9 @@ class BatchResult:
             out["error_type"] = self.error_type
         out["usage"] = {"prompt_tokens": self.prompt_tokens,
                         "completion_tokens": self.completion_tokens}
+        out["cost"] = self.cost
+        if self.currency is not None:
+            out["currency"] = self.currency
         out["latency"] = round(self.latency, 4)
         out["model"] = self.model
         out["attempts"] = self.attempts
@@ -647,6 +652,15 @@ async def _ask(lease: Lease, row: Row, *, system: str | None, options: Mapping[s
             result.prompt_tokens, result.completion_tokens = (done.prompt_tokens,
                                                               done.completion_tokens)
             result.attempts = done.attempts
+        spent = meta.cost
+        if use is not None and result.attempts > 1:  # every attempt was paid for
+            from modelplex.chunks import Usage
+            from modelplex.cost import cost_of
+
+            spent = cost_of(meta.provider, meta.model, Usage(
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens))
+        if spent is not None and spent.known:
+            result.cost, result.currency = spent.amount, spent.currency
         result.model = (meta.deployment or
                         (f"{meta.provider}:{meta.model}" if meta.provider else meta.model))
         if meta.attempts > 1:

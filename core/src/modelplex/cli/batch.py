@@ -35,6 +35,8 @@ class Progress:
         self.width = width
         self.tty = out.isatty() if tty is None else tty
         self.done = self.errors = self.tokens = 0
+        self.cost = 0.0
+        self.currency = ""
         self.started = time.monotonic()
         self._last = self.started
 
@@ -42,6 +44,9 @@ class Progress:
         self.done += 1
         self.errors += 0 if result.ok else 1
         self.tokens += result.prompt_tokens + result.completion_tokens
+        if result.cost:
+            self.cost += result.cost
+            self.currency = result.currency or "USD"
         now = time.monotonic()
         if self.tty:
             if now - self._last >= 0.1 or self.done == self.total:
@@ -59,19 +64,22 @@ class Progress:
         left = max(0, self.total - self.done)
         eta = f"{left / rate:.0f}s" if rate > 0 else "?"
         text = (f"{self.done}/{self.total} rows, {rate:.1f}/s, {self.errors} errors, "
-                f"{self.tokens} tokens, ETA {eta}")
+                f"{self.tokens} tokens{self._spent()}, ETA {eta}")
         if bar:
             filled = int(self.width * min(self.done, self.total) / self.total) if self.total \
                 else self.width
             return f"[{'#' * filled}{'-' * (self.width - filled)}] {text}"
         return text
 
+    def _spent(self) -> str:
+        return f", {self.cost:.4f} {self.currency}" if self.currency else ""
+
     def finish(self, skipped: int, output: str) -> None:
         if self.tty:
             self.out.write("\n")
         elapsed = time.monotonic() - self.started
         self.out.write(f"done: {self.done - self.errors} answered, {self.errors} errors, "
-                       f"{skipped} already in {output}; {self.tokens} tokens in "
+                       f"{skipped} already in {output}; {self.tokens} tokens{self._spent()} in "
                        f"{elapsed:.1f}s\n")
         self.out.flush()
 
