@@ -60,6 +60,7 @@ EXAMPLE_PAGES = [
     "conversations.md",
     "redis.md",
     "telemetry.md",
+    "batch.md",
 ]
 # Pages whose examples talk to a real Redis server (started for them; MODELPLEX_REDIS_URL).
 REDIS_PAGES = {"redis.md"}

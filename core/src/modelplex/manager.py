@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from modelplex import structured
 from modelplex._blocking import Blocking, blocking
 from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
+from modelplex.batch import answer_each
 from modelplex.chunks import StreamChunk
 from modelplex.config import get_config
 from modelplex.errors import ConfigurationError
@@ -416,6 +417,19 @@ class ChatManager:
         return owned(self._turns, functools.partial(self._turn, options),
                      lambda turn: structured.stream_structured(turn, text, parser, **kw))
 
+    async def process_message_batch(self, messages: Sequence[str], *, max_concurrent: int = 5,
+                                    options: Mapping[str, Any] | None = None,
+                                    return_exceptions: bool = False) -> list[ResponseWithMeta]:
+        """Answer each of ``messages`` independently, at most ``max_concurrent`` at once:
+        each on this conversation's system prompt, model and options, not its history (which
+        is left unchanged). The answers come in the order of ``messages``; the first failure
+        is raised once the others finished (``return_exceptions=True``: returned in its
+        place). See :func:`modelplex.batch.answer_each`.
+        """
+        return await answer_each(await self._turn(options), messages,
+                                 max_concurrent=max_concurrent,
+                                 return_exceptions=return_exceptions)
+
     def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
                                 raise_tool_errors: bool = False) -> None:
         """Let the model call ``tools`` (functions, Tools or JSON specs) from now on.
@@ -438,6 +452,7 @@ class ChatManager:
     get_response_with_meta_sync = blocking(get_response_with_meta)
     get_structured_sync = blocking(get_structured)
     execute_chain_sync = blocking(execute_chain)
+    process_message_batch_sync = blocking(process_message_batch)
 
     def send_message_sync(self, text: str, **kw: Any) -> Generator[StreamChunk, None, None]:
         """Blocking :meth:`send_message`: iterate the chunks as they arrive."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import click
 
 from modelplex.__about__ import __version__
+from modelplex.cli.batch import batch
 from modelplex.cli.cache import cache
 from modelplex.cli.chat import chat
 from modelplex.cli.config import config_group, stats_command
@@ -41,6 +42,7 @@ def cli(debug: bool) -> None:
 for _command in (chat, models, providers, plugins, templates, cache, logs, config_group,
                  stats_command, usage):
     cli.add_command(_command)
+cli.add_command(batch)  # modelplex batch (modelplex.cli.batch)
 logs.add_command(usage, "stats")  # modelplex logs stats: the same report as modelplex usage
 
 

