@@ -27,8 +27,10 @@ AGAIN = 200
 def _request_tasks() -> int:
     """Tasks other than the servers' per-connection ones (idle keep-alive connections)."""
     me = asyncio.current_task()
+    # (a task finalising an async generator runs an `athrow` object, which has no name)
     return sum(1 for t in asyncio.all_tasks()
-               if t is not me and t.get_coro().__qualname__ != "RequestHandler.start")
+               if t is not me
+               and getattr(t.get_coro(), "__qualname__", None) != "RequestHandler.start")
 
 
 def _live_request_objects() -> int:
