@@ -46,6 +46,12 @@ def test_file_then_variable(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "timeouts": 30, "api_key": "sk-secret-0123456789", "name": "two",
         "config_source": str(path)}
     assert "sk-secret" not in repr(found["two"])
+    one, two = found["one"], found["two"]
+    assert (one.base_url, one.headers, one.verify_tls, one.timeouts) == (
+        "http://e:1", {}, True, None)
+    assert (two.base_url, two.timeouts, two.api_key, two.get("kind")) == (
+        None, 30, "sk-secret-0123456789", "b")
+    assert (two.api_key_env, two.default_model, two.get("colour", "red")) == (None, None, "red")
 
 
 @pytest.mark.parametrize(("table", "problem"), [

@@ -61,6 +61,46 @@ class Endpoint:
     settings: dict[str, Any] = attrs.field(factory=dict, repr=False)
     error: str | None = None
 
+    def get(self, setting: str, default: Any = None) -> Any:
+        """One setting, or ``default`` when the endpoint does not set it."""
+        return self.settings.get(setting, default)
+
+    # the common settings by name, as the user wrote them (or their defaults)
+    @property
+    def base_url(self) -> str | None:
+        """The API root, if set."""
+        return self.settings.get("base_url")
+
+    @property
+    def api_key_env(self) -> str | None:
+        """The variable holding the key, if set."""
+        return self.settings.get("api_key_env")
+
+    @property
+    def api_key(self) -> str | None:
+        """A literal key, if set."""
+        return self.settings.get("api_key")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """More headers for every request (empty when not set)."""
+        return dict(self.settings.get("headers") or {})
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when only the endpoint is named, if set."""
+        return self.settings.get("default_model")
+
+    @property
+    def verify_tls(self) -> bool:
+        """Whether certificates are checked (default true)."""
+        return bool(self.settings.get("verify_tls", True))
+
+    @property
+    def timeouts(self) -> Any:
+        """The timeouts as written (a number or a table), if set."""
+        return self.settings.get("timeouts")
+
     def provider_kwargs(self, exclude: Collection[str] = ()) -> dict[str, Any]:
         """Keyword arguments for the provider: the settings (less ``exclude``), the endpoint's
         ``name`` and ``config_source``."""
