@@ -1,0 +1,89 @@
+"""An MCP server over stdio for the tests, written with the SDK's server API (FastMCP).
+
+``python mcp_fixture_server.py [--hang] [--name NAME]``: ``--hang`` never answers
+``initialize``; the tools are ``add``, ``slow``, ``fail``, ``image``, ``delete_all``
+(destructive), ``crash`` (exits mid-call), ``secret`` (echoes an environment variable) and
+``grow`` (adds a tool and tells the client the list changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+
+from mcp.server.fastmcp import Context, FastMCP, Image
+from mcp.types import ToolAnnotations
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAE"
+                       "hQGAhKmMIQAAAABJRU5ErkJggg==")
+
+name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else "fixture"
+server = FastMCP(name, log_level="WARNING")
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool()
+async def slow(seconds: float) -> str:
+    """Sleep, then answer."""
+    await asyncio.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@server.tool()
+def fail(reason: str) -> str:
+    """Always raises."""
+    raise RuntimeError(f"failed on purpose: {reason}")
+
+
+@server.tool()
+def image() -> Image:
+    """A one-pixel PNG."""
+    return Image(data=PNG, format="png")
+
+
+@server.tool(annotations=ToolAnnotations(destructiveHint=True, readOnlyHint=False))
+def delete_all(path: str) -> str:
+    """Delete everything under path (pretends to)."""
+    return f"deleted {path}"
+
+
+@server.tool()
+def crash() -> str:
+    """Exit the server process in the middle of the call."""
+    print("about to crash: boom", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+@server.tool()
+def secret() -> str:
+    """The value of FIXTURE_SECRET."""
+    return os.environ.get("FIXTURE_SECRET", "")
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:  # type: ignore[type-arg]
+    """Add a tool named `extra` and say the tool list changed."""
+
+    @server.tool()
+    def extra() -> str:
+        """Added later."""
+        return "extra"
+
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
+if __name__ == "__main__":
+    if "--hang" in sys.argv:
+        print("hanging before initialize", file=sys.stderr, flush=True)
+        import time
+
+        time.sleep(600)
+    server.run("stdio")
