@@ -255,6 +255,11 @@ class ChatManager:
         return await select_model_spec(self._select or {}, plugins=self.plugins)
 
     @property
+    def mcp_servers(self) -> tuple[str, ...]:
+        """The MCP servers whose tools every message may call (``mcp=``)."""
+        return self._mcp_names
+
+    @property
     def conversation_id(self) -> str | None:
         """The id of the stored conversation (``conversation=``), else ``None``."""
         return self._layers.conversation_id
