@@ -8,10 +8,16 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
+if "--hang" in sys.argv:  # before the SDK's slow import, so the stderr tail shows it
+    print("hanging before initialize", file=sys.stderr, flush=True)
+    time.sleep(600)
+
 import asyncio
 import base64
 import os
-import sys
 
 from mcp.server.fastmcp import Context, FastMCP, Image
 from mcp.types import ToolAnnotations
@@ -81,9 +87,4 @@ async def grow(ctx: Context) -> str:  # type: ignore[type-arg]
 
 
 if __name__ == "__main__":
-    if "--hang" in sys.argv:
-        print("hanging before initialize", file=sys.stderr, flush=True)
-        import time
-
-        time.sleep(600)
     server.run("stdio")

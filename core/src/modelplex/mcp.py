@@ -20,6 +20,7 @@ arguments)`` returns true. The ``mcp`` SDK is imported only here (``pip install
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import json
@@ -84,8 +85,11 @@ def _text_of(result: mcp_types.CallToolResult, limit: int) -> str:
             parts.append(block.text)
         elif isinstance(block, t.ImageContent | t.AudioContent):
             kind = "image" if isinstance(block, t.ImageContent) else "audio"
-            size = len(block.data) * 3 // 4
-            parts.append(f"[{kind}: {block.mimeType}, about {size} bytes]")
+            try:
+                size = f"{len(base64.b64decode(block.data, validate=True))} bytes"
+            except ValueError:
+                size = "invalid base64 data"
+            parts.append(f"[{kind}: {block.mimeType}, {size}]")
         elif isinstance(block, t.EmbeddedResource):
             res = block.resource
             text = getattr(res, "text", None)
@@ -115,6 +119,7 @@ class McpServer:
         self._stop = asyncio.Event()
         self._dead = asyncio.Event()
         self._error: BaseException | None = None
+        self.broken = False  # the connection closed under a request (the server exited)
         self._tools: list[mcp_types.Tool] | None = None
         self._errlog: Any = None
         self.list_calls = 0  # tools/list round trips (the cache is checked by tests)
@@ -147,12 +152,10 @@ class McpServer:
         try:
             await asyncio.wait_for(asyncio.shield(ready), self.config.timeout)
         except TimeoutError:
+            error = McpError(self._describe(
+                f"no answer to initialize within {self.config.timeout:g} s"))
             await self.aclose()
-            raise McpError(self._describe(
-                f"no answer to initialize within {self.config.timeout:g} s")) from None
-        except McpError:
-            await self.aclose()
-            raise
+            raise error from None
         except BaseException:
             await self.aclose()
             raise
@@ -243,7 +246,7 @@ class McpServer:
                        call: Callable[[ClientSession], Awaitable[Any]]) -> Any:
         await self.start()
         session = self._session
-        if session is None or self._dead.is_set():
+        if session is None or self._dead.is_set() or self.broken:
             raise McpError(self._describe(f"not running ({_cause(self._error)})"))
         timeout = self.config.timeout
         request = asyncio.ensure_future(call(session))
@@ -259,6 +262,10 @@ class McpServer:
             except McpError:
                 raise
             except Exception as err:
+                if _closed(err):
+                    self.broken = True
+                    self._error = err
+                    raise McpError(self._describe(f"exited during {what}")) from None
                 raise McpError(self._describe(f"{what} failed: {_cause(err)}")) from None
         request.cancel()
         with contextlib.suppress(BaseException):
@@ -293,6 +300,16 @@ class McpServer:
         return result
 
 
+def _closed(err: BaseException) -> bool:
+    """Whether ``err`` says the connection to the server is gone."""
+    import anyio
+    from mcp.shared.exceptions import McpError as SdkError
+
+    if isinstance(err, anyio.ClosedResourceError | anyio.BrokenResourceError | anyio.EndOfStream):
+        return True
+    return isinstance(err, SdkError) and "connection closed" in str(err).lower()
+
+
 def _cause(err: BaseException | None) -> str:
     """The innermost readable reason of an error (task groups wrap them)."""
     while isinstance(err, BaseExceptionGroup) and err.exceptions:
@@ -306,7 +323,8 @@ def _cause(err: BaseException | None) -> str:
 
 
 class McpHub:
-    """The MCP servers of a conversation: started on first use, reused, closed together."""
+    """The MCP servers of a conversation: started on first use, reused (started again on
+    the next message after one exited), closed together."""
 
     def __init__(self, config: Config | None = None, *, confirm: Confirm | None = None) -> None:
         self._config = config
@@ -326,6 +344,9 @@ class McpHub:
         """The running server ``name`` (started on first use)."""
         async with self._lock:
             server = self.servers.get(name)
+            if server is not None and server.broken:  # it exited: start it again
+                await server.aclose()
+                server = None
             if server is None:
                 server = McpServer(name, _server_config(self.config, name))
                 await server.start()
