@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import importlib
 import inspect
 import json
 import os
@@ -94,10 +96,8 @@ def _text_of(result: mcp_types.CallToolResult, limit: int) -> str:
             res = block.resource
             text = getattr(res, "text", None)
             parts.append(text if isinstance(text, str) else f"[resource: {res.uri}]")
-        elif isinstance(block, t.ResourceLink):
+        else:
             parts.append(f"[resource: {block.uri}]")
-        else:  # pragma: no cover - a content type newer than this code
-            parts.append(f"[{getattr(block, 'type', 'content')}]")
     if result.structuredContent is not None and not parts:
         parts.append(json.dumps(result.structuredContent, default=str))
     text = "\n".join(parts)
@@ -281,7 +281,7 @@ class McpServer:
             cursor: str | None = None
             while True:
                 page = await self._request("tools/list",
-                                           lambda s, c=cursor: s.list_tools(cursor=c))
+                                           functools.partial(_list_page, cursor=cursor))
                 self.list_calls += 1
                 tools.extend(page.tools)
                 cursor = page.nextCursor
@@ -298,6 +298,10 @@ class McpServer:
             f"the call of {name!r}",
             lambda s: s.call_tool(name, arguments, read_timeout_seconds=seconds))
         return result
+
+
+def _list_page(session: ClientSession, cursor: str | None) -> Awaitable[Any]:
+    return session.list_tools(cursor=cursor)
 
 
 def _closed(err: BaseException) -> bool:
@@ -372,8 +376,7 @@ class McpHub:
         return result
 
     def _as_tool(self, server: McpServer, tool: mcp_types.Tool, name: str) -> Tool:
-        import jsonschema
-
+        jsonschema: Any = importlib.import_module("jsonschema")  # a dependency of mcp
         schema = dict(tool.inputSchema or {"type": "object", "properties": {}})
         try:
             validator: Any = jsonschema.validators.validator_for(schema)(schema)

@@ -106,16 +106,18 @@ def build_server(name: str = "modelplex") -> FastMCP:
         return {"value": result.value}
 
     @server.tool()
-    async def list_models(query: str | None = None) -> list[dict[str, Any]]:
-        """The models modelplex reaches (installed providers and named models)."""
+    async def list_models(query: str | None = None) -> dict[str, Any]:
+        """The models modelplex reaches (installed providers and named models), as
+        ``{"models": [{"model", "context_length", "capabilities"}], "errors": {...}}``."""
         from modelplex.cli.config import configured_providers
         from modelplex.registry import ModelRegistry
 
         async with configured_providers() as (get_provider, named), ModelRegistry(
                 get_provider=get_provider, named_models=named) as registry:
             found = await registry.search(query)
-        return [{"model": f"{m.provider}:{m.name}", "context_length": m.context_length,
-                 "capabilities": m.capabilities} for m in found]
+            errors = await registry.errors()
+        return {"models": [{"model": f"{m.provider}:{m.name}", "context_length": m.context_length,
+                            "capabilities": m.capabilities} for m in found], "errors": errors}
 
     return server
 
