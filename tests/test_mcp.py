@@ -20,7 +20,7 @@ from modelplex import ChatManager
 from modelplex.config import Config, parse_config
 from modelplex.errors import ConfigurationError
 from modelplex.mcp import McpError, McpHub, McpToolError
-from modelplex.testing.scripted import Reply, ScriptedUpstream
+from modelplex.testing import FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
@@ -53,12 +53,12 @@ def children() -> set[int]:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[ScriptedUpstream]:
-    async with ScriptedUpstream() as server:
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    async with FaultyUpstream() as server:
         yield server
 
 
-def openai_chat(upstream: ScriptedUpstream, cfg: Config, **kw: Any) -> ChatManager:
+def openai_chat(upstream: FaultyUpstream, cfg: Config, **kw: Any) -> ChatManager:
     return ChatManager("openai:scripted", config=cfg, provider_config={
         "openai": {"base_url": upstream.url + "/v1", "api_key": "sk-test-0000000000"}}, **kw)
 
@@ -68,7 +68,7 @@ def tool_messages(body: dict[str, Any]) -> dict[str, str]:
 
 
 # -- the tool loop -----------------------------------------------------------------------------
-async def test_tool_loop_runs_mcp_tools(upstream: ScriptedUpstream) -> None:
+async def test_tool_loop_runs_mcp_tools(upstream: FaultyUpstream) -> None:
     """Two calls in parallel, an image, a failing tool, an invented name and arguments that do
     not match the schema: results and errors go back to the model; the list is fetched once."""
     upstream.replies.extend([
@@ -99,7 +99,7 @@ async def test_tool_loop_runs_mcp_tools(upstream: ScriptedUpstream) -> None:
                          "property; a: 'two' is not of type 'integer'")
 
 
-async def test_per_message_mcp_and_clashing_names(upstream: ScriptedUpstream) -> None:
+async def test_per_message_mcp_and_clashing_names(upstream: FaultyUpstream) -> None:
     def local(x: int) -> int:
         """A Python tool beside the MCP ones."""
         return x * 2
@@ -121,7 +121,7 @@ async def test_per_message_mcp_and_clashing_names(upstream: ScriptedUpstream) ->
     assert tool_messages(upstream.bodies[1]) == {"1": "2", "2": "4", "3": "s3cr3t", "4": "8"}
 
 
-async def test_destructive_tools_need_confirmation(upstream: ScriptedUpstream) -> None:
+async def test_destructive_tools_need_confirmation(upstream: FaultyUpstream) -> None:
     asked: list[tuple[str, str, dict[str, Any]]] = []
 
     async def confirm(server: str, tool: str, arguments: dict[str, Any]) -> bool:
@@ -159,7 +159,7 @@ async def test_tool_list_refreshed_when_the_server_says_it_changed() -> None:
         assert hub.servers["fx"].list_calls == 2
 
 
-async def test_ollama_format(upstream: ScriptedUpstream) -> None:
+async def test_ollama_format(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"name": "add", "arguments": {"a": 40, "b": 2}}]), Reply("42")])
     async with ChatManager("ollama:scripted", config=config(), mcp=["fx"],
@@ -198,7 +198,7 @@ async def test_a_server_that_never_answers_initialize() -> None:
     assert not children()
 
 
-async def test_a_crash_mid_call_and_a_hanging_tool(upstream: ScriptedUpstream) -> None:
+async def test_a_crash_mid_call_and_a_hanging_tool(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "h", "name": "slow", "arguments": {"seconds": 60}}]),
         Reply("gave up"),
@@ -222,7 +222,7 @@ async def test_a_crash_mid_call_and_a_hanging_tool(upstream: ScriptedUpstream) -
     assert not children()
 
 
-async def test_raise_tool_errors_gives_the_typed_error(upstream: ScriptedUpstream) -> None:
+async def test_raise_tool_errors_gives_the_typed_error(upstream: FaultyUpstream) -> None:
     upstream.replies.extend([Reply(tool_calls=[{"name": "fail", "arguments": {"reason": "r"}}])])
     async with openai_chat(upstream, config(), mcp=["fx"]) as chat:
         chat.enable_function_calling([], raise_tool_errors=True)
@@ -310,7 +310,7 @@ def test_cli_mcp_list_and_tools(tmp_path: Path) -> None:
     assert "hidden-value" not in shown.stdout
 
 
-async def test_cli_chat_with_mcp(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+async def test_cli_chat_with_mcp(tmp_path: Path, upstream: FaultyUpstream) -> None:
     env = cli_env(tmp_path)
     env["OPENAI_API_KEY"] = "sk-test-0000000000"
     env["OPENAI_BASE_URL"] = upstream.url + "/v1"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelplex.testing.scripted import Reply, ScriptedUpstream
+from modelplex.testing import FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
@@ -36,7 +36,7 @@ def text(result: Any) -> str:
 
 
 async def test_serve_lists_tools_and_chats_through_a_scripted_upstream() -> None:
-    async with ScriptedUpstream() as upstream:
+    async with FaultyUpstream() as upstream:
         upstream.replies.extend([Reply("Hello from upstream."),
                                  Reply('{"city": "Lima"}')])
         async with served(OPENAI_API_KEY="sk-test-0000000000",
