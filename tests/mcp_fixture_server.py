@@ -1,7 +1,8 @@
 """An MCP server over stdio for the tests, written with the SDK's server API (FastMCP).
 
-``python mcp_fixture_server.py [--hang] [--name NAME]``: ``--hang`` never answers
-``initialize``; the tools are ``add``, ``slow``, ``fail``, ``image``, ``delete_all``
+``python mcp_fixture_server.py [--hang] [--name NAME] [--http PORT]``: ``--hang`` never
+answers ``initialize``, ``--http`` serves streamable HTTP at ``/mcp`` instead of stdio; the
+tools are ``add``, ``slow``, ``fail``, ``image``, ``delete_all``
 (destructive), ``crash`` (exits mid-call), ``secret`` (echoes an environment variable) and
 ``grow`` (adds a tool and tells the client the list changed).
 """
@@ -26,7 +27,8 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
                        "hQGAhKmMIQAAAABJRU5ErkJggg==")
 
 name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else "fixture"
-server = FastMCP(name, log_level="WARNING")
+port = int(sys.argv[sys.argv.index("--http") + 1]) if "--http" in sys.argv else 8000
+server = FastMCP(name, log_level="WARNING", port=port)
 
 
 @server.tool()
@@ -86,5 +88,12 @@ async def grow(ctx: Context) -> str:  # type: ignore[type-arg]
     return "grown"
 
 
+@server.tool()
+def whoami(ctx: Context) -> str:  # type: ignore[type-arg]
+    """The X-Key header of the HTTP request (streamable HTTP only)."""
+    request = ctx.request_context.request
+    return str(request.headers.get("x-key")) if request is not None else "stdio"
+
+
 if __name__ == "__main__":
-    server.run("stdio")
+    server.run("streamable-http" if "--http" in sys.argv else "stdio")

@@ -170,6 +170,55 @@ async def test_ollama_format(upstream: FaultyUpstream) -> None:
         == "42"
 
 
+async def test_anthropic_format(upstream: FaultyUpstream) -> None:
+    pytest.importorskip("modelplex_anthropic")
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "t1", "name": "add", "arguments": {"a": 1, "b": 2}},
+                          {"id": "t2", "name": "fail", "arguments": {"reason": "r"}}]),
+        Reply("3")])
+    async with ChatManager("anthropic:scripted", config=config(), mcp=["fx"], provider_config={
+            "anthropic": {"base_url": upstream.url, "api_key": "sk-ant-test-0000"}}) as chat:
+        meta = await chat.get_response_with_meta("1+2?")
+    assert meta.content == "3"
+    tools = {t["name"]: t for t in upstream.bodies[0]["tools"]}
+    assert tools["add"]["input_schema"]["required"] == ["a", "b"]
+    results = {b["tool_use_id"]: b for m in upstream.bodies[1]["messages"]
+               if isinstance(m["content"], list) for b in m["content"]
+               if b.get("type") == "tool_result"}
+    assert results["t1"]["content"] == "3"
+    assert "failed on purpose: r" in str(results["t2"]["content"])
+
+
+async def test_streamable_http_server() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, SERVER, "--http", str(port)],  # noqa: ASYNC220
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.1)
+        os.environ["MCP_TEST_KEY"] = "k-42"
+        cfg = parse_config({"mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp",
+                                            "headers_env": {"X-Key": "MCP_TEST_KEY"},
+                                            "timeout": 10}}})
+        async with McpHub(cfg) as hub:
+            tools = {t.name: t for t in await hub.tools(["web"])}
+            assert await tools["add"].call({"a": 20, "b": 22}) == "42"
+            assert await tools["whoami"].call({}) == "k-42"
+            with pytest.raises(McpToolError, match="failed on purpose"):
+                await tools["fail"].call({"reason": "x"})
+    finally:
+        os.environ.pop("MCP_TEST_KEY", None)
+        proc.terminate()
+        proc.wait(10)
+
+
 # -- faults ------------------------------------------------------------------------------------
 async def test_a_command_that_does_not_exist() -> None:
     cfg = parse_config({"mcp": {"gone": {"command": "/nonexistent/mcp-server", "timeout": 5}}})

@@ -204,8 +204,6 @@ class McpServer:
                                            cwd=cfg.cwd)
             read, write = await stack.enter_async_context(stdio_client(params, self._errlog))
             return read, write
-        from mcp.client.streamable_http import streamablehttp_client
-
         headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         for header, variable in cfg.headers_env.items():
             value = os.environ.get(variable)
@@ -214,8 +212,21 @@ class McpServer:
                                          f"{variable!r} for header {header!r} is not set")
             headers[header] = value
         assert cfg.url is not None
+        try:
+            from mcp.client.streamable_http import streamable_http_client
+        except ImportError:  # an mcp SDK before 1.2x
+            from mcp.client.streamable_http import streamablehttp_client
+
+            read, write, _ = await stack.enter_async_context(
+                streamablehttp_client(cfg.url, headers=headers, timeout=cfg.timeout))
+            return read, write
+        import httpx
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        client = await stack.enter_async_context(create_mcp_http_client(
+            headers=headers, timeout=httpx.Timeout(cfg.timeout, read=max(300, cfg.timeout))))
         read, write, _ = await stack.enter_async_context(
-            streamablehttp_client(cfg.url, headers=headers, timeout=cfg.timeout))
+            streamable_http_client(cfg.url, http_client=client))
         return read, write
 
     async def aclose(self) -> None:
