@@ -61,6 +61,7 @@ EXAMPLE_PAGES = [
     "redis.md",
     "telemetry.md",
     "batch.md",
+    "mcp.md",
 ]
 # Pages whose examples talk to a real Redis server (started for them; MODELPLEX_REDIS_URL).
 REDIS_PAGES = {"redis.md"}

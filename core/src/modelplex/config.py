@@ -28,7 +28,8 @@ The file is TOML (JSON when its name ends in ``.json``, YAML in ``.yaml`` or ``.
 
 Precedence: arguments in code > environment (``MODELPLEX_DEFAULT_MODEL``) > the file >
 defaults; a provider's own variables (``OLLAMA_HOST``, ``OPENAI_API_KEY``) apply where the
-file does not set that keyword. The top-level tables ``cache``, ``conversations``, ``state``,
+file does not set that keyword. ``[mcp.NAME]`` tables configure MCP servers (docs/mcp.md).
+The top-level tables ``cache``, ``conversations``, ``state``,
 ``server``, ``telemetry`` and ``prices`` are read by the features that own them. A wrong file
 raises one :class:`~modelplex.errors.ConfigurationError` naming the file, the key and the fix.
 """
@@ -50,8 +51,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from modelplex import env
 from modelplex.errors import ConfigurationError
 
-__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "ModelConfig", "PriceConfig",
-           "RetryConfig", "config_path", "get_config", "load_config", "set_config", "to_toml"]
+__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "ModelConfig",
+           "PriceConfig", "RetryConfig", "config_path", "get_config", "load_config",
+           "set_config", "to_toml"]
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
@@ -155,6 +157,33 @@ class PriceConfig(_Strict):
     currency: str = Field(default="USD", min_length=1)
 
 
+class McpServerConfig(_Strict):
+    """One MCP server (``[mcp.NAME]``): a command run over stdio, or a streamable-HTTP ``url``.
+
+    ``env`` values and ``headers`` are secrets (never printed); ``headers_env`` maps a header
+    to the environment variable holding its value. ``tools`` is an allow list (empty: all).
+    ``timeout`` bounds each call and the start, ``max_result_chars`` a result sent back.
+    """
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, SecretStr] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    tools: tuple[str, ...] = ()
+    timeout: float = Field(default=30.0, gt=0)
+    max_result_chars: int = Field(default=100_000, ge=100)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("an MCP server needs either `command` (stdio) or `url` "
+                             "(streamable HTTP), not both")
+        return self
+
+
 class Config(_Strict):
     """The whole configuration (see the module docstring for the file format)."""
 
@@ -165,6 +194,7 @@ class Config(_Strict):
     conversations: dict[str, Any] = Field(default_factory=dict)
     state: dict[str, Any] = Field(default_factory=dict)
     server: dict[str, Any] = Field(default_factory=dict)
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
     retries: RetryConfig | None = Field(
         default=None, description="retries of a plain provider:model (named models have "
                                   "their own); default: one retry, see docs/routing.md")

@@ -42,7 +42,7 @@ from modelplex.reply import Reply, ResponseWithMeta, Turns
 from modelplex.selection import select_model_spec
 from modelplex.specs import create_provider, parse_model_spec
 from modelplex.structured import StructuredResult, StructuredUpdate
-from modelplex.tools import ToolBox, run_tools
+from modelplex.tools import Tool, ToolBox, run_tools
 from modelplex.types import ChatMessage, ChatSession, ModelConfig
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
+    from modelplex.mcp import Confirm, McpHub
     from modelplex.pipeline import Lease
     from modelplex.pool import ProviderPool
     from modelplex.store.logs import LogStore
@@ -88,6 +89,10 @@ class ChatManager:
         retries: for a plain ``provider:model``, the retries after a first failed attempt
             (``0``: none); default the config's ``[retries]``, else one (named models use
             their own, see docs/routing.md).
+        mcp: names of ``[mcp.NAME]`` servers whose tools every message may call (started on
+            first use, stopped by :meth:`aclose`; see docs/mcp.md).
+        confirm: ``confirm(server, tool, arguments)``, asked before a tool an MCP server
+            marks destructive runs (without it such calls are refused).
 
     ``model`` may also be a bare model name (``"llama3.2"``) that exactly one installed provider
     lists, or a :class:`~modelplex.types.ModelConfig` (its name, and its sampling settings
@@ -102,7 +107,8 @@ class ChatManager:
                  cache: Cache | CacheConfig | str | Mapping[str, Any] | bool | None = None,
                  conversation: str | bool | None = None,
                  logs: LogStore | str | os.PathLike[str] | None = None,
-                 retries: int | None = None) -> None:
+                 retries: int | None = None, mcp: Sequence[str] | None = None,
+                 confirm: Confirm | None = None) -> None:
         self.model_config: ModelConfig | None = None
         """The :class:`~modelplex.types.ModelConfig` given, if any."""
         if isinstance(model, ModelConfig):
@@ -132,6 +138,9 @@ class ChatManager:
         self._toolbox: ToolBox | None = None  # once function calling is enabled
         self._turns = Turns()  # one answer at a time
         self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs)
+        self._mcp_names = tuple(mcp or ())
+        self._confirm = confirm
+        self._mcp: McpHub | None = None  # started on the first message that uses MCP
 
     @property
     def plugins(self) -> Plugins:
@@ -167,6 +176,17 @@ class ChatManager:
             with contextlib.suppress(Exception):
                 await lease.release()
         await self._layers.aclose()
+        hub, self._mcp = self._mcp, None
+        if hub is not None:
+            await hub.aclose()
+
+    async def _mcp_tools(self, names: Sequence[str]) -> list[Tool]:
+        """The tools of MCP servers ``names`` (started once per manager)."""
+        if self._mcp is None:
+            from modelplex.mcp import McpHub
+
+            self._mcp = McpHub(self._config, confirm=self._confirm)
+        return await self._mcp.tools(names)
 
     async def _open_provider(self, model: str | None) -> tuple[Provider, str, str]:
         """The stack serving ``model`` from the request pipeline (its top), the model name to
@@ -233,6 +253,11 @@ class ChatManager:
 
     async def _select_model(self) -> str:
         return await select_model_spec(self._select or {}, plugins=self.plugins)
+
+    @property
+    def mcp_servers(self) -> tuple[str, ...]:
+        """The MCP servers whose tools every message may call (``mcp=``)."""
+        return self._mcp_names
 
     @property
     def conversation_id(self) -> str | None:
@@ -351,6 +376,7 @@ class ChatManager:
                                      options: Mapping[str, Any] | None = None,
                                      images: Sequence[str | bytes] | None = None,
                                      tools: Sequence[Any] | None = None,
+                                     mcp: Sequence[str] | None = None,
                                      cache: bool | None = None) -> ResponseWithMeta:
         """Send ``text`` and return the whole answer with token counts and timings (without
         tools, the same as ``await chat.send_message(text)``).
@@ -359,7 +385,11 @@ class ChatManager:
         after :meth:`enable_function_calling`, the model's tool calls are run and answered
         until it gives a final answer (see :func:`modelplex.tools.run_tools`). ``cache=False``
         skips the manager's cache for this message, ``cache=True`` caches it even if sampled.
+        ``mcp`` adds the tools of these MCP servers to the manager's own ``mcp`` servers.
         """
+        names = (*self._mcp_names, *(mcp or ()))
+        if names:
+            tools = [*(tools or ()), *await self._mcp_tools(names)]
         if tools or (self._toolbox is not None and self._toolbox.tools):
             box = (self._toolbox or ToolBox()).with_tools(tools)
             async with self._turns.hold():

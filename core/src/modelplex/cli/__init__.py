@@ -23,6 +23,7 @@ from modelplex.cli.cache import cache
 from modelplex.cli.chat import chat
 from modelplex.cli.config import config_group, stats_command
 from modelplex.cli.logs import logs
+from modelplex.cli.mcp import mcp_group
 from modelplex.cli.models import models
 from modelplex.cli.providers import plugins, providers
 from modelplex.cli.structured import templates
@@ -40,7 +41,7 @@ def cli(debug: bool) -> None:
 
 
 for _command in (chat, models, providers, plugins, templates, cache, logs, config_group,
-                 stats_command, usage):
+                 stats_command, usage, mcp_group):
     cli.add_command(_command)
 cli.add_command(batch)  # modelplex batch (modelplex.cli.batch)
 logs.add_command(usage, "stats")  # modelplex logs stats: the same report as modelplex usage

@@ -47,20 +47,24 @@ __all__ = ["chat"]
 @click.option("--no-log", is_flag=True, help="Do not store this conversation.")
 @click.option("--cache", "cache_backend", metavar="BACKEND",
               help="Answer from a response cache when possible: memory, sqlite, redis, ...")
+@click.option("--mcp", "mcp_names", multiple=True, metavar="NAME",
+              help="Offer the tools of this configured MCP server (repeatable).")
 @timeout_options
 def chat(prompt: str | None, model: str | None, system: str | None,
          option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool,
          template: str | None = None, param_pairs: Sequence[tuple[str, str]] = (),
          schema: str | None = None, as_json: bool = False, continue_last: bool = False,
          cid: str | None = None, no_log: bool = False, cache_backend: str | None = None,
-         **timeouts: float | None) -> None:
+         mcp_names: Sequence[str] = (), **timeouts: float | None) -> None:
     """Chat with a model: one-shot with PROMPT (or stdin), interactive without.
 
     In the interactive session, /model provider:model switches model (the history is kept),
     /clear forgets the history and /exit leaves; Ctrl-C stops an answer. With -t, --schema or
     --json the answer is structured, validated and printed as JSON. Conversations are stored
-    (see `modelplex logs`); -c continues the last one, --cid ID a given one.
+    (see `modelplex logs`); -c continues the last one, --cid ID a given one. --mcp NAME
+    lets the model call the tools of an [mcp.NAME] server (destructive ones after a y/n).
     """
+    from modelplex.cli.mcp import ask_confirmation
     from modelplex.manager import ChatManager
 
     if prompt is None and not sys.stdin.isatty():  # undecodable bytes are refused clearly
@@ -70,7 +74,8 @@ def chat(prompt: str | None, model: str | None, system: str | None,
     model = model or last_model
     manager = ChatManager(system_prompt=system, mode=mode, options=options(option_pairs),
                           provider_config=config, conversation=conversation,
-                          cache=cache_backend, logs=database_path())
+                          cache=cache_backend, logs=database_path(), mcp=mcp_names,
+                          confirm=ask_confirmation)
     if template or param_pairs or schema or as_json:
         run(run_structured_chat(manager, model, prompt, template=template, pairs=param_pairs,
                                  schema=schema, as_json=as_json, show_usage=show_usage))
@@ -85,6 +90,14 @@ async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool) -> No
     import time
 
     start = time.perf_counter()
+    if chat.mcp_servers:  # the tool loop: whole answers
+        meta = await chat.get_response_with_meta(prompt)
+        click.echo(meta.content)
+        if show_usage:
+            click.echo(f"[{chat.session.provider}:{chat.session.model}] prompt "
+                       f"{meta.prompt_tokens}, completion {meta.completion_tokens} tokens, "
+                       f"{time.perf_counter() - start:.2f} s", err=True)
+        return
     usage = None
     last_text = ""
     try:

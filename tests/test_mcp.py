@@ -1,0 +1,376 @@
+"""MCP servers' tools in the tool loop, with real MCP: a stdio server written in the tests
+with the SDK's server API (tests/mcp_fixture_server.py) and the scripted upstream asking for
+its tools in the OpenAI and Ollama formats; faults; process hygiene; the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelplex import ChatManager
+from modelplex.config import Config, parse_config
+from modelplex.errors import ConfigurationError
+from modelplex.mcp import McpError, McpHub, McpToolError
+from modelplex.testing import FaultyUpstream, Reply
+
+pytest.importorskip("mcp")
+
+SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
+
+
+def fixture(*args: str, timeout: float = 10, **extra: Any) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [SERVER, *args], "timeout": timeout, **extra}
+
+
+def config(**servers: dict[str, Any]) -> Config:
+    return parse_config({"mcp": servers or {"fx": fixture()}})
+
+
+def children() -> set[int]:
+    """The live child processes of this process (zombies are not alive)."""
+    found = set()
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[1] == me and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    async with FaultyUpstream() as server:
+        yield server
+
+
+def openai_chat(upstream: FaultyUpstream, cfg: Config, **kw: Any) -> ChatManager:
+    return ChatManager("openai:scripted", config=cfg, provider_config={
+        "openai": {"base_url": upstream.url + "/v1", "api_key": "sk-test-0000000000"}}, **kw)
+
+
+def tool_messages(body: dict[str, Any]) -> dict[str, str]:
+    return {m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"}
+
+
+# -- the tool loop -----------------------------------------------------------------------------
+async def test_tool_loop_runs_mcp_tools(upstream: FaultyUpstream) -> None:
+    """Two calls in parallel, an image, a failing tool, an invented name and arguments that do
+    not match the schema: results and errors go back to the model; the list is fetched once."""
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 2, "b": 3}},
+                          {"id": "s", "name": "slow", "arguments": {"seconds": 0.2}},
+                          {"id": "i", "name": "image", "arguments": {}},
+                          {"id": "f", "name": "fail", "arguments": {"reason": "x"}},
+                          {"id": "u", "name": "made_up", "arguments": {}},
+                          {"id": "b", "name": "add", "arguments": {"a": "two"}}]),
+        Reply("5."), Reply("again")])
+    async with openai_chat(upstream, config(), mcp=["fx"]) as chat:
+        meta = await chat.get_response_with_meta("2+3?")
+        await chat.get_response_with_meta("again?")
+        assert chat._mcp is not None
+        assert chat._mcp.servers["fx"].list_calls == 1  # cached for the second message
+    assert meta.content == "5."
+    names = [t["function"]["name"] for t in upstream.bodies[0]["tools"]]
+    assert {"add", "slow", "image", "fail", "delete_all"} <= set(names)
+    add = next(t for t in upstream.bodies[0]["tools"] if t["function"]["name"] == "add")
+    assert add["function"]["parameters"]["required"] == ["a", "b"]
+    sent = tool_messages(upstream.bodies[1])
+    assert sent["a"] == "5"
+    assert sent["s"] == "slept 0.2"
+    assert sent["i"] == "[image: image/png, 70 bytes]"
+    assert sent["f"].startswith("Error: McpToolError: ") and "failed on purpose: x" in sent["f"]
+    assert sent["u"].startswith("Error: LookupError: no tool named 'made_up'")
+    assert sent["b"] == ("Error: McpToolError: invalid arguments: arguments: 'b' is a required "
+                         "property; a: 'two' is not of type 'integer'")
+
+
+async def test_per_message_mcp_and_clashing_names(upstream: FaultyUpstream) -> None:
+    def local(x: int) -> int:
+        """A Python tool beside the MCP ones."""
+        return x * 2
+
+    cfg = config(fx=fixture(), fy=fixture("--name", "other", tools=["add", "secret"],
+                                          env={"FIXTURE_SECRET": "s3cr3t"}))
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "1", "name": "fx__add", "arguments": {"a": 1, "b": 1}},
+                          {"id": "2", "name": "fy__add", "arguments": {"a": 2, "b": 2}},
+                          {"id": "3", "name": "fy__secret", "arguments": {}},
+                          {"id": "4", "name": "local", "arguments": {"x": 4}}]),
+        Reply("done")])
+    async with openai_chat(upstream, cfg) as chat:
+        await chat.get_response_with_meta("go", tools=[local], mcp=["fx", "fy"])
+    names = sorted(t["function"]["name"] for t in upstream.bodies[0]["tools"])
+    assert "fx__add" in names and "fy__add" in names and "add" not in names
+    assert "local" in names and "fx__secret" in names and "fy__secret" in names
+    assert "fy__fail" not in names and "fail" in names  # fy's allow list: add and secret
+    assert tool_messages(upstream.bodies[1]) == {"1": "2", "2": "4", "3": "s3cr3t", "4": "8"}
+
+
+async def test_destructive_tools_need_confirmation(upstream: FaultyUpstream) -> None:
+    asked: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def confirm(server: str, tool: str, arguments: dict[str, Any]) -> bool:
+        asked.append((server, tool, arguments))
+        return arguments["path"] == "/tmp/ok"
+
+    call = {"name": "delete_all"}
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "y", **call, "arguments": {"path": "/tmp/ok"}},
+                          {"id": "n", **call, "arguments": {"path": "/"}}]), Reply("ok"),
+        Reply(tool_calls=[{"id": "z", **call, "arguments": {"path": "/tmp/ok"}}]), Reply("ok")])
+    async with openai_chat(upstream, config(), mcp=["fx"], confirm=confirm) as chat:
+        await chat.get_response_with_meta("clean")
+    async with openai_chat(upstream, config(), mcp=["fx"]) as chat:  # no confirm: refused
+        await chat.get_response_with_meta("clean")
+    assert sorted(a[2]["path"] for a in asked) == ["/", "/tmp/ok"]
+    assert asked[0][:2] == ("fx", "delete_all")
+    first = tool_messages(upstream.bodies[1])
+    assert first["y"] == "deleted /tmp/ok"
+    assert "destructive and was not confirmed" in first["n"]
+    assert "destructive and was not confirmed" in tool_messages(upstream.bodies[3])["z"]
+
+
+async def test_tool_list_refreshed_when_the_server_says_it_changed() -> None:
+    async with McpHub(config()) as hub:
+        tools = {t.name: t for t in await hub.tools(["fx"])}
+        assert "extra" not in tools
+        assert await tools["grow"].call({}) == "grown"
+        for _ in range(50):  # the notification arrives beside the answer
+            if hub.servers["fx"]._tools is None:
+                break
+            await asyncio.sleep(0.05)
+        again = {t.name: t for t in await hub.tools(["fx"])}
+        assert await again["extra"].call({}) == "extra"
+        assert hub.servers["fx"].list_calls == 2
+
+
+async def test_ollama_format(upstream: FaultyUpstream) -> None:
+    upstream.replies.extend([
+        Reply(tool_calls=[{"name": "add", "arguments": {"a": 40, "b": 2}}]), Reply("42")])
+    async with ChatManager("ollama:scripted", config=config(), mcp=["fx"],
+                           provider_config={"ollama": {"host": upstream.url}}) as chat:
+        meta = await chat.get_response_with_meta("40+2?")
+    assert meta.content == "42"
+    assert next(m for m in upstream.bodies[1]["messages"] if m["role"] == "tool")["content"] \
+        == "42"
+
+
+async def test_anthropic_format(upstream: FaultyUpstream) -> None:
+    pytest.importorskip("modelplex_anthropic")
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "t1", "name": "add", "arguments": {"a": 1, "b": 2}},
+                          {"id": "t2", "name": "fail", "arguments": {"reason": "r"}}]),
+        Reply("3")])
+    async with ChatManager("anthropic:scripted", config=config(), mcp=["fx"], provider_config={
+            "anthropic": {"base_url": upstream.url, "api_key": "sk-ant-test-0000"}}) as chat:
+        meta = await chat.get_response_with_meta("1+2?")
+    assert meta.content == "3"
+    tools = {t["name"]: t for t in upstream.bodies[0]["tools"]}
+    assert tools["add"]["input_schema"]["required"] == ["a", "b"]
+    results = {b["tool_use_id"]: b for m in upstream.bodies[1]["messages"]
+               if isinstance(m["content"], list) for b in m["content"]
+               if b.get("type") == "tool_result"}
+    assert results["t1"]["content"] == "3"
+    assert "failed on purpose: r" in str(results["t2"]["content"])
+
+
+async def test_streamable_http_server() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, SERVER, "--http", str(port)],  # noqa: ASYNC220
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.1)
+        os.environ["MCP_TEST_KEY"] = "k-42"
+        cfg = parse_config({"mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp",
+                                            "headers_env": {"X-Key": "MCP_TEST_KEY"},
+                                            "timeout": 10}}})
+        async with McpHub(cfg) as hub:
+            tools = {t.name: t for t in await hub.tools(["web"])}
+            assert await tools["add"].call({"a": 20, "b": 22}) == "42"
+            assert await tools["whoami"].call({}) == "k-42"
+            with pytest.raises(McpToolError, match="failed on purpose"):
+                await tools["fail"].call({"reason": "x"})
+    finally:
+        os.environ.pop("MCP_TEST_KEY", None)
+        proc.terminate()
+        proc.wait(10)
+
+
+# -- faults ------------------------------------------------------------------------------------
+async def test_a_command_that_does_not_exist() -> None:
+    cfg = parse_config({"mcp": {"gone": {"command": "/nonexistent/mcp-server", "timeout": 5}}})
+    start = time.monotonic()
+    async with McpHub(cfg) as hub:
+        with pytest.raises(McpError, match="MCP server 'gone': could not start"):
+            await hub.tools(["gone"])
+    assert time.monotonic() - start < 5
+    assert not children()
+
+
+async def test_an_unknown_server_name() -> None:
+    async with McpHub(config()) as hub:
+        with pytest.raises(ConfigurationError, match=r"no MCP server named 'nope'.*known: fx"):
+            await hub.tools(["nope"])
+
+
+async def test_a_server_that_never_answers_initialize() -> None:
+    cfg = config(hang=fixture("--hang", timeout=1.5))
+    start = time.monotonic()
+    async with McpHub(cfg) as hub:
+        with pytest.raises(McpError, match=r"no answer to initialize within 1\.5 s") as err:
+            await hub.tools(["hang"])
+    assert "hanging before initialize" in str(err.value)  # the stderr tail
+    assert time.monotonic() - start < 10
+    assert not children()
+
+
+async def test_a_crash_mid_call_and_a_hanging_tool(upstream: FaultyUpstream) -> None:
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "h", "name": "slow", "arguments": {"seconds": 60}}]),
+        Reply("gave up"),
+        Reply(tool_calls=[{"id": "c", "name": "crash", "arguments": {}}]), Reply("crashed"),
+        Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 1, "b": 1}}]),
+        Reply("dead")])
+    start = time.monotonic()
+    async with openai_chat(upstream, config(fx=fixture(timeout=3)), mcp=["fx"]) as chat:
+        await chat.get_response_with_meta("wait")
+        assert time.monotonic() - start < 20
+        await chat.get_response_with_meta("crash")
+        await chat.get_response_with_meta("after")
+    hung = tool_messages(upstream.bodies[1])["h"]
+    assert hung.startswith("Error: McpError: MCP server 'fx': the call of 'slow' got no answer "
+                           "within 3 s")
+    crashed = tool_messages(upstream.bodies[3])["c"]
+    assert crashed.startswith("Error: McpError: MCP server 'fx'")
+    assert "about to crash: boom" in crashed  # the stderr tail
+    assert "exited during the call of 'crash'" in crashed
+    assert tool_messages(upstream.bodies[5])["a"] == "2"  # started again for the next message
+    assert not children()
+
+
+async def test_raise_tool_errors_gives_the_typed_error(upstream: FaultyUpstream) -> None:
+    upstream.replies.extend([Reply(tool_calls=[{"name": "fail", "arguments": {"reason": "r"}}])])
+    async with openai_chat(upstream, config(), mcp=["fx"]) as chat:
+        chat.enable_function_calling([], raise_tool_errors=True)
+        with pytest.raises(McpToolError, match="failed on purpose: r"):
+            await chat.get_response_with_meta("fail")
+
+
+# -- process hygiene ---------------------------------------------------------------------------
+async def test_managers_leave_no_child_process() -> None:
+    before = children()
+    cfg = config()
+    for _ in range(20):
+        chat = ChatManager("openai:unused", config=cfg, mcp=["fx"])
+        await chat._mcp_tools(["fx"])  # starts the server as the first message would
+        assert children() - before
+        await chat.aclose()
+        assert children() == before
+    fds = len(os.listdir("/proc/self/fd"))
+    chat = ChatManager("openai:unused", config=cfg, mcp=["fx"])
+    await chat._mcp_tools(["fx"])
+    await chat.aclose()
+    assert len(os.listdir("/proc/self/fd")) <= fds  # no pipe left open
+
+
+def test_sync_manager_closes_its_servers() -> None:
+    before = children()
+    with ChatManager(config=config(), mcp=["fx"]) as chat:
+        chat._blocking.run(chat._mcp_tools(["fx"]), "tools")
+    assert children() == before
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_config_masks_secrets() -> None:
+    cfg = parse_config({"mcp": {"web": {"url": "http://localhost:1/mcp",
+                                        "headers": {"Authorization": "Bearer sk-123"},
+                                        "headers_env": {"X-Key": "MY_KEY"}},
+                                "fx": fixture(env={"TOKEN": "t0k3n"})}})
+    shown = json.dumps(cfg.masked())
+    assert "sk-123" not in shown and "t0k3n" not in shown
+    assert "MY_KEY" in shown
+    assert "sk-123" not in repr(cfg)
+    with pytest.raises(ConfigurationError, match="either `command`"):
+        parse_config({"mcp": {"bad": {"command": "x", "url": "http://y"}}})
+    with pytest.raises(ConfigurationError, match="either `command`"):
+        parse_config({"mcp": {"bad": {}}})
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[mcp.fx]
+command = {json.dumps(sys.executable)}
+args = [{json.dumps(SERVER)}]
+env = {{ FIXTURE_SECRET = "hidden-value" }}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    env["MODELPLEX_CONFIG"] = str(path)
+    return env
+
+
+def modelplex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
+                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
+                          check=False)
+
+
+def test_cli_mcp_list_and_tools(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    listed = modelplex(env, "mcp", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "fx" in listed.stdout and "stdio" in listed.stdout
+    assert "hidden-value" not in listed.stdout
+    tools = modelplex(env, "mcp", "tools", "fx")
+    assert tools.returncode == 0, tools.stderr
+    assert "add: Add two integers." in tools.stdout
+    assert "delete_all (destructive)" in tools.stdout
+    assert '"required": ["a", "b"]' in tools.stdout
+    as_json = json.loads(modelplex(env, "mcp", "tools", "fx", "--json").stdout)
+    assert {t["name"] for t in as_json} >= {"add", "slow", "fail", "image"}
+    missing = modelplex(env, "mcp", "tools", "nope")
+    assert missing.returncode == 1
+    assert "no MCP server named 'nope'" in missing.stderr
+    shown = modelplex(env, "config", "show")
+    assert "hidden-value" not in shown.stdout
+
+
+async def test_cli_chat_with_mcp(tmp_path: Path, upstream: FaultyUpstream) -> None:
+    env = cli_env(tmp_path)
+    env["OPENAI_API_KEY"] = "sk-test-0000000000"
+    env["OPENAI_BASE_URL"] = upstream.url + "/v1"
+    upstream.replies.extend([
+        Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 20, "b": 22}},
+                          {"id": "d", "name": "delete_all", "arguments": {"path": "/"}}]),
+        Reply("It is 42.")])
+    proc = await asyncio.to_thread(modelplex, env, "chat", "--no-log", "-m", "openai:scripted",
+                                   "--mcp", "fx", "20+22?")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "It is 42."
+    sent = tool_messages(upstream.bodies[1])
+    assert sent["a"] == "42"
+    assert "not confirmed" in sent["d"]  # no terminal: no y/n, refused
