@@ -1,0 +1,225 @@
+"""Running rows through the request path: :func:`run` asks each row (at most ``concurrency`` at
+once) on a stack from :func:`modelplex.pipeline.open_model` and writes the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from modelplex.batch.concurrency import _aiter, _check_concurrency, default_concurrency
+from modelplex.batch.output import BatchOutput, BatchResult
+from modelplex.batch.rows import Row, _Template, check_schema, fingerprint, parse_row
+from modelplex.errors import ConfigurationError, ParseError
+
+if TYPE_CHECKING:
+    from modelplex.config import Config
+    from modelplex.parsers import Parser
+    from modelplex.pipeline import Lease
+    from modelplex.plugins import Plugins
+    from modelplex.pool import ProviderPool
+
+
+async def _ask(lease: Lease, row: Row, *, system: str | None, options: Mapping[str, Any],
+               parser: Parser | None, max_retries: int, cache: bool | None) -> BatchResult:
+    from modelplex import structured
+    from modelplex.exchange import Turn
+    from modelplex.types import ChatSession
+
+    start = time.perf_counter()
+    result = BatchResult(id=row.id, line=row.line)
+    try:
+        provider = lease.provider
+        validated = provider.parse_options({**options, **row.options})
+        session = ChatSession(model=lease.model, provider=lease.provider_name,
+                              system_prompt=row.system if row.system is not None else system,
+                              messages=list(row.messages))
+        turn = Turn(provider, session, validated, cache=cache)
+        use = row.parser or parser
+        if use is None:
+            meta = await turn.answer(turn.user_message(row.text))
+            result.answer = meta.content
+            result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
+                                                              meta.completion_tokens)
+        else:
+            done = await structured.get_structured(turn, row.text, use,
+                                                   max_retries=max_retries)
+            meta = done.meta
+            result.answer, result.value = meta.content, done.value
+            result.prompt_tokens, result.completion_tokens = (done.prompt_tokens,
+                                                              done.completion_tokens)
+            result.attempts = done.attempts
+        spent = meta.cost
+        if use is not None and result.attempts > 1:  # every attempt was paid for
+            from modelplex.chunks import Usage
+            from modelplex.cost import cost_of
+
+            spent = cost_of(meta.provider, meta.model, Usage(
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens))
+        if spent is not None and spent.known:
+            result.cost, result.currency = spent.amount, spent.currency
+        result.model = (meta.deployment or
+                        (f"{meta.provider}:{meta.model}" if meta.provider else meta.model))
+        if meta.attempts > 1:
+            result.attempts = max(result.attempts, meta.attempts)
+    except asyncio.CancelledError:
+        raise
+    except ParseError as err:
+        result.error, result.error_type = str(err), type(err).__name__
+        result.attempts = len(err.answers) or result.attempts
+    except Exception as err:
+        result.error, result.error_type = str(err) or type(err).__name__, type(err).__name__
+    result.latency = time.perf_counter() - start
+    return result
+
+
+async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = None,
+              concurrency: int | None = None, output: str | os.PathLike[str] | BatchOutput |
+              None = None, ordered: bool = False, template: Any = None, schema: Any = None,
+              system: str | None = None, options: Mapping[str, Any] | None = None,
+              max_retries: int = 2, skip: Callable[[Row], bool] | None = None,
+              source: str = "<rows>", config: Config | None = None,
+              pool: ProviderPool | None = None, plugins: Plugins | None = None,
+              cache: Any = None, logs: Any = None,
+              provider_config: Mapping[str, Mapping[str, Any]] | None = None
+              ) -> AsyncIterator[BatchResult]:
+    """Ask every row; yields a :class:`BatchResult` per row as each finishes (in the rows'
+    order with ``ordered=True``). See the module docs.
+
+    Args:
+        rows: mappings (or ``(line, mapping)`` pairs, as :func:`read_rows` gives), an
+            iterable or async iterable, read as needed.
+        model: ``"provider:model"``, a named model, or ``None`` for the default.
+        concurrency: rows asked at once (default :func:`default_concurrency`).
+        output: a path (or :class:`BatchOutput`) each result is appended to; ids it already
+            answered are skipped.
+        template: a prompt template name or class, or text with ``{variable}`` fields.
+        schema: the structure of each answer: a JSON schema dict, a parser name, a
+            :class:`~modelplex.parsers.Parser` or a pydantic model class.
+        max_retries: re-asks of an answer that does not fit ``schema``.
+        skip: rows for which it returns true are not asked (nothing is yielded for them).
+        source: the name given in errors about rows (the input file).
+        cache, logs, config, pool, plugins, provider_config: as for
+            :func:`~modelplex.pipeline.open_model`.
+    """
+    from modelplex.parsers import resolve_output
+    from modelplex.pipeline import open_model
+
+    if max_retries is None or isinstance(max_retries, bool) or not isinstance(
+            max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be a whole number >= 0 (got {max_retries!r})")
+    if not isinstance(rows, Iterable | AsyncIterable) or isinstance(rows, str | bytes | Mapping):
+        raise ConfigurationError("rows must be an iterable of row objects, e.g. "
+                                 '[{"id": 1, "prompt": "..."}]')
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigurationError("options must map option names to values")
+    shape = (template if isinstance(template, _Template) or template is None
+             else _Template(template, plugins))
+    if isinstance(schema, Mapping):
+        schema = check_schema(schema)
+    parser = resolve_output(schema, plugins) if schema is not None else None
+    limit = _check_concurrency(concurrency if concurrency is not None
+                               else default_concurrency(model, config))
+    writer: BatchOutput | None
+    if output is None or isinstance(output, BatchOutput):
+        writer = output
+    else:
+        writer = BatchOutput(output, model=model,
+                             run=fingerprint(model, shape and shape.name, schema, system,
+                                             options))
+    if writer is not None and writer._handle is None:
+        writer.open()
+    lease = await open_model(model, config=config, pool=pool, plugins=plugins, cache=cache,
+                             logs=logs, provider_config=provider_config, caller="batch")
+    gate = asyncio.Semaphore(limit)
+    finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
+    tasks: set[asyncio.Task[None]] = set()
+    state = _Feed()
+
+    async def ask(seq: int, row: Row) -> None:
+        try:
+            result = await _ask(lease, row, system=system, options=options or {},
+                                parser=parser, max_retries=max_retries, cache=None)
+            finished.put_nowait((seq, result))
+        except BaseException as err:
+            finished.put_nowait((seq, err))
+            raise
+
+    async def feed() -> None:
+        line = 0
+        try:
+            async for item in _aiter(rows):
+                line += 1
+                if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
+                    line, item = item
+                if isinstance(item, Row):
+                    row = item
+                else:
+                    row = parse_row(item, line, source=source, template=shape)
+                if writer is not None and row.key in writer.done:
+                    continue
+                if skip is not None and skip(row):
+                    continue
+                await gate.acquire()
+                task = asyncio.ensure_future(ask(state.fed, row))
+                state.fed += 1
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except Exception as err:
+            state.error = err
+        finally:
+            finished.put_nowait((-1, _FED))
+
+    feeder = asyncio.ensure_future(feed())
+    waiting: dict[int, BatchResult] = {}
+    next_seq = 0
+    fed_all = False
+    yielded = 0
+    try:
+        while not fed_all or yielded < state.fed:
+            seq, item = await finished.get()
+            if item is _FED:
+                fed_all = True
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            ready: list[BatchResult] = []
+            if ordered:
+                waiting[seq] = item
+                while next_seq in waiting:
+                    ready.append(waiting.pop(next_seq))
+                    next_seq += 1
+            else:
+                ready.append(item)
+            for result in ready:
+                if writer is not None:
+                    writer.write(result)
+                yielded += 1
+                gate.release()
+                yield result
+        if state.error is not None:
+            raise state.error
+    finally:
+        feeder.cancel()
+        for task in list(tasks):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(feeder, *tasks, return_exceptions=True)
+        await lease.release()
+        if writer is not None and not isinstance(output, BatchOutput):
+            writer.close()
+
+
+_FED: Any = object()
+
+
+@attrs.define
+class _Feed:
+    fed: int = 0  # rows handed to a task
+    error: Exception | None = None  # why the rows stopped

@@ -1,0 +1,372 @@
+"""The telemetry layer of the request path: one OpenTelemetry span per model call (chat, stream,
+embeddings) and the GenAI metrics of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from modelplex.errors import redact
+from modelplex.telemetry.attributes import (
+    _OPTION_ATTRIBUTES,
+    IN_PROCESS,
+    _innermost,
+    _server_of,
+    base_fallbacks,
+    error_type,
+    input_messages,
+    output_messages,
+    provider_name,
+    tool_definitions,
+)
+from modelplex.telemetry.metrics import _all_instruments, _Instruments, _instruments_of
+from modelplex.telemetry.settings import TelemetrySettings, enabled
+from modelplex.telemetry.spans import tracer_of
+from modelplex.wrapping import LayerContext, WrappingProvider
+
+if TYPE_CHECKING:
+    from modelplex.chunks import ChatResponse, StreamChunk, Usage
+    from modelplex.config import Config
+    from modelplex.cost import Cost, PriceBook
+    from modelplex.provider import ChatRequest, Provider
+
+log = logging.getLogger("modelplex.telemetry")
+_warned = False
+
+
+def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
+    """The layer factory of the request path (``register_layers``): a
+    :class:`TelemetryLayer` over ``inner``, or ``None`` when telemetry is off."""
+    settings = TelemetrySettings.from_config(ctx.config)
+    if not enabled(settings):
+        return None
+    return TelemetryLayer(inner, settings=settings, caller=ctx.caller, config=ctx.config,
+                          conversation_id=getattr(ctx, "conversation_id", None))
+
+
+class TelemetryLayer(WrappingProvider):
+    """One OpenTelemetry span per call of ``inner``, and the GenAI metrics.
+
+    Args:
+        inner: the cache, router or provider below.
+        settings: :class:`TelemetrySettings` (content capture).
+        caller: who built the stack (``"server"`` adds the server metrics).
+        config: the configuration whose ``prices`` give the cost.
+        tracer_provider: a tracer provider instead of the global one.
+        meter_provider: a meter provider instead of the global ones.
+        prices: a :class:`~modelplex.cost.PriceBook` instead of the config's.
+        conversation_id: the conversation of the stack's requests (a request's own wins).
+    """
+
+    def __init__(self, inner: Provider, *, settings: TelemetrySettings | None = None,
+                 caller: str = "chat", config: Config | None = None,
+                 tracer_provider: Any = None, meter_provider: Any = None,
+                 prices: PriceBook | None = None, conversation_id: str | None = None) -> None:
+        super().__init__(inner)
+        self.conversation_id = conversation_id
+        from opentelemetry import context, trace
+
+        self._trace = trace
+        self._context = context
+        self._tracer = tracer_of(tracer_provider)
+        self._meter_provider = meter_provider
+        self.settings = settings or TelemetrySettings()
+        self.caller = caller
+        self._config = config
+        self._prices = prices
+        base = _innermost(inner)
+        deployments = getattr(base, "deployments", None)
+        self._routed = deployments is not None
+        if deployments:  # a router: its first deployment's provider until one answers
+            base = deployments[0].provider
+        single = deployments is None or (len(deployments) == 1 and not base_fallbacks(inner))
+        self._provider_key = base.name
+        self._provider = provider_name(base.name)
+        in_process = getattr(base, "in_process", None)
+        if in_process is None:
+            in_process = base.name in IN_PROCESS
+        self._kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
+        self._server = _server_of(base) if single else (None, None)
+
+    def _instruments(self) -> list[_Instruments]:
+        if self._meter_provider is not None:
+            return [_instruments_of(self._meter_provider)]
+        return _all_instruments()
+
+    def _price_book(self) -> PriceBook:
+        if self._prices is None:
+            from modelplex.cost import PriceBook, default_price_book
+
+            self._prices = (PriceBook.from_config(self._config) if self._config is not None
+                            else default_price_book())
+        return self._prices
+
+    # -- attributes ---------------------------------------------------------------------------
+    def _base(self, operation: str, model: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"gen_ai.operation.name": operation,
+                                      "gen_ai.provider.name": self._provider,
+                                      "gen_ai.request.model": model}
+        address, port = self._server
+        if address is not None:
+            attributes["server.address"] = address
+            attributes["server.port"] = port
+        return attributes
+
+    def _request_attributes(self, request: ChatRequest) -> dict[str, Any]:
+        attributes = self._base("chat", request.model)
+        for key, value in request.options.set_values().items():
+            name = _OPTION_ATTRIBUTES.get(key)
+            if name is not None and isinstance(value, int | float):
+                attributes[name] = value
+            elif key == "stop" and value:
+                attributes["gen_ai.request.stop_sequences"] = list(value)
+            elif key == "n" and value != 1:
+                attributes["gen_ai.request.choice.count"] = value
+        conversation = request.conversation_id or self.conversation_id
+        if conversation:
+            attributes["gen_ai.conversation.id"] = conversation
+        if request.response_format is not None:
+            attributes["gen_ai.output.type"] = "json"
+        if self.settings.capture_content:
+            messages, system = input_messages(request.messages)
+            attributes["gen_ai.input.messages"] = messages
+            if system is not None:
+                attributes["gen_ai.system_instructions"] = system
+            if request.tools:
+                attributes["gen_ai.tool.definitions"] = tool_definitions(request.tools)
+        return attributes
+
+    def _metric_attributes(self, span_attributes: Mapping[str, Any],
+                           response_model: str | None, error: str | None) -> dict[str, Any]:
+        out = {k: span_attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
+                                               "gen_ai.request.model", "server.address",
+                                               "server.port") if k in span_attributes}
+        if response_model:
+            out["gen_ai.response.model"] = response_model
+        if error is not None:
+            out["error.type"] = error
+        return out
+
+    # -- the end of a call --------------------------------------------------------------------
+    def _finish(self, span: Any, attributes: dict[str, Any], **kw: Any) -> None:
+        """End the span and record the metrics; telemetry that fails never fails the call
+        (it logs one warning)."""
+        try:
+            self._end(span, attributes, **kw)
+        except Exception as err:
+            global _warned
+            if not _warned:
+                _warned = True
+                log.warning("telemetry failed (%s: %s); the call is not affected",
+                            type(err).__name__, err)
+            with contextlib.suppress(Exception):
+                span.end()
+
+    def _end(self, span: Any, attributes: dict[str, Any], *, start: float,
+                first: float | None, chunks: int, last: Any, route: Any,
+                err: BaseException | None, stopped: bool = False,
+                content: str | None = None, reasoning: str | None = None,
+                calls: Sequence[Any] = ()) -> None:
+        end = time.perf_counter()
+        usage: Usage | None = getattr(last, "usage", None)
+        response_model = getattr(last, "model", None) or (
+            route.provider_model if route is not None else None)
+        provider = route.provider if route is not None else None
+        ended: dict[str, Any] = {}
+        set_attr = ended.__setitem__
+        cost: Cost | None = None
+        if route is not None:
+            set_attr("gen_ai.provider.name", provider_name(route.provider))
+            set_attr("modelplex.route.deployment", route.deployment)
+            set_attr("modelplex.route.attempts", route.attempts)
+            if route.group != route.model:
+                set_attr("modelplex.route.fallback", route.group)
+        if response_model:
+            set_attr("gen_ai.response.model", response_model)
+        response_id = getattr(last, "id", None) or getattr(last, "response_id", None)
+        if isinstance(response_id, str):
+            set_attr("gen_ai.response.id", response_id)
+        finish = getattr(last, "finish_reason", None)
+        if finish:
+            set_attr("gen_ai.response.finish_reasons", [finish])
+        cached = bool(usage is not None and usage.cached)
+        if usage is not None:
+            from modelplex.cost import token_details
+
+            set_attr("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            set_attr("gen_ai.usage.output_tokens", usage.completion_tokens)
+            read, write, reasoning_tokens = token_details(usage)
+            if read:
+                set_attr("gen_ai.usage.cache_read.input_tokens", read)
+            if write:
+                set_attr("gen_ai.usage.cache_creation.input_tokens", write)
+            if reasoning_tokens:
+                set_attr("gen_ai.usage.reasoning.output_tokens", reasoning_tokens)
+            if usage.estimated:
+                set_attr("modelplex.usage.estimated", True)
+            model_name = response_model or attributes["gen_ai.request.model"]
+            cost = self._price_book().cost(
+                route.provider if route is not None else self._provider_key,
+                model_name, usage)
+            if cost.known and cost.amount is not None:
+                set_attr("modelplex.cost", cost.amount)
+                set_attr("modelplex.cost.currency", cost.currency)
+            else:
+                set_attr("modelplex.cost.known", False)
+        set_attr("modelplex.cache_hit", cached)
+        if first is not None:
+            set_attr("gen_ai.response.time_to_first_chunk", first - start)
+        if content is not None and self.settings.capture_content:
+            set_attr("gen_ai.output.messages",
+                     output_messages(content, reasoning, calls, finish))
+        error = None
+        if err is not None:
+            error = error_type(err)
+            set_attr("error.type", error)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR,
+                                               redact(str(err))[:500]))
+        elif stopped:
+            set_attr("modelplex.stopped_early", True)
+        span.set_attributes(ended)
+        span.end()
+        # -- metrics
+        instruments = self._instruments()
+        if not instruments:
+            return
+        labels = self._metric_attributes(attributes, response_model, error)
+        if provider is not None:
+            labels["gen_ai.provider.name"] = provider_name(provider)
+        duration = end - start
+        server = self.caller == "server"
+        for inst in instruments:
+            inst.duration.record(duration, labels)
+            if server:
+                inst.server_duration.record(duration, labels)
+            if cached:
+                inst.cache.add(1, labels)
+            if first is not None:
+                inst.first_chunk.record(first - start, labels)
+                if server:
+                    inst.server_ttft.record(first - start, labels)
+                if chunks > 1:
+                    inst.per_chunk.record((end - first) / (chunks - 1), labels)
+            if usage is not None and not usage.estimated and not cached:
+                inst.tokens.record(usage.prompt_tokens,
+                                   {**labels, "gen_ai.token.type": "input"})
+                inst.tokens.record(usage.completion_tokens,
+                                   {**labels, "gen_ai.token.type": "output"})
+            if cost is not None and cost.known and cost.amount:
+                inst.cost.add(cost.amount, {**labels, "modelplex.cost.currency": cost.currency})
+
+    # -- calls --------------------------------------------------------------------------------
+    def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        """The inner stream inside a span (ended when the stream ends)."""
+        return self._traced_stream(request)
+
+    async def _traced_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        trace = self._trace
+        attributes = self._request_attributes(request)
+        span = self._tracer.start_span(f"chat {request.model}", kind=self._kind,
+                                       attributes=attributes)
+        capture = self.settings.capture_content
+        parts: list[StreamChunk] = []
+        start = time.perf_counter()
+        first: float | None = None
+        chunks = 0
+        last = route = err = None
+        stopped = True
+        stream = self.inner.stream_request(request)
+        try:
+            # the span is current while the first chunk is awaited: the router's attempts,
+            # the cache lookup and the HTTP request start there, and nest under it
+            token = self._context.attach(trace.set_span_in_context(span))
+            try:
+                chunk = await anext(stream, None)
+            finally:
+                self._context.detach(token)
+            if chunk is not None:
+                first = time.perf_counter()
+                route = chunk.route
+                chunks = 1
+                last = chunk
+                if capture:
+                    parts.append(chunk)
+                yield chunk
+                async for chunk in stream:
+                    chunks += 1
+                    last = chunk
+                    if capture:
+                        parts.append(chunk)
+                    yield chunk
+            stopped = False
+        except Exception as error:
+            err, stopped = error, False
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+            content = reasoning = None
+            calls: list[Any] = []
+            if capture and not stopped and err is None:
+                content = "".join(c.content for c in parts)
+                reasoning = "".join(c.reasoning for c in parts if c.reasoning) or None
+                calls = [call for c in parts if c.tool_calls for call in c.tool_calls]
+            self._finish(span, attributes, start=start, first=first, chunks=chunks,
+                         last=last, route=route, err=err, stopped=stopped, content=content,
+                         reasoning=reasoning, calls=calls)
+
+    async def complete_request(self, request: ChatRequest) -> ChatResponse:
+        """The inner provider's whole answer inside a span."""
+        trace = self._trace
+        attributes = self._request_attributes(request)
+        span = self._tracer.start_span(f"chat {request.model}", kind=self._kind,
+                                       attributes=attributes)
+        start = time.perf_counter()
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                response = await self.inner.complete_request(request)
+        except Exception as err:
+            self._finish(span, attributes, start=start, first=None, chunks=0, last=None,
+                         route=None, err=err)
+            raise
+        self._finish(span, attributes, start=start, first=None, chunks=0, last=response,
+                     route=response.route, err=None, content=response.content,
+                     reasoning=response.reasoning, calls=response.tool_calls)
+        return response
+
+    async def embed(self, texts: Sequence[str], *, model: str,
+                    options: Mapping[str, Any] | None = None) -> list[list[float]]:
+        """The inner provider's embeddings inside an ``embeddings {model}`` span."""
+        trace = self._trace
+        attributes = self._base("embeddings", model)
+        fmt = (options or {}).get("encoding_format")
+        if isinstance(fmt, str):
+            attributes["gen_ai.request.encoding_formats"] = [fmt]
+        span = self._tracer.start_span(f"embeddings {model}", kind=self._kind,
+                                       attributes=attributes)
+        start = time.perf_counter()
+        error: str | None = None
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                vectors = await self.inner.embed(texts, model=model, options=options)
+        except Exception as err:
+            error = error_type(err)
+            span.set_attribute("error.type", error)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, redact(str(err))[:500]))
+            raise
+        else:
+            if vectors and vectors[0] is not None:
+                span.set_attribute("gen_ai.embeddings.dimension.count", len(vectors[0]))
+        finally:
+            span.end()
+            duration = time.perf_counter() - start
+            for inst in self._instruments():
+                inst.duration.record(duration, self._metric_attributes(attributes, None,
+                                                                       error))
+        return vectors

@@ -1,0 +1,105 @@
+"""The telemetry settings (``[telemetry]``, ``MODELPLEX_OTEL``) and whether an OpenTelemetry SDK
+is configured: what decides if the telemetry layer is built and whether content is captured.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from modelplex import env
+from modelplex.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from modelplex.config import Config
+
+
+_KEYS = frozenset({"enabled", "capture_content"})
+_SCOPE = "modelplex"
+
+
+@attrs.frozen
+class TelemetrySettings:
+    """Whether the telemetry layer is built and what it records.
+
+    ``enabled``: ``True`` always, ``False`` never, ``None`` (default) when an OpenTelemetry
+    SDK tracer or meter provider is configured. ``capture_content``: record messages, system
+    instructions and tool definitions in spans (off by default: they may hold personal data).
+    """
+
+    enabled: bool | None = None
+    capture_content: bool = False
+
+    @classmethod
+    def from_config(cls, config: Config | None = None,
+                    environ: Mapping[str, str] | None = None) -> TelemetrySettings:
+        """The ``[telemetry]`` table of ``config``, with ``MODELPLEX_OTEL`` and
+        ``MODELPLEX_OTEL_CAPTURE_CONTENT`` over it."""
+        table: Mapping[str, Any] = config.telemetry if config is not None else {}
+        unknown = sorted(set(table) - _KEYS)
+        if unknown:
+            raise ConfigurationError(f"telemetry.{unknown[0]}: unknown key; valid keys are "
+                                     f"{', '.join(sorted(_KEYS))}")
+        values: dict[str, bool | None] = {}
+        for key in sorted(_KEYS):
+            value = table.get(key)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigurationError(f"telemetry.{key} must be true or false "
+                                         f"(got {value!r})")
+            values[key] = value
+        on = env.otel(environ)
+        capture = env.otel_capture_content(environ)
+        return cls(enabled=on if on is not None else values["enabled"],
+                   capture_content=bool(capture if capture is not None
+                                        else values["capture_content"]))
+
+
+# -- is an SDK there? ----------------------------------------------------------------------------
+_meter_providers: list[Any] = []
+
+
+def add_meter_provider(meter_provider: Any) -> None:
+    """Record metrics to ``meter_provider`` too (besides the global one): the server's
+    ``/metrics`` uses a private one. The layer is built while one is added."""
+    if all(mp is not meter_provider for mp in _meter_providers):
+        _meter_providers.append(meter_provider)
+
+
+def remove_meter_provider(meter_provider: Any) -> None:
+    """Stop recording to ``meter_provider``."""
+    _meter_providers[:] = [mp for mp in _meter_providers if mp is not meter_provider]
+
+
+def _sdk_tracer_provider() -> bool:
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:  # nobody imported the API: nobody configured a provider
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def _sdk_meter_provider() -> bool:
+    metrics = sys.modules.get("opentelemetry.metrics")
+    if metrics is None:
+        return False
+    provider = metrics.get_meter_provider()
+    return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+
+
+def enabled(settings: TelemetrySettings) -> bool:
+    """Whether a telemetry layer is worth building now."""
+    if settings.enabled is not None:
+        return settings.enabled
+    return bool(_meter_providers) or _sdk_tracer_provider() or _sdk_meter_provider()
+
+
+def _capture_content() -> bool:
+    try:
+        from modelplex.config import get_config
+
+        return TelemetrySettings.from_config(get_config()).capture_content
+    except ConfigurationError:
+        return False
