@@ -13,8 +13,11 @@ import openai
 import pytest
 from aiohttp import web
 
+from modelplex.config import parse_config
 from modelplex.plugins import Plugins
+from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
+from modelplex.testing.scripted import ScriptedUpstream
 from modelplex.testing.upstream import FaultyUpstream, closed_port_url
 from modelplex_server.app import AppServer, create_app, start
 from modelplex_server.conversations import ConversationStore
@@ -182,3 +185,44 @@ async def client(server: AppServer) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused",
                                   max_retries=0) as c:
         yield c
+
+
+# -- the gateway APIs (issue 21): a scripted upstream for tool calls and a named model whose
+# first deployment answers 503 -------------------------------------------------------------------
+class GatewayServer:
+    """A server whose config names ``scripted`` (a :class:`ScriptedUpstream`: script its
+    replies) and ``duo`` (deployments ``a`` then ``b``: put faults on ``a``)."""
+
+    def __init__(self, server: AppServer, scripted: ScriptedUpstream, a: FaultyUpstream,
+                 b: FaultyUpstream) -> None:
+        self.server = server
+        self.url = server.url
+        self.scripted = scripted
+        self.a = a
+        self.b = b
+
+
+@pytest.fixture
+async def gw(plugins: Plugins) -> AsyncIterator[GatewayServer]:
+    """A :class:`GatewayServer` (no keys; ``fault:fault`` and ``llamacpp:smollm2`` too)."""
+    async with ScriptedUpstream() as scripted, FaultyUpstream() as a, FaultyUpstream() as b:
+        config = parse_config({
+            "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
+            "models": {
+                "scripted": {"deployments": [{"model": "openai:scripted",
+                                              "base_url": scripted.url + "/v1"}]},
+                "duo": {"deployments": [
+                    {"model": "openai:fault", "base_url": a.url + "/v1", "name": "a"},
+                    {"model": "openai:fault", "base_url": b.url + "/v1", "name": "b"}]}}},
+            source="gateway-test.toml")
+        pool = ProviderPool()
+        resolver = ModelResolver(config=config, plugins=plugins, pool=pool)
+        registry = ModelRegistry(plugins=plugins, get_provider=resolver.provider,
+                                 providers=LISTED, named_models=resolver.named_models,
+                                 timeout=5)
+        server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                        resolver=resolver, registry=registry))
+        try:
+            yield GatewayServer(server, scripted, a, b)
+        finally:
+            await server.stop()
