@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from modelplex.http import dumps
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
+from modelplex_server.anthropic_api import CountTokensRequest, MessagesRequest
 from modelplex_server.keys import KeyCreate
 from modelplex_server.schemas import (
     ChatCompletionRequest,
@@ -42,6 +43,15 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("post", "/v1/embeddings", "OpenAI", "Embeddings (encoding_format float or base64).",
      EmbeddingRequest, "`{object: list, data: [{object: embedding, index, embedding}], "
      "model, usage}`", False),
+    ("post", "/v1/messages", "Anthropic", "Anthropic Messages API: system, content blocks "
+     "(text, base64 image, tool_use, tool_result), tools, tool_choice, stop_sequences, "
+     "max_tokens (required), output_config.format; `stream: true` gives Anthropic's events. "
+     "The key may be sent as `x-api-key`.", MessagesRequest, "A message object, or the events "
+     "message_start, ping, content_block_start/delta/stop, message_delta, message_stop.",
+     True),
+    ("post", "/v1/messages/count_tokens", "Anthropic", "The input tokens of a Messages "
+     "request (the provider's count, else an estimate).", CountTokensRequest,
+     "`{input_tokens}`", False),
     ("get", "/api/models", "Models", "Every model grouped by provider (`?refresh=true` to "
      "fetch now).", None, "`{models: {provider: [ModelInfo]}, total, errors: {provider: "
      "message}}`", False),
@@ -128,15 +138,27 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
                    "code": {"type": ["string", "null"]}}}}}
 
 
+_ANTHROPIC_ERROR = {"type": "object", "required": ["type", "error"], "properties": {
+    "type": {"const": "error"}, "request_id": {"type": "string"},
+    "error": {"type": "object", "required": ["type", "message"],
+              "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}}
+
+
+def _error_schema(path: str) -> str:
+    """The error body a route answers with: Anthropic's on its API, else OpenAI's."""
+    return "AnthropicError" if path.startswith("/v1/messages") else "Error"
+
+
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI document."""
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
                                      ConversationCreate, ConversationUpdate, ModelInfo,
-                                     KeyCreate]
+                                     KeyCreate, MessagesRequest, CountTokensRequest]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     schemas["Error"] = _ERROR
+    schemas["AnthropicError"] = _ANTHROPIC_ERROR
     paths: dict[str, dict[str, Any]] = {}
     for method, path, tag, summary, body, reply, streams in ROUTES:
         name = path.strip("/").replace("/", "_") or "page"
@@ -149,7 +171,8 @@ def build_openapi() -> dict[str, Any]:
                                       "content": {(_SSE if streams else _JSON): {}}}
                                   if method != "delete" else {"description": reply},
                                   "default": {"description": "An error.", "content": {
-                                      _JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                                      _JSON: {"schema": {"$ref": "#/components/schemas/"
+                                                                 + _error_schema(path)}}}},
                               }}
         params = [part[1:-1] for part in path.split("/") if part.startswith("{")]
         if params:
