@@ -394,3 +394,14 @@ async def test_openapi_describes_the_messages_api(server: AppServer) -> None:
     error = op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"]
     assert error.endswith("/AnthropicError")
     assert "post" in doc["paths"]["/v1/messages/count_tokens"]
+
+
+async def test_cors_preflight_allows_anthropics_headers(serve: Callable[..., Any]) -> None:
+    server = await serve(cors_origins=["http://ui.example"])
+    async with aiohttp.ClientSession() as session, session.options(
+            server.url + "/v1/messages", headers={
+                "Origin": "http://ui.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-api-key, anthropic-version"}) as resp:
+        assert resp.status == 204
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+    assert "x-api-key" in allowed and "anthropic-version" in allowed

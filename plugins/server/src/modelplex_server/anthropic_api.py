@@ -37,7 +37,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
 from modelplex_server.openai_api import SSE_HEADERS
-from modelplex_server.schemas import _Body, parse_body
+from modelplex_server.schemas import _Body, read_body
 
 __all__ = ["PATHS", "CountTokensRequest", "MessagesRequest", "add_routes", "anthropic_errors"]
 
@@ -427,7 +427,7 @@ async def _prepare(request: web.Request, body: _MessagesBase,
 
 async def messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``."""
-    body = parse_body(MessagesRequest, await request.read())
+    body = await read_body(request, MessagesRequest)
     gateway, provider, chat = await _prepare(
         request, body, lambda g, p: _options(g, p, body))
     if not body.stream:
@@ -459,7 +459,7 @@ def estimate_tokens(messages: Sequence[ChatMessage], tools: list[dict[str, Any]]
 async def count_tokens(request: web.Request) -> web.Response:
     """``POST /v1/messages/count_tokens``: the provider's count when it has one (Anthropic),
     else an estimate."""
-    body = parse_body(CountTokensRequest, await request.read())
+    body = await read_body(request, CountTokensRequest)
     gateway, provider, chat = await _prepare(request, body, None)
     counter = getattr(provider, "count_tokens", None)
     count: int | None = None
