@@ -45,6 +45,7 @@ from modelplex_server import (
     openai_api,
     page,
     probes,
+    responses_api,
     rest_api,
     ws,
 )
@@ -201,6 +202,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     app.on_response_prepare.append(cors_headers)
     openai_api.add_routes(app)
     anthropic_api.add_routes(app)
+    responses_api.add_routes(app)
     rest_api.add_routes(app)
     ws.add_routes(app)
     ollama_api.add_routes(app)

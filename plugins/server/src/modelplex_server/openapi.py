@@ -17,6 +17,7 @@ from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.anthropic_api import CountTokensRequest, MessagesRequest
 from modelplex_server.keys import KeyCreate
+from modelplex_server.responses_api import ResponsesRequest
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ConversationCreate,
@@ -43,6 +44,15 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("post", "/v1/embeddings", "OpenAI", "Embeddings (encoding_format float or base64).",
      EmbeddingRequest, "`{object: list, data: [{object: embedding, index, embedding}], "
      "model, usage}`", False),
+    ("post", "/v1/responses", "OpenAI", "Responses API: input (a string or message, "
+     "function_call and function_call_output items), instructions, function tools, "
+     "text.format, max_output_tokens; `stream: true` gives the typed events (response.created "
+     "... response.completed); `store` keeps it for previous_response_id.", ResponsesRequest,
+     "A response object, or its events.", True),
+    ("get", "/v1/responses/{id}", "OpenAI", "A stored response.", None, "A response object.",
+     False),
+    ("delete", "/v1/responses/{id}", "OpenAI", "Forget a stored response.", None,
+     "`{id, object: response.deleted, deleted: true}`", False),
     ("post", "/v1/messages", "Anthropic", "Anthropic Messages API: system, content blocks "
      "(text, base64 image, tool_use, tool_result), tools, tool_choice, stop_sequences, "
      "max_tokens (required), output_config.format; `stream: true` gives Anthropic's events. "
@@ -153,7 +163,8 @@ def build_openapi() -> dict[str, Any]:
     """The OpenAPI document."""
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
                                      ConversationCreate, ConversationUpdate, ModelInfo,
-                                     KeyCreate, MessagesRequest, CountTokensRequest]
+                                     KeyCreate, MessagesRequest, CountTokensRequest,
+                                     ResponsesRequest]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -162,14 +173,15 @@ def build_openapi() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, tag, summary, body, reply, streams in ROUTES:
         name = path.strip("/").replace("/", "_") or "page"
+        empty = method == "delete" and reply.startswith("204")  # no body
         op: dict[str, Any] = {"tags": [tag], "summary": summary,
                               "operationId": f"{method}_{name}"
                               .replace("{", "").replace("}", "") or method,
                               "responses": {
-                                  "200" if method != "delete" else "204": {
+                                  "204" if empty else "200": {"description": reply}
+                                  if empty else {
                                       "description": reply,
-                                      "content": {(_SSE if streams else _JSON): {}}}
-                                  if method != "delete" else {"description": reply},
+                                      "content": {(_SSE if streams else _JSON): {}}},
                                   "default": {"description": "An error.", "content": {
                                       _JSON: {"schema": {"$ref": "#/components/schemas/"
                                                                  + _error_schema(path)}}}},
