@@ -39,6 +39,7 @@ from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
 from modelplex_server import (
     anthropic_api,
+    completions_api,
     keys,
     metrics,
     ollama_api,
@@ -203,6 +204,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     openai_api.add_routes(app)
     anthropic_api.add_routes(app)
     responses_api.add_routes(app)
+    completions_api.add_routes(app)
     rest_api.add_routes(app)
     ws.add_routes(app)
     ollama_api.add_routes(app)

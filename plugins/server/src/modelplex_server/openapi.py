@@ -16,6 +16,7 @@ from modelplex.http import dumps
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.anthropic_api import CountTokensRequest, MessagesRequest
+from modelplex_server.completions_api import CompletionRequest
 from modelplex_server.keys import KeyCreate
 from modelplex_server.responses_api import ResponsesRequest
 from modelplex_server.schemas import (
@@ -53,6 +54,10 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      False),
     ("delete", "/v1/responses/{id}", "OpenAI", "Forget a stored response.", None,
      "`{id, object: response.deleted, deleted: true}`", False),
+    ("post", "/v1/completions", "OpenAI", "Legacy completions: one prompt answered by the "
+     "model's chat; streamed (SSE) with `stream: true`, stream_options.include_usage.",
+     CompletionRequest, "A text_completion object, or text_completion chunks ending with "
+     "`data: [DONE]`.", True),
     ("post", "/v1/messages", "Anthropic", "Anthropic Messages API: system, content blocks "
      "(text, base64 image, tool_use, tool_result), tools, tool_choice, stop_sequences, "
      "max_tokens (required), output_config.format; `stream: true` gives Anthropic's events. "
@@ -164,7 +169,7 @@ def build_openapi() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
                                      ConversationCreate, ConversationUpdate, ModelInfo,
                                      KeyCreate, MessagesRequest, CountTokensRequest,
-                                     ResponsesRequest]
+                                     ResponsesRequest, CompletionRequest]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
