@@ -222,6 +222,13 @@ async def test_tool_choice(gac: anthropic.AsyncAnthropic, gw: Any, choice: Any,
     assert gw.scripted.bodies[-1]["tool_choice"] == sent
 
 
+async def test_disable_parallel_tool_use(gac: anthropic.AsyncAnthropic, gw: Any) -> None:
+    gw.scripted.replies.append(Reply("ok"))
+    await gac.messages.create(model="scripted", max_tokens=10, tools=TOOLS, messages=USER,
+                              tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    assert gw.scripted.bodies[-1]["parallel_tool_calls"] is False
+
+
 async def test_a_named_model_whose_first_deployment_answers_503(
         gac: anthropic.AsyncAnthropic, gw: Any) -> None:
     gw.a.faults.extend(["503"] * 5)

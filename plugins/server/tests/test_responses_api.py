@@ -6,6 +6,8 @@ and errors as the client's exception classes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -202,6 +204,43 @@ async def test_previous_response_id_get_and_delete(oai: openai.AsyncOpenAI, gw: 
             await oai.responses.retrieve(unknown)
         with pytest.raises(openai.NotFoundError):
             await oai.responses.delete(unknown)
+
+
+async def test_two_follow_ups_to_one_response_at_once(oai: openai.AsyncOpenAI,
+                                                      gw: Any) -> None:
+    gw.scripted.replies.extend([Reply("first"), Reply("a"), Reply("b"), Reply("c"),
+                                Reply("d")])
+    first = await oai.responses.create(model="scripted", input="start")
+    answers = await asyncio.gather(*(
+        oai.responses.create(model="scripted", previous_response_id=first.id, input=text)
+        for text in ("one", "two")))
+    assert answers[0].id != answers[1].id
+    kept = 0
+    for response, text in zip(answers, ("one", "two"), strict=True):
+        try:
+            await oai.responses.retrieve(response.id)
+        except openai.NotFoundError:
+            continue  # both were answered at once: the later one was not kept
+        kept += 1
+        await oai.responses.create(model="scripted", previous_response_id=response.id,
+                                   input="three")
+        assert [m["content"] for m in gw.scripted.bodies[-1]["messages"]] == [
+            "start", "first", text, response.output_text, "three"]
+    assert kept >= 1
+
+
+async def test_racing_follow_ups_keep_the_first_stored(client: openai.AsyncOpenAI,
+                                                       upstream: FaultyUpstream) -> None:
+    first = await client.responses.create(model="fault:fault", input="start")
+    upstream.faults.extend(["delay:0.3", "delay:0.3"])  # both planned before either is kept
+    answers = await asyncio.gather(*(
+        client.responses.create(model="fault:fault", previous_response_id=first.id, input=t)
+        for t in ("one", "two")))
+    found = []
+    for response in answers:
+        with contextlib.suppress(openai.NotFoundError):
+            found.append(await client.responses.retrieve(response.id))
+    assert len(found) == 1
 
 
 async def test_stored_responses_belong_to_their_key(serve: Callable[..., Any]) -> None:

@@ -276,7 +276,9 @@ def _options(gateway: Gateway, provider: Provider, body: MessagesRequest) -> dic
     return gateway.known_options(provider, {
         "max_tokens": body.max_tokens, "temperature": body.temperature, "top_p": body.top_p,
         "top_k": body.top_k, "stop": body.stop_sequences,
-        "user": body.metadata.user_id if body.metadata else None})
+        "user": body.metadata.user_id if body.metadata else None,
+        "parallel_tool_calls": False if body.tool_choice
+        and body.tool_choice.disable_parallel_tool_use else None})
 
 
 def _stop_reason(reason: str | None, had_tools: bool) -> str:

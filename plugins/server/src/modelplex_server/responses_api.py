@@ -18,20 +18,22 @@ limits apply); this module translates:
   ``response.completed`` or ``response.incomplete``), and a failure after the stream began
   is ``response.failed``.
 * ``store`` (default true) keeps the response in the server's conversation store: a chain of
-  responses (``previous_response_id``) is one conversation, a response id names the
-  conversation and how many of its messages the response ends at, and the response object
-  rides in the metadata of its last message. A follow-up continues from there (from an
-  earlier response of the chain it starts a new conversation with that history).
-  ``instructions`` are not carried over, as with OpenAI.
+  responses (``previous_response_id``) is one conversation, a response id
+  (``resp_CONVERSATION_COUNT_NONCE``) names the conversation and how many of its messages the
+  response ends at, and the response object rides in the metadata of its last message. A
+  follow-up continues from there (from an earlier response of the chain it starts a new
+  conversation with that history; of two follow-ups to one response answered at once, the
+  one finished second is not kept). ``instructions`` are not carried over, as with OpenAI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -51,8 +53,7 @@ __all__ = ["ResponsesRequest", "add_routes"]
 
 _ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
           "system": MessageRole.SYSTEM, "developer": MessageRole.SYSTEM}
-#: The provider name the conversations of stored responses are listed under.
-STORE_PROVIDER = "responses"
+log = logging.getLogger("modelplex.server")
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -388,11 +389,12 @@ class _Answer:
 
 # -- the store -----------------------------------------------------------------------------------
 def _split_id(response_id: str) -> tuple[str, int] | None:
-    """The conversation id and message count a stored response's id names."""
-    head, _, count = response_id.removeprefix("resp_").rpartition("_")
-    if not response_id.startswith("resp_") or not head or not count.isdigit():
+    """The conversation id and message count a stored response's id names
+    (``resp_CONVERSATION_COUNT_NONCE``)."""
+    parts = response_id.split("_")
+    if len(parts) != 4 or parts[0] != "resp" or not parts[1] or not parts[2].isdigit():
         return None
-    return head, int(count)
+    return parts[1], int(parts[2])
 
 
 async def _stored(request: web.Request, response_id: str, *,
@@ -427,32 +429,43 @@ async def _history(request: web.Request, body: ResponsesRequest
     return list(conversation.messages[:count]), (conversation, count)
 
 
-async def _keep(request: web.Request, answer: _Answer, new: list[ChatMessage],
-                chain: tuple[Conversation, int] | None) -> None:
-    """Store a finished response (``answer.id`` was made for where it lands)."""
-    gateway = request.app[GATEWAY]
-    if chain is not None and chain[1] == len(chain[0].messages):
-        await gateway.conversations.append(chain[0].id, new)
-    else:
-        history = list(chain[0].messages[:chain[1]]) if chain is not None else []
-        first = next((m.content for m in [*history, *new] if m.role is MessageRole.USER
-                      and m.content), "")
-        await gateway.conversations.create(Conversation(
-            id=answer.id.removeprefix("resp_").rpartition("_")[0],
-            title=f"Responses API: {first[:60]}" if first else "Responses API",
-            model=answer.body.model, provider=STORE_PROVIDER, owner=gateway.owner(request),
-            messages=[*history, *new]))
-
-
 def _plan_id(body: ResponsesRequest, new_count: int,
-             chain: tuple[Conversation, int] | None) -> str:
-    """The id of the response about to be made: where it will be stored, when it is."""
+             chain: tuple[Conversation, int] | None) -> tuple[str, bool]:
+    """The id of the response about to be made, naming where it will be stored, and whether
+    it will be appended to ``chain``'s conversation (it continues its last response) rather
+    than start one."""
     if not body.store:
-        return _new_id("resp")
+        return _new_id("resp"), False
+    nonce = uuid.uuid4().hex[:8]  # two follow-ups to one response get different ids
     if chain is not None and chain[1] == len(chain[0].messages):
-        return f"resp_{chain[0].id}_{chain[1] + new_count}"
+        return f"resp_{chain[0].id}_{chain[1] + new_count}_{nonce}", True
     start = chain[1] if chain is not None else 0
-    return f"resp_{uuid.uuid4().hex}_{start + new_count}"
+    return f"resp_{uuid.uuid4().hex}_{start + new_count}_{nonce}", False
+
+
+async def _keep(request: web.Request, answer: _Answer, new: list[ChatMessage],
+                chain: tuple[Conversation, int] | None, append: bool, provider: str) -> None:
+    """Store a finished response where its id (:func:`_plan_id`) says it is."""
+    gateway = request.app[GATEWAY]
+    store = gateway.conversations
+    conversation_id = answer.id.split("_")[1]
+    if append and chain is not None:
+        current = await store.get(conversation_id)
+        if current is None or len(current.messages) != chain[1]:
+            # another follow-up to the same response was stored meanwhile: this one's id
+            # names a place that is taken, so it is not kept (GET gives 404)
+            log.warning("response %s not stored: %s was continued meanwhile", answer.id,
+                        answer.body.previous_response_id)
+            return
+        await store.append(conversation_id, new)
+        return
+    history = list(chain[0].messages[:chain[1]]) if chain is not None else []
+    first = next((m.content for m in [*history, *new] if m.role is MessageRole.USER
+                  and m.content), "")
+    await store.create(Conversation(
+        id=conversation_id, title=f"Responses API: {first[:60]}" if first else "Responses API",
+        model=answer.body.model, provider=provider, owner=gateway.owner(request),
+        messages=[*history, *new]))
 
 
 def _answer_message(answer: _Answer, stored: dict[str, Any]) -> ChatMessage:
@@ -546,7 +559,8 @@ class _EventWriter:
 
 
 async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
-                  first: StreamChunk | None, answer: _Answer) -> tuple[web.StreamResponse, bool]:
+                  first: StreamChunk | None, answer: _Answer,
+                  keep: Callable[[], Awaitable[None]]) -> web.StreamResponse:
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     writer = _EventWriter(resp, answer)
@@ -572,12 +586,14 @@ async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
         await resp.write(writer.event("response.failed",
                                       {"response": answer.object("failed", error=error)}))
         await resp.write_eof()
-        return resp, False
+        return resp
     if last is not None:
         answer.finish, answer.usage = last.finish_reason, last.usage
-    await resp.write(writer.end())
+    end = writer.end()
+    await keep()  # stored before the client can read the end and ask a follow-up
+    await resp.write(end)
     await resp.write_eof()
-    return resp, True
+    return resp
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -598,27 +614,29 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     chat: ChatRequest = provider.build_request(
         [*system, *history, *new], model=model, options=_options(gateway, provider, body),
         tools=tools, tool_choice=tool_choice, response_format=_response_format(body))
-    answer = _Answer(_plan_id(body, len(new) + 1, chain), body)
+    response_id, append = _plan_id(body, len(new) + 1, chain)
+    answer = _Answer(response_id, body)
+
+    async def keep() -> None:
+        if body.store:
+            await _keep(request, answer, [*new, _answer_message(answer, answer.object())],
+                        chain, append, provider.name)
+
     if not body.stream:
         with gateway.slot():
             reply = await provider.complete_request(chat)
         answer.from_reply(reply)
-        stored = answer.object()
-        if body.store:
-            await _keep(request, answer, [*new, _answer_message(answer, stored)], chain)
-        return web.Response(body=dumps(stored), content_type="application/json")
+        await keep()
+        return web.Response(body=dumps(answer.object()), content_type="application/json")
     with gateway.slot():
         stream = provider.stream_request(chat)
         first, rest = await first_chunk(stream)
         gateway.streams_open += 1
         try:
             async with contextlib.aclosing(stream):
-                resp, finished = await _stream(request, rest, first, answer)
+                return await _stream(request, rest, first, answer, keep)
         finally:
             gateway.streams_open -= 1
-    if finished and body.store:
-        await _keep(request, answer, [*new, _answer_message(answer, answer.object())], chain)
-    return resp
 
 
 async def get_response(request: web.Request) -> web.Response:
