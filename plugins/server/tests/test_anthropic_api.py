@@ -84,6 +84,14 @@ async def test_messages_stream_text(ac: anthropic.AsyncAnthropic) -> None:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (3, 5)
 
 
+async def test_beta_query_as_claude_code_sends_it(server: AppServer) -> None:
+    status, body, _ = await post(server.url + "/v1/messages?beta=true", json.dumps(
+        {"model": "fault:fault", "max_tokens": 10, "messages": USER,
+         "tools": [{**TOOLS[0], "cache_control": {"type": "ephemeral"}}],
+         "thinking": {"type": "disabled"}}))
+    assert status == 200 and body["content"][0]["text"] == PIECE * 5
+
+
 async def test_stream_event_names_and_order(server: AppServer) -> None:
     events = await raw_events(server.url, {"model": "fault:fault", "max_tokens": 50,
                                            "messages": USER, "stream": True})

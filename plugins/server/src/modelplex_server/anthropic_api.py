@@ -321,15 +321,17 @@ class _EventWriter:
         self.index = -1
         self.open: str | None = None  # "text" or "tool_use"
         self.tools = 0
+        self._text_head = b""
 
     async def text(self, text: str) -> None:
         out = b""
         if self.open != "text":
             out = self._stop() + self._start({"type": "text", "text": ""})
             self.open = "text"
-        await self.write(out + b'event: content_block_delta\ndata: {"type":"content_block_delta",'
-                         b'"index":' + str(self.index).encode() +
-                         b',"delta":{"type":"text_delta","text":' + dumps(text) + b"}}\n\n")
+            self._text_head = (b'event: content_block_delta\ndata: {"type":"content_block_delta",'
+                               b'"index":' + str(self.index).encode()
+                               + b',"delta":{"type":"text_delta","text":')
+        await self.write(out + self._text_head + dumps(text) + b"}}\n\n")
 
     async def tool(self, call: ToolCall) -> None:
         out = self._stop() + self._start({"type": "tool_use", "id": _tool_id(call),
