@@ -614,6 +614,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     chat: ChatRequest = provider.build_request(
         [*system, *history, *new], model=model, options=_options(gateway, provider, body),
         tools=tools, tool_choice=tool_choice, response_format=_response_format(body))
+    fmt = body.text.format if body.text else None
+    if fmt is not None and fmt.strict is not None and chat.response_format is not None:
+        chat.response_format["strict"] = fmt.strict  # as chat completions keep it
     response_id, append = _plan_id(body, len(new) + 1, chain)
     answer = _Answer(response_id, body)
 
