@@ -20,6 +20,7 @@ from modelplex.testing.scripted import Reply
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 from modelplex_server.app import AppServer
 from modelplex_server.settings import KeyConfig, hash_key
+from modelplex_server.sqlite_store import SQLiteConversationStore
 
 TOOLS: Any = [{"type": "function", "name": "get_weather", "description": "Weather in a city",
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -241,6 +242,29 @@ async def test_racing_follow_ups_keep_the_first_stored(client: openai.AsyncOpenA
         with contextlib.suppress(openai.NotFoundError):
             found.append(await client.responses.retrieve(response.id))
     assert len(found) == 1
+
+
+async def test_stored_responses_survive_a_restart_with_sqlite(serve: Callable[..., Any],
+                                                              tmp_path: Any) -> None:
+    path = tmp_path / "conversations.db"
+    server = await serve(store=SQLiteConversationStore(path))
+    async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x",
+                                  max_retries=0) as client:
+        first = await client.responses.create(model="fault:fault", input="remember me")
+        second = await client.responses.create(model="fault:fault", input="and now",
+                                               previous_response_id=first.id)
+    await server.stop()
+    again = await serve(store=SQLiteConversationStore(path))
+    async with openai.AsyncOpenAI(base_url=again.url + "/v1", api_key="x",
+                                  max_retries=0) as client:
+        assert (await client.responses.retrieve(second.id)).output_text == PIECE * 5
+        third = await client.responses.create(model="fault:fault", input="still here?",
+                                              previous_response_id=second.id)
+        assert third.previous_response_id == second.id
+        await client.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(first.id)
+        assert (await client.responses.retrieve(third.id)).id == third.id
 
 
 async def test_stored_responses_belong_to_their_key(serve: Callable[..., Any]) -> None:
