@@ -9,7 +9,9 @@ keys and limits); this module translates (protocols.md section 3):
   ``image`` (base64), ``tool_use`` (assistant) and ``tool_result`` (user) become modelplex
   messages; ``tools`` (``input_schema``) and ``tool_choice`` (``auto``, ``any``, ``none``,
   ``tool``) become function tools; ``max_tokens`` (required), ``stop_sequences``,
-  ``temperature``, ``top_p``, ``top_k`` and ``metadata.user_id`` become options.
+  ``temperature``, ``top_p``, ``top_k`` and ``metadata.user_id`` become options. With
+  ``thinking`` enabled, the model's reasoning (thinking models) is answered as ``thinking``
+  blocks (with an empty signature).
 * Answers are ``message`` objects; streams are Anthropic's named SSE events
   (``message_start``, ``ping``, ``content_block_start/delta/stop``, ``message_delta`` with
   ``stop_reason`` and usage, ``message_stop``), and an error after the stream began is an
@@ -150,6 +152,14 @@ class OutputConfig(_Body):
     format: OutputFormat | None = None
 
 
+class Thinking(_Body):
+    """``{"type": "enabled", "budget_tokens": N}``, ``{"type": "adaptive"}`` or
+    ``{"type": "disabled"}``: whether the answer shows the model's reasoning."""
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+
+
 class _MessagesBase(_Body):
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(min_length=1)
@@ -169,6 +179,12 @@ class MessagesRequest(_MessagesBase):
     top_k: int | None = Field(default=None, gt=0)
     metadata: Metadata | None = None
     output_config: OutputConfig | None = None
+    thinking: Thinking | None = None
+
+    @property
+    def shows_thinking(self) -> bool:
+        """Whether the model's reasoning is answered as ``thinking`` blocks."""
+        return self.thinking is not None and self.thinking.type != "disabled"
 
     def response_format(self) -> dict[str, Any] | None:
         """The structured-output request of ``output_config.format``."""
@@ -297,8 +313,10 @@ def _usage(usage: Usage | None) -> dict[str, int]:
     return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
 
 
-def _message_body(reply: ChatResponse, model_id: str) -> dict[str, Any]:
+def _message_body(reply: ChatResponse, model_id: str, thinking: bool) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
+    if thinking and reply.reasoning:
+        content.append({"type": "thinking", "thinking": reply.reasoning, "signature": ""})
     if reply.content:
         content.append({"type": "text", "text": reply.content})
     content.extend({"type": "tool_use", "id": _tool_id(c), "name": c.name, "input": c.arguments}
@@ -316,12 +334,23 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 class _EventWriter:
     """Anthropic's stream: one open content block at a time, text deltas cheap to format."""
 
-    def __init__(self, write: Any) -> None:
+    def __init__(self, write: Any, thinking: bool) -> None:
         self.write = write
+        self.thinking = thinking
         self.index = -1
-        self.open: str | None = None  # "text" or "tool_use"
+        self.open: str | None = None  # "text", "thinking" or "tool_use"
         self.tools = 0
         self._text_head = b""
+
+    async def reasoning(self, text: str) -> None:
+        out = b""
+        if self.open != "thinking":
+            out = self._stop() + self._start({"type": "thinking", "thinking": "",
+                                              "signature": ""})
+            self.open = "thinking"
+        await self.write(out + _event("content_block_delta", {
+            "type": "content_block_delta", "index": self.index,
+            "delta": {"type": "thinking_delta", "thinking": text}}))
 
     async def text(self, text: str) -> None:
         out = b""
@@ -344,6 +373,8 @@ class _EventWriter:
         await self.write(out)
 
     async def chunk(self, chunk: StreamChunk) -> None:
+        if chunk.reasoning and self.thinking:
+            await self.reasoning(chunk.reasoning)
         if chunk.content:
             await self.text(chunk.content)
         for call in chunk.tool_calls or ():
@@ -357,8 +388,14 @@ class _EventWriter:
     def _stop(self) -> bytes:
         if self.open is None:
             return b""
+        out = b""
+        if self.open == "thinking":  # as Anthropic closes a thinking block
+            out = _event("content_block_delta", {
+                "type": "content_block_delta", "index": self.index,
+                "delta": {"type": "signature_delta", "signature": ""}})
         self.open = None
-        return _event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+        return out + _event("content_block_stop", {"type": "content_block_stop",
+                                                   "index": self.index})
 
     def end(self, last: StreamChunk | None) -> bytes:
         reason = _stop_reason(last.finish_reason if last else None, self.tools > 0)
@@ -371,7 +408,8 @@ class _EventWriter:
 
 
 async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
-                  first: StreamChunk | None, model_id: str) -> web.StreamResponse:
+                  first: StreamChunk | None, model_id: str,
+                  thinking: bool) -> web.StreamResponse:
     resp = web.StreamResponse(headers={**SSE_HEADERS, "request-id": _request_id(request)})
     await resp.prepare(request)
     start = {"type": "message_start", "message": {
@@ -379,14 +417,14 @@ async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
         "model": model_id, "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": {"input_tokens": 0, "output_tokens": 0}}}
     await resp.write(_event("message_start", start) + _event("ping", {"type": "ping"}))
-    writer = _EventWriter(resp.write)
+    writer = _EventWriter(resp.write, thinking)
     last = first
     try:
         if first is not None:
             await writer.chunk(first)
             async for chunk in stream:
                 last = chunk
-                if chunk.tool_calls is None:
+                if chunk.tool_calls is None and chunk.reasoning is None:
                     if chunk.content:
                         await writer.text(chunk.content)
                 else:
@@ -437,7 +475,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if not body.stream:
         with gateway.slot():
             reply = await provider.complete_request(chat)
-        return web.Response(body=dumps(_message_body(reply, body.model)),
+        return web.Response(body=dumps(_message_body(reply, body.model, body.shows_thinking)),
                             content_type="application/json",
                             headers={"request-id": _request_id(request)})
     with gateway.slot():
@@ -446,7 +484,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         gateway.streams_open += 1
         try:
             async with contextlib.aclosing(stream):
-                return await _stream(request, rest, first, body.model)
+                return await _stream(request, rest, first, body.model, body.shows_thinking)
         finally:
             gateway.streams_open -= 1
 
