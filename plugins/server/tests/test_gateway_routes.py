@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from modelplex.config import parse_config
+from modelplex.logs import LogStore
+from modelplex.plugins import Plugins
 from modelplex.testing.upstream import FaultyUpstream
-from modelplex_server.app import AppServer
-from modelplex_server.settings import KeyConfig, hash_key
+from modelplex_server.app import AppServer, create_app, start
+from modelplex_server.resolve import ModelResolver
+from modelplex_server.settings import KeyConfig, ServerSettings, hash_key
 
 KEY, LIMITED, FAULT_ONLY = "k" * 24, "l" * 24, "f" * 24
 ROUTES: dict[str, dict[str, Any]] = {
@@ -107,3 +112,33 @@ async def test_upstream_failures(server: AppServer, upstream: FaultyUpstream, pa
         error_of(path, got, data)
         if status in (429, 503):
             assert headers["Retry-After"] == "2"
+
+
+async def test_every_route_records_and_caches_through_the_one_path(
+        plugins: Plugins, upstream: FaultyUpstream, tmp_path: Path) -> None:
+    config = parse_config({"cache": {"backend": "memory"}})
+    resolver = ModelResolver(config=config, plugins=plugins, logs=tmp_path / "logs.db")
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver))
+    chats = [p for p in ROUTES if p not in ("/v1/messages/count_tokens", "/v1/embeddings")]
+    try:
+        for path in chats:  # each asked twice: the second answer is the cache's
+            for _ in range(2):
+                status, data, _ = await call(server, path, {"model": "fault:fault",
+                                                            **ROUTES[path], "temperature": 0})
+                assert status == 200, data
+        status, first, _ = await call(server, "/v1/responses",
+                                      {"model": "fault:fault", "input": "remember"})
+        status, data, _ = await call(server, "/v1/responses", {
+            "model": "fault:fault", "input": "go on", "previous_response_id": first["id"]})
+        assert status == 200 and data["previous_response_id"] == first["id"]
+    finally:
+        await server.stop()
+    store = LogStore(tmp_path / "logs.db")
+    recorded = list(reversed(store.recent(limit=20)))
+    assert len(recorded) == 2 * len(chats) + 2
+    assert all(e.cached for e in recorded[1:2 * len(chats):2])  # every second ask: a hit
+    assert upstream.requests <= len(chats) + 2
+    chain = first["id"].split("_")[1]
+    assert [e.prompt for e in store.exchanges(chain)] == ["remember", "go on"]
+    store.close()

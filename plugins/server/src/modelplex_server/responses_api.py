@@ -619,6 +619,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         chat.response_format["strict"] = fmt.strict  # as chat completions keep it
     response_id, append = _plan_id(body, len(new) + 1, chain)
     answer = _Answer(response_id, body)
+    if body.store:  # recording files the exchange under the chain's conversation
+        chat.conversation_id = response_id.split("_")[1]
 
     async def keep() -> None:
         if body.store:
