@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from modelplex.config import parse_config
-from modelplex.logs import LogStore
 from modelplex.plugins import Plugins
+from modelplex.store.logs import LogStore
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex_server.app import AppServer, create_app, start
 from modelplex_server.resolve import ModelResolver
