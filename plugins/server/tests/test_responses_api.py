@@ -244,6 +244,33 @@ async def test_racing_follow_ups_keep_the_first_stored(client: openai.AsyncOpenA
     assert len(found) == 1
 
 
+async def test_input_items(oai: openai.AsyncOpenAI, gw: Any) -> None:
+    gw.scripted.replies.extend([Reply(tool_calls=[{"name": "get_weather", "id": "call_9",
+                                                   "arguments": {"city": "Oslo"}}]),
+                                Reply("Cold.")])
+    first = await oai.responses.create(model="scripted", tools=TOOLS, input=[
+        {"role": "user", "content": "Weather?"}, {"role": "user", "content": "In Oslo."}])
+    items: list[Any] = [i async for i in oai.responses.input_items.list(first.id,
+                                                                         order="asc")]
+    assert [(i.type, i.content[0].text) for i in items] == [
+        ("message", "Weather?"), ("message", "In Oslo.")]
+    second = await oai.responses.create(model="scripted", previous_response_id=first.id,
+                                        input=[{"type": "function_call_output",
+                                                "call_id": "call_9", "output": "-5 C"}])
+    assert second.output_text == "Cold."
+    page: Any = await oai.responses.input_items.list(second.id)  # its own input only
+    assert [(i.type, i.call_id, i.output) for i in page.data] == [
+        ("function_call_output", "call_9", "-5 C")]
+    newest: Any = await oai.responses.input_items.list(first.id, limit=1)
+    assert newest.has_more and newest.data[0].content[0].text == "In Oslo."
+    rest: Any = await oai.responses.input_items.list(first.id, limit=1,
+                                                     after=newest.data[0].id)
+    assert rest.data[0].content[0].text == "Weather?"
+    assert not rest.has_more
+    with pytest.raises(openai.NotFoundError):
+        await oai.responses.input_items.list("resp_nope")
+
+
 async def test_stored_responses_survive_a_restart_with_sqlite(serve: Callable[..., Any],
                                                               tmp_path: Any) -> None:
     path = tmp_path / "conversations.db"

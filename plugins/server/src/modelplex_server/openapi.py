@@ -54,6 +54,9 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      False),
     ("delete", "/v1/responses/{id}", "OpenAI", "Forget a stored response.", None,
      "`{id, object: response.deleted, deleted: true}`", False),
+    ("get", "/v1/responses/{id}/input_items", "OpenAI", "The input items of a stored "
+     "response (`order`, `after`, `limit`).", None, "`{object: list, data: [items], "
+     "first_id, last_id, has_more}`", False),
     ("post", "/v1/completions", "OpenAI", "Legacy completions: one prompt answered by the "
      "model's chat; streamed (SSE) with `stream: true`, stream_options.include_usage.",
      CompletionRequest, "A text_completion object, or text_completion chunks ending with "

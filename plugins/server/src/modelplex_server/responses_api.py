@@ -28,6 +28,7 @@ limits apply); this module translates:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -650,6 +651,66 @@ async def get_response(request: web.Request) -> web.Response:
     return web.Response(body=dumps(stored), content_type="application/json")
 
 
+def _image_url(image: str | bytes) -> str:
+    if isinstance(image, bytes):
+        return "data:image/png;base64," + base64.b64encode(image).decode()
+    if image.startswith(("http://", "https://", "data:")):
+        return image
+    return "data:image/png;base64," + image  # kept as the base64 of a data URL
+
+
+def _items_of(message: ChatMessage) -> list[dict[str, Any]]:
+    """A stored message as Responses API items (ids made from the message's id)."""
+    key = message.id.hex
+    if message.role is MessageRole.TOOL:
+        return [{"type": "function_call_output", "id": f"fco_{key}",
+                 "call_id": message.tool_call_id, "output": message.content,
+                 "status": "completed"}]
+    items: list[dict[str, Any]] = []
+    if message.content or message.images or not message.tool_calls:
+        assistant = message.role is MessageRole.ASSISTANT
+        parts: list[dict[str, Any]] = [{
+            "type": "output_text" if assistant else "input_text", "text": message.content,
+            **({"annotations": []} if assistant else {})}]
+        parts += [{"type": "input_image", "detail": "auto", "image_url": _image_url(image)}
+                  for image in message.images]
+        items.append({"type": "message", "id": f"msg_{key}", "status": "completed",
+                      "role": {MessageRole.SYSTEM: "system", MessageRole.USER: "user"}.get(
+                          message.role, "assistant"), "content": parts})
+    items += [{"type": "function_call", "id": f"fc_{key}_{i}", "call_id": call.get("id"),
+               "name": call.get("name"), "arguments": json.dumps(call.get("arguments", {})),
+               "status": "completed"} for i, call in enumerate(message.tool_calls)]
+    return items
+
+
+async def list_input_items(request: web.Request) -> web.Response:
+    """``GET /v1/responses/{id}/input_items``: the items a stored response was asked with
+    (its own input, not the earlier responses' of its chain); ``order`` (``desc`` by
+    default), ``after`` (an item id) and ``limit`` (1 to 100, default 20) page them."""
+    conversation, count, _ = await _stored(request, request.match_info["id"])
+    start = max((i + 1 for i, m in enumerate(conversation.messages[:count - 1])
+                 if "response" in m.metadata), default=0)
+    items = [item for m in conversation.messages[start:count - 1] for item in _items_of(m)]
+    query = request.query
+    if query.get("order", "desc") == "desc":
+        items.reverse()
+    after = query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
+    page = items[:limit]
+    return web.Response(body=dumps({
+        "object": "list", "data": page, "has_more": len(items) > limit,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None}), content_type="application/json")
+
+
 async def delete_response(request: web.Request) -> web.Response:
     """``DELETE /v1/responses/{id}``: forget a stored response (the conversation it ends keeps
     its messages for the responses after it; without any, the conversation goes too)."""
@@ -669,7 +730,8 @@ async def delete_response(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register ``/v1/responses`` and ``/v1/responses/{id}``."""
+    """Register ``/v1/responses``, ``/v1/responses/{id}`` and its ``input_items``."""
     app.router.add_post("/v1/responses", create_response)
     app.router.add_get("/v1/responses/{id}", get_response)
     app.router.add_delete("/v1/responses/{id}", delete_response)
+    app.router.add_get("/v1/responses/{id}/input_items", list_input_items)
