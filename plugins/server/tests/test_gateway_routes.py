@@ -98,6 +98,16 @@ async def test_unknown_model_and_bad_json(server: AppServer, path: str) -> None:
         assert error_of(path, status, data)[0] == "invalid_request_error"
 
 
+async def test_bodies_over_the_limit_are_413(serve: Callable[..., Any]) -> None:
+    server = await serve(max_body_bytes=2000)
+    for path, body in ROUTES.items():
+        big = {"model": "fault:fault", **body, "user": "x" * 5000}
+        status, data, _ = await call(server, path, big)
+        assert status == 413
+        kind, _ = error_of(path, status, data)
+        assert kind in ("invalid_request_error", "request_too_large")
+
+
 @pytest.mark.parametrize("path", [p for p in ROUTES if p not in (
     "/v1/messages/count_tokens", "/v1/embeddings")])
 @pytest.mark.parametrize(("fault", "status"), [("500", 502), ("503", 503), ("429", 429)])
