@@ -12,16 +12,11 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
-from aiohttp import web
 
-from modelplex.config import parse_config
-from modelplex.plugins import Plugins
-from modelplex.pool import ProviderPool
 from modelplex.testing.scripted import Reply
 from modelplex.testing.upstream import PIECE, FaultyUpstream
-from modelplex_server.app import AppServer, create_app, server_registry, start
-from modelplex_server.resolve import ModelResolver
-from modelplex_server.settings import KeyConfig, ServerSettings, hash_key
+from modelplex_server.app import AppServer
+from modelplex_server.settings import KeyConfig, hash_key
 
 USER: Any = [{"role": "user", "content": "hi"}]
 TOOLS: Any = [{"name": "get_weather", "description": "Weather in a city",
@@ -253,52 +248,6 @@ async def test_a_named_model_whose_first_deployment_answers_503(
 
 
 # -- thinking ------------------------------------------------------------------------------------
-async def _thinking_upstream(request: web.Request) -> web.StreamResponse:
-    """An OpenAI-style upstream whose model reasons (``reasoning_content``) before answering."""
-    body = await request.json()
-    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "thinker"}
-    if not body.get("stream"):
-        return web.json_response({**head, "object": "chat.completion", "choices": [{
-            "index": 0, "finish_reason": "stop", "message": {
-                "role": "assistant", "content": "42", "reasoning_content": "6 times 7"}}],
-            "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}})
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for delta, finish in (({"reasoning_content": "6 times"}, None),
-                          ({"reasoning_content": " 7"}, None), ({"content": "42"}, None),
-                          ({}, "stop")):
-        event = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-    await resp.write(b"data: [DONE]\n\n")
-    return resp
-
-
-@pytest.fixture
-async def thinker(plugins: Plugins) -> AsyncIterator[str]:
-    """A server whose named model ``thinker`` reasons before answering; its URL."""
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", _thinking_upstream)
-    runner = web.AppRunner(upstream, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    config = parse_config({
-        "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
-        "models": {"thinker": {"deployments": [{
-            "model": "openai:thinker", "base_url": f"http://127.0.0.1:{port}/v1"}]}}},
-        source="thinker.toml")
-    resolver = ModelResolver(config=config, plugins=plugins, pool=ProviderPool())
-    server = await start(create_app(ServerSettings(port=0, health_interval=None),
-                                    resolver=resolver,
-                                    registry=server_registry(resolver, providers=[])))
-    try:
-        yield server.url
-    finally:
-        await server.stop()
-        await runner.cleanup()
-
-
 async def test_thinking_blocks_when_asked(thinker: str) -> None:
     async with client_for(thinker) as client:
         plain = await client.messages.create(model="thinker", max_tokens=50, messages=USER)

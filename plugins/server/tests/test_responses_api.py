@@ -142,6 +142,26 @@ async def test_json_schema_output(oai: openai.AsyncOpenAI, gw: Any) -> None:
     assert gw.scripted.bodies[-1]["response_format"] == {"type": "json_object"}
 
 
+async def test_reasoning_items(thinker: str) -> None:
+    async with openai.AsyncOpenAI(base_url=thinker + "/v1", api_key="x",
+                                  max_retries=0) as client:
+        response = await client.responses.create(model="thinker", input="6 x 7?")
+        assert [item.type for item in response.output] == ["reasoning", "message"]
+        reasoning: Any = response.output[0]
+        assert reasoning.content[0].text == "6 times 7" and response.output_text == "42"
+        events: list[Any] = [e async for e in await client.responses.create(
+            model="thinker", input="6 x 7?", stream=True)]
+        kinds = [e.type for e in events]
+        assert kinds[2:6] == ["response.output_item.added", "response.reasoning_text.delta",
+                              "response.reasoning_text.delta", "response.reasoning_text.done"]
+        assert kinds.index("response.reasoning_text.done") < kinds.index(
+            "response.output_text.delta")
+        final = events[-1].response
+        assert [item.type for item in final.output] == ["reasoning", "message"]
+        assert final.output[0].content[0].text == "6 times 7" and final.output_text == "42"
+        assert [e.output_index for e in events if e.type == "response.output_text.delta"] == [1]
+
+
 async def test_streaming_events(client: openai.AsyncOpenAI) -> None:
     events: list[Any] = [e async for e in await client.responses.create(
         model="fault:fault", input="hi", stream=True)]

@@ -10,8 +10,9 @@ limits apply); this module translates:
   the request's tools; ``text.format`` (``json_object``, ``json_schema``) becomes its
   structured-output request; ``max_output_tokens``, ``temperature``, ``top_p``, ``user``
   become options.
-* The answer is a ``response`` object whose ``output`` holds a ``message`` item and one
-  ``function_call`` item per tool call; with ``stream: true`` it arrives as the typed events
+* The answer is a ``response`` object whose ``output`` holds a ``reasoning`` item (a thinking
+  model's reasoning, as ``reasoning_text``), a ``message`` item and one ``function_call``
+  item per tool call; with ``stream: true`` it arrives as the typed events
   (``response.created``, ``response.in_progress``, ``response.output_item.added``,
   ``response.content_part.added``, ``response.output_text.delta``/``.done``,
   ``response.function_call_arguments.delta``/``.done``, ``response.output_item.done``,
@@ -319,6 +320,12 @@ def _text_item(item_id: str, text: str, status: str = "completed") -> dict[str, 
             "content": content}
 
 
+def _reasoning_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}] if status == "completed" else []
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": content,
+            "status": status}
+
+
 def _call_item(item_id: str, call: ToolCall, call_id: str, arguments: str,
                status: str = "completed") -> dict[str, Any]:
     return {"type": "function_call", "id": item_id, "call_id": call_id, "name": call.name,
@@ -378,6 +385,8 @@ class _Answer:
             "user": body.user, "metadata": body.metadata or {}}
 
     def from_reply(self, reply: ChatResponse) -> None:
+        if reply.reasoning:
+            self.output.append(_reasoning_item(_new_id("rs"), reply.reasoning))
         if reply.content:
             self.texts.append(reply.content)
             self.output.append(_text_item(_new_id("msg"), reply.content))
@@ -485,7 +494,10 @@ class _EventWriter:
         self.answer = answer
         self.seq = 0
         self.text_id: str | None = None
+        self._text_start = 0  # where the open text item's pieces start in answer.texts
         self._delta_head = b""
+        self.reasoning_id: str | None = None
+        self._reasoning: list[str] = []
 
     def event(self, kind: str, data: dict[str, Any]) -> bytes:
         data = {"type": kind, **data, "sequence_number": self.seq}
@@ -495,10 +507,12 @@ class _EventWriter:
     async def text(self, text: str) -> None:
         out = b""
         if self.text_id is None:
+            out = self._close_reasoning()
             self.text_id = _new_id("msg")
+            self._text_start = len(self.answer.texts)
             index = len(self.answer.output)
             self.answer.output.append(_text_item(self.text_id, "", "in_progress"))
-            out = self.event("response.output_item.added", {
+            out += self.event("response.output_item.added", {
                 "output_index": index, "item": _text_item(self.text_id, "", "in_progress")})
             out += self.event("response.content_part.added", {
                 "item_id": self.text_id, "output_index": index, "content_index": 0,
@@ -517,7 +531,7 @@ class _EventWriter:
             return b""
         index = next(i for i, item in enumerate(self.answer.output)
                      if item["id"] == self.text_id)
-        text = "".join(self.answer.texts)
+        text = "".join(self.answer.texts[self._text_start:])
         item = self.answer.output[index] = _text_item(self.text_id, text)
         part = item["content"][0]
         out = self.event("response.output_text.done", {
@@ -529,8 +543,37 @@ class _EventWriter:
         self.text_id = None
         return out
 
+    async def reasoning(self, text: str) -> None:
+        out = b""
+        if self.reasoning_id is None:
+            out = self._close_text()
+            self.reasoning_id = _new_id("rs")
+            self._reasoning = []
+            self.answer.output.append(_reasoning_item(self.reasoning_id, "", "in_progress"))
+            out += self.event("response.output_item.added", {
+                "output_index": len(self.answer.output) - 1,
+                "item": _reasoning_item(self.reasoning_id, "", "in_progress")})
+        self._reasoning.append(text)
+        await self.resp.write(out + self.event("response.reasoning_text.delta", {
+            "item_id": self.reasoning_id, "output_index": len(self.answer.output) - 1,
+            "content_index": 0, "delta": text}))
+
+    def _close_reasoning(self) -> bytes:
+        if self.reasoning_id is None:
+            return b""
+        index = next(i for i, item in enumerate(self.answer.output)
+                     if item["id"] == self.reasoning_id)
+        text = "".join(self._reasoning)
+        item = self.answer.output[index] = _reasoning_item(self.reasoning_id, text)
+        out = self.event("response.reasoning_text.done", {
+            "item_id": self.reasoning_id, "output_index": index, "content_index": 0,
+            "text": text})
+        out += self.event("response.output_item.done", {"output_index": index, "item": item})
+        self.reasoning_id = None
+        return out
+
     async def tool(self, call: ToolCall) -> None:
-        out = self._close_text()
+        out = self._close_reasoning() + self._close_text()
         item_id, call_id, arguments = self.answer.add_call(call)
         index = len(self.answer.output)
         item = _call_item(item_id, call, call_id, arguments)
@@ -547,13 +590,15 @@ class _EventWriter:
         await self.resp.write(out)
 
     async def chunk(self, chunk: StreamChunk) -> None:
+        if chunk.reasoning:
+            await self.reasoning(chunk.reasoning)
         if chunk.content:
             await self.text(chunk.content)
         for call in chunk.tool_calls or ():
             await self.tool(call)
 
     def end(self) -> bytes:
-        out = self._close_text()
+        out = self._close_reasoning() + self._close_text()
         status = self.answer.status()
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self.event(kind, {"response": self.answer.object()})
@@ -574,7 +619,7 @@ async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
             await writer.chunk(first)
             async for chunk in stream:
                 last = chunk
-                if chunk.tool_calls is None:
+                if chunk.tool_calls is None and chunk.reasoning is None:
                     if chunk.content:
                         await writer.text(chunk.content)
                 else:
