@@ -50,6 +50,8 @@ async def call(server: AppServer, path: str, body: Any, key: str | None = None,
     data = body if isinstance(body, str) else json.dumps(body)
     async with aiohttp.ClientSession() as session, session.post(
             server.url + path, data=data, headers=headers) as resp:
+        if resp.content_type == "text/event-stream":  # a stream: its text
+            return resp.status, await resp.text(), resp.headers
         return resp.status, await resp.json(), resp.headers
 
 
@@ -83,6 +85,20 @@ async def test_keys_and_rate_limits(keyed: AppServer, path: str) -> None:
     assert status == 429 and int(headers["Retry-After"]) >= 1
     kind, _ = error_of(path, status, data)
     assert kind in ("requests", "rate_limit_error")
+
+
+@pytest.mark.parametrize("path", [p for p in ROUTES if p not in (
+    "/v1/messages/count_tokens", "/v1/embeddings")])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tokens_per_minute_count_every_answer(serve: Callable[..., Any], path: str,
+                                                    stream: bool) -> None:
+    server = await serve(keys=[KeyConfig(name="t", hash=hash_key(KEY), tpm=5)])
+    body = {"model": "fault:fault", **ROUTES[path], "stream": stream}
+    status, _, _ = await call(server, path, body, key=KEY, header="x-api-key")
+    assert status == 200  # 8 tokens: over the 5 a minute
+    status, data, headers = await call(server, path, body, key=KEY, header="x-api-key")
+    assert status == 429 and int(headers["Retry-After"]) >= 1
+    assert "token limit" in error_of(path, status, data)[1]
 
 
 @pytest.mark.parametrize("path", list(ROUTES))
