@@ -17,7 +17,6 @@ from modelplex.config import parse_config
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
-from modelplex.testing.scripted import ScriptedUpstream
 from modelplex.testing.upstream import FaultyUpstream, closed_port_url
 from modelplex_server.app import AppServer, create_app, server_registry, start
 from modelplex_server.conversations import ConversationStore
@@ -190,10 +189,10 @@ async def client(server: AppServer) -> AsyncIterator[openai.AsyncOpenAI]:
 # -- the gateway APIs (issue 21): a scripted upstream for tool calls and a named model whose
 # first deployment answers 503 -------------------------------------------------------------------
 class GatewayServer:
-    """A server whose config names ``scripted`` (a :class:`ScriptedUpstream`: script its
-    replies) and ``duo`` (deployments ``a`` then ``b``: put faults on ``a``)."""
+    """A server whose config names ``scripted`` (a :class:`FaultyUpstream`: script its
+    ``replies``) and ``duo`` (deployments ``a`` then ``b``: put faults on ``a``)."""
 
-    def __init__(self, server: AppServer, scripted: ScriptedUpstream, a: FaultyUpstream,
+    def __init__(self, server: AppServer, scripted: FaultyUpstream, a: FaultyUpstream,
                  b: FaultyUpstream) -> None:
         self.server = server
         self.url = server.url
@@ -205,7 +204,7 @@ class GatewayServer:
 @pytest.fixture
 async def gw(plugins: Plugins) -> AsyncIterator[GatewayServer]:
     """A :class:`GatewayServer` (no keys; ``fault:fault`` and ``llamacpp:smollm2`` too)."""
-    async with ScriptedUpstream() as scripted, FaultyUpstream() as a, FaultyUpstream() as b:
+    async with FaultyUpstream() as scripted, FaultyUpstream() as a, FaultyUpstream() as b:
         config = parse_config({
             "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
             "models": {

@@ -13,8 +13,7 @@ import aiohttp
 import anthropic
 import pytest
 
-from modelplex.testing.scripted import Reply
-from modelplex.testing.upstream import PIECE, FaultyUpstream
+from modelplex.testing.upstream import PIECE, FaultyUpstream, Reply
 from modelplex_server.app import AppServer
 from modelplex_server.settings import KeyConfig, hash_key
 

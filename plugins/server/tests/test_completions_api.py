@@ -9,8 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from modelplex.testing.scripted import Reply
-from modelplex.testing.upstream import PIECE, FaultyUpstream
+from modelplex.testing.upstream import PIECE, FaultyUpstream, Reply
 from modelplex_server.app import AppServer
 
 

@@ -14,8 +14,7 @@ import aiohttp
 import openai
 import pytest
 
-from modelplex.testing.scripted import Reply
-from modelplex.testing.upstream import PIECE, FaultyUpstream
+from modelplex.testing.upstream import PIECE, FaultyUpstream, Reply
 from modelplex_server.app import AppServer
 
 USER: Any = [{"role": "user", "content": "hi"}]
@@ -68,7 +67,8 @@ async def test_streamed_tool_calls_in_openais_indexed_shape(
         oai: openai.AsyncOpenAI, gw: Any) -> None:
     gw.scripted.replies.append(Reply(tool_calls=[
         {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_1"},
-        {"name": "get_weather", "arguments": {"city": "Rome"}, "id": "call_2"}]))
+        {"name": "get_weather", "arguments": {"city": "Rome"}, "id": "call_2"}],
+        prompt_tokens=7, completion_tokens=5))
     stream = await oai.chat.completions.create(model="scripted", messages=USER, tools=TOOLS,
                                                stream=True,
                                                stream_options={"include_usage": True})

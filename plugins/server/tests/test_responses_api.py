@@ -16,8 +16,7 @@ import aiohttp
 import openai
 import pytest
 
-from modelplex.testing.scripted import Reply
-from modelplex.testing.upstream import PIECE, FaultyUpstream
+from modelplex.testing.upstream import PIECE, FaultyUpstream, Reply
 from modelplex_server.app import AppServer
 from modelplex_server.settings import KeyConfig, hash_key
 from modelplex_server.sqlite_store import SQLiteConversationStore
