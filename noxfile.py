@@ -117,6 +117,7 @@ def bench(session: nox.Session) -> None:
     session.install("-r", "requirements-dev.txt", "openai>=1.40", "litellm>=1.50")
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/gateway.py", *session.posargs)  # M7: modelplex serve
+    session.run("python", "benchmarks/gateway_apis.py", *session.posargs)  # M9: its other APIs
     session.run("python", "benchmarks/caches.py")  # M6: caches and conversation logging
     session.run("python", "benchmarks/telemetry.py")  # M8: the telemetry layer on and off
 

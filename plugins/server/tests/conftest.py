@@ -13,10 +13,12 @@ import openai
 import pytest
 from aiohttp import web
 
+from modelplex.config import parse_config
 from modelplex.plugins import Plugins
+from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.testing.upstream import FaultyUpstream, closed_port_url
-from modelplex_server.app import AppServer, create_app, start
+from modelplex_server.app import AppServer, create_app, server_registry, start
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.gateway import GATEWAY, Gateway
 from modelplex_server.limits import Limiter
@@ -182,3 +184,90 @@ async def client(server: AppServer) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused",
                                   max_retries=0) as c:
         yield c
+
+
+# -- the gateway APIs (issue 21): a scripted upstream for tool calls and a named model whose
+# first deployment answers 503 -------------------------------------------------------------------
+class GatewayServer:
+    """A server whose config names ``scripted`` (a :class:`FaultyUpstream`: script its
+    ``replies``) and ``duo`` (deployments ``a`` then ``b``: put faults on ``a``)."""
+
+    def __init__(self, server: AppServer, scripted: FaultyUpstream, a: FaultyUpstream,
+                 b: FaultyUpstream) -> None:
+        self.server = server
+        self.url = server.url
+        self.scripted = scripted
+        self.a = a
+        self.b = b
+
+
+@pytest.fixture
+async def gw(plugins: Plugins) -> AsyncIterator[GatewayServer]:
+    """A :class:`GatewayServer` (no keys; ``fault:fault`` and ``llamacpp:smollm2`` too)."""
+    async with FaultyUpstream() as scripted, FaultyUpstream() as a, FaultyUpstream() as b:
+        config = parse_config({
+            "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
+            "models": {
+                "scripted": {"deployments": [{"model": "openai:scripted",
+                                              "base_url": scripted.url + "/v1"}]},
+                "duo": {"deployments": [
+                    {"model": "openai:fault", "base_url": a.url + "/v1", "name": "a"},
+                    {"model": "openai:fault", "base_url": b.url + "/v1", "name": "b"}]}}},
+            source="gateway-test.toml")
+        pool = ProviderPool()
+        resolver = ModelResolver(config=config, plugins=plugins, pool=pool)
+        registry = ModelRegistry(plugins=plugins, get_provider=resolver.provider,
+                                 providers=LISTED, named_models=resolver.named_models,
+                                 timeout=5)
+        server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                        resolver=resolver, registry=registry))
+        try:
+            yield GatewayServer(server, scripted, a, b)
+        finally:
+            await server.stop()
+
+
+async def _thinking_upstream(request: web.Request) -> web.StreamResponse:
+    """An OpenAI-style upstream whose model reasons (``reasoning_content``) before answering."""
+    body = await request.json()
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "thinker"}
+    if not body.get("stream"):
+        return web.json_response({**head, "object": "chat.completion", "choices": [{
+            "index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "42", "reasoning_content": "6 times 7"}}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for delta, finish in (({"reasoning_content": "6 times"}, None),
+                          ({"reasoning_content": " 7"}, None), ({"content": "42"}, None),
+                          ({}, "stop")):
+        event = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+@pytest.fixture
+async def thinker(plugins: Plugins) -> AsyncIterator[str]:
+    """A server whose named model ``thinker`` reasons before answering; its URL."""
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", _thinking_upstream)
+    runner = web.AppRunner(upstream, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = parse_config({
+        "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
+        "models": {"thinker": {"deployments": [{
+            "model": "openai:thinker", "base_url": f"http://127.0.0.1:{port}/v1"}]}}},
+        source="thinker.toml")
+    resolver = ModelResolver(config=config, plugins=plugins, pool=ProviderPool())
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver,
+                                    registry=server_registry(resolver, providers=[])))
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+        await runner.cleanup()

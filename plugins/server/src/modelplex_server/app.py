@@ -37,7 +37,19 @@ from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
-from modelplex_server import keys, metrics, ollama_api, openai_api, page, probes, rest_api, ws
+from modelplex_server import (
+    anthropic_api,
+    completions_api,
+    keys,
+    metrics,
+    ollama_api,
+    openai_api,
+    page,
+    probes,
+    responses_api,
+    rest_api,
+    ws,
+)
 from modelplex_server.connections import (
     CONNECTIONS,
     ConnectionGuard,
@@ -107,6 +119,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             or request.method == "OPTIONS" or request.path.startswith(page.PUBLIC_PREFIX):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not scheme and request.headers.get("x-api-key"):  # Anthropic's clients send this
+        scheme, token = "bearer", request.headers["x-api-key"]
     if scheme.lower() == "bearer" and token.strip():
         key = await request.app[GATEWAY].find_key(hash_key(token.strip()))
         if key is None:
@@ -119,7 +133,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[ws.NEEDS_AUTH] = True
         return await handler(request)
     raise ApiError(401, "You didn't provide an API key: send it as 'Authorization: Bearer "
-                        "KEY'.", code="missing_api_key")
+                        "KEY' (or 'x-api-key: KEY').", code="missing_api_key")
 
 
 @web.middleware
@@ -188,6 +202,9 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     app.on_response_prepare.append(_no_server_header)
     app.on_response_prepare.append(cors_headers)
     openai_api.add_routes(app)
+    anthropic_api.add_routes(app)
+    responses_api.add_routes(app)
+    completions_api.add_routes(app)
     rest_api.add_routes(app)
     ws.add_routes(app)
     ollama_api.add_routes(app)

@@ -199,7 +199,8 @@ class Gateway:
     def known_options(self, provider: Provider, values: Mapping[str, Any]) -> dict[str, Any]:
         """The options of ``values`` that ``provider`` understands (OpenAI clients send knobs
         such as ``presence_penalty`` that not every provider has)."""
-        fields = provider.Options.model_fields
+        # the options class the provider validates with (a router's is its deployments')
+        fields = type(provider.parse_options(None)).model_fields
         return {k: v for k, v in values.items() if v is not None and k in fields}
 
 

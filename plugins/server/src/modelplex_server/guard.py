@@ -37,7 +37,7 @@ __all__ = ["cors_headers", "guard_middleware", "host_allowed", "origin_allowed"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CORS_METHODS = "GET, POST, PATCH, DELETE"
-CORS_HEADERS = "Authorization, Content-Type"
+CORS_HEADERS = "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta"
 EXPOSED = "Retry-After"
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
+from modelplex.errors import OptionsError
 from modelplex.http import dumps
 from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.errors import ApiError, error_body, from_exception
@@ -98,7 +99,8 @@ def _options(gateway: Gateway, provider: Any, body: ChatCompletionRequest) -> di
     common = {"temperature": body.temperature, "top_p": body.top_p,
               "max_tokens": body.max_completion_tokens or body.max_tokens,
               "stop": body.stop, "seed": body.seed, "presence_penalty": body.presence_penalty,
-              "frequency_penalty": body.frequency_penalty}
+              "frequency_penalty": body.frequency_penalty, "user": body.user,
+              "parallel_tool_calls": body.parallel_tool_calls}
     options = gateway.known_options(provider, common)
     options.update(body.options or {})
     return options
@@ -114,6 +116,19 @@ def _response_format(body: ChatCompletionRequest) -> Any:
         raise ApiError(400, "response_format json_schema needs json_schema.schema (an object)",
                        param="response_format.json_schema")
     return {"type": "json_schema", "json_schema": fmt.json_schema}
+
+
+def refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """A clear 400 for what the gateway cannot answer: several choices, log probabilities."""
+    if body.n is not None and body.n > 1:
+        raise ApiError(400, f"n={body.n} is not supported: this server answers one choice per "
+                            "request; send the request n times instead", param="n",
+                       code="unsupported_value")
+    if body.logprobs or body.top_logprobs:
+        param = "logprobs" if body.logprobs else "top_logprobs"
+        raise ApiError(400, "logprobs are not supported: modelplex providers do not return "
+                            "token log probabilities; leave logprobs and top_logprobs unset",
+                       param=param, code="unsupported_parameter")
 
 
 def _tool_call_dict(call: ToolCall, index: int) -> dict[str, Any]:
@@ -231,6 +246,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``."""
     gateway = request.app[GATEWAY]
     body = await read_body(request, ChatCompletionRequest)
+    refuse_unsupported(body)
     await gateway.check_rate(request.get(KEY))
     messages = to_chat_messages(body.messages)
     provider, model = await gateway.resolve(request, body.model)
@@ -238,12 +254,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
                             "tools": tools, "tool_choice": body.tool_choice,
                             "response_format": _response_format(body)}
+    chat = provider.build_request(messages, **args)
+    strict = (body.response_format.json_schema or {}).get("strict") \
+        if body.response_format else None
+    if isinstance(strict, bool) and chat.response_format is not None:
+        chat.response_format["strict"] = strict  # kept for providers that enforce it
     if not body.stream:  # the provider's own non-streaming request
         with gateway.slot():
-            reply = await provider.complete(messages, **args)
+            reply = await provider.complete_request(chat)
         return web.Response(body=dumps(_completion(reply, body.model)),
                             content_type="application/json")
-    chat = provider.build_request(messages, **args)
     with gateway.slot():
         stream = provider.stream_request(chat)
         first, rest = await first_chunk(stream)
@@ -291,18 +311,43 @@ def _b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
+def _embedding_texts(body: EmbeddingRequest) -> list[str]:
+    """The texts to embed; token ids are refused (no provider embeds them)."""
+    value = body.input
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise ApiError(400, "input must not be empty", param="input")
+    if all(isinstance(item, str) for item in value):
+        return [item for item in value if isinstance(item, str)]
+    raise ApiError(400, "token ids as input are not supported: modelplex providers embed "
+                        "text, so send the strings (a string or a list of strings)",
+                   param="input", code="unsupported_value")
+
+
 async def embeddings(request: web.Request) -> web.Response:
     """``POST /v1/embeddings``."""
     gateway = request.app[GATEWAY]
     body = await read_body(request, EmbeddingRequest)
     await gateway.check_rate(request.get(KEY))
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts:
-        raise ApiError(400, "input must not be empty", param="input")
+    texts = _embedding_texts(body)
     provider, model = await gateway.resolve(request, body.model)
-    options = {"dimensions": body.dimensions} if body.dimensions else None
+    options: dict[str, Any] = {"dimensions": body.dimensions} if body.dimensions else {}
+    if body.user is not None and "user" in provider.Options.model_fields:
+        options["user"] = body.user
     with gateway.slot():
-        vectors = await provider.embed(texts, model=model, options=options)
+        try:
+            vectors = await provider.embed(texts, model=model, options=options or None)
+        except OptionsError:
+            if not body.dimensions:
+                raise
+            raise ApiError(400, f"dimensions is not supported by {body.model!r}: it gives "
+                                "vectors of its own size; leave dimensions unset",
+                           param="dimensions", code="unsupported_parameter") from None
+    if body.dimensions and any(len(v) != body.dimensions for v in vectors):
+        raise ApiError(400, f"dimensions={body.dimensions} is not supported by {body.model!r}: "
+                            f"it gave vectors of {len(vectors[0])} numbers; leave dimensions "
+                            "unset", param="dimensions", code="unsupported_parameter")
     encode = _b64 if body.encoding_format == "base64" else list
     tokens = sum((len(t) + 3) // 4 for t in texts)
     data = [{"object": "embedding", "index": i, "embedding": encode(v)}

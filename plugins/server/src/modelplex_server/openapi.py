@@ -15,7 +15,10 @@ from pydantic.json_schema import models_json_schema
 from modelplex.http import dumps
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
+from modelplex_server.anthropic_api import CountTokensRequest, MessagesRequest
+from modelplex_server.completions_api import CompletionRequest
 from modelplex_server.keys import KeyCreate
+from modelplex_server.responses_api import ResponsesRequest
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ConversationCreate,
@@ -42,6 +45,31 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("post", "/v1/embeddings", "OpenAI", "Embeddings (encoding_format float or base64).",
      EmbeddingRequest, "`{object: list, data: [{object: embedding, index, embedding}], "
      "model, usage}`", False),
+    ("post", "/v1/responses", "OpenAI", "Responses API: input (a string or message, "
+     "function_call and function_call_output items), instructions, function tools, "
+     "text.format, max_output_tokens; `stream: true` gives the typed events (response.created "
+     "... response.completed); `store` keeps it for previous_response_id.", ResponsesRequest,
+     "A response object, or its events.", True),
+    ("get", "/v1/responses/{id}", "OpenAI", "A stored response.", None, "A response object.",
+     False),
+    ("delete", "/v1/responses/{id}", "OpenAI", "Forget a stored response.", None,
+     "`{id, object: response.deleted, deleted: true}`", False),
+    ("get", "/v1/responses/{id}/input_items", "OpenAI", "The input items of a stored "
+     "response (`order`, `after`, `limit`).", None, "`{object: list, data: [items], "
+     "first_id, last_id, has_more}`", False),
+    ("post", "/v1/completions", "OpenAI", "Legacy completions: one prompt answered by the "
+     "model's chat; streamed (SSE) with `stream: true`, stream_options.include_usage.",
+     CompletionRequest, "A text_completion object, or text_completion chunks ending with "
+     "`data: [DONE]`.", True),
+    ("post", "/v1/messages", "Anthropic", "Anthropic Messages API: system, content blocks "
+     "(text, base64 image, tool_use, tool_result), tools, tool_choice, stop_sequences, "
+     "max_tokens (required), output_config.format; `stream: true` gives Anthropic's events. "
+     "The key may be sent as `x-api-key`.", MessagesRequest, "A message object, or the events "
+     "message_start, ping, content_block_start/delta/stop, message_delta, message_stop.",
+     True),
+    ("post", "/v1/messages/count_tokens", "Anthropic", "The input tokens of a Messages "
+     "request (the provider's count, else an estimate).", CountTokensRequest,
+     "`{input_tokens}`", False),
     ("get", "/api/models", "Models", "Every model grouped by provider (`?refresh=true` to "
      "fetch now).", None, "`{models: {provider: [ModelInfo]}, total, errors: {provider: "
      "message}}`", False),
@@ -128,28 +156,43 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
                    "code": {"type": ["string", "null"]}}}}}
 
 
+_ANTHROPIC_ERROR = {"type": "object", "required": ["type", "error"], "properties": {
+    "type": {"const": "error"}, "request_id": {"type": "string"},
+    "error": {"type": "object", "required": ["type", "message"],
+              "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}}
+
+
+def _error_schema(path: str) -> str:
+    """The error body a route answers with: Anthropic's on its API, else OpenAI's."""
+    return "AnthropicError" if path.startswith("/v1/messages") else "Error"
+
+
 def build_openapi() -> dict[str, Any]:
     """The OpenAPI document."""
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
                                      ConversationCreate, ConversationUpdate, ModelInfo,
-                                     KeyCreate]
+                                     KeyCreate, MessagesRequest, CountTokensRequest,
+                                     ResponsesRequest, CompletionRequest]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     schemas["Error"] = _ERROR
+    schemas["AnthropicError"] = _ANTHROPIC_ERROR
     paths: dict[str, dict[str, Any]] = {}
     for method, path, tag, summary, body, reply, streams in ROUTES:
         name = path.strip("/").replace("/", "_") or "page"
+        empty = method == "delete" and reply.startswith("204")  # no body
         op: dict[str, Any] = {"tags": [tag], "summary": summary,
                               "operationId": f"{method}_{name}"
                               .replace("{", "").replace("}", "") or method,
                               "responses": {
-                                  "200" if method != "delete" else "204": {
+                                  "204" if empty else "200": {"description": reply}
+                                  if empty else {
                                       "description": reply,
-                                      "content": {(_SSE if streams else _JSON): {}}}
-                                  if method != "delete" else {"description": reply},
+                                      "content": {(_SSE if streams else _JSON): {}}},
                                   "default": {"description": "An error.", "content": {
-                                      _JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                                      _JSON: {"schema": {"$ref": "#/components/schemas/"
+                                                                 + _error_schema(path)}}}},
                               }}
         params = [part[1:-1] for part in path.split("/") if part.startswith("{")]
         if params:

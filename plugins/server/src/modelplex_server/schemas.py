@@ -106,7 +106,11 @@ class ChatCompletionRequest(_Body):
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: str | None = None
+    parallel_tool_calls: bool | None = None
     tools: list[ToolParam] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
@@ -114,12 +118,14 @@ class ChatCompletionRequest(_Body):
 
 
 class EmbeddingRequest(_Body):
-    """``POST /v1/embeddings``: ``input`` is a string or a list of strings."""
+    """``POST /v1/embeddings``: ``input`` is a string, a list of strings, or token ids (a
+    list of integers, or a list of such lists)."""
 
     model: str
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, gt=0)
+    user: str | None = None
 
 
 class RestChatRequest(_Body):

@@ -1,0 +1,557 @@
+"""Anthropic's Messages API: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+
+Point the ``anthropic`` SDK or Claude Code at the server (``ANTHROPIC_BASE_URL=http://HOST:PORT``)
+and name any model id the server knows (``llamacpp:smollm2``, a named model). Requests go the
+way every route's do (the model resolved by the gateway, the provider's validated request,
+keys and limits); this module translates (protocols.md section 3):
+
+* ``system`` (a string or text blocks) becomes the system message; content blocks ``text``,
+  ``image`` (base64), ``tool_use`` (assistant) and ``tool_result`` (user) become modelplex
+  messages; ``tools`` (``input_schema``) and ``tool_choice`` (``auto``, ``any``, ``none``,
+  ``tool``) become function tools; ``max_tokens`` (required), ``stop_sequences``,
+  ``temperature``, ``top_p``, ``top_k`` and ``metadata.user_id`` become options. With
+  ``thinking`` enabled, the model's reasoning (thinking models) is answered as ``thinking``
+  blocks (with an empty signature).
+* Answers are ``message`` objects; streams are Anthropic's named SSE events
+  (``message_start``, ``ping``, ``content_block_start/delta/stop``, ``message_delta`` with
+  ``stop_reason`` and usage, ``message_stop``), and an error after the stream began is an
+  ``error`` event.
+* Every error on these paths, the middlewares' too (401, 413, unknown route), is Anthropic's
+  ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with the same status the
+  other APIs answer, rewritten as the response is prepared (:func:`anthropic_errors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import Field, ValidationError
+
+from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
+from modelplex.http import dumps
+from modelplex.provider import ChatRequest, Provider
+from modelplex.types import ChatMessage, MessageRole
+from modelplex_server.errors import ApiError, from_exception
+from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
+from modelplex_server.openai_api import SSE_HEADERS
+from modelplex_server.schemas import _Body, read_body
+
+__all__ = ["PATHS", "CountTokensRequest", "MessagesRequest", "add_routes", "anthropic_errors"]
+
+PATHS = ("/v1/messages",)
+
+#: Anthropic's error type for each HTTP status the server answers with.
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+               408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
+               500: "api_error", 502: "api_error", 503: "overloaded_error",
+               504: "timeout_error", 529: "overloaded_error"}
+_ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
+          "system": MessageRole.SYSTEM}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+         "end_turn": "end_turn", "max_tokens": "max_tokens", "tool_use": "tool_use",
+         "stop_sequence": "stop_sequence", "content_filter": "refusal", "refusal": "refusal"}
+
+
+# -- request bodies ------------------------------------------------------------------------------
+class TextBlock(_Body):
+    """``{"type": "text", "text": ...}``."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ImageSource(_Body):
+    """A base64 image: ``{"type": "base64", "media_type": "image/png", "data": ...}``."""
+
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str = Field(min_length=1)
+
+
+class ImageBlock(_Body):
+    """``{"type": "image", "source": {...}}`` (base64 only: the server fetches no URLs)."""
+
+    type: Literal["image"]
+    source: ImageSource
+
+
+class ToolUseBlock(_Body):
+    """A tool call of an assistant turn: ``{"type": "tool_use", "id", "name", "input"}``."""
+
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any]
+
+
+class ToolResultBlock(_Body):
+    """A tool's answer in a user turn: ``{"type": "tool_result", "tool_use_id", "content"}``."""
+
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1)
+    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] = ""
+    is_error: bool | None = None
+
+
+class ThinkingBlock(_Body):
+    """A thinking block echoed back in the history (kept out of the prompt)."""
+
+    type: Literal["thinking", "redacted_thinking"]
+
+
+ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
+                         Field(discriminator="type")]
+
+
+class MessageParam(_Body):
+    """One turn: ``{"role": "user" | "assistant" | "system", "content": str | [blocks]}``
+    (a system turn holds text only)."""
+
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlock]
+
+
+class ToolDef(_Body):
+    """A tool the model may call: ``{"name", "description", "input_schema"}``."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+
+class ToolChoice(_Body):
+    """``{"type": "auto" | "any" | "none"}`` or ``{"type": "tool", "name": ...}``."""
+
+    type: Literal["auto", "any", "none", "tool"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class Metadata(_Body):
+    """``{"user_id": ...}``."""
+
+    user_id: str | None = None
+
+
+class OutputFormat(_Body):
+    """``{"type": "json_schema", "schema": {...}}``: answers that follow the schema."""
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Body):
+    """``output_config``: its ``format`` is structured output (``effort`` is ignored)."""
+
+    format: OutputFormat | None = None
+
+
+class Thinking(_Body):
+    """``{"type": "enabled", "budget_tokens": N}``, ``{"type": "adaptive"}`` or
+    ``{"type": "disabled"}``: whether the answer shows the model's reasoning."""
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+
+
+class _MessagesBase(_Body):
+    model: str = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+
+
+class MessagesRequest(_MessagesBase):
+    """``POST /v1/messages``. ``max_tokens`` is required, as Anthropic requires it."""
+
+    max_tokens: int = Field(gt=0)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, gt=0)
+    metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+    thinking: Thinking | None = None
+
+    @property
+    def shows_thinking(self) -> bool:
+        """Whether the model's reasoning is answered as ``thinking`` blocks."""
+        return self.thinking is not None and self.thinking.type != "disabled"
+
+    def response_format(self) -> dict[str, Any] | None:
+        """The structured-output request of ``output_config.format``."""
+        fmt = self.output_config.format if self.output_config else None
+        if fmt is None:
+            return None
+        return {"type": "json_schema", "json_schema": {"name": "response",
+                                                       "schema": fmt.schema_}}
+
+
+class CountTokensRequest(_MessagesBase):
+    """``POST /v1/messages/count_tokens``: what ``/v1/messages`` takes, without
+    ``max_tokens``."""
+
+
+# -- translation ---------------------------------------------------------------------------------
+def _system_text(system: str | list[TextBlock] | None) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    return "\n".join(block.text for block in system)
+
+
+def _result_text(block: ToolResultBlock) -> tuple[str, tuple[str, ...]]:
+    images: tuple[str, ...]
+    if isinstance(block.content, str):
+        text, images = block.content, ()
+    else:
+        text = "\n".join(b.text for b in block.content if isinstance(b, TextBlock))
+        images = tuple(b.source.data for b in block.content if isinstance(b, ImageBlock))
+    if block.is_error:
+        text = f"Error: {text}"
+    return text or ("(no output)" if not images else ""), images
+
+
+def _message(field: str, **kwargs: Any) -> ChatMessage:
+    try:
+        return ChatMessage(**kwargs)
+    except ValidationError as err:
+        detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise ApiError(400, f"{field}: {detail}", param=field) from None
+
+
+def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
+    """The request's system prompt and turns as modelplex messages (a 400 naming a bad one)."""
+    out: list[ChatMessage] = []
+    system = _system_text(body.system)
+    if system.strip():
+        out.append(_message("system", role=MessageRole.SYSTEM, content=system))
+    names: dict[str, str] = {}  # tool_use id -> tool name, for the tool results
+    for i, turn in enumerate(body.messages):
+        field = f"messages.{i}.content"
+        role = _ROLES[turn.role]
+        if isinstance(turn.content, str):
+            out.append(_message(field, role=role, content=turn.content))
+            continue
+        texts: list[str] = []
+        images: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in turn.content:
+            if isinstance(block, TextBlock):
+                texts.append(block.text)
+            elif role is MessageRole.SYSTEM:
+                raise ApiError(400, "a system turn holds text blocks only", param=field)
+            elif isinstance(block, ImageBlock):
+                images.append(block.source.data)
+            elif isinstance(block, ToolUseBlock):
+                if role is not MessageRole.ASSISTANT:
+                    raise ApiError(400, "tool_use blocks belong in assistant turns", param=field)
+                names[block.id] = block.name
+                calls.append({"id": block.id, "name": block.name, "arguments": block.input})
+            elif isinstance(block, ToolResultBlock):
+                if role is not MessageRole.USER:
+                    raise ApiError(400, "tool_result blocks belong in user turns", param=field)
+                text, result_images = _result_text(block)
+                out.append(_message(field, role=MessageRole.TOOL, content=text,
+                                    images=result_images, tool_call_id=block.tool_use_id,
+                                    name=names.get(block.tool_use_id)))
+        text = "\n".join(texts)
+        if text.strip() or images or calls:
+            out.append(_message(field, role=role, content=text, images=tuple(images),
+                                tool_calls=tuple(calls)))
+    if len(out) == (1 if system.strip() else 0):
+        raise ApiError(400, "messages have no content: give at least one text, image or "
+                            "tool_result block", param="messages")
+    return out
+
+
+def _tools(body: _MessagesBase) -> tuple[list[dict[str, Any]] | None, Any]:
+    tools = [{"type": "function", "function": {
+        "name": t.name, "parameters": t.input_schema,
+        **({"description": t.description} if t.description else {})}}
+        for t in body.tools] if body.tools else None
+    choice = body.tool_choice
+    if choice is None:
+        return tools, None
+    if choice.type == "tool":
+        if not choice.name:
+            raise ApiError(400, "tool_choice of type 'tool' needs the tool's name",
+                           param="tool_choice.name")
+        return tools, {"type": "function", "function": {"name": choice.name}}
+    return tools, {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+
+
+def _options(gateway: Gateway, provider: Provider, body: MessagesRequest) -> dict[str, Any]:
+    return gateway.known_options(provider, {
+        "max_tokens": body.max_tokens, "temperature": body.temperature, "top_p": body.top_p,
+        "top_k": body.top_k, "stop": body.stop_sequences,
+        "user": body.metadata.user_id if body.metadata else None,
+        "parallel_tool_calls": False if body.tool_choice
+        and body.tool_choice.disable_parallel_tool_use else None})
+
+
+def _stop_reason(reason: str | None, had_tools: bool) -> str:
+    if had_tools and reason in (None, "stop", "tool_calls"):
+        return "tool_use"
+    return _STOP.get(reason or "stop", "end_turn")
+
+
+def _tool_id(call: ToolCall) -> str:
+    return call.id or f"toolu_{uuid.uuid4().hex[:24]}"
+
+
+def _usage(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+
+
+def _message_body(reply: ChatResponse, model_id: str, thinking: bool) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if thinking and reply.reasoning:
+        content.append({"type": "thinking", "thinking": reply.reasoning, "signature": ""})
+    if reply.content:
+        content.append({"type": "text", "text": reply.content})
+    content.extend({"type": "tool_use", "id": _tool_id(c), "name": c.name, "input": c.arguments}
+                   for c in reply.tool_calls)
+    return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
+            "model": model_id, "content": content,
+            "stop_reason": _stop_reason(reply.finish_reason, bool(reply.tool_calls)),
+            "stop_sequence": None, "usage": _usage(reply.usage)}
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+class _EventWriter:
+    """Anthropic's stream: one open content block at a time, text deltas cheap to format."""
+
+    def __init__(self, write: Any, thinking: bool) -> None:
+        self.write = write
+        self.thinking = thinking
+        self.index = -1
+        self.open: str | None = None  # "text", "thinking" or "tool_use"
+        self.tools = 0
+        self._text_head = b""
+
+    async def reasoning(self, text: str) -> None:
+        out = b""
+        if self.open != "thinking":
+            out = self._stop() + self._start({"type": "thinking", "thinking": "",
+                                              "signature": ""})
+            self.open = "thinking"
+        await self.write(out + _event("content_block_delta", {
+            "type": "content_block_delta", "index": self.index,
+            "delta": {"type": "thinking_delta", "thinking": text}}))
+
+    async def text(self, text: str) -> None:
+        out = b""
+        if self.open != "text":
+            out = self._stop() + self._start({"type": "text", "text": ""})
+            self.open = "text"
+            self._text_head = (b'event: content_block_delta\ndata: {"type":"content_block_delta",'
+                               b'"index":' + str(self.index).encode()
+                               + b',"delta":{"type":"text_delta","text":')
+        await self.write(out + self._text_head + dumps(text) + b"}}\n\n")
+
+    async def tool(self, call: ToolCall) -> None:
+        out = self._stop() + self._start({"type": "tool_use", "id": _tool_id(call),
+                                          "name": call.name, "input": {}})
+        out += _event("content_block_delta", {
+            "type": "content_block_delta", "index": self.index,
+            "delta": {"type": "input_json_delta", "partial_json": json.dumps(call.arguments)}})
+        self.open = "tool_use"
+        self.tools += 1
+        await self.write(out)
+
+    async def chunk(self, chunk: StreamChunk) -> None:
+        if chunk.reasoning and self.thinking:
+            await self.reasoning(chunk.reasoning)
+        if chunk.content:
+            await self.text(chunk.content)
+        for call in chunk.tool_calls or ():
+            await self.tool(call)
+
+    def _start(self, block: dict[str, Any]) -> bytes:
+        self.index += 1
+        return _event("content_block_start", {"type": "content_block_start",
+                                              "index": self.index, "content_block": block})
+
+    def _stop(self) -> bytes:
+        if self.open is None:
+            return b""
+        out = b""
+        if self.open == "thinking":  # as Anthropic closes a thinking block
+            out = _event("content_block_delta", {
+                "type": "content_block_delta", "index": self.index,
+                "delta": {"type": "signature_delta", "signature": ""}})
+        self.open = None
+        return out + _event("content_block_stop", {"type": "content_block_stop",
+                                                   "index": self.index})
+
+    def end(self, last: StreamChunk | None) -> bytes:
+        reason = _stop_reason(last.finish_reason if last else None, self.tools > 0)
+        return (self._stop()
+                + _event("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": reason,
+                                                     "stop_sequence": None},
+                                           "usage": _usage(last.usage if last else None)})
+                + _event("message_stop", {"type": "message_stop"}))
+
+
+async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
+                  first: StreamChunk | None, model_id: str,
+                  thinking: bool) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={**SSE_HEADERS, "request-id": _request_id(request)})
+    await resp.prepare(request)
+    start = {"type": "message_start", "message": {
+        "id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
+        "model": model_id, "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}}
+    await resp.write(_event("message_start", start) + _event("ping", {"type": "ping"}))
+    writer = _EventWriter(resp.write, thinking)
+    last = first
+    try:
+        if first is not None:
+            await writer.chunk(first)
+            async for chunk in stream:
+                last = chunk
+                if chunk.tool_calls is None and chunk.reasoning is None:
+                    if chunk.content:
+                        await writer.text(chunk.content)
+                else:
+                    await writer.chunk(chunk)
+    except ConnectionResetError:
+        raise
+    except Exception as err:  # after the headers: Anthropic's error event
+        api = from_exception(err)
+        await resp.write(_event("error", error_body(api.status, api.message)))
+        await resp.write_eof()
+        return resp
+    await resp.write(writer.end(last))
+    await resp.write_eof()
+    return resp
+
+
+# -- handlers ------------------------------------------------------------------------------------
+_REQUEST_ID: web.RequestKey[str] = web.RequestKey("anthropic_request_id", str)
+
+
+def _request_id(request: web.Request) -> str:
+    """The ``request-id`` of this request (made once)."""
+    rid = request.get(_REQUEST_ID)
+    if rid is None:
+        rid = request[_REQUEST_ID] = f"req_{uuid.uuid4().hex[:24]}"
+    return rid
+
+
+async def _prepare(request: web.Request, body: _MessagesBase,
+                   options: Any) -> tuple[Gateway, Provider, ChatRequest]:
+    gateway = request.app[GATEWAY]
+    await gateway.check_rate(request.get(KEY))
+    messages = to_chat_messages(body)
+    tools, tool_choice = _tools(body)
+    provider, model = await gateway.resolve(request, body.model)
+    chat = provider.build_request(
+        messages, model=model, options=options(gateway, provider) if options else None,
+        tools=tools, tool_choice=tool_choice,
+        response_format=body.response_format() if isinstance(body, MessagesRequest) else None)
+    return gateway, provider, chat
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``."""
+    body = await read_body(request, MessagesRequest)
+    gateway, provider, chat = await _prepare(
+        request, body, lambda g, p: _options(g, p, body))
+    if not body.stream:
+        with gateway.slot():
+            reply = await provider.complete_request(chat)
+        return web.Response(body=dumps(_message_body(reply, body.model, body.shows_thinking)),
+                            content_type="application/json",
+                            headers={"request-id": _request_id(request)})
+    with gateway.slot():
+        stream = provider.stream_request(chat)
+        first, rest = await first_chunk(stream)
+        gateway.streams_open += 1
+        try:
+            async with contextlib.aclosing(stream):
+                return await _stream(request, rest, first, body.model, body.shows_thinking)
+        finally:
+            gateway.streams_open -= 1
+
+
+def estimate_tokens(messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None) -> int:
+    """About four characters a token, plus a few per message (and per image)."""
+    chars = sum(len(m.content) + sum(len(json.dumps(c)) for c in m.tool_calls)
+                for m in messages)
+    chars += len(json.dumps(tools)) if tools else 0
+    images = sum(len(m.images) for m in messages)
+    return (chars + 3) // 4 + 3 * len(messages) + 85 * images
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: the provider's count when it has one (Anthropic),
+    else an estimate."""
+    body = await read_body(request, CountTokensRequest)
+    gateway, provider, chat = await _prepare(request, body, None)
+    counter = getattr(provider, "count_tokens", None)
+    count: int | None = None
+    if callable(counter):
+        with gateway.slot():
+            count = int(await counter(chat.messages, model=chat.model, tools=chat.tools))
+    if count is None:
+        count = estimate_tokens(chat.messages, chat.tools)
+    return web.Response(body=dumps({"input_tokens": count}), content_type="application/json",
+                        headers={"request-id": _request_id(request)})
+
+
+# -- errors --------------------------------------------------------------------------------------
+def error_body(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
+    """Anthropic's error body for ``status``."""
+    body: dict[str, Any] = {"type": "error", "error": {
+        "type": ERROR_TYPES.get(status, "api_error" if status >= 500 else
+                                "invalid_request_error"), "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def is_anthropic_path(path: str) -> bool:
+    """Whether ``path`` belongs to the Messages API."""
+    return any(path == p or path.startswith(p + "/") for p in PATHS)
+
+
+async def anthropic_errors(request: web.Request, resp: web.StreamResponse) -> None:
+    """Give an error answered on a Messages API path (by a handler or a middleware) in
+    Anthropic's shape, keeping its status and headers (``Retry-After``)."""
+    if resp.status < 400 or not isinstance(resp, web.Response) \
+            or not is_anthropic_path(request.path) or not isinstance(resp.body, bytes):
+        return
+    try:
+        data = json.loads(resp.body)
+    except ValueError:
+        return
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict) or data.get("type") == "error":
+        return
+    rid = _request_id(request)
+    body = dumps(error_body(resp.status, str(error.get("message", "")), rid))
+    resp.body = body
+    resp.headers["Content-Length"] = str(len(body))
+    resp.headers["request-id"] = rid
+
+
+def add_routes(app: web.Application) -> None:
+    """Register ``/v1/messages`` and ``/v1/messages/count_tokens`` (and their error shape)."""
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.on_response_prepare.append(anthropic_errors)
