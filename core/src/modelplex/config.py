@@ -48,12 +48,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from modelplex import env
 from modelplex.errors import ConfigurationError
+from modelplex.masking import mask
 
 __all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "ModelConfig", "PriceConfig",
            "RetryConfig", "config_path", "get_config", "load_config", "set_config", "to_toml"]
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
+#: keys whose string values are kept as SecretStr (never in a repr); printing masks far more
+#: (:func:`modelplex.masking.mask`)
 SECRET_KEYS = frozenset({"api_key", "token", "password", "secret"})
 
 #: keys of a deployment that belong to the router; every other key is a provider keyword
@@ -189,20 +192,11 @@ class Config(_Strict):
         return dict(self.providers.get(provider, {}))
 
     def masked(self) -> dict[str, Any]:
-        """The configuration as plain data with every secret masked (``config show``)."""
-        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        """The configuration as plain data with every secret masked (``config show``), by
+        :func:`modelplex.masking.mask`: header values, URL credentials, credential-named keys
+        and ``SecretStr`` values."""
+        masked: dict[str, Any] = mask(self.model_dump(mode="python"))
         return masked
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return "**********"
-    if isinstance(value, Mapping):
-        return {k: ("**********" if k in SECRET_KEYS and v else _mask(v))
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(v) for v in value]
-    return value
 
 
 def _secrets(value: Any) -> Any:

@@ -29,7 +29,8 @@ Every error modelplex raises is a :class:`ModelplexError`::
 
 Transport errors (aiohttp, asyncio timeouts, OS errors) are converted into these and chained
 (``raise ... from err``). Messages never contain API keys: providers pass secrets as
-:class:`pydantic.SecretStr` and :func:`redact` scrubs anything that looks like a key.
+:class:`pydantic.SecretStr` and :func:`redact` (:func:`modelplex.masking.mask`, the one
+masking function of every printer) scrubs anything that is or looks like a secret.
 
 A :class:`ProviderError` raised while streaming keeps what was streamed before it:
 ``err.partial_content`` (the text) and ``err.partial_chunks`` (the chunks), so nothing the
@@ -38,13 +39,15 @@ provider already delivered is lost.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
+
+from modelplex.masking import MIN_SECRET_LENGTH, mask, mask_url
 
 if TYPE_CHECKING:
     from modelplex.chunks import StreamChunk
 
 __all__ = [
+    "MIN_SECRET_LENGTH",
     "AuthenticationError",
     "BadRequestError",
     "ChatBusyError",
@@ -67,53 +70,22 @@ __all__ = [
     "StreamError",
     "UnknownProviderError",
     "UnsupportedOperationError",
+    "mask",
     "mask_url",
     "redact",
     "redact_json",
 ]
 
-_SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
-)
-
-
-#: Secrets shorter than this are not masked: replacing a one-letter "key" everywhere would
-#: mangle the text (and anything that short is no secret).
-MIN_SECRET_LENGTH = 8
-
-# ``scheme://user:password@`` and ``?key=...``-style query parameters in URLs
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
-_URL_SECRET_PARAM = re.compile(
-    r"(?i)([?&](?:api[-_]?key|key|token|access[-_]?token|auth|secret|password|passwd|sig|"
-    r"signature|x-api-key)=)[^&#\s'\"]+")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its user name, password and secret query parameters masked."""
-    return _URL_SECRET_PARAM.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", url))
-
-
 def redact(text: str, *secrets: str | None) -> str:
-    """Return ``text`` with the given secrets, URL credentials and anything shaped like an API
-    key masked. Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are left alone."""
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "***")
-    if "://" in text:
-        text = mask_url(text)
-    return _SECRET_PATTERNS.sub("***", text)
+    """``text`` with the given secrets, URL credentials, header values and anything shaped
+    like an API key masked (:func:`modelplex.masking.mask` of a string)."""
+    masked: str = mask(str(text), *secrets)
+    return masked
 
 
 def redact_json(value: Any, *secrets: str | None) -> Any:
-    """A parsed JSON value with :func:`redact` applied to every string value (never to keys)."""
-    if isinstance(value, str):
-        return redact(value, *secrets)
-    if isinstance(value, dict):
-        return {key: redact_json(item, *secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_json(item, *secrets) for item in value]
-    return value
+    """A parsed JSON value with every secret masked (:func:`modelplex.masking.mask`)."""
+    return mask(value, *secrets)
 
 
 class ModelplexError(Exception):
