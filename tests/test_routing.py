@@ -395,3 +395,40 @@ async def test_a_whole_answer_fails_over_too(two: tuple[FaultyUpstream, FaultyUp
         assert (reply.route.deployment, reply.route.attempts) == ("openai:fault#2", 2)
         assert [r.json.get("stream") for r in (*a.chat_requests(), *b.chat_requests())] \
             == [None, None]  # the providers' non-streaming request, twice
+
+
+# -- issue 19 #5: a Retry-After of inf, 1e400 or a date in 2099 never cools a deployment forever
+@pytest.mark.parametrize("value", ["inf", "1e400", "99999999999", "Thu, 01 Jan 2099 00:00:00 GMT"])
+async def test_a_huge_retry_after_cools_down_only_for_max_retry_after(
+        two: tuple[FaultyUpstream, FaultyUpstream], pool: ProviderPool, value: str) -> None:
+    from modelplex.config import set_config
+
+    a, b = two
+    cfg = config({"duo": {"deployments": [deployment(a.url), deployment(b.url)]}},
+                 max_retry_after=1)
+    old = set_config(cfg)
+    router, _ = await open_model("duo", config=cfg, pool=pool)
+    try:
+        a.faults.append(f"429:{value}")
+        text, route = await ask(router)
+        assert text == ANSWER and route.attempts == 2
+        keys = [d.key for d in router.deployments]  # type: ignore[attr-defined]
+        cooling = await router.state.cooldowns(keys)  # type: ignore[attr-defined]
+        assert list(cooling.values()) and max(cooling.values()) <= 1.0
+        await asyncio.sleep(1.1)
+        for _ in range(2):  # cooled down: round robin reaches a again
+            await ask(router)
+        assert a.requests == 2
+    finally:
+        set_config(old)
+        await release_model(router, pool=pool)
+
+
+def test_the_servers_error_path_survives_an_infinite_retry_after() -> None:
+    from modelplex_server.errors import from_exception
+
+    from modelplex.errors import RateLimitError
+
+    for cls in (RateLimitError, ServerBusyError):
+        api = from_exception(cls("busy", retry_after=float("inf")))
+        assert api.headers == {"Retry-After": "300"}

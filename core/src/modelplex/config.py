@@ -25,6 +25,10 @@ The file is TOML (JSON when its name ends in ``.json``), found at ``MODELPLEX_CO
     [retries]                          # a plain provider:model's retries (attempts = 1: none)
     attempts = 2
 
+``max_retry_after`` (seconds, default 300) is the longest wait a server's ``Retry-After`` may
+impose: a longer one (``inf``, a date years ahead) is cut to it, so a deployment never cools
+down for the life of the process.
+
 Precedence: arguments in code > environment (``MODELPLEX_DEFAULT_MODEL``) > the file >
 defaults; a provider's own variables (``OLLAMA_HOST``, ``OPENAI_API_KEY``) apply where the
 file does not set that keyword. The top-level tables ``cache``, ``conversations``, ``state``,
@@ -172,6 +176,7 @@ class Config(_Strict):
                                   "their own); default: one retry, see docs/routing.md")
     telemetry: dict[str, Any] = Field(default_factory=dict)  # modelplex.telemetry
     prices: dict[str, PriceConfig] = Field(default_factory=dict)  # modelplex.cost
+    max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

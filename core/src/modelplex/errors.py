@@ -39,6 +39,7 @@ provider already delivered is lost.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from modelplex.masking import MIN_SECRET_LENGTH, mask, mask_url
@@ -86,6 +87,55 @@ def redact(text: str, *secrets: str | None) -> str:
 def redact_json(value: Any, *secrets: str | None) -> Any:
     """A parsed JSON value with every secret masked (:func:`modelplex.masking.mask`)."""
     return mask(value, *secrets)
+
+
+#: The longest wait a ``Retry-After`` may ask for, unless the config file's top-level
+#: ``max_retry_after`` says otherwise (seconds).
+DEFAULT_MAX_RETRY_AFTER = 300.0
+
+
+def max_retry_after() -> float:
+    """The longest ``Retry-After`` honoured: the config's ``max_retry_after``, else
+    :data:`DEFAULT_MAX_RETRY_AFTER` (also when the config file cannot be read)."""
+    try:
+        from modelplex.config import get_config
+
+        return float(get_config().max_retry_after)
+    except (ModelplexError, OSError):
+        return DEFAULT_MAX_RETRY_AFTER
+
+
+def clamp_retry_after(seconds: object) -> float | None:
+    """A wait in seconds made safe to honour: ``None`` for anything that is no wait
+    (garbage, NaN, a negative number), else at most :func:`max_retry_after` (so ``inf``,
+    ``1e400`` and a date in 2099 become the maximum, never a wait for the life of the
+    process). Every ``retry_after`` of an error goes through it."""
+    if seconds is None or isinstance(seconds, bool):
+        return None
+    try:
+        value = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if math.isnan(value) or value < 0:
+        return None
+    return min(value, max_retry_after())
+
+
+class _RetryAfter:
+    """The ``retry_after`` attribute: every value set is passed through
+    :func:`clamp_retry_after`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: object, owner: type | None = None) -> float | None:
+        if obj is None:
+            return None
+        value: float | None = getattr(obj, self.slot, None)
+        return value
+
+    def __set__(self, obj: object, value: object) -> None:
+        setattr(obj, self.slot, clamp_retry_after(value))
 
 
 class ModelplexError(Exception):
@@ -222,15 +272,18 @@ class RoutingError(ProviderError):
     Attributes:
         attempts: one ``(deployment, error)`` pair per attempt, in order; the message lists
             each with its error class and status. The last error is also ``__cause__``.
-        retry_after: seconds until a deployment is free again, when none could be tried.
+        retry_after: seconds until a deployment is free again, when none could be tried
+            (at most :func:`max_retry_after`).
     """
+
+    retry_after = _RetryAfter()
 
     def __init__(self, message: str, *, attempts: list[tuple[str, ProviderError]],
                  provider: str | None = None) -> None:
         super().__init__(message, provider=provider)
         self.attempts = attempts
         self.retriable = bool(attempts) and all(err.retriable for _, err in attempts)
-        self.retry_after: float | None = None
+        self.retry_after = None
 
 
 class ProviderStatusError(ProviderError):
@@ -261,12 +314,15 @@ class ModelNotFoundError(ProviderStatusError):
 
 
 class RateLimitError(ProviderStatusError):
-    """Too many requests (429). ``retry_after`` is in seconds, when the provider said."""
+    """Too many requests (429). ``retry_after`` is in seconds, when the provider said; it is
+    never negative nor longer than :func:`max_retry_after` (see :func:`clamp_retry_after`)."""
 
     retriable = True
+    retry_after = _RetryAfter()
 
     def __init__(self, message: str, *, status_code: int = 429, body: Any = None,
                  retry_after: float | None = None, provider: str | None = None) -> None:
+        retry_after = clamp_retry_after(retry_after)
         if retry_after is not None and "retry after" not in message:
             message += f" (retry after {retry_after:.3g} s)"
         super().__init__(message, status_code=status_code, body=body, provider=provider)
