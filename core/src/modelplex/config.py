@@ -75,7 +75,9 @@ class RetryConfig(_Strict):
     """How hard the router tries one request (per named model).
 
     ``attempts``: most attempts on this model's deployments (the first one included);
-    ``timeout``: seconds the retries of one request may take in total, waits included;
+    ``timeout``: seconds the retries of one request may take in total, waits included: an
+    attempt still running at its end (a hung one too) is cancelled and the request fails with
+    a ``RoutingError`` saying the budget ran out (for a stream: until the first chunk);
     ``backoff``/``max_backoff``: full-jitter exponential backoff between attempts on a
     deployment that already failed; ``cooldown``: seconds a deployment that answered 429/503/529
     without ``Retry-After``, or refused the connection, is skipped.
