@@ -75,8 +75,12 @@ def test_text(text: str, gone: str) -> None:
     assert gone not in mask(text)
 
 
-def test_text_without_secrets_is_unchanged() -> None:
-    text = "unknown key 'model' (remove it); max_tokens=100; see https://h/docs?page=2"
+@pytest.mark.parametrize("text", [
+    "unknown key 'model' (remove it); max_tokens=100; see https://h/docs?page=2",
+    "providers.anthropic.auth_token: Input should be a valid string",  # about it, not it
+    "set api_key or api_key_env: no key was found",
+])
+def test_text_without_secrets_is_unchanged(text: str) -> None:
     assert mask(text) == text
 
 

@@ -99,14 +99,19 @@ _KEY_SHAPES = re.compile(
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#'\"<>]+@")
 # ``?name=value`` / ``&name=value`` (the name is judged by is_secret_name)
 _QUERY_PARAM = re.compile(r"([?&;])([^=&#\s'\"<>]+)=([^&#\s'\"<>]*)")
-# ``Authorization: ...`` and other credential headers or settings written as ``name: value`` or
-# ``name=value`` in prose, in repr() of a dict (``'X-Api-Key': '...'``) or in JSON text
-_NAMED_VALUE = re.compile(
-    r"(?i)(?P<name>\b(?:proxy-)?authorization|\bx-[a-z0-9-]*(?:key|token|secret|auth)[a-z0-9-]*"
-    r"|\b[a-z0-9_]*(?:api[-_]?key|access[-_]?token|auth[-_]?token|refresh[-_]?token"
-    r"|client[-_]?secret|secret[-_]?key|password|passwd))"
-    r"(?P<sep>['\"]?\s*[:=]\s*['\"]?)"
-    r"(?P<value>(?:(?:bearer|basic|token)\s+)?[^\s'\",;&}\]]+)")
+# credentials written as text: header lines (``Authorization: ...``, ``X-Api-Key: ...``),
+# ``name=value`` settings and quoted names of JSON or a dict's repr (``"api_key": "..."``,
+# ``'X-Api-Key': '...'``); a bare ``api_key: ...`` in prose is left alone (it is usually a
+# message about the setting, not its value)
+_SECRET_SETTING = (r"[a-z0-9_\-]*(?:api[-_]?key|access[-_]?token|auth[-_]?token|refresh[-_]?token"
+                   r"|client[-_]?secret|secret[-_]?key|password|passwd)")
+_HEADER_NAME = r"(?:proxy-)?authorization|x-[a-z0-9-]*(?:key|token|secret|auth)[a-z0-9-]*"
+_VALUE = r"(?P<value>(?:(?:bearer|basic|token)\s+)?[^\s'\",;&}\]]+)"
+_NAMED_VALUES = (
+    re.compile(rf"(?i)(?P<lead>\b(?:{_HEADER_NAME})['\"]?\s*[:=]\s*['\"]?){_VALUE}"),
+    re.compile(rf"(?i)(?P<lead>\b{_SECRET_SETTING}\s*=\s*['\"]?){_VALUE}"),
+    re.compile(rf"(?i)(?P<lead>(?P<q>['\"]){_SECRET_SETTING}(?P=q)\s*:\s*['\"]?){_VALUE}"),
+)
 
 
 def _mask_query(match: re.Match[str]) -> str:
@@ -123,9 +128,7 @@ def mask_url(url: str) -> str:
 
 
 def _mask_named(match: re.Match[str]) -> str:
-    if match.group("value") == MASK:
-        return match.group(0)
-    return f"{match.group('name')}{match.group('sep')}{MASK}"
+    return f"{match.group('lead')}{MASK}"
 
 
 def _mask_text(text: str, secrets: tuple[str | None, ...]) -> str:
@@ -134,7 +137,8 @@ def _mask_text(text: str, secrets: tuple[str | None, ...]) -> str:
             text = text.replace(secret, MASK)
     if "://" in text or "?" in text:
         text = mask_url(text)
-    text = _NAMED_VALUE.sub(_mask_named, text)
+    for pattern in _NAMED_VALUES:
+        text = pattern.sub(_mask_named, text)
     return _KEY_SHAPES.sub(MASK, text)
 
 
