@@ -425,9 +425,8 @@ async def test_a_huge_retry_after_cools_down_only_for_max_retry_after(
 
 
 def test_the_servers_error_path_survives_an_infinite_retry_after() -> None:
-    from modelplex_server.errors import from_exception
-
     from modelplex.errors import RateLimitError
+    from modelplex_server.errors import from_exception
 
     for cls in (RateLimitError, ServerBusyError):
         api = from_exception(cls("busy", retry_after=float("inf")))
@@ -486,10 +485,10 @@ retries = {{ timeout = 2 }}
             stderr=asyncio.subprocess.PIPE)
         try:
             async with asyncio.timeout(60):  # the process has started when the request came
-                while not a.requests:
+                while not a.requests:  # noqa: ASYNC110 - a counter of the upstream, no event
                     await asyncio.sleep(0.02)
             asked = time.monotonic()
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
             elapsed = time.monotonic() - asked
         finally:
             if proc.returncode is None:

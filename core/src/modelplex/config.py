@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from modelplex import env
+from modelplex import env, errors
 from modelplex.errors import ConfigurationError
 from modelplex.masking import mask
 
@@ -383,3 +383,10 @@ def to_toml(data: Mapping[str, Any]) -> str:
     lines: list[str] = []
     _toml_table(lines, [], data)
     return "\n".join(lines).strip("\n") + "\n" if lines else ""
+
+
+def _max_retry_after() -> float:
+    return get_config().max_retry_after
+
+
+errors.set_retry_after_limit(_max_retry_after)  # every Retry-After is clamped to the config's

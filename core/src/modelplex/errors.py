@@ -40,6 +40,7 @@ provider already delivered is lost.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from modelplex.masking import MIN_SECRET_LENGTH, mask, mask_url
@@ -94,14 +95,25 @@ def redact_json(value: Any, *secrets: str | None) -> Any:
 DEFAULT_MAX_RETRY_AFTER = 300.0
 
 
+_retry_after_limit: Callable[[], float] | None = None  # set by modelplex.config
+
+
+def set_retry_after_limit(source: Callable[[], float] | None) -> None:
+    """Where :func:`max_retry_after` reads the limit (:mod:`modelplex.config` sets it to the
+    process configuration's ``max_retry_after`` when it is imported)."""
+    global _retry_after_limit
+    _retry_after_limit = source
+
+
 def max_retry_after() -> float:
     """The longest ``Retry-After`` honoured: the config's ``max_retry_after``, else
     :data:`DEFAULT_MAX_RETRY_AFTER` (also when the config file cannot be read)."""
+    source = _retry_after_limit
+    if source is None:
+        return DEFAULT_MAX_RETRY_AFTER
     try:
-        from modelplex.config import get_config
-
-        return float(get_config().max_retry_after)
-    except (ModelplexError, OSError):
+        return float(source())
+    except (ModelplexError, OSError, ValueError):
         return DEFAULT_MAX_RETRY_AFTER
 
 
