@@ -442,18 +442,38 @@ async def test_an_answer_longer_than_the_input_limit_is_printed() -> None:
     assert b"Traceback" not in err
 
 
-async def test_ctrl_c_in_one_shot_exits_130_and_closes_the_request() -> None:
+def _ignoring_sigint() -> None:  # runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """End ``proc`` if a test failed before it did, and reap it: no transport is left for
+    the garbage collector to close in another test's event loop."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.communicate()
+
+
+# A parent that ignores SIGINT (a test runner started in the background by a script, a CI
+# service) makes its children inherit SIG_IGN, which Python keeps: each of these tests then
+# waited its 30 s for an exit that never came. The command takes Ctrl-C back.
+@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
+async def test_ctrl_c_in_one_shot_exits_130_and_closes_the_request(parent: str) -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("stall_mid")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "hi",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=_upstream_env(upstream))
-        assert proc.stdout is not None and proc.stderr is not None
-        out = await _read_until(proc.stdout, PIECE.encode() * 2)
-        proc.send_signal(signal.SIGINT)
-        rest, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert await upstream.wait_idle(5)
+            stderr=asyncio.subprocess.PIPE, env=_upstream_env(upstream),
+            preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None)
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            out = await _read_until(proc.stdout, PIECE.encode() * 2)
+            proc.send_signal(signal.SIGINT)
+            rest, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert await upstream.wait_idle(5)
+        finally:
+            await _kill(proc)
     assert proc.returncode == 130, err
     assert (out + rest).decode() == PIECE * 2 + "\n"  # the partial answer, its line ended
     assert b"Traceback" not in err
@@ -461,7 +481,63 @@ async def test_ctrl_c_in_one_shot_exits_130_and_closes_the_request() -> None:
     assert upstream.disconnects == 1
 
 
-async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part() -> None:
+BLOCKED_WORKER = """
+import asyncio, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+
+from modelplex import hookimpl
+from modelplex.chunks import StreamChunk
+from modelplex.plugins import get_plugins
+from modelplex.provider import Provider
+
+
+class Blocked(Provider):
+    name = "blocked"
+    default_model = "m"
+
+    async def _stream(self, request):
+        # a call in a worker thread that never checks for Ctrl-C (llama.cpp loading a model)
+        work = asyncio.get_running_loop().run_in_executor(
+            ThreadPoolExecutor(1), time.sleep, 600)
+        print("working", file=sys.stderr, flush=True)
+        await work
+        yield StreamChunk(content="never")
+
+
+class Plugin:
+    @hookimpl
+    def register_providers(self, register):
+        register(Blocked, name="blocked")
+
+
+get_plugins().register(Plugin(), name="blocked")
+from modelplex.cli import main
+
+main(["chat", "-m", "blocked:m", "--no-log", "hi"])
+"""
+
+
+async def test_ctrl_c_does_not_wait_for_a_worker_thread_that_never_checks() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BLOCKED_WORKER, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=clean_env(MODELPLEX_LOAD_PLUGINS=""))
+    try:
+        assert proc.stderr is not None
+        await _read_until(proc.stderr, b"working")
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        took = time.monotonic() - interrupted
+    finally:
+        await _kill(proc)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert took < 30, took  # not the worker's 600 s
+
+
+@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
+async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: str) -> None:
     import pty
 
     async with FaultyUpstream() as upstream:
@@ -470,7 +546,8 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part() -> None
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", stdin=slave,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=_upstream_env(upstream))
+            env=_upstream_env(upstream),
+            preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None)
         os.close(slave)
         assert proc.stdout is not None and proc.stderr is not None
         try:
@@ -483,9 +560,7 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part() -> None
             os.write(master, b"/exit\n")
             _, err = await asyncio.wait_for(proc.communicate(), 30)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await _kill(proc)
             os.close(master)
     assert proc.returncode == 0, err
     sent = upstream.chat_requests()[1].json["messages"]
@@ -493,7 +568,8 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part() -> None
         ("user", "hi"), ("assistant", (PIECE * 2).strip()), ("user", "again")]
 
 
-async def test_ctrl_c_at_the_prompt_exits_130() -> None:
+@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
+async def test_ctrl_c_at_the_prompt_exits_130(parent: str) -> None:
     import pty
 
     async with FaultyUpstream() as upstream:
@@ -501,18 +577,17 @@ async def test_ctrl_c_at_the_prompt_exits_130() -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", stdin=slave,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=_upstream_env(upstream))
+            env=_upstream_env(upstream),
+            preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None)
         os.close(slave)
-        assert proc.stderr is not None
+        assert proc.stdout is not None and proc.stderr is not None
         try:
             await _read_until(proc.stderr, b"Chatting with openai:fault")
-            await asyncio.sleep(0.2)
+            await _read_until(proc.stdout, b"> ")  # the prompt: it waits for a line now
             proc.send_signal(signal.SIGINT)
             _, err = await asyncio.wait_for(proc.communicate(), 30)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await _kill(proc)
             os.close(master)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err

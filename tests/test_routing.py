@@ -395,3 +395,105 @@ async def test_a_whole_answer_fails_over_too(two: tuple[FaultyUpstream, FaultyUp
         assert (reply.route.deployment, reply.route.attempts) == ("openai:fault#2", 2)
         assert [r.json.get("stream") for r in (*a.chat_requests(), *b.chat_requests())] \
             == [None, None]  # the providers' non-streaming request, twice
+
+
+# -- issue 19 #5: a Retry-After of inf, 1e400 or a date in 2099 never cools a deployment forever
+@pytest.mark.parametrize("value", ["inf", "1e400", "99999999999", "Thu, 01 Jan 2099 00:00:00 GMT"])
+async def test_a_huge_retry_after_cools_down_only_for_max_retry_after(
+        two: tuple[FaultyUpstream, FaultyUpstream], pool: ProviderPool, value: str) -> None:
+    from modelplex.config import set_config
+
+    a, b = two
+    cfg = config({"duo": {"deployments": [deployment(a.url), deployment(b.url)]}},
+                 max_retry_after=1)
+    old = set_config(cfg)
+    router, _ = await open_model("duo", config=cfg, pool=pool)
+    try:
+        a.faults.append(f"429:{value}")
+        text, route = await ask(router)
+        assert text == ANSWER and route.attempts == 2
+        keys = [d.key for d in router.deployments]  # type: ignore[attr-defined]
+        cooling = await router.state.cooldowns(keys)  # type: ignore[attr-defined]
+        assert list(cooling.values()) and max(cooling.values()) <= 1.0
+        await asyncio.sleep(1.1)
+        for _ in range(2):  # cooled down: round robin reaches a again
+            await ask(router)
+        assert a.requests == 2
+    finally:
+        set_config(old)
+        await release_model(router, pool=pool)
+
+
+def test_the_servers_error_path_survives_an_infinite_retry_after() -> None:
+    from modelplex.errors import RateLimitError
+    from modelplex_server.errors import from_exception
+
+    for cls in (RateLimitError, ServerBusyError):
+        api = from_exception(cls("busy", retry_after=float("inf")))
+        assert api.headers == {"Retry-After": "300"}
+
+
+# -- issue 19 #7: retries.timeout bounds each attempt, a hung one included ----------------------
+SLOW_TIMEOUTS = Timeouts(connect=30.0, first_byte=30.0, between_chunks=30.0, total=None)
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["stream", "complete"])
+async def test_the_budget_cancels_a_hung_attempt(pool: ProviderPool, streaming: bool) -> None:
+    async with FaultyUpstream() as a:
+        cfg = config({"one": {"deployments": [deployment(a.url, timeouts=SLOW_TIMEOUTS)],
+                              "retries": {"timeout": 1.0}}})
+        a.faults.append("hang")
+        router, _ = await open_model("one", config=cfg, pool=pool)
+        try:
+            start = time.monotonic()
+            with pytest.raises(RoutingError) as info:
+                if streaming:
+                    await ask(router)
+                else:
+                    await router.complete(MESSAGES, model="")
+            elapsed = time.monotonic() - start
+            # the provider's own timeouts are 30 s: only the budget can end it this soon
+            assert 0.9 <= elapsed < 10, elapsed
+            assert "the retry budget of 1 s (retries.timeout) ran out" in str(info.value)
+            timeout = info.value.attempts[-1][1]
+            assert isinstance(timeout, ProviderTimeoutError) and timeout.phase == "total"
+            assert info.value.__cause__ is timeout
+            assert await a.wait_idle(5)  # the hung request was closed, not left behind
+            assert a.disconnects == 1
+        finally:
+            await release_model(router, pool=pool)
+
+
+async def test_the_cli_ends_when_the_budget_does(tmp_path: Any) -> None:
+    import os
+    import sys
+
+    async with FaultyUpstream() as a:
+        conf = tmp_path / "config.toml"
+        conf.write_text(f"""
+[models.hung]
+deployments = [{{ model = "openai:fault", base_url = "{a.url}/v1" }}]
+retries = {{ timeout = 2 }}
+""")
+        a.faults.append("hang")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")},
+               "MODELPLEX_CONFIG": str(conf), "MODELPLEX_LOAD_PLUGINS": "openai",
+               "OPENAI_API_KEY": "sk-dummy-0123456789"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelplex", "chat", "-m", "hung", "--no-log", "hi", env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            async with asyncio.timeout(60):  # the process has started when the request came
+                while not a.requests:  # noqa: ASYNC110 - a counter of the upstream, no event
+                    await asyncio.sleep(0.02)
+            asked = time.monotonic()
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            elapsed = time.monotonic() - asked
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 1, err
+    assert err.decode().startswith("Error: model 'hung': the retry budget of 2 s")
+    assert elapsed < 5, elapsed  # the budget (2 s) and the exit; 8.9 s before the fix

@@ -359,3 +359,94 @@ def test_bad_configuration_is_a_configuration_error(name: str, config: dict[str,
 def test_bad_addresses_are_refused(name: str, config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         create_provider(name, **config)
+
+
+# -- issue 19 #2: `config show` and every other printer mask by meaning -----------------------
+LEAKY_CONFIG = """
+[providers.openai]
+api_key = "sk-openai-config-secret-0123456789"
+base_url = "https://bob:Base-Url-Passw0rd@llm.example/v1"
+headers = { Authorization = "Bearer header-bearer-value-42", X-Api-Key = "xapikey-value-42" }
+
+[providers.anthropic]
+auth_token = "anthropic-auth-token-value-42"
+
+[providers.ollama]
+host = "http://gpu-box:11434/?key=host-query-key-value-42"
+
+[models.fast]
+deployments = [
+    { model = "openai:gpt-4o-mini", headers = { "X-Deploy-Token" = "deploy-header-value-42" } },
+    { model = "openai:gpt-4o", base_url = "https://llm.example/v1?sig=deploy-sig-value-42" },
+]
+
+[cache]
+backend = "redis"
+url = "redis://:redis-url-password-42@cache-box:6379/0"
+
+[state]
+backend = "redis"
+url = "rediss://default:state-redis-password-42@cache-box:6380/1"
+
+[server]
+keys = []
+"""
+LEAKED_SECRETS = ("sk-openai-config-secret", "Base-Url-Passw0rd", "header-bearer-value",
+                  "xapikey-value", "anthropic-auth-token-value", "host-query-key-value",
+                  "deploy-header-value", "deploy-sig-value", "redis-url-password",
+                  "state-redis-password")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_config_show_masks_every_secret(tmp_path: Path, as_json: bool) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(LEAKY_CONFIG)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")},
+           "MODELPLEX_CONFIG": str(config)}
+    proc = subprocess.run([sys.executable, "-m", "modelplex", "config", "show",
+                           *(["--json"] if as_json else [])], capture_output=True, text=True,
+                          timeout=120, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for secret in LEAKED_SECRETS:
+        assert secret not in proc.stdout + proc.stderr, secret
+    # what is configured still shows: names, hosts, the non-secret parts of URLs
+    for kept in ("Authorization", "X-Api-Key", "auth_token", "llm.example", "gpu-box:11434",
+                 "cache-box:6379", "X-Deploy-Token", "gpt-4o-mini"):
+        assert kept in proc.stdout, kept
+    if as_json:
+        data = json.loads(proc.stdout)
+        openai = data["providers"]["openai"]
+        assert openai["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+        assert openai["base_url"] == "https://***@llm.example/v1"
+        assert data["providers"]["anthropic"]["auth_token"] == "***"
+        assert data["providers"]["ollama"]["host"] == "http://gpu-box:11434/?key=***"
+        assert data["cache"]["url"] == "redis://***@cache-box:6379/0"
+        deployments = data["models"]["fast"]["deployments"]
+        assert deployments[0]["headers"] == {"X-Deploy-Token": "***"}
+        assert deployments[1]["base_url"] == "https://llm.example/v1?sig=***"
+
+
+def test_the_printers_share_one_masking_function(caplog: pytest.LogCaptureFixture) -> None:
+    from pydantic import SecretStr
+
+    from modelplex.errors import redact
+    from modelplex.masking import mask
+    from modelplex.registry import ProviderHealth
+    from modelplex.types import HealthStatus
+
+    url = "redis://:redis-url-password-42@cache-box:6379/0"
+    # errors
+    assert "redis-url-password" not in redact(f"cannot reach {url}")
+    # logs of every modelplex* logger, whatever handler prints them
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("modelplex_redis.test").warning("Redis at %s is down", url)
+        logging.getLogger("modelplex.routing").info("headers {'X-Api-Key': 'xapikey-value-42'}")
+    assert "redis-url-password" not in caplog.text and "xapikey-value" not in caplog.text
+    assert "cache-box:6379" in caplog.text
+    # the server's /api/providers health answers
+    health = ProviderHealth(HealthStatus(provider="redis", healthy=False,
+                                         detail=f"cannot connect to {url}"), 1.0)
+    assert "redis-url-password" not in json.dumps(health.to_dict())
+    # anything typed SecretStr, and header lines in text
+    assert mask({"anything": SecretStr("typed-secret-value")}) == {"anything": "***"}
+    assert mask("Authorization: Bearer abcdefghijkl") == "Authorization: ***"

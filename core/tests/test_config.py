@@ -76,7 +76,7 @@ def test_secrets_never_print(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, TOML))
     assert "ollama-secret" not in repr(config)
     assert "ollama-secret" not in json.dumps(config.masked(), default=str)
-    assert config.masked()["providers"]["ollama"]["api_key"] == "**********"
+    assert config.masked()["providers"]["ollama"]["api_key"] == "***"
     # two different keys are two configurations, without the key in clear in the pool key
     one, two = (config_key({"api_key": SecretStr(k)}) for k in ("key-one-123", "key-two-456"))
     assert one != two and "key-one" not in one

@@ -766,3 +766,58 @@ async def test_a_pooled_connection_closed_by_the_server_is_replaced(raw_serve: A
     finally:
         await client.aclose()
     assert len(connections) == 2
+
+
+# -- issue 19 #5: one parser, clamped to max_retry_after, garbage is no wait ------------------
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Retry-After": "inf"}, 300.0),
+    ({"Retry-After": "Infinity"}, 300.0),
+    ({"Retry-After": "1e400"}, 300.0),
+    ({"Retry-After": "99999999999"}, 300.0),
+    ({"Retry-After": "Thu, 01 Jan 2099 00:00:00 GMT"}, 300.0),
+    ({"retry-after-ms": "inf"}, 300.0),
+    ({"retry-after-ms": "99999999999999"}, 300.0),
+    ({"Retry-After": "nan"}, None),
+    ({"Retry-After": "-5"}, None),
+    ({"retry-after-ms": "-5", "Retry-After": "nan"}, None),
+    ({"Retry-After": "Thu, 99 Foo 2099 99:99:99 GMT"}, None),
+    ({"Retry-After": "  "}, None),
+    ({"Retry-After": "12 seconds"}, None),
+    ({"RETRY-AFTER": "4"}, 4.0),  # a plain dict of any case
+])
+def test_retry_after_is_clamped_and_garbage_is_no_wait(headers: dict[str, str],
+                                                       expected: float | None) -> None:
+    assert parse_retry_after(headers) == expected
+
+
+def test_the_maximum_is_the_config_key() -> None:
+    from modelplex.config import parse_config, set_config
+
+    old = set_config(parse_config({"max_retry_after": 20}))
+    try:
+        assert parse_retry_after({"Retry-After": "inf"}) == 20.0
+        assert parse_retry_after({"Retry-After": "7"}) == 7.0
+        # whoever builds the error, its retry_after is clamped the same way
+        assert errors.RateLimitError("x", retry_after=float("inf")).retry_after == 20.0
+        assert errors.ServerBusyError("x", retry_after=1e308).retry_after == 20.0
+    finally:
+        set_config(old)
+    assert errors.RateLimitError("x", retry_after=float("nan")).retry_after is None
+    assert errors.RateLimitError("x", retry_after=-1).retry_after is None
+    err = errors.RateLimitError("x", retry_after=float("inf"))
+    assert err.retry_after == 300.0 and str(err) == "x (retry after 300 s)"
+    err.retry_after = float("inf")  # set later, e.g. by a provider: clamped too
+    assert err.retry_after == 300.0
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "99999999999", "nan", "-3", "oops"])
+async def test_retry_after_from_a_server(serve: Serve, value: str) -> None:
+    client = HttpClient(await serve(status_app()), provider="test")
+    try:
+        with pytest.raises(errors.RateLimitError) as info:
+            await client.request_json("POST", "/err", {"status": 429, "body": OPENAI_429,
+                                                       "headers": {"Retry-After": value}})
+    finally:
+        await client.aclose()
+    wait = info.value.retry_after
+    assert wait is None or 0 <= wait <= 300.0

@@ -26,6 +26,10 @@ The file is TOML (JSON when its name ends in ``.json``, YAML in ``.yaml`` or ``.
     [retries]                          # a plain provider:model's retries (attempts = 1: none)
     attempts = 2
 
+``max_retry_after`` (seconds, default 300) is the longest wait a server's ``Retry-After`` may
+impose: a longer one (``inf``, a date years ahead) is cut to it, so a deployment never cools
+down for the life of the process.
+
 Precedence: arguments in code > environment (``MODELPLEX_DEFAULT_MODEL``) > the file >
 defaults; a provider's own variables (``OLLAMA_HOST``, ``OPENAI_API_KEY``) apply where the
 file does not set that keyword. ``[mcp.NAME]`` tables configure MCP servers (docs/mcp.md).
@@ -48,8 +52,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from modelplex import env
+from modelplex import env, errors
 from modelplex.errors import ConfigurationError
+from modelplex.masking import mask
 
 __all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "ModelConfig",
            "PriceConfig", "RetryConfig", "config_path", "get_config", "load_config",
@@ -57,6 +62,8 @@ __all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "Model
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
+#: keys whose string values are kept as SecretStr (never in a repr); printing masks far more
+#: (:func:`modelplex.masking.mask`)
 SECRET_KEYS = frozenset({"api_key", "token", "password", "secret"})
 
 #: keys of a deployment that belong to the router; every other key is a provider keyword
@@ -71,7 +78,9 @@ class RetryConfig(_Strict):
     """How hard the router tries one request (per named model).
 
     ``attempts``: most attempts on this model's deployments (the first one included);
-    ``timeout``: seconds the retries of one request may take in total, waits included;
+    ``timeout``: seconds the retries of one request may take in total, waits included: an
+    attempt still running at its end (a hung one too) is cancelled and the request fails with
+    a ``RoutingError`` saying the budget ran out (for a stream: until the first chunk);
     ``backoff``/``max_backoff``: full-jitter exponential backoff between attempts on a
     deployment that already failed; ``cooldown``: seconds a deployment that answered 429/503/529
     without ``Retry-After``, or refused the connection, is skipped.
@@ -200,6 +209,7 @@ class Config(_Strict):
                                   "their own); default: one retry, see docs/routing.md")
     telemetry: dict[str, Any] = Field(default_factory=dict)  # modelplex.telemetry
     prices: dict[str, PriceConfig] = Field(default_factory=dict)  # modelplex.cost
+    max_retry_after: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -220,20 +230,11 @@ class Config(_Strict):
         return dict(self.providers.get(provider, {}))
 
     def masked(self) -> dict[str, Any]:
-        """The configuration as plain data with every secret masked (``config show``)."""
-        masked: dict[str, Any] = _mask(self.model_dump(mode="python"))
+        """The configuration as plain data with every secret masked (``config show``), by
+        :func:`modelplex.masking.mask`: header values, URL credentials, credential-named keys
+        and ``SecretStr`` values."""
+        masked: dict[str, Any] = mask(self.model_dump(mode="python"))
         return masked
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return "**********"
-    if isinstance(value, Mapping):
-        return {k: ("**********" if k in SECRET_KEYS and v else _mask(v))
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask(v) for v in value]
-    return value
 
 
 def _secrets(value: Any) -> Any:
@@ -433,3 +434,10 @@ def to_toml(data: Mapping[str, Any]) -> str:
     lines: list[str] = []
     _toml_table(lines, [], data)
     return "\n".join(lines).strip("\n") + "\n" if lines else ""
+
+
+def _max_retry_after() -> float:
+    return get_config().max_retry_after
+
+
+errors.set_retry_after_limit(_max_retry_after)  # every Retry-After is clamped to the config's

@@ -29,7 +29,8 @@ Every error modelplex raises is a :class:`ModelplexError`::
 
 Transport errors (aiohttp, asyncio timeouts, OS errors) are converted into these and chained
 (``raise ... from err``). Messages never contain API keys: providers pass secrets as
-:class:`pydantic.SecretStr` and :func:`redact` scrubs anything that looks like a key.
+:class:`pydantic.SecretStr` and :func:`redact` (:func:`modelplex.masking.mask`, the one
+masking function of every printer) scrubs anything that is or looks like a secret.
 
 A :class:`ProviderError` raised while streaming keeps what was streamed before it:
 ``err.partial_content`` (the text) and ``err.partial_chunks`` (the chunks), so nothing the
@@ -38,13 +39,17 @@ provider already delivered is lost.
 
 from __future__ import annotations
 
-import re
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from modelplex.masking import MIN_SECRET_LENGTH, mask, mask_url
 
 if TYPE_CHECKING:
     from modelplex.chunks import StreamChunk
 
 __all__ = [
+    "MIN_SECRET_LENGTH",
     "AuthenticationError",
     "BadRequestError",
     "ChatBusyError",
@@ -69,53 +74,82 @@ __all__ = [
     "StreamError",
     "UnknownProviderError",
     "UnsupportedOperationError",
+    "mask",
     "mask_url",
     "redact",
     "redact_json",
 ]
 
-_SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._\-]{8,})"
-)
-
-
-#: Secrets shorter than this are not masked: replacing a one-letter "key" everywhere would
-#: mangle the text (and anything that short is no secret).
-MIN_SECRET_LENGTH = 8
-
-# ``scheme://user:password@`` and ``?key=...``-style query parameters in URLs
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
-_URL_SECRET_PARAM = re.compile(
-    r"(?i)([?&](?:api[-_]?key|key|token|access[-_]?token|auth|secret|password|passwd|sig|"
-    r"signature|x-api-key)=)[^&#\s'\"]+")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its user name, password and secret query parameters masked."""
-    return _URL_SECRET_PARAM.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", url))
-
-
 def redact(text: str, *secrets: str | None) -> str:
-    """Return ``text`` with the given secrets, URL credentials and anything shaped like an API
-    key masked. Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are left alone."""
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "***")
-    if "://" in text:
-        text = mask_url(text)
-    return _SECRET_PATTERNS.sub("***", text)
+    """``text`` with the given secrets, URL credentials, header values and anything shaped
+    like an API key masked (:func:`modelplex.masking.mask` of a string)."""
+    masked: str = mask(str(text), *secrets)
+    return masked
 
 
 def redact_json(value: Any, *secrets: str | None) -> Any:
-    """A parsed JSON value with :func:`redact` applied to every string value (never to keys)."""
-    if isinstance(value, str):
-        return redact(value, *secrets)
-    if isinstance(value, dict):
-        return {key: redact_json(item, *secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_json(item, *secrets) for item in value]
-    return value
+    """A parsed JSON value with every secret masked (:func:`modelplex.masking.mask`)."""
+    return mask(value, *secrets)
+
+
+#: The longest wait a ``Retry-After`` may ask for, unless the config file's top-level
+#: ``max_retry_after`` says otherwise (seconds).
+DEFAULT_MAX_RETRY_AFTER = 300.0
+
+
+_retry_after_limit: Callable[[], float] | None = None  # set by modelplex.config
+
+
+def set_retry_after_limit(source: Callable[[], float] | None) -> None:
+    """Where :func:`max_retry_after` reads the limit (:mod:`modelplex.config` sets it to the
+    process configuration's ``max_retry_after`` when it is imported)."""
+    global _retry_after_limit
+    _retry_after_limit = source
+
+
+def max_retry_after() -> float:
+    """The longest ``Retry-After`` honoured: the config's ``max_retry_after``, else
+    :data:`DEFAULT_MAX_RETRY_AFTER` (also when the config file cannot be read)."""
+    source = _retry_after_limit
+    if source is None:
+        return DEFAULT_MAX_RETRY_AFTER
+    try:
+        return float(source())
+    except (ModelplexError, OSError, ValueError):
+        return DEFAULT_MAX_RETRY_AFTER
+
+
+def clamp_retry_after(seconds: object) -> float | None:
+    """A wait in seconds made safe to honour: ``None`` for anything that is no wait
+    (garbage, NaN, a negative number), else at most :func:`max_retry_after` (so ``inf``,
+    ``1e400`` and a date in 2099 become the maximum, never a wait for the life of the
+    process). Every ``retry_after`` of an error goes through it."""
+    if seconds is None or isinstance(seconds, bool):
+        return None
+    try:
+        value = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if math.isnan(value) or value < 0:
+        return None
+    return min(value, max_retry_after())
+
+
+class _RetryAfter:
+    """The ``retry_after`` attribute: every value set is passed through
+    :func:`clamp_retry_after`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: object, owner: type | None = None) -> float | None:
+        if obj is None:
+            return None
+        value: float | None = getattr(obj, self.slot, None)
+        return value
+
+    def __set__(self, obj: object, value: object) -> None:
+        setattr(obj, self.slot, clamp_retry_after(value))
 
 
 class ModelplexError(Exception):
@@ -282,15 +316,18 @@ class RoutingError(ProviderError):
     Attributes:
         attempts: one ``(deployment, error)`` pair per attempt, in order; the message lists
             each with its error class and status. The last error is also ``__cause__``.
-        retry_after: seconds until a deployment is free again, when none could be tried.
+        retry_after: seconds until a deployment is free again, when none could be tried
+            (at most :func:`max_retry_after`).
     """
+
+    retry_after = _RetryAfter()
 
     def __init__(self, message: str, *, attempts: list[tuple[str, ProviderError]],
                  provider: str | None = None) -> None:
         super().__init__(message, provider=provider)
         self.attempts = attempts
         self.retriable = bool(attempts) and all(err.retriable for _, err in attempts)
-        self.retry_after: float | None = None
+        self.retry_after = None
 
 
 class ProviderStatusError(ProviderError):
@@ -321,12 +358,15 @@ class ModelNotFoundError(ProviderStatusError):
 
 
 class RateLimitError(ProviderStatusError):
-    """Too many requests (429). ``retry_after`` is in seconds, when the provider said."""
+    """Too many requests (429). ``retry_after`` is in seconds, when the provider said; it is
+    never negative nor longer than :func:`max_retry_after` (see :func:`clamp_retry_after`)."""
 
     retriable = True
+    retry_after = _RetryAfter()
 
     def __init__(self, message: str, *, status_code: int = 429, body: Any = None,
                  retry_after: float | None = None, provider: str | None = None) -> None:
+        retry_after = clamp_retry_after(retry_after)
         if retry_after is not None and "retry after" not in message:
             message += f" (retry after {retry_after:.3g} s)"
         super().__init__(message, status_code=status_code, body=body, provider=provider)

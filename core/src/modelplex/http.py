@@ -30,6 +30,7 @@ import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -218,27 +219,48 @@ def _origin(url: URL) -> tuple[str, str | None, int | None]:
     return url.scheme, url.host, url.port
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "getall"):  # a plain dict: any case
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def _wait_seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) or value < 0 else value
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+
+    The one parser of these headers, for every provider (and through their errors, the router
+    and the server). Garbage, a negative number or NaN is no wait (``None``); any wait is at
+    most :func:`modelplex.errors.max_retry_after` (``inf``, ``1e400`` or a date in 2099 become
+    that maximum); a date in the past is 0.
+    """
+    ms = _header(headers, "retry-after-ms")
     if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+        seconds = _wait_seconds(ms.strip())
+        if seconds is not None:
+            return errors.clamp_retry_after(seconds / 1000)
+    value = (_header(headers, "retry-after") or "").strip()
     if not value:
         return None
+    if value[0] in "+-.0123456789" or value.lower().startswith(("inf", "nan")):
+        return errors.clamp_retry_after(_wait_seconds(value))
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        import time
-
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    import time
+
+    return errors.clamp_retry_after(max(0.0, when.timestamp() - time.time()))
 
 
 def extract_error_message(body: Any) -> str:

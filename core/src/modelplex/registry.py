@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from modelplex.errors import ModelNotFoundError, ModelplexError, UnsupportedOperationError
+from modelplex.masking import mask
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 from modelplex.types import HealthStatus, ModelInfo, ModelSize
@@ -99,7 +100,7 @@ class ProviderListing:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (without the models)."""
-        return {"provider": self.provider, "available": self.ok, "error": self.error,
+        return {"provider": self.provider, "available": self.ok, "error": mask(self.error),
                 "models_count": len(self.models), "local": self.local,
                 "fetched_at": _iso(self.fetched_at), "latency_ms": self.latency_ms}
 
@@ -119,9 +120,10 @@ class ProviderHealth:
         ``status`` is ``healthy``, ``unhealthy`` or ``error`` (the check raised)."""
         s = self.status
         state = "error" if self.raised else "healthy" if s.healthy else "unhealthy"
+        detail = mask(s.detail)  # an error can quote a URL with its password
         return {"provider": s.provider, "status": state,
-                "available": s.healthy, "error": None if s.healthy else s.detail,
-                "detail": s.detail, "version": s.version, "models_count": s.model_count,
+                "available": s.healthy, "error": None if s.healthy else detail,
+                "detail": detail, "version": s.version, "models_count": s.model_count,
                 "latency_ms": s.latency_ms, "checked_at": _iso(self.checked_at)}
 
 

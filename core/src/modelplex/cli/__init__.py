@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import click
 
+from modelplex import interrupt
 from modelplex.__about__ import __version__
 from modelplex.cli.batch import batch
 from modelplex.cli.cache import cache
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``modelplex`` command."""
     from modelplex import env
 
+    interrupt.take_over()  # Ctrl-C works even when started with SIGINT ignored
     args = list(sys.argv[1:] if argv is None else argv)
     end = args.index("--") if "--" in args else len(args)  # after `--`, --debug is a prompt
     debug = "--debug" in args[:end]
@@ -72,11 +74,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except click.Abort as err:
         if isinstance(err.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-            sys.exit(130)
+            interrupt.exit_interrupted()
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        sys.exit(130)
+        interrupt.exit_interrupted()  # 130, without waiting for a busy worker thread
     except OSError as err:  # the output could not be written: a full disk, a closed pipe
         if debug:
             traceback.print_exc()

@@ -7,13 +7,13 @@ without a cycle.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from modelplex import interrupt
 from modelplex.cli.timeouts import provider_configs
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def run(coro: Awaitable[T]) -> T:
     async def runner() -> T:
         return await coro
 
-    return asyncio.run(runner())
+    return interrupt.run(runner())  # asyncio.run, where Ctrl-C is never lost
 
 
 def parse_option_value(value: str) -> Any:

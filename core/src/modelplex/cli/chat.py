@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from modelplex import interrupt
 from modelplex.cli._common import options, run
 from modelplex.cli.logs import chat_conversation, database_path
 from modelplex.cli.structured import run_structured_chat
@@ -133,7 +134,7 @@ def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> N
     # (status 130); Ctrl-C during an answer cancels that answer, whose part is kept.
     with asyncio.Runner() as runner:
         try:
-            session = runner.run(manager.initialize_model(model))
+            session = interrupt.run(manager.initialize_model(model), runner)
             click.echo(f"Chatting with {session.provider}:{session.model}. Type /exit to leave,"
                        " /model provider:model to switch, /clear to forget.", err=True)
             while (text := _next_line()) not in ("/exit", "/quit", "exit", "quit", None):
@@ -142,7 +143,8 @@ def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> N
                 elif text.startswith("/model"):
                     spec = text.removeprefix("/model").strip()
                     try:
-                        session = runner.run(manager.initialize_model(spec or None))
+                        session = interrupt.run(manager.initialize_model(spec or None),
+                                                runner)
                     except ModelplexError as err:
                         click.echo(f"Error: {redact(str(err))}", err=True)
                         continue
@@ -150,18 +152,20 @@ def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> N
                                err=True)
                 elif text:
                     try:
-                        runner.run(_stream_answer(manager, text, show_usage))
+                        interrupt.run(_stream_answer(manager, text, show_usage), runner)
                     except ModelplexError as err:
                         click.echo(f"Error: {redact(str(err))}", err=True)
                     except KeyboardInterrupt:
                         click.echo("(stopped; the part received is kept)", err=True)
         finally:
-            runner.run(manager.aclose())
+            interrupt.run(manager.aclose(), runner)
 
 
 def _next_line() -> str | None:
     """The next line typed, stripped; ``None`` at the end of input (Ctrl-D)."""
     try:
-        return input("> ").strip()
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return input("> ").strip()  # GNU readline: line editing and history
+        return interrupt.read_line("> ").strip()  # input() could miss a Ctrl-C
     except EOFError:
         return None

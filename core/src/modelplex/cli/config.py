@@ -115,7 +115,7 @@ def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
     N times through each model and reports what happened (a quick check of a config).
     """
     from modelplex.config import get_config
-    from modelplex.errors import ConfigurationError, ProviderError
+    from modelplex.errors import ConfigurationError, ProviderError, redact
     from modelplex.pipeline import open_router, release_model
 
     config = get_config()
@@ -135,7 +135,8 @@ def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
                         await router.complete([{"role": "user", "content": prompt}],
                                               model=name)
                     except ProviderError as err:
-                        click.echo(f"{name}: {type(err).__name__}: {err}", err=True)
+                        click.echo(f"{name}: {type(err).__name__}: {redact(str(err))}",
+                                   err=True)
                 out.append(router.stats())
             finally:
                 await release_model(router)

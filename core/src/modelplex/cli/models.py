@@ -10,7 +10,7 @@ import click
 
 from modelplex.cli._common import print_table, provider_names, run, with_provider
 from modelplex.cli.config import configured_providers
-from modelplex.errors import ModelplexError
+from modelplex.errors import ModelplexError, redact
 
 if TYPE_CHECKING:
     from modelplex.provider import Provider
@@ -62,7 +62,7 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
                      [[*row, ",".join(m.capabilities)]
                       for row, m in zip(_model_rows(found), found, strict=True)])
         for name, err in failed.items():
-            click.echo(f"{name}: unavailable: {err}", err=True)
+            click.echo(f"{name}: unavailable: {redact(str(err))}", err=True)
     if failed and not found and len(failed) == len(names or provider_names(None)):
         sys.exit(1)
 
@@ -138,7 +138,7 @@ def models_ps(provider: str | None, as_json: bool) -> None:
             except UnsupportedOperationError:
                 continue
             except ModelplexError as err:
-                click.echo(f"{name}: unavailable: {err}", err=True)
+                click.echo(f"{name}: unavailable: {redact(str(err))}", err=True)
         return found
 
     found = run(gather())

@@ -8,7 +8,8 @@ import json
 import click
 
 from modelplex.cli._common import provider_names, run, with_provider
-from modelplex.errors import ModelplexError, redact
+from modelplex.errors import ModelplexError
+from modelplex.masking import mask
 
 __all__ = ["plugins", "providers"]
 
@@ -32,7 +33,7 @@ def providers(as_json: bool) -> None:
 
     statuses = run(gather())
     if as_json:
-        click.echo(redact(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2)))
+        click.echo(json.dumps(mask([s.model_dump(mode="json") for s in statuses]), indent=2))
         return
     if not statuses:
         click.echo("No providers installed. Install one, e.g. `pip install modelplex-llamacpp`.")
@@ -42,7 +43,7 @@ def providers(as_json: bool) -> None:
         if s.version:
             extra.append(f"version {s.version}")
         if s.detail:
-            extra.append(redact(s.detail))
+            extra.append(mask(s.detail))
         click.echo(f"{s.provider:12} {state:12} {'; '.join(extra)}".rstrip())
 
 

@@ -125,8 +125,8 @@ _NO_STATE = MemoryState()  # plain routers: never asked (nothing cools down, no 
 class _Trial:
     """The attempts of one routed request: budget, failures, and the chain of fallbacks."""
 
-    __slots__ = ("deadline", "failed", "group_index", "groups", "records", "retry_after",
-                 "router", "tries", "waits")
+    __slots__ = ("deadline", "failed", "group_index", "groups", "out_of_time", "records",
+                 "retry_after", "router", "tries", "waits")
 
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -138,6 +138,27 @@ class _Trial:
         self.failed: set[int] = set()
         self.waits: list[float] = []
         self.retry_after: float | None = None
+        self.out_of_time = False
+
+    def budget(self) -> asyncio.Timeout:
+        """The deadline of one attempt: the end of the budget (``retries.timeout``) of a named
+        model; none for a plain ``provider:model``, whose budget bounds only the waits
+        between attempts (its provider's own timeouts bound an attempt)."""
+        if self.router.plain:
+            return asyncio.timeout(None)
+        return asyncio.timeout(self.deadline - time.monotonic())
+
+    def ran_out(self, dep: Deployment) -> ProviderError:
+        """The attempt on ``dep`` was cancelled at the end of the budget: the error to raise."""
+        seconds = self.router.retries.timeout
+        err = ProviderTimeoutError(
+            f"{dep.label}: no answer before the retry budget of {seconds:g} s "
+            "(retries.timeout) ran out; the attempt was cancelled",
+            phase="total", timeout=seconds, provider=dep.provider.name)
+        dep.stats.failure(err)
+        self.records.append((dep.label, err))
+        self.out_of_time = True
+        return self.error()
 
     async def next(self) -> tuple[Router, Deployment]:
         """The next deployment to try; raises :class:`RoutingError` when none is left."""
@@ -189,6 +210,10 @@ class _Trial:
             listed = "; ".join(f"{i}. {label}: {_describe(err)}"
                                for i, (label, err) in enumerate(self.records, 1))
             message = f"model {scope}: all {len(self.records)} attempts failed: {listed}"
+            if self.out_of_time:
+                message = (f"model {scope}: the retry budget of {self.router.retries.timeout:g}"
+                           f" s (retries.timeout) ran out after {len(self.records)} "
+                           f"attempt(s): {listed}")
         err = RoutingError(message, attempts=list(self.records), provider=name)
         err.retry_after = min(self.waits) if self.waits else None
         if self.records:
@@ -426,10 +451,19 @@ class Router(Provider):
             attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
             failure: ProviderError | None = None
             try:
+                budget = trial.budget()  # the attempt ends with the budget, hung or not
                 try:
-                    first = await anext(stream)
+                    async with budget:
+                        first = await anext(stream)
                 except StopAsyncIteration:
                     first = None
+                except TimeoutError:
+                    if not budget.expired():
+                        raise
+                    spent = trial.ran_out(dep)
+                    failure = trial.records[-1][1]
+                    self.stats_total.failure(spent)
+                    raise spent from failure
                 except ProviderError as err:
                     failure = err
                     try:
@@ -475,9 +509,17 @@ class Router(Provider):
                 raise
             await group._enter(dep)
             start = time.perf_counter()
+            budget = trial.budget()  # the attempt ends with the budget, hung or not
             try:
-                with telemetry.attempt_span(group, dep, len(trial.records) + 1):
-                    result = await call(dep)
+                async with budget:
+                    with telemetry.attempt_span(group, dep, len(trial.records) + 1):
+                        result = await call(dep)
+            except TimeoutError:
+                if not budget.expired():
+                    raise
+                spent = trial.ran_out(dep)
+                self.stats_total.failure(spent)
+                raise spent from trial.records[-1][1]
             except ProviderError as err:
                 try:
                     await trial.failed_attempt(group, dep, err)
