@@ -85,6 +85,14 @@ def is_secret_name(name: str) -> bool:
     return not any(w in _DESCRIBING_WORDS for w in words)
 
 
+def _names_variables(name: str) -> bool:
+    """Whether ``name`` holds the names of environment variables (``api_key_env``,
+    ``headers_env``), not values: more than one word, the last ``env``. (``env`` alone holds
+    the values a server process gets, which may be secrets.)"""
+    words = _words(str(name))
+    return len(words) > 1 and words[-1] in ("env", "envs")
+
+
 def _is_headers_name(name: str) -> bool:
     words = _words(str(name))
     return bool(words) and words[-1] == "headers"
@@ -188,6 +196,8 @@ def mask(value: Any, *secrets: str | None) -> Any:
         for key, item in value.items():
             if isinstance(key, str) and _is_headers_name(key):
                 out[key] = _headers(item, secrets)
+            elif isinstance(key, str) and _names_variables(key):
+                out[key] = item  # variables' names (``headers_env``), not their values
             elif isinstance(key, str) and is_secret_name(key):
                 out[key] = _secret_value(item, secrets)
             else:

@@ -77,8 +77,11 @@ def config_show(as_json: bool) -> None:
     from modelplex.config import load_config, to_toml
 
     config = load_config()
-    data = {key: value for key, value in config.masked().items()
-            if value is not None and value != {}}  # the defaults of the top level
+    defaults = {name: field.get_default(call_default_factory=True)
+                for name, field in type(config).model_fields.items()}
+    missing = object()
+    data = {key: value for key, value in config.masked().items()  # the top level's defaults
+            if value is not None and value != {} and value != defaults.get(key, missing)}
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
