@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -88,20 +89,32 @@ async def test_models_are_normalized(registry_plugins: Plugins) -> None:
 
 
 async def test_ttl_cache_serves_stale_and_refreshes_in_background(
-        registry_plugins: Plugins) -> None:
-    async with ModelRegistry(plugins=registry_plugins, ttl=0.05) as registry:
+        registry_plugins: Plugins, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the registry's clock is driven by the test, so a busy machine cannot age a listing
+    import types
+
+    import modelplex.registry as registry_module
+
+    now = [1000.0]
+    clock = types.SimpleNamespace(time=lambda: now[0], perf_counter=time.perf_counter,
+                                  monotonic=time.monotonic)
+    monkeypatch.setattr(registry_module, "time", clock)
+    async with ModelRegistry(plugins=registry_plugins, ttl=10) as registry:
         cls = type(registry.provider("local"))
         before = cls.listed
         await registry.list_models()
         await registry.list_models()
         assert cls.listed == before + 1  # cached
         first = (await registry.listings())["local"].fetched_at
-        await asyncio.sleep(0.06)
+        now[0] += 11
         stale = (await registry.listings())["local"]
         assert stale.fetched_at == first  # answered at once from the stale listing...
-        await asyncio.sleep(0.05)
-        fresh = (await registry.listings())["local"]
-        assert fresh.fetched_at > first  # ...and refreshed behind the scenes
+        for _ in range(500):  # ...and refreshed behind the scenes (waited for, bounded)
+            fresh = (await registry.listings())["local"]
+            if fresh.fetched_at > first:
+                break
+            await asyncio.sleep(0.01)
+        assert fresh.fetched_at > first
         assert cls.listed == before + 2
         await registry.refresh("local")
         assert cls.listed == before + 3
