@@ -91,6 +91,9 @@ def fit_preset(mode: ChatMode, options: type[BaseModel]) -> dict[str, float]:
     return fitted
 
 
+_SAME: Any = object()  # Sampling.keep: the mode stays
+
+
 class Sampling:
     """A conversation's provider options and :class:`ChatMode`.
 
@@ -125,15 +128,19 @@ class Sampling:
                                                   provider, self.mode))
 
     def keep(self, provider: Provider | None, session: ChatSession | None,
-             options: Mapping[str, Any], mode: ChatMode | None) -> CommonOptions | None:
-        """Keep ``options`` and ``mode`` once ``provider`` (if any) accepts them; ``session``
-        shows the result. Returns the validated options (``None`` without a provider)."""
+             options: Mapping[str, Any] | None = None, mode: Any = _SAME
+             ) -> CommonOptions | None:
+        """Add ``options`` to the kept ones and use ``mode`` (if given) once ``provider`` (if
+        any) accepts them; ``session`` shows the result. Returns the validated options
+        (``None`` without a provider)."""
+        kept = {**self.options, **(options or {})}
+        mode = self.mode if mode is _SAME else parse_mode(mode)
         validated = None
         if provider is not None:
-            validated = provider.parse_options(self.merged(options, provider, mode))
+            validated = provider.parse_options(self.merged(kept, provider, mode))
             if session is not None:
                 session.temperature = validated.temperature
                 session.top_p = validated.top_p
                 session.max_tokens = validated.max_tokens
-        self.options, self.mode = dict(options), mode
+        self.options, self.mode = kept, mode
         return validated

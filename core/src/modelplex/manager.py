@@ -8,14 +8,12 @@
         meta = await chat.send_message("And of Italy?")  # the whole answer
         print(meta.content, meta.completion_tokens, meta.latency)
 
-The manager keeps the history, the mode and the public API, and delegates the work: the
-stacks it opens and what they need (:class:`~modelplex.layers.ManagerLayers`), options and
-modes (:class:`~modelplex._modes.Sampling`), MCP servers (:class:`~modelplex.mcp.McpHub`),
-tools (:class:`~modelplex.tools.ToolBox`). Each exchange is handed to a
-:class:`~modelplex.exchange.Turn`: the plain one (:mod:`modelplex.exchange`), structured
-output (:mod:`modelplex.structured`), the tool loop (:mod:`modelplex.tools`) and batches
-(:mod:`modelplex.batch`). Every method has a ``_sync`` twin for scripts (``with
-ChatManager() as chat: chat.get_response_with_meta_sync("hi")``).
+The manager keeps the history, the mode and the public API and delegates the rest: its
+request path to :class:`~modelplex.layers.ManagerLayers`, options and modes to
+:class:`~modelplex._modes.Sampling`, tools to a :class:`~modelplex.tools.ToolBox` and an
+:class:`~modelplex.mcp.McpHub`, each exchange (a :class:`~modelplex.exchange.Turn`) to
+:mod:`~modelplex.exchange`, :mod:`~modelplex.structured`, :mod:`~modelplex.tools` or
+:mod:`~modelplex.batch`. Methods have ``_sync`` twins for scripts.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelplex import structured
 from modelplex._blocking import Blocking, blocking
-from modelplex._modes import MODE_PRESETS, ChatMode, Sampling, parse_mode
+from modelplex._modes import MODE_PRESETS, ChatMode, Sampling
 from modelplex.batch import answer_each
 from modelplex.chunks import StreamChunk
 from modelplex.errors import ConfigurationError
@@ -39,7 +37,7 @@ from modelplex.plugins import Plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import CommonOptions, Provider
 from modelplex.reply import Reply, ResponseWithMeta, Turns
-from modelplex.specs import create_provider, parse_model_spec
+from modelplex.specs import create_provider, model_and_options, parse_model_spec
 from modelplex.structured import StructuredResult, StructuredUpdate
 from modelplex.tools import ToolBox, run_tools
 from modelplex.types import ChatMessage, ChatSession, ModelConfig
@@ -62,39 +60,14 @@ __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "R
 class ChatManager:
     """A conversation with one model at a time, over any installed provider.
 
-    Args:
-        model: ``"provider:model"``, a provider name alone, a named model of the config
-            (``"fast"``), or ``None`` for the default.
-        system_prompt: sent first in every request.
-        mode: a :class:`ChatMode` preset for temperature and top_p.
-        options: provider options applied to every message (validated by the provider).
-        provider_config: keyword configuration per provider name, e.g.
-            ``{"ollama": {"host": "http://gpu-box:11434"}}``.
-        plugins: a :class:`Plugins` to use instead of the process-wide one.
-        select: criteria (:class:`~modelplex.selection.ModelCriteria` or its fields) for
-            choosing the model when it is ``"auto"`` or not given.
-        config: a :class:`~modelplex.config.Config` instead of the config file.
-        pool: a :class:`~modelplex.pool.ProviderPool` instead of the process-wide one
-            (managers share providers with the same name and configuration through it).
-        cache: a response cache for every message (off by default): a
-            :class:`~modelplex.caches.Cache`, a backend name (``"memory"``, ``"sqlite"``,
-            ``"redis"``), or a :class:`~modelplex.caches.CacheConfig` or its dict; by default the
-            config file's ``cache`` section, if any.
-        conversation: store every exchange in the log database: ``True`` starts a new
-            conversation, an id continues that one (its history is loaded) or starts it.
-        logs: the :class:`~modelplex.store.logs.LogStore` (or its path) for ``conversation``;
-            default ``~/.local/share/modelplex/logs.db``.
-        retries: for a plain ``provider:model``, the retries after a first failed attempt
-            (``0``: none); default the config's ``[retries]``, else one (named models use
-            their own, see docs/routing.md).
-        mcp: names of ``[mcp.NAME]`` servers whose tools every message may call (started on
-            first use, stopped by :meth:`aclose`; see docs/mcp.md).
-        confirm: ``confirm(server, tool, arguments)``, asked before a tool an MCP server
-            marks destructive runs (without it such calls are refused).
-
-    ``model`` may also be a bare model name (``"llama3.2"``) that exactly one installed provider
-    lists, or a :class:`~modelplex.types.ModelConfig` (its name, and its sampling settings
-    under ``options``).
+    ``model`` is ``"provider:model"``, a provider name, a named model of the config
+    (``"fast"``), a bare model name one installed provider lists (``"llama3.2"``), a
+    :class:`~modelplex.types.ModelConfig`, ``"auto"`` (chosen by the ``select`` criteria) or
+    ``None`` for the default. The other arguments (``system_prompt``, ``mode``, ``options``,
+    ``provider_config``, ``plugins``, ``select``, ``config``, ``pool``, ``cache``,
+    ``conversation``, ``logs``, ``retries``, ``mcp``, ``confirm``) are described in
+    docs/python-api.md; the request path they configure is
+    :class:`~modelplex.layers.ManagerLayers`'s.
     """
 
     def __init__(self, model: str | ModelConfig | None = None, *, system_prompt: str | None = None,
@@ -109,12 +82,7 @@ class ChatManager:
                  confirm: Confirm | None = None) -> None:
         self.model_config = model if isinstance(model, ModelConfig) else None
         """The :class:`~modelplex.types.ModelConfig` given, if any."""
-        if isinstance(model, ModelConfig):
-            options, model = {**model.request_options(), **(options or {})}, model.name
-        elif model is not None and not isinstance(model, str):
-            raise ConfigurationError("model must be 'provider:model', a model name or a "
-                                     f"modelplex.ModelConfig (got {type(model).__name__})")
-        self._model_spec = model
+        self._model_spec, options = model_and_options(model, options)
         self._sampling = Sampling(options, mode)
         self._system_prompt = checked_system_prompt(system_prompt)
         self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs,
@@ -152,8 +120,8 @@ class ChatManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the answer still being streamed, if any, give back every provider opened
-        (closed when no other manager uses it) and stop the MCP servers started."""
+        """Close an unfinished answer, give back the providers (closed when no other manager
+        uses them) and stop the MCP servers."""
         with contextlib.suppress(Exception):
             await self._turns.aclose()
         self._provider = None
@@ -167,13 +135,15 @@ class ChatManager:
         by the ``select`` criteria); the history is kept across switches."""
         lease = await self._layers.open(model)
         provider, name, provider_name = lease.provider, lease.model, lease.provider_name
-        validated = self._sampling.keep(provider, None, {**self._sampling.options, **options},
-                                        self._sampling.mode)  # fails before anything is kept
+        validated = self._sampling.keep(provider, None, options)  # fails before it is kept
         assert validated is not None
         self._provider = provider
         self._model_spec = (name if provider_name == name  # a named model
                             else f"{provider_name}:{name}")  # reopened after aclose()
-        history = self._session.messages if self._session else self._stored_history()
+        history, system = ((self._session.messages, None) if self._session
+                           else self._layers.history())  # a stored conversation's
+        if self._system_prompt is None:
+            self._system_prompt = system or None
         self._session = ChatSession(model=name, provider=provider_name,
                                     system_prompt=self._system_prompt, messages=history,
                                     temperature=validated.temperature, top_p=validated.top_p,
@@ -190,17 +160,10 @@ class ChatManager:
         """The id of the stored conversation (``conversation=``), else ``None``."""
         return self._layers.conversation_id
 
-    def _stored_history(self) -> list[ChatMessage]:
-        messages, system = self._layers.history()
-        if self._system_prompt is None and system:
-            self._system_prompt = system
-        return messages
-
     def set_mode(self, mode: ChatMode | str | None) -> None:
         """Use a sampling preset (precise, balanced or creative; ``None`` for none), fitted
         to the provider's option ranges and checked before it is kept."""
-        self._sampling.keep(self._provider, self._session, self._sampling.options,
-                            parse_mode(mode))
+        self._sampling.keep(self._provider, self._session, mode=mode)
 
     def set_system_prompt(self, text: str | None) -> None:
         """Set or clear the system prompt."""
@@ -210,8 +173,7 @@ class ChatManager:
 
     def set_options(self, **options: Any) -> None:
         """Set provider options for the following messages."""
-        self._sampling.keep(self._provider, self._session,
-                            {**self._sampling.options, **options}, self._sampling.mode)
+        self._sampling.keep(self._provider, self._session, options)
 
     @property
     def session(self) -> ChatSession:
@@ -255,19 +217,13 @@ class ChatManager:
                      images: Sequence[str | bytes] | None = None,
                      cache: bool | None = None) -> Reply[ResponseWithMeta]:
         """Send ``text``; ``async for`` the reply to stream it, or ``await`` it for the whole
-        answer as a :class:`ResponseWithMeta` (asked for whole: the provider's non-streaming
-        request). Both are added to the history.
+        answer as a :class:`ResponseWithMeta` (the provider's non-streaming request).
 
-        ``cache=False`` skips the manager's cache for this message; ``cache=True`` caches it
-        even when it is sampled (temperature > 0 without a seed).
-
-        The message is checked at once. If the provider fails, the history is unchanged and the
-        error keeps the partial answer. If you stop reading a stream early, or the reading is
-        cancelled, or a timeout of the provider expires, the history keeps what you received,
-        marked partial; an awaited answer is kept whole or not at all. Sending the next
-        message first closes a previous answer left unfinished, so the history always holds
-        what the model saw; a previous answer still being read by another task raises
-        :class:`~modelplex.errors.ChatBusyError` instead.
+        Both join the history by the rules of :mod:`modelplex.exchange` (a stream stopped
+        early is kept, marked partial; a failure leaves the history unchanged, the error keeps
+        the partial answer). ``cache=False`` skips the manager's cache, ``cache=True`` caches
+        even a sampled answer. A previous answer left unfinished is closed first; one still
+        read by another task raises :class:`~modelplex.errors.ChatBusyError`.
         """
         user = user_message(text, images)
         start = functools.partial(self._turn, options, cache)
@@ -280,14 +236,12 @@ class ChatManager:
                                      tools: Sequence[Any] | None = None,
                                      mcp: Sequence[str] | None = None,
                                      cache: bool | None = None) -> ResponseWithMeta:
-        """Send ``text`` and return the whole answer with token counts and timings (without
-        tools, the same as ``await chat.send_message(text)``).
+        """Send ``text`` and return the whole answer with token counts and timings.
 
-        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), or
-        after :meth:`enable_function_calling`, the model's tool calls are run and answered
-        until it gives a final answer (see :func:`modelplex.tools.run_tools`). ``cache=False``
-        skips the manager's cache for this message, ``cache=True`` caches it even if sampled.
-        ``mcp`` adds the tools of these MCP servers to the manager's own ``mcp`` servers.
+        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), the
+        tools of :meth:`enable_function_calling` or of MCP servers (``mcp`` adds to the
+        manager's own), the model's calls are run until it answers
+        (:func:`modelplex.tools.run_tools`); without, the same as ``await send_message(text)``.
         """
         names = (*self._mcp_names, *(mcp or ()))
         if names:
@@ -302,14 +256,9 @@ class ChatManager:
                             options: Mapping[str, Any] | None = None, mode: str | None = None,
                             max_retries: int = 2, keep_attempts: bool = False,
                             **fields: Any) -> ChainResult:
-        """Send a prompt template and read the answer with the template's parser.
-
-        ``prompt`` is a template instance, or a registered name with its fields as keywords
-        (``chat.execute_chain("chain_of_thought", task="...")``). Templates that declare a
-        parser are run like :meth:`get_structured` (``mode``, ``max_retries``,
-        ``keep_attempts``); chain of thought gives ``result.reasoning`` and
-        ``result.solution``.
-        """
+        """Send a prompt template (an instance, or a registered name with its fields as
+        keywords) and read the answer with its parser, like :meth:`get_structured` (chain of
+        thought gives ``result.reasoning`` and ``result.solution``)."""
         template = structured.resolve_template(prompt, fields, self.plugins)
         parser = template.output_parser()
         if parser is None:
@@ -322,16 +271,9 @@ class ChatManager:
     async def get_structured(self, text: str, output: Any, *,
                              options: Mapping[str, Any] | None = None,
                              **kw: Any) -> StructuredResult:
-        """Ask ``text`` and return the answer validated by ``output``.
-
-        ``output`` is a parser name (``"json_dict"``), a :class:`~modelplex.parsers.Parser`,
-        a pydantic model class or a JSON schema dict. Keywords: ``mode`` (``"native"``,
-        ``"tool"`` or ``"prompted"``; chosen from the provider's capabilities by default),
-        ``max_retries`` (re-asks after a bad answer, default 2), ``options``, ``images``,
-        ``keep_attempts`` (keep the failed attempts in the history). Raises
-        :class:`~modelplex.errors.ParseError` with every raw answer when none is valid.
-        See :func:`modelplex.structured.get_structured`.
-        """
+        """Ask ``text`` and return the answer validated by ``output`` (a parser or its name, a
+        pydantic model class or a JSON schema dict). Keywords ``mode``, ``max_retries``,
+        ``images``, ``keep_attempts``: see :func:`modelplex.structured.get_structured`."""
         parser = resolve_output(output, self.plugins)
         async with self._turns.hold():
             return await structured.get_structured(await self._turn(options), text, parser, **kw)
@@ -339,11 +281,8 @@ class ChatManager:
     def stream_structured(self, text: str, output: Any, *,
                           options: Mapping[str, Any] | None = None,
                           **kw: Any) -> AsyncGenerator[StructuredUpdate, None]:
-        """Like :meth:`get_structured`, yielding the partial value as the JSON streams in.
-
-        The last update has ``done=True`` and the validated value. While it is read it is the
-        conversation's open answer, like a streamed reply.
-        """
+        """Like :meth:`get_structured`, yielding the partial value as the JSON streams in (the
+        last update has ``done=True``); the conversation's open answer while it is read."""
         parser = resolve_output(output, self.plugins)
         return owned(self._turns, functools.partial(self._turn, options),
                      lambda turn: structured.stream_structured(turn, text, parser, **kw))
@@ -351,23 +290,18 @@ class ChatManager:
     async def process_message_batch(self, messages: Sequence[str], *, max_concurrent: int = 5,
                                     options: Mapping[str, Any] | None = None,
                                     return_exceptions: bool = False) -> list[ResponseWithMeta]:
-        """Answer each of ``messages`` independently, at most ``max_concurrent`` at once:
-        each on this conversation's system prompt, model and options, not its history (which
-        is left unchanged). The answers come in the order of ``messages``; the first failure
-        is raised once the others finished (``return_exceptions=True``: returned in its
-        place). See :func:`modelplex.batch.answer_each`.
-        """
+        """Answer each of ``messages`` on this conversation's settings but not its history
+        (unchanged), at most ``max_concurrent`` at once, in order; see
+        :func:`modelplex.batch.answer_each` (``return_exceptions``)."""
         return await answer_each(await self._turn(options), messages,
                                  max_concurrent=max_concurrent,
                                  return_exceptions=return_exceptions)
 
     def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
                                 raise_tool_errors: bool = False) -> None:
-        """Let the model call ``tools`` (functions, Tools or JSON specs) from now on.
-
-        :meth:`get_response_with_meta` then runs the model's calls, at most ``max_steps``
-        rounds; a tool that raises is reported to the model unless ``raise_tool_errors``.
-        """
+        """Let the model call ``tools`` (functions, Tools or JSON specs) from now on, at most
+        ``max_steps`` rounds a message; a tool that raises is reported to the model unless
+        ``raise_tool_errors``."""
         self._toolbox.enable(tools, max_steps=max_steps, raise_errors=raise_tool_errors)
 
     def disable_function_calling(self) -> None:
