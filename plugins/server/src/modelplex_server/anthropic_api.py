@@ -335,6 +335,8 @@ class _EventWriter:
         self._text_head = b""
 
     async def reasoning(self, text: str) -> None:
+        if not self.thinking:  # asked without thinking: the reasoning is left out
+            return
         out = b""
         if self.open != "thinking":
             out = self._stop() + self._start({"type": "thinking", "thinking": "",
@@ -363,14 +365,6 @@ class _EventWriter:
         self.open = "tool_use"
         self.tools += 1
         await self.write(out)
-
-    async def chunk(self, chunk: StreamChunk) -> None:
-        if chunk.reasoning and self.thinking:
-            await self.reasoning(chunk.reasoning)
-        if chunk.content:
-            await self.text(chunk.content)
-        for call in chunk.tool_calls or ():
-            await self.tool(call)
 
     def _start(self, block: dict[str, Any]) -> bytes:
         self.index += 1

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import ValidationError
 
-from modelplex.chunks import ChatResponse, StreamChunk
+from modelplex.chunks import ChatResponse, StreamChunk, ToolCall
 from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage
 from modelplex_server.errors import ApiError, from_exception
@@ -68,17 +68,30 @@ async def answer_streamed(
 class EventWriter(Protocol):
     """What :func:`relay` writes a stream's chunks with (each API has its own)."""
 
-    async def chunk(self, chunk: StreamChunk) -> None:
-        """Write everything ``chunk`` holds (reasoning, text, tool calls)."""
+    async def reasoning(self, text: str) -> None:
+        """Write a piece of the model's reasoning (or leave it out)."""
 
     async def text(self, text: str) -> None:
-        """Write a piece of answer text (the fast path of a plain text chunk)."""
+        """Write a piece of answer text."""
+
+    async def tool(self, call: ToolCall) -> None:
+        """Write one tool call."""
+
+
+async def _write(writer: EventWriter, chunk: StreamChunk) -> None:
+    if chunk.reasoning:
+        await writer.reasoning(chunk.reasoning)
+    if chunk.content:
+        await writer.text(chunk.content)
+    for call in chunk.tool_calls or ():
+        await writer.tool(call)
 
 
 async def relay(resp: web.StreamResponse, stream: AsyncIterator[StreamChunk],
                 first: StreamChunk | None, writer: EventWriter,
                 failed: Callable[[ApiError], bytes]) -> tuple[bool, StreamChunk | None]:
-    """Write ``first`` and the rest of ``stream`` with ``writer``.
+    """Write ``first`` and the rest of ``stream`` with ``writer`` (its reasoning, text and
+    tool calls, in this order; a plain text chunk straight to ``writer.text``).
 
     Returns whether the stream ended well and its last chunk. A failure after the headers
     (anything but the client going away) is written as ``failed(error)`` and ends the
@@ -87,14 +100,14 @@ async def relay(resp: web.StreamResponse, stream: AsyncIterator[StreamChunk],
     last = first
     try:
         if first is not None:
-            await writer.chunk(first)
+            await _write(writer, first)
             async for chunk in stream:
                 last = chunk
                 if chunk.tool_calls is None and chunk.reasoning is None:
                     if chunk.content:
                         await writer.text(chunk.content)
                 else:
-                    await writer.chunk(chunk)
+                    await _write(writer, chunk)
     except ConnectionResetError:
         raise
     except Exception as err:  # after the headers: the API's error event

@@ -227,14 +227,6 @@ class _EventWriter:
         out += self.event("response.output_item.done", {"output_index": index, "item": item})
         await self.resp.write(out)
 
-    async def chunk(self, chunk: StreamChunk) -> None:
-        if chunk.reasoning:
-            await self.reasoning(chunk.reasoning)
-        if chunk.content:
-            await self.text(chunk.content)
-        for call in chunk.tool_calls or ():
-            await self.tool(call)
-
     def end(self) -> bytes:
         out = self._close_reasoning() + self._close_text()
         status = self.answer.status()
