@@ -288,13 +288,13 @@ async def test_managers_leave_no_child_process() -> None:
     cfg = config()
     for _ in range(20):
         chat = ChatManager("openai:unused", config=cfg, mcp=["fx"])
-        await chat._mcp_tools(["fx"])  # starts the server as the first message would
+        await chat._mcp.tools(["fx"])  # starts the server as the first message would
         assert children() - before
         await chat.aclose()
         assert children() == before
     fds = len(os.listdir("/proc/self/fd"))
     chat = ChatManager("openai:unused", config=cfg, mcp=["fx"])
-    await chat._mcp_tools(["fx"])
+    await chat._mcp.tools(["fx"])
     await chat.aclose()
     assert len(os.listdir("/proc/self/fd")) <= fds  # no pipe left open
 
@@ -302,7 +302,7 @@ async def test_managers_leave_no_child_process() -> None:
 def test_sync_manager_closes_its_servers() -> None:
     before = children()
     with ChatManager(config=config(), mcp=["fx"]) as chat:
-        chat._blocking.run(chat._mcp_tools(["fx"]), "tools")
+        chat._blocking.run(chat._mcp.tools(["fx"]), "tools")
     assert children() == before
 
 

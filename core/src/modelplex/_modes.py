@@ -4,19 +4,28 @@ The presets are written for the common ranges (temperature 0 to 2, top_p 0 to 1)
 whose ``Options`` declare another range gets the preset scaled into it (a provider with
 temperature 0 to 1 gets half the temperature), and a preset option the provider does not have
 is left out, so choosing a mode never makes a provider reject the request.
+
+:class:`Sampling` is a conversation's options and mode together: what each request is sent
+(the preset fitted to the provider under the options) and how a change is checked before it
+is kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import annotated_types
 from pydantic import BaseModel
 
 from modelplex.errors import ConfigurationError
 
-__all__ = ["COMMON_RANGES", "MODE_PRESETS", "ChatMode", "fit_preset", "parse_mode"]
+if TYPE_CHECKING:
+    from modelplex.provider import CommonOptions, Provider
+    from modelplex.types import ChatSession
+
+__all__ = ["COMMON_RANGES", "MODE_PRESETS", "ChatMode", "Sampling", "fit_preset", "parse_mode"]
 
 
 class ChatMode(StrEnum):
@@ -80,3 +89,58 @@ def fit_preset(mode: ChatMode, options: type[BaseModel]) -> dict[str, float]:
             value = max(value, low)
         fitted[key] = round(value, 4)
     return fitted
+
+
+_SAME: Any = object()  # Sampling.keep: the mode stays
+
+
+class Sampling:
+    """A conversation's provider options and :class:`ChatMode`.
+
+    ``options`` must be a mapping (a clear :class:`ConfigurationError` otherwise); ``mode`` a
+    :class:`ChatMode`, its name or ``None``.
+    """
+
+    __slots__ = ("mode", "options")
+
+    def __init__(self, options: Mapping[str, Any] | None = None, mode: Any = None) -> None:
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigurationError("options must map option names to values, e.g. "
+                                     f"{{'temperature': 0.2}} (got {type(options).__name__})")
+        self.options: dict[str, Any] = dict(options or {})
+        self.mode: ChatMode | None = parse_mode(mode or None)
+
+    def merged(self, options: Mapping[str, Any], provider: Provider | None,
+               mode: ChatMode | None) -> dict[str, Any]:
+        """``mode``'s preset (fitted to ``provider``, else as written) under ``options``."""
+        merged: dict[str, Any] = {}
+        if isinstance(mode, ChatMode):
+            merged = fit_preset(mode, provider.Options) if provider is not None \
+                else dict(MODE_PRESETS[mode])
+        merged.update(options)
+        return merged
+
+    def check(self, provider: Provider, options: Mapping[str, Any] | None = None
+              ) -> CommonOptions:
+        """The validated options of a request to ``provider``: the kept ones and ``options``
+        over the mode's preset."""
+        return provider.parse_options(self.merged({**self.options, **(options or {})},
+                                                  provider, self.mode))
+
+    def keep(self, provider: Provider | None, session: ChatSession | None,
+             options: Mapping[str, Any] | None = None, mode: Any = _SAME
+             ) -> CommonOptions | None:
+        """Add ``options`` to the kept ones and use ``mode`` (if given) once ``provider`` (if
+        any) accepts them; ``session`` shows the result. Returns the validated options
+        (``None`` without a provider)."""
+        kept = {**self.options, **(options or {})}
+        mode = self.mode if mode is _SAME else parse_mode(mode)
+        validated = None
+        if provider is not None:
+            validated = provider.parse_options(self.merged(kept, provider, mode))
+            if session is not None:
+                session.temperature = validated.temperature
+                session.top_p = validated.top_p
+                session.max_tokens = validated.max_tokens
+        self.options, self.mode = kept, mode
+        return validated

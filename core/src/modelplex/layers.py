@@ -1,9 +1,12 @@
 """What a :class:`~modelplex.manager.ChatManager` asks of the request path, and owns.
 
 The stack itself is built by :func:`modelplex.pipeline.open_model` (recording -> telemetry ->
-cache -> router -> provider); :class:`ManagerLayers` holds the manager's ``cache``,
-``conversation`` and ``logs`` settings, opens the cache and the conversation database they
-name (once, for every model the manager switches to) and closes what it opened.
+cache -> router -> provider); :class:`ManagerLayers` holds the manager's settings for it
+(config, pool, plugins, provider keywords, retries, ``cache``, ``conversation`` and
+``logs``), resolves the model asked for (``"auto"`` by the selection criteria, a bare model
+name through the registry), opens its stack (:meth:`ManagerLayers.open`), opens the cache
+and the conversation database the settings name (once, for every model the manager switches
+to) and releases or closes everything it opened.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from modelplex.caches import Cache, CacheConfig
+from modelplex.config import get_config
+from modelplex.pipeline import open_model
+from modelplex.plugins import Plugins, get_plugins
+from modelplex.registry import resolve_bare_model
+from modelplex.selection import select_model_spec
 
 if TYPE_CHECKING:
     from modelplex.caching import CacheLayer
-    from modelplex.plugins import Plugins
+    from modelplex.config import Config
+    from modelplex.pipeline import Lease
+    from modelplex.pool import ProviderPool
     from modelplex.provider import Provider
     from modelplex.store.logs import LogStore
     from modelplex.types import ChatMessage
@@ -26,7 +36,8 @@ __all__ = ["ManagerLayers"]
 
 
 class ManagerLayers:
-    """The cache and conversation settings of one manager, and what they opened.
+    """The request-path settings of one manager (see :class:`~modelplex.manager.ChatManager`
+    for each), and what they opened.
 
     A bad ``cache`` setting raises :class:`~modelplex.errors.ConfigurationError` here, when
     the manager is created.
@@ -34,7 +45,18 @@ class ManagerLayers:
 
     def __init__(self, *, cache: Cache | CacheConfig | str | Mapping[str, Any] | bool | None,
                  conversation: str | bool | None,
-                 logs: LogStore | str | os.PathLike[str] | None) -> None:
+                 logs: LogStore | str | os.PathLike[str] | None,
+                 config: Config | None = None, pool: ProviderPool | None = None,
+                 plugins: Plugins | None = None, select: Any = None,
+                 provider_config: Mapping[str, Mapping[str, Any]] | None = None,
+                 retries: int | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.chosen_plugins = plugins
+        self.select = select
+        self.provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
+        self.retries = retries
+        self._leases: dict[tuple[str, str], Lease] = {}
         if cache is not None and not isinstance(cache, bool | Cache):
             cache = CacheConfig.parse(cache)
         self.cache_setting = cache
@@ -44,6 +66,35 @@ class ManagerLayers:
         self.logs = logs
         self.store: LogStore | None = None
         self._conversation_id: str | None = None
+
+    @property
+    def plugins(self) -> Plugins:
+        """The plugins providers come from (the process-wide ones unless given)."""
+        return self.chosen_plugins or get_plugins()
+
+    async def open(self, model: str | None) -> Lease:
+        """The stack serving ``model`` (``"auto"``, or ``None`` with ``select`` criteria: the
+        model they select; a bare model name: the one provider that lists it), opened through
+        :func:`~modelplex.pipeline.open_model`. It replaces the stack held for the same model
+        (the fresh one records under the current conversation id)."""
+        if model == "auto" or (model is None and self.select is not None):
+            model = await select_model_spec(self.select or {}, plugins=self.plugins)
+        config = self.config or get_config()
+        model = await resolve_bare_model(model, plugins=self.plugins, named=config.models,
+                                         provider_config=self.provider_config)
+        cache = self.cache_layer(self.plugins, default=config.cache)
+        lease = await open_model(
+            model, config=config, pool=self.pool, plugins=self.chosen_plugins,
+            provider_config=self.provider_config, cache=cache or False,
+            logs=self.log_store(), conversation_id=self.conversation_id,
+            retries=self.retries, caller="chat")
+        key = (lease.provider_name, lease.model)
+        held = self._leases.pop(key, None)
+        self._leases[key] = lease
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.release()
+        return lease
 
     def cache_layer(self, plugins: Plugins, default: Mapping[str, Any] | None = None
                     ) -> CacheLayer | None:
@@ -109,7 +160,12 @@ class ManagerLayers:
             layer = getattr(layer, "wrapped", None)
 
     async def aclose(self) -> None:
-        """Close the database and the cache if they were opened here."""
+        """Give back every stack opened (closed when no other manager uses it), and close
+        the database and the cache if they were opened here."""
+        leases, self._leases = list(self._leases.values()), {}
+        for lease in leases:
+            with contextlib.suppress(Exception):
+                await lease.release()
         store, self.store = self.store, None
         if store is not None and store is not self.logs:
             await store.aclose()

@@ -8,12 +8,12 @@
         meta = await chat.send_message("And of Italy?")  # the whole answer
         print(meta.content, meta.completion_tokens, meta.latency)
 
-The manager keeps the history, the mode, the options and the public API, and owns the
-providers it opens (closed on exit). Each exchange is handed to a
-:class:`~modelplex.exchange.Turn`: the plain one (:mod:`modelplex.exchange`), structured
-output (:mod:`modelplex.structured`) and the tool loop (:mod:`modelplex.tools`). Every method
-has a ``_sync`` twin for scripts (``with ChatManager() as chat:
-chat.get_response_with_meta_sync("hi")``).
+The manager keeps the history, the mode and the public API and delegates the rest: its
+request path to :class:`~modelplex.layers.ManagerLayers`, options and modes to
+:class:`~modelplex._modes.Sampling`, tools to a :class:`~modelplex.tools.ToolBox` and an
+:class:`~modelplex.mcp.McpHub`, each exchange (a :class:`~modelplex.exchange.Turn`) to
+:mod:`~modelplex.exchange`, :mod:`~modelplex.structured`, :mod:`~modelplex.tools` or
+:mod:`~modelplex.batch`. Methods have ``_sync`` twins for scripts.
 """
 
 from __future__ import annotations
@@ -25,24 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 from modelplex import structured
 from modelplex._blocking import Blocking, blocking
-from modelplex._modes import MODE_PRESETS, ChatMode, fit_preset, parse_mode
+from modelplex._modes import MODE_PRESETS, ChatMode, Sampling
 from modelplex.batch import answer_each
 from modelplex.chunks import StreamChunk
-from modelplex.config import get_config
 from modelplex.errors import ConfigurationError
 from modelplex.exchange import Turn, answered, checked_system_prompt, owned, streamed, user_message
 from modelplex.layers import ManagerLayers
+from modelplex.mcp import McpHub
 from modelplex.parsers import resolve_output
-from modelplex.pipeline import open_model
-from modelplex.plugins import Plugins, get_plugins
+from modelplex.plugins import Plugins
 from modelplex.prompts import PromptTemplate
 from modelplex.provider import CommonOptions, Provider
-from modelplex.registry import find_model
 from modelplex.reply import Reply, ResponseWithMeta, Turns
-from modelplex.selection import select_model_spec
-from modelplex.specs import create_provider, parse_model_spec
+from modelplex.specs import create_provider, model_and_options, parse_model_spec
 from modelplex.structured import StructuredResult, StructuredUpdate
-from modelplex.tools import Tool, ToolBox, run_tools
+from modelplex.tools import ToolBox, run_tools
 from modelplex.types import ChatMessage, ChatSession, ModelConfig
 
 if TYPE_CHECKING:
@@ -50,8 +47,7 @@ if TYPE_CHECKING:
 
     from modelplex.caches import Cache, CacheConfig
     from modelplex.config import Config
-    from modelplex.mcp import Confirm, McpHub
-    from modelplex.pipeline import Lease
+    from modelplex.mcp import Confirm
     from modelplex.pool import ProviderPool
     from modelplex.store.logs import LogStore
 
@@ -64,39 +60,14 @@ __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "R
 class ChatManager:
     """A conversation with one model at a time, over any installed provider.
 
-    Args:
-        model: ``"provider:model"``, a provider name alone, a named model of the config
-            (``"fast"``), or ``None`` for the default.
-        system_prompt: sent first in every request.
-        mode: a :class:`ChatMode` preset for temperature and top_p.
-        options: provider options applied to every message (validated by the provider).
-        provider_config: keyword configuration per provider name, e.g.
-            ``{"ollama": {"host": "http://gpu-box:11434"}}``.
-        plugins: a :class:`Plugins` to use instead of the process-wide one.
-        select: criteria (:class:`~modelplex.selection.ModelCriteria` or its fields) for
-            choosing the model when it is ``"auto"`` or not given.
-        config: a :class:`~modelplex.config.Config` instead of the config file.
-        pool: a :class:`~modelplex.pool.ProviderPool` instead of the process-wide one
-            (managers share providers with the same name and configuration through it).
-        cache: a response cache for every message (off by default): a
-            :class:`~modelplex.caches.Cache`, a backend name (``"memory"``, ``"sqlite"``,
-            ``"redis"``), or a :class:`~modelplex.caches.CacheConfig` or its dict; by default the
-            config file's ``cache`` section, if any.
-        conversation: store every exchange in the log database: ``True`` starts a new
-            conversation, an id continues that one (its history is loaded) or starts it.
-        logs: the :class:`~modelplex.store.logs.LogStore` (or its path) for ``conversation``;
-            default ``~/.local/share/modelplex/logs.db``.
-        retries: for a plain ``provider:model``, the retries after a first failed attempt
-            (``0``: none); default the config's ``[retries]``, else one (named models use
-            their own, see docs/routing.md).
-        mcp: names of ``[mcp.NAME]`` servers whose tools every message may call (started on
-            first use, stopped by :meth:`aclose`; see docs/mcp.md).
-        confirm: ``confirm(server, tool, arguments)``, asked before a tool an MCP server
-            marks destructive runs (without it such calls are refused).
-
-    ``model`` may also be a bare model name (``"llama3.2"``) that exactly one installed provider
-    lists, or a :class:`~modelplex.types.ModelConfig` (its name, and its sampling settings
-    under ``options``).
+    ``model`` is ``"provider:model"``, a provider name, a named model of the config
+    (``"fast"``), a bare model name one installed provider lists (``"llama3.2"``), a
+    :class:`~modelplex.types.ModelConfig`, ``"auto"`` (chosen by the ``select`` criteria) or
+    ``None`` for the default. The other arguments (``system_prompt``, ``mode``, ``options``,
+    ``provider_config``, ``plugins``, ``select``, ``config``, ``pool``, ``cache``,
+    ``conversation``, ``logs``, ``retries``, ``mcp``, ``confirm``) are described in
+    docs/python-api.md; the request path they configure is
+    :class:`~modelplex.layers.ManagerLayers`'s.
     """
 
     def __init__(self, model: str | ModelConfig | None = None, *, system_prompt: str | None = None,
@@ -109,43 +80,26 @@ class ChatManager:
                  logs: LogStore | str | os.PathLike[str] | None = None,
                  retries: int | None = None, mcp: Sequence[str] | None = None,
                  confirm: Confirm | None = None) -> None:
-        self.model_config: ModelConfig | None = None
+        self.model_config = model if isinstance(model, ModelConfig) else None
         """The :class:`~modelplex.types.ModelConfig` given, if any."""
-        if isinstance(model, ModelConfig):
-            self.model_config = model
-            options = {**model.request_options(), **(options or {})}
-            model = model.name
-        elif model is not None and not isinstance(model, str):
-            raise ConfigurationError("model must be 'provider:model', a model name or a "
-                                     f"modelplex.ModelConfig (got {type(model).__name__})")
-        self._model_spec = model
-        self._select = select
-        self._plugins = plugins
-        self._config = config
-        self._pool = pool
-        self._provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
-        self._leases: dict[tuple[str, str], Lease] = {}
-        self._retries = retries
-        self._provider: Provider | None = None
-        if options is not None and not isinstance(options, Mapping):
-            raise ConfigurationError("options must map option names to values, e.g. "
-                                     f"{{'temperature': 0.2}} (got {type(options).__name__})")
-        self._options: dict[str, Any] = dict(options or {})
-        self._mode: ChatMode | None = parse_mode(mode or None)
+        self._model_spec, options = model_and_options(model, options)
+        self._sampling = Sampling(options, mode)
         self._system_prompt = checked_system_prompt(system_prompt)
-        self._session: ChatSession | None = None
-        self._blocking = Blocking("ChatManager", "chat")  # the sync twins' event loop
-        self._toolbox: ToolBox | None = None  # once function calling is enabled
-        self._turns = Turns()  # one answer at a time
-        self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs)
+        self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs,
+                                     config=config, pool=pool, plugins=plugins, select=select,
+                                     provider_config=provider_config, retries=retries)
         self._mcp_names = tuple(mcp or ())
-        self._confirm = confirm
-        self._mcp: McpHub | None = None  # started on the first message that uses MCP
+        self._mcp = McpHub(config, confirm=confirm)  # servers start on the first message
+        self._provider: Provider | None = None
+        self._session: ChatSession | None = None
+        self._toolbox = ToolBox()  # tools once function calling is enabled
+        self._turns = Turns()  # one answer at a time
+        self._blocking = Blocking("ChatManager", "chat")  # the sync twins' event loop
 
     @property
     def plugins(self) -> Plugins:
         """The plugins this manager draws providers from."""
-        return self._plugins or get_plugins()
+        return self._layers.plugins
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> ChatManager:
@@ -166,93 +120,35 @@ class ChatManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the answer still being streamed, if any, and give back every provider opened
-        (closed when no other manager uses it)."""
+        """Close an unfinished answer, give back the providers (closed when no other manager
+        uses them) and stop the MCP servers."""
         with contextlib.suppress(Exception):
             await self._turns.aclose()
-        leases, self._leases = list(self._leases.values()), {}
         self._provider = None
-        for lease in leases:
-            with contextlib.suppress(Exception):
-                await lease.release()
         await self._layers.aclose()
-        hub, self._mcp = self._mcp, None
-        if hub is not None:
-            await hub.aclose()
-
-    async def _mcp_tools(self, names: Sequence[str]) -> list[Tool]:
-        """The tools of MCP servers ``names`` (started once per manager)."""
-        if self._mcp is None:
-            from modelplex.mcp import McpHub
-
-            self._mcp = McpHub(self._config, confirm=self._confirm)
-        return await self._mcp.tools(names)
-
-    async def _open_provider(self, model: str | None) -> tuple[Provider, str, str]:
-        """The stack serving ``model`` from the request pipeline (its top), the model name to
-        send and the provider name to show."""
-        config = self._config or get_config()
-        cache = self._layers.cache_layer(self.plugins, default=config.cache)
-        lease = await open_model(
-            model, config=config, pool=self._pool, plugins=self._plugins,
-            provider_config=self._provider_config, cache=cache or False,
-            logs=self._layers.log_store(), conversation_id=self._layers.conversation_id,
-            retries=self._retries, caller="chat")
-        key = (lease.provider_name, lease.model)
-        held = self._leases.pop(key, None)
-        self._leases[key] = lease  # the fresh stack (current conversation id) replaces it
-        if held is not None:
-            with contextlib.suppress(Exception):
-                await held.release()
-        return lease.provider, lease.model, lease.provider_name
+        await self._mcp.aclose()
 
     # -- configuration ----------------------------------------------------------------------
     async def initialize_model(self, model: str | None = None,
                                **options: Any) -> ChatSession:
         """Choose the model (``"provider:model"``, a named model, or ``"auto"`` to select one
         by the ``select`` criteria); the history is kept across switches."""
-        if model == "auto" or (model is None and self._select is not None):
-            model = await self._select_model()
-        model = await self._resolve_bare(model)
-        provider, model_name, provider_name = await self._open_provider(model)
-        merged = {**self._options, **options}
-        validated = provider.parse_options(self._merged(merged, provider))  # fail before storing
-        self._options = merged
+        lease = await self._layers.open(model)
+        provider, name, provider_name = lease.provider, lease.model, lease.provider_name
+        validated = self._sampling.keep(provider, None, options)  # fails before it is kept
+        assert validated is not None
         self._provider = provider
-        self._model_spec = (model_name if provider_name == model_name  # a named model
-                            else f"{provider_name}:{model_name}")  # reopened after aclose()
-        history = self._session.messages if self._session else self._stored_history()
-        self._session = ChatSession(model=model_name, provider=provider_name,
+        self._model_spec = (name if provider_name == name  # a named model
+                            else f"{provider_name}:{name}")  # reopened after aclose()
+        history, system = ((self._session.messages, None) if self._session
+                           else self._layers.history())  # a stored conversation's
+        if self._system_prompt is None:
+            self._system_prompt = system or None
+        self._session = ChatSession(model=name, provider=provider_name,
                                     system_prompt=self._system_prompt, messages=history,
                                     temperature=validated.temperature, top_p=validated.top_p,
                                     max_tokens=validated.max_tokens)
         return self._session
-
-    async def _resolve_bare(self, model: str | None) -> str | None:
-        """``"provider:model"`` for a bare model name that exactly one installed provider lists
-        (the name as asked is sent, so ``model_name`` reports it); other specs unchanged."""
-        if not model or ":" in model or model in self.plugins.provider_names():
-            return model
-        from modelplex.config import get_config
-
-        if model in (self._config or get_config()).models:
-            return model
-        candidates, errors = await find_model(model, plugins=self.plugins,
-                                              provider_config=self._provider_config)
-        if len(candidates) == 1:
-            return f"{candidates[0]}:{model}"
-        if candidates:
-            raise ConfigurationError(
-                f"model {model!r} is served by several providers: "
-                f"{', '.join(f'{name}:{model}' for name in candidates)}; name one of them")
-        unreachable = f" (could not list: {', '.join(sorted(errors))})" if errors else ""
-        raise ConfigurationError(
-            f"model {model!r} does not name a provider and no installed provider lists it"
-            f"{unreachable}; write it as 'provider:model' (installed providers: "
-            f"{', '.join(self.plugins.provider_names())})")
-
-    async def _select_model(self) -> str:
-        return await select_model_spec(self._select or {}, plugins=self.plugins)
 
     @property
     def mcp_servers(self) -> tuple[str, ...]:
@@ -264,29 +160,10 @@ class ChatManager:
         """The id of the stored conversation (``conversation=``), else ``None``."""
         return self._layers.conversation_id
 
-    def _stored_history(self) -> list[ChatMessage]:
-        messages, system = self._layers.history()
-        if self._system_prompt is None and system:
-            self._system_prompt = system
-        return messages
-
-    def _keep(self, options: dict[str, Any], mode: ChatMode | None) -> None:
-        """Keep ``options`` and ``mode`` once the provider accepts them (the session shows the
-        result)."""
-        if self._provider is not None:
-            validated = self._provider.parse_options(self._merged(options, mode=mode))
-            if self._session is not None:
-                self._session.temperature = validated.temperature
-                self._session.top_p = validated.top_p
-                self._session.max_tokens = validated.max_tokens
-        self._options, self._mode = options, mode
-
     def set_mode(self, mode: ChatMode | str | None) -> None:
-        """Use a sampling preset (precise, balanced or creative; ``None`` for none).
-
-        The preset is fitted to the provider's option ranges and checked before it is kept.
-        """
-        self._keep(self._options, parse_mode(mode))
+        """Use a sampling preset (precise, balanced or creative; ``None`` for none), fitted
+        to the provider's option ranges and checked before it is kept."""
+        self._sampling.keep(self._provider, self._session, mode=mode)
 
     def set_system_prompt(self, text: str | None) -> None:
         """Set or clear the system prompt."""
@@ -296,7 +173,7 @@ class ChatManager:
 
     def set_options(self, **options: Any) -> None:
         """Set provider options for the following messages."""
-        self._keep({**self._options, **options}, self._mode)
+        self._sampling.keep(self._provider, self._session, options)
 
     @property
     def session(self) -> ChatSession:
@@ -316,18 +193,6 @@ class ChatManager:
             self._session.messages = []
         self._layers.restart_conversation(self._provider)
 
-    def _merged(self, options: Mapping[str, Any], provider: Provider | None = None, *,
-                mode: ChatMode | bool | None = True) -> dict[str, Any]:
-        """The mode's preset (fitted to ``provider``, else the current one) under ``options``."""
-        chosen = self._mode if mode is True else mode
-        provider = provider or self._provider
-        merged: dict[str, Any] = {}
-        if isinstance(chosen, ChatMode):
-            merged = fit_preset(chosen, provider.Options) if provider is not None \
-                else dict(MODE_PRESETS[chosen])
-        merged.update(options)
-        return merged
-
     async def _turn(self, options: Mapping[str, Any] | None = None,
                     cache: bool | None = None) -> Turn:
         """The next exchange: the model (initialised if needed) and validated options."""
@@ -336,8 +201,7 @@ class ChatManager:
         provider, session = self._provider, self._session
         assert provider is not None
         assert session is not None
-        validated = provider.parse_options(self._merged({**self._options, **(options or {})}))
-        return Turn(provider, session, validated, cache=cache,
+        return Turn(provider, session, self._sampling.check(provider, options), cache=cache,
                     conversation_id=self.conversation_id)
 
     async def request_context(self, options: Mapping[str, Any] | None = None
@@ -353,19 +217,13 @@ class ChatManager:
                      images: Sequence[str | bytes] | None = None,
                      cache: bool | None = None) -> Reply[ResponseWithMeta]:
         """Send ``text``; ``async for`` the reply to stream it, or ``await`` it for the whole
-        answer as a :class:`ResponseWithMeta` (asked for whole: the provider's non-streaming
-        request). Both are added to the history.
+        answer as a :class:`ResponseWithMeta` (the provider's non-streaming request).
 
-        ``cache=False`` skips the manager's cache for this message; ``cache=True`` caches it
-        even when it is sampled (temperature > 0 without a seed).
-
-        The message is checked at once. If the provider fails, the history is unchanged and the
-        error keeps the partial answer. If you stop reading a stream early, or the reading is
-        cancelled, or a timeout of the provider expires, the history keeps what you received,
-        marked partial; an awaited answer is kept whole or not at all. Sending the next
-        message first closes a previous answer left unfinished, so the history always holds
-        what the model saw; a previous answer still being read by another task raises
-        :class:`~modelplex.errors.ChatBusyError` instead.
+        Both join the history by the rules of :mod:`modelplex.exchange` (a stream stopped
+        early is kept, marked partial; a failure leaves the history unchanged, the error keeps
+        the partial answer). ``cache=False`` skips the manager's cache, ``cache=True`` caches
+        even a sampled answer. A previous answer left unfinished is closed first; one still
+        read by another task raises :class:`~modelplex.errors.ChatBusyError`.
         """
         user = user_message(text, images)
         start = functools.partial(self._turn, options, cache)
@@ -378,37 +236,29 @@ class ChatManager:
                                      tools: Sequence[Any] | None = None,
                                      mcp: Sequence[str] | None = None,
                                      cache: bool | None = None) -> ResponseWithMeta:
-        """Send ``text`` and return the whole answer with token counts and timings (without
-        tools, the same as ``await chat.send_message(text)``).
+        """Send ``text`` and return the whole answer with token counts and timings.
 
-        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), or
-        after :meth:`enable_function_calling`, the model's tool calls are run and answered
-        until it gives a final answer (see :func:`modelplex.tools.run_tools`). ``cache=False``
-        skips the manager's cache for this message, ``cache=True`` caches it even if sampled.
-        ``mcp`` adds the tools of these MCP servers to the manager's own ``mcp`` servers.
+        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), the
+        tools of :meth:`enable_function_calling` or of MCP servers (``mcp`` adds to the
+        manager's own), the model's calls are run until it answers
+        (:func:`modelplex.tools.run_tools`); without, the same as ``await send_message(text)``.
         """
         names = (*self._mcp_names, *(mcp or ()))
         if names:
-            tools = [*(tools or ()), *await self._mcp_tools(names)]
-        if tools or (self._toolbox is not None and self._toolbox.tools):
-            box = (self._toolbox or ToolBox()).with_tools(tools)
-            async with self._turns.hold():
-                return await run_tools(await self._turn(options, cache), text, box,
-                                       images=images)
-        return await self.send_message(text, options=options, images=images, cache=cache)
+            tools = [*(tools or ()), *await self._mcp.tools(names)]
+        box = self._toolbox.for_message(tools)
+        if box is None:
+            return await self.send_message(text, options=options, images=images, cache=cache)
+        async with self._turns.hold():
+            return await run_tools(await self._turn(options, cache), text, box, images=images)
 
     async def execute_chain(self, prompt: PromptTemplate | str, *,
                             options: Mapping[str, Any] | None = None, mode: str | None = None,
                             max_retries: int = 2, keep_attempts: bool = False,
                             **fields: Any) -> ChainResult:
-        """Send a prompt template and read the answer with the template's parser.
-
-        ``prompt`` is a template instance, or a registered name with its fields as keywords
-        (``chat.execute_chain("chain_of_thought", task="...")``). Templates that declare a
-        parser are run like :meth:`get_structured` (``mode``, ``max_retries``,
-        ``keep_attempts``); chain of thought gives ``result.reasoning`` and
-        ``result.solution``.
-        """
+        """Send a prompt template (an instance, or a registered name with its fields as
+        keywords) and read the answer with its parser, like :meth:`get_structured` (chain of
+        thought gives ``result.reasoning`` and ``result.solution``)."""
         template = structured.resolve_template(prompt, fields, self.plugins)
         parser = template.output_parser()
         if parser is None:
@@ -417,20 +267,13 @@ class ChatManager:
         return await self.get_structured(template.render(), parser, mode=mode, options=options,
                                          max_retries=max_retries, keep_attempts=keep_attempts)
 
-    # -- structured output and tools (modelplex.structured, modelplex.tools) ----------------
+    # -- structured output, batches and tools (modelplex.structured, .batch, .tools) -------
     async def get_structured(self, text: str, output: Any, *,
                              options: Mapping[str, Any] | None = None,
                              **kw: Any) -> StructuredResult:
-        """Ask ``text`` and return the answer validated by ``output``.
-
-        ``output`` is a parser name (``"json_dict"``), a :class:`~modelplex.parsers.Parser`,
-        a pydantic model class or a JSON schema dict. Keywords: ``mode`` (``"native"``,
-        ``"tool"`` or ``"prompted"``; chosen from the provider's capabilities by default),
-        ``max_retries`` (re-asks after a bad answer, default 2), ``options``, ``images``,
-        ``keep_attempts`` (keep the failed attempts in the history). Raises
-        :class:`~modelplex.errors.ParseError` with every raw answer when none is valid.
-        See :func:`modelplex.structured.get_structured`.
-        """
+        """Ask ``text`` and return the answer validated by ``output`` (a parser or its name, a
+        pydantic model class or a JSON schema dict). Keywords ``mode``, ``max_retries``,
+        ``images``, ``keep_attempts``: see :func:`modelplex.structured.get_structured`."""
         parser = resolve_output(output, self.plugins)
         async with self._turns.hold():
             return await structured.get_structured(await self._turn(options), text, parser, **kw)
@@ -438,11 +281,8 @@ class ChatManager:
     def stream_structured(self, text: str, output: Any, *,
                           options: Mapping[str, Any] | None = None,
                           **kw: Any) -> AsyncGenerator[StructuredUpdate, None]:
-        """Like :meth:`get_structured`, yielding the partial value as the JSON streams in.
-
-        The last update has ``done=True`` and the validated value. While it is read it is the
-        conversation's open answer, like a streamed reply.
-        """
+        """Like :meth:`get_structured`, yielding the partial value as the JSON streams in (the
+        last update has ``done=True``); the conversation's open answer while it is read."""
         parser = resolve_output(output, self.plugins)
         return owned(self._turns, functools.partial(self._turn, options),
                      lambda turn: structured.stream_structured(turn, text, parser, **kw))
@@ -450,32 +290,23 @@ class ChatManager:
     async def process_message_batch(self, messages: Sequence[str], *, max_concurrent: int = 5,
                                     options: Mapping[str, Any] | None = None,
                                     return_exceptions: bool = False) -> list[ResponseWithMeta]:
-        """Answer each of ``messages`` independently, at most ``max_concurrent`` at once:
-        each on this conversation's system prompt, model and options, not its history (which
-        is left unchanged). The answers come in the order of ``messages``; the first failure
-        is raised once the others finished (``return_exceptions=True``: returned in its
-        place). See :func:`modelplex.batch.answer_each`.
-        """
+        """Answer each of ``messages`` on this conversation's settings but not its history
+        (unchanged), at most ``max_concurrent`` at once, in order; see
+        :func:`modelplex.batch.answer_each` (``return_exceptions``)."""
         return await answer_each(await self._turn(options), messages,
                                  max_concurrent=max_concurrent,
                                  return_exceptions=return_exceptions)
 
     def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
                                 raise_tool_errors: bool = False) -> None:
-        """Let the model call ``tools`` (functions, Tools or JSON specs) from now on.
-
-        :meth:`get_response_with_meta` then runs the model's calls, at most ``max_steps``
-        rounds; a tool that raises is reported to the model unless ``raise_tool_errors``.
-        """
-        if self._toolbox is None:
-            self._toolbox = ToolBox()
-        self._toolbox.add(tools)
-        self._toolbox.max_steps = max_steps
-        self._toolbox.raise_errors = raise_tool_errors
+        """Let the model call ``tools`` (functions, Tools or JSON specs) from now on, at most
+        ``max_steps`` rounds a message; a tool that raises is reported to the model unless
+        ``raise_tool_errors``."""
+        self._toolbox.enable(tools, max_steps=max_steps, raise_errors=raise_tool_errors)
 
     def disable_function_calling(self) -> None:
         """Stop offering tools to the model."""
-        self._toolbox = None
+        self._toolbox = ToolBox()
 
     # -- sync twins (modelplex._blocking) --------------------------------------------------
     initialize_model_sync = blocking(initialize_model)

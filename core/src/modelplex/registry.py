@@ -25,14 +25,19 @@ import functools
 import inspect
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import attrs
 
-from modelplex.errors import ModelNotFoundError, ModelplexError, UnsupportedOperationError
+from modelplex.errors import (
+    ConfigurationError,
+    ModelNotFoundError,
+    ModelplexError,
+    UnsupportedOperationError,
+)
 from modelplex.masking import mask
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
@@ -46,6 +51,7 @@ __all__ = [
     "find_model",
     "is_local_provider",
     "normalize_capabilities",
+    "resolve_bare_model",
 ]
 
 DEFAULT_TTL = 300.0
@@ -485,7 +491,7 @@ async def find_model(model: str, *, plugins: Plugins | None = None,
     that could not be listed with their errors.
 
     Each provider is created with its ``provider_config`` keywords, listed once and closed.
-    ``ChatManager`` resolves a bare model name (``"llama3.2"``) with it.
+    :func:`resolve_bare_model` resolves a bare model name (``"llama3.2"``) with it.
     """
     from modelplex.specs import create_provider
 
@@ -511,3 +517,30 @@ async def find_model(model: str, *, plugins: Plugins | None = None,
                    if any(_lists(info, model) for info in listing.models))
     errors = {name: listing.error for name, listing in listings.items() if listing.error}
     return found, errors
+
+
+async def resolve_bare_model(model: str | None, *, plugins: Plugins,
+                             named: Container[str] = (),
+                             provider_config: Mapping[str, Mapping[str, Any]] | None = None
+                             ) -> str | None:
+    """``"provider:model"`` for a bare model name that exactly one installed provider lists
+    (the name as asked is sent, so ``model_name`` reports it); ``provider:model`` specs,
+    provider names and the ``named`` models of the config are returned unchanged.
+
+    Raises :class:`~modelplex.errors.ConfigurationError` when no provider or several list it.
+    """
+    if not model or ":" in model or model in plugins.provider_names() or model in named:
+        return model
+    candidates, errors = await find_model(model, plugins=plugins,
+                                          provider_config=provider_config)
+    if len(candidates) == 1:
+        return f"{candidates[0]}:{model}"
+    if candidates:
+        raise ConfigurationError(
+            f"model {model!r} is served by several providers: "
+            f"{', '.join(f'{name}:{model}' for name in candidates)}; name one of them")
+    unreachable = f" (could not list: {', '.join(sorted(errors))})" if errors else ""
+    raise ConfigurationError(
+        f"model {model!r} does not name a provider and no installed provider lists it"
+        f"{unreachable}; write it as 'provider:model' (installed providers: "
+        f"{', '.join(plugins.provider_names())})")

@@ -16,8 +16,10 @@ from modelplex import env
 from modelplex.errors import ConfigurationError, ModelplexError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
+from modelplex.types import ModelConfig
 
-__all__ = ["DEFAULT_PROVIDER", "create_provider", "get_available_providers", "parse_model_spec"]
+__all__ = ["DEFAULT_PROVIDER", "create_provider", "get_available_providers", "model_and_options",
+           "parse_model_spec"]
 
 DEFAULT_PROVIDER = "llamacpp"
 """The provider used when no model is named and none is configured."""
@@ -52,6 +54,19 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
         f"model {spec!r} does not name a provider: write it as 'provider:model' "
         f"(installed providers: {', '.join(names)}); to add a provider, "
         f"`pip install modelplex-{head}` or see `modelplex plugins`")
+
+
+def model_and_options(model: Any, options: Mapping[str, Any] | None
+                      ) -> tuple[str | None, Mapping[str, Any] | None]:
+    """The spec of ``model`` (a spec, a name or ``None`` as they are; a
+    :class:`~modelplex.types.ModelConfig`'s name) and the options to use (``options`` over a
+    ModelConfig's sampling settings). Anything else is a :class:`ConfigurationError`."""
+    if isinstance(model, ModelConfig):
+        return model.name, {**model.request_options(), **(options or {})}
+    if model is not None and not isinstance(model, str):
+        raise ConfigurationError("model must be 'provider:model', a model name or a "
+                                 f"modelplex.ModelConfig (got {type(model).__name__})")
+    return model, options
 
 
 def create_provider(name: str, config: Mapping[str, Any] | Plugins | Any = None, /, *,

@@ -202,6 +202,17 @@ class ToolBox:
             tool = as_tool(obj)
             self.tools[tool.name] = tool
 
+    def enable(self, tools: Iterable[Any], *, max_steps: int, raise_errors: bool) -> None:
+        """Add ``tools`` and set how the loop runs (``ChatManager.enable_function_calling``)."""
+        self.add(tools)
+        self.max_steps = max_steps
+        self.raise_errors = raise_errors
+
+    def for_message(self, tools: Sequence[Any] | None) -> ToolBox | None:
+        """The box for one message: these tools and ``tools``; ``None`` when there are none
+        (the message is a plain exchange)."""
+        return self.with_tools(tools) if tools or self.tools else None
+
     def with_tools(self, tools: Iterable[Any] | None) -> ToolBox:
         """A new box with these tools and ``tools`` (for one message), same settings."""
         box = ToolBox(tools=dict(self.tools), max_steps=self.max_steps,

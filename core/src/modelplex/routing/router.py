@@ -16,14 +16,14 @@ failures, 429/502/503/504/529, after ``Retry-After`` when it fits the budget), n
 down, and when it gives up the provider's own error is raised, not a :class:`RoutingError`.
 
 Cooldowns, in-flight counts and rpm windows live in a :class:`~modelplex.routing.state.RouterState`
-(by default in memory); a backend that raises is treated as having no information.
+(by default in memory); a backend that raises is treated as having no information. The
+attempts of one request (which failures are retried, the budget, the fallback chain, the error
+raised at the end) are a :class:`~modelplex.routing.attempts.Trial`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import time
 from collections import Counter
 from collections.abc import (
@@ -45,46 +45,18 @@ from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.config import RetryConfig
 from modelplex.errors import (
     ConfigurationError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderStatusError,
-    ProviderTimeoutError,
-    RateLimitError,
-    RoutingError,
 )
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider, options_error
+from modelplex.routing.attempts import Trial, safe
 from modelplex.routing.deployments import Deployment, Stats
 from modelplex.routing.state import MemoryState, RouterState
 from modelplex.routing.strategies import Strategy, make_strategy
 from modelplex.types import HealthStatus, ModelInfo, PullProgress
 
-__all__ = ["RouteInfo", "Router", "is_retriable", "is_retriable_single"]
+__all__ = ["RouteInfo", "Router"]
 
-log = logging.getLogger("modelplex.routing")
 T = TypeVar("T")
-
-RETRIABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
-
-
-def is_retriable(err: ProviderError) -> bool:
-    """Whether another attempt may succeed: connection, timeout, 408/409/429/5xx/529."""
-    if err.retriable:
-        return True
-    return isinstance(err, ProviderStatusError) and err.status_code in RETRIABLE_STATUSES
-
-
-SINGLE_RETRIABLE_STATUSES = frozenset({429, 502, 503, 504, 529})
-
-
-def is_retriable_single(err: ProviderError) -> bool:
-    """Whether waiting and asking the same deployment again may succeed: a connection
-    failure, 429/502/503/504/529. Not a timeout (its budget is spent already) nor another
-    status or a stream error (the same server gives the same answer)."""
-    if isinstance(err, ProviderTimeoutError):
-        return False
-    if isinstance(err, ProviderConnectionError):
-        return True
-    return isinstance(err, ProviderStatusError) and err.status_code in SINGLE_RETRIABLE_STATUSES
 
 
 @attrs.frozen
@@ -103,128 +75,7 @@ class RouteInfo:
     attempts: int
 
 
-# -- state access that never fails a request ---------------------------------------------------
-_warned: set[int] = set()
-
-
-async def _safe(state: RouterState, call: Awaitable[T], default: T) -> T:
-    try:
-        return await call
-    except Exception as err:  # a broken backend is "no information", never a failed request
-        if id(state) not in _warned:
-            _warned.add(id(state))
-            log.warning("router state %s failed (%s: %s); using no shared state for now",
-                        type(state).__name__, type(err).__name__, err)
-        return default
-
-
 _NO_STATE = MemoryState()  # plain routers: never asked (nothing cools down, no rpm)
-
-
-# -- the router --------------------------------------------------------------------------------
-class _Trial:
-    """The attempts of one routed request: budget, failures, and the chain of fallbacks."""
-
-    __slots__ = ("deadline", "failed", "group_index", "groups", "out_of_time", "records",
-                 "retry_after", "router", "tries", "waits")
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self.deadline = time.monotonic() + router.retries.timeout
-        self.records: list[tuple[str, ProviderError]] = []
-        self.groups = router.chain
-        self.group_index = 0
-        self.tries = 0
-        self.failed: set[int] = set()
-        self.waits: list[float] = []
-        self.retry_after: float | None = None
-        self.out_of_time = False
-
-    def budget(self) -> asyncio.Timeout:
-        """The deadline of one attempt: the end of the budget (``retries.timeout``) of a named
-        model; none for a plain ``provider:model``, whose budget bounds only the waits
-        between attempts (its provider's own timeouts bound an attempt)."""
-        if self.router.plain:
-            return asyncio.timeout(None)
-        return asyncio.timeout(self.deadline - time.monotonic())
-
-    def ran_out(self, dep: Deployment) -> ProviderError:
-        """The attempt on ``dep`` was cancelled at the end of the budget: the error to raise."""
-        seconds = self.router.retries.timeout
-        err = ProviderTimeoutError(
-            f"{dep.label}: no answer before the retry budget of {seconds:g} s "
-            "(retries.timeout) ran out; the attempt was cancelled",
-            phase="total", timeout=seconds, provider=dep.provider.name)
-        dep.stats.failure(err)
-        self.records.append((dep.label, err))
-        self.out_of_time = True
-        return self.error()
-
-    async def next(self) -> tuple[Router, Deployment]:
-        """The next deployment to try; raises :class:`RoutingError` when none is left."""
-        groups = self.groups
-        while self.group_index < len(groups):
-            group = groups[self.group_index]
-            if self.tries < group.retries.attempts:
-                last_group = self.group_index == len(groups) - 1
-                dep = await group._pick(self, last_group)
-                if dep is not None:
-                    self.tries += 1
-                    return group, dep
-            self.group_index += 1
-            self.tries = 0
-        raise self.error()
-
-    async def failed_attempt(self, group: Router, dep: Deployment, err: ProviderError) -> None:
-        """Record a failed attempt; re-raise it when it must not be retried."""
-        dep.stats.failure(err)
-        self.records.append((dep.label, err))
-        if group.plain:  # one deployment: wait (Retry-After) and ask it again, no cooldown
-            if not is_retriable_single(err):
-                raise err
-            self.retry_after = getattr(err, "retry_after", None)
-            return
-        if not is_retriable(err):
-            raise err
-        self.failed.add(id(dep))
-        cool: float | None = None
-        if isinstance(err, RateLimitError):
-            cool = err.retry_after if err.retry_after is not None else group.retries.cooldown
-        elif isinstance(err, ProviderConnectionError):
-            cool = group.retries.cooldown
-        if cool:
-            await _safe(group.state, group.state.start_cooldown(dep.key, cool), None)
-
-    def error(self) -> ProviderError:
-        if self.router.plain and self.records:  # one deployment: its own, typed error
-            return self.records[-1][1]
-        name = self.router.name
-        names = [g.name for g in self.groups]
-        scope = repr(name) + (f" and its fallbacks ({', '.join(map(repr, names[1:]))})"
-                              if len(names) > 1 else "")
-        if not self.records:
-            soon = f" (the first is free in {min(self.waits):.1f} s)" if self.waits else ""
-            message = (f"model {scope}: no deployment could be tried: every one is cooling "
-                       f"down or at its rate limit{soon}; try again later")
-        else:
-            listed = "; ".join(f"{i}. {label}: {_describe(err)}"
-                               for i, (label, err) in enumerate(self.records, 1))
-            message = f"model {scope}: all {len(self.records)} attempts failed: {listed}"
-            if self.out_of_time:
-                message = (f"model {scope}: the retry budget of {self.router.retries.timeout:g}"
-                           f" s (retries.timeout) ran out after {len(self.records)} "
-                           f"attempt(s): {listed}")
-        err = RoutingError(message, attempts=list(self.records), provider=name)
-        err.retry_after = min(self.waits) if self.waits else None
-        if self.records:
-            err.__cause__ = self.records[-1][1]
-            err.partial_chunks = []
-        return err
-
-
-def _describe(err: ProviderError) -> str:
-    status = getattr(err, "status_code", None)
-    return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + f": {err}"
 
 
 class Router(Provider):
@@ -298,7 +149,8 @@ class Router(Provider):
         """A plain ``provider:model``: a router of one deployment that stands for
         ``provider`` (its name, options and default model; requests keep their model name).
 
-        It retries what waiting can fix (:func:`is_retriable_single`), after ``Retry-After``
+        It retries what waiting can fix
+        (:func:`~modelplex.routing.attempts.is_retriable_single`), after ``Retry-After``
         when that fits in ``retries.timeout``, else after a jittered backoff; nothing cools
         down; after the last attempt the provider's own error is raised.
         """
@@ -339,20 +191,18 @@ class Router(Provider):
         return options
 
     # -- picking ---------------------------------------------------------------------------
-    async def _pick(self, trial: _Trial, last_group: bool) -> Deployment | None:
+    async def _pick(self, trial: Trial, last_group: bool) -> Deployment | None:
         """A deployment to try now, after any wait the budget allows; ``None``: give up here."""
         if self.plain:
             if trial.records:  # a retry: after Retry-After, else a jittered backoff
-                cap = min(self.retries.max_backoff,
-                          self.retries.backoff * 2 ** max(0, len(trial.records) - 1))
-                delay = max(random.uniform(0, cap), trial.retry_after or 0.0)
+                delay = max(trial.backoff(self), trial.retry_after or 0.0)
                 if time.monotonic() + delay > trial.deadline:
                     return None
                 await asyncio.sleep(delay)
             return self.deployments[0]
         state = self.state
         while True:
-            cooling = await _safe(state, state.cooldowns(self._keys), {})
+            cooling = await safe(state, state.cooldowns(self._keys), {})
             deps = self.deployments
             delay = 0.0
             usable = [d for d in deps if d.key not in cooling] if cooling else deps
@@ -362,9 +212,7 @@ class Router(Provider):
                 pool = fresh
             elif usable:  # each usable one already failed in this request: back off first
                 pool = usable
-                cap = min(self.retries.max_backoff,
-                          self.retries.backoff * 2 ** max(0, len(trial.records) - 1))
-                delay = random.uniform(0, cap)
+                delay = trial.backoff(self)
             else:  # everything is cooling
                 wait = min(cooling.values())
                 trial.waits.append(wait)
@@ -383,7 +231,7 @@ class Router(Provider):
                 pool = free or pool
             in_flight = None
             if self.strategy.needs_in_flight and len(pool) > 1:
-                in_flight = await _safe(state, state.in_flight(d.key for d in pool), None)
+                in_flight = await safe(state, state.in_flight(d.key for d in pool), None)
             if not self._limited:
                 return self.strategy.choose(pool, in_flight)
             pool = list(pool)
@@ -392,7 +240,7 @@ class Router(Provider):
                 dep = self.strategy.choose(pool, in_flight)
                 if not dep.rpm:
                     return dep
-                wait = await _safe(state, state.take_rate_slot(dep.key, dep.rpm), 0.0)
+                wait = await safe(state, state.take_rate_slot(dep.key, dep.rpm), 0.0)
                 if wait <= 0:
                     return dep
                 waits.append(wait)
@@ -407,14 +255,14 @@ class Router(Provider):
         # counted before waiting for a slot, so least_busy spreads the queue too
         dep.active += 1
         if self.strategy.needs_in_flight:
-            await _safe(self.state, self.state.add_in_flight(dep.key, 1), None)
+            await safe(self.state, self.state.add_in_flight(dep.key, 1), None)
         if dep.semaphore is not None:
             try:
                 await dep.semaphore.acquire()
             except BaseException:
                 dep.active -= 1
                 if self.strategy.needs_in_flight:
-                    await _safe(self.state, self.state.add_in_flight(dep.key, -1), None)
+                    await safe(self.state, self.state.add_in_flight(dep.key, -1), None)
                 raise
 
     async def _leave(self, dep: Deployment) -> None:
@@ -422,9 +270,9 @@ class Router(Provider):
         if dep.semaphore is not None:
             dep.semaphore.release()
         if self.strategy.needs_in_flight:
-            await _safe(self.state, self.state.add_in_flight(dep.key, -1), None)
+            await safe(self.state, self.state.add_in_flight(dep.key, -1), None)
 
-    def _route(self, group: Router, dep: Deployment, trial: _Trial) -> RouteInfo:
+    def _route(self, group: Router, dep: Deployment, trial: Trial) -> RouteInfo:
         return RouteInfo(model=self.name, group=group.name, deployment=dep.label,
                          provider=dep.provider.name, provider_model=dep.model,
                          attempts=len(trial.records) + 1)
@@ -435,7 +283,7 @@ class Router(Provider):
         return self._routed_stream(request)
 
     async def _routed_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        trial = _Trial(self)
+        trial = Trial(self)
         started = time.perf_counter()
         plain = self.plain
         while True:
@@ -499,7 +347,7 @@ class Router(Provider):
 
     async def _call(self, call: Callable[[Deployment], Awaitable[T]]) -> tuple[T, RouteInfo]:
         """Run one non-streaming call on a deployment, with retries and fallbacks."""
-        trial = _Trial(self)
+        trial = Trial(self)
         started = time.perf_counter()
         while True:
             try:

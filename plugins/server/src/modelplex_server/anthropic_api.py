@@ -23,22 +23,22 @@ keys and limits); this module translates (protocols.md section 3):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, MessageRole
-from modelplex_server.errors import ApiError, from_exception
-from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
+from modelplex_server.errors import ApiError
+from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.openai_api import SSE_HEADERS
+from modelplex_server.relay import answer_streamed, answer_whole, field_message, relay
 from modelplex_server.schemas import _Body, read_body
 
 __all__ = ["PATHS", "CountTokensRequest", "MessagesRequest", "add_routes", "anthropic_errors"]
@@ -219,26 +219,18 @@ def _result_text(block: ToolResultBlock) -> tuple[str, tuple[str, ...]]:
     return text or ("(no output)" if not images else ""), images
 
 
-def _message(field: str, **kwargs: Any) -> ChatMessage:
-    try:
-        return ChatMessage(**kwargs)
-    except ValidationError as err:
-        detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
-        raise ApiError(400, f"{field}: {detail}", param=field) from None
-
-
 def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
     """The request's system prompt and turns as modelplex messages (a 400 naming a bad one)."""
     out: list[ChatMessage] = []
     system = _system_text(body.system)
     if system.strip():
-        out.append(_message("system", role=MessageRole.SYSTEM, content=system))
+        out.append(field_message("system", role=MessageRole.SYSTEM, content=system))
     names: dict[str, str] = {}  # tool_use id -> tool name, for the tool results
     for i, turn in enumerate(body.messages):
         field = f"messages.{i}.content"
         role = _ROLES[turn.role]
         if isinstance(turn.content, str):
-            out.append(_message(field, role=role, content=turn.content))
+            out.append(field_message(field, role=role, content=turn.content))
             continue
         texts: list[str] = []
         images: list[str] = []
@@ -259,12 +251,12 @@ def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
                 if role is not MessageRole.USER:
                     raise ApiError(400, "tool_result blocks belong in user turns", param=field)
                 text, result_images = _result_text(block)
-                out.append(_message(field, role=MessageRole.TOOL, content=text,
+                out.append(field_message(field, role=MessageRole.TOOL, content=text,
                                     images=result_images, tool_call_id=block.tool_use_id,
                                     name=names.get(block.tool_use_id)))
         text = "\n".join(texts)
         if text.strip() or images or calls:
-            out.append(_message(field, role=role, content=text, images=tuple(images),
+            out.append(field_message(field, role=role, content=text, images=tuple(images),
                                 tool_calls=tuple(calls)))
     if len(out) == (1 if system.strip() else 0):
         raise ApiError(400, "messages have no content: give at least one text, image or "
@@ -343,6 +335,8 @@ class _EventWriter:
         self._text_head = b""
 
     async def reasoning(self, text: str) -> None:
+        if not self.thinking:  # asked without thinking: the reasoning is left out
+            return
         out = b""
         if self.open != "thinking":
             out = self._stop() + self._start({"type": "thinking", "thinking": "",
@@ -371,14 +365,6 @@ class _EventWriter:
         self.open = "tool_use"
         self.tools += 1
         await self.write(out)
-
-    async def chunk(self, chunk: StreamChunk) -> None:
-        if chunk.reasoning and self.thinking:
-            await self.reasoning(chunk.reasoning)
-        if chunk.content:
-            await self.text(chunk.content)
-        for call in chunk.tool_calls or ():
-            await self.tool(call)
 
     def _start(self, block: dict[str, Any]) -> bytes:
         self.index += 1
@@ -418,26 +404,11 @@ async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
         "usage": {"input_tokens": 0, "output_tokens": 0}}}
     await resp.write(_event("message_start", start) + _event("ping", {"type": "ping"}))
     writer = _EventWriter(resp.write, thinking)
-    last = first
-    try:
-        if first is not None:
-            await writer.chunk(first)
-            async for chunk in stream:
-                last = chunk
-                if chunk.tool_calls is None and chunk.reasoning is None:
-                    if chunk.content:
-                        await writer.text(chunk.content)
-                else:
-                    await writer.chunk(chunk)
-    except ConnectionResetError:
-        raise
-    except Exception as err:  # after the headers: Anthropic's error event
-        api = from_exception(err)
-        await resp.write(_event("error", error_body(api.status, api.message)))
+    ended, last = await relay(resp, stream, first, writer, lambda api: _event(
+        "error", error_body(api.status, api.message)))
+    if ended:
+        await resp.write(writer.end(last))
         await resp.write_eof()
-        return resp
-    await resp.write(writer.end(last))
-    await resp.write_eof()
     return resp
 
 
@@ -473,20 +444,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
     gateway, provider, chat = await _prepare(
         request, body, lambda g, p: _options(g, p, body))
     if not body.stream:
-        with gateway.slot():
-            reply = await provider.complete_request(chat)
+        reply = await answer_whole(gateway, provider, chat)
         return web.Response(body=dumps(_message_body(reply, body.model, body.shows_thinking)),
                             content_type="application/json",
                             headers={"request-id": _request_id(request)})
-    with gateway.slot():
-        stream = provider.stream_request(chat)
-        first, rest = await first_chunk(stream)
-        gateway.streams_open += 1
-        try:
-            async with contextlib.aclosing(stream):
-                return await _stream(request, rest, first, body.model, body.shows_thinking)
-        finally:
-            gateway.streams_open -= 1
+    return await answer_streamed(gateway, provider, chat, lambda rest, first: _stream(
+        request, rest, first, body.model, body.shows_thinking))
 
 
 def estimate_tokens(messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None) -> int:

@@ -11,7 +11,6 @@ prompts, token ids, ``n``/``best_of`` above 1, ``echo``, ``suffix``, ``logprobs`
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,8 +23,9 @@ from modelplex.chunks import StreamChunk
 from modelplex.http import dumps
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError, error_body, from_exception
-from modelplex_server.gateway import GATEWAY, KEY, first_chunk
+from modelplex_server.gateway import GATEWAY, KEY
 from modelplex_server.openai_api import DONE, SSE_HEADERS
+from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import StreamOptions, _Body, read_body
 
 __all__ = ["CompletionRequest", "add_routes"]
@@ -152,23 +152,15 @@ async def completions(request: web.Request) -> web.StreamResponse:
         "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty})
     chat = provider.build_request([message], model=model, options=options)
     if not body.stream:
-        with gateway.slot():
-            reply = await provider.complete_request(chat)
+        reply = await answer_whole(gateway, provider, chat)
         return web.Response(body=dumps({
             "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
             "created": int(time.time()), "model": body.model,
             "choices": [{"text": reply.content, "index": 0, "logprobs": None,
                          "finish_reason": _FINISH.get(reply.finish_reason or "stop", "stop")}],
             "usage": _usage(reply)}), content_type="application/json")
-    with gateway.slot():
-        stream = provider.stream_request(chat)
-        first, rest = await first_chunk(stream)
-        gateway.streams_open += 1
-        try:
-            async with contextlib.aclosing(stream):
-                return await _stream(request, rest, first, body)
-        finally:
-            gateway.streams_open -= 1
+    return await answer_streamed(gateway, provider, chat,
+                                 lambda rest, first: _stream(request, rest, first, body))
 
 
 def add_routes(app: web.Application) -> None:

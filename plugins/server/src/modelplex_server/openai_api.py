@@ -11,7 +11,6 @@ HTTP status; a later one is an SSE ``error`` event, as OpenAI sends it.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import struct
 import time
@@ -27,7 +26,8 @@ from modelplex.errors import OptionsError
 from modelplex.http import dumps
 from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.errors import ApiError, error_body, from_exception
-from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
+from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ChatMessageParam,
@@ -260,20 +260,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if isinstance(strict, bool) and chat.response_format is not None:
         chat.response_format["strict"] = strict  # kept for providers that enforce it
     if not body.stream:  # the provider's own non-streaming request
-        with gateway.slot():
-            reply = await provider.complete_request(chat)
+        reply = await answer_whole(gateway, provider, chat)
         return web.Response(body=dumps(_completion(reply, body.model)),
                             content_type="application/json")
-    with gateway.slot():
-        stream = provider.stream_request(chat)
-        first, rest = await first_chunk(stream)
-        gateway.streams_open += 1
-        try:
-            async with contextlib.aclosing(stream):
-                include = bool(body.stream_options and body.stream_options.include_usage)
-                return await _stream_reply(request, rest, first, body.model, include)
-        finally:
-            gateway.streams_open -= 1
+    include = bool(body.stream_options and body.stream_options.include_usage)
+    return await answer_streamed(gateway, provider, chat, lambda rest, first: _stream_reply(
+        request, rest, first, body.model, include))
 
 
 def _model_entry(info: ModelInfo) -> dict[str, Any]:

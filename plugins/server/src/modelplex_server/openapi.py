@@ -18,7 +18,7 @@ from modelplex_server.__about__ import __version__
 from modelplex_server.anthropic_api import CountTokensRequest, MessagesRequest
 from modelplex_server.completions_api import CompletionRequest
 from modelplex_server.keys import KeyCreate
-from modelplex_server.responses_api import ResponsesRequest
+from modelplex_server.responses_items import ResponsesRequest
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ConversationCreate,

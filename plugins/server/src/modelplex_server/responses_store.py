@@ -1,0 +1,118 @@
+"""Stored responses of the Responses API, in the server's conversation store.
+
+A chain of responses (``previous_response_id``) is one conversation. A response id
+(``resp_CONVERSATION_COUNT_NONCE``, :func:`plan_id`) names the conversation and how many of
+its messages the response ends at, and the response object rides in the metadata of its last
+message (:func:`answer_message`). :func:`stored_response` finds one (404 in OpenAI's shape
+otherwise), :func:`history_of` gives a follow-up its history, :func:`keep` stores a finished
+response where its id says: appended to the chain's conversation when it continues its last
+response, else in a new conversation with that history (of two follow-ups to one response
+answered at once, the one finished second is not kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from modelplex.types import ChatMessage, MessageRole
+from modelplex_server.conversations import Conversation
+from modelplex_server.errors import ApiError
+from modelplex_server.gateway import GATEWAY
+from modelplex_server.responses_events import Answer, new_id
+from modelplex_server.responses_items import ResponsesRequest
+
+__all__ = ["answer_message", "history_of", "keep", "plan_id", "stored_response"]
+
+log = logging.getLogger("modelplex.server")
+
+
+# -- the store -----------------------------------------------------------------------------------
+def _split_id(response_id: str) -> tuple[str, int] | None:
+    """The conversation id and message count a stored response's id names
+    (``resp_CONVERSATION_COUNT_NONCE``)."""
+    parts = response_id.split("_")
+    if len(parts) != 4 or parts[0] != "resp" or not parts[1] or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+async def stored_response(request: web.Request, response_id: str, *,
+                  param: str | None = None) -> tuple[Conversation, int, dict[str, Any]]:
+    """The conversation, message count and response object of a stored response; 404
+    (OpenAI's shape) when there is none the caller may see."""
+    gateway = request.app[GATEWAY]
+    missing = ApiError(404, f"No response found with id {response_id!r}.",
+                       code="response_not_found", param=param)
+    split = _split_id(response_id)
+    if split is None:
+        raise missing
+    try:
+        conversation = await gateway.conversation(request, split[0])
+    except ApiError:
+        raise missing from None
+    count = split[1]
+    if not 0 < count <= len(conversation.messages):
+        raise missing
+    stored = conversation.messages[count - 1].metadata.get("response")
+    if not isinstance(stored, dict) or stored.get("id") != response_id:
+        raise missing
+    return conversation, count, stored
+
+
+async def history_of(request: web.Request, body: ResponsesRequest
+                   ) -> tuple[list[ChatMessage], tuple[Conversation, int] | None]:
+    if body.previous_response_id is None:
+        return [], None
+    conversation, count, _ = await stored_response(request, body.previous_response_id,
+                                           param="previous_response_id")
+    return list(conversation.messages[:count]), (conversation, count)
+
+
+def plan_id(body: ResponsesRequest, new_count: int,
+             chain: tuple[Conversation, int] | None) -> tuple[str, bool]:
+    """The id of the response about to be made, naming where it will be stored, and whether
+    it will be appended to ``chain``'s conversation (it continues its last response) rather
+    than start one."""
+    if not body.store:
+        return new_id("resp"), False
+    nonce = uuid.uuid4().hex[:8]  # two follow-ups to one response get different ids
+    if chain is not None and chain[1] == len(chain[0].messages):
+        return f"resp_{chain[0].id}_{chain[1] + new_count}_{nonce}", True
+    start = chain[1] if chain is not None else 0
+    return f"resp_{uuid.uuid4().hex}_{start + new_count}_{nonce}", False
+
+
+async def keep(request: web.Request, answer: Answer, new: list[ChatMessage],
+                chain: tuple[Conversation, int] | None, append: bool, provider: str) -> None:
+    """Store a finished response where its id (:func:`plan_id`) says it is."""
+    gateway = request.app[GATEWAY]
+    store = gateway.conversations
+    conversation_id = answer.id.split("_")[1]
+    if append and chain is not None:
+        current = await store.get(conversation_id)
+        if current is None or len(current.messages) != chain[1]:
+            # another follow-up to the same response was stored meanwhile: this one's id
+            # names a place that is taken, so it is not kept (GET gives 404)
+            log.warning("response %s not stored: %s was continued meanwhile", answer.id,
+                        answer.body.previous_response_id)
+            return
+        await store.append(conversation_id, new)
+        return
+    history = list(chain[0].messages[:chain[1]]) if chain is not None else []
+    first = next((m.content for m in [*history, *new] if m.role is MessageRole.USER
+                  and m.content), "")
+    await store.create(Conversation(
+        id=conversation_id, title=f"Responses API: {first[:60]}" if first else "Responses API",
+        model=answer.body.model, provider=provider, owner=gateway.owner(request),
+        messages=[*history, *new]))
+
+
+def answer_message(answer: Answer, stored: dict[str, Any]) -> ChatMessage:
+    text = "".join(answer.texts)
+    return ChatMessage(role=MessageRole.ASSISTANT, content=text or ("" if answer.calls
+                                                                    else "(no answer)"),
+                       tool_calls=tuple(answer.calls), metadata={"response": stored})
