@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -18,7 +19,7 @@ from modelplex_server.app import AppServer
 from modelplex_server.batch_runner import BATCHES, BatchRunner
 from modelplex_server.gateway import GATEWAY
 from modelplex_server.settings import KeyConfig, hash_key
-from modelplex_server.testing import StoreBackend
+from modelplex_server.testing import ServeProcess, StoreBackend
 
 CHAT = "/v1/chat/completions"
 DONE = {"completed", "failed", "expired", "cancelled"}
@@ -132,6 +133,9 @@ async def test_failed_lines_go_to_the_error_file(server: AppServer) -> None:
      "invalid_request", 1),
     (jsonl(b"[1, 2]"), "invalid_json_line", 1),
     (b"\n\n", "empty_file", None),
+    (jsonl(line("x" * 600, "x")), "invalid_custom_id", 1),
+    (b'{"custom_id": "\xff\xfe"}\n', "invalid_json_line", 1),
+    (jsonl(b"[" * 5000 + b"]" * 5000), "invalid_json_line", 1),
 ])
 async def test_a_bad_input_file_fails_the_batch_with_errors(
         server: AppServer, upstream: FaultyUpstream, content: bytes, code: str,
@@ -300,3 +304,78 @@ async def test_a_dead_servers_claim_is_taken_over(serve: Any, tmp_path: Any) -> 
         assert batch.status == "completed"
     other = second.runner.app[BATCHES]
     assert isinstance(other, BatchRunner) and not other._tasks
+
+
+async def test_a_batch_spends_its_keys_budget(serve: Any) -> None:
+    """Lines run with the batch's key: once its budget is spent, the next lines are 429s in
+    the error file (the batch still completes)."""
+    keys = [KeyConfig(name="alice", hash=hash_key("k-alice"), budget="5 tokens/day")]
+    server = await serve(keys=keys, batch_concurrency=1)
+    async with client_for(server, "k-alice") as client:
+        batch = await wait_for(client, await submit(client, jsonl(
+            *(line(f"r{i}", f"q{i}") for i in range(3)))))
+        assert batch.status == "completed"
+        assert batch.request_counts is not None
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (1, 2)
+        errors = await results(client, batch.error_file_id)
+        assert [e["response"]["status_code"] for e in errors] == [429, 429]
+        assert {e["response"]["body"]["error"]["code"] for e in errors} == {"budget_exceeded"}
+
+
+async def test_lines_past_the_window_expire(server: AppServer, upstream: FaultyUpstream
+                                            ) -> None:
+    runner = server.runner.app[BATCHES]
+    store = server.runner.app[GATEWAY].conversations
+    await runner.stop()  # made while no runner looks, then found past its window
+    async with client_for(server) as client:
+        batch_id = await submit(client, jsonl(line("a", "x"), line("b", "y")))
+        await store.update_batch(batch_id, data={"expires_at": 1})
+        await runner.start()
+        batch = await wait_for(client, batch_id)
+        assert batch.status == "expired" and batch.expired_at
+        errors = await results(client, batch.error_file_id)
+        assert [(e["custom_id"], e["response"], e["error"]["code"]) for e in errors] == [
+            ("a", None, "batch_expired"), ("b", None, "batch_expired")]
+    assert upstream.requests == 0
+
+
+@pytest.mark.slow
+async def test_a_killed_server_resumes_its_batch(upstream: FaultyUpstream,
+                                                 tmp_path: Path) -> None:
+    """``modelplex serve`` killed with SIGKILL mid-batch (two lines answered, two in flight,
+    its claim never released): started again, it takes the batch over once the claim is
+    ``batch_claim_timeout`` old and finishes it, every line once."""
+    (tmp_path / "openai.toml").write_text("")
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\nhealth_interval = 3600\nbatch_concurrency = 2\n'
+                      f'batch_claim_timeout = 1\nstore = "{tmp_path / "store.db"}"\n')
+    env = {"MODELPLEX_OPENAI_ENDPOINTS": json.dumps({"fault": {"base_url":
+                                                                upstream.url + "/v1"}}),
+           "MODELPLEX_OPENAI_CONFIG": str(tmp_path / "openai.toml"),
+           "MODELPLEX_LOAD_PLUGINS": "openai,server", "MODELPLEX_DATA_DIR": str(tmp_path)}
+    upstream.faults.extend(["ok", "ok", *["hang"] * 10])
+    first = await asyncio.to_thread(ServeProcess, "--config", str(config), "--port", "0",
+                                    env=env)
+    try:
+        async with openai.AsyncOpenAI(base_url=first.url + "/v1", api_key="x",
+                                      max_retries=0) as client:
+            batch_id = await submit(client, jsonl(*(line(f"r{i}", f"q{i}")
+                                                    for i in range(6))))
+            await wait_for(client, batch_id, lambda b: b.request_counts.completed == 2
+                           and upstream.active == 2)
+    finally:
+        first.proc.kill()
+        await asyncio.to_thread(first.stop)
+    upstream.faults.clear()
+    second = await asyncio.to_thread(ServeProcess, "--config", str(config), "--port", "0",
+                                     env=env)
+    try:
+        async with openai.AsyncOpenAI(base_url=second.url + "/v1", api_key="x",
+                                      max_retries=0) as client:
+            batch = await wait_for(client, batch_id)
+            assert batch.status == "completed"
+            out = await results(client, batch.output_file_id)
+    finally:
+        assert await asyncio.to_thread(second.stop) == 0
+    assert [r["custom_id"] for r in out] == [f"r{i}" for i in range(6)]
+    assert upstream.requests == 8  # 2 answered, 2 in flight when killed, 4 after

@@ -61,6 +61,8 @@ log = logging.getLogger("modelplex.server.batches")
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 #: The most validation errors a failed batch lists.
 MAX_ERRORS = 100
+#: The longest ``custom_id`` (it is echoed in every result line).
+MAX_CUSTOM_ID = 512
 
 
 class _Request:
@@ -115,6 +117,9 @@ def read_requests(content: bytes, endpoint: str, key: KeyConfig | None, *,
         if not isinstance(custom_id, str) or not custom_id:
             fail("missing_required_parameter", "custom_id is required: a string naming the "
                  "request in the output", number, "custom_id")
+        elif len(custom_id) > MAX_CUSTOM_ID:
+            fail("invalid_custom_id", f"custom_id is longer than {MAX_CUSTOM_ID} characters: "
+                 "use a shorter name", number, "custom_id")
         elif custom_id in seen:
             fail("duplicate_custom_id", f"the custom_id {custom_id[:80]!r} is used by an "
                  "earlier line: each request needs its own", number, "custom_id")

@@ -5,8 +5,9 @@
 ``/v1/embeddings``), ``completion_window`` (``24h``) and optional ``metadata``, and answers the
 batch object at status ``validating``; the :class:`~modelplex_server.batch_runner.BatchRunner`
 takes it from there. ``GET /v1/batches/{id}`` shows its status and ``request_counts``,
-``POST /v1/batches/{id}/cancel`` stops it (``cancelling``, then ``cancelled`` with the results
-so far once the requests in flight are stopped), ``GET /v1/batches`` lists them newest first (``after``, ``limit``).
+``POST /v1/batches/{id}/cancel`` stops it (``cancelling``, then ``cancelled`` with the
+results so far once the requests in flight are stopped), ``GET /v1/batches`` lists them
+newest first (``after``, ``limit``).
 A batch belongs to the API key that made it, and its lines run with that key's models, limits
 and budget.
 """

@@ -106,7 +106,12 @@ async def create_file(request: web.Request) -> web.Response:
     reader = await request.multipart()
     fields = 0
     while True:
-        part = await reader.next()
+        try:
+            async with asyncio.timeout(gateway.settings.body_timeout):
+                part = await reader.next()
+        except TimeoutError:
+            raise ApiError(408, f"the upload stalled for {gateway.settings.body_timeout:g} s: "
+                                "send it whole", code="request_timeout", close=True) from None
         if part is None:
             break
         fields += 1
