@@ -151,7 +151,7 @@ async def test_a_bad_input_file_fails_the_batch_with_errors(
 
 
 async def test_bounds_on_files_and_lines(serve: Any, upstream: FaultyUpstream) -> None:
-    server = await serve(max_file_bytes=2000, max_batch_lines=2)
+    server = await serve(max_file_bytes=2000, max_batch_lines=2, max_files=2)
     async with client_for(server) as client:
         with pytest.raises(openai.APIStatusError) as caught:
             await client.files.create(file=("big.jsonl", b"x" * 5000), purpose="batch")
@@ -165,6 +165,9 @@ async def test_bounds_on_files_and_lines(serve: Any, upstream: FaultyUpstream) -
         assert "max_batch_lines" in str(batch.errors.data[0].message)
         with pytest.raises(openai.BadRequestError, match="purpose"):
             await client.files.create(file=("a.jsonl", b"{}"), purpose="assistants")
+        await client.files.create(file=("b.jsonl", b"{}"), purpose="batch")
+        with pytest.raises(openai.BadRequestError, match="max_files"):
+            await client.files.create(file=("c.jsonl", b"{}"), purpose="batch")
     assert upstream.requests == 0
 
 

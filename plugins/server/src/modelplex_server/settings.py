@@ -173,6 +173,9 @@ class ServerSettings(BaseModel):
     max_file_bytes: int = Field(
         default=100 * 1024 * 1024, gt=0,
         description="Largest file /v1/files accepts (413 beyond); files are kept in the store.")
+    max_files: int = Field(
+        default=1000, gt=0, description="Most files one key keeps (uploads and batch "
+                                        "results); an upload beyond is refused (400).")
     max_batch_lines: int = Field(
         default=50_000, gt=0, description="Most requests (lines) in one batch's input file.")
     batch_concurrency: int = Field(
