@@ -342,6 +342,26 @@ async def test_lines_past_the_window_expire(server: AppServer, upstream: FaultyU
     assert upstream.requests == 0
 
 
+async def test_a_server_whose_claim_was_taken_stops(serve: Any, upstream: FaultyUpstream
+                                                    ) -> None:
+    """When another server took a batch over (this one did not renew its claim in time),
+    this one stops its lines in flight instead of running the batch twice."""
+    server = await serve(batch_concurrency=2)  # claims go stale after 30 s
+    runner = server.runner.app[BATCHES]
+    store = server.runner.app[GATEWAY].conversations
+    upstream.faults.extend(["hang"] * 10)
+    async with client_for(server) as client:
+        batch_id = await submit(client, jsonl(*(line(f"r{i}", f"q{i}") for i in range(4))))
+        await wait_for(client, batch_id, lambda b: upstream.active == 2)
+        assert await store.claim_batch(batch_id, "another-server", stale=-1)
+        runner.wake()  # look now rather than at the next renewal
+        await wait_for(client, batch_id, lambda b: not runner._tasks)
+        assert await upstream.wait_idle()
+        batch = await client.batches.retrieve(batch_id)
+        assert batch.status == "in_progress"  # the other server carries on
+        assert not await store.claim_batch(batch_id, runner.id, stale=60)
+
+
 @pytest.mark.slow
 async def test_a_killed_server_resumes_its_batch(upstream: FaultyUpstream,
                                                  tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -201,7 +202,7 @@ class BatchRunner:
         while True:
             try:
                 await self._tick()
-            except StoreUnavailableError as err:
+            except (StoreUnavailableError, sqlite3.OperationalError) as err:
                 log.warning("batches wait for the store: %s", err)
             except Exception:
                 log.exception("the batch runner failed to look for work; retrying")
@@ -213,7 +214,14 @@ class BatchRunner:
         stale = self.settings.batch_claim_timeout
         for batch_id in await self.store.open_batches():
             if batch_id in self._tasks:  # running here: renew the claim, notice a cancel
-                await self.store.claim_batch(batch_id, self.id, stale=stale)
+                if not await self.store.claim_batch(batch_id, self.id, stale=stale):
+                    # another server took it over (this one did not renew in time): its
+                    # runner goes on from the stored results; stop here
+                    log.warning("batch %s was taken over by another server", batch_id)
+                    task = self._tasks.get(batch_id)
+                    if task is not None:
+                        task.cancel()
+                    continue
                 record = await self.store.get_batch(batch_id)
                 cancel = self._cancel.get(batch_id)
                 if record is not None and record.status == "cancelling" and cancel:
@@ -231,7 +239,8 @@ class BatchRunner:
                 await self._advance(record)
         except asyncio.CancelledError:
             raise
-        except StoreUnavailableError as err:  # released below: tried again on a later look
+        except (StoreUnavailableError, sqlite3.OperationalError) as err:
+            # the store is down or busy (locked): released below, tried again on a later look
             log.warning("batch %s waits for the store: %s", batch_id, err)
         except Exception as err:
             log.exception("batch %s failed", batch_id)
