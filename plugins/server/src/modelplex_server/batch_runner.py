@@ -67,11 +67,19 @@ MAX_CUSTOM_ID = 512
 
 
 class _Request:
-    __slots__ = ("body", "custom_id")
+    """One checked line: its ``custom_id`` and its raw JSON (parsed again when it runs, so a
+    batch in memory is about the size of its file, not of its parsed objects)."""
 
-    def __init__(self, custom_id: str, body: dict[str, Any]) -> None:
+    __slots__ = ("custom_id", "raw")
+
+    def __init__(self, custom_id: str, raw: bytes) -> None:
         self.custom_id = custom_id
-        self.body = body
+        self.raw = raw
+
+    def body(self) -> dict[str, Any]:
+        """The request's body (a JSON object: checked when the batch was validated)."""
+        body: dict[str, Any] = json.loads(self.raw)["body"]
+        return body
 
 
 def _error(code: str, message: str, line: int | None = None,
@@ -137,7 +145,7 @@ def read_requests(content: bytes, endpoint: str, key: KeyConfig | None, *,
                  f"{body['model'][:80]!r}", number, "body.model")
         else:
             seen.add(custom_id)
-            requests.append(_Request(custom_id, body))
+            requests.append(_Request(custom_id, bytes(raw)))
     if not requests and not errors:
         fail("empty_file", "the input file has no requests: one JSON object per line")
     return requests, errors
@@ -334,7 +342,7 @@ class BatchRunner:
                                         "expired."}}
                     await self.store.add_result(record.id, line, False, dumps(result).decode())
                     return
-                answer = await _unless(cancel, self._execute(key, endpoint, request.body))
+                answer = await _unless(cancel, self._execute(key, endpoint, request.body()))
             if answer is None:  # cancelled in flight: no result, as if never started
                 return
             status, body = answer
