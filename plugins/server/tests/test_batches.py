@@ -103,6 +103,21 @@ async def test_embeddings_batch(server: AppServer) -> None:
         assert all(len(r["response"]["body"]["data"][0]["embedding"]) == 8 for r in out)
 
 
+async def test_legacy_completions_batch(server: AppServer) -> None:
+    items = [{"custom_id": "c0", "method": "POST", "url": "/v1/completions",
+              "body": {"model": "fault:fault", "prompt": "Say hi"}},
+             {"custom_id": "c1", "method": "POST", "url": "/v1/completions",
+              "body": {"model": "fault:fault", "prompt": ["a", "b"]}}]
+    async with client_for(server) as client:
+        batch = await wait_for(client, await submit(client, jsonl(*items), "/v1/completions"))
+        assert batch.status == "completed"
+        (good,) = await results(client, batch.output_file_id)
+        assert good["custom_id"] == "c0"
+        assert good["response"]["body"]["choices"][0]["text"] == PIECE * 5
+        (bad,) = await results(client, batch.error_file_id)
+        assert bad["custom_id"] == "c1" and bad["response"]["status_code"] == 400
+
+
 async def test_failed_lines_go_to_the_error_file(server: AppServer) -> None:
     content = jsonl(line("good", "hi"), line("unknown", "hi", model="nosuch:model"),
                     line("streamed", "hi", stream=True),

@@ -11,8 +11,9 @@ run it once) and runs it:
   OpenAI's ``errors`` list (code, message, line), nothing is run; else ``in_progress``.
 - **in_progress**: the lines without a result are answered, ``batch_concurrency`` at once per
   process, each as the request its endpoint answers (:func:`~modelplex_server.openai_api.
-  answer_chat`, :func:`~modelplex_server.openai_api.answer_embeddings`: the same per-model
-  leases, key checks, budgets and metering as ``/v1/chat/completions``). Each result is stored
+  answer_chat`, :func:`~modelplex_server.openai_api.answer_embeddings`,
+  :func:`~modelplex_server.completions_api.answer_completion`: the same per-model leases, key
+  checks, budgets and metering as ``/v1/chat/completions``). Each result is stored
   as it comes (one row per line, once: :meth:`~modelplex_server.batch_store.BatchStore.
   add_result`), so a server stopped mid-batch resumes with the lines left, none run twice
   and none written twice. A line that fails is an error line in OpenAI's shape
@@ -44,6 +45,7 @@ from modelplex.batch import bounded
 from modelplex.errors import ModelplexError
 from modelplex.http import dumps
 from modelplex_server.batch_store import BatchRecord, FileRecord
+from modelplex_server.completions_api import CompletionRequest, answer_completion
 from modelplex_server.conversations import StoreUnavailableError
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import Gateway
@@ -59,7 +61,7 @@ T = TypeVar("T")
 log = logging.getLogger("modelplex.server.batches")
 
 #: The endpoints a batch may use.
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions")
 #: The most validation errors a failed batch lists.
 MAX_ERRORS = 100
 #: The longest ``custom_id`` (it is echoed in every result line).
@@ -370,6 +372,12 @@ class BatchRunner:
             if key is not None:
                 admission = await self._admit(key)
             data = dumps(body)
+            if endpoint == "/v1/completions":
+                text = parse_body(CompletionRequest, data, max_depth=settings.max_json_depth)
+                if text.stream:
+                    raise ApiError(400, "stream is not supported in a batch: leave it unset",
+                                   param="stream", code="unsupported_value")
+                return 200, await answer_completion(self.gateway, key, text)
             if endpoint == "/v1/embeddings":
                 embed = parse_body(EmbeddingRequest, data, max_depth=settings.max_json_depth)
                 return 200, await answer_embeddings(self.gateway, key, embed)

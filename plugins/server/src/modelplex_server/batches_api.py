@@ -1,15 +1,15 @@
 """OpenAI's Batch API: ``/v1/batches``, run in the background by the server itself.
 
 ``POST /v1/batches`` takes ``input_file_id`` (a file uploaded with ``purpose=batch``, see
-:mod:`modelplex_server.files_api`), ``endpoint`` (``/v1/chat/completions`` or
-``/v1/embeddings``), ``completion_window`` (``24h``) and optional ``metadata``, and answers the
-batch object at status ``validating``; the :class:`~modelplex_server.batch_runner.BatchRunner`
-takes it from there. ``GET /v1/batches/{id}`` shows its status and ``request_counts``,
+:mod:`modelplex_server.files_api`), ``endpoint`` (``/v1/chat/completions``,
+``/v1/embeddings`` or ``/v1/completions``), ``completion_window`` (``24h``) and optional
+``metadata``, and answers the batch object at status ``validating``; the
+:class:`~modelplex_server.batch_runner.BatchRunner` takes it from there.
+``GET /v1/batches/{id}`` shows its status and ``request_counts``,
 ``POST /v1/batches/{id}/cancel`` stops it (``cancelling``, then ``cancelled`` with the
 results so far once the requests in flight are stopped), ``GET /v1/batches`` lists them
-newest first (``after``, ``limit``).
-A batch belongs to the API key that made it, and its lines run with that key's models, limits
-and budget.
+newest first (``after``, ``limit``). A batch belongs to the API key that made it, and its
+lines run with that key's models, limits and budget.
 """
 
 from __future__ import annotations

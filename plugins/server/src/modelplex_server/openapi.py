@@ -74,7 +74,8 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
     ("get", "/v1/files/{file_id}/content", "OpenAI", "A file's bytes: an upload, or a "
      "batch's output or error lines.", None, "JSONL.", False),
     ("post", "/v1/batches", "OpenAI", "Run an uploaded file's requests in the background "
-     "(endpoint /v1/chat/completions or /v1/embeddings, completion_window 24h).", BatchCreate,
+     "(endpoint /v1/chat/completions, /v1/embeddings or /v1/completions; completion_window "
+     "24h).", BatchCreate,
      "A batch object (status validating).", False),
     ("get", "/v1/batches", "OpenAI", "The caller's batches, newest first (`after`, "
      "`limit`).", None, "`{object: list, data: [batches], first_id, last_id, has_more}`",
