@@ -39,7 +39,9 @@ from modelplex.registry import ModelRegistry
 from modelplex.routing import RouterState
 from modelplex_server import (
     anthropic_api,
+    batches_api,
     completions_api,
+    files_api,
     keys,
     metrics,
     ollama_api,
@@ -50,6 +52,7 @@ from modelplex_server import (
     rest_api,
     ws,
 )
+from modelplex_server.batch_runner import BATCHES, BatchRunner
 from modelplex_server.connections import (
     CONNECTIONS,
     ConnectionGuard,
@@ -152,8 +155,12 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def _check_size(request: web.Request) -> None:
-    """413 before reading a body whose declared length is over the limit."""
-    limit = request.app[GATEWAY].settings.max_body_bytes
+    """413 before reading a body whose declared length is over the limit (for an upload to
+    ``/v1/files``: ``max_file_bytes`` and a little for the form around the file)."""
+    settings = request.app[GATEWAY].settings
+    limit = settings.max_body_bytes
+    if request.path == files_api.FILES_PATH and request.method == "POST":
+        limit = max(limit, settings.max_file_bytes + 64 * 1024)
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"the request body is {request.content_length} bytes, larger than "
                             f"the limit of {limit} bytes", code="request_too_large")
@@ -166,7 +173,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
                pool: ProviderPool | None = None,
                logs: LogStore | str | os.PathLike[str] | None = None,
                limits: Limiter | None = None) -> web.Application:
-    """The web application: OpenAI-compatible ``/v1``, the REST ``/api``, ``/ws``,
+    """The web application: OpenAI-compatible ``/v1`` (with ``/v1/files`` and ``/v1/batches``
+    run in the background: :mod:`modelplex_server.batch_runner`), the REST ``/api``, ``/ws``,
     Ollama-compatible ``/ollama/api``, ``/health``, the probes ``/healthz`` and ``/readyz``
     (:mod:`modelplex_server.probes`), ``/openapi.json`` and the web chat page
     (``/``, ``/ui/``).
@@ -197,7 +205,9 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[GATEWAY] = gateway
     app[CONNECTIONS] = ConnectionGuard(settings)
+    app[BATCHES] = BatchRunner(gateway)
     app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     app.on_response_prepare.append(_no_server_header)
     app.on_response_prepare.append(cors_headers)
@@ -205,6 +215,8 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     anthropic_api.add_routes(app)
     responses_api.add_routes(app)
     completions_api.add_routes(app)
+    files_api.add_routes(app)
+    batches_api.add_routes(app)
     rest_api.add_routes(app)
     ws.add_routes(app)
     ollama_api.add_routes(app)
@@ -236,6 +248,11 @@ async def _on_startup(app: web.Application) -> None:
     await gateway.conversations.open()
     if gateway.settings.health_interval:
         gateway.registry.start_monitor(gateway.settings.health_interval)
+    await app[BATCHES].start()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[BATCHES].stop()  # lines in flight run again when the batch resumes
 
 
 async def _on_cleanup(app: web.Application) -> None:

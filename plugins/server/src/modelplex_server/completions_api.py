@@ -21,14 +21,16 @@ from pydantic import Field, ValidationError
 
 from modelplex.chunks import StreamChunk
 from modelplex.http import dumps
+from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError, error_body, from_exception
-from modelplex_server.gateway import GATEWAY, KEY
+from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.openai_api import DONE, SSE_HEADERS
 from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import StreamOptions, _Body, read_body
+from modelplex_server.settings import KeyConfig
 
-__all__ = ["CompletionRequest", "add_routes"]
+__all__ = ["CompletionRequest", "add_routes", "answer_completion"]
 
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "stop",
            "content_filter": "content_filter"}
@@ -133,32 +135,52 @@ async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],
     return resp
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/completions``."""
-    gateway = request.app[GATEWAY]
-    body = await read_body(request, CompletionRequest)
+async def _request(gateway: Gateway, key: KeyConfig | None,
+                   body: CompletionRequest) -> tuple[Provider, ChatRequest]:
+    """The provider answering ``body`` (after ``key``'s model check) and its request."""
     _refuse_unsupported(body)
     prompt = _prompt(body)
-    await gateway.check_rate(request.get(KEY))
     try:
         message = ChatMessage(role=MessageRole.USER, content=prompt)
     except ValidationError as err:
         detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
         raise ApiError(400, f"prompt: {detail}", param="prompt") from None
-    provider, model = await gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(key, body.model)
     options = gateway.known_options(provider, {
         "max_tokens": body.max_tokens, "temperature": body.temperature, "top_p": body.top_p,
         "stop": body.stop, "seed": body.seed, "user": body.user,
         "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty})
-    chat = provider.build_request([message], model=model, options=options)
-    if not body.stream:
+    return provider, provider.build_request([message], model=model, options=options)
+
+
+async def answer_completion(gateway: Gateway, key: KeyConfig | None,
+                            body: CompletionRequest, *, slot: bool = False) -> dict[str, Any]:
+    """The ``text_completion`` object answering ``body`` for ``key`` (not streamed): what
+    ``POST /v1/completions`` answers (``slot``: in a gateway slot), and what a batch line of
+    that endpoint gets."""
+    provider, chat = await _request(gateway, key, body)
+    if slot:
         reply = await answer_whole(gateway, provider, chat)
-        return web.Response(body=dumps({
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+    else:
+        reply = await provider.complete_request(chat)
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
             "created": int(time.time()), "model": body.model,
             "choices": [{"text": reply.content, "index": 0, "logprobs": None,
                          "finish_reason": _FINISH.get(reply.finish_reason or "stop", "stop")}],
-            "usage": _usage(reply)}), content_type="application/json")
+            "usage": _usage(reply)}
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/completions``."""
+    gateway = request.app[GATEWAY]
+    body = await read_body(request, CompletionRequest)
+    _refuse_unsupported(body)
+    _prompt(body)
+    await gateway.check_rate(request.get(KEY))
+    if not body.stream:
+        answer = await answer_completion(gateway, request.get(KEY), body, slot=True)
+        return web.Response(body=dumps(answer), content_type="application/json")
+    provider, chat = await _request(gateway, request.get(KEY), body)
     return await answer_streamed(gateway, provider, chat,
                                  lambda rest, first: _stream(request, rest, first, body))
 

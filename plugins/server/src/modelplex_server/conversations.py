@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelplex.errors import ModelplexError
 from modelplex.types import ChatMessage
+from modelplex_server.batch_store import BatchStore, MemoryBatches
 from modelplex_server.budgets import Spend
 from modelplex_server.settings import KeyConfig
 
@@ -89,8 +90,10 @@ class Conversation(BaseModel):
         return data
 
 
-class ConversationStore(abc.ABC):
-    """Where conversations live. Every method is async so that a store may do I/O."""
+class ConversationStore(BatchStore, abc.ABC):
+    """Where conversations live (and the files and batches of ``/v1/files`` and
+    ``/v1/batches``, :class:`~modelplex_server.batch_store.BatchStore`). Every method is async
+    so that a store may do I/O."""
 
     @abc.abstractmethod
     async def create(self, conversation: Conversation) -> Conversation:
@@ -150,7 +153,7 @@ class ConversationStore(abc.ABC):
         """Revoke a key; false if there is no such (unrevoked) key."""
         return False
 
-    async def add_spend(self, name: str, period: str,  # noqa: B027 - not kept by default
+    async def add_spend(self, name: str, period: str,
                         tokens: int, cost: float) -> None:
         """Add one answer's tokens and cost to key ``name``'s spend in ``period``."""
 
@@ -158,24 +161,25 @@ class ConversationStore(abc.ABC):
         """Key ``name``'s spend in ``period``."""
         return Spend()
 
-    async def open(self) -> None:  # noqa: B027 - nothing to open by default
+    async def open(self) -> None:
         """Connect (and migrate) at start-up; called when the server starts."""
 
-    async def ping(self) -> None:  # noqa: B027 - nothing to reach by default
+    async def ping(self) -> None:
         """Raise when the store cannot be reached (``/readyz`` asks)."""
 
     def describe(self) -> str:
         """Where the conversations are, for logs and ``/readyz`` (no passwords)."""
         return "memory"
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Free connections."""
 
 
-class MemoryConversationStore(ConversationStore):
+class MemoryConversationStore(MemoryBatches, ConversationStore):
     """Conversations in this process, lost when it stops (the default)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._items: dict[str, Conversation] = {}
         self._lock = asyncio.Lock()
         self._keys: dict[str, StoredKey] = {}

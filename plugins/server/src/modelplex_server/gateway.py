@@ -144,9 +144,10 @@ class Gateway:
                         headers={"Retry-After": str(wait)})
 
     @staticmethod
-    def check_model(request: web.Request, model_id: str) -> None:
-        """403 when the caller's key may not use ``model_id``."""
-        key: KeyConfig | None = request.get(KEY)
+    def check_model(request: web.Request | KeyConfig | None, model_id: str) -> None:
+        """403 when the caller's key (a request's, or the key itself) may not use
+        ``model_id``."""
+        key = request.get(KEY) if isinstance(request, web.Request) else request
         if key is not None and not key.allows(model_id):
             raise ApiError(403, f"the key {key.name!r} may not use model {model_id!r}",
                            type="permission_error", code="model_not_allowed", param="model")
@@ -182,11 +183,13 @@ class Gateway:
         return [c for c in await self.conversations.all() if self.may_see(request, c)]
 
     # -- models -----------------------------------------------------------------------------
-    async def resolve(self, request: web.Request, model_id: str) -> tuple[Provider, str]:
-        """The provider and model name for ``model_id``, after the key's model check."""
-        self.check_model(request, model_id)
+    async def resolve(self, request: web.Request | KeyConfig | None,
+                      model_id: str) -> tuple[Provider, str]:
+        """The provider and model name for ``model_id``, after the key's model check (the
+        key of a request, or the key itself: a batch line runs for its batch's key)."""
+        key = request.get(KEY) if isinstance(request, web.Request) else request
+        self.check_model(key, model_id)
         provider, model = await self.resolver.resolve_model(model_id)
-        key: KeyConfig | None = request.get(KEY)
         if key is not None and (key.tpm or key.budget):  # count its tokens (and cost)
             name = provider.name
 

@@ -15,7 +15,10 @@ every request passes :func:`guard_middleware` first:
   browsers send none and are not affected.
 - **Content type**: a request with a body must declare it JSON (``application/json`` or
   ``application/*+json``). The content types a page may send without a CORS preflight
-  (``text/plain``, forms) are refused, whatever the origin check decided.
+  (``text/plain``, forms) are refused, whatever the origin check decided. The one exception
+  is an upload to ``/v1/files``, a multipart form as OpenAI's clients send it: a page of
+  another origin is still refused by the origin check (browsers send ``Origin`` on a
+  cross-origin POST), and keys are checked as for any request.
 
 CORS (``cors_origins``) is answered here too, on every response: errors (401, 403, 404, 429,
 ...) and streams included, since the headers are added as each response is prepared.
@@ -119,6 +122,11 @@ def _is_json(content_type: str) -> bool:
         content_type.startswith("application/") and content_type.endswith("+json"))
 
 
+def _is_upload(request: web.Request) -> bool:
+    """A file upload of OpenAI's Files API (``POST /v1/files``, a multipart form)."""
+    return request.path == "/v1/files" and request.content_type == "multipart/form-data"
+
+
 def _is_preflight(request: web.Request) -> bool:
     return (request.method == "OPTIONS" and hdrs.ORIGIN in request.headers
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers)
@@ -145,7 +153,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                             "to [server] cors_origins to let its pages use this server",
                        type="permission_error", code="origin_not_allowed")
     if request.method not in SAFE_METHODS and request.body_exists \
-            and not _is_json(request.content_type):
+            and not _is_json(request.content_type) and not _is_upload(request):
         raise ApiError(415, "the request body must be JSON: send it with 'Content-Type: "
                             "application/json'", code="unsupported_media_type")
     return await handler(request)

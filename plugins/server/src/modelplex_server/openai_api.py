@@ -11,6 +11,7 @@ HTTP status; a later one is an SSE ``error`` event, as OpenAI sends it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 import time
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.errors import OptionsError
 from modelplex.http import dumps
+from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
@@ -34,8 +36,9 @@ from modelplex_server.schemas import (
     EmbeddingRequest,
     read_body,
 )
+from modelplex_server.settings import KeyConfig
 
-__all__ = ["add_routes", "to_chat_messages"]
+__all__ = ["add_routes", "answer_chat", "answer_embeddings", "to_chat_messages"]
 
 _ROLES = {"system": MessageRole.SYSTEM, "developer": MessageRole.SYSTEM,
           "user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
@@ -242,14 +245,11 @@ def _completion(reply: ChatResponse, model_id: str) -> dict[str, Any]:
             "usage": _usage(reply.usage)}
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions``."""
-    gateway = request.app[GATEWAY]
-    body = await read_body(request, ChatCompletionRequest)
-    refuse_unsupported(body)
-    await gateway.check_rate(request.get(KEY))
+async def _chat_request(gateway: Gateway, key: KeyConfig | None,
+                        body: ChatCompletionRequest) -> tuple[Provider, ChatRequest]:
+    """The provider answering ``body`` (after ``key``'s model check) and its request."""
     messages = to_chat_messages(body.messages)
-    provider, model = await gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(key, body.model)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
                             "tools": tools, "tool_choice": body.tool_choice,
@@ -259,10 +259,32 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if body.response_format else None
     if isinstance(strict, bool) and chat.response_format is not None:
         chat.response_format["strict"] = strict  # kept for providers that enforce it
-    if not body.stream:  # the provider's own non-streaming request
+    return provider, chat
+
+
+async def answer_chat(gateway: Gateway, key: KeyConfig | None,
+                      body: ChatCompletionRequest, *, slot: bool = False) -> dict[str, Any]:
+    """The ``chat.completion`` object answering ``body`` for ``key`` (not streamed): what
+    ``POST /v1/chat/completions`` answers (``slot``: in a gateway slot), and what a batch
+    line of that endpoint gets (:mod:`modelplex_server.batch_runner`)."""
+    provider, chat = await _chat_request(gateway, key, body)
+    if slot:
         reply = await answer_whole(gateway, provider, chat)
-        return web.Response(body=dumps(_completion(reply, body.model)),
-                            content_type="application/json")
+    else:  # the provider's own non-streaming request
+        reply = await provider.complete_request(chat)
+    return _completion(reply, body.model)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``."""
+    gateway = request.app[GATEWAY]
+    body = await read_body(request, ChatCompletionRequest)
+    refuse_unsupported(body)
+    await gateway.check_rate(request.get(KEY))
+    if not body.stream:
+        answer = await answer_chat(gateway, request.get(KEY), body, slot=True)
+        return web.Response(body=dumps(answer), content_type="application/json")
+    provider, chat = await _chat_request(gateway, request.get(KEY), body)
     include = bool(body.stream_options and body.stream_options.include_usage)
     return await answer_streamed(gateway, provider, chat, lambda rest, first: _stream_reply(
         request, rest, first, body.model, include))
@@ -322,20 +344,28 @@ async def embeddings(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     body = await read_body(request, EmbeddingRequest)
     await gateway.check_rate(request.get(KEY))
+    answer = await answer_embeddings(gateway, request.get(KEY), body, slot=True)
+    return web.Response(body=dumps(answer), content_type="application/json")
+
+
+async def answer_embeddings(gateway: Gateway, key: KeyConfig | None,
+                            body: EmbeddingRequest, *, slot: bool = False) -> dict[str, Any]:
+    """The embeddings list answering ``body`` for ``key``: what ``POST /v1/embeddings``
+    answers (``slot``: in a gateway slot), and what a batch line of that endpoint gets."""
     texts = _embedding_texts(body)
-    provider, model = await gateway.resolve(request, body.model)
+    provider, model = await gateway.resolve(key, body.model)
     options: dict[str, Any] = {"dimensions": body.dimensions} if body.dimensions else {}
     if body.user is not None and "user" in provider.Options.model_fields:
         options["user"] = body.user
-    with gateway.slot():
-        try:
+    try:
+        with gateway.slot() if slot else contextlib.nullcontext():
             vectors = await provider.embed(texts, model=model, options=options or None)
-        except OptionsError:
-            if not body.dimensions:
-                raise
-            raise ApiError(400, f"dimensions is not supported by {body.model!r}: it gives "
-                                "vectors of its own size; leave dimensions unset",
-                           param="dimensions", code="unsupported_parameter") from None
+    except OptionsError:
+        if not body.dimensions:
+            raise
+        raise ApiError(400, f"dimensions is not supported by {body.model!r}: it gives "
+                            "vectors of its own size; leave dimensions unset",
+                       param="dimensions", code="unsupported_parameter") from None
     if body.dimensions and any(len(v) != body.dimensions for v in vectors):
         raise ApiError(400, f"dimensions={body.dimensions} is not supported by {body.model!r}: "
                             f"it gave vectors of {len(vectors[0])} numbers; leave dimensions "
@@ -344,10 +374,8 @@ async def embeddings(request: web.Request) -> web.Response:
     tokens = sum((len(t) + 3) // 4 for t in texts)
     data = [{"object": "embedding", "index": i, "embedding": encode(v)}
             for i, v in enumerate(vectors)]
-    return web.Response(body=dumps({"object": "list", "data": data, "model": body.model,
-                                    "usage": {"prompt_tokens": tokens,
-                                              "total_tokens": tokens}}),
-                        content_type="application/json")
+    return {"object": "list", "data": data, "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,6 +16,7 @@ from modelplex.http import dumps
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.anthropic_api import CountTokensRequest, MessagesRequest
+from modelplex_server.batches_api import BatchCreate
 from modelplex_server.completions_api import CompletionRequest
 from modelplex_server.keys import KeyCreate
 from modelplex_server.responses_items import ResponsesRequest
@@ -61,6 +62,28 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      "model's chat; streamed (SSE) with `stream: true`, stream_options.include_usage.",
      CompletionRequest, "A text_completion object, or text_completion chunks ending with "
      "`data: [DONE]`.", True),
+    ("post", "/v1/files", "OpenAI", "Upload a batch's input file: a multipart form with "
+     "`purpose=batch` and `file` (JSONL, at most [server] max_file_bytes).", None,
+     "A file object.", False),
+    ("get", "/v1/files", "OpenAI", "The caller's files (`after`, `limit`, `order`, "
+     "`purpose`).", None, "`{object: list, data: [files], first_id, last_id, has_more}`",
+     False),
+    ("get", "/v1/files/{file_id}", "OpenAI", "One file.", None, "A file object.", False),
+    ("delete", "/v1/files/{file_id}", "OpenAI", "Delete a file.", None,
+     "`{id, object: file, deleted: true}`", False),
+    ("get", "/v1/files/{file_id}/content", "OpenAI", "A file's bytes: an upload, or a "
+     "batch's output or error lines.", None, "JSONL.", False),
+    ("post", "/v1/batches", "OpenAI", "Run an uploaded file's requests in the background "
+     "(endpoint /v1/chat/completions, /v1/embeddings or /v1/completions; completion_window "
+     "24h).", BatchCreate,
+     "A batch object (status validating).", False),
+    ("get", "/v1/batches", "OpenAI", "The caller's batches, newest first (`after`, "
+     "`limit`).", None, "`{object: list, data: [batches], first_id, last_id, has_more}`",
+     False),
+    ("get", "/v1/batches/{batch_id}", "OpenAI", "A batch: status, request_counts, "
+     "output_file_id, error_file_id, errors.", None, "A batch object.", False),
+    ("post", "/v1/batches/{batch_id}/cancel", "OpenAI", "Cancel a batch (cancelling, then "
+     "cancelled with the results so far).", None, "A batch object.", False),
     ("post", "/v1/messages", "Anthropic", "Anthropic Messages API: system, content blocks "
      "(text, base64 image, tool_use, tool_result), tools, tool_choice, stop_sequences, "
      "max_tokens (required), output_config.format; `stream: true` gives Anthropic's events. "
@@ -172,7 +195,7 @@ def build_openapi() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, EmbeddingRequest, RestChatRequest,
                                      ConversationCreate, ConversationUpdate, ModelInfo,
                                      KeyCreate, MessagesRequest, CountTokensRequest,
-                                     ResponsesRequest, CompletionRequest]
+                                     ResponsesRequest, CompletionRequest, BatchCreate]
     refs, defs = models_json_schema([(m, "validation") for m in models],
                                     ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -205,6 +228,11 @@ def build_openapi() -> dict[str, Any]:
                 and not path.startswith("/ui/"):
             op["security"] = [{"bearer": []}]
         paths.setdefault(path, {})[method] = op
+    paths["/v1/files"]["post"]["requestBody"] = {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["purpose", "file"], "properties": {
+                "purpose": {"const": "batch"},
+                "file": {"type": "string", "format": "binary"}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelplex server", "version": __version__,

@@ -38,6 +38,7 @@ import attrs
 
 from modelplex.errors import ConfigurationError
 from modelplex.types import ChatMessage
+from modelplex_server import pg_batches
 from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
@@ -108,6 +109,7 @@ MIGRATIONS: list[PgMigration] = [
             PRIMARY KEY (name, period)
         )""",
     )),
+    PgMigration(4, "the files and batches of /v1/files and /v1/batches", pg_batches.STATEMENTS),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
@@ -185,8 +187,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class PostgresConversationStore(ConversationStore):
-    """Conversations in PostgreSQL (see the module docs).
+class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
+    """Conversations in PostgreSQL (see the module docs), and the files and batches of
+    ``/v1/files`` and ``/v1/batches`` (:mod:`modelplex_server.pg_batches`).
 
     Args:
         url: ``postgresql://user:password@host:port/database`` (libpq's URL form; asyncpg

@@ -7,6 +7,9 @@
     port = 8000
     max_concurrency = 256
     conversations = "memory"              # or a SQLite file (default: in the data dir)
+    max_file_bytes = 104857600            # /v1/files: the largest upload (100 MiB)
+    max_batch_lines = 50000               # /v1/batches: most requests in one batch
+    batch_concurrency = 8                 # batch requests answered at once per process
 
     [server.models]                       # model ids the server offers besides provider:model
     fast = "ollama:llama3.2"
@@ -167,6 +170,21 @@ class ServerSettings(BaseModel):
         default=None, description="Where conversations (and keys) are kept, shared by every "
                                   "worker and replica pointing at it: a postgresql:// URL, a "
                                   "SQLite file path or 'memory'; wins over 'conversations'.")
+    max_file_bytes: int = Field(
+        default=100 * 1024 * 1024, gt=0,
+        description="Largest file /v1/files accepts (413 beyond); files are kept in the store.")
+    max_files: int = Field(
+        default=1000, gt=0, description="Most files one key keeps (uploads and batch "
+                                        "results); an upload beyond is refused (400).")
+    max_batch_lines: int = Field(
+        default=50_000, gt=0, description="Most requests (lines) in one batch's input file.")
+    batch_concurrency: int = Field(
+        default=8, ge=1, le=1024,
+        description="Requests of /v1/batches answered at once by each server process.")
+    batch_claim_timeout: float = Field(
+        default=30.0, ge=1.0,
+        description="Seconds after which a batch whose server stopped renewing its claim "
+                    "(it died) is resumed by another server sharing the store.")
     workers: int = Field(default=1, ge=1, le=512,
                          description="Processes serving the port (SO_REUSEPORT), supervised "
                                      "by the parent.")

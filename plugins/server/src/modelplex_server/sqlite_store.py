@@ -30,6 +30,7 @@ from modelplex.paths import data_dir
 from modelplex.store.migrations import Migration, open_database, sql
 from modelplex.store.sqlite import transaction
 from modelplex.types import ChatMessage
+from modelplex_server import sqlite_batches
 from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
@@ -85,6 +86,7 @@ MIGRATIONS: list[Migration] = [
             PRIMARY KEY (name, period)
         );
     """),
+    sql(4, "the files and batches of /v1/files and /v1/batches", sqlite_batches.SCHEMA),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
@@ -99,8 +101,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SQLiteConversationStore(ConversationStore):
-    """Conversations in a SQLite file (default ``<data dir>/server-conversations.db``)."""
+class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
+    """Conversations in a SQLite file (default ``<data dir>/server-conversations.db``), and
+    the files and batches of ``/v1/files`` and ``/v1/batches``
+    (:mod:`modelplex_server.sqlite_batches`)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
