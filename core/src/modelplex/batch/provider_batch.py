@@ -74,10 +74,10 @@ class BatchTarget:
 
 
 async def open_target(spec: str | None, *, config: Config | None = None,
-                      pool: ProviderPool | None = None, plugins: Plugins | None = None
-                      ) -> BatchTarget:
+                      pool: ProviderPool | None = None, plugins: Plugins | None = None,
+                      need_model: bool = True) -> BatchTarget:
     """The provider serving ``spec`` (``provider:model`` or a named model of one deployment),
-    checked to have a Batch API."""
+    checked to have a Batch API (and a model, with ``need_model``)."""
     from modelplex.config import get_config
     from modelplex.pipeline import resolve_spec
     from modelplex.plugins import get_plugins
@@ -113,7 +113,7 @@ async def open_target(spec: str | None, *, config: Config | None = None,
     if not provider.has_batch_api:
         await target.release()
         raise provider._no_batch_api()
-    if not target.model:
+    if not target.model and need_model:
         await target.release()
         raise ConfigurationError(f"provider {name!r} has no default model: name one as "
                                  f"'{name}:MODEL'")
@@ -448,7 +448,7 @@ async def _submit(run: _Run, rows: Iterable[Any] | AsyncIterable[Any], *,
 async def _open_for(job_id: str, model: str | None, config: Config | None,
                     pool: ProviderPool | None, plugins: Plugins | None) -> BatchTarget:
     spec = model or _provider_of(job_id)
-    return await open_target(spec, config=config, pool=pool, plugins=plugins)
+    return await open_target(spec, config=config, pool=pool, plugins=plugins, need_model=False)
 
 
 async def job_status(job_id: str, *, model: str | None = None, config: Config | None = None,
