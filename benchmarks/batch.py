@@ -91,7 +91,7 @@ def child(arm: str, url: str, source: Path, out: Path, concurrency: int) -> None
     import aiohttp  # noqa: F401 - imports are not what is measured
 
     if arm == "modelplex":
-        import modelplex.batch
+        import modelplex.batch  # noqa: F401
         import modelplex_openai.provider  # noqa: F401
     run = raw_arm if arm == "raw" else modelplex_arm
     start, cpu = time.perf_counter(), time.process_time()
