@@ -322,3 +322,47 @@ async def test_cli_provider_without_batch_api_is_one_line(tmp_path: Path) -> Non
     assert code == 1
     assert text.strip() == ("Error: provider 'ollama' has no Batch API; run without "
                             "--provider-batch")
+
+
+async def test_results_read_halfway_are_finished_once_on_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    rows = [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(6)]
+    async with BatchUpstream(polls=0) as up:
+        cfg = config_for("anthropic", up)
+        from contextlib import aclosing
+
+        async with aclosing(batch.run_provider_batch(
+                rows, model="anthropic:claude-x", output=out, poll_every=0, config=cfg,
+                pool=ProviderPool())) as results:
+            async for result in results:
+                if result.id == "r1":
+                    break  # stopped while writing the results
+        stored = json.loads(batch.provider_batch.job_file_for(out).read_text())
+        assert [j["fetched"] for j in stored["jobs"]] == [False]
+        assert len(out.read_text().splitlines()) == 2
+        rest = [r.id async for r in batch.run_provider_batch(
+            rows, model="anthropic:claude-x", output=out, poll_every=0, config=cfg,
+            pool=ProviderPool())]
+        assert rest == [f"r{i}" for i in range(2, 6)]
+        assert len(up.created()) == 1
+        ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+        assert sorted(ids) == [f"r{i}" for i in range(6)]
+
+
+async def test_cli_cancel_then_fetch(tmp_path: Path) -> None:
+    async with BatchUpstream(polls=None) as up:
+        config = write_config(tmp_path / "c.toml", "openai", up, up.api_key)
+        async with provider_for("openai", up) as provider:
+            job = await provider.submit_batch(requests_for(provider, 4))
+        code, text = await modelplex("batch", "cancel", job.id, config=config)
+        assert code == 0 and text.startswith(f"openai job {job.id}: cancelling"), text
+        out = tmp_path / "out.jsonl"
+        code, text = await modelplex("batch", "fetch", job.id, "-o", str(out),
+                                     "--poll-every", "0", config=config)
+        assert code == 3, text
+        assert f"openai job {job.id}: cancelled" in text
+        written = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [w.get("error_type") for w in written] == [None, None, "BatchCancelledError",
+                                                          "BatchCancelledError"]
+        code, text = await modelplex("batch", "status", "nonsense", config=config)
+        assert code == 1 and "cannot tell the provider of job 'nonsense'" in text
