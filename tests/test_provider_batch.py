@@ -366,3 +366,23 @@ async def test_cli_cancel_then_fetch(tmp_path: Path) -> None:
                                                           "BatchCancelledError"]
         code, text = await modelplex("batch", "status", "nonsense", config=config)
         assert code == 1 and "cannot tell the provider of job 'nonsense'" in text
+
+
+async def test_a_named_model_of_one_deployment_is_batched(tmp_path: Path) -> None:
+    async with BatchUpstream(polls=0) as up:
+        cfg = parse_config({"models": {
+            "cheap": {"model": "openai:gpt-4o-mini", "options": {"max_tokens": 7}},
+            "two": {"deployments": [{"model": "openai:a"}, {"model": "openai:b"}]}},
+            "providers": {"openai": {"base_url": up.url + "/v1", "api_key": up.api_key}}},
+            source="t.toml")
+        got = [r async for r in batch.run_provider_batch(
+            [{"id": 1, "prompt": "x"}], model="cheap", output=tmp_path / "o.jsonl",
+            poll_every=0, config=cfg, pool=ProviderPool())]
+        assert got[0].ok and got[0].model == "openai:gpt-4o-mini"
+        body = up.created("openai")[0].requests[0][1]
+        assert body["model"] == "gpt-4o-mini" and body["max_tokens"] == 7
+        with pytest.raises(Exception, match="'two' has 2 deployments"):
+            async for _ in batch.run_provider_batch(
+                    [{"id": 1, "prompt": "x"}], model="two", output=tmp_path / "p.jsonl",
+                    config=cfg, pool=ProviderPool()):
+                pass
