@@ -133,7 +133,7 @@ def run_command(input_path: str, model: str | None, output: str | None,
                 system: str | None, option_pairs_: tuple[tuple[str, str], ...],
                 fmt: str | None, provider_batch: bool, poll_every: float, retry_errors: bool,
                 max_retries: int, dry_run: bool, progress_every: float) -> None:
-    """Ask MODEL once per row of INPUT (JSONL or CSV) and append the results to OUTPUT.
+    """Ask MODEL once per row of INPUT (JSONL, CSV or Parquet) and append the results to OUTPUT.
 
     Each row has an "id" (else its line number) and "messages", a "prompt", or the
     variables of -t TEMPLATE; its "options" override the command's. Re-running the same
