@@ -120,6 +120,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/gateway_apis.py", *session.posargs)  # M9: its other APIs
     session.run("python", "benchmarks/caches.py")  # M6: caches and conversation logging
     session.run("python", "benchmarks/telemetry.py")  # M8: the telemetry layer on and off
+    session.run("python", "benchmarks/batch.py")  # M10: modelplex batch vs a semaphore loop
 
 
 @nox.session(default=False)

@@ -14,6 +14,10 @@ Where a price comes from, first match wins:
 3. the `genai-prices <https://pypi.org/project/genai-prices/>`_ package, kept up to date by
    its maintainers, for known provider/model pairs (``openai``, ``anthropic``, ...).
 
+A request sent through a provider's Batch API (``batch=True``) is priced with genai-prices'
+batch prices where it has them; otherwise OpenAI's and Anthropic's Batch APIs cost half the
+standard price (both document a 50% discount), and so do config prices for those providers.
+
 Anything else is *unknown*: ``Cost.known`` is false and ``Cost.amount`` is ``None``, never 0,
 so a sum of costs never silently undercounts. An answer served from the response cache cost
 nothing. ``genai-prices`` is imported the first time a remote model is priced.
@@ -38,6 +42,9 @@ __all__ = ["LOCAL_PROVIDERS", "Cost", "PriceBook", "cost_of", "default_price_boo
 
 #: Providers that run the model on this machine: their answers cost nothing.
 LOCAL_PROVIDERS = frozenset({"llamacpp", "ollama", "lmstudio"})
+
+#: Providers whose Batch API costs half the standard price (their documented discount).
+BATCH_DISCOUNT: Mapping[str, float] = {"openai": 0.5, "anthropic": 0.5}
 
 #: modelplex provider names -> genai-prices provider ids (where they differ).
 _GENAI_PROVIDERS: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic"}
@@ -131,21 +138,33 @@ class PriceBook:
         return _book_for(config)
 
     def cost(self, provider: str, model: str, usage: Usage | None, *,
-             cached: bool | None = None) -> Cost:
-        """What ``usage`` on ``provider:model`` cost; unknown without usage or price."""
+             cached: bool | None = None, batch: bool = False) -> Cost:
+        """What ``usage`` on ``provider:model`` cost; unknown without usage or price.
+
+        ``batch``: the request went through the provider's Batch API (see the module docs).
+        """
         if usage is None:
             return Cost.unknown()
         if cached if cached is not None else usage.cached:
             return Cost(amount=0.0, source="cache")
         estimated = bool(usage.estimated)
         price = self.overrides.get(f"{provider}:{model}") or self.overrides.get(f"{provider}:*")
+        discount = BATCH_DISCOUNT.get(provider, 1.0) if batch else 1.0
         if price is not None:
-            return Cost(amount=_amount(price, usage), currency=price.currency.upper(),
-                        source="config", estimated=estimated)
+            return Cost(amount=_amount(price, usage) * discount,
+                        currency=price.currency.upper(), source="config", estimated=estimated)
         if provider in LOCAL_PROVIDERS:
             return Cost(amount=0.0, source="local", estimated=estimated)
         if self.use_genai_prices:
-            amount = _genai_price(provider, model, usage)
+            amount = None
+            if batch:
+                amount = _genai_batch_price(provider, model, usage)
+            if amount is None:
+                amount = _genai_price(provider, model, usage)
+                if amount is not None and batch:
+                    if provider not in BATCH_DISCOUNT:
+                        return Cost.unknown()  # no known batch price
+                    amount *= discount
             if amount is not None:
                 return Cost(amount=amount, source="genai-prices", estimated=estimated)
         return Cost.unknown()
@@ -172,11 +191,45 @@ def default_price_book() -> PriceBook:
 
 
 def cost_of(provider: str, model: str, usage: Usage | None, *,
-            config: Config | None = None) -> Cost:
+            config: Config | None = None, batch: bool = False) -> Cost:
     """What ``usage`` on ``provider:model`` cost, with the prices of ``config`` (default:
-    the process-wide configuration)."""
+    the process-wide configuration); ``batch``: sent through the provider's Batch API."""
     book = PriceBook.from_config(config) if config is not None else default_price_book()
-    return book.cost(provider, model, usage)
+    return book.cost(provider, model, usage, batch=batch)
+
+
+def _genai_batch_price(provider: str, model: str, usage: Usage) -> float | None:
+    """The genai-prices batch price of ``usage`` (its ``processing: batch`` variant) when the
+    package has flat batch prices for the model; ``None`` otherwise."""
+    provider_id = _GENAI_PROVIDERS.get(provider)
+    if provider_id is None or not model:
+        return None
+    try:
+        from genai_prices import data_snapshot
+
+        snapshot = data_snapshot.get_snapshot()
+        found = snapshot.find_provider_model(model, None, provider_id, None)
+        info = found[1]
+        now = datetime.now(UTC)
+        standard = info.get_prices(now)
+        price = info.get_prices(now, {"processing": "batch"})
+    except (ImportError, LookupError, AttributeError, TypeError, ValueError):
+        return None  # another genai-prices version, or an unknown model
+    if price == standard:
+        return None  # no batch variant
+    from decimal import Decimal
+
+    values = [getattr(price, name, None) for name in ("input_mtok", "output_mtok",
+                                                      "cache_read_mtok", "cache_write_mtok")]
+    if any(v is not None and not isinstance(v, Decimal | int | float) for v in values):
+        return None  # tiered
+    rin, rout, rread, rwrite = (None if v is None else float(v) for v in values)
+    read, write, _ = token_details(usage)
+    plain = max(0, usage.prompt_tokens - read - write)
+    base = rin or 0.0
+    return (plain * base + read * (base if rread is None else rread)
+            + write * (base if rwrite is None else rwrite)
+            + usage.completion_tokens * (rout or 0.0)) / 1_000_000
 
 
 _found: dict[tuple[int, str, str], Any] = {}  # (snapshot, provider, model) -> match or None

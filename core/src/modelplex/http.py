@@ -471,14 +471,16 @@ class HttpClient:
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, payload: Any = None,
-                     headers: Mapping[str, str] | None = None
+                     headers: Mapping[str, str] | None = None, *, body: bytes | None = None
                      ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open a request and yield the response once its status is known to be good.
 
-        Leaving the block before the body was read to its end closes the connection, so the
-        server stops generating; otherwise the connection goes back to the pool.
+        ``payload`` is sent as JSON; ``body`` as raw bytes (give its ``Content-Type`` in
+        ``headers``: a multipart file upload, say). Leaving the block before the body was read
+        to its end closes the connection, so the server stops generating; otherwise the
+        connection goes back to the pool.
         """
-        data = None
+        data = body
         send_headers = {**self.headers, **headers} if headers else dict(self.headers)
         if payload is not None:
             data = dumps(payload)

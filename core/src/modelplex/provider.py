@@ -3,8 +3,10 @@
 A provider turns a :class:`ChatRequest` into :class:`~modelplex.chunks.StreamChunk` objects.
 Subclasses set :attr:`Provider.name`, :attr:`Provider.capabilities` and an ``Options`` model,
 implement :meth:`Provider._stream`, and override whichever of ``_complete``, ``embed``,
-``list_models``, ``show_model``, ``pull_model``, ``delete_model`` and ``health`` they support;
-the rest raise :class:`~modelplex.errors.UnsupportedOperationError`.
+``list_models``, ``show_model``, ``pull_model``, ``delete_model`` and ``health`` they support,
+and ``submit_batch``, ``batch_status``, ``batch_results`` and ``cancel_batch`` when the
+provider has a Batch API (:mod:`modelplex.batch.jobs`); the rest raise
+:class:`~modelplex.errors.UnsupportedOperationError`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from modelplex.errors import (
     UnsupportedOperationError,
 )
 from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
+
+if typing.TYPE_CHECKING:
+    from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest
 
 __all__ = [
     "Capabilities",
@@ -240,7 +245,8 @@ def _partial(received: list[StreamChunk | str]) -> list[StreamChunk]:
 #: The optional operations a subclass may override; the base class guards each override so
 #: that a foreign exception escaping it becomes a chained ProviderError.
 _GUARDED = ("_complete", "embed", "list_models", "show_model", "delete_model",
-            "list_loaded_models", "health", "aclose")
+            "list_loaded_models", "health", "aclose", "submit_batch", "batch_status",
+            "cancel_batch")
 
 
 def _guard(method: Any) -> Any:
@@ -336,6 +342,9 @@ class Provider(abc.ABC):
         pull = cls.__dict__.get("pull_model")
         if pull is not None and inspect.isfunction(pull):
             cls.pull_model = _guard_pull(pull)  # type: ignore[method-assign]
+        results = cls.__dict__.get("batch_results")
+        if results is not None and inspect.isfunction(results):
+            cls.batch_results = _guard_pull(results)  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -469,6 +478,40 @@ class Provider(abc.ABC):
         except UnsupportedOperationError:
             return HealthStatus(provider=self.name, healthy=True)
         return HealthStatus(provider=self.name, healthy=True, model_count=len(models))
+
+    # -- the provider's Batch API (optional; see modelplex.batch.jobs) -----------------------
+    #: most requests one job may hold (0: the provider has no Batch API)
+    batch_max_requests: ClassVar[int] = 0
+    #: most bytes of requests one job may hold (0: no limit)
+    batch_max_bytes: ClassVar[int] = 0
+
+    def _no_batch_api(self) -> UnsupportedOperationError:
+        return UnsupportedOperationError(f"provider {self.name!r} has no Batch API; run "
+                                         "without --provider-batch")
+
+    @property
+    def has_batch_api(self) -> bool:
+        """Whether the provider overrides :meth:`submit_batch`."""
+        return type(self).submit_batch is not Provider.submit_batch
+
+    async def submit_batch(self, requests: Sequence[BatchRequest]) -> BatchJob:
+        """Send ``requests`` as one job of the provider's Batch API (answered within a day,
+        usually at half the price); returns the job as created."""
+        raise self._no_batch_api()
+
+    async def batch_status(self, job_id: str) -> BatchJob:
+        """The job ``job_id`` as it is now."""
+        raise self._no_batch_api()
+
+    def batch_results(self, job_id: str) -> AsyncIterator[BatchItem]:
+        """Each request's outcome of an ended job, read as needed (requests the job did not
+        reach are items with ``error_type`` ``BatchExpiredError`` or
+        ``BatchCancelledError``, when the provider reports them)."""
+        raise self._no_batch_api()
+
+    async def cancel_batch(self, job_id: str) -> BatchJob:
+        """Ask the provider to stop the job; returns it as it is then."""
+        raise self._no_batch_api()
 
     async def initialize(self) -> bool:
         """Whether the provider is ready: ``(await self.health()).healthy``.

@@ -27,6 +27,7 @@ from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.types import HealthStatus, ModelInfo, PullProgress
 
 if TYPE_CHECKING:
+    from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest
     from modelplex.config import Config
 
 __all__ = ["LayerContext", "WrappingProvider"]
@@ -133,6 +134,27 @@ class WrappingProvider(Provider):
     async def health(self) -> HealthStatus:
         """The inner provider's health."""
         return await self.inner.health()
+
+    @property
+    def has_batch_api(self) -> bool:
+        """Whether the inner provider has a Batch API."""
+        return self.inner.has_batch_api
+
+    async def submit_batch(self, requests: Sequence[BatchRequest]) -> BatchJob:
+        """The inner provider's batch job."""
+        return await self.inner.submit_batch(requests)
+
+    async def batch_status(self, job_id: str) -> BatchJob:
+        """The inner provider's batch job status."""
+        return await self.inner.batch_status(job_id)
+
+    def batch_results(self, job_id: str) -> AsyncIterator[BatchItem]:
+        """The inner provider's batch results."""
+        return self.inner.batch_results(job_id)
+
+    async def cancel_batch(self, job_id: str) -> BatchJob:
+        """The inner provider's batch cancel."""
+        return await self.inner.cancel_batch(job_id)
 
     async def aclose(self) -> None:
         """Close the inner provider."""

@@ -28,6 +28,11 @@ With ``output=`` (a path) each result is appended as one JSON line, flushed as i
 last line is cut off, a file written by a different run is refused).
 
 :func:`bounded` runs any coroutine function over items with bounded concurrency.
+
+:func:`run_provider_batch` sends the rows through the provider's own Batch API instead
+(OpenAI's ``/v1/batches``, Anthropic's Message Batches: half the price, answered within a
+day), resumably; :mod:`modelplex.batch.jobs` holds the typed values of that optional
+provider capability, :func:`job_status` and :func:`fetch_job` look a job up by its id.
 """
 
 from __future__ import annotations
@@ -38,7 +43,15 @@ from modelplex.batch.concurrency import (
     bounded,
     default_concurrency,
 )
+from modelplex.batch.jobs import (
+    BatchCounts,
+    BatchItem,
+    BatchJob,
+    BatchRequest,
+    JobState,
+)
 from modelplex.batch.output import BatchOutput, BatchResult
+from modelplex.batch.provider_batch import fetch_job, job_status, run_provider_batch
 from modelplex.batch.rows import (
     BatchInputError,
     Row,
@@ -51,7 +64,8 @@ from modelplex.batch.rows import (
 )
 from modelplex.batch.running import run
 
-__all__ = ["BatchInputError", "BatchOutput", "BatchResult", "Row", "answer_each",
+__all__ = ["BatchCounts", "BatchInputError", "BatchItem", "BatchJob", "BatchOutput",
+           "BatchRequest", "BatchResult", "JobState", "Row", "answer_each",
            "batch_model_operation", "bounded", "check_schema",
-           "default_concurrency", "estimate_tokens", "fingerprint", "parse_row", "read_rows",
-           "run"]
+           "default_concurrency", "estimate_tokens", "fetch_job", "fingerprint", "job_status",
+           "parse_row", "read_rows", "run", "run_provider_batch"]

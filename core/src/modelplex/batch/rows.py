@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from pydantic import ValidationError
 
+from modelplex.batch.problems import BatchInputError as BatchInputError
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -27,18 +28,6 @@ if TYPE_CHECKING:
 
 
 _RESERVED = {"id", "messages", "prompt", "options", "system"}
-
-
-class BatchInputError(ConfigurationError):
-    """A row (or the input or output file) that cannot be used: the message names the file,
-    the line and the fix."""
-
-    def __init__(self, message: str, *, source: str | None = None,
-                 line: int | None = None) -> None:
-        where = ":".join(str(p) for p in (source, line) if p is not None)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.source = source
-        self.line = line
 
 
 # -- rows --------------------------------------------------------------------------------------
@@ -194,14 +183,20 @@ def parse_row(value: Any, line: int, *, source: str = "<rows>",
 
 def read_rows(path: str | os.PathLike[str], *, format: str = "jsonl"
               ) -> Iterator[tuple[int, Any]]:
-    """``(line number, object)`` for each row of a JSONL or CSV file, read as needed.
+    """``(line number, object)`` for each row of a JSONL, CSV or Parquet file, read as needed.
 
     Blank JSONL lines are skipped; a line that is not JSON raises :class:`BatchInputError`.
-    CSV rows are dicts of their columns (a ``messages`` column holds JSON).
+    CSV rows are dicts of their columns (a ``messages`` column holds JSON); Parquet rows too,
+    numbered from 1 (:mod:`modelplex.batch.parquet`, with ``pyarrow``).
     """
     source = str(path)
-    if format not in ("jsonl", "csv"):
-        raise ConfigurationError(f"format must be jsonl or csv (got {format!r})")
+    if format not in ("jsonl", "csv", "parquet"):
+        raise ConfigurationError(f"format must be jsonl, csv or parquet (got {format!r})")
+    if format == "parquet":
+        from modelplex.batch.parquet import read_parquet
+
+        yield from read_parquet(path)
+        return
     try:
         handle = open(path, encoding="utf-8", newline="" if format == "csv" else None)  # noqa: SIM115
     except FileNotFoundError:

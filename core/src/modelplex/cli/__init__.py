@@ -20,6 +20,7 @@ import click
 from modelplex import interrupt
 from modelplex.__about__ import __version__
 from modelplex.cli.batch import batch
+from modelplex.cli.batch_jobs import cancel_command, fetch_command, status_command
 from modelplex.cli.cache import cache
 from modelplex.cli.chat import chat
 from modelplex.cli.config import config_group, stats_command
@@ -45,6 +46,8 @@ for _command in (chat, models, providers, plugins, templates, cache, logs, confi
                  stats_command, usage, mcp_group):
     cli.add_command(_command)
 cli.add_command(batch)  # modelplex batch (modelplex.cli.batch)
+for _command in (status_command, fetch_command, cancel_command):  # modelplex batch status ID
+    batch.add_command(_command)
 logs.add_command(usage, "stats")  # modelplex logs stats: the same report as modelplex usage
 
 

@@ -2,86 +2,41 @@
 
 The input is read twice, line by line (never held whole): once to check every row and count
 them (``--dry-run`` stops there with a token estimate), then to run them through
-:func:`modelplex.batch.run`. The output gets one JSON line per finished row, flushed as it is
-written; running the same command again skips the ids already answered.
+:func:`modelplex.batch.run` (or, with ``--provider-batch``, the provider's own Batch API:
+:mod:`modelplex.cli.batch_jobs`). The output gets one JSON line per finished row, flushed as
+it is written; running the same command again skips the ids already answered.
+
+``batch`` is a group whose default command is that run (``modelplex batch INPUT ...``);
+``batch status ID``, ``batch fetch ID`` and ``batch cancel ID`` look up a provider's job.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from modelplex.cli._batchprogress import Progress
 from modelplex.cli._common import options as option_pairs, run
 
 if TYPE_CHECKING:
-    from modelplex.batch import BatchOutput, BatchResult
+    from modelplex.batch import BatchOutput
 
-__all__ = ["Progress", "batch"]
+__all__ = ["Progress", "batch", "run_command"]
 
 
-class Progress:
-    """Progress of a run on ``out``: a bar redrawn in place on a terminal, a plain line every
-    ``every`` seconds otherwise, and a closing summary."""
+class _BatchGroup(click.Group):
+    """``modelplex batch INPUT ...`` runs rows; ``modelplex batch status|fetch|cancel ID``
+    looks up a job (an input file named like a subcommand is given as ``./status``)."""
 
-    def __init__(self, total: int, out: TextIO, *, every: float = 10.0, width: int = 24,
-                 tty: bool | None = None) -> None:
-        self.total = total
-        self.out = out
-        self.every = every
-        self.width = width
-        self.tty = out.isatty() if tty is None else tty
-        self.done = self.errors = self.tokens = 0
-        self.cost = 0.0
-        self.currency = ""
-        self.started = time.monotonic()
-        self._last = self.started
-
-    def add(self, result: BatchResult) -> None:
-        self.done += 1
-        self.errors += 0 if result.ok else 1
-        self.tokens += result.prompt_tokens + result.completion_tokens
-        if result.cost:
-            self.cost += result.cost
-            self.currency = result.currency or "USD"
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last >= 0.1 or self.done == self.total:
-                self._last = now
-                self.out.write("\r" + self.line(now, bar=True))
-                self.out.flush()
-        elif now - self._last >= self.every:
-            self._last = now
-            self.out.write(self.line(now) + "\n")
-            self.out.flush()
-
-    def line(self, now: float | None = None, *, bar: bool = False) -> str:
-        elapsed = (now or time.monotonic()) - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = max(0, self.total - self.done)
-        eta = f"{left / rate:.0f}s" if rate > 0 else "?"
-        text = (f"{self.done}/{self.total} rows, {rate:.1f}/s, {self.errors} errors, "
-                f"{self.tokens} tokens{self._spent()}, ETA {eta}")
-        if bar:
-            filled = int(self.width * min(self.done, self.total) / self.total) if self.total \
-                else self.width
-            return f"[{'#' * filled}{'-' * (self.width - filled)}] {text}"
-        return text
-
-    def _spent(self) -> str:
-        return f", {self.cost:.4f} {self.currency}" if self.currency else ""
-
-    def finish(self, skipped: int, output: str) -> None:
-        if self.tty:
-            self.out.write("\n")
-        elapsed = time.monotonic() - self.started
-        self.out.write(f"done: {self.done - self.errors} answered, {self.errors} errors, "
-                       f"{skipped} already in {output}; {self.tokens} tokens{self._spent()} in "
-                       f"{elapsed:.1f}s\n")
-        self.out.flush()
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        elif not args:
+            args = ["run"]
+        return super().parse_args(ctx, args)
 
 
 def _check_input(path: str, fmt: str, template: Any, writer: BatchOutput | None,
@@ -98,6 +53,15 @@ def _check_input(path: str, fmt: str, template: Any, writer: BatchOutput | None,
         todo += 1
         tokens += estimate_tokens(row)
     return todo, skipped, tokens
+
+
+def _format_of(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(".csv"):
+        return "csv"
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "jsonl"
 
 
 def _skipped(key: str, writer: BatchOutput, retry_errors: bool) -> bool:
@@ -125,7 +89,16 @@ def _load_schema(path: str) -> dict[str, Any]:
     return check_schema(schema, f"--schema {path}")
 
 
-@click.command()
+@click.group(cls=_BatchGroup)
+def batch() -> None:
+    """Ask a model once per row of a file (modelplex batch INPUT -m MODEL -o OUTPUT), or look
+    up a provider's batch job (status, fetch, cancel).
+
+    See `modelplex batch run --help` for the options of a run.
+    """
+
+
+@batch.command("run")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("-m", "--model", help="provider:model or a named model (default: the config's).")
 @click.option("-o", "--output", "output", required=False,
@@ -140,19 +113,27 @@ def _load_schema(path: str) -> dict[str, Any]:
 @click.option("-s", "--system", help="System prompt for every row.")
 @click.option("-O", "--option", "option_pairs_", nargs=2, multiple=True,
               metavar="KEY VALUE", help="Provider option for every row (rows may override).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
-              help="Input format (default: from the extension, else jsonl).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+              help="Input format (default: from the extension, else jsonl; parquet needs "
+                   "modelplex[parquet]).")
+@click.option("--provider-batch", is_flag=True,
+              help="Send the rows through the provider's Batch API (OpenAI, Anthropic: half "
+                   "the price, answered within 24 h); the job ids are kept in OUTPUT.job.json "
+                   "so a run stopped while it waits resumes.")
+@click.option("--poll-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="With --provider-batch: seconds between looks at a job.")
 @click.option("--retry-errors", is_flag=True, help="Run again only the rows that failed.")
 @click.option("--max-retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Re-asks of an answer that does not match --schema.")
 @click.option("--dry-run", is_flag=True,
               help="Check and count the rows and estimate tokens; send nothing.")
 @click.option("--progress-every", type=float, default=10.0, hidden=True)
-def batch(input_path: str, model: str | None, output: str | None, concurrency: int | None,
-          template: str | None, schema_path: str | None, system: str | None,
-          option_pairs_: tuple[tuple[str, str], ...], fmt: str | None, retry_errors: bool,
-          max_retries: int, dry_run: bool, progress_every: float) -> None:
-    """Ask MODEL once per row of INPUT (JSONL or CSV) and append the results to OUTPUT.
+def run_command(input_path: str, model: str | None, output: str | None,
+                concurrency: int | None, template: str | None, schema_path: str | None,
+                system: str | None, option_pairs_: tuple[tuple[str, str], ...],
+                fmt: str | None, provider_batch: bool, poll_every: float, retry_errors: bool,
+                max_retries: int, dry_run: bool, progress_every: float) -> None:
+    """Ask MODEL once per row of INPUT (JSONL, CSV or Parquet) and append the results to OUTPUT.
 
     Each row has an "id" (else its line number) and "messages", a "prompt", or the
     variables of -t TEMPLATE; its "options" override the command's. Re-running the same
@@ -162,7 +143,7 @@ def batch(input_path: str, model: str | None, output: str | None, concurrency: i
     from modelplex.config import get_config
     from modelplex.pipeline import resolve_spec
 
-    fmt = fmt or ("csv" if input_path.lower().endswith(".csv") else "jsonl")
+    fmt = fmt or _format_of(input_path)
     output = output or str(Path(input_path).with_suffix("")) + ".out.jsonl"
     if Path(output).resolve() == Path(input_path).resolve():
         raise click.UsageError("-o OUTPUT is the INPUT file: give another output file")
@@ -183,8 +164,18 @@ def batch(input_path: str, model: str | None, output: str | None, concurrency: i
         return
     writer.read()  # refuses another run's output before anything is checked or written
     todo, skipped, _ = _check_input(input_path, fmt, shape, writer, retry_errors)
-    writer.open()
     progress = Progress(todo, sys.stderr, every=progress_every)
+    if provider_batch:
+        from modelplex.cli.batch_jobs import provider_run
+
+        run(provider_run(input_path, fmt, spec, writer, progress, template=shape,
+                         schema=schema, system=system, options=opts, poll_every=poll_every,
+                         retry_errors=retry_errors))
+        progress.finish(skipped, output)
+        if progress.errors:
+            sys.exit(3)
+        return
+    writer.open()
     run(_run(input_path, fmt, spec, writer, progress, concurrency=concurrency,
              template=shape, schema=schema, system=system, options=opts,
              max_retries=max_retries, retry_errors=retry_errors))

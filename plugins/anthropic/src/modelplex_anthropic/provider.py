@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -49,6 +49,9 @@ from modelplex_anthropic.wire import (
     response_from,
     usage_from,
 )
+
+if TYPE_CHECKING:
+    from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest
 
 __all__ = ["ANTHROPIC_BASE_URL", "ANTHROPIC_VERSION", "AnthropicOptions", "AnthropicProvider"]
 
@@ -374,6 +377,34 @@ class AnthropicProvider(HttpProvider):
         if not isinstance(data, dict) or data.get("type") == "error":
             raise self._stream_error(data)
         return response_from(data, model=request.model, provider=self.name)
+
+    # -- Message Batches (modelplex_anthropic.batch) ----------------------------------------
+    batch_max_requests: ClassVar[int] = 100_000
+    batch_max_bytes: ClassVar[int] = 200 * 1024 * 1024  # estimated; a batch may hold 256 MB
+
+    async def submit_batch(self, requests: Sequence[BatchRequest]) -> BatchJob:
+        """``POST /v1/messages/batches`` with ``requests``."""
+        from modelplex_anthropic import batch
+
+        return await batch.submit(self, requests)
+
+    async def batch_status(self, job_id: str) -> BatchJob:
+        """``GET /v1/messages/batches/{id}``."""
+        from modelplex_anthropic import batch
+
+        return await batch.status(self, job_id)
+
+    def batch_results(self, job_id: str) -> AsyncIterator[BatchItem]:
+        """The ended job's results, a line at a time."""
+        from modelplex_anthropic import batch
+
+        return batch.results(self, job_id)
+
+    async def cancel_batch(self, job_id: str) -> BatchJob:
+        """``POST /v1/messages/batches/{id}/cancel``."""
+        from modelplex_anthropic import batch
+
+        return await batch.cancel(self, job_id)
 
     # -- other operations -------------------------------------------------------------------
     async def count_tokens(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *,

@@ -12,7 +12,7 @@ import os
 import time
 from array import array
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -41,11 +41,14 @@ from modelplex_openai.__about__ import __version__
 from modelplex_openai.wire import (
     build_tool_calls,
     encode_message,
-    estimate_tokens,
     merge_tool_deltas,
     response_format,
+    response_from,
     usage_from,
 )
+
+if TYPE_CHECKING:
+    from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest
 
 __all__ = ["OpenAIOptions", "OpenAIProvider"]
 
@@ -287,30 +290,37 @@ class OpenAIProvider(HttpProvider):
         data = await self.http.request_json("POST", "/chat/completions", body)
         if not isinstance(data, dict) or "error" in data:
             raise self._stream_error(data)
-        choices = data.get("choices") or [{}]
-        choice = choices[0]
-        message = choice.get("message") or {}
-        content = message.get("content") or ""
-        if isinstance(content, list):  # a few servers answer with content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        refusal = message.get("refusal")
-        if refusal:
-            content += refusal
-        finish = normalize_finish_reason(choice.get("finish_reason"))
-        if refusal and finish == "stop":
-            finish = "refusal"
-        reasoning = message.get("reasoning_content") or message.get("reasoning") or None
-        tool_calls = message.get("tool_calls")
-        return ChatResponse(
-            content=content,
-            model=data.get("model") or request.model,
-            provider=self.name,
-            reasoning=reasoning,
-            tool_calls=build_tool_calls(tool_calls, self.name) if tool_calls else [],
-            finish_reason=finish,
-            usage=usage_from(data.get("usage"), data.get("timings"), request.messages,
-                             estimate_tokens(len(content))),
-        )
+        return response_from(data, model=request.model, provider=self.name,
+                             messages=request.messages)
+
+    # -- the Batch API (modelplex_openai.batch) ---------------------------------------------
+    batch_max_requests: ClassVar[int] = 50_000
+    batch_max_bytes: ClassVar[int] = 150 * 1024 * 1024  # estimated; the file may hold 200 MB
+
+    async def submit_batch(self, requests: Sequence[BatchRequest]) -> BatchJob:
+        """Upload ``requests`` (``POST /files``, purpose ``batch``) and create a job of them
+        (``POST /batches``, ``/v1/chat/completions``, 24 h)."""
+        from modelplex_openai import batch
+
+        return await batch.submit(self, requests)
+
+    async def batch_status(self, job_id: str) -> BatchJob:
+        """``GET /batches/{id}``."""
+        from modelplex_openai import batch
+
+        return await batch.status(self, job_id)
+
+    def batch_results(self, job_id: str) -> AsyncIterator[BatchItem]:
+        """The ended job's output file, then its error file, a line at a time."""
+        from modelplex_openai import batch
+
+        return batch.results(self, job_id)
+
+    async def cancel_batch(self, job_id: str) -> BatchJob:
+        """``POST /batches/{id}/cancel``."""
+        from modelplex_openai import batch
+
+        return await batch.cancel(self, job_id)
 
     # -- embeddings -------------------------------------------------------------------------
     async def embed(self, texts: Sequence[str], *, model: str,

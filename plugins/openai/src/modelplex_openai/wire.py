@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelplex.chunks import ToolCall, Usage
+from modelplex.chunks import ChatResponse, ToolCall, Usage
 from modelplex.errors import ConfigurationError
+from modelplex.finish import normalize_finish_reason
 from modelplex.parsers import tool_arguments
 from modelplex.types import ChatMessage, MessageRole
 
@@ -25,6 +26,7 @@ __all__ = [
     "image_url",
     "merge_tool_deltas",
     "response_format",
+    "response_from",
     "usage_from",
 ]
 
@@ -197,3 +199,33 @@ def usage_from(usage: Mapping[str, Any] | None, timings: Mapping[str, Any] | Non
                      timings=_timings(timings))
     return Usage(prompt_tokens=_prompt_estimate(messages), completion_tokens=completion_estimate,
                  estimated=True)
+
+
+def response_from(data: Mapping[str, Any], *, model: str, provider: str,
+                  messages: Sequence[ChatMessage] = ()) -> ChatResponse:
+    """A whole non-streaming chat completion (``POST /chat/completions``, or a line of a
+    batch's output file) as a :class:`ChatResponse`."""
+    choices = data.get("choices") or [{}]
+    choice = choices[0]
+    message = choice.get("message") or {}
+    content = message.get("content") or ""
+    if isinstance(content, list):  # a few servers answer with content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    refusal = message.get("refusal")
+    if refusal:
+        content += refusal
+    finish = normalize_finish_reason(choice.get("finish_reason"))
+    if refusal and finish == "stop":
+        finish = "refusal"
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or None
+    tool_calls = message.get("tool_calls")
+    return ChatResponse(
+        content=content,
+        model=data.get("model") or model,
+        provider=provider,
+        reasoning=reasoning,
+        tool_calls=build_tool_calls(tool_calls, provider) if tool_calls else [],
+        finish_reason=finish,
+        usage=usage_from(data.get("usage"), data.get("timings"), messages,
+                         estimate_tokens(len(content))),
+    )
