@@ -283,6 +283,12 @@ class Wire:
         """The message of an in-stream error: the reply's, else :attr:`default_error`."""
         return answer.message or self.default_error or IN_STREAM_ERROR
 
+    def expected_usage(self, reply: Reply) -> tuple[int, int] | None:
+        """``(prompt_tokens, completion_tokens)`` a correct provider reports for a streamed
+        ``reply`` (``None`` for a wire that reports no usage)."""
+        answer = Answer(reply)
+        return answer.prompt_tokens, answer.completion_tokens
+
     def stop_value(self, body: Any) -> Any:
         """What the request body holds at :attr:`stop_field` (``None`` if nothing)."""
         value = body

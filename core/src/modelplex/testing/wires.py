@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from modelplex.testing.wire import Answer, Wire, arguments_object, arguments_text
+from modelplex.testing.wire import Answer, Reply, Wire, arguments_object, arguments_text
 
 __all__ = ["ANTHROPIC", "OLLAMA", "OPENAI", "TGI", "WIRES", "AnthropicWire", "OllamaWire",
            "OpenAIWire", "TGIWire", "get_wire"]
@@ -204,6 +204,10 @@ class TGIWire(Wire):
 
     def model_of(self, body: Any) -> str | None:
         return None
+
+    def expected_usage(self, reply: Reply) -> tuple[int, int] | None:
+        answer = Answer(reply)
+        return answer.prompt_tokens, self._generated(answer)
 
     def _generated(self, answer: Answer) -> int:
         n = answer.completion_tokens
