@@ -95,6 +95,10 @@ class ReceivedRequest:
     model: str | None = None
 
 
+#: The model listings every upstream serves.
+_LISTINGS = frozenset({"/v1/models", "/models", "/api/tags", "/api/v1/models"})
+
+
 @attrs.frozen
 class _Route:
     """A chat path's wire, and whether the path itself says if the answer streams."""
@@ -193,6 +197,9 @@ class FaultyUpstream:
         app.router.add_get("/api/version", self._version)
         app.router.add_post("/api/show", self._show)
         app.router.add_get("/api/v1/models", self._lmstudio_models)
+        for wire in self.wires:
+            if wire.models_path and wire.models_path not in _LISTINGS:
+                app.router.add_get(wire.models_path, self._listing(wire))
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -293,6 +300,12 @@ class FaultyUpstream:
         return web.json_response({"object": "list", "data": [
             {"id": name, "object": "model", "owned_by": "fault"}
             for name in self._model_names()]})
+
+    def _listing(self, wire: Wire) -> Any:
+        async def listing(_: web.Request) -> web.Response:
+            return web.json_response(wire.models(self._model_names()))
+
+        return listing
 
     async def _tags(self, _: web.Request) -> web.Response:
         return web.json_response({"models": [{"name": name, "model": name, "size": 1}

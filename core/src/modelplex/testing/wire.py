@@ -17,9 +17,10 @@ What a subclass sets and writes (the rest has defaults):
 ``piece(answer, index)``, ``end(answer)``, ``whole(answer)``
     the bytes of one streamed piece, the bytes that end a stream, the JSON of a whole answer.
 ``error_event(answer, message)``, ``error_body(status, message)``, ``start(answer)``,
-``max_tokens(body)``, ``model_of(body)``
+``max_tokens(body)``, ``model_of(body)``, ``models(names)``, ``expected_usage(reply)``
     defaults: ``{"error": {"message": ...}}`` as an event and as a body, nothing before the
-    first piece, the usual spellings of the token limit, the body's ``model``.
+    first piece, the usual spellings of the token limit, the body's ``model``, an
+    OpenAI-style listing (served at ``models_path`` if set), the reply's token counts.
 
 ``answer`` is an :class:`Answer`: the pieces, tool calls, finish reason and token counts of
 the one answer being written, from the scripted :class:`Reply`.
@@ -203,6 +204,8 @@ class Wire:
             (``"stop"``, ``"options.stop"``, ``"generationConfig.stopSequences"``): the
             conformance suite checks the provider puts them there.
         default_error: the message of :meth:`error_event` when the reply sets none.
+        models_path: where the API lists its models (``GET``), answered by :meth:`models`
+            (``None``: the upstream's usual listing routes only).
     """
 
     name: ClassVar[str] = ""
@@ -212,6 +215,7 @@ class Wire:
     finish_words: ClassVar[Mapping[str, str]] = {}
     stop_field: ClassVar[str] = "stop"
     default_error: ClassVar[str | None] = None
+    models_path: ClassVar[str | None] = None
 
     # -- what a subclass writes ---------------------------------------------------------------
     def start(self, answer: Answer) -> list[bytes]:
@@ -241,6 +245,10 @@ class Wire:
     def max_tokens(self, body: Any) -> int | None:
         """The answer-length limit the request asks for (cuts the answer), or ``None``."""
         return find_max_tokens(body)
+
+    def models(self, names: list[str]) -> Any:
+        """The JSON body of the model listing at :attr:`models_path`."""
+        return {"object": "list", "data": [{"id": name, "object": "model"} for name in names]}
 
     def model_of(self, body: Any) -> str | None:
         """The model a request body names (``None``: the server serves one model)."""
