@@ -80,8 +80,9 @@ def template(session: nox.Session) -> None:
     """Render cookiecutter-provider/ for each wire format; test, lint, type-check each package.
 
     Every rendered package is installed next to the core; its own ``noxfile.py`` runs its
-    tests, ``ruff`` and ``mypy``, and ``modelplex plugins`` must list it. With ``--no-venv`` (as in ``.ci/run``) the
-    current interpreter is used, which must have ``requirements-dev.txt`` installed.
+    tests, ``ruff`` and ``mypy``, and ``modelplex plugins`` must list it. With ``--no-venv``
+    (as in ``.ci/run``) the current interpreter is used, which must have
+    ``requirements-dev.txt`` installed.
     """
     if not isinstance(session.virtualenv, PassthroughEnv):
         session.install("-e", "./core[test]", "cookiecutter>=2.5", "ruff>=0.6", "mypy>=1.11",

@@ -53,7 +53,8 @@ class TestSloppy(ProviderConformanceTests):
 #: Every check the sloppy provider must fail.
 SLOPPY_FAILS = {
     # basic
-    "test_usage_only_in_final_chunk", "test_prompt_tokens_reported", "test_finish_reason_in_vocabulary",
+    "test_usage_only_in_final_chunk", "test_prompt_tokens_reported",
+    "test_finish_reason_in_vocabulary",
     "test_missing_model_raises_model_not_found",
     # options
     "test_max_tokens_limits_the_answer", "test_options_reach_the_wire",
