@@ -79,7 +79,7 @@ def test_the_built_in_wires_are_wire_instances() -> None:
     assert get_wire("tgi") is TGI
     wire = PathWire()
     assert get_wire(wire) is wire
-    with pytest.raises(ValueError, match="no built-in wire named 'gemini'.*Wire instance"):
+    with pytest.raises(ValueError, match=r"no built-in wire named 'gemini'.*Wire instance"):
         get_wire("gemini")
 
 
