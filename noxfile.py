@@ -72,20 +72,21 @@ def typecheck(session: nox.Session) -> None:
 
 #: The template's choices that ``nox -s template`` renders: (wire format, embeddings).
 TEMPLATE_CHOICES = [("openai-sse", "yes"), ("ndjson", "yes"), ("sse-events", "no"),
-                    ("in-process", "no")]
+                    ("sse-no-end", "no"), ("in-process", "no")]
 
 
 @nox.session(default=False)
 def template(session: nox.Session) -> None:
     """Render cookiecutter-provider/ for each wire format; test, lint, type-check each package.
 
-    Every rendered package is installed next to the core; its tests, ``ruff`` and ``mypy``
-    run, and ``modelplex plugins`` must list it. With ``--no-venv`` (as in ``.ci/run``) the
-    current interpreter is used, which must have ``requirements-dev.txt`` installed.
+    Every rendered package is installed next to the core; its own ``noxfile.py`` runs its
+    tests, ``ruff`` and ``mypy``, and ``modelplex plugins`` must list it. With ``--no-venv``
+    (as in ``.ci/run``) the current interpreter is used, which must have
+    ``requirements-dev.txt`` installed.
     """
     if not isinstance(session.virtualenv, PassthroughEnv):
         session.install("-e", "./core[test]", "cookiecutter>=2.5", "ruff>=0.6", "mypy>=1.11",
-                        "hatchling>=1.21")
+                        "hatchling>=1.21", "nox>=2024.4.15")
     work = Path(session.create_tmp()).resolve() / "template"
     shutil.rmtree(work, ignore_errors=True)
     site = work / "site"
@@ -97,12 +98,11 @@ def template(session: nox.Session) -> None:
     packages = [work / f"modelplex-{name}" for name in names]
     session.run("python", "-m", "pip", "install", "--quiet", "--no-deps",
                 "--no-build-isolation", "--target", str(site), *map(str, packages))
-    env = {"PYTHONPATH": str(site)}
-    for package in packages:
+    env = {"PYTHONPATH": str(site), "MYPY_CACHE_DIR": str(work / ".mypy_cache"),
+           "RUFF_NO_CACHE": "true"}
+    for package in packages:  # each package's own sessions: tests, lint, typecheck
         session.chdir(package)
-        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", env=env)
-        session.run("python", "-m", "ruff", "check", "--no-cache", ".")
-        session.run("python", "-m", "mypy", "--cache-dir", str(work / ".mypy_cache"), env=env)
+        session.run("python", "-m", "nox", "--no-venv", "-f", "noxfile.py", env=env)
     session.chdir(ROOT)
     listed = session.run("python", "-m", "modelplex", "plugins", env=env, silent=True) or ""
     missing = [name for name in names if name not in str(listed)]

@@ -18,6 +18,7 @@ class TestFakeProviderConforms(ProviderConformanceTests):
     """The whole suite, run against the in-memory provider of conftest.py."""
 
     plugin = None  # a test double, not an installed plugin
+    in_process = True
 
     @pytest.fixture
     async def provider(self, fake_cls: type[Provider]) -> AsyncIterator[Provider]:
@@ -98,4 +99,5 @@ async def call(method: Any, provider: Provider) -> None:
     kwargs: dict[str, Any] = {"provider": provider}
     if "model" in params:
         kwargs["model"] = "echo"
+    kwargs.update({name: None for name in ("upstream", "wired") if name in params})
     await method(**kwargs)

@@ -95,6 +95,7 @@ class TestLlamaServerConformance(ProviderConformanceTests):
     options = {"temperature": 0, "max_tokens": 24}  # noqa: RUF012 - the base class's shape
     plugin = "anthropic"
     unsent_options = frozenset({"seed"})
+    in_process = True  # a real server, not the test upstream (test_replay.py drives that)
 
     @pytest.fixture
     async def provider(self, llama_server: str) -> AsyncIterator[AnthropicProvider]:

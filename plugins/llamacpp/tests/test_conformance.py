@@ -16,6 +16,7 @@ class TestLlamaCppConformance(ProviderConformanceTests):
     """llama.cpp in-process, tiny random-weight model (it babbles; we check protocol)."""
 
     plugin = "llamacpp"
+    in_process = True  # the model runs in this process: no test upstream
 
     options: ClassVar[dict[str, Any]] = {"temperature": 0, "seed": 42, "max_tokens": 24}
 

@@ -33,6 +33,7 @@ class TestLlamaServerConformance(ProviderConformanceTests):
     """The shared provider contract, against the real server."""
 
     plugin = None  # the registration is checked by the upstream-driven suite
+    in_process = True  # a real server, not the test upstream (test_replay.py drives that)
 
     @pytest.fixture
     async def provider(self, llama_server: str) -> AsyncIterator[OpenAIProvider]:

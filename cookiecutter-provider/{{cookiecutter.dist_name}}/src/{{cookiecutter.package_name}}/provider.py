@@ -102,6 +102,9 @@ class {{ cls }}Provider(Provider):
                "url": "http://127.0.0.1:11434", "style": "newline-delimited JSON"},
     "sse-events": {"chat": "/v1/messages", "models": "/v1/models", "embed": "/v1/embeddings",
                    "url": "http://127.0.0.1:8000", "style": "named SSE events"},
+    "sse-no-end": {"chat": "/models/{model}:streamGenerateContent?alt=sse",
+                   "models": "/models", "embed": "", "url": "http://127.0.0.1:8000/v1beta",
+                   "style": "SSE without an end marker"},
 }[wire] -%}
 """{{ cls }}Provider: {{ cookiecutter.display_name }} over HTTP, streamed as {{ paths.style }}.
 
@@ -115,22 +118,27 @@ Nothing per chunk validates or logs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator{% if embeddings %}, Mapping, Sequence{% endif %}
+import os
+from collections.abc import AsyncIterator, Mapping{% if embeddings %}, Sequence{% endif %}
 from typing import Any, ClassVar
+{%- if wire == "sse-no-end" %}
+from urllib.parse import quote
+{%- endif %}
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from modelplex.chunks import StreamChunk, Usage
-{%- if embeddings %}
-from modelplex.errors import StreamError
-{%- endif %}
+from modelplex.errors import AuthenticationError, ProviderError{% if embeddings %}, StreamError{% endif %}
 from modelplex.finish import normalize_finish_reason
+from modelplex.http import Timeouts, extract_error_message
 from modelplex.http_provider import HttpProvider
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions
 {%- if wire == "ndjson" %}
 from modelplex.streams import ndjson_json
 {%- elif wire == "sse-events" %}
 from modelplex.streams import dispatch, sse_json
+{%- elif wire == "sse-no-end" %}
+from modelplex.streams import sse_json
 {%- else %}
 from modelplex.streams import sse_json
 {%- endif %}
@@ -139,6 +147,14 @@ from modelplex.types import ModelInfo
 __all__ = ["{{ cls }}Options", "{{ cls }}Provider"]
 
 DEFAULT_BASE_URL = "{{ paths.url }}"
+#: The environment variables read when ``api_key`` / ``base_url`` are not configured, as the
+#: first-party providers read theirs (OPENAI_API_KEY, ANTHROPIC_API_KEY, OLLAMA_HOST, ...).
+API_KEY_ENV = "{{ cookiecutter.api_key_env }}"
+BASE_URL_ENV = "{{ cookiecutter.base_url_env }}"
+{%- if wire == "sse-no-end" %}
+#: The streaming chat path: the model is in it, the body names none.
+CHAT_PATH = "{{ paths.chat }}"
+{%- endif %}
 
 
 class {{ cls }}Options(CommonOptions):
@@ -156,11 +172,15 @@ def _estimate(text_length: int) -> int:
 class {{ cls }}Provider(HttpProvider):
     """{{ cookiecutter.display_name }}'s chat API.
 
-    Configuration is keyword arguments only (:class:`~modelplex.http_provider.HttpProvider`
-    takes them): ``base_url`` (default ``{{ paths.url }}``), ``api_key`` (sent as
-    {% if wire == "sse-events" %}``x-api-key``{% else %}``Authorization: Bearer``{% endif %}; never shown in errors or reprs), ``headers``,
-    ``timeouts`` (seconds, or a mapping of ``connect``, ``first_byte``, ``between_chunks``
-    and ``total``), ``verify_tls`` and ``default_model``. Users write them in the config
+    Configuration is keyword arguments (:class:`~modelplex.http_provider.HttpProvider`
+    takes them): ``base_url`` (default ``${{ cookiecutter.base_url_env }}``, else
+    ``{{ paths.url }}``), ``api_key`` (default ``${{ cookiecutter.api_key_env }}``; sent as
+    {% if wire == "sse-events" %}``x-api-key``{% elif wire == "sse-no-end" %}``x-goog-api-key``{% else %}``Authorization: Bearer``{% endif %}; never shown in errors or reprs), ``headers`` (every value
+    masked in errors and reprs, as a credential), ``timeouts`` (passed to
+    :class:`~modelplex.http.HttpClient` as given: seconds, a mapping of ``connect``,
+    ``first_byte``, ``between_chunks`` and ``total``, or a :class:`~modelplex.http.Timeouts`;
+    an unknown key is a :class:`~modelplex.errors.ConfigurationError` naming it),
+    ``verify_tls`` and ``default_model``. Users write them in the config
     file's ``[providers.{{ cookiecutter.provider_name }}]`` table, or pass them to
     ``create_provider("{{ cookiecutter.provider_name }}", ...)`` or
     ``ChatManager(..., provider_config=...)``. A provider with more settings defines
@@ -176,11 +196,35 @@ class {{ cls }}Provider(HttpProvider):
 {%- if wire == "sse-events" %}
     api_key_header: ClassVar[str] = "x-api-key"  # the key's header; no "Bearer " before it
     api_key_prefix: ClassVar[str] = ""
+{%- elif wire == "sse-no-end" %}
+    api_key_header: ClassVar[str] = "x-goog-api-key"  # the key's header; no "Bearer "
+    api_key_prefix: ClassVar[str] = ""
 {%- endif %}
     #: added to the error when nothing answers at the base URL ({url} is filled in)
     connect_hint: ClassVar[str | None] = (
         "No {{ cookiecutter.display_name }} server answers at {url}: start it, or set "
         "base_url in [providers.{{ cookiecutter.provider_name }}] to where it runs")
+
+    def __init__(self, *, base_url: str | None = None, api_key: str | SecretStr | None = None,
+                 headers: Mapping[str, str] | None = None,
+                 timeouts: Timeouts | Mapping[str, Any] | float | None = None,
+                 verify_tls: bool = True, default_model: str | None = None) -> None:
+        env = os.environ  # the conventional variables, when the keywords are not given
+        super().__init__(base_url=base_url or env.get(BASE_URL_ENV) or None,
+                         api_key=api_key if api_key is not None else env.get(API_KEY_ENV),
+                         headers=headers, timeouts=timeouts, verify_tls=verify_tls,
+                         default_model=default_model)
+
+    def _status_error(self, status: int, body: Any,
+                      headers: Mapping[str, str]) -> ProviderError | None:
+        """A refused key says which variable to set; other statuses get the default mapping."""
+        if status not in (401, 403):
+            return None
+        hint = (f"check the key in {API_KEY_ENV}" if self.api_key is not None
+                else f"no API key was sent: set {API_KEY_ENV}")
+        message = extract_error_message(body) or "not authorized"  # secrets already redacted
+        return AuthenticationError(f"{self.name}: {message}; {hint}", status_code=status,
+                                   body=body, provider=self.name)
 {%- if wire == "openai-sse" %}
 
     # -- chat -------------------------------------------------------------------------------
@@ -260,6 +304,51 @@ class {{ cls }}Provider(HttpProvider):
         return [ModelInfo(id=f"{self.name}:{m['name']}", name=m["name"], provider=self.name,
                           size_bytes=m.get("size"))
                 for m in (data or {}).get("models") or []]
+{%- elif wire == "sse-no-end" %}
+
+    # -- chat -------------------------------------------------------------------------------
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        # the common options under this API's names, in its generationConfig
+        config = {_CONFIG_NAMES.get(k, k): v for k, v in request.options.set_values().items()}
+        system = [m.content for m in request.messages if m.role.value == "system"]
+        body: dict[str, Any] = {"generationConfig": config, "contents": [
+            {"role": "model" if m.role.value == "assistant" else "user",
+             "parts": [{"text": m.content}]}
+            for m in request.messages if m.role.value != "system"]}
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+        return body
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        http = self.http
+        path = CHAT_PATH.format(model=quote(request.model, safe=""))
+        async with http.stream("POST", path, self._body(request)) as resp:
+            # no end marker: the event with a finish reason is the last (is_end); a body that
+            # ends before it, or an {"error": ...} event, raises StreamError
+            async for _event, obj in sse_json(resp, provider=self.name,
+                                              max_line_bytes=http.max_line_bytes,
+                                              done=None, is_end=_finished,
+                                              secrets=http.secrets):
+                for candidate in obj.get("candidates") or ():
+                    for part in (candidate.get("content") or {}).get("parts") or ():
+                        if part.get("text"):
+                            yield StreamChunk(content=part["text"])
+                    finish = candidate.get("finishReason") or finish
+                usage = obj.get("usageMetadata") or usage
+        yield StreamChunk(finish_reason=normalize_finish_reason(finish),
+                          usage=Usage(prompt_tokens=int(usage.get("promptTokenCount") or 0),
+                                      completion_tokens=int(
+                                          usage.get("candidatesTokenCount") or 0)),
+                          model=request.model)
+
+    # -- models -----------------------------------------------------------------------------
+    async def list_models(self) -> list[ModelInfo]:
+        """The models of ``GET {{ paths.models }}`` (named ``models/NAME`` there)."""
+        data = await self.http.request_json("GET", "{{ paths.models }}")
+        names = [m["name"].removeprefix("models/") for m in (data or {}).get("models") or []]
+        return [ModelInfo(id=f"{self.name}:{n}", name=n, provider=self.name) for n in names]
 {%- else %}
 
     # -- chat -------------------------------------------------------------------------------
@@ -314,6 +403,18 @@ class {{ cls }}Provider(HttpProvider):
             raise StreamError(f"{self.name}: asked for {len(texts)} embeddings, got "
                               f"{len(vectors)}", provider=self.name)
         return [[float(x) for x in vector] for vector in vectors]
+{%- endif %}
+{%- if wire == "sse-no-end" %}
+
+
+#: The common options' names in this API's generationConfig.
+_CONFIG_NAMES = {"max_tokens": "maxOutputTokens", "top_p": "topP", "top_k": "topK",
+                 "stop": "stopSequences"}
+
+
+def _finished(obj: Any) -> bool:
+    """Whether an event is the answer's last: the one with a finish reason."""
+    return any(c.get("finishReason") for c in obj.get("candidates") or ())
 {%- endif %}
 {%- if wire == "sse-events" %}
 

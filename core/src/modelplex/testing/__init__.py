@@ -6,6 +6,9 @@
   127.0.0.1 speaking the common wire formats, with faults, scripted replies (one
   :class:`Reply` type: text, tool calls, a fault) for one model or for a whole conversation,
   request recording, unknown models and header checks.
+* :class:`Wire` (:mod:`modelplex.testing.wire`): how the test upstream writes one API's
+  answers; the built-in wires (:mod:`modelplex.testing.wires`) are instances of it, and a
+  wire of your own plugs into ``FaultyUpstream(wires=[...])`` and ``ConformanceBase.wire``.
 * :class:`Replay` (:mod:`modelplex.testing.replay`): aioresponses on every aiohttp 3.x
   (import it from its module; it needs the ``aioresponses`` package).
 * The pytest plugin (:mod:`modelplex.testing.pytest_plugin`, loaded automatically when
@@ -35,11 +38,15 @@ from modelplex.testing.upstream import (
     Reply,
     closed_port_url,
 )
+from modelplex.testing.wire import Answer, Wire
+from modelplex.testing.wires import WIRES, get_wire
 
 __all__ = [
     "CONFORMANCE_SECRET",
     "CONFORMANCE_TIMEOUTS",
     "PIECE",
+    "WIRES",
+    "Answer",
     "BasicSuite",
     "ConformanceBase",
     "EmbeddingsSuite",
@@ -52,5 +59,7 @@ __all__ = [
     "ReceivedRequest",
     "Reply",
     "StreamingFaultsSuite",
+    "Wire",
     "closed_port_url",
+    "get_wire",
 ]

@@ -6,14 +6,16 @@ Plugin authors use it to prove their provider fails well::
         upstream.faults.append("stall_mid")          # the next request stalls mid-stream
         provider = MyProvider(base_url=upstream.url, ...)
 
-Routes: ``/v1/chat/completions`` and ``/chat/completions`` answer OpenAI-style SSE (or JSON
-without ``stream``), ``/api/chat`` Ollama-style NDJSON (or JSON with ``stream: false``),
-``/v1/messages`` Anthropic-style SSE, ``/generate_stream`` and ``/generate`` Text Generation
-Inference's native SSE and JSON (with its ``/chat_tokenize`` and ``/info``);
-``/v1/embeddings`` and ``/api/embed`` answer embeddings;
+Routes: each wire's chat paths (:mod:`modelplex.testing.wires`): ``/v1/chat/completions``
+and ``/chat/completions`` answer OpenAI-style SSE (or JSON without ``stream``), ``/api/chat``
+Ollama-style NDJSON (or JSON with ``stream: false``), ``/v1/messages`` Anthropic-style SSE,
+``/generate_stream`` and ``/generate`` Text Generation Inference's native SSE and JSON (with its
+``/chat_tokenize`` and ``/info``); ``/v1/embeddings`` and ``/api/embed`` answer embeddings;
 ``/v1/models``, ``/api/tags``, ``/api/v1/models`` list the models, ``/api/show`` and
 ``/api/version`` answer as Ollama does. ``routes={"/my/chat": "openai"}`` adds chat routes
-for an API with its own paths.
+for an API with its own paths, and ``wires=[MyWire()]`` serves a wire of your own (a
+:class:`~modelplex.testing.wire.Wire`: its paths, which may name the model, and how it writes
+an answer); every fault, script and recording below works the same on it.
 
 What a chat request gets, in order: a 401 if ``require_headers`` are missing or wrong; a 404
 (in the wire's own error shape) if ``models`` is set and does not hold the requested model;
@@ -33,8 +35,10 @@ The faults:
 ``malformed``     send one chunk, then a line that is not JSON
 ``oversize``      send one chunk, then a line of ``oversize_bytes`` bytes without a newline
 ``no_end``        send the chunks but no end marker (``[DONE]``, ``done: true``, ``message_stop``,
-                  TGI's event with ``generated_text``)
-``error_event``   send two chunks, then the provider's in-stream error object
+                  TGI's event with ``generated_text``; for a wire without an end marker, the
+                  event that carries the finish reason)
+``error_event``   send two chunks, then the wire's in-stream error object (with the
+                  :class:`Reply`'s ``message``, else the wire's own)
 ``429`` ``500`` ``503`` ``529``   that status with the provider's error body
                   (429 and 503 carry ``Retry-After: 2``); any other status, e.g. ``401``,
                   ``404``, ``400``, works the same way; ``503:7`` sends ``Retry-After: 7``
@@ -68,19 +72,39 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from modelplex.testing._wire import PIECE, Reply, Wire, find_max_tokens
+from modelplex.testing.wire import PIECE, Answer, Reply, Wire
+from modelplex.testing.wires import OLLAMA, OPENAI, TGI, WIRES, get_wire
 
 __all__ = ["PIECE", "FaultyUpstream", "ReceivedRequest", "Reply", "closed_port_url"]
 
 
 @attrs.define
 class ReceivedRequest:
-    """One request the upstream received: method, path, headers and JSON body."""
+    """One request the upstream received: method, path, headers and JSON body.
+
+    ``wire`` is the name of the wire whose chat path it came to (``None`` for other routes),
+    ``model`` the model it asked for (from the body, or from the path for a wire that puts it
+    there).
+    """
 
     method: str
     path: str
     headers: dict[str, str]
     json: Any
+    wire: str | None = None
+    model: str | None = None
+
+
+#: The model listings every upstream serves.
+_LISTINGS = frozenset({"/v1/models", "/models", "/api/tags", "/api/v1/models"})
+
+
+@attrs.frozen
+class _Route:
+    """A chat path's wire, and whether the path itself says if the answer streams."""
+
+    wire: Wire
+    stream: bool | None
 
 
 def closed_port_url() -> str:
@@ -104,8 +128,11 @@ class FaultyUpstream:
             listing routes list (default ``["fault"]``).
         require_headers: headers every request must carry with exactly these values
             (names case-insensitive); a request without them gets a 401.
-        routes: extra chat routes, path to wire (``"openai"``, ``"ollama"``,
-            ``"anthropic"``, ``"tgi"``).
+        routes: extra chat routes, path to wire (a built-in's name: ``"openai"``,
+            ``"ollama"``, ``"anthropic"``, ``"tgi"``; or a :class:`Wire`). The answer streams
+            as the body's ``stream`` field (or the wire's ``stream_default``) says.
+        wires: wires of your own (:class:`~modelplex.testing.wire.Wire`) served on their
+            ``paths``, besides the built-in ones.
         embedding_dim: length of the vectors the embeddings routes return.
         record: how many of the latest requests :attr:`received` keeps.
 
@@ -125,14 +152,15 @@ class FaultyUpstream:
     def __init__(self, *, chunks: int = 5, oversize_bytes: int = 2 * 1024 * 1024,
                  tail_delay: float = 0.005, models: Collection[str] | None = None,
                  require_headers: Mapping[str, str] | None = None,
-                 routes: Mapping[str, str] | None = None, embedding_dim: int = 8,
-                 record: int = 1000) -> None:
+                 routes: Mapping[str, str | Wire] | None = None, embedding_dim: int = 8,
+                 record: int = 1000, wires: Collection[Wire] = ()) -> None:
         self.chunks = chunks
         self.tail_delay = tail_delay
         self.oversize_bytes = oversize_bytes
         self.models = list(models) if models is not None else None
         self.require_headers = dict(require_headers or {})
-        self.routes = dict(routes or {})
+        self.routes = {path: get_wire(wire) for path, wire in (routes or {}).items()}
+        self.wires = list(wires)
         self.embedding_dim = embedding_dim
         self.replies: deque[str | Reply] = deque()
         self.faults: deque[str] = deque()
@@ -144,16 +172,20 @@ class FaultyUpstream:
         self.url = ""
         self.redirect_to = ""
         self._scripts: dict[str, deque[str | Reply]] = {}
+        self._chat_routes: dict[Any, _Route] = {}
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> FaultyUpstream:
         app = web.Application(middlewares=[self._record, self._check_headers])
-        chat_routes = {"/v1/chat/completions": "openai", "/chat/completions": "openai",
-                       "/api/chat": "ollama", "/v1/messages": "anthropic", **self.routes}
-        for path, kind in chat_routes.items():
-            app.router.add_post(path, self._chat_handler(kind))
-        app.router.add_post("/generate_stream", self._chat_handler("tgi", stream=True))
-        app.router.add_post("/generate", self._chat_handler("tgi", stream=False))
+        chat_routes: dict[str, _Route] = {}
+        for wire in [*WIRES.values(), *self.wires]:
+            chat_routes.update({path: _Route(wire, stream) for path, stream in wire.paths.items()})
+        chat_routes.update({path: _Route(wire, None) for path, wire in self.routes.items()})
+        self._chat_routes = {}
+        for path, route in chat_routes.items():
+            resource = app.router.add_post(path.replace("{model}", "{model:[^{}]+?}"),
+                                           self._chat_handler(route)).resource
+            self._chat_routes[resource] = route
         app.router.add_post("/chat_tokenize", self._chat_tokenize)
         app.router.add_get("/info", self._info)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -165,6 +197,9 @@ class FaultyUpstream:
         app.router.add_get("/api/version", self._version)
         app.router.add_post("/api/show", self._show)
         app.router.add_get("/api/v1/models", self._lmstudio_models)
+        for wire in self.wires:
+            if wire.models_path and wire.models_path not in _LISTINGS:
+                app.router.add_get(wire.models_path, self._listing(wire))
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -200,10 +235,11 @@ class FaultyUpstream:
         return [r.json for r in self.chat_requests()]
 
     def chat_requests(self) -> list[ReceivedRequest]:
-        """The chat requests received, in order."""
-        return [r for r in self.received if r.method == "POST" and isinstance(r.json, dict)
-                and ("messages" in r.json or "prompt" in r.json or "inputs" in r.json)
-                and r.path != "/chat_tokenize"]
+        """The chat requests received (on any wire's chat paths), in order."""
+        return [r for r in self.received if r.wire is not None or (
+            r.method == "POST" and isinstance(r.json, dict)
+            and ("messages" in r.json or "prompt" in r.json or "inputs" in r.json)
+            and r.path != "/chat_tokenize")]
 
     async def wait_idle(self, within: float = 5.0) -> bool:
         """Wait until no chat request is being answered; false if still busy after ``within`` s."""
@@ -224,8 +260,13 @@ class FaultyUpstream:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
+        route = self._route_of(request)
+        model = None
+        if route is not None:
+            model = request.match_info.get("model") or route.wire.model_of(body)
         self.received.append(ReceivedRequest(request.method, request.path,
-                                             dict(request.headers), body))
+                                             dict(request.headers), body,
+                                             route.wire.name if route else None, model))
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -233,21 +274,23 @@ class FaultyUpstream:
     async def _check_headers(self, request: web.Request, handler: Any) -> web.StreamResponse:
         for name, value in self.require_headers.items():
             if request.headers.get(name) != value:
-                kind = self._kind_of(request.path)
+                wire = self._wire_of(request)
                 return web.json_response(
-                    Wire(kind, 0).error_body(401, f"missing or wrong {name} header"),
-                    status=401)
+                    wire.error_body(401, f"missing or wrong {name} header"), status=401)
         response: web.StreamResponse = await handler(request)
         return response
 
-    def _kind_of(self, path: str) -> str:
-        if path in self.routes:
-            return self.routes[path]
-        if path.startswith("/api/"):
-            return "ollama"
-        if path in ("/generate_stream", "/generate", "/chat_tokenize", "/info"):
-            return "tgi"
-        return "anthropic" if path == "/v1/messages" else "openai"
+    def _route_of(self, request: web.Request) -> _Route | None:
+        return self._chat_routes.get(request.match_info.route.resource)
+
+    def _wire_of(self, request: web.Request) -> Wire:
+        """The wire whose error shape a request gets (by its route, else by its path)."""
+        route = self._route_of(request)
+        if route is not None:
+            return route.wire
+        if request.path.startswith("/api/"):
+            return OLLAMA
+        return TGI if request.path in ("/chat_tokenize", "/info") else OPENAI
 
     # -- simple routes -------------------------------------------------------------------
     def _model_names(self) -> list[str]:
@@ -257,6 +300,12 @@ class FaultyUpstream:
         return web.json_response({"object": "list", "data": [
             {"id": name, "object": "model", "owned_by": "fault"}
             for name in self._model_names()]})
+
+    def _listing(self, wire: Wire) -> Any:
+        async def listing(_: web.Request) -> web.Response:
+            return web.json_response(wire.models(self._model_names()))
+
+        return listing
 
     async def _tags(self, _: web.Request) -> web.Response:
         return web.json_response({"models": [{"name": name, "model": name, "size": 1}
@@ -292,16 +341,14 @@ class FaultyUpstream:
         seed = sum(str(text).encode()) or 1
         return [((seed * (i + 7)) % 97) / 97.0 for i in range(self.embedding_dim)]
 
-    def _unknown_model(self, body: Any, kind: str) -> web.Response | None:
-        model = body.get("model") if isinstance(body, dict) else None
+    def _unknown_model(self, model: Any, wire: Wire) -> web.Response | None:
         if self.models is None or model in self.models:
             return None
-        return web.json_response(Wire(kind, 0).error_body(
-            404, f"model '{model}' not found"), status=404)
+        return web.json_response(wire.error_body(404, f"model '{model}' not found"), status=404)
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
-        missing = self._unknown_model(body, "openai")
+        missing = self._unknown_model(body.get("model"), OPENAI)
         if missing is not None:
             return missing
         texts = body.get("input")
@@ -313,7 +360,7 @@ class FaultyUpstream:
 
     async def _embed(self, request: web.Request) -> web.Response:
         body = await request.json()
-        missing = self._unknown_model(body, "ollama")
+        missing = self._unknown_model(body.get("model"), OLLAMA)
         if missing is not None:
             return missing
         texts = body.get("input")
@@ -323,15 +370,13 @@ class FaultyUpstream:
                                   "prompt_eval_count": len(texts)})
 
     # -- chat ------------------------------------------------------------------------------
-    def _chat_handler(self, kind: str, *, stream: bool | None = None) -> Any:
+    def _chat_handler(self, route: _Route) -> Any:
         async def handler(request: web.Request) -> web.StreamResponse:
             self.requests += 1
             self.active += 1
             self.peak_active = max(self.peak_active, self.active)
-            try:
-                if stream is None:  # (tests wrap _answer with a two-argument spy)
-                    return await self._answer(request, kind)
-                return await self._answer(request, kind, stream)
+            try:  # (tests wrap _answer with a two-argument spy)
+                return await self._answer(request, route)
             except (asyncio.CancelledError, ConnectionResetError):
                 self.disconnects += 1
                 raise
@@ -353,21 +398,21 @@ class FaultyUpstream:
             item = "ok"
         return item if isinstance(item, Reply) else Reply(fault=item)
 
-    async def _answer(self, request: web.Request, kind: str,
-                      stream: bool | None = None) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, route: _Route) -> web.StreamResponse:
         body = await request.json()
-        # a TGI server serves one model and takes no model name
-        missing = None if kind == "tgi" else self._unknown_model(body, kind)
-        if missing is not None:
-            return missing
-        model = body.get("model") if isinstance(body, dict) else None
-        if kind == "tgi":  # scripts for the one model a TGI server serves
+        wire = route.wire
+        model = request.match_info.get("model") or wire.model_of(body)
+        if model is None:  # a server of one model, that takes no model name (TGI)
             model = self._model_names()[0]
+        else:
+            missing = self._unknown_model(model, wire)
+            if missing is not None:
+                return missing
         reply = self._next(model)
-        wire = Wire(kind, self.chunks, reply)
-        limit = find_max_tokens(body)
+        answer = Answer(reply, self.chunks, model)
+        limit = wire.max_tokens(body)
         if limit is not None:
-            wire.cut(limit)
+            answer.cut(limit)
         fault = reply.fault
         if fault.startswith("redirect_"):
             return web.Response(status=int(fault.removeprefix("redirect_")),
@@ -377,26 +422,30 @@ class FaultyUpstream:
             status = int(code)
             headers = {"Retry-After": retry_after or "2"} if retry_after or status in (
                 429, 503) else {}
-            return web.json_response(wire.error_body(status, reply.message), status=status,
-                                     headers=headers)
+            return web.json_response(
+                wire.error_body(status, wire.error_message(status, reply.message)),
+                status=status, headers=headers)
         if fault.startswith("delay:"):
             await asyncio.sleep(float(fault.removeprefix("delay:")))
             fault = "ok"
         if fault == "hang":
             await asyncio.sleep(3600)
-        streaming = body.get("stream", wire.kind == "ollama") if stream is None else stream
+        streaming = route.stream
+        if streaming is None:
+            streaming = body.get("stream", wire.stream_default) if isinstance(body, dict) \
+                else wire.stream_default
         if not streaming and fault == "ok":
-            return web.json_response(wire.whole())
+            return web.json_response(wire.whole(answer))
         resp = web.StreamResponse(headers={"Content-Type": wire.content_type})
         await resp.prepare(request)
         if fault == "stall_headers":
             await asyncio.sleep(3600)
-        for part in wire.start():
+        for part in wire.start(answer):
             await resp.write(part)
         pieces = {"stall_mid": 2, "reset": 2, "malformed": 1, "oversize": 1,
-                  "error_event": 2}.get(fault, wire.chunks)
+                  "error_event": 2}.get(fault, answer.chunks)
         for i in range(pieces):
-            await resp.write(wire.piece(i))
+            await resp.write(wire.piece(answer, i))
             await asyncio.sleep(reply.delay)
         if fault == "stall_mid":
             await asyncio.sleep(3600)
@@ -404,15 +453,13 @@ class FaultyUpstream:
             self._reset(request)
             return resp
         elif fault == "malformed":
-            await resp.write(b"data: {not json at all\n\n" if wire.kind != "ollama"
-                             else b"{not json at all\n")
+            await resp.write(wire.frame(b"{not json at all"))
         elif fault == "oversize":
-            prefix = b"data: " if wire.kind != "ollama" else b""
-            await resp.write(prefix + b'{"x": "' + b"a" * self.oversize_bytes)
+            await resp.write(wire.line_prefix + b'{"x": "' + b"a" * self.oversize_bytes)
         elif fault == "error_event":
-            await resp.write(wire.error_event())
+            await resp.write(wire.error_event(answer, wire.stream_error_message(answer)))
         elif fault != "no_end":
-            for part in wire.end():
+            for part in wire.end(answer):
                 await resp.write(part)
             if self.tail_delay:  # the body's terminator comes a moment after the end marker
                 await asyncio.sleep(self.tail_delay)

@@ -8,6 +8,7 @@ Subclass it in your provider's tests. An in-process provider supplies two fixtur
 
     class TestMyProvider(ProviderConformanceTests):
         plugin = "mine"                       # the entry-point name
+        in_process = True                     # no test upstream: its checks skip
 
         @pytest.fixture
         async def provider(self):
@@ -18,8 +19,11 @@ Subclass it in your provider's tests. An in-process provider supplies two fixtur
         def model(self):
             return "my-model"
 
-A provider that speaks HTTP instead names its wire format and builds itself against the
-core's test upstream, which then drives every suite (faults, statuses, headers)::
+An in-process provider says so with ``in_process = True``: the checks that need the test
+upstream then skip, naming why (a class that sets neither ``wire`` nor ``in_process`` fails
+them, saying how to set ``wire``). A provider that speaks HTTP instead names its wire format
+(a built-in's name, or a :class:`~modelplex.testing.wire.Wire` of its own) and builds itself
+against the core's test upstream, which then drives every suite (faults, statuses, headers)::
 
     class TestMyHttpProvider(ProviderConformanceTests):
         wire = "openai"
@@ -32,7 +36,8 @@ The suites (each a class you may also subclass alone): :class:`BasicSuite`,
 :class:`StreamingFaultsSuite`, :class:`HttpErrorsSuite`, :class:`OptionsSuite`,
 :class:`LifecycleSuite`, :class:`ModelManagementSuite`, :class:`EmbeddingsSuite`. Checks that
 need the test upstream skip for in-process providers; checks of operations a provider's
-``capabilities`` do not declare skip too. The tests are async; they run under pytest-asyncio.
+``capabilities`` do not declare skip too. Every skip names its reason (``pytest -rs`` lists
+them in the summary). The tests are async; they run under pytest-asyncio.
 """
 
 from __future__ import annotations

@@ -9,9 +9,15 @@ An author sets these on the subclass of :class:`~modelplex.testing.ProviderConfo
     core's test upstream (:class:`~modelplex.testing.upstream.FaultyUpstream`).
 ``wire``
     The wire format the provider speaks, which the test upstream then answers in:
-    ``"openai"`` (SSE on ``/v1/chat/completions``), ``"ollama"`` (NDJSON on ``/api/chat``)
-    or ``"anthropic"`` (named SSE events on ``/v1/messages``); ``routes`` maps other paths to
-    one of them. ``None`` (in-process providers) skips the checks that need an upstream.
+    ``"openai"`` (SSE on ``/v1/chat/completions``), ``"ollama"`` (NDJSON on ``/api/chat``),
+    ``"anthropic"`` (named SSE events on ``/v1/messages``), ``"tgi"`` (TGI's
+    ``/generate_stream``), or a :class:`~modelplex.testing.wire.Wire` of your own; ``routes``
+    maps other paths to one of them.
+``in_process``
+    ``True`` for a provider that runs without the test upstream (in this process, or against
+    a real server of its own): the checks that need the upstream then skip, saying so. A class
+    that sets neither ``wire`` nor ``in_process = True`` fails those checks with a message
+    saying how to set ``wire``: they never skip in silence.
 ``make_provider(base_url, *, timeouts, api_key)``
     Build the provider against ``base_url`` (``http://127.0.0.1:PORT``; append ``/v1`` if
     your API lives there) with the given timeouts and API key.
@@ -32,6 +38,8 @@ from modelplex.chunks import StreamChunk
 from modelplex.http import Timeouts
 from modelplex.provider import Provider
 from modelplex.testing.upstream import FaultyUpstream
+from modelplex.testing.wire import Wire
+from modelplex.testing.wires import get_wire
 
 __all__ = ["CONFORMANCE_SECRET", "CONFORMANCE_TIMEOUTS", "ConformanceBase", "eventually",
            "within"]
@@ -85,10 +93,13 @@ class ConformanceBase:
     options: ClassVar[dict[str, Any]] = {"temperature": 0, "seed": 42, "max_tokens": 24}
     #: A model name the provider does not have.
     missing_model: ClassVar[str] = "no-such-model-for-modelplex-tests"
-    #: The wire format of the test upstream: "openai", "ollama", "anthropic" or None.
-    wire: ClassVar[str | None] = None
+    #: The wire format of the test upstream: a built-in's name ("openai", "ollama",
+    #: "anthropic", "tgi"), a Wire of your own, or None (no test upstream).
+    wire: ClassVar[str | Wire | None] = None
+    #: True: the provider is tested without the test upstream (its checks skip, saying so).
+    in_process: ClassVar[bool] = False
     #: Extra chat routes of the test upstream: path -> wire format.
-    routes: ClassVar[Mapping[str, str]] = {}
+    routes: ClassVar[Mapping[str, str | Wire]] = {}
     #: The model the test upstream serves (its only one).
     upstream_model: ClassVar[str] = "conformance-model"
     #: The entry-point name the provider is registered under; None if it is no plugin.
@@ -131,7 +142,8 @@ class ConformanceBase:
             yield None
             return
         async with FaultyUpstream(models=[self.upstream_model], routes=self.routes,
-                                  oversize_bytes=9 * 1024 * 1024, chunks=5) as server:
+                                  oversize_bytes=9 * 1024 * 1024, chunks=5,
+                                  wires=[get_wire(self.wire)]) as server:
             yield server
 
     @pytest_asyncio.fixture
@@ -165,13 +177,30 @@ class ConformanceBase:
         return self.upstream_model
 
     # -- helpers ----------------------------------------------------------------------------
-    @staticmethod
-    def need_upstream(upstream: FaultyUpstream | None, wired: Provider | None
+    @property
+    def upstream_wire(self) -> Wire | None:
+        """The wire the provider's chat requests are answered in (``routes`` first)."""
+        if self.routes:
+            return get_wire(next(iter(self.routes.values())))
+        return get_wire(self.wire) if self.wire is not None else None
+
+    def need_upstream(self, upstream: FaultyUpstream | None, wired: Provider | None
                       ) -> tuple[FaultyUpstream, Provider]:
-        """Skip the test unless the provider runs against the test upstream."""
+        """The test upstream and the provider against it; without them, skip or fail.
+
+        A class that says ``in_process = True`` skips the check, naming why; any other class
+        fails it, saying how to set ``wire``: a check never skips in silence.
+        """
         if upstream is None or wired is None:
-            pytest.skip("needs the test upstream: set `wire` and make_provider() "
-                        "(in-process providers skip this check)")
+            if self.in_process:
+                pytest.skip("needs the test upstream (FaultyUpstream); the class says "
+                            "in_process = True")
+            pytest.fail(
+                f"{type(self).__name__} sets no `wire`, so this check cannot run: a provider "
+                "that speaks HTTP sets `wire` (a built-in: 'openai', 'ollama', 'anthropic', "
+                "'tgi'; or a modelplex.testing.Wire of its own) and overrides "
+                "make_provider(base_url, *, timeouts, api_key); a provider that needs no "
+                "test upstream says `in_process = True`", pytrace=False)
         return upstream, wired
 
     async def collect(self, provider: Provider, model: str,

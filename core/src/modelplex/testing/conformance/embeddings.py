@@ -19,7 +19,7 @@ class EmbeddingsSuite(ConformanceBase):
                  ) -> tuple[Provider, str]:
         subject = wired or provider
         if not subject.capabilities.embeddings:
-            pytest.skip("the provider declares no embeddings")
+            pytest.skip("the provider declares no embeddings (capabilities.embeddings)")
         if wired is not None:
             return subject, self.upstream_model
         return subject, self.embedding_model or model
@@ -41,6 +41,6 @@ class EmbeddingsSuite(ConformanceBase):
         """Embedding with a model the server lacks raises ModelNotFoundError."""
         _, provider = self.need_upstream(upstream, wired)
         if not provider.capabilities.embeddings:
-            pytest.skip("the provider declares no embeddings")
+            pytest.skip("the provider declares no embeddings (capabilities.embeddings)")
         with pytest.raises(ModelNotFoundError):
             await provider.embed(["x"], model=self.missing_model)

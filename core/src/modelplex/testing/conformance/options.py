@@ -77,8 +77,10 @@ class OptionsSuite(ConformanceBase):
         """``max_tokens`` caps the answer; an answer cut by it ends with ``length``."""
         chunks = await self.collect(provider, model, {**self.options, "max_tokens": 2})
         usage = chunks[-1].usage
-        assert usage is not None
-        assert usage.completion_tokens <= 2, "max_tokens was not applied"
+        assert usage is not None, "the final chunk has no usage: expected completion_tokens <= 2"
+        assert usage.completion_tokens <= 2, (
+            f"max_tokens was not applied: expected completion_tokens <= 2, got "
+            f"{usage.completion_tokens}")
         if upstream is not None:  # the test upstream cuts the answer to 2 pieces
             assert "".join(c.content for c in chunks) == PIECE * 2, \
                 "max_tokens did not reach the API"
@@ -98,3 +100,11 @@ class OptionsSuite(ConformanceBase):
         missing = [k for k, v in options.items() if not _contains(sent.json, v)]
         assert not missing, (f"options {missing} did not reach the request body {sent.json!r}"
                              " (list options the API lacks in `unsent_options`)")
+        wire = self.upstream_wire
+        if "stop" in options and wire is not None:
+            value = wire.stop_value(sent.json)
+            stop = options["stop"]
+            assert value == stop or (isinstance(value, str) and [value] == stop), (
+                f"expected the stop sequences {stop!r} in the API's own field "
+                f"{wire.stop_field!r} of the request body; it holds {value!r} (body: "
+                f"{sent.json!r})")
