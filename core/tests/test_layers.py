@@ -124,7 +124,7 @@ async def test_a_registered_layer_sits_at_its_position_for_chat_manager(
     from modelplex.manager import ChatManager
     from modelplex.pipeline import PATH, layer_order
 
-    assert PATH == ("recording", "telemetry", "cache", "router", "provider")
+    assert PATH == ("mcp", "recording", "telemetry", "cache", "router", "provider")
     fake_plugins.register(_layer_plugin(before="cache"), name="layer")
     assert [name for name, _ in layer_order(fake_plugins)] == [
         "recording", "absent", "telemetry", "probe", "cache"]

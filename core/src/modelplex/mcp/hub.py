@@ -118,10 +118,11 @@ class McpHub:
 
     # -- tools -------------------------------------------------------------------------------
     async def tools(self, names: Sequence[str],
-                    allow: Mapping[str, Collection[str]] | None = None) -> list[Tool]:
+                    allow: Mapping[str, Collection[str]] | None = None, *,
+                    confirm: Confirm | None = None) -> list[Tool]:
         """The tools of servers ``names`` as loop tools; a tool whose name two servers share
         is named ``server__tool`` (both of them). ``allow`` narrows a server's tools to those
-        named (beside its own ``tools`` list)."""
+        named (beside its own ``tools`` list); ``confirm`` replaces the hub's for them."""
         listed: list[tuple[McpServer, mcp_types.Tool]] = []
         for name in dict.fromkeys(names):
             server = await self.server(name)
@@ -136,10 +137,11 @@ class McpHub:
         for server, tool in listed:
             safe = _SAFE.sub("_", tool.name)[:64]
             name = safe if counts[safe] == 1 else f"{_SAFE.sub('_', server.name)}__{safe}"[:64]
-            result.append(self._as_tool(server, tool, name))
+            result.append(self._as_tool(server, tool, name, confirm))
         return result
 
-    def _as_tool(self, server: McpServer, tool: mcp_types.Tool, name: str) -> Tool:
+    def _as_tool(self, server: McpServer, tool: mcp_types.Tool, name: str,
+                 confirm: Confirm | None) -> Tool:
         jsonschema: Any = importlib.import_module("jsonschema")  # a dependency of mcp
         schema = dict(tool.inputSchema or {"type": "object", "properties": {}})
         try:
@@ -159,8 +161,8 @@ class McpHub:
                         f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}"
                         for e in errors[:5]))
             if destructive:
-                allowed = self.confirm is not None and self.confirm(server.name, tool.name,
-                                                                    dict(arguments))
+                ask = confirm or self.confirm
+                allowed = ask is not None and ask(server.name, tool.name, dict(arguments))
                 if inspect.isawaitable(allowed):
                     allowed = await allowed
                 if not allowed:
