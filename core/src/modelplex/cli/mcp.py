@@ -72,6 +72,60 @@ def mcp_tools(name: str, as_json: bool) -> None:
         click.echo("  " + json.dumps(tool["input_schema"], sort_keys=True))
 
 
+@mcp_group.command("prompts")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def mcp_prompts(name: str, as_json: bool) -> None:
+    """The prompts MCP server NAME offers, each with its arguments (use one as a template:
+    `modelplex chat -t mcp:NAME/PROMPT -p ARG VALUE`)."""
+    from modelplex.mcp import McpHub
+
+    async def listing() -> list[dict[str, Any]]:
+        async with McpHub() as hub:
+            server = await hub.server(name)
+            return [{"name": p.name, "template": f"mcp:{name}/{p.name}",
+                     "description": p.description or "",
+                     "arguments": [{"name": a.name, "required": bool(a.required),
+                                    "description": a.description or ""}
+                                   for a in p.arguments or ()]}
+                    for p in await server.list_prompts()]
+
+    prompts = run(listing())
+    if as_json:
+        click.echo(json.dumps(prompts, indent=2))
+        return
+    for prompt in prompts:
+        click.echo(f"{prompt['template']}: {prompt['description'].strip()}")
+        for arg in prompt["arguments"]:
+            flag = "" if arg["required"] else " (optional)"
+            click.echo(f"  -p {arg['name']}{flag}  {arg['description']}".rstrip())
+
+
+@mcp_group.command("resources")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def mcp_resources(name: str, as_json: bool) -> None:
+    """The resources MCP server NAME offers (attach one to a message as
+    `resources=["NAME:URI"]`)."""
+    from modelplex.mcp import McpHub
+
+    async def listing() -> list[dict[str, Any]]:
+        async with McpHub() as hub:
+            server = await hub.server(name)
+            return [{"uri": str(r.uri), "attach": f"{name}:{r.uri}", "name": r.name,
+                     "mime_type": r.mimeType, "size": r.size,
+                     "description": r.description or ""}
+                    for r in await server.list_resources()]
+
+    resources = run(listing())
+    if as_json:
+        click.echo(json.dumps(resources, indent=2))
+        return
+    print_table(["RESOURCE", "MIME TYPE", "DESCRIPTION"],
+                [[r["attach"], r["mime_type"] or "", r["description"].strip()]
+                 for r in resources])
+
+
 async def ask_confirmation(server: str, tool: str, arguments: dict[str, Any]) -> bool:
     """The CLI's ``confirm=``: a y/n question on the terminal (no terminal: refused)."""
     if not sys.stdin.isatty():
