@@ -77,7 +77,7 @@ async def test_a_template_without_a_manager_starts_its_server() -> None:
     from modelplex.mcp.prompts import mcp_template
 
     template = mcp_template("mcp:fx/summarize", {"topic": "rain"})
-    with pytest.raises(ConfigurationError, match="await template.arender"):
+    with pytest.raises(ConfigurationError, match=r"await template\.arender"):
         template.render()
     async with McpHub(config()) as hub:
         assert await hub.prompt("fx", "summarize", {"topic": "rain"}) == \
@@ -113,7 +113,7 @@ async def test_binary_resources_are_refused(upstream: FaultyUpstream) -> None:
     async with McpHub(config()) as hub:  # a model that does not take images
         with pytest.raises(McpError, match="this model does not take images"):
             await hub.resource("fx:image://pixel", vision=False)
-        text, images = await hub.resource("fx:image://pixel", vision=True)
+        _, images = await hub.resource("fx:image://pixel", vision=True)
         assert images and base64.b64encode(images[0]).startswith(b"iVBOR")
     assert upstream.bodies == []
 

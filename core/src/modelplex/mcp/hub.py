@@ -196,9 +196,12 @@ class McpHub:
         missing = [a for a, arg in arguments.items() if arg.required and a not in fields]
         unknown = [f for f in fields if f not in arguments]
         if missing or unknown:
-            what = "; ".join(filter(None, [
-                missing and f"missing required argument(s) {', '.join(missing)}",
-                unknown and f"unknown argument(s) {', '.join(unknown)}"]))
+            problems = []
+            if missing:
+                problems.append(f"missing required argument(s) {', '.join(missing)}")
+            if unknown:
+                problems.append(f"unknown argument(s) {', '.join(unknown)}")
+            what = "; ".join(problems)
             raise ConfigurationError(f"MCP prompt 'mcp:{server_name}/{name}': {what} (its "
                                      f"arguments: {shown}; give them as -p NAME VALUE or "
                                      "keywords)")

@@ -39,11 +39,11 @@ class McpPrompt(PromptTemplate):
     async def arender(self, chat: Any = None) -> str:
         """The prompt rendered by its server: through the servers of ``chat`` (a
         :class:`~modelplex.manager.ChatManager`), else a server started for this call."""
-        hub = getattr(chat, "_mcp", None)
-        if hub is not None:
-            return await hub.prompt(self.server, self.prompt, self.arguments)
         from modelplex.mcp.hub import McpHub
 
+        hub = getattr(chat, "_mcp", None)
+        if isinstance(hub, McpHub):
+            return await hub.prompt(self.server, self.prompt, self.arguments)
         async with McpHub() as own:
             return await own.prompt(self.server, self.prompt, self.arguments)
 

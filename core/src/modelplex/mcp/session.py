@@ -298,9 +298,10 @@ class McpServer:
 
 
 def _list_page(what: str, session: ClientSession, cursor: str | None) -> Awaitable[Any]:
-    method = {"tools": session.list_tools, "prompts": session.list_prompts,
-              "resources": session.list_resources}[what]
-    return method(cursor=cursor)  # type: ignore[operator]
+    method: Any = {"tools": session.list_tools, "prompts": session.list_prompts,
+                   "resources": session.list_resources}[what]
+    page: Awaitable[Any] = method(cursor=cursor)
+    return page
 
 
 def _closed(err: BaseException) -> bool:
