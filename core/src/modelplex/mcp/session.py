@@ -73,6 +73,7 @@ class McpServer:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._dead = asyncio.Event()
+        self._ended: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self.broken = False  # the connection closed under a request (the server exited)
         self._tools: list[mcp_types.Tool] | None = None
@@ -103,6 +104,7 @@ class McpServer:
             return
         load_sdk()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended = asyncio.get_running_loop().create_future()  # done when _run ends
         self._task = asyncio.create_task(self._run(ready), name=f"mcp:{self.name}")
         try:
             await asyncio.wait_for(asyncio.shield(ready), self.config.timeout)
@@ -144,6 +146,8 @@ class McpServer:
         finally:
             self._session = None
             self._dead.set()
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
 
     async def _transport(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
         cfg = self.config
@@ -216,12 +220,9 @@ class McpServer:
             raise McpError(self._describe(f"not running ({_cause(self._error)})"))
         timeout = self.config.timeout
         request = asyncio.ensure_future(call(session))
-        dead = asyncio.ensure_future(self._dead.wait())
-        try:
-            done, _ = await asyncio.wait({request, dead}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dead.cancel()
+        assert self._ended is not None
+        done, _ = await asyncio.wait({request, self._ended}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
         if request in done:
             try:
                 return request.result()
@@ -250,11 +251,22 @@ class McpServer:
         return self._tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
-        """Call ``name`` (no schema check: see :meth:`McpHub.tools`)."""
+        """Call ``name`` (no schema check: see :meth:`McpHub.tools`).
+
+        Sent as a plain ``tools/call`` request: the SDK's ``call_tool`` also validates the
+        structured result against the tool's output schema, compiling the schema on every
+        call (half the client's CPU time of a call); the model reads the result as text.
+        """
+        from mcp import types
+
         seconds = timedelta(seconds=self.config.timeout)
+        request = types.ClientRequest(types.CallToolRequest(
+            method="tools/call", params=types.CallToolRequestParams(name=name,
+                                                                    arguments=arguments)))
         result: mcp_types.CallToolResult = await self._request(
             f"the call of {name!r}",
-            lambda s: s.call_tool(name, arguments, read_timeout_seconds=seconds))
+            lambda s: s.send_request(request, types.CallToolResult,
+                                     request_read_timeout_seconds=seconds))
         return result
 
 
