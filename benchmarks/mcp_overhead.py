@@ -1,4 +1,4 @@
-"""M10: what an MCP tool call costs over the same Python function, and a second message.
+"""M11: what an MCP tool call costs over the same Python function, and a second message.
 
     python benchmarks/mcp_overhead.py [--calls 300] [--rounds 5] [--json results/mcp.json]
 
@@ -9,7 +9,9 @@ Two arms run the same function, ``add(a, b)``, through the tool loop's own path
 (``python``), and the tool of an MCP server over stdio written with the SDK's server API
 (FastMCP, started once, as a conversation does; ``mcp``). A third arm, ``sdk``, calls the same
 server through the SDK's ``ClientSession.call_tool`` directly: the floor modelplex's MCP
-client sits on. The arms are interleaved in rounds so that machine noise hits them alike;
+client sits on. A fourth, ``mcp-lean``, is ``mcp`` against a server written with the SDK's
+low-level ``Server`` (no FastMCP validation and output wrapping): how much of a call is the
+server's. The arms are interleaved in rounds so that machine noise hits them alike;
 reported per call: wall time (p50, mean), this process's CPU time and the server process's
 CPU time (from ``/proc``, 10 ms ticks over every call of an arm), and the overhead (MCP -
 Python) against the 2 ms target, in wall time (what a conversation waits, at the mercy of the
@@ -61,6 +63,35 @@ if __name__ == "__main__":
     server.run("stdio")
 '''
 
+LEAN = '''
+import anyio
+from mcp import types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+server = Server("lean")
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+          "required": ["a", "b"]}
+
+
+@server.list_tools()
+async def list_tools():
+    return [types.Tool(name="add", description="Add two integers.", inputSchema=SCHEMA)]
+
+
+@server.call_tool()
+async def call_tool(name, arguments):
+    return [types.TextContent(type="text", text=str(arguments["a"] + arguments["b"]))]
+
+
+async def main():
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+anyio.run(main)
+'''
+
 
 def add(a: int, b: int) -> int:
     """Add two integers."""
@@ -89,7 +120,8 @@ class Plugin:
 
 
 def children_cpu() -> float:
-    """CPU seconds (user + system) of this process's live children: the MCP server."""
+    """CPU seconds (user + system) of this process's live children: the MCP servers (the
+    idle one adds nothing)."""
     total = 0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -124,16 +156,19 @@ async def timed(box: ToolBox | Any, calls: int) -> tuple[list[float], float, flo
 async def main(calls: int, rounds: int) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="modelplex-bench-mcp-"))
     (folder / "server.py").write_text(SERVER)
-    config = parse_config({"mcp": {"bench": {"command": sys.executable,
-                                             "args": [str(folder / "server.py")]}}})
-    walls: dict[str, list[float]] = {"python": [], "mcp": [], "sdk": []}
+    (folder / "lean.py").write_text(LEAN)
+    config = parse_config({"mcp": {
+        "bench": {"command": sys.executable, "args": [str(folder / "server.py")]},
+        "lean": {"command": sys.executable, "args": [str(folder / "lean.py")]}}})
+    walls: dict[str, list[float]] = {"python": [], "mcp": [], "sdk": [], "mcp-lean": []}
     cpus: dict[str, list[float]] = {arm: [] for arm in walls}
     server_cpus: dict[str, list[float]] = {arm: [] for arm in walls}
-    async with McpHub(config) as hub:
+    async with McpHub(config) as hub, McpHub(config) as lean:
         tools = await hub.tools(["bench"])
         boxes = {"python": ToolBox(tools={"add": Tool.from_function(add)}),
                  "mcp": ToolBox(tools={t.name: t for t in tools}),
-                 "sdk": hub.servers["bench"]._session}
+                 "sdk": hub.servers["bench"]._session,
+                 "mcp-lean": ToolBox(tools={t.name: t for t in await lean.tools(["lean"])})}
         for box in boxes.values():  # warm up
             await timed(box, 20)
         for _ in range(rounds):
@@ -168,6 +203,9 @@ async def main(calls: int, rounds: int) -> dict[str, Any]:
            - arms["python"]["client CPU ms"])
     return {"calls per arm": calls * rounds, "arms": arms,
             "overhead p50 ms": round(overhead, 3), "overhead CPU ms": round(cpu, 3),
+            "overhead CPU ms, lean server": round(
+                arms["mcp-lean"]["client CPU ms"] + arms["mcp-lean"]["server CPU ms"]
+                - arms["python"]["client CPU ms"], 3),
             "modelplex over the SDK, client CPU ms": round(
                 arms["mcp"]["client CPU ms"] - arms["sdk"]["client CPU ms"], 3),
             "target ms": TARGET_MS,
