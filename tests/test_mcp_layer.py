@@ -147,6 +147,23 @@ async def test_unnamed_destructive_tools_are_refused_and_plain_models_untouched(
     assert "tools" not in upstream.bodies[2]
 
 
+async def test_a_stream_that_calls_the_callers_tool_ends_there(
+        upstream: FaultyUpstream) -> None:
+    upstream.replies.append(Reply(tool_calls=[
+        {"id": "l", "name": "local", "arguments": {"x": 1}},
+        {"id": "a", "name": "add", "arguments": {"a": 1, "b": 2}}]))
+    local = {"type": "function", "function": {"name": "local", "description": "Double x.",
+                                              "parameters": {"type": "object"}}}
+    async with await open_model("helper", config=config(upstream), cache=False) as lease:
+        request = lease.provider.build_request([ChatMessage.user("go")], model=lease.model,
+                                               tools=[local])
+        chunks = [c async for c in lease.provider.stream_request(request)]
+    calls = [call.name for c in chunks for call in c.tool_calls or ()]
+    assert calls == ["local"]  # the MCP call of that answer is not run nor passed on
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert len(upstream.bodies) == 1
+
+
 async def test_tool_choice_none_passes_through(upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply("no tools"))
     async with await open_model("helper", config=config(upstream), cache=False) as lease:

@@ -221,8 +221,12 @@ class McpServer:
         timeout = self.config.timeout
         request = asyncio.ensure_future(call(session))
         assert self._ended is not None
-        done, _ = await asyncio.wait({request, self._ended}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({request, self._ended}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the caller went away: so does its request
+            request.cancel()
+            raise
         if request in done:
             try:
                 return request.result()
