@@ -183,3 +183,26 @@ async def test_cli_chat_runs_an_mcp_prompt(tmp_path: Path, upstream: FaultyUpstr
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == "Short."
     assert upstream.bodies[0]["messages"][-1]["content"] == "Summarize snow in a short paragraph."
+
+
+async def test_cli_chat_with_a_resource(tmp_path: Path, upstream: FaultyUpstream) -> None:
+    upstream.replies.append(Reply("Milk."))
+    proc = await asyncio.to_thread(
+        modelplex, tmp_path, "chat", "--no-log", "-m", "openai:scripted", "--resource",
+        "fx:note://todo", "What first?", OPENAI_API_KEY="sk-test-0000000000",
+        OPENAI_BASE_URL=upstream.url + "/v1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "Milk."
+    assert upstream.bodies[0]["messages"][-1]["content"].startswith(
+        '<resource uri="note://todo" server="fx">\n1. buy milk')
+    refused = await asyncio.to_thread(modelplex, tmp_path, "chat", "--resource", "fx:x://y",
+                                      "-t", "mcp:fx/summarize", "-p", "topic", "t")
+    assert refused.returncode == 2 and "--resource attaches context to a PROMPT" in \
+        refused.stderr
+    unknown = await asyncio.to_thread(modelplex, tmp_path, "chat", "--resource", "fx:x://y",
+                                      "hi", OPENAI_API_KEY="sk-test-0000000000",
+                                      OPENAI_BASE_URL=upstream.url + "/v1")
+    assert unknown.returncode == 1
+    assert "resources/read of 'x://y' failed: McpError: Unknown resource: x://y" in \
+        unknown.stderr
+    assert len(upstream.bodies) == 1  # nothing sent for it
