@@ -1,7 +1,7 @@
 """A named model with ``mcp = [...]`` in the server's APIs: the request path's ``mcp`` layer
 runs its MCP tools (a real stdio server written with the SDK) for ``/v1/chat/completions``
 (the official openai client, streaming and not), ``/api/chat`` and ``/ws``; the server starts
-the MCP server once and stops it at shutdown."""
+the MCP server once (for every named model using it) and stops it at shutdown."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ async def served(plugins: Plugins) -> AsyncIterator[tuple[AppServer, FaultyUpstr
             "mcp": {"fx": {"command": sys.executable, "args": [FIXTURE], "timeout": 10}},
             "models": {"helper": {
                 "deployments": [{"model": "openai:scripted", "base_url": scripted.url + "/v1"}],
-                "mcp": [{"server": "fx", "tools": ["add", "image"]}]}}},
+                "mcp": [{"server": "fx", "tools": ["add", "image"]}]},
+                "other": {"deployments": [{"model": "openai:scripted",
+                                           "base_url": scripted.url + "/v1"}],
+                          "mcp": ["fx"]}}},
             source="mcp-test.toml")
         resolver = ModelResolver(config=config, plugins=plugins, pool=ProviderPool())
         server = await start(create_app(ServerSettings(port=0, health_interval=None),
@@ -115,7 +118,11 @@ async def test_every_api_runs_the_named_models_mcp_tools(
     offered = {t["function"]["name"] for t in upstream.bodies[0]["tools"]}
     assert offered == {"add", "image"}
     assert [tool_result(upstream.bodies[i]) for i in (1, 3, 5, 7)] == ["5", "8", "7", "10"]
+    script(upstream, 2, 2, "It is 4.")  # another named model on the same server
+    other = await client.chat.completions.create(model="other", messages=question)
+    assert other.choices[0].message.content == "It is 4."
+    assert tool_result(upstream.bodies[9]) == "4"
     started = children() - before
-    assert len(started) == 1  # one MCP server for every request and API
+    assert len(started) == 1  # one MCP server for every model, request and API
     await server.stop()
     assert children() <= before  # stopped at shutdown

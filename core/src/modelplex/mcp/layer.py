@@ -19,8 +19,9 @@ An answer that calls one of the caller's own tools goes back to the caller with 
 calls (the MCP calls of that answer are not run: the model can ask again). A request with
 ``tool_choice="none"`` passes through unchanged. A tool the caller names too is the caller's.
 
-The servers are started on first use and shared by every layer of the process and event loop
-with the same ``[mcp]`` tables; the last layer released closes them (no process is left). A
+The servers are started on first use, once per process and event loop: every layer (every
+named model, every request) with the same ``[mcp]`` tables shares one
+:class:`~modelplex.mcp.hub.McpHub`; the last layer released closes it (no process is left). A
 destructive tool runs only when the model's ``mcp`` entry names it in its ``tools``.
 """
 
@@ -68,8 +69,9 @@ def mcp_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     return McpToolLayer(inner, config, model.mcp)
 
 
-def _key(config: Config, uses: Sequence[McpUse]) -> str:
-    tables = {use.server: config.mcp[use.server] for use in uses}
+def _key(config: Config) -> str:
+    """The identity of the config's ``[mcp]`` tables (secrets included, hashed)."""
+    tables = config.mcp
     text = repr(sorted((name, table.model_dump_json()) for name, table in tables.items()))
     # SecretStr values dump masked; the env/header values are part of the identity too
     secrets = repr(sorted((name, sorted((k, v.get_secret_value()) for k, v in
@@ -111,7 +113,7 @@ class McpToolLayer(WrappingProvider):
             if self._hub is None:
                 from modelplex.mcp.hub import McpHub
 
-                key = (id(asyncio.get_running_loop()), _key(self._config, self._uses))
+                key = (id(asyncio.get_running_loop()), _key(self._config))
                 entry = _hubs.get(key)
                 if entry is None:
                     entry = _hubs[key] = [McpHub(self._config), 0]
