@@ -186,3 +186,17 @@ def test_a_model_whose_provider_cannot_call_tools(upstream: FaultyUpstream) -> N
                        named=True)
     with pytest.raises(ConfigurationError, match=r"models\.helper\.mcp: .*cannot call tools"):
         mcp_layer.mcp_layer(NoTools(), ctx)  # type: ignore[arg-type]
+
+
+async def test_managers_on_a_named_model_leave_no_process(upstream: FaultyUpstream) -> None:
+    before = children()
+    cfg = config(upstream)
+    fds = None
+    for _ in range(5):
+        upstream.replies.append(Reply("hi"))
+        async with ChatManager("helper", config=cfg) as chat:
+            await chat.get_response_with_meta("hello")  # starts the MCP server
+            assert children() - before
+        assert children() <= before and mcp_layer._hubs == {}
+        fds = fds or len(os.listdir("/proc/self/fd"))
+    assert len(os.listdir("/proc/self/fd")) <= fds  # no pipe left open

@@ -77,6 +77,7 @@ class McpServer:
         self._error: BaseException | None = None
         self.broken = False  # the connection closed under a request (the server exited)
         self._tools: list[mcp_types.Tool] | None = None
+        self._changes = 0  # tools/list_changed notifications seen
         self._errlog: Any = None
         self.list_calls = 0  # tools/list round trips (the cache is checked by tests)
 
@@ -124,6 +125,7 @@ class McpServer:
             root = getattr(message, "root", None)
             if isinstance(root, types.ToolListChangedNotification):
                 self._tools = None
+                self._changes += 1
 
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -248,10 +250,14 @@ class McpServer:
     async def list_tools(self) -> list[mcp_types.Tool]:
         """The server's tools (cached until it says they changed), filtered by ``tools``."""
         if self._tools is None:
+            seen = self._changes
             tools: list[mcp_types.Tool] = await self._listed("tools", "tools")
             self.list_calls += 1
             allowed = set(self.config.tools)
-            self._tools = [t for t in tools if not allowed or t.name in allowed]
+            listed = [t for t in tools if not allowed or t.name in allowed]
+            if self._changes != seen:  # changed while listing: this answer may be stale
+                return listed
+            self._tools = listed
         return self._tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
