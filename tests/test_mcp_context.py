@@ -206,3 +206,52 @@ async def test_cli_chat_with_a_resource(tmp_path: Path, upstream: FaultyUpstream
     assert "resources/read of 'x://y' failed: McpError: Unknown resource: x://y" in \
         unknown.stderr
     assert len(upstream.bodies) == 1  # nothing sent for it
+
+
+async def test_prompts_resources_and_a_named_model_over_streamable_http(
+        upstream: FaultyUpstream) -> None:
+    import socket
+
+    from modelplex.pipeline import open_model
+    from modelplex.types import ChatMessage
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(sys.executable, SERVER, "--http", str(port),
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                assert proc.returncode is None, "the fixture server exited"
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        cfg = parse_config({
+            "mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 10}},
+            "providers": {"openai": {"base_url": upstream.url + "/v1",
+                                     "api_key": "sk-test-0000000000"}},
+            "models": {"helper": {"model": "openai:scripted", "mcp": ["web"]}}})
+        async with McpHub(cfg) as hub:
+            assert await hub.prompt("web", "summarize", {"topic": "fog"}) == \
+                "Summarize fog in a short paragraph."
+            text, _ = await hub.resource("web:note://todo", vision=False)
+            assert "1. buy milk" in text
+        upstream.replies.extend([
+            Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 3, "b": 4}}]),
+            Reply("7")])
+        async with await open_model("helper", config=cfg, cache=False) as lease:
+            request = lease.provider.build_request([ChatMessage.user("3+4?")],
+                                                   model=lease.model)
+            chunks = [c async for c in lease.provider.stream_request(request)]
+        assert "".join(c.content for c in chunks) == "7"
+        [tool] = [m for m in upstream.bodies[1]["messages"] if m["role"] == "tool"]
+        assert tool["content"] == "7"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
