@@ -121,6 +121,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/caches.py")  # M6: caches and conversation logging
     session.run("python", "benchmarks/telemetry.py")  # M8: the telemetry layer on and off
     session.run("python", "benchmarks/batch.py")  # M10: modelplex batch vs a semaphore loop
+    session.run("python", "benchmarks/mcp_overhead.py")  # M11: an MCP tool call's overhead
 
 
 @nox.session(default=False)

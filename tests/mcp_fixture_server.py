@@ -4,7 +4,9 @@
 answers ``initialize``, ``--http`` serves streamable HTTP at ``/mcp`` instead of stdio; the
 tools are ``add``, ``slow``, ``fail``, ``image``, ``delete_all``
 (destructive), ``crash`` (exits mid-call), ``secret`` (echoes an environment variable) and
-``grow`` (adds a tool and tells the client the list changed).
+``grow`` (adds a tool and tells the client the list changed); the prompts ``summarize``
+(``topic``, ``style?``) and ``review`` (two messages); the resources ``note://todo``,
+``note://big`` (5000 characters), ``blob://data`` (bytes) and ``image://pixel`` (a PNG).
 """
 
 from __future__ import annotations
@@ -93,6 +95,43 @@ def whoami(ctx: Context) -> str:  # type: ignore[type-arg]
     """The X-Key header of the HTTP request (streamable HTTP only)."""
     request = ctx.request_context.request
     return str(request.headers.get("x-key")) if request is not None else "stdio"
+
+
+@server.prompt()
+def summarize(topic: str, style: str = "short") -> str:
+    """Ask for a summary of a topic."""
+    return f"Summarize {topic} in a {style} paragraph."
+
+
+@server.prompt()
+def review(code: str) -> list[dict[str, str]]:
+    """Two messages: the code, and the assistant's opening."""
+    return [{"role": "user", "content": f"Review this code: {code}"},
+            {"role": "assistant", "content": "I will look at it."}]
+
+
+@server.resource("note://todo", mime_type="text/plain")
+def todo() -> str:
+    """The todo list."""
+    return "1. buy milk\n2. call Ada"
+
+
+@server.resource("note://big", mime_type="text/plain")
+def big() -> str:
+    """A long text."""
+    return "x" * 5000
+
+
+@server.resource("blob://data", mime_type="application/octet-stream")
+def data() -> bytes:
+    """Some bytes."""
+    return b"\x00\x01\x02"
+
+
+@server.resource("image://pixel", mime_type="image/png")
+def pixel() -> bytes:
+    """A one-pixel PNG."""
+    return PNG
 
 
 if __name__ == "__main__":

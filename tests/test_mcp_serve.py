@@ -1,9 +1,11 @@
-"""``modelplex mcp serve`` driven by the MCP SDK's client over stdio."""
+"""``modelplex mcp serve`` driven by the MCP SDK's client over stdio and streamable HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ pytest.importorskip("mcp")
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 
 @asynccontextmanager
@@ -67,3 +70,91 @@ async def test_serve_chat_on_smollm2() -> None:
         assert "Paris" in text(answer)
         listed = json.loads(text(await session.call_tool("list_models", {})))
         assert any(m["model"].startswith("llamacpp:") for m in listed["models"])
+
+
+# -- streamable HTTP ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def served_http(*args: str, **env: str) -> AsyncIterator[str]:
+    """``modelplex mcp serve --transport http`` in a subprocess; yields its URL, then stops it
+    (SIGTERM) and waits for it."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http", "--port",
+        str(port), *args, env={**clean, "MODELPLEX_CONFIG": os.devnull, **env},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        while True:  # until it listens (or exits)
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if proc.returncode is not None:
+                    assert proc.stderr is not None
+                    raise AssertionError((await proc.stderr.read()).decode()) from None
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+@asynccontextmanager
+async def http_session(url: str, key: str | None = None) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    async with create_mcp_http_client(headers=headers) as client, \
+            streamable_http_client(url, http_client=client) as (read, write, _), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+async def test_serve_over_streamable_http_with_a_bearer_key() -> None:
+    async with FaultyUpstream() as upstream:
+        upstream.replies.append(Reply("Paris."))
+        async with served_http("--key-env", "MCP_SERVE_KEY", MCP_SERVE_KEY="k-0123456789",
+                               OPENAI_API_KEY="sk-test-0000000000",
+                               OPENAI_BASE_URL=upstream.url + "/v1") as url:
+            async with http_session(url, "k-0123456789") as session:
+                tools = {t.name for t in (await session.list_tools()).tools}
+                assert tools == {"chat", "list_models", "structured"}
+                answer = await session.call_tool("chat", {
+                    "prompt": "What is the capital of France?", "model": "openai:scripted"})
+                assert text(answer) == "Paris."
+            import httpx
+
+            async with httpx.AsyncClient() as client:
+                for headers in ({}, {"Authorization": "Bearer wrong"}):
+                    refused = await client.post(url, json={}, headers=headers)
+                    assert refused.status_code == 401
+                    assert "k-0123456789" not in refused.text
+
+
+async def test_serve_http_needs_the_key_variable() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http",
+        "--key-env", "MCP_UNSET_KEY", env={**clean, "MODELPLEX_CONFIG": os.devnull},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "--key-env MCP_UNSET_KEY: the variable is not set" in err.decode()
+
+
+@pytest.mark.slow
+async def test_serve_http_chat_on_smollm2() -> None:
+    async with served_http() as url, http_session(url) as session:
+        answer = await session.call_tool("chat", {
+            "prompt": "What is the capital of France?", "model": "llamacpp:smollm2",
+            "options": {"max_tokens": 40, "temperature": 0}})
+        assert "Paris" in text(answer)

@@ -124,10 +124,10 @@ async def test_a_registered_layer_sits_at_its_position_for_chat_manager(
     from modelplex.manager import ChatManager
     from modelplex.pipeline import PATH, layer_order
 
-    assert PATH == ("recording", "telemetry", "cache", "router", "provider")
+    assert PATH == ("mcp", "recording", "telemetry", "cache", "router", "provider")
     fake_plugins.register(_layer_plugin(before="cache"), name="layer")
     assert [name for name, _ in layer_order(fake_plugins)] == [
-        "recording", "absent", "telemetry", "probe", "cache"]
+        "mcp", "recording", "absent", "telemetry", "probe", "cache"]
     async with ChatManager("fake:echo", plugins=fake_plugins, cache=MemoryCache(),
                            conversation=True, logs=tmp_path / "logs.db") as chat:
         assert _chain(chat._provider) == ["RecordingProvider", "_Probe", "CachedProvider",
@@ -143,8 +143,8 @@ async def test_a_layer_named_telemetry_fills_its_slot(fake_plugins: Any) -> None
 
     fake_plugins.register(_layer_plugin(name="telemetry"), name="layer")
     order = layer_order(fake_plugins)
-    assert [name for name, _ in order] == ["recording", "absent", "telemetry", "cache"]
-    assert order[2][1] is not None
+    assert [name for name, _ in order] == ["mcp", "recording", "absent", "telemetry", "cache"]
+    assert order[3][1] is not None
 
 
 def test_a_layer_below_the_router_is_refused(fake_plugins: Any) -> None:
@@ -152,7 +152,7 @@ def test_a_layer_below_the_router_is_refused(fake_plugins: Any) -> None:
 
     fake_plugins.register(_layer_plugin(after="router"), name="bad-layer")
     assert [name for name, _ in layer_order(fake_plugins)] == [
-        "recording", "absent", "telemetry", "cache"]
+        "mcp", "recording", "absent", "telemetry", "cache"]
     [info] = [i for i in fake_plugins.list_plugins() if i.name == "bad-layer"]
     assert info.error is not None and "above the router" in info.error
 

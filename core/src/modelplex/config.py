@@ -50,13 +50,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelplex import env, errors
 from modelplex.errors import ConfigurationError
 from modelplex.masking import mask
 
-__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "ModelConfig",
+__all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "McpUse", "ModelConfig",
            "PriceConfig", "RetryConfig", "config_path", "get_config", "load_config",
            "set_config", "to_toml"]
 
@@ -131,8 +139,18 @@ class DeploymentConfig(BaseModel):
         return self.name or self.model
 
 
+class McpUse(_Strict):
+    """An MCP server a named model may use (``[models.NAME] mcp = [...]``): ``server`` names
+    an ``[mcp.NAME]`` table; ``tools`` narrows it to these tools (empty: every tool the
+    server's own ``tools`` list allows). A destructive tool runs only when named here."""
+
+    server: str = Field(min_length=1)
+    tools: tuple[str, ...] = ()
+
+
 class ModelConfig(_Strict):
-    """A named model: one or more deployments, a strategy, retries and fallbacks."""
+    """A named model: one or more deployments, a strategy, retries and fallbacks; ``mcp``:
+    the MCP servers whose tools the model calls wherever it is used (docs/mcp.md)."""
 
     deployments: tuple[DeploymentConfig, ...] = ()
     model: str | None = Field(default=None, exclude=True,
@@ -142,6 +160,16 @@ class ModelConfig(_Strict):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     kind: Literal["chat", "embedding"] = "chat"
     options: dict[str, Any] = Field(default_factory=dict)
+    mcp: tuple[McpUse, ...] = ()
+
+    @field_validator("mcp", mode="before")
+    @classmethod
+    def _server_names(cls, value: Any) -> Any:
+        if isinstance(value, str | Mapping):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [{"server": v} if isinstance(v, str) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> ModelConfig:
@@ -219,6 +247,10 @@ class Config(_Strict):
                 if fallback not in self.models:
                     raise ValueError(f"models.{name}.fallbacks names {fallback!r}, which is not "
                                      f"a [models.{fallback}] table; define it or remove it")
+            for use in model.mcp:
+                if use.server not in self.mcp:
+                    raise ValueError(f"models.{name}.mcp names {use.server!r}, which is not an "
+                                     f"[mcp.{use.server}] table; define it or remove it")
         for key in self.prices:
             if ":" not in key:
                 raise ValueError(f"prices.{key}: name a provider and a model as "

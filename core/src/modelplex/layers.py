@@ -1,8 +1,8 @@
 """What a :class:`~modelplex.manager.ChatManager` asks of the request path, and owns.
 
-The stack itself is built by :func:`modelplex.pipeline.open_model` (recording -> telemetry ->
-cache -> router -> provider); :class:`ManagerLayers` holds the manager's settings for it
-(config, pool, plugins, provider keywords, retries, ``cache``, ``conversation`` and
+The stack itself is built by :func:`modelplex.pipeline.open_model` (mcp -> recording ->
+telemetry -> cache -> router -> provider); :class:`ManagerLayers` holds the manager's settings
+for it (config, pool, plugins, provider keywords, retries, ``cache``, ``conversation`` and
 ``logs``), resolves the model asked for (``"auto"`` by the selection criteria, a bare model
 name through the registry), opens its stack (:meth:`ManagerLayers.open`), opens the cache
 and the conversation database the settings name (once, for every model the manager switches

@@ -235,6 +235,7 @@ class ChatManager:
                                      images: Sequence[str | bytes] | None = None,
                                      tools: Sequence[Any] | None = None,
                                      mcp: Sequence[str] | None = None,
+                                     resources: Sequence[str] | None = None,
                                      cache: bool | None = None) -> ResponseWithMeta:
         """Send ``text`` and return the whole answer with token counts and timings.
 
@@ -242,10 +243,11 @@ class ChatManager:
         tools of :meth:`enable_function_calling` or of MCP servers (``mcp`` adds to the
         manager's own), the model's calls are run until it answers
         (:func:`modelplex.tools.run_tools`); without, the same as ``await send_message(text)``.
+        ``resources`` (``"SERVER:URI"``) puts MCP resources before ``text`` as context.
         """
-        names = (*self._mcp_names, *(mcp or ()))
-        if names:
-            tools = [*(tools or ()), *await self._mcp.tools(names)]
+        if self._mcp_names or mcp or resources:  # the MCP servers' tools and resources
+            text, images, tools = await self._mcp.inputs(self, text, images, tools, mcp,
+                                                         resources)
         box = self._toolbox.for_message(tools)
         if box is None:
             return await self.send_message(text, options=options, images=images, cache=cache)
@@ -262,9 +264,11 @@ class ChatManager:
         template = structured.resolve_template(prompt, fields, self.plugins)
         parser = template.output_parser()
         if parser is None:
-            meta = await self.get_response_with_meta(template.render(), options=options)
+            meta = await self.get_response_with_meta(await template.arender(self),
+                                                     options=options)
             return structured.chain_result(template, meta)
-        return await self.get_structured(template.render(), parser, mode=mode, options=options,
+        return await self.get_structured(await template.arender(self), parser, mode=mode,
+                                         options=options,
                                          max_retries=max_retries, keep_attempts=keep_attempts)
 
     # -- structured output, batches and tools (modelplex.structured, .batch, .tools) -------

@@ -5,7 +5,7 @@ Every caller (a :class:`~modelplex.manager.ChatManager` turn, ``modelplex chat``
 talks to its top::
 
     caller -> open_model(spec) -> Lease
-        recording -> telemetry -> cache -> router -> provider
+        mcp -> recording -> telemetry -> cache -> router -> provider
 
 * ``provider:model``: the shared provider from the :class:`~modelplex.pool.ProviderPool`
   (built with the config's ``[providers.NAME]`` keywords), behind a router of one deployment
@@ -14,7 +14,8 @@ talks to its top::
   deployment providers, with its fallbacks;
 * then, from the inside out, the layers of :data:`PATH` that are active for this stack: the
   response cache, the layers plugins register through ``register_layers`` (telemetry,
-  guardrails), the recording of each exchange.
+  guardrails), the recording of each exchange, and for a named model with ``mcp`` servers
+  the loop that runs their tools.
 
 The :class:`Lease` releases exactly what :func:`open_model` opened: the layers it built, the
 cache it opened, its reference to the pooled provider or router.
@@ -63,13 +64,14 @@ LayerFactory = Callable[[Provider, LayerContext], "Provider | None"]
 
 #: The request path from the caller inwards: the one list every stack is built from.
 #:
-#: ``recording`` and ``cache`` are built in; ``telemetry`` is the slot of
+#: ``mcp`` (a named model's MCP tools, :mod:`modelplex.mcp.layer`), ``recording`` and
+#: ``cache`` are built in; ``telemetry`` is the slot of
 #: :mod:`modelplex.telemetry` (registered by the built-ins; a plugin's own tracing layer goes
 #: next to it with ``before=``/``after="telemetry"``); ``router`` (retries, fallbacks,
 #: balancing) and ``provider`` are the base every stack has. Other layers registered through
 #: ``register_layers(register)`` go where their ``before=``/``after=`` put them, above the
 #: router.
-PATH: tuple[str, ...] = ("recording", "telemetry", "cache", "router", "provider")
+PATH: tuple[str, ...] = ("mcp", "recording", "telemetry", "cache", "router", "provider")
 
 _BASE = ("router", "provider")
 
@@ -92,7 +94,18 @@ def _cache_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     return None if ctx.cache is None else ctx.cache.wrap(inner)
 
 
-_BUILTIN: dict[str, LayerFactory] = {"recording": _recording_layer, "cache": _cache_layer}
+def _mcp_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
+    """The tool loop of a named model's MCP servers (``[models.NAME] mcp = [...]``)."""
+    if not ctx.named or ctx.config is None or ctx.spec not in ctx.config.models \
+            or not ctx.config.models[ctx.spec].mcp:
+        return None
+    from modelplex.mcp.layer import mcp_layer
+
+    return mcp_layer(inner, ctx)
+
+
+_BUILTIN: dict[str, LayerFactory] = {"mcp": _mcp_layer, "recording": _recording_layer,
+                                     "cache": _cache_layer}
 
 
 def layer_order(plugins: Plugins | None = None) -> list[tuple[str, LayerFactory | None]]:

@@ -47,6 +47,12 @@ class PromptTemplate(BaseModel):
         """The prompt text to send."""
         raise NotImplementedError
 
+    async def arender(self, chat: Any = None) -> str:
+        """The prompt text, for templates rendered by something else (an MCP server:
+        ``mcp:SERVER/PROMPT``); ``chat`` is the conversation running it. By default
+        :meth:`render`."""
+        return self.render()
+
     def output_parser(self) -> Parser | None:
         """The parser of the answer, or ``None`` to read it with :meth:`parse`."""
         if self.output is None:

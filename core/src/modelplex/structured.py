@@ -294,12 +294,17 @@ async def stream_structured(turn: Turn, text: str, output: Any, *, mode: str | N
 
 def resolve_template(prompt: Any, fields: Mapping[str, Any],
                      plugins: Plugins | None = None) -> PromptTemplate:
-    """A template instance from an instance, a template class or a registered name + fields."""
+    """A template instance from an instance, a template class or a registered name + fields
+    (``mcp:SERVER/PROMPT``: an MCP server's prompt, :mod:`modelplex.mcp.prompts`)."""
     if isinstance(prompt, PromptTemplate):
         if fields:
             raise ConfigurationError("give the template's fields either in the instance or "
                                      f"as keywords, not both (got {sorted(fields)})")
         return prompt
+    if isinstance(prompt, str) and prompt.startswith("mcp:"):  # an MCP server's prompt
+        from modelplex.mcp.prompts import mcp_template
+
+        return mcp_template(prompt, dict(fields))
     if isinstance(prompt, str):
         cls = (plugins or get_plugins()).get("prompt_templates", prompt)
     elif isinstance(prompt, type) and issubclass(prompt, PromptTemplate):

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from modelplex.exchange import Turn
     from modelplex.reply import ResponseWithMeta
 
-__all__ = ["Tool", "ToolBox", "ToolResult", "ToolStep", "as_tool", "run_tools"]
+__all__ = ["Tool", "ToolBox", "ToolOutput", "ToolResult", "ToolStep", "as_tool", "run_tools"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -151,14 +151,32 @@ def as_tool(obj: Any) -> Tool:
                              "or a JSON spec {'name', 'description', 'parameters'}")
 
 
+@attrs.frozen
+class ToolOutput:
+    """A tool's result with images (an MCP tool's image content): ``text`` is what the model
+    reads; ``images`` (raw bytes) go with the tool's message to a provider that takes images
+    (``Capabilities.vision``), and are left out for one that does not."""
+
+    text: str
+    images: tuple[bytes, ...] = ()
+
+
 @attrs.define
 class ToolResult:
-    """What one call returned (``output``, sent to the model as ``content``) or ``error``."""
+    """What one call returned (``output``, sent to the model as ``content``, with ``images``
+    when the tool gave a :class:`ToolOutput`) or ``error``."""
 
     call: ToolCall
     content: str
     output: Any = None
     error: str | None = None
+    images: tuple[bytes, ...] = ()
+
+    def message(self, vision: bool) -> ChatMessage:
+        """The tool message answering the call (images only for a provider that takes them)."""
+        return ChatMessage(role=MessageRole.TOOL, content=self.content,
+                           tool_call_id=self.call.id, name=self.call.name,
+                           images=self.images if vision else ())
 
 
 @attrs.define
@@ -172,6 +190,8 @@ class ToolStep:
 def _content(output: Any) -> str:
     if isinstance(output, str):
         return output
+    if isinstance(output, ToolOutput):
+        return output.text
     if isinstance(output, BaseModel):
         return output.model_dump_json()
     try:
@@ -237,7 +257,9 @@ class ToolBox:
                 raise
             text = f"Error: {_error_text(err)}"
             return ToolResult(call=call, content=text, error=text)
-        return ToolResult(call=call, content=_content(output) or "(no output)", output=output)
+        images = output.images if isinstance(output, ToolOutput) else ()
+        return ToolResult(call=call, content=_content(output) or "(no output)", output=output,
+                          images=images)
 
 
 def _with_ids(calls: Sequence[ToolCall], step: int) -> list[ToolCall]:
@@ -289,8 +311,8 @@ async def run_tools(turn: Turn, text: str, box: ToolBox, *,
             break
         results = list(await asyncio.gather(*(box.run_call(c) for c in calls)))
         steps.append(ToolStep(response=meta, results=results))
-        sent.extend(ChatMessage(role=MessageRole.TOOL, content=r.content,
-                                tool_call_id=r.call.id, name=r.call.name) for r in results)
+        vision = turn.provider.capabilities.vision
+        sent.extend(r.message(vision) for r in results)
     assert meta is not None
     turn.add(sent)
     meta.steps = steps

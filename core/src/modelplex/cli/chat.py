@@ -50,20 +50,24 @@ __all__ = ["chat"]
               help="Answer from a response cache when possible: memory, sqlite, redis, ...")
 @click.option("--mcp", "mcp_names", multiple=True, metavar="NAME",
               help="Offer the tools of this configured MCP server (repeatable).")
+@click.option("--resource", "resources", multiple=True, metavar="SERVER:URI",
+              help="Attach an MCP server's resource to the prompt as context (repeatable).")
 @timeout_options
 def chat(prompt: str | None, model: str | None, system: str | None,
          option_pairs: Sequence[tuple[str, str]], mode: str | None, show_usage: bool,
          template: str | None = None, param_pairs: Sequence[tuple[str, str]] = (),
          schema: str | None = None, as_json: bool = False, continue_last: bool = False,
          cid: str | None = None, no_log: bool = False, cache_backend: str | None = None,
-         mcp_names: Sequence[str] = (), **timeouts: float | None) -> None:
+         mcp_names: Sequence[str] = (), resources: Sequence[str] = (),
+         **timeouts: float | None) -> None:
     """Chat with a model: one-shot with PROMPT (or stdin), interactive without.
 
     In the interactive session, /model provider:model switches model (the history is kept),
     /clear forgets the history and /exit leaves; Ctrl-C stops an answer. With -t, --schema or
     --json the answer is structured, validated and printed as JSON. Conversations are stored
     (see `modelplex logs`); -c continues the last one, --cid ID a given one. --mcp NAME
-    lets the model call the tools of an [mcp.NAME] server (destructive ones after a y/n).
+    lets the model call the tools of an [mcp.NAME] server (destructive ones after a y/n);
+    --resource SERVER:URI puts an MCP resource before PROMPT as context.
     """
     from modelplex.cli.mcp import ask_confirmation
     from modelplex.manager import ChatManager
@@ -77,22 +81,26 @@ def chat(prompt: str | None, model: str | None, system: str | None,
                           provider_config=config, conversation=conversation,
                           cache=cache_backend, logs=database_path(), mcp=mcp_names,
                           confirm=ask_confirmation)
+    if resources and (prompt is None or template or param_pairs or schema or as_json):
+        raise click.UsageError("--resource attaches context to a PROMPT: give one (and no "
+                               "-t, --schema or --json)")
     if template or param_pairs or schema or as_json:
         run(run_structured_chat(manager, model, prompt, template=template, pairs=param_pairs,
                                  schema=schema, as_json=as_json, show_usage=show_usage))
         return
     if prompt is not None:
-        run(_one_shot(manager, model, prompt, show_usage))
+        run(_one_shot(manager, model, prompt, show_usage, tuple(resources)))
     else:
         _interactive(manager, model, show_usage)
 
 
-async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool) -> None:
+async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool,
+                         resources: Sequence[str] = ()) -> None:
     import time
 
     start = time.perf_counter()
-    if chat.mcp_servers:  # the tool loop: whole answers
-        meta = await chat.get_response_with_meta(prompt)
+    if chat.mcp_servers or resources:  # the tool loop, MCP context: whole answers
+        meta = await chat.get_response_with_meta(prompt, resources=resources or None)
         click.echo(meta.content)
         if show_usage:
             click.echo(f"[{chat.session.provider}:{chat.session.model}] prompt "
@@ -123,10 +131,10 @@ async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool) -> No
 
 
 async def _one_shot(manager: ChatManager, model: str | None, prompt: str,
-                    show_usage: bool) -> None:
+                    show_usage: bool, resources: Sequence[str] = ()) -> None:
     async with manager as chat:
         await chat.initialize_model(model)
-        await _stream_answer(chat, prompt, show_usage)
+        await _stream_answer(chat, prompt, show_usage, resources)
 
 
 def _interactive(manager: ChatManager, model: str | None, show_usage: bool) -> None:

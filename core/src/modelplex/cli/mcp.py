@@ -1,5 +1,6 @@
-"""``modelplex mcp list|tools|serve``: the configured MCP servers, their tools, and modelplex
-as an MCP server (stdio) offering ``chat``, ``list_models`` and ``structured``.
+"""``modelplex mcp list|tools|prompts|resources|serve``: the configured MCP servers, what they
+offer, and modelplex as an MCP server (stdio, or streamable HTTP on 127.0.0.1 with an optional
+bearer key) offering ``chat``, ``list_models`` and ``structured``.
 
 Heavy modules (the ``mcp`` SDK) are imported inside the commands.
 """
@@ -7,6 +8,7 @@ Heavy modules (the ``mcp`` SDK) are imported inside the commands.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -18,7 +20,7 @@ from modelplex.cli._common import print_table, run
 if TYPE_CHECKING:
     from mcp.server.fastmcp import FastMCP
 
-__all__ = ["ask_confirmation", "build_server", "mcp_group"]
+__all__ = ["BearerKey", "ask_confirmation", "build_server", "mcp_group", "serve_http"]
 
 
 @click.group("mcp")
@@ -70,6 +72,60 @@ def mcp_tools(name: str, as_json: bool) -> None:
         click.echo("  " + json.dumps(tool["input_schema"], sort_keys=True))
 
 
+@mcp_group.command("prompts")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def mcp_prompts(name: str, as_json: bool) -> None:
+    """The prompts MCP server NAME offers, each with its arguments (use one as a template:
+    `modelplex chat -t mcp:NAME/PROMPT -p ARG VALUE`)."""
+    from modelplex.mcp import McpHub
+
+    async def listing() -> list[dict[str, Any]]:
+        async with McpHub() as hub:
+            server = await hub.server(name)
+            return [{"name": p.name, "template": f"mcp:{name}/{p.name}",
+                     "description": p.description or "",
+                     "arguments": [{"name": a.name, "required": bool(a.required),
+                                    "description": a.description or ""}
+                                   for a in p.arguments or ()]}
+                    for p in await server.list_prompts()]
+
+    prompts = run(listing())
+    if as_json:
+        click.echo(json.dumps(prompts, indent=2))
+        return
+    for prompt in prompts:
+        click.echo(f"{prompt['template']}: {prompt['description'].strip()}")
+        for arg in prompt["arguments"]:
+            flag = "" if arg["required"] else " (optional)"
+            click.echo(f"  -p {arg['name']}{flag}  {arg['description']}".rstrip())
+
+
+@mcp_group.command("resources")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def mcp_resources(name: str, as_json: bool) -> None:
+    """The resources MCP server NAME offers (attach one to a message as
+    `resources=["NAME:URI"]`)."""
+    from modelplex.mcp import McpHub
+
+    async def listing() -> list[dict[str, Any]]:
+        async with McpHub() as hub:
+            server = await hub.server(name)
+            return [{"uri": str(r.uri), "attach": f"{name}:{r.uri}", "name": r.name,
+                     "mime_type": r.mimeType, "size": r.size,
+                     "description": r.description or ""}
+                    for r in await server.list_resources()]
+
+    resources = run(listing())
+    if as_json:
+        click.echo(json.dumps(resources, indent=2))
+        return
+    print_table(["RESOURCE", "MIME TYPE", "DESCRIPTION"],
+                [[r["attach"], r["mime_type"] or "", r["description"].strip()]
+                 for r in resources])
+
+
 async def ask_confirmation(server: str, tool: str, arguments: dict[str, Any]) -> bool:
     """The CLI's ``confirm=``: a y/n question on the terminal (no terminal: refused)."""
     if not sys.stdin.isatty():
@@ -79,13 +135,15 @@ async def ask_confirmation(server: str, tool: str, arguments: dict[str, Any]) ->
     return bool(await asyncio.to_thread(click.confirm, question, default=False, err=True))
 
 
-def build_server(name: str = "modelplex") -> FastMCP:
-    """modelplex as an MCP server: ``chat``, ``list_models`` and ``structured`` tools."""
+def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
+                 port: int = 8000) -> FastMCP:
+    """modelplex as an MCP server: ``chat``, ``list_models`` and ``structured`` tools
+    (``host``/``port``: where the streamable-HTTP transport listens)."""
     from mcp.server.fastmcp import FastMCP
 
     from modelplex.manager import ChatManager
 
-    server = FastMCP(name, log_level="WARNING")
+    server = FastMCP(name, log_level="WARNING", host=host, port=port)
 
     @server.tool()
     async def chat(prompt: str, model: str | None = None, system: str | None = None,
@@ -122,10 +180,69 @@ def build_server(name: str = "modelplex") -> FastMCP:
     return server
 
 
+class BearerKey:
+    """ASGI middleware: HTTP requests need ``Authorization: Bearer KEY`` (else 401)."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or ()).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                body = b'{"error": "invalid or missing bearer key"}'
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+async def serve_http(server: FastMCP, key: str | None) -> None:
+    """Serve ``server`` over streamable HTTP at ``/mcp`` (uvicorn; stops on SIGINT/SIGTERM)."""
+    import uvicorn
+
+    app: Any = server.streamable_http_app()
+    if key:
+        app = BearerKey(app, key)
+    config = uvicorn.Config(app, host=server.settings.host, port=server.settings.port,
+                            log_level="warning", timeout_graceful_shutdown=5)
+    await uvicorn.Server(config).serve()
+
+
 @mcp_group.command("serve")
-def mcp_serve() -> None:
-    """Serve modelplex over MCP on stdio: tools chat, list_models and structured."""
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
+              show_default=True, help="stdio, or streamable HTTP at http://HOST:PORT/mcp.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (http).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="The port to listen on (http).")
+@click.option("--key-env", metavar="VARIABLE",
+              help="Require `Authorization: Bearer KEY` (http), KEY read from this variable.")
+def mcp_serve(transport: str, host: str, port: int, key_env: str | None) -> None:
+    """Serve modelplex over MCP: tools chat, list_models and structured."""
+    import os
+
+    from modelplex.errors import ConfigurationError
     from modelplex.mcp import load_sdk
 
     load_sdk()
-    build_server().run("stdio")
+    if transport == "stdio":
+        if key_env:
+            raise click.UsageError("--key-env is for --transport http (stdio has no clients "
+                                   "but the one that started it)")
+        build_server().run("stdio")
+        return
+    key = None
+    if key_env:
+        key = os.environ.get(key_env)
+        if not key:
+            raise ConfigurationError(f"--key-env {key_env}: the variable is not set or empty; "
+                                     "export the key there")
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: serving MCP on {host} without a key (--key-env): anyone who "
+                   "reaches it can use your models", err=True)
+    run(serve_http(build_server(host=host, port=port), key))

@@ -80,8 +80,10 @@ async def run_structured_chat(manager: ChatManager, model: str | None, prompt: s
     async with manager as chat:
         await chat.initialize_model(model)
         if template is not None:
-            cls = chat.plugins.get("prompt_templates", template)
-            target = getattr(cls, "prompt_field", None)
+            target = None  # an MCP prompt (mcp:SERVER/PROMPT) takes -p arguments only
+            if not template.startswith("mcp:"):
+                cls = chat.plugins.get("prompt_templates", template)
+                target = getattr(cls, "prompt_field", None)
             if prompt is not None:
                 if not target or target in fields:
                     raise click.UsageError(f"template {template!r} takes its fields from -p; "

@@ -170,6 +170,10 @@ def _blocks(message: ChatMessage) -> list[dict[str, Any]]:
                                      "tool_use block it answers")
         result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id,
                                   "content": message.content}
+        if message.images:  # a tool that returned images (an MCP tool's image content)
+            result["content"] = [*([{"type": "text", "text": message.content}]
+                                   if message.content else []),
+                                 *(image_block(img) for img in message.images)]
         if message.metadata.get("is_error"):
             result["is_error"] = True
         return [result]

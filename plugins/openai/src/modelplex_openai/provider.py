@@ -40,7 +40,7 @@ from modelplex.types import HealthStatus, ModelInfo
 from modelplex_openai.__about__ import __version__
 from modelplex_openai.wire import (
     build_tool_calls,
-    encode_message,
+    encode_messages,
     merge_tool_deltas,
     response_format,
     response_from,
@@ -211,7 +211,7 @@ class OpenAIProvider(HttpProvider):
     # -- chat -------------------------------------------------------------------------------
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": request.model,
-                                "messages": [encode_message(m) for m in request.messages]}
+                                "messages": encode_messages(request.messages)}
         options = request.options.set_values()
         extra = options.pop("extra_body", None)
         body.update(options)

@@ -22,6 +22,7 @@ from modelplex.types import ChatMessage, MessageRole
 __all__ = [
     "build_tool_calls",
     "encode_message",
+    "encode_messages",
     "estimate_tokens",
     "image_url",
     "merge_tool_deltas",
@@ -112,6 +113,28 @@ def encode_message(message: ChatMessage) -> dict[str, Any]:
         out = {"role": role.value, "content": message.content}
     if message.name:
         out["name"] = message.name
+    return out
+
+
+def encode_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages in the Chat Completions shape. A tool message cannot hold images there, so
+    the images tool results carry (an MCP tool's image content) follow the run of tool
+    messages as one user message."""
+    out: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    for message in messages:
+        if pending and message.role is not MessageRole.TOOL:
+            out.append({"role": "user", "content": pending})
+            pending = []
+        out.append(encode_message(message))
+        if message.role is MessageRole.TOOL and message.images:
+            pending.append({"type": "text", "text": f"The images returned by tool "
+                                                    f"{message.name or ''} (call "
+                                                    f"{message.tool_call_id}):"})
+            pending.extend({"type": "image_url", "image_url": {"url": image_url(img)}}
+                           for img in message.images)
+    if pending:
+        out.append({"role": "user", "content": pending})
     return out
 
 

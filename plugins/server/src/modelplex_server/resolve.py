@@ -3,8 +3,9 @@
 Every endpoint that talks to a model awaits :meth:`ModelResolver.resolve_model`; the server
 never builds requests to providers another way. It is one more caller of
 :func:`modelplex.pipeline.open_model`, the path ``ChatManager`` and ``modelplex chat`` take,
-so the stack is the same: recording -> telemetry -> cache -> router -> provider. A model id is
-a named model of the config (``[models.fast]``: a router with its deployments, strategy,
+so the stack is the same: mcp -> recording -> telemetry -> cache -> router -> provider (the
+``mcp`` layer runs the MCP tools of a named model with ``mcp = [...]``). A model id is a named
+model of the config (``[models.fast]``: a router with its deployments, strategy,
 retries and fallbacks) or ``provider:model`` (``ollama:llama3.2``, ``llamacpp:smollm2``: a
 router of one deployment), over the shared :class:`~modelplex.pool.ProviderPool` with the
 config's ``[providers.NAME]`` keywords; the config's ``[cache]`` table caches answers as it

@@ -1,53 +1,39 @@
-"""Tools from MCP servers (the Model Context Protocol) in the tool loop.
+"""One MCP server's session: :class:`McpServer` starts (or connects to) a configured server
+and sends it requests (tools, prompts, resources) with the config's timeout, turning every
+fault into an :class:`McpError` with the tail of the server's stderr.
 
-Servers are configured in ``[mcp.NAME]`` tables (:class:`~modelplex.config.McpServerConfig`).
-:class:`McpHub` starts (or connects to) each server once, lists its tools (cached until the
-server sends ``notifications/tools/list_changed``) and turns them into
-:class:`modelplex.tools.Tool` objects the loop runs like Python functions::
-
-    async with McpHub(config) as hub:
-        tools = await hub.tools(["files"])   # files__read_file, ... when names clash
-        meta = await chat.get_response_with_meta("...", tools=tools)
-
-A call's arguments are checked against the tool's input schema before they are sent; each
-call has a timeout; results are cut to ``max_result_chars``; an ``isError`` result, a server
-that crashed or a call that timed out becomes an error the model sees (with the tail of the
-server's stderr). Tools annotated ``destructiveHint`` run only when ``confirm(server, tool,
-arguments)`` returns true. The ``mcp`` SDK is imported only here (``pip install
-'modelplex[mcp]'``).
+The session runs in a task of its own (the SDK's context managers are entered and left there),
+so any task may call it and close it. The ``mcp`` SDK is imported only inside this package
+(``pip install 'modelplex[mcp]'``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import importlib
-import inspect
-import json
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from modelplex.errors import ConfigurationError, ModelplexError
-from modelplex.tools import Tool
 
 if TYPE_CHECKING:
     from mcp import ClientSession, types as mcp_types
 
     from modelplex.config import Config, McpServerConfig
 
-__all__ = ["Confirm", "McpError", "McpHub", "McpServer", "McpToolError", "load_sdk"]
+__all__ = ["Confirm", "McpError", "McpServer", "McpToolError", "load_sdk", "server_config"]
 
 #: ``confirm(server, tool, arguments)``: may this destructive call run? (sync or async)
 Confirm = Callable[[str, str, dict[str, Any]], "bool | Awaitable[bool]"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TAIL = 800
+_MAX_PAGES = 100  # pages of one */list request
 
 
 class McpError(ModelplexError):
@@ -66,7 +52,7 @@ def load_sdk() -> None:
         raise ConfigurationError("MCP needs the mcp SDK: pip install 'modelplex[mcp]'") from None
 
 
-def _server_config(config: Config, name: str) -> McpServerConfig:
+def server_config(config: Config, name: str) -> McpServerConfig:
     try:
         return config.mcp[name]
     except KeyError:
@@ -74,37 +60,6 @@ def _server_config(config: Config, name: str) -> McpServerConfig:
         raise ConfigurationError(f"no MCP server named {name!r} is configured (known: {known});"
                                  f" add an [mcp.{name}] table with `command` or `url` to the "
                                  "config file") from None
-
-
-def _text_of(result: mcp_types.CallToolResult, limit: int) -> str:
-    """What the model reads of a tool's result: its text, structured content and a note per
-    image, audio or resource, cut to ``limit`` characters."""
-    from mcp import types as t
-
-    parts: list[str] = []
-    for block in result.content:
-        if isinstance(block, t.TextContent):
-            parts.append(block.text)
-        elif isinstance(block, t.ImageContent | t.AudioContent):
-            kind = "image" if isinstance(block, t.ImageContent) else "audio"
-            try:
-                size = f"{len(base64.b64decode(block.data, validate=True))} bytes"
-            except ValueError:
-                size = "invalid base64 data"
-            parts.append(f"[{kind}: {block.mimeType}, {size}]")
-        elif isinstance(block, t.EmbeddedResource):
-            res = block.resource
-            text = getattr(res, "text", None)
-            parts.append(text if isinstance(text, str) else f"[resource: {res.uri}]")
-        else:
-            parts.append(f"[resource: {block.uri}]")
-    if result.structuredContent is not None and not parts:
-        parts.append(json.dumps(result.structuredContent, default=str))
-    text = "\n".join(parts)
-    if len(text) > limit:
-        text = text[:limit] + f"\n[... cut: the result had {len(text)} characters, " \
-                              f"the limit is {limit}]"
-    return text
 
 
 class McpServer:
@@ -118,9 +73,11 @@ class McpServer:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._dead = asyncio.Event()
+        self._ended: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self.broken = False  # the connection closed under a request (the server exited)
         self._tools: list[mcp_types.Tool] | None = None
+        self._changes = 0  # tools/list_changed notifications seen
         self._errlog: Any = None
         self.list_calls = 0  # tools/list round trips (the cache is checked by tests)
 
@@ -148,6 +105,7 @@ class McpServer:
             return
         load_sdk()
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended = asyncio.get_running_loop().create_future()  # done when _run ends
         self._task = asyncio.create_task(self._run(ready), name=f"mcp:{self.name}")
         try:
             await asyncio.wait_for(asyncio.shield(ready), self.config.timeout)
@@ -167,6 +125,7 @@ class McpServer:
             root = getattr(message, "root", None)
             if isinstance(root, types.ToolListChangedNotification):
                 self._tools = None
+                self._changes += 1
 
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -189,6 +148,8 @@ class McpServer:
         finally:
             self._session = None
             self._dead.set()
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
 
     async def _transport(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
         cfg = self.config
@@ -261,12 +222,13 @@ class McpServer:
             raise McpError(self._describe(f"not running ({_cause(self._error)})"))
         timeout = self.config.timeout
         request = asyncio.ensure_future(call(session))
-        dead = asyncio.ensure_future(self._dead.wait())
+        assert self._ended is not None
         try:
-            done, _ = await asyncio.wait({request, dead}, timeout=timeout,
+            done, _ = await asyncio.wait({request, self._ended}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dead.cancel()
+        except asyncio.CancelledError:  # the caller went away: so does its request
+            request.cancel()
+            raise
         if request in done:
             try:
                 return request.result()
@@ -288,31 +250,80 @@ class McpServer:
     async def list_tools(self) -> list[mcp_types.Tool]:
         """The server's tools (cached until it says they changed), filtered by ``tools``."""
         if self._tools is None:
-            tools: list[mcp_types.Tool] = []
-            cursor: str | None = None
-            while True:
-                page = await self._request("tools/list",
-                                           functools.partial(_list_page, cursor=cursor))
-                self.list_calls += 1
-                tools.extend(page.tools)
-                cursor = page.nextCursor
-                if not cursor:
-                    break
+            seen = self._changes
+            tools: list[mcp_types.Tool] = await self._listed("tools", "tools")
+            self.list_calls += 1
             allowed = set(self.config.tools)
-            self._tools = [t for t in tools if not allowed or t.name in allowed]
+            listed = [t for t in tools if not allowed or t.name in allowed]
+            if self._changes != seen:  # changed while listing: this answer may be stale
+                return listed
+            self._tools = listed
         return self._tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
-        """Call ``name`` (no schema check: see :meth:`McpHub.tools`)."""
+        """Call ``name`` (no schema check: see :meth:`McpHub.tools`).
+
+        Sent as a plain ``tools/call`` request: the SDK's ``call_tool`` also validates the
+        structured result against the tool's output schema, compiling the schema on every
+        call (half the client's CPU time of a call); the model reads the result as text.
+        """
+        from mcp import types
+
         seconds = timedelta(seconds=self.config.timeout)
+        request = types.ClientRequest(types.CallToolRequest(
+            method="tools/call", params=types.CallToolRequestParams(name=name,
+                                                                    arguments=arguments)))
         result: mcp_types.CallToolResult = await self._request(
             f"the call of {name!r}",
-            lambda s: s.call_tool(name, arguments, read_timeout_seconds=seconds))
+            lambda s: s.send_request(request, types.CallToolResult,
+                                     request_read_timeout_seconds=seconds))
         return result
 
 
-def _list_page(session: ClientSession, cursor: str | None) -> Awaitable[Any]:
-    return session.list_tools(cursor=cursor)
+    async def _listed(self, what: str, field: str) -> list[Any]:
+        """Every page of a ``*/list`` request (``tools``, ``prompts``, ``resources``)."""
+        found: list[Any] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            page = await self._request(f"{what}/list",
+                                       functools.partial(_list_page, what, cursor=cursor))
+            found.extend(getattr(page, field))
+            cursor = page.nextCursor
+            if not cursor:
+                break
+        return found
+
+    async def list_prompts(self) -> list[mcp_types.Prompt]:
+        """The server's prompts (each with its declared arguments)."""
+        prompts: list[mcp_types.Prompt] = await self._listed("prompts", "prompts")
+        return prompts
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]
+                         ) -> mcp_types.GetPromptResult:
+        """Prompt ``name`` rendered by the server with ``arguments``."""
+        result: mcp_types.GetPromptResult = await self._request(
+            f"prompts/get of {name!r}", lambda s: s.get_prompt(name, arguments))
+        return result
+
+    async def list_resources(self) -> list[mcp_types.Resource]:
+        """The server's resources (uri, name, MIME type, size when known)."""
+        resources: list[mcp_types.Resource] = await self._listed("resources", "resources")
+        return resources
+
+    async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
+        """The contents of resource ``uri``."""
+        from pydantic import AnyUrl
+
+        result: mcp_types.ReadResourceResult = await self._request(
+            f"resources/read of {uri!r}", lambda s: s.read_resource(AnyUrl(uri)))
+        return result
+
+
+def _list_page(what: str, session: ClientSession, cursor: str | None) -> Awaitable[Any]:
+    method: Any = {"tools": session.list_tools, "prompts": session.list_prompts,
+                   "resources": session.list_resources}[what]
+    page: Awaitable[Any] = method(cursor=cursor)
+    return page
 
 
 def _closed(err: BaseException) -> bool:
@@ -337,98 +348,3 @@ def _cause(err: BaseException | None) -> str:
     return f"{type(err).__name__}: {text}" if type(err).__name__ not in text else text
 
 
-class McpHub:
-    """The MCP servers of a conversation: started on first use, reused (started again on
-    the next message after one exited), closed together."""
-
-    def __init__(self, config: Config | None = None, *, confirm: Confirm | None = None) -> None:
-        self._config = config
-        self.confirm = confirm
-        self.servers: dict[str, McpServer] = {}
-        self._lock = asyncio.Lock()
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            from modelplex.config import get_config
-
-            self._config = get_config()
-        return self._config
-
-    async def server(self, name: str) -> McpServer:
-        """The running server ``name`` (started on first use)."""
-        async with self._lock:
-            server = self.servers.get(name)
-            if server is not None and server.broken:  # it exited: start it again
-                await server.aclose()
-                server = None
-            if server is None:
-                server = McpServer(name, _server_config(self.config, name))
-                await server.start()
-                self.servers[name] = server
-            return server
-
-    async def tools(self, names: Sequence[str]) -> list[Tool]:
-        """The tools of servers ``names`` as loop tools; a tool whose name two servers share
-        is named ``server__tool`` (both of them)."""
-        listed: list[tuple[McpServer, mcp_types.Tool]] = []
-        for name in dict.fromkeys(names):
-            server = await self.server(name)
-            listed.extend((server, tool) for tool in await server.list_tools())
-        counts: dict[str, int] = {}
-        for _, tool in listed:
-            counts[_SAFE.sub("_", tool.name)[:64]] = counts.get(_SAFE.sub("_", tool.name)[:64],
-                                                                0) + 1
-        result = []
-        for server, tool in listed:
-            safe = _SAFE.sub("_", tool.name)[:64]
-            name = safe if counts[safe] == 1 else f"{_SAFE.sub('_', server.name)}__{safe}"[:64]
-            result.append(self._as_tool(server, tool, name))
-        return result
-
-    def _as_tool(self, server: McpServer, tool: mcp_types.Tool, name: str) -> Tool:
-        jsonschema: Any = importlib.import_module("jsonschema")  # a dependency of mcp
-        schema = dict(tool.inputSchema or {"type": "object", "properties": {}})
-        try:
-            validator: Any = jsonschema.validators.validator_for(schema)(schema)
-        except Exception:  # a schema the validator cannot read: the server checks
-            validator = None
-        annotations = tool.annotations
-        destructive = bool(annotations is not None and annotations.destructiveHint
-                           and not annotations.readOnlyHint)
-        limit = server.config.max_result_chars
-
-        async def run(**arguments: Any) -> str:
-            if validator is not None:
-                errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-                if errors:
-                    raise McpToolError("invalid arguments: " + "; ".join(
-                        f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}"
-                        for e in errors[:5]))
-            if destructive:
-                allowed = self.confirm is not None and self.confirm(server.name, tool.name,
-                                                                    dict(arguments))
-                if inspect.isawaitable(allowed):
-                    allowed = await allowed
-                if not allowed:
-                    raise McpToolError(f"{tool.name!r} is destructive and was not confirmed "
-                                       "by the user; do not retry it")
-            result = await server.call_tool(tool.name, dict(arguments))
-            text = _text_of(result, limit)
-            if result.isError:
-                raise McpToolError(text or "the tool failed")
-            return text
-
-        description = tool.description or tool.title or ""
-        return Tool(name=name, description=description, parameters=schema, function=run)
-
-    async def aclose(self) -> None:
-        """Close every session and stop every stdio server."""
-        servers, self.servers = list(self.servers.values()), {}
-        await asyncio.gather(*(s.aclose() for s in servers), return_exceptions=True)
-
-    async def __aenter__(self) -> McpHub:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
