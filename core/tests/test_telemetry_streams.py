@@ -113,3 +113,89 @@ async def test_a_failed_streamed_attempt_has_the_error_and_a_reader_that_stops_e
     (attempt,) = [s for s in spans.get_finished_spans()
                   if s.name == "modelplex.structured_output"]
     assert attempt.status.status_code is StatusCode.UNSET
+
+
+# -- the per-request work kept small: what a span and the metrics still say ---------------------
+class Once(Provider):
+    """One chunk per answer; fails first with ``errors``."""
+
+    name = "openai"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, errors: list[Exception] | None = None) -> None:
+        self.errors = errors or []
+        self.base_url = "http://10.0.0.5:8080/v1"
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        if self.errors:
+            raise self.errors.pop(0)
+        yield StreamChunk(content="ok", finish_reason="stop", model=request.model,
+                          usage=Usage(prompt_tokens=3, completion_tokens=1))
+
+
+async def test_a_plain_model_answered_at_once_has_no_route_attributes_a_retried_one_has(
+        spans: InMemorySpanExporter) -> None:
+    from modelplex.config import RetryConfig
+    from modelplex.errors import ProviderStatusError
+    from modelplex.provider import CommonOptions
+    from modelplex.routing import Deployment, Router
+    from modelplex.telemetry import TelemetryLayer
+    from modelplex.types import ChatMessage
+
+    provider = Once()
+    router = Router("openai:m", [Deployment(provider, "m")],
+                    retries=RetryConfig(attempts=3, backoff=0))
+    top = TelemetryLayer(router)
+    request = ChatRequest(model="m", messages=[ChatMessage.user("hi")],
+                          options=CommonOptions(temperature=0.5))
+    _ = [c async for c in top.stream_request(request)]
+    (chat,) = spans.get_finished_spans()
+    attributes = dict(chat.attributes or {})
+    assert not any(k.startswith("modelplex.route.") for k in attributes)
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.temperature"] == 0.5
+    spans.clear()
+    provider.errors.append(ProviderStatusError("busy", status_code=503, provider="openai"))
+    _ = [c async for c in top.stream_request(request)]
+    chat = spans.get_finished_spans()[-1]
+    assert chat.attributes["modelplex.route.attempts"] == 2  # type: ignore[index]
+    assert chat.attributes["modelplex.route.deployment"] == "openai:m"  # type: ignore[index]
+
+
+async def test_metric_labels_follow_each_model_and_error_across_stacks() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from modelplex.errors import ProviderStatusError
+    from modelplex.provider import CommonOptions
+    from modelplex.telemetry import TelemetryLayer
+    from modelplex.types import ChatMessage
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    try:
+        failing = Once([ProviderStatusError("busy", status_code=503, provider="openai")])
+        for provider, model in ((Once(), "a"), (Once(), "b"), (Once(), "a"), (failing, "a")):
+            top = TelemetryLayer(provider, meter_provider=meters)
+            request = ChatRequest(model=model, messages=[ChatMessage.user("hi")],
+                                  options=CommonOptions())
+            try:
+                _ = [c async for c in top.stream_request(request)]
+            except ProviderStatusError:
+                pass
+        data = reader.get_metrics_data()
+        assert data is not None
+        points = {}
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    points[metric.name] = list(metric.data.data_points)
+    finally:
+        meters.shutdown()
+    durations = {(p.attributes["gen_ai.request.model"], p.attributes.get("error.type")): p.count
+                 for p in points["gen_ai.client.operation.duration"]}
+    assert durations == {("a", None): 2, ("b", None): 1, ("a", "ProviderStatusError"): 1}
+    tokens = sorted((p.attributes["gen_ai.request.model"], p.attributes["gen_ai.token.type"],
+                     p.sum) for p in points["gen_ai.client.token.usage"])
+    assert tokens == [("a", "input", 6), ("a", "output", 2), ("b", "input", 3),
+                      ("b", "output", 1)]
