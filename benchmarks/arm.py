@@ -334,12 +334,15 @@ async def run(arm: str, mode: str, url: str, streams: int, concurrency: int) -> 
                       ttft_p99_ms=_pct(ttfts, 0.99) * 1e3)
     else:
         latencies = []
+        cpu0 = time.process_time()
         for i in range(streams):
             start = time.perf_counter()
             await request(i)
             latencies.append(time.perf_counter() - start)
+        cpu = time.process_time() - cpu0
         result.update(lat_p50_ms=statistics.median(latencies) * 1e3,
-                      lat_p99_ms=_pct(latencies, 0.99) * 1e3)
+                      lat_p99_ms=_pct(latencies, 0.99) * 1e3,
+                      cpu_per_request_us=cpu / streams * 1e6)
     await close()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

@@ -45,11 +45,12 @@ TARGETS = {
 PATHS = {"modelplex-openai": "provider (create_provider)",
          "modelplex-manager": "ChatManager per conversation",
          "modelplex-router2": "named model (router, two deployments)"}
-PATH_TARGETS = {"CPU per chunk / raw (M1, 256 streams)": 1.15,
+PATH_TARGETS: dict[str, float | None] = {"CPU per chunk / raw (M1, 256 streams)": 1.15,
                 "TTFT p50 / raw (M2-32, 32 paced streams)": 1.2,
                 "TTFT p99 / raw (M2-32, 32 paced streams)": 1.5,
                 "non-streaming added p50 (ms) (M3)": 0.3,
-                "non-streaming added p99 (ms) (M3)": 0.6}
+                "non-streaming added p99 (ms) (M3)": 0.6,
+                "non-streaming CPU per request added (us) (M3, info)": None}
 
 
 def _free_port() -> int:
@@ -64,12 +65,13 @@ def _pinned(core: int, argv: list[str]) -> list[str]:
     return argv
 
 
-def _start_upstream(delay_ms: float, chunks: int,
-                    error_rate: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
+def _start_upstream(delay_ms: float, chunks: int, error_rate: float = 0.0,
+                    first_at_once: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(_pinned(0, [sys.executable, str(HERE / "upstream.py"), "--port",
                                         str(port), "--chunks", str(chunks), "--delay-ms",
-                                        str(delay_ms), "--error-rate", str(error_rate)]))
+                                        str(delay_ms), "--error-rate", str(error_rate),
+                                        *(["--first-at-once"] if first_at_once else [])]))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -124,6 +126,8 @@ def _paths_table(med: Any, arms: list[str]) -> dict[str, dict[str, float]]:
                              / med("raw-openai", "M2-32", "ttft_p99_ms"))
         out[rows[3]][arm] = med(arm, "M3", "lat_p50_ms") - med("raw-openai", "M3", "lat_p50_ms")
         out[rows[4]][arm] = med(arm, "M3", "lat_p99_ms") - med("raw-openai", "M3", "lat_p99_ms")
+        out[rows[5]][arm] = (med(arm, "M3", "cpu_per_request_us")
+                             - med("raw-openai", "M3", "cpu_per_request_us"))
     return out if arms else {}
 
 
@@ -133,7 +137,8 @@ def _paths_lines(paths: dict[str, dict[str, float]]) -> list[str]:
              "|" + "---|" * (len(arms) + 2)]
     for name, values in paths.items():
         cells = " | ".join(f"{values[a]:.2f}" for a in arms)
-        lines.append(f"| {name} | {cells} | <= {PATH_TARGETS[name]} |")
+        target = PATH_TARGETS[name]
+        lines.append(f"| {name} | {cells} | {'' if target is None else f'<= {target}'} |")
     return lines
 
 
@@ -180,6 +185,9 @@ def main() -> None:
 
     fast, fast_url = _start_upstream(0, args.chunks)
     paced, paced_url = _start_upstream(args.delay_ms, args.chunks)
+    # M2-32: the first text at once, then paced, so the time to first token is the round
+    # trip plus each client's own work (not hidden behind one pacing interval)
+    paced32, paced32_url = _start_upstream(args.delay_ms, args.chunks, first_at_once=True)
     # M5: a router over two upstreams answering 10% of requests 503, against a raw round
     # robin over two upstreams without faults (each pair shares core 0 with the others)
     m5 = [] if args.paths else [_start_upstream(0, args.chunks, rate)
@@ -205,13 +213,14 @@ def main() -> None:
                     samples.setdefault((arm, "M2"), []).append(
                         _arm(arm, "stream", paced_url, args.paced_streams, args.concurrency))
                 samples.setdefault((arm, "M2-32"), []).append(
-                    _arm(arm, "stream", paced_url, args.paced32_streams, 32))
+                    _arm(arm, "stream", paced32_url, args.paced32_streams, 32))
                 samples.setdefault((arm, "M3"), []).append(
                     _arm(arm, "request", fast_url, args.requests, 1))
                 loads.append(os.getloadavg()[0])
     finally:
         fast.kill()
         paced.kill()
+        paced32.kill()
         for proc, _ in m5:
             proc.kill()
 
