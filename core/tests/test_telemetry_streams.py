@@ -3,6 +3,7 @@ OpenTelemetry SDK and its in-memory exporter: one span per attempt, as ``get_str
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
@@ -179,10 +180,8 @@ async def test_metric_labels_follow_each_model_and_error_across_stacks() -> None
             top = TelemetryLayer(provider, meter_provider=meters)
             request = ChatRequest(model=model, messages=[ChatMessage.user("hi")],
                                   options=CommonOptions())
-            try:
+            with contextlib.suppress(ProviderStatusError):
                 _ = [c async for c in top.stream_request(request)]
-            except ProviderStatusError:
-                pass
         data = reader.get_metrics_data()
         assert data is not None
         points = {}
