@@ -198,3 +198,39 @@ async def test_metric_labels_follow_each_model_and_error_across_stacks() -> None
                      p.sum) for p in points["gen_ai.client.token.usage"])
     assert tokens == [("a", "input", 6), ("a", "output", 2), ("b", "input", 3),
                       ("b", "output", 1)]
+
+
+def test_telemetry_off_is_decided_without_reading_settings(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A stack per conversation asks whether telemetry is on: with nothing configured the
+    answer reads no setting; anything configured still goes through the settings."""
+    import sys
+
+    from modelplex.config import parse_config
+    from modelplex.errors import ConfigurationError
+    from modelplex.telemetry import TelemetrySettings, telemetry_layer
+    from modelplex.wrapping import LayerContext
+
+    for name in ("opentelemetry.trace", "opentelemetry.metrics"):  # as if never imported
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delenv("MODELPLEX_OTEL", raising=False)
+    monkeypatch.delenv("MODELPLEX_OTEL_CAPTURE_CONTENT", raising=False)
+    read: list[object] = []
+    original = TelemetrySettings.from_config.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, *args: object, **kw: object) -> object:
+        read.append(args)
+        return original(cls, *args, **kw)
+
+    monkeypatch.setattr(TelemetrySettings, "from_config", classmethod(counting))
+    inner = Pieces([])
+    plain = LayerContext(None, "m", "openai", config=parse_config({}))
+    assert telemetry_layer(inner, plain) is None
+    assert read == []
+    # a [telemetry] table or a variable: the settings decide (and check what they read)
+    config = parse_config({"telemetry": {"enabled": False}})
+    assert telemetry_layer(inner, LayerContext(None, "m", "openai", config=config)) is None
+    assert len(read) == 1
+    monkeypatch.setenv("MODELPLEX_OTEL", "maybe")
+    with pytest.raises(ConfigurationError, match="MODELPLEX_OTEL"):
+        telemetry_layer(inner, plain)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from modelplex.telemetry.attributes import (
     tool_definitions,
 )
 from modelplex.telemetry.metrics import _all_instruments, _Instruments, _instruments_of
-from modelplex.telemetry.settings import TelemetrySettings, enabled
+from modelplex.telemetry.settings import TelemetrySettings, _meter_providers, enabled
 from modelplex.telemetry.spans import tracer_of
 from modelplex.wrapping import LayerContext, WrappingProvider
 
@@ -53,9 +55,24 @@ def _server_cached(provider: Any) -> tuple[str | None, int | None]:
     return found[1]
 
 
+def _plainly_off(config: Config | None) -> bool:
+    """Off without reading any setting: no ``[telemetry]`` table, neither environment
+    variable set, no meter provider added and OpenTelemetry never imported (so no SDK is
+    configured). Every stack asks (a ChatManager per conversation opens one each), so the
+    common case costs a few lookups; anything else goes through the settings."""
+    environ = os.environ
+    return (not (config is not None and config.telemetry) and not _meter_providers
+            and "MODELPLEX_OTEL" not in environ
+            and "MODELPLEX_OTEL_CAPTURE_CONTENT" not in environ
+            and "opentelemetry.trace" not in sys.modules
+            and "opentelemetry.metrics" not in sys.modules)
+
+
 def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     """The layer factory of the request path (``register_layers``): a
     :class:`TelemetryLayer` over ``inner``, or ``None`` when telemetry is off."""
+    if _plainly_off(ctx.config):
+        return None
     settings = TelemetrySettings.from_config(ctx.config)
     if not enabled(settings):
         return None
