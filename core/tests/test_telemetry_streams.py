@@ -204,15 +204,16 @@ def test_telemetry_off_is_decided_without_reading_settings(monkeypatch: pytest.M
                                                           ) -> None:
     """A stack per conversation asks whether telemetry is on: with nothing configured the
     answer reads no setting; anything configured still goes through the settings."""
-    import sys
+    from opentelemetry import metrics, trace
 
     from modelplex.config import parse_config
     from modelplex.errors import ConfigurationError
     from modelplex.telemetry import TelemetrySettings, telemetry_layer
     from modelplex.wrapping import LayerContext
 
-    for name in ("opentelemetry.trace", "opentelemetry.metrics"):  # as if never imported
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    # no SDK configured (the API's own proxies), whatever imported OpenTelemetry
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    monkeypatch.setattr(metrics, "get_meter_provider", lambda: metrics.NoOpMeterProvider())
     monkeypatch.delenv("MODELPLEX_OTEL", raising=False)
     monkeypatch.delenv("MODELPLEX_OTEL_CAPTURE_CONTENT", raising=False)
     read: list[object] = []

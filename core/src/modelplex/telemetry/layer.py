@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,13 @@ from modelplex.telemetry.attributes import (
     tool_definitions,
 )
 from modelplex.telemetry.metrics import _all_instruments, _Instruments, _instruments_of
-from modelplex.telemetry.settings import TelemetrySettings, _meter_providers, enabled
+from modelplex.telemetry.settings import (
+    TelemetrySettings,
+    _meter_providers,
+    _sdk_meter_provider,
+    _sdk_tracer_provider,
+    enabled,
+)
 from modelplex.telemetry.spans import tracer_of
 from modelplex.wrapping import LayerContext, WrappingProvider
 
@@ -57,15 +62,15 @@ def _server_cached(provider: Any) -> tuple[str | None, int | None]:
 
 def _plainly_off(config: Config | None) -> bool:
     """Off without reading any setting: no ``[telemetry]`` table, neither environment
-    variable set, no meter provider added and OpenTelemetry never imported (so no SDK is
-    configured). Every stack asks (a ChatManager per conversation opens one each), so the
-    common case costs a few lookups; anything else goes through the settings."""
+    variable set, no meter provider added and no SDK tracer or meter provider configured
+    (OpenTelemetry may be imported by another library: redis-py imports its SDK). Every
+    stack asks (a ChatManager per conversation opens one each), so the common case costs a
+    few lookups; anything else goes through the settings."""
     environ = os.environ
     return (not (config is not None and config.telemetry) and not _meter_providers
             and "MODELPLEX_OTEL" not in environ
             and "MODELPLEX_OTEL_CAPTURE_CONTENT" not in environ
-            and "opentelemetry.trace" not in sys.modules
-            and "opentelemetry.metrics" not in sys.modules)
+            and not _sdk_tracer_provider() and not _sdk_meter_provider())
 
 
 def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
