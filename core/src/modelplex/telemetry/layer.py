@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,13 +24,7 @@ from modelplex.telemetry.attributes import (
     tool_definitions,
 )
 from modelplex.telemetry.metrics import _all_instruments, _Instruments, _instruments_of
-from modelplex.telemetry.settings import (
-    TelemetrySettings,
-    _meter_providers,
-    _sdk_meter_provider,
-    _sdk_tracer_provider,
-    enabled,
-)
+from modelplex.telemetry.settings import TelemetrySettings, enabled
 from modelplex.telemetry.spans import tracer_of
 from modelplex.wrapping import LayerContext, WrappingProvider
 
@@ -60,24 +53,9 @@ def _server_cached(provider: Any) -> tuple[str | None, int | None]:
     return found[1]
 
 
-def _plainly_off(config: Config | None) -> bool:
-    """Off without reading any setting: no ``[telemetry]`` table, neither environment
-    variable set, no meter provider added and no SDK tracer or meter provider configured
-    (OpenTelemetry may be imported by another library: redis-py imports its SDK). Every
-    stack asks (a ChatManager per conversation opens one each), so the common case costs a
-    few lookups; anything else goes through the settings."""
-    environ = os.environ
-    return (not (config is not None and config.telemetry) and not _meter_providers
-            and "MODELPLEX_OTEL" not in environ
-            and "MODELPLEX_OTEL_CAPTURE_CONTENT" not in environ
-            and not _sdk_tracer_provider() and not _sdk_meter_provider())
-
-
 def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     """The layer factory of the request path (``register_layers``): a
     :class:`TelemetryLayer` over ``inner``, or ``None`` when telemetry is off."""
-    if _plainly_off(ctx.config):
-        return None
     settings = TelemetrySettings.from_config(ctx.config)
     if not enabled(settings):
         return None
