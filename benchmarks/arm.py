@@ -149,8 +149,8 @@ async def make_router(url: str, wire: str) -> tuple[StreamFn, RequestFn,
     from modelplex.pipeline import open_model, release_model
 
     config = parse_config({"models": {"bench": {
-        "deployments": [{"model": "openai:bench", "base_url": u + "/v1", "api_key": "sk-bench"}
-                        for u in url.split(",")],
+        "deployments": [{"model": "openai:bench", "name": f"bench-{n}", "base_url": u + "/v1",
+                         "api_key": "sk-bench"} for n, u in enumerate(url.split(","))],
         "retries": {"attempts": 5}}}})
     router, _ = await open_model("bench", config=config)
 
@@ -168,14 +168,30 @@ async def make_router(url: str, wire: str) -> tuple[StreamFn, RequestFn,
     return stream, request, close
 
 
+async def make_router2(url: str, wire: str) -> tuple[StreamFn, RequestFn,
+                                                    Callable[[], Awaitable[None]]]:
+    """A named model routed over two deployments of the same upstream (the issue's third
+    path: the router's choice, state and statistics on every request)."""
+    base = url.split(",")[0]
+    return await make_router(f"{base},{base}", wire)
+
+
 async def make_manager(url: str, wire: str) -> tuple[StreamFn, RequestFn,
                                                     Callable[[], Awaitable[None]]]:
-    """The user-facing path: one ChatManager per conversation (providers shared by the pool)."""
+    """The user-facing path: one ChatManager per conversation (providers shared by the pool).
+
+    The arm holds the provider in the process-wide pool for the whole run, as a host app
+    serving many conversations does (docs/performance.md, "For applications"): each
+    conversation's manager finds it open, so what is measured is the conversation's own
+    cost, not a new connection per request.
+    """
     from modelplex import ChatManager
     from modelplex.config import parse_config
+    from modelplex.pool import get_pool
 
     config = parse_config({"providers": {"openai": {"base_url": url + "/v1",
                                                     "api_key": "sk-bench"}}})
+    held = await get_pool().acquire("openai", dict(config.providers["openai"]))
 
     async def stream(i: int) -> AsyncIterator[str]:
         async with ChatManager("openai:bench", config=config) as chat:
@@ -188,7 +204,7 @@ async def make_manager(url: str, wire: str) -> tuple[StreamFn, RequestFn,
             return (await chat.get_response_with_meta(f"unique prompt {i}")).content
 
     async def close() -> None:
-        return None
+        await get_pool().release(held)
 
     return stream, request, close
 
@@ -258,6 +274,7 @@ ARMS: dict[str, tuple[Callable[..., Any], str]] = {
     "modelplex-openai": (make_modelplex, "openai"),
     "modelplex-ollama": (make_modelplex, "ollama"),
     "modelplex-router": (make_router, "openai"),
+    "modelplex-router2": (make_router2, "openai"),
     "modelplex-manager": (make_manager, "openai"),
     "modelplex-manager-otel": (make_manager_otel, "openai"),
     "raw-anthropic": (make_raw, "anthropic"),
@@ -317,12 +334,15 @@ async def run(arm: str, mode: str, url: str, streams: int, concurrency: int) -> 
                       ttft_p99_ms=_pct(ttfts, 0.99) * 1e3)
     else:
         latencies = []
+        cpu0 = time.process_time()
         for i in range(streams):
             start = time.perf_counter()
             await request(i)
             latencies.append(time.perf_counter() - start)
+        cpu = time.process_time() - cpu0
         result.update(lat_p50_ms=statistics.median(latencies) * 1e3,
-                      lat_p99_ms=_pct(latencies, 0.99) * 1e3)
+                      lat_p99_ms=_pct(latencies, 0.99) * 1e3,
+                      cpu_per_request_us=cpu / streams * 1e6)
     await close()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

@@ -1,6 +1,7 @@
 """M8: what the telemetry layer costs, through ``ChatManager``.
 
     python benchmarks/telemetry.py [--requests 400] [--json benchmarks/results/telemetry.json]
+    python benchmarks/telemetry.py --http [--rounds 5]   # through HTTP: arm.py, fake upstream
 
 The model is an in-process provider that streams a 100-chunk answer without any I/O, so the
 numbers are modelplex's own time, the worst case for a per-chunk overhead. The OpenTelemetry
@@ -8,6 +9,12 @@ SDK is configured with no-op exporters (a batch span processor and a metric read
 never collected); the arms are the same manager with telemetry off (``MODELPLEX_OTEL=0``: no
 layer) and on, interleaved in rounds so that machine noise hits them alike. Reported: CPU
 per chunk (on / off) and the time to the first chunk, p50 (on - off).
+
+``--http`` measures the same through HTTP: ``arm.py modelplex-manager`` (telemetry off) and
+``modelplex-manager-otel`` (the SDK configured as above) each in its own process against
+``upstream.py`` (100-chunk SSE answers, no delay), 512 streams 64 at a time, interleaved over
+the rounds; CPU per chunk is each arm process's ``process_time`` (the SDK's batch span
+processor thread included) over the chunks it read.
 """
 
 from __future__ import annotations
@@ -104,14 +111,46 @@ async def _arm(plugins: Plugins, on: bool, requests: int) -> tuple[float, float]
     return cpu / chunks, statistics.median(ttfts)
 
 
-async def run() -> dict[str, Any]:
+def run_http(args: argparse.Namespace) -> dict[str, Any]:
+    """The arms through HTTP (``--http``); returns what to save."""
+    here = Path(__file__).parent
+    sys.path.insert(0, str(here))
+    from run import _arm, _start_upstream
+
+    upstream, url = _start_upstream(0, 100)
+    samples: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    loads = [os.getloadavg()[0]]
+    try:
+        for round_no in range(args.rounds):
+            order = ("off", "on") if round_no % 2 == 0 else ("on", "off")
+            for name in order:
+                arm = "modelplex-manager-otel" if name == "on" else "modelplex-manager"
+                samples[name].append(_arm(arm, "stream", url, args.streams, 64))
+                loads.append(os.getloadavg()[0])
+    finally:
+        upstream.kill()
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[name])
+
+    table = {"CPU per chunk, on / off": med("on", "cpu_per_chunk_us")
+             / med("off", "cpu_per_chunk_us"),
+             "TTFT p50 added (ms)": med("on", "ttft_p50_ms") - med("off", "ttft_p50_ms")}
+    print("| metric (HTTP) | value | target |\n|---|---|---|")
+    for name, value in table.items():
+        print(f"| {name} | {value:.3f} | <= {TARGETS[name]} |")
+    print(f"off: {med('off', 'cpu_per_chunk_us'):.2f} us/chunk, on: "
+          f"{med('on', 'cpu_per_chunk_us'):.2f} us/chunk; per round on/off: "
+          + ", ".join(f"{a['cpu_per_chunk_us'] / b['cpu_per_chunk_us']:.3f}"
+                      for a, b in zip(samples["on"], samples["off"], strict=True))
+          + f"; load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores",
+          file=sys.stderr)
+    return {"json": args.json, "table": table, "samples": samples,
+            "load_average": [min(loads), max(loads)]}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the arms and print the table; returns what to save."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", default=str(Path(__file__).parent / "results" /
-                                              "telemetry.json"))
-    args = parser.parse_args()
     configure_sdk()
     plugins = Plugins(load_entrypoints=False)
     plugins.register(Plugin(), name="bench")
@@ -139,7 +178,17 @@ async def run() -> dict[str, Any]:
 
 def main() -> None:
     """Run, then save the measurements."""
-    result = asyncio.run(run())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--http", action="store_true",
+                        help="Through HTTP: arm.py processes against upstream.py.")
+    parser.add_argument("--streams", type=int, default=512, help="Streams per arm (--http).")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    args.json = args.json or str(Path(__file__).parent / "results" / (
+        "telemetry-http.json" if args.http else "telemetry.json"))
+    result = run_http(args) if args.http else asyncio.run(run(args))
     path = Path(result.pop("json"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

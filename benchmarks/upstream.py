@@ -6,7 +6,10 @@ Routes: ``POST /v1/chat/completions`` (SSE when ``stream`` is true, else one JSO
 ``POST /api/chat`` (NDJSON when ``stream`` is not false), ``GET /v1/models``, ``GET /api/tags``,
 ``GET /api/version``; ``POST /v1/messages`` (Anthropic SSE when ``stream`` is true, else one
 JSON message); ``POST /generate_stream`` and ``POST /generate`` (TGI's native API), ``GET /info``.
-``--error-rate`` answers that fraction of requests with HTTP 503.
+``--error-rate`` answers that fraction of requests with HTTP 503. ``--first-at-once`` sends a
+paced stream's first events up to and including its first text at once (OpenAI's role-only
+chunk with the first content chunk), pacing the rest: the time to the first token is then the
+round trip and the client's own work, not one pacing interval.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def tgi_events(n: int) -> list[bytes]:
     return events
 
 
-def make_app(chunks: int, delay: float, error_rate: float, group: int = 16) -> web.Application:
+def make_app(chunks: int, delay: float, error_rate: float, group: int = 16,
+             first_at_once: bool = False) -> web.Application:
     """The fake server: ``chunks`` per answer, ``delay`` seconds between chunks."""
     sse = openai_chunks(chunks)
     ndjson = ollama_lines(chunks)
@@ -112,7 +116,13 @@ def make_app(chunks: int, delay: float, error_rate: float, group: int = 16) -> w
         resp = web.StreamResponse(headers={"Content-Type": ctype})
         await resp.prepare(request)
         if delay:
-            for part in parts:
+            head = 0
+            if first_at_once:  # everything up to the first text in one write
+                head = next((i for i, p in enumerate(parts) if TOKEN.encode() in p), 0)
+                await resp.write(b"".join(parts[:head + 1]))
+                await asyncio.sleep(delay)
+                head += 1
+            for part in parts[head:]:
                 await resp.write(part)
                 await asyncio.sleep(delay)
         else:
@@ -196,8 +206,11 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--first-at-once", action="store_true",
+                        help="Send a paced stream's events up to its first text at once.")
     args = parser.parse_args()
-    web.run_app(make_app(args.chunks, args.delay_ms / 1000, args.error_rate), host=args.host,
+    web.run_app(make_app(args.chunks, args.delay_ms / 1000, args.error_rate,
+                         first_at_once=args.first_at_once), host=args.host,
                 port=args.port, print=None, access_log=None, backlog=4096)
 
 

@@ -57,6 +57,8 @@ class StreamChunk:
     the answer; ``tool_calls`` are complete calls; ``finish_reason`` and ``usage`` are set on the
     final chunk only. Through a router, the first chunk's ``route`` is a
     :class:`~modelplex.routing.RouteInfo` (which deployment answered, after how many attempts).
+    ``response_id`` is the upstream's id of the answer (OpenAI's ``chatcmpl-...``, Anthropic's
+    ``msg_...``), on the final chunk, where the provider reports one.
     """
 
     content: str = ""
@@ -66,11 +68,15 @@ class StreamChunk:
     usage: Usage | None = None
     model: str | None = None
     route: Any = attrs.field(default=None, eq=False, repr=False)
+    response_id: str | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define(slots=True)
 class ChatResponse:
-    """A whole answer: the stream collected, or a provider's non-streaming reply."""
+    """A whole answer: the stream collected, or a provider's non-streaming reply.
+
+    ``response_id`` is the upstream's id of the answer, where the provider reports one.
+    """
 
     content: str
     model: str
@@ -80,6 +86,7 @@ class ChatResponse:
     finish_reason: str | None = None
     usage: Usage = attrs.Factory(Usage)
     route: Any = attrs.field(default=None, eq=False, repr=False)
+    response_id: str | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def from_chunks(cls, chunks: list[StreamChunk], *, model: str, provider: str) -> ChatResponse:
@@ -96,4 +103,5 @@ class ChatResponse:
             finish_reason=last.finish_reason,
             usage=last.usage or Usage(estimated=True),
             route=chunks[0].route if chunks else None,
+            response_id=last.response_id,
         )

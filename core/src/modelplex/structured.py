@@ -265,28 +265,43 @@ async def stream_structured(turn: Turn, text: str, output: Any, *, mode: str | N
     parser = state.parser
     for attempt in range(1, max_retries + 2):
         request = state.request()
-        start = time.perf_counter()
-        first: float | None = None
-        chunks: list[StreamChunk] = []
-        parts: list[str] = []
-        last: Any = None
-        async with contextlib.aclosing(turn.stream(request)) as stream:
-            async for chunk in stream:
-                chunks.append(chunk)
-                if chunk.content:
-                    if first is None:
-                        first = time.perf_counter() - start
-                    parts.append(chunk.content)
-                    value = parser.partial("".join(parts))
-                    if value is not None and value != last:
-                        last = value
-                        yield StructuredUpdate(value=value, attempt=attempt)
-        meta = turn.meta(chunks, time.perf_counter() - start, first)
+        # one span per attempt, as get_structured's; current only while the model call
+        # starts (its span nests under it), never across a yield to the reader
+        span = telemetry.start_step("modelplex.structured_output", attempt=attempt,
+                                    streamed=True)
+        err: BaseException | None = None
         try:
-            value = state.check(meta)
-        except ParseError:
-            continue
-        result = state.finish(value, meta, keep_attempts)
+            start = time.perf_counter()
+            first: float | None = None
+            chunks: list[StreamChunk] = []
+            parts: list[str] = []
+            last: Any = None
+            async with contextlib.aclosing(turn.stream(request)) as stream:
+                with telemetry.current(span):
+                    chunk = await anext(stream, None)
+                while chunk is not None:
+                    chunks.append(chunk)
+                    if chunk.content:
+                        if first is None:
+                            first = time.perf_counter() - start
+                        parts.append(chunk.content)
+                        value = parser.partial("".join(parts))
+                        if value is not None and value != last:
+                            last = value
+                            yield StructuredUpdate(value=value, attempt=attempt)
+                    chunk = await anext(stream, None)
+            meta = turn.meta(chunks, time.perf_counter() - start, first)
+            try:
+                value = state.check(meta)
+            except ParseError:
+                telemetry.note(span, "modelplex.valid", False)  # a re-ask follows
+                continue
+            result = state.finish(value, meta, keep_attempts)
+        except Exception as error:
+            err = error
+            raise
+        finally:
+            telemetry.end_step(span, err)
         yield StructuredUpdate(value=value, done=True, attempt=attempt, result=result)
         return
     raise state.failure()

@@ -19,7 +19,8 @@ this process, llama.cpp), with the request parameters, the response model, id an
 reasons, token usage (cache and reasoning tokens where the provider reports them), the
 conversation id, the server address, the cost (``modelplex.cost``) and ``error.type`` on
 failure. A router's attempts, a tool execution and a structured-output re-ask are spans of
-their own (:func:`attempt_span`, :func:`tool_span`, :func:`step_span`). Message content is
+their own (:func:`attempt_span`, :func:`tool_span`, :func:`step_span`; :func:`start_step` for a
+step that streams, a streamed structured answer). Message content is
 recorded only when content capture is on (``capture_content``), never by default.
 
 Metrics: ``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``,
@@ -49,9 +50,12 @@ from modelplex.telemetry.settings import (
 )
 from modelplex.telemetry.spans import (
     attempt_span,
+    current,
     end_attempt,
+    end_step,
     note,
     start_attempt,
+    start_step,
     step_span,
     tool_span,
 )
@@ -64,12 +68,15 @@ __all__ = [
     "TelemetrySettings",
     "add_meter_provider",
     "attempt_span",
+    "current",
     "enabled",
     "end_attempt",
+    "end_step",
     "note",
     "provider_name",
     "remove_meter_provider",
     "start_attempt",
+    "start_step",
     "step_span",
     "telemetry_layer",
     "tool_span",

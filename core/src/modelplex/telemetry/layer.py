@@ -36,6 +36,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelplex.telemetry")
 _warned = False
+#: per-process caches of what every request or stack would otherwise compute again (a
+#: ChatManager per conversation builds a stack per conversation): a provider's server
+#: address, and the metric label sets (a few per model; bounded).
+_servers: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
+_labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+_token_details: Any = None
+
+
+def _server_cached(provider: Any) -> tuple[str | None, int | None]:
+    found = _servers.get(id(provider))
+    if found is None or found[0] is not provider:
+        if len(_servers) > 256:
+            _servers.clear()
+        found = _servers[id(provider)] = (provider, _server_of(provider))
+    return found[1]
 
 
 def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
@@ -90,7 +105,8 @@ class TelemetryLayer(WrappingProvider):
         if in_process is None:
             in_process = base.name in IN_PROCESS
         self._kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
-        self._server = _server_of(base) if single else (None, None)
+        self._single = single
+        self._server = _server_cached(base) if single else (None, None)
 
     def _instruments(self) -> list[_Instruments]:
         if self._meter_provider is not None:
@@ -118,7 +134,11 @@ class TelemetryLayer(WrappingProvider):
 
     def _request_attributes(self, request: ChatRequest) -> dict[str, Any]:
         attributes = self._base("chat", request.model)
-        for key, value in request.options.set_values().items():
+        options = request.options
+        for key in options.model_fields_set:  # what the user set (no dump of every field)
+            value = getattr(options, key, None)
+            if value is None:
+                continue
             name = _OPTION_ATTRIBUTES.get(key)
             if name is not None and isinstance(value, int | float):
                 attributes[name] = value
@@ -180,9 +200,13 @@ class TelemetryLayer(WrappingProvider):
         set_attr = ended.__setitem__
         cost: Cost | None = None
         if route is not None:
-            set_attr("gen_ai.provider.name", provider_name(route.provider))
-            set_attr("modelplex.route.deployment", route.deployment)
-            set_attr("modelplex.route.attempts", route.attempts)
+            answered = provider_name(route.provider)
+            if answered != self._provider:
+                set_attr("gen_ai.provider.name", answered)
+            # a plain provider:model (a router of one) that answered at once: nothing to add
+            if not self._single or route.attempts != 1:
+                set_attr("modelplex.route.deployment", route.deployment)
+                set_attr("modelplex.route.attempts", route.attempts)
             if route.group != route.model:
                 set_attr("modelplex.route.fallback", route.group)
         if response_model:
@@ -195,8 +219,10 @@ class TelemetryLayer(WrappingProvider):
             set_attr("gen_ai.response.finish_reasons", [finish])
         cached = bool(usage is not None and usage.cached)
         if usage is not None:
-            from modelplex.cost import token_details
-
+            global _token_details
+            if _token_details is None:
+                from modelplex.cost import token_details as _token_details
+            token_details = _token_details
             set_attr("gen_ai.usage.input_tokens", usage.prompt_tokens)
             set_attr("gen_ai.usage.output_tokens", usage.completion_tokens)
             read, write, reasoning_tokens = token_details(usage)
@@ -237,9 +263,18 @@ class TelemetryLayer(WrappingProvider):
         instruments = self._instruments()
         if not instruments:
             return
-        labels = self._metric_attributes(attributes, response_model, error)
-        if provider is not None:
-            labels["gen_ai.provider.name"] = provider_name(provider)
+        key = (self._provider, self._server, attributes["gen_ai.request.model"], response_model,
+               provider, error)
+        found = _labels.get(key)
+        if found is None:  # the SDK copies the labels it keeps: shared dicts are safe
+            labels = self._metric_attributes(attributes, response_model, error)
+            if provider is not None:
+                labels["gen_ai.provider.name"] = provider_name(provider)
+            if len(_labels) > 1024:
+                _labels.clear()
+            found = _labels[key] = (labels, {**labels, "gen_ai.token.type": "input"},
+                                    {**labels, "gen_ai.token.type": "output"})
+        labels, input_labels, output_labels = found
         duration = end - start
         server = self.caller == "server"
         for inst in instruments:
@@ -255,10 +290,8 @@ class TelemetryLayer(WrappingProvider):
                 if chunks > 1:
                     inst.per_chunk.record((end - first) / (chunks - 1), labels)
             if usage is not None and not usage.estimated and not cached:
-                inst.tokens.record(usage.prompt_tokens,
-                                   {**labels, "gen_ai.token.type": "input"})
-                inst.tokens.record(usage.completion_tokens,
-                                   {**labels, "gen_ai.token.type": "output"})
+                inst.tokens.record(usage.prompt_tokens, input_labels)
+                inst.tokens.record(usage.completion_tokens, output_labels)
             if cost is not None and cost.known and cost.amount:
                 inst.cost.add(cost.amount, {**labels, "modelplex.cost.currency": cost.currency})
 
@@ -296,12 +329,17 @@ class TelemetryLayer(WrappingProvider):
                 if capture:
                     parts.append(chunk)
                 yield chunk
-                async for chunk in stream:
-                    chunks += 1
-                    last = chunk
-                    if capture:
+                if capture:
+                    async for chunk in stream:
+                        chunks += 1
+                        last = chunk
                         parts.append(chunk)
-                    yield chunk
+                        yield chunk
+                else:  # per chunk: a counter and the last chunk, nothing else
+                    async for chunk in stream:
+                        chunks += 1
+                        last = chunk
+                        yield chunk
             stopped = False
         except Exception as error:
             err, stopped = error, False

@@ -4,6 +4,7 @@ meter provider (the global one and those added with ``add_meter_provider``).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from modelplex.telemetry.settings import _SCOPE, _meter_providers, _sdk_meter_provider
@@ -65,11 +66,20 @@ def _instruments_of(meter_provider: Any) -> _Instruments:
     return found[1]
 
 
+_memo: list[Any] = [None, (), []]
+
+
 def _all_instruments() -> list[_Instruments]:
+    """The instruments of the global meter provider (when it is an SDK's) and of those added,
+    looked up again only when one of them changed (this runs once per request)."""
+    metrics = sys.modules.get("opentelemetry.metrics")
+    glob = metrics.get_meter_provider() if metrics is not None else None
+    added = tuple(_meter_providers)
+    if _memo[0] is glob and _memo[1] == added:
+        return _memo[2]  # type: ignore[no-any-return]
     out = []
     if _sdk_meter_provider():
-        from opentelemetry import metrics
-
-        out.append(_instruments_of(metrics.get_meter_provider()))
-    out.extend(_instruments_of(mp) for mp in _meter_providers)
+        out.append(_instruments_of(glob))
+    out.extend(_instruments_of(mp) for mp in added)
+    _memo[:] = [glob, added, out]
     return out

@@ -161,3 +161,42 @@ def step_span(name: str, **attributes: Any) -> Any:
     ``modelplex.``."""
     return _span(name, "INTERNAL", {f"modelplex.{k}": v for k, v in attributes.items()
                                     if v is not None})
+
+
+def start_step(name: str, **attributes: Any) -> Any:
+    """:func:`step_span` for work that yields in between (a generator): the span is started
+    but not made current (``None`` when tracing is off). Make it current around the awaits
+    that start child work with :func:`current`, and end it with :func:`end_step`."""
+    tracer = _tracer()
+    if tracer is None:
+        return None
+    from opentelemetry import trace
+
+    return tracer.start_span(name, kind=trace.SpanKind.INTERNAL,
+                             attributes={f"modelplex.{k}": v for k, v in attributes.items()
+                                         if v is not None})
+
+
+@contextlib.contextmanager
+def current(span: Any) -> Iterator[None]:
+    """``span`` (from :func:`start_step`) as the current span inside the block, so what
+    starts there nests under it; nothing when ``span`` is ``None``."""
+    if span is None:
+        yield
+        return
+    from opentelemetry import context, trace
+
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def end_step(span: Any, err: BaseException | None = None) -> None:
+    """End a span from :func:`start_step` (``err``: why the step failed)."""
+    if span is None:
+        return
+    if err is not None:
+        _failed(span, err)
+    span.end()

@@ -296,6 +296,7 @@ class AnthropicProvider(HttpProvider):
         usage: dict[str, Any] = {}
         stop: str | None = None
         served: str | None = None
+        response_id: Any = None
         blocks: dict[int, dict[str, Any]] = {}  # tool_use and thinking blocks by index
         done = False
         pieces = 0  # deltas received, the estimate when the server reports no output tokens
@@ -340,6 +341,7 @@ class AnthropicProvider(HttpProvider):
                     elif kind == "message_start":
                         message = obj["message"]
                         served = message.get("model")
+                        response_id = message.get("id")
                         usage.update((k, v) for k, v in (message.get("usage") or {}).items()
                                      if v is not None)
                     elif kind == "message_delta":
@@ -362,7 +364,8 @@ class AnthropicProvider(HttpProvider):
         yield AnthropicChunk(finish_reason=normalize_finish_reason(stop), tool_calls=calls or None,
                              usage=usage_from(usage, request.messages, pieces),
                              model=served or request.model,
-                             thinking_blocks=thinking or None, stop_reason=stop)
+                             thinking_blocks=thinking or None, stop_reason=stop,
+                             response_id=response_id if isinstance(response_id, str) else None)
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body, headers = self._body(request)

@@ -287,4 +287,5 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str) -> Anth
         content="".join(text), model=data.get("model") or model, provider=provider,
         reasoning="".join(reasoning) or None, tool_calls=calls,
         finish_reason=normalize_finish_reason(stop), usage=usage_from(data.get("usage") or {}),
-        thinking_blocks=thinking, stop_reason=stop)
+        thinking_blocks=thinking, stop_reason=stop,
+        response_id=data["id"] if isinstance(data.get("id"), str) else None)

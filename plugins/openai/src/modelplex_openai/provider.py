@@ -236,6 +236,7 @@ class OpenAIProvider(HttpProvider):
         usage: Any = None
         timings: Any = None
         served: str | None = None
+        response_id: Any = None
         calls: dict[int, list[Any]] = {}
         refused = False
         tokens = 0
@@ -268,6 +269,7 @@ class OpenAIProvider(HttpProvider):
                         finish = normalize_finish_reason(reason)
                 if served is None:
                     served = obj.get("model")
+                    response_id = obj.get("id")
                 if obj.get("usage"):
                     usage = obj["usage"]
                 if obj.get("timings"):
@@ -283,6 +285,7 @@ class OpenAIProvider(HttpProvider):
             tool_calls=build_tool_calls(calls, name) if calls else None,
             usage=usage_from(usage, timings, request.messages, tokens),
             model=served or request.model,
+            response_id=response_id if isinstance(response_id, str) else None,
         )
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from modelplex.chunks import ChatResponse, ToolCall, Usage
 from modelplex.errors import ConfigurationError
 from modelplex.finish import normalize_finish_reason
@@ -20,6 +22,7 @@ from modelplex.parsers import tool_arguments
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
+    "OpenAIUsage",
     "build_tool_calls",
     "encode_message",
     "encode_messages",
@@ -208,13 +211,38 @@ def _timings(t: Mapping[str, Any]) -> dict[str, float]:
     return {"prompt_eval": prompt, "eval": predicted, "total": prompt + predicted}
 
 
+@attrs.define(slots=True)
+class OpenAIUsage(Usage):
+    """:class:`Usage` plus the details OpenAI reports: ``cache_read_tokens`` (the prompt
+    tokens read from the prompt cache, ``usage.prompt_tokens_details.cached_tokens``) and
+    ``reasoning_tokens`` (``usage.completion_tokens_details.reasoning_tokens``). Both are
+    parts of ``prompt_tokens`` and ``completion_tokens``, not additions to them."""
+
+    cache_read_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+def _detail(usage: Mapping[str, Any], table: str, key: str) -> int:
+    details = usage.get(table)
+    value = details.get(key) if isinstance(details, Mapping) else None
+    return value if isinstance(value, int) and value > 0 else 0
+
+
 def usage_from(usage: Mapping[str, Any] | None, timings: Mapping[str, Any] | None,
                messages: Sequence[ChatMessage], completion_estimate: int) -> Usage:
-    """Usage from the server's ``usage``, else llama.cpp ``timings``, else an estimate."""
+    """Usage from the server's ``usage`` (an :class:`OpenAIUsage` when it details cached or
+    reasoning tokens), else llama.cpp ``timings``, else an estimate."""
     if usage:
-        return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                     completion_tokens=int(usage.get("completion_tokens") or 0),
-                     timings=_timings(timings) if timings else None)
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        times = _timings(timings) if timings else None
+        read = _detail(usage, "prompt_tokens_details", "cached_tokens")
+        reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+        if read or reasoning:
+            return OpenAIUsage(prompt_tokens=prompt, completion_tokens=completion,
+                               timings=times, cache_read_tokens=read,
+                               reasoning_tokens=reasoning)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, timings=times)
     if timings and "predicted_n" in timings:
         return Usage(prompt_tokens=int(timings.get("prompt_n") or 0)
                      + int(timings.get("cache_n") or 0),
@@ -251,4 +279,5 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str,
         finish_reason=finish,
         usage=usage_from(data.get("usage"), data.get("timings"), messages,
                          estimate_tokens(len(content))),
+        response_id=data["id"] if isinstance(data.get("id"), str) else None,
     )
