@@ -214,7 +214,8 @@ async def test_websocket_chat_and_stop(server: AppServer, upstream: FaultyUpstre
     _, full = await http("GET", f"/api/conversations/{cid}")
     last = full["messages"][-1]
     assert (last["role"], last["content"], last["metadata"]) == \
-        ("assistant", PIECE.strip() + " " + PIECE.strip(), {"partial": True})
+        ("assistant", PIECE.strip() + " " + PIECE.strip(),
+         {"partial": True, "model": "fault:fault", "provider": "fault", "usage": None})
 
 
 async def test_websocket_auth_frame(serve: Callable[..., Any]) -> None:
