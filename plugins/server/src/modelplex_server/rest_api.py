@@ -6,12 +6,14 @@ Every answer is JSON (errors in OpenAI's shape, see :mod:`modelplex_server.error
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
 
 from modelplex.errors import ModelplexError
 from modelplex.http import dumps
+from modelplex.stats import model_stats
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.chat import chunk_event, start_turn
@@ -103,13 +105,17 @@ async def provider_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    """``GET /api/models/{provider}/{model}``: one model's details."""
+    """``GET /api/models/{provider}/{model}``: one model's details, with its usage in this
+    server process (``stats``: :class:`modelplex.stats.ModelStats`, None before a request)."""
     gateway = request.app[GATEWAY]
     name, model = request.match_info["provider"], request.match_info["model"]
     if name not in gateway.registry.provider_names():
         raise ApiError(404, f"unknown provider {name!r}", code="provider_not_found")
     gateway.check_model(request, f"{name}:{model}")
-    return _json(model_dict(await gateway.registry.get_model(name, model)))
+    data = model_dict(await gateway.registry.get_model(name, model))
+    stats = model_stats(f"{name}:{model}")  # seed 000: for every model that served requests
+    data["stats"] = dataclasses.asdict(stats) if stats is not None else None
+    return _json(data)
 
 
 async def refresh_models(request: web.Request) -> web.Response:
