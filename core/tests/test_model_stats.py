@@ -5,7 +5,6 @@ counts outlive a lease."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from click.testing import CliRunner

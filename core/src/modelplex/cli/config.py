@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -132,9 +132,13 @@ def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
                                  "-m provider:model")
 
     async def one(name: str) -> dict[str, Any]:
+        close: Callable[[], Awaitable[None]]
         if name in config.models:
             router: Any = await open_router(name, config=config)
-            model, close = name, lambda: release_model(router)
+            model = name
+
+            async def close() -> None:
+                await release_model(router)
         else:  # a plain provider:model: the router of one its stack stands on
             lease = await open_model(name, config=config, cache=False, caller="cli")
             router, model, close = lease.base, lease.model, lease.release

