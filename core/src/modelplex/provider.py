@@ -504,6 +504,18 @@ class Provider(abc.ABC):
         """The models loaded in memory now."""
         raise self._unsupported("listing loaded models")
 
+    def missing_setting(self) -> str | None:
+        """What the user must set before this provider can answer, when it is not
+        configured: the environment variable (or setting) to set, e.g.
+        ``"ANTHROPIC_API_KEY"``; None when it is configured (the default).
+
+        A provider that names one is never contacted to list models or check health (the
+        registry reports it as not configured, the web page shows "not configured: set
+        ANTHROPIC_API_KEY"), so a machine without a key never reaches out to a public API.
+        Answer without I/O: it is asked before every listing and health check.
+        """
+        return None
+
     async def health(self) -> HealthStatus:
         """Whether the provider is usable; by default, whether it can list its models."""
         try:

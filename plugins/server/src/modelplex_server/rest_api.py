@@ -70,14 +70,17 @@ def _int(request: web.Request, name: str) -> int | None:
 
 # -- models -------------------------------------------------------------------------------------
 async def list_models(request: web.Request) -> web.Response:
-    """``GET /api/models``: every model, grouped by provider, and the providers that failed."""
+    """``GET /api/models``: every model, grouped by provider, the providers that failed
+    (``errors``) and those not configured, with the variable to set (``not_configured``:
+    they were not contacted)."""
     gateway = request.app[GATEWAY]
     listings = await gateway.registry.listings(refresh=_flag(request, "refresh") or False)
     grouped = {name: [model_dict(m) for m in _allowed(request, listing.models)]
                for name, listing in listings.items()}
     errors = {name: listing.error for name, listing in listings.items() if listing.error}
+    missing = {name: listing.missing for name, listing in listings.items() if listing.missing}
     return _json({"models": grouped, "total": sum(len(v) for v in grouped.values()),
-                  "errors": errors})
+                  "errors": errors, "not_configured": missing})
 
 
 async def search_models(request: web.Request) -> web.Response:
