@@ -48,14 +48,17 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
 
     names = [n for p in provider for n in provider_names(p)] or None
 
-    async def gather() -> tuple[list[ModelInfo], dict[str, str]]:
+    async def gather() -> tuple[list[ModelInfo], dict[str, str], list[str]]:
         async with configured_providers() as (get_provider, named), ModelRegistry(
                 providers=names, get_provider=get_provider, named_models=named) as registry:
             found = await registry.search(query, capability=list(capability),
                                           min_context=min_context, local=local)
-            return found, await registry.errors()
+            missing = [f"{name}: not configured: set {listing.missing}"
+                       for name, listing in (await registry.listings()).items()
+                       if listing.missing]
+            return found, await registry.errors(), missing
 
-    found, failed = run(gather())
+    found, failed, missing = run(gather())
     if as_json:
         click.echo(json.dumps({"models": [m.model_dump(mode="json") for m in found],
                                "errors": failed}, indent=2))
@@ -65,6 +68,8 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
                       for row, m in zip(_model_rows(found), found, strict=True)])
         for name, err in failed.items():
             click.echo(f"{name}: unavailable: {redact(str(err))}", err=True)
+        for line in missing:  # not contacted: no key and no base URL of the user's
+            click.echo(line, err=True)
     if failed and not found and len(failed) == len(names or provider_names(None)):
         sys.exit(1)
 
