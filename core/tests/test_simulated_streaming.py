@@ -29,7 +29,8 @@ class WholeOnly(Provider):
         self.calls += 1
         return ChatResponse(content=ANSWER, model=request.model, provider=self.name,
                             reasoning="Paris is the capital.", finish_reason="stop",
-                            usage=Usage(prompt_tokens=7, completion_tokens=6))
+                            usage=Usage(prompt_tokens=7, completion_tokens=6),
+                            response_id="resp-1")
 
 
 class Mixed(Provider):
@@ -41,7 +42,7 @@ class Mixed(Provider):
     def __init__(self, **_: Any) -> None:
         self.whole = 0
 
-    def streams(self, model: str) -> bool:
+    def supports_streaming(self, model: str) -> bool:
         return model != "batch-only"
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -72,6 +73,7 @@ async def test_a_provider_that_only_answers_whole_streams() -> None:
     last = chunks[-1]
     assert (last.finish_reason, last.usage) == ("stop", Usage(prompt_tokens=7,
                                                               completion_tokens=6))
+    assert last.response_id == "resp-1"
     joined = ChatResponse.from_chunks(chunks, model="m", provider="whole")
     assert joined == await provider.complete([{"role": "user", "content": "Capital?"}],
                                              model="m")
@@ -93,5 +95,5 @@ async def test_through_the_request_path() -> None:
 
 
 def test_a_streaming_provider_is_unchanged() -> None:
-    assert Mixed().streams("live") and not Mixed().streams("batch-only")
-    assert WholeOnly().streams("m") is False
+    assert Mixed().supports_streaming("live") and not Mixed().supports_streaming("batch-only")
+    assert WholeOnly().supports_streaming("m") is False

@@ -114,7 +114,8 @@ class ChatResponse:
         time (each piece with the spaces after it, so the pieces join to the text), then a
         last chunk with the tool calls, finish reason, usage and response id. How the core
         streams a model that only answers whole (``Capabilities(streaming=False)``, see
-        :meth:`modelplex.provider.Provider.streams`); ``from_chunks`` gives this answer back.
+        :meth:`modelplex.provider.Provider.supports_streaming`); ``from_chunks`` gives this
+        answer back.
         """
         chunks = [StreamChunk(reasoning=self.reasoning, model=self.model)] if self.reasoning \
             else []

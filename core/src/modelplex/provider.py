@@ -66,7 +66,7 @@ class Capabilities:
     native mode by default. ``tools``: it sends tool definitions and returns tool calls.
     ``streaming``: its models stream; ``False`` for a provider whose models only answer whole:
     it implements ``_complete`` alone and the core streams the whole answer for it
-    (:meth:`Provider.streams`, :meth:`~modelplex.chunks.ChatResponse.as_chunks`).
+    (:meth:`Provider.supports_streaming`, :meth:`~modelplex.chunks.ChatResponse.as_chunks`).
     """
 
     streaming: bool = True
@@ -418,15 +418,15 @@ class Provider(abc.ABC):
     def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         """Stream a validated request, keeping what was received on failure.
 
-        A model that only answers whole (:meth:`streams` is false) is asked with
+        A model that only answers whole (:meth:`supports_streaming` is false) is asked with
         ``_complete`` and its answer streamed (simulated streaming): the one place the core
         does it, under every layer and router of the request path.
         """
-        if not self.streams(request.model) and _completes(type(self)):
+        if not self.supports_streaming(request.model) and _completes(type(self)):
             return keep_partial(_whole_as_stream(self, request), self.name)
         return keep_partial(self._stream(request), self.name)
 
-    def streams(self, model: str) -> bool:
+    def supports_streaming(self, model: str) -> bool:
         """Whether ``model`` streams its answers (default: ``capabilities.streaming``).
 
         A provider some of whose models only answer whole overrides this (and implements
