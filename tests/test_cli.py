@@ -620,3 +620,17 @@ async def test_timeout_flags_reach_the_provider() -> None:
         _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert err.decode().strip().endswith("was silent for more than 0.5 s")
+
+
+def test_a_hosted_api_without_a_key_is_not_configured_and_not_contacted() -> None:
+    """`modelplex providers` says "not configured: set ANTHROPIC_API_KEY" (it cannot reach
+    api.anthropic.com here: a contacted provider would say "cannot connect")."""
+    env = {k: v for k, v in clean_env(MODELPLEX_LOAD_PLUGINS="anthropic").items()
+           if not k.startswith("ANTHROPIC_")}
+    proc = modelplex("providers", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["anthropic", "off", "not", "configured:", "set",
+                                   "ANTHROPIC_API_KEY"]
+    proc = modelplex("models", "list", "-p", "anthropic", env=env)
+    assert "anthropic: not configured: set ANTHROPIC_API_KEY" in proc.stderr
+    assert "cannot connect" not in proc.stderr

@@ -371,7 +371,9 @@ async def test_history_after_a_stall_is_the_same_either_way(upstream: FaultyUpst
                 async with asyncio.timeout(0.3):
                     await read(chat.send_message("hello"))
         assert [(m.role.value, m.content, m.metadata) for m in chat.history] == [
-            ("user", "hello", {}), ("assistant", (PIECE * 2).strip(), {"partial": True})]
+            ("user", "hello", {}), ("assistant", (PIECE * 2).strip(), {
+                "partial": True, "model": "openai:fault", "provider": "openai",
+                "usage": None})]
         await chat.send_message("again")
         sent = upstream.chat_requests()[-1].json["messages"]
         assert [m["content"] for m in sent] == ["hello", (PIECE * 2).strip(), "again"]

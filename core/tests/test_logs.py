@@ -118,6 +118,12 @@ async def test_conversation_is_stored_and_continued(fake_plugins: Plugins, fake_
             "What is the capital of France?", "The capital of France is Paris.",
             "And of Italy?", "The capital of France is Paris."]
         assert chat.session.system_prompt == "Be brief."  # restored
+        # seed 003: each stored answer says which model and provider wrote it, and its usage
+        assert chat.history[0].metadata == {}
+        assert chat.history[1].metadata == {
+            "model": "fake:echo", "provider": "fake",
+            "usage": {"prompt_tokens": first.prompt_tokens, "completion_tokens": 6,
+                      "estimated": first.usage_estimated}}
         await chat.get_response_with_meta("And of Spain?")
     request = fake_plugin.created[-1].requests[-1]
     assert request.messages[0].content == "Be brief."

@@ -25,6 +25,9 @@ from modelplex.plugins import Plugins
 from modelplex.provider import Capabilities, ChatRequest
 from modelplex.types import MessageRole
 
+#: an answer cut short: who wrote it, no usage (it never came)
+FAKE_ECHO = {"model": "fake:echo", "provider": "fake", "usage": None}
+
 
 @pytest.fixture
 def two_providers(make_plugin: Any) -> Plugins:
@@ -132,7 +135,10 @@ async def test_send_message_streams_and_keeps_history(fake_plugins: Plugins,
             (MessageRole.USER, "What is the capital of France?"),
             (MessageRole.ASSISTANT, "The capital of France is Paris."),
         ]
-        assert chat.history[1].metadata == {}
+        # who wrote the answer, and its usage (as a stored conversation gives it back)
+        usage = chunks[-1].usage
+        assert chat.history[1].metadata == {"model": "fake:echo", "provider": "fake", "usage": {
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": 6, "estimated": False}}
 
         [c async for c in chat.send_message("And of Italy?")]
         provider = fake_plugin.created[0]
@@ -275,7 +281,7 @@ async def test_consumer_stopping_early_keeps_a_partial_answer(fake_plugins: Plug
         assert user.content == "Capital of France?"
         assert partial.role is MessageRole.ASSISTANT
         assert partial.content == "The capital"
-        assert partial.metadata == {"partial": True}
+        assert partial.metadata == {"partial": True, **FAKE_ECHO}
 
         # stopping before any text arrived adds nothing
         async with contextlib.aclosing(chat.send_message("again")) as stream:
@@ -406,7 +412,7 @@ def test_sync_send_message_stopped_early(fake_plugins: Plugins, fake_plugin: Any
         assert next(stream).content == "The"
         stream.close()
         assert fake_plugin.created[0].streams_closed_early == 1
-        assert chat.history[-1].metadata == {"partial": True}
+        assert chat.history[-1].metadata == {"partial": True, **FAKE_ECHO}
 
 
 def test_sync_twins_in_a_plain_thread(fake_plugins: Plugins) -> None:
@@ -518,7 +524,7 @@ async def test_abandoned_stream_is_closed_before_the_next_message(fake_plugins: 
         assert sent == ["first", "The capital", "second"]  # the model saw the first turn
         assert [m.content for m in chat.history] == [
             "first", "The capital", "second", "The capital of France is Paris."]
-        assert chat.history[1].metadata == {"partial": True}
+        assert chat.history[1].metadata == {"partial": True, **FAKE_ECHO}
         assert provider.streams_closed_early == 1
 
         held = chat.send_message("third")  # still referenced: closed by the next message
@@ -616,7 +622,8 @@ async def test_timeout_and_cancellation_leave_the_same_history(stalling_plugins:
                 with pytest.raises(asyncio.CancelledError):
                     await task
             histories.append([(m.content, m.metadata) for m in chat.history])
-    assert histories[0] == [("first", {}), ("The capital", {"partial": True})]
+    assert histories[0] == [("first", {}), ("The capital", {
+        "partial": True, **FAKE_ECHO})]
     assert histories[0] == histories[1] == histories[2]
 
 

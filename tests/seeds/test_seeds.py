@@ -219,6 +219,52 @@ def test_seed_000(stand_in: Plugins) -> None:
     assert run_seed("000", SEED_000) == []
 
 
+async def test_seed_000_model_stats_for_every_model(stand_in: Plugins) -> None:
+    """Seed 000's ModelStats (its block, as written) for a plain ``ollama:llama2``: modelplex
+    keeps the same numbers for every model that served a request (modelplex.stats)."""
+    from modelplex import ChatManager
+    from modelplex.stats import model_stats, reset_model_stats
+
+    namespace: dict[str, Any] = {}
+    exec(renamed(blocks("000")[11]), namespace)
+    reset_model_stats()
+    try:
+        async with ChatManager("ollama:llama2") as chat:
+            await chat.get_response_with_meta("Why async?")
+            await chat.get_response_with_meta("And again?")
+        ours = model_stats("ollama:llama2")
+    finally:
+        reset_model_stats()
+    assert ours is not None and ours.requests == 2
+    seed = namespace["ModelStats"](total_tokens=ours.total_tokens,
+                                   average_latency=ours.average_latency,
+                                   error_rate=ours.error_rate)
+    assert seed.to_dict() == ours.to_dict() == {"tokens": 16, "latency": ours.average_latency,
+                                                 "errors": 0.0}
+
+
+async def test_seed_000_model_validator(tmp_path: Path) -> None:
+    """Seed 000's ModelValidator (its block, as written, given where the file is) and
+    ``modelplex models verify`` agree on a GGUF file and its sha256."""
+    from click.testing import CliRunner
+
+    from modelplex.cli import cli
+
+    namespace: dict[str, Any] = {}
+    exec(renamed(blocks("000")[18]), namespace)
+    model = tmp_path / "llama2.gguf"
+    model.write_bytes(b"GGUF" + b"\x00" * 4096)
+    digest = __import__("hashlib").sha256(model.read_bytes()).hexdigest()
+    validator = namespace["ModelValidator"]()
+    validator._get_model_path = lambda name: tmp_path / f"{name}.gguf"
+    assert await validator.validate_model("llama2", digest) is True
+    assert await validator.validate_model("llama2", "0" * 64) is False
+    runner = CliRunner()
+    assert runner.invoke(cli, ["models", "verify", str(model), "--sha256", digest]).exit_code == 0
+    assert runner.invoke(cli, ["models", "verify", str(model), "--sha256", "0" * 64]
+                         ).exit_code == 1
+
+
 def test_seed_001(stand_in: Plugins) -> None:
     assert run_seed("001", SEED_001) == []
 

@@ -119,6 +119,7 @@ if TYPE_CHECKING:  # `X as X`: explicit re-exports, so `mypy --strict` users can
         Router as Router,
     )
     from modelplex.specs import get_available_providers as get_available_providers
+    from modelplex.stats import ModelStats as ModelStats
     from modelplex.structured import (
         StructuredResult as StructuredResult,
         StructuredUpdate as StructuredUpdate,
@@ -154,6 +155,7 @@ _LAZY: dict[str, str] = {
                      "PromptTemplate"], "prompts"),
     **dict.fromkeys(["StructuredResult", "StructuredUpdate"], "structured"),
     "Tool": "tools",
+    "ModelStats": "stats",
     "get_available_providers": "specs",
     **dict.fromkeys(["Cache", "MemoryCache"], "caches"),
     **dict.fromkeys(["AssistantMessage", "ModelAdapter", "ModelAdapterBase", "ModelManager",

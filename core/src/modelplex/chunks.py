@@ -7,11 +7,14 @@ streamed token. Every provider yields :class:`StreamChunk`; the last chunk of ev
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
 
 __all__ = ["ChatResponse", "StreamChunk", "ToolCall", "Usage"]
+
+_WORDS = re.compile(r"\S*\s*")  # a word and the spaces after it (as_chunks)
 
 
 @attrs.define(slots=True)
@@ -105,3 +108,21 @@ class ChatResponse:
             route=chunks[0].route if chunks else None,
             response_id=last.response_id,
         )
+
+    def as_chunks(self) -> list[StreamChunk]:
+        """The answer as a stream would have brought it: the reasoning, the text a word at a
+        time (each piece with the spaces after it, so the pieces join to the text), then a
+        last chunk with the tool calls, finish reason, usage and response id. How the core
+        streams a model that only answers whole (``Capabilities(streaming=False)``, see
+        :meth:`modelplex.provider.Provider.supports_streaming`); ``from_chunks`` gives this
+        answer back.
+        """
+        chunks = [StreamChunk(reasoning=self.reasoning, model=self.model)] if self.reasoning \
+            else []
+        chunks += [StreamChunk(content=piece, model=self.model)
+                   for piece in _WORDS.findall(self.content) if piece]
+        chunks.append(StreamChunk(tool_calls=list(self.tool_calls) or None,
+                                  finish_reason=self.finish_reason, usage=self.usage,
+                                  model=self.model, response_id=self.response_id))
+        chunks[0].route = self.route
+        return chunks

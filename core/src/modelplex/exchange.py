@@ -13,6 +13,10 @@ request, for callers that do not read a stream), and adds a finished exchange to
 
 The history rules of a plain exchange:
 
+Each answer added says who wrote it and what it used, in its ``metadata``: ``model``
+(``provider:model``), ``provider`` and ``usage`` (as a stored conversation gives it back,
+:func:`modelplex.store.conversations.history_of`).
+
 * streamed: the question and the answer when it ends; if the reader stops early, the
   reading is cancelled or a provider timeout expires, the question and the text received so
   far, marked ``{"partial": True}`` (nothing if no text had arrived); any other provider
@@ -30,13 +34,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from modelplex.chunks import StreamChunk
+from modelplex.chunks import StreamChunk, Usage
 from modelplex.errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.reply import ResponseWithMeta, Turns
 from modelplex.types import ChatMessage, ChatSession, MessageRole
 
-__all__ = ["Turn", "answered", "checked_system_prompt", "owned", "streamed", "user_message"]
+__all__ = ["Turn", "answered", "checked_system_prompt", "owned", "streamed", "user_message",
+           "written_by"]
 
 T = TypeVar("T")
 
@@ -67,14 +72,24 @@ def checked_system_prompt(text: Any) -> str | None:
     return text
 
 
-def _exchanged(user: ChatMessage, content: str, calls: Sequence[dict[str, Any]], *,
-               partial: bool = False) -> list[ChatMessage]:
-    """The question, and the answer unless the model said nothing."""
+def written_by(provider: str, model: str, usage: Usage | None) -> dict[str, Any]:
+    """An answer's metadata: the ``model`` (``provider:model``) and ``provider`` that wrote
+    it and its ``usage`` (None when the provider reported none), as the stores keep it."""
+    used = None if usage is None else {"prompt_tokens": usage.prompt_tokens,
+                                       "completion_tokens": usage.completion_tokens,
+                                       "estimated": usage.estimated}
+    return {"model": model if ":" in model else f"{provider}:{model}", "provider": provider,
+            "usage": used}
+
+
+def _exchanged(user: ChatMessage, content: str, calls: Sequence[dict[str, Any]],
+               metadata: dict[str, Any], *, partial: bool = False) -> list[ChatMessage]:
+    """The question, and the answer (with who wrote it) unless the model said nothing."""
     if not content.strip() and not calls:
         return [user]
     return [user, ChatMessage(role=MessageRole.ASSISTANT, content=content,
                               tool_calls=tuple(calls),
-                              metadata={"partial": True} if partial else {})]
+                              metadata={**metadata, "partial": True} if partial else metadata)]
 
 
 class Turn:
@@ -140,8 +155,22 @@ class Turn:
         """Ask ``user`` and return the whole answer (not streamed); both join the history
         when it came."""
         meta = await self.complete(self.request([user]))
-        self.add(_exchanged(user, meta.content, [call.to_dict() for call in meta.tool_calls]))
+        reported = meta.prompt_tokens or meta.completion_tokens or not meta.usage_estimated
+        usage = (Usage(meta.prompt_tokens, meta.completion_tokens, meta.usage_estimated)
+                 if reported else None)  # nothing reported, nothing estimated
+        self.add(_exchanged(user, meta.content, [call.to_dict() for call in meta.tool_calls],
+                            written_by(meta.provider, meta.model, usage)))
         return meta
+
+    def written_by(self, first: StreamChunk | None, last: StreamChunk | None
+                   ) -> dict[str, Any]:
+        """Who wrote a streamed answer (the router's route on its first chunk, else this
+        turn's provider and model) and its usage (on its last chunk)."""
+        route = first.route if first is not None else None
+        provider = route.provider if route else self.session.provider or self.provider.name
+        model = (last.model if last is not None and last.model else None) or (
+            route.provider_model if route else self.session.model)
+        return written_by(provider, model, last.usage if last is not None else None)
 
 
 def streamed(turns: Turns, start: Callable[[], Awaitable[Turn]],
@@ -164,11 +193,16 @@ async def _streamed(turns: Turns, start: Callable[[], Awaitable[Turn]], user: Ch
     turn: Turn | None = None
     parts: list[str] = []
     calls: list[dict[str, Any]] = []
+    first: StreamChunk | None = None
+    last: StreamChunk | None = None
     finished = failed = False
     try:
         turn = await start()
         async with contextlib.aclosing(turn.stream(turn.request([user]))) as stream:
             async for chunk in stream:
+                first = first or chunk
+                if chunk.usage is not None or chunk.model:
+                    last = chunk
                 parts.append(chunk.content)
                 if chunk.tool_calls:
                     calls.extend(call.to_dict() for call in chunk.tool_calls)
@@ -180,7 +214,8 @@ async def _streamed(turns: Turns, start: Callable[[], Awaitable[Turn]], user: Ch
         raise
     finally:
         if turn is not None and not failed and (finished or parts):
-            turn.add(_exchanged(user, "".join(parts), calls, partial=not finished))
+            turn.add(_exchanged(user, "".join(parts), calls, turn.written_by(first, last),
+                                partial=not finished))
         turns.release(token)
 
 

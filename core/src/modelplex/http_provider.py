@@ -83,6 +83,10 @@ class HttpProvider(Provider):
     connect_hint: ClassVar[str | None] = None
     #: the timeouts a user's ``timeouts`` start from (``None``: :class:`Timeouts`' defaults)
     default_timeouts: ClassVar[Timeouts | None] = None
+    #: the variable that holds the key of a hosted API that needs one
+    #: (``"ANTHROPIC_API_KEY"``): without a key and at :attr:`default_base_url`, the provider
+    #: is not configured (:meth:`missing_setting`) and is never contacted to list or check
+    key_env: ClassVar[str | None] = None
 
     base_url: str
     api_key: SecretStr | None
@@ -109,6 +113,15 @@ class HttpProvider(Provider):
                                timeouts=timeouts, secrets=(key,) if key else (),
                                error_factory=self._status_error, verify_tls=verify_tls,
                                connect_hint=self._connect_hint())
+
+    def missing_setting(self) -> str | None:
+        """:attr:`key_env` when the provider has no key and talks to its default (hosted)
+        base URL; None when it has a key, a base URL of the user's, or needs no key."""
+        if self.key_env is None or self.api_key is not None:
+            return None
+        if self.base_url != type(self).default_base_url.rstrip("/"):
+            return None  # a server of the user's: it may need no key
+        return self.key_env
 
     def _auth_headers(self, key: str) -> dict[str, str]:
         """The headers that send ``key``: ``{api_key_header: api_key_prefix + key}``."""

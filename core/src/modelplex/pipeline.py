@@ -40,6 +40,7 @@ from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, config_key, get_pool
 from modelplex.provider import Provider
 from modelplex.routing import Deployment, MemoryState, Router, RouterState
+from modelplex.stats import stats_for
 from modelplex.wrapping import LayerContext, WrappingProvider
 
 if TYPE_CHECKING:
@@ -350,12 +351,14 @@ async def open_router(name: str, *, config: Config | None = None,
                     await state.aclose()
 
         try:
-            return Router(name, deployments, strategy=model.strategy, fallbacks=fallbacks,
-                          retries=model.retries, state=state, options=model.options,
-                          on_close=release_all)
+            built = Router(name, deployments, strategy=model.strategy, fallbacks=fallbacks,
+                           retries=model.retries, state=state, options=model.options,
+                           on_close=release_all)
         except ConfigurationError as err:
             await release_all()
             raise ConfigurationError(f"{where}: models.{name}: {err}") from None
+        built.stats_total = stats_for(name, key)  # kept beyond this router (modelplex.stats)
+        return built
 
     router: Router = await pool.acquire_shared(key, build)
     return router
@@ -394,6 +397,9 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
         await pool.release(provider)
 
     single = Router.single(provider, model_name, retries=policy, on_close=release_provider)
+    # one count per provider:model and configuration, kept across leases (modelplex.stats)
+    single.stats_total = stats_for(f"{provider_name}:{model_name}", f"{provider_name}:"
+                                   f"{model_name}:{id(plugins)}:{_short(kwargs)}")
     return single, model_name, provider_name, False, single.aclose
 
 

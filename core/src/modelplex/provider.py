@@ -64,6 +64,9 @@ class Capabilities:
     ``json_schema``: it can constrain answers to a given JSON schema (Ollama ``format``,
     OpenAI ``response_format`` json_schema, a llama.cpp grammar); structured output then uses
     native mode by default. ``tools``: it sends tool definitions and returns tool calls.
+    ``streaming``: its models stream; ``False`` for a provider whose models only answer whole:
+    it implements ``_complete`` alone and the core streams the whole answer for it
+    (:meth:`Provider.supports_streaming`, :meth:`~modelplex.chunks.ChatResponse.as_chunks`).
     """
 
     streaming: bool = True
@@ -292,6 +295,20 @@ async def _guard_iter(events: AsyncIterator[PullProgress], provider: str
         raise foreign_error(err, provider) from err
 
 
+def _completes(cls: type[Provider]) -> bool:
+    """Whether the provider class answers whole itself (overrides ``_complete``)."""
+    return cls._complete is not Provider._complete
+
+
+async def _whole_as_stream(self: Provider, request: ChatRequest
+                           ) -> AsyncGenerator[StreamChunk, None]:
+    """The answer of ``_complete`` as a stream (a provider that implements ``_complete``
+    alone, or a model whose provider says it does not stream)."""
+    response = await self._complete(request)
+    for chunk in response.as_chunks():
+        yield chunk
+
+
 @attrs.define(slots=True)
 class ChatRequest:
     """Everything a provider needs for one chat request, validated.
@@ -339,6 +356,8 @@ class Provider(abc.ABC):
             method = cls.__dict__.get(attr)
             if method is not None and inspect.iscoroutinefunction(method):
                 setattr(cls, attr, _guard(method))
+        if "_complete" in cls.__dict__ and getattr(cls._stream, "__isabstractmethod__", False):
+            cls._stream = _whole_as_stream  # type: ignore[method-assign]
         pull = cls.__dict__.get("pull_model")
         if pull is not None and inspect.isfunction(pull):
             cls.pull_model = _guard_pull(pull)  # type: ignore[method-assign]
@@ -397,8 +416,24 @@ class Provider(abc.ABC):
         return self.stream_request(request)
 
     def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        """Stream a validated request, keeping what was received on failure."""
+        """Stream a validated request, keeping what was received on failure.
+
+        A model that only answers whole (:meth:`supports_streaming` is false) is asked with
+        ``_complete`` and its answer streamed (simulated streaming): the one place the core
+        does it, under every layer and router of the request path.
+        """
+        if not self.supports_streaming(request.model) and _completes(type(self)):
+            return keep_partial(_whole_as_stream(self, request), self.name)
         return keep_partial(self._stream(request), self.name)
+
+    def supports_streaming(self, model: str) -> bool:
+        """Whether ``model`` streams its answers (default: ``capabilities.streaming``).
+
+        A provider some of whose models only answer whole overrides this (and implements
+        ``_complete``); the core then asks those models for the whole answer and streams it,
+        so every caller may stream any model.
+        """
+        return self.capabilities.streaming
 
     async def complete(self, messages: Sequence[ChatMessage | Mapping[str, Any]], *, model: str,
                        options: Mapping[str, Any] | CommonOptions | None = None,
@@ -468,6 +503,18 @@ class Provider(abc.ABC):
     async def list_loaded_models(self) -> list[ModelInfo]:
         """The models loaded in memory now."""
         raise self._unsupported("listing loaded models")
+
+    def missing_setting(self) -> str | None:
+        """What the user must set before this provider can answer, when it is not
+        configured: the environment variable (or setting) to set, e.g.
+        ``"ANTHROPIC_API_KEY"``; None when it is configured (the default).
+
+        A provider that names one is never contacted to list models or check health (the
+        registry reports it as not configured, the web page shows "not configured: set
+        ANTHROPIC_API_KEY"), so a machine without a key never reaches out to a public API.
+        Answer without I/O: it is asked before every listing and health check.
+        """
+        return None
 
     async def health(self) -> HealthStatus:
         """Whether the provider is usable; by default, whether it can list its models."""

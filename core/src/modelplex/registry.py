@@ -90,6 +90,9 @@ class ProviderListing:
     """One provider's models as last fetched, or why they could not be.
 
     ``fetched_at`` is a :func:`time.time` timestamp; ``latency_ms`` how long the listing took.
+    ``missing`` names what the user must set when the provider is not configured
+    (:meth:`~modelplex.provider.Provider.missing_setting`, e.g. ``ANTHROPIC_API_KEY``): it
+    was not contacted and lists nothing.
     """
 
     provider: str
@@ -98,17 +101,22 @@ class ProviderListing:
     fetched_at: float = 0.0
     latency_ms: float | None = None
     local: bool = False
+    missing: str | None = None
 
     @property
     def ok(self) -> bool:
-        """Whether the last listing succeeded."""
+        """Whether the last listing succeeded (a provider not configured did not fail)."""
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (without the models)."""
-        return {"provider": self.provider, "available": self.ok, "error": mask(self.error),
-                "models_count": len(self.models), "local": self.local,
-                "fetched_at": _iso(self.fetched_at), "latency_ms": self.latency_ms}
+        """A JSON-ready summary (without the models): ``status`` is ``ok``, ``error`` or
+        ``not_configured`` (then ``missing`` names the variable to set)."""
+        status = "not_configured" if self.missing else "ok" if self.ok else "error"
+        return {"provider": self.provider, "status": status,
+                "available": self.ok and not self.missing, "error": mask(self.error),
+                "missing": self.missing, "models_count": len(self.models),
+                "local": self.local, "fetched_at": _iso(self.fetched_at),
+                "latency_ms": self.latency_ms}
 
 
 @attrs.define
@@ -120,17 +128,22 @@ class ProviderHealth:
     raised: bool = False
     """Whether the check itself raised (the provider could not be created, or its
     ``health()`` failed instead of answering): ``status`` is then ``"error"``."""
+    missing: str | None = None
+    """What the user must set: the provider is not configured and was not contacted."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (seed 003's provider health shape, plus the check time):
-        ``status`` is ``healthy``, ``unhealthy`` or ``error`` (the check raised)."""
+        ``status`` is ``healthy``, ``unhealthy``, ``error`` (the check raised) or
+        ``not_configured`` (``missing`` names the variable to set; nothing was contacted)."""
         s = self.status
-        state = "error" if self.raised else "healthy" if s.healthy else "unhealthy"
+        state = ("not_configured" if self.missing else "error" if self.raised
+                 else "healthy" if s.healthy else "unhealthy")
         detail = mask(s.detail)  # an error can quote a URL with its password
-        return {"provider": s.provider, "status": state,
-                "available": s.healthy, "error": None if s.healthy else detail,
-                "detail": detail, "version": s.version, "models_count": s.model_count,
-                "latency_ms": s.latency_ms, "checked_at": _iso(self.checked_at)}
+        return {"provider": s.provider, "status": state, "available": s.healthy,
+                "error": None if s.healthy or self.missing else detail,
+                "detail": detail, "missing": self.missing, "version": s.version,
+                "models_count": s.model_count, "latency_ms": s.latency_ms,
+                "checked_at": _iso(self.checked_at)}
 
 
 def _iso(stamp: float) -> str | None:
@@ -248,6 +261,10 @@ class ModelRegistry:
         try:
             provider = await self.aprovider(name)
             local = is_local_provider(provider)
+            missing = provider.missing_setting()
+            if missing:  # not configured: never contacted
+                return ProviderListing(name, fetched_at=time.time(), local=local,
+                                       missing=missing)
             infos = await asyncio.wait_for(provider.list_models(), self.timeout)
         except UnsupportedOperationError:
             infos = []
@@ -422,9 +439,15 @@ class ModelRegistry:
     async def _check(self, name: str) -> ProviderHealth:
         start = time.perf_counter()
         raised = False
+        missing = None
         try:
             provider = await self.aprovider(name)
-            status = await asyncio.wait_for(provider.health(), self.timeout)
+            missing = provider.missing_setting()
+            if missing:  # not configured: never contacted
+                status = HealthStatus(provider=name, healthy=False,
+                                      detail=f"not configured: set {missing}")
+            else:
+                status = await asyncio.wait_for(provider.health(), self.timeout)
         except TimeoutError:
             status = HealthStatus(provider=name, healthy=False,
                                   detail=f"no answer within {self.timeout:g} s")
@@ -435,7 +458,7 @@ class ModelRegistry:
             status = status.model_copy(update={"latency_ms":
                                                (time.perf_counter() - start) * 1000})
         health = ProviderHealth(status=status.model_copy(update={"provider": name}),
-                                checked_at=time.time(), raised=raised)
+                                checked_at=time.time(), raised=raised, missing=missing)
         self._health[name] = health
         return health
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from yarl import URL
 
 from modelplex.errors import (
     AuthenticationError,
@@ -21,6 +22,7 @@ from modelplex.errors import (
 )
 from modelplex.http import Timeouts
 from modelplex.testing import ProviderConformanceTests
+from modelplex.testing.replay import sent_bodies
 from modelplex_huggingface.tei import TEIProvider
 from modelplex_huggingface.tgi import TGIChunk, TGIProvider, TGIResponse
 
@@ -213,6 +215,35 @@ async def test_tei_embeds_in_batches(mock: aioresponses, sent: Callable[..., lis
     assert requests == [
         ("POST", "http://tei.test/embed", headers, {"inputs": ["a", "b"], "normalize": False}),
         ("POST", "http://tei.test/embed", headers, {"inputs": ["c"], "normalize": False})]
+
+
+async def test_tei_follows_the_servers_max_client_batch_size(mock: aioresponses) -> None:
+    """Seed 003: a TEI started with --max-client-batch-size 16 answers 413 to more texts; 40
+    texts go in batches of 16, 16 and 8, after one GET /info (read once per provider)."""
+    mock.get("http://tei.test/info", payload={"model_id": "BAAI/bge-small-en-v1.5",
+                                              "max_client_batch_size": 16})
+    texts = [f"text {i}" for i in range(40)]
+    for size in (16, 16, 8, 16, 4):
+        mock.post("http://tei.test/embed", payload=[[1.0]] * size)
+    async with TEIProvider(base_url="http://tei.test") as p:
+        vectors = await p.embed(texts)
+        assert await p.embed(texts[:20]) == vectors[:20]
+    bodies = sent_bodies(mock)
+    assert [len(b["inputs"]) for b in bodies] == [16, 16, 8, 16, 4]
+    assert [t for b in bodies[:3] for t in b["inputs"]] == texts  # in order
+    assert len(vectors) == 40
+    assert len(mock.requests[("GET", URL("http://tei.test/info"))]) == 1
+
+
+async def test_tei_without_a_limit_in_info_sends_32(mock: aioresponses) -> None:
+    mock.get("http://tei.test/info", status=404)  # an old server, or a proxy in front
+    mock.post("http://tei.test/embed", payload=[[0.0]] * 32)
+    mock.post("http://tei.test/embed", payload=[[0.0]] * 8)
+    async with TEIProvider(base_url="http://tei.test") as p:
+        await p.embed(["x"] * 40)
+        with pytest.raises(OptionsError, match="'batch_size' must be > 0"):
+            await p.embed(["x", "y"], options={"batch_size": True})
+    assert [len(b["inputs"]) for b in sent_bodies(mock)] == [32, 8]
 
 
 async def test_tei_413_hints_at_batch_size(mock: aioresponses) -> None:

@@ -143,6 +143,8 @@ async def test_conversations_and_chat(http: Callable[..., Any], server: AppServe
         "Be brief.", "Hello", PIECE.strip() + (" " + PIECE.strip()) * 4, "Again"]
     _, full = await http("GET", f"/api/conversations/{conv['id']}")
     assert [m["role"] for m in full["messages"]] == ["user", "assistant"] * 2
+    _, details = await http("GET", "/api/models/fault/fault")  # seed 000: ModelStats
+    assert details["stats"]["requests"] >= 2 and details["stats"]["total_tokens"] >= 16
     _, listing = await http("GET", "/api/conversations")
     assert listing["conversations"][0]["message_count"] == 4
     assert "messages" not in listing["conversations"][0]
@@ -214,7 +216,8 @@ async def test_websocket_chat_and_stop(server: AppServer, upstream: FaultyUpstre
     _, full = await http("GET", f"/api/conversations/{cid}")
     last = full["messages"][-1]
     assert (last["role"], last["content"], last["metadata"]) == \
-        ("assistant", PIECE.strip() + " " + PIECE.strip(), {"partial": True})
+        ("assistant", PIECE.strip() + " " + PIECE.strip(),
+         {"partial": True, "model": "fault:fault", "provider": "fault", "usage": None})
 
 
 async def test_websocket_auth_frame(serve: Callable[..., Any]) -> None:

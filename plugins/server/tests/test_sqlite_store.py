@@ -81,6 +81,10 @@ async def test_conversations_survive_a_restart(serve: Callable[..., Any],
     assert after["system_prompt"] == "Be brief."
     assert [(m["role"], m["content"]) for m in after["messages"]] == [
         ("user", "Hello"), ("assistant", ANSWER), ("user", "Again"), ("assistant", ANSWER)]
+    # seed 003: each answer says which model and provider wrote it and what it used
+    usage = {"prompt_tokens": 3, "completion_tokens": 5, "estimated": False}
+    assert [m["metadata"] for m in after["messages"]] == [
+        {}, {"model": "fault:fault", "provider": "fault", "usage": usage}] * 2
     _, listing = await call(server, "GET", "/api/conversations")
     assert [c["id"] for c in listing["conversations"]] == [first["id"], second["id"]]
     assert listing["conversations"][0]["message_count"] == 4

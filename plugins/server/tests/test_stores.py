@@ -5,18 +5,26 @@ real (``initdb``/``pg_ctl`` into a temporary folder, see :mod:`modelplex_server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from modelplex.chunks import Usage
 from modelplex.errors import ConfigurationError
 from modelplex.store.migrations import migrate as sqlite_migrate
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import pg_store, sqlite_store
 from modelplex_server.budgets import Spend
-from modelplex_server.conversations import Conversation, KeyExistsError, StoredKey
+from modelplex_server.conversations import (
+    Conversation,
+    KeyExistsError,
+    StoredKey,
+    answer_metadata,
+)
 from modelplex_server.settings import KeyConfig, hash_key
 from modelplex_server.testing import StoreBackend
 
@@ -83,6 +91,61 @@ async def test_the_store_interface(store_backend: StoreBackend) -> None:
         await again.aclose()
 
 
+#: an answer stored before schema version 5, with who wrote it in its metadata only
+OLD_ANSWER = ChatMessage(role=MessageRole.ASSISTANT, content="old", metadata=answer_metadata(
+    "fault:old", "fault", Usage(prompt_tokens=2, completion_tokens=1)))
+
+
+async def _authors(backend: StoreBackend, conversation_id: str
+                   ) -> list[tuple[str | None, str | None, dict[str, Any] | None]]:
+    """The model, provider and usage columns of a conversation's stored messages."""
+    if backend.kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.location)) as db:
+            rows = db.execute("SELECT model, provider, usage FROM messages WHERE "
+                              "conversation_id = ? ORDER BY position",
+                              (conversation_id,)).fetchall()
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(backend.location)
+        try:
+            rows = await conn.fetch("SELECT model, provider, usage FROM messages WHERE "
+                                    "conversation_id = $1 ORDER BY position", conversation_id)
+        finally:
+            await conn.close()
+    return [(r[0], r[1], json.loads(r[2]) if r[2] else None) for r in rows]
+
+
+async def test_each_message_says_who_wrote_it(store_backend: StoreBackend) -> None:
+    """Seed 003: every stored answer keeps the model, provider and usage that produced it
+    (a conversation that changed model says who wrote what), in its metadata and in the
+    store's columns, after replace and after a restart."""
+    gpt = answer_metadata("openai:gpt-4o", "openai", Usage(prompt_tokens=3, completion_tokens=5))
+    llama = answer_metadata("ollama:llama3.2", "ollama", None)
+    store = store_backend.open()
+    await store.open()
+    try:
+        made = await store.create(Conversation(model="openai:gpt-4o", provider="openai"))
+        await store.append(made.id, [msg("q1"), ChatMessage.assistant("a1", metadata=gpt)])
+        await store.update(made.id, model="ollama:llama3.2", provider="ollama")
+        await store.append(made.id, [msg("q2"), ChatMessage.assistant("a2", metadata=llama)])
+        await store.replace(made.id, 0, 2, [msg("q1"), ChatMessage.assistant(
+            "a1 again", metadata={**gpt, "partial": True})])  # the tail keeps its columns
+    finally:
+        await store.aclose()
+    again = store_backend.open()
+    try:
+        kept = await again.get(made.id)
+        assert kept is not None
+        assert [m.metadata for m in kept.messages] == [{}, {**gpt, "partial": True}, {}, llama]
+        assert gpt["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "estimated": False}
+    finally:
+        await again.aclose()
+    assert await _authors(store_backend, made.id) == [
+        (None, None, None), ("openai:gpt-4o", "openai", gpt["usage"]), (None, None, None),
+        ("ollama:llama3.2", "ollama", None)]
+
+
 def _old_row(version: int) -> dict[str, Any]:
     stamp = datetime(2025, 1, 1, tzinfo=UTC)
     return {"id": f"v{version}", "title": f"made at v{version}", "model": "fault:fault",
@@ -103,7 +166,7 @@ async def _at_version(backend: StoreBackend, version: int) -> None:
                          (row["id"], row["title"], row["model"], row["provider"], None,
                           row["created_at"].isoformat(), row["updated_at"].isoformat()))
             conn.execute("INSERT INTO messages VALUES (?, 0, ?)",
-                         (row["id"], msg("old").model_dump_json()))
+                         (row["id"], OLD_ANSWER.model_dump_json()))
         conn.close()
         return
     import asyncpg
@@ -116,7 +179,7 @@ async def _at_version(backend: StoreBackend, version: int) -> None:
                                "system_prompt, created_at, updated_at) VALUES ($1, $2, $3, "
                                "$4, $5, $6, $7)", *row.values())
             await conn.execute("INSERT INTO messages VALUES ($1, 0, $2)", row["id"],
-                               msg("old").model_dump_json())
+                               OLD_ANSWER.model_dump_json())
     finally:
         await conn.close()
 
@@ -132,6 +195,10 @@ async def test_upgrades_from_every_version(store_backend: StoreBackend, version:
         if version >= 1:
             (old,) = items
             assert old.id == f"v{version}" and old.owner is None and texts(old) == ["old"]
+            assert old.messages[0].metadata == OLD_ANSWER.metadata
+            # version 5 filled the new columns from what the message's JSON said
+            assert (await _authors(store_backend, old.id))[0] == (
+                "fault:old", "fault", OLD_ANSWER.metadata["usage"])
             await store.append(old.id, [msg("new")])
             assert texts(await store.get(old.id)) == ["old", "new"]
         else:

@@ -123,13 +123,16 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MODELPLEX_OPENAI_ENDPOINTS", json.dumps(endpoints))
             mp.setenv("MODELPLEX_OPENAI_CONFIG", str(tmp / "openai.toml"))
-            mp.setenv("MODELPLEX_LOAD_PLUGINS", "openai,llamacpp,server")
+            mp.setenv("MODELPLEX_LOAD_PLUGINS", "openai,anthropic,llamacpp,server")
+            for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+                mp.delenv(name, raising=False)  # anthropic: installed, not configured
             plugins = Plugins()
             config = ServerSettings(port=0, health_interval=None,
                                     models={"local": "llamacpp:smollm2"})
             resolver = ModelResolver(plugins=plugins, named_models=config.models)
             registry = ModelRegistry(plugins=plugins, get_provider=resolver.provider,
-                                     providers=["llamacpp", "fault", "script", "down"],
+                                     providers=["llamacpp", "fault", "script", "down",
+                                                "anthropic"],
                                      named_models=config.models, timeout=5)
             server = await start(create_app(config, resolver=resolver, registry=registry))
             key = generate_key()
@@ -198,12 +201,21 @@ async def test_selector_groups_searches_and_filters(page: Page) -> None:
     await page.keyboard.press("Enter")  # keyboard alone: open, search, arrows, Enter
     await expect(page.locator("#model-search")).to_be_focused()
     groups = page.locator("#model-list section.group")
-    await expect(groups).to_have_count(5)
+    await expect(groups).to_have_count(6)
     providers = [await g.get_attribute("data-provider") for g in await groups.all()]
-    assert providers == ["named", "down", "fault", "llamacpp", "script"]  # named first
+    # named first; a provider that is not configured last
+    assert providers == ["named", "down", "fault", "llamacpp", "script", "anthropic"]
     down = page.locator('section[data-provider="down"]')
     await expect(down.locator(".dot.bad")).to_have_count(1)
     await expect(down.locator(".error")).to_contain_text("cannot connect")
+    # no key: greyed and collapsed, saying what to set, not a red error from trying
+    anthropic = page.locator('section[data-provider="anthropic"]')
+    await expect(anthropic).to_have_class("group off")
+    await expect(anthropic.locator(".setup")).to_have_text(
+        "not configured: set ANTHROPIC_API_KEY")
+    await expect(anthropic.locator(".dot.off")).to_have_count(1)
+    await expect(anthropic.locator(".error, ul, button.pick")).to_have_count(0)
+    assert await anthropic.evaluate("e => getComputedStyle(e).opacity") == "0.6"
     await expect(page.locator('section[data-provider="llamacpp"] .dot.ok')).to_have_count(1)
     smol = page.locator('section[data-provider="llamacpp"] li.model')
     await expect(smol.locator(".badge").first).to_be_visible()
@@ -233,6 +245,32 @@ async def test_selector_groups_searches_and_filters(page: Page) -> None:
     await expect(page.locator("#model-label")).to_have_text("script:script")
     await expect(page.locator("#model-panel")).to_be_hidden()
     await expect(page.locator("#model-button")).to_be_focused()
+
+
+async def test_new_chat_opens_the_model_selector(site: Site, page: Page) -> None:
+    """Seed 003: "New chat" opens the model selector; the model chosen there is the new
+    conversation's."""
+    await choose(page, "fault:fault")
+    await send(page, "Hello")
+    await expect(page.locator(".msg.assistant").last).to_have_attribute("data-state", "done")
+    await page.click("#new-chat")
+    await expect(page.locator("#model-panel")).to_be_visible()
+    await expect(page.locator("#model-button")).to_have_attribute("aria-expanded", "true")
+    await expect(page.locator("#model-search")).to_be_focused()
+    await expect(page.locator("#messages .msg")).to_have_count(0)  # a fresh conversation
+    await page.click('#model-list button.pick[data-model="script:script"]')
+    await expect(page.locator("#model-panel")).to_be_hidden()
+    await expect(page.locator("#model-label")).to_have_text("script:script")
+    answer = await send(page, "Who are you?")
+    await expect(answer.locator(".body")).to_have_text("Hello from the script.")
+    async with aiohttp.ClientSession() as http, http.get(
+            site.server.url + "/api/conversations") as resp:
+        newest = (await resp.json())["conversations"][0]
+    assert (newest["title"], newest["model"]) == ("Who are you?", "script:script")
+    await page.click("#new-chat")  # Escape closes it again, nothing chosen
+    await expect(page.locator("#model-panel")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#model-panel")).to_be_hidden()
 
 
 async def test_real_model_streams_token_by_token(site: Site, page: Page,
@@ -390,6 +428,9 @@ async def test_conversations_reload_rename_search_delete(site: Site, page: Page)
     assert page.url == url
     await expect(page.locator(".msg.user")).to_have_text(["Remember me"])
     await expect(page.locator(".msg.assistant .body")).to_have_text(["Stored answer."])
+    # seed 003: the stored answer says which model wrote it, and its usage
+    await expect(page.locator(".msg.assistant .meta .stats")).to_have_text(
+        "script:script \u00b7 9 + 2 tokens")
     await expect(page.locator("#model-label")).to_have_text("script:script")
     await expect(page.locator("#system-prompt")).to_have_value("Answer briefly.")
 

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -105,45 +105,55 @@ def _print_stats(stats: list[dict[str, Any]]) -> None:
 
 @click.command("stats")
 @click.option("-m", "--model", "models", multiple=True,
-              help="Named model(s) to show (default: every named model of the config).")
+              help="Model(s) to show: a named model or provider:model (default: every named "
+                   "model of the config).")
 @click.option("-p", "--prompt", help="Send this prompt through the model(s) first.")
 @click.option("-n", "--repeat", default=1, show_default=True, type=click.IntRange(1, 10000),
               help="How many times to send the prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats_command(models: tuple[str, ...], prompt: str | None, repeat: int,
                   as_json: bool) -> None:
-    """Usage statistics of named models (requests, errors, tokens, latency percentiles).
+    """Usage statistics of models (requests, errors, tokens, latency percentiles), named
+    models or plain provider:model ones.
 
     The statistics are those of this process: with --prompt, the command sends the prompt
     N times through each model and reports what happened (a quick check of a config).
     """
     from modelplex.config import get_config
     from modelplex.errors import ConfigurationError, ProviderError, redact
-    from modelplex.pipeline import open_router, release_model
+    from modelplex.pipeline import open_model, open_router, release_model
 
     config = get_config()
     names = list(models) or sorted(config.models)
     if not names:
         raise ConfigurationError(f"no named models are configured: add [models.NAME] tables "
                                  f"to {config.source or 'the config file'} "
-                                 "(see `modelplex config path`)")
+                                 "(see `modelplex config path`), or name one with "
+                                 "-m provider:model")
+
+    async def one(name: str) -> dict[str, Any]:
+        close: Callable[[], Awaitable[None]]
+        if name in config.models:
+            router: Any = await open_router(name, config=config)
+            model = name
+
+            async def close() -> None:
+                await release_model(router)
+        else:  # a plain provider:model: the router of one its stack stands on
+            lease = await open_model(name, config=config, cache=False, caller="cli")
+            router, model, close = lease.base, lease.model, lease.release
+        try:
+            for _ in range(repeat if prompt else 0):
+                try:
+                    await router.complete([{"role": "user", "content": prompt}], model=model)
+                except ProviderError as err:
+                    click.echo(f"{name}: {type(err).__name__}: {redact(str(err))}", err=True)
+            return {**router.stats(), "model": name}
+        finally:
+            await close()
 
     async def run() -> list[dict[str, Any]]:
-        out = []
-        for name in names:
-            router = await open_router(name, config=config)
-            try:
-                for _ in range(repeat if prompt else 0):
-                    try:
-                        await router.complete([{"role": "user", "content": prompt}],
-                                              model=name)
-                    except ProviderError as err:
-                        click.echo(f"{name}: {type(err).__name__}: {redact(str(err))}",
-                                   err=True)
-                out.append(router.stats())
-            finally:
-                await release_model(router)
-        return out
+        return [await one(name) for name in names]
 
     result = asyncio.run(run())
     if as_json:

@@ -1,9 +1,11 @@
-"""``modelplex models list|show|pull|rm|ps``: the models of every provider, and managing them."""
+"""``modelplex models list|show|pull|rm|ps|verify``: the models of every provider, managing
+them, and checking a local model file against its known sha256."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -46,14 +48,17 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
 
     names = [n for p in provider for n in provider_names(p)] or None
 
-    async def gather() -> tuple[list[ModelInfo], dict[str, str]]:
+    async def gather() -> tuple[list[ModelInfo], dict[str, str], list[str]]:
         async with configured_providers() as (get_provider, named), ModelRegistry(
                 providers=names, get_provider=get_provider, named_models=named) as registry:
             found = await registry.search(query, capability=list(capability),
                                           min_context=min_context, local=local)
-            return found, await registry.errors()
+            missing = [f"{name}: not configured: set {listing.missing}"
+                       for name, listing in (await registry.listings()).items()
+                       if listing.missing]
+            return found, await registry.errors(), missing
 
-    found, failed = run(gather())
+    found, failed, missing = run(gather())
     if as_json:
         click.echo(json.dumps({"models": [m.model_dump(mode="json") for m in found],
                                "errors": failed}, indent=2))
@@ -63,6 +68,8 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
                       for row, m in zip(_model_rows(found), found, strict=True)])
         for name, err in failed.items():
             click.echo(f"{name}: unavailable: {redact(str(err))}", err=True)
+        for line in missing:  # not contacted: no key and no base URL of the user's
+            click.echo(line, err=True)
     if failed and not found and len(failed) == len(names or provider_names(None)):
         sys.exit(1)
 
@@ -147,3 +154,60 @@ def models_ps(provider: str | None, as_json: bool) -> None:
     else:
         print_table(["MODEL", "SIZE", "CONTEXT"],
                      [[m.id, m.size or "", str(m.context_length or "")] for m in found])
+
+
+@models.command("verify")
+@click.argument("model_or_path")
+@click.option("--sha256", "expected", metavar="HEX",
+              help="The expected sha256 (default: the provider's listing, else FILE.sha256).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_verify(model_or_path: str, expected: str | None, as_json: bool) -> None:
+    """Check a local GGUF file's sha256 against its known hash.
+
+    MODEL_OR_PATH is a file, or a model a provider lists with its file (llamacpp:smollm2).
+    Exit status: 0 the hashes match, 1 they differ (or the file cannot be checked), 2 no
+    hash is known to compare with (the file's hash is printed: pass it with --sha256).
+    """
+    from modelplex.integrity import verify_file
+
+    path, known, source = Path(model_or_path).expanduser(), None, None
+    if not path.exists() and not model_or_path.endswith(".gguf"):
+        path, known, source = run(_model_file(model_or_path))
+    result = verify_file(path, expected if expected is not None else known,
+                         source="--sha256" if expected is not None else source)
+    status = {True: "OK", False: "MISMATCH", None: "UNKNOWN"}[result.ok]
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "sha256": result.actual,
+                               "expected": result.expected, "source": result.source,
+                               "size": result.size, "status": status.lower()}, indent=2))
+    elif result.ok is None:
+        click.echo(f"{result.path}: sha256 {result.actual}\n"
+                   "no known hash to compare with: pass --sha256 HEX (or put it in "
+                   f"{result.path.name}.sha256)")
+    elif result.ok:
+        click.echo(f"{result.path}: OK (sha256 {result.actual}, from {result.source})")
+    else:
+        click.echo(f"{result.path}: MISMATCH: sha256 is {result.actual}, expected "
+                   f"{result.expected} (from {result.source}): the file is damaged or not "
+                   "the one expected", err=True)
+    if not result.ok:
+        sys.exit(2 if result.ok is None else 1)
+
+
+async def _model_file(name: str) -> tuple[Path, str | None, str | None]:
+    """The local file of a listed model, and the sha256 its listing gives (with where from)."""
+    from modelplex.errors import ConfigurationError
+    from modelplex.specs import parse_model_spec
+
+    provider_name, model = parse_model_spec(name)
+
+    async def show(p: Provider) -> ModelInfo:
+        return await p.show_model(model or p.default_model or "")
+
+    info = await with_provider(provider_name, show)
+    where = info.details.get("path")
+    if not where:
+        raise ConfigurationError(f"{info.id} has no local file to verify (its provider keeps "
+                                 "it elsewhere): give the path of a GGUF file")
+    sha = info.details.get("sha256")
+    return Path(str(where)), str(sha) if sha else None, f"the {provider_name} listing"

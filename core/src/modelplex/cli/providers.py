@@ -17,12 +17,21 @@ __all__ = ["plugins", "providers"]
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def providers(as_json: bool) -> None:
-    """Each installed provider and whether it is healthy."""
+    """Each installed provider and whether it is healthy (a hosted API without a key is
+    "not configured", and is not contacted)."""
+    from modelplex.provider import Provider
     from modelplex.types import HealthStatus
+
+    async def probe(provider: Provider) -> HealthStatus:
+        missing = provider.missing_setting()
+        if missing:
+            return HealthStatus(provider=provider.name, healthy=False,
+                                detail=f"not configured: set {missing}")
+        return await provider.health()
 
     async def check(name: str) -> HealthStatus:
         try:
-            return await asyncio.wait_for(with_provider(name, lambda p: p.health()), 30)
+            return await asyncio.wait_for(with_provider(name, probe), 30)
         except ModelplexError as err:
             return HealthStatus(provider=name, healthy=False, detail=str(err))
         except TimeoutError:
@@ -38,7 +47,8 @@ def providers(as_json: bool) -> None:
     if not statuses:
         click.echo("No providers installed. Install one, e.g. `pip install modelplex-llamacpp`.")
     for s in statuses:
-        state = "ok" if s.healthy else "unavailable"
+        state = ("ok" if s.healthy else "off" if (s.detail or "").startswith("not configured")
+                 else "unavailable")
         extra = [f"{s.model_count} models"] if s.model_count is not None else []
         if s.version:
             extra.append(f"version {s.version}")

@@ -40,12 +40,14 @@ class Stats:
         self.completion_tokens = 0
         self.latencies: deque[float] = deque(maxlen=window)
         self.ttfts: deque[float] = deque(maxlen=window)
+        self.latency_sum = 0.0  # of every answered request (the mean's numerator)
 
     def success(self, latency: float, ttft: float | None, usage: Usage | None) -> None:
         """Count one answered request."""
         self.requests += 1
         self.successes += 1
         self.latencies.append(latency)
+        self.latency_sum += latency
         if ttft is not None:
             self.ttfts.append(ttft)
         if usage is not None:

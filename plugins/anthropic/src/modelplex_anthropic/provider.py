@@ -144,6 +144,7 @@ class AnthropicProvider(HttpProvider):
     api_key_header: ClassVar[str] = "x-api-key"
     api_key_prefix: ClassVar[str] = ""
     user_agent: ClassVar[str | None] = f"modelplex-anthropic/{__version__}"
+    key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
 
     def __init__(self, *, base_url: str | None = None, api_key: str | SecretStr | None = None,
                  auth_token: str | SecretStr | None = None,
@@ -170,6 +171,11 @@ class AnthropicProvider(HttpProvider):
         super().__init__(base_url=base.rstrip("/").removesuffix("/v1"), api_key=key,
                          headers=send, timeouts=timeouts, verify_tls=verify_tls,
                          default_model=default_model)
+
+    def missing_setting(self) -> str | None:
+        """``ANTHROPIC_API_KEY`` when there is neither a key nor an OAuth token and the base
+        URL is Anthropic's (a server of the user's, llama-server say, may need none)."""
+        return None if self._has_key else super().missing_setting()
 
     # -- errors -----------------------------------------------------------------------------
     def _status_error(self, status: int, body: Any,

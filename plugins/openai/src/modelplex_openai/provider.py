@@ -35,6 +35,7 @@ from modelplex.http import (
 )
 from modelplex.http_provider import HttpProvider
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions
+from modelplex.registry import is_local_provider
 from modelplex.streams import sse_json, stream_error
 from modelplex.types import HealthStatus, ModelInfo
 from modelplex_openai.__about__ import __version__
@@ -162,6 +163,15 @@ class OpenAIProvider(HttpProvider):
         super().__init__(base_url=self._resolve_base_url(base_url, own), api_key=api_key,
                          headers=send, timeouts=timeouts, verify_tls=verify_tls,
                          default_model=default_model)
+
+    def missing_setting(self) -> str | None:
+        """The key's variable (``OPENAI_API_KEY``) when there is no key and the base URL is
+        the class's hosted default; None for a server of the user's (``base_url``)."""
+        if self.api_key is not None or self.base_url != type(self).default_base_url.rstrip("/"):
+            return None
+        if is_local_provider(self):  # a local server (LM Studio's default, say)
+            return None
+        return self.api_key_env or type(self).default_api_key_env or f"{self.name}'s api_key"
 
     def _resolve_base_url(self, base_url: str | None, own: bool) -> str:
         cls = type(self)

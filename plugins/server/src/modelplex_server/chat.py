@@ -21,7 +21,7 @@ from modelplex.chunks import StreamChunk, Usage
 from modelplex.errors import ProviderError
 from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, MessageRole
-from modelplex_server.conversations import Conversation
+from modelplex_server.conversations import Conversation, answer_metadata
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import KEY, Gateway
 from modelplex_server.openai_api import to_chat_messages
@@ -78,7 +78,7 @@ class ChatTurn:
         content = "".join(self.parts)
         if content and not failed:
             added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
-                                     metadata={} if finished else {"partial": True}))
+                                     metadata=self.answer_metadata(finished)))
         store = self.gateway.conversations
         try:
             if self.replace is not None:  # what was added meanwhile stays, after it
@@ -90,6 +90,16 @@ class ChatTurn:
                         self.conversation.id, err)
             if finished:  # the answer was sent, but it is not kept: say so, not "done"
                 raise
+
+    def answer_metadata(self, finished: bool) -> dict[str, Any]:
+        """Who wrote the answer (the deployment that served it, else the model asked for)
+        and its usage, kept with the message (``partial`` when the stream was cut)."""
+        route = self.route
+        model, provider = self.model_id, route.provider if route else self.provider.name
+        if route is not None and route.model != route.provider:  # a named model's deployment
+            model = f"{route.provider}:{route.provider_model}"
+        return answer_metadata(model, provider, self.usage,
+                               **({} if finished else {"partial": True}))
 
     def done_event(self) -> dict[str, Any]:
         """What the last event tells: finish reason, usage, cost and the conversation."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,8 @@ from modelplex_server.budgets import Spend
 from modelplex_server.settings import KeyConfig
 
 __all__ = ["Conversation", "ConversationStore", "KeyExistsError", "MemoryConversationStore",
-           "StoreUnavailableError", "StoredKey", "dump_message"]
+           "StoreUnavailableError", "StoredKey", "answer_metadata", "dump_message",
+           "message_columns"]
 
 
 class StoreUnavailableError(ModelplexError):
@@ -66,6 +68,30 @@ def dump_message(message: ChatMessage) -> str:
             base64.b64encode(i).decode() if isinstance(i, bytes) else i
             for i in message.images)})
     return message.model_dump_json()
+
+
+def answer_metadata(model: str | None, provider: str | None, usage: Any = None,
+                    **extra: Any) -> dict[str, Any]:
+    """An answer's ``metadata``: the ``model`` and ``provider`` that wrote it and its
+    ``usage`` (``prompt_tokens``, ``completion_tokens``, ``estimated``; None when the provider
+    reported none), so a conversation that changed model can say who wrote what."""
+    used = None
+    if usage is not None:
+        used = {"prompt_tokens": int(usage.prompt_tokens),
+                "completion_tokens": int(usage.completion_tokens),
+                "estimated": bool(getattr(usage, "estimated", False))}
+    return {**extra, "model": model, "provider": provider, "usage": used}
+
+
+def message_columns(message: ChatMessage) -> tuple[str | None, str | None, str | None]:
+    """The ``model``, ``provider`` and ``usage`` (JSON text) columns a persistent store keeps
+    beside a message's JSON (schema version 5), from its metadata (None for a user's
+    message, or an answer stored before version 5)."""
+    meta = message.metadata
+    model, provider, usage = meta.get("model"), meta.get("provider"), meta.get("usage")
+    return (model if isinstance(model, str) else None,
+            provider if isinstance(provider, str) else None,
+            json.dumps(usage, sort_keys=True) if isinstance(usage, dict) else None)
 
 
 class Conversation(BaseModel):

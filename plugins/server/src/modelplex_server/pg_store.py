@@ -47,6 +47,7 @@ from modelplex_server.conversations import (
     StoredKey,
     StoreUnavailableError,
     dump_message,
+    message_columns,
 )
 from modelplex_server.settings import KeyConfig
 
@@ -110,10 +111,25 @@ MIGRATIONS: list[PgMigration] = [
         )""",
     )),
     PgMigration(4, "the files and batches of /v1/files and /v1/batches", pg_batches.STATEMENTS),
+    PgMigration(5, "the model, provider and usage that wrote each message", (
+        "ALTER TABLE messages ADD COLUMN model TEXT",
+        "ALTER TABLE messages ADD COLUMN provider TEXT",
+        "ALTER TABLE messages ADD COLUMN usage TEXT",
+        """UPDATE messages SET model = data::jsonb #>> '{metadata,model}',
+            provider = data::jsonb #>> '{metadata,provider}',
+            usage = (data::jsonb #> '{metadata,usage}')::text
+            WHERE jsonb_typeof(data::jsonb #> '{metadata,model}') = 'string'""",
+    )),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
+_COLUMNS = "data, model, provider, usage"  # a message's columns, in _row's order
 _LOCK_ID = 0x6D70785F73746F  # the advisory lock taken while migrating ("mpx_sto")
+
+
+def _row(message: ChatMessage) -> tuple[str | None, ...]:
+    """A message's columns: its JSON, then who wrote it and the usage (schema version 5)."""
+    return (dump_message(message), *message_columns(message))
 
 
 def is_postgres_url(value: str | None) -> bool:
@@ -319,12 +335,12 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
 
     @staticmethod
     async def _insert(conn: Conn, conversation_id: str, start: int,
-                      data: Sequence[str]) -> None:
-        if data:
-            await conn.executemany("INSERT INTO messages (conversation_id, position, data) "
-                                   "VALUES ($1, $2, $3)",
-                                   [(conversation_id, start + i, d)
-                                    for i, d in enumerate(data)])
+                      rows: Sequence[Sequence[str | None]]) -> None:
+        if rows:
+            await conn.executemany(f"INSERT INTO messages (conversation_id, position, "
+                                   f"{_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                                   [(conversation_id, start + i, *row)
+                                    for i, row in enumerate(rows)])
 
     # -- the interface --------------------------------------------------------------------------
     async def create(self, conversation: Conversation) -> Conversation:
@@ -337,7 +353,7 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
                 "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 c.id, c.title, c.model, c.provider, c.system_prompt, c.owner, c.created_at,
                 c.updated_at)
-            await self._insert(conn, c.id, 0, [dump_message(m) for m in c.messages])
+            await self._insert(conn, c.id, 0, [_row(m) for m in c.messages])
 
         await self._run(work, write=True)
         return conversation
@@ -368,7 +384,7 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
             start = await conn.fetchval("SELECT coalesce(max(position) + 1, 0) FROM messages "
                                         "WHERE conversation_id = $1", conversation_id)
             await self._insert(conn, conversation_id, int(start),
-                               [dump_message(m) for m in messages])
+                               [_row(m) for m in messages])
 
         await self._run(work, write=True)
 
@@ -388,13 +404,13 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
         async def work(conn: Conn) -> None:
             if not await self._touch(conn, conversation_id):
                 return
-            tail = [row["data"] for row in await conn.fetch(
-                "SELECT data FROM messages WHERE conversation_id = $1 AND position >= $2 "
-                "ORDER BY position", conversation_id, max(end, 0))]
+            tail = [tuple(row) for row in await conn.fetch(
+                f"SELECT {_COLUMNS} FROM messages WHERE conversation_id = $1 AND "
+                "position >= $2 ORDER BY position", conversation_id, max(end, 0))]
             await conn.execute("DELETE FROM messages WHERE conversation_id = $1 AND "
                                "position >= $2", conversation_id, max(start, 0))
             await self._insert(conn, conversation_id, max(start, 0),
-                               [dump_message(m) for m in messages] + tail)
+                               [_row(m) for m in messages] + tail)
 
         await self._run(work, write=True)
 

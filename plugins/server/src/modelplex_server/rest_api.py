@@ -6,12 +6,14 @@ Every answer is JSON (errors in OpenAI's shape, see :mod:`modelplex_server.error
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
 
 from modelplex.errors import ModelplexError
 from modelplex.http import dumps
+from modelplex.stats import model_stats
 from modelplex.types import ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.chat import chunk_event, start_turn
@@ -68,14 +70,17 @@ def _int(request: web.Request, name: str) -> int | None:
 
 # -- models -------------------------------------------------------------------------------------
 async def list_models(request: web.Request) -> web.Response:
-    """``GET /api/models``: every model, grouped by provider, and the providers that failed."""
+    """``GET /api/models``: every model, grouped by provider, the providers that failed
+    (``errors``) and those not configured, with the variable to set (``not_configured``:
+    they were not contacted)."""
     gateway = request.app[GATEWAY]
     listings = await gateway.registry.listings(refresh=_flag(request, "refresh") or False)
     grouped = {name: [model_dict(m) for m in _allowed(request, listing.models)]
                for name, listing in listings.items()}
     errors = {name: listing.error for name, listing in listings.items() if listing.error}
+    missing = {name: listing.missing for name, listing in listings.items() if listing.missing}
     return _json({"models": grouped, "total": sum(len(v) for v in grouped.values()),
-                  "errors": errors})
+                  "errors": errors, "not_configured": missing})
 
 
 async def search_models(request: web.Request) -> web.Response:
@@ -103,13 +108,17 @@ async def provider_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    """``GET /api/models/{provider}/{model}``: one model's details."""
+    """``GET /api/models/{provider}/{model}``: one model's details, with its usage in this
+    server process (``stats``: :class:`modelplex.stats.ModelStats`, None before a request)."""
     gateway = request.app[GATEWAY]
     name, model = request.match_info["provider"], request.match_info["model"]
     if name not in gateway.registry.provider_names():
         raise ApiError(404, f"unknown provider {name!r}", code="provider_not_found")
     gateway.check_model(request, f"{name}:{model}")
-    return _json(model_dict(await gateway.registry.get_model(name, model)))
+    data = model_dict(await gateway.registry.get_model(name, model))
+    stats = model_stats(f"{name}:{model}")  # seed 000: for every model that served requests
+    data["stats"] = dataclasses.asdict(stats) if stats is not None else None
+    return _json(data)
 
 
 async def refresh_models(request: web.Request) -> web.Response:

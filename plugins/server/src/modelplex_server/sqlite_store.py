@@ -39,6 +39,7 @@ from modelplex_server.conversations import (
     MemoryConversationStore,
     StoredKey,
     dump_message,
+    message_columns,
 )
 from modelplex_server.settings import KeyConfig
 
@@ -87,9 +88,24 @@ MIGRATIONS: list[Migration] = [
         );
     """),
     sql(4, "the files and batches of /v1/files and /v1/batches", sqlite_batches.SCHEMA),
+    sql(5, "the model, provider and usage that wrote each message", """
+        ALTER TABLE messages ADD COLUMN model TEXT;
+        ALTER TABLE messages ADD COLUMN provider TEXT;
+        ALTER TABLE messages ADD COLUMN usage TEXT;
+        UPDATE messages SET model = json_extract(data, '$.metadata.model'),
+            provider = json_extract(data, '$.metadata.provider'),
+            usage = json_extract(data, '$.metadata.usage')
+            WHERE json_valid(data) AND json_type(data, '$.metadata.model') = 'text';
+    """),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
+_COLUMNS = "data, model, provider, usage"  # a message's columns, in _row's order
+
+
+def _row(message: ChatMessage) -> tuple[str | None, ...]:
+    """A message's columns: its JSON, then who wrote it and the usage (schema version 5)."""
+    return (dump_message(message), *message_columns(message))
 
 
 def default_path() -> Path:
@@ -152,6 +168,13 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
                             updated_at=datetime.fromisoformat(row["updated_at"]))
 
     @staticmethod
+    def _insert(conn: sqlite3.Connection, conversation_id: str, start: int,
+                rows: list[tuple[Any, ...]]) -> None:
+        conn.executemany(f"INSERT INTO messages (conversation_id, position, {_COLUMNS}) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         [(conversation_id, start + i, *row) for i, row in enumerate(rows)])
+
+    @staticmethod
     def _touch(conn: sqlite3.Connection, conversation_id: str) -> bool:
         cur = conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?",
                            (_now().isoformat(), conversation_id))
@@ -167,9 +190,7 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
                          " owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (c.id, c.title, c.model, c.provider, c.system_prompt, c.owner,
                           c.created_at.isoformat(), c.updated_at.isoformat()))
-            conn.executemany("INSERT INTO messages (conversation_id, position, data) "
-                             "VALUES (?, ?, ?)",
-                             [(c.id, i, dump_message(m)) for i, m in enumerate(c.messages)])
+            self._insert(conn, c.id, 0, [_row(m) for m in c.messages])
 
         await self._call(work, write=True)
         return conversation
@@ -198,10 +219,7 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
                 return
             start = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM messages "
                                  "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
-            conn.executemany("INSERT INTO messages (conversation_id, position, data) "
-                             "VALUES (?, ?, ?)",
-                             [(conversation_id, start + i, dump_message(m))
-                              for i, m in enumerate(messages)])
+            self._insert(conn, conversation_id, start, [_row(m) for m in messages])
 
         await self._call(work, write=True)
 
@@ -221,16 +239,13 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
         def work(conn: sqlite3.Connection) -> None:
             if not self._touch(conn, conversation_id):
                 return
-            tail = [row[0] for row in conn.execute(
-                "SELECT data FROM messages WHERE conversation_id = ? AND position >= ? "
+            tail = [tuple(row) for row in conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE conversation_id = ? AND position >= ? "
                 "ORDER BY position", (conversation_id, max(end, 0)))]
             conn.execute("DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
                          (conversation_id, max(start, 0)))
-            rows = [dump_message(m) for m in messages] + tail
-            conn.executemany("INSERT INTO messages (conversation_id, position, data) "
-                             "VALUES (?, ?, ?)",
-                             [(conversation_id, max(start, 0) + i, data)
-                              for i, data in enumerate(rows)])
+            self._insert(conn, conversation_id, max(start, 0),
+                         [_row(m) for m in messages] + tail)
 
         await self._call(work, write=True)
 

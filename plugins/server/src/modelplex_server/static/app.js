@@ -59,7 +59,11 @@ function showMessages(conv) {
   for (const m of conv ? conv.messages : []) {
     if (m.role !== "user" && m.role !== "assistant") continue;
     const msg = addMessage(m.role, m.content);
-    if (m.metadata && m.metadata.partial) setMeta(msg, "stopped: partial answer");
+    const meta = m.metadata || {};  // an answer says which model wrote it and its usage
+    const u = meta.usage;
+    const said = [meta.partial && "stopped: partial answer", meta.model,
+                  u && `${u.prompt_tokens} + ${u.completion_tokens} tokens${u.estimated ? " (est.)" : ""}`];
+    if (said.some(Boolean)) setMeta(msg, said.filter(Boolean).join(" \u00b7 "));
   }
   markLastAssistant();
 }
@@ -279,6 +283,14 @@ function newChat() {
   $("input").focus();
 }
 
+// "New chat" (seed 003): a fresh conversation, and the model selector opens to choose its model
+function startNewChat() {
+  newChat();
+  document.body.classList.remove("show-sidebar");
+  $("toggle-sidebar").setAttribute("aria-expanded", "false");
+  selector.open();
+}
+
 async function chooseModel(ref) {
   state.model = ref;
   localStorage.setItem("modelplex.model", ref);
@@ -315,7 +327,8 @@ $("input").addEventListener("keydown", (e) => {
 });
 $("input").addEventListener("input", autosize);
 $("stop").addEventListener("click", () => state.stream && state.stream.abort());
-$("new-chat").addEventListener("click", newChat);
+$("new-chat").addEventListener("click", startNewChat);
+selector.addOpener($("new-chat"));
 $("conv-search").addEventListener("input", renderConversations);
 $("settings-button").addEventListener("click", () => toggle($("settings-button"), $("settings")));
 $("toggle-sidebar").addEventListener("click", () => {

@@ -46,6 +46,7 @@ export class ModelSelector {
     this.seq = 0;
     this.timer = null;
     const { button, panel, search, capability, local, refresh } = els;
+    this.openers = [button];      // clicks on these do not count as clicks outside the panel
     button.addEventListener("click", () => (panel.hidden ? this.open() : this.close()));
     search.addEventListener("input", () => this.schedule());
     capability.addEventListener("change", () => this.update());
@@ -53,7 +54,8 @@ export class ModelSelector {
     refresh.addEventListener("click", () => this.load(true));
     panel.addEventListener("keydown", (e) => this.keydown(e));
     document.addEventListener("click", (e) => {
-      if (!panel.hidden && !panel.contains(e.target) && !button.contains(e.target)) this.close();
+      if (!panel.hidden && !panel.contains(e.target) &&
+          !this.openers.some((o) => o.contains(e.target))) this.close();
     });
   }
 
@@ -66,10 +68,17 @@ export class ModelSelector {
     await this.update();
   }
 
-  /** "ok", "bad" or "unknown" for a provider. */
+  /** The variable a provider needs before it can be used (not configured), or null. */
+  missing(name) {
+    const p = this.providers.get(name);
+    return (p && (p.missing || (p.health && p.health.missing))) || null;
+  }
+
+  /** "ok", "bad", "off" (not configured) or "unknown" for a provider. */
   health(name) {
     const p = this.providers.get(name);
     if (!p) return "unknown";
+    if (this.missing(name)) return "off";
     const h = p.health;
     return p.available && (!h || h.available) ? "ok" : "bad";
   }
@@ -88,6 +97,11 @@ export class ModelSelector {
     for (const b of this.els.list.querySelectorAll("button.pick")) {
       b.setAttribute("aria-pressed", String(b.dataset.model === ref));
     }
+  }
+
+  /** Let ``el`` open the panel too (its click is not a click outside). */
+  addOpener(el) {
+    this.openers.push(el);
   }
 
   open() {
@@ -129,7 +143,9 @@ export class ModelSelector {
 
   render(grouped, filtered) {
     const list = this.els.list;
-    const names = Object.keys(grouped).filter((n) => n !== "named").sort();
+    // providers that are not configured go last, greyed and collapsed (no search hits them)
+    const names = Object.keys(grouped).filter((n) => n !== "named").sort(
+      (a, b) => Boolean(this.missing(a)) - Boolean(this.missing(b)) || a.localeCompare(b));
     if (filtered) names.splice(0, names.length, ...names.filter((n) => grouped[n].length));
     if (grouped.named && grouped.named.length) names.unshift("named");
     const out = document.createDocumentFragment();
@@ -142,11 +158,19 @@ export class ModelSelector {
       } else {
         const state = this.health(name);
         const dot = node("span", "dot " + state);
-        dot.title = state === "ok" ? "healthy" : state === "bad" ? "unavailable" : "not checked";
+        dot.title = { ok: "healthy", bad: "unavailable", off: "not configured" }[state] ||
+          "not checked";
         const p = this.providers.get(name);
         head.append(dot, " " + name, node("small", null, p ? (p.local ? " local" : " remote") : ""));
       }
       group.append(head);
+      const missing = name !== "named" && this.missing(name);
+      if (missing) {  // never contacted: say what to set, not an error
+        group.classList.add("off");
+        group.append(node("p", "setup", "not configured: set " + missing));
+        out.append(group);
+        continue;
+      }
       const error = !filtered && (this.errors[name] ||
         (this.providers.get(name) && this.providers.get(name).error));
       if (error) group.append(node("p", "error", error));
