@@ -154,7 +154,8 @@ def _matches(info: ModelInfo, terms: Sequence[str]) -> bool:
     details = info.details
     text = " ".join(str(part) for part in (
         info.id, info.family or "", info.parameter_size or "", info.quantization or "",
-        details.get("description") or "", " ".join(map(str, details.get("families") or ())),
+        info.description or details.get("description") or "",
+        " ".join(map(str, details.get("families") or ())),
         details.get("general.name") or "", details.get("target") or "")).lower()
     return all(term in text for term in terms)
 

@@ -199,6 +199,10 @@ class ModelInfo(BaseModel):
     quantization: str | None = None
     size_bytes: int | None = None
     context_length: int | None = None
+    max_tokens: int | None = None
+    """The most tokens one answer may hold, where the provider says (seed 003's ``max_tokens``)."""
+    description: str | None = None
+    """The provider's description of the model, where it has one."""
     capabilities: list[str] = Field(default_factory=list)
     digest: str | None = None
     modified: datetime | None = None

@@ -52,6 +52,7 @@ async def test_list_and_show_models_read_gguf_metadata(provider: LlamaCppProvide
     assert tiny.family == "llama"
     assert tiny.quantization == "F32"
     assert tiny.context_length == 2048
+    assert tiny.description == "A tiny generated llama model for tests (random weights)."
     assert tiny.size_bytes == (provider.models_dir / "tiny.gguf").stat().st_size
     assert tiny.size is not None
     assert tiny.size.endswith("KB")

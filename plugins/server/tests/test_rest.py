@@ -54,6 +54,7 @@ async def test_models_grouped_by_provider(http: Callable[..., Any]) -> None:
     assert [m["id"] for m in body["models"]["llamacpp"]] == ["llamacpp:smollm2"]
     smol = body["models"]["llamacpp"][0]
     assert smol["context_length"] == 8192 and smol["size"].endswith("MB")
+    assert {"description", "max_tokens"} <= smol.keys()  # seed 003's model object
     assert "embeddings" in smol["capabilities"]
     assert body["models"]["down"] == []
     assert "cannot connect" in body["errors"]["down"]  # down is reported, the others list

@@ -84,12 +84,18 @@ def model_info(name: str, path: Path) -> ModelInfo:
         quantization=FILE_TYPES.get(file_type, str(file_type)) if file_type is not None else None,
         size_bytes=stat.st_size,
         context_length=meta.get(f"{arch}.context_length") if arch else None,
+        description=_text(meta.get("general.description")),
         capabilities=capabilities,
         modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
         details={"path": str(path), "general.name": meta.get("general.name"),
                  "embedding_length": meta.get(f"{arch}.embedding_length") if arch else None,
                  **_known_hash(name, path)},
     )
+
+
+def _text(value: object) -> str | None:
+    """A GGUF string field, ``None`` when it is missing or empty."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _known_hash(name: str, path: Path) -> dict[str, str]:

@@ -91,6 +91,7 @@ def write_tiny_gguf(path: str | os.PathLike[str], *, seed: int = 0) -> pathlib.P
 
     writer = gguf.GGUFWriter(str(out), "llama")
     writer.add_name(MODEL_NAME)
+    writer.add_description("A tiny generated llama model for tests (random weights).")
     writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(N_CTX)

@@ -107,6 +107,7 @@ class LMStudioProvider(OpenAIProvider):
             quantization=quant.get("name") if isinstance(quant, dict) else quant,
             size_bytes=m.get("size_bytes"),
             context_length=m.get("max_context_length"),
+            description=m.get("description") or None,
             capabilities=capabilities,
             details={k: v for k, v in details.items() if v not in (None, [])},
         )
@@ -127,6 +128,7 @@ class LMStudioProvider(OpenAIProvider):
             family=m.get("arch"),
             quantization=m.get("quantization"),
             context_length=m.get("max_context_length"),
+            description=m.get("description") or None,
             capabilities=capabilities,
             details={k: v for k, v in details.items() if v is not None},
         )
