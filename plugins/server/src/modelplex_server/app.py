@@ -291,6 +291,11 @@ class AppServer:
         self.port = port
 
     @property
+    def sockets(self) -> list[Any]:
+        """The listening sockets."""
+        return [sock for site in self.runner.sites for sock in getattr(site, "sockets", ())]
+
+    @property
     def url(self) -> str:
         """``http://host:port``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
