@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from modelplex.errors import ConfigurationError
 from modelplex.testing.upstream import FaultyUpstream, Reply
 from modelplex_server.testing import ServeProcess
-from modelplex.errors import ConfigurationError
 from modelplex_server.workers import READY, WORKER_ENV, Supervisor, reserve_port, worker_ready
 
 pytestmark = pytest.mark.slow

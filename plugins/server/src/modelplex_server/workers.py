@@ -169,7 +169,8 @@ class Supervisor:
                 time.sleep(timeout)
             return [], []
         readable, _, _ = select.select(list(pending), [], [], timeout)
-        ready, failed = [], []
+        ready: list[_Worker] = []
+        failed: list[_Worker] = []
         for fd in readable:
             worker = pending[fd]
             try:
