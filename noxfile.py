@@ -122,6 +122,16 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/telemetry.py")  # M8: the telemetry layer on and off
     session.run("python", "benchmarks/batch.py")  # M10: modelplex batch vs a semaphore loop
     session.run("python", "benchmarks/mcp_overhead.py")  # M11: an MCP tool call's overhead
+    session.run("python", "benchmarks/workers.py", *session.posargs)  # #22: --workers 1 vs 2
+    session.run("python", "benchmarks/limiter.py")  # #22: per-key limits in a real Redis
+
+
+@nox.session(default=False)
+def bench_litellm(session: nox.Session) -> None:
+    """LiteLLM's proxy (litellm[proxy]) beside modelplex serve, one and two workers, against
+    the same fake upstream (#22); a session of its own so nothing else needs the proxy."""
+    session.install("-r", "requirements-dev.txt", "litellm[proxy]>=1.50")
+    session.run("python", "benchmarks/litellm_proxy.py", *session.posargs)
 
 
 @nox.session(default=False)

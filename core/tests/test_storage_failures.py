@@ -169,3 +169,35 @@ def test_what_counts_as_a_damaged_file(tmp_path: Path) -> None:
                                fix="choose another file", opening=True)
     assert str(unopenable) == f"cannot open the cache {path}: Not a directory; choose another file"
     assert unopenable.where == str(path) and not unopenable.damaged
+
+
+
+def test_opening_a_new_file_waits_for_another_process_setting_it_up(tmp_path: Path) -> None:
+    # SQLite refuses "PRAGMA journal_mode=WAL" at once ("database is locked", without its
+    # busy timeout) while another connection writes the new file before it is in WAL: two
+    # server workers starting on one fresh conversations file failed about one time in seven
+    import threading
+
+    from modelplex.store.sqlite import connect
+
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE t (x INTEGER)")  # another process's first migration
+    done = threading.Event()
+
+    def commit_later() -> None:
+        done.wait(0.3)
+        other.execute("COMMIT")
+
+    committer = threading.Thread(target=commit_later)
+    committer.start()
+    try:
+        conn = connect(path, timeout=60)  # waits for the other's commit
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("t",)]
+        conn.close()
+    finally:
+        done.set()
+        committer.join()
+        other.close()

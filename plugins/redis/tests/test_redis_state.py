@@ -142,3 +142,20 @@ async def test_the_config_files_state_table(redis_url: str) -> None:
     with pytest.raises(ConfigurationError, match=r"state\.backend = 'rediss' cannot be used: "
                                                  r"no state backend named 'rediss'"):
         state_from_config({"backend": "rediss"})
+
+
+async def test_a_burst_of_more_commands_than_connections_is_not_an_outage(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="modelplex.redis")
+    state = RedisState(redis_url, max_connections=2, prefix="modelplex:burst:")
+    other = RedisState(redis_url, prefix="modelplex:burst:")
+    try:
+        # 100 rate slots at once over 2 connections: they wait for a connection, in Redis
+        waits = await asyncio.gather(*(state.take_rate_slot("burst", 100) for _ in range(100)))
+        assert waits == [0.0] * 100
+        assert not state.link.down
+        assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert await other.take_rate_slot("burst", 100) > 0  # counted in Redis, not locally
+    finally:
+        await state.aclose()
+        await other.aclose()

@@ -18,6 +18,7 @@ import pytest
 
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex_server.app import AppServer
+from modelplex_server.budgets import period_bounds
 from modelplex_server.limits import Admission, MemoryLimiter, RedisLimiter, Refusal, open_limiter
 from modelplex_server.settings import KeyConfig, generate_key, hash_key
 from modelplex_server.testing import ServeProcess
@@ -100,6 +101,113 @@ async def test_memory_limiter_frees_slots_of_refused_requests() -> None:
     assert isinstance(second, Admission)
     third = await limiter.admit(key)  # the rate, not the concurrency, refuses it
     assert isinstance(third, Refusal) and third.reason == "requests"
+
+
+# -- over /ws: the same limits, budgets and counts as HTTP --------------------------------------
+async def ask(ws: aiohttp.ClientWebSocketResponse, request_id: str,
+              wait: bool = True) -> list[dict[str, Any]]:
+    """Send a message over ``/ws``; its events until ``done``, ``error`` or ``stopped``."""
+    await ws.send_json({"type": "send_message", "model": "fault:fault", "message": "Hi",
+                        "request_id": request_id})
+    events: list[dict[str, Any]] = []
+    while wait and (not events or events[-1]["type"] not in ("done", "error", "stopped")):
+        events.append(await ws.receive_json(timeout=30))
+    return events
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_ws_messages_go_through_the_per_key_limits(
+        backend: str, serve: Any, upstream: FaultyUpstream,
+        request: pytest.FixtureRequest) -> None:
+    limiter = (RedisLimiter(request.getfixturevalue("redis_server").url)
+               if backend == "redis" else MemoryLimiter())
+    a, b = generate_key(), generate_key()
+    server: AppServer = await serve(keys=[key_config("a", a, rate_limit=3),
+                                          key_config("b", b, concurrency=1)], limits=limiter)
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(server.url + "/ws", headers=bearer(a)) as ws_a, \
+            session.ws_connect(server.url + "/ws") as ws_b:
+        # key a: one HTTP request and two messages over /ws are its 3 requests a minute
+        assert (await post(session, server.url, a))[0] == 200
+        for i in range(2):
+            assert (await ask(ws_a, f"a{i}"))[-1]["type"] == "done"
+        refused = (await ask(ws_a, "a2"))[-1]
+        assert refused["type"] == "error" and refused["request_id"] == "a2", refused
+        assert refused["status"] == 429 and 55 <= refused["retry_after"] <= 60
+        assert refused["error"]["type"] == "requests"
+        assert refused["error"]["code"] == "rate_limit_exceeded"
+        assert refused["error"]["message"] == (
+            f"rate limit of 3 requests per minute reached for key 'a'; retry in "
+            f"{refused['retry_after']} s")
+        status, headers, _ = await post(session, server.url, a)  # one count for both
+        assert status == 429 and 55 <= int(headers["Retry-After"]) <= 60
+        assert upstream.requests == 3
+
+        # key b (one request at once), authenticated in its first frame as the page does:
+        # not limited by a's refusal; a message holds the slot only while it streams
+        await ws_b.send_json({"type": "auth", "api_key": b})
+        assert (await ws_b.receive_json(timeout=30))["type"] == "authenticated"
+        for i in range(3):
+            assert (await ask(ws_b, f"b{i}"))[-1]["type"] == "done"
+        upstream.faults.append("stall_mid")  # two chunks, then silence
+        await ask(ws_b, "slow", wait=False)
+        assert [(await ws_b.receive_json(timeout=30))["type"] for _ in range(2)] == \
+            ["chunk", "chunk"]
+        busy = (await ask(ws_b, "second"))[-1]
+        assert (busy["status"], busy["retry_after"], busy["error"]["type"]) == \
+            (429, 1, "concurrency"), busy
+        assert busy["error"]["message"] == ("limit of 1 requests at once reached for key "
+                                            "'b'; retry in 1 s")
+        await ws_b.send_json({"type": "stop", "request_id": "slow"})
+        assert (await ws_b.receive_json(timeout=30))["type"] == "stopped"
+        assert (await ask(ws_b, "after"))[-1]["type"] == "done"  # the slot came back
+        assert not ws_a.closed and not ws_b.closed
+
+
+async def test_ws_messages_count_against_the_key_budget(serve: Any,
+                                                        upstream: FaultyUpstream) -> None:
+    team, other = generate_key(), generate_key()
+    server: AppServer = await serve(keys=[key_config("team", team, budget="20 tokens/day"),
+                                          key_config("other", other, budget="20 tokens/day")])
+
+    async def spent(secret: str) -> float:
+        async with aiohttp.ClientSession() as http, http.get(
+                server.url + "/api/keys/me", headers=bearer(secret)) as resp:
+            return float((await resp.json())["budget"]["spent"])
+
+    async def spent_reaches(secret: str, tokens: float) -> None:
+        for _ in range(300):  # an answer's tokens are counted as it ends, in the background
+            if await spent(secret) >= tokens:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"spend stayed at {await spent(secret)}")
+
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(server.url + "/ws", headers=bearer(team)) as ws:
+        # 8 tokens an answer: two streamed over /ws and one over HTTP spend 24 of 20
+        for i in range(2):
+            assert (await ask(ws, f"t{i}"))[-1]["type"] == "done"
+        await spent_reaches(team, 16)
+        assert (await post(session, server.url, team))[0] == 200
+        await spent_reaches(team, 24)
+        refused = (await ask(ws, "t3"))[-1]
+        assert refused["type"] == "error" and refused["status"] == 429, refused
+        assert refused["error"]["code"] == "budget_exceeded"
+        assert refused["error"]["type"] == "budget"
+        _, _, end = period_bounds("day")
+        resets = end.isoformat().replace("+00:00", "Z")
+        assert refused["error"]["message"] == (
+            f"budget exceeded: key 'team' spent 24 tokens of its budget of 20 tokens/day; "
+            f"it resets at {resets}")
+        assert 0 < refused["retry_after"] <= 86400
+        assert (await post(session, server.url, team))[0] == 429  # over HTTP too
+        assert upstream.requests == 3
+        async with session.ws_connect(server.url + "/ws", headers=bearer(other)) as ws_other:
+            assert (await ask(ws_other, "o"))[-1]["type"] == "done"  # another key's budget
 
 
 # -- in Redis ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from modelplex.errors import ConfigurationError
 from modelplex.testing.upstream import FaultyUpstream, Reply
 from modelplex_server.testing import ServeProcess
-from modelplex_server.workers import reserve_port
+from modelplex_server.workers import READY, WORKER_ENV, Supervisor, reserve_port, worker_ready
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +59,16 @@ async def wait_for(condition: Any, within: float = 60.0) -> None:
 async def sessions_on_both(server: ServeProcess
                            ) -> tuple[list[aiohttp.ClientSession], list[int]]:
     """Sessions of one kept connection each (so each talks to one worker), until both
-    workers have some; ``[]`` when the kernel gave 60 connections in a row to one worker."""
+    workers have some (60 connections in a row to one worker is a failure: the kernel picks
+    each connection's worker by a hash of its addresses among the sockets that listen)."""
     sessions: list[aiohttp.ClientSession] = []
     pids: list[int] = []
     while len(set(pids)) < 2 or len(pids) < 6:
         if len(pids) >= 60:
             for session in sessions:
                 await session.close()
-            return [], pids
+            raise AssertionError(f"one worker took 60 connections in a row ({set(pids)}); "
+                                 f"the server's log:\n{server.text}")
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         sessions.append(session)
         pids.append(await pid_of(session, server.url))
@@ -72,16 +76,11 @@ async def sessions_on_both(server: ServeProcess
 
 
 async def test_a_killed_worker_is_restarted(upstream: FaultyUpstream, tmp_path: Path) -> None:
-    for _ in range(2):  # seen once in a whole-suite run: every connection to one worker
-        server = await asyncio.to_thread(start_workers, upstream, tmp_path, 2)
-        sessions, pids = await sessions_on_both(server)
-        if sessions:
-            break
-        await asyncio.to_thread(server.stop)
-    else:
-        pytest.skip(f"the kernel gave 60 connections in a row to one worker ({set(pids)}): "
-                    "the test needs clients on both")
+    # every worker listens in the port's SO_REUSEPORT group before the parent says it serves
+    server = await asyncio.to_thread(start_workers, upstream, tmp_path, 2)
+    sessions: list[aiohttp.ClientSession] = []
     try:
+        sessions, pids = await sessions_on_both(server)
         victim = pids[0]
         survivors = [s for s, pid in zip(sessions, pids, strict=True) if pid != victim]
         workers = set(pids)
@@ -164,6 +163,48 @@ async def test_sigterm_drains_every_worker(upstream: FaultyUpstream, tmp_path: P
     finally:
         await asyncio.to_thread(server.stop)
     assert server.text.count("shutting down") == 2  # each worker drained
+
+
+def fake_worker(code: str) -> list[str]:
+    """A worker command running ``code`` with ``fd``, its ready pipe."""
+    return [sys.executable, "-c", "import os, sys, time\n"
+            f"fd = int(os.environ[{WORKER_ENV!r}].partition(':')[2])\n{code}"]
+
+
+@pytest.mark.parametrize(("code", "error"), [
+    ("os.close(fd); time.sleep(60)", "worker 1 closed its ready pipe before it listened"),
+    ("sys.exit(3)", "worker 1 exited with code 3 before it listened"),
+])
+def test_only_a_worker_that_listens_is_ready(code: str, error: str) -> None:
+    # an end of file on the ready pipe was taken for readiness: the parent said it served
+    # while a worker was gone (or going), and every connection went to the others
+    supervisor = Supervisor(fake_worker(code), 1, graceful_timeout=1)
+    with pytest.raises(ConfigurationError, match=error):
+        supervisor.start()
+    assert all(w.proc.poll() is not None for w in supervisor.workers.values())
+
+    ready = Supervisor(fake_worker(f"os.write(fd, {READY!r}); time.sleep(60)"), 2,
+                       graceful_timeout=1)
+    ready.start()
+    try:
+        assert all(w.ready_fd is None and w.proc.poll() is None for w in ready.workers.values())
+    finally:
+        ready.stop()
+
+
+def test_a_worker_says_it_is_ready_only_once_its_socket_listens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setenv(WORKER_ENV, f"1:{write_fd}")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", 0))
+        with pytest.raises(RuntimeError, match="is not listening with SO_REUSEPORT"):
+            worker_ready([sock])  # bound, not yet in the port's group
+        sock.listen()
+        worker_ready([sock])
+    assert os.read(read_fd, 1) == READY
+    os.close(read_fd)
 
 
 def test_workers_never_join_another_server() -> None:

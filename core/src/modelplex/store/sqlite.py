@@ -136,7 +136,7 @@ def connect(path: Path | str, *, timeout: float = 10.0, rows: bool = False,
     try:
         if rows:
             conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn, timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")
         if foreign_keys:
             conn.execute("PRAGMA foreign_keys=ON")
@@ -144,6 +144,24 @@ def connect(path: Path | str, *, timeout: float = 10.0, rows: bool = False,
         conn.close()
         raise
     return conn
+
+
+def _wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting up to ``timeout`` seconds for another process
+    doing the same: SQLite answers "database is locked" at once, without its busy timeout,
+    while another connection switches a new file to WAL (two server workers opening one fresh
+    file together failed one time in seven)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(0.1, pause * 2)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """One Redis client per cache or state object, and what to do while Redis is unreachable.
 
 The client pools its connections (``max_connections``) and every command has a connect and
-a read timeout, so a Redis that hangs costs at most ``timeout`` seconds. After a failure the
+a read timeout, so a Redis that hangs costs at most ``timeout`` seconds. The pool blocks: a
+command that finds every connection busy waits for one (up to ``pool_timeout`` seconds), so a
+burst of more commands than connections is not taken for an outage. After a failure the
 link is *down* for ``retry_interval`` seconds: callers skip Redis at once (no waiting on a
 dead server) and use their local fallback; the first call after that tries Redis again, and
 the link is up as soon as one command succeeds. One warning is logged per outage (when
@@ -58,21 +60,25 @@ class RedisLink:
 
     def __init__(self, url: str | None = None, *, timeout: float = 0.5,
                  retry_interval: float = 1.0, max_connections: int = 64,
-                 report: bool = True, what: str = "redis") -> None:
+                 pool_timeout: float = 2.0, report: bool = True,
+                 what: str = "redis") -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
+        if pool_timeout <= 0:
+            raise ValueError("pool_timeout must be > 0 seconds")
         self.url = resolve_url(url)
         self.safe_url = redact_url(self.url)
         self.retry_interval = retry_interval
         self.report = report
         self.what = what
         try:
-            self.client: aioredis.Redis = aioredis.Redis.from_url(
-                self.url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                max_connections=max_connections, retry=Retry(NoBackoff(), 1),
-                health_check_interval=30)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=max_connections, timeout=pool_timeout,
+                socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1), health_check_interval=30)
         except ValueError as err:
             raise ValueError(f"bad Redis URL {self.safe_url!r}: {err}") from None
+        self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool too
         self.down = False
         self._retry_at = 0.0
 

@@ -72,14 +72,17 @@ class RedisState(RouterState):
         sync_interval: how stale another process's cooldowns and counts may be, seconds.
         in_flight_ttl: seconds after which an idle in-flight key (and the counts of processes
             that died with requests open) expires.
+        max_connections: connections to Redis at most; a command that finds them all busy
+            waits for one, up to ``pool_timeout`` seconds (a burst is not an outage).
     """
 
     def __init__(self, url: str | None = None, *, prefix: str = "modelplex:state:",
                  timeout: float = 0.25, retry_interval: float = 1.0,
                  sync_interval: float = 0.1, in_flight_ttl: float = 300.0,
-                 max_connections: int = 32) -> None:
+                 max_connections: int = 32, pool_timeout: float = 2.0) -> None:
         self.link = RedisLink(url, timeout=timeout, retry_interval=retry_interval,
-                              max_connections=max_connections, what="router state")
+                              max_connections=max_connections, pool_timeout=pool_timeout,
+                              what="router state")
         self.prefix = prefix
         self.sync_interval = sync_interval
         self.in_flight_ttl_ms = max(1000, int(in_flight_ttl * 1000))

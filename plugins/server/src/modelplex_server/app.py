@@ -61,9 +61,9 @@ from modelplex_server.connections import (
 )
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.errors import ApiError, error_response, from_exception
-from modelplex_server.gateway import ADMISSIONS, GATEWAY, KEY, Gateway
+from modelplex_server.gateway import GATEWAY, KEY, Gateway, admissions
 from modelplex_server.guard import cors_headers, guard_middleware
-from modelplex_server.limits import Admission, Limiter, open_limiter
+from modelplex_server.limits import Limiter, open_limiter
 from modelplex_server.openapi import openapi_handler
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import ServerSettings, hash_key, is_loopback
@@ -143,15 +143,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Free the per-key limit slots a request took (:meth:`Gateway.check_rate`) when its
     handler ends, streams included."""
-    held: list[Admission] = []
-    token = ADMISSIONS.set(held)
-    try:
+    async with admissions():
         return await handler(request)
-    finally:
-        ADMISSIONS.reset(token)
-        for admission in held:
-            with contextlib.suppress(Exception):
-                await admission.release()
 
 
 def _check_size(request: web.Request) -> None:
@@ -296,6 +289,11 @@ class AppServer:
         self.runner = runner
         self.host = host
         self.port = port
+
+    @property
+    def sockets(self) -> list[Any]:
+        """The listening sockets."""
+        return [sock for site in self.runner.sites for sock in getattr(site, "sockets", ())]
 
     @property
     def url(self) -> str:

@@ -77,7 +77,7 @@ def serve(host: str | None, port: int | None, config_path: str | None,
         if worker:
             click.echo(f"worker {worker} (pid {os.getpid()}) listening on {server.url}",
                        err=True)
-            worker_ready()
+            worker_ready(server.sockets)  # checked to be listening in the port's group
             _settle_heap()
             return
         keys = f"{len(settings.keys)} API keys" if settings.keys else "no API keys"

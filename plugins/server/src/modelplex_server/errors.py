@@ -48,16 +48,14 @@ def error_response(err: ApiError) -> web.Response:
                         content_type="application/json", headers=err.headers)
 
 
-#: The longest ``Retry-After`` the server passes on (an upstream's value may be garbage).
-MAX_RETRY_AFTER = 3600
-
-
 def _retry_headers(seconds: float | None, *, always: bool = False) -> dict[str, str]:
-    """``Retry-After`` in whole seconds, at least 1 and at most :data:`MAX_RETRY_AFTER`;
-    absent when unknown unless ``always`` (then 1)."""
+    """``Retry-After`` in whole seconds, at least 1 and at most the config's
+    ``max_retry_after`` (:func:`modelplex.errors.max_retry_after`: an upstream's value may be
+    garbage); absent when unknown unless ``always`` (then 1)."""
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         return {"Retry-After": "1"} if always else {}
-    return {"Retry-After": str(max(1, min(MAX_RETRY_AFTER, math.ceil(seconds))))}
+    cap = max(1, math.floor(errors.max_retry_after()))
+    return {"Retry-After": str(max(1, min(cap, math.ceil(seconds))))}
 
 
 def _busy(err: errors.RoutingError, message: str) -> ApiError | None:

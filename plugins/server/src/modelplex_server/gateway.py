@@ -36,16 +36,33 @@ from modelplex_server.limits import (
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings
 
-__all__ = ["ADMISSIONS", "GATEWAY", "KEY", "Gateway", "first_chunk"]
+__all__ = ["ADMISSIONS", "GATEWAY", "KEY", "Gateway", "admissions", "first_chunk"]
 
 #: The app key under which the :class:`Gateway` is stored.
 GATEWAY: web.AppKey[Gateway] = web.AppKey("modelplex_gateway")
 #: The request key under which the caller's :class:`KeyConfig` is stored (absent: no keys).
 KEY: web.RequestKey[KeyConfig] = web.RequestKey("modelplex_key", KeyConfig)
 #: The admissions of the request being handled (released when its handler ends, see
-#: :func:`modelplex_server.app.limits_middleware`).
+#: :func:`admissions`).
 ADMISSIONS: contextvars.ContextVar[list[Admission] | None] = contextvars.ContextVar(
     "modelplex_admissions", default=None)
+
+
+@contextlib.asynccontextmanager
+async def admissions() -> AsyncIterator[None]:
+    """The scope of one model request's per-key limit slots: what :meth:`Gateway.check_rate`
+    admits inside is released when the scope ends. An HTTP request is one scope (its handler,
+    streams included: :func:`modelplex_server.app.limits_middleware`); on ``/ws`` each
+    ``send_message`` is one, so a socket holds a slot only while an answer streams."""
+    held: list[Admission] = []
+    token = ADMISSIONS.set(held)
+    try:
+        yield
+    finally:
+        ADMISSIONS.reset(token)
+        for admission in held:
+            with contextlib.suppress(Exception):
+                await admission.release()
 
 
 class Gateway:
@@ -100,7 +117,7 @@ class Gateway:
         held = ADMISSIONS.get()
         if held is not None:
             held.append(result)
-        else:  # not inside a handler (a direct call): nothing would release it
+        else:  # not inside an admissions() scope (a direct call): nothing would release it
             await result.release()
 
     async def check_budget(self, key: KeyConfig) -> None:

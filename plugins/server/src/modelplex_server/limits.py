@@ -231,21 +231,13 @@ class RedisLimiter(Limiter):
                  timeout: float = 0.25, retry_interval: float = 1.0,
                  lease_ttl: float = 600.0, max_connections: int = 64,
                  pool_timeout: float = 2.0, **_ignored: Any) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         from modelplex_redis.connection import RedisLink
 
-        self.link = RedisLink(url, timeout=timeout, retry_interval=retry_interval,
-                              max_connections=max_connections, what="server limits")
         # A request waits for a free connection (up to ``pool_timeout``) instead of failing
         # at once: a burst of more requests than connections is not an outage.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.link.url, max_connections=max_connections, timeout=pool_timeout,
-            socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1), health_check_interval=30)
-        self.link.client = aioredis.Redis(connection_pool=pool)
+        self.link = RedisLink(url, timeout=timeout, retry_interval=retry_interval,
+                              max_connections=max_connections, pool_timeout=pool_timeout,
+                              what="server limits")
         self.prefix = prefix
         self.lease_ttl_ms = max(1000, int(lease_ttl * 1000))
         self.local = MemoryLimiter()

@@ -5,13 +5,16 @@ Routes (protocols.md section 1): ``GET /ollama/api/version``, ``GET /ollama/api/
 ``POST /ollama/api/show``, ``POST /ollama/api/chat``, ``POST /ollama/api/generate``,
 ``POST /ollama/api/embed``. Streams are NDJSON (``stream`` defaults to true); usage is in the
 last object (``done: true``); errors are ``{"error": "message"}`` with the HTTP status, or a
-last ``{"error": ...}`` line when the stream had started. Model names are the server's model
+last ``{"error": ...}`` line when the stream had started; so are the refusals of the
+middlewares before a handler runs (keys, the browser guard, an unknown route, a body over the
+limit: :func:`ollama_errors` rewrites them as they are prepared). Model names are the server's model
 ids (``llamacpp:smollm2``, named models).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,7 +32,7 @@ from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
 from modelplex_server.schemas import _Body, read_body
 
-__all__ = ["PREFIX", "add_routes"]
+__all__ = ["PREFIX", "add_routes", "ollama_errors"]
 
 PREFIX = "/ollama"
 _ROLES = {"system": MessageRole.SYSTEM, "user": MessageRole.USER,
@@ -110,6 +113,24 @@ def _error(err: BaseException) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def ollama_errors(request: web.Request, resp: web.StreamResponse) -> None:
+    """Give an error answered on an Ollama path by a middleware (OpenAI's shape) in Ollama's,
+    ``{"error": "message"}``, keeping its status and headers (``Retry-After``)."""
+    if resp.status < 400 or not isinstance(resp, web.Response) \
+            or not request.path.startswith(PREFIX + "/") or not isinstance(resp.body, bytes):
+        return
+    try:
+        data = json.loads(resp.body)
+    except ValueError:
+        return
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return
+    body = dumps({"error": str(error.get("message", ""))})
+    resp.body = body
+    resp.headers["Content-Length"] = str(len(body))
 
 
 def _ollama_errors(handler: Handler) -> Handler:
@@ -332,8 +353,9 @@ async def version(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the Ollama-compatible routes under ``/ollama``."""
+    """Register the Ollama-compatible routes under ``/ollama`` (and their error shape)."""
     r = app.router
+    app.on_response_prepare.append(ollama_errors)
     r.add_get(PREFIX + "/api/version", _ollama_errors(version))
     r.add_get(PREFIX + "/api/tags", _ollama_errors(tags))
     r.add_post(PREFIX + "/api/show", _ollama_errors(show))

@@ -4,7 +4,11 @@ The parent reserves the address (a socket bound with ``SO_REUSEPORT``, never lis
 ``--port 0`` is one free port for all) and starts N workers, each ``modelplex serve`` with
 ``--workers 1`` on that port: each binds its own listening socket with ``SO_REUSEPORT`` and
 the kernel spreads new connections across them; each has its own event loop, provider pool
-and connections. Then the parent supervises:
+and connections. A worker says it is ready (one byte on a pipe) only once its socket listens,
+that is once it is in the port's ``SO_REUSEPORT`` group; the parent says it serves only when
+every worker did. A pipe that ends without that byte is a worker that died starting, never a
+ready one (taking it for one let the parent serve with a worker short, and every connection
+went to the others until its replacement listened). Then the parent supervises:
 
 - a worker that exits (crashes, is killed) is started again (at once, then waiting up to 5 s
   between attempts while new workers keep dying within a second of starting); clients of the
@@ -38,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from modelplex.errors import ConfigurationError
 
@@ -49,6 +54,8 @@ log = logging.getLogger("modelplex.server")
 WORKER_ENV = "MODELPLEX_SERVER_WORKER"
 #: Seconds a worker may take to start listening.
 START_TIMEOUT = 120.0
+#: What a worker writes on its ready pipe once it listens (:func:`worker_ready`).
+READY = b"1"
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -75,14 +82,26 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_ready() -> None:
-    """In a worker: tell the parent it listens (no-op outside a worker)."""
+def worker_ready(sockets: Sequence[Any] = ()) -> None:
+    """In a worker: tell the parent it listens (no-op outside a worker).
+
+    Call it once the listening ``sockets`` are listening (``listen()`` puts a socket in the
+    port's ``SO_REUSEPORT`` group, from which the kernel picks the socket of each new
+    connection): each is checked to be listening with ``SO_REUSEPORT``, so a worker never says
+    it is ready while the kernel cannot give it connections yet. The parent takes only the
+    ready byte as readiness: a worker that exits (or closes the pipe) first is not ready."""
     value = os.environ.get(WORKER_ENV, "")
     _, _, fd = value.partition(":")
-    if fd.isdigit():
-        with contextlib.suppress(OSError):
-            os.write(int(fd), b"1")
-            os.close(int(fd))
+    if not fd.isdigit():
+        return
+    for sock in sockets:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) \
+                or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            raise RuntimeError(f"the worker's socket {sock.getsockname()} is not listening "
+                               "with SO_REUSEPORT")
+    with contextlib.suppress(OSError):
+        os.write(int(fd), READY)
+        os.close(int(fd))
 
 
 def watch_parent(interval: float = 0.5) -> None:
@@ -140,43 +159,55 @@ class Supervisor:
     def _stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
-    def _ready(self, timeout: float) -> list[_Worker]:
-        """Wait up to ``timeout`` for ready pipes; the workers that became ready."""
+    def _ready(self, timeout: float) -> tuple[list[_Worker], list[_Worker]]:
+        """Wait up to ``timeout`` for ready pipes: the workers that said they listen, and the
+        workers whose pipe closed without it (they exited, or are exiting, before listening:
+        an end of file is never readiness)."""
         pending = {w.ready_fd: w for w in self.workers.values() if w.ready_fd is not None}
         if not pending:
             if timeout:
                 time.sleep(timeout)
-            return []
+            return [], []
         readable, _, _ = select.select(list(pending), [], [], timeout)
-        done = []
+        ready: list[_Worker] = []
+        failed: list[_Worker] = []
         for fd in readable:
             worker = pending[fd]
-            with contextlib.suppress(OSError):
-                os.read(fd, 1)
+            try:
+                said = os.read(fd, 1)
+            except OSError:
+                said = b""
             os.close(fd)
             worker.ready_fd = None
-            done.append(worker)
-        return done
+            (ready if said == READY else failed).append(worker)
+        return ready, failed
 
     def start(self) -> None:
-        """Start every worker and wait until each listens (a worker that exits first, or
-        does not listen within ``START_TIMEOUT``, is an error)."""
+        """Start every worker and wait until each listens (a worker that exits or closes its
+        ready pipe first, or does not listen within ``START_TIMEOUT``, is an error)."""
         for index in range(1, self.count + 1):
             self.workers[index] = self._spawn(index)
         deadline = time.monotonic() + START_TIMEOUT
         waiting = set(self.workers)
         while waiting:
-            for worker in self._ready(0.1):
+            ready, failed = self._ready(0.1)
+            for worker in ready:
                 waiting.discard(worker.index)
             dead = [w for w in self.workers.values() if w.proc.poll() is not None]
-            if dead or time.monotonic() > deadline or self._stopping:
+            if failed or dead or time.monotonic() > deadline or self._stopping:
+                why = None
+                if failed or dead:
+                    worker = (failed or dead)[0]
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        worker.proc.wait(1.0)  # a pipe at its end: the process is exiting
+                    code = worker.proc.poll()
+                    why = (f"worker {worker.index} exited with code {code} before it listened "
+                           "(its error is above)" if code is not None else
+                           f"worker {worker.index} closed its ready pipe before it listened")
                 self.stop()
-                if dead:
-                    raise ConfigurationError(
-                        f"worker {dead[0].index} exited with code {dead[0].proc.returncode} "
-                        "while starting (its error is above)")
-                raise ConfigurationError("the workers did not start" if not self._stopping
-                                         else "stopped while starting")
+                raise ConfigurationError(why or ("the workers did not start"
+                                                 if not self._stopping
+                                                 else "stopped while starting"))
 
     def run(self, on_ready: Callable[[], None] | None = None) -> int:
         """Start, supervise until SIGTERM/SIGINT, drain; the exit code (0)."""
@@ -187,9 +218,14 @@ class Supervisor:
             if on_ready is not None:
                 on_ready()
             while not self._stopping:
-                for worker in self._ready(0.1):
+                ready, failed = self._ready(0.1)
+                for worker in ready:
                     log.info("worker %d (pid %d) is serving again", worker.index,
                              worker.proc.pid)
+                for worker in failed:  # it exits: _restart_dead starts another
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.proc.kill()
+                    worker.proc.wait()
                 self._restart_dead()
             self.stop()
             return 0

@@ -16,7 +16,12 @@ Every frame is a JSON object with a ``type``. The client sends:
     answered by ``pong``.
 
 Every event the server sends carries the ``conversation_id`` (or, for a message without a
-conversation, the client's ``request_id`` when it gave one). Every frame is validated by its
+conversation, the client's ``request_id`` when it gave one). Each ``send_message`` is admitted
+like an HTTP request, by the same :meth:`~modelplex_server.gateway.Gateway.check_rate` in its
+own :func:`~modelplex_server.gateway.admissions` scope: the key's budget, requests and tokens
+per minute, and requests at once (a slot held while its answer streams, not while the socket
+is open). A refusal is an ``error`` event with ``status`` (429), ``retry_after`` (seconds) and
+the error naming the limit; the socket stays open. Every frame is validated by its
 type's schema (:func:`modelplex_server.schemas.parse_frame`; nesting depth bounded before
 parsing, also before authentication); a socket that must authenticate and sends nothing for
 ``header_timeout`` seconds is closed.
@@ -31,10 +36,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from modelplex_server.chat import chunk_event, start_turn
+from modelplex_server.chat import ChatTurn, chunk_event, start_turn
 from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError, error_body, from_exception
-from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.gateway import GATEWAY, KEY, Gateway, admissions
 from modelplex_server.schemas import (
     AuthFrame,
     PingFrame,
@@ -44,10 +49,20 @@ from modelplex_server.schemas import (
 )
 from modelplex_server.settings import hash_key
 
-__all__ = ["NEEDS_AUTH", "websocket"]
+__all__ = ["NEEDS_AUTH", "error_frame", "websocket"]
 
 #: Request key set by the auth middleware when the socket must authenticate in its first frame.
 NEEDS_AUTH: web.RequestKey[bool] = web.RequestKey("modelplex_ws_needs_auth", bool)
+
+
+def error_frame(err: ApiError) -> dict[str, Any]:
+    """An ``error`` event's payload: the HTTP API's error body, its ``status`` and, when the
+    HTTP answer would carry ``Retry-After``, ``retry_after`` (seconds)."""
+    frame: dict[str, Any] = {"status": err.status, **error_body(err)}
+    wait = err.headers.get("Retry-After", "")
+    if wait.isdigit():
+        frame["retry_after"] = int(wait)
+    return frame
 
 
 class _Session:
@@ -64,7 +79,7 @@ class _Session:
                 await self.ws.send_str(json.dumps(data))
 
     async def error(self, err: BaseException, tag: dict[str, Any]) -> None:
-        await self.send({"type": "error", **tag, **error_body(from_exception(err))})
+        await self.send({"type": "error", **tag, **error_frame(from_exception(err))})
 
     async def send_message(self, frame: SendMessageFrame) -> None:
         tag = {"conversation_id": frame.conversation_id, "request_id": frame.request_id}
@@ -74,34 +89,34 @@ class _Session:
             await self.error(ApiError(409, f"an answer for {key!r} is already streaming; send "
                                            "a stop event first", code="busy"), tag)
             return
-        try:
-            turn = await start_turn(self.gateway, self.request, frame)
-        except Exception as err:
-            await self.error(err, tag)
-            return
+        self.running[key] = asyncio.ensure_future(self._answer(frame, tag, key))
 
-        async def run() -> None:
-            try:
+    async def _answer(self, frame: SendMessageFrame, tag: dict[str, Any], key: str) -> None:
+        """One message: admitted by the key's limits and budget like an HTTP request (its
+        slot is held until its answer ends), validated, then streamed."""
+        turn: ChatTurn | None = None
+        try:
+            async with admissions():
+                turn = await start_turn(self.gateway, self.request, frame)
                 async for chunk in turn.stream():
                     event = chunk_event(chunk)
                     if event:
                         await self.send({"type": "chunk", **tag, **event})
                 await self.send({"type": "done", **tag, **turn.done_event()})
-            except asyncio.CancelledError:
-                await self.send({"type": "stopped", **tag, "content": "".join(turn.parts)})
-                raise
-            except Exception as err:
-                await self.error(err, tag)
-            finally:
-                self.running.pop(key, None)
-
-        self.running[key] = asyncio.ensure_future(run())
+        except asyncio.CancelledError:
+            content = "".join(turn.parts) if turn is not None else ""
+            await self.send({"type": "stopped", **tag, "content": content})
+            raise
+        except Exception as err:
+            await self.error(err, tag)
+        finally:
+            self.running.pop(key, None)
 
     async def stop(self, frame: StopFrame) -> None:
         key = frame.conversation_id or frame.request_id or ""
         task = self.running.get(key)
         if task is None:
-            await self.send({"type": "error", "conversation_id": key, **error_body(ApiError(
+            await self.send({"type": "error", "conversation_id": key, **error_frame(ApiError(
                 404, f"nothing is streaming for {key!r}", code="not_streaming"))})
             return
         task.cancel()
