@@ -33,3 +33,29 @@ async def test_close_sync_leaves_a_manager_of_async_code_to_it(fake_plugins: Plu
     chat.close_sync()  # no twin ran: nothing to do, and no error inside the running loop
     assert chat.session.model == "echo"
     await chat.aclose()
+
+
+async def test_every_blocking_call_inside_a_loop_says_what_to_await() -> None:
+    """One guard (``outside_loop``) for the twins and the seed-002 sync API, same messages."""
+    import warnings
+
+    from modelplex.compat import ModelAdapterBase, ModelManager
+    from modelplex.errors import ModelplexError
+
+    class Async(ModelAdapterBase):
+        async def acall(self, *args: object, **kwargs: object) -> object:
+            return None
+
+    async def answer() -> int:
+        return 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine is closed, not left unawaited
+        with pytest.raises(ModelplexError) as info:
+            ModelManager().run_sync(answer())
+        assert str(info.value) == ("a model was called synchronously inside a running event "
+                                   "loop; use `await model.acall(...)` there instead")
+        with pytest.raises(ModelplexError) as info:
+            Async()("hi")
+        assert str(info.value) == ("Async() was called inside a running event loop; use "
+                                   "`await model.acall(...)` there instead")

@@ -20,11 +20,25 @@ from typing import Any, ParamSpec, TypeVar
 from modelplex.errors import ModelplexError
 from modelplex.pool import sync_runner
 
-__all__ = ["Blocking", "blocking", "blocking_close", "blocking_iter"]
+__all__ = ["Blocking", "blocking", "blocking_close", "blocking_iter", "outside_loop"]
 
 P = ParamSpec("P")
 S = TypeVar("S")
 T = TypeVar("T")
+
+
+def outside_loop(called: str, instead: str, coro: Coroutine[Any, Any, Any] | None = None
+                 ) -> None:
+    """Raise a :class:`~modelplex.errors.ModelplexError` (``"<called> inside a running event
+    loop; use `<instead>` there instead"``) if this thread runs an event loop, closing
+    ``coro`` (never run then)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if coro is not None:
+        coro.close()
+    raise ModelplexError(f"{called} inside a running event loop; use `{instead}` there instead")
 
 
 class Blocking:
@@ -41,15 +55,8 @@ class Blocking:
 
     def run(self, coro: Coroutine[Any, Any, T], name: str) -> T:
         """Run ``coro`` (the coroutine of the async method ``name``) to its end."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            coro.close()
-            raise ModelplexError(
-                f"{self.owner}.{name}_sync() was called inside a running event loop; "
-                f"use `await {self.var}.{name}(...)` there instead")
+        outside_loop(f"{self.owner}.{name}_sync() was called", f"await {self.var}.{name}(...)",
+                     coro)
         if self.runner is None:
             self.runner = sync_runner()
         return self.runner.run(coro)
