@@ -215,14 +215,10 @@ class ChatManager:
                                      mcp: Sequence[str] | None = None,
                                      resources: Sequence[str] | None = None,
                                      cache: bool | None = None) -> ResponseWithMeta:
-        """Send ``text`` and return the whole answer with token counts and timings.
-
-        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), the
-        tools of :meth:`enable_function_calling` or of MCP servers (``mcp`` adds to the
-        manager's own), the model's calls are run until it answers
-        (:func:`modelplex.tools.run_tools`); without, the same as ``await send_message(text)``.
-        ``resources`` (``"SERVER:URI"``) puts MCP resources before ``text`` as context.
-        """
+        """The whole answer to ``text``. With tools (``tools``: functions, Tools or JSON specs;
+        :meth:`enable_function_calling`'s; MCP servers', ``mcp`` adding to the manager's) the
+        model's calls are run until it answers (:func:`modelplex.tools.run_tools`);
+        ``resources`` (``"SERVER:URI"``) put MCP resources before ``text`` as context."""
         if self._mcp_names or mcp or resources:  # the MCP servers' tools and resources
             text, images, tools = await self._mcp.inputs(self, text, images, tools, mcp,
                                                          resources)
@@ -240,13 +236,11 @@ class ChatManager:
         keywords) and read the answer with its parser, like :meth:`get_structured` (chain of
         thought gives ``result.reasoning`` and ``result.solution``)."""
         template = structured.resolve_template(prompt, fields, self.plugins)
-        parser = template.output_parser()
+        parser, text = template.output_parser(), await template.arender(self)
         if parser is None:
-            meta = await self.get_response_with_meta(await template.arender(self),
-                                                     options=options)
+            meta = await self.get_response_with_meta(text, options=options)
             return structured.chain_result(template, meta)
-        return await self.get_structured(await template.arender(self), parser, mode=mode,
-                                         options=options,
+        return await self.get_structured(text, parser, mode=mode, options=options,
                                          max_retries=max_retries, keep_attempts=keep_attempts)
 
     # -- structured output, batches and tools (modelplex.structured, .batch, .tools) -------
