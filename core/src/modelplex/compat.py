@@ -36,7 +36,7 @@ import attrs
 
 from modelplex.chunks import Usage
 from modelplex.config import Config, get_config, parse_config
-from modelplex.errors import ConfigurationError, ModelplexError
+from modelplex.errors import ConfigurationError
 from modelplex.types import ChatMessage
 
 if TYPE_CHECKING:
@@ -173,14 +173,11 @@ class ModelAdapterBase:
         """Run :meth:`acall` to its end (define ``__call__`` yourself for a blocking client)."""
         if type(self).acall is ModelAdapterBase.acall:
             raise NotImplementedError(f"{type(self).__name__} defines neither __call__ nor acall")
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            from modelplex.pool import sync_runner
+        from modelplex._blocking import outside_loop
+        from modelplex.pool import sync_runner
 
-            return sync_runner().run(self.acall(*args, **kwargs))
-        raise ModelplexError(f"{type(self).__name__}() was called inside a running event loop; "
-                             "use `await model.acall(...)` there instead")
+        outside_loop(f"{type(self).__name__}() was called", "await model.acall(...)")
+        return sync_runner().run(self.acall(*args, **kwargs))
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Run ``__call__`` in the default executor (define ``acall`` for an async client)."""
@@ -322,17 +319,11 @@ class ModelManager:
 
     def run_sync(self, coro: Any) -> Any:
         """Run a coroutine on this manager's private event loop (the sync API)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            coro.close()
-            raise ModelplexError("a model was called synchronously inside a running event "
-                                 "loop; use `await model.acall(...)` there instead")
-        if self._runner is None:
-            from modelplex.pool import sync_runner
+        from modelplex._blocking import outside_loop
+        from modelplex.pool import sync_runner
 
+        outside_loop("a model was called synchronously", "await model.acall(...)", coro)
+        if self._runner is None:
             self._runner = sync_runner()
         return self._runner.run(coro)
 

@@ -8,26 +8,22 @@
         meta = await chat.send_message("And of Italy?")  # the whole answer
         print(meta.content, meta.completion_tokens, meta.latency)
 
-The manager keeps the history, the mode and the public API and delegates the rest: its
-request path to :class:`~modelplex.layers.ManagerLayers`, options and modes to
-:class:`~modelplex._modes.Sampling`, tools to a :class:`~modelplex.tools.ToolBox` and an
-:class:`~modelplex.mcp.McpHub`, each exchange (a :class:`~modelplex.exchange.Turn`) to
-:mod:`~modelplex.exchange`, :mod:`~modelplex.structured`, :mod:`~modelplex.tools` or
-:mod:`~modelplex.batch`. Methods have ``_sync`` twins for scripts.
+It keeps the history, the mode and the public API (with ``_sync`` twins for scripts); the
+request path is :class:`~modelplex.layers.ManagerLayers`'s and each exchange a
+:class:`~modelplex.exchange.Turn` (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelplex import structured
-from modelplex._blocking import Blocking, blocking
+from modelplex._blocking import Blocking, blocking, blocking_close, blocking_iter
 from modelplex._modes import MODE_PRESETS, ChatMode, Sampling
 from modelplex.batch import answer_each
-from modelplex.chunks import StreamChunk
 from modelplex.errors import ConfigurationError
 from modelplex.exchange import Turn, answered, checked_system_prompt, owned, streamed, user_message
 from modelplex.layers import ManagerLayers
@@ -60,14 +56,9 @@ __all__ = ["MODE_PRESETS", "ChainResult", "ChatManager", "ChatMode", "Reply", "R
 class ChatManager:
     """A conversation with one model at a time, over any installed provider.
 
-    ``model`` is ``"provider:model"``, a provider name, a named model of the config
-    (``"fast"``), a bare model name one installed provider lists (``"llama3.2"``), a
-    :class:`~modelplex.types.ModelConfig`, ``"auto"`` (chosen by the ``select`` criteria) or
-    ``None`` for the default. The other arguments (``system_prompt``, ``mode``, ``options``,
-    ``provider_config``, ``plugins``, ``select``, ``config``, ``pool``, ``cache``,
-    ``conversation``, ``logs``, ``retries``, ``mcp``, ``confirm``) are described in
-    docs/python-api.md; the request path they configure is
-    :class:`~modelplex.layers.ManagerLayers`'s.
+    ``model`` is ``"provider:model"``, a provider or named model, a bare model name, a
+    :class:`~modelplex.types.ModelConfig`, ``"auto"`` (by the ``select`` criteria) or ``None``
+    for the default; docs/python-api.md describes every argument.
     """
 
     def __init__(self, model: str | ModelConfig | None = None, *, system_prompt: str | None = None,
@@ -111,13 +102,8 @@ class ChatManager:
         await self.aclose()
 
     async def initialize(self) -> ChatSession:
-        """Open the model given to the constructor (or the default one): the same as
-        ``await chat.initialize_model()``; ``async with`` does it too."""
+        """Open the constructor's model (or the default), as ``async with`` does."""
         return await self.initialize_model(self._model_spec)
-
-    async def cleanup(self) -> None:
-        """The same as :meth:`aclose` (the name seed code uses)."""
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close an unfinished answer, give back the providers (closed when no other manager
@@ -128,27 +114,24 @@ class ChatManager:
         await self._layers.aclose()
         await self._mcp.aclose()
 
+    cleanup = aclose  # the name seed code uses
+
     # -- configuration ----------------------------------------------------------------------
-    async def initialize_model(self, model: str | None = None,
-                               **options: Any) -> ChatSession:
+    async def initialize_model(self, model: str | None = None, **options: Any) -> ChatSession:
         """Choose the model (``"provider:model"``, a named model, or ``"auto"`` to select one
         by the ``select`` criteria); the history is kept across switches."""
         lease = await self._layers.open(model)
-        provider, name, provider_name = lease.provider, lease.model, lease.provider_name
-        validated = self._sampling.keep(provider, None, options)  # fails before it is kept
-        assert validated is not None
-        self._provider = provider
-        self._model_spec = (name if provider_name == name  # a named model
-                            else f"{provider_name}:{name}")  # reopened after aclose()
+        name, provider_name = lease.model, lease.provider_name
         history, system = ((self._session.messages, None) if self._session
                            else self._layers.history())  # a stored conversation's
-        if self._system_prompt is None:
-            self._system_prompt = system or None
-        self._session = ChatSession(model=name, provider=provider_name,
-                                    system_prompt=self._system_prompt, messages=history,
-                                    temperature=validated.temperature, top_p=validated.top_p,
-                                    max_tokens=validated.max_tokens)
-        return self._session
+        prompt = system or None if self._system_prompt is None else self._system_prompt
+        session = ChatSession(model=name, provider=provider_name, messages=history,
+                              system_prompt=prompt)
+        self._sampling.keep(lease.provider, session, options)  # fails before it is kept
+        self._provider, self._session, self._system_prompt = lease.provider, session, prompt
+        self._model_spec = (name if provider_name == name  # a named model
+                            else f"{provider_name}:{name}")  # reopened after aclose()
+        return session
 
     @property
     def mcp_servers(self) -> tuple[str, ...]:
@@ -161,8 +144,7 @@ class ChatManager:
         return self._layers.conversation_id
 
     def set_mode(self, mode: ChatMode | str | None) -> None:
-        """Use a sampling preset (precise, balanced or creative; ``None`` for none), fitted
-        to the provider's option ranges and checked before it is kept."""
+        """Use a sampling preset (precise, balanced, creative or ``None``), fitted to the model."""
         self._sampling.keep(self._provider, self._session, mode=mode)
 
     def set_system_prompt(self, text: str | None) -> None:
@@ -217,14 +199,10 @@ class ChatManager:
                      images: Sequence[str | bytes] | None = None,
                      cache: bool | None = None) -> Reply[ResponseWithMeta]:
         """Send ``text``; ``async for`` the reply to stream it, or ``await`` it for the whole
-        answer as a :class:`ResponseWithMeta` (the provider's non-streaming request).
-
-        Both join the history by the rules of :mod:`modelplex.exchange` (a stream stopped
-        early is kept, marked partial; a failure leaves the history unchanged, the error keeps
-        the partial answer). ``cache=False`` skips the manager's cache, ``cache=True`` caches
-        even a sampled answer. A previous answer left unfinished is closed first; one still
-        read by another task raises :class:`~modelplex.errors.ChatBusyError`.
-        """
+        answer (a :class:`ResponseWithMeta`). Both join the history by the rules of
+        :mod:`modelplex.exchange`; ``cache=False`` skips the cache, ``cache=True`` caches even a
+        sampled answer. An answer another task still reads raises
+        :class:`~modelplex.errors.ChatBusyError`."""
         user = user_message(text, images)
         start = functools.partial(self._turn, options, cache)
         return Reply(streamed(self._turns, start, user),
@@ -237,14 +215,10 @@ class ChatManager:
                                      mcp: Sequence[str] | None = None,
                                      resources: Sequence[str] | None = None,
                                      cache: bool | None = None) -> ResponseWithMeta:
-        """Send ``text`` and return the whole answer with token counts and timings.
-
-        With ``tools`` (functions, :class:`~modelplex.tools.Tool` objects or JSON specs), the
-        tools of :meth:`enable_function_calling` or of MCP servers (``mcp`` adds to the
-        manager's own), the model's calls are run until it answers
-        (:func:`modelplex.tools.run_tools`); without, the same as ``await send_message(text)``.
-        ``resources`` (``"SERVER:URI"``) puts MCP resources before ``text`` as context.
-        """
+        """The whole answer to ``text``. With tools (``tools``: functions, Tools or JSON specs;
+        :meth:`enable_function_calling`'s; MCP servers', ``mcp`` adding to the manager's) the
+        model's calls are run until it answers (:func:`modelplex.tools.run_tools`);
+        ``resources`` (``"SERVER:URI"``) put MCP resources before ``text`` as context."""
         if self._mcp_names or mcp or resources:  # the MCP servers' tools and resources
             text, images, tools = await self._mcp.inputs(self, text, images, tools, mcp,
                                                          resources)
@@ -262,22 +236,19 @@ class ChatManager:
         keywords) and read the answer with its parser, like :meth:`get_structured` (chain of
         thought gives ``result.reasoning`` and ``result.solution``)."""
         template = structured.resolve_template(prompt, fields, self.plugins)
-        parser = template.output_parser()
+        parser, text = template.output_parser(), await template.arender(self)
         if parser is None:
-            meta = await self.get_response_with_meta(await template.arender(self),
-                                                     options=options)
+            meta = await self.get_response_with_meta(text, options=options)
             return structured.chain_result(template, meta)
-        return await self.get_structured(await template.arender(self), parser, mode=mode,
-                                         options=options,
+        return await self.get_structured(text, parser, mode=mode, options=options,
                                          max_retries=max_retries, keep_attempts=keep_attempts)
 
     # -- structured output, batches and tools (modelplex.structured, .batch, .tools) -------
     async def get_structured(self, text: str, output: Any, *,
                              options: Mapping[str, Any] | None = None,
                              **kw: Any) -> StructuredResult:
-        """Ask ``text`` and return the answer validated by ``output`` (a parser or its name, a
-        pydantic model class or a JSON schema dict). Keywords ``mode``, ``max_retries``,
-        ``images``, ``keep_attempts``: see :func:`modelplex.structured.get_structured`."""
+        """The answer to ``text`` validated by ``output`` (a parser or its name, a pydantic
+        model class or a JSON schema); ``kw``: :func:`modelplex.structured.get_structured`."""
         parser = resolve_output(output, self.plugins)
         async with self._turns.hold():
             return await structured.get_structured(await self._turn(options), text, parser, **kw)
@@ -294,18 +265,15 @@ class ChatManager:
     async def process_message_batch(self, messages: Sequence[str], *, max_concurrent: int = 5,
                                     options: Mapping[str, Any] | None = None,
                                     return_exceptions: bool = False) -> list[ResponseWithMeta]:
-        """Answer each of ``messages`` on this conversation's settings but not its history
-        (unchanged), at most ``max_concurrent`` at once, in order; see
-        :func:`modelplex.batch.answer_each` (``return_exceptions``)."""
+        """Answer each of ``messages`` with this conversation's settings, not its history
+        (unchanged), in order: :func:`modelplex.batch.answer_each`."""
         return await answer_each(await self._turn(options), messages,
-                                 max_concurrent=max_concurrent,
-                                 return_exceptions=return_exceptions)
+                                 max_concurrent=max_concurrent, return_exceptions=return_exceptions)
 
     def enable_function_calling(self, tools: Sequence[Any] = (), *, max_steps: int = 5,
                                 raise_tool_errors: bool = False) -> None:
-        """Let the model call ``tools`` (functions, Tools or JSON specs) from now on, at most
-        ``max_steps`` rounds a message; a tool that raises is reported to the model unless
-        ``raise_tool_errors``."""
+        """Let the model call ``tools`` (functions, Tools or JSON specs), ``max_steps`` rounds a
+        message at most; a tool's error goes to the model unless ``raise_tool_errors``."""
         self._toolbox.enable(tools, max_steps=max_steps, raise_errors=raise_tool_errors)
 
     def disable_function_calling(self) -> None:
@@ -318,10 +286,8 @@ class ChatManager:
     get_structured_sync = blocking(get_structured)
     execute_chain_sync = blocking(execute_chain)
     process_message_batch_sync = blocking(process_message_batch)
-
-    def send_message_sync(self, text: str, **kw: Any) -> Generator[StreamChunk, None, None]:
-        """Blocking :meth:`send_message`: iterate the chunks as they arrive."""
-        return self._blocking.iterate(self.send_message(text, **kw), "send_message")
+    send_message_sync = blocking_iter(send_message)
+    close_sync = blocking_close(aclose)
 
     def __enter__(self) -> ChatManager:
         if self._model_spec is not None:
@@ -330,7 +296,3 @@ class ChatManager:
 
     def __exit__(self, *exc: object) -> None:
         self.close_sync()
-
-    def close_sync(self) -> None:
-        """Give back the providers (closed when no other manager uses them)."""
-        self._blocking.close(self.aclose)

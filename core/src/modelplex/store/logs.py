@@ -19,7 +19,6 @@ leaves every completed exchange on disk. The schema is versioned
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from modelplex.errors import ConfigurationError, StorageError
 from modelplex.paths import data_dir
 from modelplex.store.migrations import Migration, open_database, sql
-from modelplex.store.sqlite import StoreHealth, Writer, connect
+from modelplex.store.sqlite import FileStore, Writer, connect
 
 __all__ = ["MIGRATIONS", "Conversation", "ConversationsConfig", "Exchange", "LogStore",
            "logs_enabled", "new_conversation_id", "set_logs_enabled"]
@@ -226,7 +225,7 @@ FIX = ("set [conversations] path in the config file (`modelplex config path`) or
 _Read = TypeVar("_Read")
 
 
-class LogStore:
+class LogStore(FileStore):
     """The conversations and exchanges database.
 
     Reads (:meth:`recent`, :meth:`search`, ...) run on the caller's thread; :meth:`record`
@@ -242,35 +241,21 @@ class LogStore:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_path()
-        self.health = StoreHealth(self.path, what="log database", fix=FIX, logger=log,
-                                  consequence="conversations are not stored meanwhile")
+        path = Path(path).expanduser() if path is not None else default_path()
+        super().__init__(path, Writer(path, owner="LogStore", thread_name="modelplex-logs",
+                                      timeout=30.0, rows=True, logger=log),
+                         what="log database", fix=FIX, logger=log,
+                         consequence="conversations are not stored meanwhile")
         self.version = 0
-        self._conn: sqlite3.Connection | None = None
-        self._fast: sqlite3.Connection | None = None
-        try:
-            self._conn, self.version = open_database(self.path, what="log database", fix=FIX,
-                                                     migrations=MIGRATIONS, rows=True)
-            # writes try this connection first: it never waits for a lock (timeout 0)
-            self._fast = connect(self.path, timeout=0.0, rows=True)
-        except (OSError, sqlite3.Error, StorageError) as err:
-            self.health.unavailable(err, opening=True)
-        self._writer = Writer(self.path, owner="LogStore", thread_name="modelplex-logs",
-                              timeout=30.0, rows=True, logger=log)
-        atexit.register(self.close)
 
-    def __repr__(self) -> str:
-        return f"<LogStore {str(self.path)!r}>"
+        def migrated() -> sqlite3.Connection:
+            conn, self.version = open_database(path, what="log database", fix=FIX,
+                                               migrations=MIGRATIONS, rows=True)
+            return conn
 
-    @property
-    def failure(self) -> StorageError | None:
-        """Why the store is unavailable, or ``None`` while it works."""
-        return self.health.failure
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` (or ``aclose``) was called."""
-        return self._writer.closed
+        # writes try the second connection first: it never waits for a lock (timeout 0)
+        self._conn, self._fast = self._open(migrated,
+                                            lambda: connect(path, timeout=0.0, rows=True))
 
     # -- writing ----------------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -442,18 +427,3 @@ class LogStore:
                 return []
             return self.search(quoted, limit=limit) if quoted != query else []
         return [_exchange(r) for r in rows]
-
-    # -- closing ----------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Wait for pending writes, stop the writer and close the database."""
-        if self._writer.closed:
-            return
-        self._writer.close()
-        for conn in (self._conn, self._fast):
-            if conn is not None:
-                conn.close()
-        atexit.unregister(self.close)
-
-    async def aclose(self) -> None:
-        """:meth:`close` without blocking the event loop."""
-        await asyncio.to_thread(self.close)

@@ -14,6 +14,9 @@ open their files the same way and write them the same way:
 - :class:`Writer`: one background thread with its own connection that commits the work
   queued to it (each piece in a savepoint of one transaction per batch), so the event loop
   never waits on the disk or on another process's lock.
+- :class:`FileStore`: the base of a store object over one file (path, health, writer,
+  opening, closing), which :class:`~modelplex.store.logs.LogStore` and
+  :class:`~modelplex.store.sqlite_cache.SQLiteCache` are.
 
 The storage-failure policy built on these (:class:`StoreHealth`): a store never fails a
 request (one warning, and the request is answered without the store), and a command that
@@ -22,6 +25,8 @@ manages a store prints the :class:`~modelplex.errors.StorageError`'s one line an
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import logging
@@ -37,7 +42,7 @@ import attrs
 
 from modelplex.errors import ConfigurationError, StorageError
 
-__all__ = ["StoreHealth", "Writer", "connect", "storage_error", "transaction"]
+__all__ = ["FileStore", "StoreHealth", "Writer", "connect", "storage_error", "transaction"]
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
@@ -343,3 +348,60 @@ class Writer:
                 self._log.warning("%s %s: write failed: %s", self.owner, self.path, error)
             if item.then is not None:
                 item.then(error)
+
+
+class FileStore:
+    """What every store object over one SQLite file shares (the conversation log, the SQLite
+    cache): its ``path``, its :class:`StoreHealth`, its :class:`Writer`, the opening that
+    makes the store unavailable instead of raising (:meth:`_open`), ``repr``, and a
+    :meth:`close` that also runs at interpreter exit."""
+
+    def __init__(self, path: Path, writer: Writer, *, what: str, fix: str, consequence: str,
+                 logger: logging.Logger) -> None:
+        self.path = path
+        self.health = StoreHealth(path, what=what, fix=fix, consequence=consequence,
+                                  logger=logger)
+        self._writer = writer
+        self._connections: list[sqlite3.Connection] = []
+        atexit.register(self.close)
+
+    def _open(self, *openers: Callable[[], sqlite3.Connection]
+              ) -> list[sqlite3.Connection | None]:
+        """The store's connections, one an opener (closed by :meth:`close`), or all ``None``
+        when the file cannot be used: the store is then unavailable (:attr:`failure`)."""
+        try:
+            for opener in openers:
+                self._connections.append(opener())
+        except (OSError, sqlite3.Error, StorageError) as err:
+            self.health.unavailable(err, opening=True)
+            for conn in self._connections:
+                conn.close()
+            self._connections = []
+            return [None] * len(openers)
+        return list(self._connections)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {str(self.path)!r}>"
+
+    @property
+    def failure(self) -> StorageError | None:
+        """Why the store is unavailable, or ``None`` while it works."""
+        return self.health.failure
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or ``aclose``) was called."""
+        return self._writer.closed
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close the connections (idempotent)."""
+        if self._writer.closed:
+            return
+        self._writer.close()
+        for conn in self._connections:
+            conn.close()
+        atexit.unregister(self.close)
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close)

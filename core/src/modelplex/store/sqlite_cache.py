@@ -15,7 +15,6 @@ raise that :class:`~modelplex.errors.StorageError` (``modelplex cache stats`` pr
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import sqlite3
@@ -24,10 +23,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from modelplex.caches import Cache, CacheStats
-from modelplex.errors import StorageError
 from modelplex.paths import cache_dir
 from modelplex.store.migrations import Migration, open_database, sql
-from modelplex.store.sqlite import StoreHealth, Writer
+from modelplex.store.sqlite import FileStore, Writer
 
 __all__ = ["MIGRATIONS", "SQLiteCache"]
 
@@ -65,7 +63,7 @@ def _prune(conn: sqlite3.Connection) -> None:
                  (time.time(),))
 
 
-class SQLiteCache(Cache):
+class SQLiteCache(FileStore, Cache):
     """A cache in a SQLite file (default ``~/.cache/modelplex/cache.db``).
 
     Args:
@@ -76,37 +74,25 @@ class SQLiteCache(Cache):
     name: ClassVar[str] = "sqlite"
 
     def __init__(self, path: str | Path | None = None, ttl: float | None = 7 * 86400.0) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_path()
+        path = Path(path).expanduser() if path is not None else default_path()
+        super().__init__(path, Writer(path, owner="SQLiteCache",
+                                      thread_name="modelplex-sqlite-cache", timeout=10.0,
+                                      batch_delay=_BATCH_DELAY, every=(_PRUNE_EVERY, _prune),
+                                      logger=log),
+                         what="cache", fix=FIX, logger=log,
+                         consequence="answering without the cache meanwhile")
         self.ttl = ttl
-        self.health = StoreHealth(self.path, what="cache", fix=FIX, logger=log,
-                                  consequence="answering without the cache meanwhile")
-        self._reader: sqlite3.Connection | None = None
-        try:
-            self._reader, _ = open_database(self.path, what="cache", fix=FIX,
-                                            migrations=MIGRATIONS, timeout=10.0)
-            self._reader.execute("PRAGMA busy_timeout = 100")  # WAL readers rarely wait
-        except (OSError, sqlite3.Error, StorageError) as err:
-            self.health.unavailable(err, opening=True)
+
+        def reader() -> sqlite3.Connection:
+            conn, _ = open_database(path, what="cache", fix=FIX, migrations=MIGRATIONS,
+                                    timeout=10.0)
+            conn.execute("PRAGMA busy_timeout = 100")  # WAL readers rarely wait
+            return conn
+
+        [self._reader] = self._open(reader)
         self._pending: dict[str, tuple[str, float | None]] = {}
         self._hits = 0
         self._misses = 0
-        self._writer = Writer(self.path, owner="SQLiteCache", thread_name="modelplex-sqlite-cache",
-                              timeout=10.0, batch_delay=_BATCH_DELAY,
-                              every=(_PRUNE_EVERY, _prune), logger=log)
-        atexit.register(self.close)
-
-    def __repr__(self) -> str:
-        return f"<SQLiteCache {str(self.path)!r}>"
-
-    @property
-    def failure(self) -> StorageError | None:
-        """Why the cache is unavailable, or ``None`` while it works."""
-        return self.health.failure
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` (or ``aclose``) was called."""
-        return self._writer.closed
 
     # -- the hot path -------------------------------------------------------------------------
     async def get(self, key: str) -> Any | None:
@@ -225,19 +211,8 @@ class SQLiteCache(Cache):
         return CacheStats(backend=self.name, hits=hits, misses=misses, size=size,
                           location=str(self.path))
 
-    async def aclose(self) -> None:
-        """Write what is queued and stop the writer thread."""
-        import asyncio
-
-        await asyncio.to_thread(self.close)
-
     def close(self) -> None:
-        """Blocking :meth:`aclose` (also run at interpreter exit)."""
-        if self._writer.closed:
-            return
-        if self.health.failure is None:
+        """Write what is queued and stop the writer thread (also run at interpreter exit)."""
+        if not self._writer.closed and self.health.failure is None:
             self._flush_counts()
-        self._writer.close()
-        if self._reader is not None:
-            self._reader.close()
-        atexit.unregister(self.close)
+        super().close()

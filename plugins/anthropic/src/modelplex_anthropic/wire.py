@@ -19,6 +19,7 @@ from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.errors import ConfigurationError
 from modelplex.finish import normalize_finish_reason
 from modelplex.parsers import tool_arguments
+from modelplex.tokens import estimate_prompt_tokens
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
@@ -82,11 +83,11 @@ def usage_from(usage: Mapping[str, Any], messages: Sequence[ChatMessage] = (),
     """Usage from the merged ``message_start`` and ``message_delta`` usage objects.
 
     A server that reports no ``output_tokens`` gets an estimate (``estimated=True``): one
-    token per streamed delta, about four characters per prompt token.
+    token per streamed delta, :func:`modelplex.tokens.estimate_prompt_tokens` for the prompt.
     """
     if "output_tokens" not in usage:
-        prompt = sum((len(m.content) + 3) // 4 + 4 for m in messages)
-        return AnthropicUsage(prompt_tokens=int(usage.get("input_tokens") or prompt),
+        prompt = usage.get("input_tokens") or estimate_prompt_tokens(messages)
+        return AnthropicUsage(prompt_tokens=int(prompt),
                               completion_tokens=pieces, estimated=True)
     created = int(usage.get("cache_creation_input_tokens") or 0)
     read = int(usage.get("cache_read_input_tokens") or 0)

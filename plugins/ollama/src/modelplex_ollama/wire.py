@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from modelplex.chunks import StreamChunk, ToolCall, Usage
 from modelplex.errors import ConfigurationError
 from modelplex.parsers import tool_arguments
 from modelplex.provider import ChatRequest, CommonOptions
+from modelplex.tokens import estimate_prompt_tokens, estimate_tokens
 from modelplex.types import ChatMessage
 from modelplex_ollama.options import split_options
 
@@ -20,7 +20,6 @@ __all__ = [
     "chat_payload",
     "chunk_from_line",
     "encode_image",
-    "estimate_tokens",
     "estimated_usage",
     "message_to_wire",
     "needs_file_io",
@@ -150,15 +149,11 @@ def usage_from_line(line: Mapping[str, Any]) -> Usage | None:
                  timings=timings or None)
 
 
-def estimate_tokens(text: str) -> int:
-    """A rough token count (four characters a token) for servers that send none."""
-    return math.ceil(len(text) / 4) if text else 0
-
-
-def estimated_usage(messages: Sequence[ChatMessage] | str, completion: str) -> Usage:
-    """Usage estimated from the text, marked ``estimated``."""
-    prompt = messages if isinstance(messages, str) else "\n".join(m.content for m in messages)
-    return Usage(prompt_tokens=estimate_tokens(prompt),
+def estimated_usage(prompt: Sequence[ChatMessage] | str, completion: str) -> Usage:
+    """Usage estimated (:mod:`modelplex.tokens`) from the prompt (a generate call's text or
+    the messages) and the answer, marked ``estimated``."""
+    return Usage(prompt_tokens=estimate_tokens(prompt) if isinstance(prompt, str)
+                 else estimate_prompt_tokens(prompt),
                  completion_tokens=estimate_tokens(completion), estimated=True)
 
 

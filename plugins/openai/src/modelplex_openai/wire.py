@@ -19,6 +19,7 @@ from modelplex.chunks import ChatResponse, ToolCall, Usage
 from modelplex.errors import ConfigurationError
 from modelplex.finish import normalize_finish_reason
 from modelplex.parsers import tool_arguments
+from modelplex.tokens import estimate_prompt_tokens, estimate_tokens
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "build_tool_calls",
     "encode_message",
     "encode_messages",
-    "estimate_tokens",
     "image_url",
     "merge_tool_deltas",
     "response_format",
@@ -196,15 +196,6 @@ def build_tool_calls(calls: dict[int, list[Any]] | list[Mapping[str, Any]],
     return out
 
 
-def estimate_tokens(text_length: int) -> int:
-    """About four characters per token, at least one for any text."""
-    return (text_length + 3) // 4
-
-
-def _prompt_estimate(messages: Sequence[ChatMessage]) -> int:
-    return sum(estimate_tokens(len(m.content)) + 4 for m in messages)
-
-
 def _timings(t: Mapping[str, Any]) -> dict[str, float]:
     prompt = float(t.get("prompt_ms") or 0) / 1000
     predicted = float(t.get("predicted_ms") or 0) / 1000
@@ -248,8 +239,8 @@ def usage_from(usage: Mapping[str, Any] | None, timings: Mapping[str, Any] | Non
                      + int(timings.get("cache_n") or 0),
                      completion_tokens=int(timings.get("predicted_n") or 0),
                      timings=_timings(timings))
-    return Usage(prompt_tokens=_prompt_estimate(messages), completion_tokens=completion_estimate,
-                 estimated=True)
+    return Usage(prompt_tokens=estimate_prompt_tokens(messages),
+                 completion_tokens=completion_estimate, estimated=True)
 
 
 def response_from(data: Mapping[str, Any], *, model: str, provider: str,
@@ -278,6 +269,6 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str,
         tool_calls=build_tool_calls(tool_calls, provider) if tool_calls else [],
         finish_reason=finish,
         usage=usage_from(data.get("usage"), data.get("timings"), messages,
-                         estimate_tokens(len(content))),
+                         estimate_tokens(content)),
         response_id=data["id"] if isinstance(data.get("id"), str) else None,
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -34,6 +34,7 @@ from pydantic import Field
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
+from modelplex.tokens import estimate_prompt_tokens
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
@@ -452,18 +453,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         request, rest, first, body.model, body.shows_thinking))
 
 
-def estimate_tokens(messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None) -> int:
-    """About four characters a token, plus a few per message (and per image)."""
-    chars = sum(len(m.content) + sum(len(json.dumps(c)) for c in m.tool_calls)
-                for m in messages)
-    chars += len(json.dumps(tools)) if tools else 0
-    images = sum(len(m.images) for m in messages)
-    return (chars + 3) // 4 + 3 * len(messages) + 85 * images
-
-
 async def count_tokens(request: web.Request) -> web.Response:
     """``POST /v1/messages/count_tokens``: the provider's count when it has one (Anthropic),
-    else an estimate."""
+    else an estimate (:func:`modelplex.tokens.estimate_prompt_tokens`)."""
     body = await read_body(request, CountTokensRequest)
     gateway, provider, chat = await _prepare(request, body, None)
     counter = getattr(provider, "count_tokens", None)
@@ -472,7 +464,7 @@ async def count_tokens(request: web.Request) -> web.Response:
         with gateway.slot():
             count = int(await counter(chat.messages, model=chat.model, tools=chat.tools))
     if count is None:
-        count = estimate_tokens(chat.messages, chat.tools)
+        count = estimate_prompt_tokens(chat.messages, chat.tools)
     return web.Response(body=dumps({"input_tokens": count}), content_type="application/json",
                         headers={"request-id": _request_id(request)})
 

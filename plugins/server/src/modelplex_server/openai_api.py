@@ -26,6 +26,7 @@ from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.errors import OptionsError
 from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
+from modelplex.tokens import estimate_tokens
 from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
@@ -371,7 +372,7 @@ async def answer_embeddings(gateway: Gateway, key: KeyConfig | None,
                             f"it gave vectors of {len(vectors[0])} numbers; leave dimensions "
                             "unset", param="dimensions", code="unsupported_parameter")
     encode = _b64 if body.encoding_format == "base64" else list
-    tokens = sum((len(t) + 3) // 4 for t in texts)
+    tokens = sum(map(estimate_tokens, texts))
     data = [{"object": "embedding", "index": i, "embedding": encode(v)}
             for i, v in enumerate(vectors)]
     return {"object": "list", "data": data, "model": body.model,
