@@ -123,3 +123,35 @@ def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         f"Error: cannot listen on 127.0.0.1:{port}: the address is already in use (another "
         "server is running there): stop it, or choose another port (--port, or 0 for a free "
         "one)"], proc.stderr
+
+
+def test_the_served_config_file_is_the_process_config(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --config FILE``: settings read process-wide (the Retry-After cap) come from
+    FILE, not from MODELPLEX_CONFIG or the user's config."""
+    from click.testing import CliRunner
+
+    import modelplex_server.app as app_module
+    from modelplex import errors
+    from modelplex.config import get_config, set_config
+    from modelplex_server.cli import serve
+
+    other = tmp_path / "other.toml"
+    other.write_text("max_retry_after = 11\n")
+    served_file = tmp_path / "served.toml"
+    served_file.write_text('max_retry_after = 42\n[server]\nconversations = "memory"\n')
+    monkeypatch.setenv("MODELPLEX_CONFIG", str(other))
+    seen: dict[str, float] = {}
+
+    async def no_serving(app: object, **kwargs: object) -> None:
+        seen["cap"] = errors.max_retry_after()
+
+    monkeypatch.setattr(app_module, "serve", no_serving)
+    old = set_config(None)
+    try:
+        assert get_config().max_retry_after == 11
+        result = CliRunner().invoke(serve, ["--config", str(served_file), "--port", "0"])
+        assert result.exit_code == 0, result.output
+        assert seen == {"cap": 42}
+    finally:
+        set_config(old)

@@ -49,6 +49,7 @@ def serve(host: str | None, port: int | None, config_path: str | None,
     WebSocket API (/api, /ws) and /openapi.json, until Ctrl-C."""
     import os
 
+    from modelplex.config import set_config
     from modelplex_server.app import AppServer, create_app, serve as run
     from modelplex_server.settings import load_server_config
     from modelplex_server.sqlite_store import open_store
@@ -59,6 +60,9 @@ def serve(host: str | None, port: int | None, config_path: str | None,
                                           access_log=False if no_access_log else None,
                                           conversations=conversations, store=store,
                                           workers=workers, shutdown_timeout=graceful_timeout)
+    # The served file is the process's config too: what is read process-wide (the
+    # Retry-After cap, [prices], [telemetry] content capture) comes from it, not another file.
+    set_config(config)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     worker = os.environ.get(WORKER_ENV, "").partition(":")[0]
     if settings.workers > 1 and not worker:
