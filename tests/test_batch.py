@@ -126,7 +126,8 @@ async def test_rows_share_the_run_options_validated_once_and_never_a_history(
     """What a run works out once (the run's options, the session of a row without history or
     system prompt of its own) changes nothing a row sends: each plain row asks its question
     alone (no earlier row's exchange), a row's own options still go on top, a system prompt of
-    its own still goes first; bad run options are every row's error, not the run's end."""
+    its own still goes first; bad run options or a run system prompt too long are every row's
+    error, not the run's end."""
     from modelplex.routing.router import Router
 
     checked: list[Any] = []
@@ -160,6 +161,11 @@ async def test_rows_share_the_run_options_validated_once_and_never_a_history(
                                           pool=ProviderPool())]
         assert len(bad) == 3 and all(r.error_type == "OptionsError" for r in bad)
         assert all("temperature" in (r.error or "") for r in bad)
+        monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "10")
+        long = [r async for r in batch.run(rows[:3], model="openai:fault", system="x" * 11,
+                                           config=cfg, pool=ProviderPool())]
+        assert len(long) == 3 and all("more than the maximum of 10" in (r.error or "")
+                                      for r in long)
 
 
 async def test_schema_answers_are_reasked_and_failures_recorded(tmp_path: Path) -> None:

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 class _Asker:
     """What every row of one run shares, worked out once: the validated run options (a row
     with options of its own is validated with them) and, for rows with neither history nor a
-    system prompt of their own, the session their requests are built over (never changed: a
-    plain row's answer does not join a history, nobody reads it)."""
+    system prompt of their own, the session their requests are built over, the run's system
+    message checked once (never changed: a plain row's answer does not join a history,
+    nobody reads it)."""
 
     __slots__ = ("_options", "_session", "cache", "lease", "max_retries", "options", "parser",
                  "system")
@@ -57,10 +58,12 @@ class _Asker:
         from modelplex.types import ChatSession
 
         if plain and not row.messages and row.system is None:
-            if self._session is None:
+            if self._session is None:  # the run's system prompt checked once, sent first
+                from modelplex.types import ChatMessage
+
+                first = [ChatMessage.system(self.system)] if self.system else []
                 self._session = ChatSession(model=self.lease.model,
-                                            provider=self.lease.provider_name,
-                                            system_prompt=self.system)
+                                            provider=self.lease.provider_name, messages=first)
             return self._session
         return ChatSession(model=self.lease.model, provider=self.lease.provider_name,
                            system_prompt=row.system if row.system is not None else self.system,
