@@ -264,11 +264,10 @@ def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
     provider_id = _GENAI_PROVIDERS.get(provider)
     if provider_id is None or not model:
         return None
-    data_snapshot = sys.modules.get("genai_prices.data_snapshot")
-    if data_snapshot is not None:  # a model it does not know: known after one dict lookup
-        snapshot = data_snapshot.get_snapshot()
-        key = (id(snapshot), provider_id, model)
-        if key in _found and _found[key] is None and _snapshots.get(id(snapshot)) is snapshot:
+    if _snapshots:  # a model it does not know is known after one dict lookup
+        current = sys.modules["genai_prices.data_snapshot"].get_snapshot()
+        if _snapshots.get(id(current)) is current and \
+                _found.get((id(current), provider_id, model), 0) is None:
             return None
     try:
         import genai_prices
