@@ -162,10 +162,13 @@ async def test_rows_share_the_run_options_validated_once_and_never_a_history(
         assert len(bad) == 3 and all(r.error_type == "OptionsError" for r in bad)
         assert all("temperature" in (r.error or "") for r in bad)
         monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "10")
-        long = [r async for r in batch.run(rows[:3], model="openai:fault", system="x" * 11,
-                                           config=cfg, pool=ProviderPool())]
-        assert len(long) == 3 and all("more than the maximum of 10" in (r.error or "")
-                                      for r in long)
+        long = {r.id: r async for r in batch.run(
+            [*rows[:3], {"id": "q", "prompt": "y" * 12}], model="openai:fault",
+            system="x" * 11, config=cfg, pool=ProviderPool())}
+        assert len(long) == 4 and all("more than the maximum of 10" in (r.error or "")
+                                      for r in long.values())
+        assert long["q"].error_type == "ConfigurationError"  # the question is checked first
+        assert (long["q"].error or "").startswith("message: content is 12 characters")
 
 
 async def test_schema_answers_are_reasked_and_failures_recorded(tmp_path: Path) -> None:

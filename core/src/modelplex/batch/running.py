@@ -72,20 +72,24 @@ class _Asker:
     async def ask(self, row: Row) -> BatchResult:
         """Ask one row; its failure is its result's error."""
         from modelplex import structured
-        from modelplex.exchange import Turn
+        from modelplex.exchange import Turn, user_message
 
         start = time.perf_counter()
         result = BatchResult(id=row.id, line=row.line)
         try:
-            use = row.parser or self.parser
-            turn = Turn(self.lease.provider, self.session(row, use is None),
-                        self.parsed_options(row), cache=self.cache)
+            options = self.parsed_options(row)  # checked in the order they always were:
+            use = row.parser or self.parser  # options, the question, the system prompt
             if use is None:  # the answer alone: no history to add it to
-                meta = await turn.complete(turn.request([turn.user_message(row.text)]))
+                question = user_message(row.text)
+                turn = Turn(self.lease.provider, self.session(row, True), options,
+                            cache=self.cache)
+                meta = await turn.complete(turn.request([question]))
                 result.answer = meta.content
                 result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
                                                                   meta.completion_tokens)
             else:
+                turn = Turn(self.lease.provider, self.session(row, False), options,
+                            cache=self.cache)
                 done = await structured.get_structured(turn, row.text, use,
                                                        max_retries=self.max_retries)
                 meta = done.meta
