@@ -121,6 +121,56 @@ async def test_run_rows_messages_options_and_templates() -> None:
         assert sent["Tell me about Paris."]["temperature"] == 0
 
 
+async def test_rows_share_the_run_options_validated_once_and_never_a_history(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a run works out once (the run's options, the session of a row without history or
+    system prompt of its own) changes nothing a row sends: each plain row asks its question
+    alone (no earlier row's exchange), a row's own options still go on top, a system prompt of
+    its own still goes first; bad run options or a run system prompt too long are every row's
+    error, not the run's end."""
+    from modelplex.routing.router import Router
+
+    checked: list[Any] = []
+    original = Router.parse_options
+
+    def counting(self: Router, options: Any) -> Any:
+        checked.append(options)
+        return original(self, options)
+
+    monkeypatch.setattr(Router, "parse_options", counting)
+    async with FaultyUpstream() as up:
+        cfg = config_for(up.url)
+        rows: list[dict[str, Any]] = [{"id": i, "prompt": f"q{i}"} for i in range(5)]
+        rows.append({"id": "own", "prompt": "q-own", "options": {"max_tokens": 2},
+                     "system": "Be terse."})
+        got = {r.id: r async for r in batch.run(rows, model="openai:fault", concurrency=2,
+                                                options={"temperature": 0}, system="Hi.",
+                                                config=cfg, pool=ProviderPool())}
+        assert all(r.ok for r in got.values()) and got["own"].answer == PIECE * 2
+        sent = {r.json["messages"][-1]["content"]: r.json for r in up.chat_requests()}
+        for i in range(5):
+            assert sent[f"q{i}"]["messages"] == [{"role": "system", "content": "Hi."},
+                                                 {"role": "user", "content": f"q{i}"}]
+            assert sent[f"q{i}"]["temperature"] == 0 and "max_tokens" not in sent[f"q{i}"]
+        assert sent["q-own"]["messages"][0] == {"role": "system", "content": "Be terse."}
+        assert sent["q-own"]["max_tokens"] == 2 and sent["q-own"]["temperature"] == 0
+        assert len(checked) == 2  # the run's options once, the row with its own once
+        checked.clear()
+        bad = [r async for r in batch.run(rows[:3], model="openai:fault",
+                                          options={"temperature": 9}, config=cfg,
+                                          pool=ProviderPool())]
+        assert len(bad) == 3 and all(r.error_type == "OptionsError" for r in bad)
+        assert all("temperature" in (r.error or "") for r in bad)
+        monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "10")
+        long = {r.id: r async for r in batch.run(
+            [*rows[:3], {"id": "q", "prompt": "y" * 12}], model="openai:fault",
+            system="x" * 11, config=cfg, pool=ProviderPool())}
+        assert len(long) == 4 and all("more than the maximum of 10" in (r.error or "")
+                                      for r in long.values())
+        assert long["q"].error_type == "ConfigurationError"  # the question is checked first
+        assert (long["q"].error or "").startswith("message: content is 12 characters")
+
+
 async def test_schema_answers_are_reasked_and_failures_recorded(tmp_path: Path) -> None:
     async with FaultyUpstream() as up:
         cfg = config_for(up.url)

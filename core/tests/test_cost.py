@@ -72,6 +72,37 @@ def test_unknown_is_unknown_never_zero() -> None:
     assert PriceBook().cost("openai", "gpt-4o", None) == Cost.unknown()
 
 
+def test_an_unknown_model_is_looked_up_once_per_price_snapshot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model genai-prices does not know is looked up in its snapshot once (the answer is
+    kept, so pricing every row of a batch costs a dict lookup); a new snapshot (the package
+    updated its prices) is asked again, and then knows the model."""
+    from genai_prices import data_snapshot
+
+    bundled = data_snapshot.get_snapshot()
+    asked: list[str] = []
+
+    class Counting:
+        def __init__(self, inner: object, knows: bool) -> None:
+            self.inner, self.knows = inner, knows
+
+        def find_provider_model(self, model: str, *args: object) -> object:
+            asked.append(model)
+            if not self.knows:
+                raise LookupError(model)
+            return bundled.find_provider_model("gpt-4o", *args)
+
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=100_000)
+    monkeypatch.setattr(data_snapshot, "_custom_snapshot", Counting(bundled, knows=False))
+    for _ in range(3):
+        assert PriceBook().cost("openai", "not-a-model-xyz", usage) == Cost.unknown()
+    assert asked == ["not-a-model-xyz"]
+    monkeypatch.setattr(data_snapshot, "_custom_snapshot", Counting(bundled, knows=True))
+    cost = PriceBook().cost("openai", "not-a-model-xyz", usage)
+    assert cost.known and cost.amount == pytest.approx(2.5 + 1.0)
+    assert asked == ["not-a-model-xyz", "not-a-model-xyz"]
+
+
 def test_estimated_usage_is_flagged() -> None:
     cost = PriceBook().cost("openai", "gpt-4o", Usage(prompt_tokens=10, estimated=True))
     assert cost.known and cost.estimated

@@ -63,6 +63,27 @@ def test_max_length_default_comes_from_the_environment(monkeypatch: pytest.Monke
     assert ChatMessage(role="user", content="123456").content == "123456"
 
 
+def test_a_changed_max_length_variable_is_honoured_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variable is read on every message (only its parsing is kept while its text stays
+    the same): a change between two messages applies to the second; a bad value is refused
+    on every message, not once."""
+    from modelplex.errors import ConfigurationError
+
+    for limit in ("5", "10", "5"):
+        monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", limit)
+        too_long = "x" * (int(limit) + 1)
+        with pytest.raises(ValidationError, match=f"maximum of {limit}"):
+            ChatMessage.user(too_long)
+        assert ChatMessage.user("x" * int(limit)).content == "x" * int(limit)
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "abc")
+    for _ in range(2):
+        with pytest.raises(ConfigurationError, match="MODELPLEX_MAX_MESSAGE_LENGTH='abc'"):
+            ChatMessage.user("hi")
+    monkeypatch.delenv("MODELPLEX_MAX_MESSAGE_LENGTH")
+    assert ChatMessage.user("x" * 11).content == "x" * 11
+
+
 def test_the_length_limit_is_for_input_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 19 #12: the limit is on what the user sends (user and system messages); an
     answer (or a tool's result) is never refused after the model wrote it."""

@@ -25,6 +25,7 @@ nothing. ``genai-prices`` is imported the first time a remote model is priced.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -67,12 +68,17 @@ class Cost:
 
     @classmethod
     def unknown(cls) -> Cost:
-        """A cost nobody knows."""
+        """A cost nobody knows (one shared instance: it is frozen)."""
+        if cls is Cost:
+            return _UNKNOWN
         return cls(amount=None, known=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
         return attrs.asdict(self)
+
+
+_UNKNOWN = Cost(amount=None, known=False)
 
 
 def _amount(price: PriceConfig, usage: Usage) -> float:
@@ -234,6 +240,7 @@ def _genai_batch_price(provider: str, model: str, usage: Usage) -> float | None:
 
 _found: dict[tuple[int, str, str], Any] = {}  # (snapshot, provider, model) -> match or None
 _rates: dict[tuple[int, str, str], tuple[float, Any]] = {}  # -> (until, flat rates or None)
+_snapshots: dict[int, Any] = {}  # the snapshot the keys' ids are of (an id can be reused)
 
 
 def _flat_rates(model: Any) -> tuple[float, float, float | None, float | None] | None:
@@ -257,6 +264,11 @@ def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
     provider_id = _GENAI_PROVIDERS.get(provider)
     if provider_id is None or not model:
         return None
+    if _snapshots:  # a model it does not know is known after one dict lookup
+        current = sys.modules["genai_prices.data_snapshot"].get_snapshot()
+        if _snapshots.get(id(current)) is current and \
+                _found.get((id(current), provider_id, model), 0) is None:
+            return None
     try:
         import genai_prices
         from genai_prices import data_snapshot
@@ -266,10 +278,12 @@ def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
     try:
         snapshot = data_snapshot.get_snapshot()
         key = (id(snapshot), provider_id, model)
-        if key not in _found:
-            if len(_found) > 1024:
+        if key not in _found or _snapshots.get(id(snapshot)) is not snapshot:
+            if len(_found) > 1024 or _snapshots.get(id(snapshot)) is not snapshot:
                 _found.clear()
                 _rates.clear()
+                _snapshots.clear()
+                _snapshots[id(snapshot)] = snapshot
             try:
                 _found[key] = snapshot.find_provider_model(model, None, provider_id, None)
             except LookupError:

@@ -6,6 +6,7 @@ These are pydantic models, validated once when built. Types created per streamed
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from datetime import UTC, datetime
@@ -50,6 +51,19 @@ class MessageRole(StrEnum):
 
 #: the roles whose content ``MODELPLEX_MAX_MESSAGE_LENGTH`` limits: what the user sends
 _LIMITED = frozenset({MessageRole.USER, MessageRole.SYSTEM})
+_read_limit: tuple[str | None, int] = (None, env.DEFAULT_MAX_MESSAGE_LENGTH)  # (text, value)
+
+
+def _max_message_length() -> int:
+    """``MODELPLEX_MAX_MESSAGE_LENGTH`` as it is now: read on every message (a change is
+    honoured at once), parsed only when its text changed (a bad value raises every time)."""
+    global _read_limit
+    raw, seen = os.environ.get("MODELPLEX_MAX_MESSAGE_LENGTH"), _read_limit
+    if raw == seen[0]:
+        return seen[1]
+    value = env.max_message_length()
+    _read_limit = (raw, value)
+    return value
 
 
 class ChatMessage(BaseModel):
@@ -94,7 +108,7 @@ class ChatMessage(BaseModel):
             raise ValueError(
                 "content must not be empty (attach images or tool_calls, or give some text)"
             )
-        limit = (self.max_content_length or env.max_message_length()
+        limit = (self.max_content_length or _max_message_length()
                  if self.role in _LIMITED else None)
         if limit is not None and len(self.content) > limit:
             raise ValueError(

@@ -13,10 +13,13 @@ from typing import Any
 
 import attrs
 
-from modelplex.batch.rows import BatchInputError
-
+from modelplex.batch.rows import BatchInputError, id_key
 
 # -- results -----------------------------------------------------------------------------------
+#: ``json.dumps(record, ensure_ascii=False, default=str)``, its encoder made once.
+_line_encoder = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 @attrs.define
 class BatchResult:
     """What became of one row: ``answer`` (and ``value`` when parsed), or ``error``."""
@@ -145,7 +148,7 @@ class BatchOutput:
                                           "not written by modelplex batch; give another -o",
                                           source=where, line=number) from None
                 self._check(record, where, number)
-                key = json.dumps(record["id"], sort_keys=True)
+                key = id_key(record["id"])
                 if key in self.done or key in self.failed:
                     self._repeated = True
                 if "error" in record:
@@ -180,9 +183,9 @@ class BatchOutput:
             record["asked"] = self.model
         if self.run is not None:
             record["run"] = self.run
-        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._handle.write(_line_encoder.encode(record) + "\n")
         self._handle.flush()
-        key = json.dumps(result.id, sort_keys=True)
+        key = id_key(result.id)
         if key in self.done or key in self.failed:
             self._repeated = True
         (self.failed if result.error else self.done).add(key)
@@ -203,7 +206,7 @@ class BatchOutput:
         last: dict[str, int] = {}
         with open(self.path, encoding="utf-8") as handle:
             for number, line in enumerate(handle):
-                last[json.dumps(json.loads(line)["id"], sort_keys=True)] = number
+                last[id_key(json.loads(line)["id"])] = number
         keep = set(last.values())
         del last
         tmp = self.path.with_name(self.path.name + ".compact")

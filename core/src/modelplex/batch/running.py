@@ -24,59 +24,102 @@ if TYPE_CHECKING:
     from modelplex.pipeline import Lease
     from modelplex.plugins import Plugins
     from modelplex.pool import ProviderPool
-
-
-async def _ask(lease: Lease, row: Row, *, system: str | None, options: Mapping[str, Any],
-               parser: Parser | None, max_retries: int, cache: bool | None) -> BatchResult:
-    from modelplex import structured
-    from modelplex.exchange import Turn
+    from modelplex.provider import CommonOptions
     from modelplex.types import ChatSession
 
-    start = time.perf_counter()
-    result = BatchResult(id=row.id, line=row.line)
-    try:
-        provider = lease.provider
-        validated = provider.parse_options({**options, **row.options})
-        session = ChatSession(model=lease.model, provider=lease.provider_name,
-                              system_prompt=row.system if row.system is not None else system,
-                              messages=list(row.messages))
-        turn = Turn(provider, session, validated, cache=cache)
-        use = row.parser or parser
-        if use is None:
-            meta = await turn.answer(turn.user_message(row.text))
-            result.answer = meta.content
-            result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
-                                                              meta.completion_tokens)
-        else:
-            done = await structured.get_structured(turn, row.text, use,
-                                                   max_retries=max_retries)
-            meta = done.meta
-            result.answer, result.value = meta.content, done.value
-            result.prompt_tokens, result.completion_tokens = (done.prompt_tokens,
-                                                              done.completion_tokens)
-            result.attempts = done.attempts
-        spent = meta.cost
-        if use is not None and result.attempts > 1:  # every attempt was paid for
-            from modelplex.chunks import Usage
-            from modelplex.cost import cost_of
 
-            spent = cost_of(meta.provider, meta.model, Usage(
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens))
-        if spent is not None and spent.known:
-            result.cost, result.currency = spent.amount, spent.currency
-        result.model = (meta.deployment or
-                        (f"{meta.provider}:{meta.model}" if meta.provider else meta.model))
-        if meta.attempts > 1:
-            result.attempts = max(result.attempts, meta.attempts)
-    except asyncio.CancelledError:
-        raise
-    except ParseError as err:
-        result.error, result.error_type = str(err), type(err).__name__
-        result.attempts = len(err.answers) or result.attempts
-    except Exception as err:
-        result.error, result.error_type = str(err) or type(err).__name__, type(err).__name__
-    result.latency = time.perf_counter() - start
-    return result
+class _Asker:
+    """What every row of one run shares, worked out once: the validated run options (a row
+    with options of its own is validated with them) and, for rows with neither history nor a
+    system prompt of their own, the session their requests are built over, the run's system
+    message checked once (never changed: a plain row's answer does not join a history,
+    nobody reads it)."""
+
+    __slots__ = ("_options", "_session", "cache", "lease", "max_retries", "options", "parser",
+                 "system")
+
+    def __init__(self, lease: Lease, *, system: str | None, options: Mapping[str, Any],
+                 parser: Parser | None, max_retries: int, cache: bool | None) -> None:
+        self.lease, self.system, self.options = lease, system, options
+        self.parser, self.max_retries, self.cache = parser, max_retries, cache
+        self._options: CommonOptions | None = None
+        self._session: ChatSession | None = None
+
+    def parsed_options(self, row: Row) -> CommonOptions:
+        """The run's options (validated on the first row that needs them; an invalid one is
+        that row's error, and the next row's) with the row's own on top."""
+        if row.options:
+            return self.lease.provider.parse_options({**self.options, **row.options})
+        if self._options is None:
+            self._options = self.lease.provider.parse_options(dict(self.options))
+        return self._options
+
+    def session(self, row: Row, plain: bool) -> ChatSession:
+        from modelplex.types import ChatSession
+
+        if plain and not row.messages and row.system is None:
+            if self._session is None:  # the run's system prompt checked once, sent first
+                from modelplex.types import ChatMessage
+
+                first = [ChatMessage.system(self.system)] if self.system else []
+                self._session = ChatSession(model=self.lease.model,
+                                            provider=self.lease.provider_name, messages=first)
+            return self._session
+        return ChatSession(model=self.lease.model, provider=self.lease.provider_name,
+                           system_prompt=row.system if row.system is not None else self.system,
+                           messages=list(row.messages))
+
+    async def ask(self, row: Row) -> BatchResult:
+        """Ask one row; its failure is its result's error."""
+        from modelplex import structured
+        from modelplex.exchange import Turn, user_message
+
+        start = time.perf_counter()
+        result = BatchResult(id=row.id, line=row.line)
+        try:
+            options = self.parsed_options(row)  # checked in the order they always were:
+            use = row.parser or self.parser  # options, the question, the system prompt
+            if use is None:  # the answer alone: no history to add it to
+                question = user_message(row.text)
+                turn = Turn(self.lease.provider, self.session(row, True), options,
+                            cache=self.cache)
+                meta = await turn.complete(turn.request([question]))
+                result.answer = meta.content
+                result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
+                                                                  meta.completion_tokens)
+            else:
+                turn = Turn(self.lease.provider, self.session(row, False), options,
+                            cache=self.cache)
+                done = await structured.get_structured(turn, row.text, use,
+                                                       max_retries=self.max_retries)
+                meta = done.meta
+                result.answer, result.value = meta.content, done.value
+                result.prompt_tokens, result.completion_tokens = (done.prompt_tokens,
+                                                                  done.completion_tokens)
+                result.attempts = done.attempts
+            spent = meta.cost
+            if use is not None and result.attempts > 1:  # every attempt was paid for
+                from modelplex.chunks import Usage
+                from modelplex.cost import cost_of
+
+                spent = cost_of(meta.provider, meta.model, Usage(
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens))
+            if spent is not None and spent.known:
+                result.cost, result.currency = spent.amount, spent.currency
+            result.model = (meta.deployment or
+                            (f"{meta.provider}:{meta.model}" if meta.provider else meta.model))
+            if meta.attempts > 1:
+                result.attempts = max(result.attempts, meta.attempts)
+        except asyncio.CancelledError:
+            raise
+        except ParseError as err:
+            result.error, result.error_type = str(err), type(err).__name__
+            result.attempts = len(err.answers) or result.attempts
+        except Exception as err:
+            result.error, result.error_type = str(err) or type(err).__name__, type(err).__name__
+        result.latency = time.perf_counter() - start
+        return result
 
 
 async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = None,
@@ -137,6 +180,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
         writer.open()
     lease = await open_model(model, config=config, pool=pool, plugins=plugins, cache=cache,
                              logs=logs, provider_config=provider_config, caller="batch")
+    asker = _Asker(lease, system=system, options=options or {}, parser=parser,
+                   max_retries=max_retries, cache=None)
     gate = asyncio.Semaphore(limit)
     finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
     tasks: set[asyncio.Task[None]] = set()
@@ -144,8 +189,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
 
     async def ask(seq: int, row: Row) -> None:
         try:
-            result = await _ask(lease, row, system=system, options=options or {},
-                                parser=parser, max_retries=max_retries, cache=None)
+            result = await asker.ask(row)
             finished.put_nowait((seq, result))
         except BaseException as err:
             finished.put_nowait((seq, err))
