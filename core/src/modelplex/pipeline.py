@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelplex.pipeline")
+_exchange_log = logging.getLogger("modelplex.exchange")  # where RecordingProvider logs
 
 LayerFactory = Callable[[Provider, LayerContext], "Provider | None"]
 
@@ -82,8 +83,7 @@ _memory_state = MemoryState()  # one per process: every named model sees every c
 # -- the built-in layers -----------------------------------------------------------------------
 def _recording_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     """One log record (and, with a log store, one stored exchange) per request."""
-    if ctx.log_store is None and not logging.getLogger("modelplex.exchange").isEnabledFor(
-            logging.INFO):
+    if ctx.log_store is None and not _exchange_log.isEnabledFor(logging.INFO):
         return None
     from modelplex.recording import RecordingProvider
 
