@@ -9,7 +9,8 @@ talks to its top::
 
 * ``provider:model``: the shared provider from the :class:`~modelplex.pool.ProviderPool`
   (built with the config's ``[providers.NAME]`` keywords), behind a router of one deployment
-  (retries honouring ``Retry-After``, backoff, the streaming rule; see docs/routing.md);
+  kept in the pool with it, one per model and retry policy (retries honouring
+  ``Retry-After``, backoff, the streaming rule; see docs/routing.md);
 * a named model: its :class:`~modelplex.routing.Router` (shared through the pool) over pooled
   deployment providers, with its fallbacks;
 * then, from the inside out, the layers of :data:`PATH` that are active for this stack: the
