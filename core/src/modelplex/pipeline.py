@@ -9,7 +9,8 @@ talks to its top::
 
 * ``provider:model``: the shared provider from the :class:`~modelplex.pool.ProviderPool`
   (built with the config's ``[providers.NAME]`` keywords), behind a router of one deployment
-  (retries honouring ``Retry-After``, backoff, the streaming rule; see docs/routing.md);
+  kept in the pool with it, one per model and retry policy (retries honouring
+  ``Retry-After``, backoff, the streaming rule; see docs/routing.md);
 * a named model: its :class:`~modelplex.routing.Router` (shared through the pool) over pooled
   deployment providers, with its fallbacks;
 * then, from the inside out, the layers of :data:`PATH` that are active for this stack: the
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelplex.pipeline")
+_exchange_log = logging.getLogger("modelplex.exchange")  # where RecordingProvider logs
 
 LayerFactory = Callable[[Provider, LayerContext], "Provider | None"]
 
@@ -82,8 +84,7 @@ _memory_state = MemoryState()  # one per process: every named model sees every c
 # -- the built-in layers -----------------------------------------------------------------------
 def _recording_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     """One log record (and, with a log store, one stored exchange) per request."""
-    if ctx.log_store is None and not logging.getLogger("modelplex.exchange").isEnabledFor(
-            logging.INFO):
+    if ctx.log_store is None and not _exchange_log.isEnabledFor(logging.INFO):
         return None
     from modelplex.recording import RecordingProvider
 
@@ -112,9 +113,27 @@ _BUILTIN: dict[str, LayerFactory] = {"mcp": _mcp_layer, "recording": _recording_
 def layer_order(plugins: Plugins | None = None) -> list[tuple[str, LayerFactory | None]]:
     """The layers above the router, outside in: :data:`PATH` with the plugins' layers put in
     (a slot nobody filled has ``None``)."""
+    registered = tuple((plugins or get_plugins()).registry("layers").values())
+    cached = _order_cache.get("last")
+    if cached is not None and cached[0] == registered:
+        return list(cached[1])
+    order, clean = _place(registered)
+    if clean:  # an order that warned is placed (and warns) again on every stack
+        _order_cache["last"] = (registered, tuple(order))
+    return order
+
+
+#: the last registrations placed without a warning, and their order: placed once, not per
+#: stack (a registration added, removed or changed is placed again)
+_order_cache: dict[str, tuple[tuple[Any, ...], tuple[tuple[str, LayerFactory | None], ...]]] = {}
+
+
+def _place(registered: tuple[Any, ...]) -> tuple[list[tuple[str, LayerFactory | None]], bool]:
+    """The order of :func:`layer_order` and whether it was placed without a warning."""
+    clean = True
     order: list[tuple[str, LayerFactory | None]] = [
         (name, _BUILTIN.get(name)) for name in PATH if name not in _BASE]
-    pending = list((plugins or get_plugins()).registry("layers").values())
+    pending = list(registered)
     while pending:
         placed = []
         for reg in pending:
@@ -123,6 +142,7 @@ def layer_order(plugins: Plugins | None = None) -> list[tuple[str, LayerFactory 
             if reg.name in names:  # a slot of PATH ("telemetry")
                 index = names.index(reg.name)
                 if order[index][1] is not None:
+                    clean = False
                     log.warning("layer %r of %s is ignored: that layer is built in",
                                 reg.name, reg.distribution or reg.plugin)
                 else:
@@ -137,13 +157,14 @@ def layer_order(plugins: Plugins | None = None) -> list[tuple[str, LayerFactory 
                 continue  # placed relative to a layer not placed yet
             placed.append(reg)
         if not placed:
+            clean = False
             for reg in pending:
                 log.warning("layer %r of %s is ignored: no layer %r to put it next to",
                             reg.name, reg.distribution or reg.plugin,
                             reg.position[0] or reg.position[1])
             break
         pending = [reg for reg in pending if reg not in placed]
-    return order
+    return order, clean
 
 
 def _build_layers(base: Provider, ctx: LayerContext, plugins: Plugins
@@ -381,26 +402,60 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
             await pool.release(router)
 
         return router, spec, spec, True, release_router
-    # one shared provider instance per name and configuration, behind a router of one
+    # one shared provider instance per name and configuration, behind a router of one kept
+    # with it in the pool (one per model and retries, shared by every caller)
     provider_name, requested = parse_model_spec(spec, plugins)
-    kwargs = {**config.provider_kwargs(provider_name),
-              **dict((provider_config or {}).get(provider_name, {}))}
+    overrides = (provider_config or {}).get(provider_name)
     policy = single_retries(retries, config)  # a bad value fails before anything is opened
-    provider = await pool.acquire(provider_name, kwargs, plugins=plugins)
+    kwargs, kwargs_key = _plain_kwargs(config, provider_name, overrides)
+    provider = await pool.acquire(provider_name, kwargs, plugins=plugins, key=kwargs_key)
     model_name = requested or provider.default_model or ""
     if not model_name:
         await pool.release(provider)
         raise ConfigurationError(f"provider {provider_name!r} has no default model: "
                                  f"name one as '{provider_name}:MODEL'")
 
+    def make() -> Router:  # the pool closes the provider, not the router
+        return Router.single(provider, model_name, retries=policy, on_close=_nothing)
+
     async def release_provider() -> None:
         await pool.release(provider)
 
-    single = Router.single(provider, model_name, retries=policy, on_close=release_provider)
+    single = pool.attached(provider, ("single", model_name, policy), make)
     # one count per provider:model and configuration, kept across leases (modelplex.stats)
-    single.stats_total = stats_for(f"{provider_name}:{model_name}", f"{provider_name}:"
-                                   f"{model_name}:{id(plugins)}:{_short(kwargs)}")
-    return single, model_name, provider_name, False, single.aclose
+    short = hashlib.sha256(kwargs_key.encode()).hexdigest()[:12]  # _short(kwargs)
+    single.stats_total = stats_for(f"{provider_name}:{model_name}",
+                                   f"{provider_name}:{model_name}:{id(plugins)}:{short}")
+    return single, model_name, provider_name, False, release_provider
+
+
+async def _nothing() -> None:
+    """A shared router of one closes nothing: its provider is released by each lease."""
+
+
+#: (config, provider name) -> (the provider's keywords, their pool key): the key is computed
+#: once per config object and table (a changed config, or a table changed in place, is
+#: computed again, never served from here); a few recent configs are kept.
+_plain_cache: dict[tuple[int, str], tuple[Config, dict[str, Any], str]] = {}
+_PLAIN_CACHE_SIZE = 32
+
+
+def _plain_kwargs(config: Config, provider_name: str,
+                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The constructor keywords of a plain ``provider:model``'s provider (``[providers.NAME]``
+    then ``overrides``) and their key (:func:`~modelplex.pool.config_key`)."""
+    if overrides:
+        kwargs = {**config.provider_kwargs(provider_name), **dict(overrides)}
+        return kwargs, config_key(kwargs)
+    kwargs = config.provider_kwargs(provider_name)
+    cached = _plain_cache.get((id(config), provider_name))
+    if cached is not None and cached[0] is config and cached[1] == kwargs:
+        return kwargs, cached[2]
+    kwargs_key = config_key(kwargs)
+    if len(_plain_cache) >= _PLAIN_CACHE_SIZE:
+        del _plain_cache[next(iter(_plain_cache))]
+    _plain_cache[(id(config), provider_name)] = (config, dict(kwargs), kwargs_key)
+    return kwargs, kwargs_key
 
 
 def _cache_for(cache: Any, config: Config, plugins: Plugins

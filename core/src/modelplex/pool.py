@@ -82,6 +82,7 @@ class _Entry:
     refs: int = 1
     idle_since: float = 0.0
     closer: asyncio.Task[None] | None = None
+    attached: dict[Any, Any] = attrs.Factory(dict)  # what lives as long as value (attached())
 
 
 class ProviderPool:
@@ -107,8 +108,9 @@ class ProviderPool:
         return entries
 
     async def acquire(self, name: str, config: Mapping[str, Any] | None = None, *,
-                      plugins: Plugins | None = None) -> Provider:
-        """The shared provider ``name`` with constructor keywords ``config``.
+                      plugins: Plugins | None = None, key: str | None = None) -> Provider:
+        """The shared provider ``name`` with constructor keywords ``config`` (``key``: their
+        :func:`config_key`, when the caller has it already).
 
         Pass it back to :meth:`release` when done.
         """
@@ -116,7 +118,7 @@ class ProviderPool:
 
         plugins = plugins or get_plugins()
         cfg = dict(config or {})
-        key = f"provider:{name}:{id(plugins)}:{config_key(cfg)}"
+        key = f"provider:{name}:{id(plugins)}:{config_key(cfg) if key is None else key}"
 
         async def build() -> Provider:
             factory = plugins.get("providers", name)
@@ -205,6 +207,20 @@ class ProviderPool:
                     del self._keys[id(entry.value)]
             if close:
                 await entry.value.aclose()
+
+    def attached(self, value: Any, key: Any, make: Callable[[], P]) -> P:
+        """The object ``make()`` built for the pooled ``value`` under ``key`` (hashable),
+        built once and kept as long as the pool keeps ``value`` (a plain model's router of
+        one, over its shared provider); for a value not in the pool, a new one each call."""
+        with self._lock:
+            found = self._keys.get(id(value))
+            entry = None if found is None else self._loops.get(found[0], {}).get(found[1])
+            if entry is None or entry.value is not value:
+                return make()
+            made = entry.attached.get(key)
+            if made is None:
+                made = entry.attached[key] = make()
+            return made
 
     def holders(self, value: Any) -> int:
         """How many holders share ``value`` (0 when it is not in the pool)."""
