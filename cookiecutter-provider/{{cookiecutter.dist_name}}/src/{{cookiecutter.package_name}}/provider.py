@@ -142,6 +142,9 @@ from modelplex.streams import sse_json
 {%- else %}
 from modelplex.streams import sse_json
 {%- endif %}
+{%- if wire == "openai-sse" %}
+from modelplex.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
+{%- endif %}
 from modelplex.types import ModelInfo
 
 __all__ = ["{{ cls }}Options", "{{ cls }}Provider"]
@@ -162,11 +165,6 @@ class {{ cls }}Options(CommonOptions):
 
     top_k: int | None = Field(default=None, ge=1, le=500,
                               description="Sample from the k most likely tokens, 1 to 500.")
-
-
-def _estimate(text_length: int) -> int:
-    """About four characters per token, for servers that report no usage."""
-    return max(1, (text_length + 3) // 4)
 
 
 class {{ cls }}Provider(HttpProvider):
@@ -261,8 +259,9 @@ class {{ cls }}Provider(HttpProvider):
         if usage:
             return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
                          completion_tokens=int(usage.get("completion_tokens") or 0))
-        prompt = sum(_estimate(len(m.content)) for m in request.messages)
-        return Usage(prompt_tokens=prompt, completion_tokens=_estimate(length), estimated=True)
+        # the server reported no usage: modelplex's one estimate (about 4 characters a token)
+        return Usage(prompt_tokens=estimate_prompt_tokens(request.messages),
+                     completion_tokens=-(-length // CHARS_PER_TOKEN), estimated=True)
 
     # -- models -----------------------------------------------------------------------------
     async def list_models(self) -> list[ModelInfo]:
