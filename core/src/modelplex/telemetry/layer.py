@@ -42,6 +42,8 @@ _warned = False
 _servers: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
 _labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 _token_details: Any = None
+#: the span attributes that are also metric labels.
+_METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
 
 
 def _server_cached(provider: Any) -> tuple[str | None, int | None]:
@@ -162,9 +164,10 @@ class TelemetryLayer(WrappingProvider):
 
     def _metric_attributes(self, span_attributes: Mapping[str, Any],
                            response_model: str | None, error: str | None) -> dict[str, Any]:
-        out = {k: span_attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
-                                               "gen_ai.request.model", "server.address",
-                                               "server.port") if k in span_attributes}
+        # (model, provider, status) and the operation: the conventions' required labels only.
+        # ``server.address``/``server.port`` (Recommended) stay on the spans: the SDK cleans,
+        # copies and hashes every label of every record, so each one costs on every request.
+        out = {k: span_attributes[k] for k in _METRIC_KEYS if k in span_attributes}
         if response_model:
             out["gen_ai.response.model"] = response_model
         if error is not None:
@@ -263,8 +266,8 @@ class TelemetryLayer(WrappingProvider):
         instruments = self._instruments()
         if not instruments:
             return
-        key = (self._provider, self._server, attributes["gen_ai.request.model"], response_model,
-               provider, error)
+        key = (self._provider, attributes["gen_ai.request.model"], response_model, provider,
+               error)
         found = _labels.get(key)
         if found is None:  # the SDK copies the labels it keeps: shared dicts are safe
             labels = self._metric_attributes(attributes, response_model, error)
