@@ -198,3 +198,80 @@ async def test_metric_labels_follow_each_model_and_error_across_stacks() -> None
                      p.sum) for p in points["gen_ai.client.token.usage"])
     assert tokens == [("a", "input", 6), ("a", "output", 2), ("b", "input", 3),
                       ("b", "output", 1)]
+
+
+# -- over a router the layer does not wrap the stream: the router reports to it ----------------
+class Chunks(Provider):
+    """``n`` chunks; ``fail_after``: raise a server error after that many."""
+
+    name = "openai"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, n: int, fail_after: int | None = None) -> None:
+        self.n, self.fail_after = n, fail_after
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        for i in range(self.n):
+            if i == self.fail_after:
+                raise ServerError("upstream broke", status_code=500, provider="openai")
+            last = i == self.n - 1
+            yield StreamChunk(content="x", finish_reason="stop" if last else None,
+                              model=request.model if last else None,
+                              usage=Usage(prompt_tokens=3, completion_tokens=self.n)
+                              if last else None)
+
+
+async def test_over_a_router_the_stream_is_the_routers_own_and_the_span_still_ends(
+        spans: InMemorySpanExporter) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from modelplex.config import RetryConfig
+    from modelplex.provider import CommonOptions
+    from modelplex.routing import Deployment, Router
+    from modelplex.telemetry import TelemetryLayer
+    from modelplex.types import ChatMessage
+
+    def top(provider: Provider, meters: Any = None) -> TelemetryLayer:
+        router = Router("openai:m", [Deployment(provider, "m")],
+                        retries=RetryConfig(attempts=1, backoff=0))
+        return TelemetryLayer(router, meter_provider=meters)
+
+    request = ChatRequest(model="m", messages=[ChatMessage.user("hi")], options=CommonOptions())
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    try:
+        stream = top(Chunks(5), meters).stream_request(request)
+        # no generator of the layer's between the caller and the router, so no step per chunk
+        assert stream.ag_code is Router._routed_stream.__code__  # type: ignore[attr-defined]
+        assert len([c async for c in stream]) == 5
+        assert trace.get_current_span() is trace.INVALID_SPAN  # its context was detached
+        data = reader.get_metrics_data()
+    finally:
+        meters.shutdown()
+    (chat,) = spans.get_finished_spans()
+    assert chat.attributes["gen_ai.usage.output_tokens"] == 5  # type: ignore[index]
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ("stop",)  # type: ignore[index]
+    assert "gen_ai.response.time_to_first_chunk" in (chat.attributes or {})
+    assert data is not None
+    names = {m.name: list(m.data.data_points) for rm in data.resource_metrics
+             for sm in rm.scope_metrics for m in sm.metrics}
+    assert names["gen_ai.client.operation.time_per_output_chunk"][0].count == 1
+    assert names["gen_ai.client.operation.time_to_first_chunk"][0].count == 1
+    # a reader that stops early, an error after the first chunk, an error before any
+    spans.clear()
+    stream = top(Chunks(5)).stream_request(request)
+    await anext(stream)
+    await stream.aclose()
+    (chat,) = spans.get_finished_spans()
+    assert chat.attributes["modelplex.stopped_early"] is True  # type: ignore[index]
+    assert chat.status.status_code is StatusCode.UNSET
+    for provider in (Chunks(5, fail_after=2), Chunks(5, fail_after=0)):
+        spans.clear()
+        with pytest.raises(Exception, match="upstream broke"):
+            _ = [c async for c in top(provider).stream_request(request)]
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        chat = next(s for s in spans.get_finished_spans() if s.name == "chat m")
+        assert chat.status.status_code is StatusCode.ERROR
+        assert "modelplex.stopped_early" not in (chat.attributes or {})
+        assert chat.attributes["error.type"]  # type: ignore[index]

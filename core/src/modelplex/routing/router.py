@@ -35,7 +35,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 from pydantic import ValidationError
@@ -57,6 +57,21 @@ from modelplex.types import HealthStatus, ModelInfo, PullProgress
 __all__ = ["RouteInfo", "Router"]
 
 T = TypeVar("T")
+
+
+class StreamWatch(Protocol):
+    """What a layer right over a router learns of a stream without wrapping it
+    (:meth:`Router.watched_stream`): ``begin`` when the stream starts, ``first`` with the
+    first chunk, ``chunks`` counted, ``end`` with the last chunk, the error, and whether the
+    stream was read to its end (neither: the caller stopped early)."""
+
+    chunks: int
+
+    def begin(self) -> None: ...
+
+    def first(self, chunk: StreamChunk) -> None: ...
+
+    def end(self, last: StreamChunk | None, err: BaseException | None, done: bool) -> None: ...
 
 
 @attrs.frozen
@@ -282,68 +297,97 @@ class Router(Provider):
         """Stream from one deployment; retry and fail over only before the first chunk."""
         return self._routed_stream(request)
 
-    async def _routed_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        trial = Trial(self)
-        started = time.perf_counter()
-        plain = self.plain
-        while True:
-            try:
-                group, dep = await trial.next()
-            except ProviderError as err:
-                self.stats_total.failure(err)
-                raise
-            sub = request if plain else dep.prepare(request)
-            await group._enter(dep)
-            start = time.perf_counter()
-            stream = dep.provider.stream_request(sub)
-            attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
-            failure: ProviderError | None = None
-            try:
-                budget = trial.budget()  # the attempt ends with the budget, hung or not
+    def watched_stream(self, request: ChatRequest,
+                       watch: StreamWatch) -> AsyncGenerator[StreamChunk, None]:
+        """:meth:`stream_request` reporting to ``watch``: the telemetry layer over a router
+        has its span begun, given the first chunk and ended here instead of wrapping the
+        stream, so telemetry adds no generator step per chunk."""
+        return self._routed_stream(request, watch)
+
+    async def _routed_stream(self, request: ChatRequest,
+                             watch: StreamWatch | None = None,
+                             ) -> AsyncGenerator[StreamChunk, None]:
+        if watch is not None:
+            watch.begin()
+        chunk: StreamChunk | None = None
+        raised: BaseException | None = None
+        done = False
+        try:
+            trial = Trial(self)
+            started = time.perf_counter()
+            plain = self.plain
+            while True:
                 try:
-                    async with budget:
-                        first = await anext(stream)
-                except StopAsyncIteration:
-                    first = None
-                except TimeoutError:
-                    if not budget.expired():
-                        raise
-                    spent = trial.ran_out(dep)
-                    failure = trial.records[-1][1]
-                    self.stats_total.failure(spent)
-                    raise spent from failure
+                    group, dep = await trial.next()
                 except ProviderError as err:
-                    failure = err
+                    self.stats_total.failure(err)
+                    raise
+                sub = request if plain else dep.prepare(request)
+                await group._enter(dep)
+                start = time.perf_counter()
+                stream = dep.provider.stream_request(sub)
+                attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
+                failure: ProviderError | None = None
+                try:
+                    budget = trial.budget()  # the attempt ends with the budget, hung or not
                     try:
-                        await trial.failed_attempt(group, dep, err)
-                    except ProviderError:
-                        self.stats_total.failure(err)
-                        raise
-                    continue
-                ttft = time.perf_counter() - start
-                dep.observe(ttft)
-                chunk = first
-                if first is not None:
-                    if not plain:
-                        first.route = self._route(group, dep, trial)
-                    try:
-                        yield first
-                        async for chunk in stream:
-                            yield chunk
-                    except ProviderError as err:  # after the first chunk: no failover
+                        async with budget:
+                            first = await anext(stream)
+                    except StopAsyncIteration:
+                        first = None
+                    except TimeoutError:
+                        if not budget.expired():
+                            raise
+                        spent = trial.ran_out(dep)
+                        failure = trial.records[-1][1]
+                        self.stats_total.failure(spent)
+                        raise spent from failure
+                    except ProviderError as err:
                         failure = err
-                        dep.stats.failure(err)
-                        self.stats_total.failure(err)
-                        raise
-                now = time.perf_counter()
-                usage = chunk.usage if chunk is not None else None
-                dep.stats.success(now - start, ttft, usage)
-                self.stats_total.success(now - started, ttft + start - started, usage)
-                return
-            finally:
-                telemetry.end_attempt(attempt, failure)
-                await stream.aclose()
-                await group._leave(dep)
+                        try:
+                            await trial.failed_attempt(group, dep, err)
+                        except ProviderError:
+                            self.stats_total.failure(err)
+                            raise
+                        continue
+                    ttft = time.perf_counter() - start
+                    dep.observe(ttft)
+                    chunk = first
+                    if first is not None:
+                        if not plain:
+                            first.route = self._route(group, dep, trial)
+                        if watch is not None:
+                            watch.first(first)
+                        try:
+                            yield first
+                            if watch is None:
+                                async for chunk in stream:
+                                    yield chunk
+                            else:  # per chunk: a counter, nothing else
+                                async for chunk in stream:
+                                    watch.chunks += 1
+                                    yield chunk
+                        except ProviderError as err:  # after the first chunk: no failover
+                            failure = err
+                            dep.stats.failure(err)
+                            self.stats_total.failure(err)
+                            raise
+                    now = time.perf_counter()
+                    usage = chunk.usage if chunk is not None else None
+                    dep.stats.success(now - start, ttft, usage)
+                    self.stats_total.success(now - started, ttft + start - started, usage)
+                    done = True
+                    return
+                finally:
+                    telemetry.end_attempt(attempt, failure)
+                    await stream.aclose()
+                    await group._leave(dep)
+        except Exception as error:
+            raised = error
+            raise
+        finally:
+            if watch is not None:
+                watch.end(chunk, raised, done)
 
     async def _call(self, call: Callable[[Deployment], Awaitable[T]]) -> tuple[T, RouteInfo]:
         """Run one non-streaming call on a deployment, with retries and fallbacks."""

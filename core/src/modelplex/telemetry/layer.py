@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelplex.errors import redact
@@ -42,6 +42,8 @@ _warned = False
 _servers: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
 _labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 _token_details: Any = None
+#: the span attributes that are also metric labels.
+_METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
 
 
 def _server_cached(provider: Any) -> tuple[str | None, int | None]:
@@ -107,6 +109,10 @@ class TelemetryLayer(WrappingProvider):
         self._kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
         self._single = single
         self._server = _server_cached(base) if single else (None, None)
+        # a router right below (looked up on its class: a layer's __getattr__ forwards)
+        self._watched: Callable[[ChatRequest, _Watch], AsyncGenerator[StreamChunk, None]] | None
+        self._watched = (inner.watched_stream  # type: ignore[attr-defined]
+                         if getattr(type(inner), "watched_stream", None) is not None else None)
 
     def _instruments(self) -> list[_Instruments]:
         if self._meter_provider is not None:
@@ -162,9 +168,10 @@ class TelemetryLayer(WrappingProvider):
 
     def _metric_attributes(self, span_attributes: Mapping[str, Any],
                            response_model: str | None, error: str | None) -> dict[str, Any]:
-        out = {k: span_attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
-                                               "gen_ai.request.model", "server.address",
-                                               "server.port") if k in span_attributes}
+        # (model, provider, status) and the operation: the conventions' required labels only.
+        # ``server.address``/``server.port`` (Recommended) stay on the spans: the SDK cleans,
+        # copies and hashes every label of every record, so each one costs on every request.
+        out = {k: span_attributes[k] for k in _METRIC_KEYS if k in span_attributes}
         if response_model:
             out["gen_ai.response.model"] = response_model
         if error is not None:
@@ -263,8 +270,8 @@ class TelemetryLayer(WrappingProvider):
         instruments = self._instruments()
         if not instruments:
             return
-        key = (self._provider, self._server, attributes["gen_ai.request.model"], response_model,
-               provider, error)
+        key = (self._provider, attributes["gen_ai.request.model"], response_model, provider,
+               error)
         found = _labels.get(key)
         if found is None:  # the SDK copies the labels it keeps: shared dicts are safe
             labels = self._metric_attributes(attributes, response_model, error)
@@ -297,7 +304,11 @@ class TelemetryLayer(WrappingProvider):
 
     # -- calls --------------------------------------------------------------------------------
     def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        """The inner stream inside a span (ended when the stream ends)."""
+        """The inner stream inside a span (ended when the stream ends). Right over a router
+        (what every stack has) without content capture, the router reports the stream to a
+        :class:`_Watch` instead of this layer wrapping it: no generator step per chunk."""
+        if self._watched is not None and not self.settings.capture_content:
+            return self._watched(request, _Watch(self, request))
         return self._traced_stream(request)
 
     async def _traced_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -408,3 +419,45 @@ class TelemetryLayer(WrappingProvider):
                 inst.duration.record(duration, self._metric_attributes(attributes, None,
                                                                        error))
         return vectors
+
+
+class _Watch:
+    """One stream's telemetry, reported by the router below (``Router.watched_stream``): the
+    span begins when the stream starts and is current until the first chunk (the attempts,
+    the cache lookup and the HTTP request nest under it), and ends with the stream."""
+
+    __slots__ = ("attributes", "chunks", "first_at", "layer", "request", "route", "span",
+                 "start", "token")
+
+    def __init__(self, layer: TelemetryLayer, request: ChatRequest) -> None:
+        self.layer = layer
+        self.request = request
+        self.chunks = 0
+        self.first_at: float | None = None
+        self.route: Any = None
+        self.token: Any = None
+
+    def begin(self) -> None:
+        layer = self.layer
+        self.attributes = attributes = layer._request_attributes(self.request)
+        self.span = span = layer._tracer.start_span(f"chat {self.request.model}",
+                                                    kind=layer._kind, attributes=attributes)
+        self.start = time.perf_counter()
+        self.token = layer._context.attach(layer._trace.set_span_in_context(span))
+
+    def _detach(self) -> None:
+        token, self.token = self.token, None
+        if token is not None:
+            self.layer._context.detach(token)
+
+    def first(self, chunk: StreamChunk) -> None:
+        self.first_at = time.perf_counter()
+        self.chunks = 1
+        self.route = chunk.route
+        self._detach()
+
+    def end(self, last: StreamChunk | None, err: BaseException | None, done: bool) -> None:
+        self._detach()
+        self.layer._finish(self.span, self.attributes, start=self.start, first=self.first_at,
+                           chunks=self.chunks, last=last, route=self.route, err=err,
+                           stopped=not done and err is None)
