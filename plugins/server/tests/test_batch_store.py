@@ -48,6 +48,9 @@ async def check_batches(store: ConversationStore) -> str:
     assert [b.id for b in await store.list_batches("alice")] == [first.id]
     assert [b.id for b in await store.list_batches(None, after=second.id)] == [first.id]
     assert await store.open_batches() == [first.id, second.id]
+    await store.create_batch(BatchRecord(owner=None, status="completed"))
+    assert [await store.count_open_batches(o) for o in ("alice", "bob", "carol", None)] \
+        == [1, 1, 0, 0]
     moved = await store.update_batch(first.id, expect=("validating",), status="in_progress",
                                      total=3, data={"in_progress_at": 5})
     assert moved is not None and moved.status == "in_progress" and moved.total == 3
@@ -77,6 +80,8 @@ async def check_batches(store: ConversationStore) -> str:
     assert await store.claim_batch(first.id, "a", stale=60)
     await store.update_batch(second.id, status="completed")
     assert await store.open_batches() == [first.id]
+    assert (await store.count_open_batches("bob"), await store.count_open_batches("alice")) \
+        == (0, 1)
     return first.id
 
 

@@ -417,3 +417,37 @@ async def test_a_killed_server_resumes_its_batch(upstream: FaultyUpstream,
         assert await asyncio.to_thread(second.stop) == 0
     assert [r["custom_id"] for r in out] == [f"r{i}" for i in range(6)]
     assert upstream.requests == 8  # 2 answered, 2 in flight when killed, 4 after
+
+
+async def test_open_batches_per_key_are_capped(serve: Any, upstream: FaultyUpstream) -> None:
+    server = await serve(max_open_batches=2)
+    upstream.faults.extend(["hang"] * 10)  # the first two batches stay open
+    async with client_for(server) as client:
+        first = await submit(client, jsonl(line("a", "1")))
+        await submit(client, jsonl(line("a", "1")))
+        uploaded = await client.files.create(file=("c.jsonl", jsonl(line("a", "1"))),
+                                             purpose="batch")
+        with pytest.raises(openai.BadRequestError, match="max_open_batches") as caught:
+            await client.batches.create(input_file_id=uploaded.id, endpoint=CHAT,
+                                        completion_window="24h")
+        body: Any = caught.value.body
+        assert body["code"] == "batches_limit_reached"
+        await client.batches.cancel(first)
+        await wait_for(client, first)
+        third = await client.batches.create(input_file_id=uploaded.id, endpoint=CHAT,
+                                            completion_window="24h")
+        assert third.status == "validating"
+
+
+async def test_the_batch_object_has_its_model_and_usage(server: AppServer) -> None:
+    async with client_for(server) as client:
+        batch = await wait_for(client, await submit(client, jsonl(
+            line("a", "1"), line("b", "2"))))
+        assert batch.status == "completed" and batch.model == "fault:fault"
+        assert batch.usage is not None
+        assert (batch.usage.input_tokens, batch.usage.output_tokens,
+                batch.usage.total_tokens) == (6, 10, 16)
+        assert batch.usage.input_tokens_details.cached_tokens == 0
+        mixed = await wait_for(client, await submit(client, jsonl(
+            line("a", "1"), line("b", "2", model="tools:gpt-4o"))))
+        assert mixed.model is None

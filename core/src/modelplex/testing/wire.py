@@ -68,6 +68,9 @@ class Reply:
             (``length`` is ``max_tokens`` on the Anthropic wire). Default: ``tool_calls``
             with tool calls, else ``stop``.
         prompt_tokens / completion_tokens: the usage sent (default: 3 / the piece count).
+        usage: more fields merged into the wire's usage object, in the wire's own shape
+            (OpenAI: ``{"prompt_tokens_details": {"cached_tokens": 2}}``; Anthropic:
+            ``{"cache_read_input_tokens": 2}``, sent in ``message_start``).
         delay: seconds between pieces.
         fault: a fault to apply to this answer (see the module docs), default ``"ok"``.
         message: for a status fault, the error message in the body (e.g. one that echoes
@@ -84,6 +87,7 @@ class Reply:
     delay: float = 0.0
     fault: str = "ok"
     message: str | None = None
+    usage: dict[str, Any] = attrs.Factory(dict)
 
     def texts(self, chunks: int) -> list[str]:
         """The streamed text pieces (``chunks``: the upstream's default piece count)."""
@@ -128,6 +132,7 @@ class Answer:
         finish: the modelplex finish reason (``stop``, ``length``, ``tool_calls``, ...);
             :meth:`Wire.finish_word` gives the wire's own word for it.
         prompt_tokens / completion_tokens: the usage to report.
+        usage: more usage fields, in the wire's own shape (:attr:`Reply.usage`).
         model: the model asked for (from the body or the path), or ``None``.
         message: the message the reply scripted for an error (``None``: the wire's own).
     """
@@ -144,6 +149,7 @@ class Answer:
                                   else len(self.pieces))
         self.model = model
         self.message = reply.message
+        self.usage: dict[str, Any] = dict(reply.usage)
 
     @property
     def chunks(self) -> int:

@@ -40,7 +40,7 @@ class OpenAIWire(Wire):
         usage = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 1,
                  "model": "fault", "choices": [],
                  "usage": {"prompt_tokens": prompt, "completion_tokens": n,
-                           "total_tokens": n + prompt}}
+                           "total_tokens": n + prompt, **answer.usage}}
         calls = []
         for i, call in enumerate(answer.calls):  # id and name, then the arguments in 2 parts
             args = arguments_text(call)
@@ -70,7 +70,7 @@ class OpenAIWire(Wire):
                 "model": "fault", "choices": [{"index": 0, "message": message,
                                                "finish_reason": self.finish_word(answer)}],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": n,
-                          "total_tokens": n + prompt}}
+                          "total_tokens": n + prompt, **answer.usage}}
 
 
 class OllamaWire(Wire):
@@ -138,7 +138,8 @@ class AnthropicWire(Wire):
         return [self._event("message_start", {"message": {
             "id": "msg_fault", "type": "message", "role": "assistant", "model": "fault",
             "content": [], "stop_reason": None,
-            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1}}}),
+            "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1,
+                      **answer.usage}}}),
             self._event("content_block_start", {
                 "index": 0, "content_block": {"type": "text", "text": ""}})]
 
@@ -179,7 +180,7 @@ class AnthropicWire(Wire):
         return {"id": "msg_fault", "type": "message", "role": "assistant", "model": "fault",
                 "content": blocks, "stop_reason": self.finish_word(answer),
                 "usage": {"input_tokens": answer.prompt_tokens,
-                          "output_tokens": answer.completion_tokens}}
+                          "output_tokens": answer.completion_tokens, **answer.usage}}
 
 
 class TGIWire(Wire):

@@ -36,6 +36,7 @@ from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
 from modelplex.tokens import estimate_prompt_tokens
 from modelplex.types import ChatMessage, MessageRole
+from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.openai_api import SSE_HEADERS
@@ -301,9 +302,16 @@ def _tool_id(call: ToolCall) -> str:
 
 
 def _usage(usage: Usage | None) -> dict[str, int]:
+    """Anthropic's ``usage``: ``input_tokens`` excludes the cache reads and writes, which are
+    given apart (``cache_read_input_tokens``, ``cache_creation_input_tokens``) when known."""
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+    read, written = usage_fields.cache_read(usage), usage_fields.cache_written(usage)
+    out = {"input_tokens": max(0, usage.prompt_tokens - read - written),
+           "output_tokens": usage.completion_tokens}
+    if read or written:
+        out.update(cache_read_input_tokens=read, cache_creation_input_tokens=written)
+    return out
 
 
 def _message_body(reply: ChatResponse, model_id: str, thinking: bool) -> dict[str, Any]:

@@ -72,11 +72,12 @@ class _Request:
     """One checked line: its ``custom_id`` and its raw JSON (parsed again when it runs, so a
     batch in memory is about the size of its file, not of its parsed objects)."""
 
-    __slots__ = ("custom_id", "raw")
+    __slots__ = ("custom_id", "model", "raw")
 
-    def __init__(self, custom_id: str, raw: bytes) -> None:
+    def __init__(self, custom_id: str, raw: bytes, model: str) -> None:
         self.custom_id = custom_id
         self.raw = raw
+        self.model = model
 
     def body(self) -> dict[str, Any]:
         """The request's body (a JSON object: checked when the batch was validated)."""
@@ -87,6 +88,39 @@ class _Request:
 def _error(code: str, message: str, line: int | None = None,
            param: str | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": param, "line": line}
+
+
+def _total_usage(lines: list[str], total: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``total`` (OpenAI's batch ``usage``) plus the usage of the answers in ``lines``."""
+    total = total or {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": 0}
+    for data in lines:
+        try:
+            usage = json.loads(data)["response"]["body"]["usage"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(usage, dict):
+            continue
+        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get(
+            "completion_tokens"))
+        total["input_tokens"] += prompt
+        total["output_tokens"] += completion
+        total["total_tokens"] += prompt + completion
+        total["input_tokens_details"]["cached_tokens"] += _detail(
+            usage, "prompt_tokens_details", "cached_tokens")
+        total["output_tokens_details"]["reasoning_tokens"] += _detail(
+            usage, "completion_tokens_details", "reasoning_tokens")
+    return total
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _detail(usage: dict[str, Any], table: str, key: str) -> int:
+    details = usage.get(table)
+    return _int(details.get(key)) if isinstance(details, dict) else 0
 
 
 def _lines(content: bytes) -> Iterator[tuple[int, bytes]]:
@@ -147,7 +181,7 @@ def read_requests(content: bytes, endpoint: str, key: KeyConfig | None, *,
                  f"{body['model'][:80]!r}", number, "body.model")
         else:
             seen.add(custom_id)
-            requests.append(_Request(custom_id, bytes(raw)))
+            requests.append(_Request(custom_id, bytes(raw), body["model"]))
     if not requests and not errors:
         fail("empty_file", "the input file has no requests: one JSON object per line")
     return requests, errors
@@ -281,9 +315,12 @@ class BatchRunner:
                                                   "errors": {"object": "list", "data": errors}})
                 return
         if record.status == "validating":
+            models = {r.model for r in requests}  # the batch object's model: one, or none
             updated = await self.store.update_batch(record.id, expect=("validating",),
                                                     status="in_progress", total=len(requests),
-                                                    data={"in_progress_at": int(time.time())})
+                                                    data={"in_progress_at": int(time.time()),
+                                                          "model": models.pop()
+                                                          if len(models) == 1 else None})
             record = updated or await self._reload(record)
         expired = False
         if record.status == "in_progress":
@@ -433,12 +470,15 @@ class BatchRunner:
         if updated is None:  # cancelled meanwhile
             await self._finish(await self._reload(record), expired)
 
-    async def _result_files(self, record: BatchRecord) -> dict[str, str]:
-        """The output and error files of a batch (made once: their ids come from its id)."""
-        out: dict[str, str] = {}
+    async def _result_files(self, record: BatchRecord) -> dict[str, Any]:
+        """The output and error files of a batch (made once: their ids come from its id)
+        and the ``usage`` its answered lines add up to."""
+        out: dict[str, Any] = {"usage": _total_usage([])}
         for ok, kind in ((True, "output"), (False, "error")):
             size, lines, after = 0, 0, -1
             while page := await self.store.batch_results(record.id, ok, after=after):
+                if ok:
+                    out["usage"] = _total_usage([data for _, data in page], out["usage"])
                 size += sum(len(data.encode()) + 1 for _, data in page)
                 lines += len(page)
                 after = page[-1][0]

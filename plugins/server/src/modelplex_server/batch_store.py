@@ -92,6 +92,8 @@ class BatchRecord(BaseModel):
         out["request_counts"] = {"total": self.total, "completed": self.completed,
                                  "failed": self.failed}
         out["metadata"] = data.get("metadata")
+        out["model"] = data.get("model")
+        out["usage"] = data.get("usage")
         return out
 
 
@@ -142,6 +144,11 @@ class BatchStore:
 
     async def open_batches(self) -> list[str]:
         """The ids of batches in one of :data:`OPEN_STATUSES`, oldest first."""
+        raise self._no_batches()
+
+    async def count_open_batches(self, owner: str | None) -> int:
+        """How many batches of ``owner`` (of no key, for None) are in one of
+        :data:`OPEN_STATUSES` (``[server] max_open_batches`` caps it)."""
         raise self._no_batches()
 
     async def update_batch(self, batch_id: str, *, expect: Collection[str] | None = None,
@@ -244,6 +251,11 @@ class MemoryBatches(BatchStore):
     async def open_batches(self) -> list[str]:
         """The batches a runner has work for."""
         return [b.id for b in self._batches.values() if b.status in OPEN_STATUSES]
+
+    async def count_open_batches(self, owner: str | None) -> int:
+        """Open batches of ``owner``."""
+        return sum(b.owner == owner and b.status in OPEN_STATUSES
+                   for b in self._batches.values())
 
     async def update_batch(self, batch_id: str, *, expect: Collection[str] | None = None,
                            status: str | None = None, total: int | None = None,

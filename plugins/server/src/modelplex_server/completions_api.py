@@ -25,7 +25,7 @@ from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
-from modelplex_server.openai_api import DONE, SSE_HEADERS
+from modelplex_server.openai_api import DONE, SSE_HEADERS, openai_usage
 from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import StreamOptions, _Body, read_body
 from modelplex_server.settings import KeyConfig
@@ -101,11 +101,10 @@ class _Writer:
         return self._usage + dumps(usage) + b"}\n\n"
 
 
-def _usage(chunk: Any) -> dict[str, int]:
+def _usage(chunk: Any) -> dict[str, Any]:
     usage = getattr(chunk, "usage", None)
     prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return openai_usage(prompt, completion, usage)
 
 
 async def _stream(request: web.Request, stream: AsyncIterator[StreamChunk],

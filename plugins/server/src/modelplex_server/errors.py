@@ -9,6 +9,7 @@ Every error body is ``{"error": {"message", "type", "param", "code"}}``, so the 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from aiohttp import web
@@ -75,10 +76,26 @@ def _busy(err: errors.RoutingError, message: str) -> ApiError | None:
                     headers=_retry_headers(wait, always=True))
 
 
+def _mcp_failure(err: BaseException) -> ApiError | None:
+    """The 502 of an MCP server (of a named model's ``mcp = [...]``) that failed to start or
+    answer: its first line names the server and what went wrong; the tail of the server's
+    stderr (which may echo anything) stays out of the answer."""
+    session = sys.modules.get("modelplex.mcp.session")  # loaded whenever an McpError exists
+    if session is None or not isinstance(err, session.McpError):
+        return None
+    head = str(err).split("\n", 1)[0].split("; its stderr ends with", 1)[0]
+    return ApiError(502, errors.redact(head) + " (a tool server of this model failed; the "
+                    "server's operator can see why in its [mcp] config and logs)",
+                    type="server_error", code="mcp_server_error")
+
+
 def from_exception(err: BaseException) -> ApiError:
     """The :class:`ApiError` for an exception raised while serving a request."""
     if isinstance(err, ApiError):
         return err
+    mcp = _mcp_failure(err)
+    if mcp is not None:
+        return mcp
     message = errors.redact(str(err))
     if isinstance(err, StoreUnavailableError):
         return ApiError(503, message, type="server_error", code="store_unavailable",

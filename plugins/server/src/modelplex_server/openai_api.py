@@ -28,6 +28,7 @@ from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
 from modelplex.tokens import estimate_tokens
 from modelplex.types import ChatMessage, MessageRole, ModelInfo
+from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.relay import answer_streamed, answer_whole
@@ -39,7 +40,7 @@ from modelplex_server.schemas import (
 )
 from modelplex_server.settings import KeyConfig
 
-__all__ = ["add_routes", "answer_chat", "answer_embeddings", "to_chat_messages"]
+__all__ = ["add_routes", "answer_chat", "answer_embeddings", "openai_usage", "to_chat_messages"]
 
 _ROLES = {"system": MessageRole.SYSTEM, "developer": MessageRole.SYSTEM,
           "user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
@@ -141,11 +142,23 @@ def _tool_call_dict(call: ToolCall, index: int) -> dict[str, Any]:
             "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
 
 
-def _usage(usage: Usage | None) -> dict[str, int]:
+def _usage(usage: Usage | None) -> dict[str, Any]:
     if usage is None:
         return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+    return openai_usage(usage.prompt_tokens, usage.completion_tokens, usage)
+
+
+def openai_usage(prompt: int, completion: int, usage: Any) -> dict[str, Any]:
+    """Chat Completions' ``usage``, with ``prompt_tokens_details.cached_tokens`` and
+    ``completion_tokens_details.reasoning_tokens`` when the provider reported them."""
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    read, thought = usage_fields.cache_read(usage), usage_fields.reasoning(usage)
+    if read:
+        out["prompt_tokens_details"] = {"cached_tokens": read}
+    if thought:
+        out["completion_tokens_details"] = {"reasoning_tokens": thought}
+    return out
 
 
 def _finish(reason: str | None, had_tools: bool) -> str:

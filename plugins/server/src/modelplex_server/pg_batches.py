@@ -191,6 +191,15 @@ class PgBatches(BatchStore):
 
         return await self._run(work)
 
+    async def count_open_batches(self, owner: str | None) -> int:
+        """Open batches of ``owner``."""
+        async def work(conn: Conn) -> int:
+            return int(await conn.fetchval(
+                "SELECT COUNT(*) FROM batches WHERE status = ANY($1::text[]) "
+                "AND owner IS NOT DISTINCT FROM $2", list(OPEN_STATUSES), owner))
+
+        return await self._run(work)
+
     async def update_batch(self, batch_id: str, *, expect: Collection[str] | None = None,
                            status: str | None = None, total: int | None = None,
                            data: Mapping[str, Any] | None = None) -> BatchRecord | None:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.http import dumps
+from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError
 from modelplex_server.openai_api import SSE_HEADERS
 from modelplex_server.relay import relay
@@ -34,8 +35,10 @@ __all__ = ["Answer", "new_id", "stream_events"]
 # -- the response object -------------------------------------------------------------------------
 def _usage(usage: Usage | None) -> dict[str, Any]:
     prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
+    return {"input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": usage_fields.cache_read(usage)},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": usage_fields.reasoning(usage)},
             "total_tokens": prompt + completion}
 
 

@@ -9,6 +9,7 @@
     conversations = "memory"              # or a SQLite file (default: in the data dir)
     max_file_bytes = 104857600            # /v1/files: the largest upload (100 MiB)
     max_batch_lines = 50000               # /v1/batches: most requests in one batch
+    max_open_batches = 100                # /v1/batches: most unfinished batches per key
     batch_concurrency = 8                 # batch requests answered at once per process
 
     [server.models]                       # model ids the server offers besides provider:model
@@ -178,6 +179,9 @@ class ServerSettings(BaseModel):
                                         "results); an upload beyond is refused (400).")
     max_batch_lines: int = Field(
         default=50_000, gt=0, description="Most requests (lines) in one batch's input file.")
+    max_open_batches: int = Field(
+        default=100, gt=0, description="Most batches one key has open (not yet completed, "
+                                       "failed, expired or cancelled); more are refused (400).")
     batch_concurrency: int = Field(
         default=8, ge=1, le=1024,
         description="Requests of /v1/batches answered at once by each server process.")

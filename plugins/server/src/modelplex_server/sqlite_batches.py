@@ -190,6 +190,17 @@ class SQLiteBatches(BatchStore):
 
         return await self._call(work)
 
+    async def count_open_batches(self, owner: str | None) -> int:
+        """Open batches of ``owner``."""
+        marks = ", ".join("?" for _ in OPEN_STATUSES)
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(f"SELECT COUNT(*) FROM batches WHERE status IN ({marks}) "
+                               "AND owner IS ?", (*OPEN_STATUSES, owner)).fetchone()
+            return int(row[0])
+
+        return await self._call(work)
+
     async def update_batch(self, batch_id: str, *, expect: Collection[str] | None = None,
                            status: str | None = None, total: int | None = None,
                            data: Mapping[str, Any] | None = None) -> BatchRecord | None:
