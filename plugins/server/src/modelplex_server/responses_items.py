@@ -21,6 +21,7 @@ from modelplex.provider import Provider
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import Gateway
+from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
 from modelplex_server.schemas import _Body
 
@@ -196,8 +197,8 @@ def _parts(content: str | list[TextPart | ImagePart]) -> tuple[str, tuple[str, .
     if isinstance(content, str):
         return content, ()
     texts = [p.text for p in content if isinstance(p, TextPart)]
-    images = tuple(p.image_url.partition(",")[2] if p.image_url.startswith("data:")
-                   else p.image_url for p in content if isinstance(p, ImagePart))
+    images = tuple(client_image(p.image_url, f"input.content.{j}.image_url")
+                   for j, p in enumerate(content) if isinstance(p, ImagePart))
     return "\n".join(texts), images
 
 
