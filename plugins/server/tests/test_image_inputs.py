@@ -1,7 +1,8 @@
 """Images a client sends are data, never paths on the server: an image given as a file path
 (``/etc/hostname``, ``~/.ssh/id_rsa``) on any API is a 400 naming the field, and the
 server's file never reaches the upstream (the core's wires read paths for local callers; a
-remote client must not make the server read its own files)."""
+remote client must not make the server read its own files); a bad content block is named by
+what is wrong with it."""
 
 from __future__ import annotations
 
@@ -63,3 +64,21 @@ async def test_base64_and_data_images_still_reach_the_upstream(
             server.url + path, json=body) as resp:
         assert resp.status == 200, await resp.text()
     assert data in json.dumps(upstream.received[-1].json)
+
+
+@pytest.mark.parametrize(("block", "says"), [
+    ({"type": "weird"}, "'messages.0.content.0': Input tag 'weird'"),
+    ({"type": "image", "source": {"type": "url", "url": "https://x"}},
+     "'messages.0.content.0.image.source.type': Input should be 'base64'"),
+    ({"type": "text"}, "'messages.0.content.0.text.text' is required"),
+])
+async def test_a_bad_content_block_is_named_not_called_a_string(
+        server: AppServer, block: dict[str, Any], says: str) -> None:
+    """A list of content blocks with a bad block: the error names the block and what is wrong
+    (was "invalid 'messages.0.content.str': Input should be a valid string")."""
+    body = {"model": M, "max_tokens": 5, "messages": [{"role": "user", "content": [block]}]}
+    async with aiohttp.ClientSession() as session, session.post(
+            server.url + "/v1/messages", json=body) as resp:
+        assert resp.status == 400
+        message = (await resp.json())["error"]["message"]
+    assert says in message and ".str" not in message and "tagged-union" not in message
