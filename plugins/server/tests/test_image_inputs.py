@@ -82,3 +82,4 @@ async def test_a_bad_content_block_is_named_not_called_a_string(
         assert resp.status == 400
         message = (await resp.json())["error"]["message"]
     assert says in message and ".str" not in message and "tagged-union" not in message
+

@@ -188,7 +188,9 @@ class ResponsesRequest(_Body):
     previous_response_id: str | None = None
     store: bool = True
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)],
+                   Annotated[str, Field(max_length=512)]] | None = Field(default=None,
+                                                                        max_length=16)
     parallel_tool_calls: bool | None = None
 
 
