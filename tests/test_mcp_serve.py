@@ -140,6 +140,35 @@ async def test_serve_over_streamable_http_with_a_bearer_key() -> None:
                     assert "k-0123456789" not in refused.text
 
 
+async def test_serve_http_against_hostile_requests() -> None:
+    """Raw requests no SDK sends: JSON nested past the parser's depth is a 400 JSON-RPC parse
+    error (was a 500 with a traceback), a body over 4 MiB a 413, a wrong key (in any case of
+    the scheme) a 401 that never shows the key; ``bearer`` in lower case is accepted."""
+    import httpx
+
+    key = "k-0123456789"
+    accept = {"Accept": "application/json, text/event-stream",
+              "Content-Type": "application/json"}
+    ping = b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {' \
+           b'"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": ' \
+           b'{"name": "probe", "version": "1"}}}'
+    async with served_http("--key-env", "MCP_SERVE_KEY", MCP_SERVE_KEY=key) as url, \
+            httpx.AsyncClient(timeout=60) as client:
+        good = {**accept, "Authorization": f"Bearer {key}"}
+        deep = await client.post(url, content=b"[" * 100_000 + b"]" * 100_000, headers=good)
+        assert deep.status_code == 400, deep.text
+        assert deep.json()["error"]["code"] == -32700 and "deep" in deep.text
+        huge = await client.post(url, content=b"[" + b"1," * 3_000_000 + b"1]", headers=good)
+        assert huge.status_code == 413 and "4194304 bytes" in huge.text
+        for wrong in (f"bearer {key}x", "Basic " + key, key, f"Bearer{key}"):
+            refused = await client.post(url, content=ping, headers={**accept,
+                                                                     "Authorization": wrong})
+            assert refused.status_code == 401 and key not in refused.text
+        lower = await client.post(url, content=ping,
+                                  headers={**accept, "Authorization": f"bearer {key}"})
+        assert lower.status_code == 200, lower.text
+
+
 async def test_serve_http_needs_the_key_variable() -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
     proc = await asyncio.create_subprocess_exec(

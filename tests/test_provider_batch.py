@@ -386,3 +386,32 @@ async def test_a_named_model_of_one_deployment_is_batched(tmp_path: Path) -> Non
                     [{"id": 1, "prompt": "x"}], model="two", output=tmp_path / "p.jsonl",
                     config=cfg, pool=ProviderPool()):
                 pass
+
+
+@pytest.mark.parametrize("jobs", [
+    ["not a job"],
+    [{"rows": []}],
+    [{"id": "../../v1/files/file-x/content", "rows": []}],
+    [{"id": 12, "rows": []}],
+    [{"id": "batch_1", "rows": [["r0", "r0"]]}],
+    [{"id": "batch_1", "rows": "r0"}],
+    [{"id": "batch_1", "rows": [[1, "r0", "x"]]}],
+    [{"id": "batch_1", "rows": [], "fetched": "yes"}],
+])
+async def test_a_damaged_job_file_is_a_clear_error(tmp_path: Path, jobs: list[Any]) -> None:
+    """A job file of the same run (model and fingerprint match) whose jobs were tampered with or
+    damaged: a BatchInputError naming the file and the fix, nothing sent upstream (an id with
+    path characters never reaches a URL)."""
+    out = tmp_path / "out.jsonl"
+    spec = "openai:gpt-4o-mini"
+    batch.provider_batch.job_file_for(out).write_text(json.dumps({
+        "version": 1, "model": spec, "provider": "openai",
+        "run": batch.rows.fingerprint(spec, None, None, None, None), "submitted": True,
+        "jobs": jobs}))
+    async with BatchUpstream() as up:
+        with pytest.raises(batch.BatchInputError, match=r"out\.jsonl\.job\.json: .*damaged"):
+            async for _ in batch.run_provider_batch([{"prompt": "x"}], model=spec, output=out,
+                                                    poll_every=0,
+                                                    config=config_for("openai", up)):
+                pass
+        assert up.created("openai") == []

@@ -73,6 +73,27 @@ def test_bad_input_names_the_fix(gguf: tuple[Path, str], tmp_path: Path) -> None
         invoke(str(other))
 
 
+@pytest.mark.parametrize("name", ["a" * 5000, "/a" * 3000, "x/" * 20_000 + "m.gguf"],
+                         ids=["long-name", "long-path", "deep-path"])
+def test_a_path_too_long_is_a_short_clear_error(name: str) -> None:
+    """A path the system refuses (ENAMETOOLONG): a ConfigurationError naming the fix whose
+    message is short (was an OSError echoing the whole path)."""
+    with pytest.raises(ConfigurationError, match=r"cannot be read .* give the path") as caught:
+        invoke(name)
+    assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
+
+
+def test_a_folder_and_a_hash_file_that_is_huge(gguf: tuple[Path, str], tmp_path: Path) -> None:
+    """A folder is refused by name; a ``.sha256`` beside the model is read for its first word
+    only (a 20 MB one is not read whole)."""
+    with pytest.raises(ConfigurationError, match="is not a file"):
+        invoke(str(tmp_path))
+    path, digest = gguf
+    (path.parent / "tiny.gguf.sha256").write_bytes(digest.encode() + b" " * 20_000_000)
+    code, out = invoke(str(path))
+    assert code == 0 and "from tiny.gguf.sha256" in out
+
+
 def test_a_bundled_model_by_name_uses_the_listed_hash() -> None:
     """llamacpp:smollm2's listing gives its file and the file's known sha256."""
     pytest.importorskip("modelplex_llamacpp")

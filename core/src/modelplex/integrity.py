@@ -59,7 +59,8 @@ def expected_from_sidecar(path: Path) -> str | None:
     sidecar = path.with_name(path.name + ".sha256")
     if not sidecar.is_file():
         return None
-    words = sidecar.read_text(encoding="utf-8", errors="replace").split()
+    with open(sidecar, "rb") as handle:  # the hash is the first word: 4 KiB is plenty
+        words = handle.read(4096).decode("utf-8", "replace").split()
     if not words:
         raise ConfigurationError(f"{sidecar} is empty: write the file's sha256 in it")
     return normalize_sha256(words[0], field=str(sidecar))
@@ -90,18 +91,34 @@ def verify_file(path: str | os.PathLike[str], expected: str | None = None, *,
     :class:`ConfigurationError` saying so.
     """
     file = Path(path).expanduser()
-    if not file.exists():
-        raise ConfigurationError(f"{file}: no such file: give the path of a local GGUF file "
+    shown = _shown(file)
+    try:
+        exists, regular = file.exists(), file.is_file()
+        gguf_ok = not gguf or not regular or is_gguf(file)
+    except OSError as err:  # a name too long, a folder not readable, ...
+        raise ConfigurationError(f"{shown}: cannot be read ({err.strerror or err}): give the "
+                                 "path of a local GGUF file") from None
+    if not exists:
+        raise ConfigurationError(f"{shown}: no such file: give the path of a local GGUF file "
                                  "or the name of a model a provider lists")
-    if not file.is_file():
-        raise ConfigurationError(f"{file} is not a file: give the path of a GGUF file")
-    if gguf and not is_gguf(file):
-        raise ConfigurationError(f"{file} is not a GGUF file (it does not start with 'GGUF')")
+    if not regular:
+        raise ConfigurationError(f"{shown} is not a file: give the path of a GGUF file")
+    if not gguf_ok:
+        raise ConfigurationError(f"{shown} is not a GGUF file (it does not start with 'GGUF')")
     if expected is not None:
         expected = normalize_sha256(expected, field=source or "sha256")
     else:
         expected = expected_from_sidecar(file)
         source = f"{file.name}.sha256" if expected is not None else None
-    return Verification(path=file, actual=sha256_file(file), expected=expected,
-                        source=source if expected is not None else None,
-                        size=file.stat().st_size)
+    try:
+        actual, size = sha256_file(file), file.stat().st_size
+    except OSError as err:
+        raise ConfigurationError(f"{shown}: cannot be read ({err.strerror or err})") from None
+    return Verification(path=file, actual=actual, expected=expected,
+                        source=source if expected is not None else None, size=size)
+
+
+def _shown(path: Path) -> str:
+    """The path for a message: at most 200 characters (a hostile path can be 100k)."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:100]}...{text[-100:]} ({len(text)} characters)"

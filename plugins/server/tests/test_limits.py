@@ -327,3 +327,28 @@ async def test_two_servers_share_one_rate_limit(redis_server: Any, upstream: Fau
     finally:
         codes = await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
     assert codes == [0, 0], [s.text for s in servers]
+
+
+async def test_one_socket_streams_a_bounded_number_of_answers(
+        server: AppServer, upstream: FaultyUpstream) -> None:
+    """Distinct request ids on one socket: the first MAX_ANSWERS stream, the next is a 429
+    ``error`` event naming the bound, the socket stays open (was: no bound per socket)."""
+    from modelplex_server.ws import MAX_ANSWERS
+
+    upstream.faults.extend(["stall_mid"] * MAX_ANSWERS)
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(server.url + "/ws") as ws:
+        for i in range(MAX_ANSWERS):
+            await ask(ws, f"s{i}", wait=False)
+        while upstream.requests < MAX_ANSWERS:  # every one reached the upstream
+            assert (await ws.receive_json(timeout=30))["type"] == "chunk"
+        await ask(ws, "over", wait=False)
+        while (event := await ws.receive_json(timeout=30)).get("request_id") != "over":
+            assert event["type"] == "chunk"
+        assert (event["type"], event["status"], event["error"]["code"]) == (
+            "error", 429, "too_many_answers"), event
+        assert f"{MAX_ANSWERS} answers are streaming" in event["error"]["message"]
+        assert upstream.requests == MAX_ANSWERS and not ws.closed
+        await ws.send_json({"type": "ping"})
+        while (event := await ws.receive_json(timeout=30))["type"] != "pong":
+            assert event["type"] == "chunk"

@@ -442,3 +442,17 @@ async def test_real_model_answers_paris(client: openai.AsyncOpenAI) -> None:
                                        input="What is the capital of France?") as stream:
         final = await stream.get_final_response()
     assert "Paris" in final.output_text
+
+
+@pytest.mark.parametrize("metadata", [
+    {f"k{i}": "v" for i in range(17)}, {"k": "v" * 513}, {"k" * 65: "v"}],
+    ids=["17-keys", "long-value", "long-key"])
+async def test_responses_metadata_is_bounded_like_openais(server: AppServer,
+                                                          metadata: dict[str, str]) -> None:
+    """``metadata`` of /v1/responses (kept with the stored response): at most 16 keys of 64
+    characters with values of 512, as OpenAI's (was unbounded up to the body limit)."""
+    async with aiohttp.ClientSession() as session, session.post(
+            server.url + "/v1/responses",
+            json={"model": "fault:fault", "input": "x", "metadata": metadata}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["param"].startswith("metadata")

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from modelplex.batch.concurrency import _aiter
-from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest, JobState, custom_id, row_id
+from modelplex.batch.jobs import (
+    _JOB_ID,
+    BatchItem,
+    BatchJob,
+    BatchRequest,
+    JobState,
+    custom_id,
+    row_id,
+)
 from modelplex.batch.output import BatchOutput, BatchResult
 from modelplex.batch.rows import (
     BatchInputError,
@@ -163,6 +171,13 @@ class JobFile:
         if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
             raise BatchInputError("not a job file of modelplex batch --provider-batch: move "
                                   "it away or write to another -o", source=str(self.path))
+        for number, entry in enumerate(data["jobs"], 1):
+            problem = _damage(entry)
+            if problem is not None:
+                raise BatchInputError(
+                    f"job {number} of the job file is damaged ({problem}): fetch its results "
+                    "with `modelplex batch fetch ID`, or move the file away and run again",
+                    source=str(self.path))
         self.data = data
         return True
 
@@ -184,6 +199,24 @@ class JobFile:
         """The jobs submitted."""
         jobs: list[dict[str, Any]] = self.data.setdefault("jobs", [])
         return jobs
+
+
+def _damage(entry: Any) -> str | None:
+    """What is wrong with one job of a job file (None: nothing): its ``id`` goes into URLs,
+    its ``rows`` are unpacked as ``[custom_id, row id, line]``."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    job_id = entry.get("id")
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        return "its id is not a job id"
+    rows = entry.get("rows", [])
+    if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str)
+            and isinstance(r[2], int) and not isinstance(r[2], bool) for r in rows):
+        return "its rows are not [custom_id, row id, line] lists"
+    if not all(isinstance(entry.get(flag, False), bool) for flag in ("fetched", "retry")):
+        return "fetched and retry must be true or false"
+    return None
 
 
 # -- requests and results ----------------------------------------------------------------------

@@ -20,7 +20,8 @@ from modelplex.cli._common import print_table, run
 if TYPE_CHECKING:
     from mcp.server.fastmcp import FastMCP
 
-__all__ = ["BearerKey", "ask_confirmation", "build_server", "mcp_group", "serve_http"]
+__all__ = ["BearerKey", "BodyGuard", "ask_confirmation", "build_server", "mcp_group",
+           "serve_http"]
 
 
 @click.group("mcp")
@@ -185,12 +186,15 @@ class BearerKey:
 
     def __init__(self, app: Any, key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {key}".encode()
+        self._expected = key.encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             given = dict(scope.get("headers") or ()).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
+            scheme, _, token = given.partition(b" ")
+            # the scheme is case-insensitive (RFC 7235): "bearer KEY" is as good
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(),
+                                                                      self._expected):
                 body = b'{"error": "invalid or missing bearer key"}'
                 await send({"type": "http.response.start", "status": 401, "headers": [
                     (b"content-type", b"application/json"),
@@ -201,11 +205,75 @@ class BearerKey:
         await self.app(scope, receive, send)
 
 
+class BodyGuard:
+    """ASGI middleware: a request body is read whole within ``timeout`` seconds (408 when it
+    stalls), at most ``limit`` bytes (413), and JSON nested too deeply for the parser is a 400
+    JSON-RPC parse error (the SDK answered it with a 500 and a logged traceback)."""
+
+    def __init__(self, app: Any, *, limit: int = 4 * 1024 * 1024, timeout: float = 30.0) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    size += len(message.get("body", b""))
+                    if size > self.limit:
+                        await _refuse(send, 413, -32600, f"the request body is larger than "
+                                      f"{self.limit} bytes: send smaller JSON-RPC messages")
+                        return
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            await _refuse(send, 408, -32600, f"the request body stalled for {self.timeout:g} "
+                          "s: send it whole")
+            return
+        body = b"".join(chunks)
+        try:
+            json.loads(body)
+        except RecursionError:
+            await _refuse(send, 400, -32700, "Parse error: the JSON nests too deeply: send "
+                          "at most a few hundred levels")
+            return
+        except ValueError:
+            pass  # the SDK answers its own parse error
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Any, status: int, code: int, message: str) -> None:
+    """A JSON-RPC error response (``id`` null) with HTTP ``status``."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None,
+                       "error": {"code": code, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def serve_http(server: FastMCP, key: str | None) -> None:
-    """Serve ``server`` over streamable HTTP at ``/mcp`` (uvicorn; stops on SIGINT/SIGTERM)."""
+    """Serve ``server`` over streamable HTTP at ``/mcp`` (uvicorn; stops on SIGINT/SIGTERM),
+    each request body bounded by :class:`BodyGuard`, behind :class:`BearerKey` with a key."""
     import uvicorn
 
-    app: Any = server.streamable_http_app()
+    app: Any = BodyGuard(server.streamable_http_app())
     if key:
         app = BearerKey(app, key)
     config = uvicorn.Config(app, host=server.settings.host, port=server.settings.port,

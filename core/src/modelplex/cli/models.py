@@ -171,7 +171,11 @@ def models_verify(model_or_path: str, expected: str | None, as_json: bool) -> No
     from modelplex.integrity import verify_file
 
     path, known, source = Path(model_or_path).expanduser(), None, None
-    if not path.exists() and not model_or_path.endswith(".gguf"):
+    try:
+        missing = not path.exists()
+    except OSError:  # a name too long to be a model: verify_file says what is wrong
+        missing = False
+    if missing and not model_or_path.endswith(".gguf"):
         path, known, source = run(_model_file(model_or_path))
     result = verify_file(path, expected if expected is not None else known,
                          source="--sha256" if expected is not None else source)

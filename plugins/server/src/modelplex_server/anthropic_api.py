@@ -39,6 +39,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.images import client_image
 from modelplex_server.openai_api import SSE_HEADERS
 from modelplex_server.relay import answer_streamed, answer_whole, field_message, relay
 from modelplex_server.schemas import _Body, read_body
@@ -215,7 +216,9 @@ def _result_text(block: ToolResultBlock) -> tuple[str, tuple[str, ...]]:
         text, images = block.content, ()
     else:
         text = "\n".join(b.text for b in block.content if isinstance(b, TextBlock))
-        images = tuple(b.source.data for b in block.content if isinstance(b, ImageBlock))
+        images = tuple(client_image(b.source.data, "tool_result.content.source.data",
+                                    b.source.media_type)
+                       for b in block.content if isinstance(b, ImageBlock))
     if block.is_error:
         text = f"Error: {text}"
     return text or ("(no output)" if not images else ""), images
@@ -243,7 +246,8 @@ def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
             elif role is MessageRole.SYSTEM:
                 raise ApiError(400, "a system turn holds text blocks only", param=field)
             elif isinstance(block, ImageBlock):
-                images.append(block.source.data)
+                images.append(client_image(block.source.data, f"{field}.source.data",
+                                           block.source.media_type))
             elif isinstance(block, ToolUseBlock):
                 if role is not MessageRole.ASSISTANT:
                     raise ApiError(400, "tool_use blocks belong in assistant turns", param=field)

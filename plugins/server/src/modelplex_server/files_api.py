@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from modelplex.http import dumps
 from modelplex_server.batch_store import FileRecord
@@ -67,9 +68,10 @@ def int_query(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
-async def _read_part(request: web.Request, part: BodyPartReader, limit: int) -> bytes:
+async def _read_part(request: web.Request, part: BodyPartReader, limit: int,
+                     field: str = "file") -> bytes:
     """A form part's bytes, each read waiting at most ``body_timeout`` (then 408), at most
-    ``limit`` bytes (then 413)."""
+    ``limit`` bytes (then 413 for the file, 400 naming any other ``field``)."""
     settings = request.app[GATEWAY].settings
     chunks: list[bytes] = []
     size = 0
@@ -85,6 +87,9 @@ async def _read_part(request: web.Request, part: BodyPartReader, limit: int) -> 
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
+            if size > limit and field != "file":
+                raise ApiError(400, f"the form field {field!r} is longer than {limit} bytes: "
+                                    f"send {field}=batch", param=field)
             if size > limit:
                 raise ApiError(413, f"the file is larger than the limit of {limit} bytes "
                                     "([server] max_file_bytes): split the batch into smaller "
@@ -92,13 +97,22 @@ async def _read_part(request: web.Request, part: BodyPartReader, limit: int) -> 
             chunks.append(chunk)
 
 
-async def create_file(request: web.Request) -> web.Response:
-    """``POST /v1/files`` (multipart: ``purpose``, ``file``)."""
+async def _read_form(request: web.Request) -> tuple[str | None, bytes | None, str]:
+    """The form's ``purpose``, ``file`` and file name; a malformed form (no boundary, no
+    starting boundary, a header line over 8 KiB) is a 400 naming the fix, not a 500."""
+    try:
+        return await _read_fields(request)
+    except (ValueError, HttpProcessingError) as err:
+        why = ("a header line is longer than 8 KiB" if isinstance(err, HttpProcessingError)
+               else str(err)[:120])
+        raise ApiError(400, f"the multipart form is malformed ({why}): "
+                            "send the fields 'purpose' and 'file' as multipart/form-data "
+                            "with a boundary, each header line under 8 KiB (file names "
+                            "included)", param="file", close=True) from None
+
+
+async def _read_fields(request: web.Request) -> tuple[str | None, bytes | None, str]:
     gateway: Gateway = request.app[GATEWAY]
-    if request.content_type != "multipart/form-data":
-        raise ApiError(400, "send the file as a multipart form (Content-Type: "
-                            "multipart/form-data) with the fields 'purpose' and 'file'",
-                       param="file")
     limit = gateway.settings.max_file_bytes
     purpose: str | None = None
     content: bytes | None = None
@@ -119,12 +133,27 @@ async def create_file(request: web.Request) -> web.Response:
             raise ApiError(400, "the form must hold only the fields 'purpose' and 'file'",
                            param="file")
         if part.name == "purpose":
-            purpose = (await _read_part(request, part, 64)).decode("utf-8", "replace").strip()
+            purpose = (await _read_part(request, part, 64, "purpose")).decode(
+                "utf-8", "replace").strip()
         elif part.name == "file":
+            if content is not None:
+                raise ApiError(400, "the form holds more than one 'file': upload one file "
+                                    "per request", param="file", close=True)
             content = await _read_part(request, part, limit)
             filename = (part.filename or filename)[:256]
         else:
             await _read_part(request, part, limit)  # ignored, but bounded
+    return purpose, content, filename
+
+
+async def create_file(request: web.Request) -> web.Response:
+    """``POST /v1/files`` (multipart: ``purpose``, ``file``)."""
+    gateway: Gateway = request.app[GATEWAY]
+    if request.content_type != "multipart/form-data":
+        raise ApiError(400, "send the file as a multipart form (Content-Type: "
+                            "multipart/form-data) with the fields 'purpose' and 'file'",
+                       param="file")
+    purpose, content, filename = await _read_form(request)
     if purpose is None:
         raise ApiError(400, "the form field 'purpose' is required: send purpose=batch",
                        param="purpose")

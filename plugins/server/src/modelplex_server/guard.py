@@ -154,6 +154,10 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                        type="permission_error", code="origin_not_allowed")
     if request.method not in SAFE_METHODS and request.body_exists \
             and not _is_json(request.content_type) and not _is_upload(request):
+        if request.path == "/v1/files":
+            raise ApiError(415, "send the file as a multipart form (Content-Type: "
+                                "multipart/form-data) with the fields 'purpose' and 'file'",
+                           code="unsupported_media_type", param="file")
         raise ApiError(415, "the request body must be JSON: send it with 'Content-Type: "
                             "application/json'", code="unsupported_media_type")
     return await handler(request)

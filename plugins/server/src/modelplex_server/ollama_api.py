@@ -30,6 +30,7 @@ from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server.__about__ import __version__
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
+from modelplex_server.images import client_image
 from modelplex_server.schemas import _Body, read_body
 
 __all__ = ["PREFIX", "add_routes", "ollama_errors"]
@@ -177,7 +178,9 @@ def _messages(params: list[OllamaMessage]) -> list[ChatMessage]:
                  for c in param.tool_calls or ()]
         try:
             out.append(ChatMessage(role=role, content=param.content,
-                                   images=tuple(param.images or ()), tool_calls=tuple(calls),
+                                   images=tuple(client_image(img, f"messages[{i}].images")
+                                                for img in param.images or ()),
+                                   tool_calls=tuple(calls),
                                    tool_call_id=param.tool_call_id, name=param.tool_name))
         except ValueError as err:
             raise ApiError(400, f"messages[{i}]: {err}") from None
@@ -281,7 +284,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     messages = [ChatMessage.system(body.system)] if body.system else []
     try:
         messages.append(ChatMessage(role=MessageRole.USER, content=body.prompt,
-                                    images=tuple(body.images or ())))
+                                    images=tuple(client_image(img, "images")
+                                                 for img in body.images or ())))
     except ValueError:
         raise ApiError(400, "prompt must not be empty", param="prompt") from None
     return await _answer(request, body.model, messages, options=body.options, fmt=body.format,

@@ -31,6 +31,7 @@ from modelplex.types import ChatMessage, MessageRole, ModelInfo
 from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.images import client_image
 from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import (
     ChatCompletionRequest,
@@ -66,7 +67,7 @@ def _content(param: ChatMessageParam, index: int) -> tuple[str, tuple[str, ...]]
         elif kind == "image_url" and isinstance(part.get("image_url"), dict) \
                 and isinstance(part["image_url"].get("url"), str):
             url: str = part["image_url"]["url"]
-            images.append(url.partition(",")[2] if url.startswith("data:") else url)
+            images.append(client_image(url, f"messages.{index}.content.{j}.image_url.url"))
         else:
             raise ApiError(400, f"unsupported content part of type {kind!r}: send 'text' or "
                                 "'image_url' parts", param=f"messages.{index}.content.{j}")

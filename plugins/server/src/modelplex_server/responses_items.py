@@ -21,6 +21,7 @@ from modelplex.provider import Provider
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import Gateway
+from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
 from modelplex_server.schemas import _Body
 
@@ -187,7 +188,9 @@ class ResponsesRequest(_Body):
     previous_response_id: str | None = None
     store: bool = True
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)],
+                   Annotated[str, Field(max_length=512)]] | None = Field(default=None,
+                                                                        max_length=16)
     parallel_tool_calls: bool | None = None
 
 
@@ -196,8 +199,8 @@ def _parts(content: str | list[TextPart | ImagePart]) -> tuple[str, tuple[str, .
     if isinstance(content, str):
         return content, ()
     texts = [p.text for p in content if isinstance(p, TextPart)]
-    images = tuple(p.image_url.partition(",")[2] if p.image_url.startswith("data:")
-                   else p.image_url for p in content if isinstance(p, ImagePart))
+    images = tuple(client_image(p.image_url, f"input.content.{j}.image_url")
+                   for j, p in enumerate(content) if isinstance(p, ImagePart))
     return "\n".join(texts), images
 
 

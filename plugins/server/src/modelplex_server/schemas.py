@@ -232,13 +232,20 @@ def check_depth(data: bytes | str, limit: int) -> None:
 
 
 def validation_error(err: ValidationError) -> ApiError:
-    """A 400 naming the first invalid field (``param``) and what is wrong with it."""
-    item = err.errors()[0]
+    """A 400 naming the first invalid field (``param``) and what is wrong with it. For a
+    field that is text or a list of parts (``content``), a list is reported by what is wrong
+    inside it, not by "should be a valid string"; union branch labels leave the path."""
+    errors = err.errors()
+    item = errors[0]
+    if item["type"] == "string_type" and item["loc"][-1:] == ("str",) and len(errors) > 1 \
+            and errors[1]["loc"][:len(item["loc"]) - 1] == item["loc"][:-1]:
+        item = errors[1]
     if item["type"] == "json_invalid":
         return ApiError(400, f"the request body is not valid JSON: {item['msg']}")
     if item["type"] == "model_type" and not item["loc"]:
         return ApiError(400, "the request body must be a JSON object")
-    path = ".".join(str(part) for part in item["loc"])
+    path = ".".join(str(part) for part in item["loc"]
+                    if not (isinstance(part, str) and "[" in part))
     msg = item["msg"]
     if item["type"] == "missing":
         return ApiError(400, f"'{path}' is required", param=path)

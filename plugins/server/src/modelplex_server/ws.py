@@ -21,7 +21,8 @@ like an HTTP request, by the same :meth:`~modelplex_server.gateway.Gateway.check
 own :func:`~modelplex_server.gateway.admissions` scope: the key's budget, requests and tokens
 per minute, and requests at once (a slot held while its answer streams, not while the socket
 is open). A refusal is an ``error`` event with ``status`` (429), ``retry_after`` (seconds) and
-the error naming the limit; the socket stays open. Every frame is validated by its
+the error naming the limit; the socket stays open. At most :data:`MAX_ANSWERS` answers
+stream at once on one socket (another is refused the same way). Every frame is validated by its
 type's schema (:func:`modelplex_server.schemas.parse_frame`; nesting depth bounded before
 parsing, also before authentication); a socket that must authenticate and sends nothing for
 ``header_timeout`` seconds is closed.
@@ -49,7 +50,11 @@ from modelplex_server.schemas import (
 )
 from modelplex_server.settings import hash_key
 
-__all__ = ["NEEDS_AUTH", "error_frame", "websocket"]
+__all__ = ["MAX_ANSWERS", "NEEDS_AUTH", "error_frame", "websocket"]
+
+#: Most answers one socket streams at once (more are a 429 ``error`` event): a socket is one
+#: connection, and must not open more upstream requests than a busy client's connections would.
+MAX_ANSWERS = 16
 
 #: Request key set by the auth middleware when the socket must authenticate in its first frame.
 NEEDS_AUTH: web.RequestKey[bool] = web.RequestKey("modelplex_ws_needs_auth", bool)
@@ -88,6 +93,13 @@ class _Session:
         if key in self.running:
             await self.error(ApiError(409, f"an answer for {key!r} is already streaming; send "
                                            "a stop event first", code="busy"), tag)
+            return
+        if len(self.running) >= MAX_ANSWERS:
+            await self.error(ApiError(429, f"{MAX_ANSWERS} answers are streaming on this "
+                                           "socket already: wait for one to end or stop one "
+                                           "(each answer is one request of the key's limits)",
+                                      type="rate_limit_error", code="too_many_answers",
+                                      headers={"Retry-After": "1"}), tag)
             return
         self.running[key] = asyncio.ensure_future(self._answer(frame, tag, key))
 

@@ -1,0 +1,46 @@
+"""Images a client sends, made safe for the core: an ``http(s)`` URL (passed to the provider
+as it is) or a ``data:`` URI of checked base64, never anything else.
+
+The core's wires accept a *file path* as an image (a convenience for local callers); a
+string from a remote client that happened to name a file on the server (``/etc/hostname``,
+``~/.ssh/id_rsa``) would make the server read it and send it upstream. Every API's images go
+through :func:`client_image` first, which also keeps them as data URIs in stored history.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from modelplex_server.errors import ApiError
+
+__all__ = ["client_image"]
+
+
+def client_image(value: str, field: str, media_type: str = "image/png") -> str:
+    """``value`` (a URL, a data URI or base64 text) as a URL or a base64 data URI; a 400 naming
+    ``field`` otherwise. ``media_type`` is the type of bare base64."""
+    text = value.strip()
+    if text.startswith(("http://", "https://")):
+        return text
+    if text.startswith("data:"):
+        header, _, data = text.partition(",")
+        if not header.endswith(";base64") or not _is_base64(data):
+            raise ApiError(400, f"{field}: a data URI image must be base64 "
+                                "(data:image/png;base64,...)", param=field)
+        return f"{header},{data}"
+    if not _is_base64(text):
+        raise ApiError(400, f"{field}: an image must be base64 data, a data URI "
+                            "(data:image/png;base64,...) or an http(s) URL (this server does "
+                            "not read files)", param=field)
+    return f"data:{media_type};base64,{text}"
+
+
+def _is_base64(text: str) -> bool:
+    if not text:
+        return False
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
