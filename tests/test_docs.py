@@ -390,6 +390,13 @@ def test_cli_command_is_documented(command: str) -> None:
         for opt in [*param.opts, *param.secondary_opts]:
             if opt.startswith("-") and opt not in ("-h", "--help"):
                 assert opt in sections[command], f"`modelplex {command}` lacks {opt}"
+    # and the other way: an option of the section's table is one `--help` shows
+    shown = {opt for param in obj.params if not getattr(param, "hidden", False)
+             for opt in [*param.opts, *param.secondary_opts]}
+    for row in re.findall(r"^\| (`-.*?) \|", sections[command], flags=re.M):
+        for opt in re.findall(r"`(--?[\w-]+)", row):
+            assert opt in shown, f"docs/cli.md documents {opt}, `modelplex {command} --help` " \
+                "does not show it"
 
 
 def test_global_options_are_documented() -> None:

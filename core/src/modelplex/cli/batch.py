@@ -127,7 +127,9 @@ def batch() -> None:
               help="Re-asks of an answer that does not match --schema.")
 @click.option("--dry-run", is_flag=True,
               help="Check and count the rows and estimate tokens; send nothing.")
-@click.option("--progress-every", type=float, default=10.0, hidden=True)
+@click.option("--progress-every", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="When stderr is not a terminal: seconds between progress lines (0: one "
+                   "per row); on a terminal: a progress bar.")
 def run_command(input_path: str, model: str | None, output: str | None,
                 concurrency: int | None, template: str | None, schema_path: str | None,
                 system: str | None, option_pairs_: tuple[tuple[str, str], ...],
