@@ -362,6 +362,23 @@ def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
 
 
 @pytest.mark.usefixtures("no_config")
+def test_a_run_that_cannot_start_leaves_no_empty_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown provider, or one without a Batch API: the error, and no empty OUTPUT."""
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "r0", "prompt": "a"}\n')
+    out = tmp_path / "out.jsonl"
+    for args in (["-m", "nosuch:model"], ["-m", "ollama:llama3", "--provider-batch"]):
+        code, _, err = cli(capsys, str(data), "-o", str(out), *args)
+        assert code == 1 and err.startswith("Error: "), err
+        assert not out.exists(), args
+        assert not Path(f"{out}.job.json").exists()
+    out.write_text("")  # an OUTPUT that was there before is left as it was
+    code, _, err = cli(capsys, str(data), "-o", str(out), "-m", "nosuch:model")
+    assert code == 1 and out.exists()
+
+
+@pytest.mark.usefixtures("no_config")
 def test_dry_run_counts_rows_and_tokens(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "in.jsonl"

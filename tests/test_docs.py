@@ -390,6 +390,13 @@ def test_cli_command_is_documented(command: str) -> None:
         for opt in [*param.opts, *param.secondary_opts]:
             if opt.startswith("-") and opt not in ("-h", "--help"):
                 assert opt in sections[command], f"`modelplex {command}` lacks {opt}"
+    # and the other way: an option of the section's table is one `--help` shows
+    shown = {opt for param in obj.params if not getattr(param, "hidden", False)
+             for opt in [*param.opts, *param.secondary_opts]}
+    for row in re.findall(r"^\| (`-.*?) \|", sections[command], flags=re.M):
+        for opt in re.findall(r"`(--?[\w-]+)", row):
+            assert opt in shown, f"docs/cli.md documents {opt}, `modelplex {command} --help` " \
+                "does not show it"
 
 
 def test_global_options_are_documented() -> None:
@@ -404,3 +411,58 @@ def test_plugin_commands_are_documented() -> None:
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     for name in set(_help_commands(load_plugins=None)) - core:
         assert f"`modelplex {name}`" in text, f"docs/cli.md does not mention modelplex {name}"
+
+
+# -- links between the pages resolve ----------------------------------------------------------
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(?P<title>.*?)[ \t]*#*[ \t]*$", re.M)
+
+
+def _prose(text: str) -> str:
+    """The page without its fenced blocks and inline code (links there are not links)."""
+    return re.sub(r"`[^`\n]*`", "", _FENCE.sub("", text))
+
+
+def _anchors(text: str) -> set[str]:
+    """The anchors GitHub makes for a page's headings (``-1``, ``-2`` for repeats)."""
+    found: set[str] = set(re.findall(r'<a (?:name|id)="([^"]+)"', text))
+    seen: dict[str, int] = {}
+    for match in _HEADING.finditer(_FENCE.sub("", text)):
+        slug = re.sub(r"[^\w\- ]", "", match["title"].strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of a Markdown page whose file or ``#anchor`` does not exist."""
+    broken = []
+    for match in _LINK.finditer(_prose(page.read_text(encoding="utf-8"))):
+        target = match["target"]
+        if re.match(r"[a-zA-Z][\w+.-]*:", target):  # https:, mailto: ...
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path) if path else page
+        if not resolved.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(
+                resolved.read_text(encoding="utf-8")):
+            broken.append(f"{target} (no heading with that anchor)")
+    return broken
+
+
+@pytest.mark.parametrize("page", sorted(
+    [str(p.relative_to(ROOT)) for p in DOCS.rglob("*.md")] + ["README.md"]))
+def test_relative_links_resolve(page: str) -> None:
+    assert broken_links(ROOT / page) == []
+
+
+def test_broken_links_are_found(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text(
+        "# A page\n## Second `part`, too\n```text\n[x](nowhere.md)\n```\n"
+        "[ok](#a-page) [ok2](a.md#second-part-too) [web](https://x.y/z) [`code`](a.md)\n"
+        "[bad](b.md) [bad2](#nope) [bad3](a.md#a-page-1)\n", encoding="utf-8")
+    assert broken_links(tmp_path / "a.md") == [
+        "b.md (no such file)", "#nope (no heading with that anchor)",
+        "a.md#a-page-1 (no heading with that anchor)"]

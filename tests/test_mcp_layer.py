@@ -184,8 +184,11 @@ def test_a_model_whose_provider_cannot_call_tools(upstream: FaultyUpstream) -> N
     cfg = config(upstream)
     ctx = LayerContext(spec="helper", model="scripted", provider_name="helper", config=cfg,
                        named=True)
-    with pytest.raises(ConfigurationError, match=r"models\.helper\.mcp: .*cannot call tools"):
+    with pytest.raises(ConfigurationError,
+                       match=r"models\.helper\.mcp: .*cannot call tools") as err:
         mcp_layer.mcp_layer(NoTools(), ctx)  # type: ignore[arg-type]
+    # it names the model's deployment (what to change), not the router named after the model
+    assert "'openai:scripted'" in str(err.value) and "'helper' cannot" not in str(err.value)
 
 
 async def test_managers_on_a_named_model_leave_no_process(upstream: FaultyUpstream) -> None:

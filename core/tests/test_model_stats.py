@@ -4,6 +4,7 @@ counts outlive a lease."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -101,3 +102,22 @@ def test_cli_stats_of_a_plain_model(fake_plugins: Plugins, monkeypatch: pytest.M
     assert entry["completion_tokens"] == 12
 
 
+
+
+def test_cli_stats_text_shows_a_dash_for_what_was_not_measured(
+        fake_plugins: Plugins) -> None:
+    """No ``None ms``: a model without requests (or without streams) shows ``-``."""
+    from modelplex.cli import cli
+    from modelplex.plugins import set_plugins
+
+    old_plugins = set_plugins(fake_plugins)
+    old_config = set_config(Config())
+    try:
+        result = CliRunner().invoke(cli, ["stats", "-m", "fake:echo", "-p", "hi", "-n", "2"])
+    finally:
+        set_plugins(old_plugins)
+        set_config(old_config)
+    assert result.exit_code == 0, result.output
+    assert "None" not in result.output
+    assert "TTFT p50 -" in result.output
+    assert re.search(r"latency p50 \d+\.\d ms p99 \d+\.\d ms", result.output), result.output

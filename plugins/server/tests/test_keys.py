@@ -45,6 +45,19 @@ async def keys_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProce
         capture_output=True, text=True, env=env, timeout=120, check=True)
 
 
+def test_keys_create_names_the_option_of_a_bad_value() -> None:
+    """``--budget 50/fortnight``: the option and the fix, without pydantic's wording."""
+    from click.testing import CliRunner
+
+    from modelplex_server.cli import keys
+
+    result = CliRunner().invoke(keys, ["create", "--name", "k", "--budget", "50/fortnight"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--budget': budget '50/fortnight' is not AMOUNT/PERIOD" in (
+        result.output), result.output
+    assert "Value error" not in result.output
+
+
 def test_budgets_parse_and_periods() -> None:
     assert Budget.parse("50/month") == Budget(50.0, "usd", "month")
     assert Budget.parse("$12.5/week") == Budget(12.5, "usd", "week")

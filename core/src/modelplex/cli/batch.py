@@ -12,6 +12,7 @@ it is written; running the same command again skips the ids already answered.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from modelplex.cli._batchprogress import Progress
 from modelplex.cli._common import options as option_pairs, run
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from modelplex.batch import BatchOutput
 
 __all__ = ["Progress", "batch", "run_command"]
@@ -127,7 +130,9 @@ def batch() -> None:
               help="Re-asks of an answer that does not match --schema.")
 @click.option("--dry-run", is_flag=True,
               help="Check and count the rows and estimate tokens; send nothing.")
-@click.option("--progress-every", type=float, default=10.0, hidden=True)
+@click.option("--progress-every", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="When stderr is not a terminal: seconds between progress lines (0: one "
+                   "per row); on a terminal: a progress bar.")
 def run_command(input_path: str, model: str | None, output: str | None,
                 concurrency: int | None, template: str | None, schema_path: str | None,
                 system: str | None, option_pairs_: tuple[tuple[str, str], ...],
@@ -165,23 +170,35 @@ def run_command(input_path: str, model: str | None, output: str | None,
     writer.read()  # refuses another run's output before anything is checked or written
     todo, skipped, _ = _check_input(input_path, fmt, shape, writer, retry_errors)
     progress = Progress(todo, sys.stderr, every=progress_every)
-    if provider_batch:
-        from modelplex.cli.batch_jobs import provider_run
+    with _no_empty_output(output):
+        if provider_batch:
+            from modelplex.cli.batch_jobs import provider_run
 
-        run(provider_run(input_path, fmt, spec, writer, progress, template=shape,
-                         schema=schema, system=system, options=opts, poll_every=poll_every,
-                         retry_errors=retry_errors))
-        progress.finish(skipped, output)
-        if progress.errors:
-            sys.exit(3)
-        return
-    writer.open()
-    run(_run(input_path, fmt, spec, writer, progress, concurrency=concurrency,
-             template=shape, schema=schema, system=system, options=opts,
-             max_retries=max_retries, retry_errors=retry_errors))
+            run(provider_run(input_path, fmt, spec, writer, progress, template=shape,
+                             schema=schema, system=system, options=opts,
+                             poll_every=poll_every, retry_errors=retry_errors))
+        else:
+            writer.open()
+            run(_run(input_path, fmt, spec, writer, progress, concurrency=concurrency,
+                     template=shape, schema=schema, system=system, options=opts,
+                     max_retries=max_retries, retry_errors=retry_errors))
     progress.finish(skipped, output)
     if progress.errors:
         sys.exit(3)
+
+
+@contextlib.contextmanager
+def _no_empty_output(output: str) -> Iterator[None]:
+    """A run that fails before its first line (an unknown model, a provider without a Batch
+    API) leaves no empty OUTPUT behind that it created."""
+    existed = Path(output).exists()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if not existed and Path(output).stat().st_size == 0:
+                Path(output).unlink()
+        raise
 
 
 async def _run(input_path: str, fmt: str, spec: str | None, writer: BatchOutput,

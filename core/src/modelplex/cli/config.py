@@ -89,18 +89,23 @@ def config_show(as_json: bool) -> None:
     click.echo(f"# {source}\n{to_toml(data)}".rstrip("\n"))
 
 
+def _ms(value: float | None) -> str:
+    """A percentile in milliseconds, ``-`` when nothing was measured yet."""
+    return "-" if value is None else f"{value:.1f} ms"
+
+
 def _print_stats(stats: list[dict[str, Any]]) -> None:
     for entry in stats:
         lat, ttft = entry["latency_ms"], entry["ttft_ms"]
         click.echo(f"{entry['model']} ({entry['strategy']}): {entry['requests']} requests, "
-                   f"error rate {entry['error_rate']:.1%}, latency p50 {lat['p50']} ms "
-                   f"p99 {lat['p99']} ms, TTFT p50 {ttft['p50']} ms")
+                   f"error rate {entry['error_rate']:.1%}, latency p50 {_ms(lat['p50'])} "
+                   f"p99 {_ms(lat['p99'])}, TTFT p50 {_ms(ttft['p50'])}")
         for label, dep in entry["deployments"].items():
             errors = ", ".join(f"{k} {v}" for k, v in dep["errors"].items()) or "none"
             click.echo(f"  {label}: {dep['requests']} requests, {dep['successes']} ok, "
                        f"errors: {errors}; tokens {dep['prompt_tokens']} in / "
                        f"{dep['completion_tokens']} out; latency p50 "
-                       f"{dep['latency_ms']['p50']} ms")
+                       f"{_ms(dep['latency_ms']['p50'])}")
 
 
 @click.command("stats")

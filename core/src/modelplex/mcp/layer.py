@@ -63,9 +63,10 @@ def mcp_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     if model is None or not model.mcp:
         return None
     if not inner.capabilities.tools:
-        raise ConfigurationError(f"models.{ctx.spec}.mcp: the model's provider "
-                                 f"{inner.name!r} cannot call tools; remove `mcp` or use a "
-                                 "provider that can")
+        models = ", ".join(repr(d.model) for d in model.deployments) or repr(inner.name)
+        raise ConfigurationError(f"models.{ctx.spec}.mcp: the model's deployment {models} "
+                                 "cannot call tools (its provider's Capabilities.tools is "
+                                 "false); remove `mcp` or use a model whose provider can")
     return McpToolLayer(inner, config, model.mcp)
 
 

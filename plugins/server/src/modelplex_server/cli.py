@@ -220,7 +220,13 @@ def keys_create(name: str, rpm: int | None, tpm: int | None, concurrency: int | 
                          models=[m.strip() for m in models.split(",") if m.strip()]
                          if models else None)
     except ValidationError as err:
-        raise click.BadParameter("; ".join(e["msg"] for e in err.errors())) from None
+        # name the option, not the model's field, and drop pydantic's "Value error, "
+        options = {"rate_limit": "--rpm"}
+        hints = sorted({repr(options.get(str(e["loc"][0]), "--" + str(e["loc"][0])))
+                        for e in err.errors() if e["loc"]})
+        raise click.BadParameter(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors()),
+            param_hint=" / ".join(hints) or None) from None
     try:
         secret, stored = _with_store(config_path, store, lambda s: make_key(s, spec))
     except (KeyExistsError, ApiError) as err:
