@@ -250,8 +250,9 @@ class BatchRunner:
                 log.warning("batches wait for the store: %s", err)
             except Exception:
                 log.exception("the batch runner failed to look for work; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            with contextlib.suppress(TimeoutError):  # (no task per wait, unlike wait_for)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _tick(self) -> None:
