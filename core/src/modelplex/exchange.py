@@ -148,8 +148,14 @@ class Turn:
             provider=self.session.provider or self.provider.name)
 
     def add(self, messages: Sequence[ChatMessage]) -> None:
-        """Append a finished exchange to the history."""
-        self.session.messages = [*self.session.messages, *messages]
+        """Append a finished exchange to the history.
+
+        The history and ``messages`` are ChatMessages already (validated when they were
+        built), so the new list is set without the session's assignment validation, which
+        would check the whole history again on every turn (time growing with its length)."""
+        session = self.session
+        session.__dict__["messages"] = [*session.messages, *messages]
+        session.__pydantic_fields_set__.add("messages")
 
     async def answer(self, user: ChatMessage) -> ResponseWithMeta:
         """Ask ``user`` and return the whole answer (not streamed); both join the history
