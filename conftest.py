@@ -33,3 +33,15 @@ def _isolated_user_dirs() -> Iterator[None]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _fresh_router_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no cooldowns. Named models share one process-wide state, keyed
+    by deployment (its model and connection settings, the URL included), and a test upstream
+    bound to port 0 can be given the port of an earlier test's deployment that is still
+    cooling down: the new deployment would then be skipped before it was ever asked."""
+    import modelplex.pipeline as pipeline
+    from modelplex.routing import MemoryState
+
+    monkeypatch.setattr(pipeline, "_memory_state", MemoryState())
