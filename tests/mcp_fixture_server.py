@@ -1,7 +1,8 @@
 """An MCP server over stdio for the tests, written with the SDK's server API (FastMCP).
 
 ``python mcp_fixture_server.py [--hang] [--name NAME] [--http PORT]``: ``--hang`` never
-answers ``initialize``, ``--http`` serves streamable HTTP at ``/mcp`` instead of stdio; the
+answers ``initialize``, ``--http PORT`` serves streamable HTTP at ``/mcp`` instead of stdio
+(``--sse PORT``: the older HTTP+SSE transport at ``/sse``); the
 tools are ``add``, ``slow``, ``fail``, ``image``, ``delete_all``
 (destructive), ``crash`` (exits mid-call), ``secret`` (echoes an environment variable) and
 ``grow`` (adds a tool and tells the client the list changed); the prompts ``summarize``
@@ -29,7 +30,9 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
                        "hQGAhKmMIQAAAABJRU5ErkJggg==")
 
 name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else "fixture"
-port = int(sys.argv[sys.argv.index("--http") + 1]) if "--http" in sys.argv else 8000
+transport = "sse" if "--sse" in sys.argv else "streamable-http" if "--http" in sys.argv else "stdio"
+flag = {"sse": "--sse", "streamable-http": "--http"}.get(transport)
+port = int(sys.argv[sys.argv.index(flag) + 1]) if flag else 8000
 server = FastMCP(name, log_level="WARNING", port=port)
 
 
@@ -135,4 +138,4 @@ def pixel() -> bytes:
 
 
 if __name__ == "__main__":
-    server.run("streamable-http" if "--http" in sys.argv else "stdio")
+    server.run(transport)  # type: ignore[arg-type]

@@ -219,6 +219,44 @@ async def test_streamable_http_server() -> None:
         proc.wait(10)
 
 
+@pytest.mark.parametrize("transport", ["url", "setting"])
+async def test_an_older_sse_server(transport: str) -> None:
+    """``[mcp.NAME] url`` ending in ``/sse`` (or ``transport = "sse"``): the older HTTP+SSE
+    transport, headers sent, tools called."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, SERVER, "--sse", str(port)],  # noqa: ASYNC220
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            await asyncio.sleep(0.1)
+        table: dict[str, object] = {"url": f"http://127.0.0.1:{port}/sse",
+                                    "headers": {"X-Key": "k-sse"}, "timeout": 10}
+        if transport == "setting":
+            table.update(url=f"http://127.0.0.1:{port}/sse/", transport="sse")
+        cfg = parse_config({"mcp": {"old": table}})
+        assert cfg.mcp["old"].uses_sse
+        async with McpHub(cfg) as hub:
+            tools = {t.name: t for t in await hub.tools(["old"])}
+            assert await tools["add"].call({"a": 40, "b": 2}) == "42"
+            assert await tools["whoami"].call({}) == "k-sse"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_transport_is_for_url_servers() -> None:
+    with pytest.raises(ConfigurationError, match="`transport` is for a server with a `url`"):
+        parse_config({"mcp": {"x": {"command": "srv", "transport": "sse"}}})
+    assert not parse_config({"mcp": {"x": {"url": "http://h/mcp"}}}).mcp["x"].uses_sse
+
+
 # -- faults ------------------------------------------------------------------------------------
 async def test_a_command_that_does_not_exist() -> None:
     before = children()  # a session's servers (redis, PostgreSQL) are children too

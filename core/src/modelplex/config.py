@@ -49,6 +49,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -195,7 +196,9 @@ class PriceConfig(_Strict):
 
 
 class McpServerConfig(_Strict):
-    """One MCP server (``[mcp.NAME]``): a command run over stdio, or a streamable-HTTP ``url``.
+    """One MCP server (``[mcp.NAME]``): a command run over stdio, or a ``url`` (streamable
+    HTTP; ``transport = "sse"``, or a URL ending in ``/sse``, for older servers that speak
+    HTTP with server-sent events).
 
     ``env`` values and ``headers`` are secrets (never printed); ``headers_env`` maps a header
     to the environment variable holding its value. ``tools`` is an allow list (empty: all).
@@ -207,6 +210,7 @@ class McpServerConfig(_Strict):
     env: dict[str, SecretStr] = Field(default_factory=dict)
     cwd: str | None = None
     url: str | None = None
+    transport: Literal["streamable-http", "sse"] | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     headers_env: dict[str, str] = Field(default_factory=dict)
     tools: tuple[str, ...] = ()
@@ -218,7 +222,17 @@ class McpServerConfig(_Strict):
         if bool(self.command) == bool(self.url):
             raise ValueError("an MCP server needs either `command` (stdio) or `url` "
                              "(streamable HTTP), not both")
+        if self.transport is not None and not self.url:
+            raise ValueError("`transport` is for a server with a `url` (a `command` server "
+                             "speaks stdio); remove it or give the server's url")
         return self
+
+    @property
+    def uses_sse(self) -> bool:
+        """Whether the ``url`` speaks the older HTTP+SSE transport, not streamable HTTP."""
+        if self.transport is not None:
+            return self.transport == "sse"
+        return self.url is not None and urlsplit(self.url).path.rstrip("/").endswith("/sse")
 
 
 class Config(_Strict):

@@ -173,6 +173,13 @@ class McpServer:
                                          f"{variable!r} for header {header!r} is not set")
             headers[header] = value
         assert cfg.url is not None
+        if cfg.uses_sse:  # the older HTTP+SSE transport
+            from mcp.client.sse import sse_client
+
+            read, write = await stack.enter_async_context(sse_client(
+                cfg.url, headers=headers, timeout=cfg.timeout,
+                sse_read_timeout=max(300, cfg.timeout)))
+            return read, write
         try:
             from mcp.client.streamable_http import streamable_http_client
         except ImportError:  # an mcp SDK before 1.2x
