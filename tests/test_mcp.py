@@ -5,6 +5,7 @@ its tools in the OpenAI and Ollama formats; faults; process hygiene; the CLI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -189,13 +190,16 @@ async def test_anthropic_format(upstream: FaultyUpstream) -> None:
     assert "failed on purpose: r" in str(results["t2"]["content"])
 
 
-async def test_streamable_http_server() -> None:
+@contextlib.asynccontextmanager
+async def http_server(flag: str) -> AsyncIterator[int]:
+    """The fixture server over HTTP (``--http``: streamable, ``--sse``: HTTP+SSE) on a free
+    port, once it accepts connections; stopped after."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, SERVER, "--http", str(port)],  # noqa: ASYNC220
+    proc = subprocess.Popen([sys.executable, SERVER, flag, str(port)],  # noqa: ASYNC220
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
@@ -203,39 +207,34 @@ async def test_streamable_http_server() -> None:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             await asyncio.sleep(0.1)
-        os.environ["MCP_TEST_KEY"] = "k-42"
-        cfg = parse_config({"mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp",
-                                            "headers_env": {"X-Key": "MCP_TEST_KEY"},
-                                            "timeout": 10}}})
-        async with McpHub(cfg) as hub:
-            tools = {t.name: t for t in await hub.tools(["web"])}
-            assert await tools["add"].call({"a": 20, "b": 22}) == "42"
-            assert await tools["whoami"].call({}) == "k-42"
-            with pytest.raises(McpToolError, match="failed on purpose"):
-                await tools["fail"].call({"reason": "x"})
+        yield port
     finally:
-        os.environ.pop("MCP_TEST_KEY", None)
         proc.terminate()
         proc.wait(10)
+
+
+async def test_streamable_http_server() -> None:
+    async with http_server("--http") as port:
+        os.environ["MCP_TEST_KEY"] = "k-42"
+        try:
+            cfg = parse_config({"mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp",
+                                                "headers_env": {"X-Key": "MCP_TEST_KEY"},
+                                                "timeout": 10}}})
+            async with McpHub(cfg) as hub:
+                tools = {t.name: t for t in await hub.tools(["web"])}
+                assert await tools["add"].call({"a": 20, "b": 22}) == "42"
+                assert await tools["whoami"].call({}) == "k-42"
+                with pytest.raises(McpToolError, match="failed on purpose"):
+                    await tools["fail"].call({"reason": "x"})
+        finally:
+            os.environ.pop("MCP_TEST_KEY", None)
 
 
 @pytest.mark.parametrize("transport", ["url", "setting"])
 async def test_an_older_sse_server(transport: str) -> None:
     """``[mcp.NAME] url`` ending in ``/sse`` (or ``transport = "sse"``): the older HTTP+SSE
     transport, headers sent, tools called."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, SERVER, "--sse", str(port)],  # noqa: ASYNC220
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            await asyncio.sleep(0.1)
+    async with http_server("--sse") as port:
         table: dict[str, object] = {"url": f"http://127.0.0.1:{port}/sse",
                                     "headers": {"X-Key": "k-sse"}, "timeout": 10}
         if transport == "setting":
@@ -246,9 +245,6 @@ async def test_an_older_sse_server(transport: str) -> None:
             tools = {t.name: t for t in await hub.tools(["old"])}
             assert await tools["add"].call({"a": 40, "b": 2}) == "42"
             assert await tools["whoami"].call({}) == "k-sse"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_transport_is_for_url_servers() -> None:

@@ -62,21 +62,8 @@ _NO_LIMIT = contextlib.nullcontext()
 class OllamaBase(HttpProvider):
     """What the Ollama provider's parts share: configuration, the client, per-model slots.
 
-    Args:
-        host: the server, as ``OLLAMA_HOST`` takes it (``gpu-box``, ``gpu-box:11434``,
-            ``https://ollama.example.com/prefix``). Default: ``OLLAMA_HOST`` (or its other
-            name ``OLLAMA_BASE_URL``), else ``http://127.0.0.1:11434``.
-        api_key: sent as ``Authorization: Bearer``. Default: ``OLLAMA_API_KEY``. Kept as a
-            :class:`~pydantic.SecretStr`; never shown in reprs, errors or logs.
-        headers: extra headers for every request (for proxies in front of Ollama).
-        timeouts: a number of seconds (the total per request), a mapping of ``connect``,
-            ``first_byte``, ``between_chunks`` and ``total`` seconds, or a
-            :class:`~modelplex.http.Timeouts` (see :meth:`~modelplex.http.Timeouts.parse`).
-        max_parallel: requests in flight at once per model; more wait their turn on the
-            client. Default: ``OLLAMA_NUM_PARALLEL`` if set, else 1. 0 means no limit.
-        verify_tls: verify the server's certificate (default).
-        check_disk_space: before pulling to a server on this machine, refuse when the disk
-            cannot hold the announced size (default).
+    Its keyword arguments are documented once, on :class:`~modelplex_ollama.OllamaProvider`
+    (the class users build).
     """
 
     name: str = "ollama"
