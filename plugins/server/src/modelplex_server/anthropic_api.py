@@ -18,7 +18,14 @@ keys and limits); this module translates (protocols.md section 3):
   ``error`` event.
 * Every error on these paths, the middlewares' too (401, 413, unknown route), is Anthropic's
   ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with the same status the
-  other APIs answer, rewritten as the response is prepared (:func:`anthropic_errors`).
+  other APIs answer, rewritten as the response is prepared (:func:`anthropic_errors`); the
+  message starts with the field at fault (``messages.2.role: ...``).
+* What Anthropic refuses is refused the same way (a 400 ``invalid_request_error``): a turn of
+  ``messages`` whose role is not ``user`` or ``assistant`` (the system prompt is the top-level
+  ``system``), a ``tool_result`` whose ``tool_use_id`` names no ``tool_use`` of the assistant
+  turn just before it, and ``thinking.budget_tokens`` that is not an integer of at least 1024
+  and less than ``max_tokens`` (:func:`check_thinking`; the ``interleaved-thinking`` beta lets
+  it exceed ``max_tokens``, as Anthropic does). ``count_tokens`` checks the same.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.http import dumps
@@ -54,8 +62,9 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
                500: "api_error", 502: "api_error", 503: "overloaded_error",
                504: "timeout_error", 529: "overloaded_error"}
-_ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
-          "system": MessageRole.SYSTEM}
+_ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT}
+#: thinking.budget_tokens' least value (Anthropic's).
+MIN_THINKING_BUDGET = 1024
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
          "end_turn": "end_turn", "max_tokens": "max_tokens", "tool_use": "tool_use",
          "stop_sequence": "stop_sequence", "content_filter": "refusal", "refusal": "refusal"}
@@ -113,11 +122,20 @@ ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
 
 
 class MessageParam(_Body):
-    """One turn: ``{"role": "user" | "assistant" | "system", "content": str | [blocks]}``
-    (a system turn holds text only)."""
+    """One turn: ``{"role": "user" | "assistant", "content": str | [blocks]}`` (the system
+    prompt is the request's ``system``, as Anthropic's API has it)."""
 
-    role: Literal["user", "assistant", "system"]
+    role: Literal["user", "assistant"]
     content: str | list[ContentBlock]
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _no_system_turns(cls, role: Any) -> Any:
+        if role == "system":
+            raise PydanticCustomError(
+                "system_turn", "a turn of messages is 'user' or 'assistant', never 'system': "
+                "give the system prompt as the request's top-level 'system' field")
+        return role
 
 
 class ToolDef(_Body):
@@ -169,6 +187,7 @@ class _MessagesBase(_Body):
     system: str | list[TextBlock] | None = None
     tools: list[ToolDef] | None = None
     tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
 
 
 class MessagesRequest(_MessagesBase):
@@ -182,7 +201,6 @@ class MessagesRequest(_MessagesBase):
     top_k: int | None = Field(default=None, gt=0)
     metadata: Metadata | None = None
     output_config: OutputConfig | None = None
-    thinking: Thinking | None = None
 
     @property
     def shows_thinking(self) -> bool:
@@ -203,6 +221,27 @@ class CountTokensRequest(_MessagesBase):
     ``max_tokens``."""
 
 
+def check_thinking(thinking: Thinking | None, max_tokens: int | None, *,
+                   interleaved: bool = False) -> None:
+    """A 400 naming ``thinking.budget_tokens`` unless, with ``thinking.type`` "enabled", it
+    is an integer of at least :data:`MIN_THINKING_BUDGET` and less than ``max_tokens`` (None
+    for ``count_tokens``, which has none; ``interleaved``: the ``interleaved-thinking`` beta,
+    under which the budget may exceed ``max_tokens``), as Anthropic's API requires."""
+    if thinking is None or thinking.type != "enabled":
+        return
+    field, budget = "thinking.budget_tokens", thinking.budget_tokens
+    if budget is None:
+        raise ApiError(400, f"{field}: required when thinking.type is 'enabled': give an "
+                            f"integer of at least {MIN_THINKING_BUDGET}", param=field)
+    if budget < MIN_THINKING_BUDGET:
+        raise ApiError(400, f"{field}: must be at least {MIN_THINKING_BUDGET} (got "
+                            f"{budget}): raise it, or set thinking.type to 'disabled'",
+                       param=field)
+    if max_tokens is not None and budget >= max_tokens and not interleaved:
+        raise ApiError(400, f"{field}: must be less than max_tokens ({max_tokens}) (got "
+                            f"{budget}): raise max_tokens or lower the budget", param=field)
+
+
 # -- translation ---------------------------------------------------------------------------------
 def _system_text(system: str | list[TextBlock] | None) -> str:
     if system is None or isinstance(system, str):
@@ -210,18 +249,34 @@ def _system_text(system: str | list[TextBlock] | None) -> str:
     return "\n".join(block.text for block in system)
 
 
-def _result_text(block: ToolResultBlock) -> tuple[str, tuple[str, ...]]:
+def _result_text(block: ToolResultBlock, field: str) -> tuple[str, tuple[str, ...]]:
     images: tuple[str, ...]
     if isinstance(block.content, str):
         text, images = block.content, ()
     else:
         text = "\n".join(b.text for b in block.content if isinstance(b, TextBlock))
-        images = tuple(client_image(b.source.data, "tool_result.content.source.data",
+        images = tuple(client_image(b.source.data, f"{field}.content.{k}.source.data",
                                     b.source.media_type)
-                       for b in block.content if isinstance(b, ImageBlock))
+                       for k, b in enumerate(block.content) if isinstance(b, ImageBlock))
     if block.is_error:
         text = f"Error: {text}"
     return text or ("(no output)" if not images else ""), images
+
+
+def _check_answers(block: ToolResultBlock, calls: dict[str, str], field: str,
+                   turn: int) -> None:
+    """A 400 naming ``field`` when the tool_result answers no tool_use of the turn before."""
+    if block.tool_use_id in calls:
+        return
+    if calls:
+        detail = f"none of the tool_use ids of messages.{turn - 1} ({', '.join(calls)[:200]})"
+    elif turn:
+        detail = f"no tool_use: messages.{turn - 1} calls no tool"
+    else:
+        detail = "no tool_use: it is in the first turn"
+    raise ApiError(400, f"{field}: {block.tool_use_id[:100]!r} matches {detail}; each "
+                        "tool_result must answer a tool_use block of the assistant "
+                        "turn just before it", param=field)
 
 
 def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
@@ -230,36 +285,38 @@ def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
     system = _system_text(body.system)
     if system.strip():
         out.append(field_message("system", role=MessageRole.SYSTEM, content=system))
-    names: dict[str, str] = {}  # tool_use id -> tool name, for the tool results
+    names: dict[str, str] = {}  # the previous turn's tool_use ids -> tool names
     for i, turn in enumerate(body.messages):
         field = f"messages.{i}.content"
         role = _ROLES[turn.role]
         if isinstance(turn.content, str):
             out.append(field_message(field, role=role, content=turn.content))
+            names = {}
             continue
         texts: list[str] = []
         images: list[str] = []
         calls: list[dict[str, Any]] = []
-        for block in turn.content:
+        for j, block in enumerate(turn.content):
             if isinstance(block, TextBlock):
                 texts.append(block.text)
-            elif role is MessageRole.SYSTEM:
-                raise ApiError(400, "a system turn holds text blocks only", param=field)
             elif isinstance(block, ImageBlock):
-                images.append(client_image(block.source.data, f"{field}.source.data",
+                images.append(client_image(block.source.data, f"{field}.{j}.source.data",
                                            block.source.media_type))
             elif isinstance(block, ToolUseBlock):
                 if role is not MessageRole.ASSISTANT:
-                    raise ApiError(400, "tool_use blocks belong in assistant turns", param=field)
-                names[block.id] = block.name
+                    raise ApiError(400, "tool_use blocks belong in assistant turns",
+                                   param=f"{field}.{j}")
                 calls.append({"id": block.id, "name": block.name, "arguments": block.input})
             elif isinstance(block, ToolResultBlock):
                 if role is not MessageRole.USER:
-                    raise ApiError(400, "tool_result blocks belong in user turns", param=field)
-                text, result_images = _result_text(block)
+                    raise ApiError(400, "tool_result blocks belong in user turns",
+                                   param=f"{field}.{j}")
+                _check_answers(block, names, f"{field}.{j}.tool_use_id", i)
+                text, result_images = _result_text(block, f"{field}.{j}")
                 out.append(field_message(field, role=MessageRole.TOOL, content=text,
                                     images=result_images, tool_call_id=block.tool_use_id,
                                     name=names.get(block.tool_use_id)))
+        names = {c["id"]: c["name"] for c in calls}
         text = "\n".join(texts)
         if text.strip() or images or calls:
             out.append(field_message(field, role=role, content=text, images=tuple(images),
@@ -441,6 +498,8 @@ async def _prepare(request: web.Request, body: _MessagesBase,
                    options: Any) -> tuple[Gateway, Provider, ChatRequest]:
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
+    check_thinking(body.thinking, body.max_tokens if isinstance(body, MessagesRequest) else None,
+                   interleaved="interleaved-thinking" in request.headers.get("anthropic-beta", ""))
     messages = to_chat_messages(body)
     tools, tool_choice = _tools(body)
     provider, model = await gateway.resolve(request, body.model)
@@ -511,7 +570,10 @@ async def anthropic_errors(request: web.Request, resp: web.StreamResponse) -> No
     if not isinstance(error, dict) or data.get("type") == "error":
         return
     rid = _request_id(request)
-    body = dumps(error_body(resp.status, str(error.get("message", "")), rid))
+    message, param = str(error.get("message", "")), error.get("param")
+    if isinstance(param, str) and param and param not in message:  # name the field at fault
+        message = f"{param}: {message}"
+    body = dumps(error_body(resp.status, message, rid))
     resp.body = body
     resp.headers["Content-Length"] = str(len(body))
     resp.headers["request-id"] = rid
