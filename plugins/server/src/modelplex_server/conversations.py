@@ -137,6 +137,18 @@ class ConversationStore(BatchStore, abc.ABC):
     async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
         """Add messages to a conversation's history."""
 
+    async def append_at(self, conversation_id: str, count: int,
+                        messages: list[ChatMessage]) -> bool:
+        """Add messages only if the conversation holds exactly ``count`` messages (it was not
+        continued meanwhile): true if added. Stores should override this to check and add in
+        one step, as the server's do (two follow-ups to one stored response, answered at
+        once, then keep only one)."""
+        item = await self.get(conversation_id)
+        if item is None or len(item.messages) != count:
+            return False
+        await self.append(conversation_id, messages)
+        return True
+
     @abc.abstractmethod
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
@@ -264,6 +276,17 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
             if item is not None:
                 item.messages = [*item.messages, *messages]
                 item.updated_at = _now()
+
+    async def append_at(self, conversation_id: str, count: int,
+                        messages: list[ChatMessage]) -> bool:
+        """Add messages if the conversation holds ``count``, in one step."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is None or len(item.messages) != count:
+                return False
+            item.messages = [*item.messages, *messages]
+            item.updated_at = _now()
+            return True
 
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
