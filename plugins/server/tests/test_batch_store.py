@@ -152,3 +152,22 @@ async def test_persistent_store_limits_across_connections(store_backend: StoreBa
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_result_file_made_twice_at_once_is_kept_once(
+        store_backend: StoreBackend) -> None:
+    """Two runners finishing one batch at once (a claim taken over) both make its result
+    file, whose id comes from the batch's: one is kept, the other told so, neither fails."""
+    stores: list[Any] = [store_backend.open(), store_backend.open(), MemoryConversationStore()]
+    for store in stores[:2]:
+        await store.open()
+    try:
+        for pair in (stores[:2], stores[2:] * 2):
+            record = FileRecord(id=f"file-{id(pair)}out", owner="a", kind="output",
+                                purpose="batch_output", batch_id="batch_x")
+            made = await asyncio.gather(*(pair[i % 2].create_file(record) for i in range(6)))
+            assert sum(made) == 1
+            assert await pair[1].get_file(record.id) == record
+    finally:
+        for store in stores[:2]:
+            await store.aclose()

@@ -114,7 +114,8 @@ class BatchStore:
                           most: int | None = None) -> bool:
         """Keep a file (an upload's ``content``; none for a batch's result files) and say
         true; with ``most``, only while its owner keeps fewer than ``most`` files, counted
-        and inserted in one step (false, and nothing kept, at the limit)."""
+        and inserted in one step. False, and nothing kept, at the limit or when a file with
+        its id exists already (a batch's result file made by two runners at once)."""
         raise self._no_batches()
 
     async def get_file(self, file_id: str) -> FileRecord | None:
@@ -215,6 +216,8 @@ class MemoryBatches(BatchStore):
     async def create_file(self, record: FileRecord, content: bytes | None = None, *,
                           most: int | None = None) -> bool:
         """Keep a file (counted and kept without a pause: one step)."""
+        if record.id in self._files:
+            return False
         if most is not None and sum(f.owner == record.owner
                                     for f, _ in self._files.values()) >= most:
             return False

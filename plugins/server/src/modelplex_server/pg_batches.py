@@ -123,11 +123,12 @@ class PgBatches(BatchStore):
                 if await conn.fetchval("SELECT COUNT(*) FROM files WHERE owner IS NOT "
                                        "DISTINCT FROM $1", r.owner) >= most:
                     return False
-            await conn.execute(f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES "
-                               "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                               r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at,
-                               r.kind, r.batch_id, content)
-            return True
+            added = await conn.fetchval(
+                f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES ($1, $2, $3, $4, $5, "
+                "$6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING 1",
+                r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at, r.kind,
+                r.batch_id, content)
+            return added is not None
 
         return await self._run(work, write=True)
 

@@ -110,11 +110,10 @@ class SQLiteBatches(BatchStore):
                     "SELECT COUNT(*) FROM files WHERE owner IS ?", (r.owner,)).fetchone()[0] \
                     >= most:
                 return False
-            conn.execute(f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at, r.kind,
-                          r.batch_id, content))
-            return True
+            return conn.execute(f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES "
+                                "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                                (r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at,
+                                 r.kind, r.batch_id, content)).rowcount > 0
 
         return await self._call(work, write=True)
 
