@@ -303,3 +303,41 @@ async def test_append_at_across_connections(store_backend: StoreBackend) -> None
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def check_delete_at(first: Any, second: Any) -> None:
+    """``delete_at``: a conversation is deleted only while it holds ``count`` messages, so a
+    follow-up appended at the same time is never lost with it: of the two, exactly one
+    happens, whichever order they run in."""
+    for _ in range(4):
+        made = await first.create(Conversation(model="fault:fault", provider="fault",
+                                               messages=[msg("start"), msg("one", ASSISTANT)]))
+        appended, deleted = await asyncio.gather(
+            first.append_at(made.id, 2, [msg("two"), msg("three", ASSISTANT)]),
+            second.delete_at(made.id, 2))
+        assert appended != deleted
+        kept = await first.get(made.id)
+        assert (kept is not None and len(kept.messages) == 4) if appended else kept is None
+    made = await first.create(Conversation(model="fault:fault", provider="fault",
+                                           messages=[msg("start")]))
+    assert not await second.delete_at(made.id, 2)
+    assert await second.delete_at(made.id, 1) and not await first.delete_at(made.id, 1)
+
+
+async def test_delete_at_in_memory() -> None:
+    from modelplex_server.conversations import MemoryConversationStore
+
+    store = MemoryConversationStore()
+    await check_delete_at(store, store)
+
+
+async def test_delete_at_across_connections(store_backend: StoreBackend) -> None:
+    first: Any = store_backend.open()
+    second: Any = store_backend.open()
+    await first.open()
+    await second.open()
+    try:
+        await check_delete_at(first, second)
+    finally:
+        await first.aclose()
+        await second.aclose()

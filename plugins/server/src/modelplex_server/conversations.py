@@ -174,6 +174,15 @@ class ConversationStore(BatchStore, abc.ABC):
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
 
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation only if it holds exactly ``count`` messages (it was not
+        continued meanwhile): true if deleted. Stores should override this to check and
+        delete in one step, as the server's do."""
+        item = await self.get(conversation_id)
+        if item is None or len(item.messages) != count:
+            return False
+        return await self.delete(conversation_id)
+
     # -- keys and their spend (``modelplex keys``) ------------------------------------------
     async def create_key(self, stored: StoredKey) -> None:
         """Keep a new key; :class:`KeyExistsError` if its name is taken."""
@@ -321,3 +330,12 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
         return self._items.pop(conversation_id, None) is not None
+
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation holding ``count`` messages, in one step."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is None or len(item.messages) != count:
+                return False
+            del self._items[conversation_id]
+            return True

@@ -461,6 +461,21 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
 
         return await self._run(work, write=True)
 
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation holding ``count`` messages, in one transaction under its
+        row lock."""
+        async def work(conn: Conn) -> bool:
+            if await conn.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
+                                   conversation_id) is None:
+                return False
+            held = await conn.fetchval("SELECT COUNT(*) FROM messages WHERE "
+                                       "conversation_id = $1", conversation_id)
+            return held == count and await conn.fetchval(
+                "DELETE FROM conversations WHERE id = $1 RETURNING 1",
+                conversation_id) is not None
+
+        return await self._run(work, write=True)
+
     # -- keys --------------------------------------------------------------------------------
     @staticmethod
     def _key(row: Any) -> StoredKey:

@@ -292,6 +292,16 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
 
         return await self._call(work, write=True)
 
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation holding ``count`` messages, in one write transaction."""
+        def work(conn: sqlite3.Connection) -> bool:  # the write lock is held from the start
+            held = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
+                                (conversation_id,)).fetchone()[0]
+            return held == count and conn.execute(
+                "DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount > 0
+
+        return await self._call(work, write=True)
+
     # -- keys --------------------------------------------------------------------------------
     @staticmethod
     def _key(row: sqlite3.Row) -> StoredKey:
