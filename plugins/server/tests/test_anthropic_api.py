@@ -419,6 +419,13 @@ ANSWER: Any = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "22 C
       {"role": "user", "content": [{"type": "text", "text": "again"}, ANSWER]}], None,
      "messages.4.content.1.tool_use_id: 'toolu_1' matches no tool_use: messages.3 calls no "
      "tool"),
+    # a tool_use left without its tool_result in the next turn
+    ([*CALLED, {"role": "user", "content": "and?"}], None,
+     "messages.2.content: tool_use ids of the turn before have no tool_result here: toolu_1"),
+    ([*CALLED[:1], {"role": "assistant", "content": [
+        *CALLED[1]["content"], {"type": "tool_use", "id": "toolu_2", "name": "get_weather",
+                                "input": {}}]}, {"role": "user", "content": [ANSWER]}], None,
+     "messages.2.content: tool_use ids of the turn before have no tool_result here: toolu_2"),
     # thinking.budget_tokens: an integer >= 1024 and < max_tokens
     (USER, {"type": "enabled", "budget_tokens": -1},
      "thinking.budget_tokens: must be at least 1024 (got -1)"),
