@@ -231,7 +231,7 @@ def _result_text(block: ToolResultBlock, field: str) -> tuple[str, tuple[str, ..
     return text or ("(no output)" if not images else ""), images
 
 
-def _check_answers(block: ToolResultBlock, calls: dict[str, str], field: str,
+def _check_has_a_call(block: ToolResultBlock, calls: dict[str, str], field: str,
                    turn: int) -> None:
     """A 400 naming ``field`` when the tool_result answers no tool_use of the turn before."""
     if block.tool_use_id in calls:
@@ -247,7 +247,7 @@ def _check_answers(block: ToolResultBlock, calls: dict[str, str], field: str,
                         "turn just before it", param=field)
 
 
-def _check_answered(calls: dict[str, str], turn: MessageParam, field: str) -> None:
+def _check_calls_answered(calls: dict[str, str], turn: MessageParam, field: str) -> None:
     """A 400 naming ``field`` when ``turn`` leaves a tool_use of the turn before (``calls``)
     without its tool_result."""
     answered = {b.tool_use_id for b in turn.content if isinstance(b, ToolResultBlock)} \
@@ -269,7 +269,7 @@ def to_chat_messages(body: MessagesBase) -> list[ChatMessage]:
         field = f"messages.{i}.content"
         role = _ROLES[turn.role]
         if isinstance(turn.content, str):
-            _check_answered(names, turn, field)
+            _check_calls_answered(names, turn, field)
             out.append(field_message(field, role=role, content=turn.content))
             names = {}
             continue
@@ -291,12 +291,12 @@ def to_chat_messages(body: MessagesBase) -> list[ChatMessage]:
                 if role is not MessageRole.USER:
                     raise ApiError(400, "tool_result blocks belong in user turns",
                                    param=f"{field}.{j}")
-                _check_answers(block, names, f"{field}.{j}.tool_use_id", i)
+                _check_has_a_call(block, names, f"{field}.{j}.tool_use_id", i)
                 text, result_images = _result_text(block, f"{field}.{j}")
                 out.append(field_message(field, role=MessageRole.TOOL, content=text,
                                     images=result_images, tool_call_id=block.tool_use_id,
                                     name=names.get(block.tool_use_id)))
-        _check_answered(names, turn, field)  # after the tool_results answering no tool_use
+        _check_calls_answered(names, turn, field)  # after the tool_results answering no tool_use
         names = {c["id"]: c["name"] for c in calls}
         text = "\n".join(texts)
         if text.strip() or images or calls:
@@ -309,6 +309,7 @@ def to_chat_messages(body: MessagesBase) -> list[ChatMessage]:
 
 
 def tools_of(body: MessagesBase) -> tuple[list[dict[str, Any]] | None, Any]:
+    """The request's ``tools`` as function tools and its ``tool_choice`` as OpenAI's."""
     tools = [{"type": "function", "function": {
         "name": t.name, "parameters": t.input_schema,
         **({"description": t.description} if t.description else {})}}
