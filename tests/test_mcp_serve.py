@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,40 +73,41 @@ async def test_serve_chat_on_smollm2() -> None:
 
 
 # -- streamable HTTP ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+LISTENING = re.compile(r"MCP server listening on (http://127\.0\.0\.1:([0-9]+)/mcp)$")
 
 
 @asynccontextmanager
 async def served_http(*args: str, **env: str) -> AsyncIterator[str]:
-    """``modelplex mcp serve --transport http`` in a subprocess; yields its URL, then stops it
-    (SIGTERM) and waits for it."""
-    port = free_port()
+    """``modelplex mcp serve --transport http --port 0`` in a subprocess; yields the URL it
+    writes to stderr once it listens, then stops it (SIGTERM) and waits for it."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http", "--port",
-        str(port), *args, env={**clean, "MODELPLEX_CONFIG": os.devnull, **env},
+        "0", *args, env={**clean, "MODELPLEX_CONFIG": os.devnull, **env},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    before: list[str] = []
+    drain: asyncio.Task[bytes] | None = None
     try:
-        while True:  # until it listens (or exits)
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                if proc.returncode is not None:
-                    assert proc.stderr is not None
-                    raise AssertionError((await proc.stderr.read()).decode()) from None
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            break
-        yield f"http://127.0.0.1:{port}/mcp"
+        async with asyncio.timeout(300):  # a guard against a hang, not a speed check
+            while True:  # the lines before the URL (warnings), until the URL or the exit
+                raw = await proc.stderr.readline()
+                if not raw:
+                    raise AssertionError("exited before listening: " + "".join(before))
+                line = raw.decode().rstrip("\n")
+                found = LISTENING.match(line)
+                if found:
+                    break
+                before.append(line + "\n")
+        assert int(found.group(2)) > 0
+        drain = asyncio.ensure_future(proc.stderr.read())  # the pipe never fills
+        yield found.group(1)
     finally:
         if proc.returncode is None:
             proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
+        if drain is not None:
+            await drain
 
 
 @asynccontextmanager
@@ -167,6 +168,28 @@ async def test_serve_http_against_hostile_requests() -> None:
         lower = await client.post(url, content=ping,
                                   headers={**accept, "Authorization": f"bearer {key}"})
         assert lower.status_code == 200, lower.text
+
+
+async def test_serve_http_on_port_0_writes_the_url_it_listens_on() -> None:
+    """``--port 0`` binds a free port and says which on stderr, once, when it listens: the
+    URL served is the one written, and nothing else is written before it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http", "--port",
+        "0", env={**clean, "MODELPLEX_CONFIG": os.devnull},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None and proc.stdout is not None
+    try:
+        async with asyncio.timeout(300):  # a guard against a hang, not a speed check
+            first = (await proc.stderr.readline()).decode()
+        found = LISTENING.match(first.rstrip("\n"))
+        assert found, first
+        async with http_session(found.group(1)) as session:
+            assert "chat" in {t.name for t in (await session.list_tools()).tools}
+    finally:
+        proc.terminate()
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert "MCP server listening" not in err.decode() and out == b""
 
 
 async def test_serve_http_needs_the_key_variable() -> None:

@@ -118,13 +118,11 @@ async def test_system_blocks_stop_sequences_and_options_reach_the_upstream(
         system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
         messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]},
                   {"role": "assistant", "content": "hi"},
-                  {"role": "system", "content": [{"type": "text", "text": "Now in French."}]},
                   {"role": "user", "content": "again"}])
     body = gw.scripted.bodies[-1]
     assert body["messages"] == [{"role": "system", "content": "Be brief.\nBe kind."},
                                 {"role": "user", "content": "hello"},
                                 {"role": "assistant", "content": "hi"},
-                                {"role": "system", "content": "Now in French."},
                                 {"role": "user", "content": "again"}]
     assert body["stop"] == ["END", "STOP"]
     assert (body["temperature"], body["top_p"], body["user"]) == (0.2, 0.9, "u-1")
@@ -251,12 +249,12 @@ async def test_thinking_blocks_when_asked(thinker: str) -> None:
     async with client_for(thinker) as client:
         plain = await client.messages.create(model="thinker", max_tokens=50, messages=USER)
         assert [b.type for b in plain.content] == ["text"]
-        shown = await client.messages.create(model="thinker", max_tokens=50, messages=USER,
+        shown = await client.messages.create(model="thinker", max_tokens=2000, messages=USER,
                                              thinking={"type": "enabled",
                                                        "budget_tokens": 1024})
         assert [b.type for b in shown.content] == ["thinking", "text"]
         assert shown.content[0].thinking == "6 times 7"  # type: ignore[union-attr]
-        async with client.messages.stream(model="thinker", max_tokens=50, messages=USER,
+        async with client.messages.stream(model="thinker", max_tokens=2000, messages=USER,
                                           thinking={"type": "enabled",
                                                     "budget_tokens": 1024}) as stream:
             final = await stream.get_final_message()
@@ -363,13 +361,11 @@ async def test_keys_x_api_key_and_rate_limit(serve: Callable[..., Any]) -> None:
     ('{"model": "fault:fault", "max_tokens": 10, "messages": "hi"}', "messages"),
     ('{"model": "fault:fault", "max_tokens": 10, "messages": [{"role": "user", "content": '
      '[{"type": "document", "source": {}}]}]}', "messages.0.content"),
-    ('{"model": "fault:fault", "max_tokens": 10, "messages": [{"role": "system", "content": '
-     '[{"type": "image", "source": {"type": "base64", "media_type": "image/png", '
-     '"data": "AA=="}}]}]}', "text blocks only"),
     ('{"model": "fault:fault", "max_tokens": 10, "messages": [{"role": "wizard", '
      '"content": "hi"}]}', "messages.0.role"),
     ('{"model": "fault:fault", "max_tokens": 10, "messages": [{"role": "user", "content": '
-     '[{"type": "tool_use", "id": "a", "name": "f", "input": {}}]}]}', "assistant turns"),
+     '[{"type": "tool_use", "id": "a", "name": "f", "input": {}}]}]}',
+     "messages.0.content.0: tool_use blocks belong in assistant turns"),
     ('{"model": "fault:fault", "max_tokens": 10, "messages": [{"role": "user", "content": '
      '"  "}]}', "content must not be empty"),
     ('{"model": "fault:fault", "max_tokens": 10, "messages": [{"role": "user", "content": '
@@ -397,6 +393,95 @@ async def test_too_large_and_unknown_routes_in_anthropics_shape(server: AppServe
     async with client_for(server.url) as ac:
         with pytest.raises(anthropic.BadRequestError):
             await ac.messages.count_tokens(model="fault:fault", messages=[])
+
+
+CALLED: Any = [{"role": "user", "content": "Weather?"},
+               {"role": "assistant", "content": [
+                   {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                    "input": {"city": "Paris"}}]}]
+ANSWER: Any = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "22 C"}
+
+
+@pytest.mark.parametrize(("messages", "thinking", "fragment"), [
+    # a system turn: Anthropic takes the system prompt in the top-level 'system' only
+    ([*USER, {"role": "assistant", "content": "hi"}, {"role": "system", "content": "French."}],
+     None, "invalid 'messages.2.role': a turn of messages is 'user' or 'assistant', never "
+           "'system': give "
+           "the system prompt as the request's top-level 'system' field"),
+    # tool_results answering no tool_use of the assistant turn just before
+    ([*CALLED, {"role": "user", "content": [{**ANSWER, "tool_use_id": "toolu_9"}]}], None,
+     "messages.2.content.0.tool_use_id: 'toolu_9' matches none of the tool_use ids of "
+     "messages.1 (toolu_1)"),
+    ([{"role": "user", "content": [ANSWER]}], None,
+     "messages.0.content.0.tool_use_id: 'toolu_1' matches no tool_use: it is in the first "
+     "turn"),
+    ([*CALLED, {"role": "user", "content": [ANSWER]}, {"role": "assistant", "content": "ok"},
+      {"role": "user", "content": [{"type": "text", "text": "again"}, ANSWER]}], None,
+     "messages.4.content.1.tool_use_id: 'toolu_1' matches no tool_use: messages.3 calls no "
+     "tool"),
+    # a tool_use left without its tool_result in the next turn
+    ([*CALLED, {"role": "user", "content": "and?"}], None,
+     "messages.2.content: tool_use ids of the turn before have no tool_result here: toolu_1"),
+    ([*CALLED[:1], {"role": "assistant", "content": [
+        *CALLED[1]["content"], {"type": "tool_use", "id": "toolu_2", "name": "get_weather",
+                                "input": {}}]}, {"role": "user", "content": [ANSWER]}], None,
+     "messages.2.content: tool_use ids of the turn before have no tool_result here: toolu_2"),
+    # thinking.budget_tokens: an integer >= 1024 and < max_tokens
+    (USER, {"type": "enabled", "budget_tokens": -1},
+     "thinking.budget_tokens: must be at least 1024 (got -1)"),
+    (USER, {"type": "enabled", "budget_tokens": 1023}, "must be at least 1024 (got 1023)"),
+    (USER, {"type": "enabled", "budget_tokens": 2000},
+     "thinking.budget_tokens: must be less than max_tokens (2000) (got 2000)"),
+    (USER, {"type": "enabled"}, "thinking.budget_tokens: required when thinking.type is "
+                                "'enabled'"),
+    (USER, {"type": "enabled", "budget_tokens": "2k"}, "thinking.budget_tokens"),
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_what_anthropic_refuses_is_a_400_naming_the_field(
+        ac: anthropic.AsyncAnthropic, upstream: FaultyUpstream, messages: Any, thinking: Any,
+        fragment: str, stream: bool) -> None:
+    extra: Any = {"thinking": thinking} if thinking is not None else {}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        if stream:
+            async with ac.messages.stream(model="fault:fault", max_tokens=2000,
+                                          messages=messages, tools=TOOLS, **extra) as events:
+                await events.get_final_message()
+        else:
+            await ac.messages.create(model="fault:fault", max_tokens=2000, messages=messages,
+                                     tools=TOOLS, **extra)
+    body: Any = info.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert fragment in body["error"]["message"]
+    if "max_tokens (2000)" in fragment:  # count_tokens has no max_tokens to exceed
+        assert (await ac.messages.count_tokens(model="fault:fault", messages=messages,
+                                               tools=TOOLS, **extra)).input_tokens > 0
+    else:  # count_tokens checks the same
+        with pytest.raises(anthropic.BadRequestError) as counted:
+            await ac.messages.count_tokens(model="fault:fault", messages=messages,
+                                           tools=TOOLS, **extra)
+        assert fragment in counted.value.body["error"]["message"]  # type: ignore[index]
+    assert upstream.requests == 0
+
+
+async def test_what_anthropic_accepts_still_passes(gac: anthropic.AsyncAnthropic,
+                                                   gw: Any) -> None:
+    """Two tool_use blocks answered in one user turn (text beside them), a budget just
+    under max_tokens, and one above it under the interleaved-thinking beta."""
+    gw.scripted.replies.extend([Reply("a"), Reply("b"), Reply("c")])
+    two: Any = [CALLED[0], {"role": "assistant", "content": [
+        *CALLED[1]["content"], {"type": "tool_use", "id": "toolu_2", "name": "get_weather",
+                                "input": {"city": "Rome"}}]},
+        {"role": "user", "content": [{**ANSWER, "tool_use_id": "toolu_2"}, ANSWER,
+                                     {"type": "text", "text": "and?"}]}]
+    await gac.messages.create(model="scripted", max_tokens=2000, messages=two, tools=TOOLS)
+    assert [m.get("tool_call_id") for m in gw.scripted.bodies[-1]["messages"]] == [
+        None, None, "toolu_2", "toolu_1", None]
+    await gac.messages.create(model="scripted", max_tokens=2000, messages=USER,
+                              thinking={"type": "enabled", "budget_tokens": 1999})
+    await gac.messages.create(model="scripted", max_tokens=2000, messages=USER,
+                              thinking={"type": "enabled", "budget_tokens": 8000},
+                              extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"})
+    assert len(gw.scripted.bodies) == 3
 
 
 # -- the real model ------------------------------------------------------------------------------

@@ -108,3 +108,66 @@ async def test_persistent_stores(store_backend: StoreBackend) -> None:
         assert len(await again.list_files(None)) == 4
     finally:
         await again.aclose()
+
+
+async def check_limits(first: ConversationStore, second: ConversationStore) -> None:
+    """``most``: eight creates at once, half through each store, keep exactly the limit."""
+    files = [FileRecord(owner="dave", filename=f"{i}.jsonl", bytes=1) for i in range(8)]
+    kept = await asyncio.gather(*((first, second)[i % 2].create_file(f, b"x", most=3)
+                                  for i, f in enumerate(files)))
+    assert sum(kept) == 3
+    assert {f.id for f in await first.list_files("dave")} \
+        == {f.id for f, ok in zip(files, kept, strict=True) if ok}
+    assert await first.create_file(FileRecord(owner="erin"), b"x", most=3)  # per owner
+    assert await first.create_file(FileRecord(owner="dave"), None)  # no limit asked
+    batches = [BatchRecord(owner="dave") for _ in range(8)]
+    made = await asyncio.gather(*((first, second)[i % 2].create_batch(b, most=2)
+                                  for i, b in enumerate(batches)))
+    assert sum(made) == 2 and await second.count_open_batches("dave") == 2
+    opened = [b for b, ok in zip(batches, made, strict=True) if ok]
+    assert await first.get_batch(opened[0].id) is not None
+    refused = [b for b, ok in zip(batches, made, strict=True) if not ok]
+    assert await first.get_batch(refused[0].id) is None
+    await first.update_batch(opened[0].id, status="completed")  # a finished one frees a place
+    assert await second.create_batch(refused[0], most=2)
+    assert not await first.create_batch(refused[1], most=2)
+    assert await first.create_batch(BatchRecord(owner=None), most=1)  # no key: its own count
+    assert not await second.create_batch(BatchRecord(owner=None), most=1)
+
+
+async def test_memory_store_limits() -> None:
+    store = MemoryConversationStore()
+    await check_limits(store, store)
+
+
+async def test_persistent_store_limits_across_connections(store_backend: StoreBackend) -> None:
+    """Two store objects on one database (as two workers or replicas have): the count and the
+    insert are one transaction, so creates through both at once still keep the limit."""
+    first: Any = store_backend.open()
+    second: Any = store_backend.open()
+    await first.open()
+    await second.open()
+    try:
+        await check_limits(first, second)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_result_file_made_twice_at_once_is_kept_once(
+        store_backend: StoreBackend) -> None:
+    """Two runners finishing one batch at once (a claim taken over) both make its result
+    file, whose id comes from the batch's: one is kept, the other told so, neither fails."""
+    stores: list[Any] = [store_backend.open(), store_backend.open(), MemoryConversationStore()]
+    for store in stores[:2]:
+        await store.open()
+    try:
+        for pair in (stores[:2], stores[2:] * 2):
+            record = FileRecord(id=f"file-{id(pair)}out", owner="a", kind="output",
+                                purpose="batch_output", batch_id="batch_x")
+            made = await asyncio.gather(*(pair[i % 2].create_file(record) for i in range(6)))
+            assert sum(made) == 1
+            assert await pair[1].get_file(record.id) == record
+    finally:
+        for store in stores[:2]:
+            await store.aclose()

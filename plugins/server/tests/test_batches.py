@@ -439,6 +439,41 @@ async def test_open_batches_per_key_are_capped(serve: Any, upstream: FaultyUpstr
         assert third.status == "validating"
 
 
+async def test_limits_hold_for_creates_at_once(serve: Any, upstream: FaultyUpstream,
+                                              store_backend: StoreBackend) -> None:
+    """max_files and max_open_batches are checked in the store's step that inserts: twelve
+    uploads, then eight batches, asked at once through two servers sharing one store (SQLite
+    and a real PostgreSQL), keep exactly the limits, and the rest get the limit's 400."""
+    upstream.faults.extend(["hang"] * 20)  # the batches made stay open
+    servers = [await serve(store=store_backend.open(), max_files=5, max_open_batches=2)
+               for _ in range(2)]
+    clients = [client_for(server) for server in servers]
+
+    async def refused(call: Any, code: str) -> Any:
+        try:
+            return await call
+        except openai.BadRequestError as err:
+            body: Any = err.body
+            assert body["code"] == code
+            return None
+
+    try:
+        uploads = await asyncio.gather(*(refused(clients[i % 2].files.create(
+            file=(f"{i}.jsonl", jsonl(line("a", "1"))), purpose="batch"),
+            "files_limit_reached") for i in range(12)))
+        kept = [f.id for f in uploads if f is not None]
+        assert len(kept) == 5
+        assert sorted(f.id for f in (await clients[1].files.list()).data) == sorted(kept)
+        batches = await asyncio.gather(*(refused(clients[i % 2].batches.create(
+            input_file_id=kept[i % 5], endpoint=CHAT, completion_window="24h"),
+            "batches_limit_reached") for i in range(8)))
+        assert sum(b is not None for b in batches) == 2
+        assert len((await clients[0].batches.list()).data) == 2
+    finally:
+        for client in clients:
+            await client.close()
+
+
 async def test_the_batch_object_has_its_model_and_usage(server: AppServer) -> None:
     async with client_for(server) as client:
         batch = await wait_for(client, await submit(client, jsonl(

@@ -20,6 +20,7 @@ from modelplex.testing.upstream import PIECE, FaultyUpstream, Reply
 from modelplex_server.app import AppServer
 from modelplex_server.settings import KeyConfig, hash_key
 from modelplex_server.sqlite_store import SQLiteConversationStore
+from modelplex_server.testing import StoreBackend
 
 TOOLS: Any = [{"type": "function", "name": "get_weather", "description": "Weather in a city",
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -261,6 +262,39 @@ async def test_racing_follow_ups_keep_the_first_stored(client: openai.AsyncOpenA
         with contextlib.suppress(openai.NotFoundError):
             found.append(await client.responses.retrieve(response.id))
     assert len(found) == 1
+
+
+async def test_racing_follow_ups_on_a_shared_store_keep_one(
+        serve: Callable[..., Any], gateway: Callable[[AppServer], Any],
+        store_backend: StoreBackend) -> None:
+    """Six follow-ups to one response at once, through two servers sharing a store (SQLite,
+    a real PostgreSQL): the chain's conversation is continued by one of them only (the check
+    that it was not continued meanwhile and the append are one store step). Those planned
+    as its continuation and not kept are 404; those planned once it was continued start
+    conversations of their own and are kept, however the requests interleave."""
+    servers = [await serve(store=store_backend.open()) for _ in range(2)]
+    clients = [openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0)
+               for s in servers]
+    try:
+        first = await clients[0].responses.create(model="fault:fault", input="start")
+        chain = first.id.split("_")[1]
+        answers = await asyncio.gather(*(clients[i % 2].responses.create(
+            model="fault:fault", previous_response_id=first.id, input=f"q{i}")
+            for i in range(6)))
+        kept = await gateway(servers[0]).conversations.get(chain)
+        assert kept is not None and len(kept.messages) == 4
+        continued = kept.messages[-1].metadata["response"]["id"]
+        assert continued in {r.id for r in answers}
+        for response in answers:
+            try:
+                await clients[1].responses.retrieve(response.id)
+                found = True
+            except openai.NotFoundError:
+                found = False
+            assert found == (response.id.split("_")[1] != chain or response.id == continued)
+    finally:
+        for client in clients:
+            await client.close()
 
 
 async def test_input_items(oai: openai.AsyncOpenAI, gw: Any) -> None:

@@ -263,3 +263,81 @@ async def test_keys_and_their_spend(store_backend: StoreBackend) -> None:
         assert [k.key.name for k in await again.list_keys()] == ["alice", "bob"]
     finally:
         await again.aclose()
+
+
+async def check_append_at(first: Any, second: Any) -> None:
+    """``append_at``: added only while the conversation holds ``count`` messages, checked
+    and added in one step: of eight at once, through two stores, exactly one is kept."""
+    made = await first.create(Conversation(model="fault:fault", provider="fault",
+                                           messages=[msg("start"), msg("first", ASSISTANT)]))
+    before = (await first.get(made.id)).updated_at
+    added = await asyncio.gather(*((first, second)[i % 2].append_at(
+        made.id, 2, [msg(f"q{i}"), msg(f"a{i}", ASSISTANT)]) for i in range(8)))
+    assert sum(added) == 1
+    i = added.index(True)
+    assert texts(await second.get(made.id)) == ["start", "first", f"q{i}", f"a{i}"]
+    assert not await first.append_at(made.id, 2, [msg("late")])
+    assert await first.append_at(made.id, 4, [msg("next")])
+    assert not await second.append_at("missing", 0, [msg("x")])
+    assert (await first.get(made.id)).updated_at >= before
+
+
+ASSISTANT = MessageRole.ASSISTANT
+
+
+async def test_append_at_in_memory() -> None:
+    from modelplex_server.conversations import MemoryConversationStore
+
+    store = MemoryConversationStore()
+    await check_append_at(store, store)
+
+
+async def test_append_at_across_connections(store_backend: StoreBackend) -> None:
+    """Two store objects on one database, as two workers or replicas have."""
+    first: Any = store_backend.open()
+    second: Any = store_backend.open()
+    await first.open()
+    await second.open()
+    try:
+        await check_append_at(first, second)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def check_delete_at(first: Any, second: Any) -> None:
+    """``delete_at``: a conversation is deleted only while it holds ``count`` messages, so a
+    follow-up appended at the same time is never lost with it: of the two, exactly one
+    happens, whichever order they run in."""
+    for _ in range(4):
+        made = await first.create(Conversation(model="fault:fault", provider="fault",
+                                               messages=[msg("start"), msg("one", ASSISTANT)]))
+        appended, deleted = await asyncio.gather(
+            first.append_at(made.id, 2, [msg("two"), msg("three", ASSISTANT)]),
+            second.delete_at(made.id, 2))
+        assert appended != deleted
+        kept = await first.get(made.id)
+        assert (kept is not None and len(kept.messages) == 4) if appended else kept is None
+    made = await first.create(Conversation(model="fault:fault", provider="fault",
+                                           messages=[msg("start")]))
+    assert not await second.delete_at(made.id, 2)
+    assert await second.delete_at(made.id, 1) and not await first.delete_at(made.id, 1)
+
+
+async def test_delete_at_in_memory() -> None:
+    from modelplex_server.conversations import MemoryConversationStore
+
+    store = MemoryConversationStore()
+    await check_delete_at(store, store)
+
+
+async def test_delete_at_across_connections(store_backend: StoreBackend) -> None:
+    first: Any = store_backend.open()
+    second: Any = store_backend.open()
+    await first.open()
+    await second.open()
+    try:
+        await check_delete_at(first, second)
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -268,9 +268,16 @@ async def _refuse(send: Any, status: int, code: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def listening_url(host: str, port: int) -> str:
+    """The URL clients use for the streamable-HTTP endpoint on ``host``:``port``."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
+
+
 async def serve_http(server: FastMCP, key: str | None) -> None:
     """Serve ``server`` over streamable HTTP at ``/mcp`` (uvicorn; stops on SIGINT/SIGTERM),
-    each request body bounded by :class:`BodyGuard`, behind :class:`BearerKey` with a key."""
+    each request body bounded by :class:`BodyGuard`, behind :class:`BearerKey` with a key.
+    Once it listens, ``MCP server listening on URL`` is written to stderr, with the port
+    bound (the one picked for ``--port 0``)."""
     import uvicorn
 
     app: Any = BodyGuard(server.streamable_http_app())
@@ -278,7 +285,16 @@ async def serve_http(server: FastMCP, key: str | None) -> None:
         app = BearerKey(app, key)
     config = uvicorn.Config(app, host=server.settings.host, port=server.settings.port,
                             log_level="warning", timeout_graceful_shutdown=5)
-    await uvicorn.Server(config).serve()
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                port = self.servers[0].sockets[0].getsockname()[1]
+                click.echo(f"MCP server listening on "
+                           f"{listening_url(server.settings.host, port)}", err=True)
+
+    await Announcing(config).serve()
 
 
 @mcp_group.command("serve")
@@ -287,7 +303,8 @@ async def serve_http(server: FastMCP, key: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="The address to listen on (http).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
-              help="The port to listen on (http).")
+              help="The port to listen on (http; 0 picks a free one). The URL is written to "
+                   "stderr once listening.")
 @click.option("--key-env", metavar="VARIABLE",
               help="Require `Authorization: Bearer KEY` (http), KEY read from this variable.")
 def mcp_serve(transport: str, host: str, port: int, key_env: str | None) -> None:

@@ -3,7 +3,8 @@
 Point the ``anthropic`` SDK or Claude Code at the server (``ANTHROPIC_BASE_URL=http://HOST:PORT``)
 and name any model id the server knows (``llamacpp:smollm2``, a named model). Requests go the
 way every route's do (the model resolved by the gateway, the provider's validated request,
-keys and limits); this module translates (protocols.md section 3):
+keys and limits); this module answers them, and :mod:`modelplex_server.anthropic_request`
+reads them (protocols.md section 3):
 
 * ``system`` (a string or text blocks) becomes the system message; content blocks ``text``,
   ``image`` (base64), ``tool_use`` (assistant) and ``tool_result`` (user) become modelplex
@@ -18,7 +19,12 @@ keys and limits); this module translates (protocols.md section 3):
   ``error`` event.
 * Every error on these paths, the middlewares' too (401, 413, unknown route), is Anthropic's
   ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with the same status the
-  other APIs answer, rewritten as the response is prepared (:func:`anthropic_errors`).
+  other APIs answer, rewritten as the response is prepared (:func:`anthropic_errors`); the
+  message starts with the field at fault (``messages.2.role: ...``).
+* What Anthropic refuses is refused the same way, on ``count_tokens`` too (a 400
+  ``invalid_request_error``, see :mod:`modelplex_server.anthropic_request`): a ``system``
+  turn in ``messages``, a ``tool_result`` answering no ``tool_use`` of the turn before, and a
+  ``thinking.budget_tokens`` that is not at least 1024 and less than ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -26,23 +32,27 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import Field
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall, Usage
 from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
 from modelplex.tokens import estimate_prompt_tokens
-from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import usage_fields
-from modelplex_server.errors import ApiError
+from modelplex_server.anthropic_request import (
+    CountTokensRequest,
+    MessagesBase,
+    MessagesRequest,
+    check_thinking,
+    to_chat_messages,
+    tools_of,
+)
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
-from modelplex_server.images import client_image
 from modelplex_server.openai_api import SSE_HEADERS
-from modelplex_server.relay import answer_streamed, answer_whole, field_message, relay
-from modelplex_server.schemas import _Body, read_body
+from modelplex_server.relay import answer_streamed, answer_whole, relay
+from modelplex_server.schemas import read_body
 
 __all__ = ["PATHS", "CountTokensRequest", "MessagesRequest", "add_routes", "anthropic_errors"]
 
@@ -54,236 +64,9 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
                500: "api_error", 502: "api_error", 503: "overloaded_error",
                504: "timeout_error", 529: "overloaded_error"}
-_ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
-          "system": MessageRole.SYSTEM}
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
          "end_turn": "end_turn", "max_tokens": "max_tokens", "tool_use": "tool_use",
          "stop_sequence": "stop_sequence", "content_filter": "refusal", "refusal": "refusal"}
-
-
-# -- request bodies ------------------------------------------------------------------------------
-class TextBlock(_Body):
-    """``{"type": "text", "text": ...}``."""
-
-    type: Literal["text"]
-    text: str
-
-
-class ImageSource(_Body):
-    """A base64 image: ``{"type": "base64", "media_type": "image/png", "data": ...}``."""
-
-    type: Literal["base64"]
-    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
-    data: str = Field(min_length=1)
-
-
-class ImageBlock(_Body):
-    """``{"type": "image", "source": {...}}`` (base64 only: the server fetches no URLs)."""
-
-    type: Literal["image"]
-    source: ImageSource
-
-
-class ToolUseBlock(_Body):
-    """A tool call of an assistant turn: ``{"type": "tool_use", "id", "name", "input"}``."""
-
-    type: Literal["tool_use"]
-    id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    input: dict[str, Any]
-
-
-class ToolResultBlock(_Body):
-    """A tool's answer in a user turn: ``{"type": "tool_result", "tool_use_id", "content"}``."""
-
-    type: Literal["tool_result"]
-    tool_use_id: str = Field(min_length=1)
-    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] = ""
-    is_error: bool | None = None
-
-
-class ThinkingBlock(_Body):
-    """A thinking block echoed back in the history (kept out of the prompt)."""
-
-    type: Literal["thinking", "redacted_thinking"]
-
-
-ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
-                         Field(discriminator="type")]
-
-
-class MessageParam(_Body):
-    """One turn: ``{"role": "user" | "assistant" | "system", "content": str | [blocks]}``
-    (a system turn holds text only)."""
-
-    role: Literal["user", "assistant", "system"]
-    content: str | list[ContentBlock]
-
-
-class ToolDef(_Body):
-    """A tool the model may call: ``{"name", "description", "input_schema"}``."""
-
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
-    description: str | None = None
-    input_schema: dict[str, Any]
-
-
-class ToolChoice(_Body):
-    """``{"type": "auto" | "any" | "none"}`` or ``{"type": "tool", "name": ...}``."""
-
-    type: Literal["auto", "any", "none", "tool"]
-    name: str | None = None
-    disable_parallel_tool_use: bool | None = None
-
-
-class Metadata(_Body):
-    """``{"user_id": ...}``."""
-
-    user_id: str | None = None
-
-
-class OutputFormat(_Body):
-    """``{"type": "json_schema", "schema": {...}}``: answers that follow the schema."""
-
-    type: Literal["json_schema"]
-    schema_: dict[str, Any] = Field(alias="schema")
-
-
-class OutputConfig(_Body):
-    """``output_config``: its ``format`` is structured output (``effort`` is ignored)."""
-
-    format: OutputFormat | None = None
-
-
-class Thinking(_Body):
-    """``{"type": "enabled", "budget_tokens": N}``, ``{"type": "adaptive"}`` or
-    ``{"type": "disabled"}``: whether the answer shows the model's reasoning."""
-
-    type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = None
-
-
-class _MessagesBase(_Body):
-    model: str = Field(min_length=1)
-    messages: list[MessageParam] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
-    tools: list[ToolDef] | None = None
-    tool_choice: ToolChoice | None = None
-
-
-class MessagesRequest(_MessagesBase):
-    """``POST /v1/messages``. ``max_tokens`` is required, as Anthropic requires it."""
-
-    max_tokens: int = Field(gt=0)
-    stop_sequences: list[str] | None = None
-    stream: bool = False
-    temperature: float | None = Field(default=None, ge=0, le=1)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, gt=0)
-    metadata: Metadata | None = None
-    output_config: OutputConfig | None = None
-    thinking: Thinking | None = None
-
-    @property
-    def shows_thinking(self) -> bool:
-        """Whether the model's reasoning is answered as ``thinking`` blocks."""
-        return self.thinking is not None and self.thinking.type != "disabled"
-
-    def response_format(self) -> dict[str, Any] | None:
-        """The structured-output request of ``output_config.format``."""
-        fmt = self.output_config.format if self.output_config else None
-        if fmt is None:
-            return None
-        return {"type": "json_schema", "json_schema": {"name": "response",
-                                                       "schema": fmt.schema_}}
-
-
-class CountTokensRequest(_MessagesBase):
-    """``POST /v1/messages/count_tokens``: what ``/v1/messages`` takes, without
-    ``max_tokens``."""
-
-
-# -- translation ---------------------------------------------------------------------------------
-def _system_text(system: str | list[TextBlock] | None) -> str:
-    if system is None or isinstance(system, str):
-        return system or ""
-    return "\n".join(block.text for block in system)
-
-
-def _result_text(block: ToolResultBlock) -> tuple[str, tuple[str, ...]]:
-    images: tuple[str, ...]
-    if isinstance(block.content, str):
-        text, images = block.content, ()
-    else:
-        text = "\n".join(b.text for b in block.content if isinstance(b, TextBlock))
-        images = tuple(client_image(b.source.data, "tool_result.content.source.data",
-                                    b.source.media_type)
-                       for b in block.content if isinstance(b, ImageBlock))
-    if block.is_error:
-        text = f"Error: {text}"
-    return text or ("(no output)" if not images else ""), images
-
-
-def to_chat_messages(body: _MessagesBase) -> list[ChatMessage]:
-    """The request's system prompt and turns as modelplex messages (a 400 naming a bad one)."""
-    out: list[ChatMessage] = []
-    system = _system_text(body.system)
-    if system.strip():
-        out.append(field_message("system", role=MessageRole.SYSTEM, content=system))
-    names: dict[str, str] = {}  # tool_use id -> tool name, for the tool results
-    for i, turn in enumerate(body.messages):
-        field = f"messages.{i}.content"
-        role = _ROLES[turn.role]
-        if isinstance(turn.content, str):
-            out.append(field_message(field, role=role, content=turn.content))
-            continue
-        texts: list[str] = []
-        images: list[str] = []
-        calls: list[dict[str, Any]] = []
-        for block in turn.content:
-            if isinstance(block, TextBlock):
-                texts.append(block.text)
-            elif role is MessageRole.SYSTEM:
-                raise ApiError(400, "a system turn holds text blocks only", param=field)
-            elif isinstance(block, ImageBlock):
-                images.append(client_image(block.source.data, f"{field}.source.data",
-                                           block.source.media_type))
-            elif isinstance(block, ToolUseBlock):
-                if role is not MessageRole.ASSISTANT:
-                    raise ApiError(400, "tool_use blocks belong in assistant turns", param=field)
-                names[block.id] = block.name
-                calls.append({"id": block.id, "name": block.name, "arguments": block.input})
-            elif isinstance(block, ToolResultBlock):
-                if role is not MessageRole.USER:
-                    raise ApiError(400, "tool_result blocks belong in user turns", param=field)
-                text, result_images = _result_text(block)
-                out.append(field_message(field, role=MessageRole.TOOL, content=text,
-                                    images=result_images, tool_call_id=block.tool_use_id,
-                                    name=names.get(block.tool_use_id)))
-        text = "\n".join(texts)
-        if text.strip() or images or calls:
-            out.append(field_message(field, role=role, content=text, images=tuple(images),
-                                tool_calls=tuple(calls)))
-    if len(out) == (1 if system.strip() else 0):
-        raise ApiError(400, "messages have no content: give at least one text, image or "
-                            "tool_result block", param="messages")
-    return out
-
-
-def _tools(body: _MessagesBase) -> tuple[list[dict[str, Any]] | None, Any]:
-    tools = [{"type": "function", "function": {
-        "name": t.name, "parameters": t.input_schema,
-        **({"description": t.description} if t.description else {})}}
-        for t in body.tools] if body.tools else None
-    choice = body.tool_choice
-    if choice is None:
-        return tools, None
-    if choice.type == "tool":
-        if not choice.name:
-            raise ApiError(400, "tool_choice of type 'tool' needs the tool's name",
-                           param="tool_choice.name")
-        return tools, {"type": "function", "function": {"name": choice.name}}
-    return tools, {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
 def _options(gateway: Gateway, provider: Provider, body: MessagesRequest) -> dict[str, Any]:
@@ -437,12 +220,14 @@ def _request_id(request: web.Request) -> str:
     return rid
 
 
-async def _prepare(request: web.Request, body: _MessagesBase,
+async def _prepare(request: web.Request, body: MessagesBase,
                    options: Any) -> tuple[Gateway, Provider, ChatRequest]:
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
+    check_thinking(body.thinking, body.max_tokens if isinstance(body, MessagesRequest) else None,
+                   interleaved="interleaved-thinking" in request.headers.get("anthropic-beta", ""))
     messages = to_chat_messages(body)
-    tools, tool_choice = _tools(body)
+    tools, tool_choice = tools_of(body)
     provider, model = await gateway.resolve(request, body.model)
     chat = provider.build_request(
         messages, model=model, options=options(gateway, provider) if options else None,
@@ -511,7 +296,10 @@ async def anthropic_errors(request: web.Request, resp: web.StreamResponse) -> No
     if not isinstance(error, dict) or data.get("type") == "error":
         return
     rid = _request_id(request)
-    body = dumps(error_body(resp.status, str(error.get("message", "")), rid))
+    message, param = str(error.get("message", "")), error.get("param")
+    if isinstance(param, str) and param and param not in message:  # name the field at fault
+        message = f"{param}: {message}"
+    body = dumps(error_body(resp.status, message, rid))
     resp.body = body
     resp.headers["Content-Length"] = str(len(body))
     resp.headers["request-id"] = rid

@@ -486,7 +486,7 @@ class BatchRunner:
             if not lines:
                 continue
             file_id = "file-" + record.id.removeprefix("batch_") + kind[:3]
-            if await self.store.get_file(file_id) is None:
+            if await self.store.get_file(file_id) is None:  # (made by another runner: kept)
                 await self.store.create_file(FileRecord(
                     id=file_id, owner=record.owner, purpose=f"batch_{kind}",
                     filename=f"{record.id}_{kind}.jsonl", bytes=size, kind=kind,

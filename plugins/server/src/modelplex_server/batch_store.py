@@ -9,6 +9,11 @@ each answered line is one result row keyed by ``(batch, line)``, stored as it co
 is answered once even across a restart (:meth:`BatchStore.add_result` refuses a second). Both
 belong to the API key that made them (``owner``), like conversations.
 
+The limits on what one key keeps (``[server] max_files``, ``max_open_batches``) are checked
+by the store in the step that inserts (:meth:`BatchStore.create_file` and
+:meth:`BatchStore.create_batch` with ``most``): one transaction, so uploads made at once,
+through one server or several sharing the store, never pass the limit together.
+
 A runner claims the batches it runs (:meth:`BatchStore.claim_batch`) and renews the claim while
 it runs them, so the workers and replicas sharing a store run each batch once; a claim not
 renewed for ``stale`` seconds (its process died) may be taken over.
@@ -105,8 +110,12 @@ class BatchStore:
         return NotImplementedError(f"{type(self).__name__} does not keep files and batches")
 
     # -- files ----------------------------------------------------------------------------
-    async def create_file(self, record: FileRecord, content: bytes | None = None) -> None:
-        """Keep a file (an upload's ``content``; none for a batch's result files)."""
+    async def create_file(self, record: FileRecord, content: bytes | None = None, *,
+                          most: int | None = None) -> bool:
+        """Keep a file (an upload's ``content``; none for a batch's result files) and say
+        true; with ``most``, only while its owner keeps fewer than ``most`` files, counted
+        and inserted in one step. False, and nothing kept, at the limit or when a file with
+        its id exists already (a batch's result file made by two runners at once)."""
         raise self._no_batches()
 
     async def get_file(self, file_id: str) -> FileRecord | None:
@@ -129,8 +138,10 @@ class BatchStore:
         raise self._no_batches()
 
     # -- batches ------------------------------------------------------------------------------
-    async def create_batch(self, record: BatchRecord) -> None:
-        """Keep a new batch."""
+    async def create_batch(self, record: BatchRecord, *, most: int | None = None) -> bool:
+        """Keep a new batch and say true; with ``most``, only while its owner has fewer than
+        ``most`` batches in :data:`OPEN_STATUSES`, counted and inserted in one step (false,
+        and nothing kept, at the limit)."""
         raise self._no_batches()
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
@@ -202,9 +213,16 @@ class MemoryBatches(BatchStore):
         self._claims: dict[str, tuple[str, float]] = {}
         self._batch_lock = asyncio.Lock()
 
-    async def create_file(self, record: FileRecord, content: bytes | None = None) -> None:
-        """Keep a file."""
+    async def create_file(self, record: FileRecord, content: bytes | None = None, *,
+                          most: int | None = None) -> bool:
+        """Keep a file (counted and kept without a pause: one step)."""
+        if record.id in self._files:
+            return False
+        if most is not None and sum(f.owner == record.owner
+                                    for f, _ in self._files.values()) >= most:
+            return False
         self._files[record.id] = (record, content)
+        return True
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         """The file, or None."""
@@ -231,10 +249,13 @@ class MemoryBatches(BatchStore):
         """Delete a file."""
         return self._files.pop(file_id, None) is not None
 
-    async def create_batch(self, record: BatchRecord) -> None:
-        """Keep a new batch."""
+    async def create_batch(self, record: BatchRecord, *, most: int | None = None) -> bool:
+        """Keep a new batch (counted and kept without a pause: one step)."""
+        if most is not None and self._count_open(record.owner) >= most:
+            return False
         self._batches[record.id] = record.model_copy(deep=True)
         self._results[record.id] = {}
+        return True
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         """The batch, or None."""
@@ -254,6 +275,9 @@ class MemoryBatches(BatchStore):
 
     async def count_open_batches(self, owner: str | None) -> int:
         """Open batches of ``owner``."""
+        return self._count_open(owner)
+
+    def _count_open(self, owner: str | None) -> int:
         return sum(b.owner == owner and b.status in OPEN_STATUSES
                    for b in self._batches.values())
 

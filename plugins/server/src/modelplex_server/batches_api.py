@@ -68,17 +68,16 @@ async def create_batch(request: web.Request) -> web.Response:
         raise ApiError(400, f"file {source.id} is not a batch input: upload the JSONL file "
                             "with purpose=batch", param="input_file_id")
     owner, most = gateway.owner(request), gateway.settings.max_open_batches
-    if await gateway.conversations.count_open_batches(owner) >= most:
-        raise ApiError(400, f"{'the key ' + repr(owner) if owner else 'the server'} has {most} "
-                            "batches open already ([server] max_open_batches): wait for one "
-                            "to finish or cancel one (POST /v1/batches/{id}/cancel)",
-                       code="batches_limit_reached", param="input_file_id")
     created = int(time.time())
     record = BatchRecord(owner=owner, created_at=created, data={
         "endpoint": body.endpoint, "input_file_id": source.id,
         "completion_window": body.completion_window, "metadata": body.metadata,
         "expires_at": created + WINDOWS[body.completion_window]})
-    await gateway.conversations.create_batch(record)
+    if not await gateway.conversations.create_batch(record, most=most):
+        raise ApiError(400, f"{'the key ' + repr(owner) if owner else 'the server'} has {most} "
+                            "batches open already ([server] max_open_batches): wait for one "
+                            "to finish or cancel one (POST /v1/batches/{id}/cancel)",
+                       code="batches_limit_reached", param="input_file_id")
     request.app[BATCHES].wake()
     return _json(record.public())
 

@@ -137,6 +137,18 @@ class ConversationStore(BatchStore, abc.ABC):
     async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
         """Add messages to a conversation's history."""
 
+    async def append_at(self, conversation_id: str, count: int,
+                        messages: list[ChatMessage]) -> bool:
+        """Add messages only if the conversation holds exactly ``count`` messages (it was not
+        continued meanwhile): true if added. Stores should override this to check and add in
+        one step, as the server's do (two follow-ups to one stored response, answered at
+        once, then keep only one)."""
+        item = await self.get(conversation_id)
+        if item is None or len(item.messages) != count:
+            return False
+        await self.append(conversation_id, messages)
+        return True
+
     @abc.abstractmethod
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
@@ -161,6 +173,15 @@ class ConversationStore(BatchStore, abc.ABC):
     @abc.abstractmethod
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
+
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation only if it holds exactly ``count`` messages (it was not
+        continued meanwhile): true if deleted. Stores should override this to check and
+        delete in one step, as the server's do."""
+        item = await self.get(conversation_id)
+        if item is None or len(item.messages) != count:
+            return False
+        return await self.delete(conversation_id)
 
     # -- keys and their spend (``modelplex keys``) ------------------------------------------
     async def create_key(self, stored: StoredKey) -> None:
@@ -265,6 +286,17 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
                 item.messages = [*item.messages, *messages]
                 item.updated_at = _now()
 
+    async def append_at(self, conversation_id: str, count: int,
+                        messages: list[ChatMessage]) -> bool:
+        """Add messages if the conversation holds ``count``, in one step."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is None or len(item.messages) != count:
+                return False
+            item.messages = [*item.messages, *messages]
+            item.updated_at = _now()
+            return True
+
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
         async with self._lock:
@@ -298,3 +330,12 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
     async def delete(self, conversation_id: str) -> bool:
         """Delete a conversation; false if there was none."""
         return self._items.pop(conversation_id, None) is not None
+
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation holding ``count`` messages, in one step."""
+        async with self._lock:
+            item = self._items.get(conversation_id)
+            if item is None or len(item.messages) != count:
+                return False
+            del self._items[conversation_id]
+            return True

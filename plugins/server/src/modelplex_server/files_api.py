@@ -164,15 +164,13 @@ async def create_file(request: web.Request) -> web.Response:
     if content is None:
         raise ApiError(400, "the form field 'file' is required: attach the batch's JSONL "
                             "file", param="file")
-    owner = gateway.owner(request)
-    kept = await gateway.conversations.list_files(owner, limit=gateway.settings.max_files)
-    if len(kept) >= gateway.settings.max_files:
-        raise ApiError(400, f"{'the key ' + repr(owner) if owner else 'the server'} keeps "
-                            f"{gateway.settings.max_files} files already ([server] "
-                            "max_files): delete some (DELETE /v1/files/{id}) first",
-                       code="files_limit_reached", param="file")
+    owner, most = gateway.owner(request), gateway.settings.max_files
     record = FileRecord(owner=owner, purpose=purpose, filename=filename, bytes=len(content))
-    await gateway.conversations.create_file(record, content)
+    if not await gateway.conversations.create_file(record, content, most=most):
+        raise ApiError(400, f"{'the key ' + repr(owner) if owner else 'the server'} keeps "
+                            f"{most} files already ([server] max_files): delete some "
+                            "(DELETE /v1/files/{id}) first",
+                       code="files_limit_reached", param="file")
     return web.Response(body=dumps(record.public()), content_type="application/json")
 
 

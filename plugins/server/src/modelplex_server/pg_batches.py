@@ -6,7 +6,9 @@ is the part of :class:`~modelplex_server.pg_store.PostgresConversationStore` tha
 writes them. A batch changes under a row lock (``SELECT ... FOR UPDATE``), so a cancel and a
 runner's update never lose each other; a result is inserted once per ``(batch, line)``
 together with its count. Replicas sharing the database run each batch once: the runner that
-claims it (:meth:`PgBatches.claim_batch`).
+claims it (:meth:`PgBatches.claim_batch`). A file or batch created under a limit (``most``)
+is counted and inserted in one transaction holding an advisory lock on its owner's files (or
+batches), so creates at once, through any replica, are counted one after another.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ STATEMENTS = (
     )""",
 )
 
+#: The advisory lock classes of an owner's files and batches, held while counting and inserting
+#: under a limit (the owner's name, hashed, is the lock's second key).
+_FILES_LOCK, _BATCHES_LOCK = 0x6D7846, 0x6D7842
+
 _FILE_COLUMNS = "id, owner, purpose, filename, bytes, created_at, kind, batch_id"
 _BATCH_COLUMNS = "id, owner, status, created_at, total, completed, failed, data"
 
@@ -86,6 +92,19 @@ async def _after(conn: Conn, table: str, after: str | None) -> int | None:
     return -1 if seq is None else int(seq)
 
 
+async def _lock_owner(conn: Conn, kind: int, owner: str | None) -> None:
+    """Take the transaction's advisory lock ``kind`` of ``owner`` (until it ends)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))", kind,
+                       "" if owner is None else "key:" + owner)
+
+
+async def _count_open(conn: Conn, owner: str | None) -> int:
+    """How many batches of ``owner`` are in one of :data:`OPEN_STATUSES`."""
+    return int(await conn.fetchval(
+        "SELECT COUNT(*) FROM batches WHERE status = ANY($1::text[]) "
+        "AND owner IS NOT DISTINCT FROM $2", list(OPEN_STATUSES), owner))
+
+
 class PgBatches(BatchStore):
     """Files and batches in the store's PostgreSQL database (see the module docs)."""
 
@@ -93,17 +112,25 @@ class PgBatches(BatchStore):
         async def _run(self, work: Callable[[Conn], Awaitable[T]], *,
                        write: bool = False) -> T: ...
 
-    async def create_file(self, record: FileRecord, content: bytes | None = None) -> None:
-        """Keep a file."""
+    async def create_file(self, record: FileRecord, content: bytes | None = None, *,
+                          most: int | None = None) -> bool:
+        """Keep a file (with ``most``: counted and inserted under the owner's lock)."""
         r = record
 
-        async def work(conn: Conn) -> None:
-            await conn.execute(f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES "
-                               "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                               r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at,
-                               r.kind, r.batch_id, content)
+        async def work(conn: Conn) -> bool:
+            if most is not None:
+                await _lock_owner(conn, _FILES_LOCK, r.owner)
+                if await conn.fetchval("SELECT COUNT(*) FROM files WHERE owner IS NOT "
+                                       "DISTINCT FROM $1", r.owner) >= most:
+                    return False
+            added = await conn.fetchval(
+                f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES ($1, $2, $3, $4, $5, "
+                "$6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING 1",
+                r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at, r.kind,
+                r.batch_id, content)
+            return added is not None
 
-        await self._run(work, write=True)
+        return await self._run(work, write=True)
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         """The file, or None."""
@@ -148,17 +175,22 @@ class PgBatches(BatchStore):
 
         return await self._run(work, write=True)
 
-    async def create_batch(self, record: BatchRecord) -> None:
-        """Keep a new batch."""
+    async def create_batch(self, record: BatchRecord, *, most: int | None = None) -> bool:
+        """Keep a new batch (with ``most``: counted and inserted under the owner's lock)."""
         r = record
 
-        async def work(conn: Conn) -> None:
+        async def work(conn: Conn) -> bool:
+            if most is not None:
+                await _lock_owner(conn, _BATCHES_LOCK, r.owner)
+                if await _count_open(conn, r.owner) >= most:
+                    return False
             await conn.execute(f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
                                "($1, $2, $3, $4, $5, $6, $7, $8)",
                                r.id, r.owner, r.status, r.created_at, r.total, r.completed,
                                r.failed, json.dumps(r.data))
+            return True
 
-        await self._run(work, write=True)
+        return await self._run(work, write=True)
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         """The batch, or None."""
@@ -194,9 +226,7 @@ class PgBatches(BatchStore):
     async def count_open_batches(self, owner: str | None) -> int:
         """Open batches of ``owner``."""
         async def work(conn: Conn) -> int:
-            return int(await conn.fetchval(
-                "SELECT COUNT(*) FROM batches WHERE status = ANY($1::text[]) "
-                "AND owner IS NOT DISTINCT FROM $2", list(OPEN_STATUSES), owner))
+            return await _count_open(conn, owner)
 
         return await self._run(work)
 

@@ -388,6 +388,23 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
 
         await self._run(work, write=True)
 
+    async def append_at(self, conversation_id: str, count: int,
+                        messages: list[ChatMessage]) -> bool:
+        """Add messages if the conversation holds ``count``, in one transaction under the
+        conversation's row lock."""
+        async def work(conn: Conn) -> bool:
+            if await conn.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
+                                   conversation_id) is None:
+                return False
+            held = await conn.fetchval("SELECT COUNT(*) FROM messages WHERE "
+                                       "conversation_id = $1", conversation_id)
+            if held != count or not await self._touch(conn, conversation_id):
+                return False
+            await self._insert(conn, conversation_id, count, [_row(m) for m in messages])
+            return True
+
+        return await self._run(work, write=True)
+
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
         async def work(conn: Conn) -> None:
@@ -441,6 +458,21 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
             found = await conn.fetchval("DELETE FROM conversations WHERE id = $1 RETURNING 1",
                                         conversation_id)
             return found is not None
+
+        return await self._run(work, write=True)
+
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation holding ``count`` messages, in one transaction under its
+        row lock."""
+        async def work(conn: Conn) -> bool:
+            if await conn.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
+                                   conversation_id) is None:
+                return False
+            held = await conn.fetchval("SELECT COUNT(*) FROM messages WHERE "
+                                       "conversation_id = $1", conversation_id)
+            return held == count and await conn.fetchval(
+                "DELETE FROM conversations WHERE id = $1 RETURNING 1",
+                conversation_id) is not None
 
         return await self._run(work, write=True)
 

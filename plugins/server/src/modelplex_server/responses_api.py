@@ -143,16 +143,17 @@ async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
     conversation, count, _ = await stored_response(request, response_id)
     store = request.app[GATEWAY].conversations
-    if count == len(conversation.messages) and not any(
-            "response" in m.metadata for m in conversation.messages[:count - 1]):
-        await store.delete(conversation.id)
-    else:
-        message = conversation.messages[count - 1]
-        await store.replace(conversation.id, count - 1, count, [message.model_copy(
-            update={"metadata": {k: v for k, v in message.metadata.items()
-                                 if k != "response"}})])
-    return web.Response(body=dumps({"id": response_id, "object": "response.deleted",
-                                    "deleted": True}), content_type="application/json")
+    deleted = web.Response(body=dumps({"id": response_id, "object": "response.deleted",
+                                       "deleted": True}), content_type="application/json")
+    alone = count == len(conversation.messages) and not any(
+        "response" in m.metadata for m in conversation.messages[:count - 1])
+    # its conversation goes with it, unless a follow-up was added meanwhile (one store step)
+    if alone and await store.delete_at(conversation.id, count):
+        return deleted
+    message = conversation.messages[count - 1]
+    await store.replace(conversation.id, count - 1, count, [message.model_copy(
+        update={"metadata": {k: v for k, v in message.metadata.items() if k != "response"}})])
+    return deleted
 
 
 def add_routes(app: web.Application) -> None:

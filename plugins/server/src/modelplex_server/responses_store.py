@@ -7,7 +7,9 @@ message (:func:`answer_message`). :func:`stored_response` finds one (404 in Open
 otherwise), :func:`history_of` gives a follow-up its history, :func:`keep` stores a finished
 response where its id says: appended to the chain's conversation when it continues its last
 response, else in a new conversation with that history (of two follow-ups to one response
-answered at once, the one finished second is not kept).
+answered at once, the one finished second is not kept: the store checks that the chain was
+not continued and appends in one step,
+:meth:`modelplex_server.conversations.ConversationStore.append_at`).
 """
 
 from __future__ import annotations
@@ -93,14 +95,11 @@ async def keep(request: web.Request, answer: Answer, new: list[ChatMessage],
     store = gateway.conversations
     conversation_id = answer.id.split("_")[1]
     if append and chain is not None:
-        current = await store.get(conversation_id)
-        if current is None or len(current.messages) != chain[1]:
+        if not await store.append_at(conversation_id, chain[1], new):
             # another follow-up to the same response was stored meanwhile: this one's id
             # names a place that is taken, so it is not kept (GET gives 404)
             log.warning("response %s not stored: %s was continued meanwhile", answer.id,
                         answer.body.previous_response_id)
-            return
-        await store.append(conversation_id, new)
         return
     history = list(chain[0].messages[:chain[1]]) if chain is not None else []
     first = next((m.content for m in [*history, *new] if m.role is MessageRole.USER

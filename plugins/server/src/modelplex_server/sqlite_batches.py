@@ -4,7 +4,10 @@
 :data:`modelplex_server.sqlite_store.MIGRATIONS`); :class:`SQLiteBatches` is the part of
 :class:`~modelplex_server.sqlite_store.SQLiteConversationStore` that reads and writes them,
 each change one transaction in the store's worker thread. A result is inserted once per
-``(batch, line)`` together with its count, so the counts and the results always agree.
+``(batch, line)`` together with its count, so the counts and the results always agree. A
+file or batch created under a limit (``most``) is counted and inserted in one ``BEGIN
+IMMEDIATE`` transaction, which holds the database's write lock: creates at once, from this
+process or another sharing the file, are counted one after another.
 """
 
 from __future__ import annotations
@@ -82,6 +85,14 @@ def _after(conn: sqlite3.Connection, table: str, after: str | None) -> int | Non
     return -1 if row is None else int(row[0])
 
 
+def _count_open(conn: sqlite3.Connection, owner: str | None) -> int:
+    """How many batches of ``owner`` are in one of :data:`OPEN_STATUSES`."""
+    marks = ", ".join("?" for _ in OPEN_STATUSES)
+    row = conn.execute(f"SELECT COUNT(*) FROM batches WHERE status IN ({marks}) "
+                       "AND owner IS ?", (*OPEN_STATUSES, owner)).fetchone()
+    return int(row[0])
+
+
 class SQLiteBatches(BatchStore):
     """Files and batches in the store's SQLite database (see the module docs)."""
 
@@ -89,17 +100,22 @@ class SQLiteBatches(BatchStore):
         async def _call(self, work: Callable[[sqlite3.Connection], T], *,
                         write: bool = False) -> T: ...
 
-    async def create_file(self, record: FileRecord, content: bytes | None = None) -> None:
-        """Keep a file."""
+    async def create_file(self, record: FileRecord, content: bytes | None = None, *,
+                          most: int | None = None) -> bool:
+        """Keep a file (with ``most``: counted and inserted in one write transaction)."""
         r = record
 
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at, r.kind,
-                          r.batch_id, content))
+        def work(conn: sqlite3.Connection) -> bool:
+            if most is not None and conn.execute(
+                    "SELECT COUNT(*) FROM files WHERE owner IS ?", (r.owner,)).fetchone()[0] \
+                    >= most:
+                return False
+            return conn.execute(f"INSERT INTO files ({_FILE_COLUMNS}, content) VALUES "
+                                "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                                (r.id, r.owner, r.purpose, r.filename, r.bytes, r.created_at,
+                                 r.kind, r.batch_id, content)).rowcount > 0
 
-        await self._call(work, write=True)
+        return await self._call(work, write=True)
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         """The file, or None."""
@@ -146,17 +162,20 @@ class SQLiteBatches(BatchStore):
 
         return await self._call(work, write=True)
 
-    async def create_batch(self, record: BatchRecord) -> None:
-        """Keep a new batch."""
+    async def create_batch(self, record: BatchRecord, *, most: int | None = None) -> bool:
+        """Keep a new batch (with ``most``: counted and inserted in one write transaction)."""
         r = record
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection) -> bool:
+            if most is not None and _count_open(conn, r.owner) >= most:
+                return False
             conn.execute(f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES "
                          "(?, ?, ?, ?, ?, ?, ?, ?)",
                          (r.id, r.owner, r.status, r.created_at, r.total, r.completed,
                           r.failed, json.dumps(r.data)))
+            return True
 
-        await self._call(work, write=True)
+        return await self._call(work, write=True)
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         """The batch, or None."""
@@ -192,14 +211,7 @@ class SQLiteBatches(BatchStore):
 
     async def count_open_batches(self, owner: str | None) -> int:
         """Open batches of ``owner``."""
-        marks = ", ".join("?" for _ in OPEN_STATUSES)
-
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute(f"SELECT COUNT(*) FROM batches WHERE status IN ({marks}) "
-                               "AND owner IS ?", (*OPEN_STATUSES, owner)).fetchone()
-            return int(row[0])
-
-        return await self._call(work)
+        return await self._call(lambda conn: _count_open(conn, owner))
 
     async def update_batch(self, batch_id: str, *, expect: Collection[str] | None = None,
                            status: str | None = None, total: int | None = None,

@@ -223,6 +223,19 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
 
         await self._call(work, write=True)
 
+    async def append_at(self, conversation_id: str, count: int,
+                        messages: list[ChatMessage]) -> bool:
+        """Add messages if the conversation holds ``count``, in one write transaction."""
+        def work(conn: sqlite3.Connection) -> bool:  # the write lock is held from the start
+            held = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
+                                (conversation_id,)).fetchone()[0]
+            if held != count or not self._touch(conn, conversation_id):
+                return False
+            self._insert(conn, conversation_id, count, [_row(m) for m in messages])
+            return True
+
+        return await self._call(work, write=True)
+
     async def truncate(self, conversation_id: str, keep: int) -> None:
         """Keep only the first ``keep`` messages (to answer a message again)."""
         def work(conn: sqlite3.Connection) -> None:
@@ -276,6 +289,16 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
         def work(conn: sqlite3.Connection) -> bool:
             return conn.execute("DELETE FROM conversations WHERE id = ?",
                                 (conversation_id,)).rowcount > 0
+
+        return await self._call(work, write=True)
+
+    async def delete_at(self, conversation_id: str, count: int) -> bool:
+        """Delete a conversation holding ``count`` messages, in one write transaction."""
+        def work(conn: sqlite3.Connection) -> bool:  # the write lock is held from the start
+            held = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
+                                (conversation_id,)).fetchone()[0]
+            return held == count and conn.execute(
+                "DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount > 0
 
         return await self._call(work, write=True)
 
