@@ -10,6 +10,7 @@ import json
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
+from modelplex.testing import serve_app
 from modelplex_ollama.provider import OllamaProvider
 
 HOST = "http://ollama.test:11434"
@@ -201,23 +203,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def local_server() -> AsyncIterator[Callable[[dict[tuple[str, str], Handler]],
                                                    Awaitable[str]]]:
     """Start a real aiohttp server on 127.0.0.1 (port 0) with the given routes."""
-    runners: list[web.AppRunner] = []
+    async with AsyncExitStack() as servers:
 
-    async def start(routes: dict[tuple[str, str], Handler]) -> str:
-        app = web.Application()
-        for (method, path), handler in routes.items():
-            app.router.add_route(method, path, handler)
-        runner = web.AppRunner(app, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
+        async def start(routes: dict[tuple[str, str], Handler]) -> str:
+            app = web.Application()
+            for (method, path), handler in routes.items():
+                app.router.add_route(method, path, handler)
+            return await servers.enter_async_context(serve_app(app))
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 @pytest.fixture
