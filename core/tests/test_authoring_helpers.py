@@ -235,9 +235,8 @@ async def test_serve_app_serves_on_a_free_local_port_until_the_block_ends() -> N
     with pytest.raises(RuntimeError, match="boom"):
         async with serve_app(app) as url:
             assert url.startswith("http://127.0.0.1:") and not url.endswith("/")
-            async with aiohttp.ClientSession() as session:
-                async with session.get(url + "/hello") as resp:
-                    assert await resp.json() == {"hello": "world"}
+            async with aiohttp.ClientSession() as session, session.get(url + "/hello") as resp:
+                assert await resp.json() == {"hello": "world"}
             raise RuntimeError("boom")
     async with aiohttp.ClientSession() as session:  # stopped, even on an error
         with pytest.raises(aiohttp.ClientConnectionError):

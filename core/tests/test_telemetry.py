@@ -27,8 +27,8 @@ from modelplex.config import parse_config
 from modelplex.errors import ConfigurationError, ProviderStatusError, RateLimitError
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
 from modelplex.routing import Deployment, Router
-from modelplex.testing import serve_app
 from modelplex.telemetry import TelemetryLayer, TelemetrySettings, telemetry_layer
+from modelplex.testing import serve_app
 from modelplex.types import ChatMessage
 from modelplex.wrapping import LayerContext
 

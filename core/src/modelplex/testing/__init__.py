@@ -33,6 +33,7 @@ from modelplex.testing.conformance import (
     ProviderConformanceTests,
     StreamingFaultsSuite,
 )
+from modelplex.testing.serve import serve_app
 from modelplex.testing.upstream import (
     PIECE,
     FaultyUpstream,
@@ -40,7 +41,6 @@ from modelplex.testing.upstream import (
     Reply,
     closed_port_url,
 )
-from modelplex.testing.serve import serve_app
 from modelplex.testing.wire import Answer, Wire
 from modelplex.testing.wires import WIRES, get_wire
 
