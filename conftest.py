@@ -4,16 +4,25 @@ modelplex keeps conversations and logs under ``$XDG_DATA_HOME/modelplex`` and ca
 ``$XDG_CACHE_HOME/modelplex``; the tests (and the ``modelplex`` processes they start, which
 inherit the environment) use a fresh temporary folder for each instead, so a developer's own
 log database is never written, and one left by another version never fails a test.
+
+Also the fixtures the MCP tests of tests/ and plugins/server/tests share (test modules are
+imported with ``--import-mode=importlib`` and cannot import each other): ``mcp_server``,
+``mcp_models`` and ``children``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from modelplex.config import Config
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -45,3 +54,60 @@ def _fresh_router_state(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelplex.routing import MemoryState
 
     monkeypatch.setattr(pipeline, "_memory_state", MemoryState())
+
+
+# -- the MCP tests of tests/ and plugins/server/tests ------------------------------------------
+#: The stdio MCP server the MCP tests run, written with the SDK's server API.
+MCP_FIXTURE_SERVER = str(Path(__file__).parent / "tests" / "mcp_fixture_server.py")
+
+
+@pytest.fixture
+def mcp_server() -> Callable[..., dict[str, Any]]:
+    """``mcp_server(*args, timeout=10, **fields)``: an ``[mcp.NAME]`` table that runs
+    tests/mcp_fixture_server.py over stdio with ``args`` (``--hang``, ``--name NAME``)."""
+
+    def table(*args: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        return {"command": sys.executable, "args": [MCP_FIXTURE_SERVER, *args],
+                "timeout": timeout, **fields}
+
+    return table
+
+
+@pytest.fixture
+def mcp_models(mcp_server: Callable[..., dict[str, Any]]) -> Callable[..., Config]:
+    """``mcp_models(base_url, **helper)``: the configuration of the MCP layer tests. ``[mcp.fx]``
+    is the fixture server; the named models ask the openai provider at ``base_url`` for
+    ``scripted``: ``helper`` and ``other`` run ``fx``'s tools, ``plain`` none. Keywords
+    replace fields of ``helper`` (``mcp=[{"server": "fx", "tools": ["add"]}]``: an allow
+    list)."""
+    from modelplex.config import parse_config
+
+    def build(base_url: str, **helper: Any) -> Config:
+        return parse_config({
+            "mcp": {"fx": mcp_server()},
+            "providers": {"openai": {"base_url": base_url, "api_key": "sk-test-0000000000"}},
+            "models": {"helper": {"model": "openai:scripted", "mcp": ["fx"], **helper},
+                       "other": {"model": "openai:scripted", "mcp": ["fx"]},
+                       "plain": {"model": "openai:scripted"}}})
+
+    return build
+
+
+@pytest.fixture
+def children() -> Callable[[], set[int]]:
+    """``children()``: the live child processes of this process (zombies are not alive), to
+    check that MCP servers are started and stopped."""
+
+    def live() -> set[int]:
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[1] == str(os.getpid()) and fields[0] != "Z":
+                    found.add(int(entry.name))
+        return found
+
+    return live
