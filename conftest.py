@@ -7,15 +7,18 @@ log database is never written, and one left by another version never fails a tes
 
 Also the fixtures the MCP tests of tests/ and plugins/server/tests share (test modules are
 imported with ``--import-mode=importlib`` and cannot import each other): ``mcp_server``,
-``mcp_models`` and ``children``.
+``mcp_http_server``, ``mcp_models`` and ``children``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +74,39 @@ def mcp_server() -> Callable[..., dict[str, Any]]:
                 "timeout": timeout, **fields}
 
     return table
+
+
+@pytest.fixture
+def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[int]]:
+    """``async with mcp_http_server(flag) as port``: the fixture server over HTTP (``--http``:
+    streamable, ``--sse``: HTTP+SSE) on 127.0.0.1 at a free port, once it accepts
+    connections; stopped after."""
+
+    @contextlib.asynccontextmanager
+    async def serve(flag: str) -> AsyncIterator[int]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, MCP_FIXTURE_SERVER, flag, str(port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    assert proc.returncode is None, "the fixture server exited"
+                    await asyncio.sleep(0.1)
+                    continue
+                writer.close()
+                await writer.wait_closed()
+                break
+            yield port
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+    return serve
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,14 @@ pytest.importorskip("mcp")
 SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
 
 
-def config(**extra: Any) -> Config:
-    return parse_config({"mcp": {"fx": {"command": sys.executable, "args": [SERVER],
-                                        "timeout": 10, **extra}}})
+Configs = Callable[..., Config]
+
+
+@pytest.fixture
+def config(mcp_server: Callable[..., dict[str, Any]]) -> Configs:
+    """``config(**fields)``: just ``[mcp.fx]``, the fixture server (``mcp_server``, the root
+    conftest), with ``fields``."""
+    return lambda **fields: parse_config({"mcp": {"fx": mcp_server(**fields)}})
 
 
 @pytest.fixture
@@ -44,7 +49,7 @@ def chat(upstream: FaultyUpstream, cfg: Config, model: str = "openai:scripted") 
 
 
 # -- prompts -----------------------------------------------------------------------------------
-async def test_an_mcp_prompt_is_a_template(upstream: FaultyUpstream) -> None:
+async def test_an_mcp_prompt_is_a_template(upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([Reply("Tea is a drink."), Reply("Looks fine.")])
     async with chat(upstream, config()) as manager:
         result = await manager.execute_chain("mcp:fx/summarize", topic="tea", style="long")
@@ -57,7 +62,7 @@ async def test_an_mcp_prompt_is_a_template(upstream: FaultyUpstream) -> None:
         "Review this code: x = 1\n\n(assistant) I will look at it.")
 
 
-async def test_prompt_arguments_are_checked(upstream: FaultyUpstream) -> None:
+async def test_prompt_arguments_are_checked(upstream: FaultyUpstream, config: Configs) -> None:
     async with chat(upstream, config()) as manager:
         with pytest.raises(ConfigurationError, match=(
                 r"MCP prompt 'mcp:fx/summarize': missing required argument\(s\) topic "
@@ -73,7 +78,7 @@ async def test_prompt_arguments_are_checked(upstream: FaultyUpstream) -> None:
     assert upstream.bodies == []  # nothing was sent
 
 
-async def test_a_template_without_a_manager_starts_its_server() -> None:
+async def test_a_template_without_a_manager_starts_its_server(config: Configs) -> None:
     from modelplex.mcp.prompts import mcp_template
 
     template = mcp_template("mcp:fx/summarize", {"topic": "rain"})
@@ -85,7 +90,7 @@ async def test_a_template_without_a_manager_starts_its_server() -> None:
 
 
 # -- resources ---------------------------------------------------------------------------------
-async def test_resources_as_context(upstream: FaultyUpstream) -> None:
+async def test_resources_as_context(upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([Reply("Milk and Ada."), Reply("long"), Reply("a pixel")])
     async with chat(upstream, config(max_result_chars=1000)) as manager:
         meta = await manager.get_response_with_meta("What is on my list?",
@@ -103,7 +108,7 @@ async def test_resources_as_context(upstream: FaultyUpstream) -> None:
     assert parts[-1]["image_url"]["url"].startswith("data:image/png;base64,")
 
 
-async def test_binary_resources_are_refused(upstream: FaultyUpstream) -> None:
+async def test_binary_resources_are_refused(upstream: FaultyUpstream, config: Configs) -> None:
     async with chat(upstream, config()) as manager:
         with pytest.raises(McpError, match=r"resource 'fx:blob://data' is binary "
                                            r"\(application/octet-stream\): only text"):
@@ -119,7 +124,8 @@ async def test_binary_resources_are_refused(upstream: FaultyUpstream) -> None:
 
 
 # -- tool results with images ------------------------------------------------------------------
-async def test_tool_images_go_to_providers_that_take_them(upstream: FaultyUpstream) -> None:
+async def test_tool_images_go_to_providers_that_take_them(
+        upstream: FaultyUpstream, config: Configs) -> None:
     pytest.importorskip("modelplex_anthropic")
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "t1", "name": "image", "arguments": {}}]), Reply("a pixel")])
@@ -133,7 +139,8 @@ async def test_tool_images_go_to_providers_that_take_them(upstream: FaultyUpstre
     assert result["content"][1]["source"]["media_type"] == "image/png"
 
 
-async def test_tool_images_follow_the_tool_messages_on_openai(upstream: FaultyUpstream) -> None:
+async def test_tool_images_follow_the_tool_messages_on_openai(
+        upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "i", "name": "image", "arguments": {}},
                           {"id": "a", "name": "add", "arguments": {"a": 1, "b": 1}}]),
@@ -209,29 +216,11 @@ async def test_cli_chat_with_a_resource(tmp_path: Path, upstream: FaultyUpstream
 
 
 async def test_prompts_resources_and_a_named_model_over_streamable_http(
-        upstream: FaultyUpstream) -> None:
-    import socket
-
+        upstream: FaultyUpstream, mcp_http_server: Callable[[str], Any]) -> None:
     from modelplex.pipeline import open_model
     from modelplex.types import ChatMessage
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(sys.executable, SERVER, "--http", str(port),
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    try:
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                assert proc.returncode is None, "the fixture server exited"
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            break
+    async with mcp_http_server("--http") as port:
         cfg = parse_config({
             "mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 10}},
             "providers": {"openai": {"base_url": upstream.url + "/v1",
@@ -252,6 +241,3 @@ async def test_prompts_resources_and_a_named_model_over_streamable_http(
         assert "".join(c.content for c in chunks) == "7"
         [tool] = [m for m in upstream.bodies[1]["messages"] if m["role"] == "tool"]
         assert tool["content"] == "7"
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
