@@ -5,9 +5,10 @@ modelplex keeps conversations and logs under ``$XDG_DATA_HOME/modelplex`` and ca
 inherit the environment) use a fresh temporary folder for each instead, so a developer's own
 log database is never written, and one left by another version never fails a test.
 
-Also the fixtures the MCP tests of tests/ and plugins/server/tests share (test modules are
-imported with ``--import-mode=importlib`` and cannot import each other): ``mcp_server``,
-``mcp_http_server``, ``mcp_models`` and ``children``.
+Also the fixtures tests of several folders share (test modules are imported with
+``--import-mode=importlib`` and cannot import each other): ``upstream``, and for the MCP tests
+of tests/ and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_models`` and
+``children``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 if TYPE_CHECKING:
     from modelplex.config import Config
+    from modelplex.testing import FaultyUpstream
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -57,6 +59,15 @@ def _fresh_router_state(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelplex.routing import MemoryState
 
     monkeypatch.setattr(pipeline, "_memory_state", MemoryState())
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    """The core's fault-injecting test upstream (``modelplex.testing.FaultyUpstream``)."""
+    from modelplex.testing import FaultyUpstream
+
+    async with FaultyUpstream() as server:
+        yield server
 
 
 # -- the MCP tests of tests/ and plugins/server/tests ------------------------------------------

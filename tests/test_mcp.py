@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,6 @@ HttpServers = Callable[[str], contextlib.AbstractAsyncContextManager[int]]
 def config(mcp_server: Tables) -> Configs:
     """``config(**servers)``: the ``[mcp]`` servers given, else ``fx`` (the fixture server)."""
     return lambda **servers: parse_config({"mcp": servers or {"fx": mcp_server()}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
 
 
 def openai_chat(upstream: FaultyUpstream, cfg: Config, **kw: Any) -> ChatManager:

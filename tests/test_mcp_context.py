@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,6 @@ def config(mcp_server: Callable[..., dict[str, Any]]) -> Configs:
     """``config(**fields)``: just ``[mcp.fx]``, the fixture server (``mcp_server``, the root
     conftest), with ``fields``."""
     return lambda **fields: parse_config({"mcp": {"fx": mcp_server(**fields)}})
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
 
 
 def chat(upstream: FaultyUpstream, cfg: Config, model: str = "openai:scripted") -> ChatManager:

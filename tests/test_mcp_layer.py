@@ -5,7 +5,7 @@ with the per-model allow list; the servers are shared and closed with the last l
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,12 +22,6 @@ pytest.importorskip("mcp")
 
 Configs = Callable[..., Config]
 Children = Callable[[], set[int]]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Servers for the tests: ``modelplex serve``'s application on a free port, backed by the real
 embedded model (llamacpp), by the core's fault-injecting upstream through the openai provider
-(as the endpoint ``fault``), and by a replay of OpenAI's recorded tool-call stream (``tools``).
+(as the endpoint ``fault``; ``upstream``, the repository's root conftest), and by a replay of
+OpenAI's recorded tool-call stream (``tools``).
 """
 
 from __future__ import annotations
@@ -94,13 +95,6 @@ class ToolUpstream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._serving.aclose()
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    """The core's fault-injecting upstream (``fault:fault`` through the server)."""
-    async with FaultyUpstream() as up:
-        yield up
 
 
 @pytest.fixture
