@@ -7,16 +7,18 @@ log database is never written, and one left by another version never fails a tes
 
 Also the fixtures tests of several folders share (test modules are imported with
 ``--import-mode=importlib`` and cannot import each other): ``upstream``, and for the MCP tests
-of tests/ and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_models`` and
-``children``.
+of tests/ and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_cli``,
+``mcp_models`` and ``children``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -118,6 +120,25 @@ def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[
             await proc.wait()
 
     return serve
+
+
+@pytest.fixture
+def mcp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``mcp_cli(*args, **env)``: ``modelplex ARGS`` in a child process, with none of the
+    developer's ``MODELPLEX_*`` settings and a config whose ``[mcp.fx]`` is the fixture server
+    (``FIXTURE_SECRET = "hidden-value"`` in its environment); ``env`` adds variables."""
+    path = tmp_path / "mcp-cli.toml"
+    path.write_text(f"[mcp.fx]\ncommand = {json.dumps(sys.executable)}\n"
+                    f"args = [{json.dumps(MCP_FIXTURE_SERVER)}]\n"
+                    'env = { FIXTURE_SECRET = "hidden-value" }\n')
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+                              env={**base, "MODELPLEX_CONFIG": str(path), **env})
+
+    return run
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +23,6 @@ from modelplex.testing import FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
-SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
 
 # the root conftest's fixtures: mcp_server(*args, **fields), an [mcp.NAME] table running the
 # fixture server; mcp_http_server(flag), the fixture server over HTTP; children()
@@ -320,56 +317,37 @@ def test_config_masks_secrets(mcp_server: Tables) -> None:
         parse_config({"mcp": {"bad": {}}})
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[mcp.fx]
-command = {json.dumps(sys.executable)}
-args = [{json.dumps(SERVER)}]
-env = {{ FIXTURE_SECRET = "hidden-value" }}
-""")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(path)
-    return env
+# -- CLI: mcp_cli (the root conftest) runs modelplex with [mcp.fx] -----------------------------
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def modelplex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
-                          check=False)
-
-
-def test_cli_mcp_list_and_tools(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    listed = modelplex(env, "mcp", "list")
+def test_cli_mcp_list_and_tools(mcp_cli: Cli) -> None:
+    listed = mcp_cli("mcp", "list")
     assert listed.returncode == 0, listed.stderr
     assert "fx" in listed.stdout and "stdio" in listed.stdout
     assert "hidden-value" not in listed.stdout
-    tools = modelplex(env, "mcp", "tools", "fx")
+    tools = mcp_cli("mcp", "tools", "fx")
     assert tools.returncode == 0, tools.stderr
     assert "add: Add two integers." in tools.stdout
     assert "delete_all (destructive)" in tools.stdout
     assert '"required": ["a", "b"]' in tools.stdout
-    as_json = json.loads(modelplex(env, "mcp", "tools", "fx", "--json").stdout)
+    as_json = json.loads(mcp_cli("mcp", "tools", "fx", "--json").stdout)
     assert {t["name"] for t in as_json} >= {"add", "slow", "fail", "image"}
-    missing = modelplex(env, "mcp", "tools", "nope")
+    missing = mcp_cli("mcp", "tools", "nope")
     assert missing.returncode == 1
     assert "no MCP server named 'nope'" in missing.stderr
-    shown = modelplex(env, "config", "show")
+    shown = mcp_cli("config", "show")
     assert "hidden-value" not in shown.stdout
 
 
-async def test_cli_chat_with_mcp(tmp_path: Path, upstream: FaultyUpstream) -> None:
-    env = cli_env(tmp_path)
-    env["OPENAI_API_KEY"] = "sk-test-0000000000"
-    env["OPENAI_BASE_URL"] = upstream.url + "/v1"
+async def test_cli_chat_with_mcp(mcp_cli: Cli, upstream: FaultyUpstream) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 20, "b": 22}},
                           {"id": "d", "name": "delete_all", "arguments": {"path": "/"}}]),
         Reply("It is 42.")])
-    proc = await asyncio.to_thread(modelplex, env, "chat", "--no-log", "-m", "openai:scripted",
-                                   "--mcp", "fx", "20+22?")
+    proc = await asyncio.to_thread(mcp_cli, "chat", "--no-log", "-m", "openai:scripted",
+                                   "--mcp", "fx", "20+22?", OPENAI_API_KEY="sk-test-0000000000",
+                                   OPENAI_BASE_URL=upstream.url + "/v1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "It is 42."
     sent = tool_messages(upstream.bodies[1])

@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +20,6 @@ from modelplex.mcp import McpError, McpHub
 from modelplex.testing import FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
-
-SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
-
 
 Configs = Callable[..., Config]
 
@@ -150,35 +144,26 @@ async def test_tool_images_follow_the_tool_messages_on_openai(
     assert image["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-def modelplex(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "config.toml"
-    path.write_text(f"[mcp.fx]\ncommand = {json.dumps(sys.executable)}\n"
-                    f"args = [{json.dumps(SERVER)}]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(path)
-    env.update(extra)
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
-                          check=False)
+# -- CLI: mcp_cli (the root conftest) runs modelplex with [mcp.fx] -----------------------------
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-async def test_cli_prompts_and_resources(tmp_path: Path) -> None:
-    prompts = await asyncio.to_thread(modelplex, tmp_path, "mcp", "prompts", "fx")
+async def test_cli_prompts_and_resources(mcp_cli: Cli) -> None:
+    prompts = await asyncio.to_thread(mcp_cli, "mcp", "prompts", "fx")
     assert prompts.returncode == 0, prompts.stderr
     assert "mcp:fx/summarize: Ask for a summary of a topic." in prompts.stdout
     assert "  -p topic" in prompts.stdout and "-p style (optional)" in prompts.stdout
-    resources = await asyncio.to_thread(modelplex, tmp_path, "mcp", "resources", "fx", "--json")
+    resources = await asyncio.to_thread(mcp_cli, "mcp", "resources", "fx", "--json")
     assert resources.returncode == 0, resources.stderr
     listed = {r["attach"]: r for r in json.loads(resources.stdout)}
     assert listed["fx:note://todo"]["mime_type"] == "text/plain"
     assert "fx:image://pixel" in listed
 
 
-async def test_cli_chat_runs_an_mcp_prompt(tmp_path: Path, upstream: FaultyUpstream) -> None:
+async def test_cli_chat_runs_an_mcp_prompt(mcp_cli: Cli, upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply("Short."))
     proc = await asyncio.to_thread(
-        modelplex, tmp_path, "chat", "--no-log", "-m", "openai:scripted",
+        mcp_cli, "chat", "--no-log", "-m", "openai:scripted",
         "-t", "mcp:fx/summarize", "-p", "topic", "snow", OPENAI_API_KEY="sk-test-0000000000",
         OPENAI_BASE_URL=upstream.url + "/v1")
     assert proc.returncode == 0, proc.stderr
@@ -186,21 +171,21 @@ async def test_cli_chat_runs_an_mcp_prompt(tmp_path: Path, upstream: FaultyUpstr
     assert upstream.bodies[0]["messages"][-1]["content"] == "Summarize snow in a short paragraph."
 
 
-async def test_cli_chat_with_a_resource(tmp_path: Path, upstream: FaultyUpstream) -> None:
+async def test_cli_chat_with_a_resource(mcp_cli: Cli, upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply("Milk."))
     proc = await asyncio.to_thread(
-        modelplex, tmp_path, "chat", "--no-log", "-m", "openai:scripted", "--resource",
+        mcp_cli, "chat", "--no-log", "-m", "openai:scripted", "--resource",
         "fx:note://todo", "What first?", OPENAI_API_KEY="sk-test-0000000000",
         OPENAI_BASE_URL=upstream.url + "/v1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "Milk."
     assert upstream.bodies[0]["messages"][-1]["content"].startswith(
         '<resource uri="note://todo" server="fx">\n1. buy milk')
-    refused = await asyncio.to_thread(modelplex, tmp_path, "chat", "--resource", "fx:x://y",
+    refused = await asyncio.to_thread(mcp_cli, "chat", "--resource", "fx:x://y",
                                       "-t", "mcp:fx/summarize", "-p", "topic", "t")
     assert refused.returncode == 2 and "--resource attaches context to a PROMPT" in \
         refused.stderr
-    unknown = await asyncio.to_thread(modelplex, tmp_path, "chat", "--resource", "fx:x://y",
+    unknown = await asyncio.to_thread(mcp_cli, "chat", "--resource", "fx:x://y",
                                       "hi", OPENAI_API_KEY="sk-test-0000000000",
                                       OPENAI_BASE_URL=upstream.url + "/v1")
     assert unknown.returncode == 1
