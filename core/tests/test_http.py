@@ -1,6 +1,6 @@
 """The shared HTTP machinery against real servers on 127.0.0.1.
 
-aiohttp.web servers (``aiohttp.test_utils.TestServer``, port 0) play well-behaved upstreams;
+aiohttp.web servers (``modelplex.testing.serve_app``, port 0) play well-behaved upstreams;
 raw asyncio servers play the ones that stall or break off, where an HTTP framework would get
 in the way.
 """
@@ -14,12 +14,12 @@ import json
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from modelplex import errors
 from modelplex.http import (
@@ -31,6 +31,7 @@ from modelplex.http import (
     iter_sse,
     parse_retry_after,
 )
+from modelplex.testing import serve_app
 
 Serve = Callable[[web.Application], Awaitable[str]]
 
@@ -38,17 +39,12 @@ Serve = Callable[[web.Application], Awaitable[str]]
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """Start aiohttp apps on 127.0.0.1 (a free port each); returns the base URL."""
-    servers: list[TestServer] = []
+    async with AsyncExitStack() as servers:
 
-    async def start(app: web.Application) -> str:
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
+        async def start(app: web.Application) -> str:
+            return await servers.enter_async_context(serve_app(app))
 
-    yield start
-    for server in servers:
-        await server.close()
+        yield start
 
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -673,8 +669,8 @@ async def exercise_and_collect_leaks(close: bool) -> tuple[list[str], list[dict[
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            async with TestServer(endless_app(state), host="127.0.0.1", port=0) as server:
-                client = HttpClient(str(server.make_url("")), provider="test")
+            async with serve_app(endless_app(state)) as url:
+                client = HttpClient(url, provider="test")
                 assert await client.request_json("GET", "/one") == {"ok": True}
                 async with client.stream("GET", "/endless") as resp:
                     async for _ in iter_ndjson(resp):
