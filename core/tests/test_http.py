@@ -31,7 +31,7 @@ from modelplex.http import (
     iter_sse,
     parse_retry_after,
 )
-from modelplex.testing import serve_app
+from modelplex.testing import closed_port_url, serve_app
 
 Serve = Callable[[web.Application], Awaitable[str]]
 
@@ -461,17 +461,14 @@ async def test_secrets_never_in_errors(serve: Serve, path: str) -> None:
 
 # -- connection failures and timeouts -----------------------------------------------------------
 async def test_connect_to_a_closed_port() -> None:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    client = HttpClient(f"http://127.0.0.1:{port}", provider="test")
+    url = closed_port_url()
+    client = HttpClient(url, provider="test")
     try:
         with pytest.raises(errors.ProviderConnectionError) as info:
             await client.request_json("GET", "/")
     finally:
         await client.aclose()
-    assert f"127.0.0.1:{port}" in str(info.value)
+    assert url.removeprefix("http://") in str(info.value)
     assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
     assert info.value.retriable
 
