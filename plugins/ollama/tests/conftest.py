@@ -7,7 +7,6 @@ one line each, as the server sends them); the rest follow the documented shapes 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -19,7 +18,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
-from modelplex.testing import serve_app
+from modelplex.testing import closed_port_url, serve_app
 from modelplex_ollama.provider import OllamaProvider
 
 HOST = "http://ollama.test:11434"
@@ -217,6 +216,4 @@ async def local_server() -> AsyncIterator[Callable[[dict[tuple[str, str], Handle
 @pytest.fixture
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return int(closed_port_url().rsplit(":", 1)[1])
