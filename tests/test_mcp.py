@@ -25,7 +25,8 @@ pytest.importorskip("mcp")
 
 
 # the root conftest's fixtures: mcp_server(*args, **fields), an [mcp.NAME] table running the
-# fixture server; mcp_http_server(flag), the fixture server over HTTP; children()
+# fixture server; mcp_http_server(flag), the fixture server over HTTP; mcp_cli(*args, **env),
+# the CLI with [mcp.fx]; children(), the live child processes
 Tables = Callable[..., dict[str, Any]]
 Configs = Callable[..., Config]
 Children = Callable[[], set[int]]
