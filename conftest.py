@@ -4,16 +4,32 @@ modelplex keeps conversations and logs under ``$XDG_DATA_HOME/modelplex`` and ca
 ``$XDG_CACHE_HOME/modelplex``; the tests (and the ``modelplex`` processes they start, which
 inherit the environment) use a fresh temporary folder for each instead, so a developer's own
 log database is never written, and one left by another version never fails a test.
+
+Also the fixtures tests of several folders share (test modules are imported with
+``--import-mode=importlib`` and cannot import each other): ``upstream``, and for the MCP tests
+of tests/ and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_cli``,
+``mcp_models`` and ``children``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from modelplex.config import Config
+    from modelplex.testing import FaultyUpstream
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -45,3 +61,121 @@ def _fresh_router_state(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelplex.routing import MemoryState
 
     monkeypatch.setattr(pipeline, "_memory_state", MemoryState())
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FaultyUpstream]:
+    """The core's fault-injecting test upstream (``modelplex.testing.FaultyUpstream``)."""
+    from modelplex.testing import FaultyUpstream
+
+    async with FaultyUpstream() as server:
+        yield server
+
+
+# -- the MCP tests of tests/ and plugins/server/tests ------------------------------------------
+#: The stdio MCP server the MCP tests run, written with the SDK's server API.
+MCP_FIXTURE_SERVER = str(Path(__file__).parent / "tests" / "mcp_fixture_server.py")
+
+
+@pytest.fixture
+def mcp_server() -> Callable[..., dict[str, Any]]:
+    """``mcp_server(*args, timeout=10, **fields)``: an ``[mcp.NAME]`` table that runs
+    tests/mcp_fixture_server.py over stdio with ``args`` (``--hang``, ``--name NAME``)."""
+
+    def table(*args: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        return {"command": sys.executable, "args": [MCP_FIXTURE_SERVER, *args],
+                "timeout": timeout, **fields}
+
+    return table
+
+
+@pytest.fixture
+def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[int]]:
+    """``async with mcp_http_server(flag) as port``: the fixture server over HTTP (``--http``:
+    streamable, ``--sse``: HTTP+SSE) on 127.0.0.1 at a free port, once it accepts
+    connections; stopped after."""
+
+    @contextlib.asynccontextmanager
+    async def serve(flag: str) -> AsyncIterator[int]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, MCP_FIXTURE_SERVER, flag, str(port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    assert proc.returncode is None, "the fixture server exited"
+                    await asyncio.sleep(0.1)
+                    continue
+                writer.close()
+                await writer.wait_closed()
+                break
+            yield port
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+    return serve
+
+
+@pytest.fixture
+def mcp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``mcp_cli(*args, **env)``: ``modelplex ARGS`` in a child process, with none of the
+    developer's ``MODELPLEX_*`` settings and a config whose ``[mcp.fx]`` is the fixture server
+    (``FIXTURE_SECRET = "hidden-value"`` in its environment); ``env`` adds variables."""
+    path = tmp_path / "mcp-cli.toml"
+    path.write_text(f"[mcp.fx]\ncommand = {json.dumps(sys.executable)}\n"
+                    f"args = [{json.dumps(MCP_FIXTURE_SERVER)}]\n"
+                    'env = { FIXTURE_SECRET = "hidden-value" }\n')
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+                              env={**base, "MODELPLEX_CONFIG": str(path), **env})
+
+    return run
+
+
+@pytest.fixture
+def mcp_models(mcp_server: Callable[..., dict[str, Any]]) -> Callable[..., Config]:
+    """``mcp_models(base_url, **helper)``: the configuration of the MCP layer tests. ``[mcp.fx]``
+    is the fixture server; the named models ask the openai provider at ``base_url`` for
+    ``scripted``: ``helper`` and ``other`` run ``fx``'s tools, ``plain`` none. Keywords
+    replace fields of ``helper`` (``mcp=[{"server": "fx", "tools": ["add"]}]``: an allow
+    list)."""
+    from modelplex.config import parse_config
+
+    def build(base_url: str, **helper: Any) -> Config:
+        return parse_config({
+            "mcp": {"fx": mcp_server()},
+            "providers": {"openai": {"base_url": base_url, "api_key": "sk-test-0000000000"}},
+            "models": {"helper": {"model": "openai:scripted", "mcp": ["fx"], **helper},
+                       "other": {"model": "openai:scripted", "mcp": ["fx"]},
+                       "plain": {"model": "openai:scripted"}}})
+
+    return build
+
+
+@pytest.fixture
+def children() -> Callable[[], set[int]]:
+    """``children()``: the live child processes of this process (zombies are not alive), to
+    check that MCP servers are started and stopped."""
+
+    def live() -> set[int]:
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[1] == str(os.getpid()) and fields[0] != "Z":
+                    found.add(int(entry.name))
+        return found
+
+    return live

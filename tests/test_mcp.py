@@ -9,10 +9,8 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,38 +23,20 @@ from modelplex.testing import FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
-SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
 
-
-def fixture(*args: str, timeout: float = 10, **extra: Any) -> dict[str, Any]:
-    return {"command": sys.executable, "args": [SERVER, *args], "timeout": timeout, **extra}
-
-
-def config(**servers: dict[str, Any]) -> Config:
-    return parse_config({"mcp": servers or {"fx": fixture()}})
-
-
-def children() -> set[int]:
-    """The live child processes of this process (zombies are not alive)."""
-    found = set()
-    me = str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[1] == me and fields[0] != "Z":
-            found.add(int(entry))
-    return found
+# the root conftest's fixtures: mcp_server(*args, **fields), an [mcp.NAME] table running the
+# fixture server; mcp_http_server(flag), the fixture server over HTTP; mcp_cli(*args, **env),
+# the CLI with [mcp.fx]; children(), the live child processes
+Tables = Callable[..., dict[str, Any]]
+Configs = Callable[..., Config]
+Children = Callable[[], set[int]]
+HttpServers = Callable[[str], contextlib.AbstractAsyncContextManager[int]]
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
+def config(mcp_server: Tables) -> Configs:
+    """``config(**servers)``: the ``[mcp]`` servers given, else ``fx`` (the fixture server)."""
+    return lambda **servers: parse_config({"mcp": servers or {"fx": mcp_server()}})
 
 
 def openai_chat(upstream: FaultyUpstream, cfg: Config, **kw: Any) -> ChatManager:
@@ -69,7 +49,7 @@ def tool_messages(body: dict[str, Any]) -> dict[str, str]:
 
 
 # -- the tool loop -----------------------------------------------------------------------------
-async def test_tool_loop_runs_mcp_tools(upstream: FaultyUpstream) -> None:
+async def test_tool_loop_runs_mcp_tools(upstream: FaultyUpstream, config: Configs) -> None:
     """Two calls in parallel, an image, a failing tool, an invented name and arguments that do
     not match the schema: results and errors go back to the model; the list is fetched once."""
     upstream.replies.extend([
@@ -100,12 +80,13 @@ async def test_tool_loop_runs_mcp_tools(upstream: FaultyUpstream) -> None:
                          "property; a: 'two' is not of type 'integer'")
 
 
-async def test_per_message_mcp_and_clashing_names(upstream: FaultyUpstream) -> None:
+async def test_per_message_mcp_and_clashing_names(
+        upstream: FaultyUpstream, config: Configs, mcp_server: Tables) -> None:
     def local(x: int) -> int:
         """A Python tool beside the MCP ones."""
         return x * 2
 
-    cfg = config(fx=fixture(), fy=fixture("--name", "other", tools=["add", "secret"],
+    cfg = config(fx=mcp_server(), fy=mcp_server("--name", "other", tools=["add", "secret"],
                                           env={"FIXTURE_SECRET": "s3cr3t"}))
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "1", "name": "fx__add", "arguments": {"a": 1, "b": 1}},
@@ -122,7 +103,8 @@ async def test_per_message_mcp_and_clashing_names(upstream: FaultyUpstream) -> N
     assert tool_messages(upstream.bodies[1]) == {"1": "2", "2": "4", "3": "s3cr3t", "4": "8"}
 
 
-async def test_destructive_tools_need_confirmation(upstream: FaultyUpstream) -> None:
+async def test_destructive_tools_need_confirmation(
+        upstream: FaultyUpstream, config: Configs) -> None:
     asked: list[tuple[str, str, dict[str, Any]]] = []
 
     async def confirm(server: str, tool: str, arguments: dict[str, Any]) -> bool:
@@ -146,7 +128,7 @@ async def test_destructive_tools_need_confirmation(upstream: FaultyUpstream) -> 
     assert "destructive and was not confirmed" in tool_messages(upstream.bodies[3])["z"]
 
 
-async def test_tool_list_refreshed_when_the_server_says_it_changed() -> None:
+async def test_tool_list_refreshed_when_the_server_says_it_changed(config: Configs) -> None:
     async with McpHub(config()) as hub:
         tools = {t.name: t for t in await hub.tools(["fx"])}
         assert "extra" not in tools
@@ -160,7 +142,7 @@ async def test_tool_list_refreshed_when_the_server_says_it_changed() -> None:
         assert hub.servers["fx"].list_calls == 2
 
 
-async def test_ollama_format(upstream: FaultyUpstream) -> None:
+async def test_ollama_format(upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"name": "add", "arguments": {"a": 40, "b": 2}}]), Reply("42")])
     async with ChatManager("ollama:scripted", config=config(), mcp=["fx"],
@@ -171,7 +153,7 @@ async def test_ollama_format(upstream: FaultyUpstream) -> None:
         == "42"
 
 
-async def test_anthropic_format(upstream: FaultyUpstream) -> None:
+async def test_anthropic_format(upstream: FaultyUpstream, config: Configs) -> None:
     pytest.importorskip("modelplex_anthropic")
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "t1", "name": "add", "arguments": {"a": 1, "b": 2}},
@@ -190,31 +172,8 @@ async def test_anthropic_format(upstream: FaultyUpstream) -> None:
     assert "failed on purpose: r" in str(results["t2"]["content"])
 
 
-@contextlib.asynccontextmanager
-async def http_server(flag: str) -> AsyncIterator[int]:
-    """The fixture server over HTTP (``--http``: streamable, ``--sse``: HTTP+SSE) on a free
-    port, once it accepts connections; stopped after."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, SERVER, flag, str(port)],  # noqa: ASYNC220
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            await asyncio.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def test_streamable_http_server() -> None:
-    async with http_server("--http") as port:
+async def test_streamable_http_server(mcp_http_server: HttpServers) -> None:
+    async with mcp_http_server("--http") as port:
         os.environ["MCP_TEST_KEY"] = "k-42"
         try:
             cfg = parse_config({"mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp",
@@ -231,10 +190,10 @@ async def test_streamable_http_server() -> None:
 
 
 @pytest.mark.parametrize("transport", ["url", "setting"])
-async def test_an_older_sse_server(transport: str) -> None:
+async def test_an_older_sse_server(transport: str, mcp_http_server: HttpServers) -> None:
     """``[mcp.NAME] url`` ending in ``/sse`` (or ``transport = "sse"``): the older HTTP+SSE
     transport, headers sent, tools called."""
-    async with http_server("--sse") as port:
+    async with mcp_http_server("--sse") as port:
         table: dict[str, object] = {"url": f"http://127.0.0.1:{port}/sse",
                                     "headers": {"X-Key": "k-sse"}, "timeout": 10}
         if transport == "setting":
@@ -254,7 +213,7 @@ def test_transport_is_for_url_servers() -> None:
 
 
 # -- faults ------------------------------------------------------------------------------------
-async def test_a_command_that_does_not_exist() -> None:
+async def test_a_command_that_does_not_exist(children: Children) -> None:
     before = children()  # a session's servers (redis, PostgreSQL) are children too
     cfg = parse_config({"mcp": {"gone": {"command": "/nonexistent/mcp-server", "timeout": 5}}})
     start = time.monotonic()
@@ -265,15 +224,16 @@ async def test_a_command_that_does_not_exist() -> None:
     assert children() <= before
 
 
-async def test_an_unknown_server_name() -> None:
+async def test_an_unknown_server_name(config: Configs) -> None:
     async with McpHub(config()) as hub:
         with pytest.raises(ConfigurationError, match=r"no MCP server named 'nope'.*known: fx"):
             await hub.tools(["nope"])
 
 
-async def test_a_server_that_never_answers_initialize() -> None:
+async def test_a_server_that_never_answers_initialize(
+        config: Configs, mcp_server: Tables, children: Children) -> None:
     before = children()  # a session's servers (redis, PostgreSQL) are children too
-    cfg = config(hang=fixture("--hang", timeout=1.5))
+    cfg = config(hang=mcp_server("--hang", timeout=1.5))
     start = time.monotonic()
     async with McpHub(cfg) as hub:
         with pytest.raises(McpError, match=r"no answer to initialize within 1\.5 s") as err:
@@ -283,7 +243,8 @@ async def test_a_server_that_never_answers_initialize() -> None:
     assert children() <= before
 
 
-async def test_a_crash_mid_call_and_a_hanging_tool(upstream: FaultyUpstream) -> None:
+async def test_a_crash_mid_call_and_a_hanging_tool(
+        upstream: FaultyUpstream, config: Configs, mcp_server: Tables, children: Children) -> None:
     before = children()  # a session's servers (redis, PostgreSQL) are children too
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "h", "name": "slow", "arguments": {"seconds": 60}}]),
@@ -292,7 +253,7 @@ async def test_a_crash_mid_call_and_a_hanging_tool(upstream: FaultyUpstream) -> 
         Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 1, "b": 1}}]),
         Reply("dead")])
     start = time.monotonic()
-    async with openai_chat(upstream, config(fx=fixture(timeout=3)), mcp=["fx"]) as chat:
+    async with openai_chat(upstream, config(fx=mcp_server(timeout=3)), mcp=["fx"]) as chat:
         await chat.get_response_with_meta("wait")
         assert time.monotonic() - start < 20
         await chat.get_response_with_meta("crash")
@@ -308,7 +269,8 @@ async def test_a_crash_mid_call_and_a_hanging_tool(upstream: FaultyUpstream) -> 
     assert children() <= before
 
 
-async def test_raise_tool_errors_gives_the_typed_error(upstream: FaultyUpstream) -> None:
+async def test_raise_tool_errors_gives_the_typed_error(
+        upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([Reply(tool_calls=[{"name": "fail", "arguments": {"reason": "r"}}])])
     async with openai_chat(upstream, config(), mcp=["fx"]) as chat:
         chat.enable_function_calling([], raise_tool_errors=True)
@@ -317,7 +279,7 @@ async def test_raise_tool_errors_gives_the_typed_error(upstream: FaultyUpstream)
 
 
 # -- process hygiene ---------------------------------------------------------------------------
-async def test_managers_leave_no_child_process() -> None:
+async def test_managers_leave_no_child_process(config: Configs, children: Children) -> None:
     before = children()
     cfg = config()
     for _ in range(20):
@@ -333,7 +295,7 @@ async def test_managers_leave_no_child_process() -> None:
     assert len(os.listdir("/proc/self/fd")) <= fds  # no pipe left open
 
 
-def test_sync_manager_closes_its_servers() -> None:
+def test_sync_manager_closes_its_servers(config: Configs, children: Children) -> None:
     before = children()
     with ChatManager(config=config(), mcp=["fx"]) as chat:
         chat._blocking.run(chat._mcp.tools(["fx"]), "tools")
@@ -341,11 +303,11 @@ def test_sync_manager_closes_its_servers() -> None:
 
 
 # -- config ------------------------------------------------------------------------------------
-def test_config_masks_secrets() -> None:
+def test_config_masks_secrets(mcp_server: Tables) -> None:
     cfg = parse_config({"mcp": {"web": {"url": "http://localhost:1/mcp",
                                         "headers": {"Authorization": "Bearer sk-123"},
                                         "headers_env": {"X-Key": "MY_KEY"}},
-                                "fx": fixture(env={"TOKEN": "t0k3n"})}})
+                                "fx": mcp_server(env={"TOKEN": "t0k3n"})}})
     shown = json.dumps(cfg.masked())
     assert "sk-123" not in shown and "t0k3n" not in shown
     assert "MY_KEY" in shown
@@ -356,56 +318,37 @@ def test_config_masks_secrets() -> None:
         parse_config({"mcp": {"bad": {}}})
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[mcp.fx]
-command = {json.dumps(sys.executable)}
-args = [{json.dumps(SERVER)}]
-env = {{ FIXTURE_SECRET = "hidden-value" }}
-""")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(path)
-    return env
+# -- CLI: mcp_cli (the root conftest) runs modelplex with [mcp.fx] -----------------------------
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def modelplex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
-                          check=False)
-
-
-def test_cli_mcp_list_and_tools(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    listed = modelplex(env, "mcp", "list")
+def test_cli_mcp_list_and_tools(mcp_cli: Cli) -> None:
+    listed = mcp_cli("mcp", "list")
     assert listed.returncode == 0, listed.stderr
     assert "fx" in listed.stdout and "stdio" in listed.stdout
     assert "hidden-value" not in listed.stdout
-    tools = modelplex(env, "mcp", "tools", "fx")
+    tools = mcp_cli("mcp", "tools", "fx")
     assert tools.returncode == 0, tools.stderr
     assert "add: Add two integers." in tools.stdout
     assert "delete_all (destructive)" in tools.stdout
     assert '"required": ["a", "b"]' in tools.stdout
-    as_json = json.loads(modelplex(env, "mcp", "tools", "fx", "--json").stdout)
+    as_json = json.loads(mcp_cli("mcp", "tools", "fx", "--json").stdout)
     assert {t["name"] for t in as_json} >= {"add", "slow", "fail", "image"}
-    missing = modelplex(env, "mcp", "tools", "nope")
+    missing = mcp_cli("mcp", "tools", "nope")
     assert missing.returncode == 1
     assert "no MCP server named 'nope'" in missing.stderr
-    shown = modelplex(env, "config", "show")
+    shown = mcp_cli("config", "show")
     assert "hidden-value" not in shown.stdout
 
 
-async def test_cli_chat_with_mcp(tmp_path: Path, upstream: FaultyUpstream) -> None:
-    env = cli_env(tmp_path)
-    env["OPENAI_API_KEY"] = "sk-test-0000000000"
-    env["OPENAI_BASE_URL"] = upstream.url + "/v1"
+async def test_cli_chat_with_mcp(mcp_cli: Cli, upstream: FaultyUpstream) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 20, "b": 22}},
                           {"id": "d", "name": "delete_all", "arguments": {"path": "/"}}]),
         Reply("It is 42.")])
-    proc = await asyncio.to_thread(modelplex, env, "chat", "--no-log", "-m", "openai:scripted",
-                                   "--mcp", "fx", "20+22?")
+    proc = await asyncio.to_thread(mcp_cli, "chat", "--no-log", "-m", "openai:scripted",
+                                   "--mcp", "fx", "20+22?", OPENAI_API_KEY="sk-test-0000000000",
+                                   OPENAI_BASE_URL=upstream.url + "/v1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "It is 42."
     sent = tool_messages(upstream.bodies[1])

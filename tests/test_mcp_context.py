@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,18 +21,14 @@ from modelplex.testing import FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
-SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
-
-
-def config(**extra: Any) -> Config:
-    return parse_config({"mcp": {"fx": {"command": sys.executable, "args": [SERVER],
-                                        "timeout": 10, **extra}}})
+Configs = Callable[..., Config]
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
+def config(mcp_server: Callable[..., dict[str, Any]]) -> Configs:
+    """``config(**fields)``: just ``[mcp.fx]``, the fixture server (``mcp_server``, the root
+    conftest), with ``fields``."""
+    return lambda **fields: parse_config({"mcp": {"fx": mcp_server(**fields)}})
 
 
 def chat(upstream: FaultyUpstream, cfg: Config, model: str = "openai:scripted") -> ChatManager:
@@ -44,7 +37,7 @@ def chat(upstream: FaultyUpstream, cfg: Config, model: str = "openai:scripted") 
 
 
 # -- prompts -----------------------------------------------------------------------------------
-async def test_an_mcp_prompt_is_a_template(upstream: FaultyUpstream) -> None:
+async def test_an_mcp_prompt_is_a_template(upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([Reply("Tea is a drink."), Reply("Looks fine.")])
     async with chat(upstream, config()) as manager:
         result = await manager.execute_chain("mcp:fx/summarize", topic="tea", style="long")
@@ -57,7 +50,7 @@ async def test_an_mcp_prompt_is_a_template(upstream: FaultyUpstream) -> None:
         "Review this code: x = 1\n\n(assistant) I will look at it.")
 
 
-async def test_prompt_arguments_are_checked(upstream: FaultyUpstream) -> None:
+async def test_prompt_arguments_are_checked(upstream: FaultyUpstream, config: Configs) -> None:
     async with chat(upstream, config()) as manager:
         with pytest.raises(ConfigurationError, match=(
                 r"MCP prompt 'mcp:fx/summarize': missing required argument\(s\) topic "
@@ -73,7 +66,7 @@ async def test_prompt_arguments_are_checked(upstream: FaultyUpstream) -> None:
     assert upstream.bodies == []  # nothing was sent
 
 
-async def test_a_template_without_a_manager_starts_its_server() -> None:
+async def test_a_template_without_a_manager_starts_its_server(config: Configs) -> None:
     from modelplex.mcp.prompts import mcp_template
 
     template = mcp_template("mcp:fx/summarize", {"topic": "rain"})
@@ -85,7 +78,7 @@ async def test_a_template_without_a_manager_starts_its_server() -> None:
 
 
 # -- resources ---------------------------------------------------------------------------------
-async def test_resources_as_context(upstream: FaultyUpstream) -> None:
+async def test_resources_as_context(upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([Reply("Milk and Ada."), Reply("long"), Reply("a pixel")])
     async with chat(upstream, config(max_result_chars=1000)) as manager:
         meta = await manager.get_response_with_meta("What is on my list?",
@@ -103,7 +96,7 @@ async def test_resources_as_context(upstream: FaultyUpstream) -> None:
     assert parts[-1]["image_url"]["url"].startswith("data:image/png;base64,")
 
 
-async def test_binary_resources_are_refused(upstream: FaultyUpstream) -> None:
+async def test_binary_resources_are_refused(upstream: FaultyUpstream, config: Configs) -> None:
     async with chat(upstream, config()) as manager:
         with pytest.raises(McpError, match=r"resource 'fx:blob://data' is binary "
                                            r"\(application/octet-stream\): only text"):
@@ -119,7 +112,8 @@ async def test_binary_resources_are_refused(upstream: FaultyUpstream) -> None:
 
 
 # -- tool results with images ------------------------------------------------------------------
-async def test_tool_images_go_to_providers_that_take_them(upstream: FaultyUpstream) -> None:
+async def test_tool_images_go_to_providers_that_take_them(
+        upstream: FaultyUpstream, config: Configs) -> None:
     pytest.importorskip("modelplex_anthropic")
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "t1", "name": "image", "arguments": {}}]), Reply("a pixel")])
@@ -133,7 +127,8 @@ async def test_tool_images_go_to_providers_that_take_them(upstream: FaultyUpstre
     assert result["content"][1]["source"]["media_type"] == "image/png"
 
 
-async def test_tool_images_follow_the_tool_messages_on_openai(upstream: FaultyUpstream) -> None:
+async def test_tool_images_follow_the_tool_messages_on_openai(
+        upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "i", "name": "image", "arguments": {}},
                           {"id": "a", "name": "add", "arguments": {"a": 1, "b": 1}}]),
@@ -149,35 +144,26 @@ async def test_tool_images_follow_the_tool_messages_on_openai(upstream: FaultyUp
     assert image["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-def modelplex(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "config.toml"
-    path.write_text(f"[mcp.fx]\ncommand = {json.dumps(sys.executable)}\n"
-                    f"args = [{json.dumps(SERVER)}]\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(path)
-    env.update(extra)
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
-                          check=False)
+# -- CLI: mcp_cli (the root conftest) runs modelplex with [mcp.fx] -----------------------------
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-async def test_cli_prompts_and_resources(tmp_path: Path) -> None:
-    prompts = await asyncio.to_thread(modelplex, tmp_path, "mcp", "prompts", "fx")
+async def test_cli_prompts_and_resources(mcp_cli: Cli) -> None:
+    prompts = await asyncio.to_thread(mcp_cli, "mcp", "prompts", "fx")
     assert prompts.returncode == 0, prompts.stderr
     assert "mcp:fx/summarize: Ask for a summary of a topic." in prompts.stdout
     assert "  -p topic" in prompts.stdout and "-p style (optional)" in prompts.stdout
-    resources = await asyncio.to_thread(modelplex, tmp_path, "mcp", "resources", "fx", "--json")
+    resources = await asyncio.to_thread(mcp_cli, "mcp", "resources", "fx", "--json")
     assert resources.returncode == 0, resources.stderr
     listed = {r["attach"]: r for r in json.loads(resources.stdout)}
     assert listed["fx:note://todo"]["mime_type"] == "text/plain"
     assert "fx:image://pixel" in listed
 
 
-async def test_cli_chat_runs_an_mcp_prompt(tmp_path: Path, upstream: FaultyUpstream) -> None:
+async def test_cli_chat_runs_an_mcp_prompt(mcp_cli: Cli, upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply("Short."))
     proc = await asyncio.to_thread(
-        modelplex, tmp_path, "chat", "--no-log", "-m", "openai:scripted",
+        mcp_cli, "chat", "--no-log", "-m", "openai:scripted",
         "-t", "mcp:fx/summarize", "-p", "topic", "snow", OPENAI_API_KEY="sk-test-0000000000",
         OPENAI_BASE_URL=upstream.url + "/v1")
     assert proc.returncode == 0, proc.stderr
@@ -185,21 +171,21 @@ async def test_cli_chat_runs_an_mcp_prompt(tmp_path: Path, upstream: FaultyUpstr
     assert upstream.bodies[0]["messages"][-1]["content"] == "Summarize snow in a short paragraph."
 
 
-async def test_cli_chat_with_a_resource(tmp_path: Path, upstream: FaultyUpstream) -> None:
+async def test_cli_chat_with_a_resource(mcp_cli: Cli, upstream: FaultyUpstream) -> None:
     upstream.replies.append(Reply("Milk."))
     proc = await asyncio.to_thread(
-        modelplex, tmp_path, "chat", "--no-log", "-m", "openai:scripted", "--resource",
+        mcp_cli, "chat", "--no-log", "-m", "openai:scripted", "--resource",
         "fx:note://todo", "What first?", OPENAI_API_KEY="sk-test-0000000000",
         OPENAI_BASE_URL=upstream.url + "/v1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "Milk."
     assert upstream.bodies[0]["messages"][-1]["content"].startswith(
         '<resource uri="note://todo" server="fx">\n1. buy milk')
-    refused = await asyncio.to_thread(modelplex, tmp_path, "chat", "--resource", "fx:x://y",
+    refused = await asyncio.to_thread(mcp_cli, "chat", "--resource", "fx:x://y",
                                       "-t", "mcp:fx/summarize", "-p", "topic", "t")
     assert refused.returncode == 2 and "--resource attaches context to a PROMPT" in \
         refused.stderr
-    unknown = await asyncio.to_thread(modelplex, tmp_path, "chat", "--resource", "fx:x://y",
+    unknown = await asyncio.to_thread(mcp_cli, "chat", "--resource", "fx:x://y",
                                       "hi", OPENAI_API_KEY="sk-test-0000000000",
                                       OPENAI_BASE_URL=upstream.url + "/v1")
     assert unknown.returncode == 1
@@ -209,29 +195,11 @@ async def test_cli_chat_with_a_resource(tmp_path: Path, upstream: FaultyUpstream
 
 
 async def test_prompts_resources_and_a_named_model_over_streamable_http(
-        upstream: FaultyUpstream) -> None:
-    import socket
-
+        upstream: FaultyUpstream, mcp_http_server: Callable[[str], Any]) -> None:
     from modelplex.pipeline import open_model
     from modelplex.types import ChatMessage
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(sys.executable, SERVER, "--http", str(port),
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    try:
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                assert proc.returncode is None, "the fixture server exited"
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            break
+    async with mcp_http_server("--http") as port:
         cfg = parse_config({
             "mcp": {"web": {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 10}},
             "providers": {"openai": {"base_url": upstream.url + "/v1",
@@ -252,6 +220,3 @@ async def test_prompts_resources_and_a_named_model_over_streamable_http(
         assert "".join(c.content for c in chunks) == "7"
         [tool] = [m for m in upstream.bodies[1]["messages"] if m["role"] == "tool"]
         assert tool["content"] == "7"
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)

@@ -5,9 +5,7 @@ with the per-model allow list; the servers are shared and closed with the last l
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,36 +20,15 @@ from modelplex.types import ChatMessage
 
 pytest.importorskip("mcp")
 
-SERVER = str(Path(__file__).with_name("mcp_fixture_server.py"))
-
-
-def children() -> set[int]:
-    """The live child processes of this process."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == str(os.getpid()) and fields[0] != "Z":
-                found.add(int(entry.name))
-    return found
-
-
-def config(upstream: FaultyUpstream, **model: Any) -> Config:
-    return parse_config({
-        "mcp": {"fx": {"command": sys.executable, "args": [SERVER], "timeout": 10}},
-        "providers": {"openai": {"base_url": upstream.url + "/v1",
-                                 "api_key": "sk-test-0000000000"}},
-        "models": {"helper": {"model": "openai:scripted", "mcp": ["fx"], **model},
-                   "plain": {"model": "openai:scripted"}}})
+Configs = Callable[..., Config]
+Children = Callable[[], set[int]]
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
+def config(upstream: FaultyUpstream, mcp_models: Configs) -> Configs:
+    """``config(**helper)``: the MCP layer tests' named models (``mcp_models``, the root
+    conftest) on this test's upstream."""
+    return lambda **helper: mcp_models(upstream.url + "/v1", **helper)
 
 
 def tool_messages(body: dict[str, Any]) -> dict[str, str]:
@@ -74,7 +51,8 @@ def test_config_checks_the_servers_named() -> None:
     assert [(u.server, u.tools) for u in cfg.models["m"].mcp] == [("fx", ()), ("fx", ("add",))]
 
 
-async def test_complete_and_stream_run_the_tools(upstream: FaultyUpstream) -> None:
+async def test_complete_and_stream_run_the_tools(
+        upstream: FaultyUpstream, config: Configs, children: Children) -> None:
     before = children()
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "a", "name": "add", "arguments": {"a": 2, "b": 3}},
@@ -83,7 +61,7 @@ async def test_complete_and_stream_run_the_tools(upstream: FaultyUpstream) -> No
         Reply("Let me add.", tool_calls=[{"id": "b", "name": "add",
                                           "arguments": {"a": 1, "b": 1}}]),
         Reply("Two.")])
-    cfg = config(upstream)
+    cfg = config()
     async with await open_model("helper", config=cfg, cache=False) as lease:
         layer = lease.provider
         assert type(layer).__name__ == "McpToolLayer"
@@ -107,8 +85,8 @@ async def test_complete_and_stream_run_the_tools(upstream: FaultyUpstream) -> No
 
 
 async def test_allow_list_destructive_tools_and_the_callers_tools(
-        upstream: FaultyUpstream) -> None:
-    cfg = config(upstream, mcp=[{"server": "fx", "tools": ["add", "delete_all"]}])
+        upstream: FaultyUpstream, config: Configs) -> None:
+    cfg = config(mcp=[{"server": "fx", "tools": ["add", "delete_all"]}])
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "d", "name": "delete_all", "arguments": {"path": "/tmp/x"}}]),
         Reply("deleted"),
@@ -134,8 +112,8 @@ async def test_allow_list_destructive_tools_and_the_callers_tools(
 
 
 async def test_unnamed_destructive_tools_are_refused_and_plain_models_untouched(
-        upstream: FaultyUpstream) -> None:
-    cfg = config(upstream)
+        upstream: FaultyUpstream, config: Configs) -> None:
+    cfg = config()
     upstream.replies.extend([
         Reply(tool_calls=[{"id": "d", "name": "delete_all", "arguments": {"path": "/"}}]),
         Reply("refused"), Reply("plain")])
@@ -148,13 +126,13 @@ async def test_unnamed_destructive_tools_are_refused_and_plain_models_untouched(
 
 
 async def test_a_stream_that_calls_the_callers_tool_ends_there(
-        upstream: FaultyUpstream) -> None:
+        upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.append(Reply(tool_calls=[
         {"id": "l", "name": "local", "arguments": {"x": 1}},
         {"id": "a", "name": "add", "arguments": {"a": 1, "b": 2}}]))
     local = {"type": "function", "function": {"name": "local", "description": "Double x.",
                                               "parameters": {"type": "object"}}}
-    async with await open_model("helper", config=config(upstream), cache=False) as lease:
+    async with await open_model("helper", config=config(), cache=False) as lease:
         request = lease.provider.build_request([ChatMessage.user("go")], model=lease.model,
                                                tools=[local])
         chunks = [c async for c in lease.provider.stream_request(request)]
@@ -164,16 +142,17 @@ async def test_a_stream_that_calls_the_callers_tool_ends_there(
     assert len(upstream.bodies) == 1
 
 
-async def test_tool_choice_none_passes_through(upstream: FaultyUpstream) -> None:
+async def test_tool_choice_none_passes_through(upstream: FaultyUpstream, config: Configs) -> None:
     upstream.replies.append(Reply("no tools"))
-    async with await open_model("helper", config=config(upstream), cache=False) as lease:
+    async with await open_model("helper", config=config(), cache=False) as lease:
         request = lease.provider.build_request([ChatMessage.user("hi")], model=lease.model,
                                                tool_choice="none")
         assert (await lease.provider.complete_request(request)).content == "no tools"
     assert "tools" not in upstream.bodies[0]
 
 
-def test_a_model_whose_provider_cannot_call_tools(upstream: FaultyUpstream) -> None:
+def test_a_model_whose_provider_cannot_call_tools(
+        upstream: FaultyUpstream, config: Configs) -> None:
     from modelplex.provider import Capabilities
     from modelplex.wrapping import LayerContext
 
@@ -181,7 +160,7 @@ def test_a_model_whose_provider_cannot_call_tools(upstream: FaultyUpstream) -> N
         name = "plain"
         capabilities = Capabilities(tools=False)
 
-    cfg = config(upstream)
+    cfg = config()
     ctx = LayerContext(spec="helper", model="scripted", provider_name="helper", config=cfg,
                        named=True)
     with pytest.raises(ConfigurationError,
@@ -191,9 +170,10 @@ def test_a_model_whose_provider_cannot_call_tools(upstream: FaultyUpstream) -> N
     assert "'openai:scripted'" in str(err.value) and "'helper' cannot" not in str(err.value)
 
 
-async def test_managers_on_a_named_model_leave_no_process(upstream: FaultyUpstream) -> None:
+async def test_managers_on_a_named_model_leave_no_process(
+        upstream: FaultyUpstream, config: Configs, children: Children) -> None:
     before = children()
-    cfg = config(upstream)
+    cfg = config()
     fds = None
     for _ in range(5):
         upstream.replies.append(Reply("hi"))

@@ -29,23 +29,14 @@ from modelplex.errors import (
 )
 from modelplex.http import HttpClient
 from modelplex.provider import Provider
-from modelplex.testing.upstream import PIECE, FaultyUpstream, closed_port_url
+from modelplex.testing import PIECE, FaultyUpstream, closed_port_url, serve_app
 
 KEY = "sk-topsecret-0123456789abcdefXYZ"
 OLLAMA_KEY = "ollama-key-0123456789-secret"
 
 
-async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
-                ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
-    """Start ``app`` on ``host``; returns the runner (to clean up) and the port."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-
-async def _echo_key_server() -> tuple[web.AppRunner, str]:
+@pytest.fixture
+async def echo_server() -> AsyncIterator[str]:
     """A server whose errors echo the Authorization header back, as careless proxies do."""
 
     async def echo(request: web.Request) -> web.Response:
@@ -56,15 +47,8 @@ async def _echo_key_server() -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
-    runner, port = await serve(app)
-    return runner, f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def echo_server() -> AsyncIterator[str]:
-    runner, url = await _echo_key_server()
-    yield url
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def test_keys_never_in_logs_reprs_or_errors(echo_server: str,
@@ -125,22 +109,21 @@ async def test_authorization_not_forwarded_on_redirect_to_another_host() -> None
 
     target_app = web.Application()
     target_app.router.add_get("/v1/models", target)
-    target_runner, other_port = await serve(target_app)
-
-    async def redirect(_: web.Request) -> web.Response:
+    async with serve_app(target_app) as other:
         # Same machine, another host name: a different origin for the client.
-        raise web.HTTPTemporaryRedirect(f"http://localhost:{other_port}/v1/models")
+        elsewhere = other.replace("127.0.0.1", "localhost") + "/v1/models"
 
-    app = web.Application()
-    app.router.add_get("/v1/models", redirect)
-    runner, port = await serve(app)
-    provider = create_provider("openai", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
-    try:
-        await provider.list_models()
-    finally:
-        await provider.aclose()
-        await runner.cleanup()
-        await target_runner.cleanup()
+        async def redirect(_: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(elsewhere)
+
+        app = web.Application()
+        app.router.add_get("/v1/models", redirect)
+        async with serve_app(app) as url:
+            provider = create_provider("openai", base_url=url + "/v1", api_key=KEY)
+            try:
+                await provider.list_models()
+            finally:
+                await provider.aclose()
     assert received == [None], "the key was forwarded to another host"
 
 
@@ -166,9 +149,7 @@ async def test_tls_verified_by_default_and_opt_out_warns(self_signed: tuple[Path
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
-    runner, port = await serve(app, ssl_context=context)
-    url = f"https://127.0.0.1:{port}"
-    try:
+    async with serve_app(app, ssl_context=context) as url:
         strict = HttpClient(url, provider="t")
         with pytest.raises(ProviderConnectionError, match=r"certificate|SSL|ssl"):
             await strict.request_json("GET", "/v1/models")
@@ -177,8 +158,6 @@ async def test_tls_verified_by_default_and_opt_out_warns(self_signed: tuple[Path
             lax = HttpClient(url, provider="t", verify_tls=False)
         assert (await lax.request_json("GET", "/v1/models"))["data"][0]["id"] == "m"
         await lax.aclose()
-    finally:
-        await runner.cleanup()
 
 
 async def test_oversized_body_is_cut_off() -> None:
@@ -187,14 +166,13 @@ async def test_oversized_body_is_cut_off() -> None:
 
     app = web.Application()
     app.router.add_get("/big", huge)
-    runner, port = await serve(app)
-    client = HttpClient(f"http://127.0.0.1:{port}", provider="t", max_body_bytes=1_000_000)
-    try:
-        with pytest.raises(ResponseTooLargeError, match="limit of 1000000"):
-            await client.request_json("GET", "/big")
-    finally:
-        await client.aclose()
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        client = HttpClient(url, provider="t", max_body_bytes=1_000_000)
+        try:
+            with pytest.raises(ResponseTooLargeError, match="limit of 1000000"):
+                await client.request_json("GET", "/big")
+        finally:
+            await client.aclose()
 
 
 # -- issue #8: redirects, masking, bad configuration ---------------------------------------------
@@ -314,14 +292,13 @@ async def test_tls_failure_is_called_a_tls_error(self_signed: tuple[Path, Path])
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     app = web.Application()
-    runner, port = await serve(app, ssl_context=context)
-    provider = create_provider("ollama", host=f"https://127.0.0.1:{port}")
-    try:
-        with pytest.raises(ProviderConnectionError) as info:
-            await provider.list_models()
-    finally:
-        await provider.aclose()
-        await runner.cleanup()
+    async with serve_app(app, ssl_context=context) as url:
+        provider = create_provider("ollama", host=url)
+        try:
+            with pytest.raises(ProviderConnectionError) as info:
+                await provider.list_models()
+        finally:
+            await provider.aclose()
     assert "TLS error connecting to https://127.0.0.1" in str(info.value)
     assert "not running" not in str(info.value)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -31,12 +30,6 @@ class City(BaseModel):
 CITY_SCHEMA = City.model_json_schema()
 INSTRUCTION = ('Respond with a JSON object with the keys "name" (string), "population" '
                '(integer), and nothing else.')
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    async with FaultyUpstream() as server:
-        yield server
 
 
 def openai_chat(upstream: FaultyUpstream) -> ChatManager:

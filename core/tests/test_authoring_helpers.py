@@ -22,7 +22,7 @@ from modelplex.finish import FINISH_REASONS, normalize_finish_reason
 from modelplex.http import HttpClient
 from modelplex.provider import ChatRequest, Provider
 from modelplex.streams import dispatch, ndjson_json, sse_json
-from modelplex.testing.upstream import PIECE, FaultyUpstream, Reply
+from modelplex.testing import PIECE, FaultyUpstream, Reply, serve_app
 from modelplex.types import ModelInfo, PullProgress
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -223,6 +223,52 @@ async def test_upstream_checks_headers_and_models_and_records() -> None:
         assert upstream.received[-1].path == "/v1/chat/completions"
 
 
+# -- serve_app ---------------------------------------------------------------------------------
+async def test_serve_app_serves_on_a_free_local_port_until_the_block_ends() -> None:
+    from aiohttp import web
+
+    async def hello(_: web.Request) -> web.Response:
+        return web.json_response({"hello": "world"})
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    with pytest.raises(RuntimeError, match="boom"):
+        async with serve_app(app) as url:
+            assert url.startswith("http://127.0.0.1:") and not url.endswith("/")
+            async with aiohttp.ClientSession() as session, session.get(url + "/hello") as resp:
+                assert await resp.json() == {"hello": "world"}
+            raise RuntimeError("boom")
+    async with aiohttp.ClientSession() as session:  # stopped, even on an error
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(url + "/hello")
+
+
+async def test_serve_app_cancels_a_handler_whose_client_went_away() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def forever(_: web.Request) -> web.Response:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/forever", forever)
+    async with serve_app(app) as url:
+        async with aiohttp.ClientSession() as session:
+            request = asyncio.create_task(session.get(url + "/forever"))
+            await started.wait()
+            request.cancel()
+        await asyncio.wait_for(cancelled.wait(), 60)  # guards a hang, not a timing
+
+
 # -- the readers' end state, error hook and object check ---------------------------------------
 async def _reader(upstream: FaultyUpstream, path: str, read: Any) -> Any:
     http = HttpClient(upstream.url, provider="t")
@@ -307,15 +353,10 @@ async def _raw(upstream: FaultyUpstream, body: str, read: Any) -> Any:
 
     app = web.Application()
     app.router.add_post("/raw", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    http = HttpClient(f"http://127.0.0.1:{port}", provider="t")
-    try:
-        async with http.stream("POST", "/raw", {}) as resp:
-            return await read(resp)
-    finally:
-        await http.aclose()
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        http = HttpClient(url, provider="t")
+        try:
+            async with http.stream("POST", "/raw", {}) as resp:
+                return await read(resp)
+        finally:
+            await http.aclose()

@@ -1,6 +1,6 @@
 """The shared HTTP machinery against real servers on 127.0.0.1.
 
-aiohttp.web servers (``aiohttp.test_utils.TestServer``, port 0) play well-behaved upstreams;
+aiohttp.web servers (``modelplex.testing.serve_app``, port 0) play well-behaved upstreams;
 raw asyncio servers play the ones that stall or break off, where an HTTP framework would get
 in the way.
 """
@@ -14,12 +14,12 @@ import json
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from modelplex import errors
 from modelplex.http import (
@@ -31,6 +31,7 @@ from modelplex.http import (
     iter_sse,
     parse_retry_after,
 )
+from modelplex.testing import closed_port_url, serve_app
 
 Serve = Callable[[web.Application], Awaitable[str]]
 
@@ -38,17 +39,12 @@ Serve = Callable[[web.Application], Awaitable[str]]
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """Start aiohttp apps on 127.0.0.1 (a free port each); returns the base URL."""
-    servers: list[TestServer] = []
+    async with AsyncExitStack() as servers:
 
-    async def start(app: web.Application) -> str:
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
+        async def start(app: web.Application) -> str:
+            return await servers.enter_async_context(serve_app(app))
 
-    yield start
-    for server in servers:
-        await server.close()
+        yield start
 
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -465,17 +461,14 @@ async def test_secrets_never_in_errors(serve: Serve, path: str) -> None:
 
 # -- connection failures and timeouts -----------------------------------------------------------
 async def test_connect_to_a_closed_port() -> None:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    client = HttpClient(f"http://127.0.0.1:{port}", provider="test")
+    url = closed_port_url()
+    client = HttpClient(url, provider="test")
     try:
         with pytest.raises(errors.ProviderConnectionError) as info:
             await client.request_json("GET", "/")
     finally:
         await client.aclose()
-    assert f"127.0.0.1:{port}" in str(info.value)
+    assert url.removeprefix("http://") in str(info.value)
     assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
     assert info.value.retriable
 
@@ -673,8 +666,8 @@ async def exercise_and_collect_leaks(close: bool) -> tuple[list[str], list[dict[
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            async with TestServer(endless_app(state), host="127.0.0.1", port=0) as server:
-                client = HttpClient(str(server.make_url("")), provider="test")
+            async with serve_app(endless_app(state)) as url:
+                client = HttpClient(url, provider="test")
                 assert await client.request_json("GET", "/one") == {"ok": True}
                 async with client.stream("GET", "/endless") as resp:
                     async for _ in iter_ndjson(resp):

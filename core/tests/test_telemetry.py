@@ -28,6 +28,7 @@ from modelplex.errors import ConfigurationError, ProviderStatusError, RateLimitE
 from modelplex.provider import Capabilities, ChatRequest, CommonOptions, Provider
 from modelplex.routing import Deployment, Router
 from modelplex.telemetry import TelemetryLayer, TelemetrySettings, telemetry_layer
+from modelplex.testing import serve_app
 from modelplex.types import ChatMessage
 from modelplex.wrapping import LayerContext
 
@@ -493,22 +494,15 @@ async def test_otlp_http_export_reaches_a_collector_in_the_wire_format() -> None
 
     app = web.Application()
     app.router.add_post("/v1/traces", collect)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_app(app) as url:
         provider = TracerProvider()
-        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+        exporter = OTLPSpanExporter(endpoint=url + "/v1/traces")
         provider.add_span_processor(BatchSpanProcessor(exporter))
         top = layer(Scripted(), provider)
         _ = [c async for c in top.stream_request(request())]
         # the exporter is synchronous (requests): flush it off the event loop
         await asyncio.to_thread(provider.force_flush)
         await asyncio.to_thread(provider.shutdown)
-    finally:
-        await runner.cleanup()
     assert received
     decoded = ExportTraceServiceRequest()
     decoded.ParseFromString(received[0])

@@ -7,9 +7,9 @@ one line each, as the server sends them); the rest follow the documented shapes 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +18,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
+from modelplex.testing import closed_port_url, serve_app
 from modelplex_ollama.provider import OllamaProvider
 
 HOST = "http://ollama.test:11434"
@@ -201,28 +202,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def local_server() -> AsyncIterator[Callable[[dict[tuple[str, str], Handler]],
                                                    Awaitable[str]]]:
     """Start a real aiohttp server on 127.0.0.1 (port 0) with the given routes."""
-    runners: list[web.AppRunner] = []
+    async with AsyncExitStack() as servers:
 
-    async def start(routes: dict[tuple[str, str], Handler]) -> str:
-        app = web.Application()
-        for (method, path), handler in routes.items():
-            app.router.add_route(method, path, handler)
-        runner = web.AppRunner(app, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
+        async def start(routes: dict[tuple[str, str], Handler]) -> str:
+            app = web.Application()
+            for (method, path), handler in routes.items():
+                app.router.add_route(method, path, handler)
+            return await servers.enter_async_context(serve_app(app))
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 @pytest.fixture
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return int(closed_port_url().rsplit(":", 1)[1])

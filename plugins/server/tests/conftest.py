@@ -1,12 +1,14 @@
 """Servers for the tests: ``modelplex serve``'s application on a free port, backed by the real
 embedded model (llamacpp), by the core's fault-injecting upstream through the openai provider
-(as the endpoint ``fault``), and by a replay of OpenAI's recorded tool-call stream (``tools``).
+(as the endpoint ``fault``; ``upstream``, the repository's root conftest), and by a replay of
+OpenAI's recorded tool-call stream (``tools``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import openai
@@ -17,7 +19,7 @@ from modelplex.config import parse_config
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.registry import ModelRegistry
-from modelplex.testing.upstream import FaultyUpstream, closed_port_url
+from modelplex.testing import FaultyUpstream, closed_port_url, serve_app
 from modelplex_server.app import AppServer, create_app, server_registry, start
 from modelplex_server.conversations import ConversationStore
 from modelplex_server.gateway import GATEWAY, Gateway
@@ -59,7 +61,7 @@ class ToolUpstream:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.url = ""
-        self._runner: web.AppRunner | None = None
+        self._serving = AsyncExitStack()
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -88,24 +90,11 @@ class ToolUpstream:
     async def __aenter__(self) -> ToolUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = await self._serving.enter_async_context(serve_app(app))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FaultyUpstream]:
-    """The core's fault-injecting upstream (``fault:fault`` through the server)."""
-    async with FaultyUpstream() as up:
-        yield up
+        await self._serving.aclose()
 
 
 @pytest.fixture
@@ -252,22 +241,17 @@ async def thinker(plugins: Plugins) -> AsyncIterator[str]:
     """A server whose named model ``thinker`` reasons before answering; its URL."""
     upstream = web.Application()
     upstream.router.add_post("/v1/chat/completions", _thinking_upstream)
-    runner = web.AppRunner(upstream, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    config = parse_config({
-        "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
-        "models": {"thinker": {"deployments": [{
-            "model": "openai:thinker", "base_url": f"http://127.0.0.1:{port}/v1"}]}}},
-        source="thinker.toml")
-    resolver = ModelResolver(config=config, plugins=plugins, pool=ProviderPool())
-    server = await start(create_app(ServerSettings(port=0, health_interval=None),
-                                    resolver=resolver,
-                                    registry=server_registry(resolver, providers=[])))
-    try:
-        yield server.url
-    finally:
-        await server.stop()
-        await runner.cleanup()
+    async with serve_app(upstream) as upstream_url:
+        config = parse_config({
+            "providers": {"openai": {"api_key": "sk-gateway-test-0123456789"}},
+            "models": {"thinker": {"deployments": [{
+                "model": "openai:thinker", "base_url": upstream_url + "/v1"}]}}},
+            source="thinker.toml")
+        resolver = ModelResolver(config=config, plugins=plugins, pool=ProviderPool())
+        server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                        resolver=resolver,
+                                        registry=server_registry(resolver, providers=[])))
+        try:
+            yield server.url
+        finally:
+            await server.stop()

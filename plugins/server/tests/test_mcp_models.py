@@ -6,16 +6,13 @@ the MCP server once (for every named model using it) and stops it at shutdown.""
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from modelplex.config import parse_config
+from modelplex.config import Config
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
 from modelplex.testing import FaultyUpstream, Reply
@@ -26,36 +23,16 @@ from modelplex_server.settings import ServerSettings
 pytest.importorskip("mcp")
 openai = pytest.importorskip("openai")
 
-FIXTURE = str(Path(__file__).resolve().parents[3] / "tests" / "mcp_fixture_server.py")
-
-
-def children() -> set[int]:
-    """The live child processes of this process."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == str(os.getpid()) and fields[0] != "Z":
-                found.add(int(entry.name))
-    return found
-
 
 @pytest.fixture
-async def served(plugins: Plugins) -> AsyncIterator[tuple[AppServer, FaultyUpstream]]:
+async def served(
+        plugins: Plugins, mcp_models: Callable[..., Config],
+) -> AsyncIterator[tuple[AppServer, FaultyUpstream]]:
+    """The server with the MCP layer tests' named models (``mcp_models``, the root conftest);
+    ``helper`` may call ``add`` and ``image`` only."""
     async with FaultyUpstream() as scripted:
-        config = parse_config({
-            "providers": {"openai": {"api_key": "sk-mcp-test-0123456789"}},
-            "mcp": {"fx": {"command": sys.executable, "args": [FIXTURE], "timeout": 10}},
-            "models": {"helper": {
-                "deployments": [{"model": "openai:scripted", "base_url": scripted.url + "/v1"}],
-                "mcp": [{"server": "fx", "tools": ["add", "image"]}]},
-                "other": {"deployments": [{"model": "openai:scripted",
-                                           "base_url": scripted.url + "/v1"}],
-                          "mcp": ["fx"]}}},
-            source="mcp-test.toml")
+        config = mcp_models(scripted.url + "/v1",
+                            mcp=[{"server": "fx", "tools": ["add", "image"]}])
         resolver = ModelResolver(config=config, plugins=plugins, pool=ProviderPool())
         server = await start(create_app(ServerSettings(port=0, health_interval=None),
                                         resolver=resolver))
@@ -77,7 +54,7 @@ def tool_result(body: dict[str, Any]) -> str:
 
 
 async def test_every_api_runs_the_named_models_mcp_tools(
-        served: tuple[AppServer, FaultyUpstream]) -> None:
+        served: tuple[AppServer, FaultyUpstream], children: Callable[[], set[int]]) -> None:
     before = children()
     server, upstream = served
     client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused")

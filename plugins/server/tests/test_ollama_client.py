@@ -59,20 +59,12 @@ async def test_chat_tools(oclient: ollama.AsyncClient, tool_upstream: Any) -> No
     assert tool_upstream.bodies[-1]["tools"] == tools
 
 
-async def test_generate_and_options(oclient: ollama.AsyncClient, upstream: FaultyUpstream,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[dict[str, Any]] = []
-    original = upstream._answer
-
-    async def spy(request: Any, wire: Any) -> Any:
-        seen.append(await request.json())
-        return await original(request, wire)
-
-    monkeypatch.setattr(upstream, "_answer", spy)
+async def test_generate_and_options(oclient: ollama.AsyncClient,
+                                    upstream: FaultyUpstream) -> None:
     reply = await oclient.generate(model="fault:fault", prompt="Why?", system="Be brief.",
                                    options={"temperature": 0.1, "num_predict": 9, "top_k": 3})
     assert reply.response == PIECE * 5 and reply.done
-    body = seen[-1]
+    body = upstream.bodies[-1]
     assert body["messages"] == [{"role": "system", "content": "Be brief."},
                                 {"role": "user", "content": "Why?"}]
     assert body["temperature"] == 0.1

@@ -52,21 +52,12 @@ async def test_streaming_without_include_usage_has_no_usage_chunk(
 
 
 async def test_request_options_reach_the_upstream(client: openai.AsyncOpenAI,
-                                                  upstream: FaultyUpstream,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[dict[str, Any]] = []
-    original = upstream._answer
-
-    async def spy(request: Any, wire: Any) -> Any:
-        seen.append(await request.json())
-        return await original(request, wire)
-
-    monkeypatch.setattr(upstream, "_answer", spy)
+                                                  upstream: FaultyUpstream) -> None:
     await client.chat.completions.create(
         model="fault:fault", temperature=0.3, max_completion_tokens=7, stop=["x"], seed=1,
         messages=[{"role": "developer", "content": "Be brief."},
                   {"role": "user", "content": [{"type": "text", "text": "hello"}]}])
-    body = seen[0]
+    body = upstream.bodies[0]
     assert body["model"] == "fault"
     assert body["temperature"] == 0.3 and body["seed"] == 1 and body["stop"] == ["x"]
     assert 7 in (body.get("max_tokens"), body.get("max_completion_tokens"))

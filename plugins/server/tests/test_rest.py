@@ -119,20 +119,11 @@ async def test_refresh(http: Callable[..., Any], server: AppServer,
 
 
 async def test_conversations_and_chat(http: Callable[..., Any], server: AppServer,
-                                      upstream: FaultyUpstream,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                      upstream: FaultyUpstream) -> None:
     status, conv = await http("POST", "/api/conversations",
                               {"model": "fault:fault", "title": "Test",
                                "system_prompt": "Be brief."})
     assert status == 201 and conv["provider"] == "fault" and conv["messages"] == []
-    seen: list[dict[str, Any]] = []
-    original = upstream._answer
-
-    async def spy(request: Any, wire: Any) -> Any:
-        seen.append(await request.json())
-        return await original(request, wire)
-
-    monkeypatch.setattr(upstream, "_answer", spy)
     events = await sse_events(server, {"conversation_id": conv["id"], "message": "Hello"})
     assert [n for n, _ in events] == ["chunk"] * 5 + ["done"]
     assert "".join(d["content"] for n, d in events if n == "chunk") == PIECE * 5
@@ -140,7 +131,7 @@ async def test_conversations_and_chat(http: Callable[..., Any], server: AppServe
     assert done["conversation_id"] == conv["id"] and done["finish_reason"] == "stop"
     assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "estimated": False}
     await sse_events(server, {"conversation_id": conv["id"], "message": "Again"})
-    assert [m["content"] for m in seen[-1]["messages"]] == [
+    assert [m["content"] for m in upstream.bodies[-1]["messages"]] == [
         "Be brief.", "Hello", PIECE.strip() + (" " + PIECE.strip()) * 4, "Again"]
     _, full = await http("GET", f"/api/conversations/{conv['id']}")
     assert [m["role"] for m in full["messages"]] == ["user", "assistant"] * 2

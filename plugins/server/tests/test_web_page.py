@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from modelplex.plugins import Plugins
 from modelplex.registry import ModelRegistry
-from modelplex.testing.upstream import FaultyUpstream, closed_port_url
+from modelplex.testing import FaultyUpstream, closed_port_url, serve_app
 from modelplex_server.app import AppServer, create_app, start
 from modelplex_server.gateway import GATEWAY
 from modelplex_server.resolve import ModelResolver
@@ -56,7 +57,7 @@ class ScriptedUpstream:
         self.delay = 0.0
         self.disconnects = 0
         self.url = ""
-        self._runner: web.AppRunner | None = None
+        self._serving = AsyncExitStack()
 
     async def _models(self, _: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "script",
@@ -90,16 +91,11 @@ class ScriptedUpstream:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self.url = await self._serving.enter_async_context(serve_app(app))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serving.aclose()
 
 
 class Site:
@@ -500,8 +496,9 @@ async def test_with_keys_the_page_asks_for_one(site: Site) -> None:
     await context.close()
 
 
-async def elsewhere() -> tuple[web.AppRunner, str]:
-    """A site of another origin (another port): its runner and its URL."""
+@pytest_asyncio.fixture(loop_scope="module")
+async def elsewhere() -> AsyncIterator[str]:
+    """A site of another origin (another port): its URL."""
     app = web.Application()
 
     async def index(_: web.Request) -> web.Response:
@@ -509,18 +506,16 @@ async def elsewhere() -> tuple[web.AppRunner, str]:
                             content_type="text/html")
 
     app.router.add_get("/", index)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    where = web.TCPSite(runner, "127.0.0.1", 0)
-    await where.start()
-    return runner, f"http://127.0.0.1:{where._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    async with serve_app(app) as url:
+        yield url
 
 
-async def test_a_page_of_another_origin_cannot_use_the_server(site: Site) -> None:
+async def test_a_page_of_another_origin_cannot_use_the_server(site: Site,
+                                                              elsewhere: str) -> None:
     """What the outside probe did (issue 19 #3): a page served from another origin posts a
     conversation with ``no-cors`` fetches (text/plain, a form) and opens ``/ws`` to chat with
     a model. None of it reaches the server's state or a model."""
-    runner, evil_url = await elsewhere()
+    evil_url = elsewhere
     before = site.fault.requests
     context = await site.browser.new_context()
     try:
@@ -554,7 +549,6 @@ async def test_a_page_of_another_origin_cannot_use_the_server(site: Site) -> Non
         }""", site.server.url)
     finally:
         await context.close()
-        await runner.cleanup()
     assert outcome == {"read": "refused", "opened": False, "events": []}
     assert site.fault.requests == before  # no model was asked
     async with aiohttp.ClientSession() as session, session.get(
@@ -563,11 +557,12 @@ async def test_a_page_of_another_origin_cannot_use_the_server(site: Site) -> Non
     assert "from elsewhere" not in titles
 
 
-async def test_a_page_of_an_allowed_origin_reads_streams_and_errors(site: Site) -> None:
+async def test_a_page_of_an_allowed_origin_reads_streams_and_errors(site: Site,
+                                                                    elsewhere: str) -> None:
     """``cors_origins`` covers streamed answers and the errors (issue 19 #9): a page of an
     allowed origin reads a stream, and the status and ``Retry-After`` of 401, 403, 404, 429,
     where it got "Failed to fetch" before."""
-    runner, app_url = await elsewhere()
+    app_url = elsewhere
     key = generate_key()
     settings = ServerSettings(port=0, health_interval=None, cors_origins=[app_url], keys=[
         KeyConfig(name="app", hash=hash_key(key), models=["fault:*"], rate_limit=5)])
@@ -604,7 +599,6 @@ async def test_a_page_of_an_allowed_origin_reads_streams_and_errors(site: Site) 
     finally:
         await context.close()
         await server.stop()
-        await runner.cleanup()
     assert seen[:4] == [[200, None, True], [401, None, False], [403, None, False],
                         [404, None, False]]
     assert seen[4:7] == [[200, None, False]] * 3  # the 403 counted: 5 a minute

@@ -6,6 +6,8 @@
   127.0.0.1 speaking the common wire formats, with faults, scripted replies (one
   :class:`Reply` type: text, tool calls, a fault) for one model or for a whole conversation,
   request recording, unknown models and header checks.
+* :func:`serve_app` (:mod:`modelplex.testing.serve`): run an aiohttp application of your own
+  on 127.0.0.1 at a free port; yields its base URL.
 * :class:`Wire` (:mod:`modelplex.testing.wire`): how the test upstream writes one API's
   answers; the built-in wires (:mod:`modelplex.testing.wires`) are instances of it, and a
   wire of your own plugs into ``FaultyUpstream(wires=[...])`` and ``ConformanceBase.wire``.
@@ -31,6 +33,7 @@ from modelplex.testing.conformance import (
     ProviderConformanceTests,
     StreamingFaultsSuite,
 )
+from modelplex.testing.serve import serve_app
 from modelplex.testing.upstream import (
     PIECE,
     FaultyUpstream,
@@ -62,4 +65,5 @@ __all__ = [
     "Wire",
     "closed_port_url",
     "get_wire",
+    "serve_app",
 ]

@@ -31,10 +31,13 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 import attrs
 from aiohttp import web
+
+from modelplex.testing.serve import serve_app
 
 __all__ = ["BatchUpstream", "StandinJob"]
 
@@ -80,7 +83,7 @@ class BatchUpstream:
         self.received: list[tuple[str, str]] = []  # (method, path)
         self.url = ""
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._serving = AsyncExitStack()
 
     async def __aenter__(self) -> BatchUpstream:
         app = web.Application(middlewares=[self._record], client_max_size=64 * 1024 * 1024)
@@ -93,17 +96,11 @@ class BatchUpstream:
         app.router.add_get("/v1/messages/batches/{id}", self._status_anthropic)
         app.router.add_get("/v1/messages/batches/{id}/results", self._results_anthropic)
         app.router.add_post("/v1/messages/batches/{id}/cancel", self._cancel_anthropic)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = await self._serving.enter_async_context(serve_app(app))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serving.aclose()
 
     def finish(self) -> None:
         """End every waiting job at its next status request."""

@@ -67,11 +67,13 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Collection, Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 import attrs
 from aiohttp import web
 
+from modelplex.testing.serve import serve_app
 from modelplex.testing.wire import PIECE, Answer, Reply, Wire
 from modelplex.testing.wires import OLLAMA, OPENAI, TGI, WIRES, get_wire
 
@@ -174,6 +176,7 @@ class FaultyUpstream:
         self._scripts: dict[str, deque[str | Reply]] = {}
         self._chat_routes: dict[Any, _Route] = {}
         self._runner: web.AppRunner | None = None
+        self._serving = AsyncExitStack()
 
     async def __aenter__(self) -> FaultyUpstream:
         app = web.Application(middlewares=[self._record, self._check_headers])
@@ -200,17 +203,13 @@ class FaultyUpstream:
         for wire in self.wires:
             if wire.models_path and wire.models_path not in _LISTINGS:
                 app.router.add_get(wire.models_path, self._listing(wire))
+        # a runner of its own: open_connections reads its server
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = await self._serving.enter_async_context(serve_app(self._runner))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serving.aclose()
 
     # -- scripting and inspection -------------------------------------------------------
     def script(self, model: str, *responses: str | Reply) -> None:
