@@ -125,25 +125,54 @@ class _Asker:
 
 #: results after which a run moves the objects alive then out of the collector's way
 FREEZE_AFTER = 256
+#: young objects per row in flight before a collection, while a long run lasts (see _Collector)
+YOUNG_PER_ROW = 150
+#: the most young objects a long run lets build up before a collection
+YOUNG_MOST = 100_000
 
 
-def _freeze() -> bool:
-    """``gc.freeze()`` unless the process froze objects itself or turned the collector off.
+class _Collector:
+    """The cyclic garbage collector's settings while a long run lasts, put back at its end.
 
     A run's requests keep allocating; every so often the collector then scans everything
     alive, most of it the imported modules, the price data and the pools, which live as long
     as the process (measured in docs/performance.md M10: about a fifth of a row's CPU at
-    10,000 rows). Frozen, those are left out of the scans; :func:`_thaw` puts them back when
-    the run ends, so nothing stays frozen (garbage already there waits until then)."""
-    if gc.get_freeze_count() or not gc.isenabled():
-        return False
-    gc.freeze()
-    return True
+    10,000 rows). After :data:`FREEZE_AFTER` results, :meth:`start` freezes what is alive
+    (``gc.freeze()``: left out of the scans) and raises the youngest generation's threshold
+    to :data:`YOUNG_PER_ROW` objects per row in flight (at most :data:`YOUNG_MOST`): a row's
+    objects almost all die with it, by reference counting, so at the default threshold of
+    700 the collector ran about once every ten rows only to find the objects of the rows in
+    flight alive. :meth:`end` unfreezes and puts the threshold back (garbage already there
+    is collected then). A process that froze objects itself, or turned the collector off, is
+    left as it is; a threshold the process set higher is kept."""
 
+    __slots__ = ("frozen", "threshold")
 
-def _thaw(frozen: bool) -> None:
-    if frozen:
-        gc.unfreeze()
+    def __init__(self) -> None:
+        self.frozen = False
+        #: (the threshold before, the one the run set)
+        self.threshold: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+
+    def start(self, in_flight: int) -> None:
+        if not gc.isenabled():
+            return
+        if not gc.get_freeze_count():
+            gc.freeze()
+            self.frozen = True
+        before = gc.get_threshold()
+        young = min(YOUNG_MOST, YOUNG_PER_ROW * in_flight)
+        if before[0] and young > before[0]:
+            gc.set_threshold(young, before[1], before[2])
+            self.threshold = (before, gc.get_threshold())
+
+    def end(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            gc.unfreeze()
+        if self.threshold is not None:
+            (before, ours), self.threshold = self.threshold, None
+            if gc.get_threshold() == ours:  # unless the process changed it meanwhile
+                gc.set_threshold(*before)
 
 
 async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = None,
@@ -249,7 +278,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
     next_seq = 0
     fed_all = False
     yielded = 0
-    frozen = False
+    collector = _Collector()
     try:
         while not fed_all or yielded < state.fed:
             seq, item = await finished.get()
@@ -271,13 +300,13 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                     writer.write(result)
                 yielded += 1
                 if yielded == FREEZE_AFTER:
-                    frozen = _freeze()
+                    collector.start(limit)
                 gate.release()
                 yield result
         if state.error is not None:
             raise state.error
     finally:
-        _thaw(frozen)
+        collector.end()
         feeder.cancel()
         for task in list(tasks):
             task.cancel()
