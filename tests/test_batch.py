@@ -228,6 +228,29 @@ def test_a_torn_last_line_is_cut_and_resumed(tmp_path: Path) -> None:
     assert [r["id"] for r in lines(out)] == ["a", "b"]
 
 
+def test_every_result_is_one_valid_utf8_json_line(tmp_path: Path) -> None:
+    """Result lines are UTF-8 JSON whatever a value holds (text outside ASCII, keys that are
+    not strings, an integer over 64 bits, a lone surrogate, an object only ``str`` can
+    write), one per row, and a later run resumes from them."""
+    out = tmp_path / "out.jsonl"
+    writer = BatchOutput(out).open()
+    odd = type("Odd", (), {"__str__": lambda self: "odd!"})()
+    writer.write(BatchResult(id="a", line=1, answer="déjà vu ✓", value={1: 2, "o": odd}))
+    writer.write(BatchResult(id="b", line=2, answer="x", value={"big": 2 ** 70}))
+    writer.write(BatchResult(id="c", line=3, answer="\ud800 broken"))
+    writer.write(BatchResult(id=4, line=4, error="boom", error_type="ServerError"))
+    writer.close()
+    raw = out.read_bytes()
+    assert raw.count(b"\n") == 4 and raw.endswith(b"\n")
+    got = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    assert got[0]["answer"] == "déjà vu ✓" and got[0]["value"] == {"1": 2, "o": "odd!"}
+    assert got[1]["value"] == {"big": 2 ** 70} and got[2]["answer"] == "\ud800 broken"
+    assert got[3]["error"] == "boom" and "answer" not in got[3]
+    again = BatchOutput(out).open()
+    assert again.done == {'"a"', '"b"', '"c"'} and again.failed == {"4"}
+    again.close()
+
+
 async def test_bounded_and_process_message_batch() -> None:
     active = peak = 0
 
