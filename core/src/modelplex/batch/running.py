@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from modelplex.plugins import Plugins
     from modelplex.pool import ProviderPool
     from modelplex.provider import CommonOptions
-    from modelplex.types import ChatSession
+    from modelplex.types import ChatMessage, ChatSession
 
 
 class _Asker:
@@ -36,8 +36,8 @@ class _Asker:
     message checked once (never changed: a plain row's answer does not join a history,
     nobody reads it)."""
 
-    __slots__ = ("_options", "_session", "cache", "lease", "max_retries", "options", "parser",
-                 "system")
+    __slots__ = ("_options", "_question", "_session", "cache", "lease", "max_retries", "options",
+                 "parser", "system")
 
     def __init__(self, lease: Lease, *, system: str | None, options: Mapping[str, Any],
                  parser: Parser | None, max_retries: int, cache: bool | None) -> None:
@@ -45,6 +45,19 @@ class _Asker:
         self.parser, self.max_retries, self.cache = parser, max_retries, cache
         self._options: CommonOptions | None = None
         self._session: ChatSession | None = None
+        self._question: ChatMessage | None = None
+
+    def question(self, text: str) -> ChatMessage:
+        """The user's message of a row: a checked copy of one validated once per run, with
+        the row's text (:meth:`ChatMessage.with_content`: the same rules, the same error)."""
+        if self._question is None:
+            from modelplex.exchange import user_message
+
+            self._question = user_message("?")
+        try:
+            return self._question.with_content(text)
+        except ValueError as err:
+            raise ConfigurationError(f"message: {err}") from None
 
     def parsed_options(self, row: Row) -> CommonOptions:
         """The run's options (validated on the first row that needs them; an invalid one is
@@ -73,7 +86,7 @@ class _Asker:
     async def ask(self, row: Row) -> BatchResult:
         """Ask one row; its failure is its result's error."""
         from modelplex import structured
-        from modelplex.exchange import Turn, user_message
+        from modelplex.exchange import Turn
 
         start = time.perf_counter()
         result = BatchResult(id=row.id, line=row.line)
@@ -81,7 +94,7 @@ class _Asker:
             options = self.parsed_options(row)  # checked in the order they always were:
             use = row.parser or self.parser  # options, the question, the system prompt
             if use is None:  # the answer alone: no history to add it to
-                question = user_message(row.text)
+                question = self.question(row.text)
                 turn = Turn(self.lease.provider, self.session(row, True), options,
                             cache=self.cache)
                 meta = await turn.complete(turn.request([question]))
