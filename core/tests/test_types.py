@@ -178,7 +178,7 @@ def test_with_content_is_a_new_message_checked_by_the_same_rules(
     with pytest.raises(ValidationError):  # still frozen
         copy.content = "changed"  # type: ignore[misc]
     monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "5")
-    for text in ("   ", "too long", "bad \udc80 byte"):
+    for text in ("   ", "too long", "a\udc80"):
         with pytest.raises(ValidationError) as built_err:
             ChatMessage(role="user", content=text)
         with pytest.raises(ValueError) as copied_err:
