@@ -99,6 +99,33 @@ async def test_rows_are_read_as_needed_not_all_at_once() -> None:
     assert pulled < 60
 
 
+async def test_an_async_source_and_a_bad_row_in_it(tmp_path: Path) -> None:
+    """Rows from an async iterable are taken one at a time by the run's workers, each once,
+    in order; a row that cannot be asked stops the reading: the rows taken before it are
+    still answered and written, then the run raises the row's error (naming its line)."""
+    from modelplex.batch import BatchInputError
+
+    async def rows(count: int, bad: int | None = None) -> Any:
+        for i in range(count):
+            await asyncio.sleep(0)
+            yield i + 1, ({"id": i} if i == bad else {"id": i, "prompt": f"q{i}"})
+
+    async with FaultyUpstream() as up:
+        cfg = config_for(up.url)
+        got = [r.id async for r in batch.run(rows(40), model="openai:fault", concurrency=7,
+                                             ordered=True, config=cfg, pool=ProviderPool())]
+        assert got == list(range(40)) and up.peak_active <= 7
+        out = tmp_path / "out.jsonl"
+        seen: list[int] = []
+        with pytest.raises(BatchInputError, match=r"<rows>:13: the row has no \"messages\""):
+            async for result in batch.run(rows(40, bad=12), model="openai:fault",
+                                          concurrency=3, output=out, config=cfg,
+                                          pool=ProviderPool()):
+                seen.append(result.id)
+        assert sorted(seen) == list(range(12))
+        assert sorted(r["id"] for r in lines(out)) == list(range(12))
+
+
 async def test_run_rows_messages_options_and_templates() -> None:
     async with FaultyUpstream() as up:
         cfg = config_for(up.url)

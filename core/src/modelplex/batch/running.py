@@ -9,12 +9,10 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from modelplex.batch.concurrency import _aiter, _check_concurrency, default_concurrency
+from modelplex.batch.concurrency import _check_concurrency, default_concurrency
 from modelplex.batch.output import BatchOutput, BatchResult
 from modelplex.batch.rows import Row, _Template, check_schema, fingerprint, parse_row
 from modelplex.errors import ConfigurationError, ParseError
@@ -248,56 +246,43 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                              logs=logs, provider_config=provider_config, caller="batch")
     asker = _Asker(lease, system=system, options=options or {}, parser=parser,
                    max_retries=max_retries, cache=None)
-    gate = asyncio.Semaphore(limit)
+    gate = asyncio.Semaphore(limit)  # rows asked and results not yet taken, at most limit
     finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
-    tasks: set[asyncio.Task[None]] = set()
-    state = _Feed()
+    feed = _Feed(rows, source=source, template=shape, writer=writer, skip=skip)
 
-    async def ask(seq: int, row: Row) -> None:
+    async def work() -> None:
+        """One of ``limit`` workers: takes a slot, then the next row, asks it, hands on its
+        result (a worker per slot, not a task per row)."""
         try:
-            result = await asker.ask(row)
-            finished.put_nowait((seq, result))
-        except BaseException as err:
-            finished.put_nowait((seq, err))
-            raise
-
-    async def feed() -> None:
-        line = 0
-        try:
-            async for item in _aiter(rows):
-                line += 1
-                if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
-                    line, item = item
-                if isinstance(item, Row):
-                    row = item
-                else:
-                    row = parse_row(item, line, source=source, template=shape)
-                if writer is not None and row.key in writer.done:
-                    continue
-                if skip is not None and skip(row):
-                    continue
+            while True:
                 await gate.acquire()
-                task = asyncio.ensure_future(ask(state.fed, row))
-                state.fed += 1
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except Exception as err:
-            state.error = err
+                taken = await feed.next()
+                if taken is None:
+                    gate.release()
+                    return
+                seq, row = taken
+                try:
+                    result: BatchResult | BaseException = await asker.ask(row)
+                except BaseException as err:
+                    finished.put_nowait((seq, err))
+                    raise
+                finished.put_nowait((seq, result))
         finally:
-            finished.put_nowait((-1, _FED))
+            feed.working -= 1
+            if not feed.working:
+                finished.put_nowait((-1, _FED))
 
-    feeder = asyncio.ensure_future(feed())
+    feed.working = limit
+    workers = [asyncio.ensure_future(work()) for _ in range(limit)]
     waiting: dict[int, BatchResult] = {}
     next_seq = 0
-    fed_all = False
     yielded = 0
     collector = _Collector()
     try:
-        while not fed_all or yielded < state.fed:
+        while True:
             seq, item = await finished.get()
-            if item is _FED:
-                fed_all = True
-                continue
+            if item is _FED:  # every worker has ended: each result came before this
+                break
             if isinstance(item, BaseException):
                 raise item
             ready: list[BatchResult] = []
@@ -316,24 +301,79 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                     collector.start(limit)
                 gate.release()
                 yield result
-        if state.error is not None:
-            raise state.error
+        if feed.error is not None:
+            raise feed.error
     finally:
         collector.end()
-        feeder.cancel()
-        for task in list(tasks):
-            task.cancel()
+        for worker in workers:
+            worker.cancel()
         with contextlib.suppress(BaseException):
-            await asyncio.gather(feeder, *tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
         await lease.release()
         if writer is not None and not isinstance(output, BatchOutput):
             writer.close()
 
 
 _FED: Any = object()
+_END: Any = object()
 
 
-@attrs.define
 class _Feed:
-    fed: int = 0  # rows handed to a task
-    error: Exception | None = None  # why the rows stopped
+    """The rows of a run as the workers take them: parsed, numbered, those already answered
+    (``writer.done``) or skipped left out; the first error reading them ends the feed (the
+    rows taken before it are still asked, then the run raises it)."""
+
+    def __init__(self, rows: Iterable[Any] | AsyncIterable[Any], *, source: str,
+                 template: _Template | None, writer: BatchOutput | None,
+                 skip: Callable[[Row], bool] | None) -> None:
+        self._sync: Iterator[Any] | None = None
+        self._async: AsyncIterator[Any] | None = None
+        if isinstance(rows, AsyncIterable):
+            self._async = aiter(rows)
+        else:
+            self._sync = iter(rows)
+        self._lock = asyncio.Lock()  # one worker at a time in an async source
+        self.source, self.template, self.writer, self.skip = source, template, writer, skip
+        self.line = 0  # the line of the last row read
+        self.fed = 0  # rows handed to a worker
+        self.working = 0  # workers not ended yet
+        self.ended = False
+        self.error: Exception | None = None  # why the rows stopped
+
+    async def next(self) -> tuple[int, Row] | None:
+        """``(sequence number, row)`` of the next row to ask, or None when there is none."""
+        while not self.ended:
+            try:
+                item = next(self._sync, _END) if self._sync is not None else await self._take()
+                if item is _END:
+                    self.ended = True
+                    return None
+                row = self._row(item)
+            except Exception as err:
+                self.error, self.ended = err, True
+                return None
+            if row is None:
+                continue
+            seq = self.fed
+            self.fed += 1
+            return seq, row
+        return None
+
+    async def _take(self) -> Any:
+        assert self._async is not None
+        async with self._lock:  # another worker may have ended the rows meanwhile
+            return _END if self.ended else await anext(self._async, _END)
+
+    def _row(self, item: Any) -> Row | None:
+        self.line += 1
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
+            self.line, item = item
+        if isinstance(item, Row):
+            row = item
+        else:
+            row = parse_row(item, self.line, source=self.source, template=self.template)
+        if self.writer is not None and row.key in self.writer.done:
+            return None
+        if self.skip is not None and self.skip(row):
+            return None
+        return row
