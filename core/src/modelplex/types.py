@@ -143,7 +143,7 @@ class ChatMessage(BaseModel):
         values = self.__dict__.copy()
         values["content"] = content
         values["metadata"] = {}
-        values["id"] = uuid.uuid4()
+        values["id"] = _message_id()
         values["timestamp"] = _now()
         copy = object.__new__(type(self))  # as pydantic's own copy builds one
         object.__setattr__(copy, "__dict__", values)
@@ -167,6 +167,10 @@ class ChatMessage(BaseModel):
     def assistant(cls, content: str, **kw: Any) -> ChatMessage:
         """An assistant message."""
         return cls(role=MessageRole.ASSISTANT, content=content, **kw)
+
+
+#: how a new message gets its id (the field's own default)
+_message_id: Any = ChatMessage.model_fields["id"].default_factory
 
 
 class ChatSession(BaseModel):
