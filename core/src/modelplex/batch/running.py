@@ -34,8 +34,8 @@ class _Asker:
     message checked once (never changed: a plain row's answer does not join a history,
     nobody reads it)."""
 
-    __slots__ = ("_options", "_question", "_session", "cache", "lease", "max_retries", "options",
-                 "parser", "system")
+    __slots__ = ("_options", "_question", "_session", "_turn", "cache", "lease", "max_retries",
+                 "options", "parser", "system")
 
     def __init__(self, lease: Lease, *, system: str | None, options: Mapping[str, Any],
                  parser: Parser | None, max_retries: int, cache: bool | None) -> None:
@@ -44,6 +44,9 @@ class _Asker:
         self._options: CommonOptions | None = None
         self._session: ChatSession | None = None
         self._question: ChatMessage | None = None
+        from modelplex.exchange import Turn  # imported when a run starts, not per row
+
+        self._turn = Turn
 
     def question(self, text: str) -> ChatMessage:
         """The user's message of a row: a checked copy of one validated once per run, with
@@ -83,9 +86,6 @@ class _Asker:
 
     async def ask(self, row: Row) -> BatchResult:
         """Ask one row; its failure is its result's error."""
-        from modelplex import structured
-        from modelplex.exchange import Turn
-
         start = time.perf_counter()
         result = BatchResult(id=row.id, line=row.line)
         try:
@@ -93,14 +93,16 @@ class _Asker:
             use = row.parser or self.parser  # options, the question, the system prompt
             if use is None:  # the answer alone: no history to add it to
                 question = self.question(row.text)
-                turn = Turn(self.lease.provider, self.session(row, True), options,
+                turn = self._turn(self.lease.provider, self.session(row, True), options,
                             cache=self.cache)
                 meta = await turn.complete(turn.request([question]))
                 result.answer = meta.content
                 result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
                                                                   meta.completion_tokens)
             else:
-                turn = Turn(self.lease.provider, self.session(row, False), options,
+                from modelplex import structured
+
+                turn = self._turn(self.lease.provider, self.session(row, False), options,
                             cache=self.cache)
                 done = await structured.get_structured(turn, row.text, use,
                                                        max_retries=self.max_retries)
