@@ -126,6 +126,21 @@ async def test_an_async_source_and_a_bad_row_in_it(tmp_path: Path) -> None:
         assert sorted(r["id"] for r in lines(out)) == list(range(12))
 
 
+async def test_costs_come_from_the_prices_of_the_runs_config() -> None:
+    """A run given a config prices its rows with that config's ``[prices]``, not the
+    process-wide config's (every attempt of a structured row counted, as before)."""
+    async with FaultyUpstream() as up:
+        cfg = parse_config({"providers": {"openai": {
+            "base_url": up.url + "/v1", "api_key": "sk-batch-test-secret-123456"}},
+            "prices": {"openai:fault": {"input": 1_000_000, "output": 2_000_000,
+                                        "currency": "eur"}}}, source="t.toml")
+        got = [r async for r in batch.run([{"id": 1, "prompt": "q"}], model="openai:fault",
+                                          config=cfg, pool=ProviderPool())]
+        (row,) = got
+        assert row.ok and row.currency == "EUR"
+        assert row.cost == row.prompt_tokens * 1 + row.completion_tokens * 2
+
+
 async def test_run_rows_messages_options_and_templates() -> None:
     async with FaultyUpstream() as up:
         cfg = config_for(up.url)

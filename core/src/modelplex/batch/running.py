@@ -19,6 +19,7 @@ from modelplex.errors import ConfigurationError, ParseError
 
 if TYPE_CHECKING:
     from modelplex.config import Config
+    from modelplex.cost import PriceBook
     from modelplex.parsers import Parser
     from modelplex.pipeline import Lease
     from modelplex.plugins import Plugins
@@ -35,12 +36,14 @@ class _Asker:
     nobody reads it)."""
 
     __slots__ = ("_options", "_question", "_session", "_turn", "cache", "lease", "max_retries",
-                 "options", "parser", "system")
+                 "options", "parser", "prices", "system")
 
     def __init__(self, lease: Lease, *, system: str | None, options: Mapping[str, Any],
-                 parser: Parser | None, max_retries: int, cache: bool | None) -> None:
+                 parser: Parser | None, max_retries: int, cache: bool | None,
+                 prices: PriceBook | None = None) -> None:
         self.lease, self.system, self.options = lease, system, options
         self.parser, self.max_retries, self.cache = parser, max_retries, cache
+        self.prices = prices  # the run's config's (None: the process-wide config's)
         self._options: CommonOptions | None = None
         self._session: ChatSession | None = None
         self._question: ChatMessage | None = None
@@ -94,7 +97,7 @@ class _Asker:
             if use is None:  # the answer alone: no history to add it to
                 question = self.question(row.text)
                 turn = self._turn(self.lease.provider, self.session(row, True), options,
-                            cache=self.cache)
+                                  cache=self.cache, prices=self.prices)
                 meta = await turn.complete(turn.request([question]))
                 result.answer = meta.content
                 result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
@@ -103,7 +106,7 @@ class _Asker:
                 from modelplex import structured
 
                 turn = self._turn(self.lease.provider, self.session(row, False), options,
-                            cache=self.cache)
+                                  cache=self.cache, prices=self.prices)
                 done = await structured.get_structured(turn, row.text, use,
                                                        max_retries=self.max_retries)
                 meta = done.meta
@@ -116,9 +119,10 @@ class _Asker:
                 from modelplex.chunks import Usage
                 from modelplex.cost import cost_of
 
-                spent = cost_of(meta.provider, meta.model, Usage(
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens))
+                used = Usage(prompt_tokens=result.prompt_tokens,
+                             completion_tokens=result.completion_tokens)
+                spent = (cost_of(meta.provider, meta.model, used) if self.prices is None
+                         else self.prices.cost(meta.provider, meta.model, used))
             if spent is not None and spent.known:
                 result.cost, result.currency = spent.amount, spent.currency
             result.model = (meta.deployment or
@@ -246,8 +250,11 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
         writer.open()
     lease = await open_model(model, config=config, pool=pool, plugins=plugins, cache=cache,
                              logs=logs, provider_config=provider_config, caller="batch")
+    from modelplex.cost import PriceBook
+
     asker = _Asker(lease, system=system, options=options or {}, parser=parser,
-                   max_retries=max_retries, cache=None)
+                   max_retries=max_retries, cache=None,
+                   prices=PriceBook.from_config(config) if config is not None else None)
     gate = asyncio.Semaphore(limit)  # rows asked and results not yet taken, at most limit
     finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
     feed = _Feed(rows, source=source, template=shape, writer=writer, skip=skip)
