@@ -564,3 +564,34 @@ async def test_smollm2_batch_with_a_json_schema(tmp_path: Path) -> None:
         assert result.ok, result.error
         assert isinstance(result.value["city"], str) and isinstance(result.value["country"], str)
     assert sorted(r["id"] for r in lines(out)) == list(range(5))
+
+
+async def test_the_runs_slots_go_to_the_longest_waiter_and_survive_cancellation() -> None:
+    """The slots a run's workers take: handed to the first waiter on each give, and a slot
+    given to a worker cancelled meanwhile (or a cancelled waiter) is not lost."""
+    from modelplex.batch.running import _Slots
+
+    slots = _Slots(1)
+    await slots.take()
+    order: list[str] = []
+
+    async def taker(name: str) -> None:
+        await slots.take()
+        order.append(name)
+
+    first, second, third = (asyncio.create_task(taker(n)) for n in ("a", "b", "c"))
+    await asyncio.sleep(0)
+    second.cancel()  # cancelled while waiting
+    slots.give()  # to "a"
+    await asyncio.sleep(0)
+    assert order == ["a"] and second.cancelled()
+    slots.give()  # "b" is gone: to "c"
+    await asyncio.gather(first, third)
+    assert order == ["a", "c"]
+    late = asyncio.create_task(taker("d"))
+    await asyncio.sleep(0)
+    slots.give()  # handed to "d", which is cancelled before it runs: passed on, not lost
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    assert order == ["a", "c"]
+    await asyncio.wait_for(slots.take(), 1)  # the slot "d" never used

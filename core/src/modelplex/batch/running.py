@@ -5,6 +5,7 @@ once) on a stack from :func:`modelplex.pipeline.open_model` and writes the resul
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import os
@@ -255,8 +256,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
     asker = _Asker(lease, system=system, options=options or {}, parser=parser,
                    max_retries=max_retries, cache=None,
                    prices=PriceBook.from_config(config) if config is not None else None)
-    gate = asyncio.Semaphore(limit)  # rows asked and results not yet taken, at most limit
-    finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
+    gate = _Slots(limit)  # rows asked and results not yet taken, at most limit
+    finished = _Finished()
     feed = _Feed(rows, source=source, template=shape, writer=writer, skip=skip)
 
     async def work() -> None:
@@ -264,22 +265,22 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
         result (a worker per slot, not a task per row)."""
         try:
             while True:
-                await gate.acquire()
+                await gate.take()
                 taken = await feed.next()
                 if taken is None:
-                    gate.release()
+                    gate.give()
                     return
                 seq, row = taken
                 try:
                     result: BatchResult | BaseException = await asker.ask(row)
                 except BaseException as err:
-                    finished.put_nowait((seq, err))
+                    finished.put((seq, err))
                     raise
-                finished.put_nowait((seq, result))
+                finished.put((seq, result))
         finally:
             feed.working -= 1
             if not feed.working:
-                finished.put_nowait((-1, _FED))
+                finished.put((-1, _FED))
 
     feed.working = limit
     workers = [asyncio.ensure_future(work()) for _ in range(limit)]
@@ -308,7 +309,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                 yielded += 1
                 if yielded == FREEZE_AFTER:
                     collector.start(limit)
-                gate.release()
+                gate.give()
                 yield result
         if feed.error is not None:
             raise feed.error
@@ -325,6 +326,69 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
 
 _FED: Any = object()
 _END: Any = object()
+
+
+class _Slots:
+    """``limit`` slots the workers take and the run gives back, first come first served: a
+    semaphore whose release hands the slot straight to the longest waiter (``asyncio``'s
+    looks through every waiter already woken on each release, and a run has ``limit`` of
+    them)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def take(self) -> None:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over as the taker was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # unless give() dropped it already
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+class _Finished:
+    """The results the workers hand to the run, in the order they finished: an unbounded
+    queue (the run's slots bound it) with one reader, lighter than ``asyncio.Queue``."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[tuple[int, Any]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: tuple[int, Any]) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> tuple[int, Any]:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 class _Feed:
