@@ -99,6 +99,48 @@ async def test_rows_are_read_as_needed_not_all_at_once() -> None:
     assert pulled < 60
 
 
+async def test_an_async_source_and_a_bad_row_in_it(tmp_path: Path) -> None:
+    """Rows from an async iterable are taken one at a time by the run's workers, each once,
+    in order; a row that cannot be asked stops the reading: the rows taken before it are
+    still answered and written, then the run raises the row's error (naming its line)."""
+    from modelplex.batch import BatchInputError
+
+    async def rows(count: int, bad: int | None = None) -> Any:
+        for i in range(count):
+            await asyncio.sleep(0)
+            yield i + 1, ({"id": i} if i == bad else {"id": i, "prompt": f"q{i}"})
+
+    async with FaultyUpstream() as up:
+        cfg = config_for(up.url)
+        got = [r.id async for r in batch.run(rows(40), model="openai:fault", concurrency=7,
+                                             ordered=True, config=cfg, pool=ProviderPool())]
+        assert got == list(range(40)) and up.peak_active <= 7
+        out = tmp_path / "out.jsonl"
+        seen: list[int] = []
+        with pytest.raises(BatchInputError, match=r"<rows>:13: the row has no \"messages\""):
+            async for result in batch.run(rows(40, bad=12), model="openai:fault",
+                                          concurrency=3, output=out, config=cfg,
+                                          pool=ProviderPool()):
+                seen.append(result.id)
+        assert sorted(seen) == list(range(12))
+        assert sorted(r["id"] for r in lines(out)) == list(range(12))
+
+
+async def test_costs_come_from_the_prices_of_the_runs_config() -> None:
+    """A run given a config prices its rows with that config's ``[prices]``, not the
+    process-wide config's (every attempt of a structured row counted, as before)."""
+    async with FaultyUpstream() as up:
+        cfg = parse_config({"providers": {"openai": {
+            "base_url": up.url + "/v1", "api_key": "sk-batch-test-secret-123456"}},
+            "prices": {"openai:fault": {"input": 1_000_000, "output": 2_000_000,
+                                        "currency": "eur"}}}, source="t.toml")
+        got = [r async for r in batch.run([{"id": 1, "prompt": "q"}], model="openai:fault",
+                                          config=cfg, pool=ProviderPool())]
+        (row,) = got
+        assert row.ok and row.currency == "EUR"
+        assert row.cost == row.prompt_tokens * 1 + row.completion_tokens * 2
+
+
 async def test_run_rows_messages_options_and_templates() -> None:
     async with FaultyUpstream() as up:
         cfg = config_for(up.url)
@@ -226,6 +268,29 @@ def test_a_torn_last_line_is_cut_and_resumed(tmp_path: Path) -> None:
     writer.write(BatchResult(id="b", line=2, answer="y"))
     writer.close()
     assert [r["id"] for r in lines(out)] == ["a", "b"]
+
+
+def test_every_result_is_one_valid_utf8_json_line(tmp_path: Path) -> None:
+    """Result lines are UTF-8 JSON whatever a value holds (text outside ASCII, keys that are
+    not strings, an integer over 64 bits, a lone surrogate, an object only ``str`` can
+    write), one per row, and a later run resumes from them."""
+    out = tmp_path / "out.jsonl"
+    writer = BatchOutput(out).open()
+    odd = type("Odd", (), {"__str__": lambda self: "odd!"})()
+    writer.write(BatchResult(id="a", line=1, answer="déjà vu ✓", value={1: 2, "o": odd}))
+    writer.write(BatchResult(id="b", line=2, answer="x", value={"big": 2 ** 70}))
+    writer.write(BatchResult(id="c", line=3, answer="\ud800 broken"))
+    writer.write(BatchResult(id=4, line=4, error="boom", error_type="ServerError"))
+    writer.close()
+    raw = out.read_bytes()
+    assert raw.count(b"\n") == 4 and raw.endswith(b"\n")
+    got = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    assert got[0]["answer"] == "déjà vu ✓" and got[0]["value"] == {"1": 2, "o": "odd!"}
+    assert got[1]["value"] == {"big": 2 ** 70} and got[2]["answer"] == "\ud800 broken"
+    assert got[3]["error"] == "boom" and "answer" not in got[3]
+    again = BatchOutput(out).open()
+    assert again.done == {'"a"', '"b"', '"c"'} and again.failed == {"4"}
+    again.close()
 
 
 async def test_bounded_and_process_message_batch() -> None:
@@ -499,3 +564,34 @@ async def test_smollm2_batch_with_a_json_schema(tmp_path: Path) -> None:
         assert result.ok, result.error
         assert isinstance(result.value["city"], str) and isinstance(result.value["country"], str)
     assert sorted(r["id"] for r in lines(out)) == list(range(5))
+
+
+async def test_the_runs_slots_go_to_the_longest_waiter_and_survive_cancellation() -> None:
+    """The slots a run's workers take: handed to the first waiter on each give, and a slot
+    given to a worker cancelled meanwhile (or a cancelled waiter) is not lost."""
+    from modelplex.batch.running import _Slots
+
+    slots = _Slots(1)
+    await slots.take()
+    order: list[str] = []
+
+    async def taker(name: str) -> None:
+        await slots.take()
+        order.append(name)
+
+    first, second, third = (asyncio.create_task(taker(n)) for n in ("a", "b", "c"))
+    await asyncio.sleep(0)
+    second.cancel()  # cancelled while waiting
+    slots.give()  # to "a"
+    await asyncio.sleep(0)
+    assert order == ["a"] and second.cancelled()
+    slots.give()  # "b" is gone: to "c"
+    await asyncio.gather(first, third)
+    assert order == ["a", "c"]
+    late = asyncio.create_task(taker("d"))
+    await asyncio.sleep(0)
+    slots.give()  # handed to "d", which is cancelled before it runs: passed on, not lost
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    assert order == ["a", "c"]
+    await asyncio.wait_for(slots.take(), 1)  # the slot "d" never used

@@ -385,6 +385,20 @@ async def test_a_router_of_one_deployment_shows_attempts_only_after_a_failure(
     assert second.attributes["modelplex.route.attempt"] == 2  # type: ignore[index]
     assert second.attributes["server.address"] == "10.0.0.5"  # type: ignore[index]
     assert first.start_time < second.start_time  # type: ignore[operator]
+    # a plain provider:model (Router.single) asked whole, not streamed: the same spans
+    plain = layer(Router.single(provider, "gpt-4o-mini",
+                                retries=RetryConfig(attempts=3, backoff=0)), global_tracing)
+    spans.clear()
+    await plain.complete_request(request())
+    assert [s.name for s in spans.get_finished_spans()] == ["chat gpt-4o-mini"]
+    spans.clear()
+    provider.errors.append(ProviderStatusError("busy", status_code=503, provider="openai"))
+    await plain.complete_request(request())
+    names = [s.name for s in spans.get_finished_spans()]
+    assert names == ["modelplex.attempt openai:gpt-4o-mini"] * 2 + ["chat gpt-4o-mini"]
+    first, second, _chat = spans.get_finished_spans()
+    assert first.attributes["error.type"] == "ProviderStatusError"  # type: ignore[index]
+    assert second.attributes["modelplex.route.attempt"] == 2  # type: ignore[index]
 
 
 async def test_a_fallback_shows_as_attempts_on_the_fallback(

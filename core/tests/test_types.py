@@ -161,6 +161,32 @@ def test_each_message_has_id_timestamp_and_its_own_metadata() -> None:
     assert b.metadata == {"k": 1}
 
 
+def test_with_content_is_a_new_message_checked_by_the_same_rules(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy with other text is what building the message anew gives (but its id, timestamp
+    and metadata are its own), and bad text is refused with the same words."""
+    template = ChatMessage(role="user", content="?", name="ann", metadata={"k": 1})
+    copy = template.with_content("  Paris?  ")
+    built = ChatMessage(role="user", content="Paris?", name="ann")
+    assert copy.model_dump(exclude={"id", "timestamp"}) == built.model_dump(
+        exclude={"id", "timestamp"})
+    assert copy == ChatMessage.model_validate(copy.model_dump())
+    assert copy.model_fields_set == {"role", "content", "name", "metadata"}
+    assert copy.id not in (template.id, template.with_content("x").id)
+    assert copy.timestamp >= template.timestamp and copy.metadata == {}
+    assert copy.metadata is not template.with_content("x").metadata
+    with pytest.raises(ValidationError):  # still frozen
+        copy.content = "changed"  # type: ignore[misc]
+    monkeypatch.setenv("MODELPLEX_MAX_MESSAGE_LENGTH", "5")
+    for text in ("   ", "too long", "a\udc80"):
+        with pytest.raises(ValidationError) as built_err:
+            ChatMessage(role="user", content=text)
+        with pytest.raises(ValueError) as copied_err:
+            template.with_content(text)
+        assert built_err.value.errors()[0]["msg"] == f"Value error, {copied_err.value}"
+    assert ChatMessage.assistant("?").with_content("long answers are fine").role == "assistant"
+
+
 def test_message_round_trips_through_json() -> None:
     msg = ChatMessage.user("hello", metadata={"source": "cli"})
     again = ChatMessage.model_validate_json(msg.model_dump_json())

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from modelplex.chunks import StreamChunk, Usage
+from modelplex.cost import PriceBook
 from modelplex.errors import ConfigurationError, ProviderError, ProviderTimeoutError
 from modelplex.provider import ChatRequest, CommonOptions, Provider
 from modelplex.reply import ResponseWithMeta, Turns
@@ -96,18 +97,21 @@ class Turn:
     """The provider, session and validated options of the requests of one exchange.
 
     ``cache`` (``None``, ``True`` or ``False``) and ``conversation_id`` go on every request
-    (:class:`~modelplex.provider.ChatRequest`) for the layers that read them.
+    (:class:`~modelplex.provider.ChatRequest`) for the layers that read them. ``prices``
+    prices the answers (default: the process-wide configuration's price book).
     """
 
-    __slots__ = ("cache", "conversation_id", "options", "provider", "session")
+    __slots__ = ("cache", "conversation_id", "options", "prices", "provider", "session")
 
     def __init__(self, provider: Provider, session: ChatSession, options: CommonOptions, *,
-                 cache: bool | None = None, conversation_id: str | None = None) -> None:
+                 cache: bool | None = None, conversation_id: str | None = None,
+                 prices: PriceBook | None = None) -> None:
         self.provider = provider
         self.session = session
         self.options = options
         self.cache = cache
         self.conversation_id = conversation_id
+        self.prices = prices
 
     user_message = staticmethod(user_message)
 
@@ -138,14 +142,14 @@ class Turn:
         response = await self.provider.complete_request(request)
         return ResponseWithMeta.from_response(
             response, latency=time.perf_counter() - start, model=self.session.model,
-            provider=self.session.provider or self.provider.name)
+            provider=self.session.provider or self.provider.name, prices=self.prices)
 
     def meta(self, chunks: Sequence[StreamChunk], latency: float,
              first: float | None) -> ResponseWithMeta:
         """A :class:`ResponseWithMeta` from the chunks of one streamed answer."""
         return ResponseWithMeta.from_chunks(
             chunks, latency=latency, time_to_first_token=first, model=self.session.model,
-            provider=self.session.provider or self.provider.name)
+            provider=self.session.provider or self.provider.name, prices=self.prices)
 
     def add(self, messages: Sequence[ChatMessage]) -> None:
         """Append a finished exchange to the history.

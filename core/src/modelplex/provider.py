@@ -110,6 +110,8 @@ class CommonOptions(BaseModel):
 
     def set_values(self) -> dict[str, Any]:
         """The options the user set, as a dict."""
+        if not self.__pydantic_fields_set__:  # none (most requests): no serializer call
+            return {}
         return self.model_dump(exclude_unset=True, exclude_none=True)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from modelplex.chunks import ChatResponse, StreamChunk, ToolCall
-from modelplex.cost import Cost, cost_of
+from modelplex.cost import Cost, PriceBook, cost_of
 from modelplex.errors import ChatBusyError, ModelplexError
 
 __all__ = ["Reply", "ResponseWithMeta", "Turns"]
@@ -68,11 +68,12 @@ class ResponseWithMeta:
     @classmethod
     def from_chunks(cls, chunks: Sequence[StreamChunk], *, latency: float,
                     time_to_first_token: float | None, model: str,
-                    provider: str) -> ResponseWithMeta:
+                    provider: str, prices: PriceBook | None = None) -> ResponseWithMeta:
         """The meta of one streamed answer from its chunks.
 
         ``model`` and ``provider`` are used where neither the chunks nor a router (the first
-        chunk's ``route``) say what answered.
+        chunk's ``route``) say what answered; ``prices``: the price book of its cost (default:
+        the process-wide configuration's).
         """
         last = chunks[-1] if chunks else StreamChunk()
         usage = last.usage
@@ -92,18 +93,18 @@ class ResponseWithMeta:
             deployment=route.deployment if route else None,
             attempts=route.attempts if route else 1,
             cache_hit=bool(usage and usage.cached),
-            cost=cost_of(route.provider if route else provider,
-                         last.model or (route.provider_model if route else model), usage),
+            cost=_cost(prices, route.provider if route else provider,
+                       last.model or (route.provider_model if route else model), usage),
         )
 
     @classmethod
     def from_response(cls, response: ChatResponse, *, latency: float, model: str,
-                      provider: str) -> ResponseWithMeta:
+                      provider: str, prices: PriceBook | None = None) -> ResponseWithMeta:
         """The meta of one answer asked for whole (``Provider.complete_request``).
 
         ``time_to_first_token`` is the latency (everything came at once), or ``None`` when
         the answer is empty; ``provider`` is used unless a router (``response.route``) says
-        which deployment answered.
+        which deployment answered; ``prices`` as for :meth:`from_chunks`.
         """
         usage = response.usage
         route = response.route
@@ -123,9 +124,14 @@ class ResponseWithMeta:
             deployment=route.deployment if route else None,
             attempts=route.attempts if route else 1,
             cache_hit=usage.cached,
-            cost=cost_of(route.provider if route else provider,
-                         response.model or (route.provider_model if route else model), usage),
+            cost=_cost(prices, route.provider if route else provider,
+                       response.model or (route.provider_model if route else model), usage),
         )
+
+
+def _cost(prices: PriceBook | None, provider: str, model: str, usage: Any) -> Cost:
+    return cost_of(provider, model, usage) if prices is None else prices.cost(provider, model,
+                                                                              usage)
 
 R = TypeVar("R")
 

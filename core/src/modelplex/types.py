@@ -66,6 +66,23 @@ def _max_message_length() -> int:
     return value
 
 
+def _content_problem(role: MessageRole, content: str, images: tuple[Any, ...],
+                     tool_calls: tuple[Any, ...], max_length: int | None) -> str | None:
+    """What is wrong with a message's (stripped) content, or None: the rules of
+    :class:`ChatMessage`."""
+    if not content and not images and not tool_calls:
+        return "content must not be empty (attach images or tool_calls, or give some text)"
+    limit = max_length or _max_message_length() if role in _LIMITED else None
+    if limit is not None and len(content) > limit:
+        return (f"content is {len(content)} characters, more than the maximum of {limit}; "
+                "shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH")
+    bad = _SURROGATE.search(content)
+    if bad is not None:
+        return (f"content is not valid text: character {bad.start()} is an undecodable byte "
+                f"({bad.group()!a}); give the text as UTF-8")
+    return None
+
+
 class ChatMessage(BaseModel):
     """One immutable message of a conversation.
 
@@ -104,23 +121,37 @@ class ChatMessage(BaseModel):
 
     @model_validator(mode="after")
     def _check_content(self) -> ChatMessage:
-        if not self.content and not self.images and not self.tool_calls:
-            raise ValueError(
-                "content must not be empty (attach images or tool_calls, or give some text)"
-            )
-        limit = (self.max_content_length or _max_message_length()
-                 if self.role in _LIMITED else None)
-        if limit is not None and len(self.content) > limit:
-            raise ValueError(
-                f"content is {len(self.content)} characters, more than the maximum of "
-                f"{limit}; shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH"
-            )
-        bad = _SURROGATE.search(self.content)
-        if bad is not None:
-            raise ValueError(
-                f"content is not valid text: character {bad.start()} is an undecodable byte "
-                f"({bad.group()!a}); give the text as UTF-8")
+        problem = _content_problem(self.role, self.content, self.images, self.tool_calls,
+                                   self.max_content_length)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+    def with_content(self, content: str) -> ChatMessage:
+        """This message with ``content`` instead: checked by the same rules as a new message
+        (stripped, not empty, the length limit, valid text), with its own ``id``,
+        ``timestamp`` and empty ``metadata``; its other fields are this message's, validated
+        when it was built, and are not validated again (about a third of building one).
+        Raises ``ValueError`` naming the problem."""
+        if not isinstance(content, str):
+            raise ValueError(f"content must be text (got {type(content).__name__})")
+        content = content.strip()
+        problem = _content_problem(self.role, content, self.images, self.tool_calls,
+                                   self.max_content_length)
+        if problem is not None:
+            raise ValueError(problem)
+        values = self.__dict__.copy()
+        values["content"] = content
+        values["metadata"] = {}
+        values["id"] = _message_id()
+        values["timestamp"] = _now()
+        copy = object.__new__(type(self))  # as pydantic's own copy builds one
+        object.__setattr__(copy, "__dict__", values)
+        object.__setattr__(copy, "__pydantic_fields_set__",
+                           self.__pydantic_fields_set__ | {"content"})
+        object.__setattr__(copy, "__pydantic_extra__", None)
+        object.__setattr__(copy, "__pydantic_private__", None)
+        return copy
 
     @classmethod
     def system(cls, content: str, **kw: Any) -> ChatMessage:
@@ -136,6 +167,10 @@ class ChatMessage(BaseModel):
     def assistant(cls, content: str, **kw: Any) -> ChatMessage:
         """An assistant message."""
         return cls(role=MessageRole.ASSISTANT, content=content, **kw)
+
+
+#: how a new message gets its id (the field's own default)
+_message_id: Any = ChatMessage.model_fields["id"].default_factory
 
 
 class ChatSession(BaseModel):

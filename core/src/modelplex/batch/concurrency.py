@@ -148,7 +148,7 @@ async def answer_each(turn: Turn, messages: Sequence[str], *, max_concurrent: in
         alone = ChatSession(model=session.model, provider=session.provider,
                             system_prompt=session.system_prompt)
         single = _Turn(turn.provider, alone, turn.options, cache=turn.cache,
-                       conversation_id=turn.conversation_id)
+                       conversation_id=turn.conversation_id, prices=turn.prices)
         return await single.answer(user)
 
     return await bounded(users, one, max_concurrent, return_exceptions=return_exceptions)

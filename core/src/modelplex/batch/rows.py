@@ -144,7 +144,7 @@ def parse_row(value: Any, line: int, *, source: str = "<rows>",
               template: _Template | None = None) -> Row:
     """The :class:`Row` of one input object (``line`` is its line number, its id if it has
     none); a :class:`BatchInputError` naming ``source`` and ``line`` if it cannot be asked."""
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # a dict: no ABC check
         raise BatchInputError(f"a row must be a JSON object, not {type(value).__name__}: "
                               'write {"id": ..., "prompt": "..."}', source=source, line=line)
     row_id = value.get("id", line)
@@ -152,7 +152,7 @@ def parse_row(value: Any, line: int, *, source: str = "<rows>",
         raise BatchInputError(f"id must be a string or a number (got {row_id!r})",
                               source=source, line=line)
     options = value.get("options") or {}
-    if not isinstance(options, Mapping):
+    if type(options) is not dict and not isinstance(options, Mapping):
         raise BatchInputError('options must be an object, e.g. {"temperature": 0}',
                               source=source, line=line)
     system = value.get("system")

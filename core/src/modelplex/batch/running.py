@@ -5,28 +5,28 @@ once) on a stack from :func:`modelplex.pipeline.open_model` and writes the resul
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from modelplex.batch.concurrency import _aiter, _check_concurrency, default_concurrency
+from modelplex.batch.concurrency import _check_concurrency, default_concurrency
 from modelplex.batch.output import BatchOutput, BatchResult
 from modelplex.batch.rows import Row, _Template, check_schema, fingerprint, parse_row
 from modelplex.errors import ConfigurationError, ParseError
 
 if TYPE_CHECKING:
     from modelplex.config import Config
+    from modelplex.cost import PriceBook
     from modelplex.parsers import Parser
     from modelplex.pipeline import Lease
     from modelplex.plugins import Plugins
     from modelplex.pool import ProviderPool
     from modelplex.provider import CommonOptions
-    from modelplex.types import ChatSession
+    from modelplex.types import ChatMessage, ChatSession
 
 
 class _Asker:
@@ -36,15 +36,33 @@ class _Asker:
     message checked once (never changed: a plain row's answer does not join a history,
     nobody reads it)."""
 
-    __slots__ = ("_options", "_session", "cache", "lease", "max_retries", "options", "parser",
-                 "system")
+    __slots__ = ("_options", "_question", "_session", "_turn", "cache", "lease", "max_retries",
+                 "options", "parser", "prices", "system")
 
     def __init__(self, lease: Lease, *, system: str | None, options: Mapping[str, Any],
-                 parser: Parser | None, max_retries: int, cache: bool | None) -> None:
+                 parser: Parser | None, max_retries: int, cache: bool | None,
+                 prices: PriceBook | None = None) -> None:
         self.lease, self.system, self.options = lease, system, options
         self.parser, self.max_retries, self.cache = parser, max_retries, cache
+        self.prices = prices  # the run's config's (None: the process-wide config's)
         self._options: CommonOptions | None = None
         self._session: ChatSession | None = None
+        self._question: ChatMessage | None = None
+        from modelplex.exchange import Turn  # imported when a run starts, not per row
+
+        self._turn = Turn
+
+    def question(self, text: str) -> ChatMessage:
+        """The user's message of a row: a checked copy of one validated once per run, with
+        the row's text (:meth:`ChatMessage.with_content`: the same rules, the same error)."""
+        if self._question is None:
+            from modelplex.exchange import user_message
+
+            self._question = user_message("?")
+        try:
+            return self._question.with_content(text)
+        except ValueError as err:
+            raise ConfigurationError(f"message: {err}") from None
 
     def parsed_options(self, row: Row) -> CommonOptions:
         """The run's options (validated on the first row that needs them; an invalid one is
@@ -72,25 +90,24 @@ class _Asker:
 
     async def ask(self, row: Row) -> BatchResult:
         """Ask one row; its failure is its result's error."""
-        from modelplex import structured
-        from modelplex.exchange import Turn, user_message
-
         start = time.perf_counter()
         result = BatchResult(id=row.id, line=row.line)
         try:
             options = self.parsed_options(row)  # checked in the order they always were:
             use = row.parser or self.parser  # options, the question, the system prompt
             if use is None:  # the answer alone: no history to add it to
-                question = user_message(row.text)
-                turn = Turn(self.lease.provider, self.session(row, True), options,
-                            cache=self.cache)
+                question = self.question(row.text)
+                turn = self._turn(self.lease.provider, self.session(row, True), options,
+                                  cache=self.cache, prices=self.prices)
                 meta = await turn.complete(turn.request([question]))
                 result.answer = meta.content
                 result.prompt_tokens, result.completion_tokens = (meta.prompt_tokens,
                                                                   meta.completion_tokens)
             else:
-                turn = Turn(self.lease.provider, self.session(row, False), options,
-                            cache=self.cache)
+                from modelplex import structured
+
+                turn = self._turn(self.lease.provider, self.session(row, False), options,
+                                  cache=self.cache, prices=self.prices)
                 done = await structured.get_structured(turn, row.text, use,
                                                        max_retries=self.max_retries)
                 meta = done.meta
@@ -103,9 +120,10 @@ class _Asker:
                 from modelplex.chunks import Usage
                 from modelplex.cost import cost_of
 
-                spent = cost_of(meta.provider, meta.model, Usage(
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens))
+                used = Usage(prompt_tokens=result.prompt_tokens,
+                             completion_tokens=result.completion_tokens)
+                spent = (cost_of(meta.provider, meta.model, used) if self.prices is None
+                         else self.prices.cost(meta.provider, meta.model, used))
             if spent is not None and spent.known:
                 result.cost, result.currency = spent.amount, spent.currency
             result.model = (meta.deployment or
@@ -125,25 +143,54 @@ class _Asker:
 
 #: results after which a run moves the objects alive then out of the collector's way
 FREEZE_AFTER = 256
+#: young objects per row in flight before a collection, while a long run lasts (see _Collector)
+YOUNG_PER_ROW = 150
+#: the most young objects a long run lets build up before a collection
+YOUNG_MOST = 100_000
 
 
-def _freeze() -> bool:
-    """``gc.freeze()`` unless the process froze objects itself or turned the collector off.
+class _Collector:
+    """The cyclic garbage collector's settings while a long run lasts, put back at its end.
 
     A run's requests keep allocating; every so often the collector then scans everything
     alive, most of it the imported modules, the price data and the pools, which live as long
     as the process (measured in docs/performance.md M10: about a fifth of a row's CPU at
-    10,000 rows). Frozen, those are left out of the scans; :func:`_thaw` puts them back when
-    the run ends, so nothing stays frozen (garbage already there waits until then)."""
-    if gc.get_freeze_count() or not gc.isenabled():
-        return False
-    gc.freeze()
-    return True
+    10,000 rows). After :data:`FREEZE_AFTER` results, :meth:`start` freezes what is alive
+    (``gc.freeze()``: left out of the scans) and raises the youngest generation's threshold
+    to :data:`YOUNG_PER_ROW` objects per row in flight (at most :data:`YOUNG_MOST`): a row's
+    objects almost all die with it, by reference counting, so at the default threshold of
+    700 the collector ran about once every ten rows only to find the objects of the rows in
+    flight alive. :meth:`end` unfreezes and puts the threshold back (garbage already there
+    is collected then). A process that froze objects itself, or turned the collector off, is
+    left as it is; a threshold the process set higher is kept."""
 
+    __slots__ = ("frozen", "threshold")
 
-def _thaw(frozen: bool) -> None:
-    if frozen:
-        gc.unfreeze()
+    def __init__(self) -> None:
+        self.frozen = False
+        #: (the threshold before, the one the run set)
+        self.threshold: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+
+    def start(self, in_flight: int) -> None:
+        if not gc.isenabled():
+            return
+        if not gc.get_freeze_count():
+            gc.freeze()
+            self.frozen = True
+        before = gc.get_threshold()
+        young = min(YOUNG_MOST, YOUNG_PER_ROW * in_flight)
+        if before[0] and young > before[0]:
+            gc.set_threshold(young, before[1], before[2])
+            self.threshold = (before, gc.get_threshold())
+
+    def end(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            gc.unfreeze()
+        if self.threshold is not None:
+            (before, ours), self.threshold = self.threshold, None
+            if gc.get_threshold() == ours:  # unless the process changed it meanwhile
+                gc.set_threshold(*before)
 
 
 async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = None,
@@ -204,58 +251,48 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
         writer.open()
     lease = await open_model(model, config=config, pool=pool, plugins=plugins, cache=cache,
                              logs=logs, provider_config=provider_config, caller="batch")
+    from modelplex.cost import PriceBook
+
     asker = _Asker(lease, system=system, options=options or {}, parser=parser,
-                   max_retries=max_retries, cache=None)
-    gate = asyncio.Semaphore(limit)
-    finished: asyncio.Queue[tuple[int, BatchResult | BaseException]] = asyncio.Queue()
-    tasks: set[asyncio.Task[None]] = set()
-    state = _Feed()
+                   max_retries=max_retries, cache=None,
+                   prices=PriceBook.from_config(config) if config is not None else None)
+    gate = _Slots(limit)  # rows asked and results not yet taken, at most limit
+    finished = _Finished()
+    feed = _Feed(rows, source=source, template=shape, writer=writer, skip=skip)
 
-    async def ask(seq: int, row: Row) -> None:
+    async def work() -> None:
+        """One of ``limit`` workers: takes a slot, then the next row, asks it, hands on its
+        result (a worker per slot, not a task per row)."""
         try:
-            result = await asker.ask(row)
-            finished.put_nowait((seq, result))
-        except BaseException as err:
-            finished.put_nowait((seq, err))
-            raise
-
-    async def feed() -> None:
-        line = 0
-        try:
-            async for item in _aiter(rows):
-                line += 1
-                if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
-                    line, item = item
-                if isinstance(item, Row):
-                    row = item
-                else:
-                    row = parse_row(item, line, source=source, template=shape)
-                if writer is not None and row.key in writer.done:
-                    continue
-                if skip is not None and skip(row):
-                    continue
-                await gate.acquire()
-                task = asyncio.ensure_future(ask(state.fed, row))
-                state.fed += 1
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        except Exception as err:
-            state.error = err
+            while True:
+                await gate.take()
+                taken = await feed.next()
+                if taken is None:
+                    gate.give()
+                    return
+                seq, row = taken
+                try:
+                    result: BatchResult | BaseException = await asker.ask(row)
+                except BaseException as err:
+                    finished.put((seq, err))
+                    raise
+                finished.put((seq, result))
         finally:
-            finished.put_nowait((-1, _FED))
+            feed.working -= 1
+            if not feed.working:
+                finished.put((-1, _FED))
 
-    feeder = asyncio.ensure_future(feed())
+    feed.working = limit
+    workers = [asyncio.ensure_future(work()) for _ in range(limit)]
     waiting: dict[int, BatchResult] = {}
     next_seq = 0
-    fed_all = False
     yielded = 0
-    frozen = False
+    collector = _Collector()
     try:
-        while not fed_all or yielded < state.fed:
+        while True:
             seq, item = await finished.get()
-            if item is _FED:
-                fed_all = True
-                continue
+            if item is _FED:  # every worker has ended: each result came before this
+                break
             if isinstance(item, BaseException):
                 raise item
             ready: list[BatchResult] = []
@@ -271,27 +308,145 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                     writer.write(result)
                 yielded += 1
                 if yielded == FREEZE_AFTER:
-                    frozen = _freeze()
-                gate.release()
+                    collector.start(limit)
+                gate.give()
                 yield result
-        if state.error is not None:
-            raise state.error
+        if feed.error is not None:
+            raise feed.error
     finally:
-        _thaw(frozen)
-        feeder.cancel()
-        for task in list(tasks):
-            task.cancel()
+        collector.end()
+        for worker in workers:
+            worker.cancel()
         with contextlib.suppress(BaseException):
-            await asyncio.gather(feeder, *tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
         await lease.release()
         if writer is not None and not isinstance(output, BatchOutput):
             writer.close()
 
 
 _FED: Any = object()
+_END: Any = object()
 
 
-@attrs.define
+class _Slots:
+    """``limit`` slots the workers take and the run gives back, first come first served: a
+    semaphore whose release hands the slot straight to the longest waiter (``asyncio``'s
+    looks through every waiter already woken on each release, and a run has ``limit`` of
+    them)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def take(self) -> None:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over as the taker was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # unless give() dropped it already
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+class _Finished:
+    """The results the workers hand to the run, in the order they finished: an unbounded
+    queue (the run's slots bound it) with one reader, lighter than ``asyncio.Queue``."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[tuple[int, Any]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: tuple[int, Any]) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> tuple[int, Any]:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 class _Feed:
-    fed: int = 0  # rows handed to a task
-    error: Exception | None = None  # why the rows stopped
+    """The rows of a run as the workers take them: parsed, numbered, those already answered
+    (``writer.done``) or skipped left out; the first error reading them ends the feed (the
+    rows taken before it are still asked, then the run raises it)."""
+
+    def __init__(self, rows: Iterable[Any] | AsyncIterable[Any], *, source: str,
+                 template: _Template | None, writer: BatchOutput | None,
+                 skip: Callable[[Row], bool] | None) -> None:
+        self._sync: Iterator[Any] | None = None
+        self._async: AsyncIterator[Any] | None = None
+        if isinstance(rows, AsyncIterable):
+            self._async = aiter(rows)
+        else:
+            self._sync = iter(rows)
+        self._lock = asyncio.Lock()  # one worker at a time in an async source
+        self.source, self.template, self.writer, self.skip = source, template, writer, skip
+        self.line = 0  # the line of the last row read
+        self.fed = 0  # rows handed to a worker
+        self.working = 0  # workers not ended yet
+        self.ended = False
+        self.error: Exception | None = None  # why the rows stopped
+
+    async def next(self) -> tuple[int, Row] | None:
+        """``(sequence number, row)`` of the next row to ask, or None when there is none."""
+        while not self.ended:
+            try:
+                item = next(self._sync, _END) if self._sync is not None else await self._take()
+                if item is _END:
+                    self.ended = True
+                    return None
+                row = self._row(item)
+            except Exception as err:
+                self.error, self.ended = err, True
+                return None
+            if row is None:
+                continue
+            seq = self.fed
+            self.fed += 1
+            return seq, row
+        return None
+
+    async def _take(self) -> Any:
+        assert self._async is not None
+        async with self._lock:  # another worker may have ended the rows meanwhile
+            return _END if self.ended else await anext(self._async, _END)
+
+    def _row(self, item: Any) -> Row | None:
+        self.line += 1
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
+            self.line, item = item
+        if isinstance(item, Row):
+            row = item
+        else:
+            row = parse_row(item, self.line, source=self.source, template=self.template)
+        if self.writer is not None and row.key in self.writer.done:
+            return None
+        if self.skip is not None and self.skip(row):
+            return None
+        return row

@@ -401,13 +401,24 @@ class Router(Provider):
                 raise
             await group._enter(dep)
             start = time.perf_counter()
-            budget = trial.budget()  # the attempt ends with the budget, hung or not
+            # the attempt ends with the budget, hung or not (a plain provider:model has none:
+            # its provider's own timeouts bound an attempt)
+            budget = None if self.plain else trial.budget()
             try:
-                async with budget:
-                    with telemetry.attempt_span(group, dep, len(trial.records) + 1):
+                if budget is None:
+                    attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)
+                    try:
                         result = await call(dep)
+                    except BaseException as err:
+                        telemetry.end_attempt(attempt, err)
+                        raise
+                    telemetry.end_attempt(attempt)
+                else:
+                    async with budget:
+                        with telemetry.attempt_span(group, dep, len(trial.records) + 1):
+                            result = await call(dep)
             except TimeoutError:
-                if not budget.expired():
+                if budget is None or not budget.expired():
                     raise
                 spent = trial.ran_out(dep)
                 self.stats_total.failure(spent)

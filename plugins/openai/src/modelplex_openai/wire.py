@@ -215,6 +215,8 @@ class OpenAIUsage(Usage):
 
 def _detail(usage: Mapping[str, Any], table: str, key: str) -> int:
     details = usage.get(table)
+    if not details:  # most servers send no details
+        return 0
     value = details.get(key) if isinstance(details, Mapping) else None
     return value if isinstance(value, int) and value > 0 else 0
 
