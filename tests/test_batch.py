@@ -126,6 +126,19 @@ async def test_an_async_source_and_a_bad_row_in_it(tmp_path: Path) -> None:
         assert sorted(r["id"] for r in lines(out)) == list(range(12))
 
 
+async def test_a_short_run_at_a_high_concurrency_starts_few_workers() -> None:
+    """Workers start as rows are taken, so five rows at concurrency 10,000 start a handful of
+    tasks, not ten thousand."""
+    async with FaultyUpstream() as up:
+        most = 0
+        async for result in batch.run([{"id": i, "prompt": "q"} for i in range(5)],
+                                      model="openai:fault", concurrency=10_000,
+                                      config=config_for(up.url), pool=ProviderPool()):
+            assert result.ok
+            most = max(most, len(asyncio.all_tasks()))
+        assert most < 30
+
+
 async def test_costs_come_from_the_prices_of_the_runs_config() -> None:
     """A run given a config prices its rows with that config's ``[prices]``, not the
     process-wide config's (every attempt of a structured row counted, as before)."""

@@ -260,9 +260,16 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
     finished = _Finished()
     feed = _Feed(rows, source=source, template=shape, writer=writer, skip=skip)
 
+    workers: list[asyncio.Task[None]] = []
+
+    def spawn() -> None:
+        feed.working += 1
+        workers.append(asyncio.ensure_future(work()))
+
     async def work() -> None:
-        """One of ``limit`` workers: takes a slot, then the next row, asks it, hands on its
-        result (a worker per slot, not a task per row)."""
+        """One of at most ``limit`` workers (a worker per slot, not a task per row): takes a
+        slot, then the next row, asks it, hands on its result. The first row a worker takes
+        starts the next worker, so a short run starts no more workers than it has rows."""
         try:
             while True:
                 await gate.take()
@@ -270,6 +277,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
                 if taken is None:
                     gate.give()
                     return
+                if len(workers) < limit and workers[-1] is asyncio.current_task():
+                    spawn()
                 seq, row = taken
                 try:
                     result: BatchResult | BaseException = await asker.ask(row)
@@ -282,8 +291,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], *, model: str | None = N
             if not feed.working:
                 finished.put((-1, _FED))
 
-    feed.working = limit
-    workers = [asyncio.ensure_future(work()) for _ in range(limit)]
+    spawn()
     waiting: dict[int, BatchResult] = {}
     next_seq = 0
     yielded = 0
