@@ -114,13 +114,19 @@ class ProviderPool:
 
         Pass it back to :meth:`release` when done.
         """
-        from modelplex.specs import create_provider
-
         plugins = plugins or get_plugins()
         cfg = dict(config or {})
         key = f"provider:{name}:{id(plugins)}:{config_key(cfg) if key is None else key}"
+        entries = self._entries()
+        with self._lock:  # held already (every conversation after the first): no build step
+            entry = entries.get(key)
+            if entry is not None:
+                entry.refs += 1
+                return entry.value  # type: ignore[no-any-return]
 
         async def build() -> Provider:
+            from modelplex.specs import create_provider
+
             factory = plugins.get("providers", name)
             return create_provider(name, plugins, **provider_kwargs(factory, cfg))
 

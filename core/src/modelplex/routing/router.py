@@ -329,14 +329,19 @@ class Router(Provider):
                 attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
                 failure: ProviderError | None = None
                 try:
-                    budget = trial.budget()  # the attempt ends with the budget, hung or not
+                    # the attempt ends with the budget, hung or not (a plain provider:model
+                    # has none: its provider's own timeouts bound an attempt)
+                    budget = None if plain else trial.budget()
                     try:
-                        async with budget:
+                        if budget is None:
                             first = await anext(stream)
+                        else:
+                            async with budget:
+                                first = await anext(stream)
                     except StopAsyncIteration:
                         first = None
                     except TimeoutError:
-                        if not budget.expired():
+                        if budget is None or not budget.expired():
                             raise
                         spent = trial.ran_out(dep)
                         failure = trial.records[-1][1]
