@@ -52,6 +52,8 @@ class _Probe:
     def __init__(self) -> None:
         self.turns = 0
         self.sent: dict[int, tuple[int, float]] = {}
+        self.counting = False  # bytecodes: counted from a stream's start to its send
+        self.ops = 0
 
     def install(self) -> None:
         import asyncio.base_events as base
@@ -68,11 +70,22 @@ class _Probe:
         def watched(transport: Any, data: Any) -> None:
             found = _PROMPT.search(bytes(data)) if len(data) < 65536 else None
             if found:
+                probe.counting = False
                 probe.sent.setdefault(int(found.group(1)), (probe.turns, time.process_time()))
             write(transport, data)
 
         base.BaseEventLoop._run_once = counted  # type: ignore[method-assign]
         sel._SelectorSocketTransport.write = watched  # type: ignore[method-assign]
+
+    def trace(self, frame: Any, event: str, arg: Any) -> Any:
+        """A ``sys.settrace`` function counting the bytecodes run while ``counting``."""
+        frame.f_trace_opcodes = True
+        return self._op
+
+    def _op(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode" and self.counting:
+            self.ops += 1
+        return self._op
 
 
 async def _measure(arm: str, url: str, seq: int, bursts: int, width: int) -> dict[str, Any]:
@@ -110,14 +123,33 @@ async def _measure(arm: str, url: str, seq: int, bursts: int, width: int) -> dic
         seq_send.append((sent_cpu - start_cpu) * 1e6)
         seq_first.append((first_cpu - start_cpu) * 1e6)
         await full(next(next_id))  # put a connection back for the next one
-    b_turns, b_sent, b_p50, b_max = [], [], [], []
+    ops = []
+    for _ in range(20):  # Python bytecodes run before the send (deterministic; not timed)
+        i = next(next_id)
+        probe.ops, probe.counting = 0, True
+        sys.settrace(probe.trace)
+        await full(i)
+        sys.settrace(None)
+        ops.append(probe.ops)
+    b_turns, b_sent, b_p50, b_max, b_gc = [], [], [], [], []
+    gc_time = [0.0, 0.0]  # total, start of the running collection
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_time[1] = time.process_time()
+        else:
+            gc_time[0] += time.process_time() - gc_time[1]
+
+    gc.callbacks.append(timed)
     for _ in range(bursts):
         await asyncio.gather(*(full(next(next_id)) for _ in range(width)))  # refill the pool
         gc.collect()
         ids = [next(next_id) for _ in range(width)]
         marks = {}
+        gc_time[0] = 0.0
         cpu0 = time.process_time()
         await asyncio.gather(*(one(i, marks) for i in ids))
+        b_gc.append(gc_time[0] * 1e6)
         firsts = sorted(marks[i][2] - cpu0 for i in ids)
         b_turns.append(max(probe.sent[i][0] - marks[i][0] for i in ids))
         b_sent.append((max(probe.sent[i][1] for i in ids) - cpu0) * 1e6)
@@ -125,10 +157,11 @@ async def _measure(arm: str, url: str, seq: int, bursts: int, width: int) -> dic
         b_max.append(firsts[-1] * 1e6)
     await close()
     med = statistics.median
-    return {"arm": arm, "seq_turns": med(seq_turns), "seq_cpu_send_us": med(seq_send),
+    return {"arm": arm, "seq_turns": med(seq_turns), "py_ops_send": med(ops),
+            "seq_cpu_send_us": med(seq_send),
             "seq_cpu_first_us": med(seq_first), "burst_turns_max": max(b_turns),
             "burst_cpu_sent_us": med(b_sent), "burst_cpu_first_p50_us": med(b_p50),
-            "burst_cpu_first_max_us": med(b_max)}
+            "burst_cpu_first_max_us": med(b_max), "burst_gc_us": med(b_gc)}
 
 
 def _start_upstream() -> tuple[subprocess.Popen[bytes], str]:
@@ -147,6 +180,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=200)
     parser.add_argument("--bursts", type=int, default=20)
     parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--base", help="a checkout of another version (e.g. `git worktree` "
+                        "of main): its arms run too, interleaved, as ARM@base")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -158,13 +193,22 @@ def main() -> None:
     upstream, url = _start_upstream()
     results: dict[str, list[dict[str, Any]]] = {}
     try:
+        trees = [("", None)]
+        if args.base:  # the other version's sources first on the path (plugins included)
+            base = Path(args.base).resolve()
+            paths = [base / "core" / "src", *sorted((base / "plugins").glob("*/src"))]
+            trees.append(("@base", os.pathsep.join(map(str, paths))))
         for _ in range(args.rounds):
             for arm in args.arms.split(","):
-                out = subprocess.run(
-                    [sys.executable, __file__, "--arm", arm, "--url", url, "--seq",
-                     str(args.seq), "--bursts", str(args.bursts), "--width", str(args.width)],
-                    check=True, capture_output=True, text=True)
-                results.setdefault(arm, []).append(json.loads(out.stdout.splitlines()[-1]))
+                for label, path in trees:
+                    env = dict(os.environ, **({"PYTHONPATH": path} if path else {}))
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--arm", arm, "--url", url, "--seq",
+                         str(args.seq), "--bursts", str(args.bursts), "--width",
+                         str(args.width)], check=True, capture_output=True, text=True,
+                        env=env)
+                    results.setdefault(arm + label, []).append(
+                        json.loads(out.stdout.splitlines()[-1]))
     finally:
         upstream.kill()
         upstream.wait()
@@ -172,9 +216,9 @@ def main() -> None:
         sys.stdout.write(json.dumps(results) + "\n")
     keys = [k for k in next(iter(results.values()))[0] if k != "arm"]
     print(f"load average {os.getloadavg()[0]:.1f}; medians of {args.rounds} processes per arm")
-    print(f"{'arm':20}" + "".join(f"{k:>24}" for k in keys))
+    print(f"{'arm':24}" + "".join(f"{k:>24}" for k in keys))
     for arm, runs in results.items():
-        print(f"{arm:20}" + "".join(f"{statistics.median(r[k] for r in runs):24.1f}"
+        print(f"{arm:24}" + "".join(f"{statistics.median(r[k] for r in runs):24.1f}"
                                    for k in keys))
 
 
