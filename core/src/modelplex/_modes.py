@@ -151,5 +151,5 @@ class Sampling:
         self.options, self.mode = kept, mode
         # the next check() would validate the same inputs: it takes this instance, so the
         # caller reads it and does not keep it
-        self._pending = None if validated is None else (provider, validated)
+        self._pending = None if provider is None or validated is None else (provider, validated)
         return validated
