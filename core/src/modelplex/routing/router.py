@@ -316,12 +316,17 @@ class Router(Provider):
             trial = Trial(self)
             started = time.perf_counter()
             plain = self.plain
+            pick = not plain  # a plain router's first attempt: its one deployment, no pick
             while True:
-                try:
-                    group, dep = await trial.next()
-                except ProviderError as err:
-                    self.stats_total.failure(err)
-                    raise
+                if pick:
+                    try:
+                        group, dep = await trial.next()
+                    except ProviderError as err:
+                        self.stats_total.failure(err)
+                        raise
+                else:
+                    group, dep, pick = self, self.deployments[0], True
+                    trial.tries = 1  # what trial.next() counts
                 sub = request if plain else dep.prepare(request)
                 await group._enter(dep)
                 start = time.perf_counter()
