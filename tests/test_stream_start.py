@@ -184,3 +184,15 @@ def test_telemetry_settings_follow_the_config_and_the_environment(
         with pytest.raises(ConfigurationError, match=r"telemetry\.colour"):
             settings_for(config)
     assert os.environ["MODELPLEX_OTEL"] == "0"
+
+
+async def test_a_router_skips_asking_a_state_where_nothing_cools() -> None:
+    from modelplex.routing import MemoryState
+
+    state = MemoryState()
+    assert state.cools_nothing
+    await state.start_cooldown("k", 30)
+    assert not state.cools_nothing
+    assert set(await state.cooldowns(["k", "j"])) == {"k"}
+    await state.start_cooldown("j", 0)  # expires at once: pruned when asked
+    assert set(await state.cooldowns(["k", "j"])) == {"k"}

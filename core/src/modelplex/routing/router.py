@@ -134,6 +134,7 @@ class Router(Provider):
         self._keys = tuple(d.key for d in self.deployments)
         self._chain: list[Router] | None = None
         self._limited = any(d.rpm for d in self.deployments)
+        self._bounded = any(d.semaphore is not None for d in self.deployments)
         labels = Counter(d.label for d in self.deployments)
         for index, dep in enumerate(self.deployments, 1):
             if labels[dep.label] > 1:  # two deployments of one model: tell them apart
@@ -217,7 +218,8 @@ class Router(Provider):
             return self.deployments[0]
         state = self.state
         while True:
-            cooling = await safe(state, state.cooldowns(self._keys), {})
+            cooling = ({} if type(state) is MemoryState and state.cools_nothing
+                       else await safe(state, state.cooldowns(self._keys), {}))
             deps = self.deployments
             delay = 0.0
             usable = [d for d in deps if d.key not in cooling] if cooling else deps
@@ -241,7 +243,7 @@ class Router(Provider):
                 await asyncio.sleep(delay)
                 if not fresh and not usable:
                     continue  # cooled down: look again
-            if len(pool) > 1 and any(d.semaphore is not None for d in pool):
+            if len(pool) > 1 and self._bounded and any(d.semaphore is not None for d in pool):
                 free = [d for d in pool if d.semaphore is None or not d.semaphore.locked()]
                 pool = free or pool
             in_flight = None
