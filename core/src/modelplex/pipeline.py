@@ -556,7 +556,8 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     except BaseException:
         await close()
         raise
-    lease = Lease(top, model_name, provider_name, base, tuple(built), close)
+    lease = Lease(top, model_name, provider_name, base, tuple(built),
+                  close if len(closers) > 1 else close_base)  # one: no loop to run
     _leases.setdefault(id(top), []).append(lease)
     return lease
 

@@ -99,12 +99,18 @@ class ProviderPool:
             weakref.WeakKeyDictionary())
         self._keys: dict[int, tuple[asyncio.AbstractEventLoop, str]] = {}
         self._building: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        #: the last loop asked about and its entries (most processes run one loop)
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], dict[str, _Entry]] | None = None
 
     def _entries(self) -> dict[str, _Entry]:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         entries = self._loops.get(loop)
         if entries is None:
             entries = self._loops[loop] = {}
+        self._last = (weakref.ref(loop), entries)
         return entries
 
     async def acquire(self, name: str, config: Mapping[str, Any] | None = None, *,
