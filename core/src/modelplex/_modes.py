@@ -101,7 +101,7 @@ class Sampling:
     :class:`ChatMode`, its name or ``None``.
     """
 
-    __slots__ = ("mode", "options")
+    __slots__ = ("_pending", "mode", "options")
 
     def __init__(self, options: Mapping[str, Any] | None = None, mode: Any = None) -> None:
         if options is not None and not isinstance(options, Mapping):
@@ -109,6 +109,9 @@ class Sampling:
                                      f"{{'temperature': 0.2}} (got {type(options).__name__})")
         self.options: dict[str, Any] = dict(options or {})
         self.mode: ChatMode | None = parse_mode(mode or None)
+        #: what :meth:`keep` validated last, for the next :meth:`check` of the same provider
+        #: without options (a conversation's first message): validated once, used once
+        self._pending: tuple[Provider, CommonOptions] | None = None
 
     def merged(self, options: Mapping[str, Any], provider: Provider | None,
                mode: ChatMode | None) -> dict[str, Any]:
@@ -124,6 +127,9 @@ class Sampling:
               ) -> CommonOptions:
         """The validated options of a request to ``provider``: the kept ones and ``options``
         over the mode's preset."""
+        unused, self._pending = self._pending, None
+        if unused is not None and unused[0] is provider and not options:
+            return unused[1]  # the same inputs, validated by keep() and seen by nobody yet
         return provider.parse_options(self.merged({**self.options, **(options or {})},
                                                   provider, self.mode))
 
@@ -143,4 +149,7 @@ class Sampling:
                 session.top_p = validated.top_p
                 session.max_tokens = validated.max_tokens
         self.options, self.mode = kept, mode
+        # the next check() would validate the same inputs: it takes this instance, so the
+        # caller reads it and does not keep it
+        self._pending = None if provider is None or validated is None else (provider, validated)
         return validated

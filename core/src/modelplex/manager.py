@@ -125,9 +125,17 @@ class ChatManager:
         history, system = ((self._session.messages, None) if self._session
                            else self._layers.history())  # a stored conversation's
         prompt = system or None if self._system_prompt is None else self._system_prompt
-        session = ChatSession(model=name, provider=provider_name, messages=history,
-                              system_prompt=prompt)
-        self._sampling.keep(lease.provider, session, options)  # fails before it is kept
+        sampling = self._sampling
+        before = sampling.options, sampling.mode
+        kept = sampling.keep(lease.provider, None, options)  # fails before it is kept
+        assert kept is not None  # a provider was given
+        try:  # the session shows the options (set here, not assigned one by one)
+            session = ChatSession(model=name, provider=provider_name, messages=history,
+                                  system_prompt=prompt, temperature=kept.temperature,
+                                  top_p=kept.top_p, max_tokens=kept.max_tokens)
+        except BaseException:
+            sampling.options, sampling.mode = before
+            raise
         self._provider, self._session, self._system_prompt = lease.provider, session, prompt
         self._model_spec = (name if provider_name == name  # a named model
                             else f"{provider_name}:{name}")  # reopened after aclose()

@@ -407,7 +407,7 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
     provider_name, requested = parse_model_spec(spec, plugins)
     overrides = (provider_config or {}).get(provider_name)
     policy = single_retries(retries, config)  # a bad value fails before anything is opened
-    kwargs, kwargs_key = _plain_kwargs(config, provider_name, overrides)
+    kwargs, kwargs_key, short = _plain_kwargs(config, provider_name, overrides)
     provider = await pool.acquire(provider_name, kwargs, plugins=plugins, key=kwargs_key)
     model_name = requested or provider.default_model or ""
     if not model_name:
@@ -423,7 +423,6 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
 
     single = pool.attached(provider, ("single", model_name, policy), make)
     # one count per provider:model and configuration, kept across leases (modelplex.stats)
-    short = hashlib.sha256(kwargs_key.encode()).hexdigest()[:12]  # _short(kwargs)
     single.stats_total = stats_for(f"{provider_name}:{model_name}",
                                    f"{provider_name}:{model_name}:{id(plugins)}:{short}")
     return single, model_name, provider_name, False, release_provider
@@ -433,29 +432,32 @@ async def _nothing() -> None:
     """A shared router of one closes nothing: its provider is released by each lease."""
 
 
-#: (config, provider name) -> (the provider's keywords, their pool key): the key is computed
-#: once per config object and table (a changed config, or a table changed in place, is
-#: computed again, never served from here); a few recent configs are kept.
-_plain_cache: dict[tuple[int, str], tuple[Config, dict[str, Any], str]] = {}
+#: (config, provider name) -> (the provider's keywords, their pool key, its short hash): the
+#: key is computed once per config object and table (a changed config, or a table changed
+#: in place, is computed again, never served from here); a few recent configs are kept.
+_plain_cache: dict[tuple[int, str], tuple[Config, dict[str, Any], str, str]] = {}
 _PLAIN_CACHE_SIZE = 32
 
 
 def _plain_kwargs(config: Config, provider_name: str,
-                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], str, str]:
     """The constructor keywords of a plain ``provider:model``'s provider (``[providers.NAME]``
-    then ``overrides``) and their key (:func:`~modelplex.pool.config_key`)."""
+    then ``overrides``), their key (:func:`~modelplex.pool.config_key`) and its short hash
+    (:func:`_short` of the keywords)."""
     if overrides:
         kwargs = {**config.provider_kwargs(provider_name), **dict(overrides)}
-        return kwargs, config_key(kwargs)
+        kwargs_key = config_key(kwargs)
+        return kwargs, kwargs_key, hashlib.sha256(kwargs_key.encode()).hexdigest()[:12]
     kwargs = config.provider_kwargs(provider_name)
     cached = _plain_cache.get((id(config), provider_name))
     if cached is not None and cached[0] is config and cached[1] == kwargs:
-        return kwargs, cached[2]
+        return kwargs, cached[2], cached[3]
     kwargs_key = config_key(kwargs)
+    short = hashlib.sha256(kwargs_key.encode()).hexdigest()[:12]
     if len(_plain_cache) >= _PLAIN_CACHE_SIZE:
         del _plain_cache[next(iter(_plain_cache))]
-    _plain_cache[(id(config), provider_name)] = (config, dict(kwargs), kwargs_key)
-    return kwargs, kwargs_key
+    _plain_cache[(id(config), provider_name)] = (config, dict(kwargs), kwargs_key, short)
+    return kwargs, kwargs_key, short
 
 
 def _cache_for(cache: Any, config: Config, plugins: Plugins
@@ -554,7 +556,8 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     except BaseException:
         await close()
         raise
-    lease = Lease(top, model_name, provider_name, base, tuple(built), close)
+    lease = Lease(top, model_name, provider_name, base, tuple(built),
+                  close if len(closers) > 1 else close_base)  # one: no loop to run
     _leases.setdefault(id(top), []).append(lease)
     return lease
 

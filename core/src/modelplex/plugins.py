@@ -171,6 +171,9 @@ class Plugins:
 
     # -- registries -----------------------------------------------------------------------
     def _build_registries(self) -> dict[str, dict[str, Registration]]:
+        built = self._registries
+        if built is not None and self._loaded:  # built already: every request path asks
+            return built
         self.load()
         with self._lock:
             if self._registries is not None:

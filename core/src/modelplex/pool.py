@@ -99,12 +99,18 @@ class ProviderPool:
             weakref.WeakKeyDictionary())
         self._keys: dict[int, tuple[asyncio.AbstractEventLoop, str]] = {}
         self._building: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        #: the last loop asked about and its entries (most processes run one loop)
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], dict[str, _Entry]] | None = None
 
     def _entries(self) -> dict[str, _Entry]:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         entries = self._loops.get(loop)
         if entries is None:
             entries = self._loops[loop] = {}
+        self._last = (weakref.ref(loop), entries)
         return entries
 
     async def acquire(self, name: str, config: Mapping[str, Any] | None = None, *,
@@ -114,13 +120,19 @@ class ProviderPool:
 
         Pass it back to :meth:`release` when done.
         """
-        from modelplex.specs import create_provider
-
         plugins = plugins or get_plugins()
         cfg = dict(config or {})
         key = f"provider:{name}:{id(plugins)}:{config_key(cfg) if key is None else key}"
+        entries = self._entries()
+        with self._lock:  # held already (every conversation after the first): no build step
+            entry = entries.get(key)
+            if entry is not None:
+                entry.refs += 1
+                return entry.value  # type: ignore[no-any-return]
 
         async def build() -> Provider:
+            from modelplex.specs import create_provider
+
             factory = plugins.get("providers", name)
             return create_provider(name, plugins, **provider_kwargs(factory, cfg))
 

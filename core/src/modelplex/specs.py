@@ -34,6 +34,10 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
     installed provider.
     """
     plugins = plugins or get_plugins()
+    if spec:
+        head, sep, rest = spec.partition(":")
+        if head in plugins.registry("providers"):  # the usual case, without sorting names
+            return head, (rest or None)
     names = plugins.provider_names()
     if not spec:
         spec = env.default_model() or ""

@@ -36,6 +36,21 @@ __all__ = [
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+_ID_MASK = ~((0xc000 << 48) | (0xf000 << 64))  # the variant and version bits of a UUID
+_ID_BITS = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
+_UUID, _UNKNOWN, _new, _set = uuid.UUID, uuid.SafeUUID.unknown, object.__new__, object.__setattr__
+
+
+def _new_id() -> uuid.UUID:
+    """A random UUID, equal in every bit to what :func:`uuid.uuid4` makes (16 bytes of
+    ``os.urandom``, the version and variant set), without ``UUID.__init__``'s argument
+    checks: a message is built for every request, and a conversation's start waits for it."""
+    value = _new(_UUID)
+    _set(value, "int", int.from_bytes(os.urandom(16), "big") & _ID_MASK | _ID_BITS)
+    _set(value, "is_safe", _UNKNOWN)
+    return value
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -109,7 +124,7 @@ class ChatMessage(BaseModel):
     tool_call_id: str | None = None
     name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=_new_id)
     timestamp: datetime = Field(default_factory=_now)
 
     @field_validator("content", mode="before")
@@ -189,7 +204,7 @@ class ChatSession(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     system_prompt: str | None = None
     messages: list[ChatMessage] = Field(default_factory=list)
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=_new_id)
     created_at: datetime = Field(default_factory=_now)
 
 
@@ -326,7 +341,7 @@ class Task(BaseModel):
     total: int | None = None
     message: str | None = None
     error: str | None = None
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=_new_id)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
 

@@ -271,6 +271,8 @@ class McpHub:
 
     async def aclose(self) -> None:
         """Close every session and stop every stdio server."""
+        if not self.servers:  # none started (a conversation without MCP): nothing to do
+            return
         servers, self.servers = list(self.servers.values()), {}
         await asyncio.gather(*(s.aclose() for s in servers), return_exceptions=True)
 

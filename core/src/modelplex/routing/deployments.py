@@ -25,6 +25,15 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[index]
 
 
+def _with(request: ChatRequest, model: str, options: Any) -> ChatRequest:
+    """``attrs.evolve(request, model=model, options=options)`` without its per-call look-up
+    of the fields (every routed request makes one)."""
+    if type(request) is not ChatRequest:  # a subclass: its own fields and __init__
+        return attrs.evolve(request, model=model, options=options)
+    return ChatRequest(model, request.messages, options, request.tools, request.tool_choice,
+                       request.response_format, request.cache, request.conversation_id)
+
+
 class Stats:
     """Usage statistics of a deployment or a named model (the seed's ModelStats).
 
@@ -122,10 +131,10 @@ class Deployment:
     def prepare(self, request: ChatRequest) -> ChatRequest:
         """The request for this deployment: its model name and its options."""
         if self._same_options:
-            return attrs.evolve(request, model=self.model)
+            return _with(request, self.model, request.options)
         options = self.provider.parse_options({**self.options,
                                                **request.options.set_values()})
-        return attrs.evolve(request, model=self.model, options=options)
+        return _with(request, self.model, options)
 
     def observe(self, ttft: float) -> None:
         """Update the moving average of the time to first token (``latency`` strategy)."""

@@ -134,6 +134,7 @@ class Router(Provider):
         self._keys = tuple(d.key for d in self.deployments)
         self._chain: list[Router] | None = None
         self._limited = any(d.rpm for d in self.deployments)
+        self._bounded = any(d.semaphore is not None for d in self.deployments)
         labels = Counter(d.label for d in self.deployments)
         for index, dep in enumerate(self.deployments, 1):
             if labels[dep.label] > 1:  # two deployments of one model: tell them apart
@@ -217,7 +218,8 @@ class Router(Provider):
             return self.deployments[0]
         state = self.state
         while True:
-            cooling = await safe(state, state.cooldowns(self._keys), {})
+            cooling = ({} if type(state) is MemoryState and state.cools_nothing
+                       else await safe(state, state.cooldowns(self._keys), {}))
             deps = self.deployments
             delay = 0.0
             usable = [d for d in deps if d.key not in cooling] if cooling else deps
@@ -241,7 +243,7 @@ class Router(Provider):
                 await asyncio.sleep(delay)
                 if not fresh and not usable:
                     continue  # cooled down: look again
-            if len(pool) > 1 and any(d.semaphore is not None for d in pool):
+            if len(pool) > 1 and self._bounded and any(d.semaphore is not None for d in pool):
                 free = [d for d in pool if d.semaphore is None or not d.semaphore.locked()]
                 pool = free or pool
             in_flight = None
@@ -316,12 +318,17 @@ class Router(Provider):
             trial = Trial(self)
             started = time.perf_counter()
             plain = self.plain
+            pick = not plain  # a plain router's first attempt: its one deployment, no pick
             while True:
-                try:
-                    group, dep = await trial.next()
-                except ProviderError as err:
-                    self.stats_total.failure(err)
-                    raise
+                if pick:
+                    try:
+                        group, dep = await trial.next()
+                    except ProviderError as err:
+                        self.stats_total.failure(err)
+                        raise
+                else:
+                    group, dep, pick = self, self.deployments[0], True
+                    trial.tries = 1  # what trial.next() counts
                 sub = request if plain else dep.prepare(request)
                 await group._enter(dep)
                 start = time.perf_counter()
@@ -329,14 +336,19 @@ class Router(Provider):
                 attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)  # for a span
                 failure: ProviderError | None = None
                 try:
-                    budget = trial.budget()  # the attempt ends with the budget, hung or not
+                    # the attempt ends with the budget, hung or not (a plain provider:model
+                    # has none: its provider's own timeouts bound an attempt)
+                    budget = None if plain else trial.budget()
                     try:
-                        async with budget:
+                        if budget is None:
                             first = await anext(stream)
+                        else:
+                            async with budget:
+                                first = await anext(stream)
                     except StopAsyncIteration:
                         first = None
                     except TimeoutError:
-                        if not budget.expired():
+                        if budget is None or not budget.expired():
                             raise
                         spent = trial.ran_out(dep)
                         failure = trial.records[-1][1]

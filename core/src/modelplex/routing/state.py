@@ -62,6 +62,12 @@ class MemoryState(RouterState):
         self._in_flight: dict[str, int] = defaultdict(int)
         self._windows: dict[str, deque[float]] = defaultdict(deque)
 
+    @property
+    def cools_nothing(self) -> bool:
+        """No key is cooling down: :meth:`cooldowns` would answer ``{}`` (a router then does
+        not ask it)."""
+        return not self._cooling
+
     async def start_cooldown(self, key: str, seconds: float) -> None:
         """Skip ``key`` for ``seconds`` from now (an existing longer cooldown is kept)."""
         until = time.monotonic() + max(0.0, seconds)

@@ -24,7 +24,7 @@ from modelplex.telemetry.attributes import (
     tool_definitions,
 )
 from modelplex.telemetry.metrics import _all_instruments, _Instruments, _instruments_of
-from modelplex.telemetry.settings import TelemetrySettings, enabled
+from modelplex.telemetry.settings import TelemetrySettings, enabled, settings_for
 from modelplex.telemetry.spans import tracer_of
 from modelplex.wrapping import LayerContext, WrappingProvider
 
@@ -58,7 +58,7 @@ def _server_cached(provider: Any) -> tuple[str | None, int | None]:
 def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
     """The layer factory of the request path (``register_layers``): a
     :class:`TelemetryLayer` over ``inner``, or ``None`` when telemetry is off."""
-    settings = TelemetrySettings.from_config(ctx.config)
+    settings = settings_for(ctx.config)  # parsed once per config and environment
     if not enabled(settings):
         return None
     return TelemetryLayer(inner, settings=settings, caller=ctx.caller, config=ctx.config,

@@ -4,6 +4,7 @@ is configured: what decides if the telemetry layer is built and whether content 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,32 @@ class TelemetrySettings:
         return cls(enabled=on if on is not None else values["enabled"],
                    capture_content=bool(capture if capture is not None
                                         else values["capture_content"]))
+
+
+#: the settings of the last configs seen, by identity: (config, its table as read, the two
+#: variables as read, the settings). Read again when the table or a variable changed.
+_settings_cache: dict[int, tuple[Any, dict[str, Any], str | None, str | None,
+                                 TelemetrySettings]] = {}
+_SETTINGS_CACHE_SIZE = 32
+
+
+def settings_for(config: Config | None) -> TelemetrySettings:
+    """:meth:`TelemetrySettings.from_config` of ``config`` and the environment as they are
+    now, without parsing them again for every stack built (a ChatManager per conversation
+    builds one per conversation): kept per config object, checked against its ``[telemetry]``
+    table and the two variables' text on every call."""
+    on = os.environ.get("MODELPLEX_OTEL")
+    capture = os.environ.get("MODELPLEX_OTEL_CAPTURE_CONTENT")
+    table = config.telemetry if config is not None else None
+    cached = _settings_cache.get(id(config))
+    if (cached is not None and cached[0] is config and cached[2] == on
+            and cached[3] == capture and (table is None or cached[1] == table)):
+        return cached[4]
+    settings = TelemetrySettings.from_config(config)  # raises on a bad table: not kept
+    if len(_settings_cache) >= _SETTINGS_CACHE_SIZE:
+        del _settings_cache[next(iter(_settings_cache))]
+    _settings_cache[id(config)] = (config, dict(table or {}), on, capture, settings)
+    return settings
 
 
 # -- is an SDK there? ----------------------------------------------------------------------------
