@@ -79,8 +79,8 @@ async def test_errors(oclient: ollama.AsyncClient, upstream: FaultyUpstream) -> 
         await oclient.chat(model="nope:x", messages=USER)
     assert info.value.status_code == 404 and "unknown provider 'nope'" in info.value.error
     with pytest.raises(ollama.ResponseError) as info:
-        await oclient.chat(model="fault:fault", messages=[])
-    assert info.value.status_code == 400
+        await oclient.chat(model="fault:fault", messages=[{"role": "robot", "content": "x"}])
+    assert info.value.status_code == 400 and "invalid role 'robot'" in info.value.error
     upstream.faults.append("error_event")
     with pytest.raises(ollama.ResponseError, match="the model crashed"):
         async for _ in await oclient.chat(model="fault:fault", messages=USER, stream=True):
