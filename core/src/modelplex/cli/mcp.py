@@ -143,6 +143,7 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
     from mcp.server.fastmcp import FastMCP
 
     from modelplex.manager import ChatManager
+    from modelplex.mcp.served import strict_protocol
 
     server = FastMCP(name, log_level="WARNING", host=host, port=port)
 
@@ -178,6 +179,7 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
         return {"models": [{"model": f"{m.provider}:{m.name}", "context_length": m.context_length,
                             "capabilities": m.capabilities} for m in found], "errors": errors}
 
+    strict_protocol(server)  # the spec's errors for unknown names, bad arguments, cursors
     return server
 
 
