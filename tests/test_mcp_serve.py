@@ -225,17 +225,20 @@ async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
     (were the invalid code 0, with a traceback on stderr); the session serves on after."""
     from mcp.shared.exceptions import McpError
 
+    import modelplex
+
     async with FaultyUpstream() as upstream:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
         params = StdioServerParameters(
             command=sys.executable, args=["-m", "modelplex", "mcp", "serve"],
             env={**clean, "MODELPLEX_CONFIG": os.devnull, "OPENAI_API_KEY": "sk-test-0000000",
                  "OPENAI_BASE_URL": upstream.url + "/v1"})
-        with open(tmp_path / "stderr.txt", "w") as errlog:
+        with open(tmp_path / "stderr.txt", "w") as errlog:  # noqa: ASYNC230 - a new file
             async with stdio_client(params, errlog=errlog) as (read, write), \
                     ClientSession(read, write) as session:
                 init = await session.initialize()
                 assert init.protocolVersion == "2025-11-25"
+                assert init.serverInfo.version == modelplex.__version__  # was the SDK's
                 await session.send_ping()
                 with pytest.raises(McpError) as info:
                     await session.call_tool("nope", {})
@@ -245,11 +248,11 @@ async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
                 for arguments, field in (({}, "'prompt' is a required property"),
                                          ({"prompt": 3}, "prompt: 3 is not of type 'string'")):
                     bad = await session.call_tool("chat", arguments)
-                    assert bad.isError and field in bad.content[0].text  # type: ignore[union-attr]
-                    assert "pydantic" not in bad.content[0].text  # type: ignore[union-attr]
+                    assert bad.isError and field in bad.content[0].text
+                    assert "pydantic" not in bad.content[0].text
                 schema = await session.call_tool("structured", {"prompt": "x", "schema": "no"})
                 assert schema.isError and "schema: 'no' is not of type 'object'" in \
-                    schema.content[0].text  # type: ignore[union-attr]
+                    schema.content[0].text
                 for listing in (session.list_tools, session.list_prompts,
                                 session.list_resources, session.list_resource_templates):
                     assert (await listing()).nextCursor is None
@@ -262,7 +265,7 @@ async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
                     await session.get_prompt("nope")
                 assert info.value.error.code == -32602 and "Unknown prompt" in str(info.value)
                 with pytest.raises(McpError) as info:
-                    await session.read_resource("file:///etc/passwd")  # type: ignore[arg-type]
+                    await session.read_resource("file:///etc/passwd")
                 assert info.value.error.code == -32002
                 assert info.value.error.data == {"uri": "file:///etc/passwd"}
                 assert await _served_upstream_chat(session) == PIECES
@@ -274,7 +277,7 @@ PIECES = "tok " * 5
 
 async def _until_received(upstream: FaultyUpstream, count: int) -> None:
     async with asyncio.timeout(120):  # a guard against a hang, not a speed check
-        while len(upstream.received) < count:
+        while len(upstream.received) < count:  # noqa: ASYNC110 - the upstream's list, no event
             await asyncio.sleep(0.05)
 
 

@@ -9,7 +9,8 @@ server leaves out (spec 2025-11-25, the version it negotiates):
 * a cursor is an error -32602: this server lists everything in one page and never gives one
   (FastMCP ignored it and listed again);
 * an unknown prompt is -32602 and an unknown resource -32002 (FastMCP answered with the
-  invalid code 0 and logged a traceback).
+  invalid code 0 and logged a traceback);
+* ``initialize`` names modelplex's version in ``serverInfo`` (FastMCP gave the SDK's).
 
 :func:`strict_protocol` wraps the request handlers of a built server with these checks.
 """
@@ -45,6 +46,9 @@ def strict_protocol(server: FastMCP) -> None:
 
     jsonschema: Any = importlib.import_module("jsonschema")  # a dependency of mcp
 
+    from modelplex import __version__
+
+    server._mcp_server.version = __version__
     handlers: dict[type, Handler] = server._mcp_server.request_handlers  # FastMCP's own
     validators: dict[str, Any] = {}
 
