@@ -6,7 +6,9 @@ list, inspect, load and manage models, answered from modelplex's providers.
 loaded-model list), ``POST /ollama/api/pull`` (a model the server serves is already there:
 ``{"status": "success"}``; an unknown one is a 404), and the management routes that change
 models, which modelplex does not do (``push``, ``create``, ``copy``, ``delete``,
-``blobs/DIGEST``): 501 with ``{"error": ...}`` naming what to do instead. Also
+``blobs/DIGEST``): 501 with ``{"error": ...}`` naming what to do instead. Capabilities are
+named as Ollama names them (``completion``, ``embedding``, ``tools``, ``vision``,
+``thinking``). Also
 :func:`resolve`, the model lookup of every Ollama route, whose unknown model is Ollama's 404
 ``model "NAME" not found``.
 """
@@ -67,6 +69,20 @@ async def resolve(request: web.Request, model_id: str) -> tuple[Provider, str]:
         raise
 
 
+#: modelplex's capability names (providers use several) as Ollama's (``types/model/capability.go``)
+_CAPABILITIES = {"chat": "completion", "completion": "completion", "embeddings": "embedding",
+                 "embedding": "embedding", "tools": "tools", "vision": "vision",
+                 "images": "vision", "reasoning": "thinking", "thinking": "thinking",
+                 "insert": "insert", "audio": "audio"}
+
+
+def capabilities(info: ModelInfo) -> list[str]:
+    """The model's capabilities in Ollama's words, each once (those Ollama has no word for,
+    such as ``json``, are left out)."""
+    named = (_CAPABILITIES.get(c) for c in info.capabilities)
+    return list(dict.fromkeys(c for c in named if c))
+
+
 def _tag(info: ModelInfo) -> dict[str, Any]:
     return {"name": info.id, "model": info.id,
             "modified_at": (info.modified or datetime.fromtimestamp(0, UTC)).isoformat(),
@@ -75,7 +91,7 @@ def _tag(info: ModelInfo) -> dict[str, Any]:
                         "families": [info.family] if info.family else None,
                         "parameter_size": info.parameter_size or "",
                         "quantization_level": info.quantization or ""},
-            "capabilities": info.capabilities}
+            "capabilities": capabilities(info)}
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -111,7 +127,7 @@ async def show(request: web.Request) -> web.StreamResponse:
     if info.parameter_count:
         model_info["general.parameter_count"] = info.parameter_count
     return _json({"details": tag["details"], "model_info": model_info,
-                  "capabilities": info.capabilities, "modified_at": tag["modified_at"]})
+                  "capabilities": tag["capabilities"], "modified_at": tag["modified_at"]})
 
 
 async def ps(request: web.Request) -> web.StreamResponse:
