@@ -222,7 +222,9 @@ async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
     (was an ``isError`` result), arguments that do not match the input schema are an
     ``isError`` result naming the field (was pydantic's dump), a cursor this server never
     gave is -32602 (was ignored), an unknown prompt -32602 and an unknown resource -32002
-    (were the invalid code 0, with a traceback on stderr); the session serves on after."""
+    (were the invalid code 0, with a traceback on stderr); ``structured`` refuses a schema
+    that is not one before asking the model (it asked three times); the session serves on
+    after."""
     from mcp.shared.exceptions import McpError
 
     import modelplex
@@ -253,6 +255,12 @@ async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
                 schema = await session.call_tool("structured", {"prompt": "x", "schema": "no"})
                 assert schema.isError and "schema: 'no' is not of type 'object'" in \
                     schema.content[0].text
+                seen = len(upstream.received)
+                schema = await session.call_tool("structured", {"prompt": "x", "schema": {
+                    "type": "nonsense"}, "model": "openai:scripted"})
+                assert schema.isError and "schema: not a valid JSON schema at type" in \
+                    schema.content[0].text  # was "no valid answer after 3 attempts"
+                assert len(upstream.received) == seen  # the model was not asked
                 for listing in (session.list_tools, session.list_prompts,
                                 session.list_resources, session.list_resource_templates):
                     assert (await listing()).nextCursor is None

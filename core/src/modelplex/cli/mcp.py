@@ -142,6 +142,7 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
     (``host``/``port``: where the streamable-HTTP transport listens)."""
     from mcp.server.fastmcp import FastMCP
 
+    from modelplex.batch.rows import check_schema
     from modelplex.manager import ChatManager
     from modelplex.mcp.served import strict_protocol
 
@@ -161,6 +162,7 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
                          system: str | None = None) -> dict[str, Any]:
         """Ask a model for a JSON value matching ``schema`` (a JSON schema); returns
         ``{"value": ...}``."""
+        check_schema(schema)  # a schema that is not one is refused before the model is asked
         async with ChatManager(model, system_prompt=system) as manager:
             result = await manager.get_structured(prompt, schema)
         return {"value": result.value}
