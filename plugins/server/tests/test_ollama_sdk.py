@@ -123,7 +123,8 @@ async def test_embeddings_legacy_and_dimensions(oclient: ollama.AsyncClient) -> 
 async def test_model_routes(oclient: ollama.AsyncClient, server: AppServer) -> None:
     """``ps`` and ``pull`` were 404 "no such endpoint". ``ps`` lists nothing; pulling a
     served model succeeds (it is there), an unknown one is a 404; the routes that change
-    models are a 501 saying why, streamed or not, and ``GET /`` answers as Ollama does."""
+    models are a 501 saying why, streamed or not, and ``GET /`` answers as Ollama does
+    (the ollama CLI sends ``HEAD /`` before every command: it was a 404)."""
     assert (await oclient.ps()).models == []
     assert (await oclient.pull("fault:fault")).status == "success"
     assert [p.status async for p in await oclient.pull("fault:fault", stream=True)] == \
@@ -143,8 +144,10 @@ async def test_model_routes(oclient: ollama.AsyncClient, server: AppServer) -> N
                     pass
         assert info.value.status_code == 501 and "modelplex does not" in info.value.error
     async with httpx.AsyncClient() as http:
-        root = await http.get(server.url + "/ollama/")
-        assert root.status_code == 200 and root.text == "Ollama is running"
+        for url in (server.url + "/ollama/", server.url + "/ollama"):
+            root = await http.get(url)
+            assert root.status_code == 200 and root.text == "Ollama is running"
+            assert (await http.head(url)).status_code == 200  # the ollama CLI's heartbeat
 
 
 async def test_generate_with_suffix_is_refused(oclient: ollama.AsyncClient) -> None:

@@ -1,7 +1,8 @@
 """The model routes of the Ollama-compatible API (``/ollama``): what Ollama clients call to
 list, inspect, load and manage models, answered from modelplex's providers.
 
-``GET|HEAD /ollama/`` (``Ollama is running``), ``GET /ollama/api/tags``, ``POST
+``GET|HEAD /ollama/`` and ``/ollama`` (``Ollama is running``: the ollama CLI checks it before
+every command), ``GET /ollama/api/tags``, ``POST
 /ollama/api/show``, ``GET /ollama/api/ps`` (always empty: modelplex does not keep Ollama's
 loaded-model list), ``POST /ollama/api/pull`` (a model the server serves is already there:
 ``{"status": "success"}``; an unknown one is a 404), and the management routes that change
@@ -165,7 +166,8 @@ def add_model_routes(app: web.Application, wrap: Callable[[Handler], Handler],
                      prefix: str) -> None:
     """Register the model routes under ``prefix``, each handler wrapped by ``wrap``."""
     r = app.router
-    r.add_get(prefix + "/", wrap(root))  # HEAD too
+    r.add_get(prefix, wrap(root))  # HEAD too: the ollama CLI's heartbeat is HEAD /
+    r.add_get(prefix + "/", wrap(root))
     r.add_get(prefix + "/api/tags", wrap(tags))
     r.add_post(prefix + "/api/show", wrap(show))
     r.add_get(prefix + "/api/ps", wrap(ps))

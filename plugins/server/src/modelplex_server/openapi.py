@@ -150,6 +150,8 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      "prompt}`).", None, "`{embedding}`", False),
     ("get", "/ollama/", "Ollama", "Ollama-compatible: the server is up.", None,
      "`Ollama is running`", False),
+    ("get", "/ollama", "Ollama", "Ollama-compatible: the server is up.", None,
+     "`Ollama is running`", False),
     ("get", "/ollama/api/ps", "Ollama", "Ollama-compatible: loaded models (none are listed).",
      None, "`{models: []}`", False),
     ("post", "/ollama/api/pull", "Ollama", "Ollama-compatible pull (`{model, stream?}`): a "
