@@ -78,10 +78,14 @@ async def test_an_unknown_model_is_ollamas_404(oclient: ollama.AsyncClient) -> N
     calls = [oclient.chat(model="llama3.2", messages=USER),
              oclient.generate(model="llama3.2", prompt="x"),
              oclient.embed(model="llama3.2", input="x"), oclient.show("llama3.2"),
-             oclient.show("fault:nothere"), oclient.chat(model="nope:x", messages=USER)]
+             oclient.show("fault:nothere"), oclient.chat(model="nope:x", messages=USER),
+             oclient.chat(model="llama3.2", messages=USER, stream=True),
+             oclient.generate(model="llama3.2", prompt="x", stream=True)]
     for call in calls:
         with pytest.raises(ollama.ResponseError) as info:
-            await call
+            result = await call
+            async for _ in result:  # a stream; a whole answer raised already
+                pass
         assert info.value.status_code == 404
         assert info.value.error.startswith('model "') and " not found: " in info.value.error
         assert "/ollama/api/tags" in info.value.error
@@ -144,6 +148,8 @@ async def test_model_routes(oclient: ollama.AsyncClient, server: AppServer) -> N
                     pass
         assert info.value.status_code == 501 and "modelplex does not" in info.value.error
     async with httpx.AsyncClient() as http:
+        version = (await http.get(server.url + "/ollama/api/version")).json()["version"]
+        assert isinstance(version, str) and version.startswith("0.0.0-modelplex-")
         for url in (server.url + "/ollama/", server.url + "/ollama"):
             root = await http.get(url)
             assert root.status_code == 200 and root.text == "Ollama is running"
