@@ -292,7 +292,8 @@ async def _until_received(upstream: FaultyUpstream, count: int) -> None:
 async def test_serve_serves_on_after_a_client_leaves_mid_call() -> None:
     """A call whose client goes away while the model is still answering (stdio: the client
     gives up and cancels; HTTP: the client disconnects) does not stop the server: the same
-    stdio session, and a new HTTP client, are answered."""
+    stdio session, and a new HTTP client, are answered; the call the HTTP client left is
+    cancelled (its upstream connection closes)."""
     from datetime import timedelta
 
     from mcp.shared.exceptions import McpError
@@ -318,6 +319,9 @@ async def test_serve_serves_on_after_a_client_leaves_mid_call() -> None:
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
+            async with asyncio.timeout(120):  # the call it left is cancelled, not left hanging
+                while upstream.open_connections:  # noqa: ASYNC110 - a count, no event
+                    await asyncio.sleep(0.05)
             async with http_session(url) as session:
                 assert await _served_upstream_chat(session) == PIECES
                 await session.send_ping()
