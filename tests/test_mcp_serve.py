@@ -210,3 +210,118 @@ async def test_serve_http_chat_on_smollm2() -> None:
             "prompt": "What is the capital of France?", "model": "llamacpp:smollm2",
             "options": {"max_tokens": 40, "temperature": 0}})
         assert "Paris" in text(answer)
+
+
+# -- what the MCP SDK's client meets: the spec's errors, and clients that leave mid-call ------
+async def _served_upstream_chat(session: ClientSession) -> str:
+    return text(await session.call_tool("chat", {"prompt": "hi", "model": "openai:scripted"}))
+
+
+async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
+    """Spec 2025-11-25 (the version negotiated): an unknown tool is a JSON-RPC error -32602
+    (was an ``isError`` result), arguments that do not match the input schema are an
+    ``isError`` result naming the field (was pydantic's dump), a cursor this server never
+    gave is -32602 (was ignored), an unknown prompt -32602 and an unknown resource -32002
+    (were the invalid code 0, with a traceback on stderr); ``structured`` refuses a schema
+    that is not one before asking the model (it asked three times); the session serves on
+    after."""
+    from mcp.shared.exceptions import McpError
+
+    import modelplex
+
+    async with FaultyUpstream() as upstream:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "modelplex", "mcp", "serve"],
+            env={**clean, "MODELPLEX_CONFIG": os.devnull, "OPENAI_API_KEY": "sk-test-0000000",
+                 "OPENAI_BASE_URL": upstream.url + "/v1"})
+        with open(tmp_path / "stderr.txt", "w") as errlog:  # noqa: ASYNC230 - a new file
+            async with stdio_client(params, errlog=errlog) as (read, write), \
+                    ClientSession(read, write) as session:
+                init = await session.initialize()
+                assert init.protocolVersion == "2025-11-25"
+                assert init.serverInfo.version == modelplex.__version__  # was the SDK's
+                await session.send_ping()
+                with pytest.raises(McpError) as info:
+                    await session.call_tool("nope", {})
+                assert info.value.error.code == -32602
+                assert "Unknown tool: 'nope'" in info.value.error.message
+                assert "chat, list_models, structured" in info.value.error.message
+                for arguments, field in (({}, "'prompt' is a required property"),
+                                         ({"prompt": 3}, "prompt: 3 is not of type 'string'")):
+                    bad = await session.call_tool("chat", arguments)
+                    assert bad.isError and field in bad.content[0].text
+                    assert "pydantic" not in bad.content[0].text
+                schema = await session.call_tool("structured", {"prompt": "x", "schema": "no"})
+                assert schema.isError and "schema: 'no' is not of type 'object'" in \
+                    schema.content[0].text
+                seen = len(upstream.received)
+                schema = await session.call_tool("structured", {"prompt": "x", "schema": {
+                    "type": "nonsense"}, "model": "openai:scripted"})
+                assert schema.isError and "schema: not a valid JSON schema at type" in \
+                    schema.content[0].text  # was "no valid answer after 3 attempts"
+                assert len(upstream.received) == seen  # the model was not asked
+                for listing in (session.list_tools, session.list_prompts,
+                                session.list_resources, session.list_resource_templates):
+                    assert (await listing()).nextCursor is None
+                    with pytest.raises(McpError) as info:
+                        await listing(cursor="abc")
+                    assert info.value.error.code == -32602
+                    assert "invalid cursor 'abc'" in info.value.error.message
+                assert (await session.list_prompts()).prompts == []
+                with pytest.raises(McpError) as info:
+                    await session.get_prompt("nope")
+                assert info.value.error.code == -32602 and "Unknown prompt" in str(info.value)
+                with pytest.raises(McpError) as info:
+                    await session.read_resource("file:///etc/passwd")
+                assert info.value.error.code == -32002
+                assert info.value.error.data == {"uri": "file:///etc/passwd"}
+                assert await _served_upstream_chat(session) == PIECES
+        assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+PIECES = "tok " * 5
+
+
+async def _until_received(upstream: FaultyUpstream, count: int) -> None:
+    async with asyncio.timeout(120):  # a guard against a hang, not a speed check
+        while len(upstream.received) < count:  # noqa: ASYNC110 - the upstream's list, no event
+            await asyncio.sleep(0.05)
+
+
+async def test_serve_serves_on_after_a_client_leaves_mid_call() -> None:
+    """A call whose client goes away while the model is still answering (stdio: the client
+    gives up and cancels; HTTP: the client disconnects) does not stop the server: the same
+    stdio session, and a new HTTP client, are answered; the call the HTTP client left is
+    cancelled (its upstream connection closes)."""
+    from datetime import timedelta
+
+    from mcp.shared.exceptions import McpError
+
+    async with FaultyUpstream() as upstream:
+        env = {"OPENAI_API_KEY": "sk-test-0000000000", "OPENAI_BASE_URL": upstream.url + "/v1"}
+        async with served(**env) as session:
+            upstream.faults.append("hang")
+            with pytest.raises(McpError, match="Timed out"):
+                await session.call_tool("chat", {"prompt": "hi", "model": "openai:scripted"},
+                                        read_timeout_seconds=timedelta(seconds=1))
+            assert await _served_upstream_chat(session) == PIECES
+        async with served_http(**env) as url:
+            upstream.faults.append("hang")
+            seen = len(upstream.received)
+
+            async def leaving() -> None:
+                async with http_session(url) as session:
+                    await _served_upstream_chat(session)
+
+            call = asyncio.ensure_future(leaving())
+            await _until_received(upstream, seen + 1)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            async with asyncio.timeout(120):  # the call it left is cancelled, not left hanging
+                while upstream.open_connections:  # noqa: ASYNC110 - a count, no event
+                    await asyncio.sleep(0.05)
+            async with http_session(url) as session:
+                assert await _served_upstream_chat(session) == PIECES
+                await session.send_ping()

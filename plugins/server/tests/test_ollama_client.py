@@ -30,7 +30,11 @@ async def test_tags_and_show(oclient: ollama.AsyncClient) -> None:
     assert smol.details is not None and smol.details.quantization_level == "Q4_1"
     shown = await oclient.show("llamacpp:smollm2")
     assert shown.modelinfo is not None and shown.modelinfo["llama.context_length"] == 8192
-    assert "embeddings" in (shown.capabilities or [])
+    # in Ollama's words (modelplex's are "chat", "embeddings", "json")
+    assert shown.capabilities == ["completion", "embedding"]
+    raw = (await oclient._client.get("/api/tags")).json()["models"]  # the client drops them
+    assert next(m for m in raw if m["model"] == "llamacpp:smollm2")["capabilities"] == \
+        ["completion", "embedding"]
     with pytest.raises(ollama.ResponseError) as info:
         await oclient.show("llamacpp:nope")
     assert info.value.status_code == 404
@@ -79,8 +83,8 @@ async def test_errors(oclient: ollama.AsyncClient, upstream: FaultyUpstream) -> 
         await oclient.chat(model="nope:x", messages=USER)
     assert info.value.status_code == 404 and "unknown provider 'nope'" in info.value.error
     with pytest.raises(ollama.ResponseError) as info:
-        await oclient.chat(model="fault:fault", messages=[])
-    assert info.value.status_code == 400
+        await oclient.chat(model="fault:fault", messages=[{"role": "robot", "content": "x"}])
+    assert info.value.status_code == 400 and "invalid role 'robot'" in info.value.error
     upstream.faults.append("error_event")
     with pytest.raises(ollama.ResponseError, match="the model crashed"):
         async for _ in await oclient.chat(model="fault:fault", messages=USER, stream=True):

@@ -142,7 +142,9 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
     (``host``/``port``: where the streamable-HTTP transport listens)."""
     from mcp.server.fastmcp import FastMCP
 
+    from modelplex.batch.rows import check_schema
     from modelplex.manager import ChatManager
+    from modelplex.mcp.served import strict_protocol
 
     server = FastMCP(name, log_level="WARNING", host=host, port=port)
 
@@ -160,6 +162,7 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
                          system: str | None = None) -> dict[str, Any]:
         """Ask a model for a JSON value matching ``schema`` (a JSON schema); returns
         ``{"value": ...}``."""
+        check_schema(schema)  # a schema that is not one is refused before the model is asked
         async with ChatManager(model, system_prompt=system) as manager:
             result = await manager.get_structured(prompt, schema)
         return {"value": result.value}
@@ -178,6 +181,7 @@ def build_server(name: str = "modelplex", *, host: str = "127.0.0.1",
         return {"models": [{"model": f"{m.provider}:{m.name}", "context_length": m.context_length,
                             "capabilities": m.capabilities} for m in found], "errors": errors}
 
+    strict_protocol(server)  # the spec's errors for unknown names, bad arguments, cursors
     return server
 
 

@@ -1,20 +1,26 @@
 """An Ollama-compatible API under ``/ollama`` (so it does not clash with seed 003's
 ``/api/chat``): point Ollama clients at ``http://HOST:PORT/ollama``.
 
-Routes (protocols.md section 1): ``GET /ollama/api/version``, ``GET /ollama/api/tags``,
-``POST /ollama/api/show``, ``POST /ollama/api/chat``, ``POST /ollama/api/generate``,
-``POST /ollama/api/embed``. Streams are NDJSON (``stream`` defaults to true); usage is in the
-last object (``done: true``); errors are ``{"error": "message"}`` with the HTTP status, or a
-last ``{"error": ...}`` line when the stream had started; so are the refusals of the
-middlewares before a handler runs (keys, the browser guard, an unknown route, a body over the
-limit: :func:`ollama_errors` rewrites them as they are prepared). Model names are the server's model
-ids (``llamacpp:smollm2``, named models).
+Routes (protocols.md section 1): ``GET /ollama/api/version``, ``POST /ollama/api/chat``,
+``POST /ollama/api/generate``, ``POST /ollama/api/embed``, ``POST /ollama/api/embeddings``
+(the legacy one), and the model routes of :mod:`modelplex_server.ollama_models` (tags, show,
+ps, pull, and the refused push/create/copy/delete). An empty ``messages`` list (or ``prompt``)
+is Ollama's load request: ``done_reason`` ``load`` (``unload`` with ``keep_alive`` 0) once
+the model is found. Tool results may name their call by ``tool_name`` alone (as Ollama
+clients send them); calls without an ``id`` get one. Streams are NDJSON (``stream``
+defaults to true); usage is in the last object (``done: true``); errors are ``{"error":
+"message"}`` with the HTTP status, or a last ``{"error": ...}`` line when the stream had
+started; so are the refusals of the middlewares before a handler runs (keys, the browser
+guard, an unknown route, a body over the limit: :func:`ollama_errors` rewrites them as they
+are prepared). Model names are the server's model ids (``llamacpp:smollm2``, named models);
+an unknown one is Ollama's 404 ``model "NAME" not found``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -26,11 +32,12 @@ from pydantic import Field
 from modelplex.chunks import StreamChunk, Usage
 from modelplex.http import dumps
 from modelplex.provider import Provider
-from modelplex.types import ChatMessage, MessageRole, ModelInfo
+from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.__about__ import __version__
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
 from modelplex_server.images import client_image
+from modelplex_server.ollama_models import add_model_routes, resolve
 from modelplex_server.schemas import _Body, read_body
 
 __all__ = ["PREFIX", "add_routes", "ollama_errors"]
@@ -76,18 +83,24 @@ class OllamaChat(_Body):
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     stream: bool = True
+    keep_alive: int | float | str | None = None
+    think: bool | str | None = None
 
 
 class OllamaGenerate(_Body):
-    """``POST /api/generate``."""
+    """``POST /api/generate`` (``template``, ``raw`` and ``context`` are not used: the
+    provider's own chat template applies, and no token context is kept)."""
 
     model: str
     prompt: str = ""
+    suffix: str | None = None
     system: str | None = None
     images: list[str] | None = None
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     stream: bool = True
+    keep_alive: int | float | str | None = None
+    think: bool | str | None = None
 
 
 class OllamaEmbed(_Body):
@@ -95,12 +108,14 @@ class OllamaEmbed(_Body):
 
     model: str
     input: str | list[str]
+    dimensions: int | None = None
 
 
-class OllamaShow(_Body):
-    """``POST /api/show``."""
+class OllamaEmbeddings(_Body):
+    """``POST /api/embeddings`` (legacy: one ``prompt``, one ``embedding``)."""
 
     model: str
+    prompt: str = ""
 
 
 def _now() -> str:
@@ -169,31 +184,72 @@ def _format(fmt: str | dict[str, Any] | None) -> Any:
 
 
 def _messages(params: list[OllamaMessage]) -> list[ChatMessage]:
+    """The history as modelplex messages. Ollama clients send tool calls without ``id`` and
+    tool results with only ``tool_name``: a call gets ``call_I_J`` (message I, call J), and a
+    result without ``tool_call_id`` answers the first unanswered call of its ``tool_name``
+    (or the first unanswered call, with no name)."""
     out = []
+    unanswered: list[tuple[str, str]] = []  # (id, name) of the calls not answered yet
     for i, param in enumerate(params):
         role = _ROLES.get(param.role.lower())
         if role is None:
             raise ApiError(400, f"messages[{i}]: invalid role {param.role!r}")
-        calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
-                 for c in param.tool_calls or ()]
+        ids = [c.id or f"call_{i}_{j}" for j, c in enumerate(param.tool_calls or ())]
+        calls = [{"id": ident, "name": c.function.name, "arguments": c.function.arguments}
+                 for ident, c in zip(ids, param.tool_calls or (), strict=True)]
+        unanswered += [(ident, c.function.name)
+                       for ident, c in zip(ids, param.tool_calls or (), strict=True)]
+        call_id, name = param.tool_call_id, param.tool_name
+        if role is MessageRole.TOOL:
+            if call_id is None:
+                match = next((u for u in unanswered if name in (None, u[1])), None)
+                if match is not None:
+                    call_id, name = match[0], name or match[1]
+            unanswered = [u for u in unanswered if u[0] != call_id]
         try:
             out.append(ChatMessage(role=role, content=param.content,
                                    images=tuple(client_image(img, f"messages[{i}].images")
                                                 for img in param.images or ()),
                                    tool_calls=tuple(calls),
-                                   tool_call_id=param.tool_call_id, name=param.tool_name))
+                                   tool_call_id=call_id, name=name))
         except ValueError as err:
             raise ApiError(400, f"messages[{i}]: {err}") from None
-    if not out:
-        raise ApiError(400, "messages must not be empty")
     return out
 
 
+def _unloads(keep_alive: int | float | str | None) -> bool:
+    """``keep_alive`` 0 (``0``, ``"0"``, ``"0s"``, ``"0m"``...): Ollama's unload request."""
+    if isinstance(keep_alive, str):
+        return keep_alive.strip().rstrip("smh") in ("0", "0.0")
+    return keep_alive is not None and keep_alive == 0
+
+
+async def _load(request: web.Request, model_id: str, keep_alive: int | float | str | None,
+                stream: bool, key: str) -> web.StreamResponse:
+    """Ollama's answer to an empty ``messages``/``prompt``: the model is found (else 404);
+    ``done_reason`` ``load``, or ``unload`` for ``keep_alive`` 0."""
+    await resolve(request, model_id)
+    body: dict[str, Any] = {"model": model_id, "created_at": _now(), key: "", "done": True,
+                            "done_reason": "unload" if _unloads(keep_alive) else "load"}
+    if key == "message":
+        body["message"] = {"role": "assistant", "content": ""}
+    if stream:
+        return web.Response(body=dumps(body) + b"\n", content_type=NDJSON)
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
 def _final(model: str, usage: Usage | None, reason: str | None, start: float,
-           key: str) -> dict[str, Any]:
+           key: str, first: float | None = None) -> dict[str, Any]:
+    """The last object (``done: true``). Durations are nanoseconds: ``prompt_eval_duration``
+    is the time to the first piece and ``eval_duration`` the time from it to the end (a whole
+    answer has no first piece: its ``eval_duration`` is its whole time); nothing is loaded
+    per request (``load_duration`` 0)."""
+    end = time.perf_counter()
     body: dict[str, Any] = {"model": model, "created_at": _now(), key: "", "done": True,
                             "done_reason": reason if reason in ("stop", "length") else "stop",
-                            "total_duration": int((time.perf_counter() - start) * 1e9)}
+                            "total_duration": int((end - start) * 1e9), "load_duration": 0,
+                            "prompt_eval_duration": int(((first or start) - start) * 1e9),
+                            "eval_duration": int((end - (first or start)) * 1e9)}
     if key == "message":
         body["message"] = {"role": "assistant", "content": ""}
     if usage is not None:
@@ -201,17 +257,17 @@ def _final(model: str, usage: Usage | None, reason: str | None, start: float,
     return body
 
 
-def _piece(model: str, chunk: StreamChunk, key: str) -> dict[str, Any] | None:
-    if not (chunk.content or chunk.reasoning or chunk.tool_calls):
+def _piece(model: str, chunk: StreamChunk, key: str, think: bool) -> dict[str, Any] | None:
+    if not (chunk.content or (think and chunk.reasoning) or chunk.tool_calls):
         return None
     if key == "response":
         out: dict[str, Any] = {"model": model, "created_at": _now(), "response": chunk.content,
                                "done": False}
-        if chunk.reasoning:
+        if think and chunk.reasoning:
             out["thinking"] = chunk.reasoning
         return out
     message: dict[str, Any] = {"role": "assistant", "content": chunk.content}
-    if chunk.reasoning:
+    if think and chunk.reasoning:
         message["thinking"] = chunk.reasoning
     if chunk.tool_calls:
         message["tool_calls"] = [{"id": c.id, "function": {"index": i, "name": c.name,
@@ -222,10 +278,11 @@ def _piece(model: str, chunk: StreamChunk, key: str) -> dict[str, Any] | None:
 
 async def _answer(request: web.Request, model_id: str, messages: list[ChatMessage], *,
                   options: dict[str, Any] | None, fmt: Any, tools: list[dict[str, Any]] | None,
-                  stream: bool, key: str) -> web.StreamResponse:
+                  stream: bool, key: str, think: bool | str | None) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
-    provider, model = await gateway.resolve(request, model_id)
+    provider, model = await resolve(request, model_id)
+    shows_thinking = think is not False  # think: false hides what the model reasons
     chat = provider.build_request(messages, model=model,
                                   options=_options(provider, gateway, options), tools=tools,
                                   response_format=_format(fmt))
@@ -234,8 +291,11 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
         if not stream:  # the whole answer: the provider's own non-streaming request
             reply = await provider.complete_request(chat)
             body = _final(model_id, reply.usage, reply.finish_reason, start, key)
+            reasoning = reply.reasoning if shows_thinking else None
             if key == "message":
                 body["message"]["content"] = reply.content
+                if reasoning:
+                    body["message"]["thinking"] = reasoning
                 if reply.tool_calls:
                     body["message"]["tool_calls"] = [
                         {"id": c.id, "function": {"index": i, "name": c.name,
@@ -243,6 +303,8 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
                         for i, c in enumerate(reply.tool_calls)]
             else:
                 body["response"] = reply.content
+                if reasoning:
+                    body["thinking"] = reasoning
             return web.Response(body=dumps(body), content_type="application/json")
         source = provider.stream_request(chat)
         async with contextlib.aclosing(source):
@@ -250,19 +312,20 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
             resp = web.StreamResponse(headers={"Content-Type": NDJSON})
             await resp.prepare(request)
             last = first
+            first_at = time.perf_counter() if first is not None else None
             try:
                 if first is not None:
-                    piece = _piece(model_id, first, key)
+                    piece = _piece(model_id, first, key, shows_thinking)
                     if piece:
                         await resp.write(dumps(piece) + b"\n")
                     async for chunk in rest:
                         last = chunk
-                        piece = _piece(model_id, chunk, key)
+                        piece = _piece(model_id, chunk, key, shows_thinking)
                         if piece:
                             await resp.write(dumps(piece) + b"\n")
                 await resp.write(dumps(_final(model_id, last.usage if last else None,
                                               last.finish_reason if last else None, start,
-                                              key)) + b"\n")
+                                              key, first_at)) + b"\n")
             except ConnectionResetError:
                 raise
             except Exception as err:
@@ -274,13 +337,24 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
 async def chat(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/chat``."""
     body = await read_body(request, OllamaChat)
-    return await _answer(request, body.model, _messages(body.messages), options=body.options,
-                         fmt=body.format, tools=body.tools, stream=body.stream, key="message")
+    messages = _messages(body.messages)
+    if not messages:
+        return await _load(request, body.model, body.keep_alive, body.stream, "message")
+    return await _answer(request, body.model, messages, options=body.options,
+                         fmt=body.format, tools=body.tools, stream=body.stream, key="message",
+                         think=body.think)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/generate``."""
     body = await read_body(request, OllamaGenerate)
+    if not body.prompt and not body.images:
+        return await _load(request, body.model, body.keep_alive, body.stream, "response")
+    if body.suffix:  # Ollama's answer for a model without fill-in-the-middle
+        await resolve(request, body.model)
+        raise ApiError(400, f'"{body.model}" does not support insert: modelplex answers '
+                            "generate through chat; leave out suffix and put the text around "
+                            "the gap in the prompt", param="suffix")
     messages = [ChatMessage.system(body.system)] if body.system else []
     try:
         messages.append(ChatMessage(role=MessageRole.USER, content=body.prompt,
@@ -289,65 +363,51 @@ async def generate(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise ApiError(400, "prompt must not be empty", param="prompt") from None
     return await _answer(request, body.model, messages, options=body.options, fmt=body.format,
-                         tools=None, stream=body.stream, key="response")
+                         tools=None, stream=body.stream, key="response", think=body.think)
+
+
+def _shortened(vector: list[float], dimensions: int | None) -> list[float]:
+    """Ollama's ``dimensions``: the first ``dimensions`` values, scaled to length 1 again."""
+    if dimensions is None or dimensions >= len(vector):
+        return vector
+    head = vector[:dimensions]
+    norm = math.sqrt(sum(v * v for v in head))
+    return [v / norm for v in head] if norm else head
+
+
+async def _vectors(request: web.Request, model_id: str, texts: list[str]) -> list[list[float]]:
+    gateway = request.app[GATEWAY]
+    await gateway.check_rate(request.get(KEY))
+    provider, model = await resolve(request, model_id)
+    with gateway.slot():
+        return await provider.embed(texts, model=model)
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
     """``POST /ollama/api/embed``."""
-    gateway = request.app[GATEWAY]
     body = await read_body(request, OllamaEmbed)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise ApiError(400, "input must not be empty", param="input")
-    await gateway.check_rate(request.get(KEY))
-    provider, model = await gateway.resolve(request, body.model)
-    with gateway.slot():
-        vectors = await provider.embed(texts, model=model)
-    return web.Response(body=dumps({"model": body.model, "embeddings": vectors}),
-                        content_type="application/json")
+    if body.dimensions is not None and body.dimensions < 1:
+        raise ApiError(400, f"dimensions must be a positive number, not {body.dimensions}",
+                       param="dimensions")
+    start = time.perf_counter()
+    vectors = await _vectors(request, body.model, texts)
+    return web.Response(body=dumps({
+        "model": body.model, "embeddings": [_shortened(v, body.dimensions) for v in vectors],
+        "total_duration": int((time.perf_counter() - start) * 1e9), "load_duration": 0}),
+        content_type="application/json")
 
 
-def _tag(info: ModelInfo) -> dict[str, Any]:
-    return {"name": info.id, "model": info.id,
-            "modified_at": (info.modified or datetime.fromtimestamp(0, UTC)).isoformat(),
-            "size": info.size_bytes or 0, "digest": info.digest or "",
-            "details": {"format": "gguf", "family": info.family or "",
-                        "families": [info.family] if info.family else None,
-                        "parameter_size": info.parameter_size or "",
-                        "quantization_level": info.quantization or ""},
-            "capabilities": info.capabilities}
-
-
-async def tags(request: web.Request) -> web.StreamResponse:
-    """``GET /ollama/api/tags``: every model id the caller may use."""
-    gateway = request.app[GATEWAY]
-    key = request.get(KEY)
-    infos = [m.model_copy(update={"id": m.name}) if m.provider == "named" else m
-             for m in await gateway.registry.list_models()]  # named models by their name
-    models = [_tag(m) for m in infos if key is None or key.allows(m.id)]
-    return web.Response(body=dumps({"models": models}), content_type="application/json")
-
-
-async def show(request: web.Request) -> web.StreamResponse:
-    """``POST /ollama/api/show``."""
-    gateway = request.app[GATEWAY]
-    body = await read_body(request, OllamaShow)
-    provider, model = await gateway.resolve(request, body.model)
-    if body.model in gateway.resolver.named_models:
-        info = ModelInfo(id=body.model, name=body.model, provider="named",
-                         details={"target": gateway.resolver.named_models[body.model]})
-    else:
-        info = await gateway.registry.get_model(provider.name, model)
-    tag = _tag(info)
-    model_info: dict[str, Any] = {"general.architecture": info.family or ""}
-    if info.family and info.context_length:
-        model_info[f"{info.family}.context_length"] = info.context_length
-    if info.parameter_count:
-        model_info["general.parameter_count"] = info.parameter_count
-    return web.Response(body=dumps({"details": tag["details"], "model_info": model_info,
-                                    "capabilities": info.capabilities,
-                                    "modified_at": tag["modified_at"]}),
-                        content_type="application/json")
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    """``POST /ollama/api/embeddings`` (legacy): ``{"embedding": [...]}`` for ``prompt``
+    (an empty prompt: an empty vector, as Ollama answers)."""
+    body = await read_body(request, OllamaEmbeddings)
+    vector = (await _vectors(request, body.model, [body.prompt]))[0] if body.prompt else []
+    if not body.prompt:
+        await resolve(request, body.model)
+    return web.Response(body=dumps({"embedding": vector}), content_type="application/json")
 
 
 async def version(request: web.Request) -> web.StreamResponse:
@@ -361,8 +421,8 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     app.on_response_prepare.append(ollama_errors)
     r.add_get(PREFIX + "/api/version", _ollama_errors(version))
-    r.add_get(PREFIX + "/api/tags", _ollama_errors(tags))
-    r.add_post(PREFIX + "/api/show", _ollama_errors(show))
     r.add_post(PREFIX + "/api/chat", _ollama_errors(chat))
     r.add_post(PREFIX + "/api/generate", _ollama_errors(generate))
     r.add_post(PREFIX + "/api/embed", _ollama_errors(embed))
+    r.add_post(PREFIX + "/api/embeddings", _ollama_errors(embeddings))
+    add_model_routes(app, _ollama_errors, PREFIX)

@@ -144,8 +144,29 @@ ROUTES: list[tuple[str, str, str, str, type[BaseModel] | None, str, bool]] = [
      "Ollama chat objects; usage in the last (`done: true`).", True),
     ("post", "/ollama/api/generate", "Ollama", "Ollama-compatible generate (`{model, prompt, "
      "system?, format?, options?, stream?}`).", None, "Ollama generate objects.", True),
-    ("post", "/ollama/api/embed", "Ollama", "Ollama-compatible embeddings (`{model, input}`).",
-     None, "`{model, embeddings}`", False),
+    ("post", "/ollama/api/embed", "Ollama", "Ollama-compatible embeddings (`{model, input, "
+     "dimensions?}`).", None, "`{model, embeddings, total_duration}`", False),
+    ("post", "/ollama/api/embeddings", "Ollama", "Ollama's legacy embeddings (`{model, "
+     "prompt}`).", None, "`{embedding}`", False),
+    ("get", "/ollama/", "Ollama", "Ollama-compatible: the server is up.", None,
+     "`Ollama is running`", False),
+    ("get", "/ollama", "Ollama", "Ollama-compatible: the server is up.", None,
+     "`Ollama is running`", False),
+    ("get", "/ollama/api/ps", "Ollama", "Ollama-compatible: loaded models (none are listed).",
+     None, "`{models: []}`", False),
+    ("post", "/ollama/api/pull", "Ollama", "Ollama-compatible pull (`{model, stream?}`): a "
+     "served model is there already; an unknown one is a 404.", None,
+     "`{status: success}`", False),
+    ("post", "/ollama/api/push", "Ollama", "Refused (501): modelplex does not push models.",
+     None, "501 `{error}`", False),
+    ("post", "/ollama/api/create", "Ollama", "Refused (501): modelplex does not create "
+     "models.", None, "501 `{error}`", False),
+    ("post", "/ollama/api/copy", "Ollama", "Refused (501): modelplex does not copy models.",
+     None, "501 `{error}`", False),
+    ("delete", "/ollama/api/delete", "Ollama", "Refused (501): modelplex does not delete "
+     "models.", None, "501 `{error}`", False),
+    ("post", "/ollama/api/blobs/{digest}", "Ollama", "Refused (501): modelplex does not "
+     "store blobs.", None, "501 `{error}`", False),
     ("get", "/health", "Server", "The server is up (no key needed).", None,
      "`{status: ok, version, in_flight}`", False),
     ("get", "/api/keys/me", "Keys", "The caller's key: models, limits, budget and this "
