@@ -1,0 +1,567 @@
+"""A hostile user against every route of ``modelplex serve``: a deterministic table of bad
+bodies, path parameters, query parameters and ``/ws`` frames (plus a seeded mutation of good
+bodies, so a failure reproduces), each answered with a 4xx in its API's own error shape (or a
+2xx where the input is legitimately acceptable), never a 5xx, a traceback, a server-local path
+or a hang, and the server still answers a good request afterwards.
+
+The routes come from the app's router (:func:`test_every_route_is_in_the_table` fails when a
+route is added without a case here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+import modelplex
+import modelplex_server
+from modelplex_server.app import AppServer
+
+USER = [{"role": "user", "content": "hi"}]
+MODEL = "fault:fault"
+LIMIT = 64 * 1024  # the servers of this module: max_body_bytes
+#: what a body must never show: this checkout, the interpreter's prefix, the temporary folders
+LOCAL_PATHS = sorted({str(Path(modelplex_server.__file__).resolve().parents[3]),
+                      str(Path(modelplex.__file__).resolve().parents[2]), sys.prefix,
+                      sys.base_prefix, os.environ.get("XDG_DATA_HOME", "/nonexistent"),
+                      "site-packages", 'File "'} - {"/", "/usr"})
+
+# -- the bodies every JSON route gets: (case, raw body, content type) ---------------------------
+DEEP = b'{"a": ' * 5000 + b"1" + b"}" * 5000
+DEEP_LIST = b"[" * 20000 + b"]" * 20000
+GENERIC: list[tuple[str, bytes, str]] = [
+    ("not JSON", b"{not json", "application/json"),
+    ("truncated JSON", b'{"model": "fault:fault", "messages": [', "application/json"),
+    ("empty body", b"", "application/json"),
+    ("a list", b"[1, 2]", "application/json"),
+    ("a string", b'"hello"', "application/json"),
+    ("null", b"null", "application/json"),
+    ("a number", b"42", "application/json"),
+    ("true", b"true", "application/json"),
+    ("empty object", b"{}", "application/json"),
+    ("NaN literal", b'{"model": NaN, "messages": [], "max_tokens": NaN}', "application/json"),
+    ("Infinity literal", b'{"model": "fault:fault", "max_tokens": Infinity, '
+                         b'"temperature": -Infinity}', "application/json"),
+    ("1e309", b'{"model": "fault:fault", "max_tokens": 1e309, "temperature": 1e309}',
+     "application/json"),
+    ("2**64", b'{"model": "fault:fault", "max_tokens": 18446744073709551616}',
+     "application/json"),
+    ("huge integer", b'{"model": "fault:fault", "n": 1' + b"0" * 5000 + b"}",
+     "application/json"),
+    ("deeply nested object", DEEP, "application/json"),
+    ("deeply nested list", DEEP_LIST, "application/json"),
+    ("lone surrogate", b'{"model": "\\ud800", "name": "\\udfff", "prompt": "\\ud800"}',
+     "application/json"),
+    ("NUL characters", b'{"model": "fault\\u0000", "name": "a\\u0000b"}', "application/json"),
+    ("invalid UTF-8", b'{"model": "\xff\xfe\xc3"}', "application/json"),
+    ("UTF-8 BOM", b'\xef\xbb\xbf{"model": "fault:fault"}', "application/json"),
+    ("duplicate keys", b'{"model": "x", "model": 5, "model": {"a": 1}}', "application/json"),
+    ("very long model", json.dumps({"model": "m" * 60000}).encode(), "application/json"),
+    ("wrong content type", b'{"model": "fault:fault"}', "text/plain"),
+    ("form content type", b"model=fault:fault&messages=hi", "application/x-www-form-urlencoded"),
+    ("oversize body", b'{"model": "' + b"a" * (LIMIT + 10) + b'"}', "application/json"),
+    ("object where string", b'{"model": {"$ne": null}, "name": [1], "input": {"a": 1}}',
+     "application/json"),
+]
+
+
+def _chat(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": USER, **fields}
+
+
+def _image(url: str) -> dict[str, Any]:
+    return _chat(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": url}}]}])
+
+
+#: per route, bodies of the right top-level type with hostile fields: (case, JSON body)
+OPENAI_CHAT: list[tuple[str, Any]] = [
+    ("missing messages", {"model": MODEL}),
+    ("missing model", {"messages": USER}),
+    ("empty messages", _chat(messages=[])),
+    ("unknown role", _chat(messages=[{"role": "hacker", "content": "hi"}])),
+    ("message not an object", _chat(messages=["hi", 3, None])),
+    ("content a number", _chat(messages=[{"role": "user", "content": 5}])),
+    ("content part of unknown type", _chat(messages=[{"role": "user", "content": [
+        {"type": "hologram", "data": "x"}]}])),
+    ("content part without type", _chat(messages=[{"role": "user", "content": [{"text": "a"}]}])),
+    ("messages an object", _chat(messages={"role": "user", "content": "hi"})),
+    ("max_tokens a string", _chat(max_tokens="ten")),
+    ("max_tokens -1", _chat(max_tokens=-1)),
+    ("max_tokens 2**63", _chat(max_tokens=2**63)),
+    ("n a billion", _chat(n=10**9)),
+    ("temperature an object", _chat(temperature={"a": 1})),
+    ("stop a huge list", _chat(stop=["x"] * 10000)),
+    ("tools an object", _chat(tools={"type": "function"})),
+    ("tool of unknown type", _chat(tools=[{"type": "rocket"}])),
+    ("tool_choice garbage", _chat(tool_choice=42)),
+    ("response_format unknown", _chat(response_format={"type": "xml"})),
+    ("logit_bias garbage", _chat(logit_bias={"abc": "def"})),
+    ("stream_options a string", _chat(stream=True, stream_options="yes")),
+    ("image: invalid base64", _image("data:image/png;base64,!!!not-base64***")),
+    ("image: data URL without comma", _image("data:image/png;base64")),
+    ("image: data URL of text", _image("data:text/html;base64,PGgxPmhpPC9oMT4=")),
+    ("image: local file", _image("file:///etc/passwd")),
+    ("image: path traversal", _image("../../etc/passwd")),
+    ("image: metadata address", _image("http://169.254.169.254/latest/meta-data/")),
+    ("image: empty url", _image("")),
+    ("lone surrogate content", _chat(messages=[{"role": "user", "content": "\ud800 and \udfff"}])),
+    ("NUL content", _chat(messages=[{"role": "user", "content": "a\x00b"}])),
+    ("long content", _chat(messages=[{"role": "user", "content": "é" * 20000}])),
+    ("many messages", _chat(messages=USER * 2000)),
+    ("metadata huge", _chat(metadata={f"k{i}": "v" for i in range(2000)})),
+    ("user an object", _chat(user={"id": 1})),
+    ("seed 2**64", _chat(seed=2**64)),
+]
+COMPLETIONS: list[tuple[str, Any]] = [
+    ("missing prompt", {"model": MODEL}),
+    ("prompt an object", {"model": MODEL, "prompt": {"a": 1}}),
+    ("prompt tokens of garbage", {"model": MODEL, "prompt": [[1, "a", None]]}),
+    ("prompt a huge token list", {"model": MODEL, "prompt": list(range(20000))}),
+    ("prompt negative tokens", {"model": MODEL, "prompt": [-1, -2**40]}),
+    ("empty prompt list", {"model": MODEL, "prompt": []}),
+    ("best_of a billion", {"model": MODEL, "prompt": "a", "best_of": 10**9}),
+    ("logprobs 1e6", {"model": MODEL, "prompt": "a", "logprobs": 10**6}),
+    ("echo a string", {"model": MODEL, "prompt": "a", "echo": "yes"}),
+    ("suffix a list", {"model": MODEL, "prompt": "a", "suffix": [1]}),
+    ("lone surrogate prompt", {"model": MODEL, "prompt": "\ud800"}),
+]
+EMBEDDINGS: list[tuple[str, Any]] = [
+    ("missing input", {"model": MODEL}),
+    ("empty input list", {"model": MODEL, "input": []}),
+    ("input an object", {"model": MODEL, "input": {"a": 1}}),
+    ("input of nulls", {"model": MODEL, "input": [None, None]}),
+    ("input a huge list", {"model": MODEL, "input": ["a"] * 50000}),
+    ("dimensions -1", {"model": MODEL, "input": "a", "dimensions": -1}),
+    ("encoding_format unknown", {"model": MODEL, "input": "a", "encoding_format": "hex"}),
+    ("lone surrogate input", {"model": MODEL, "input": "\ud800"}),
+]
+RESPONSES: list[tuple[str, Any]] = [
+    ("missing input", {"model": MODEL}),
+    ("empty input list", {"model": MODEL, "input": []}),
+    ("input a number", {"model": MODEL, "input": 3}),
+    ("input item of unknown type", {"model": MODEL, "input": [{"type": "hologram"}]}),
+    ("unknown role", {"model": MODEL, "input": [{"role": "hacker", "content": "hi"}]}),
+    ("content part of unknown type", {"model": MODEL, "input": [
+        {"role": "user", "content": [{"type": "hologram"}]}]}),
+    ("image: invalid base64", {"model": MODEL, "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "data:image/png;base64,!!!"}]}]}),
+    ("previous_response_id traversal", {"model": MODEL, "input": "hi",
+                                        "previous_response_id": "../../etc/passwd"}),
+    ("previous_response_id huge", {"model": MODEL, "input": "hi",
+                                   "previous_response_id": "r" * 50000}),
+    ("max_output_tokens -1", {"model": MODEL, "input": "hi", "max_output_tokens": -1}),
+    ("tools an object", {"model": MODEL, "input": "hi", "tools": {"a": 1}}),
+    ("instructions a list", {"model": MODEL, "input": "hi", "instructions": [1]}),
+    ("reasoning garbage", {"model": MODEL, "input": "hi", "reasoning": {"effort": "galaxy"}}),
+    ("text format unknown", {"model": MODEL, "input": "hi", "text": {"format": {"type": "x"}}}),
+]
+ANTHROPIC: list[tuple[str, Any]] = [
+    ("missing max_tokens", {"model": MODEL, "messages": USER}),
+    ("missing messages", {"model": MODEL, "max_tokens": 10}),
+    ("empty messages", {"model": MODEL, "max_tokens": 10, "messages": []}),
+    ("unknown role", {"model": MODEL, "max_tokens": 10,
+                      "messages": [{"role": "system", "content": "hi"}]}),
+    ("block of unknown type", {"model": MODEL, "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "hologram"}]}]}),
+    ("max_tokens -1", {"model": MODEL, "max_tokens": -1, "messages": USER}),
+    ("max_tokens a string", {"model": MODEL, "max_tokens": "ten", "messages": USER}),
+    ("max_tokens 2**63", {"model": MODEL, "max_tokens": 2**63, "messages": USER}),
+    ("image: invalid base64", {"model": MODEL, "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {
+            "type": "base64", "media_type": "image/png", "data": "!!!not base64"}}]}]}),
+    ("image: unknown media type", {"model": MODEL, "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {
+            "type": "base64", "media_type": "text/html", "data": "aGk="}}]}]}),
+    ("image: local url", {"model": MODEL, "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {
+            "type": "url", "url": "file:///etc/passwd"}}]}]}),
+    ("system a number", {"model": MODEL, "max_tokens": 10, "messages": USER, "system": 5}),
+    ("tools an object", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": {}}),
+    ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
+                             "stop_sequences": ["x"] * 10000}),
+    ("lone surrogate", {"model": MODEL, "max_tokens": 10,
+                        "messages": [{"role": "user", "content": "\ud800"}]}),
+]
+OLLAMA_CHAT: list[tuple[str, Any]] = [
+    ("missing model", {"messages": USER}),
+    ("messages a string", {"model": MODEL, "messages": "hi"}),
+    ("unknown role", {"model": MODEL, "messages": [{"role": "hacker", "content": "hi"}]}),
+    ("images invalid base64", {"model": MODEL, "messages": [
+        {"role": "user", "content": "hi", "images": ["!!!not base64"]}]}),
+    ("images a string", {"model": MODEL, "messages": [
+        {"role": "user", "content": "hi", "images": "abc"}]}),
+    ("options garbage", {"model": MODEL, "messages": USER,
+                         "options": {"num_predict": "ten", "temperature": {"a": 1}}}),
+    ("options num_predict 2**63", {"model": MODEL, "messages": USER,
+                                   "options": {"num_predict": 2**63}}),
+    ("options a list", {"model": MODEL, "messages": USER, "options": [1]}),
+    ("format unknown", {"model": MODEL, "messages": USER, "format": 5}),
+    ("keep_alive garbage", {"model": MODEL, "messages": USER, "keep_alive": "forever!"}),
+    ("lone surrogate", {"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}),
+]
+OLLAMA_GENERATE: list[tuple[str, Any]] = [
+    ("missing model", {"prompt": "hi"}),
+    ("prompt an object", {"model": MODEL, "prompt": {"a": 1}}),
+    ("images invalid base64", {"model": MODEL, "prompt": "hi", "images": ["!!!"]}),
+    ("context garbage", {"model": MODEL, "prompt": "hi", "context": ["a", None]}),
+    ("options garbage", {"model": MODEL, "prompt": "hi", "options": {"seed": 2**70}}),
+]
+OLLAMA_EMBED: list[tuple[str, Any]] = [
+    ("missing input", {"model": MODEL}),
+    ("input an object", {"model": MODEL, "input": {"a": 1}}),
+    ("input of nulls", {"model": MODEL, "input": [None]}),
+    ("truncate a string", {"model": MODEL, "input": "a", "truncate": "yes"}),
+]
+OLLAMA_SHOW: list[tuple[str, Any]] = [
+    ("missing model", {}),
+    ("model traversal", {"model": "../../etc/passwd"}),
+    ("model a list", {"model": ["a"]}),
+]
+REST_CHAT: list[tuple[str, Any]] = [
+    ("missing message", {"model": MODEL}),
+    ("conversation traversal", {"model": MODEL, "message": "hi",
+                                "conversation_id": "../../etc/passwd"}),
+    ("conversation a number", {"model": MODEL, "message": "hi", "conversation_id": 5}),
+    ("message an object", {"model": MODEL, "message": {"a": 1}}),
+    ("message NUL", {"model": MODEL, "message": "a\x00b"}),
+]
+CONVERSATIONS: list[tuple[str, Any]] = [
+    ("title an object", {"title": {"a": 1}}),
+    ("title huge", {"title": "t" * 60000}),
+    ("messages garbage", {"messages": [1, 2, 3]}),
+    ("unknown role", {"messages": [{"role": "hacker", "content": "hi"}]}),
+    ("id traversal", {"id": "../../etc/passwd", "title": "x"}),
+]
+BATCHES: list[tuple[str, Any]] = [
+    ("missing input_file_id", {"endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+    ("input_file_id traversal", {"input_file_id": "../../etc/passwd",
+                                 "endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+    ("unknown endpoint", {"input_file_id": "file-x", "endpoint": "/admin/shutdown",
+                          "completion_window": "24h"}),
+    ("completion_window garbage", {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                                   "completion_window": "forever"}),
+    ("metadata huge", {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                       "completion_window": "24h",
+                       "metadata": {f"k{i}": "v" * 600 for i in range(40)}}),
+    ("metadata a list", {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                         "completion_window": "24h", "metadata": [1]}),
+]
+KEYS: list[tuple[str, Any]] = [
+    ("missing name", {}),
+    ("name traversal", {"name": "../../etc/passwd"}),
+    ("name huge", {"name": "k" * 60000}),
+    ("name NUL", {"name": "a\x00b"}),
+    ("budget negative", {"name": "k", "budget": -1}),
+    ("models an object", {"name": "k", "models": {"a": 1}}),
+    ("rpm 2**64", {"name": "k", "rpm": 2**64}),
+]
+
+#: every JSON route of the server: (method, path) -> its specific cases
+JSON_ROUTES: dict[tuple[str, str], list[tuple[str, Any]]] = {
+    ("POST", "/v1/chat/completions"): OPENAI_CHAT,
+    ("POST", "/v1/completions"): COMPLETIONS,
+    ("POST", "/v1/embeddings"): EMBEDDINGS,
+    ("POST", "/v1/responses"): RESPONSES,
+    ("POST", "/v1/messages"): ANTHROPIC,
+    ("POST", "/v1/messages/count_tokens"): ANTHROPIC,
+    ("POST", "/v1/batches"): BATCHES,
+    ("POST", "/ollama/api/chat"): OLLAMA_CHAT,
+    ("POST", "/ollama/api/generate"): OLLAMA_GENERATE,
+    ("POST", "/ollama/api/embed"): OLLAMA_EMBED,
+    ("POST", "/ollama/api/show"): OLLAMA_SHOW,
+    ("POST", "/api/chat"): REST_CHAT,
+    ("POST", "/api/conversations"): CONVERSATIONS,
+    ("PATCH", "/api/conversations/{id}"): CONVERSATIONS,
+    ("POST", "/api/keys"): KEYS,
+    ("POST", "/api/models/refresh"): [("an object", {"provider": "../../etc"})],
+}
+#: hostile values for the path parameters (sent escaped, so they reach the handler as such)
+TRAVERSAL = ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%00", "a\x00b", "\ud800",
+             "x" * 5000, "..", "~root", "/etc/passwd", "C:\\Windows\\win.ini", "' OR 1=1 --"]
+PATH_ROUTES: list[tuple[str, str]] = [
+    ("GET", "/v1/models/{}"), ("GET", "/v1/responses/{}"), ("DELETE", "/v1/responses/{}"),
+    ("GET", "/v1/responses/{}/input_items"), ("GET", "/v1/files/{}"),
+    ("DELETE", "/v1/files/{}"), ("GET", "/v1/files/{}/content"), ("GET", "/v1/batches/{}"),
+    ("POST", "/v1/batches/{}/cancel"), ("GET", "/api/models/{}"),
+    ("GET", "/api/models/{}/x"), ("GET", "/api/models/openai/{}"),
+    ("GET", "/api/providers/{}/health"), ("GET", "/api/conversations/{}"),
+    ("DELETE", "/api/conversations/{}"), ("PATCH", "/api/conversations/{}"),
+    ("DELETE", "/api/keys/{}"), ("GET", "/ui/{}"),
+]
+BAD_QUERIES = [{"limit": "-1"}, {"limit": "abc"}, {"limit": "1e309"}, {"limit": "0"},
+               {"limit": "99999999999999999999999"}, {"after": "../../etc/passwd"},
+               {"after": "\x00"}, {"order": "sideways"}, {"before": "x" * 3000},
+               {"offset": "-5"}, {"q": "x" * 3000}, {"include": "[]"}, {"limit": "NaN"}]
+QUERY_ROUTES = ["/v1/models", "/v1/files", "/v1/batches", "/api/conversations",
+                "/api/models", "/api/models/search", "/api/providers", "/api/providers/health",
+                "/api/models/providers", "/api/models/providers/health", "/api/keys",
+                "/api/keys/me", "/metrics", "/health", "/healthz", "/readyz", "/ollama/api/tags",
+                "/ollama/api/version", "/openapi.json", "/", "/v1/responses/resp_x/input_items"]
+
+
+def api_of(path: str) -> str:
+    """Whose error shape ``path`` answers in."""
+    if path.startswith("/ollama/"):
+        return "ollama"
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    return "openai"
+
+
+def shape_problem(api: str, body: Any) -> str | None:
+    """What is wrong with an error body of ``api``; None when it has the API's shape."""
+    if api == "ollama":
+        ok = isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str)
+        return None if ok and body["error"] else f"not Ollama's error shape: {body!r:.300}"
+    if api == "anthropic":
+        ok = (isinstance(body, dict) and body.get("type") == "error"
+              and isinstance(body.get("error"), dict)
+              and isinstance(body["error"].get("type"), str)
+              and isinstance(body["error"].get("message"), str) and body["error"]["message"])
+        return None if ok else f"not Anthropic's error shape: {body!r:.300}"
+    ok = (isinstance(body, dict) and isinstance(body.get("error"), dict)
+          and {"message", "type", "param", "code"} <= set(body["error"])
+          and isinstance(body["error"]["message"], str) and body["error"]["message"])
+    return None if ok else f"not OpenAI's error shape: {body!r:.300}"
+
+
+class Probe:
+    """Sends requests to one server and collects every broken rule."""
+
+    def __init__(self, server: AppServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.problems: list[str] = []
+        self.sent = 0
+
+    async def send(self, case: str, method: str, path: str, *, data: bytes | None = None,
+                   content_type: str | None = "application/json",
+                   params: dict[str, str] | None = None, ok: Iterable[int] = ()) -> int:
+        """One request; its status (the rules broken are kept in :attr:`problems`)."""
+        self.sent += 1
+        url = URL(self.server.url + path, encoded=True)
+        if params:
+            url = url.update_query(params)
+        headers = {"Content-Type": content_type} if content_type and data is not None else {}
+        where = f"{case}: {method} {path}"
+        try:
+            async with asyncio.timeout(30), self.session.request(
+                    method, url, data=data, headers=headers) as resp:
+                raw = await resp.read()
+                status, ctype = resp.status, resp.content_type
+        except TimeoutError:
+            self.problems.append(f"{where}: no answer in 30 s")
+            return 0
+        except aiohttp.ClientError as err:
+            self.problems.append(f"{where}: {type(err).__name__}: {err}")
+            return 0
+        text = raw.decode("utf-8", "replace")
+        if os.environ.get("FUZZ_LOG"):
+            with open(os.environ["FUZZ_LOG"], "a") as log:
+                log.write(f"{status}\t{where[:150]}\t{text[:200]}\n")
+        if status >= 500 and status not in ok:
+            self.problems.append(f"{where}: {status} {text[:300]}")
+        for local in LOCAL_PATHS:
+            if local in text:
+                at = text.index(local)
+                self.problems.append(f"{where}: the body shows {local!r}: "
+                                     f"...{text[max(0, at - 150):at + 100]}...")
+        if "Traceback" in text:
+            self.problems.append(f"{where}: a traceback: {text[:300]}")
+        if 400 <= status < 500 and not path.startswith("/ui/") and path != "/":
+            try:
+                body = json.loads(text) if ctype == "application/json" else None
+            except ValueError:
+                body = None
+            problem = shape_problem(api_of(path), body)
+            if problem:
+                self.problems.append(f"{where}: {status} {problem}")
+        return status
+
+    async def still_answers(self, after: str) -> None:
+        """A good request (the upstream answers) still works."""
+        status = await self.send(f"good request after {after}", "POST", "/v1/chat/completions",
+                                 data=json.dumps(_chat()).encode())
+        if status != 200:
+            self.problems.append(f"a good request after {after} got {status}")
+
+    def check(self) -> None:
+        assert not self.problems, f"{len(self.problems)} of {self.sent} broke a rule:\n" + \
+            "\n".join(self.problems)
+
+
+@pytest.fixture
+async def probe(serve: Any) -> Any:
+    server = await serve(max_body_bytes=LIMIT)
+    async with aiohttp.ClientSession() as session:
+        yield Probe(server, session)
+
+
+def test_every_route_is_in_the_table(server: AppServer) -> None:
+    """Each route of the app's router has cases here (a new route needs its own)."""
+    covered = {path.replace("{}", "{x}") for _, path in PATH_ROUTES}
+    covered |= {path for _, path in JSON_ROUTES} | set(QUERY_ROUTES)
+    covered |= {"/v1/files", "/ws"}
+    missing = []
+    for route in server.runner.app.router.routes():
+        canonical = route.resource.canonical if route.resource else ""
+        generic = canonical
+        for name in ("model", "id", "file_id", "batch_id", "provider", "name"):
+            generic = generic.replace("{" + name + "}", "{x}")
+        if canonical not in covered and generic not in covered and \
+                generic.replace("{x}/{x}", "{x}/x") not in covered:
+            missing.append(f"{route.method} {canonical}")
+    assert not missing, missing
+
+
+async def test_hostile_bodies_on_every_json_route(probe: Probe) -> None:
+    for (method, path), cases in JSON_ROUTES.items():
+        real = path.replace("{id}", "conv_none")
+        for case, raw, ctype in GENERIC:
+            await probe.send(case, method, real, data=raw, content_type=ctype)
+        for case, body in cases:
+            raw = json.dumps(body).encode()
+            await probe.send(case, method, real, data=raw)
+        await probe.still_answers(path)
+    probe.check()
+
+
+async def test_hostile_path_parameters(probe: Probe) -> None:
+    for method, template in PATH_ROUTES:
+        for value in TRAVERSAL:
+            escaped = URL.build(path="/" + value).raw_path[1:].replace("/", "%2F")
+            await probe.send(f"path {value[:20]!r}", method, template.format(escaped),
+                             data=b"{}" if method in ("POST", "PATCH") else None)
+    await probe.still_answers("the path parameters")
+    probe.check()
+
+
+async def test_hostile_query_parameters(probe: Probe) -> None:
+    for path in QUERY_ROUTES:
+        for params in BAD_QUERIES:
+            await probe.send(f"query {params!r:.40}", "GET", path, params=params)
+    await probe.still_answers("the query parameters")
+    probe.check()
+
+
+async def test_hostile_uploads(probe: Probe) -> None:
+    """``/v1/files``: not multipart, no file, a traversing file name, a wrong purpose."""
+    await probe.send("JSON body", "POST", "/v1/files", data=b'{"purpose": "batch"}')
+    await probe.send("not multipart", "POST", "/v1/files", data=b"hello",
+                     content_type="multipart/form-data; boundary=x")
+    await probe.send("no boundary", "POST", "/v1/files", data=b"--x\r\n",
+                     content_type="multipart/form-data")
+    for case, purpose, name, content in [
+            ("no purpose", None, "a.jsonl", b"{}\n"),
+            ("unknown purpose", "root", "a.jsonl", b"{}\n"),
+            ("traversing file name", "batch", "../../etc/passwd", b"{}\n"),
+            ("NUL in the file name", "batch", "a\x00.jsonl", b"{}\n"),
+            ("not JSON lines", "batch", "a.jsonl", b"\xff\xfe not json\n"),
+            ("deep JSON line", "batch", "a.jsonl", DEEP + b"\n"),
+            ("empty file", "batch", "a.jsonl", b"")]:
+        parts = [] if purpose is None else [
+            b'--b0undary\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+            + purpose.encode() + b"\r\n"]
+        parts.append(b'--b0undary\r\nContent-Disposition: form-data; name="file"; '
+                     b'filename="' + name.encode() + b'"\r\n'
+                     b"Content-Type: application/jsonl\r\n\r\n" + content + b"\r\n")
+        await probe.send(case, "POST", "/v1/files", data=b"".join([*parts, b"--b0undary--\r\n"]),
+                         content_type="multipart/form-data; boundary=b0undary")
+    await probe.still_answers("the uploads")
+    probe.check()
+
+
+async def test_hostile_websocket_frames(probe: Probe) -> None:
+    """``/ws``: each bad frame is an error frame naming what is wrong; the socket stays up."""
+    frames: list[str | bytes] = [
+        "not json", "[]", "null", "42", '"s"', "{}", '{"type": "nuke"}',
+        '{"type": "send_message"}', '{"type": "send_message", "message": 5}',
+        '{"type": "send_message", "message": "hi", "model": "\\ud800"}',
+        '{"type": "send_message", "message": "hi", "conversation_id": "../../etc/passwd"}',
+        '{"type": "stop", "conversation_id": {"a": 1}}', '{"type": NaN}',
+        '{"type": "ping", "n": 1e309}', '{"a": ' * 3000 + "1" + "}" * 3000,
+        '{"type": "ping", "n": 1' + "0" * 400 + "}", b"\x00\x01binary"]
+    async with probe.session.ws_connect(probe.server.url + "/ws") as ws:
+        for frame in frames:
+            probe.sent += 1
+            if isinstance(frame, bytes):
+                await ws.send_bytes(frame)
+            else:
+                await ws.send_str(frame)
+            try:
+                async with asyncio.timeout(30):
+                    msg = await ws.receive()
+            except TimeoutError:
+                probe.problems.append(f"/ws {frame[:40]!r}: no answer in 30 s")
+                break
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                probe.problems.append(f"/ws {frame[:40]!r}: {msg.type} {msg.data!r:.200}")
+                break
+            text = msg.data
+            data = json.loads(text)
+            if "Traceback" in text or any(local in text for local in LOCAL_PATHS):
+                probe.problems.append(f"/ws {frame[:40]!r}: {text[:300]}")
+            if data.get("type") == "error" and not (isinstance(data.get("error"), dict) and
+                                                    data["error"].get("message")):
+                probe.problems.append(f"/ws {frame[:40]!r}: an error without a message: "
+                                      f"{text[:300]}")
+            if data.get("type") == "error" and data["error"].get("status", 400) >= 500:
+                probe.problems.append(f"/ws {frame[:40]!r}: {text[:300]}")
+        await ws.send_str('{"type": "ping"}')
+        msg = await ws.receive(timeout=30)
+        if msg.type != aiohttp.WSMsgType.TEXT or json.loads(msg.data).get("type") != "pong":
+            probe.problems.append(f"/ws: no pong after the bad frames: {msg.data!r:.200}")
+    await probe.still_answers("the /ws frames")
+    probe.check()
+
+
+def _mutate(value: Any, rng: random.Random) -> Any:
+    """One value of a hostile type in place of ``value``, or a mutation below it."""
+    if isinstance(value, dict) and value and rng.random() < 0.6:
+        key = rng.choice(sorted(value))
+        return {**value, key: _mutate(value[key], rng)}
+    if isinstance(value, list) and value and rng.random() < 0.6:
+        i = rng.randrange(len(value))
+        return [*value[:i], _mutate(value[i], rng), *value[i + 1:]]
+    return rng.choice([None, -1, 0, 2**63, 1.5e308, -1e-320, "", "\ud800", "x" * 3000,
+                       [], {}, [None], {"": None}, True, "../../etc/passwd", [[[[]]]],
+                       {"type": "hologram"}, "data:image/png;base64,%%%"])
+
+
+SEEDS = {"POST /v1/chat/completions": _chat(max_tokens=5, temperature=0.5, stop=["x"],
+                                            tools=[{"type": "function", "function": {
+                                                "name": "f", "parameters": {
+                                                    "type": "object"}}}]),
+         "POST /v1/completions": {"model": MODEL, "prompt": "hi", "max_tokens": 5},
+         "POST /v1/responses": {"model": MODEL, "input": [{"role": "user", "content": [
+             {"type": "input_text", "text": "hi"}]}], "max_output_tokens": 20},
+         "POST /v1/messages": {"model": MODEL, "max_tokens": 10, "system": "be brief",
+                               "messages": [{"role": "user", "content": [
+                                   {"type": "text", "text": "hi"}]}]},
+         "POST /ollama/api/chat": {"model": MODEL, "stream": False, "messages": USER,
+                                   "options": {"num_predict": 5}},
+         "POST /api/chat": {"model": MODEL, "message": "hi"}}
+
+
+async def test_seeded_mutations_of_good_bodies(probe: Probe) -> None:
+    """Good bodies with one field swapped for a hostile value (seed 20261205: reproducible)."""
+    rng = random.Random(20261205)
+    for route, good in SEEDS.items():
+        method, path = route.split(" ")
+        for i in range(12):
+            body = _mutate(good, rng)
+            await probe.send(f"mutation {i} {json.dumps(body)[:120]}", method, path,
+                             data=json.dumps(body).encode())
+    await probe.still_answers("the mutations")
+    probe.check()
