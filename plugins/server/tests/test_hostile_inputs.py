@@ -81,8 +81,23 @@ def _chat(**fields: Any) -> dict[str, Any]:
 
 def _image(url: str) -> dict[str, Any]:
     return _chat(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": url}}]}])
+        {"type": "text", "text": "what is it?"},
+        {"type": "image_url", "image_url": {"url": url}}]}])
 
+
+#: the generic cases no route may accept (each is a 4xx on every route but the refresh, which
+#: reads no body)
+MUST_REFUSE = {"not JSON", "truncated JSON", "empty body", "a list", "a string", "null",
+               "a number", "true", "NaN literal", "huge integer", "deeply nested object",
+               "deeply nested list", "invalid UTF-8", "oversize body", "wrong content type",
+               "form content type", "2**64"}
+#: cases refused with a 400 naming the field (``param``, or in the message): defects found
+REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
+           ("POST /v1/chat/completions", "image: data URL of text"): "messages.0.content.1",
+           ("POST /v1/completions", "stop a huge list"): "stop",
+           ("POST /v1/chat/completions", "huge integer"): "out of range",
+           ("POST /v1/messages", "huge integer"): "out of range",
+           ("POST /ollama/api/chat", "huge integer"): "out of range"}
 
 #: per route, bodies of the right top-level type with hostile fields: (case, JSON body)
 OPENAI_CHAT: list[tuple[str, Any]] = [
@@ -130,6 +145,7 @@ COMPLETIONS: list[tuple[str, Any]] = [
     ("prompt a huge token list", {"model": MODEL, "prompt": list(range(20000))}),
     ("prompt negative tokens", {"model": MODEL, "prompt": [-1, -2**40]}),
     ("empty prompt list", {"model": MODEL, "prompt": []}),
+    ("stop a huge list", {"model": MODEL, "prompt": "a", "stop": ["x"] * 10000}),
     ("best_of a billion", {"model": MODEL, "prompt": "a", "best_of": 10**9}),
     ("logprobs 1e6", {"model": MODEL, "prompt": "a", "logprobs": 10**6}),
     ("echo a string", {"model": MODEL, "prompt": "a", "echo": "yes"}),
@@ -344,6 +360,7 @@ class Probe:
         self.session = session
         self.problems: list[str] = []
         self.sent = 0
+        self.answers: list[tuple[int, str, str]] = []
 
     async def send(self, case: str, method: str, path: str, *, data: bytes | None = None,
                    content_type: str | None = "application/json",
@@ -367,9 +384,7 @@ class Probe:
             self.problems.append(f"{where}: {type(err).__name__}: {err}")
             return 0
         text = raw.decode("utf-8", "replace")
-        if os.environ.get("FUZZ_LOG"):
-            with open(os.environ["FUZZ_LOG"], "a") as log:
-                log.write(f"{status}\t{where[:150]}\t{text[:200]}\n")
+        self.answers.append((status, where, text[:200]))  # to look at: pytest --pdb
         if status >= 500 and status not in ok:
             self.problems.append(f"{where}: {status} {text[:300]}")
         for local in LOCAL_PATHS:
@@ -387,6 +402,12 @@ class Probe:
             problem = shape_problem(api_of(path), body)
             if problem:
                 self.problems.append(f"{where}: {status} {problem}")
+        expected = REFUSED.get((f"{method} {path}", case))
+        if expected is not None and not (status == 400 and expected in text):
+            self.problems.append(f"{where}: not a 400 naming {expected!r}: {status} "
+                                 f"{text[:300]}")
+        if case in MUST_REFUSE and not 400 <= status < 500:
+            self.problems.append(f"{where}: {status}, not a 4xx: {text[:200]}")
         return status
 
     async def still_answers(self, after: str) -> None:
@@ -429,6 +450,8 @@ async def test_hostile_bodies_on_every_json_route(probe: Probe) -> None:
     for (method, path), cases in JSON_ROUTES.items():
         real = path.replace("{id}", "conv_none")
         for case, raw, ctype in GENERIC:
+            if path == "/api/models/refresh" and case in MUST_REFUSE:
+                case += " (no body is read)"
             await probe.send(case, method, real, data=raw, content_type=ctype)
         for case, body in cases:
             raw = json.dumps(body).encode()
@@ -448,9 +471,22 @@ async def test_hostile_path_parameters(probe: Probe) -> None:
 
 
 async def test_hostile_query_parameters(probe: Probe) -> None:
-    for path in QUERY_ROUTES:
+    async with probe.session.post(probe.server.url + "/v1/responses",
+                                  json={"model": MODEL, "input": "hi"}) as resp:
+        stored = (await resp.json())["id"]  # a stored response: its input_items are paged
+    for path in [*QUERY_ROUTES, f"/v1/responses/{stored}/input_items"]:
         for params in BAD_QUERIES:
             await probe.send(f"query {params!r:.40}", "GET", path, params=params)
+    for params, param in [({"order": "sideways"}, "order"), ({"limit": "-1"}, "limit"),
+                          ({"limit": "abc"}, "limit"), ({"limit": "1e309"}, "limit")]:
+        for path in (f"/v1/responses/{stored}/input_items", "/v1/files", "/v1/batches"):
+            if param == "order" and path == "/v1/batches":
+                continue  # OpenAI's batch list takes no order
+            status = await probe.send(f"query {params}", "GET", path, params=params)
+            last = probe.answers[-1][2]
+            if status != 400 or f'"param":"{param}"' not in last:
+                probe.problems.append(f"GET {path}?{params}: not a 400 naming {param}: "
+                                      f"{status} {last}")
     await probe.still_answers("the query parameters")
     probe.check()
 

@@ -28,8 +28,12 @@ T = TypeVar("T", bound=BaseModel)
 
 __all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
-           "StopFrame", "check_depth", "check_numbers", "parse_body", "parse_frame", "read_body",
-           "validation_error"]
+           "StopFrame", "StopList", "check_depth", "check_numbers", "parse_body", "parse_frame",
+           "read_body", "validation_error"]
+
+
+#: ``stop``: at most 4 sequences, as OpenAI takes (a count a client cannot blow up)
+StopList = Annotated[list[str], Field(max_length=4)]
 
 
 class _Body(BaseModel):
@@ -102,7 +106,7 @@ class ChatCompletionRequest(_Body):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
-    stop: str | list[str] | None = None
+    stop: str | StopList | None = None  # OpenAI's bound: up to 4 sequences
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
