@@ -26,6 +26,8 @@ from yarl import URL
 import modelplex
 import modelplex_server
 from modelplex_server.app import AppServer
+from modelplex_server.settings import KeyConfig, generate_key, hash_key
+from modelplex_server.testing import StoreBackend
 
 USER = [{"role": "user", "content": "hi"}]
 MODEL = "fault:fault"
@@ -251,10 +253,12 @@ REST_CHAT: list[tuple[str, Any]] = [
     ("conversation a number", {"model": MODEL, "message": "hi", "conversation_id": 5}),
     ("message an object", {"model": MODEL, "message": {"a": 1}}),
     ("message NUL", {"model": MODEL, "message": "a\x00b"}),
+    ("title NUL", {"model": MODEL, "message": "hi", "title": "a\x00b"}),
 ]
 CONVERSATIONS: list[tuple[str, Any]] = [
     ("title an object", {"title": {"a": 1}}),
     ("title huge", {"title": "t" * 60000}),
+    ("title NUL", {"model": MODEL, "title": "a\x00b", "system_prompt": "\x00"}),
     ("messages garbage", {"messages": [1, 2, 3]}),
     ("unknown role", {"messages": [{"role": "hacker", "content": "hi"}]}),
     ("id traversal", {"id": "../../etc/passwd", "title": "x"}),
@@ -355,8 +359,10 @@ def shape_problem(api: str, body: Any) -> str | None:
 class Probe:
     """Sends requests to one server and collects every broken rule."""
 
-    def __init__(self, server: AppServer, session: aiohttp.ClientSession) -> None:
+    def __init__(self, server: AppServer, session: aiohttp.ClientSession,
+                 headers: dict[str, str] | None = None) -> None:
         self.server = server
+        self.headers = headers or {}
         self.session = session
         self.problems: list[str] = []
         self.sent = 0
@@ -371,6 +377,7 @@ class Probe:
         if params:
             url = url.update_query(params)
         headers = {"Content-Type": content_type} if content_type and data is not None else {}
+        headers.update(self.headers)
         where = f"{case}: {method} {path}"
         try:
             async with asyncio.timeout(30), self.session.request(
@@ -412,8 +419,8 @@ class Probe:
 
     async def still_answers(self, after: str) -> None:
         """A good request (the upstream answers) still works."""
-        status = await self.send(f"good request after {after}", "POST", "/v1/chat/completions",
-                                 data=json.dumps(_chat()).encode())
+        status = await self.send(f"good request after {after}", "POST",
+                                 "/v1/chat/completions", data=json.dumps(_chat()).encode())
         if status != 200:
             self.problems.append(f"a good request after {after} got {status}")
 
@@ -427,6 +434,17 @@ async def probe(serve: Any) -> Any:
     server = await serve(max_body_bytes=LIMIT)
     async with aiohttp.ClientSession() as session:
         yield Probe(server, session)
+
+
+@pytest.fixture
+async def admin_probe(serve: Any, store_backend: StoreBackend) -> Any:
+    """A :class:`Probe` with an admin key, on a server whose conversations and keys are kept
+    in SQLite, then PostgreSQL."""
+    secret = generate_key()
+    server = await serve(max_body_bytes=LIMIT, store=store_backend.open(),
+                         keys=[KeyConfig(name="admin", hash=hash_key(secret), admin=True)])
+    async with aiohttp.ClientSession() as session:
+        yield Probe(server, session, {"Authorization": f"Bearer {secret}"})
 
 
 def test_every_route_is_in_the_table(server: AppServer) -> None:
@@ -460,19 +478,63 @@ async def test_hostile_bodies_on_every_json_route(probe: Probe) -> None:
     probe.check()
 
 
+async def test_hostile_bodies_with_an_admin_key(admin_probe: Probe) -> None:
+    """The routes a key unlocks: keys, and the change of an existing conversation."""
+    probe = admin_probe
+    async with probe.session.post(probe.server.url + "/api/conversations",
+                                  json={"model": MODEL}, headers=probe.headers) as resp:
+        conversation = (await resp.json())["id"]
+    for method, path, cases in [("POST", "/api/keys", KEYS),
+                                ("PATCH", f"/api/conversations/{conversation}", CONVERSATIONS),
+                                ("POST", "/api/conversations", CONVERSATIONS),
+                                ("POST", "/v1/batches", BATCHES),
+                                ("POST", "/api/chat", REST_CHAT),
+                                ("POST", "/v1/responses", RESPONSES)]:
+        for case, raw, ctype in GENERIC:
+            await probe.send(case, method, path, data=raw, content_type=ctype)
+        for case, body in cases:
+            await probe.send(case, method, path, data=json.dumps(body).encode())
+    await probe.still_answers("the admin routes")
+    probe.check()
+
+
+async def test_hostile_paths_and_queries_on_the_stores(admin_probe: Probe) -> None:
+    """The path and query tables against the persistent stores (PostgreSQL cannot even
+    compare a text holding a NUL)."""
+    await _paths(admin_probe)
+    await _queries(admin_probe)
+    for params, param in [({"after": "\x00"}, "after"), ({"q": "a\x00"}, "q")]:
+        status = await admin_probe.send(f"query {params}", "GET", "/v1/files", params=params)
+        if status != 400 or f'"param":"{param}"' not in admin_probe.answers[-1][2]:
+            admin_probe.problems.append(f"NUL in {param}: {admin_probe.answers[-1]}")
+    await admin_probe.still_answers("the paths and queries")
+    admin_probe.check()
+
+
 async def test_hostile_path_parameters(probe: Probe) -> None:
+    await _paths(probe)
+    await probe.still_answers("the path parameters")
+    probe.check()
+
+
+async def _paths(probe: Probe) -> None:
     for method, template in PATH_ROUTES:
         for value in TRAVERSAL:
             escaped = URL.build(path="/" + value).raw_path[1:].replace("/", "%2F")
             await probe.send(f"path {value[:20]!r}", method, template.format(escaped),
                              data=b"{}" if method in ("POST", "PATCH") else None)
-    await probe.still_answers("the path parameters")
-    probe.check()
 
 
 async def test_hostile_query_parameters(probe: Probe) -> None:
+    await _queries(probe)
+    await probe.still_answers("the query parameters")
+    probe.check()
+
+
+async def _queries(probe: Probe) -> None:
     async with probe.session.post(probe.server.url + "/v1/responses",
-                                  json={"model": MODEL, "input": "hi"}) as resp:
+                                  json={"model": MODEL, "input": "hi"},
+                                  headers=probe.headers) as resp:
         stored = (await resp.json())["id"]  # a stored response: its input_items are paged
     for path in [*QUERY_ROUTES, f"/v1/responses/{stored}/input_items"]:
         for params in BAD_QUERIES:
@@ -487,8 +549,6 @@ async def test_hostile_query_parameters(probe: Probe) -> None:
             if status != 400 or f'"param":"{param}"' not in last:
                 probe.problems.append(f"GET {path}?{params}: not a 400 naming {param}: "
                                       f"{status} {last}")
-    await probe.still_answers("the query parameters")
-    probe.check()
 
 
 async def test_hostile_uploads(probe: Probe) -> None:

@@ -85,6 +85,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Every error as ``{"error": {...}}`` with the right status."""
     try:
         _check_size(request)
+        _check_nul(request)
         return await handler(request)
     except ApiError as err:
         resp = error_response(err)
@@ -157,6 +158,16 @@ def _check_size(request: web.Request) -> None:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"the request body is {request.content_length} bytes, larger than "
                             f"the limit of {limit} bytes", code="request_too_large")
+
+
+def _check_nul(request: web.Request) -> None:
+    """A 400 for a path or query parameter holding a NUL character: no id or name has one
+    (and PostgreSQL cannot even compare a text with one)."""
+    params = [*request.match_info.items(), *request.query.items()]
+    for name, value in params:
+        if "\x00" in value:
+            raise ApiError(400, f"the parameter {name!r} holds a NUL character (%00): no id or "
+                                "name has one; remove it", param=name)
 
 
 def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | None = None,

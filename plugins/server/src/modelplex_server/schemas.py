@@ -18,7 +18,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError
@@ -28,10 +28,18 @@ T = TypeVar("T", bound=BaseModel)
 
 __all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
-           "StopFrame", "StopList", "check_depth", "check_numbers", "parse_body", "parse_frame",
-           "read_body", "validation_error"]
+           "StopFrame", "StopList", "Text", "check_depth", "check_numbers", "parse_body",
+           "parse_frame", "read_body", "validation_error"]
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("holds a NUL character (\\u0000), which no store keeps: remove it")
+    return value
+
+
+#: a string the conversation store keeps as it is (a title, a model id, a key's name): no NUL
+Text = Annotated[str, AfterValidator(_no_nul)]
 #: ``stop``: at most 4 sequences, as OpenAI takes (a count a client cannot blow up)
 StopList = Annotated[list[str], Field(max_length=4)]
 
@@ -143,19 +151,19 @@ class RestChatRequest(_Body):
 
     message: str | None = Field(default=None, min_length=1)
     regenerate: bool = False
-    conversation_id: str | None = None
-    model: str | None = None
+    conversation_id: Text | None = None
+    model: Text | None = None
     history: list[ChatMessageParam] = Field(default_factory=list)
-    system_prompt: str | None = None
+    system_prompt: Text | None = None
     options: dict[str, Any] | None = None
 
 
 class ConversationCreate(_Body):
     """``POST /api/conversations``."""
 
-    model: str = Field(min_length=1)
-    title: str = Field(default="New conversation", min_length=1, max_length=500)
-    system_prompt: str | None = None
+    model: Text = Field(min_length=1)
+    title: Text = Field(default="New conversation", min_length=1, max_length=500)
+    system_prompt: Text | None = None
 
 
 class ConversationUpdate(_Body):
@@ -164,9 +172,9 @@ class ConversationUpdate(_Body):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(default="New conversation", min_length=1, max_length=500)
-    model: str = Field(default="", min_length=1)
-    system_prompt: str | None = None
+    title: Text = Field(default="New conversation", min_length=1, max_length=500)
+    model: Text = Field(default="", min_length=1)
+    system_prompt: Text | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields the body gave, and their values."""
