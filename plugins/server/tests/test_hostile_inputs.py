@@ -11,6 +11,7 @@ route is added without a case here).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import random
@@ -370,18 +371,20 @@ class Probe:
 
     async def send(self, case: str, method: str, path: str, *, data: bytes | None = None,
                    content_type: str | None = "application/json",
-                   params: dict[str, str] | None = None, ok: Iterable[int] = ()) -> int:
+                   params: dict[str, str] | None = None, ok: Iterable[int] = (),
+                   headers: dict[str, str] | None = None) -> int:
         """One request; its status (the rules broken are kept in :attr:`problems`)."""
         self.sent += 1
         url = URL(self.server.url + path, encoded=True)
         if params:
             url = url.update_query(params)
-        headers = {"Content-Type": content_type} if content_type and data is not None else {}
-        headers.update(self.headers)
+        sent = {"Content-Type": content_type} if content_type and data is not None else {}
+        sent.update(self.headers)
+        sent.update(headers or {})
         where = f"{case}: {method} {path}"
         try:
             async with asyncio.timeout(30), self.session.request(
-                    method, url, data=data, headers=headers) as resp:
+                    method, url, data=data, headers=sent) as resp:
                 raw = await resp.read()
                 status, ctype = resp.status, resp.content_type
         except TimeoutError:
@@ -549,6 +552,29 @@ async def _queries(probe: Probe) -> None:
             if status != 400 or f'"param":"{param}"' not in last:
                 probe.problems.append(f"GET {path}?{params}: not a 400 naming {param}: "
                                       f"{status} {last}")
+
+
+async def test_hostile_encodings_and_headers(probe: Probe) -> None:
+    """A gzip bomb (small on the wire, far over the limit unpacked), a body of an unknown
+    encoding, an oversized or garbled ``Authorization``, a lying ``Content-Length``."""
+    bomb = gzip.compress(b'{"model": "' + b"a" * (LIMIT * 64) + b'"}')
+    assert len(bomb) < LIMIT
+    for path in ("/v1/chat/completions", "/v1/messages", "/ollama/api/chat", "/api/chat"):
+        status = await probe.send("gzip bomb", "POST", path, data=bomb,
+                                  headers={"Content-Encoding": "gzip"})
+        if status != 413:
+            probe.problems.append(f"gzip bomb on {path}: {status}, not 413")
+        await probe.send("garbled gzip", "POST", path, data=b"\x1f\x8bnot gzip at all",
+                         headers={"Content-Encoding": "gzip"})
+        await probe.send("unknown encoding", "POST", path, data=b"{}",
+                         headers={"Content-Encoding": "x-rot13"})
+        await probe.send("garbled Authorization", "POST", path,
+                         data=json.dumps(_chat()).encode(),
+                         headers={"Authorization": "Bearer \u00e9\u00e9 " + "k" * 4000})
+        await probe.send("unknown scheme", "POST", path, data=json.dumps(_chat()).encode(),
+                         headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    await probe.still_answers("the encodings")
+    probe.check()
 
 
 async def test_hostile_uploads(probe: Probe) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from modelplex.config import Config
 from modelplex.errors import ConfigurationError, ModelplexError
@@ -108,6 +109,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(ApiError(exc.status, message, code=code))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
+    except RequestPayloadError:  # a body cut short, or not in its declared Content-Encoding
+        err = ApiError(400, "the request body could not be read: it is cut short or not in its "
+                            "Content-Encoding (send it uncompressed, or as valid gzip, deflate "
+                            "or br)", code="invalid_body")
+        resp = error_response(err)
+        resp.force_close()  # what is left of the body cannot be told from the next request
+        return resp
     except Exception as err:
         api = from_exception(err)
         if not isinstance(err, ModelplexError):
