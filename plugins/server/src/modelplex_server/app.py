@@ -110,10 +110,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except RequestPayloadError:  # a body cut short, or not in its declared Content-Encoding
-        err = ApiError(400, "the request body could not be read: it is cut short or not in its "
-                            "Content-Encoding (send it uncompressed, or as valid gzip, deflate "
-                            "or br)", code="invalid_body")
-        resp = error_response(err)
+        unread = ApiError(400, "the request body could not be read: it is cut short or not in "
+                               "its Content-Encoding (send it uncompressed, or as valid gzip, "
+                               "deflate or br)", code="invalid_body")
+        resp = error_response(unread)
         resp.force_close()  # what is left of the body cannot be told from the next request
         return resp
     except Exception as err:
