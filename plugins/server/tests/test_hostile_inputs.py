@@ -481,6 +481,23 @@ async def test_hostile_bodies_on_every_json_route(probe: Probe) -> None:
     probe.check()
 
 
+STREAMED = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
+            "/ollama/api/chat", "/ollama/api/generate"]
+
+
+async def test_hostile_bodies_streamed(probe: Probe) -> None:
+    """The route tables again with ``stream: true``: a refusal comes before the stream."""
+    for path in STREAMED:
+        for case, body in JSON_ROUTES[("POST", path)]:
+            if isinstance(body, dict):
+                await probe.send(case + " (streamed)", "POST", path,
+                                 data=json.dumps({**body, "stream": True}).encode())
+    await probe.send("ws-like stream flag", "POST", "/v1/chat/completions",
+                     data=json.dumps(_chat(stream=True, stream_options={"x": 1})).encode())
+    await probe.still_answers("the streamed tables")
+    probe.check()
+
+
 async def test_hostile_bodies_with_an_admin_key(admin_probe: Probe) -> None:
     """The routes a key unlocks: keys, and the change of an existing conversation."""
     probe = admin_probe
@@ -640,6 +657,27 @@ async def test_hostile_websocket_frames(probe: Probe) -> None:
                                       f"{text[:300]}")
             if data.get("type") == "error" and data["error"].get("status", 400) >= 500:
                 probe.problems.append(f"/ws {frame[:40]!r}: {text[:300]}")
+        # valid frames with hostile fields: answered (chunks then done) or refused, each
+        for fields in [{"options": {"temperature": "hot"}}, {"options": {"max_tokens": 2**62}},
+                       {"message": "a\x00b"}, {"history": [{"role": "hacker", "content": 1}]},
+                       {"options": [1, 2]}, {"request_id": "r" * 5000},
+                       {"conversation_id": "a\x00b"}, {"model": "../../etc/passwd"},
+                       {"options": {"stop": ["x"] * 5000}}]:
+            frame = json.dumps({"type": "send_message", "model": MODEL, "message": "hi",
+                                **fields})
+            await ws.send_str(frame)
+            while True:
+                probe.sent += 1
+                msg = await ws.receive(timeout=30)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    probe.problems.append(f"/ws {fields!r:.60}: {msg.type} {msg.data!r:.200}")
+                    break
+                data = json.loads(msg.data)
+                if data.get("type") == "error" and data.get("status", 400) >= 500 or \
+                        "Traceback" in msg.data:
+                    probe.problems.append(f"/ws {fields!r:.60}: {msg.data[:300]}")
+                if data.get("type") in ("done", "error", "stopped"):
+                    break
         await ws.send_str('{"type": "ping"}')
         msg = await ws.receive(timeout=30)
         if msg.type != aiohttp.WSMsgType.TEXT or json.loads(msg.data).get("type") != "pong":
