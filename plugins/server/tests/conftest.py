@@ -354,7 +354,8 @@ class Probe:
                                      f"...{text[max(0, at - 150):at + 100]}...")
         if "Traceback" in text:
             self.problems.append(f"{where}: a traceback: {text[:300]}")
-        if 400 <= status < 500 and not path.startswith("/ui/") and path != "/":
+        if 400 <= status < 500 and not path.startswith("/ui/") and path != "/" \
+                and method != "HEAD":  # an answer to HEAD has no body
             try:
                 body = json.loads(text) if ctype == "application/json" else None
             except ValueError:

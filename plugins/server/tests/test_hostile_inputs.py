@@ -331,6 +331,24 @@ def test_every_route_is_in_the_table(server: AppServer) -> None:
     assert not missing, missing
 
 
+async def test_every_method_on_every_route(probe: Any) -> None:
+    """Each method (an unknown one too) with no body on each route of the router."""
+    routes = probe.server.runner.app.router.routes()
+    paths = sorted({(r.resource.canonical if r.resource else "/")
+                    .replace("{model}", "m").replace("{provider}", "openai")
+                    .replace("{name}", "x").replace("{id}", "x").replace("{file_id}", "file-x")
+                    .replace("{batch_id}", "batch_x") for r in routes})
+    for path in paths:
+        if path == "/ws":
+            continue  # a WebSocket: test_hostile_transport.py
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+            await probe.send("no body", method, path)
+    # a method HTTP does not know: the parser refuses it (in OpenAI's shape: no path yet)
+    await probe.send("unknown method", "BREW", "/v1/models")
+    await probe.still_answers("every method")
+    probe.check()
+
+
 async def test_hostile_bodies_on_every_json_route(probe: Any) -> None:
     for (method, path), cases in JSON_ROUTES.items():
         real = path.replace("{id}", "conv_none")
