@@ -482,7 +482,16 @@ SEEDS = {"POST /v1/chat/completions": _chat(max_tokens=5, temperature=0.5, stop=
                                    {"type": "text", "text": "hi"}]}]},
          "POST /ollama/api/chat": {"model": MODEL, "stream": False, "messages": USER,
                                    "options": {"num_predict": 5}},
-         "POST /api/chat": {"model": MODEL, "message": "hi"}}
+         "POST /api/chat": {"model": MODEL, "message": "hi"},
+         "POST /v1/embeddings": {"model": MODEL, "input": ["a", "b"], "dimensions": 8},
+         "POST /v1/messages/count_tokens": {"model": MODEL, "messages": [
+             {"role": "user", "content": [{"type": "text", "text": "hi"}]}], "system": "s"},
+         "POST /ollama/api/generate": {"model": MODEL, "prompt": "hi", "stream": False,
+                                       "images": ["aGk="], "options": {"seed": 1}},
+         "POST /ollama/api/embed": {"model": MODEL, "input": ["a"]},
+         "POST /api/conversations": {"model": MODEL, "title": "t", "system_prompt": "s"},
+         "POST /v1/batches": {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                              "completion_window": "24h", "metadata": {"a": "b"}}}
 
 
 async def test_seeded_mutations_of_good_bodies(probe: Any) -> None:
@@ -490,7 +499,7 @@ async def test_seeded_mutations_of_good_bodies(probe: Any) -> None:
     rng = random.Random(20261205)
     for route, good in SEEDS.items():
         method, path = route.split(" ")
-        for i in range(12):
+        for i in range(40):
             body = _mutate(good, rng)
             await probe.send(f"mutation {i} {json.dumps(body)[:120]}", method, path,
                              data=json.dumps(body).encode())
