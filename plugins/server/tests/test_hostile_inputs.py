@@ -225,6 +225,18 @@ OLLAMA_EMBED: list[tuple[str, Any]] = [
     ("input of nulls", {"model": MODEL, "input": [None]}),
     ("truncate a string", {"model": MODEL, "input": "a", "truncate": "yes"}),
 ]
+OLLAMA_EMBEDDINGS: list[tuple[str, Any]] = [
+    ("missing model", {"prompt": "hi"}),
+    ("prompt an object", {"model": MODEL, "prompt": {"a": 1}}),
+    ("prompt a list", {"model": MODEL, "prompt": ["a", "b"]}),
+    ("lone surrogate prompt", {"model": MODEL, "prompt": "\ud800"}),
+]
+OLLAMA_PULL: list[tuple[str, Any]] = [
+    ("missing model", {}),
+    ("model traversal", {"model": "../../etc/passwd"}),
+    ("model a URL", {"model": "http://169.254.169.254/latest"}),
+    ("stream a string", {"model": MODEL, "stream": "yes"}),
+]
 OLLAMA_SHOW: list[tuple[str, Any]] = [
     ("missing model", {}),
     ("model traversal", {"model": "../../etc/passwd"}),
@@ -284,6 +296,8 @@ JSON_ROUTES: dict[tuple[str, str], list[tuple[str, Any]]] = {
     ("POST", "/ollama/api/generate"): OLLAMA_GENERATE,
     ("POST", "/ollama/api/embed"): OLLAMA_EMBED,
     ("POST", "/ollama/api/show"): OLLAMA_SHOW,
+    ("POST", "/ollama/api/embeddings"): OLLAMA_EMBEDDINGS,
+    ("POST", "/ollama/api/pull"): OLLAMA_PULL,
     ("POST", "/api/chat"): REST_CHAT,
     ("POST", "/api/conversations"): CONVERSATIONS,
     ("PATCH", "/api/conversations/{id}"): CONVERSATIONS,
@@ -301,7 +315,7 @@ PATH_ROUTES: list[tuple[str, str]] = [
     ("GET", "/api/models/{}/x"), ("GET", "/api/models/openai/{}"),
     ("GET", "/api/providers/{}/health"), ("GET", "/api/conversations/{}"),
     ("DELETE", "/api/conversations/{}"), ("PATCH", "/api/conversations/{}"),
-    ("DELETE", "/api/keys/{}"), ("GET", "/ui/{}"),
+    ("DELETE", "/api/keys/{}"), ("GET", "/ui/{}"), ("POST", "/ollama/api/blobs/{}"),
 ]
 BAD_QUERIES = [{"limit": "-1"}, {"limit": "abc"}, {"limit": "1e309"}, {"limit": "0"},
                {"limit": "99999999999999999999999"}, {"after": "../../etc/passwd"},
@@ -311,19 +325,21 @@ QUERY_ROUTES = ["/v1/models", "/v1/files", "/v1/batches", "/api/conversations",
                 "/api/models", "/api/models/search", "/api/providers", "/api/providers/health",
                 "/api/models/providers", "/api/models/providers/health", "/api/keys",
                 "/api/keys/me", "/metrics", "/health", "/healthz", "/readyz", "/ollama/api/tags",
-                "/ollama/api/version", "/openapi.json", "/", "/v1/responses/resp_x/input_items"]
+                "/ollama/api/version", "/openapi.json", "/", "/v1/responses/resp_x/input_items",
+                "/ollama", "/ollama/", "/ollama/api/ps"]
 
 
 def test_every_route_is_in_the_table(server: AppServer) -> None:
     """Each route of the app's router has cases here (a new route needs its own)."""
     covered = {path.replace("{}", "{x}") for _, path in PATH_ROUTES}
     covered |= {path for _, path in JSON_ROUTES} | set(QUERY_ROUTES)
-    covered |= {"/v1/files", "/ws"}
+    covered |= {"/v1/files", "/ws", "/ollama/api/push", "/ollama/api/create",
+                "/ollama/api/copy", "/ollama/api/delete"}  # refused: every method
     missing = []
     for route in server.runner.app.router.routes():
         canonical = route.resource.canonical if route.resource else ""
         generic = canonical
-        for name in ("model", "id", "file_id", "batch_id", "provider", "name"):
+        for name in ("model", "id", "file_id", "batch_id", "provider", "name", "digest"):
             generic = generic.replace("{" + name + "}", "{x}")
         if canonical not in covered and generic not in covered and \
                 generic.replace("{x}/{x}", "{x}/x") not in covered:
