@@ -1,20 +1,29 @@
 """Servers for the tests: ``modelplex serve``'s application on a free port, backed by the real
 embedded model (llamacpp), by the core's fault-injecting upstream through the openai provider
 (as the endpoint ``fault``; ``upstream``, the repository's root conftest), and by a replay of
-OpenAI's recorded tool-call stream (``tools``).
+OpenAI's recorded tool-call stream (``tools``); and the :class:`Probe` of the hostile-input
+tests, which checks every answer against the rules for a hostile client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from yarl import URL
 
+import modelplex
+import modelplex_server
 from modelplex.config import parse_config
 from modelplex.plugins import Plugins
 from modelplex.pool import ProviderPool
@@ -25,8 +34,9 @@ from modelplex_server.conversations import ConversationStore
 from modelplex_server.gateway import GATEWAY, Gateway
 from modelplex_server.limits import Limiter
 from modelplex_server.resolve import ModelResolver
-from modelplex_server.settings import ServerSettings
+from modelplex_server.settings import KeyConfig, ServerSettings, generate_key, hash_key
 from modelplex_server.testing import (  # noqa: F401 - fixtures: a real PostgreSQL
+    StoreBackend,
     postgres_server,
     postgres_url,
     store_backend,
@@ -255,3 +265,143 @@ async def thinker(plugins: Plugins) -> AsyncIterator[str]:
             yield server.url
         finally:
             await server.stop()
+
+# -- the hostile-input tests (test_hostile_inputs.py, test_hostile_transport.py) ---------------
+HOSTILE_LIMIT = 64 * 1024  # their servers' max_body_bytes
+GOOD_CHAT = {"model": "fault:fault", "messages": [{"role": "user", "content": "hi"}]}
+#: Ollama's model management, refused with a 501 on purpose (ollama_models.py)
+NOT_IMPLEMENTED = ("/ollama/api/push", "/ollama/api/create", "/ollama/api/copy",
+                   "/ollama/api/delete", "/ollama/api/blobs/")
+#: what a body must never show: this checkout, the interpreter's prefix, the temporary folders
+LOCAL_PATHS = sorted({str(Path(modelplex_server.__file__).resolve().parents[3]),
+                      str(Path(modelplex.__file__).resolve().parents[2]), sys.prefix,
+                      sys.base_prefix, os.environ.get("XDG_DATA_HOME", "/nonexistent"),
+                      "site-packages", 'File "'} - {"/", "/usr"})
+
+
+def api_of(path: str) -> str:
+    """Whose error shape ``path`` answers in."""
+    if path.startswith("/ollama/"):
+        return "ollama"
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    return "openai"
+
+
+def shape_problem(api: str, body: Any) -> str | None:
+    """What is wrong with an error body of ``api``; None when it has the API's shape."""
+    if api == "ollama":
+        ok = isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str)
+        return None if ok and body["error"] else f"not Ollama's error shape: {body!r:.300}"
+    if api == "anthropic":
+        ok = (isinstance(body, dict) and body.get("type") == "error"
+              and isinstance(body.get("error"), dict)
+              and isinstance(body["error"].get("type"), str)
+              and isinstance(body["error"].get("message"), str) and body["error"]["message"])
+        return None if ok else f"not Anthropic's error shape: {body!r:.300}"
+    ok = (isinstance(body, dict) and isinstance(body.get("error"), dict)
+          and {"message", "type", "param", "code"} <= set(body["error"])
+          and isinstance(body["error"]["message"], str) and body["error"]["message"])
+    return None if ok else f"not OpenAI's error shape: {body!r:.300}"
+
+
+class Probe:
+    """Sends requests to one server and collects every broken rule."""
+
+    def __init__(self, server: AppServer, session: aiohttp.ClientSession,
+                 headers: dict[str, str] | None = None) -> None:
+        self.server = server
+        self.headers = headers or {}
+        self.session = session
+        self.problems: list[str] = []
+        self.sent = 0
+        self.answers: list[tuple[int, str, str]] = []
+        self.local_paths = LOCAL_PATHS
+        self.shape_problem = shape_problem
+        self.api_of = api_of
+
+    async def send(self, case: str, method: str, path: str, *, data: bytes | None = None,
+                   content_type: str | None = "application/json",
+                   params: dict[str, str] | None = None, ok: Iterable[int] = (),
+                   headers: dict[str, str] | None = None, refuse: bool = False,
+                   naming: str | None = None) -> int:
+        """One request; its status (the rules broken are kept in :attr:`problems`):
+        ``refuse``: it must be a 4xx; ``naming``: a 400 whose body holds this (the field)."""
+        self.sent += 1
+        url = URL(self.server.url + path, encoded=True)
+        if params:
+            url = url.update_query(params)
+        sent = {"Content-Type": content_type} if content_type and data is not None else {}
+        sent.update(self.headers)
+        sent.update(headers or {})
+        where = f"{case}: {method} {path}"
+        try:
+            async with asyncio.timeout(30), self.session.request(
+                    method, url, data=data, headers=sent) as resp:
+                raw = await resp.read()
+                status, ctype = resp.status, resp.content_type
+        except TimeoutError:
+            self.problems.append(f"{where}: no answer in 30 s")
+            return 0
+        except aiohttp.ClientError as err:
+            self.problems.append(f"{where}: {type(err).__name__}: {err}")
+            return 0
+        text = raw.decode("utf-8", "replace")
+        self.answers.append((status, where, text[:200]))  # to look at: pytest --pdb
+        if status >= 500 and status not in ok and not (
+                status == 501 and path.startswith(NOT_IMPLEMENTED)):
+            self.problems.append(f"{where}: {status} {text[:300]}")
+        for local in self.local_paths:
+            if local in text:
+                at = text.index(local)
+                self.problems.append(f"{where}: the body shows {local!r}: "
+                                     f"...{text[max(0, at - 150):at + 100]}...")
+        if "Traceback" in text:
+            self.problems.append(f"{where}: a traceback: {text[:300]}")
+        if 400 <= status < 502 and not path.startswith("/ui/") and path != "/" \
+                and method != "HEAD":  # an answer to HEAD has no body
+            try:
+                body = json.loads(text) if ctype == "application/json" else None
+            except ValueError:
+                body = None
+            problem = shape_problem(api_of(path), body)
+            if problem:
+                self.problems.append(f"{where}: {status} {problem}")
+        if naming is not None and not (status == 400 and naming in text):
+            self.problems.append(f"{where}: not a 400 naming {naming!r}: {status} "
+                                 f"{text[:300]}")
+        if refuse and not 400 <= status < 500:
+            self.problems.append(f"{where}: {status}, not a 4xx: {text[:200]}")
+        return status
+
+    async def still_answers(self, after: str) -> None:
+        """A good request (the upstream answers) still works."""
+        status = await self.send(f"good request after {after}", "POST",
+                                 "/v1/chat/completions", data=json.dumps(GOOD_CHAT).encode())
+        if status != 200:
+            self.problems.append(f"a good request after {after} got {status}")
+
+    def check(self) -> None:
+        assert not self.problems, f"{len(self.problems)} of {self.sent} broke a rule:\n" + \
+            "\n".join(self.problems)
+
+
+@pytest.fixture
+async def probe(serve: ServeFactory) -> AsyncIterator[Probe]:
+    """A :class:`Probe` on a server without keys (bodies up to 64 KiB)."""
+    server = await serve(max_body_bytes=HOSTILE_LIMIT)
+    async with aiohttp.ClientSession() as session:
+        yield Probe(server, session)
+
+
+@pytest.fixture
+async def admin_probe(serve: ServeFactory,
+                      store_backend: StoreBackend,  # noqa: F811 - the imported fixture
+                      ) -> AsyncIterator[Probe]:
+    """A :class:`Probe` with an admin key, on a server whose conversations and keys are kept
+    in SQLite, then PostgreSQL."""
+    secret = generate_key()
+    server = await serve(max_body_bytes=HOSTILE_LIMIT, store=store_backend.open(),
+                         keys=[KeyConfig(name="admin", hash=hash_key(secret), admin=True)])
+    async with aiohttp.ClientSession() as session:
+        yield Probe(server, session, {"Authorization": f"Bearer {secret}"})

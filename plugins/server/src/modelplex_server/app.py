@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from modelplex.config import Config
 from modelplex.errors import ConfigurationError, ModelplexError
@@ -85,6 +86,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Every error as ``{"error": {...}}`` with the right status."""
     try:
         _check_size(request)
+        _check_nul(request)
         return await handler(request)
     except ApiError as err:
         resp = error_response(err)
@@ -107,6 +109,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(ApiError(exc.status, message, code=code))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
+    except RequestPayloadError:  # a body cut short, or not in its declared Content-Encoding
+        unread = ApiError(400, "the request body could not be read: it is cut short or not in "
+                               "its Content-Encoding (send it uncompressed, or as valid gzip, "
+                               "deflate or br)", code="invalid_body")
+        resp = error_response(unread)
+        resp.force_close()  # what is left of the body cannot be told from the next request
+        return resp
     except Exception as err:
         api = from_exception(err)
         if not isinstance(err, ModelplexError):
@@ -157,6 +166,16 @@ def _check_size(request: web.Request) -> None:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"the request body is {request.content_length} bytes, larger than "
                             f"the limit of {limit} bytes", code="request_too_large")
+
+
+def _check_nul(request: web.Request) -> None:
+    """A 400 for a path or query parameter holding a NUL character: no id or name has one
+    (and PostgreSQL cannot even compare a text with one)."""
+    params = [*request.match_info.items(), *request.query.items()]
+    for name, value in params:
+        if "\x00" in value:
+            raise ApiError(400, f"the parameter {name!r} holds a NUL character (%00): no id or "
+                                "name has one; remove it", param=name)
 
 
 def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | None = None,

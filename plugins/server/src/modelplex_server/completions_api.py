@@ -27,7 +27,7 @@ from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.openai_api import DONE, SSE_HEADERS, openai_usage
 from modelplex_server.relay import answer_streamed, answer_whole
-from modelplex_server.schemas import StreamOptions, _Body, read_body
+from modelplex_server.schemas import StopList, StreamOptions, _Body, read_body
 from modelplex_server.settings import KeyConfig
 
 __all__ = ["CompletionRequest", "add_routes", "answer_completion"]
@@ -44,7 +44,7 @@ class CompletionRequest(_Body):
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | StopList | None = None
     seed: int | None = None
     user: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)

@@ -15,6 +15,10 @@ Every connection the server accepts goes through a :class:`ConnectionGuard`:
   busy with a request is the new one refused (a 503 with ``Retry-After``), so ``/health``
   keeps answering while sockets pile up.
 
+A request the HTTP parser cannot read (a header line over 8190 bytes, a garbled
+``Content-Length`` or chunk size) is answered 400 in OpenAI's error shape (its path is not
+known yet), logged in one line (:class:`_ParseErrors`), and the connection closed.
+
 A request is busy from its complete head until its handler returns, except while it waits
 for the client (the rest of its body; a WebSocket's next frame while no answer streams);
 :mod:`modelplex_server.ws` gives an unauthenticated socket ``header_timeout`` seconds to
@@ -25,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import resource
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from modelplex.http import dumps
 from modelplex_server.settings import ServerSettings
@@ -38,6 +44,7 @@ __all__ = ["CONNECTIONS", "ConnectionGuard", "GuardedSite", "default_max_connect
            "track_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("modelplex.server")
 
 _REFUSED_BODY = dumps({"error": {
     "message": "too many connections: the server is at its connection limit and every "
@@ -268,6 +275,34 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+
+        def make() -> asyncio.Protocol:
+            handler = server()
+            if type(handler) is RequestHandler:  # same layout: only handle_error differs
+                handler.__class__ = _ParseErrors
+            return handler
+
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol_factory(server), self._host, self._port,
+            self._guard.protocol_factory(make), self._host, self._port,
             backlog=self._backlog, reuse_port=self._reuse_port or None)
+
+
+class _ParseErrors(RequestHandler):
+    """aiohttp's protocol, answering a request its parser refused (a 4xx) as JSON in OpenAI's
+    error shape, logged in one line instead of a traceback (any client can send one)."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not 400 <= status < 500:
+            return super().handle_error(request, status, exc, message)
+        text = (message or "").strip().split("\n", 1)[0][:200] or "malformed request"
+        log.info("bad request from %s: %s", request.remote, text)
+        text = f"the request could not be read: {text} (send valid HTTP/1.1)"
+        # in OpenAI's shape: the parser refused the request before its path was known
+        body = {"error": {"message": text, "type": "invalid_request_error", "param": None,
+                          "code": "bad_http"}}
+        resp = web.Response(status=status, body=dumps(body), content_type="application/json")
+        resp.force_close()
+        return resp

@@ -25,8 +25,9 @@ def client_image(value: str, field: str, media_type: str = "image/png") -> str:
         return text
     if text.startswith("data:"):
         header, _, data = text.partition(",")
-        if not header.endswith(";base64") or not _is_base64(data):
-            raise ApiError(400, f"{field}: a data URI image must be base64 "
+        if not header.startswith("data:image/") or not header.endswith(";base64") \
+                or not _is_base64(data):
+            raise ApiError(400, f"{field}: a data URI image must be an image type in base64 "
                                 "(data:image/png;base64,...)", param=field)
         return f"{header},{data}"
     if not _is_base64(text):

@@ -32,7 +32,7 @@ from modelplex_server.conversations import (
 )
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY, KEY
-from modelplex_server.schemas import read_body
+from modelplex_server.schemas import Text, read_body
 from modelplex_server.settings import KeyConfig, generate_key, hash_key
 
 __all__ = ["KeyCreate", "add_routes", "describe_key", "make_key"]
@@ -42,8 +42,8 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    models: list[str] | None = None
+    name: Text = Field(min_length=1, max_length=200)
+    models: list[Text] | None = None
     rate_limit: int | None = Field(default=None, gt=0, description="Requests per minute.")
     tpm: int | None = Field(default=None, gt=0, description="Tokens per minute.")
     concurrency: int | None = Field(default=None, gt=0, description="Requests at once.")

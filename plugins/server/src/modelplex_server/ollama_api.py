@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import Field
 
 from modelplex.chunks import StreamChunk, Usage
@@ -161,6 +162,8 @@ def _ollama_errors(handler: Handler) -> Handler:
             if err.close:  # answered and closed by the errors middleware
                 raise
             return _error(err)
+        except RequestPayloadError:  # a body that cannot be read: the errors middleware closes
+            raise
         except Exception as err:
             return _error(err)
 

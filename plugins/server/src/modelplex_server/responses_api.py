@@ -118,7 +118,10 @@ async def list_input_items(request: web.Request) -> web.Response:
                  if "response" in m.metadata), default=0)
     items = [item for m in conversation.messages[start:count - 1] for item in items_of(m)]
     query = request.query
-    if query.get("order", "desc") == "desc":
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"order must be asc or desc (got {order[:40]!r})", param="order")
+    if order == "desc":
         items.reverse()
     after = query.get("after")
     if after is not None:
@@ -129,7 +132,8 @@ async def list_input_items(request: web.Request) -> web.Response:
     except ValueError:
         limit = 0
     if not 1 <= limit <= 100:
-        raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
+        raise ApiError(400, "limit must be an integer from 1 to 100 (got "
+                            f"{query.get('limit', '')[:40]!r})", param="limit")
     page = items[:limit]
     return web.Response(body=dumps({
         "object": "list", "data": page, "has_more": len(items) > limit,

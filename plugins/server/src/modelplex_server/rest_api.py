@@ -7,6 +7,7 @@ Every answer is JSON (errors in OpenAI's shape, see :mod:`modelplex_server.error
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from aiohttp import web
@@ -35,9 +36,20 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=dumps(data), status=status, content_type="application/json")
 
 
+#: an absolute file path in a text (not the path of a URL): ``/a/b``, ``C:\\a``, ``~/a``
+_LOCAL_PATH = re.compile(r"(?<![\w:/.])(?:/|~/|[A-Za-z]:\\)(?:[^\s'\"/\\]+[/\\])+")
+
+
 def model_dict(info: ModelInfo) -> dict[str, Any]:
-    """A model as the REST API shows it (``ModelInfo`` plus the human ``size``)."""
-    return info.model_dump(mode="json")
+    """A model as the REST API shows it (``ModelInfo`` plus the human ``size``); the folders
+    of the server's files (a local model's ``details.path``, an error naming it) are left out:
+    a client sees the file's name only."""
+    data = info.model_dump(mode="json")
+    details = data.get("details")
+    if isinstance(details, dict):
+        data["details"] = {key: _LOCAL_PATH.sub("", value) if isinstance(value, str) else value
+                           for key, value in details.items()}
+    return data
 
 
 def _allowed(request: web.Request, infos: list[ModelInfo]) -> list[ModelInfo]:

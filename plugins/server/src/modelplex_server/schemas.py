@@ -18,7 +18,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError
@@ -28,8 +28,20 @@ T = TypeVar("T", bound=BaseModel)
 
 __all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
-           "StopFrame", "check_depth", "check_numbers", "parse_body", "parse_frame", "read_body",
-           "validation_error"]
+           "StopFrame", "StopList", "Text", "check_depth", "check_numbers", "parse_body",
+           "parse_frame", "read_body", "validation_error"]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("holds a NUL character (\\u0000), which no store keeps: remove it")
+    return value
+
+
+#: a string the conversation store keeps as it is (a title, a model id, a key's name): no NUL
+Text = Annotated[str, AfterValidator(_no_nul)]
+#: ``stop``: at most 4 sequences, as OpenAI takes (a count a client cannot blow up)
+StopList = Annotated[list[str], Field(max_length=4)]
 
 
 class _Body(BaseModel):
@@ -102,7 +114,7 @@ class ChatCompletionRequest(_Body):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
-    stop: str | list[str] | None = None
+    stop: str | StopList | None = None  # OpenAI's bound: up to 4 sequences
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -139,19 +151,19 @@ class RestChatRequest(_Body):
 
     message: str | None = Field(default=None, min_length=1)
     regenerate: bool = False
-    conversation_id: str | None = None
-    model: str | None = None
+    conversation_id: Text | None = None
+    model: Text | None = None
     history: list[ChatMessageParam] = Field(default_factory=list)
-    system_prompt: str | None = None
+    system_prompt: Text | None = None
     options: dict[str, Any] | None = None
 
 
 class ConversationCreate(_Body):
     """``POST /api/conversations``."""
 
-    model: str = Field(min_length=1)
-    title: str = Field(default="New conversation", min_length=1, max_length=500)
-    system_prompt: str | None = None
+    model: Text = Field(min_length=1)
+    title: Text = Field(default="New conversation", min_length=1, max_length=500)
+    system_prompt: Text | None = None
 
 
 class ConversationUpdate(_Body):
@@ -160,9 +172,9 @@ class ConversationUpdate(_Body):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(default="New conversation", min_length=1, max_length=500)
-    model: str = Field(default="", min_length=1)
-    system_prompt: str | None = None
+    title: Text = Field(default="New conversation", min_length=1, max_length=500)
+    model: Text = Field(default="", min_length=1)
+    system_prompt: Text | None = None
 
     def changes(self) -> dict[str, Any]:
         """The fields the body gave, and their values."""
@@ -268,7 +280,9 @@ def check_numbers(data: bytes | str) -> None:
         before, after = text[found.start() - 1:found.start()], text[found.end():found.end() + 1]
         if before in (b".", b"e", b"E", b"+") or after in (b".", b"e", b"E"):
             continue  # digits of a fraction or of a float's exponent
-        if int(found.group()) not in INT64:
+        digits = found.group()
+        # a long run of digits is out of range unparsed (int() refuses over 4300 digits)
+        if len(digits.lstrip(b"-")) > 20 or int(digits) not in INT64:
             raise ApiError(400, "a number of the JSON is out of range: integers must fit in "
                                 "64 bits")
 

@@ -179,7 +179,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
                             WSMsgType.ERROR):
                 break
-            if msg.type != WSMsgType.TEXT:
+            if msg.type != WSMsgType.TEXT:  # binary: answered, not silently dropped
+                await session.error(ApiError(400, "a binary frame is not an event: send each "
+                                                  "event as a JSON text frame"), {})
                 continue
             try:
                 frame = parse_frame(msg.data, max_depth=settings.max_json_depth)
