@@ -179,9 +179,9 @@ class ServerSettings(BaseModel):
         default=1000, gt=0, description="Most files one key keeps (uploads and batch "
                                         "results); an upload beyond is refused (400).")
     max_conversations: int = Field(
-        default=10_000, gt=0, description="Most conversations one key keeps (stored responses count"
-                                          " too); creating one more in "
-                                          "/api/conversations is refused (400).")
+        default=10_000, gt=0,
+        description="Most conversations one key keeps (stored responses count too); creating "
+                    "one more in /api/conversations is refused (400).")
     max_batch_lines: int = Field(
         default=50_000, gt=0, description="Most requests (lines) in one batch's input file.")
     max_open_batches: int = Field(
