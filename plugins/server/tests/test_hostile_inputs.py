@@ -463,8 +463,9 @@ async def _queries(probe: Any) -> None:
             await probe.send(f"query {params!r:.40}", "GET", path, params=params)
     for params, param in [({"order": "sideways"}, "order"), ({"limit": "-1"}, "limit"),
                           ({"limit": "abc"}, "limit"), ({"limit": "1e309"}, "limit")]:
-        for path in (f"/v1/responses/{stored}/input_items", "/v1/files", "/v1/batches"):
-            if param == "order" and path == "/v1/batches":
+        for path in (f"/v1/responses/{stored}/input_items", "/v1/files", "/v1/batches",
+                     "/api/conversations"):
+            if param == "order" and path in ("/v1/batches", "/api/conversations"):
                 continue  # OpenAI's batch list takes no order
             status = await probe.send(f"query {params}", "GET", path, params=params)
             last = probe.answers[-1][2]

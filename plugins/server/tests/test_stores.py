@@ -24,6 +24,7 @@ from modelplex_server.conversations import (
     KeyExistsError,
     StoredKey,
     answer_metadata,
+    message_columns,
 )
 from modelplex_server.settings import KeyConfig, hash_key
 from modelplex_server.testing import StoreBackend
@@ -165,8 +166,14 @@ async def _at_version(backend: StoreBackend, version: int) -> None:
                          " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (row["id"], row["title"], row["model"], row["provider"], None,
                           row["created_at"].isoformat(), row["updated_at"].isoformat()))
-            conn.execute("INSERT INTO messages VALUES (?, 0, ?)",
-                         (row["id"], OLD_ANSWER.model_dump_json()))
+            if version >= 5:  # as a store of version 5 wrote it: with its author columns
+                conn.execute("INSERT INTO messages (conversation_id, position, data, model, "
+                             "provider, usage) VALUES (?, 0, ?, ?, ?, ?)",
+                             (row["id"], OLD_ANSWER.model_dump_json(),
+                              *message_columns(OLD_ANSWER)))
+            else:
+                conn.execute("INSERT INTO messages VALUES (?, 0, ?)",
+                             (row["id"], OLD_ANSWER.model_dump_json()))
         conn.close()
         return
     import asyncpg
@@ -178,8 +185,14 @@ async def _at_version(backend: StoreBackend, version: int) -> None:
             await conn.execute("INSERT INTO conversations (id, title, model, provider, "
                                "system_prompt, created_at, updated_at) VALUES ($1, $2, $3, "
                                "$4, $5, $6, $7)", *row.values())
-            await conn.execute("INSERT INTO messages VALUES ($1, 0, $2)", row["id"],
-                               OLD_ANSWER.model_dump_json())
+            if version >= 5:  # as a store of version 5 wrote it: with its author columns
+                await conn.execute("INSERT INTO messages (conversation_id, position, data, "
+                                   "model, provider, usage) VALUES ($1, 0, $2, $3, $4, $5)",
+                                   row["id"], OLD_ANSWER.model_dump_json(),
+                                   *message_columns(OLD_ANSWER))
+            else:
+                await conn.execute("INSERT INTO messages VALUES ($1, 0, $2)", row["id"],
+                                   OLD_ANSWER.model_dump_json())
     finally:
         await conn.close()
 
@@ -201,6 +214,8 @@ async def test_upgrades_from_every_version(store_backend: StoreBackend, version:
                 "fault:old", "fault", OLD_ANSWER.metadata["usage"])
             await store.append(old.id, [msg("new")])
             assert texts(await store.get(old.id)) == ["old", "new"]
+            (listed,) = await store.summaries(None) or []  # version 6's index lists it
+            assert listed.id == old.id and listed.message_count == 2
         else:
             assert items == []
         made = await store.create(Conversation(model="fault:fault", provider="fault",

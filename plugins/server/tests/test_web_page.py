@@ -31,6 +31,7 @@ from modelplex.plugins import Plugins
 from modelplex.registry import ModelRegistry
 from modelplex.testing import FaultyUpstream, closed_port_url, serve_app
 from modelplex_server.app import AppServer, create_app, start
+from modelplex_server.conversations import Conversation
 from modelplex_server.gateway import GATEWAY
 from modelplex_server.resolve import ModelResolver
 from modelplex_server.settings import KeyConfig, ServerSettings, generate_key, hash_key
@@ -457,6 +458,25 @@ async def test_conversations_reload_rename_search_delete(site: Site, page: Page)
     assert "#/c/" not in page.url
     conversations = await site.server.runner.app[GATEWAY].conversations.all()
     assert conv_id not in {c.id for c in conversations}
+
+
+async def test_the_conversation_list_follows_the_pages(site: Site, page: Page) -> None:
+    """``GET /api/conversations`` answers a page (at most 1000): the sidebar asks for the
+    next ones (``after`` the page's ``last_id``) while ``has_more``, so it still shows every
+    conversation of a key that has more than a page."""
+    store = site.server.runner.app[GATEWAY].conversations
+    made = [await store.create(Conversation(title=f"Bulk {i:04d}", model="script:script",
+                                            provider="script")) for i in range(1003)]
+    try:
+        await page.reload()
+        await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+        await expect(page.locator("#conv-list li", has_text="Bulk")).to_have_count(1003)
+        await expect(page.locator("#conv-list li", has_text="Bulk 0000")).to_have_count(1)
+        await page.fill("#conv-search", "bulk 1002")
+        await expect(page.locator("#conv-list li")).to_have_count(1)
+    finally:
+        for item in made:
+            assert item is not None and await store.delete(item.id)
 
 
 async def test_phone_width_and_dark_mode(site: Site, tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ from modelplex_server.batch_store import BatchStore, MemoryBatches
 from modelplex_server.budgets import Spend
 from modelplex_server.settings import KeyConfig
 
-__all__ = ["Conversation", "ConversationStore", "KeyExistsError", "MemoryConversationStore",
-           "StoreUnavailableError", "StoredKey", "answer_metadata", "dump_message",
-           "message_columns"]
+__all__ = ["Conversation", "ConversationStore", "ConversationSummary", "KeyExistsError",
+           "MemoryConversationStore", "StoreUnavailableError", "StoredKey", "answer_metadata",
+           "dump_message", "message_columns"]
 
 
 class StoreUnavailableError(ModelplexError):
@@ -115,6 +115,32 @@ class Conversation(BaseModel):
         data["message_count"] = len(self.messages)
         return data
 
+    def summary_item(self) -> ConversationSummary:
+        """The conversation as a listing shows it (:class:`ConversationSummary`)."""
+        return ConversationSummary(**self.model_dump(exclude={"messages"}),
+                                   message_count=len(self.messages))
+
+
+class ConversationSummary(BaseModel):
+    """A conversation without its messages, as ``GET /api/conversations`` lists it (the
+    store reads no message to make one; ``message_count`` is counted by the store)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    id: str
+    title: str
+    model: str
+    provider: str
+    system_prompt: str | None = None
+    owner: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+
+    def public(self) -> dict[str, Any]:
+        """The listing's JSON object (the keys :meth:`Conversation.summary` has)."""
+        return self.model_dump(mode="json")
+
 
 class ConversationStore(BatchStore, abc.ABC):
     """Where conversations live (and the files and batches of ``/v1/files`` and
@@ -122,8 +148,11 @@ class ConversationStore(BatchStore, abc.ABC):
     so that a store may do I/O."""
 
     @abc.abstractmethod
-    async def create(self, conversation: Conversation) -> Conversation:
-        """Store a new conversation and return it."""
+    async def create(self, conversation: Conversation, *,
+                     most: int | None = None) -> Conversation | None:
+        """Store a new conversation and return it; with ``most``: None (nothing stored) when
+        its owner has ``most`` conversations already, counted and inserted in one step
+        (``[server] max_conversations``)."""
 
     @abc.abstractmethod
     async def get(self, conversation_id: str) -> Conversation | None:
@@ -132,6 +161,15 @@ class ConversationStore(BatchStore, abc.ABC):
     @abc.abstractmethod
     async def all(self) -> list[Conversation]:
         """Every conversation, most recently updated first."""
+
+    async def summaries(self, owner: str | None, *, after: str | None = None,
+                        limit: int = 100) -> list[ConversationSummary] | None:
+        """At most ``limit`` conversations of ``owner`` (None: everyone's) without their
+        messages, most recently updated first (then by id, descending), those after the
+        conversation ``after`` in that order; None when ``after`` is not one of them. Stores
+        should override this to filter and limit in their query, as the server's do."""
+        items = [c for c in await self.all() if owner is None or c.owner == owner]
+        return _page([c.summary_item() for c in items], after, limit)
 
     @abc.abstractmethod
     async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
@@ -222,6 +260,18 @@ class ConversationStore(BatchStore, abc.ABC):
         """Free connections."""
 
 
+def _page(items: list[ConversationSummary], after: str | None,
+          limit: int) -> list[ConversationSummary] | None:
+    """One page of ``items`` (any order): sorted newest first, after ``after``."""
+    items.sort(key=lambda c: (c.updated_at, c.id), reverse=True)
+    if after is not None:
+        at = next((i for i, c in enumerate(items) if c.id == after), None)
+        if at is None:
+            return None
+        items = items[at + 1:]
+    return items[:limit]
+
+
 class MemoryConversationStore(MemoryBatches, ConversationStore):
     """Conversations in this process, lost when it stops (the default)."""
 
@@ -265,8 +315,13 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
         """Key ``name``'s spend in ``period``."""
         return self._spend.get((name, period), Spend())
 
-    async def create(self, conversation: Conversation) -> Conversation:
-        """Store a new conversation and return it."""
+    async def create(self, conversation: Conversation, *,
+                     most: int | None = None) -> Conversation | None:
+        """Store a new conversation (with ``most``: counted and stored with no await between,
+        so in one step)."""
+        if most is not None and sum(1 for c in self._items.values()
+                                    if c.owner == conversation.owner) >= most:
+            return None
         self._items[conversation.id] = conversation
         return conversation
 
@@ -277,6 +332,12 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
     async def all(self) -> list[Conversation]:
         """Every conversation, most recently updated first."""
         return sorted(self._items.values(), key=lambda c: c.updated_at, reverse=True)
+
+    async def summaries(self, owner: str | None, *, after: str | None = None,
+                        limit: int = 100) -> list[ConversationSummary] | None:
+        """A page of ``owner``'s conversations without messages (see the base class)."""
+        return _page([c.summary_item() for c in self._items.values()
+                      if owner is None or c.owner == owner], after, limit)
 
     async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
         """Add messages to a conversation's history."""

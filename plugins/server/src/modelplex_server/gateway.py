@@ -195,10 +195,6 @@ class Gateway:
                            code="conversation_not_found", param=param)
         return item
 
-    async def visible_conversations(self, request: web.Request) -> list[Conversation]:
-        """The conversations the caller may see, most recent first."""
-        return [c for c in await self.conversations.all() if self.may_see(request, c)]
-
     # -- models -----------------------------------------------------------------------------
     async def resolve(self, request: web.Request | KeyConfig | None,
                       model_id: str) -> tuple[Provider, str]:

@@ -43,6 +43,7 @@ from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
+    ConversationSummary,
     KeyExistsError,
     StoredKey,
     StoreUnavailableError,
@@ -120,11 +121,14 @@ MIGRATIONS: list[PgMigration] = [
             usage = (data::jsonb #> '{metadata,usage}')::text
             WHERE jsonb_typeof(data::jsonb #> '{metadata,model}') = 'string'""",
     )),
+    PgMigration(6, "an index for listing one owner's conversations, newest first", (
+        "CREATE INDEX conversations_owner ON conversations(owner, updated_at, id)",)),
 ]
 
 _FIELDS = ("title", "model", "provider", "system_prompt")
 _COLUMNS = "data, model, provider, usage"  # a message's columns, in _row's order
 _LOCK_ID = 0x6D70785F73746F  # the advisory lock taken while migrating ("mpx_sto")
+_CONVERSATIONS_LOCK = 0x6D7843  # an owner's advisory lock class, to count and insert
 
 
 def _row(message: ChatMessage) -> tuple[str | None, ...]:
@@ -343,20 +347,28 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
                                     for i, row in enumerate(rows)])
 
     # -- the interface --------------------------------------------------------------------------
-    async def create(self, conversation: Conversation) -> Conversation:
-        """Store a new conversation and return it."""
+    async def create(self, conversation: Conversation, *,
+                     most: int | None = None) -> Conversation | None:
+        """Store a new conversation (with ``most``: counted and inserted in one transaction
+        under the owner's advisory lock)."""
         c = conversation
 
-        async def work(conn: Conn) -> None:
+        async def work(conn: Conn) -> bool:
+            if most is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
+                                   _CONVERSATIONS_LOCK, "" if c.owner is None else "key:" + c.owner)
+                if await conn.fetchval("SELECT COUNT(*) FROM conversations WHERE owner IS NOT "
+                                       "DISTINCT FROM $1", c.owner) >= most:
+                    return False
             await conn.execute(
                 "INSERT INTO conversations (id, title, model, provider, system_prompt, owner, "
                 "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 c.id, c.title, c.model, c.provider, c.system_prompt, c.owner, c.created_at,
                 c.updated_at)
             await self._insert(conn, c.id, 0, [_row(m) for m in c.messages])
+            return True
 
-        await self._run(work, write=True)
-        return conversation
+        return conversation if await self._run(work, write=True) else None
 
     async def get(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None."""
@@ -375,6 +387,28 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
             return await self._load(conn, rows)
 
         return await self._run(work, write=True)
+
+    async def summaries(self, owner: str | None, *, after: str | None = None,
+                        limit: int = 100) -> list[ConversationSummary] | None:
+        """A page of ``owner``'s conversations, filtered, ordered and limited in the query;
+        no message is read."""
+        async def work(conn: Conn) -> list[ConversationSummary] | None:
+            where, args = "($1::text IS NULL OR owner = $1)", [owner, limit]
+            if after is not None:
+                if await conn.fetchval(f"SELECT 1 FROM conversations WHERE {where} AND "
+                                       "id = $2", owner, after) is None:
+                    return None
+                where += (" AND (updated_at, id) < (SELECT updated_at, id FROM conversations "
+                          "WHERE id = $3)")
+                args.append(after)
+            rows = await conn.fetch(
+                "SELECT id, title, model, provider, system_prompt, owner, created_at, "
+                "updated_at, (SELECT COUNT(*) FROM messages WHERE conversation_id = c.id) "
+                f"AS message_count FROM conversations AS c WHERE {where} "
+                "ORDER BY updated_at DESC, id DESC LIMIT $2", *args)
+            return [ConversationSummary(**dict(row)) for row in rows]
+
+        return await self._run(work, write=True)  # one snapshot for the cursor and page
 
     async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
         """Add messages to a conversation's history."""

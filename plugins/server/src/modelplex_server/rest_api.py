@@ -20,6 +20,7 @@ from modelplex_server.__about__ import __version__
 from modelplex_server.chat import chunk_event, start_turn
 from modelplex_server.conversations import Conversation
 from modelplex_server.errors import ApiError, error_body, from_exception
+from modelplex_server.files_api import int_query, owner_filter
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
 from modelplex_server.openai_api import SSE_HEADERS
 from modelplex_server.schemas import (
@@ -256,16 +257,38 @@ async def create_conversation(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     body = await read_body(request, ConversationCreate)
     provider, _ = await gateway.resolve(request, body.model)
+    owner, most = gateway.owner(request), gateway.settings.max_conversations
     item = await gateway.conversations.create(Conversation(
         title=body.title, model=body.model, provider=provider.name,
-        system_prompt=body.system_prompt, owner=gateway.owner(request)))
+        system_prompt=body.system_prompt, owner=owner), most=most)
+    if item is None:
+        raise ApiError(400, f"{'the key ' + repr(owner) if owner else 'the server'} keeps "
+                            f"{most} conversations already ([server] max_conversations): "
+                            "delete some (DELETE /api/conversations/{id}) or raise the "
+                            "setting", code="conversations_limit_reached")
     return _json(item.model_dump(mode="json"), status=201)
 
 
+#: ``GET /api/conversations``: the page size without ``limit``, and the largest allowed
+PAGE_DEFAULT, PAGE_MOST = 100, 1000
+
+
 async def list_conversations(request: web.Request) -> web.Response:
-    """``GET /api/conversations``: the caller's conversations, without messages."""
-    items = await request.app[GATEWAY].visible_conversations(request)
-    return _json({"conversations": [c.summary() for c in items]})
+    """``GET /api/conversations[?limit=&after=]``: a page of the caller's conversations,
+    without messages, most recently updated first; ``has_more`` and ``last_id`` (pass it as
+    ``after``) lead to the next page."""
+    limit = int_query(request, "limit", PAGE_DEFAULT, 1, PAGE_MOST)
+    after = request.query.get("after") or None
+    gateway = request.app[GATEWAY]
+    page = await gateway.conversations.summaries(owner_filter(request), after=after,
+                                                 limit=limit + 1)
+    if page is None:
+        raise ApiError(400, f"no conversation {str(after)[:64]!r} to list after (it was deleted, "
+                            "or is not yours): list again without 'after'", param="after")
+    key = request.get(KEY)
+    shown = [c.public() for c in page[:limit] if key is None or key.allows(c.model)]
+    return _json({"conversations": shown, "has_more": len(page) > limit,
+                  "last_id": page[:limit][-1].id if page else None})
 
 
 async def _conversation(request: web.Request) -> Conversation:

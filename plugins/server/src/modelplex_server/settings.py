@@ -10,6 +10,7 @@
     max_file_bytes = 104857600            # /v1/files: the largest upload (100 MiB)
     max_batch_lines = 50000               # /v1/batches: most requests in one batch
     max_open_batches = 100                # /v1/batches: most unfinished batches per key
+    max_conversations = 10000             # /api/conversations: most conversations per key
     batch_concurrency = 8                 # batch requests answered at once per process
 
     [server.models]                       # model ids the server offers besides provider:model
@@ -177,6 +178,10 @@ class ServerSettings(BaseModel):
     max_files: int = Field(
         default=1000, gt=0, description="Most files one key keeps (uploads and batch "
                                         "results); an upload beyond is refused (400).")
+    max_conversations: int = Field(
+        default=10_000, gt=0,
+        description="Most conversations one key keeps (stored responses count too); creating "
+                    "one more in /api/conversations is refused (400).")
     max_batch_lines: int = Field(
         default=50_000, gt=0, description="Most requests (lines) in one batch's input file.")
     max_open_batches: int = Field(

@@ -35,6 +35,7 @@ from modelplex_server.budgets import Spend
 from modelplex_server.conversations import (
     Conversation,
     ConversationStore,
+    ConversationSummary,
     KeyExistsError,
     MemoryConversationStore,
     StoredKey,
@@ -96,6 +97,9 @@ MIGRATIONS: list[Migration] = [
             provider = json_extract(data, '$.metadata.provider'),
             usage = json_extract(data, '$.metadata.usage')
             WHERE json_valid(data) AND json_type(data, '$.metadata.model') = 'text';
+    """),
+    sql(6, "an index for listing one owner's conversations, newest first", """
+        CREATE INDEX conversations_owner ON conversations(owner, updated_at, id);
     """),
 ]
 
@@ -181,19 +185,25 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
         return cur.rowcount > 0
 
     # -- the interface ---------------------------------------------------------------------------
-    async def create(self, conversation: Conversation) -> Conversation:
-        """Store a new conversation and return it."""
+    async def create(self, conversation: Conversation, *,
+                     most: int | None = None) -> Conversation | None:
+        """Store a new conversation (with ``most``: counted and inserted in one write
+        transaction, ``BEGIN IMMEDIATE``)."""
         c = conversation
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection) -> bool:
+            if most is not None and conn.execute(
+                    "SELECT COUNT(*) FROM conversations WHERE owner IS ?",
+                    (c.owner,)).fetchone()[0] >= most:
+                return False
             conn.execute("INSERT INTO conversations (id, title, model, provider, system_prompt,"
                          " owner, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (c.id, c.title, c.model, c.provider, c.system_prompt, c.owner,
                           c.created_at.isoformat(), c.updated_at.isoformat()))
             self._insert(conn, c.id, 0, [_row(m) for m in c.messages])
+            return True
 
-        await self._call(work, write=True)
-        return conversation
+        return conversation if await self._call(work, write=True) else None
 
     async def get(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None."""
@@ -209,6 +219,28 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
         def work(conn: sqlite3.Connection) -> list[Conversation]:
             rows = conn.execute("SELECT * FROM conversations ORDER BY updated_at DESC").fetchall()
             return [self._load(conn, row) for row in rows]
+
+        return await self._call(work)
+
+    async def summaries(self, owner: str | None, *, after: str | None = None,
+                        limit: int = 100) -> list[ConversationSummary] | None:
+        """A page of ``owner``'s conversations, filtered, ordered and limited in the query;
+        no message is read (``message_count`` is counted on the messages' key)."""
+        def work(conn: sqlite3.Connection) -> list[ConversationSummary] | None:
+            where, args = "(? IS NULL OR owner = ?)", [owner, owner]
+            if after is not None:
+                cursor = conn.execute(f"SELECT updated_at, id FROM conversations WHERE {where} "
+                                      "AND id = ?", (*args, after)).fetchone()
+                if cursor is None:
+                    return None
+                where += " AND (updated_at, id) < (?, ?)"
+                args += [cursor[0], cursor[1]]
+            rows = conn.execute(
+                "SELECT id, title, model, provider, system_prompt, owner, created_at, "
+                "updated_at, (SELECT COUNT(*) FROM messages WHERE conversation_id = c.id) "
+                f"AS message_count FROM conversations AS c WHERE {where} "
+                "ORDER BY updated_at DESC, id DESC LIMIT ?", (*args, limit)).fetchall()
+            return [ConversationSummary(**dict(row)) for row in rows]
 
         return await self._call(work)
 

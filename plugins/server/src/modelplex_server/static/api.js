@@ -39,7 +39,20 @@ export const api = {
   models: (refresh) => call("GET", "/api/models" + (refresh ? "?refresh=true" : "")),
   search: (params) => call("GET", "/api/models/search?" + new URLSearchParams(params)),
   providers: () => call("GET", "/api/providers"),
-  conversations: () => call("GET", "/api/conversations"),
+  // every conversation of the key (pages of 1000, newest first; at most 10 pages)
+  conversations: async () => {
+    const all = [];
+    let after = null;
+    for (let pages = 0; pages < 10; pages++) {
+      const query = new URLSearchParams({ limit: "1000" });
+      if (after) query.set("after", after);
+      const page = await call("GET", "/api/conversations?" + query);
+      all.push(...page.conversations);
+      if (!page.has_more || !page.last_id) break;
+      after = page.last_id;
+    }
+    return { conversations: all };
+  },
   conversation: (id) => call("GET", "/api/conversations/" + encodeURIComponent(id)),
   createConversation: (body) => call("POST", "/api/conversations", body),
   updateConversation: (id, changes) =>
