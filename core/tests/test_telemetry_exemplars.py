@@ -4,6 +4,8 @@ one router share."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
@@ -151,3 +153,8 @@ async def test_layers_over_one_router_share_its_shape_and_follow_a_new_tracer_pr
     # the attributes shared by the stack's spans are copied, never changed by a request
     assert "gen_ai.usage.output_tokens" not in first._shape.base("chat", "m")[1]
     other.shutdown()
+    # the shape does not keep a closed router alive
+    gone = weakref.ref(router)
+    del router, first, second, third
+    gc.collect()
+    assert gone() is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,18 +50,19 @@ _METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request
 
 class _Shape:
     """What a telemetry layer derives from the stack below it and the tracer provider: the
-    tracer, the span kind, the provider's conventions name, the server address and the
-    router's ``watched_stream``; and, per operation and model, the span name and the base
-    attributes. Made once per router and tracer provider and shared by every layer over
-    them (a ChatManager per conversation builds a layer per conversation)."""
+    tracer, the span kind, the provider's conventions name, the server address and whether
+    the router has ``watched_stream``; and, per operation and model, the span name and the
+    base attributes. Made once per router and tracer provider and shared by every layer over
+    them (a ChatManager per conversation builds a layer per conversation); it holds the
+    router weakly, so a closed router is not kept alive by it."""
 
     __slots__ = ("bases", "inner", "kind", "provider", "provider_key", "routed", "server",
-                 "single", "tracer", "tracer_provider", "watched")
+                 "single", "tracer", "tracer_provider", "watchable")
 
     def __init__(self, inner: Provider, tracer_provider: Any) -> None:
         from opentelemetry import trace
 
-        self.inner = inner
+        self.inner = weakref.ref(inner)
         self.tracer_provider = tracer_provider
         self.tracer = tracer_of(tracer_provider)
         base = _innermost(inner)
@@ -78,9 +80,7 @@ class _Shape:
         self.kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
         self.server = _server_of(base) if self.single else (None, None)
         # a router right below (looked up on its class: a layer's __getattr__ forwards)
-        self.watched: Callable[[ChatRequest, _Watch], AsyncGenerator[StreamChunk, None]] | None
-        self.watched = (inner.watched_stream  # type: ignore[attr-defined]
-                        if getattr(type(inner), "watched_stream", None) is not None else None)
+        self.watchable = getattr(type(inner), "watched_stream", None) is not None
         self.bases: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def base(self, operation: str, model: str) -> tuple[str, dict[str, Any]]:
@@ -107,7 +107,7 @@ def _shape_of(inner: Provider, tracer_provider: Any) -> _Shape:
 
         tracer_provider = trace.get_tracer_provider()
     found = _shapes.get(id(inner))
-    if found is None or found.inner is not inner or found.tracer_provider is not tracer_provider:
+    if found is None or found.inner() is not inner or found.tracer_provider is not tracer_provider:
         if len(_shapes) > 256:
             _shapes.clear()
         found = _shapes[id(inner)] = _Shape(inner, tracer_provider)
@@ -161,7 +161,9 @@ class TelemetryLayer(WrappingProvider):
         self._kind = shape.kind
         self._single = shape.single
         self._server = shape.server
-        self._watched = shape.watched
+        self._watched: Callable[[ChatRequest, _Watch], AsyncGenerator[StreamChunk, None]] | None
+        self._watched = (inner.watched_stream  # type: ignore[attr-defined]
+                         if shape.watchable else None)
 
     def _instruments(self) -> list[_Instruments]:
         if self._meter_provider is not None:
