@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,22 +38,80 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelplex.telemetry")
 _warned = False
 #: per-process caches of what every request or stack would otherwise compute again (a
-#: ChatManager per conversation builds a stack per conversation): a provider's server
-#: address, and the metric label sets (a few per model; bounded).
-_servers: dict[int, tuple[Any, tuple[str | None, int | None]]] = {}
+#: ChatManager per conversation builds a stack per conversation over the same shared router):
+#: what a layer derives from the stack below it (:class:`_Shape`), and the metric label sets
+#: (a few per model; bounded).
+_shapes: dict[int, _Shape] = {}
 _labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 _token_details: Any = None
 #: the span attributes that are also metric labels.
 _METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
 
 
-def _server_cached(provider: Any) -> tuple[str | None, int | None]:
-    found = _servers.get(id(provider))
-    if found is None or found[0] is not provider:
-        if len(_servers) > 256:
-            _servers.clear()
-        found = _servers[id(provider)] = (provider, _server_of(provider))
-    return found[1]
+class _Shape:
+    """What a telemetry layer derives from the stack below it and the tracer provider: the
+    tracer, the span kind, the provider's conventions name, the server address and whether
+    the router has ``watched_stream``; and, per operation and model, the span name and the
+    base attributes. Made once per router and tracer provider and shared by every layer over
+    them (a ChatManager per conversation builds a layer per conversation); it holds the
+    router weakly, so a closed router is not kept alive by it."""
+
+    __slots__ = ("bases", "inner", "kind", "provider", "provider_key", "routed", "server",
+                 "single", "tracer", "tracer_provider", "watchable")
+
+    def __init__(self, inner: Provider, tracer_provider: Any) -> None:
+        from opentelemetry import trace
+
+        self.inner = weakref.ref(inner)
+        self.tracer_provider = tracer_provider
+        self.tracer = tracer_of(tracer_provider)
+        base = _innermost(inner)
+        deployments = getattr(base, "deployments", None)
+        self.routed = deployments is not None
+        if deployments:  # a router: its first deployment's provider until one answers
+            base = deployments[0].provider
+        self.single = deployments is None or (len(deployments) == 1
+                                              and not base_fallbacks(inner))
+        self.provider_key: str = base.name
+        self.provider = provider_name(base.name)
+        in_process = getattr(base, "in_process", None)
+        if in_process is None:
+            in_process = base.name in IN_PROCESS
+        self.kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
+        self.server = _server_of(base) if self.single else (None, None)
+        # a router right below (looked up on its class: a layer's __getattr__ forwards)
+        self.watchable = getattr(type(inner), "watched_stream", None) is not None
+        self.bases: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+    def base(self, operation: str, model: str) -> tuple[str, dict[str, Any]]:
+        """The span name and the attributes every ``operation`` span of ``model`` has (shared:
+        copy before adding to it)."""
+        found = self.bases.get((operation, model))
+        if found is None:
+            attributes: dict[str, Any] = {"gen_ai.operation.name": operation,
+                                          "gen_ai.provider.name": self.provider,
+                                          "gen_ai.request.model": model}
+            address, port = self.server
+            if address is not None:
+                attributes["server.address"] = address
+                attributes["server.port"] = port
+            if len(self.bases) > 64:
+                self.bases.clear()
+            found = self.bases[(operation, model)] = (f"{operation} {model}", attributes)
+        return found
+
+
+def _shape_of(inner: Provider, tracer_provider: Any) -> _Shape:
+    if tracer_provider is None:
+        from opentelemetry import trace
+
+        tracer_provider = trace.get_tracer_provider()
+    found = _shapes.get(id(inner))
+    if found is None or found.inner() is not inner or found.tracer_provider is not tracer_provider:
+        if len(_shapes) > 256:
+            _shapes.clear()
+        found = _shapes[id(inner)] = _Shape(inner, tracer_provider)
+    return found
 
 
 def telemetry_layer(inner: Provider, ctx: LayerContext) -> Provider | None:
@@ -89,30 +148,22 @@ class TelemetryLayer(WrappingProvider):
 
         self._trace = trace
         self._context = context
-        self._tracer = tracer_of(tracer_provider)
+        shape = self._shape = _shape_of(inner, tracer_provider)
+        self._tracer = shape.tracer
         self._meter_provider = meter_provider
         self.settings = settings or TelemetrySettings()
         self.caller = caller
         self._config = config
         self._prices = prices
-        base = _innermost(inner)
-        deployments = getattr(base, "deployments", None)
-        self._routed = deployments is not None
-        if deployments:  # a router: its first deployment's provider until one answers
-            base = deployments[0].provider
-        single = deployments is None or (len(deployments) == 1 and not base_fallbacks(inner))
-        self._provider_key = base.name
-        self._provider = provider_name(base.name)
-        in_process = getattr(base, "in_process", None)
-        if in_process is None:
-            in_process = base.name in IN_PROCESS
-        self._kind = trace.SpanKind.INTERNAL if in_process else trace.SpanKind.CLIENT
-        self._single = single
-        self._server = _server_cached(base) if single else (None, None)
-        # a router right below (looked up on its class: a layer's __getattr__ forwards)
+        self._routed = shape.routed
+        self._provider_key = shape.provider_key
+        self._provider = shape.provider
+        self._kind = shape.kind
+        self._single = shape.single
+        self._server = shape.server
         self._watched: Callable[[ChatRequest, _Watch], AsyncGenerator[StreamChunk, None]] | None
         self._watched = (inner.watched_stream  # type: ignore[attr-defined]
-                         if getattr(type(inner), "watched_stream", None) is not None else None)
+                         if shape.watchable else None)
 
     def _instruments(self) -> list[_Instruments]:
         if self._meter_provider is not None:
@@ -128,18 +179,14 @@ class TelemetryLayer(WrappingProvider):
         return self._prices
 
     # -- attributes ---------------------------------------------------------------------------
-    def _base(self, operation: str, model: str) -> dict[str, Any]:
-        attributes: dict[str, Any] = {"gen_ai.operation.name": operation,
-                                      "gen_ai.provider.name": self._provider,
-                                      "gen_ai.request.model": model}
-        address, port = self._server
-        if address is not None:
-            attributes["server.address"] = address
-            attributes["server.port"] = port
-        return attributes
+    def _base(self, operation: str, model: str) -> tuple[str, dict[str, Any]]:
+        """The span name and a new dict of the attributes every such span has."""
+        name, attributes = self._shape.base(operation, model)
+        return name, dict(attributes)
 
-    def _request_attributes(self, request: ChatRequest) -> dict[str, Any]:
-        attributes = self._base("chat", request.model)
+    def _request_attributes(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
+        """The span name and the attributes known when the request starts."""
+        span_name, attributes = self._base("chat", request.model)
         options = request.options
         for key in options.model_fields_set:  # what the user set (no dump of every field)
             value = getattr(options, key, None)
@@ -164,7 +211,7 @@ class TelemetryLayer(WrappingProvider):
                 attributes["gen_ai.system_instructions"] = system
             if request.tools:
                 attributes["gen_ai.tool.definitions"] = tool_definitions(request.tools)
-        return attributes
+        return span_name, attributes
 
     def _metric_attributes(self, span_attributes: Mapping[str, Any],
                            response_model: str | None, error: str | None) -> dict[str, Any]:
@@ -195,9 +242,13 @@ class TelemetryLayer(WrappingProvider):
 
     def _end(self, span: Any, attributes: dict[str, Any], *, start: float,
                 first: float | None, chunks: int, last: Any, route: Any,
-                err: BaseException | None, stopped: bool = False,
+                err: BaseException | None, context: Any, stopped: bool = False,
                 content: str | None = None, reasoning: str | None = None,
                 calls: Sequence[Any] = ()) -> None:
+        """``context``: the span's context (the span current in it), which the metrics are
+        recorded in: an exemplar (where the meter provider's exemplar filter takes one)
+        points at this call's span, and the SDK does not look the current context up for
+        each record."""
         end = time.perf_counter()
         usage: Usage | None = getattr(last, "usage", None)
         response_model = getattr(last, "model", None) or (
@@ -285,22 +336,23 @@ class TelemetryLayer(WrappingProvider):
         duration = end - start
         server = self.caller == "server"
         for inst in instruments:
-            inst.duration.record(duration, labels)
+            inst.duration.record(duration, labels, context)
             if server:
-                inst.server_duration.record(duration, labels)
+                inst.server_duration.record(duration, labels, context)
             if cached:
-                inst.cache.add(1, labels)
+                inst.cache.add(1, labels, context)
             if first is not None:
-                inst.first_chunk.record(first - start, labels)
+                inst.first_chunk.record(first - start, labels, context)
                 if server:
-                    inst.server_ttft.record(first - start, labels)
+                    inst.server_ttft.record(first - start, labels, context)
                 if chunks > 1:
-                    inst.per_chunk.record((end - first) / (chunks - 1), labels)
+                    inst.per_chunk.record((end - first) / (chunks - 1), labels, context)
             if usage is not None and not usage.estimated and not cached:
-                inst.tokens.record(usage.prompt_tokens, input_labels)
-                inst.tokens.record(usage.completion_tokens, output_labels)
+                inst.tokens.record(usage.prompt_tokens, input_labels, context)
+                inst.tokens.record(usage.completion_tokens, output_labels, context)
             if cost is not None and cost.known and cost.amount:
-                inst.cost.add(cost.amount, {**labels, "modelplex.cost.currency": cost.currency})
+                inst.cost.add(cost.amount, {**labels, "modelplex.cost.currency": cost.currency},
+                              context)
 
     # -- calls --------------------------------------------------------------------------------
     def stream_request(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -312,10 +364,9 @@ class TelemetryLayer(WrappingProvider):
         return self._traced_stream(request)
 
     async def _traced_stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        trace = self._trace
-        attributes = self._request_attributes(request)
-        span = self._tracer.start_span(f"chat {request.model}", kind=self._kind,
-                                       attributes=attributes)
+        name, attributes = self._request_attributes(request)
+        span = self._tracer.start_span(name, kind=self._kind, attributes=attributes)
+        context = self._trace.set_span_in_context(span)
         capture = self.settings.capture_content
         parts: list[StreamChunk] = []
         start = time.perf_counter()
@@ -327,7 +378,7 @@ class TelemetryLayer(WrappingProvider):
         try:
             # the span is current while the first chunk is awaited: the router's attempts,
             # the cache lookup and the HTTP request start there, and nest under it
-            token = self._context.attach(trace.set_span_in_context(span))
+            token = self._context.attach(context)
             try:
                 chunk = await anext(stream, None)
             finally:
@@ -365,45 +416,49 @@ class TelemetryLayer(WrappingProvider):
                 reasoning = "".join(c.reasoning for c in parts if c.reasoning) or None
                 calls = [call for c in parts if c.tool_calls for call in c.tool_calls]
             self._finish(span, attributes, start=start, first=first, chunks=chunks,
-                         last=last, route=route, err=err, stopped=stopped, content=content,
-                         reasoning=reasoning, calls=calls)
+                         last=last, route=route, err=err, context=context, stopped=stopped,
+                         content=content, reasoning=reasoning, calls=calls)
 
     async def complete_request(self, request: ChatRequest) -> ChatResponse:
         """The inner provider's whole answer inside a span."""
-        trace = self._trace
-        attributes = self._request_attributes(request)
-        span = self._tracer.start_span(f"chat {request.model}", kind=self._kind,
-                                       attributes=attributes)
+        name, attributes = self._request_attributes(request)
+        span = self._tracer.start_span(name, kind=self._kind, attributes=attributes)
+        context = self._trace.set_span_in_context(span)
         start = time.perf_counter()
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
+            token = self._context.attach(context)
+            try:
                 response = await self.inner.complete_request(request)
+            finally:
+                self._context.detach(token)
         except Exception as err:
             self._finish(span, attributes, start=start, first=None, chunks=0, last=None,
-                         route=None, err=err)
+                         route=None, err=err, context=context)
             raise
         self._finish(span, attributes, start=start, first=None, chunks=0, last=response,
-                     route=response.route, err=None, content=response.content,
-                     reasoning=response.reasoning, calls=response.tool_calls)
+                     route=response.route, err=None, context=context,
+                     content=response.content, reasoning=response.reasoning,
+                     calls=response.tool_calls)
         return response
 
     async def embed(self, texts: Sequence[str], *, model: str,
                     options: Mapping[str, Any] | None = None) -> list[list[float]]:
         """The inner provider's embeddings inside an ``embeddings {model}`` span."""
         trace = self._trace
-        attributes = self._base("embeddings", model)
+        name, attributes = self._base("embeddings", model)
         fmt = (options or {}).get("encoding_format")
         if isinstance(fmt, str):
             attributes["gen_ai.request.encoding_formats"] = [fmt]
-        span = self._tracer.start_span(f"embeddings {model}", kind=self._kind,
-                                       attributes=attributes)
+        span = self._tracer.start_span(name, kind=self._kind, attributes=attributes)
+        context = trace.set_span_in_context(span)
         start = time.perf_counter()
         error: str | None = None
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
+            token = self._context.attach(context)
+            try:
                 vectors = await self.inner.embed(texts, model=model, options=options)
+            finally:
+                self._context.detach(token)
         except Exception as err:
             error = error_type(err)
             span.set_attribute("error.type", error)
@@ -417,7 +472,7 @@ class TelemetryLayer(WrappingProvider):
             duration = time.perf_counter() - start
             for inst in self._instruments():
                 inst.duration.record(duration, self._metric_attributes(attributes, None,
-                                                                       error))
+                                                                       error), context)
         return vectors
 
 
@@ -426,8 +481,8 @@ class _Watch:
     span begins when the stream starts and is current until the first chunk (the attempts,
     the cache lookup and the HTTP request nest under it), and ends with the stream."""
 
-    __slots__ = ("attributes", "chunks", "first_at", "layer", "request", "route", "span",
-                 "start", "token")
+    __slots__ = ("attributes", "chunks", "context", "first_at", "layer", "request", "route",
+                 "span", "start", "token")
 
     def __init__(self, layer: TelemetryLayer, request: ChatRequest) -> None:
         self.layer = layer
@@ -439,11 +494,12 @@ class _Watch:
 
     def begin(self) -> None:
         layer = self.layer
-        self.attributes = attributes = layer._request_attributes(self.request)
-        self.span = span = layer._tracer.start_span(f"chat {self.request.model}",
-                                                    kind=layer._kind, attributes=attributes)
+        name, self.attributes = layer._request_attributes(self.request)
+        self.span = span = layer._tracer.start_span(name, kind=layer._kind,
+                                                    attributes=self.attributes)
         self.start = time.perf_counter()
-        self.token = layer._context.attach(layer._trace.set_span_in_context(span))
+        self.context = context = layer._trace.set_span_in_context(span)
+        self.token = layer._context.attach(context)
 
     def _detach(self) -> None:
         token, self.token = self.token, None
@@ -460,4 +516,4 @@ class _Watch:
         self._detach()
         self.layer._finish(self.span, self.attributes, start=self.start, first=self.first_at,
                            chunks=self.chunks, last=last, route=self.route, err=err,
-                           stopped=not done and err is None)
+                           context=self.context, stopped=not done and err is None)
