@@ -25,6 +25,7 @@ cache it opened, its reference to the pooled provider or router.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import logging
@@ -528,17 +529,6 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     base, model_name, provider_name, named, close_base = await _open_base(
         spec, config, pool, plugins, provider_config, retries)
     closers: list[Callable[[], Awaitable[None]]] = [close_base]
-
-    async def close() -> None:
-        errors = []
-        for closer in reversed(closers):
-            try:
-                await closer()
-            except Exception as err:  # close the rest, then report the first
-                errors.append(err)
-        if errors:
-            raise errors[0]
-
     try:
         cache_layer, close_cache = _cache_for(cache, config, plugins)
         if close_cache is not None:
@@ -550,12 +540,25 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
                                     cache_layer, store, conversation_id)
         top, built = _build_layers(base, ctx, plugins)
     except BaseException:
-        await close()
+        await _close_all(closers)
         raise
     lease = Lease(top, model_name, provider_name, base, tuple(built),
-                  close if len(closers) > 1 else close_base)  # one: no loop to run
+                  functools.partial(_close_all, closers) if len(closers) > 1
+                  else close_base)  # one: no loop to run
     _leases.setdefault(id(top), []).append(lease)
     return lease
+
+
+async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run ``closers`` last first; every one runs, then the first error is raised."""
+    errors = []
+    for closer in reversed(closers):
+        try:
+            await closer()
+        except Exception as err:  # close the rest, then report the first
+            errors.append(err)
+    if errors:
+        raise errors[0]
 
 
 async def release_model(provider: Provider | Lease, *, pool: ProviderPool | None = None
