@@ -128,3 +128,58 @@ def test_a_misplaced_layer_warns_on_every_stack(fake_plugins: Any, caplog: Any) 
         caplog.clear()
         assert "lost" not in [name for name, _ in layer_order(fake_plugins)]
         assert "no layer 'nowhere'" in caplog.text
+
+
+async def test_a_second_conversation_reopens_the_plain_base_without_parsing_again(
+        fake_plugins: Any, fake_plugin: Any, monkeypatch: Any) -> None:
+    from modelplex import _reopen
+
+    calls: list[str] = []
+    plain_kwargs = _reopen.plain_kwargs
+    monkeypatch.setattr(_reopen, "plain_kwargs",
+                        lambda config, name, overrides: (calls.append(name),
+                                                         plain_kwargs(config, name, overrides))[1])
+    pool, config = ProviderPool(), parse_config({})
+    a = ChatManager("fake:echo", plugins=fake_plugins, pool=pool, config=config)
+    b = ChatManager("fake:echo", plugins=fake_plugins, pool=pool, config=config)
+    await a.initialize()
+    await b.initialize()
+    assert calls == ["fake"]  # the second found what the first opened
+    [provider] = fake_plugin.created
+    assert _router(a) is _router(b) and pool.holders(provider) == 2  # its own reference
+    await a.aclose()
+    assert not provider.closed and (await b.get_response_with_meta("on")).content
+    await b.aclose()
+    assert provider.closed
+    async with ChatManager("fake:echo", plugins=fake_plugins, pool=pool, config=config) as c:
+        assert calls == ["fake", "fake"]  # the pool closed it: opened again, not served stale
+        assert _router(c).deployments[0].provider is fake_plugin.created[1]
+    other = ProviderPool()  # another pool never gets this pool's provider
+    async with ChatManager("fake:echo", plugins=fake_plugins, pool=other, config=config) as d:
+        assert _router(d).deployments[0].provider is fake_plugin.created[2]
+    retried = ChatManager("fake:echo", plugins=fake_plugins, pool=pool, config=config,
+                          retries=3)
+    async with retried:
+        assert _router(retried).retries.attempts == 4
+    assert pool.shared() == [] and other.shared() == []
+
+
+async def test_the_layers_are_built_for_every_conversation(fake_plugins: Any,
+                                                           fake_plugin: Any) -> None:
+    from modelplex import hookimpl
+
+    seen: list[Any] = []
+
+    class LayerPlugin:
+        @hookimpl
+        def register_layers(self, register: Any) -> None:
+            register(lambda inner, ctx: seen.append(ctx), name="watch", before="cache")
+
+    fake_plugins.register(LayerPlugin(), name="watch-layer")
+    pool, config = ProviderPool(), parse_config({})
+    for _ in range(2):
+        async with ChatManager("fake:echo", plugins=fake_plugins, pool=pool, config=config):
+            pass
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert (seen[0].spec, seen[0].model, seen[0].provider_name, seen[0].config) == (
+        "fake:echo", "echo", "fake", config)

@@ -77,16 +77,19 @@ class ManagerLayers:
         model they select; a bare model name: the one provider that lists it), opened through
         :func:`~modelplex.pipeline.open_model`. It replaces the stack held for the same model
         (the fresh one records under the current conversation id)."""
+        plugins = self.chosen_plugins or get_plugins()
         if model == "auto" or (model is None and self.select is not None):
-            model = await select_model_spec(self.select or {}, plugins=self.plugins)
+            model = await select_model_spec(self.select or {}, plugins=plugins)
         config = self.config or get_config()
-        model = await resolve_bare_model(model, plugins=self.plugins, named=config.models,
-                                         provider_config=self.provider_config)
-        cache = self.cache_layer(self.plugins, default=config.cache)
+        if model is not None and ":" not in model:  # "provider:model" is returned unchanged
+            model = await resolve_bare_model(model, plugins=plugins, named=config.models,
+                                             provider_config=self.provider_config)
+        cache = self.cache_layer(plugins, default=config.cache)
+        store = self.log_store()
         lease = await open_model(
             model, config=config, pool=self.pool, plugins=self.chosen_plugins,
             provider_config=self.provider_config, cache=cache or False,
-            logs=self.log_store(), conversation_id=self.conversation_id,
+            logs=store, conversation_id=self._conversation_id if store is not None else None,
             retries=self.retries, caller="chat")
         key = (lease.provider_name, lease.model)
         held = self._leases.pop(key, None)

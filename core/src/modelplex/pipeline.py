@@ -25,6 +25,7 @@ cache it opened, its reference to the pooled provider or router.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import logging
@@ -34,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from modelplex import env
+from modelplex import _reopen, env
 from modelplex.config import Config, RetryConfig, get_config
 from modelplex.errors import ConfigurationError, ModelplexError, PluginError
 from modelplex.plugins import Plugins, get_plugins
-from modelplex.pool import ProviderPool, config_key, get_pool
+from modelplex.pool import ProviderPool, config_key, get_pool, provider_key
 from modelplex.provider import Provider
 from modelplex.routing import Deployment, MemoryState, Router, RouterState
 from modelplex.stats import stats_for
@@ -113,19 +114,28 @@ _BUILTIN: dict[str, LayerFactory] = {"mcp": _mcp_layer, "recording": _recording_
 def layer_order(plugins: Plugins | None = None) -> list[tuple[str, LayerFactory | None]]:
     """The layers above the router, outside in: :data:`PATH` with the plugins' layers put in
     (a slot nobody filled has ``None``)."""
-    registered = tuple((plugins or get_plugins()).registry("layers").values())
+    return list(_placed(plugins or get_plugins())[0])
+
+
+def _placed(plugins: Plugins) -> tuple[tuple[tuple[str, LayerFactory | None], ...],
+                                       tuple[tuple[str, LayerFactory], ...]]:
+    """:func:`layer_order`, and its layers that have a factory inside out (what
+    :func:`_build_layers` walks)."""
+    registered = tuple(plugins.registry("layers").values())
     cached = _order_cache.get("last")
     if cached is not None and cached[0] == registered:
-        return list(cached[1])
+        return cached[1], cached[2]
     order, clean = _place(registered)
+    walk = tuple((name, factory) for name, factory in reversed(order) if factory is not None)
     if clean:  # an order that warned is placed (and warns) again on every stack
-        _order_cache["last"] = (registered, tuple(order))
-    return order
+        _order_cache["last"] = (registered, tuple(order), walk)
+    return tuple(order), walk
 
 
-#: the last registrations placed without a warning, and their order: placed once, not per
-#: stack (a registration added, removed or changed is placed again)
-_order_cache: dict[str, tuple[tuple[Any, ...], tuple[tuple[str, LayerFactory | None], ...]]] = {}
+#: the last registrations placed without a warning, their order and its walk inside out:
+#: placed once, not per stack (a registration added, removed or changed is placed again)
+_order_cache: dict[str, tuple[tuple[Any, ...], tuple[tuple[str, LayerFactory | None], ...],
+                              tuple[tuple[str, LayerFactory], ...]]] = {}
 
 
 def _place(registered: tuple[Any, ...]) -> tuple[list[tuple[str, LayerFactory | None]], bool]:
@@ -172,9 +182,7 @@ def _build_layers(base: Provider, ctx: LayerContext, plugins: Plugins
     """``base`` behind every active layer, and the layers built (outside in)."""
     provider = base
     built: list[Provider] = []
-    for name, factory in reversed(layer_order(plugins)):
-        if factory is None:
-            continue
+    for name, factory in _placed(plugins)[1]:
         try:
             layer = factory(provider, ctx)
         except ModelplexError:
@@ -404,10 +412,19 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
         return router, spec, spec, True, release_router
     # one shared provider instance per name and configuration, behind a router of one kept
     # with it in the pool (one per model and retries, shared by every caller)
+    reuse = not provider_config and (retries is None or (type(retries) is int and retries >= 0))
+    if reuse:  # the base opened last time for the same inputs, if the pool still holds it
+        found = _reopen.plain_bases.get((id(pool), id(config), spec, id(plugins), retries))
+        if (found is not None and found.config is config
+                and config.provider_kwargs(found.provider_name) == found.kwargs
+                and pool.hold(found.pool_key, found.provider)):
+            stats_for(*found.stats)
+            return (found.router, found.model_name, found.provider_name, False,
+                    found.release)
     provider_name, requested = parse_model_spec(spec, plugins)
     overrides = (provider_config or {}).get(provider_name)
     policy = single_retries(retries, config)  # a bad value fails before anything is opened
-    kwargs, kwargs_key, short = _plain_kwargs(config, provider_name, overrides)
+    kwargs, kwargs_key, short = _reopen.plain_kwargs(config, provider_name, overrides)
     provider = await pool.acquire(provider_name, kwargs, plugins=plugins, key=kwargs_key)
     model_name = requested or provider.default_model or ""
     if not model_name:
@@ -423,41 +440,22 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
 
     single = pool.attached(provider, ("single", model_name, policy), make)
     # one count per provider:model and configuration, kept across leases (modelplex.stats)
-    single.stats_total = stats_for(f"{provider_name}:{model_name}",
-                                   f"{provider_name}:{model_name}:{id(plugins)}:{short}")
+    stats = (f"{provider_name}:{model_name}", f"{provider_name}:{model_name}:{id(plugins)}:{short}")
+    single.stats_total = stats_for(*stats)
+    if reuse:
+        bases = _reopen.plain_bases
+        if len(bases) >= _reopen.PLAIN_CACHE_SIZE:
+            del bases[next(iter(bases))]
+        bases[(id(pool), id(config), spec, id(plugins), retries)] = _reopen.PlainBase(
+            config, dict(kwargs), provider_key(provider_name, plugins, kwargs_key), provider,
+            single, model_name, provider_name, stats, release_provider)
     return single, model_name, provider_name, False, release_provider
+
+
 
 
 async def _nothing() -> None:
     """A shared router of one closes nothing: its provider is released by each lease."""
-
-
-#: (config, provider name) -> (the provider's keywords, their pool key, its short hash): the
-#: key is computed once per config object and table (a changed config, or a table changed
-#: in place, is computed again, never served from here); a few recent configs are kept.
-_plain_cache: dict[tuple[int, str], tuple[Config, dict[str, Any], str, str]] = {}
-_PLAIN_CACHE_SIZE = 32
-
-
-def _plain_kwargs(config: Config, provider_name: str,
-                  overrides: Mapping[str, Any] | None) -> tuple[dict[str, Any], str, str]:
-    """The constructor keywords of a plain ``provider:model``'s provider (``[providers.NAME]``
-    then ``overrides``), their key (:func:`~modelplex.pool.config_key`) and its short hash
-    (:func:`_short` of the keywords)."""
-    if overrides:
-        kwargs = {**config.provider_kwargs(provider_name), **dict(overrides)}
-        kwargs_key = config_key(kwargs)
-        return kwargs, kwargs_key, hashlib.sha256(kwargs_key.encode()).hexdigest()[:12]
-    kwargs = config.provider_kwargs(provider_name)
-    cached = _plain_cache.get((id(config), provider_name))
-    if cached is not None and cached[0] is config and cached[1] == kwargs:
-        return kwargs, cached[2], cached[3]
-    kwargs_key = config_key(kwargs)
-    short = hashlib.sha256(kwargs_key.encode()).hexdigest()[:12]
-    if len(_plain_cache) >= _PLAIN_CACHE_SIZE:
-        del _plain_cache[next(iter(_plain_cache))]
-    _plain_cache[(id(config), provider_name)] = (config, dict(kwargs), kwargs_key, short)
-    return kwargs, kwargs_key, short
 
 
 def _cache_for(cache: Any, config: Config, plugins: Plugins
@@ -531,17 +529,6 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     base, model_name, provider_name, named, close_base = await _open_base(
         spec, config, pool, plugins, provider_config, retries)
     closers: list[Callable[[], Awaitable[None]]] = [close_base]
-
-    async def close() -> None:
-        errors = []
-        for closer in reversed(closers):
-            try:
-                await closer()
-            except Exception as err:  # close the rest, then report the first
-                errors.append(err)
-        if errors:
-            raise errors[0]
-
     try:
         cache_layer, close_cache = _cache_for(cache, config, plugins)
         if close_cache is not None:
@@ -549,17 +536,29 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
         store, close_store = _log_store(logs)
         if close_store is not None:
             closers.append(close_store)
-        ctx = LayerContext(spec=spec, model=model_name, provider_name=provider_name,
-                           config=config, caller=caller, named=named, cache=cache_layer,
-                           log_store=store, conversation_id=conversation_id)
+        ctx = _reopen.layer_context(spec, model_name, provider_name, config, caller, named,
+                                    cache_layer, store, conversation_id)
         top, built = _build_layers(base, ctx, plugins)
     except BaseException:
-        await close()
+        await _close_all(closers)
         raise
     lease = Lease(top, model_name, provider_name, base, tuple(built),
-                  close if len(closers) > 1 else close_base)  # one: no loop to run
+                  functools.partial(_close_all, closers) if len(closers) > 1
+                  else close_base)  # one: no loop to run
     _leases.setdefault(id(top), []).append(lease)
     return lease
+
+
+async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run ``closers`` last first; every one runs, then the first error is raised."""
+    errors = []
+    for closer in reversed(closers):
+        try:
+            await closer()
+        except Exception as err:  # close the rest, then report the first
+            errors.append(err)
+    if errors:
+        raise errors[0]
 
 
 async def release_model(provider: Provider | Lease, *, pool: ProviderPool | None = None

@@ -36,7 +36,8 @@ from modelplex.errors import ConfigurationError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 
-__all__ = ["ProviderPool", "config_key", "get_pool", "provider_kwargs", "sync_runner"]
+__all__ = ["ProviderPool", "config_key", "get_pool", "provider_key", "provider_kwargs",
+           "sync_runner"]
 
 P = TypeVar("P", bound=Provider)
 
@@ -74,6 +75,12 @@ def provider_kwargs(factory: Callable[..., Any], config: Mapping[str, Any]) -> d
                                      f"{env}=YOUR_KEY or remove api_key_env")
         kwargs.setdefault("api_key", SecretStr(value))
     return kwargs
+
+
+def provider_key(name: str, plugins: Plugins, kwargs_key: str) -> str:
+    """The pool key of provider ``name`` from ``plugins`` built with the keywords whose
+    :func:`config_key` is ``kwargs_key``."""
+    return f"provider:{name}:{id(plugins)}:{kwargs_key}"
 
 
 @attrs.define(eq=False)
@@ -122,7 +129,7 @@ class ProviderPool:
         """
         plugins = plugins or get_plugins()
         cfg = dict(config or {})
-        key = f"provider:{name}:{id(plugins)}:{config_key(cfg) if key is None else key}"
+        key = provider_key(name, plugins, config_key(cfg) if key is None else key)
         entries = self._entries()
         with self._lock:  # held already (every conversation after the first): no build step
             entry = entries.get(key)
@@ -138,6 +145,18 @@ class ProviderPool:
 
         provider: Provider = await self.acquire_shared(key, build)
         return provider
+
+    def hold(self, key: str, value: Any) -> bool:
+        """One more reference to ``value``, pooled under ``key`` in this event loop (the key
+        :meth:`acquire` or :meth:`acquire_shared` used), without building anything: ``False``
+        when the pool no longer has it there (closed, or another value under ``key`` now)."""
+        entries = self._entries()
+        with self._lock:
+            entry = entries.get(key)
+            if entry is None or entry.value is not value:
+                return False
+            entry.refs += 1
+            return True
 
     async def acquire_shared(self, key: str, build: Callable[[], Awaitable[P]]) -> P:
         """The shared object under ``key``, built by ``build()`` on first use."""
