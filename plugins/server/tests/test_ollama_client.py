@@ -95,3 +95,23 @@ async def test_errors(oclient: ollama.AsyncClient, upstream: FaultyUpstream) -> 
 async def test_embed_with_the_real_model(oclient: ollama.AsyncClient) -> None:
     reply = await oclient.embed(model="llamacpp:smollm2", input=["hello", "world"])
     assert len(reply.embeddings) == 2 and len(reply.embeddings[0]) == 576
+
+
+async def test_an_unexpected_failure_is_logged_with_its_traceback(
+        oclient: ollama.AsyncClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A defect in an Ollama handler is a 500 in Ollama's shape, and its traceback is logged
+    (as the other APIs' errors middleware does), not swallowed."""
+    from modelplex_server import ollama_api
+
+    def broken(messages: Any) -> Any:
+        raise RuntimeError("a defect in the handler")
+
+    monkeypatch.setattr(ollama_api, "_messages", broken)
+    with caplog.at_level("ERROR", logger="modelplex.server"), \
+            pytest.raises(ollama.ResponseError) as info:
+        await oclient.chat(model="fault:fault", messages=USER)
+    assert info.value.status_code == 500
+    logged = [r for r in caplog.records if r.getMessage().startswith("unexpected error on POST")]
+    assert logged and logged[0].exc_info is not None
+    assert "a defect in the handler" in str(logged[0].exc_info[1])

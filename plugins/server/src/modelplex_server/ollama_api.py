@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import Field
 
 from modelplex.chunks import StreamChunk, Usage
+from modelplex.errors import ModelplexError
 from modelplex.http import dumps
 from modelplex.provider import Provider
 from modelplex.types import ChatMessage, MessageRole
@@ -44,6 +46,7 @@ from modelplex_server.schemas import _Body, read_body
 __all__ = ["PREFIX", "add_routes", "ollama_errors"]
 
 PREFIX = "/ollama"
+log = logging.getLogger("modelplex.server")
 _ROLES = {"system": MessageRole.SYSTEM, "user": MessageRole.USER,
           "assistant": MessageRole.ASSISTANT, "tool": MessageRole.TOOL}
 _OPTION_NAMES = {"num_predict": "max_tokens"}
@@ -165,6 +168,8 @@ def _ollama_errors(handler: Handler) -> Handler:
         except RequestPayloadError:  # a body that cannot be read: the errors middleware closes
             raise
         except Exception as err:
+            if not isinstance(err, ModelplexError):  # a defect: keep its traceback in the log
+                log.exception("unexpected error on %s %s", request.method, request.path)
             return _error(err)
 
     wrapped.__doc__ = handler.__doc__
@@ -332,6 +337,8 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
             except ConnectionResetError:
                 raise
             except Exception as err:
+                if not isinstance(err, ModelplexError):  # a defect: keep its traceback
+                    log.exception("unexpected error on %s %s", request.method, request.path)
                 await resp.write(dumps({"error": from_exception(err).message}) + b"\n")
             await resp.write_eof()
             return resp
