@@ -418,17 +418,10 @@ class Router(Provider):
             budget = None if self.plain else trial.budget()
             try:
                 if budget is None:
-                    attempt = telemetry.start_attempt(group, dep, len(trial.records) + 1)
-                    try:
-                        result = await call(dep)
-                    except BaseException as err:
-                        telemetry.end_attempt(attempt, err)
-                        raise
-                    telemetry.end_attempt(attempt)
+                    result = await _attempt(call, group, dep, len(trial.records) + 1)
                 else:
                     async with budget:
-                        with telemetry.attempt_span(group, dep, len(trial.records) + 1):
-                            result = await call(dep)
+                        result = await _attempt(call, group, dep, len(trial.records) + 1)
             except TimeoutError:
                 if budget is None or not budget.expired():
                     raise
@@ -538,3 +531,17 @@ class Router(Provider):
             if id(dep.provider) not in seen:
                 seen.add(id(dep.provider))
                 await dep.provider.aclose()
+
+
+async def _attempt(call: Callable[[Deployment], Awaitable[T]], group: Router, dep: Deployment,
+                   number: int) -> T:
+    """One non-streaming attempt on ``dep``, noted as attempt ``number`` for telemetry (what
+    :func:`telemetry.attempt_span` does, without a context manager's cost per request)."""
+    attempt = telemetry.start_attempt(group, dep, number)
+    try:
+        result = await call(dep)
+    except BaseException as err:
+        telemetry.end_attempt(attempt, err)
+        raise
+    telemetry.end_attempt(attempt)
+    return result

@@ -427,12 +427,8 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
         """Add messages if the conversation holds ``count``, in one transaction under the
         conversation's row lock."""
         async def work(conn: Conn) -> bool:
-            if await conn.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
-                                   conversation_id) is None:
-                return False
-            held = await conn.fetchval("SELECT COUNT(*) FROM messages WHERE "
-                                       "conversation_id = $1", conversation_id)
-            if held != count or not await self._touch(conn, conversation_id):
+            if await _locked_count(conn, conversation_id) != count \
+                    or not await self._touch(conn, conversation_id):
                 return False
             await self._insert(conn, conversation_id, count, [_row(m) for m in messages])
             return True
@@ -499,12 +495,7 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
         """Delete a conversation holding ``count`` messages, in one transaction under its
         row lock."""
         async def work(conn: Conn) -> bool:
-            if await conn.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
-                                   conversation_id) is None:
-                return False
-            held = await conn.fetchval("SELECT COUNT(*) FROM messages WHERE "
-                                       "conversation_id = $1", conversation_id)
-            return held == count and await conn.fetchval(
+            return await _locked_count(conn, conversation_id) == count and await conn.fetchval(
                 "DELETE FROM conversations WHERE id = $1 RETURNING 1",
                 conversation_id) is not None
 
@@ -587,3 +578,14 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
                 await asyncio.wait_for(pool.close(), self.timeout)
             except Exception:  # a dead server: drop the connections instead
                 pool.terminate()
+
+
+async def _locked_count(conn: Conn, conversation_id: str) -> int | None:
+    """How many messages the conversation holds, with its row locked until the transaction
+    ends (``None``: no such conversation)."""
+    if await conn.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
+                           conversation_id) is None:
+        return None
+    held: int = await conn.fetchval("SELECT COUNT(*) FROM messages WHERE conversation_id = $1",
+                                    conversation_id)
+    return held
