@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,7 +28,7 @@ import pytest
 
 if TYPE_CHECKING:
     from modelplex.config import Config
-    from modelplex.testing import FaultyUpstream
+    from modelplex.testing import CliResult, FaultyUpstream
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -123,20 +122,21 @@ def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[
 
 
 @pytest.fixture
-def mcp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``mcp_cli(*args, **env)``: ``modelplex ARGS`` in a child process, with none of the
-    developer's ``MODELPLEX_*`` settings and a config whose ``[mcp.fx]`` is the fixture server
-    (``FIXTURE_SECRET = "hidden-value"`` in its environment); ``env`` adds variables."""
+def mcp_cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """``mcp_cli(*args, **env)``: ``modelplex ARGS`` in a child process
+    (``modelplex.testing.Cli``), with none of the developer's ``MODELPLEX_*`` settings and a
+    config whose ``[mcp.fx]`` is the fixture server (``FIXTURE_SECRET = "hidden-value"`` in
+    its environment); ``env`` adds variables."""
+    from modelplex.testing import Cli
+
     path = tmp_path / "mcp-cli.toml"
     path.write_text(f"[mcp.fx]\ncommand = {json.dumps(sys.executable)}\n"
                     f"args = [{json.dumps(MCP_FIXTURE_SERVER)}]\n"
                     'env = { FIXTURE_SECRET = "hidden-value" }\n')
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    cli = Cli(path)
 
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                              text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
-                              env={**base, "MODELPLEX_CONFIG": str(path), **env})
+    def run(*args: str, **env: str) -> CliResult:
+        return cli.run(*args, env=env)
 
     return run
 

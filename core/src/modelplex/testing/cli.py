@@ -30,9 +30,8 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Cli", "CliResult"]
 
@@ -43,11 +42,10 @@ Env = Mapping[str, str | None]
 TIMEOUT = 300.0
 
 
-@dataclass(frozen=True)
-class CliResult:
-    """What one run of ``modelplex`` did: its exit code and its output, decoded (UTF-8)."""
+class CliResult(NamedTuple):
+    """What one run of ``modelplex`` did: its exit code and its output, decoded (UTF-8);
+    ``code, out, err = result`` unpacks it."""
 
-    args: tuple[str, ...]
     returncode: int
     stdout: str
     stderr: str
@@ -110,8 +108,7 @@ class Cli:
                               stdin=subprocess.DEVNULL if data is None else None,
                               env=self.environ(env), timeout=self.timeout,
                               check=False)
-        return CliResult(tuple(map(os.fsdecode, args)), proc.returncode, _text(proc.stdout),
-                         _text(proc.stderr))
+        return CliResult(proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
     async def arun(self, *args: Arg, input: str | bytes | None = None,
                    env: Env | None = None) -> CliResult:
@@ -122,8 +119,7 @@ class Cli:
                               else asyncio.subprocess.PIPE) as proc:
             out, err = await asyncio.wait_for(proc.communicate(data), self.timeout)
         assert proc.returncode is not None
-        return CliResult(tuple(map(os.fsdecode, args)), proc.returncode, _text(out),
-                         _text(err))
+        return CliResult(proc.returncode, _text(out), _text(err))
 
     @asynccontextmanager
     async def start(self, *args: Arg, env: Env | None = None, **options: Any
@@ -164,4 +160,4 @@ class Cli:
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
-        return CliResult(args, code, _text(out.getvalue()), _text(err.getvalue()))
+        return CliResult(code, _text(out.getvalue()), _text(err.getvalue()))
