@@ -6,9 +6,11 @@ inherit the environment) use a fresh temporary folder for each instead, so a dev
 log database is never written, and one left by another version never fails a test.
 
 Also the fixtures tests of several folders share (test modules are imported with
-``--import-mode=importlib`` and cannot import each other): ``upstream``, and for the MCP tests
-of tests/ and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_cli``,
-``mcp_models`` and ``children``.
+``--import-mode=importlib`` and cannot import each other): ``upstream``, ``global_spans``
+(OpenTelemetry's global tracer provider, recording in memory), and for the MCP tests of tests/
+and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_cli``, ``mcp_models`` and
+``children``. The helpers that third-party plugins could use too are in ``modelplex.testing``
+(the ``modelplex`` command: ``Cli``; a server program: ``server_process``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     from modelplex.config import Config
     from modelplex.testing import CliResult, FaultyUpstream
 
@@ -63,6 +66,28 @@ def _fresh_router_state(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def global_spans() -> Iterator[InMemorySpanExporter]:
+    """An in-memory span exporter on a tracer provider made OpenTelemetry's global one for the
+    test (the one before is put back after): the spans of code that asks the global
+    provider."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.util._once import Once
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    old = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace.set_tracer_provider(provider)
+    yield exporter
+    trace._TRACER_PROVIDER = old
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+
+
+@pytest.fixture
 async def upstream() -> AsyncIterator[FaultyUpstream]:
     """The core's fault-injecting test upstream (``modelplex.testing.FaultyUpstream``)."""
     from modelplex.testing import FaultyUpstream
@@ -96,9 +121,9 @@ def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[
 
     @contextlib.asynccontextmanager
     async def serve(flag: str) -> AsyncIterator[int]:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
+        from modelplex.testing import free_port
+
+        port = free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, MCP_FIXTURE_SERVER, flag, str(port),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
