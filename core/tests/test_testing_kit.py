@@ -1,13 +1,17 @@
-"""The test kit's own helpers: ``server_process`` (a server program started and waited on)."""
+"""The test kit's own helpers: ``server_process`` (a server program started and waited on)
+and ``Cli`` (the ``modelplex`` command run as a user runs it)."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from modelplex.testing.cli import Cli
 from modelplex.testing.process import ServerProcessError, free_port, server_process
 
 #: answers 503 to its first two asks (a model loading), then 200; says so on stdout
@@ -60,3 +64,44 @@ def test_server_process_gives_up_at_its_deadline(tmp_path: Path) -> None:
                            ready_url=f"http://127.0.0.1:{port}/", log=tmp_path / "server.log",
                            name="sleeper", timeout=0.5):
         pytest.fail("not ready")
+
+
+# -- Cli: the modelplex command as a test runs it ----------------------------------------------
+def test_cli_environment_drops_the_developers_settings(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    monkeypatch.setenv("MODELPLEX_DEFAULT_MODEL", "mine:model")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-developer-0123456789")
+    monkeypatch.setenv("KEPT", "yes")
+    cli = Cli(tmp_path / "config.toml", env={"MODELPLEX_LOAD_PLUGINS": "openai"},
+              drop=("MODELPLEX_", "OPENAI_"))
+    env = cli.environ({"KEPT": None, "EXTRA": "1"})
+    assert env["MODELPLEX_CONFIG"] == str(tmp_path / "config.toml")
+    assert env["MODELPLEX_LOAD_PLUGINS"] == "openai" and env["EXTRA"] == "1"
+    assert not {"MODELPLEX_DEFAULT_MODEL", "OPENAI_API_KEY", "KEPT"} & set(env)
+    assert Cli(drop=()).environ()["MODELPLEX_DEFAULT_MODEL"] == "mine:model"
+    assert Cli.command("chat")[1:] == ["-m", "modelplex", "chat"]
+
+
+def test_the_fixture_keeps_the_folders_in_tmp_path(modelplex_cli: Cli, tmp_path: Path) -> None:
+    env = modelplex_cli.environ()
+    for name, folder in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
+                         ("XDG_CACHE_HOME", "cache")):
+        assert env[name] == str(tmp_path / folder)
+    assert not [k for k in env if k.startswith("MODELPLEX_")]
+
+
+def test_cli_run_and_invoke_give_the_code_and_the_output(modelplex_cli: Cli) -> None:
+    code, out, err = modelplex_cli.run("chat", "-m", "nosuch:x", input="hi\n")
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: unknown provider 'nosuch'")
+    in_process = modelplex_cli.invoke("chat", "-m", "nosuch:x", "hi")
+    assert in_process == (code, out, err)
+
+
+async def test_cli_start_kills_and_reaps_a_command_left_running(modelplex_cli: Cli) -> None:
+    async with modelplex_cli.start("chat", "-m", "openai:x",
+                                   stdin=asyncio.subprocess.PIPE) as proc:
+        assert proc.returncode is None  # waits for its input
+    assert proc.returncode == -signal.SIGKILL
+    result = await modelplex_cli.arun("chat", "-m", "nosuch:x", "hi")
+    assert result.returncode == 1 and "unknown provider 'nosuch'" in result.stderr
