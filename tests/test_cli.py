@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -428,14 +427,6 @@ def _ignoring_sigint() -> None:  # runs in the child before exec
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """End ``proc`` if a test failed before it did, and reap it: no transport is left for
-    the garbage collector to close in another test's event loop."""
-    if proc.returncode is None:
-        proc.kill()
-        await proc.communicate()
-
-
 # A parent that ignores SIGINT (a test runner started in the background by a script, a CI
 # service) makes its children inherit SIG_IGN, which Python keeps: each of these tests then
 # waited its 30 s for an exit that never came. The command takes Ctrl-C back.
@@ -490,24 +481,19 @@ class Plugin:
 get_plugins().register(Plugin(), name="blocked")
 from modelplex.cli import main
 
-main(["chat", "-m", "blocked:m", "--no-log", "hi"])
+main()
 """
 
 
 async def test_ctrl_c_does_not_wait_for_a_worker_thread_that_never_checks() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BLOCKED_WORKER, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=CLI.environ({"MODELPLEX_LOAD_PLUGINS": ""}))
-    try:
+    cli = Cli(env={"MODELPLEX_LOAD_PLUGINS": ""}, program=["-c", BLOCKED_WORKER])
+    async with cli.start("chat", "-m", "blocked:m", "--no-log", "hi") as proc:
         assert proc.stderr is not None
         await _read_until(proc.stderr, b"working")
         proc.send_signal(signal.SIGINT)
         interrupted = time.monotonic()
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         took = time.monotonic() - interrupted
-    finally:
-        await _kill(proc)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert took < 30, took  # not the worker's 600 s

@@ -79,7 +79,8 @@ def test_cli_environment_drops_the_developers_settings(monkeypatch: pytest.Monke
     assert env["MODELPLEX_LOAD_PLUGINS"] == "openai" and env["EXTRA"] == "1"
     assert not {"MODELPLEX_DEFAULT_MODEL", "OPENAI_API_KEY", "KEPT"} & set(env)
     assert Cli(drop=()).environ()["MODELPLEX_DEFAULT_MODEL"] == "mine:model"
-    assert Cli.command("chat")[1:] == ["-m", "modelplex", "chat"]
+    assert cli.command("chat")[1:] == ["-m", "modelplex", "chat"]
+    assert Cli(program=["-c", "pass"]).command("x")[1:] == ["-c", "pass", "x"]
 
 
 def test_the_fixture_keeps_the_folders_in_tmp_path(modelplex_cli: Cli, tmp_path: Path) -> None:

@@ -60,16 +60,21 @@ class Cli:
 
     ``config``: the configuration file (``MODELPLEX_CONFIG``); ``env``: variables to set
     (``None`` removes one); ``drop``: the prefixes of the variables left out of this process's
-    environment; ``timeout``: the longest a run may take (seconds).
+    environment; ``timeout``: the longest a run may take (seconds); ``program``: what this
+    interpreter runs in a child process, the arguments after it (``-m modelplex``; ``-c
+    CODE``: a script that, say, registers a plugin and then calls
+    :func:`modelplex.cli.main`).
     """
 
     def __init__(self, config: str | os.PathLike[str] | None = None, *,
                  env: Env | None = None, drop: Sequence[str] = ("MODELPLEX_",),
-                 timeout: float = TIMEOUT) -> None:
+                 timeout: float = TIMEOUT,
+                 program: Sequence[str] = ("-m", "modelplex")) -> None:
         self.config = None if config is None else Path(config)
         self.extra: dict[str, str | None] = dict(env or {})
         self.drop = tuple(drop)
         self.timeout = timeout
+        self.program = tuple(program)
 
     def __repr__(self) -> str:
         return f"Cli(config={self.config!r}, env={sorted(self.extra)!r}, drop={self.drop!r})"
@@ -95,10 +100,10 @@ class Cli:
                 full[key] = value
         return full
 
-    @staticmethod
-    def command(*args: Arg) -> list[Arg]:
-        """The command line: this interpreter running ``python -m modelplex ARGS``."""
-        return [sys.executable, "-m", "modelplex", *args]
+    def command(self, *args: Arg) -> list[Arg]:
+        """The command line: this interpreter running ``python -m modelplex ARGS`` (the
+        ``program``)."""
+        return [sys.executable, *self.program, *args]
 
     def run(self, *args: Arg, input: str | bytes | None = None,
             env: Env | None = None) -> CliResult:
