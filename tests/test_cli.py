@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -499,30 +501,39 @@ async def test_ctrl_c_does_not_wait_for_a_worker_thread_that_never_checks() -> N
     assert took < 30, took  # not the worker's 600 s
 
 
-@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
-async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: str) -> None:
+@asynccontextmanager
+async def _chat_on_a_terminal(upstream: FaultyUpstream, parent: str
+                              ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``modelplex chat -m openai:fault`` in a session, a terminal on its stdin, started by a
+    parent that ignores SIGINT or not; yields the process and the terminal's end to write."""
     import pty
 
+    master, slave = pty.openpty()
+    try:
+        async with CLI.start(
+                "chat", "-m", "openai:fault", stdin=slave, env=_upstream_env(upstream),
+                preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None) as proc:
+            os.close(slave)
+            assert proc.stdout is not None and proc.stderr is not None
+            yield proc, master
+    finally:
+        os.close(master)
+
+
+@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
+async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: str) -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("stall_mid")
-        master, slave = pty.openpty()
-        try:
-            async with CLI.start(
-                    "chat", "-m", "openai:fault", stdin=slave, env=_upstream_env(upstream),
-                    preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None
-            ) as proc:
-                os.close(slave)
-                assert proc.stdout is not None and proc.stderr is not None
-                os.write(master, b"hi\n")
-                await _read_until(proc.stdout, PIECE.encode() * 2)
-                proc.send_signal(signal.SIGINT)
-                await _read_until(proc.stderr, b"(stopped")
-                os.write(master, b"again\n")
-                await _read_until(proc.stdout, PIECE.encode() * 5)
-                os.write(master, b"/exit\n")
-                _, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            os.close(master)
+        async with _chat_on_a_terminal(upstream, parent) as (proc, master):
+            assert proc.stdout is not None and proc.stderr is not None
+            os.write(master, b"hi\n")
+            await _read_until(proc.stdout, PIECE.encode() * 2)
+            proc.send_signal(signal.SIGINT)
+            await _read_until(proc.stderr, b"(stopped")
+            os.write(master, b"again\n")
+            await _read_until(proc.stdout, PIECE.encode() * 5)
+            os.write(master, b"/exit\n")
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
     sent = upstream.chat_requests()[1].json["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
@@ -531,23 +542,13 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: s
 
 @pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
 async def test_ctrl_c_at_the_prompt_exits_130(parent: str) -> None:
-    import pty
-
-    async with FaultyUpstream() as upstream:
-        master, slave = pty.openpty()
-        try:
-            async with CLI.start(
-                    "chat", "-m", "openai:fault", stdin=slave, env=_upstream_env(upstream),
-                    preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None
-            ) as proc:
-                os.close(slave)
-                assert proc.stdout is not None and proc.stderr is not None
-                await _read_until(proc.stderr, b"Chatting with openai:fault")
-                await _read_until(proc.stdout, b"> ")  # the prompt: it waits for a line now
-                proc.send_signal(signal.SIGINT)
-                _, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            os.close(master)
+    async with FaultyUpstream() as upstream, \
+            _chat_on_a_terminal(upstream, parent) as (proc, _):
+        assert proc.stdout is not None and proc.stderr is not None
+        await _read_until(proc.stderr, b"Chatting with openai:fault")
+        await _read_until(proc.stdout, b"> ")  # the prompt: it waits for a line now
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
 
