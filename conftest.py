@@ -6,9 +6,11 @@ inherit the environment) use a fresh temporary folder for each instead, so a dev
 log database is never written, and one left by another version never fails a test.
 
 Also the fixtures tests of several folders share (test modules are imported with
-``--import-mode=importlib`` and cannot import each other): ``upstream``, and for the MCP tests
-of tests/ and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_cli``,
-``mcp_models`` and ``children``.
+``--import-mode=importlib`` and cannot import each other): ``upstream``, ``global_spans``
+(OpenTelemetry's global tracer provider, recording in memory), and for the MCP tests of tests/
+and plugins/server/tests ``mcp_server``, ``mcp_http_server``, ``mcp_cli``, ``mcp_models`` and
+``children``. The helpers that third-party plugins could use too are in ``modelplex.testing``
+(the ``modelplex`` command: ``Cli``; a server program: ``server_process``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     from modelplex.config import Config
-    from modelplex.testing import FaultyUpstream
+    from modelplex.testing import CliResult, FaultyUpstream
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -61,6 +63,28 @@ def _fresh_router_state(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelplex.routing import MemoryState
 
     monkeypatch.setattr(pipeline, "_memory_state", MemoryState())
+
+
+@pytest.fixture
+def global_spans() -> Iterator[InMemorySpanExporter]:
+    """An in-memory span exporter on a tracer provider made OpenTelemetry's global one for the
+    test (the one before is put back after): the spans of code that asks the global
+    provider."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.util._once import Once
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    old = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace.set_tracer_provider(provider)
+    yield exporter
+    trace._TRACER_PROVIDER = old
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 @pytest.fixture
@@ -97,9 +121,9 @@ def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[
 
     @contextlib.asynccontextmanager
     async def serve(flag: str) -> AsyncIterator[int]:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
+        from modelplex.testing import free_port
+
+        port = free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, MCP_FIXTURE_SERVER, flag, str(port),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -123,20 +147,21 @@ def mcp_http_server() -> Callable[[str], contextlib.AbstractAsyncContextManager[
 
 
 @pytest.fixture
-def mcp_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``mcp_cli(*args, **env)``: ``modelplex ARGS`` in a child process, with none of the
-    developer's ``MODELPLEX_*`` settings and a config whose ``[mcp.fx]`` is the fixture server
-    (``FIXTURE_SECRET = "hidden-value"`` in its environment); ``env`` adds variables."""
+def mcp_cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """``mcp_cli(*args, **env)``: ``modelplex ARGS`` in a child process
+    (``modelplex.testing.Cli``), with none of the developer's ``MODELPLEX_*`` settings and a
+    config whose ``[mcp.fx]`` is the fixture server (``FIXTURE_SECRET = "hidden-value"`` in
+    its environment); ``env`` adds variables."""
+    from modelplex.testing import Cli
+
     path = tmp_path / "mcp-cli.toml"
     path.write_text(f"[mcp.fx]\ncommand = {json.dumps(sys.executable)}\n"
                     f"args = [{json.dumps(MCP_FIXTURE_SERVER)}]\n"
                     'env = { FIXTURE_SECRET = "hidden-value" }\n')
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    cli = Cli(path)
 
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                              text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
-                              env={**base, "MODELPLEX_CONFIG": str(path), **env})
+    def run(*args: str, **env: str) -> CliResult:
+        return cli.run(*args, env=env)
 
     return run
 

@@ -5,12 +5,13 @@ and resume; bad input refused with one clear line; the seeds' helpers."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import os
 import random
-import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ import pytest
 
 from modelplex import ChatManager, batch
 from modelplex.batch import BatchOutput, BatchResult
-from modelplex.cli import main
 from modelplex.cli.batch import Progress
 from modelplex.config import Config, parse_config
 from modelplex.errors import ConfigurationError
 from modelplex.pool import ProviderPool
+from modelplex.testing import Cli, CliResult
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 
 ANSWER = PIECE * 5
@@ -376,28 +377,16 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
 
 
 # -- modelplex batch: bad input, in process ----------------------------------------------------
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(["batch", *args])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture
-def no_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("MODELPLEX_"):
-            monkeypatch.delenv(name)
+def cli(tmp_path: Path) -> Callable[..., CliResult]:
+    """``cli(ARGS)``: ``modelplex batch ARGS`` in this process, with an empty config and none
+    of the developer's MODELPLEX_* settings."""
     (tmp_path / "empty.toml").write_text("")
-    monkeypatch.setenv("MODELPLEX_CONFIG", str(tmp_path / "empty.toml"))
+    return functools.partial(Cli(tmp_path / "empty.toml").invoke, "batch")
 
 
-@pytest.mark.usefixtures("no_config")
 def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     data = tmp_path / "in.jsonl"
     out = tmp_path / "out.jsonl"
     kept = json.dumps({"id": "r0", "answer": "x", "asked": "openai:fault",
@@ -405,7 +394,7 @@ def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
     out.write_text(kept)
 
     def refused(*args: str) -> str:
-        code, _, err = cli(capsys, str(data), "-m", "openai:fault", "-o", str(out), *args)
+        code, _, err = cli(str(data), "-m", "openai:fault", "-o", str(out), *args)
         assert code == 1, err
         assert len(err.strip().splitlines()) == 1, err
         assert out.read_text() == kept
@@ -425,7 +414,7 @@ def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "objekt"}')
     assert f"--schema {schema}: not a valid JSON schema" in refused("--schema", str(schema))
-    code, _, err = cli(capsys, str(data), "-m", "openai:fault", "-t", "Say {text}",
+    code, _, err = cli(str(data), "-m", "openai:fault", "-t", "Say {text}",
                        "-o", str(tmp_path / "missing" / "out.jsonl"))
     assert code == 1 and "cannot write the output here" in err and "missing" in err
     if os.geteuid() != 0:  # root may write anywhere
@@ -439,32 +428,29 @@ def test_bad_input_is_one_clear_line_and_nothing_written_is_lost(
         "'openai:fault': resume with -m openai:other, or write to another -o")
 
 
-@pytest.mark.usefixtures("no_config")
 def test_a_run_that_cannot_start_leaves_no_empty_output(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     """An unknown provider, or one without a Batch API: the error, and no empty OUTPUT."""
     data = tmp_path / "in.jsonl"
     data.write_text('{"id": "r0", "prompt": "a"}\n')
     out = tmp_path / "out.jsonl"
     for args in (["-m", "nosuch:model"], ["-m", "ollama:llama3", "--provider-batch"]):
-        code, _, err = cli(capsys, str(data), "-o", str(out), *args)
+        code, _, err = cli(str(data), "-o", str(out), *args)
         assert code == 1 and err.startswith("Error: "), err
         assert not out.exists(), args
         assert not Path(f"{out}.job.json").exists()
     out.write_text("")  # an OUTPUT that was there before is left as it was
-    code, _, err = cli(capsys, str(data), "-o", str(out), "-m", "nosuch:model")
+    code, _, err = cli(str(data), "-o", str(out), "-m", "nosuch:model")
     assert code == 1 and out.exists()
 
 
-@pytest.mark.usefixtures("no_config")
-def test_dry_run_counts_rows_and_tokens(tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_counts_rows_and_tokens(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     data = tmp_path / "in.jsonl"
     write_rows(data, 10)
     out = tmp_path / "out.jsonl"
     out.write_text(json.dumps({"id": "r0", "answer": "x", "asked": "openai:fault",
                                "run": batch.fingerprint("openai:fault")}) + "\n")
-    code, stdout, err = cli(capsys, str(data), "-m", "openai:fault", "-o", str(out),
+    code, stdout, err = cli(str(data), "-m", "openai:fault", "-o", str(out),
                             "--dry-run")
     assert code == 0, err
     assert stdout.startswith(f"9 rows to run (1 already in {out}), about ")
@@ -474,19 +460,17 @@ def test_dry_run_counts_rows_and_tokens(tmp_path: Path,
 # -- modelplex batch in subprocesses: kill -9 and resume, CSV, --retry-errors -------------------
 async def run_batch(*args: str, config: Path, kill_after_lines: int | None = None,
                     out: Path | None = None) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(config)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", "batch", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    if kill_after_lines is not None:
-        assert out is not None
-        while proc.returncode is None:
-            if written_lines(out) >= kill_after_lines:
-                proc.kill()
-                break
-            await asyncio.sleep(0.005)
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
+    """``modelplex batch ARGS`` with ``config`` (killed once ``out`` has
+    ``kill_after_lines``): its exit code and its stderr followed by its stdout."""
+    async with Cli(config).start("batch", *args) as proc:
+        if kill_after_lines is not None:
+            assert out is not None
+            while proc.returncode is None:
+                if written_lines(out) >= kill_after_lines:
+                    proc.kill()
+                    break
+                await asyncio.sleep(0.005)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode is not None
     return proc.returncode, stderr.decode() + stdout.decode()
 

@@ -95,16 +95,16 @@ async def test_run_over_a_parquet_file(tmp_path: Path) -> None:
     assert all(w["answer"] == PIECE * 5 for w in written)
 
 
-def test_cli_takes_parquet_by_extension_or_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from modelplex.cli import main
+def test_cli_takes_parquet_by_extension_or_format(tmp_path: Path) -> None:
+    from modelplex.testing import Cli
 
-    monkeypatch.setenv("MODELPLEX_CONFIG", str(tmp_path / "none.toml"))
+    cli = Cli(tmp_path / "none.toml")
     (tmp_path / "none.toml").write_text("")
     path = tmp_path / "rows.parquet"
     write_table(path, {"id": ["a", "b"], "prompt": ["hello there", "general"]})
     bare = tmp_path / "rows.data"
     bare.write_bytes(path.read_bytes())
     for args in ([str(path)], [str(bare), "--format", "parquet"]):
-        main(["batch", *args, "-m", "openai:m", "-o", str(tmp_path / "o.jsonl"), "--dry-run"])
-        assert "2 rows to run (0 already in" in capsys.readouterr().out
+        result = cli.invoke("batch", *args, "-m", "openai:m", "-o", str(tmp_path / "o.jsonl"),
+                            "--dry-run")
+        assert "2 rows to run (0 already in" in result.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from modelplex.errors import PluginError
 from modelplex.manager import create_provider
 from modelplex.plugins import Plugins
+from modelplex.testing import Cli
 
 SECRET = "sk-brokenpluginsecret1234"
 
@@ -45,20 +45,12 @@ def broken_site(tmp_path: Path) -> Path:
     return site
 
 
-def env_with(site: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
-    for var in ("MODELPLEX_LOAD_PLUGINS", "MODELPLEX_DISABLE_PLUGINS", "MODELPLEX_DEBUG",
-                "MODELPLEX_DEFAULT_MODEL"):
-        env.pop(var, None)
-    return env
-
-
-def modelplex(*args: str, env: dict[str, str],
-              timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, check=False,
-                          stdin=subprocess.DEVNULL)
+def cli_with(site: Path) -> Cli:
+    """``modelplex`` with ``site`` on PYTHONPATH and no plugin settings of the developer's."""
+    return Cli(drop=(), env={
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        **dict.fromkeys(("MODELPLEX_LOAD_PLUGINS", "MODELPLEX_DISABLE_PLUGINS", "MODELPLEX_DEBUG",
+                         "MODELPLEX_DEFAULT_MODEL"), None)})
 
 
 async def test_in_process_broken_plugin_is_reported_and_llamacpp_works(
@@ -119,7 +111,7 @@ def test_two_distributions_with_the_same_provider_name(tmp_path: Path,
 
 
 def test_cli_plugins_lists_the_broken_plugin(broken_site: Path) -> None:
-    proc = modelplex("plugins", "--json", env=env_with(broken_site), timeout=120)
+    proc = cli_with(broken_site).run("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     infos = {i["name"]: i for i in json.loads(proc.stdout)}
     assert infos["broken"]["version"] == "0.3.1"
@@ -133,7 +125,7 @@ def test_cli_plugins_lists_the_broken_plugin(broken_site: Path) -> None:
 
 
 def test_cli_plugins_text_shows_the_error(broken_site: Path) -> None:
-    proc = modelplex("plugins", env=env_with(broken_site), timeout=120)
+    proc = cli_with(broken_site).run("plugins")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("broken"))
@@ -142,7 +134,7 @@ def test_cli_plugins_text_shows_the_error(broken_site: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_chat_still_works_with_a_broken_plugin(broken_site: Path) -> None:
-    proc = modelplex("chat", "What is the capital of France?", env=env_with(broken_site))
+    proc = cli_with(broken_site).run("chat", "What is the capital of France?")
     assert proc.returncode == 0, proc.stderr
     assert "Paris" in proc.stdout
     assert "Traceback" not in proc.stderr

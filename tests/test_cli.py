@@ -8,29 +8,22 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
 from modelplex.__about__ import __version__
+from modelplex.testing import Cli
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 
 QUESTION = "What is the capital of France?"
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env.update(extra)
-    return env
-
-
-def modelplex(*args: str, input: str | None = None, timeout: float = 300,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], input=input,
-                          stdin=None if input is not None else subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=env or clean_env(), check=False)
+#: ``modelplex ARGS`` in a child process, without the developer's MODELPLEX_* settings
+CLI = Cli()
+modelplex = CLI.run
 
 
 def test_version() -> None:
@@ -43,7 +36,7 @@ def test_installed_script() -> None:
     script = shutil.which("modelplex")
     assert script is not None, "the modelplex console script is not on PATH"
     proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60,
-                          check=False, env=clean_env())
+                          check=False, env=CLI.environ())
     assert proc.returncode == 0
     assert __version__ in proc.stdout
 
@@ -84,7 +77,7 @@ def test_unknown_provider() -> None:
 def test_debug_shows_a_traceback() -> None:
     plain = modelplex("chat", "-m", "nope:x", "hi")
     debug = modelplex("--debug", "chat", "-m", "nope:x", "hi")
-    by_env = modelplex("chat", "-m", "nope:x", "hi", env=clean_env(MODELPLEX_DEBUG="1"))
+    by_env = modelplex("chat", "-m", "nope:x", "hi", env={"MODELPLEX_DEBUG": "1"})
     assert plain.returncode == debug.returncode == by_env.returncode == 1
     assert "Traceback" not in plain.stderr
     for proc in (debug, by_env):
@@ -123,11 +116,11 @@ def test_plugins_json() -> None:
 
 
 def test_plugins_respects_the_block_list() -> None:
-    proc = modelplex("plugins", "--json", env=clean_env(MODELPLEX_DISABLE_PLUGINS="llamacpp"))
+    proc = modelplex("plugins", "--json", env={"MODELPLEX_DISABLE_PLUGINS": "llamacpp"})
     assert proc.returncode == 0
     assert "llamacpp" not in [i["name"] for i in json.loads(proc.stdout)]
     chat = modelplex("chat", "-m", "llamacpp:smollm2", "hi",
-                     env=clean_env(MODELPLEX_DISABLE_PLUGINS="llamacpp"))
+                     env={"MODELPLEX_DISABLE_PLUGINS": "llamacpp"})
     assert chat.returncode == 1
     assert "unknown provider 'llamacpp'" in chat.stderr
 
@@ -230,9 +223,8 @@ def test_interactive_session_through_a_terminal() -> None:
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "modelplex", "chat"], stdin=slave,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env())
+    proc = subprocess.Popen(CLI.command("chat"), stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=CLI.environ())
     os.close(slave)
     try:
         for line in ["/model nope:x", "", "/model llamacpp:smollm2", QUESTION, "/exit"]:
@@ -252,8 +244,7 @@ def test_interactive_session_through_a_terminal() -> None:
 
 
 def test_debug_flag_is_accepted_after_the_command() -> None:
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", "-m", "nosuch:x", "hi",
-                           "--debug"], capture_output=True, text=True, check=False, timeout=60)
+    proc = modelplex("chat", "-m", "nosuch:x", "hi", "--debug")
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr
     assert "unknown provider 'nosuch'" in proc.stderr
@@ -367,22 +358,19 @@ BAD_INPUT: dict[str, tuple[list[str | bytes], bytes | None, dict[str, str], int,
 def test_bad_input(case: str) -> None:
     args, stdin, extra, status, message = BAD_INPUT[case]
     model = [] if "-m" in args else ["-m", "openai:gpt-x"]
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", *model, *args],
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                          capture_output=True, timeout=120, check=False,
-                          env=clean_env(**{**FAST, **extra}))
-    err = proc.stderr.decode()
+    proc = modelplex("chat", *model, *args, input=stdin, env={**FAST, **extra})
+    err = proc.stderr
     assert proc.returncode == status, err
     assert err.strip().splitlines()[-1] == message
     if status == 1:
         assert err.strip() == message  # one line
     assert "Traceback" not in err
-    assert proc.stdout == b""
+    assert proc.stdout == ""
 
 
 def test_broken_openai_config_keeps_the_provider_listed() -> None:
     proc = modelplex("providers", "--json",
-                     env=clean_env(**FAST, MODELPLEX_OPENAI_ENDPOINTS="{bad"))
+                     env={**FAST, "MODELPLEX_OPENAI_ENDPOINTS": "{bad"})
     assert proc.returncode == 0, proc.stderr
     openai = {s["provider"]: s for s in json.loads(proc.stdout)}["openai"]
     assert openai["healthy"] is False
@@ -391,22 +379,21 @@ def test_broken_openai_config_keeps_the_provider_listed() -> None:
 
 def test_provider_name_with_a_colon_is_rejected_loudly() -> None:
     endpoints = '{"a:b": {"base_url": "http://127.0.0.1:9/v1"}, "ok": {"base_url": "http://x/v1"}}'
-    proc = modelplex("plugins", "--json", env=clean_env(**FAST,
-                                                        MODELPLEX_OPENAI_ENDPOINTS=endpoints))
+    proc = modelplex("plugins", "--json", env={**FAST, "MODELPLEX_OPENAI_ENDPOINTS": endpoints})
     assert proc.returncode == 0
     openai = {i["name"]: i for i in json.loads(proc.stdout)}["openai"]
     assert "provider name 'a:b' is not valid" in openai["error"]
     assert "provider name 'a:b' is not valid" in proc.stderr  # said, not silent
-    names = json.loads(modelplex("providers", "--json", env=clean_env(
-        **FAST, MODELPLEX_OPENAI_ENDPOINTS=endpoints)).stdout)
+    names = json.loads(modelplex("providers", "--json", env={
+        **FAST, "MODELPLEX_OPENAI_ENDPOINTS": endpoints}).stdout)
     assert "ok" in {s["provider"] for s in names}  # the plugin's valid endpoints still work
 
 
 def test_a_full_disk_is_a_clear_error() -> None:
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "modelplex", "plugins", "--json"],
-                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
-                              check=False, env=clean_env(**FAST))
+        proc = subprocess.run(CLI.command("plugins", "--json"), stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                              env=CLI.environ(FAST))
     assert proc.returncode == 1
     assert proc.stderr == "Error: cannot write the output: No space left on device\n"
 
@@ -423,35 +410,23 @@ async def _read_until(stream: asyncio.StreamReader, text: bytes, within: float =
     return seen
 
 
-def _upstream_env(upstream: FaultyUpstream) -> dict[str, str]:
-    return clean_env(MODELPLEX_LOAD_PLUGINS="openai", OPENAI_BASE_URL=upstream.url + "/v1",
-                     OPENAI_API_KEY="sk-dummy-0123456789")
+def _upstream_env(upstream: FaultyUpstream) -> dict[str, str | None]:
+    return {"MODELPLEX_LOAD_PLUGINS": "openai", "OPENAI_BASE_URL": upstream.url + "/v1",
+            "OPENAI_API_KEY": "sk-dummy-0123456789"}
 
 
 async def test_an_answer_longer_than_the_input_limit_is_printed() -> None:
     """Issue 19 #12: the input limit is not applied to the answer (it was a traceback)."""
     async with FaultyUpstream() as upstream:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "hi",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**_upstream_env(upstream), "MODELPLEX_MAX_MESSAGE_LENGTH": "5"})
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode() == PIECE * 5 + "\n"  # 20 characters, more than the limit of 5
-    assert b"Traceback" not in err
+        proc = await CLI.arun("chat", "-m", "openai:fault", "hi",
+                              env={**_upstream_env(upstream), "MODELPLEX_MAX_MESSAGE_LENGTH": "5"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == PIECE * 5 + "\n"  # 20 characters, more than the limit of 5
+    assert "Traceback" not in proc.stderr
 
 
 def _ignoring_sigint() -> None:  # runs in the child before exec
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """End ``proc`` if a test failed before it did, and reap it: no transport is left for
-    the garbage collector to close in another test's event loop."""
-    if proc.returncode is None:
-        proc.kill()
-        await proc.communicate()
 
 
 # A parent that ignores SIGINT (a test runner started in the background by a script, a CI
@@ -461,19 +436,14 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 async def test_ctrl_c_in_one_shot_exits_130_and_closes_the_request(parent: str) -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("stall_mid")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "hi",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=_upstream_env(upstream),
-            preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None)
-        try:
+        async with CLI.start(
+                "chat", "-m", "openai:fault", "hi", env=_upstream_env(upstream),
+                preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None) as proc:
             assert proc.stdout is not None and proc.stderr is not None
             out = await _read_until(proc.stdout, PIECE.encode() * 2)
             proc.send_signal(signal.SIGINT)
             rest, err = await asyncio.wait_for(proc.communicate(), 30)
             assert await upstream.wait_idle(5)
-        finally:
-            await _kill(proc)
     assert proc.returncode == 130, err
     assert (out + rest).decode() == PIECE * 2 + "\n"  # the partial answer, its line ended
     assert b"Traceback" not in err
@@ -513,44 +483,49 @@ class Plugin:
 get_plugins().register(Plugin(), name="blocked")
 from modelplex.cli import main
 
-main(["chat", "-m", "blocked:m", "--no-log", "hi"])
+main()
 """
 
 
 async def test_ctrl_c_does_not_wait_for_a_worker_thread_that_never_checks() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BLOCKED_WORKER, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=clean_env(MODELPLEX_LOAD_PLUGINS=""))
-    try:
+    cli = Cli(env={"MODELPLEX_LOAD_PLUGINS": ""}, program=["-c", BLOCKED_WORKER])
+    async with cli.start("chat", "-m", "blocked:m", "--no-log", "hi") as proc:
         assert proc.stderr is not None
         await _read_until(proc.stderr, b"working")
         proc.send_signal(signal.SIGINT)
         interrupted = time.monotonic()
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         took = time.monotonic() - interrupted
-    finally:
-        await _kill(proc)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert took < 30, took  # not the worker's 600 s
 
 
-@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
-async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: str) -> None:
+@asynccontextmanager
+async def _chat_on_a_terminal(upstream: FaultyUpstream, parent: str
+                              ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``modelplex chat -m openai:fault`` in a session, a terminal on its stdin, started by a
+    parent that ignores SIGINT or not; yields the process and the terminal's end to write."""
     import pty
 
+    master, slave = pty.openpty()
+    try:
+        async with CLI.start(
+                "chat", "-m", "openai:fault", stdin=slave, env=_upstream_env(upstream),
+                preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None) as proc:
+            os.close(slave)
+            assert proc.stdout is not None and proc.stderr is not None
+            yield proc, master
+    finally:
+        os.close(master)
+
+
+@pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
+async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: str) -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("stall_mid")
-        master, slave = pty.openpty()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", stdin=slave,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=_upstream_env(upstream),
-            preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None)
-        os.close(slave)
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
+        async with _chat_on_a_terminal(upstream, parent) as (proc, master):
+            assert proc.stdout is not None and proc.stderr is not None
             os.write(master, b"hi\n")
             await _read_until(proc.stdout, PIECE.encode() * 2)
             proc.send_signal(signal.SIGINT)
@@ -559,9 +534,6 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: s
             await _read_until(proc.stdout, PIECE.encode() * 5)
             os.write(master, b"/exit\n")
             _, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            await _kill(proc)
-            os.close(master)
     assert proc.returncode == 0, err
     sent = upstream.chat_requests()[1].json["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
@@ -570,25 +542,13 @@ async def test_ctrl_c_in_a_session_stops_the_answer_and_keeps_its_part(parent: s
 
 @pytest.mark.parametrize("parent", ["default", "ignoring_sigint"])
 async def test_ctrl_c_at_the_prompt_exits_130(parent: str) -> None:
-    import pty
-
-    async with FaultyUpstream() as upstream:
-        master, slave = pty.openpty()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", stdin=slave,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=_upstream_env(upstream),
-            preexec_fn=_ignoring_sigint if parent == "ignoring_sigint" else None)
-        os.close(slave)
+    async with FaultyUpstream() as upstream, \
+            _chat_on_a_terminal(upstream, parent) as (proc, _):
         assert proc.stdout is not None and proc.stderr is not None
-        try:
-            await _read_until(proc.stderr, b"Chatting with openai:fault")
-            await _read_until(proc.stdout, b"> ")  # the prompt: it waits for a line now
-            proc.send_signal(signal.SIGINT)
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-        finally:
-            await _kill(proc)
-            os.close(master)
+        await _read_until(proc.stderr, b"Chatting with openai:fault")
+        await _read_until(proc.stdout, b"> ")  # the prompt: it waits for a line now
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
 
@@ -596,41 +556,33 @@ async def test_ctrl_c_at_the_prompt_exits_130(parent: str) -> None:
 async def test_error_after_a_partial_answer_starts_its_own_line() -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("error_event")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault", "--", "--debug",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=_upstream_env(upstream))
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        proc = await CLI.arun("chat", "-m", "openai:fault", "--", "--debug",
+                              env=_upstream_env(upstream))
     assert proc.returncode == 1
-    assert out.decode() == PIECE * 2 + "\n"
-    assert err.decode().startswith("Error: openai: the server reported an error")
-    assert "Traceback" not in err.decode()  # `--debug` after `--` is the prompt, not the flag
+    assert proc.stdout == PIECE * 2 + "\n"
+    assert proc.stderr.startswith("Error: openai: the server reported an error")
+    assert "Traceback" not in proc.stderr  # `--debug` after `--` is the prompt, not the flag
     assert upstream.chat_requests()[0].json["messages"][-1]["content"] == "--debug"
 
 
 async def test_timeout_flags_reach_the_provider() -> None:
     async with FaultyUpstream() as upstream:
         upstream.faults.append("stall_headers")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "openai:fault",
-            "--between-chunks-timeout", "0.5", "hi",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        proc = await CLI.arun(
+            "chat", "-m", "openai:fault", "--between-chunks-timeout", "0.5", "hi",
             env={**_upstream_env(upstream), "MODELPLEX_BETWEEN_CHUNKS_TIMEOUT": "600"})
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
-    assert err.decode().strip().endswith("was silent for more than 0.5 s")
+    assert proc.stderr.strip().endswith("was silent for more than 0.5 s")
 
 
 def test_a_hosted_api_without_a_key_is_not_configured_and_not_contacted() -> None:
     """`modelplex providers` says "not configured: set ANTHROPIC_API_KEY" (it cannot reach
     api.anthropic.com here: a contacted provider would say "cannot connect")."""
-    env = {k: v for k, v in clean_env(MODELPLEX_LOAD_PLUGINS="anthropic").items()
-           if not k.startswith("ANTHROPIC_")}
-    proc = modelplex("providers", env=env)
+    cli = Cli(env={"MODELPLEX_LOAD_PLUGINS": "anthropic"}, drop=("MODELPLEX_", "ANTHROPIC_"))
+    proc = cli.run("providers")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["anthropic", "off", "not", "configured:", "set",
                                    "ANTHROPIC_API_KEY"]
-    proc = modelplex("models", "list", "-p", "anthropic", env=env)
+    proc = cli.run("models", "list", "-p", "anthropic")
     assert "anthropic: not configured: set ANTHROPIC_API_KEY" in proc.stderr
     assert "cannot connect" not in proc.stderr

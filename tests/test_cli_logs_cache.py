@@ -4,20 +4,17 @@ real SmolLM2 model and real SQLite files in a temporary data and cache dir."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from modelplex.testing import Cli, CliResult
 
-def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env.update(MODELPLEX_DATA_DIR=str(home / "data"), MODELPLEX_CACHE_DIR=str(home / "cache"))
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
-                          check=False)
+
+def run(*args: str, home: Path) -> CliResult:
+    """``modelplex ARGS`` with its data and cache dirs in ``home``."""
+    return Cli(env={"MODELPLEX_DATA_DIR": str(home / "data"),
+                    "MODELPLEX_CACHE_DIR": str(home / "cache")}).run(*args)
 
 
 @pytest.mark.slow
@@ -99,12 +96,7 @@ path = "{tmp_path / 'elsewhere' / 'answers.db'}"
 path = "{tmp_path / 'talks.db'}"
 """)
 
-    def run_with_config(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-        env.update(MODELPLEX_CONFIG=str(config), MODELPLEX_DATA_DIR=str(tmp_path / "data"))
-        return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                              text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
-                              check=False)
+    run_with_config = Cli(config, env={"MODELPLEX_DATA_DIR": str(tmp_path / "data")}).run
 
     stats = json.loads(run_with_config("cache", "stats", "--json").stdout)
     assert stats["location"] == str(tmp_path / "elsewhere" / "answers.db")

@@ -3,23 +3,13 @@ their environment variables only, against the test upstream on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-
 import pytest
 
+from modelplex.testing import Cli
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 
-
-async def modelplex(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", *args, env={**os.environ, **env},
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+#: ``modelplex ARGS`` in a child process, awaited; ``env`` is added to this process's
+modelplex = Cli(drop=()).arun
 
 
 @pytest.mark.parametrize(("model", "variables"), [

@@ -8,22 +8,21 @@ the file and the fix and exit 1. Never a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
 from modelplex.store.logs import Exchange
+from modelplex.testing import Cli
 from modelplex.testing.upstream import PIECE, FaultyUpstream
 
 GARBAGE = bytes(range(256)) * 64  # 16 KiB that are not a SQLite database
 
 
-def env_for(home: Path, upstream: FaultyUpstream | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+def env_for(home: Path, upstream: FaultyUpstream | None = None,
+            **extra: str) -> dict[str, str | None]:
+    env: dict[str, str | None] = {}
     (home / "empty.toml").write_text("")
     env.update(MODELPLEX_DATA_DIR=str(home / "data"), MODELPLEX_CACHE_DIR=str(home / "cache"),
                MODELPLEX_CONFIG=str(home / "empty.toml"), MODELPLEX_LOAD_PLUGINS="openai",
@@ -33,13 +32,8 @@ def env_for(home: Path, upstream: FaultyUpstream | None = None, **extra: str) ->
     return env
 
 
-async def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", *args, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+#: ``modelplex ARGS`` in a child process, awaited, without the developer's MODELPLEX_* settings
+run = Cli().arun
 
 
 def garbage(path: Path) -> Path:

@@ -8,14 +8,12 @@ the secrets masked on both sides: a masked secret cannot come back), for TOML an
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from modelplex.config import parse_config, to_toml
+from modelplex.testing import Cli, CliResult
 
 ODD = 'say "hi"\\ \t new\nline é ∑ \x7f \x01 end'  # quotes, backslash, controls, DEL, unicode
 
@@ -71,12 +69,8 @@ keys = [{{ name = "a", hash = "sha256:{'0' * 64}" }}]
 """
 
 
-def modelplex(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(config)
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
-                          check=False)
+def modelplex(*args: str, config: Path) -> CliResult:
+    return Cli(config).run(*args)
 
 
 def masked(data: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,7 @@ from modelplex import ChatManager
 from modelplex.config import Config, parse_config
 from modelplex.errors import ConfigurationError
 from modelplex.mcp import McpError, McpHub, McpToolError
-from modelplex.testing import FaultyUpstream, Reply
+from modelplex.testing import CliResult, FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
@@ -319,7 +318,7 @@ def test_config_masks_secrets(mcp_server: Tables) -> None:
 
 
 # -- CLI: mcp_cli (the root conftest) runs modelplex with [mcp.fx] -----------------------------
-Cli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., CliResult]
 
 
 def test_cli_mcp_list_and_tools(mcp_cli: Cli) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from modelplex import ChatManager
 from modelplex.config import Config, parse_config
 from modelplex.errors import ConfigurationError
 from modelplex.mcp import McpError, McpHub
-from modelplex.testing import FaultyUpstream, Reply
+from modelplex.testing import CliResult, FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
@@ -145,7 +144,7 @@ async def test_tool_images_follow_the_tool_messages_on_openai(
 
 
 # -- CLI: mcp_cli (the root conftest) runs modelplex with [mcp.fx] -----------------------------
-Cli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., CliResult]
 
 
 async def test_cli_prompts_and_resources(mcp_cli: Cli) -> None:

@@ -6,14 +6,13 @@ import asyncio
 import json
 import os
 import re
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from modelplex.testing import FaultyUpstream, Reply
+from modelplex.testing import Cli, FaultyUpstream, Reply
 
 pytest.importorskip("mcp")
 
@@ -21,13 +20,19 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
+#: ``modelplex`` without the developer's MODELPLEX_* settings, with no config file
+CLI = Cli(os.devnull)
+
+
+def stdio_params(**env: str) -> StdioServerParameters:
+    """``modelplex mcp serve`` for the SDK's stdio client (``env``: more variables)."""
+    command, *args = map(str, CLI.command("mcp", "serve"))
+    return StdioServerParameters(command=command, args=args, env=CLI.environ(env))
+
 
 @asynccontextmanager
 async def served(**env: str) -> AsyncIterator[ClientSession]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "modelplex", "mcp",
-                                                                 "serve"],
-                                   env={**clean, "MODELPLEX_CONFIG": os.devnull, **env})
+    params = stdio_params(**env)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         yield session
@@ -80,34 +85,31 @@ LISTENING = re.compile(r"MCP server listening on (http://127\.0\.0\.1:([0-9]+)/m
 async def served_http(*args: str, **env: str) -> AsyncIterator[str]:
     """``modelplex mcp serve --transport http --port 0`` in a subprocess; yields the URL it
     writes to stderr once it listens, then stops it (SIGTERM) and waits for it."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http", "--port",
-        "0", *args, env={**clean, "MODELPLEX_CONFIG": os.devnull, **env},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    before: list[str] = []
-    drain: asyncio.Task[bytes] | None = None
-    try:
-        async with asyncio.timeout(300):  # a guard against a hang, not a speed check
-            while True:  # the lines before the URL (warnings), until the URL or the exit
-                raw = await proc.stderr.readline()
-                if not raw:
-                    raise AssertionError("exited before listening: " + "".join(before))
-                line = raw.decode().rstrip("\n")
-                found = LISTENING.match(line)
-                if found:
-                    break
-                before.append(line + "\n")
-        assert int(found.group(2)) > 0
-        drain = asyncio.ensure_future(proc.stderr.read())  # the pipe never fills
-        yield found.group(1)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
-        if drain is not None:
-            await drain
+    async with CLI.start("mcp", "serve", "--transport", "http", "--port", "0", *args, env=env,
+                         stdout=asyncio.subprocess.DEVNULL) as proc:
+        assert proc.stderr is not None
+        before: list[str] = []
+        drain: asyncio.Task[bytes] | None = None
+        try:
+            async with asyncio.timeout(300):  # a guard against a hang, not a speed check
+                while True:  # the lines before the URL (warnings), until the URL or the exit
+                    raw = await proc.stderr.readline()
+                    if not raw:
+                        raise AssertionError("exited before listening: " + "".join(before))
+                    line = raw.decode().rstrip("\n")
+                    found = LISTENING.match(line)
+                    if found:
+                        break
+                    before.append(line + "\n")
+            assert int(found.group(2)) > 0
+            drain = asyncio.ensure_future(proc.stderr.read())  # the pipe never fills
+            yield found.group(1)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+            if drain is not None:
+                await drain
 
 
 @asynccontextmanager
@@ -173,34 +175,25 @@ async def test_serve_http_against_hostile_requests() -> None:
 async def test_serve_http_on_port_0_writes_the_url_it_listens_on() -> None:
     """``--port 0`` binds a free port and says which on stderr, once, when it listens: the
     URL served is the one written, and nothing else is written before it."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http", "--port",
-        "0", env={**clean, "MODELPLEX_CONFIG": os.devnull},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None and proc.stdout is not None
-    try:
-        async with asyncio.timeout(300):  # a guard against a hang, not a speed check
-            first = (await proc.stderr.readline()).decode()
-        found = LISTENING.match(first.rstrip("\n"))
-        assert found, first
-        async with http_session(found.group(1)) as session:
-            assert "chat" in {t.name for t in (await session.list_tools()).tools}
-    finally:
-        proc.terminate()
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    async with CLI.start("mcp", "serve", "--transport", "http", "--port", "0") as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        try:
+            async with asyncio.timeout(300):  # a guard against a hang, not a speed check
+                first = (await proc.stderr.readline()).decode()
+            found = LISTENING.match(first.rstrip("\n"))
+            assert found, first
+            async with http_session(found.group(1)) as session:
+                assert "chat" in {t.name for t in (await session.list_tools()).tools}
+        finally:
+            proc.terminate()
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert "MCP server listening" not in err.decode() and out == b""
 
 
 async def test_serve_http_needs_the_key_variable() -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", "mcp", "serve", "--transport", "http",
-        "--key-env", "MCP_UNSET_KEY", env={**clean, "MODELPLEX_CONFIG": os.devnull},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    proc = await CLI.arun("mcp", "serve", "--transport", "http", "--key-env", "MCP_UNSET_KEY")
     assert proc.returncode == 1
-    assert "--key-env MCP_UNSET_KEY: the variable is not set" in err.decode()
+    assert "--key-env MCP_UNSET_KEY: the variable is not set" in proc.stderr
 
 
 @pytest.mark.slow
@@ -230,11 +223,8 @@ async def test_serve_answers_the_specs_errors(tmp_path: Any) -> None:
     import modelplex
 
     async with FaultyUpstream() as upstream:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-        params = StdioServerParameters(
-            command=sys.executable, args=["-m", "modelplex", "mcp", "serve"],
-            env={**clean, "MODELPLEX_CONFIG": os.devnull, "OPENAI_API_KEY": "sk-test-0000000",
-                 "OPENAI_BASE_URL": upstream.url + "/v1"})
+        params = stdio_params(OPENAI_API_KEY="sk-test-0000000",
+                              OPENAI_BASE_URL=upstream.url + "/v1")
         with open(tmp_path / "stderr.txt", "w") as errlog:  # noqa: ASYNC230 - a new file
             async with stdio_client(params, errlog=errlog) as (read, write), \
                     ClientSession(read, write) as session:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from modelplex.config import Config, parse_config
 from modelplex.cost import cost_of
 from modelplex.errors import AuthenticationError, UnsupportedOperationError
 from modelplex.pool import ProviderPool
+from modelplex.testing import Cli
 from modelplex.testing.batches import BatchUpstream
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex_anthropic.provider import AnthropicProvider
@@ -219,14 +218,10 @@ async def test_a_job_file_of_another_run_is_refused(tmp_path: Path) -> None:
 
 # -- modelplex batch --provider-batch ----------------------------------------------------------
 async def modelplex(*args: str, config: Path) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    env["MODELPLEX_CONFIG"] = str(config)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 240)
-    assert proc.returncode is not None
-    return proc.returncode, stdout.decode() + stderr.decode()
+    """``modelplex ARGS`` with ``config``: its exit code and its stdout followed by its
+    stderr."""
+    code, out, err = await Cli(config).arun(*args)
+    return code, out + err
 
 
 def write_config(path: Path, kind: str, up: Any, key: str) -> Path:
@@ -246,17 +241,14 @@ async def test_cli_wait_killed_then_resumed_without_submitting_again(
         config = write_config(tmp_path / "c.toml", kind, up, up.api_key)
         args = ("batch", str(data), "-m", f"{kind}:gpt-4o-mini", "-o", str(out),
                 "--provider-batch", "--poll-every", "0.05")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-        env["MODELPLEX_CONFIG"] = str(config)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", *args, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        for _ in range(2400):  # the job was created and is being waited for
-            if jobs.exists() and any(j.polls >= 2 for j in up.created(kind)):
-                break
-            await asyncio.sleep(0.05)
-        proc.kill()
-        assert await proc.wait() == -9
+        async with Cli(config).start(*args, stdout=asyncio.subprocess.DEVNULL,
+                                     stderr=asyncio.subprocess.DEVNULL) as proc:
+            for _ in range(2400):  # the job was created and is being waited for
+                if jobs.exists() and any(j.polls >= 2 for j in up.created(kind)):
+                    break
+                await asyncio.sleep(0.05)
+            proc.kill()
+            assert await proc.wait() == -9
         stored = json.loads(jobs.read_text())
         assert stored["submitted"] and len(stored["jobs"]) == 1
         assert out.read_text() == ""

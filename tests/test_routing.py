@@ -29,6 +29,7 @@ from modelplex.http import Timeouts
 from modelplex.pipeline import open_model, release_model
 from modelplex.pool import ProviderPool
 from modelplex.routing import Deployment, MemoryState, Router, RouterState
+from modelplex.testing import Cli
 from modelplex.testing.upstream import PIECE, FaultyUpstream, closed_port_url
 
 TIMEOUTS = Timeouts(connect=2.0, first_byte=2.0, between_chunks=0.4, total=None)
@@ -465,9 +466,6 @@ async def test_the_budget_cancels_a_hung_attempt(pool: ProviderPool, streaming: 
 
 
 async def test_the_cli_ends_when_the_budget_does(tmp_path: Any) -> None:
-    import os
-    import sys
-
     async with FaultyUpstream() as a:
         conf = tmp_path / "config.toml"
         conf.write_text(f"""
@@ -476,24 +474,15 @@ deployments = [{{ model = "openai:fault", base_url = "{a.url}/v1" }}]
 retries = {{ timeout = 2 }}
 """)
         a.faults.append("hang")
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")},
-               "MODELPLEX_CONFIG": str(conf), "MODELPLEX_LOAD_PLUGINS": "openai",
-               "OPENAI_API_KEY": "sk-dummy-0123456789"}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", "chat", "-m", "hung", "--no-log", "hi", env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        try:
+        cli = Cli(conf, env={"MODELPLEX_LOAD_PLUGINS": "openai",
+                             "OPENAI_API_KEY": "sk-dummy-0123456789"})
+        async with cli.start("chat", "-m", "hung", "--no-log", "hi") as proc:
             async with asyncio.timeout(60):  # the process has started when the request came
                 while not a.requests:  # noqa: ASYNC110 - a counter of the upstream, no event
                     await asyncio.sleep(0.02)
             asked = time.monotonic()
             _, err = await asyncio.wait_for(proc.communicate(), 60)
             elapsed = time.monotonic() - asked
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
     assert proc.returncode == 1, err
     assert err.decode().startswith("Error: model 'hung': the retry budget of 2 s")
     assert elapsed < 5, elapsed  # the budget (2 s) and the exit; 8.9 s before the fix

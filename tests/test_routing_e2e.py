@@ -3,10 +3,7 @@ remote model that is down."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +11,13 @@ import pytest
 from modelplex import ChatManager
 from modelplex.config import parse_config
 from modelplex.pool import ProviderPool
+from modelplex.testing import Cli, CliResult
 from modelplex.testing.upstream import PIECE, FaultyUpstream, closed_port_url
 
 
-async def run_cli(*args: str, config: Path) -> tuple[int, str, str]:
-    env = {**os.environ, "MODELPLEX_CONFIG": str(config)}
-    env.pop("MODELPLEX_DEFAULT_MODEL", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelplex", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+async def run_cli(*args: str, config: Path) -> CliResult:
+    """``modelplex ARGS`` with ``config`` and no default model of the developer's."""
+    return await Cli(config, drop=("MODELPLEX_DEFAULT_MODEL",)).arun(*args)
 
 
 async def test_cli_chat_and_stats_through_a_named_model(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -11,7 +10,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from modelplex.errors import (
 )
 from modelplex.http import HttpClient
 from modelplex.provider import Provider
-from modelplex.testing import PIECE, FaultyUpstream, closed_port_url, serve_app
+from modelplex.testing import PIECE, Cli, FaultyUpstream, closed_port_url, serve_app
 
 KEY = "sk-topsecret-0123456789abcdefXYZ"
 OLLAMA_KEY = "ollama-key-0123456789-secret"
@@ -80,18 +78,14 @@ async def test_keys_never_in_logs_reprs_or_errors(echo_server: str,
 
 
 async def test_keys_never_in_cli_json_output(echo_server: str) -> None:
-    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": echo_server + "/v1",
-           "OLLAMA_HOST": echo_server, "OLLAMA_API_KEY": OLLAMA_KEY}
+    cli = Cli(drop=(), env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": echo_server + "/v1",
+                            "OLLAMA_HOST": echo_server, "OLLAMA_API_KEY": OLLAMA_KEY})
     outputs = []
     for args in (["providers", "--json"], ["models", "list", "--json"], ["plugins", "--json"],
                  ["--debug", "chat", "-m", "openai:gpt-x", "hi"],
                  ["--debug", "chat", "-m", "ollama:llama3", "hi"]):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", *args, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL)
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        outputs.append(out.decode() + err.decode())
+        _, out, err = await cli.arun(*args)
+        outputs.append(out + err)
     text = "\n".join(outputs)
     assert "openai" in text
     assert "ollama" in text
@@ -270,17 +264,14 @@ async def test_credentials_in_urls_are_masked() -> None:
 
 async def test_credentials_in_urls_are_masked_by_the_cli() -> None:
     url = closed_port_url().replace("http://", "http://alice:s3cret-pass@") + "/v1?key=k3y-value"
-    env = {**{k: v for k, v in os.environ.items() if not k.endswith("API_KEY")},
-           "OPENAI_BASE_URL": url, "OLLAMA_HOST": url.removesuffix("/v1?key=k3y-value"),
-           "MODELPLEX_LOAD_PLUGINS": "openai,ollama"}
+    cli = Cli(drop=(), env={
+        **dict.fromkeys((k for k in os.environ if k.endswith("API_KEY")), None),
+        "OPENAI_BASE_URL": url, "OLLAMA_HOST": url.removesuffix("/v1?key=k3y-value"),
+        "MODELPLEX_LOAD_PLUGINS": "openai,ollama"})
     outputs = []
     for args in (["providers"], ["providers", "--json"], ["chat", "-m", "openai:x", "hi"]):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "modelplex", *args, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL)
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        outputs.append(out.decode() + err.decode())
+        _, out, err = await cli.arun(*args)
+        outputs.append(out + err)
     text = "\n".join(outputs)
     assert "***@127.0.0.1" in text
     assert "s3cret-pass" not in text
@@ -378,11 +369,7 @@ LEAKED_SECRETS = ("sk-openai-config-secret", "Base-Url-Passw0rd", "header-bearer
 def test_config_show_masks_every_secret(tmp_path: Path, as_json: bool) -> None:
     config = tmp_path / "config.toml"
     config.write_text(LEAKY_CONFIG)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")},
-           "MODELPLEX_CONFIG": str(config)}
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "config", "show",
-                           *(["--json"] if as_json else [])], capture_output=True, text=True,
-                          timeout=120, env=env, check=False)
+    proc = Cli(config).run("config", "show", *(["--json"] if as_json else []))
     assert proc.returncode == 0, proc.stderr
     for secret in LEAKED_SECRETS:
         assert secret not in proc.stdout + proc.stderr, secret

@@ -4,13 +4,11 @@ OpenTelemetry SDK and its in-memory exporter: one span per attempt, as ``get_str
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -56,19 +54,10 @@ def plugins_for(answers: list[Any]) -> Plugins:
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """An in-memory exporter on the global tracer provider for the test (reset after it)."""
-    from opentelemetry.util._once import Once
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    old = trace._TRACER_PROVIDER
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    yield exporter
-    trace._TRACER_PROVIDER = old
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
+def spans(global_spans: InMemorySpanExporter) -> InMemorySpanExporter:
+    """An in-memory exporter on the global tracer provider for the test (the root
+    conftest's)."""
+    return global_spans
 
 
 async def test_each_streamed_attempt_is_a_span_with_the_model_call_under_it(

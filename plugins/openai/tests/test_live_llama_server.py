@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import pytest
 
 from modelplex.errors import ModelNotFoundError
 from modelplex.provider import Provider
-from modelplex.testing import ProviderConformanceTests
+from modelplex.testing import Cli, ProviderConformanceTests
 from modelplex_openai.provider import OpenAIProvider
 
 pytestmark = pytest.mark.slow
@@ -145,26 +142,18 @@ async def test_unreachable_server_is_unhealthy() -> None:
     assert "cannot connect" in (health.detail or "")
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from modelplex.cli import main; main()",
-                           *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-
-
-def _cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "MODELPLEX_"))}
-    env["XDG_CONFIG_HOME"] = str(tmp_path)
-    env["MODELPLEX_LOAD_PLUGINS"] = "openai"
-    return env
+def _cli(tmp_path: Path, **env: str) -> Cli:
+    """``modelplex`` with only the openai plugin, none of the developer's OpenAI and
+    modelplex settings, and its config folder in ``tmp_path``."""
+    return Cli(drop=("OPENAI_", "MODELPLEX_"), env={
+        "XDG_CONFIG_HOME": str(tmp_path), "MODELPLEX_LOAD_PLUGINS": "openai", **env})
 
 
 def test_cli_chat_with_a_named_endpoint(llama_server: str, tmp_path: Path) -> None:
-    env = _cli_env(tmp_path)
-    env["MODELPLEX_OPENAI_ENDPOINTS"] = json.dumps(
-        {"llamacpp-server": {"base_url": llama_server}})
-    result = _cli(["chat", "-m", "llamacpp-server:tiny", "-o", "max_tokens", "8",
-                   "-o", "temperature", "0", "-u", "hi"], env)
+    cli = _cli(tmp_path, MODELPLEX_OPENAI_ENDPOINTS=json.dumps(
+        {"llamacpp-server": {"base_url": llama_server}}))
+    result = cli.run("chat", "-m", "llamacpp-server:tiny", "-o", "max_tokens", "8",
+                     "-o", "temperature", "0", "-u", "hi")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "[llamacpp-server:tiny] prompt" in result.stderr
@@ -172,10 +161,9 @@ def test_cli_chat_with_a_named_endpoint(llama_server: str, tmp_path: Path) -> No
 
 
 def test_cli_chat_with_openai_base_url(llama_server: str, tmp_path: Path) -> None:
-    env = _cli_env(tmp_path)
-    env["OPENAI_BASE_URL"] = llama_server
-    env["OPENAI_API_KEY"] = "sk-local-test-key-1234567890"
-    result = _cli(["chat", "-m", "openai:tiny", "-o", "max_tokens", "5", "-u", "hi"], env)
+    cli = _cli(tmp_path, OPENAI_BASE_URL=llama_server,
+               OPENAI_API_KEY="sk-local-test-key-1234567890")
+    result = cli.run("chat", "-m", "openai:tiny", "-o", "max_tokens", "5", "-u", "hi")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "[openai:tiny]" in result.stderr
@@ -183,16 +171,16 @@ def test_cli_chat_with_openai_base_url(llama_server: str, tmp_path: Path) -> Non
 
 
 def test_cli_models_list_through_a_config_file(llama_server: str, tmp_path: Path) -> None:
-    env = _cli_env(tmp_path)
+    cli = _cli(tmp_path)
     (tmp_path / "modelplex").mkdir()
     (tmp_path / "modelplex" / "openai.toml").write_text(
         f'[local]\nbase_url = "{llama_server}"\ndefault_model = "tiny"\n')
-    result = _cli(["models", "list", "-p", "local", "--json"], env)
+    result = cli.run("models", "list", "-p", "local", "--json")
     assert result.returncode == 0, result.stderr
     # ids are provider:model, as the user types them
     assert [m["id"] for m in json.loads(result.stdout)["models"]] == ["local:tiny"]
     # the endpoint's default model is used when only the provider is named
-    result = _cli(["chat", "-m", "local", "-o", "max_tokens", "4", "hi"], env)
+    result = cli.run("chat", "-m", "local", "-o", "max_tokens", "4", "hi")
     assert result.returncode == 0, result.stderr
 
 

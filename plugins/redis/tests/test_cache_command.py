@@ -4,32 +4,27 @@ line naming the URL (without the password) and the fix, exit status 1, never a t
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from modelplex.errors import StorageError
+from modelplex.testing import Cli, CliResult
 from modelplex_redis.cache import RedisCache
 from modelplex_redis.testing import RedisServer
 
 CLOSED = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
 
 
-def cache_command(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+def cache_command(*args: str, home: Path) -> CliResult:
+    """``modelplex cache ARGS`` with an empty config and its cache dir in ``home``."""
     (home / "empty.toml").write_text("")
-    env.update(MODELPLEX_CONFIG=str(home / "empty.toml"), MODELPLEX_CACHE_DIR=str(home))
-    return subprocess.run([sys.executable, "-m", "modelplex", "cache", *args],
-                          capture_output=True, text=True, timeout=120, env=env,
-                          stdin=subprocess.DEVNULL, check=False)
+    return Cli(home / "empty.toml", env={"MODELPLEX_CACHE_DIR": str(home)}).run("cache", *args)
 
 
-def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+def one_line(proc: CliResult) -> str:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,49 +12,34 @@ from pathlib import Path
 import openai
 import pytest
 
+from modelplex.testing import Cli
 from modelplex_server.settings import hash_key
+from modelplex_server.testing import ServeProcess
 
-
-def modelplex(*args: str, env: dict[str, str] | None = None,
-              timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+#: ``modelplex ARGS`` in a child process (``env``: variables added to this process's)
+modelplex = Cli(drop=()).run
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+def served(tmp_path: Path) -> Iterator[tuple[ServeProcess, str, str]]:
     """``modelplex serve --port 0`` with one key; yields the process, its URL and the key."""
     key = "mpx-" + "k" * 40
     config = tmp_path / "server.toml"
     config.write_text(f'[server]\nmax_concurrency = 8\n[[server.keys]]\nname = "ci"\n'
                       f'hash = "{hash_key(key)}"\n')
-    env = {**os.environ, "MODELPLEX_LOAD_PLUGINS": "llamacpp,server",
-           "MODELPLEX_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "modelplex", "serve", "--port", "0",
-                             "--config", str(config)], stderr=subprocess.PIPE, text=True,
-                            env=env)
-    assert proc.stderr is not None
-    url = ""
-    deadline = time.monotonic() + 60
-    while not url and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        match = re.search(r"serving on (http://\S+) \(1 API keys\)", line)
-        url = match.group(1) if match else ""
+    server = ServeProcess("--port", "0", "--config", str(config),
+                          env={"MODELPLEX_LOAD_PLUGINS": "llamacpp,server",
+                               "MODELPLEX_DATA_DIR": str(tmp_path / "data")})
     try:
-        assert url, "the server did not start"
-        yield proc, url, key
+        assert re.search(r"serving on \S+ \(1 API keys\)", server.text), server.text
+        yield server, server.url, key
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        proc.stderr.close()
+        server.stop(10)
 
 
 def test_serve_answers_and_stops_on_sigterm(
-        served: tuple[subprocess.Popen[str], str, str], tmp_path: Path) -> None:
-    proc, url, key = served
+        served: tuple[ServeProcess, str, str], tmp_path: Path) -> None:
+    server, url, key = served
     # conversations are kept in SQLite in the data dir by default
     assert (tmp_path / "data" / "server-conversations.db").is_file()
     with urllib.request.urlopen(url + "/health", timeout=10) as resp:
@@ -69,10 +49,8 @@ def test_serve_answers_and_stops_on_sigterm(
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
     client.close()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
-    assert proc.stderr is not None
-    log = proc.stderr.read()
+    assert server.stop(20) == 0  # SIGTERM
+    log = server.text
     assert '"GET /v1/models HTTP/1.1" 200' in log  # the access log
     assert key not in log
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from modelplex.testing import Cli
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex_server.app import create_app
 from modelplex_server.cli import serve
@@ -214,16 +215,14 @@ async def test_the_stack_by_hand(postgres_server: PostgresServer, redis_url: str
                "MODELPLEX_OPENAI_ENDPOINTS": json.dumps(endpoints),
                "MODELPLEX_OPENAI_CONFIG": str(tmp_path / "openai.toml"),
                "MODELPLEX_DATA_DIR": str(tmp_path / "data")}
-        full_env = {**os.environ, **env}
         # the compose command, with this machine's config, a free port and 2 workers
         command = [str(config) if part == env_config else part
                    for part in app["command"][2:]]
         server = await asyncio.to_thread(ServeProcess, *command, "--port", "0",
                                          "--workers", "2", env=env)
         try:
-            made = await asyncio.to_thread(subprocess.run, [
-                sys.executable, "-m", "modelplex", "keys", "create", "--name", "admin",
-                "--admin"], capture_output=True, text=True, env=full_env, timeout=120)
+            made = await Cli(drop=()).arun("keys", "create", "--name", "admin", "--admin",
+                                           env=env)
             assert made.returncode == 0, made.stderr
             key = re.search(r"shown once\): (mpx-\S+)", made.stderr)
             assert key is not None

@@ -5,13 +5,9 @@ admin routes need an admin key."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from modelplex.testing import Cli, CliResult
 from modelplex_server import gateway as gateway_module
 from modelplex_server.app import AppServer
 from modelplex_server.budgets import Budget, Spend, period_bounds
@@ -38,11 +35,12 @@ async def call(server: AppServer, key: str | None, method: str, path: str,
         return resp.status, (await resp.json()) if text else None, dict(resp.headers)
 
 
-async def keys_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``modelplex keys ARGS`` in a subprocess (it must succeed)."""
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "modelplex", "keys", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=True)
+async def keys_cli(env: dict[str, str | None], *args: str) -> CliResult:
+    """``modelplex keys ARGS`` in a subprocess, ``env`` added to this process's variables (it
+    must succeed)."""
+    result = await Cli(drop=()).arun("keys", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_keys_create_names_the_option_of_a_bad_value() -> None:
@@ -198,7 +196,7 @@ async def test_a_budget_spent_through_one_server_stops_the_other(
 
 async def test_store_keys_alone_with_require_keys(serve: Any, tmp_path: Path) -> None:
     store = SQLiteConversationStore(tmp_path / "c.db")
-    env = {**os.environ, "MODELPLEX_LOAD_PLUGINS": "server"}
+    env: dict[str, str | None] = {"MODELPLEX_LOAD_PLUGINS": "server"}
     made = await keys_cli(env, "create", "--name", "cli", "--rpm", "600", "--tpm", "200000",
                           "--budget", "50/month", "--models", "fault:*, local", "--store",
                           str(store.path))

@@ -4,18 +4,13 @@ telemetry layer, registered through ``register_layers``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from opentelemetry.util._once import Once
 from prometheus_client.parser import text_string_to_metric_families
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -24,16 +19,10 @@ PARENT_ID = "00f067aa0ba902b7"
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    old = trace._TRACER_PROVIDER
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    yield exporter
-    trace._TRACER_PROVIDER = old
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
+def spans(global_spans: InMemorySpanExporter) -> InMemorySpanExporter:
+    """An in-memory exporter on the global tracer provider for the test (the root
+    conftest's)."""
+    return global_spans
 
 
 async def test_a_clients_traceparent_is_the_parent_of_the_provider_span(

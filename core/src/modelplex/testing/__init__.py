@@ -11,15 +11,23 @@
 * :class:`Wire` (:mod:`modelplex.testing.wire`): how the test upstream writes one API's
   answers; the built-in wires (:mod:`modelplex.testing.wires`) are instances of it, and a
   wire of your own plugs into ``FaultyUpstream(wires=[...])`` and ``ConformanceBase.wire``.
+* :class:`Cli` (:mod:`modelplex.testing.cli`): the ``modelplex`` command run as a user runs
+  it, without the developer's settings, in a child process or in this one; each run gives a
+  :class:`CliResult` (exit code, stdout, stderr).
+* :func:`server_process` (:mod:`modelplex.testing.process`): a server program of your own
+  (llama.cpp's ``llama-server``, ...) started in a child process, waited on until an HTTP
+  check answers, stopped after; :func:`free_port` picks it a port.
 * :class:`Replay` (:mod:`modelplex.testing.replay`): aioresponses on every aiohttp 3.x
   (import it from its module; it needs the ``aioresponses`` package).
 * The pytest plugin (:mod:`modelplex.testing.pytest_plugin`, loaded automatically when
-  modelplex is installed) provides the ``modelplex_plugins`` and ``register_plugin``
-  fixtures, and ``mock``, ``transcript`` and ``sent`` for tests that replay recorded traffic.
+  modelplex is installed) provides the ``modelplex_plugins``, ``register_plugin`` and
+  ``modelplex_cli`` fixtures, and ``mock``, ``transcript`` and ``sent`` for tests that
+  replay recorded traffic.
 """
 
 from __future__ import annotations
 
+from modelplex.testing.cli import Cli, CliResult
 from modelplex.testing.conformance import (
     CONFORMANCE_SECRET,
     CONFORMANCE_TIMEOUTS,
@@ -33,6 +41,7 @@ from modelplex.testing.conformance import (
     ProviderConformanceTests,
     StreamingFaultsSuite,
 )
+from modelplex.testing.process import ServerProcessError, free_port, server_process
 from modelplex.testing.serve import serve_app
 from modelplex.testing.upstream import (
     PIECE,
@@ -51,6 +60,8 @@ __all__ = [
     "WIRES",
     "Answer",
     "BasicSuite",
+    "Cli",
+    "CliResult",
     "ConformanceBase",
     "EmbeddingsSuite",
     "FaultyUpstream",
@@ -61,9 +72,12 @@ __all__ = [
     "ProviderConformanceTests",
     "ReceivedRequest",
     "Reply",
+    "ServerProcessError",
     "StreamingFaultsSuite",
     "Wire",
     "closed_port_url",
+    "free_port",
     "get_wire",
     "serve_app",
+    "server_process",
 ]

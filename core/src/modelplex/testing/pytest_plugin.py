@@ -12,6 +12,16 @@
             register_plugin(my_plugin_module)
             assert "mine" in modelplex.get_plugins().provider_names()
 
+``modelplex_cli``
+    A :class:`~modelplex.testing.cli.Cli`: runs the ``modelplex`` command (in a child
+    process, or in this one with ``invoke``) without the developer's ``MODELPLEX_*``
+    settings, its configuration, data and cache folders in the test's ``tmp_path``
+    (``config``, ``data``, ``cache``)::
+
+        def test_my_command(modelplex_cli):
+            result = modelplex_cli.run("mine", "status")
+            assert result.returncode == 0, result.stderr
+
 For tests that replay recorded traffic (they need the ``aioresponses`` package):
 
 ``mock``
@@ -31,6 +41,7 @@ For tests that replay recorded traffic (they need the ``aioresponses`` package):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,6 +49,7 @@ import pytest
 from modelplex.plugins import Plugins, get_plugins, set_plugins
 
 if TYPE_CHECKING:
+    from modelplex.testing.cli import Cli
     from modelplex.testing.replay import Replay, SentRequest
 
 
@@ -68,6 +80,17 @@ def register_plugin() -> Iterator[Callable[..., str]]:
     finally:
         for plugins, plugin_name in reversed(registered):
             plugins.unregister(plugin_name)
+
+
+@pytest.fixture
+def modelplex_cli(tmp_path: Path) -> Cli:
+    """``modelplex`` run isolated: no ``MODELPLEX_*`` settings of the developer's, its
+    configuration, data and cache folders under ``tmp_path``."""
+    from modelplex.testing.cli import Cli
+
+    return Cli(env={"XDG_CONFIG_HOME": str(tmp_path / "config"),
+                    "XDG_DATA_HOME": str(tmp_path / "data"),
+                    "XDG_CACHE_HOME": str(tmp_path / "cache")})
 
 
 # -- replayed traffic (imports aioresponses, an optional dependency, only when used) ----------

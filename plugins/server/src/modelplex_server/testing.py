@@ -239,19 +239,22 @@ store_backend = _store_fixture()
 
 
 class ServeProcess:
-    """``python -m modelplex serve ARGS`` in a subprocess, as users run it: :attr:`url` once
+    """``python -m modelplex serve ARGS`` in a subprocess, as users run it
+    (:class:`modelplex.testing.cli.Cli`'s command line and environment): :attr:`url` once
     it listens, :attr:`log` (its stderr lines so far, read in a thread so the pipe never
     fills), :meth:`stop` (SIGTERM, then the exit code)."""
 
     def __init__(self, *args: str, env: Mapping[str, str] | None = None,
                  timeout: float = 120.0) -> None:
         import re
-        import sys
         import threading
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "modelplex", "serve", *args],
-                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env={**os.environ, **(env or {})})
+        from modelplex.testing.cli import Cli
+
+        cli = Cli(drop=())  # this process's environment, with ``env``
+        self.proc = subprocess.Popen(cli.command("serve", *args), stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, text=True,
+                                     env=cli.environ(env))
         self.log: list[str] = []
         self.url = ""
         ready = threading.Event()
