@@ -290,6 +290,8 @@ class OpenAIProvider(HttpProvider):
             finish = "stop"
         if refused and finish == "stop":
             finish = "refusal"
+        elif calls and finish == "stop":  # Gemini ends its tool calls with "stop"
+            finish = "tool_calls"
         yield StreamChunk(
             finish_reason=finish,
             tool_calls=build_tool_calls(calls, name) if calls else None,

@@ -156,21 +156,35 @@ def response_format(fmt: Mapping[str, Any], style: str = "json_schema") -> dict[
 
 
 def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str, Any]]) -> None:
-    """Fold streamed tool-call fragments into ``calls`` (index -> [id, name, argument parts])."""
+    """Fold streamed tool-call fragments into ``calls`` (index -> [id, name, argument parts]).
+
+    A fragment names its call by ``index``. Some servers leave it out (Gemini's
+    OpenAI-compatible API and several proxies): then a fragment with a new ``id`` opens the
+    next call and one without continues the call opened last, so parallel calls stay apart.
+    ``arguments`` sent as an object rather than a JSON string are serialised.
+    """
     for delta in deltas:
-        index = delta.get("index", 0)
+        index = delta.get("index")
+        call_id = delta.get("id")
+        if not isinstance(index, int):
+            last = next(reversed(calls), None) if calls else None
+            if last is None or (call_id and calls[last][0] and calls[last][0] != call_id):
+                index = max(calls, default=-1) + 1
+            else:
+                index = last
         entry = calls.get(index)
         if entry is None:
             entry = calls[index] = [None, "", []]
-        if delta.get("id"):
-            entry[0] = delta["id"]
+        if call_id:
+            entry[0] = call_id
         function = delta.get("function")
         if function:
             if function.get("name"):
                 entry[1] = function["name"]
             arguments = function.get("arguments")
             if arguments:
-                entry[2].append(arguments)
+                entry[2].append(arguments if isinstance(arguments, str)
+                                else json.dumps(arguments))
 
 
 def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
@@ -259,10 +273,12 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str,
     if refusal:
         content += refusal
     finish = normalize_finish_reason(choice.get("finish_reason"))
+    tool_calls = message.get("tool_calls")
     if refusal and finish == "stop":
         finish = "refusal"
+    elif tool_calls and finish == "stop":  # Gemini ends its tool calls with "stop"
+        finish = "tool_calls"
     reasoning = message.get("reasoning_content") or message.get("reasoning") or None
-    tool_calls = message.get("tool_calls")
     return ChatResponse(
         content=content,
         model=data.get("model") or model,

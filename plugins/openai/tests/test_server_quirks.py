@@ -1,0 +1,120 @@
+"""Wire cases of real OpenAI-compatible servers beyond OpenAI's own recordings, replayed.
+
+Each transcript is what a named server sends (protocols.md, the server's source or issues
+quoting its traffic); each test failed before the plugin handled the case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aioresponses import aioresponses
+
+from modelplex.chunks import ToolCall
+from modelplex_openai.provider import OpenAIProvider
+
+BASE = "https://api.openai.test/v1"
+CHAT = BASE + "/chat/completions"
+SSE = {"Content-Type": "text/event-stream"}
+MESSAGES = [{"role": "user", "content": "Weather in Sydney and Paris?"}]
+
+
+@pytest.fixture
+async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[OpenAIProvider]:
+    p = OpenAIProvider(name="compat", base_url=BASE, api_key="sk-test-0123456789abcdef")
+    yield p
+    await p.aclose()
+
+
+def sse(*events: str) -> str:
+    return "".join(f"data: {event}\n\n" for event in events)
+
+
+async def test_parallel_tool_calls_without_index_stay_apart(provider: OpenAIProvider,
+                                                            mock: aioresponses) -> None:
+    # Gemini's OpenAI-compatible API: one call per chunk, each with its id, no `index`,
+    # a Google extra, and finish_reason "stop" after tool calls
+    mock.post(CHAT, body=sse(
+        '{"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"id":"fc-1",'
+        '"type":"function","function":{"name":"get_weather","arguments":"{\\"city\\":'
+        '\\"Sydney\\"}"},"extra_content":{"google":{"thought_signature":"EjQK"}}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"fc-2","type":"function",'
+        '"function":{"name":"get_time","arguments":"{\\"tz\\":\\"CET\\"}"}}]}}]}',
+        '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        '"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}',
+        "[DONE]"), headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="gemini-2.5-flash")]
+    final = chunks[-1]
+    assert final.tool_calls == [
+        ToolCall(name="get_weather", arguments={"city": "Sydney"}, id="fc-1"),
+        ToolCall(name="get_time", arguments={"tz": "CET"}, id="fc-2")]
+    assert final.finish_reason == "tool_calls"
+
+
+async def test_indexless_fragments_continue_the_open_call(provider: OpenAIProvider,
+                                                          mock: aioresponses) -> None:
+    # proxies that drop `index`: the id on the first fragment only, arguments in pieces;
+    # several calls in one chunk without index are told apart by their ids
+    mock.post(CHAT, body=sse(
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"call_a","type":"function",'
+        '"function":{"name":"get_weather","arguments":""}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":'
+        '"{\\"city\\":"}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":'
+        '"\\"Paris\\"}"}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":['
+        '{"id":"call_b","function":{"name":"get_time","arguments":"{}"}},'
+        '{"id":"call_c","function":{"name":"get_date","arguments":"{}"}}]}}]}',
+        '{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}',
+        "[DONE]"), headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+    assert chunks[-1].tool_calls == [
+        ToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_a"),
+        ToolCall(name="get_time", arguments={}, id="call_b"),
+        ToolCall(name="get_date", arguments={}, id="call_c")]
+
+
+async def test_indexed_parallel_calls_interleaved(provider: OpenAIProvider,
+                                                  mock: aioresponses) -> None:
+    # OpenAI / vLLM: two calls by index, fragments interleaved, the index on every fragment
+    mock.post(CHAT, body=sse(
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1",'
+        '"type":"function","function":{"name":"a","arguments":""}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_2",'
+        '"type":"function","function":{"name":"b","arguments":"{\\"y\\""}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":'
+        '{"arguments":"{\\"x\\":1}"}}]}}]}',
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":'
+        '{"arguments":":2}"}}]}}]}',
+        '{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}',
+        "[DONE]"), headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+    assert chunks[-1].tool_calls == [ToolCall(name="a", arguments={"x": 1}, id="call_1"),
+                                     ToolCall(name="b", arguments={"y": 2}, id="call_2")]
+
+
+async def test_arguments_sent_as_an_object(provider: OpenAIProvider,
+                                           mock: aioresponses) -> None:
+    # a few servers (Ollama-backed gateways) put the arguments object itself on the wire
+    mock.post(CHAT, body=sse(
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1",'
+        '"type":"function","function":{"name":"get_weather","arguments":'
+        '{"city":"Tokyo"}}}]},"finish_reason":"tool_calls"}]}',
+        "[DONE]"), headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+    assert chunks[-1].tool_calls == [ToolCall(name="get_weather", arguments={"city": "Tokyo"},
+                                              id="call_1")]
+
+
+async def test_whole_answer_with_tool_calls_and_stop(provider: OpenAIProvider,
+                                                     mock: aioresponses) -> None:
+    # Gemini, non-streaming: tool calls with finish_reason "stop"
+    mock.post(CHAT, payload={"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "tool_calls": [
+            {"id": "fc-1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Sydney"}'}}]}}]})
+    response = await provider.complete(MESSAGES, model="gemini-2.5-flash")
+    assert response.tool_calls == [ToolCall(name="get_weather", arguments={"city": "Sydney"},
+                                            id="fc-1")]
+    assert response.finish_reason == "tool_calls"
