@@ -48,6 +48,7 @@ from modelplex._bodies import (  # re-exported: the readers were defined here at
     iter_ndjson,
     iter_sse,
     loads,
+    plain_text,
     read_body,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "iter_sse",
     "loads",
     "parse_retry_after",
+    "plain_text",
     "read_body",
 ]
 
@@ -264,7 +266,8 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def extract_error_message(body: Any) -> str:
-    """The human message in an error body of any provider's shape."""
+    """The human message in an error body of any provider's shape (an HTML error page as
+    its text, see :func:`plain_text`)."""
     if isinstance(body, dict):
         err = body.get("error", body.get("message", body.get("detail")))
         if isinstance(err, dict):
@@ -274,7 +277,7 @@ def extract_error_message(body: Any) -> str:
         return json.dumps(body)[:500]
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
-    return str(body)[:500] if body else ""
+    return plain_text(str(body)) if body else ""
 
 
 _STATUS_CLASSES: dict[int, type[errors.ProviderStatusError]] = {

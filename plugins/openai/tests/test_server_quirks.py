@@ -12,6 +12,7 @@ import pytest
 from aioresponses import aioresponses
 
 from modelplex.chunks import ToolCall
+from modelplex.errors import StreamError
 from modelplex_openai.provider import OpenAIProvider
 
 BASE = "https://api.openai.test/v1"
@@ -118,3 +119,45 @@ async def test_whole_answer_with_tool_calls_and_stop(provider: OpenAIProvider,
     assert response.tool_calls == [ToolCall(name="get_weather", arguments={"city": "Sydney"},
                                             id="fc-1")]
     assert response.finish_reason == "tool_calls"
+
+
+async def test_a_json_error_with_200_instead_of_a_stream(provider: OpenAIProvider,
+                                                         mock: aioresponses) -> None:
+    # busy gateways (one-api style proxies) answer a stream request with HTTP 200 and JSON
+    mock.post(CHAT, body='{"error":{"message":"当前分组上游负载已饱和，请稍后再试",'
+                         '"type":"new_api_error","code":"get_channel_failed"}}',
+              headers={"Content-Type": "application/json"})
+    with pytest.raises(StreamError, match="请稍后再试"):
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass
+
+
+async def test_a_whole_answer_instead_of_a_stream(provider: OpenAIProvider,
+                                                  mock: aioresponses) -> None:
+    # a server that ignores "stream": true answers with the whole chat.completion
+    mock.post(CHAT, payload={
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "served-model",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Let me check.", "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]}}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}})
+    chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+    assert "".join(c.content for c in chunks) == "Let me check."
+    final = chunks[-1]
+    assert final.tool_calls == [ToolCall(name="get_weather", arguments={"city": "Paris"},
+                                         id="call_1")]
+    assert final.finish_reason == "tool_calls"
+    assert final.usage is not None and final.usage.completion_tokens == 7
+    assert final.model == "served-model"
+
+
+async def test_an_html_page_with_200_is_shown(provider: OpenAIProvider,
+                                              mock: aioresponses) -> None:
+    # a captive portal or a wrong base URL that serves a web page
+    mock.post(CHAT, body="<!doctype html><html><head><title>Sign in</title></head><body>"
+                         "<h1>Sign in to the guest network</h1></body></html>",
+              headers={"Content-Type": "text/html"})
+    with pytest.raises(StreamError, match=r"not an event stream.*Sign in to the guest"):
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass

@@ -323,7 +323,11 @@ class AnthropicProvider(HttpProvider):
                             if text:
                                 yield StreamChunk(text)
                         elif dtype == "input_json_delta":
-                            blocks[obj["index"]]["parts"].append(delta.get("partial_json", ""))
+                            # a server tool's input (server_tool_use, mcp_tool_use: run by
+                            # Anthropic, not by us) streams this way too: its block is untracked
+                            entry = blocks.get(obj["index"])
+                            if entry is not None:
+                                entry["parts"].append(delta.get("partial_json", ""))
                         elif dtype == "thinking_delta":
                             thought = delta["thinking"]
                             blocks[obj["index"]]["parts"].append(thought)
@@ -485,9 +489,11 @@ def _finish_blocks(blocks: Mapping[int, Mapping[str, Any]], provider: str
         kind = block.get("type")
         if kind == "tool_use":
             name = block.get("name", "")
+            # no input_json_delta: the start block's input stands (compatible servers that
+            # send the whole input there)
+            raw = "".join(entry["parts"]) or block.get("input")
             calls.append(ToolCall(name=name, id=block.get("id"),
-                                  arguments=parse_arguments(name, "".join(entry["parts"]),
-                                                            provider)))
+                                  arguments=parse_arguments(name, raw, provider)))
         elif kind == "thinking":
             thinking.append({"type": "thinking", "thinking": "".join(entry["parts"]),
                              "signature": entry["signature"] or ""})

@@ -258,7 +258,8 @@ class OpenAIProvider(HttpProvider):
                 choices = obj.get("choices")
                 if choices:
                     choice = choices[0]
-                    delta = choice.get("delta")
+                    # "message": a server that answered with the whole completion at once
+                    delta = choice.get("delta") or choice.get("message")
                     if delta:
                         content = delta.get("content")
                         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
