@@ -1,0 +1,74 @@
+"""Ollama wire cases beyond the documented transcripts' plain paths, replayed."""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+
+import pytest
+from aioresponses import aioresponses
+
+from modelplex.chunks import ToolCall
+from modelplex.errors import StreamError
+from modelplex_ollama.provider import OllamaProvider
+
+CHAT = "http://ollama.test:11434/api/chat"
+USER = [{"role": "user", "content": "Weather in Tokyo and Paris?"}]
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object",
+                                          "properties": {"city": {"type": "string"}}}}}]
+
+
+async def test_tool_calls_finish_as_tool_calls(provider: OllamaProvider, mock: aioresponses,
+                                               wire: ModuleType) -> None:
+    # protocols.md 1.8 (b): the call in a done:false line, then done_reason "stop"
+    mock.post(CHAT, body=wire.ndjson(*wire.CHAT_TOOL_STREAM))
+    chunks = [c async for c in provider.chat(USER, model="llama3.2", tools=WEATHER)]
+    assert chunks[-1].finish_reason == "tool_calls"
+    tool_line = json.loads(wire.CHAT_TOOL_STREAM[0])
+    mock.post(CHAT, body=json.dumps({**tool_line, "done": True, "done_reason": "stop"}))
+    response = await provider.complete(USER, model="llama3.2", tools=WEATHER)
+    assert response.tool_calls and response.finish_reason == "tool_calls"
+
+
+async def test_parallel_calls_in_separate_lines(provider: OllamaProvider,
+                                                mock: aioresponses) -> None:
+    # recent servers give each call an id and its own line; arguments are objects
+    line = {"model": "qwen3", "created_at": "2025-09-01T10:00:00Z", "done": False}
+    mock.post(CHAT, body=b"".join(json.dumps(x).encode() + b"\n" for x in [
+        {**line, "message": {"role": "assistant", "content": "", "thinking": "Two cities."}},
+        {**line, "message": {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_k2j4h3g1", "function": {"index": 0, "name": "get_weather",
+                                                 "arguments": {"city": "Tokyo"}}}]}},
+        {**line, "message": {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_p9o8i7u6", "function": {"index": 1, "name": "get_weather",
+                                                 "arguments": {"city": "Paris"}}}]}},
+        {**line, "message": {"role": "assistant", "content": ""}, "done": True,
+         "done_reason": "stop", "prompt_eval_count": 80, "eval_count": 40}]))
+    chunks = [c async for c in provider.chat(USER, model="qwen3", tools=WEATHER)]
+    calls = [call for c in chunks if c.tool_calls for call in c.tool_calls]
+    assert calls == [ToolCall(name="get_weather", arguments={"city": "Tokyo"},
+                              id="call_k2j4h3g1"),
+                     ToolCall(name="get_weather", arguments={"city": "Paris"},
+                              id="call_p9o8i7u6")]
+    assert [c.reasoning for c in chunks if c.reasoning] == ["Two cities."]
+    assert chunks[-1].finish_reason == "tool_calls"
+
+
+async def test_length_after_a_tool_call_stays_length(provider: OllamaProvider,
+                                                     mock: aioresponses,
+                                                     wire: ModuleType) -> None:
+    final = json.loads(wire.CHAT_TOOL_STREAM[1])
+    mock.post(CHAT, body=wire.ndjson(wire.CHAT_TOOL_STREAM[0],
+                                     {**final, "done_reason": "length"}))
+    chunks = [c async for c in provider.chat(USER, model="llama3.2", tools=WEATHER)]
+    assert chunks[-1].finish_reason == "length"
+
+
+async def test_error_line_as_the_only_line(provider: OllamaProvider,
+                                           mock: aioresponses) -> None:
+    # an error before any output, after the 200 was sent (the runner crashed on load)
+    mock.post(CHAT, body=b'{"error":"llama runner process has terminated: exit status 2"}\n')
+    with pytest.raises(StreamError, match="llama runner process has terminated"):
+        async for _ in provider.chat(USER, model="llama3.2"):
+            pass
