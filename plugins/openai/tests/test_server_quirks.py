@@ -12,7 +12,8 @@ import pytest
 from aioresponses import aioresponses
 
 from modelplex.chunks import ToolCall
-from modelplex.errors import StreamError
+from modelplex.errors import BadRequestError, StreamError
+from modelplex.testing.pytest_plugin import Sent
 from modelplex_openai.provider import OpenAIProvider
 
 BASE = "https://api.openai.test/v1"
@@ -161,3 +162,57 @@ async def test_an_html_page_with_200_is_shown(provider: OpenAIProvider,
     with pytest.raises(StreamError, match=r"not an event stream.*Sign in to the guest"):
         async for _ in provider.chat(MESSAGES, model="m"):
             pass
+
+
+# a strict server's refusal of the field (pydantic's "extra_forbidden", vLLM's error shape)
+REFUSED = {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+           "message": "[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), "
+                      "'msg': 'Extra inputs are not permitted', 'input': "
+                      "{'include_usage': True}}]"}
+PLAIN = sse('{"choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+            '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}', "[DONE]")
+
+
+async def test_a_server_refusing_stream_options_is_asked_without(
+        provider: OpenAIProvider, mock: aioresponses, sent: Sent) -> None:
+    mock.post(CHAT, status=400, payload=REFUSED)
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    for _ in range(2):
+        chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+        assert "".join(c.content for c in chunks) == "Hi"
+        assert chunks[-1].usage is not None and chunks[-1].usage.estimated
+    first, second, third = sent.bodies(mock)
+    assert first["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in second and "stream_options" not in third
+    assert not provider.stream_usage
+
+
+async def test_other_bad_requests_are_not_retried(provider: OpenAIProvider,
+                                                  mock: aioresponses, sent: Sent) -> None:
+    mock.post(CHAT, status=400, payload={"error": {
+        "message": "'messages' must contain at least one message", "type":
+        "invalid_request_error", "param": "messages", "code": None}})
+    with pytest.raises(BadRequestError, match="at least one message"):
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass
+    assert len(sent.bodies(mock)) == 1
+    assert provider.stream_usage
+
+
+async def test_extra_body_decides_stream_options(provider: OpenAIProvider,
+                                                 mock: aioresponses, sent: Sent) -> None:
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    mock.post(CHAT, payload={"choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": "Hi"}}]})
+    for options in ({"stream_options": None},
+                    {"stream_options": {"include_usage": True, "continuous_usage_stats": True}}):
+        [c async for c in provider.chat(MESSAGES, model="m",
+                                        options={"extra_body": options})]
+    await provider.complete(MESSAGES, model="m",
+                            options={"extra_body": {"stream_options": {"include_usage": True}}})
+    first, second, third = sent.bodies(mock)
+    assert "stream_options" not in first
+    assert second["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+    assert "stream_options" not in third and "stream" not in third

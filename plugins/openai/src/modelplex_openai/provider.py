@@ -8,6 +8,8 @@ and builds one slotted :class:`StreamChunk`; nothing else (no validation, no log
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
 import time
 from array import array
@@ -20,6 +22,7 @@ from pydantic import Field, SecretStr, field_validator
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.errors import (
     AuthenticationError,
+    BadRequestError,
     ModelNotFoundError,
     OptionsError,
     ProviderError,
@@ -49,9 +52,13 @@ from modelplex_openai.wire import (
 )
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest
 
 __all__ = ["OpenAIOptions", "OpenAIProvider"]
+
+log = logging.getLogger("modelplex.openai")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -163,6 +170,9 @@ class OpenAIProvider(HttpProvider):
         super().__init__(base_url=self._resolve_base_url(base_url, own), api_key=api_key,
                          headers=send, timeouts=timeouts, verify_tls=verify_tls,
                          default_model=default_model)
+        #: whether streams ask for the usage chunk (``stream_options``); turned off for a
+        #: server that refuses the field
+        self.stream_usage = True
 
     def missing_setting(self) -> str | None:
         """The key's variable (``OPENAI_API_KEY``) when there is no key and the base URL is
@@ -236,10 +246,30 @@ class OpenAIProvider(HttpProvider):
             body.update(extra)
         return body
 
+    async def _open_stream(self, stack: contextlib.AsyncExitStack, body: dict[str, Any]
+                           ) -> aiohttp.ClientResponse:
+        """The streamed response, asked for once more without ``stream_options`` when the
+        server refuses that field (strict gateways, older vLLM and Azure builds)."""
+        try:
+            return await stack.enter_async_context(
+                self.http.stream("POST", "/chat/completions", body))
+        except BadRequestError as err:
+            if "stream_options" not in body or "stream_options" not in f"{err} {err.body}":
+                raise
+        log.info("%s refuses stream_options: asking without it (usage is then read from "
+                 "the server's chunks or estimated)", self.name)
+        self.stream_usage = False
+        del body["stream_options"]
+        return await stack.enter_async_context(
+            self.http.stream("POST", "/chat/completions", body))
+
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         body = self._body(request)
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if self.stream_usage:  # extra_body may set its own, or null to send none
+            body.setdefault("stream_options", {"include_usage": True})
+        if body.get("stream_options") is None:
+            body.pop("stream_options", None)
         http = self.http
         name = self.name
         finish: str | None = None
@@ -250,7 +280,8 @@ class OpenAIProvider(HttpProvider):
         calls: dict[int, list[Any]] = {}
         refused = False
         tokens = 0
-        async with http.stream("POST", "/chat/completions", body) as resp:
+        async with contextlib.AsyncExitStack() as stack:
+            resp = await self._open_stream(stack, body)
             # [DONE] ends it; an error event or member raises; a cut stream is judged below
             events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
                               require_end=False, error=self._stream_error, objects_only=True)
@@ -303,6 +334,7 @@ class OpenAIProvider(HttpProvider):
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body = self._body(request)
+        body.pop("stream_options", None)  # servers refuse it without "stream": true
         data = await self.http.request_json("POST", "/chat/completions", body)
         if not isinstance(data, dict) or "error" in data:
             raise self._stream_error(data)
