@@ -216,3 +216,33 @@ async def test_extra_body_decides_stream_options(provider: OpenAIProvider,
     assert "stream_options" not in first
     assert second["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
     assert "stream_options" not in third and "stream" not in third
+
+
+async def test_groq_usage_in_x_groq(provider: OpenAIProvider, mock: aioresponses) -> None:
+    # Groq: the usage of a stream in the final chunk's x_groq member
+    mock.post(CHAT, body=sse(
+        '{"id":"chatcmpl-9b","object":"chat.completion.chunk","model":"llama-3.3-70b-versatile"'
+        ',"choices":[{"index":0,"delta":{"role":"assistant","content":""}}],'
+        '"x_groq":{"id":"req_01jbd6g2qdfw2adyrt2az8hz4w"}}',
+        '{"id":"chatcmpl-9b","choices":[{"index":0,"delta":{"content":"Hello"}}]}',
+        '{"id":"chatcmpl-9b","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        '"x_groq":{"id":"req_01jbd6g2qdfw2adyrt2az8hz4w","usage":{"queue_time":0.02,'
+        '"prompt_tokens":40,"prompt_time":0.003,"completion_tokens":2,"completion_time":0.002,'
+        '"total_tokens":42,"total_time":0.005}}}',
+        "[DONE]"), headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="llama-3.3-70b-versatile")]
+    usage = chunks[-1].usage
+    assert usage is not None and not usage.estimated
+    assert (usage.prompt_tokens, usage.completion_tokens) == (40, 2)
+
+
+async def test_groq_error_in_x_groq(provider: OpenAIProvider, mock: aioresponses) -> None:
+    mock.post(CHAT, body=sse(
+        '{"id":"chatcmpl-9c","choices":[{"index":0,"delta":{"content":"Hel"}}]}',
+        '{"id":"chatcmpl-9c","choices":[{"index":0,"delta":{}}],'
+        '"x_groq":{"id":"req_2","error":"over_capacity"}}',
+        "[DONE]"), headers=SSE)
+    with pytest.raises(StreamError, match="over_capacity") as info:
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass
+    assert info.value.partial_content == "Hel"

@@ -314,6 +314,11 @@ class OpenAIProvider(HttpProvider):
                     response_id = obj.get("id")
                 if obj.get("usage"):
                     usage = obj["usage"]
+                elif "x_groq" in obj:  # Groq: usage (and errors) in a member of its own
+                    groq = obj["x_groq"] if isinstance(obj["x_groq"], dict) else {}
+                    if groq.get("error"):
+                        raise self._stream_error({"error": groq["error"]})
+                    usage = groq.get("usage") or usage
                 if obj.get("timings"):
                     timings = obj["timings"]
         if finish is None:  # a finish reason or [DONE] is the end; without either, a cut
