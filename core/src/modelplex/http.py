@@ -297,17 +297,25 @@ def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None 
                       ) -> errors.ProviderStatusError:
     """Map an HTTP error status and body to the matching :class:`ProviderStatusError`.
 
-    A 429 or 503 says how long to wait when the server sent ``Retry-After``.
+    A 429 or 503 says how long to wait when the server sent ``Retry-After``. A 408 (the
+    server timed the request out) may be retried; the ``x-should-retry: true|false`` header
+    (OpenAI, Anthropic) decides over the status, as their SDKs let it.
     """
     message = errors.redact(extract_error_message(body), *secrets)
     text = f"{provider or 'provider'} returned HTTP {status}" + (f": {message}" if message else "")
     cls = _STATUS_CLASSES.get(status)
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.ProviderStatusError
-    if issubclass(cls, errors.RateLimitError):
-        return cls(text, status_code=status, body=body, provider=provider,
-                   retry_after=parse_retry_after(headers or {}))
-    return cls(text, status_code=status, body=body, provider=provider)
+    err = cls(text, status_code=status, body=body, provider=provider,
+              retry_after=parse_retry_after(headers or {})) \
+        if issubclass(cls, errors.RateLimitError) else \
+        cls(text, status_code=status, body=body, provider=provider)
+    should = _header(headers or {}, "x-should-retry")
+    if should in ("true", "false"):
+        err.retriable = should == "true"
+    elif status == 408:
+        err.retriable = True
+    return err
 
 
 ErrorFactory = Callable[[int, Any, Mapping[str, str]], errors.ProviderError | None]
