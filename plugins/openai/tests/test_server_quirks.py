@@ -246,3 +246,16 @@ async def test_groq_error_in_x_groq(provider: OpenAIProvider, mock: aioresponses
         async for _ in provider.chat(MESSAGES, model="m"):
             pass
     assert info.value.partial_content == "Hel"
+
+
+async def test_whole_answers_with_200(provider: OpenAIProvider, mock: aioresponses) -> None:
+    # a null error member is no error (servers whose models serialise every field)
+    mock.post(CHAT, payload={"id": "x", "object": "chat.completion", "error": None,
+                             "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                 "role": "assistant", "content": "Hi"}}]})
+    assert (await provider.complete(MESSAGES, model="m")).content == "Hi"
+    # vLLM's error shape, sent with HTTP 200 by a proxy
+    mock.post(CHAT, payload={"object": "error", "message": "The model `m` does not exist.",
+                             "type": "NotFoundError", "param": None, "code": 404})
+    with pytest.raises(StreamError, match="does not exist"):
+        await provider.complete(MESSAGES, model="m")

@@ -341,7 +341,9 @@ class OpenAIProvider(HttpProvider):
         body = self._body(request)
         body.pop("stream_options", None)  # servers refuse it without "stream": true
         data = await self.http.request_json("POST", "/chat/completions", body)
-        if not isinstance(data, dict) or "error" in data:
+        # an error with HTTP 200: {"error": ...}, or vLLM's {"object": "error", "message"}
+        if not isinstance(data, dict) or data.get("error") is not None or \
+                data.get("object") == "error":
             raise self._stream_error(data)
         return response_from(data, model=request.model, provider=self.name,
                              messages=request.messages)
