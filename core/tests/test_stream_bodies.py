@@ -92,3 +92,20 @@ async def test_sse_under_a_json_content_type_still_reads(mock: aioresponses) -> 
 async def test_a_cut_stream_still_says_so(mock: aioresponses) -> None:
     with pytest.raises(StreamError, match="ended before the answer was finished"):
         await _read(mock, 'data: {"a":1}\n\n')
+
+
+async def test_an_html_page_for_json_says_check_the_base_url(mock: aioresponses) -> None:
+    # a web UI (Open WebUI, a proxy's page) answering 200 with its index page at the address
+    mock.get(URL + "/models", body="<!doctype html><html><head><title>Open WebUI</title>"
+                                   "</head><body><div id=app></div></body></html>",
+             headers={"Content-Type": "text/html"})
+    mock.get(URL + "/other", body="{oops")
+    http = HttpClient(URL, provider="t")
+    try:
+        with pytest.raises(StreamError, match=r"not valid JSON: Open WebUI \(an HTML page.*"
+                                              r"check the base URL"):
+            await http.request_json("GET", "/models")
+        with pytest.raises(StreamError, match=r"not valid JSON: b'\{oops'"):
+            await http.request_json("GET", "/other")
+    finally:
+        await http.aclose()

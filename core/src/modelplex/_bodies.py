@@ -22,7 +22,7 @@ import aiohttp
 from modelplex import errors
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_LINE_BYTES", "dumps", "iter_lines",
-           "iter_ndjson", "iter_sse", "loads", "plain_text", "read_body"]
+           "iter_ndjson", "iter_sse", "loads", "loads_body", "plain_text", "read_body"]
 
 try:  # orjson is optional; it parses about three times faster
     import orjson
@@ -90,6 +90,22 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) 
                 f"{provider}: the response exceeded the limit of {limit} bytes",
                 provider=provider)
         parts.append(data)
+
+
+def loads_body(raw: bytes, *, provider: str) -> Any:
+    """A whole response body parsed as JSON (``None`` when empty); a body that is not JSON
+    raises :class:`~modelplex.errors.StreamError` showing it, an HTML page (a web UI or a
+    proxy's page at the configured address) as its text."""
+    if not raw.strip():
+        return None
+    try:
+        return loads(raw)
+    except ValueError as err:
+        text = raw[:65536].decode("utf-8", "replace")
+        shown = plain_text(text, 300)
+        detail = f"{shown}: check the base URL" if shown != text[:300] else repr(raw[:200])
+        raise errors.StreamError(f"{provider}: the response was not valid JSON: {detail}",
+                                 provider=provider) from err
 
 
 class _Lines:

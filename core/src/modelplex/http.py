@@ -48,6 +48,7 @@ from modelplex._bodies import (  # re-exported: the readers were defined here at
     iter_ndjson,
     iter_sse,
     loads,
+    loads_body,
     plain_text,
     read_body,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "iter_ndjson",
     "iter_sse",
     "loads",
+    "loads_body",
     "parse_retry_after",
     "plain_text",
     "read_body",
@@ -473,12 +475,7 @@ class HttpClient:
         """Send a request and return the decoded JSON body (``None`` for an empty body)."""
         async with self.stream(method, path, payload) as resp:
             raw = await read_body(resp, self.max_body_bytes, provider=self.provider)
-        try:
-            return loads(raw) if raw.strip() else None
-        except ValueError as err:
-            raise errors.StreamError(
-                f"{self.provider}: the response was not valid JSON: {raw[:200]!r}",
-                provider=self.provider) from err
+        return loads_body(raw, provider=self.provider)
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, payload: Any = None,

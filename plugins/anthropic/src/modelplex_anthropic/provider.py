@@ -32,6 +32,7 @@ from modelplex.http import (
     check_headers,
     error_from_status,
     loads,
+    loads_body,
     parse_retry_after,
     read_body,
 )
@@ -382,11 +383,7 @@ class AnthropicProvider(HttpProvider):
         http = self.http
         async with http.stream("POST", "/v1/messages", body, headers=headers) as resp:
             raw = await read_body(resp, http.max_body_bytes, provider=self.name)
-        try:
-            data = loads(raw)
-        except ValueError as err:
-            raise StreamError(f"{self.name}: the response was not valid JSON: {raw[:200]!r}",
-                              provider=self.name) from err
+        data = loads_body(raw, provider=self.name)
         if not isinstance(data, dict) or data.get("type") == "error":
             raise self._stream_error(data)
         return response_from(data, model=request.model, provider=self.name)

@@ -31,7 +31,7 @@ from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
     Timeouts,
     error_from_status,
-    loads,
+    loads_body,
     read_body,
 )
 from modelplex.http_provider import HttpProvider, secret_value
@@ -271,11 +271,7 @@ class TGIProvider(HttpProvider):
         async with http.stream("POST", "/generate", body) as resp:
             header = resp.headers.get("x-prompt-tokens")
             raw = await read_body(resp, http.max_body_bytes, provider=self.name)
-        try:
-            data = loads(raw)
-        except ValueError as err:
-            raise StreamError(f"{self.name}: the response was not valid JSON: {raw[:200]!r}",
-                              provider=self.name) from err
+        data = loads_body(raw, provider=self.name)
         if isinstance(data, list) and data:  # the compat route answers a one-item list
             data = data[0]
         if not isinstance(data, dict) or "generated_text" not in data:
