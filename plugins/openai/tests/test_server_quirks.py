@@ -259,3 +259,29 @@ async def test_whole_answers_with_200(provider: OpenAIProvider, mock: aiorespons
                              "type": "NotFoundError", "param": None, "code": 404})
     with pytest.raises(StreamError, match="does not exist"):
         await provider.complete(MESSAGES, model="m")
+
+
+MAGISTRAL = '{"id":"c3c7","object":"chat.completion.chunk","model":"magistral-medium-2509",' \
+    '"choices":[{"index":0,"delta":{"content":%s},"finish_reason":%s}]}'
+
+
+async def test_mistral_thinking_parts(provider: OpenAIProvider, mock: aioresponses) -> None:
+    # Mistral's API streams a reasoning model's content as lists of parts
+    mock.post(CHAT, body=sse(
+        MAGISTRAL % ('[{"type":"thinking","thinking":[{"type":"text","text":"It\'s a greeting"}'
+                     ']}]', "null"),
+        MAGISTRAL % ('[{"type":"thinking","thinking":[{"type":"text","text":", reply."}]}]',
+                     "null"),
+        MAGISTRAL % ('[{"type":"text","text":"Hello"}]', "null"),
+        MAGISTRAL % ('"!"', '"stop"'),
+        "[DONE]"), headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="magistral-medium-2509")]
+    assert "".join(c.content for c in chunks) == "Hello!"
+    assert "".join(c.reasoning or "" for c in chunks) == "It's a greeting, reply."
+    assert all(isinstance(c.content, str) for c in chunks)
+    mock.post(CHAT, payload={"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "It's a greeting."}]},
+            {"type": "text", "text": "Hello!"}]}}]})
+    response = await provider.complete(MESSAGES, model="magistral-medium-2509")
+    assert (response.content, response.reasoning) == ("Hello!", "It's a greeting.")

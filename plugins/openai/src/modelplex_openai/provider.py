@@ -44,6 +44,7 @@ from modelplex.types import HealthStatus, ModelInfo
 from modelplex_openai.__about__ import __version__
 from modelplex_openai.wire import (
     build_tool_calls,
+    content_parts,
     encode_messages,
     merge_tool_deltas,
     response_format,
@@ -294,6 +295,9 @@ class OpenAIProvider(HttpProvider):
                     if delta:
                         content = delta.get("content")
                         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        if type(content) is list:  # parts: Mistral's thinking, say
+                            content, thought = content_parts(content)
+                            reasoning = (reasoning or "") + thought
                         refusal = delta.get("refusal")
                         if refusal:
                             refused = True

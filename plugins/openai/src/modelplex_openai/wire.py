@@ -25,6 +25,7 @@ from modelplex.types import ChatMessage, MessageRole
 __all__ = [
     "OpenAIUsage",
     "build_tool_calls",
+    "content_parts",
     "encode_message",
     "encode_messages",
     "image_url",
@@ -187,6 +188,28 @@ def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str,
                                 else json.dumps(arguments))
 
 
+def content_parts(parts: Sequence[Any]) -> tuple[str, str]:
+    """``(text, thinking)`` of content sent as a list of parts instead of a string: text
+    parts, and the thinking parts of Mistral's reasoning models (``{"type": "thinking",
+    "thinking": [{"type": "text", "text": ...}]}``), in streamed deltas and whole answers."""
+    text: list[str] = []
+    thinking: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            text.append(part)
+        elif isinstance(part, dict):
+            if part.get("type") == "thinking":
+                inner = part.get("thinking")
+                if isinstance(inner, str):
+                    thinking.append(inner)
+                elif isinstance(inner, list):
+                    thinking.extend(str(p.get("text") or "") for p in inner
+                                    if isinstance(p, dict))
+            elif isinstance(part.get("text"), str):
+                text.append(part["text"])
+    return "".join(text), "".join(thinking)
+
+
 def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
     """The arguments as a dict; arguments that are not a JSON object (or nest too deep) are
     kept as ``{"_raw": text}`` (:func:`modelplex.parsers.tool_arguments`), so the tool loop
@@ -267,8 +290,9 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str,
     choice = choices[0]
     message = choice.get("message") or {}
     content = message.get("content") or ""
-    if isinstance(content, list):  # a few servers answer with content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    thought = ""
+    if isinstance(content, list):  # content parts (Mistral's, with thinking parts)
+        content, thought = content_parts(content)
     refusal = message.get("refusal")
     if refusal:
         content += refusal
@@ -278,7 +302,7 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str,
         finish = "refusal"
     elif tool_calls and finish == "stop":  # Gemini ends its tool calls with "stop"
         finish = "tool_calls"
-    reasoning = message.get("reasoning_content") or message.get("reasoning") or None
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or thought or None
     return ChatResponse(
         content=content,
         model=data.get("model") or model,
