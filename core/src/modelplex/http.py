@@ -299,7 +299,8 @@ def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None 
                       ) -> errors.ProviderStatusError:
     """Map an HTTP error status and body to the matching :class:`ProviderStatusError`.
 
-    A 429 or 503 says how long to wait when the server sent ``Retry-After``. A 408 (the
+    A 429 or 503 says how long to wait when the server sent ``Retry-After`` (or, Hugging
+    Face's way while a model loads, an ``estimated_time`` in the body). A 408 (the
     server timed the request out) may be retried; the ``x-should-retry: true|false`` header
     (OpenAI, Anthropic) decides over the status, as their SDKs let it.
     """
@@ -308,10 +309,15 @@ def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None 
     cls = _STATUS_CLASSES.get(status)
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.ProviderStatusError
-    err = cls(text, status_code=status, body=body, provider=provider,
-              retry_after=parse_retry_after(headers or {})) \
-        if issubclass(cls, errors.RateLimitError) else \
-        cls(text, status_code=status, body=body, provider=provider)
+    if issubclass(cls, errors.RateLimitError):
+        wait = parse_retry_after(headers or {})
+        hint = body.get("estimated_time") if isinstance(body, dict) else None
+        if wait is None and isinstance(hint, int | float):
+            wait = errors.clamp_retry_after(hint)  # Hugging Face, while a model loads
+        err: errors.ProviderStatusError = cls(text, status_code=status, body=body,
+                                              provider=provider, retry_after=wait)
+    else:
+        err = cls(text, status_code=status, body=body, provider=provider)
     should = _header(headers or {}, "x-should-retry")
     if should in ("true", "false"):
         err.retriable = should == "true"
