@@ -114,3 +114,14 @@ async def test_a_json_error_with_200_instead_of_a_stream(provider: AnthropicProv
         async for _ in provider.chat(ASK, model="m"):
             pass
     assert info.value.retriable
+
+
+async def test_an_openai_shaped_error_with_200(provider: AnthropicProvider,
+                                               mock: aioresponses) -> None:
+    # a gateway in front of several APIs answers in OpenAI's error shape
+    mock.post(URL, body='{"error":{"message":"No capacity for claude-sonnet-4-5",'
+                        '"type":"server_error","code":503}}',
+              headers={"Content-Type": "application/json"})
+    with pytest.raises(StreamError, match="No capacity for claude-sonnet-4-5"):
+        async for _ in provider.chat(ASK, model="claude-sonnet-4-5"):
+            pass

@@ -362,7 +362,9 @@ class AnthropicProvider(HttpProvider):
                     elif kind == "message_stop":
                         done = True
                         break
-                    elif kind == "error":
+                    elif kind == "error" or (kind is None and obj.get("error")):
+                        # an error event, or an OpenAI-shaped error object (a gateway's, or
+                        # llama-server's, sent with HTTP 200)
                         raise self._stream_error(obj)
                     # ping, content_block_stop, message_stop and unknown events carry nothing
                     # we need
