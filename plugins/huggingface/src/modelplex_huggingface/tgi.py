@@ -200,7 +200,14 @@ class TGIProvider(HttpProvider):
         if self.template == "none":
             return "\n\n".join(m.content for m in request.messages), None
         payload = {"model": "tgi", "messages": [encode_message(m) for m in request.messages]}
-        data = await self.http.request_json("POST", "/chat_tokenize", payload)
+        try:
+            data = await self.http.request_json("POST", "/chat_tokenize", payload)
+        except ModelNotFoundError as err:  # a 404 for the route: no model is named here
+            raise ConfigurationError(
+                f"{self.name}: the server at {self.http.display_url} has no /chat_tokenize "
+                "(TGI before 2.0.4, or a server that speaks only TGI's generate API): give "
+                "the endpoint template = \"none\" to send the messages' text as the prompt, or "
+                "use the server's OpenAI-compatible /v1 route") from err
         if not isinstance(data, dict) or not isinstance(data.get("templated_text"), str):
             raise StreamError(f"{self.name}: /chat_tokenize gave no templated_text: "
                               f"{str(data)[:200]!r}", provider=self.name)
