@@ -12,7 +12,7 @@ import pytest
 from aioresponses import aioresponses
 
 from modelplex.chunks import ToolCall
-from modelplex.errors import BadRequestError, StreamError
+from modelplex.errors import BadRequestError, ServerBusyError, StreamError
 from modelplex.testing.pytest_plugin import Sent
 from modelplex_openai.provider import OpenAIProvider
 
@@ -285,3 +285,19 @@ async def test_mistral_thinking_parts(provider: OpenAIProvider, mock: aiorespons
             {"type": "text", "text": "Hello!"}]}}]})
     response = await provider.complete(MESSAGES, model="magistral-medium-2509")
     assert (response.content, response.reasoning) == ("Hello!", "It's a greeting.")
+
+
+async def test_503_with_retry_after_as_an_http_date(provider: OpenAIProvider,
+                                                    mock: aioresponses) -> None:
+    # a load balancer in front of vLLM, busy: Retry-After as an HTTP date (RFC 9110)
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    mock.post(CHAT, status=503, body="<html><body><h1>503 Service Unavailable</h1>No server is"
+                                     " available to handle this request.</body></html>",
+              headers={"Retry-After": when, "Content-Type": "text/html"})
+    with pytest.raises(ServerBusyError, match="503 Service Unavailable No server") as info:
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass
+    assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 30
