@@ -301,3 +301,20 @@ async def test_503_with_retry_after_as_an_http_date(provider: OpenAIProvider,
         async for _ in provider.chat(MESSAGES, model="m"):
             pass
     assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 30
+
+
+async def test_crlf_no_space_comments_finish_on_content_no_done(provider: OpenAIProvider,
+                                                                mock: aioresponses) -> None:
+    # CRLF line ends (proxies on Windows), `data:` without a space (TGI), keep-alive comments
+    # (llama.cpp --sse-ping-interval, DeepSeek, OpenRouter), the last text on the chunk with
+    # the finish reason, and no [DONE] before the connection closes
+    body = (": keep-alive\r\n\r\n"
+            'data:{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}\r\n\r\n'
+            ": OPENROUTER PROCESSING\r\n\r\n"
+            'data:{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"length"}],'
+            '"usage":{"prompt_tokens":3,"completion_tokens":2}}\r\n\r\n')
+    mock.post(CHAT, body=body, headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+    assert "".join(c.content for c in chunks) == "Hello"
+    assert chunks[-1].finish_reason == "length"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
