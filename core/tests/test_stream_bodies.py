@@ -109,3 +109,16 @@ async def test_an_html_page_for_json_says_check_the_base_url(mock: aioresponses)
             await http.request_json("GET", "/other")
     finally:
         await http.aclose()
+
+
+async def test_a_long_whole_answer_on_one_line_is_read(mock: aioresponses) -> None:
+    text = "word " * 40000  # 200 kB on one line: more than the text kept of other bodies
+    events = await _read(mock, '{"choices":[{"message":{"content":"%s"}}]}' % text,
+                         ctype="application/json", require_end=False)
+    assert events[0][1]["choices"][0]["message"]["content"] == text
+
+
+async def test_much_text_that_is_no_stream_is_not_parsed(mock: aioresponses) -> None:
+    lines = "".join(f'"k{i}": "{"v" * 100}",\n' for i in range(1000))  # 100 kB, many lines
+    with pytest.raises(StreamError, match="not an event stream"):
+        await _read(mock, "{\n" + lines + '"end": 1}\n', ctype="application/json")

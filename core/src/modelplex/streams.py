@@ -108,14 +108,16 @@ class _JsonReader(_Lines):
                            f"{redact(str(obj)[:200], *self._secrets)}", provider=self._provider)
 
 
-#: The most text outside any SSE field kept to explain a body that is not an event stream.
+#: The most text outside any SSE field kept to explain a body that is not an event stream
+#: (lines are kept until it is reached; one line is bounded by ``max_line_bytes``).
 _STRAY_LIMIT = 65536
+_STRAY_CUT = 1 << 62
 
 
 class SseReader(_JsonReader):
     """``(event, obj)`` for each Server-Sent Event of a body, JSON parsed (see :func:`sse_json`).
 
-    Lines that are no SSE field are ignored, as the standard says, but kept (up to 64 KiB):
+    Lines that are no SSE field are ignored, as the standard says, but kept (up to 64 KiB of lines):
     a server or proxy that answers a stream request with plain JSON (an error object with
     HTTP 200, or a whole non-streamed answer) or an HTML page sends only such lines. At the
     end of the body, kept text that is a JSON object is checked and yielded like an event
@@ -200,14 +202,17 @@ class SseReader(_JsonReader):
             elif line.startswith(b"error:"):  # older llama.cpp servers
                 event = "error"
                 data.append(line[6:].strip())
-            elif self._stray_size < _STRAY_LIMIT and not line.startswith((b"id:", b"retry:")):
-                self._stray.append(line)  # not SSE: plain JSON or an error page, maybe
-                self._stray_size += len(line) + 1
+            elif not line.startswith((b"id:", b"retry:")):  # not SSE: plain JSON, a page?
+                if self._stray_size < _STRAY_LIMIT:  # (one line may be longer: whole JSON)
+                    self._stray.append(line)
+                    self._stray_size += len(line) + 1
+                else:
+                    self._stray_size = _STRAY_CUT  # more than is kept: not one JSON value
 
     def _stray_json(self) -> bytes | None:
         """The kept non-SSE text, if it is one JSON object (then it is consumed)."""
         raw = b"\n".join(self._stray).strip()
-        if not raw.startswith(b"{") or self._stray_size >= _STRAY_LIMIT:
+        if not raw.startswith(b"{") or self._stray_size == _STRAY_CUT:
             return None
         try:
             loads(raw)
