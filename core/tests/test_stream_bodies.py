@@ -111,14 +111,34 @@ async def test_an_html_page_for_json_says_check_the_base_url(mock: aioresponses)
         await http.aclose()
 
 
-async def test_a_long_whole_answer_on_one_line_is_read(mock: aioresponses) -> None:
+async def _served(body: str, **kw: Any) -> list[tuple[str | None, Any]]:
+    """Read ``body`` from a real server (aioresponses cannot hold a body this long)."""
+    from aiohttp import web
+
+    from modelplex.testing import serve_app
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/s", answer)
+    async with serve_app(app) as url:
+        http = HttpClient(url, provider="t")
+        try:
+            async with http.stream("POST", "/s", {}) as resp:
+                return [e async for e in sse_json(resp, provider="t", **kw)]
+        finally:
+            await http.aclose()
+
+
+async def test_a_long_whole_answer_on_one_line_is_read() -> None:
     text = "word " * 40000  # 200 kB on one line: more than the text kept of other bodies
-    events = await _read(mock, '{"choices":[{"message":{"content":"%s"}}]}' % text,
-                         ctype="application/json", require_end=False)
+    body = '{"choices":[{"message":{"content":"' + text + '"}}]}'
+    events = await _served(body, require_end=False)
     assert events[0][1]["choices"][0]["message"]["content"] == text
 
 
-async def test_much_text_that_is_no_stream_is_not_parsed(mock: aioresponses) -> None:
+async def test_much_text_that_is_no_stream_is_not_parsed() -> None:
     lines = "".join(f'"k{i}": "{"v" * 100}",\n' for i in range(1000))  # 100 kB, many lines
     with pytest.raises(StreamError, match="not an event stream"):
-        await _read(mock, "{\n" + lines + '"end": 1}\n', ctype="application/json")
+        await _served("{\n" + lines + '"end": 1}\n')
