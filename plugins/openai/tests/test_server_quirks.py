@@ -318,3 +318,18 @@ async def test_crlf_no_space_comments_finish_on_content_no_done(provider: OpenAI
     assert "".join(c.content for c in chunks) == "Hello"
     assert chunks[-1].finish_reason == "length"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+
+
+async def test_calls_all_numbered_zero_with_their_own_ids(provider: OpenAIProvider,
+                                                          mock: aioresponses) -> None:
+    # gateways translating Gemini's parallel calls number each one 0, one chunk per call
+    mock.post(CHAT, body=sse(*(
+        '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_' + str(n) +
+        '","type":"function","function":{"name":"get_weather","arguments":"{\\"city\\":'
+        '\\"' + city + '\\"}"}}]}}]}' for n, city in enumerate(("北京", "上海", "广州"))),
+        '{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}', "[DONE]"),
+        headers=SSE)
+    chunks = [c async for c in provider.chat(MESSAGES, model="m")]
+    assert chunks[-1].tool_calls == [
+        ToolCall(name="get_weather", arguments={"city": city}, id=f"call_{n}")
+        for n, city in enumerate(("北京", "上海", "广州"))]

@@ -157,25 +157,29 @@ def response_format(fmt: Mapping[str, Any], style: str = "json_schema") -> dict[
 
 
 def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str, Any]]) -> None:
-    """Fold streamed tool-call fragments into ``calls`` (index -> [id, name, argument parts]).
+    """Fold streamed tool-call fragments into ``calls`` (in the order the calls opened:
+    ``[id, name, argument parts, index]``).
 
-    A fragment names its call by ``index``. Some servers leave it out (Gemini's
-    OpenAI-compatible API and several proxies): then a fragment with a new ``id`` opens the
-    next call and one without continues the call opened last, so parallel calls stay apart.
-    ``arguments`` sent as an object rather than a JSON string are serialised.
+    A fragment names its call by ``index``; a fragment with another ``id`` than the call at
+    its index opens a new call (gateways that number every call 0). Some servers leave the
+    index out (Gemini's OpenAI-compatible API, several proxies): then a fragment with a new
+    ``id`` opens the next call and one without continues the call opened last, so parallel
+    calls stay apart. ``arguments`` sent as an object rather than a JSON string are
+    serialised.
     """
     for delta in deltas:
         index = delta.get("index")
         call_id = delta.get("id")
-        if not isinstance(index, int):
-            last = next(reversed(calls), None) if calls else None
-            if last is None or (call_id and calls[last][0] and calls[last][0] != call_id):
-                index = max(calls, default=-1) + 1
-            else:
-                index = last
-        entry = calls.get(index)
-        if entry is None:
-            entry = calls[index] = [None, "", []]
+        entry = None
+        if isinstance(index, int):
+            for opened in reversed(calls.values()):  # the latest call at this index
+                if opened[3] == index:
+                    entry = opened
+                    break
+        elif calls:
+            entry = calls[next(reversed(calls))]
+        if entry is None or (call_id and entry[0] and entry[0] != call_id):
+            entry = calls[len(calls)] = [None, "", [], index]
         if call_id:
             entry[0] = call_id
         function = delta.get("function")
@@ -220,10 +224,12 @@ def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
 def build_tool_calls(calls: dict[int, list[Any]] | list[Mapping[str, Any]],
                      provider: str) -> list[ToolCall]:
     """Whole :class:`ToolCall` objects, from joined stream fragments or a message's list."""
-    if isinstance(calls, dict):
+    if isinstance(calls, dict):  # by index, else in the order they opened
+        ordered = sorted(calls.items(), key=lambda item: (
+            item[1][3] if isinstance(item[1][3], int) else item[0], item[0]))
         return [ToolCall(name=name, arguments=_arguments(name, "".join(parts), provider),
                          id=call_id)
-                for _, (call_id, name, parts) in sorted(calls.items())]
+                for _, (call_id, name, parts, _index) in ordered]
     out = []
     for call in calls:
         function = call.get("function") or {}
