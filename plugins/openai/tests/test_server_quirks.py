@@ -333,3 +333,45 @@ async def test_calls_all_numbered_zero_with_their_own_ids(provider: OpenAIProvid
     assert chunks[-1].tool_calls == [
         ToolCall(name="get_weather", arguments={"city": city}, id=f"call_{n}")
         for n, city in enumerate(("北京", "上海", "广州"))]
+
+
+# OpenAI's answer to max_tokens for its reasoning models (o-series, gpt-5)
+NO_MAX_TOKENS = {"error": {
+    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+               "'max_completion_tokens' instead.", "type": "invalid_request_error",
+    "param": "max_tokens", "code": "unsupported_parameter"}}
+
+
+async def test_max_tokens_refused_for_max_completion_tokens(
+        provider: OpenAIProvider, mock: aioresponses, sent: Sent) -> None:
+    mock.post(CHAT, status=400, payload=NO_MAX_TOKENS)
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    mock.post(CHAT, payload={"choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": "Hi"}}]})
+    mock.post(CHAT, status=400, payload=NO_MAX_TOKENS)
+    mock.post(CHAT, payload={"choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": "Hi"}}]})
+    chunks = [c async for c in provider.chat(MESSAGES, model="gpt-5",
+                                             options={"max_tokens": 50})]
+    assert "".join(c.content for c in chunks) == "Hi"
+    response = await provider.complete(MESSAGES, model="gpt-5", options={"max_tokens": 50})
+    assert response.content == "Hi"
+    other = await provider.complete(MESSAGES, model="o3", options={"max_tokens": 7})
+    assert other.content == "Hi"
+    bodies = sent.bodies(mock)
+    assert [("max_tokens" in b, b.get("max_completion_tokens")) for b in bodies] == [
+        (True, None), (False, 50),   # refused, then renamed
+        (False, 50),                 # remembered for gpt-5
+        (True, None), (False, 7)]    # learned again for o3
+
+
+async def test_a_different_max_tokens_error_is_not_mended(provider: OpenAIProvider,
+                                                          mock: aioresponses,
+                                                          sent: Sent) -> None:
+    mock.post(CHAT, status=400, payload={"error": {
+        "message": "max_tokens is too large: 500000. This model supports at most 16384 "
+                   "completion tokens.", "type": "invalid_request_error",
+        "param": "max_tokens", "code": None}})
+    with pytest.raises(BadRequestError, match="too large"):
+        await provider.complete(MESSAGES, model="gpt-4o", options={"max_tokens": 500000})
+    assert len(sent.bodies(mock)) == 1

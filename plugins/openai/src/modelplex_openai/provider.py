@@ -174,6 +174,8 @@ class OpenAIProvider(HttpProvider):
         #: whether streams ask for the usage chunk (``stream_options``); turned off for a
         #: server that refuses the field
         self.stream_usage = True
+        #: models that refused ``max_tokens`` for ``max_completion_tokens``
+        self._completion_tokens_models: set[str] = set()
 
     def missing_setting(self) -> str | None:
         """The key's variable (``OPENAI_API_KEY``) when there is no key and the base URL is
@@ -245,24 +247,46 @@ class OpenAIProvider(HttpProvider):
                                                       self.json_schema_style)
         if extra:
             body.update(extra)
+        if request.model in self._completion_tokens_models and "max_tokens" in body and \
+                "max_completion_tokens" not in body:
+            body["max_completion_tokens"] = body.pop("max_tokens")
         return body
 
-    async def _open_stream(self, stack: contextlib.AsyncExitStack, body: dict[str, Any]
-                           ) -> aiohttp.ClientResponse:
-        """The streamed response, asked for once more without ``stream_options`` when the
-        server refuses that field (strict gateways, older vLLM and Azure builds)."""
-        try:
-            return await stack.enter_async_context(
-                self.http.stream("POST", "/chat/completions", body))
-        except BadRequestError as err:
-            if "stream_options" not in body or "stream_options" not in f"{err} {err.body}":
-                raise
-        log.info("%s refuses stream_options: asking without it (usage is then read from "
-                 "the server's chunks or estimated)", self.name)
-        self.stream_usage = False
-        del body["stream_options"]
-        return await stack.enter_async_context(
-            self.http.stream("POST", "/chat/completions", body))
+    def _mend(self, err: BadRequestError, body: dict[str, Any]) -> bool:
+        """Change ``body`` for a field the server refused; whether asking again is worth it.
+
+        ``stream_options`` (strict gateways, older vLLM and Azure builds) is dropped and no
+        longer sent; ``max_tokens`` is sent as ``max_completion_tokens`` when the server says
+        to (OpenAI's reasoning models: o-series, gpt-5), from then on for that model.
+        """
+        text = f"{err} {err.body}"
+        if "stream_options" in body and "stream_options" in text:
+            log.info("%s refuses stream_options: asking without it (usage is then read from "
+                     "the server's chunks or estimated)", self.name)
+            self.stream_usage = False
+            del body["stream_options"]
+            return True
+        if "max_tokens" in body and "max_completion_tokens" not in body and \
+                "max_completion_tokens" in text:
+            if len(self._completion_tokens_models) < 256:  # bounded; beyond, ask each time
+                self._completion_tokens_models.add(body["model"])
+            body["max_completion_tokens"] = body.pop("max_tokens")
+            return True
+        return False
+
+    async def _send(self, body: dict[str, Any], stack: contextlib.AsyncExitStack | None = None
+                    ) -> Any:
+        """``POST /chat/completions``: the streamed response (entered on ``stack``), or the
+        whole answer's JSON; asked again when :meth:`_mend` mends a refused field."""
+        while True:  # each mend removes what it mends: at most two more tries
+            try:
+                if stack is None:
+                    return await self.http.request_json("POST", "/chat/completions", body)
+                return await stack.enter_async_context(
+                    self.http.stream("POST", "/chat/completions", body))
+            except BadRequestError as err:
+                if not self._mend(err, body):
+                    raise
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         body = self._body(request)
@@ -282,7 +306,7 @@ class OpenAIProvider(HttpProvider):
         refused = False
         tokens = 0
         async with contextlib.AsyncExitStack() as stack:
-            resp = await self._open_stream(stack, body)
+            resp: aiohttp.ClientResponse = await self._send(body, stack)
             # [DONE] ends it; an error event or member raises; a cut stream is judged below
             events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
                               require_end=False, error=self._stream_error, objects_only=True)
@@ -344,7 +368,7 @@ class OpenAIProvider(HttpProvider):
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body = self._body(request)
         body.pop("stream_options", None)  # servers refuse it without "stream": true
-        data = await self.http.request_json("POST", "/chat/completions", body)
+        data = await self._send(body)
         # an error with HTTP 200: {"error": ...}, or vLLM's {"object": "error", "message"}
         if not isinstance(data, dict) or data.get("error") is not None or \
                 data.get("object") == "error":
