@@ -125,3 +125,18 @@ async def test_an_openai_shaped_error_with_200(provider: AnthropicProvider,
     with pytest.raises(StreamError, match="No capacity for claude-sonnet-4-5"):
         async for _ in provider.chat(ASK, model="claude-sonnet-4-5"):
             pass
+
+
+async def test_request_betas_add_to_the_providers(clean_env: pytest.MonkeyPatch,
+                                                  mock: aioresponses) -> None:
+    mock.post(URL, payload={"id": "msg_1", "type": "message", "role": "assistant",
+                            "model": "m", "content": [{"type": "text", "text": "Hi"}],
+                            "stop_reason": "end_turn",
+                            "usage": {"input_tokens": 3, "output_tokens": 1}})
+    async with AnthropicProvider(base_url=BASE, api_key="sk-ant-api03-test-0123456789",
+                                 betas=["context-1m-2025-08-07"]) as p:
+        await p.complete(ASK, model="m", options={"betas": ["extended-cache-ttl-2025-04-11",
+                                                           "context-1m-2025-08-07"]})
+    [call] = [c for calls in mock.requests.values() for c in calls]
+    assert call.kwargs["headers"]["anthropic-beta"] == \
+        "context-1m-2025-08-07,extended-cache-ttl-2025-04-11"

@@ -164,6 +164,7 @@ class AnthropicProvider(HttpProvider):
                              else env.get("ANTHROPIC_AUTH_TOKEN"))
         self._has_key = bool(key or token)
         send: dict[str, str] = {"anthropic-version": anthropic_version}
+        self.betas = tuple(betas)
         if betas:
             send["anthropic-beta"] = ",".join(betas)
         send.update(check_headers(headers, field=f"{self.name}: headers"))
@@ -292,7 +293,9 @@ class AnthropicProvider(HttpProvider):
             body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         if extra:
             body.update(extra)
-        headers = {"anthropic-beta": ",".join(betas)} if betas else None
+        # a request's betas add to the provider's (the header of the request replaces theirs)
+        headers = {"anthropic-beta": ",".join(dict.fromkeys((*self.betas, *betas)))} \
+            if betas else None
         return body, headers
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
