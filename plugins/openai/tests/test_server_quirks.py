@@ -375,3 +375,20 @@ async def test_a_different_max_tokens_error_is_not_mended(provider: OpenAIProvid
     with pytest.raises(BadRequestError, match="too large"):
         await provider.complete(MESSAGES, model="gpt-4o", options={"max_tokens": 500000})
     assert len(sent.bodies(mock)) == 1
+
+
+async def test_tool_settings_without_tools_are_not_sent(provider: OpenAIProvider,
+                                                        mock: aioresponses,
+                                                        sent: Sent) -> None:
+    # OpenAI/Azure: "parallel_tool_calls is only allowed when 'tools' are specified" (400),
+    # for an endpoint whose default options set it and a chat that has no tools
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    mock.post(CHAT, body=PLAIN, headers=SSE)
+    [c async for c in provider.chat(MESSAGES, model="gpt-4o", tool_choice="none",
+                                    options={"parallel_tool_calls": False})]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    [c async for c in provider.chat(MESSAGES, model="gpt-4o", tools=tools, tool_choice="auto",
+                                    options={"parallel_tool_calls": False})]
+    bare, with_tools = sent.bodies(mock)
+    assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(bare)
+    assert (with_tools["tool_choice"], with_tools["parallel_tool_calls"]) == ("auto", False)

@@ -240,8 +240,10 @@ class OpenAIProvider(HttpProvider):
         body.update(options)
         if request.tools:
             body["tools"] = request.tools
-        if request.tool_choice is not None:
-            body["tool_choice"] = request.tool_choice
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+        else:  # OpenAI and Azure refuse these without tools (a default that stays set)
+            body.pop("parallel_tool_calls", None)
         if request.response_format:
             body["response_format"] = response_format(request.response_format,
                                                       self.json_schema_style)
