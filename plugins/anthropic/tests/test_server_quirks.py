@@ -7,6 +7,7 @@ start block; a gateway may answer a stream request with plain JSON.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -140,3 +141,16 @@ async def test_request_betas_add_to_the_providers(clean_env: pytest.MonkeyPatch,
     [call] = [c for calls in mock.requests.values() for c in calls]
     assert call.kwargs["headers"]["anthropic-beta"] == \
         "context-1m-2025-08-07,extended-cache-ttl-2025-04-11"
+
+
+async def test_tool_choice_without_tools_is_not_sent(provider: AnthropicProvider,
+                                                     mock: aioresponses) -> None:
+    # the API answers 400 "tool_choice may only be specified while providing tools"
+    mock.post(URL, payload={"id": "msg_1", "type": "message", "role": "assistant",
+                            "model": "m", "content": [{"type": "text", "text": "Hi"}],
+                            "stop_reason": "end_turn",
+                            "usage": {"input_tokens": 3, "output_tokens": 1}})
+    await provider.complete(ASK, model="m", tool_choice="auto",
+                            options={"disable_parallel_tool_use": True})
+    [call] = [c for calls in mock.requests.values() for c in calls]
+    assert "tool_choice" not in json.loads(call.kwargs["data"])

@@ -281,7 +281,8 @@ class AnthropicProvider(HttpProvider):
         if request.tools:
             body["tools"] = encode_tools(request.tools)
         choice = request.tool_choice
-        if choice is not None or parallel is not None:
+        # the API refuses tool_choice without tools (a default that stays set)
+        if request.tools and (choice is not None or parallel is not None):
             encoded = encode_tool_choice(choice if choice is not None else "auto")
             if parallel is not None:
                 encoded["disable_parallel_tool_use"] = parallel
