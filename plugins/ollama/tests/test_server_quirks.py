@@ -10,6 +10,7 @@ from aioresponses import aioresponses
 
 from modelplex.chunks import ToolCall
 from modelplex.errors import StreamError
+from modelplex_ollama.connection import EndpointNotFoundError
 from modelplex_ollama.provider import OllamaProvider
 
 CHAT = "http://ollama.test:11434/api/chat"
@@ -72,3 +73,34 @@ async def test_error_line_as_the_only_line(provider: OllamaProvider,
     with pytest.raises(StreamError, match="llama runner process has terminated"):
         async for _ in provider.chat(USER, model="llama3.2"):
             pass
+
+
+# recorded from llama.cpp's llama-server (this machine's build) for POST /api/chat, GET
+# /api/tags and every other /api route: it speaks no Ollama API since 2026
+LLAMA_SERVER_404 = '{"error":{"message":"File Not Found","type":"not_found_error","code":404}}'
+# LM Studio's answer to a route it does not have (HTTP 200)
+LM_STUDIO_200 = '{"error":"Unexpected endpoint or method. (GET /api/tags). Returning 200 anyway"}'
+
+
+async def test_an_openai_compatible_server_is_named_as_such(provider: OllamaProvider,
+                                                            mock: aioresponses) -> None:
+    mock.post(CHAT, status=404, body=LLAMA_SERVER_404,
+              headers={"Content-Type": "application/json; charset=utf-8"})
+    with pytest.raises(EndpointNotFoundError, match="OpenAI-compatible server") as info:
+        async for _ in provider.chat(USER, model="smollm2"):
+            pass
+    assert "pull" not in str(info.value)  # it is no missing model
+    mock.get("http://ollama.test:11434/api/version", status=404, body=LLAMA_SERVER_404,
+             headers={"Content-Type": "application/json; charset=utf-8"})
+    health = await provider.health()
+    assert not health.healthy and "OpenAI-compatible" in (health.detail or "")
+
+
+async def test_a_listing_that_is_an_error_is_not_an_empty_list(provider: OllamaProvider,
+                                                               mock: aioresponses) -> None:
+    mock.get("http://ollama.test:11434/api/tags", body=LM_STUDIO_200,
+             headers={"Content-Type": "application/json"})
+    with pytest.raises(StreamError, match=r"Unexpected endpoint or method.*OpenAI-compatible"):
+        await provider.list_models()
+    mock.get("http://ollama.test:11434/api/tags", payload={"models": []})
+    assert await provider.list_models() == []
