@@ -104,3 +104,15 @@ async def test_a_listing_that_is_an_error_is_not_an_empty_list(provider: OllamaP
         await provider.list_models()
     mock.get("http://ollama.test:11434/api/tags", payload={"models": []})
     assert await provider.list_models() == []
+
+
+async def test_an_openai_event_stream_from_api_chat(provider: OllamaProvider,
+                                                    mock: aioresponses) -> None:
+    # llama-server builds of May 2025 - April 2026 mapped /api/chat to their OpenAI handler
+    mock.post(CHAT, body='data: {"choices":[{"finish_reason":null,"index":0,"delta":{"role":'
+                         '"assistant","content":null}}],"object":"chat.completion.chunk"}\n\n'
+                         "data: [DONE]\n\n",
+              headers={"Content-Type": "text/event-stream"})
+    with pytest.raises(EndpointNotFoundError, match=r"event stream.*OpenAI-compatible"):
+        async for _ in provider.chat(USER, model="smollm2"):
+            pass

@@ -18,7 +18,7 @@ from modelplex.provider import ChatRequest, CommonOptions, keep_partial, normali
 from modelplex.streams import ndjson_json
 from modelplex.types import ChatMessage
 from modelplex_ollama.base import OllamaBase
-from modelplex_ollama.connection import EndpointNotFoundError
+from modelplex_ollama.connection import NOT_OLLAMA, EndpointNotFoundError
 from modelplex_ollama.options import split_options
 from modelplex_ollama.wire import (
     chat_payload,
@@ -54,6 +54,10 @@ class OllamaChat(OllamaBase):
         stops before it was cut off (:class:`StreamError`). A server that never sends ``done``
         (minimal proxies, test fixtures) ends with an extra chunk with estimated usage.
         """
+        if resp.content_type == "text/event-stream":  # llama-server's /api/chat of 2025
+            raise EndpointNotFoundError(
+                f"ollama: the server answered with an event stream, not Ollama's NDJSON; "
+                f"{NOT_OLLAMA}", status_code=resp.status, provider=self.name)
         marks_done = called = False
         parts: list[str] = []
         model: str | None = None
