@@ -392,3 +392,18 @@ async def test_tool_settings_without_tools_are_not_sent(provider: OpenAIProvider
     bare, with_tools = sent.bodies(mock)
     assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(bare)
     assert (with_tools["tool_choice"], with_tools["parallel_tool_calls"]) == ("auto", False)
+
+
+async def test_lm_studio_root_without_v1(clean_env: pytest.MonkeyPatch,
+                                         mock: aioresponses) -> None:
+    # LM Studio answers a path it lacks with HTTP 200 and an error
+    mock.post("http://127.0.0.1:1234/chat/completions", headers={
+        "Content-Type": "application/json"}, body='{"error":"Unexpected endpoint or method. '
+                                                  '(POST /chat/completions). Returning 200 '
+                                                  'anyway"}')
+    async with OpenAIProvider(name="lms", base_url="http://127.0.0.1:1234") as p:
+        with pytest.raises(StreamError, match=r"Unexpected endpoint.*right base URL.*/v1") \
+                as info:
+            async for _ in p.chat(MESSAGES, model="m"):
+                pass
+    assert not info.value.retriable

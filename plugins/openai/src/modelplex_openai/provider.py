@@ -228,8 +228,13 @@ class OpenAIProvider(HttpProvider):
         return err
 
     def _stream_error(self, obj: Any) -> StreamError:
-        return stream_error(obj if isinstance(obj, dict) else str(obj), provider=self.name,
-                            secrets=self.http.secrets)
+        err = stream_error(obj if isinstance(obj, dict) else str(obj), provider=self.name,
+                           secrets=self.http.secrets)
+        if "Unexpected endpoint or method" in str(err):  # LM Studio, for a path it lacks
+            err.args = (f"{err} (is {mask_url(self.base_url)} the right base URL? "
+                        "OpenAI-compatible servers usually serve under /v1)",)
+            err.retriable = False
+        return err
 
     # -- chat -------------------------------------------------------------------------------
     def _body(self, request: ChatRequest) -> dict[str, Any]:
