@@ -407,3 +407,17 @@ async def test_lm_studio_root_without_v1(clean_env: pytest.MonkeyPatch,
             async for _ in p.chat(MESSAGES, model="m"):
                 pass
     assert not info.value.retriable
+
+
+async def test_vllm_error_object_mid_stream(provider: OpenAIProvider,
+                                            mock: aioresponses) -> None:
+    # some vLLM builds send their ErrorResponse unwrapped in the stream, then [DONE]
+    mock.post(CHAT, body=sse(
+        '{"choices":[{"index":0,"delta":{"role":"assistant","content":"The"}}]}',
+        '{"object":"error","message":"CUDA out of memory. Tried to allocate 2.00 GiB",'
+        '"type":"InternalServerError","param":null,"code":500}',
+        "[DONE]"), headers=SSE)
+    with pytest.raises(StreamError, match="CUDA out of memory") as info:
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass
+    assert info.value.partial_content == "The"

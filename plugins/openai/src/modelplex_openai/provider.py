@@ -344,6 +344,8 @@ class OpenAIProvider(HttpProvider):
                     reason = choice.get("finish_reason")
                     if reason:
                         finish = normalize_finish_reason(reason)
+                elif obj.get("object") == "error":  # vLLM's error shape, unwrapped
+                    raise self._stream_error(obj)
                 if served is None:
                     served = obj.get("model")
                     response_id = obj.get("id")
