@@ -421,3 +421,16 @@ async def test_vllm_error_object_mid_stream(provider: OpenAIProvider,
         async for _ in provider.chat(MESSAGES, model="m"):
             pass
     assert info.value.partial_content == "The"
+
+
+def test_hosted_reasoning_silence_is_allowed(clean_env: pytest.MonkeyPatch) -> None:
+    # OpenAI's reasoning models stream nothing while they think (minutes at high effort):
+    # the hosted APIs get the official SDK's 600 s; other servers keep 120 s
+    hosted = [OpenAIProvider(api_key="sk-x"),
+              OpenAIProvider(name="azure", base_url="https://acme.openai.azure.com/openai/v1")]
+    assert [p.http.timeouts.between_chunks for p in hosted] == [600.0, 600.0]
+    assert OpenAIProvider(name="vllm", base_url="http://127.0.0.1:8000/v1"
+                          ).http.timeouts.between_chunks == 120.0
+    chosen = OpenAIProvider(api_key="sk-x", timeouts={"between_chunks": 30, "total": 900})
+    assert (chosen.http.timeouts.between_chunks, chosen.http.timeouts.total) == (30.0, 900.0)
+    assert OpenAIProvider(api_key="sk-x", timeouts=50).http.timeouts.between_chunks == 600.0

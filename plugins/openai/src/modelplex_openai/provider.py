@@ -62,6 +62,8 @@ __all__ = ["OpenAIOptions", "OpenAIProvider"]
 log = logging.getLogger("modelplex.openai")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: The timeouts OpenAI's and Azure's hosted APIs start from: 600 s of silence between chunks
+HOSTED_TIMEOUTS = Timeouts(between_chunks=600.0)
 
 
 class OpenAIOptions(CommonOptions):
@@ -168,9 +170,15 @@ class OpenAIProvider(HttpProvider):
         if project:
             send["OpenAI-Project"] = project
         send.update(check_headers(headers, field=f"{self.name}: headers"))
-        super().__init__(base_url=self._resolve_base_url(base_url, own), api_key=api_key,
-                         headers=send, timeouts=timeouts, verify_tls=verify_tls,
-                         default_model=default_model)
+        resolved = self._resolve_base_url(base_url, own)
+        host = (urlsplit(resolved).hostname or "").lower()
+        if host == "api.openai.com" or host.endswith(".openai.azure.com"):
+            # their reasoning models send nothing while they think, often for minutes: allow
+            # the silence the official SDK allows (600 s), unless the user chose
+            timeouts = Timeouts.parse(timeouts, base=HOSTED_TIMEOUTS,
+                                      field=f"{self.name}: timeouts")
+        super().__init__(base_url=resolved, api_key=api_key, headers=send,
+                         timeouts=timeouts, verify_tls=verify_tls, default_model=default_model)
         #: whether streams ask for the usage chunk (``stream_options``); turned off for a
         #: server that refuses the field
         self.stream_usage = True
