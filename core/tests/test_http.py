@@ -322,7 +322,7 @@ ANTHROPIC_529 = {"type": "error", "error": {"type": "overloaded_error", "message
     (422, TGI_422, errors.BadRequestError, "Input validation error"),
     (429, OPENAI_429, errors.RateLimitError, "Rate limit reached"),
     (500, LLAMACPP_500, errors.ServerError, "failed to decode the batch"),
-    (502, "<html>Bad Gateway</html>", errors.ServerError, "<html>Bad Gateway</html>"),
+    (502, "<html>Bad Gateway</html>", errors.ServerError, "Bad Gateway (an HTML page"),
     (503, LLAMACPP_503, errors.ServerBusyError, "Loading model"),
     (529, ANTHROPIC_529, errors.ServerBusyError, "Overloaded"),
     (418, {"message": "I'm a teapot"}, errors.ProviderStatusError, "I'm a teapot"),

@@ -5,6 +5,7 @@ standard library otherwise. :func:`iter_ndjson` and :func:`iter_sse` follow the 
 every provider needs (``data:`` with or without a space, ``:`` comments ignored, unknown events
 passed through, old llama.cpp ``error:`` lines), with a limit on line size. They are iterator
 objects, not generators, so leaving one early leaves nothing for the garbage collector.
+:func:`plain_text` makes an error body readable (an HTML error page becomes its text).
 :mod:`modelplex.http` re-exports every name here: import them from there (this module is
 private).
 """
@@ -12,6 +13,7 @@ private).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
@@ -20,7 +22,7 @@ import aiohttp
 from modelplex import errors
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_LINE_BYTES", "dumps", "iter_lines",
-           "iter_ndjson", "iter_sse", "loads", "read_body"]
+           "iter_ndjson", "iter_sse", "loads", "loads_body", "plain_text", "read_body"]
 
 try:  # orjson is optional; it parses about three times faster
     import orjson
@@ -44,6 +46,31 @@ DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
+_HTML_START = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b",
+                         re.I | re.S)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def plain_text(text: str, limit: int = 500) -> str:
+    """``text`` as a short readable message: an HTML page (the error page of a proxy, load
+    balancer or CDN in front of the server) becomes its title and visible text, marked as
+    such; anything else is cut to ``limit`` characters."""
+    if not _HTML_START.match(text[:2000]):
+        return text[:limit]
+    import html
+
+    text = text[:65536]
+    title_match = _HTML_TITLE.search(text)
+    title = " ".join(html.unescape(title_match.group(1)).split()) if title_match else ""
+    body = " ".join(html.unescape(_HTML_TAG.sub(" ", _HTML_HIDDEN.sub(" ", text))).split())
+    shown = body if title and body.startswith(title) else \
+        f"{title}: {body}" if title and body else title or body
+    note = " (an HTML page: probably from a proxy in front of the server, or the wrong URL)"
+    return shown[:max(limit - len(note), 20)].rstrip() + note
+
+
 async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) -> bytes:
     """Read a whole body, refusing one larger than ``limit`` bytes."""
     length = resp.content_length
@@ -63,6 +90,22 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int, *, provider: str) 
                 f"{provider}: the response exceeded the limit of {limit} bytes",
                 provider=provider)
         parts.append(data)
+
+
+def loads_body(raw: bytes, *, provider: str) -> Any:
+    """A whole response body parsed as JSON (``None`` when empty); a body that is not JSON
+    raises :class:`~modelplex.errors.StreamError` showing it, an HTML page (a web UI or a
+    proxy's page at the configured address) as its text."""
+    if not raw.strip():
+        return None
+    try:
+        return loads(raw)
+    except ValueError as err:
+        text = raw[:65536].decode("utf-8", "replace")
+        shown = plain_text(text, 300)
+        detail = f"{shown}: check the base URL" if shown != text[:300] else repr(raw[:200])
+        raise errors.StreamError(f"{provider}: the response was not valid JSON: {detail}",
+                                 provider=provider) from err
 
 
 class _Lines:

@@ -48,6 +48,8 @@ from modelplex._bodies import (  # re-exported: the readers were defined here at
     iter_ndjson,
     iter_sse,
     loads,
+    loads_body,
+    plain_text,
     read_body,
 )
 
@@ -65,7 +67,9 @@ __all__ = [
     "iter_ndjson",
     "iter_sse",
     "loads",
+    "loads_body",
     "parse_retry_after",
+    "plain_text",
     "read_body",
 ]
 
@@ -264,7 +268,8 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def extract_error_message(body: Any) -> str:
-    """The human message in an error body of any provider's shape."""
+    """The human message in an error body of any provider's shape (an HTML error page as
+    its text, see :func:`plain_text`)."""
     if isinstance(body, dict):
         err = body.get("error", body.get("message", body.get("detail")))
         if isinstance(err, dict):
@@ -274,7 +279,7 @@ def extract_error_message(body: Any) -> str:
         return json.dumps(body)[:500]
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
-    return str(body)[:500] if body else ""
+    return plain_text(str(body)) if body else ""
 
 
 _STATUS_CLASSES: dict[int, type[errors.ProviderStatusError]] = {
@@ -294,7 +299,10 @@ def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None 
                       ) -> errors.ProviderStatusError:
     """Map an HTTP error status and body to the matching :class:`ProviderStatusError`.
 
-    A 429 or 503 says how long to wait when the server sent ``Retry-After``.
+    A 429 or 503 says how long to wait when the server sent ``Retry-After`` (or, Hugging
+    Face's way while a model loads, an ``estimated_time`` in the body). A 408 (the
+    server timed the request out) may be retried; the ``x-should-retry: true|false`` header
+    (OpenAI, Anthropic) decides over the status, as their SDKs let it.
     """
     message = errors.redact(extract_error_message(body), *secrets)
     text = f"{provider or 'provider'} returned HTTP {status}" + (f": {message}" if message else "")
@@ -302,9 +310,20 @@ def error_from_status(status: int, body: Any, headers: Mapping[str, str] | None 
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.ProviderStatusError
     if issubclass(cls, errors.RateLimitError):
-        return cls(text, status_code=status, body=body, provider=provider,
-                   retry_after=parse_retry_after(headers or {}))
-    return cls(text, status_code=status, body=body, provider=provider)
+        wait = parse_retry_after(headers or {})
+        hint = body.get("estimated_time") if isinstance(body, dict) else None
+        if wait is None and isinstance(hint, int | float):
+            wait = errors.clamp_retry_after(hint)  # Hugging Face, while a model loads
+        err: errors.ProviderStatusError = cls(text, status_code=status, body=body,
+                                              provider=provider, retry_after=wait)
+    else:
+        err = cls(text, status_code=status, body=body, provider=provider)
+    should = _header(headers or {}, "x-should-retry")
+    if should in ("true", "false"):
+        err.retriable = should == "true"
+    elif status == 408:
+        err.retriable = True
+    return err
 
 
 ErrorFactory = Callable[[int, Any, Mapping[str, str]], errors.ProviderError | None]
@@ -462,12 +481,7 @@ class HttpClient:
         """Send a request and return the decoded JSON body (``None`` for an empty body)."""
         async with self.stream(method, path, payload) as resp:
             raw = await read_body(resp, self.max_body_bytes, provider=self.provider)
-        try:
-            return loads(raw) if raw.strip() else None
-        except ValueError as err:
-            raise errors.StreamError(
-                f"{self.provider}: the response was not valid JSON: {raw[:200]!r}",
-                provider=self.provider) from err
+        return loads_body(raw, provider=self.provider)
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, payload: Any = None,

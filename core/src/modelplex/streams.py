@@ -38,7 +38,12 @@ import aiohttp
 from modelplex._bodies import _Lines
 from modelplex.chunks import StreamChunk
 from modelplex.errors import ProviderError, StreamError, redact
-from modelplex.http import DEFAULT_MAX_LINE_BYTES, extract_error_message, loads
+from modelplex.http import (
+    DEFAULT_MAX_LINE_BYTES,
+    extract_error_message,
+    loads,
+    plain_text,
+)
 
 __all__ = ["NdjsonReader", "SseReader", "dispatch", "ndjson_json", "sse_json", "stream_error"]
 
@@ -103,10 +108,23 @@ class _JsonReader(_Lines):
                            f"{redact(str(obj)[:200], *self._secrets)}", provider=self._provider)
 
 
-class SseReader(_JsonReader):
-    """``(event, obj)`` for each Server-Sent Event of a body, JSON parsed (see :func:`sse_json`)."""
+#: The most text outside any SSE field kept to explain a body that is not an event stream
+#: (lines are kept until it is reached; one line is bounded by ``max_line_bytes``).
+_STRAY_LIMIT = 65536
+_STRAY_CUT = 1 << 62
 
-    __slots__ = ("_done", "_end_events", "_error_events", "_is_end")
+
+class SseReader(_JsonReader):
+    """``(event, obj)`` for each Server-Sent Event of a body, JSON parsed (see :func:`sse_json`).
+
+    Lines that are no SSE field are ignored, as the standard says, but kept (up to 64 KiB of lines):
+    a server or proxy that answers a stream request with plain JSON (an error object with
+    HTTP 200, or a whole non-streamed answer) or an HTML page sends only such lines. At the
+    end of the body, kept text that is a JSON object is checked and yielded like an event
+    (an error object raises); other text makes :meth:`cut_short` show it.
+    """
+
+    __slots__ = ("_done", "_end_events", "_error_events", "_is_end", "_stray", "_stray_size")
 
     _error_events: frozenset[str] | None
 
@@ -122,6 +140,8 @@ class SseReader(_JsonReader):
         self._end_events = frozenset(end_events)
         self._is_end = is_end
         self._error_events = frozenset(error_events) or None
+        self._stray: list[bytes] = []
+        self._stray_size = 0
 
     async def __anext__(self) -> tuple[str | None, Any]:  # type: ignore[override]
         if self._stopped:
@@ -134,6 +154,10 @@ class SseReader(_JsonReader):
                 if not await self._fill():
                     if data:  # the last event, without the blank line after it
                         return self._event(event, b"\n".join(data))
+                    if self._stray and not self.ended:
+                        stray = self._stray_json()
+                        if stray is not None:
+                            return self._event(None, stray)
                     raise self._finished()
                 lines = self._lines
             line = lines.pop()
@@ -178,6 +202,35 @@ class SseReader(_JsonReader):
             elif line.startswith(b"error:"):  # older llama.cpp servers
                 event = "error"
                 data.append(line[6:].strip())
+            elif not line.startswith((b"id:", b"retry:")):  # not SSE: plain JSON, a page?
+                if self._stray_size < _STRAY_LIMIT:  # (one line may be longer: whole JSON)
+                    self._stray.append(line)
+                    self._stray_size += len(line) + 1
+                else:
+                    self._stray_size = _STRAY_CUT  # more than is kept: not one JSON value
+
+    def _stray_json(self) -> bytes | None:
+        """The kept non-SSE text, if it is one JSON object (then it is consumed)."""
+        raw = b"\n".join(self._stray).strip()
+        if not raw.startswith(b"{") or self._stray_size == _STRAY_CUT:
+            return None
+        try:
+            loads(raw)
+        except ValueError:
+            return None
+        self._stray = []
+        return raw
+
+    def cut_short(self) -> StreamError:
+        """The error for a body that ended before its end marker; when the body held text
+        that is not an event stream (an HTML error page, say), that text."""
+        if not self._stray:
+            return super().cut_short()
+        text = plain_text(redact(b"\n".join(self._stray).decode("utf-8", "replace"),
+                                 *self._secrets), 300)
+        return StreamError(f"{self._provider}: the answer is not an event stream (the "
+                           f"server or a proxy in front of it sent): {text}",
+                           provider=self._provider)
 
     def _event(self, event: str | None, raw: bytes) -> tuple[str | None, Any]:
         done = self._done

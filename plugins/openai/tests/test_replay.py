@@ -400,8 +400,9 @@ async def test_options_images_and_extra_body_are_sent(
         "name": "response", "schema": {"type": "object",
                                        "properties": {"a": {"type": "string"}}}}}
     for key in ("temperature", "top_p", "max_tokens", "seed", "presence_penalty",
-                "frequency_penalty", "user", "max_completion_tokens", "parallel_tool_calls"):
+                "frequency_penalty", "user", "max_completion_tokens"):
         assert body[key] == options[key]
+    assert "parallel_tool_calls" not in body  # without tools, servers refuse it
 
 
 async def test_bad_image_is_a_clear_error(provider: OpenAIProvider) -> None:

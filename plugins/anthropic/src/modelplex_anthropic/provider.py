@@ -32,6 +32,7 @@ from modelplex.http import (
     check_headers,
     error_from_status,
     loads,
+    loads_body,
     parse_retry_after,
     read_body,
 )
@@ -163,6 +164,7 @@ class AnthropicProvider(HttpProvider):
                              else env.get("ANTHROPIC_AUTH_TOKEN"))
         self._has_key = bool(key or token)
         send: dict[str, str] = {"anthropic-version": anthropic_version}
+        self.betas = tuple(betas)
         if betas:
             send["anthropic-beta"] = ",".join(betas)
         send.update(check_headers(headers, field=f"{self.name}: headers"))
@@ -279,7 +281,8 @@ class AnthropicProvider(HttpProvider):
         if request.tools:
             body["tools"] = encode_tools(request.tools)
         choice = request.tool_choice
-        if choice is not None or parallel is not None:
+        # the API refuses tool_choice without tools (a default that stays set)
+        if request.tools and (choice is not None or parallel is not None):
             encoded = encode_tool_choice(choice if choice is not None else "auto")
             if parallel is not None:
                 encoded["disable_parallel_tool_use"] = parallel
@@ -291,7 +294,9 @@ class AnthropicProvider(HttpProvider):
             body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         if extra:
             body.update(extra)
-        headers = {"anthropic-beta": ",".join(betas)} if betas else None
+        # a request's betas add to the provider's (the header of the request replaces theirs)
+        headers = {"anthropic-beta": ",".join(dict.fromkeys((*self.betas, *betas)))} \
+            if betas else None
         return body, headers
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -323,7 +328,11 @@ class AnthropicProvider(HttpProvider):
                             if text:
                                 yield StreamChunk(text)
                         elif dtype == "input_json_delta":
-                            blocks[obj["index"]]["parts"].append(delta.get("partial_json", ""))
+                            # a server tool's input (server_tool_use, mcp_tool_use: run by
+                            # Anthropic, not by us) streams this way too: its block is untracked
+                            entry = blocks.get(obj["index"])
+                            if entry is not None:
+                                entry["parts"].append(delta.get("partial_json", ""))
                         elif dtype == "thinking_delta":
                             thought = delta["thinking"]
                             blocks[obj["index"]]["parts"].append(thought)
@@ -357,7 +366,9 @@ class AnthropicProvider(HttpProvider):
                     elif kind == "message_stop":
                         done = True
                         break
-                    elif kind == "error":
+                    elif kind == "error" or (kind is None and obj.get("error")):
+                        # an error event, or an OpenAI-shaped error object (a gateway's, or
+                        # llama-server's, sent with HTTP 200)
                         raise self._stream_error(obj)
                     # ping, content_block_stop, message_stop and unknown events carry nothing
                     # we need
@@ -378,11 +389,7 @@ class AnthropicProvider(HttpProvider):
         http = self.http
         async with http.stream("POST", "/v1/messages", body, headers=headers) as resp:
             raw = await read_body(resp, http.max_body_bytes, provider=self.name)
-        try:
-            data = loads(raw)
-        except ValueError as err:
-            raise StreamError(f"{self.name}: the response was not valid JSON: {raw[:200]!r}",
-                              provider=self.name) from err
+        data = loads_body(raw, provider=self.name)
         if not isinstance(data, dict) or data.get("type") == "error":
             raise self._stream_error(data)
         return response_from(data, model=request.model, provider=self.name)
@@ -485,9 +492,11 @@ def _finish_blocks(blocks: Mapping[int, Mapping[str, Any]], provider: str
         kind = block.get("type")
         if kind == "tool_use":
             name = block.get("name", "")
+            # no input_json_delta: the start block's input stands (compatible servers that
+            # send the whole input there)
+            raw = "".join(entry["parts"]) or block.get("input")
             calls.append(ToolCall(name=name, id=block.get("id"),
-                                  arguments=parse_arguments(name, "".join(entry["parts"]),
-                                                            provider)))
+                                  arguments=parse_arguments(name, raw, provider)))
         elif kind == "thinking":
             thinking.append({"type": "thinking", "thinking": "".join(entry["parts"]),
                              "signature": entry["signature"] or ""})

@@ -96,7 +96,7 @@ def usage_from(usage: Mapping[str, Any], messages: Sequence[ChatMessage] = (),
                           cache_creation_input_tokens=created, cache_read_input_tokens=read)
 
 
-def parse_arguments(name: str, raw: str, provider: str) -> dict[str, Any]:
+def parse_arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
     """A tool call's input from its joined ``input_json_delta`` fragments; input that is not
     a JSON object (or nests too deep) is kept as ``{"_raw": text}`` (as the other providers
     do, :func:`modelplex.parsers.tool_arguments`), so the tool loop can tell the model."""
@@ -278,10 +278,9 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str) -> Anth
             thinking.append(dict(block))
         elif kind == "redacted_thinking":
             thinking.append(dict(block))
-        elif kind == "tool_use":
-            arguments = block.get("input")
+        elif kind == "tool_use":  # server_tool_use blocks ran on Anthropic's side
             calls.append(ToolCall(name=block.get("name", ""),
-                                  arguments=arguments if isinstance(arguments, dict) else {},
+                                  arguments=tool_arguments(block.get("input")),
                                   id=block.get("id")))
     stop = data.get("stop_reason")
     return AnthropicResponse(

@@ -31,7 +31,7 @@ from modelplex.finish import normalize_finish_reason
 from modelplex.http import (
     Timeouts,
     error_from_status,
-    loads,
+    loads_body,
     read_body,
 )
 from modelplex.http_provider import HttpProvider, secret_value
@@ -200,7 +200,14 @@ class TGIProvider(HttpProvider):
         if self.template == "none":
             return "\n\n".join(m.content for m in request.messages), None
         payload = {"model": "tgi", "messages": [encode_message(m) for m in request.messages]}
-        data = await self.http.request_json("POST", "/chat_tokenize", payload)
+        try:
+            data = await self.http.request_json("POST", "/chat_tokenize", payload)
+        except ModelNotFoundError as err:  # a 404 for the route: no model is named here
+            raise ConfigurationError(
+                f"{self.name}: the server at {self.http.display_url} has no /chat_tokenize "
+                "(TGI before 2.0.4, or a server that speaks only TGI's generate API): give "
+                "the endpoint template = \"none\" to send the messages' text as the prompt, or "
+                "use the server's OpenAI-compatible /v1 route") from err
         if not isinstance(data, dict) or not isinstance(data.get("templated_text"), str):
             raise StreamError(f"{self.name}: /chat_tokenize gave no templated_text: "
                               f"{str(data)[:200]!r}", provider=self.name)
@@ -271,11 +278,7 @@ class TGIProvider(HttpProvider):
         async with http.stream("POST", "/generate", body) as resp:
             header = resp.headers.get("x-prompt-tokens")
             raw = await read_body(resp, http.max_body_bytes, provider=self.name)
-        try:
-            data = loads(raw)
-        except ValueError as err:
-            raise StreamError(f"{self.name}: the response was not valid JSON: {raw[:200]!r}",
-                              provider=self.name) from err
+        data = loads_body(raw, provider=self.name)
         if isinstance(data, list) and data:  # the compat route answers a one-item list
             data = data[0]
         if not isinstance(data, dict) or "generated_text" not in data:

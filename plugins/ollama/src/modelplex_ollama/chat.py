@@ -18,7 +18,7 @@ from modelplex.provider import ChatRequest, CommonOptions, keep_partial, normali
 from modelplex.streams import ndjson_json
 from modelplex.types import ChatMessage
 from modelplex_ollama.base import OllamaBase
-from modelplex_ollama.connection import EndpointNotFoundError
+from modelplex_ollama.connection import NOT_OLLAMA, EndpointNotFoundError
 from modelplex_ollama.options import split_options
 from modelplex_ollama.wire import (
     chat_payload,
@@ -35,6 +35,13 @@ __all__ = ["OllamaChat"]
 log = logging.getLogger("modelplex.ollama")
 
 
+def _finish(line: Mapping[str, Any], called: bool) -> str:
+    """The finish reason of a final object. Ollama says ``stop`` after tool calls too (its
+    OpenAI-compatible API says ``tool_calls`` then, as this does)."""
+    reason = normalize_finish_reason(line.get("done_reason"))
+    return "tool_calls" if called and reason == "stop" else reason
+
+
 class OllamaChat(OllamaBase):
     """Chat, completion and embeddings over Ollama's API."""
 
@@ -47,7 +54,11 @@ class OllamaChat(OllamaBase):
         stops before it was cut off (:class:`StreamError`). A server that never sends ``done``
         (minimal proxies, test fixtures) ends with an extra chunk with estimated usage.
         """
-        marks_done = False
+        if resp.content_type == "text/event-stream":  # llama-server's /api/chat of 2025
+            raise EndpointNotFoundError(
+                f"ollama: the server answered with an event stream, not Ollama's NDJSON; "
+                f"{NOT_OLLAMA}", status_code=resp.status, provider=self.name)
+        marks_done = called = False
         parts: list[str] = []
         model: str | None = None
         lines = ndjson_json(resp, provider=self.name, max_line_bytes=self.http.max_line_bytes,
@@ -59,18 +70,19 @@ class OllamaChat(OllamaBase):
                 marks_done = True
             if lines.ended:  # done: true, the last object
                 parts.append(chunk.content)
-                chunk.finish_reason = normalize_finish_reason(line.get("done_reason"))
+                chunk.finish_reason = _finish(line, called or bool(chunk.tool_calls))
                 chunk.usage = usage_from_line(line) or estimated_usage(prompt, "".join(parts))
                 yield chunk
                 return
             if chunk.content or chunk.reasoning or chunk.tool_calls:
                 parts.append(chunk.content)
+                called = called or bool(chunk.tool_calls)
                 yield chunk
         if marks_done:
             raise StreamError(f"ollama: the stream from {self.host} ended before its final "
                               "`done` object (the connection was closed mid-answer)",
                               provider=self.name)
-        yield StreamChunk(finish_reason="stop", model=model,
+        yield StreamChunk(finish_reason="tool_calls" if called else "stop", model=model,
                           usage=estimated_usage(prompt, "".join(parts)))
 
     async def _chat_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
@@ -106,7 +118,7 @@ class OllamaChat(OllamaBase):
         return ChatResponse(content=chunk.content, model=chunk.model or model,
                             provider=self.name, reasoning=chunk.reasoning,
                             tool_calls=chunk.tool_calls or [],
-                            finish_reason=normalize_finish_reason(body.get("done_reason")),
+                            finish_reason=_finish(body, bool(chunk.tool_calls)),
                             usage=usage)
 
     # -- completion (/api/generate) ---------------------------------------------------------

@@ -34,7 +34,14 @@ PROVIDER = "ollama"
 
 
 class EndpointNotFoundError(errors.ProviderStatusError):
-    """The server has no such endpoint (HTTP 404 with a plain-text body): it is too old."""
+    """The server has no such endpoint (HTTP 404 with a plain-text body): it is too old, or
+    it is no Ollama server."""
+
+
+#: Said when a server answers like an OpenAI-compatible one, not like Ollama.
+NOT_OLLAMA = ("it answers like an OpenAI-compatible server (llama.cpp's llama-server, LM "
+              "Studio, vLLM, ...), not like Ollama: configure it as an OpenAI-compatible "
+              "endpoint (the openai plugin, base_url ending in /v1) instead")
 
 
 class InsufficientDiskSpaceError(errors.ConfigurationError):
@@ -136,6 +143,10 @@ def status_error(status: int, body: Any, headers: Mapping[str, str],
     message = errors.redact(extract_error_message(body), *secrets)
     has_error_key = isinstance(body, dict) and "error" in body
     if status == 404:
+        if has_error_key and isinstance(body["error"], dict):  # Ollama's is a string
+            return EndpointNotFoundError(
+                f"ollama: the server has no such endpoint (HTTP 404: {message}); {NOT_OLLAMA}",
+                status_code=404, body=body, provider=PROVIDER)
         if not has_error_key:
             return EndpointNotFoundError(
                 f"ollama: the server has no such endpoint (HTTP 404: {message or 'empty'});"

@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from modelplex import errors
 from modelplex.errors import (
@@ -23,6 +24,7 @@ from modelplex.streams import ndjson_json
 from modelplex.types import HealthStatus, ModelInfo, PullProgress, Task, TaskStatus, human_size
 from modelplex_ollama.base import OllamaBase, server_message
 from modelplex_ollama.connection import (
+    NOT_OLLAMA,
     InsufficientDiskSpaceError,
     free_disk_bytes,
     is_local_host,
@@ -46,8 +48,8 @@ class OllamaModels(OllamaBase):
     async def list_models(self) -> list[ModelInfo]:
         """The models on the server (``/api/tags``), each completed from ``/api/show`` with its
         context length and capabilities when the server describes it."""
-        body = await self.http.request_json("GET", "/api/tags")
-        infos = [tag_model_info(m) for m in (body or {}).get("models") or []]
+        body = self._listing(await self.http.request_json("GET", "/api/tags"), "/api/tags")
+        infos = [tag_model_info(m) for m in body.get("models") or []]
         return list(await asyncio.gather(*(self._described(i) for i in infos)))
 
     async def _described(self, info: ModelInfo) -> ModelInfo:
@@ -76,8 +78,22 @@ class OllamaModels(OllamaBase):
 
     async def list_loaded_models(self) -> list[ModelInfo]:
         """The models loaded in memory now (``/api/ps``)."""
-        body = await self.http.request_json("GET", "/api/ps")
-        return [loaded_model_info(m) for m in (body or {}).get("models") or []]
+        body = self._listing(await self.http.request_json("GET", "/api/ps"), "/api/ps")
+        return [loaded_model_info(m) for m in body.get("models") or []]
+
+    def _listing(self, body: Any, path: str) -> dict[str, Any]:
+        """A listing's body; an error in it (LM Studio answers unknown routes with HTTP 200
+        and ``{"error": "Unexpected endpoint or method..."}``) is raised, not read as no
+        models."""
+        if body is None:
+            return {}
+        if not isinstance(body, dict) or ("models" not in body and body.get("error")):
+            detail = server_message(body) if isinstance(body, dict) else repr(body)[:200]
+            detail = errors.redact(detail, *self.http.secrets)
+            raise StreamError(f"ollama: {path} answered {detail!r} instead of a list of "
+                              f"models; if this server is not Ollama, {NOT_OLLAMA}",
+                              provider=self.name)
+        return body
 
     def _with_name(self, err: ModelNotFoundError, name: str) -> ModelNotFoundError:
         message = errors.redact(str((err.body or {}).get("error", ""))

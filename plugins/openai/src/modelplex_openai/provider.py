@@ -8,6 +8,8 @@ and builds one slotted :class:`StreamChunk`; nothing else (no validation, no log
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
 import time
 from array import array
@@ -20,6 +22,7 @@ from pydantic import Field, SecretStr, field_validator
 from modelplex.chunks import ChatResponse, StreamChunk
 from modelplex.errors import (
     AuthenticationError,
+    BadRequestError,
     ModelNotFoundError,
     OptionsError,
     ProviderError,
@@ -41,6 +44,7 @@ from modelplex.types import HealthStatus, ModelInfo
 from modelplex_openai.__about__ import __version__
 from modelplex_openai.wire import (
     build_tool_calls,
+    content_parts,
     encode_messages,
     merge_tool_deltas,
     response_format,
@@ -49,11 +53,17 @@ from modelplex_openai.wire import (
 )
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from modelplex.batch.jobs import BatchItem, BatchJob, BatchRequest
 
 __all__ = ["OpenAIOptions", "OpenAIProvider"]
 
+log = logging.getLogger("modelplex.openai")
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: The timeouts OpenAI's and Azure's hosted APIs start from: 600 s of silence between chunks
+HOSTED_TIMEOUTS = Timeouts(between_chunks=600.0)
 
 
 class OpenAIOptions(CommonOptions):
@@ -160,9 +170,20 @@ class OpenAIProvider(HttpProvider):
         if project:
             send["OpenAI-Project"] = project
         send.update(check_headers(headers, field=f"{self.name}: headers"))
-        super().__init__(base_url=self._resolve_base_url(base_url, own), api_key=api_key,
-                         headers=send, timeouts=timeouts, verify_tls=verify_tls,
-                         default_model=default_model)
+        resolved = self._resolve_base_url(base_url, own)
+        host = (urlsplit(resolved).hostname or "").lower()
+        if host == "api.openai.com" or host.endswith(".openai.azure.com"):
+            # their reasoning models send nothing while they think, often for minutes: allow
+            # the silence the official SDK allows (600 s), unless the user chose
+            timeouts = Timeouts.parse(timeouts, base=HOSTED_TIMEOUTS,
+                                      field=f"{self.name}: timeouts")
+        super().__init__(base_url=resolved, api_key=api_key, headers=send,
+                         timeouts=timeouts, verify_tls=verify_tls, default_model=default_model)
+        #: whether streams ask for the usage chunk (``stream_options``); turned off for a
+        #: server that refuses the field
+        self.stream_usage = True
+        #: models that refused ``max_tokens`` for ``max_completion_tokens``
+        self._completion_tokens_models: set[str] = set()
 
     def missing_setting(self) -> str | None:
         """The key's variable (``OPENAI_API_KEY``) when there is no key and the base URL is
@@ -215,8 +236,13 @@ class OpenAIProvider(HttpProvider):
         return err
 
     def _stream_error(self, obj: Any) -> StreamError:
-        return stream_error(obj if isinstance(obj, dict) else str(obj), provider=self.name,
-                            secrets=self.http.secrets)
+        err = stream_error(obj if isinstance(obj, dict) else str(obj), provider=self.name,
+                           secrets=self.http.secrets)
+        if "Unexpected endpoint or method" in str(err):  # LM Studio, for a path it lacks
+            err.args = (f"{err} (is {mask_url(self.base_url)} the right base URL? "
+                        "OpenAI-compatible servers usually serve under /v1)",)
+            err.retriable = False
+        return err
 
     # -- chat -------------------------------------------------------------------------------
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -227,19 +253,63 @@ class OpenAIProvider(HttpProvider):
         body.update(options)
         if request.tools:
             body["tools"] = request.tools
-        if request.tool_choice is not None:
-            body["tool_choice"] = request.tool_choice
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+        else:  # OpenAI and Azure refuse these without tools (a default that stays set)
+            body.pop("parallel_tool_calls", None)
         if request.response_format:
             body["response_format"] = response_format(request.response_format,
                                                       self.json_schema_style)
         if extra:
             body.update(extra)
+        if request.model in self._completion_tokens_models and "max_tokens" in body and \
+                "max_completion_tokens" not in body:
+            body["max_completion_tokens"] = body.pop("max_tokens")
         return body
+
+    def _mend(self, err: BadRequestError, body: dict[str, Any]) -> bool:
+        """Change ``body`` for a field the server refused; whether asking again is worth it.
+
+        ``stream_options`` (strict gateways, older vLLM and Azure builds) is dropped and no
+        longer sent; ``max_tokens`` is sent as ``max_completion_tokens`` when the server says
+        to (OpenAI's reasoning models: o-series, gpt-5), from then on for that model.
+        """
+        text = f"{err} {err.body}"
+        if "stream_options" in body and "stream_options" in text:
+            log.info("%s refuses stream_options: asking without it (usage is then read from "
+                     "the server's chunks or estimated)", self.name)
+            self.stream_usage = False
+            del body["stream_options"]
+            return True
+        if "max_tokens" in body and "max_completion_tokens" not in body and \
+                "max_completion_tokens" in text:
+            if len(self._completion_tokens_models) < 256:  # bounded; beyond, ask each time
+                self._completion_tokens_models.add(body["model"])
+            body["max_completion_tokens"] = body.pop("max_tokens")
+            return True
+        return False
+
+    async def _send(self, body: dict[str, Any], stack: contextlib.AsyncExitStack | None = None
+                    ) -> Any:
+        """``POST /chat/completions``: the streamed response (entered on ``stack``), or the
+        whole answer's JSON; asked again when :meth:`_mend` mends a refused field."""
+        while True:  # each mend removes what it mends: at most two more tries
+            try:
+                if stack is None:
+                    return await self.http.request_json("POST", "/chat/completions", body)
+                return await stack.enter_async_context(
+                    self.http.stream("POST", "/chat/completions", body))
+            except BadRequestError as err:
+                if not self._mend(err, body):
+                    raise
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         body = self._body(request)
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if self.stream_usage:  # extra_body may set its own, or null to send none
+            body.setdefault("stream_options", {"include_usage": True})
+        if body.get("stream_options") is None:
+            body.pop("stream_options", None)
         http = self.http
         name = self.name
         finish: str | None = None
@@ -250,7 +320,8 @@ class OpenAIProvider(HttpProvider):
         calls: dict[int, list[Any]] = {}
         refused = False
         tokens = 0
-        async with http.stream("POST", "/chat/completions", body) as resp:
+        async with contextlib.AsyncExitStack() as stack:
+            resp: aiohttp.ClientResponse = await self._send(body, stack)
             # [DONE] ends it; an error event or member raises; a cut stream is judged below
             events = sse_json(resp, provider=name, max_line_bytes=http.max_line_bytes,
                               require_end=False, error=self._stream_error, objects_only=True)
@@ -258,10 +329,14 @@ class OpenAIProvider(HttpProvider):
                 choices = obj.get("choices")
                 if choices:
                     choice = choices[0]
-                    delta = choice.get("delta")
+                    # "message": a server that answered with the whole completion at once
+                    delta = choice.get("delta") or choice.get("message")
                     if delta:
                         content = delta.get("content")
                         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        if type(content) is list:  # parts: Mistral's thinking, say
+                            content, thought = content_parts(content)
+                            reasoning = (reasoning or "") + thought
                         refusal = delta.get("refusal")
                         if refusal:
                             refused = True
@@ -277,11 +352,18 @@ class OpenAIProvider(HttpProvider):
                     reason = choice.get("finish_reason")
                     if reason:
                         finish = normalize_finish_reason(reason)
+                elif obj.get("object") == "error":  # vLLM's error shape, unwrapped
+                    raise self._stream_error(obj)
                 if served is None:
                     served = obj.get("model")
                     response_id = obj.get("id")
                 if obj.get("usage"):
                     usage = obj["usage"]
+                elif "x_groq" in obj:  # Groq: usage (and errors) in a member of its own
+                    groq = obj["x_groq"] if isinstance(obj["x_groq"], dict) else {}
+                    if groq.get("error"):
+                        raise self._stream_error({"error": groq["error"]})
+                    usage = groq.get("usage") or usage
                 if obj.get("timings"):
                     timings = obj["timings"]
         if finish is None:  # a finish reason or [DONE] is the end; without either, a cut
@@ -290,6 +372,8 @@ class OpenAIProvider(HttpProvider):
             finish = "stop"
         if refused and finish == "stop":
             finish = "refusal"
+        elif calls and finish == "stop":  # Gemini ends its tool calls with "stop"
+            finish = "tool_calls"
         yield StreamChunk(
             finish_reason=finish,
             tool_calls=build_tool_calls(calls, name) if calls else None,
@@ -300,8 +384,11 @@ class OpenAIProvider(HttpProvider):
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body = self._body(request)
-        data = await self.http.request_json("POST", "/chat/completions", body)
-        if not isinstance(data, dict) or "error" in data:
+        body.pop("stream_options", None)  # servers refuse it without "stream": true
+        data = await self._send(body)
+        # an error with HTTP 200: {"error": ...}, or vLLM's {"object": "error", "message"}
+        if not isinstance(data, dict) or data.get("error") is not None or \
+                data.get("object") == "error":
             raise self._stream_error(data)
         return response_from(data, model=request.model, provider=self.name,
                              messages=request.messages)

@@ -25,6 +25,7 @@ from modelplex.types import ChatMessage, MessageRole
 __all__ = [
     "OpenAIUsage",
     "build_tool_calls",
+    "content_parts",
     "encode_message",
     "encode_messages",
     "image_url",
@@ -156,21 +157,61 @@ def response_format(fmt: Mapping[str, Any], style: str = "json_schema") -> dict[
 
 
 def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str, Any]]) -> None:
-    """Fold streamed tool-call fragments into ``calls`` (index -> [id, name, argument parts])."""
+    """Fold streamed tool-call fragments into ``calls`` (in the order the calls opened:
+    ``[id, name, argument parts, index]``).
+
+    A fragment names its call by ``index``; a fragment with another ``id`` than the call at
+    its index opens a new call (gateways that number every call 0). Some servers leave the
+    index out (Gemini's OpenAI-compatible API, several proxies): then a fragment with a new
+    ``id`` opens the next call and one without continues the call opened last, so parallel
+    calls stay apart. ``arguments`` sent as an object rather than a JSON string are
+    serialised.
+    """
     for delta in deltas:
-        index = delta.get("index", 0)
-        entry = calls.get(index)
-        if entry is None:
-            entry = calls[index] = [None, "", []]
-        if delta.get("id"):
-            entry[0] = delta["id"]
+        index = delta.get("index")
+        call_id = delta.get("id")
+        entry = None
+        if isinstance(index, int):
+            for opened in reversed(calls.values()):  # the latest call at this index
+                if opened[3] == index:
+                    entry = opened
+                    break
+        elif calls:
+            entry = calls[next(reversed(calls))]
+        if entry is None or (call_id and entry[0] and entry[0] != call_id):
+            entry = calls[len(calls)] = [None, "", [], index]
+        if call_id:
+            entry[0] = call_id
         function = delta.get("function")
         if function:
             if function.get("name"):
                 entry[1] = function["name"]
             arguments = function.get("arguments")
             if arguments:
-                entry[2].append(arguments)
+                entry[2].append(arguments if isinstance(arguments, str)
+                                else json.dumps(arguments))
+
+
+def content_parts(parts: Sequence[Any]) -> tuple[str, str]:
+    """``(text, thinking)`` of content sent as a list of parts instead of a string: text
+    parts, and the thinking parts of Mistral's reasoning models (``{"type": "thinking",
+    "thinking": [{"type": "text", "text": ...}]}``), in streamed deltas and whole answers."""
+    text: list[str] = []
+    thinking: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            text.append(part)
+        elif isinstance(part, dict):
+            if part.get("type") == "thinking":
+                inner = part.get("thinking")
+                if isinstance(inner, str):
+                    thinking.append(inner)
+                elif isinstance(inner, list):
+                    thinking.extend(str(p.get("text") or "") for p in inner
+                                    if isinstance(p, dict))
+            elif isinstance(part.get("text"), str):
+                text.append(part["text"])
+    return "".join(text), "".join(thinking)
 
 
 def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
@@ -183,10 +224,12 @@ def _arguments(name: str, raw: Any, provider: str) -> dict[str, Any]:
 def build_tool_calls(calls: dict[int, list[Any]] | list[Mapping[str, Any]],
                      provider: str) -> list[ToolCall]:
     """Whole :class:`ToolCall` objects, from joined stream fragments or a message's list."""
-    if isinstance(calls, dict):
+    if isinstance(calls, dict):  # by index, else in the order they opened
+        ordered = sorted(calls.items(), key=lambda item: (
+            item[1][3] if isinstance(item[1][3], int) else item[0], item[0]))
         return [ToolCall(name=name, arguments=_arguments(name, "".join(parts), provider),
                          id=call_id)
-                for _, (call_id, name, parts) in sorted(calls.items())]
+                for _, (call_id, name, parts, _index) in ordered]
     out = []
     for call in calls:
         function = call.get("function") or {}
@@ -253,16 +296,19 @@ def response_from(data: Mapping[str, Any], *, model: str, provider: str,
     choice = choices[0]
     message = choice.get("message") or {}
     content = message.get("content") or ""
-    if isinstance(content, list):  # a few servers answer with content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    thought = ""
+    if isinstance(content, list):  # content parts (Mistral's, with thinking parts)
+        content, thought = content_parts(content)
     refusal = message.get("refusal")
     if refusal:
         content += refusal
     finish = normalize_finish_reason(choice.get("finish_reason"))
+    tool_calls = message.get("tool_calls")
     if refusal and finish == "stop":
         finish = "refusal"
-    reasoning = message.get("reasoning_content") or message.get("reasoning") or None
-    tool_calls = message.get("tool_calls")
+    elif tool_calls and finish == "stop":  # Gemini ends its tool calls with "stop"
+        finish = "tool_calls"
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or thought or None
     return ChatResponse(
         content=content,
         model=data.get("model") or model,
