@@ -154,3 +154,13 @@ async def test_tool_choice_without_tools_is_not_sent(provider: AnthropicProvider
                             options={"disable_parallel_tool_use": True})
     [call] = [c for calls in mock.requests.values() for c in calls]
     assert "tool_choice" not in json.loads(call.kwargs["data"])
+
+
+async def test_blocks_are_bounded(provider: AnthropicProvider, mock: aioresponses) -> None:
+    block = ('{"type":"content_block_start","index":%d,"content_block":{"type":"tool_use",'
+             '"id":"toolu_%d","name":"f","input":{}}}')
+    mock.post(URL, body=events(START, *(("content_block_start", block % (n, n))
+                                        for n in range(300)), STOP), headers=SSE)
+    with pytest.raises(StreamError, match="more than 256"):
+        async for _ in provider.chat(ASK, model="m"):
+            pass

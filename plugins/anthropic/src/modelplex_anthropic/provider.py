@@ -59,6 +59,8 @@ __all__ = ["ANTHROPIC_BASE_URL", "ANTHROPIC_VERSION", "AnthropicOptions", "Anthr
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 _COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+#: The most tool-use and thinking blocks one streamed answer may hold.
+MAX_BLOCKS = 256
 
 
 class AnthropicOptions(CommonOptions):
@@ -347,6 +349,10 @@ class AnthropicProvider(HttpProvider):
                             if block.get("text"):
                                 yield StreamChunk(block["text"])
                         elif btype in ("tool_use", "thinking", "redacted_thinking"):
+                            if len(blocks) >= MAX_BLOCKS:  # bounded, whatever a server sends
+                                raise StreamError(f"{name}: the answer holds more than "
+                                                  f"{MAX_BLOCKS} tool-use and thinking "
+                                                  "blocks", provider=name)
                             first = block.get("thinking")
                             blocks[obj["index"]] = {"block": block, "parts": [],
                                                     "signature": block.get("signature")}
