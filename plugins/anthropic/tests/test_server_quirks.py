@@ -164,3 +164,16 @@ async def test_blocks_are_bounded(provider: AnthropicProvider, mock: aioresponse
     with pytest.raises(StreamError, match="more than 256"):
         async for _ in provider.chat(ASK, model="m"):
             pass
+
+
+async def test_count_tokens_answers_that_are_not_counts(provider: AnthropicProvider,
+                                                        mock: aioresponses) -> None:
+    count = BASE + "/v1/messages/count_tokens"
+    # a compatible server without the route, behind a web UI that answers every path
+    mock.post(count, body="<!doctype html><html><head><title>Open WebUI</title></head></html>",
+              headers={"Content-Type": "text/html"})
+    mock.post(count, payload={"tokens": 12})
+    with pytest.raises(StreamError, match="not valid JSON: Open WebUI"):
+        await provider.count_tokens(ASK, model="m")
+    with pytest.raises(StreamError, match="gave no input_tokens"):
+        await provider.count_tokens(ASK, model="m")

@@ -31,7 +31,6 @@ from modelplex.http import (
     Timeouts,
     check_headers,
     error_from_status,
-    loads,
     loads_body,
     parse_retry_after,
     read_body,
@@ -439,8 +438,13 @@ class AnthropicProvider(HttpProvider):
         http = self.http
         async with http.stream("POST", "/v1/messages/count_tokens", payload,
                                headers=headers) as resp:
-            data = loads(await read_body(resp, http.max_body_bytes, provider=self.name))
-        return int(data["input_tokens"])
+            data = loads_body(await read_body(resp, http.max_body_bytes, provider=self.name),
+                              provider=self.name)
+        count = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise StreamError(f"{self.name}: /v1/messages/count_tokens gave no input_tokens: "
+                              f"{redact(str(data)[:200], *http.secrets)}", provider=self.name)
+        return count
 
     def _model_info(self, item: Mapping[str, Any]) -> ModelInfo:
         model_id = str(item.get("id"))
