@@ -154,3 +154,26 @@ async def test_tool_choice_without_tools_is_not_sent(provider: AnthropicProvider
                             options={"disable_parallel_tool_use": True})
     [call] = [c for calls in mock.requests.values() for c in calls]
     assert "tool_choice" not in json.loads(call.kwargs["data"])
+
+
+async def test_blocks_are_bounded(provider: AnthropicProvider, mock: aioresponses) -> None:
+    block = ('{"type":"content_block_start","index":%d,"content_block":{"type":"tool_use",'
+             '"id":"toolu_%d","name":"f","input":{}}}')
+    mock.post(URL, body=events(START, *(("content_block_start", block % (n, n))
+                                        for n in range(300)), STOP), headers=SSE)
+    with pytest.raises(StreamError, match="more than 256"):
+        async for _ in provider.chat(ASK, model="m"):
+            pass
+
+
+async def test_count_tokens_answers_that_are_not_counts(provider: AnthropicProvider,
+                                                        mock: aioresponses) -> None:
+    count = BASE + "/v1/messages/count_tokens"
+    # a compatible server without the route, behind a web UI that answers every path
+    mock.post(count, body="<!doctype html><html><head><title>Open WebUI</title></head></html>",
+              headers={"Content-Type": "text/html"})
+    mock.post(count, payload={"tokens": 12})
+    with pytest.raises(StreamError, match="not valid JSON: Open WebUI"):
+        await provider.count_tokens(ASK, model="m")
+    with pytest.raises(StreamError, match="gave no input_tokens"):
+        await provider.count_tokens(ASK, model="m")

@@ -434,3 +434,13 @@ def test_hosted_reasoning_silence_is_allowed(clean_env: pytest.MonkeyPatch) -> N
     chosen = OpenAIProvider(api_key="sk-x", timeouts={"between_chunks": 30, "total": 900})
     assert (chosen.http.timeouts.between_chunks, chosen.http.timeouts.total) == (30.0, 900.0)
     assert OpenAIProvider(api_key="sk-x", timeouts=50).http.timeouts.between_chunks == 600.0
+
+
+async def test_tool_calls_are_bounded(provider: OpenAIProvider, mock: aioresponses) -> None:
+    # a hostile server cannot make the provider keep any number of calls
+    one = ('{"choices":[{"index":0,"delta":{"tool_calls":[{"index":%d,"id":"c%d","function":'
+           '{"name":"f","arguments":"{}"}}]}}]}')
+    mock.post(CHAT, body=sse(*(one % (n, n) for n in range(300)), "[DONE]"), headers=SSE)
+    with pytest.raises(StreamError, match="more than 256 tool calls"):
+        async for _ in provider.chat(MESSAGES, model="m"):
+            pass

@@ -25,7 +25,7 @@ from modelplex.batch.jobs import (
     parse_time,
 )
 from modelplex.errors import ConfigurationError, StreamError, redact
-from modelplex.http import dumps, iter_lines, loads, read_body
+from modelplex.http import dumps, iter_lines, loads, loads_body, read_body
 from modelplex_anthropic.wire import response_from
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ async def submit(provider: AnthropicProvider, requests: Sequence[BatchRequest]) 
     if betas:
         send["anthropic-beta"] = ",".join(betas)
     async with http.stream("POST", PATH, headers=send, body=payload) as resp:
-        data = loads(await read_body(resp, http.max_body_bytes, provider=provider.name))
+        raw = await read_body(resp, http.max_body_bytes, provider=provider.name)
+    data = loads_body(raw, provider=provider.name)
     return job_from(data, provider.name)
 
 

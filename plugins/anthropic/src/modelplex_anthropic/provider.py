@@ -31,7 +31,6 @@ from modelplex.http import (
     Timeouts,
     check_headers,
     error_from_status,
-    loads,
     loads_body,
     parse_retry_after,
     read_body,
@@ -59,6 +58,8 @@ __all__ = ["ANTHROPIC_BASE_URL", "ANTHROPIC_VERSION", "AnthropicOptions", "Anthr
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 _COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+#: The most tool-use and thinking blocks one streamed answer may hold.
+MAX_BLOCKS = 256
 
 
 class AnthropicOptions(CommonOptions):
@@ -347,6 +348,10 @@ class AnthropicProvider(HttpProvider):
                             if block.get("text"):
                                 yield StreamChunk(block["text"])
                         elif btype in ("tool_use", "thinking", "redacted_thinking"):
+                            if len(blocks) >= MAX_BLOCKS:  # bounded, whatever a server sends
+                                raise StreamError(f"{name}: the answer holds more than "
+                                                  f"{MAX_BLOCKS} tool-use and thinking "
+                                                  "blocks", provider=name)
                             first = block.get("thinking")
                             blocks[obj["index"]] = {"block": block, "parts": [],
                                                     "signature": block.get("signature")}
@@ -433,8 +438,13 @@ class AnthropicProvider(HttpProvider):
         http = self.http
         async with http.stream("POST", "/v1/messages/count_tokens", payload,
                                headers=headers) as resp:
-            data = loads(await read_body(resp, http.max_body_bytes, provider=self.name))
-        return int(data["input_tokens"])
+            data = loads_body(await read_body(resp, http.max_body_bytes, provider=self.name),
+                              provider=self.name)
+        count = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise StreamError(f"{self.name}: /v1/messages/count_tokens gave no input_tokens: "
+                              f"{redact(str(data)[:200], *http.secrets)}", provider=self.name)
+        return count
 
     def _model_info(self, item: Mapping[str, Any]) -> ModelInfo:
         model_id = str(item.get("id"))

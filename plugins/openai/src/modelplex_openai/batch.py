@@ -28,7 +28,7 @@ from modelplex.batch.jobs import (
     parse_time,
 )
 from modelplex.errors import ConfigurationError, StreamError, redact
-from modelplex.http import dumps, error_from_status, iter_lines, loads, read_body
+from modelplex.http import dumps, error_from_status, iter_lines, loads, loads_body, read_body
 from modelplex_openai.wire import response_from
 
 if TYPE_CHECKING:
@@ -113,7 +113,8 @@ async def submit(provider: OpenAIProvider, requests: Sequence[BatchRequest]) -> 
     http = provider.http
     async with http.stream("POST", "/files", headers={"Content-Type": content_type},
                            body=body) as resp:
-        uploaded = loads(await read_body(resp, http.max_body_bytes, provider=provider.name))
+        raw = await read_body(resp, http.max_body_bytes, provider=provider.name)
+    uploaded = loads_body(raw, provider=provider.name)
     file_id = uploaded.get("id") if isinstance(uploaded, Mapping) else None
     if not isinstance(file_id, str):
         raise StreamError(f"{provider.name}: the file upload answered without a file id: "

@@ -343,7 +343,7 @@ class OpenAIProvider(HttpProvider):
                             content = (content or "") + refusal
                         tool_deltas = delta.get("tool_calls")
                         if tool_deltas:
-                            merge_tool_deltas(calls, tool_deltas)
+                            merge_tool_deltas(calls, tool_deltas, provider=name)
                             tokens += 1
                         if content is not None and (content or "role" not in delta):
                             tokens += 1

@@ -16,13 +16,14 @@ from typing import Any
 import attrs
 
 from modelplex.chunks import ChatResponse, ToolCall, Usage
-from modelplex.errors import ConfigurationError
+from modelplex.errors import ConfigurationError, StreamError
 from modelplex.finish import normalize_finish_reason
 from modelplex.parsers import tool_arguments
 from modelplex.tokens import estimate_prompt_tokens, estimate_tokens
 from modelplex.types import ChatMessage, MessageRole
 
 __all__ = [
+    "MAX_TOOL_CALLS",
     "OpenAIUsage",
     "build_tool_calls",
     "content_parts",
@@ -156,7 +157,12 @@ def response_format(fmt: Mapping[str, Any], style: str = "json_schema") -> dict[
             "json_schema": {"name": fmt.get("name") or "response", "schema": fmt.get("schema", {})}}
 
 
-def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str, Any]]) -> None:
+#: The most tool calls one answer may hold (a bound on what a server can make us keep).
+MAX_TOOL_CALLS = 256
+
+
+def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str, Any]], *,
+                      provider: str = "openai") -> None:
     """Fold streamed tool-call fragments into ``calls`` (in the order the calls opened:
     ``[id, name, argument parts, index]``).
 
@@ -165,7 +171,7 @@ def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str,
     index out (Gemini's OpenAI-compatible API, several proxies): then a fragment with a new
     ``id`` opens the next call and one without continues the call opened last, so parallel
     calls stay apart. ``arguments`` sent as an object rather than a JSON string are
-    serialised.
+    serialised. More than :data:`MAX_TOOL_CALLS` calls raise :class:`StreamError`.
     """
     for delta in deltas:
         index = delta.get("index")
@@ -179,6 +185,9 @@ def merge_tool_deltas(calls: dict[int, list[Any]], deltas: Sequence[Mapping[str,
         elif calls:
             entry = calls[next(reversed(calls))]
         if entry is None or (call_id and entry[0] and entry[0] != call_id):
+            if len(calls) >= MAX_TOOL_CALLS:
+                raise StreamError(f"{provider}: the answer holds more than {MAX_TOOL_CALLS} "
+                                  "tool calls", provider=provider)
             entry = calls[len(calls)] = [None, "", [], index]
         if call_id:
             entry[0] = call_id
