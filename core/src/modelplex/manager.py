@@ -80,17 +80,39 @@ class ChatManager:
                                      config=config, pool=pool, plugins=plugins, select=select,
                                      provider_config=provider_config, retries=retries)
         self._mcp_names = tuple(mcp or ())
-        self._mcp = McpHub(config, confirm=confirm)  # servers start on the first message
+        self._confirm = confirm
+        self._hub: McpHub | None = None  # made on first use (see _mcp)
         self._provider: Provider | None = None
         self._session: ChatSession | None = None
-        self._toolbox = ToolBox()  # tools once function calling is enabled
+        self._toolbox: ToolBox | None = None  # made when function calling is enabled
         self._turns = Turns()  # one answer at a time
-        self._blocking = Blocking("ChatManager", "chat")  # the sync twins' event loop
 
     @property
     def plugins(self) -> Plugins:
         """The plugins this manager draws providers from."""
         return self._layers.plugins
+
+    # -- the parts a plain conversation never uses, made on first use ------------------------
+    @property
+    def _mcp(self) -> McpHub:
+        """The conversation's MCP servers (:class:`~modelplex.mcp.McpHub`; they start on the
+        first message that uses them), made on first use."""
+        if self._hub is None:
+            self._hub = McpHub(self._layers.config, confirm=self._confirm)
+        return self._hub
+
+    @functools.cached_property
+    def _blocking(self) -> Blocking:
+        """The event loop of the sync twins (:mod:`modelplex._blocking`), made on first use."""
+        return Blocking("ChatManager", "chat")
+
+    def _tools_for(self, tools: Sequence[Any] | None) -> ToolBox | None:
+        """The toolbox of one message: the enabled tools and ``tools``; ``None`` when there
+        are none (a plain exchange). :meth:`ToolBox.for_message`, without a box made for a
+        conversation that never enabled any."""
+        if self._toolbox is None:
+            return ToolBox().with_tools(tools) if tools else None
+        return self._toolbox.for_message(tools)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> ChatManager:
@@ -112,7 +134,8 @@ class ChatManager:
             await self._turns.aclose()
         self._provider = None
         await self._layers.aclose()
-        await self._mcp.aclose()
+        if self._hub is not None:
+            await self._hub.aclose()
 
     cleanup = aclose  # the name seed code uses
 
@@ -230,7 +253,7 @@ class ChatManager:
         if self._mcp_names or mcp or resources:  # the MCP servers' tools and resources
             text, images, tools = await self._mcp.inputs(self, text, images, tools, mcp,
                                                          resources)
-        box = self._toolbox.for_message(tools)
+        box = self._tools_for(tools)
         if box is None:
             return await self.send_message(text, options=options, images=images, cache=cache)
         async with self._turns.hold():
@@ -282,11 +305,13 @@ class ChatManager:
                                 raise_tool_errors: bool = False) -> None:
         """Let the model call ``tools`` (functions, Tools or JSON specs), ``max_steps`` rounds a
         message at most; a tool's error goes to the model unless ``raise_tool_errors``."""
+        if self._toolbox is None:
+            self._toolbox = ToolBox()
         self._toolbox.enable(tools, max_steps=max_steps, raise_errors=raise_tool_errors)
 
     def disable_function_calling(self) -> None:
         """Stop offering tools to the model."""
-        self._toolbox = ToolBox()
+        self._toolbox = None
 
     # -- sync twins (modelplex._blocking) --------------------------------------------------
     initialize_model_sync = blocking(initialize_model)

@@ -73,7 +73,7 @@ def _max_message_length() -> int:
     """``MODELPLEX_MAX_MESSAGE_LENGTH`` as it is now: read on every message (a change is
     honoured at once), parsed only when its text changed (a bad value raises every time)."""
     global _read_limit
-    raw, seen = os.environ.get("MODELPLEX_MAX_MESSAGE_LENGTH"), _read_limit
+    raw, seen = env.lookup("MODELPLEX_MAX_MESSAGE_LENGTH"), _read_limit
     if raw == seen[0]:
         return seen[1]
     value = env.max_message_length()
