@@ -196,3 +196,45 @@ def test_sync_twins_make_their_loop_on_first_use(fake_plugins: Plugins) -> None:
         assert chat.get_response_with_meta_sync("again").content
         assert chat._blocking is loop
     assert loop.runner is None  # close_sync ran aclose there and forgot the loop
+
+
+# -- ids ---------------------------------------------------------------------------------------
+def test_ids_read_in_batches_are_unique_across_threads() -> None:
+    import threading
+
+    from modelplex.types import _ID_BATCH, _new_id
+
+    made: list[list[Any]] = [[] for _ in range(4)]
+
+    def make(into: list[Any]) -> None:
+        into.extend(_new_id() for _ in range(_ID_BATCH * 5))
+
+    threads = [threading.Thread(target=make, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [value for into in made for value in into]
+    assert len(set(ids)) == len(ids) == 4 * _ID_BATCH * 5
+    assert {value.version for value in ids} == {4}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_does_not_reuse_its_parents_random_bits() -> None:
+    from modelplex.types import _ID_BITS, _ID_MASK, _new_id, _random_ids
+
+    _new_id()  # the parent has read a batch: ids are waiting in it
+    assert _random_ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, to the parent
+        os.close(read)
+        os.write(write, _new_id().bytes)
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != _new_id().bytes  # the parent's next id is not the child's
+    assert all(child != (value & _ID_MASK | _ID_BITS).to_bytes(16, "big")
+               for value in _random_ids)

@@ -235,7 +235,8 @@ class ChatManager:
         sampled answer. An answer another task still reads raises
         :class:`~modelplex.errors.ChatBusyError`."""
         user = user_message(text, images)
-        start = functools.partial(self._turn, options, cache)
+        start = (self._turn if options is None and cache is None  # its defaults
+                 else functools.partial(self._turn, options, cache))
         return Reply(streamed(self._turns, start, user),
                      functools.partial(answered, self._turns, start, user))
 
