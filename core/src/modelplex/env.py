@@ -65,7 +65,8 @@ TIMEOUT_VARIABLES: Mapping[str, str] = {
 }
 
 
-_ENVIRON_TYPE = type(os.environ)
+_ENVIRON = os.environ  # the process's environment, as CPython keeps it (see lookup)
+_ENCODED: dict[str, object] = {}  # variable name -> its key in os.environ's own dict
 
 
 def lookup(name: str) -> str | None:
@@ -74,15 +75,20 @@ def lookup(name: str) -> str | None:
     The same answer, got without the two ``KeyError``s ``os.environ`` raises and catches
     inside for a name that is not set (about 0.5 us each time: the request path asks about
     unset variables on every conversation). CPython's ``os.environ`` keeps the environment
-    in a dict under encoded names (``_data``, written by every change through
-    ``os.environ``); it is read there when ``os.environ`` is that mapping, and through
-    ``.get`` when it was replaced (a test's plain dict, another Python).
+    in a dict under encoded names (``_data``, written by every change made through
+    ``os.environ``); it is read there, with each name encoded once. When ``os.environ`` was
+    replaced (a test's plain dict) or is not that mapping (another Python), it is asked.
     """
     environ = os.environ
     data = getattr(environ, "_data", None)
-    if type(environ) is not _ENVIRON_TYPE or not isinstance(data, dict):
+    if environ is not _ENVIRON or type(data) is not dict:
         return environ.get(name)
-    value = data.get(environ.encodekey(name))
+    key = _ENCODED.get(name)
+    if key is None:
+        key = environ.encodekey(name)
+        if len(_ENCODED) < 256:  # names come from the code: a few dozen
+            _ENCODED[name] = key
+    value = data.get(key)
     return None if value is None else environ.decodevalue(value)
 
 
