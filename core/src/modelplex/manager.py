@@ -92,25 +92,22 @@ class ChatManager:
         """The plugins this manager draws providers from."""
         return self._layers.plugins
 
-    # -- the parts a plain conversation never uses, made on first use ------------------------
+    # -- what a plain conversation never uses: made on first use -----------------------------
     @property
     def _mcp(self) -> McpHub:
-        """The conversation's MCP servers (:class:`~modelplex.mcp.McpHub`; they start on the
-        first message that uses them), made on first use."""
+        """The MCP servers (they start on the first message that uses them)."""
         if self._hub is None:
             self._hub = McpHub(self._layers.config, confirm=self._confirm)
         return self._hub
 
     @functools.cached_property
     def _blocking(self) -> Blocking:
-        """The event loop of the sync twins (:mod:`modelplex._blocking`), made on first use."""
+        """The sync twins' event loop (:mod:`modelplex._blocking`)."""
         return Blocking("ChatManager", "chat")
 
     def _tools_for(self, tools: Sequence[Any] | None) -> ToolBox | None:
-        """The toolbox of one message: the enabled tools and ``tools``; ``None`` when there
-        are none (a plain exchange). :meth:`ToolBox.for_message`, without a box made for a
-        conversation that never enabled any."""
-        if self._toolbox is None:
+        """:meth:`ToolBox.for_message` of the enabled tools (``None``: a plain exchange)."""
+        if self._toolbox is None:  # no tools enabled: a box only for a message's own
             return ToolBox().with_tools(tools) if tools else None
         return self._toolbox.for_message(tools)
 
@@ -130,8 +127,9 @@ class ChatManager:
     async def aclose(self) -> None:
         """Close an unfinished answer, give back the providers (closed when no other manager
         uses them) and stop the MCP servers."""
-        with contextlib.suppress(Exception):
-            await self._turns.aclose()
+        if self._turns.open:  # an answer left unfinished (nothing to close otherwise)
+            with contextlib.suppress(Exception):
+                await self._turns.aclose()
         self._provider = None
         await self._layers.aclose()
         if self._hub is not None:

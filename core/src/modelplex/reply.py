@@ -239,6 +239,11 @@ class Turns:
         if self._open is token:
             self._open = None
 
+    @property
+    def open(self) -> bool:
+        """Whether an answer is open (taken and not released yet)."""
+        return self._open is not None
+
     async def aclose(self) -> None:
         """Close the open answer, unless another task is reading it."""
         previous = self._open.ref() if self._open is not None else None
