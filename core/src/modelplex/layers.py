@@ -88,7 +88,7 @@ class ManagerLayers:
         cache = self.cache_layer(plugins, default=config.cache)
         store = self.log_store()
         lease = await open_model(
-            model, config=config, pool=self.pool, plugins=self.chosen_plugins,
+            model, config=config, pool=self.pool, plugins=plugins,
             provider_config=self.provider_config, cache=cache or False,
             logs=store, conversation_id=self._conversation_id if store is not None else None,
             retries=self.retries, caller="chat")
