@@ -139,7 +139,8 @@ class Sampling:
         """Add ``options`` to the kept ones and use ``mode`` (if given) once ``provider`` (if
         any) accepts them; ``session`` shows the result. Returns the validated options
         (``None`` without a provider)."""
-        kept = {**self.options, **(options or {})}
+        # self.options is replaced, never changed in place: without new options it is kept
+        kept = {**self.options, **options} if options else self.options
         mode = self.mode if mode is _SAME else parse_mode(mode)
         validated = None
         if provider is not None:

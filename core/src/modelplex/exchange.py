@@ -200,23 +200,28 @@ async def _streamed(turns: Turns, start: Callable[[], Awaitable[Turn]], user: Ch
                     itself: list[AsyncGenerator[StreamChunk, None]]
                     ) -> AsyncGenerator[StreamChunk, None]:
     token = await turns.take(itself.pop())
+    del itself  # emptied: not held while the answer is read
     turn: Turn | None = None
     parts: list[str] = []
-    calls: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] | None = None  # made at the first tool call
     first: StreamChunk | None = None
     last: StreamChunk | None = None
     finished = failed = False
     try:
         turn = await start()
-        async with contextlib.aclosing(turn.stream(turn.request([user]))) as stream:
+        stream = turn.stream(turn.request([user]))
+        try:  # closed however the reading ends (contextlib.aclosing, without its object)
             async for chunk in stream:
                 first = first or chunk
                 if chunk.usage is not None or chunk.model:
                     last = chunk
                 parts.append(chunk.content)
                 if chunk.tool_calls:
+                    calls = calls or []
                     calls.extend(call.to_dict() for call in chunk.tool_calls)
                 yield chunk
+        finally:
+            await stream.aclose()
         finished = True
     except ProviderError as err:
         # a timeout is the caller giving up, like a cancellation: both keep the partial
@@ -224,7 +229,7 @@ async def _streamed(turns: Turns, start: Callable[[], Awaitable[Turn]], user: Ch
         raise
     finally:
         if turn is not None and not failed and (finished or parts):
-            turn.add(_exchanged(user, "".join(parts), calls, turn.written_by(first, last),
+            turn.add(_exchanged(user, "".join(parts), calls or (), turn.written_by(first, last),
                                 partial=not finished))
         turns.release(token)
 

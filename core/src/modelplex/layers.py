@@ -54,7 +54,8 @@ class ManagerLayers:
         self.pool = pool
         self.chosen_plugins = plugins
         self.select = select
-        self.provider_config = {k: dict(v) for k, v in (provider_config or {}).items()}
+        self.provider_config = ({k: dict(v) for k, v in provider_config.items()}
+                                if provider_config else {})
         self.retries = retries
         self._leases: dict[tuple[str, str], Lease] = {}
         if cache is not None and not isinstance(cache, bool | Cache):
@@ -87,7 +88,7 @@ class ManagerLayers:
         cache = self.cache_layer(plugins, default=config.cache)
         store = self.log_store()
         lease = await open_model(
-            model, config=config, pool=self.pool, plugins=self.chosen_plugins,
+            model, config=config, pool=self.pool, plugins=plugins,
             provider_config=self.provider_config, cache=cache or False,
             logs=store, conversation_id=self._conversation_id if store is not None else None,
             retries=self.retries, caller="chat")
@@ -136,7 +137,8 @@ class ManagerLayers:
     @property
     def conversation_id(self) -> str | None:
         """The id of the stored conversation, else ``None``."""
-        self.log_store()
+        if self.store is None:  # opened (and the id made) on first use
+            self.log_store()
         return self._conversation_id
 
     def history(self) -> tuple[list[ChatMessage], str | None]:

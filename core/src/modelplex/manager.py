@@ -80,17 +80,36 @@ class ChatManager:
                                      config=config, pool=pool, plugins=plugins, select=select,
                                      provider_config=provider_config, retries=retries)
         self._mcp_names = tuple(mcp or ())
-        self._mcp = McpHub(config, confirm=confirm)  # servers start on the first message
+        self._confirm = confirm
+        self._hub: McpHub | None = None  # made on first use (see _mcp)
         self._provider: Provider | None = None
         self._session: ChatSession | None = None
-        self._toolbox = ToolBox()  # tools once function calling is enabled
+        self._toolbox: ToolBox | None = None  # made when function calling is enabled
         self._turns = Turns()  # one answer at a time
-        self._blocking = Blocking("ChatManager", "chat")  # the sync twins' event loop
 
     @property
     def plugins(self) -> Plugins:
         """The plugins this manager draws providers from."""
         return self._layers.plugins
+
+    # -- what a plain conversation never uses: made on first use -----------------------------
+    @property
+    def _mcp(self) -> McpHub:
+        """The MCP servers (they start on the first message that uses them)."""
+        if self._hub is None:
+            self._hub = McpHub(self._layers.config, confirm=self._confirm)
+        return self._hub
+
+    @functools.cached_property
+    def _blocking(self) -> Blocking:
+        """The sync twins' event loop (:mod:`modelplex._blocking`)."""
+        return Blocking("ChatManager", "chat")
+
+    def _tools_for(self, tools: Sequence[Any] | None) -> ToolBox | None:
+        """:meth:`ToolBox.for_message` of the enabled tools (``None``: a plain exchange)."""
+        if self._toolbox is None:  # no tools enabled: a box only for a message's own
+            return ToolBox().with_tools(tools) if tools else None
+        return self._toolbox.for_message(tools)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> ChatManager:
@@ -108,11 +127,13 @@ class ChatManager:
     async def aclose(self) -> None:
         """Close an unfinished answer, give back the providers (closed when no other manager
         uses them) and stop the MCP servers."""
-        with contextlib.suppress(Exception):
-            await self._turns.aclose()
+        if self._turns.open:  # an answer left unfinished (nothing to close otherwise)
+            with contextlib.suppress(Exception):
+                await self._turns.aclose()
         self._provider = None
         await self._layers.aclose()
-        await self._mcp.aclose()
+        if self._hub is not None:
+            await self._hub.aclose()
 
     cleanup = aclose  # the name seed code uses
 
@@ -212,7 +233,8 @@ class ChatManager:
         sampled answer. An answer another task still reads raises
         :class:`~modelplex.errors.ChatBusyError`."""
         user = user_message(text, images)
-        start = functools.partial(self._turn, options, cache)
+        start = (self._turn if options is None and cache is None  # its defaults
+                 else functools.partial(self._turn, options, cache))
         return Reply(streamed(self._turns, start, user),
                      functools.partial(answered, self._turns, start, user))
 
@@ -230,7 +252,7 @@ class ChatManager:
         if self._mcp_names or mcp or resources:  # the MCP servers' tools and resources
             text, images, tools = await self._mcp.inputs(self, text, images, tools, mcp,
                                                          resources)
-        box = self._toolbox.for_message(tools)
+        box = self._tools_for(tools)
         if box is None:
             return await self.send_message(text, options=options, images=images, cache=cache)
         async with self._turns.hold():
@@ -282,11 +304,13 @@ class ChatManager:
                                 raise_tool_errors: bool = False) -> None:
         """Let the model call ``tools`` (functions, Tools or JSON specs), ``max_steps`` rounds a
         message at most; a tool's error goes to the model unless ``raise_tool_errors``."""
+        if self._toolbox is None:
+            self._toolbox = ToolBox()
         self._toolbox.enable(tools, max_steps=max_steps, raise_errors=raise_tool_errors)
 
     def disable_function_calling(self) -> None:
         """Stop offering tools to the model."""
-        self._toolbox = ToolBox()
+        self._toolbox = None
 
     # -- sync twins (modelplex._blocking) --------------------------------------------------
     initialize_model_sync = blocking(initialize_model)

@@ -42,6 +42,7 @@ from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, config_key, get_pool, provider_key
 from modelplex.provider import Provider
 from modelplex.routing import Deployment, MemoryState, Router, RouterState
+from modelplex.specs import parse_model_spec
 from modelplex.stats import stats_for
 from modelplex.wrapping import LayerContext, WrappingProvider
 
@@ -399,8 +400,6 @@ async def _open_base(spec: str | None, config: Config, pool: ProviderPool, plugi
                      ) -> tuple[Router, str, str, bool, Callable[[], Awaitable[None]]]:
     """The router serving ``spec``, the model name, the name shown, whether it is a named
     model, and how to give it back."""
-    from modelplex.specs import parse_model_spec
-
     if spec is not None and spec in config.models:
         # retries, fallbacks, balancing over pooled providers: shared by every caller
         router = await open_router(spec, config=config, pool=pool, plugins=plugins,
@@ -545,7 +544,10 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     lease = Lease(top, model_name, provider_name, base, tuple(built),
                   functools.partial(_close_all, closers) if len(closers) > 1
                   else close_base)  # one: no loop to run
-    _leases.setdefault(id(top), []).append(lease)
+    held = _leases.get(id(top))
+    if held is None:  # (not setdefault: its new list would be made for every lease)
+        held = _leases[id(top)] = []
+    held.append(lease)
     return lease
 
 

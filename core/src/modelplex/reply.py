@@ -195,21 +195,20 @@ class Turns:
     __slots__ = ("_open",)
 
     def __init__(self) -> None:
-        self._open: tuple[weakref.ref[AsyncGenerator[Any, None] | _Held], asyncio.Event,
-                          asyncio.Task[Any] | None] | None = None
+        self._open: OpenAnswer | None = None
 
     async def settle(self) -> None:
         """Close (or wait for) an earlier answer left unfinished; refuse if another task is
         still reading it. Requests that do not stream through :meth:`take` call this first."""
-        if self._open is None:
+        found = self._open
+        if found is None:
             return
-        ref, done, owner = self._open
-        previous = ref()
+        previous = found.ref()
         if previous is None:  # dropped unfinished: the loop's finaliser records its turn
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), FINALISE_WITHIN)
+            await found.ended_within(FINALISE_WITHIN)
             return
         task = asyncio.current_task()
+        owner = found.owner
         if getattr(previous, "ag_running", False) or (
                 owner is not None and owner is not task and not owner.done()):
             raise ChatBusyError("the previous message is still being answered in another "
@@ -228,24 +227,59 @@ class Turns:
         finally:
             self.release(token)
 
-    async def take(self, stream: AsyncGenerator[Any, None] | _Held) -> asyncio.Event:
+    async def take(self, stream: AsyncGenerator[Any, None] | _Held) -> OpenAnswer:
         """Make ``stream`` the open answer; returns the token to :meth:`release` it with."""
         await self.settle()
-        token = asyncio.Event()
-        self._open = (weakref.ref(stream), token, asyncio.current_task())
+        token = self._open = OpenAnswer(stream, asyncio.current_task())
         return token
 
-    def release(self, token: asyncio.Event) -> None:
+    def release(self, token: OpenAnswer) -> None:
         """The answer that got ``token`` has ended."""
-        token.set()
-        if self._open is not None and self._open[1] is token:
+        token.end()
+        if self._open is token:
             self._open = None
+
+    @property
+    def open(self) -> bool:
+        """Whether an answer is open (taken and not released yet)."""
+        return self._open is not None
 
     async def aclose(self) -> None:
         """Close the open answer, unless another task is reading it."""
-        previous = self._open[0]() if self._open is not None else None
+        previous = self._open.ref() if self._open is not None else None
         if previous is not None and not getattr(previous, "ag_running", False):
             await previous.aclose()
+
+
+class OpenAnswer:
+    """The open answer of a conversation (:meth:`Turns.take`'s token): a weak reference to
+    it, the task that started it, and whether it has ended. The :class:`asyncio.Event` that
+    lets the next answer wait for its end is made only when one waits (an answer dropped
+    unfinished), not for every answer."""
+
+    __slots__ = ("_event", "ended", "owner", "ref")
+
+    def __init__(self, stream: AsyncGenerator[Any, None] | _Held,
+                 owner: asyncio.Task[Any] | None) -> None:
+        self.ref: weakref.ref[AsyncGenerator[Any, None] | _Held] = weakref.ref(stream)
+        self.owner = owner
+        self.ended = False
+        self._event: asyncio.Event | None = None
+
+    def end(self) -> None:
+        """The answer has ended: wake whoever waits for it."""
+        self.ended = True
+        if self._event is not None:
+            self._event.set()
+
+    async def ended_within(self, seconds: float) -> None:
+        """Wait until the answer has ended, ``seconds`` at most."""
+        if self.ended:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
 
 
 class _Held:

@@ -6,6 +6,7 @@ These are pydantic models, validated once when built. Types created per streamed
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import uuid
@@ -41,12 +42,34 @@ _ID_BITS = (0x8000 << 48) | (4 << 76)  # RFC 4122 variant, version 4
 _UUID, _UNKNOWN, _new, _set = uuid.UUID, uuid.SafeUUID.unknown, object.__new__, object.__setattr__
 
 
+_ID_BATCH = 64  # ids' worth of random bytes read from os.urandom at once
+_random_ids: collections.deque[int] = collections.deque()
+
+
+def _random_128() -> int:
+    """128 random bits from ``os.urandom``, read for :data:`_ID_BATCH` ids at a time: one
+    system call instead of one per id (a conversation's start makes two ids). Each value is
+    taken once (``deque.popleft`` is atomic, so threads never share one), and a forked child
+    forgets what its parent read (``os.register_at_fork``), so no two processes share one."""
+    try:
+        return _random_ids.popleft()
+    except IndexError:
+        data = os.urandom(16 * _ID_BATCH)
+        _random_ids.extend(int.from_bytes(data[i:i + 16], "big")
+                           for i in range(16, len(data), 16))
+        return int.from_bytes(data[:16], "big")
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_random_ids.clear)
+
+
 def _new_id() -> uuid.UUID:
     """A random UUID, equal in every bit to what :func:`uuid.uuid4` makes (16 bytes of
     ``os.urandom``, the version and variant set), without ``UUID.__init__``'s argument
     checks: a message is built for every request, and a conversation's start waits for it."""
     value = _new(_UUID)
-    _set(value, "int", int.from_bytes(os.urandom(16), "big") & _ID_MASK | _ID_BITS)
+    _set(value, "int", _random_128() & _ID_MASK | _ID_BITS)
     _set(value, "is_safe", _UNKNOWN)
     return value
 
@@ -73,7 +96,7 @@ def _max_message_length() -> int:
     """``MODELPLEX_MAX_MESSAGE_LENGTH`` as it is now: read on every message (a change is
     honoured at once), parsed only when its text changed (a bad value raises every time)."""
     global _read_limit
-    raw, seen = os.environ.get("MODELPLEX_MAX_MESSAGE_LENGTH"), _read_limit
+    raw, seen = env.lookup("MODELPLEX_MAX_MESSAGE_LENGTH"), _read_limit
     if raw == seen[0]:
         return seen[1]
     value = env.max_message_length()

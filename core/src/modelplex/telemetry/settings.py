@@ -4,7 +4,6 @@ is configured: what decides if the telemetry layer is built and whether content 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -70,8 +69,8 @@ def settings_for(config: Config | None) -> TelemetrySettings:
     now, without parsing them again for every stack built (a ChatManager per conversation
     builds one per conversation): kept per config object, checked against its ``[telemetry]``
     table and the two variables' text on every call."""
-    on = os.environ.get("MODELPLEX_OTEL")
-    capture = os.environ.get("MODELPLEX_OTEL_CAPTURE_CONTENT")
+    on = env.lookup("MODELPLEX_OTEL")
+    capture = env.lookup("MODELPLEX_OTEL_CAPTURE_CONTENT")
     table = config.telemetry if config is not None else None
     cached = _settings_cache.get(id(config))
     if (cached is not None and cached[0] is config and cached[2] == on
@@ -100,9 +99,27 @@ def remove_meter_provider(meter_provider: Any) -> None:
     _meter_providers[:] = [mp for mp in _meter_providers if mp is not meter_provider]
 
 
+_ABSENT = object()
+
+
+def _surely_unset(module: Any, attribute: str, variable: str) -> bool:
+    """Whether the OpenTelemetry API's ``get_tracer_provider()`` / ``get_meter_provider()``
+    would give its proxy, known without asking it: no global provider was set (the API's
+    module-level ``attribute``, ``_TRACER_PROVIDER`` / ``_METER_PROVIDER``) and its
+    ``variable`` (``OTEL_PYTHON_*_PROVIDER``, which names a provider to load) is unset.
+
+    This is the API's own first test. Asked through the API, the variable is read from
+    ``os.environ``, which raises and catches two exceptions for an unset name, on every
+    stack built; :func:`modelplex.env.lookup` reads it without them. An API without that
+    attribute (another version) is always asked (``False``)."""
+    return getattr(module, attribute, _ABSENT) is None and env.lookup(variable) is None
+
+
 def _sdk_tracer_provider() -> bool:
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:  # nobody imported the API: nobody configured a provider
+        return False
+    if _surely_unset(trace, "_TRACER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER"):
         return False
     provider = trace.get_tracer_provider()
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
@@ -111,6 +128,10 @@ def _sdk_tracer_provider() -> bool:
 def _sdk_meter_provider() -> bool:
     metrics = sys.modules.get("opentelemetry.metrics")
     if metrics is None:
+        return False
+    internal = sys.modules.get("opentelemetry.metrics._internal")  # where the API keeps it
+    if internal is not None and _surely_unset(internal, "_METER_PROVIDER",
+                                              "OTEL_PYTHON_METER_PROVIDER"):
         return False
     provider = metrics.get_meter_provider()
     return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
