@@ -83,7 +83,18 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /v1/completions", "stop a huge list"): "stop",
            ("POST /v1/chat/completions", "huge integer"): "out of range",
            ("POST /v1/messages", "huge integer"): "out of range",
-           ("POST /ollama/api/chat", "huge integer"): "out of range"}
+           ("POST /ollama/api/chat", "huge integer"): "out of range",
+           # stop sequences: counted and measured on every API (OpenAI's 4, others 16)
+           ("POST /v1/chat/completions", "stop sequence huge"): "at most 500 characters",
+           ("POST /v1/chat/completions", "options.stop a huge list"): "options.stop",
+           ("POST /v1/completions", "stop sequence huge"): "at most 500 characters",
+           ("POST /v1/messages", "stop_sequences huge"): "at most 16 stop sequences",
+           ("POST /v1/messages", "stop sequence huge"): "stop_sequences",
+           ("POST /ollama/api/chat", "options.stop a huge list"): "at most 16 stop sequences",
+           ("POST /ollama/api/chat", "stop sequence huge"): "options.stop",
+           ("POST /ollama/api/generate", "options.stop a huge list"): "options.stop",
+           ("POST /ollama/api/generate", "stop sequence huge"): "at most 500 characters",
+           ("POST /api/chat", "options.stop a huge list"): "options.stop"}
 
 #: per route, bodies of the right top-level type with hostile fields: (case, JSON body)
 OPENAI_CHAT: list[tuple[str, Any]] = [
@@ -103,6 +114,8 @@ OPENAI_CHAT: list[tuple[str, Any]] = [
     ("n a billion", _chat(n=10**9)),
     ("temperature an object", _chat(temperature={"a": 1})),
     ("stop a huge list", _chat(stop=["x"] * 10000)),
+    ("stop sequence huge", _chat(stop="x" * 20000)),
+    ("options.stop a huge list", _chat(options={"stop": ["x"] * 10000})),
     ("tools an object", _chat(tools={"type": "function"})),
     ("tool of unknown type", _chat(tools=[{"type": "rocket"}])),
     ("tool_choice garbage", _chat(tool_choice=42)),
@@ -132,6 +145,7 @@ COMPLETIONS: list[tuple[str, Any]] = [
     ("prompt negative tokens", {"model": MODEL, "prompt": [-1, -2**40]}),
     ("empty prompt list", {"model": MODEL, "prompt": []}),
     ("stop a huge list", {"model": MODEL, "prompt": "a", "stop": ["x"] * 10000}),
+    ("stop sequence huge", {"model": MODEL, "prompt": "a", "stop": ["x" * 20000]}),
     ("best_of a billion", {"model": MODEL, "prompt": "a", "best_of": 10**9}),
     ("logprobs 1e6", {"model": MODEL, "prompt": "a", "logprobs": 10**6}),
     ("echo a string", {"model": MODEL, "prompt": "a", "echo": "yes"}),
@@ -192,6 +206,8 @@ ANTHROPIC: list[tuple[str, Any]] = [
     ("tools an object", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": {}}),
     ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
                              "stop_sequences": ["x"] * 10000}),
+    ("stop sequence huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
+                            "stop_sequences": ["x" * 20000]}),
     ("lone surrogate", {"model": MODEL, "max_tokens": 10,
                         "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
@@ -210,6 +226,10 @@ OLLAMA_CHAT: list[tuple[str, Any]] = [
     ("options a list", {"model": MODEL, "messages": USER, "options": [1]}),
     ("format unknown", {"model": MODEL, "messages": USER, "format": 5}),
     ("keep_alive garbage", {"model": MODEL, "messages": USER, "keep_alive": "forever!"}),
+    ("options.stop a huge list", {"model": MODEL, "messages": USER,
+                                  "options": {"stop": ["x"] * 10000}}),
+    ("stop sequence huge", {"model": MODEL, "messages": USER,
+                            "options": {"stop": ["x" * 20000]}}),
     ("lone surrogate", {"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
 OLLAMA_GENERATE: list[tuple[str, Any]] = [
@@ -218,6 +238,9 @@ OLLAMA_GENERATE: list[tuple[str, Any]] = [
     ("images invalid base64", {"model": MODEL, "prompt": "hi", "images": ["!!!"]}),
     ("context garbage", {"model": MODEL, "prompt": "hi", "context": ["a", None]}),
     ("options garbage", {"model": MODEL, "prompt": "hi", "options": {"seed": 2**70}}),
+    ("options.stop a huge list", {"model": MODEL, "prompt": "hi",
+                                  "options": {"stop": ["x"] * 10000}}),
+    ("stop sequence huge", {"model": MODEL, "prompt": "hi", "options": {"stop": ["x" * 20000]}}),
 ]
 OLLAMA_EMBED: list[tuple[str, Any]] = [
     ("missing input", {"model": MODEL}),
@@ -250,6 +273,8 @@ REST_CHAT: list[tuple[str, Any]] = [
     ("message an object", {"model": MODEL, "message": {"a": 1}}),
     ("message NUL", {"model": MODEL, "message": "a\x00b"}),
     ("title NUL", {"model": MODEL, "message": "hi", "title": "a\x00b"}),
+    ("options.stop a huge list", {"model": MODEL, "message": "hi",
+                                  "options": {"stop": ["x"] * 10000}}),
 ]
 CONVERSATIONS: list[tuple[str, Any]] = [
     ("title an object", {"title": {"a": 1}}),

@@ -26,7 +26,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import _Body
+from modelplex_server.schemas import StopSequences, _Body
 
 __all__ = ["MIN_THINKING_BUDGET", "CountTokensRequest", "MessagesBase", "MessagesRequest",
            "check_thinking", "to_chat_messages", "tools_of"]
@@ -162,7 +162,7 @@ class MessagesRequest(MessagesBase):
     """``POST /v1/messages``. ``max_tokens`` is required, as Anthropic requires it."""
 
     max_tokens: int = Field(gt=0)
-    stop_sequences: list[str] | None = None
+    stop_sequences: StopSequences | None = None  # at most 16, each of at most 500 characters
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)

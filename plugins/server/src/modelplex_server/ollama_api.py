@@ -41,7 +41,7 @@ from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
 from modelplex_server.images import client_image
 from modelplex_server.ollama_models import add_model_routes, resolve
-from modelplex_server.schemas import _Body, read_body
+from modelplex_server.schemas import _Body, check_option_stop, read_body
 
 __all__ = ["PREFIX", "add_routes", "ollama_errors"]
 
@@ -178,6 +178,7 @@ def _ollama_errors(handler: Handler) -> Handler:
 
 def _options(provider: Provider, gateway: Gateway, options: dict[str, Any] | None
              ) -> dict[str, Any]:
+    check_option_stop(options)
     mapped = {_OPTION_NAMES.get(k, k): v for k, v in (options or {}).items()}
     return gateway.known_options(provider, mapped)
 

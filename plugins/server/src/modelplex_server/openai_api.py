@@ -37,6 +37,7 @@ from modelplex_server.schemas import (
     ChatCompletionRequest,
     ChatMessageParam,
     EmbeddingRequest,
+    check_option_stop,
     read_body,
 )
 from modelplex_server.settings import KeyConfig
@@ -108,6 +109,7 @@ def _options(gateway: Gateway, provider: Any, body: ChatCompletionRequest) -> di
               "frequency_penalty": body.frequency_penalty, "user": body.user,
               "parallel_tool_calls": body.parallel_tool_calls}
     options = gateway.known_options(provider, common)
+    check_option_stop(body.options)
     options.update(body.options or {})
     return options
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError
@@ -26,9 +28,10 @@ from modelplex_server.gateway import GATEWAY
 
 T = TypeVar("T", bound=BaseModel)
 
-__all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
-           "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
-           "StopFrame", "StopList", "Text", "check_depth", "check_numbers", "parse_body",
+__all__ = ["MANY_STOP", "MAX_STOP_CHARS", "OPENAI_STOP", "AuthFrame", "ChatCompletionRequest",
+           "ConversationCreate", "ConversationUpdate", "EmbeddingRequest", "Frame", "PingFrame",
+           "RestChatRequest", "SendMessageFrame", "StopFrame", "StopList", "StopSequences",
+           "Text", "check_depth", "check_numbers", "check_option_stop", "parse_body",
            "parse_frame", "read_body", "validation_error"]
 
 
@@ -40,8 +43,48 @@ def _no_nul(value: str) -> str:
 
 #: a string the conversation store keeps as it is (a title, a model id, a key's name): no NUL
 Text = Annotated[str, AfterValidator(_no_nul)]
-#: ``stop``: at most 4 sequences, as OpenAI takes (a count a client cannot blow up)
-StopList = Annotated[list[str], Field(max_length=4)]
+#: stop sequences per request: OpenAI's APIs take 4 (OpenAI's own limit); Anthropic's and
+#: Ollama's (and the ``options`` of modelplex's extensions) 16, as their APIs document no limit
+#: and model files list several stop tokens. Each sequence is at most MAX_STOP_CHARS long.
+OPENAI_STOP, MANY_STOP, MAX_STOP_CHARS = 4, 16, 500
+
+
+def _stop_bound(most: int) -> Any:
+    def check(value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) > most:
+            raise PydanticCustomError(
+                "too_many_stop_sequences", "at most {most} stop sequences are taken (got "
+                "{count}): send {most} or fewer", {"most": most, "count": len(value)})
+        longest = max(map(len, [value] if isinstance(value, str) else value), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise PydanticCustomError(
+                "stop_sequence_too_long", "each stop sequence is at most {most} characters "
+                "(got one of {count}): shorten it", {"most": MAX_STOP_CHARS, "count": longest})
+        return value
+    return AfterValidator(check)
+
+
+#: ``stop`` of OpenAI's APIs: one sequence or at most 4 (a count a client cannot blow up)
+StopList = Annotated[str | list[str], _stop_bound(OPENAI_STOP)]
+#: ``stop_sequences`` (Anthropic's API), ``options.stop`` (Ollama's, modelplex's ``options``)
+StopSequences = Annotated[list[str], _stop_bound(MANY_STOP)]
+_STOP_OPTION: TypeAdapter[list[str]] = TypeAdapter(StopSequences)
+
+
+def check_option_stop(options: Mapping[str, Any] | None, param: str = "options") -> None:
+    """A 400 naming ``{param}.stop`` when the provider options ``options`` hold a ``stop``
+    that is not a list of at most :data:`MANY_STOP` sequences of at most
+    :data:`MAX_STOP_CHARS` characters (a single string is one sequence)."""
+    stop = (options or {}).get("stop")
+    if stop is None:
+        return
+    try:
+        _STOP_OPTION.validate_python([stop] if isinstance(stop, str) else stop, strict=True)
+    except ValidationError as err:
+        item = err.errors()[0]
+        where = ".".join(str(part) for part in (param, "stop", *item["loc"]))
+        raise ApiError(400, f"invalid '{where}': {item['msg']}", param=f"{param}.stop") \
+            from None
 
 
 class _Body(BaseModel):
@@ -114,7 +157,7 @@ class ChatCompletionRequest(_Body):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
-    stop: str | StopList | None = None  # OpenAI's bound: up to 4 sequences
+    stop: StopList | None = None  # OpenAI's bound: up to 4 sequences
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -261,6 +304,8 @@ def validation_error(err: ValidationError) -> ApiError:
     msg = item["msg"]
     if item["type"] == "missing":
         return ApiError(400, f"'{path}' is required", param=path)
+    if "(got " in msg:  # the message says what it got
+        return ApiError(400, f"invalid '{path}': {msg}", param=path)
     return ApiError(400, f"invalid '{path}': {msg} (got {item.get('input')!r:.100})",
                     param=path)
 
