@@ -4,6 +4,7 @@ what a client at a cap gets, with ``openai``, ``anthropic`` and ``ollama`` on th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,10 +12,13 @@ import anthropic
 import ollama
 import openai
 import pytest
+from openai.types.responses import Response
 
 from modelplex.testing.upstream import FaultyUpstream
 from modelplex_server.app import AppServer
 from modelplex_server.schemas import MANY_STOP, MAX_STOP_CHARS, OPENAI_STOP
+from modelplex_server.settings import KeyConfig, generate_key, hash_key
+from modelplex_server.testing import StoreBackend
 
 USER: Any = [{"role": "user", "content": "hi"}]
 
@@ -77,3 +81,45 @@ async def test_stop_sequences_are_bounded_on_every_api(
     answer = await oclient.chat(model="fault:fault", messages=USER,
                                 options={"stop": many[:MANY_STOP]})
     assert answer.message.content
+
+
+async def test_stored_responses_are_refused_at_max_conversations(
+        serve: Any, store_backend: StoreBackend, upstream: FaultyUpstream) -> None:
+    """A stored response that starts a conversation counts toward ``max_conversations`` and,
+    at the cap, is a 400 ``conversations_limit_reached`` naming ``store`` before the model is
+    asked (it was stored past the cap); requests at once pass the cap no more than
+    ``POST /api/conversations`` does. A follow-up to the last response of a chain and
+    ``store=false`` start none and still work; an answer that failed frees its place."""
+    secret = generate_key()
+    server = await serve(store=store_backend.open(), max_conversations=3,
+                         keys=[KeyConfig(name="alice", hash=hash_key(secret))])
+    async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=secret,
+                                  max_retries=0) as oai:
+        upstream.faults.append("500")
+        with pytest.raises(openai.InternalServerError):
+            await oai.responses.create(model="fault:fault", input="fails")
+        made = await asyncio.gather(*(oai.responses.create(model="fault:fault", input=f"q{i}")
+                                      for i in range(6)), return_exceptions=True)
+        kept = [r for r in made if isinstance(r, Response)]
+        refused = [r for r in made if isinstance(r, openai.BadRequestError)]
+        assert (len(kept), len(refused)) == (3, 3), made  # the failed one freed its place
+        error = refused[0]
+        assert error.code == "conversations_limit_reached" and error.param == "store"
+        assert "max_conversations" in error.message and "store=false" in error.message
+        asked = len(upstream.chat_requests())
+        with pytest.raises(openai.BadRequestError):
+            await oai.responses.create(model="fault:fault", input="one more", stream=True)
+        assert len(upstream.chat_requests()) == asked  # refused before the model was asked
+
+        follow = await oai.responses.create(model="fault:fault", input="and?",
+                                            previous_response_id=kept[0].id)
+        assert follow.output_text and (await oai.responses.retrieve(follow.id)).id == follow.id
+        with pytest.raises(openai.BadRequestError):  # from an earlier response: a new one
+            await oai.responses.create(model="fault:fault", input="again",
+                                       previous_response_id=kept[0].id)
+        unstored = await oai.responses.create(model="fault:fault", input="x", store=False)
+        with pytest.raises(openai.NotFoundError):
+            await oai.responses.retrieve(unstored.id)
+        await oai.responses.delete(kept[1].id)  # alone in its conversation: a place is free
+        again = await oai.responses.create(model="fault:fault", input="now", stream=True)
+        assert [e.type async for e in again][-1] == "response.completed"

@@ -52,10 +52,11 @@ from modelplex_server.responses_items import (
     untag,
 )
 from modelplex_server.responses_store import (
-    answer_message,
     history_of,
     keep,
     plan_id,
+    release,
+    reserve,
     stored_response,
 )
 from modelplex_server.schemas import read_body
@@ -90,17 +91,25 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if body.store:  # recording files the exchange under the chain's conversation
         chat.conversation_id = response_id.split("_")[1]
 
-    async def store() -> None:
-        if body.store:
-            await keep(request, answer, [*new, answer_message(answer, answer.object())],
-                       chain, append, provider.name)
+    kept = False
 
-    if not body.stream:
-        answer.from_reply(await answer_whole(gateway, provider, chat))
-        await store()
-        return web.Response(body=dumps(answer.object()), content_type="application/json")
-    return await answer_streamed(gateway, provider, chat, lambda rest, first: stream_events(
-        request, rest, first, answer, store))
+    async def store() -> None:
+        nonlocal kept
+        if body.store:
+            await keep(request, answer, new, chain, append)
+        kept = True
+
+    reserved = await reserve(request, answer, new, chain, append, provider.name)
+    try:
+        if not body.stream:
+            answer.from_reply(await answer_whole(gateway, provider, chat))
+            await store()
+            return web.Response(body=dumps(answer.object()), content_type="application/json")
+        return await answer_streamed(gateway, provider, chat, lambda rest, first: stream_events(
+            request, rest, first, answer, store))
+    finally:
+        if reserved and not kept:
+            await release(request, answer)
 
 
 async def get_response(request: web.Request) -> web.Response:
