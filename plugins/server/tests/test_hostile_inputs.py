@@ -94,7 +94,16 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /ollama/api/chat", "stop sequence huge"): "options.stop",
            ("POST /ollama/api/generate", "options.stop a huge list"): "options.stop",
            ("POST /ollama/api/generate", "stop sequence huge"): "at most 500 characters",
-           ("POST /api/chat", "options.stop a huge list"): "options.stop"}
+           ("POST /api/chat", "options.stop a huge list"): "options.stop",
+           # Ollama's fields modelplex cannot honour: refused, no longer ignored
+           ("POST /ollama/api/generate", "raw true"): "raw",
+           ("POST /ollama/api/generate", "template"): "template",
+           ("POST /ollama/api/generate", "context foreign"): "context",
+           ("POST /ollama/api/generate", "context of huge numbers"): "context",
+           ("POST /ollama/api/generate", "context deeply nested"): "context",
+           ("POST /ollama/api/generate", "logprobs true"): "logprobs",
+           ("POST /ollama/api/chat", "logprobs true"): "logprobs",
+           ("POST /ollama/api/embed", "truncate false"): "truncate"}
 
 #: per route, bodies of the right top-level type with hostile fields: (case, JSON body)
 OPENAI_CHAT: list[tuple[str, Any]] = [
@@ -230,6 +239,8 @@ OLLAMA_CHAT: list[tuple[str, Any]] = [
                                   "options": {"stop": ["x"] * 10000}}),
     ("stop sequence huge", {"model": MODEL, "messages": USER,
                             "options": {"stop": ["x" * 20000]}}),
+    ("logprobs true", {"model": MODEL, "messages": USER, "logprobs": True}),
+    ("top_logprobs a thousand", {"model": MODEL, "messages": USER, "top_logprobs": 1000}),
     ("lone surrogate", {"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
 OLLAMA_GENERATE: list[tuple[str, Any]] = [
@@ -241,12 +252,21 @@ OLLAMA_GENERATE: list[tuple[str, Any]] = [
     ("options.stop a huge list", {"model": MODEL, "prompt": "hi",
                                   "options": {"stop": ["x"] * 10000}}),
     ("stop sequence huge", {"model": MODEL, "prompt": "hi", "options": {"stop": ["x" * 20000]}}),
+    ("raw true", {"model": MODEL, "prompt": "<|im_start|>user\nhi", "raw": True}),
+    ("template", {"model": MODEL, "prompt": "hi", "template": "{{ .Prompt }}"}),
+    ("context foreign", {"model": MODEL, "prompt": "hi", "context": [128000, 9906, 13]}),
+    ("context of huge numbers", {"model": MODEL, "prompt": "hi", "context": [2**40, -1]}),
+    ("context deeply nested", {"model": MODEL, "prompt": "hi",
+                               "context": list(b"mpx1" + b"[" * 5000 + b"]" * 5000)}),
+    ("logprobs true", {"model": MODEL, "prompt": "hi", "logprobs": True, "top_logprobs": 5}),
 ]
 OLLAMA_EMBED: list[tuple[str, Any]] = [
     ("missing input", {"model": MODEL}),
     ("input an object", {"model": MODEL, "input": {"a": 1}}),
     ("input of nulls", {"model": MODEL, "input": [None]}),
     ("truncate a string", {"model": MODEL, "input": "a", "truncate": "yes"}),
+    ("truncate false", {"model": MODEL, "input": "a", "truncate": False}),
+    ("options garbage", {"model": MODEL, "input": "a", "options": {"stop": 5, "seed": "x"}}),
 ]
 OLLAMA_EMBEDDINGS: list[tuple[str, Any]] = [
     ("missing model", {"prompt": "hi"}),
