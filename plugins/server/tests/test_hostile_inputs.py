@@ -103,7 +103,16 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /ollama/api/generate", "context deeply nested"): "context",
            ("POST /ollama/api/generate", "logprobs true"): "logprobs",
            ("POST /ollama/api/chat", "logprobs true"): "logprobs",
-           ("POST /ollama/api/embed", "truncate false"): "truncate"}
+           ("POST /ollama/api/embed", "truncate false"): "truncate",
+           # counts: OpenAI's 128 tools and 2048 embedding inputs, on every API
+           ("POST /v1/chat/completions", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/responses", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/messages", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/messages/count_tokens", "tools two hundred"): "at most 128 tools",
+           ("POST /ollama/api/chat", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/embeddings", "input 3000 texts"): "at most 2048 inputs",
+           ("POST /ollama/api/embed", "input 3000 texts"): "at most 2048 inputs"}
+FUNCTION = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 #: per route, bodies of the right top-level type with hostile fields: (case, JSON body)
 OPENAI_CHAT: list[tuple[str, Any]] = [
@@ -127,6 +136,7 @@ OPENAI_CHAT: list[tuple[str, Any]] = [
     ("options.stop a huge list", _chat(options={"stop": ["x"] * 10000})),
     ("tools an object", _chat(tools={"type": "function"})),
     ("tool of unknown type", _chat(tools=[{"type": "rocket"}])),
+    ("tools two hundred", _chat(tools=[FUNCTION] * 200)),
     ("tool_choice garbage", _chat(tool_choice=42)),
     ("response_format unknown", _chat(response_format={"type": "xml"})),
     ("logit_bias garbage", _chat(logit_bias={"abc": "def"})),
@@ -167,6 +177,7 @@ EMBEDDINGS: list[tuple[str, Any]] = [
     ("input an object", {"model": MODEL, "input": {"a": 1}}),
     ("input of nulls", {"model": MODEL, "input": [None, None]}),
     ("input a huge list", {"model": MODEL, "input": ["a"] * 50000}),
+    ("input 3000 texts", {"model": MODEL, "input": ["a"] * 3000}),
     ("dimensions -1", {"model": MODEL, "input": "a", "dimensions": -1}),
     ("encoding_format unknown", {"model": MODEL, "input": "a", "encoding_format": "hex"}),
     ("lone surrogate input", {"model": MODEL, "input": "\ud800"}),
@@ -187,6 +198,8 @@ RESPONSES: list[tuple[str, Any]] = [
                                    "previous_response_id": "r" * 50000}),
     ("max_output_tokens -1", {"model": MODEL, "input": "hi", "max_output_tokens": -1}),
     ("tools an object", {"model": MODEL, "input": "hi", "tools": {"a": 1}}),
+    ("tools two hundred", {"model": MODEL, "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}}] * 200}),
     ("instructions a list", {"model": MODEL, "input": "hi", "instructions": [1]}),
     ("reasoning garbage", {"model": MODEL, "input": "hi", "reasoning": {"effort": "galaxy"}}),
     ("text format unknown", {"model": MODEL, "input": "hi", "text": {"format": {"type": "x"}}}),
@@ -213,6 +226,8 @@ ANTHROPIC: list[tuple[str, Any]] = [
             "type": "url", "url": "file:///etc/passwd"}}]}]}),
     ("system a number", {"model": MODEL, "max_tokens": 10, "messages": USER, "system": 5}),
     ("tools an object", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": {}}),
+    ("tools two hundred", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
+        {"name": "f", "input_schema": {"type": "object"}}] * 200}),
     ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
                              "stop_sequences": ["x"] * 10000}),
     ("stop sequence huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
@@ -240,6 +255,7 @@ OLLAMA_CHAT: list[tuple[str, Any]] = [
     ("stop sequence huge", {"model": MODEL, "messages": USER,
                             "options": {"stop": ["x" * 20000]}}),
     ("logprobs true", {"model": MODEL, "messages": USER, "logprobs": True}),
+    ("tools two hundred", {"model": MODEL, "messages": USER, "tools": [FUNCTION] * 200}),
     ("top_logprobs a thousand", {"model": MODEL, "messages": USER, "top_logprobs": 1000}),
     ("lone surrogate", {"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
@@ -266,6 +282,7 @@ OLLAMA_EMBED: list[tuple[str, Any]] = [
     ("input of nulls", {"model": MODEL, "input": [None]}),
     ("truncate a string", {"model": MODEL, "input": "a", "truncate": "yes"}),
     ("truncate false", {"model": MODEL, "input": "a", "truncate": False}),
+    ("input 3000 texts", {"model": MODEL, "input": ["a"] * 3000}),
     ("options garbage", {"model": MODEL, "input": "a", "options": {"stop": 5, "seed": "x"}}),
 ]
 OLLAMA_EMBEDDINGS: list[tuple[str, Any]] = [

@@ -26,7 +26,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import StopSequences, _Body
+from modelplex_server.schemas import MAX_TOOLS, StopSequences, _Body, at_most
 
 __all__ = ["MIN_THINKING_BUDGET", "CountTokensRequest", "MessagesBase", "MessagesRequest",
            "check_thinking", "to_chat_messages", "tools_of"]
@@ -153,7 +153,7 @@ class MessagesBase(_Body):
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
-    tools: list[ToolDef] | None = None
+    tools: Annotated[list[ToolDef], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
 

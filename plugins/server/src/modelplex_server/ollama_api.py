@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -45,7 +45,14 @@ from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
 from modelplex_server.images import client_image
 from modelplex_server.ollama_context import context_of, history_of
 from modelplex_server.ollama_models import add_model_routes, resolve
-from modelplex_server.schemas import _Body, check_option_stop, read_body
+from modelplex_server.schemas import (
+    MAX_EMBED_INPUTS,
+    MAX_TOOLS,
+    _Body,
+    at_most,
+    check_option_stop,
+    read_body,
+)
 
 __all__ = ["PREFIX", "add_routes", "ollama_errors"]
 
@@ -101,7 +108,7 @@ class OllamaChat(_Asking):
     """``POST /api/chat``."""
 
     messages: list[OllamaMessage] = Field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], at_most(MAX_TOOLS, "tools")] | None = None
 
 
 class OllamaGenerate(_Asking):
@@ -123,7 +130,7 @@ class OllamaEmbed(_Body):
     them)."""
 
     model: str
-    input: str | list[str]
+    input: Annotated[str | list[str], at_most(MAX_EMBED_INPUTS, "inputs")]
     dimensions: int | None = None
     truncate: bool | None = None
     options: dict[str, Any] | None = None

@@ -23,7 +23,7 @@ from modelplex_server.errors import ApiError
 from modelplex_server.gateway import Gateway
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import _Body
+from modelplex_server.schemas import MAX_TOOLS, _Body, at_most
 
 __all__ = ["ResponsesRequest", "ToolChoiceFunction", "items_of", "options_of",
            "response_format_of", "to_chat_messages", "tools_of", "untag"]
@@ -178,7 +178,7 @@ class ResponsesRequest(_Body):
     model: str = Field(min_length=1)
     input: Input
     instructions: str | None = None
-    tools: list[FunctionTool] | None = None
+    tools: Annotated[list[FunctionTool], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | None = None
     text: TextConfig | None = None
     max_output_tokens: int | None = Field(default=None, gt=0)

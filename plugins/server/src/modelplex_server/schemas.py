@@ -28,11 +28,12 @@ from modelplex_server.gateway import GATEWAY
 
 T = TypeVar("T", bound=BaseModel)
 
-__all__ = ["MANY_STOP", "MAX_STOP_CHARS", "OPENAI_STOP", "AuthFrame", "ChatCompletionRequest",
-           "ConversationCreate", "ConversationUpdate", "EmbeddingRequest", "Frame", "PingFrame",
-           "RestChatRequest", "SendMessageFrame", "StopFrame", "StopList", "StopSequences",
-           "Text", "check_depth", "check_numbers", "check_option_stop", "parse_body",
-           "parse_frame", "read_body", "validation_error"]
+__all__ = ["MANY_STOP", "MAX_EMBED_INPUTS", "MAX_STOP_CHARS", "MAX_TOOLS", "OPENAI_STOP",
+           "AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
+           "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
+           "StopFrame", "StopList", "StopSequences", "Text", "at_most", "check_depth",
+           "check_numbers", "check_option_stop", "parse_body", "parse_frame", "read_body",
+           "validation_error"]
 
 
 def _no_nul(value: str) -> str:
@@ -60,6 +61,23 @@ def _stop_bound(most: int) -> Any:
             raise PydanticCustomError(
                 "stop_sequence_too_long", "each stop sequence is at most {most} characters "
                 "(got one of {count}): shorten it", {"most": MAX_STOP_CHARS, "count": longest})
+        return value
+    return AfterValidator(check)
+
+
+#: tools a request may give (OpenAI's limit, on every API) and texts one embedding request may
+#: give (OpenAI's, on every API)
+MAX_TOOLS, MAX_EMBED_INPUTS = 128, 2048
+
+
+def at_most(most: int, what: str) -> Any:
+    """A validator of a list's length: at most ``most`` items (a 400 naming the field, the
+    limit and the count)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > most:
+            raise PydanticCustomError(
+                "too_many", "at most {most} {what} are taken (got {count}): send {most} or "
+                "fewer", {"most": most, "what": what, "count": len(value)})
         return value
     return AfterValidator(check)
 
@@ -166,7 +184,7 @@ class ChatCompletionRequest(_Body):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = None
     parallel_tool_calls: bool | None = None
-    tools: list[ToolParam] | None = None
+    tools: Annotated[list[ToolParam], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
     options: dict[str, Any] | None = None
@@ -177,7 +195,8 @@ class EmbeddingRequest(_Body):
     list of integers, or a list of such lists)."""
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: Annotated[str | list[str] | list[int] | list[list[int]],
+                     at_most(MAX_EMBED_INPUTS, "inputs")]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, gt=0)
     user: str | None = None
