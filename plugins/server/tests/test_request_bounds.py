@@ -123,3 +123,30 @@ async def test_stored_responses_are_refused_at_max_conversations(
         await oai.responses.delete(kept[1].id)  # alone in its conversation: a place is free
         again = await oai.responses.create(model="fault:fault", input="now", stream=True)
         assert [e.type async for e in again][-1] == "response.completed"
+
+
+async def test_anthropic_clients_get_anthropics_model_list(
+        aclient: anthropic.AsyncAnthropic, client: openai.AsyncOpenAI) -> None:
+    """``models.list`` and ``models.retrieve`` of the anthropic SDK (which sends
+    ``anthropic-version``) get Anthropic's shapes and pages (they got OpenAI's list: no
+    ``type``, ``display_name``, ``created_at`` or ``has_more``); OpenAI's clients keep
+    OpenAI's."""
+    ids = [m.id async for m in client.models.list()]
+    assert len(ids) >= 2 and (await client.models.retrieve(ids[0])).object == "model"
+    first = await aclient.models.list(limit=1)
+    assert [m.id for m in first.data] == ids[:1] and first.has_more
+    assert first.first_id == first.last_id == ids[0]
+    assert first.data[0].type == "model" and first.data[0].display_name == ids[0]
+    assert first.data[0].created_at is not None
+    assert [m.id async for m in aclient.models.list(limit=1)] == ids  # paged to the end
+    after = await aclient.models.list(after_id=ids[0], limit=1000)
+    assert [m.id for m in after.data] == ids[1:] and not after.has_more
+    before = await aclient.models.list(before_id=ids[-1], limit=1)
+    assert [m.id for m in before.data] == ids[-2:-1]
+    one = await aclient.models.retrieve(ids[0])
+    assert (one.type, one.id) == ("model", ids[0])
+    for bad in ({"limit": 0}, {"after_id": "nope:x"}):
+        with pytest.raises(anthropic.BadRequestError):
+            await aclient.models.list(**bad)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.NotFoundError):
+        await aclient.models.retrieve("nope:x")

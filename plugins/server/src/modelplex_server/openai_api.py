@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/models``, ``/v1/embeddings``.
+"""The OpenAI-compatible API: ``/v1/chat/completions`` and ``/v1/embeddings`` (``/v1/models``:
+:mod:`modelplex_server.models_api`).
 
 Requests go through the same path as every modelplex caller: the model id is resolved to a
 provider (:class:`~modelplex_server.resolve.ModelResolver`), the provider validates the
@@ -27,7 +28,7 @@ from modelplex.errors import OptionsError
 from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
 from modelplex.tokens import estimate_tokens
-from modelplex.types import ChatMessage, MessageRole, ModelInfo
+from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
@@ -307,37 +308,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request, rest, first, body.model, include))
 
 
-def _model_entry(info: ModelInfo) -> dict[str, Any]:
-    created = int(info.modified.timestamp()) if info.modified else 0
-    return {"id": info.id, "object": "model", "created": created, "owned_by": info.provider}
-
-
-async def _model_entries(gateway: Gateway, request: web.Request) -> list[dict[str, Any]]:
-    key = request.get(KEY)
-    entries = [{"id": alias, "object": "model", "created": 0, "owned_by": "modelplex"}
-               for alias in gateway.resolver.named_models]
-    entries += [_model_entry(info) for info in await gateway.registry.list_models()
-                if info.provider != "named"]
-    return [e for e in entries if key is None or key.allows(e["id"])]
-
-
-async def list_models(request: web.Request) -> web.Response:
-    """``GET /v1/models``: the named models, then every provider's models as provider:model."""
-    data = await _model_entries(request.app[GATEWAY], request)
-    return web.Response(body=dumps({"object": "list", "data": data}),
-                        content_type="application/json")
-
-
-async def get_model(request: web.Request) -> web.Response:
-    """``GET /v1/models/{model}``."""
-    model_id = request.match_info["model"]
-    for entry in await _model_entries(request.app[GATEWAY], request):
-        if entry["id"] == model_id:
-            return web.Response(body=dumps(entry), content_type="application/json")
-    raise ApiError(404, f"The model `{model_id}` does not exist or you do not have access to "
-                        "it.", code="model_not_found", param="model")
-
-
 def _b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
@@ -398,6 +368,4 @@ async def answer_embeddings(gateway: Gateway, key: KeyConfig | None,
 def add_routes(app: web.Application) -> None:
     """Register the OpenAI-compatible routes."""
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/embeddings", embeddings)
