@@ -111,6 +111,10 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /v1/messages/count_tokens", "tools two hundred"): "at most 128 tools",
            ("POST /ollama/api/chat", "tools two hundred"): "at most 128 tools",
            ("POST /v1/embeddings", "input 3000 texts"): "at most 2048 inputs",
+           # the Responses API's stateful fields it does not serve: refused, not ignored
+           ("POST /v1/responses", "conversation"): "conversation",
+           ("POST /v1/responses", "prompt template"): "prompt",
+           ("POST /v1/responses", "top_logprobs"): "top_logprobs",
            ("POST /ollama/api/embed", "input 3000 texts"): "at most 2048 inputs"}
 FUNCTION = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
@@ -203,6 +207,9 @@ RESPONSES: list[tuple[str, Any]] = [
     ("instructions a list", {"model": MODEL, "input": "hi", "instructions": [1]}),
     ("reasoning garbage", {"model": MODEL, "input": "hi", "reasoning": {"effort": "galaxy"}}),
     ("text format unknown", {"model": MODEL, "input": "hi", "text": {"format": {"type": "x"}}}),
+    ("conversation", {"model": MODEL, "input": "hi", "conversation": "conv_123"}),
+    ("prompt template", {"model": MODEL, "input": "hi", "prompt": {"id": "pmpt_1"}}),
+    ("top_logprobs", {"model": MODEL, "input": "hi", "top_logprobs": 5}),
 ]
 ANTHROPIC: list[tuple[str, Any]] = [
     ("missing max_tokens", {"model": MODEL, "messages": USER}),

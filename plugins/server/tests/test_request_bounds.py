@@ -150,3 +150,23 @@ async def test_anthropic_clients_get_anthropics_model_list(
             await aclient.models.list(**bad)  # type: ignore[arg-type]
     with pytest.raises(anthropic.NotFoundError):
         await aclient.models.retrieve("nope:x")
+
+
+async def test_responses_fields_it_cannot_honour_are_refused(client: openai.AsyncOpenAI,
+                                                             upstream: FaultyUpstream) -> None:
+    """``conversation`` (OpenAI's Conversations API), a stored ``prompt`` template and
+    ``top_logprobs`` were ignored silently (an answer without the conversation's history, or
+    without the template): each is a 400 naming the field, before the model is asked."""
+    asked = len(upstream.chat_requests())
+    calls: list[tuple[Any, str]] = [
+        (client.responses.create(model="fault:fault", input="hi", conversation="conv_1"),
+         "conversation"),
+        (client.responses.create(model="fault:fault", input="hi",
+                                 prompt={"id": "pmpt_1", "version": "2"}), "prompt"),
+        (client.responses.create(model="fault:fault", input="hi", top_logprobs=3,
+                                 stream=True), "top_logprobs")]
+    for call, field in calls:
+        with pytest.raises(openai.BadRequestError) as err:
+            await call
+        assert err.value.param == field and field in err.value.message
+    assert len(upstream.chat_requests()) == asked

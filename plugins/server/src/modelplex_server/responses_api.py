@@ -46,6 +46,7 @@ from modelplex_server.responses_items import (
     ResponsesRequest,
     items_of,
     options_of,
+    refuse_unsupported,
     response_format_of,
     to_chat_messages,
     tools_of,
@@ -73,6 +74,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, ResponsesRequest)
     except ApiError as err:
         raise untag(err) from None
+    refuse_unsupported(body)
     await gateway.check_rate(request.get(KEY))
     history, chain = await history_of(request, body)
     new = to_chat_messages(body, history)

@@ -26,7 +26,7 @@ from modelplex_server.relay import field_message
 from modelplex_server.schemas import MAX_TOOLS, _Body, at_most
 
 __all__ = ["ResponsesRequest", "ToolChoiceFunction", "items_of", "options_of",
-           "response_format_of", "to_chat_messages", "tools_of", "untag"]
+           "refuse_unsupported", "response_format_of", "to_chat_messages", "tools_of", "untag"]
 
 _ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
           "system": MessageRole.SYSTEM, "developer": MessageRole.SYSTEM}
@@ -192,6 +192,26 @@ class ResponsesRequest(_Body):
                    Annotated[str, Field(max_length=512)]] | None = Field(default=None,
                                                                         max_length=16)
     parallel_tool_calls: bool | None = None
+    # refused (not silently ignored): see refuse_unsupported
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+def refuse_unsupported(body: ResponsesRequest) -> None:
+    """A 400 naming a field whose request cannot be honoured here: ``conversation`` (OpenAI's
+    Conversations API is not served), ``prompt`` (a stored prompt template), ``top_logprobs``
+    above 0 (providers give no log probabilities)."""
+    if body.conversation is not None:
+        raise ApiError(400, "conversation: this server does not serve OpenAI's Conversations "
+                            "API; continue a conversation with previous_response_id (stored "
+                            "responses are kept)", param="conversation")
+    if body.prompt is not None:
+        raise ApiError(400, "prompt: stored prompt templates are not served; send the text in "
+                            "instructions and input", param="prompt")
+    if body.top_logprobs:
+        raise ApiError(400, "top_logprobs: modelplex's providers give no log probabilities; "
+                            "leave it out", param="top_logprobs")
 
 
 # -- translation ---------------------------------------------------------------------------------
