@@ -113,6 +113,8 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /v1/embeddings", "input 3000 texts"): "at most 2048 inputs",
            # the Responses API's stateful fields it does not serve: refused, not ignored
            ("POST /v1/responses", "conversation"): "conversation",
+           ("POST /v1/messages", "server tool"): "one of Anthropic's own tools",
+           ("POST /v1/messages/count_tokens", "server tool"): "one of Anthropic's own tools",
            ("POST /v1/responses", "prompt template"): "prompt",
            ("POST /v1/responses", "top_logprobs"): "top_logprobs",
            ("POST /ollama/api/embed", "input 3000 texts"): "at most 2048 inputs"}
@@ -233,6 +235,8 @@ ANTHROPIC: list[tuple[str, Any]] = [
             "type": "url", "url": "file:///etc/passwd"}}]}]}),
     ("system a number", {"model": MODEL, "max_tokens": 10, "messages": USER, "system": 5}),
     ("tools an object", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": {}}),
+    ("server tool", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
     ("tools two hundred", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
         {"name": "f", "input_schema": {"type": "object"}}] * 200}),
     ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,

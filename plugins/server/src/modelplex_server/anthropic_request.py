@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from modelplex.types import ChatMessage, MessageRole
@@ -105,11 +105,25 @@ class MessageParam(_Body):
 
 
 class ToolDef(_Body):
-    """A tool the model may call: ``{"name", "description", "input_schema"}``."""
+    """A tool the model may call: ``{"name", "description", "input_schema"}`` (``type``
+    ``custom`` or none: Anthropic's own tool types, such as ``web_search_20250305``, are
+    refused by name)."""
 
+    type: Literal["custom"] | None = None
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
     description: str | None = None
     input_schema: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_only(cls, value: Any) -> Any:
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind not in (None, "custom"):
+            raise PydanticCustomError(
+                "tool_type", "tool type {kind} is one of Anthropic's own tools, which this "
+                "server does not run: give your own tools (name, description, input_schema)",
+                {"kind": repr(kind)[:80]})
+        return value
 
 
 class ToolChoice(_Body):
