@@ -272,8 +272,9 @@ async def test_generate_context_raw_template_logprobs_truncate(
     (streamed or not) and, sent back, is the history of the next prompt; ``raw: true``, a
     ``template`` and ``logprobs: true`` (chat too) are a 400 naming the field, their
     defaults pass; a context this server did not make is a 400 naming ``context``;
-    ``truncate`` and ``shift`` reach an Ollama provider (embed's too); set false for a
-    provider without them (it may truncate anyway) they are a 400 naming the field."""
+    ``truncate``, ``shift`` and ``think`` reach an Ollama provider; ``truncate``/``shift``
+    false for a provider without them (it may truncate anyway), and embed's ``truncate``
+    false, are a 400 naming the field."""
     first = await oclient.generate(model="fault:fault", prompt="My name is Ann.", system="s")
     assert first.context and all(0 <= n <= 255 for n in first.context)
     parts = [p async for p in await oclient.generate(
@@ -312,5 +313,9 @@ async def test_generate_context_raw_template_logprobs_truncate(
         "stream": False})
     assert resp.status_code == 200, resp.text
     assert (upstream.bodies[-1]["truncate"], upstream.bodies[-1]["shift"]) == (False, False)
-    await via_ollama.embed(model="ollama:m", input="x", truncate=False)
-    assert upstream.bodies[-1]["truncate"] is False
+    await via_ollama.chat(model="ollama:m", messages=USER, think="high")
+    assert upstream.bodies[-1]["think"] == "high"  # was only whether thinking is shown
+    await via_ollama.embed(model="ollama:m", input="x", truncate=True)
+    with pytest.raises(ollama.ResponseError) as err:  # no provider promises it: refused
+        await via_ollama.embed(model="ollama:m", input="x", truncate=False)
+    assert err.value.status_code == 400 and err.value.error.startswith("truncate: ")

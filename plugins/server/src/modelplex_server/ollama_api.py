@@ -126,8 +126,8 @@ class OllamaGenerate(_Asking):
 
 
 class OllamaEmbed(_Body):
-    """``POST /api/embed`` (``truncate`` and ``options`` are passed to providers that have
-    them)."""
+    """``POST /api/embed`` (``options`` are passed to providers that have them; ``truncate:
+    false`` is refused)."""
 
     model: str
     input: Annotated[str | list[str], at_most(MAX_EMBED_INPUTS, "inputs")]
@@ -199,14 +199,16 @@ def _ollama_errors(handler: Handler) -> Handler:
 
 
 def _options(provider: Provider, gateway: Gateway, options: dict[str, Any] | None,
-             **top: Any) -> dict[str, Any]:
+             think: bool | str | None = None, **top: Any) -> dict[str, Any]:
     """The provider options of ``options`` and the top-level fields ``top`` (``truncate``,
     ``shift``: Ollama's provider has them), those the provider does not have left out; a
     400 naming a top-level field set false for a provider without it (it cannot promise to
-    fail rather than truncate or shift: llama.cpp truncates what it embeds)."""
+    fail rather than truncate or shift: llama.cpp truncates what it embeds). ``think`` goes
+    to providers that have it (an Ollama model thinks or not, at a level); for others it only
+    says whether the reasoning is shown."""
     check_option_stop(options)
     mapped = {_OPTION_NAMES.get(k, k): v for k, v in (options or {}).items()}
-    known = gateway.known_options(provider, {**mapped, **top})
+    known = gateway.known_options(provider, {**mapped, **top, "think": think})
     for name, value in top.items():
         if value is False and name not in known:
             raise ApiError(400, f"{name}: false cannot be honoured by provider "
@@ -344,8 +346,8 @@ async def _answer(request: web.Request, asked: _Asking, messages: list[ChatMessa
     model_id, stream = asked.model, asked.stream
     provider, model = await resolve(request, model_id)
     shows_thinking = asked.think is not False  # think: false hides what the model reasons
-    options = _options(provider, gateway, asked.options, truncate=asked.truncate,
-                       shift=asked.shift)
+    options = _options(provider, gateway, asked.options, asked.think,
+                       truncate=asked.truncate, shift=asked.shift)
     chat = provider.build_request(messages, model=model, options=options, tools=tools,
                                   response_format=_format(asked.format))
     remember = key == "response"
@@ -451,12 +453,11 @@ def _shortened(vector: list[float], dimensions: int | None) -> list[float]:
 
 
 async def _vectors(request: web.Request, model_id: str, texts: list[str],
-                   options: dict[str, Any] | None = None, truncate: bool | None = None
-                   ) -> list[list[float]]:
+                   options: dict[str, Any] | None = None) -> list[list[float]]:
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
     provider, model = await resolve(request, model_id)
-    known = _options(provider, gateway, options, truncate=truncate)
+    known = _options(provider, gateway, options)
     with gateway.slot():
         return await provider.embed(texts, model=model, options=known or None)
 
@@ -471,7 +472,11 @@ async def embed(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"dimensions must be a positive number, not {body.dimensions}",
                        param="dimensions")
     start = time.perf_counter()
-    vectors = await _vectors(request, body.model, texts, body.options, body.truncate)
+    if body.truncate is False:  # providers embed through options, which carry no truncate
+        raise ApiError(400, "truncate: false cannot be honoured: modelplex's providers "
+                            "truncate an input longer than the model's context, or fail, as "
+                            "each does; leave out truncate", param="truncate")
+    vectors = await _vectors(request, body.model, texts, body.options)
     return web.Response(body=dumps({
         "model": body.model, "embeddings": [_shortened(v, body.dimensions) for v in vectors],
         "total_duration": int((time.perf_counter() - start) * 1e9), "load_duration": 0}),
