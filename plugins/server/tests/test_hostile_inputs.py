@@ -114,6 +114,11 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            # the Responses API's stateful fields it does not serve: refused, not ignored
            ("POST /v1/responses", "conversation"): "conversation",
            ("POST /v1/messages", "server tool"): "one of Anthropic's own tools",
+           ("POST /v1/messages", "mcp_servers"): "mcp_servers",
+           ("POST /v1/chat/completions", "audio output"): "audio",
+           ("POST /v1/chat/completions", "legacy functions"): "functions",
+           ("POST /v1/chat/completions", "web search"): "web_search_options",
+           ("POST /v1/responses", "include logprobs"): "include",
            ("POST /v1/messages/count_tokens", "server tool"): "one of Anthropic's own tools",
            ("POST /v1/responses", "prompt template"): "prompt",
            ("POST /v1/responses", "top_logprobs"): "top_logprobs",
@@ -143,6 +148,9 @@ OPENAI_CHAT: list[tuple[str, Any]] = [
     ("tools an object", _chat(tools={"type": "function"})),
     ("tool of unknown type", _chat(tools=[{"type": "rocket"}])),
     ("tools two hundred", _chat(tools=[FUNCTION] * 200)),
+    ("audio output", _chat(modalities=["text", "audio"], audio={"voice": "alloy"})),
+    ("legacy functions", _chat(functions=[{"name": "f", "parameters": {}}])),
+    ("web search", _chat(web_search_options={})),
     ("tool_choice garbage", _chat(tool_choice=42)),
     ("response_format unknown", _chat(response_format={"type": "xml"})),
     ("logit_bias garbage", _chat(logit_bias={"abc": "def"})),
@@ -212,6 +220,8 @@ RESPONSES: list[tuple[str, Any]] = [
     ("conversation", {"model": MODEL, "input": "hi", "conversation": "conv_123"}),
     ("prompt template", {"model": MODEL, "input": "hi", "prompt": {"id": "pmpt_1"}}),
     ("top_logprobs", {"model": MODEL, "input": "hi", "top_logprobs": 5}),
+    ("include logprobs", {"model": MODEL, "input": "hi",
+                          "include": ["message.output_text.logprobs"]}),
 ]
 ANTHROPIC: list[tuple[str, Any]] = [
     ("missing max_tokens", {"model": MODEL, "messages": USER}),
@@ -237,6 +247,8 @@ ANTHROPIC: list[tuple[str, Any]] = [
     ("tools an object", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": {}}),
     ("server tool", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
+    ("mcp_servers", {"model": MODEL, "max_tokens": 10, "messages": USER, "mcp_servers": [
+        {"type": "url", "url": "http://169.254.169.254/", "name": "x"}]}),
     ("tools two hundred", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
         {"name": "f", "input_schema": {"type": "object"}}] * 200}),
     ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,

@@ -154,9 +154,12 @@ async def test_anthropic_clients_get_anthropics_model_list(
 
 async def test_responses_fields_it_cannot_honour_are_refused(client: openai.AsyncOpenAI,
                                                              upstream: FaultyUpstream) -> None:
-    """``conversation`` (OpenAI's Conversations API), a stored ``prompt`` template and
-    ``top_logprobs`` were ignored silently (an answer without the conversation's history, or
-    without the template): each is a 400 naming the field, before the model is asked."""
+    """``conversation`` (OpenAI's Conversations API), a stored ``prompt`` template,
+    ``top_logprobs`` and logprobs in ``include``, and chat completions' audio output, legacy
+    ``functions`` and ``web_search_options`` were ignored silently (an answer without the
+    conversation's history, the template, the functions...): each is a 400 naming the field,
+    before the model is asked. A stored response retrieved with ``stream`` was an empty
+    stream."""
     asked = len(upstream.chat_requests())
     calls: list[tuple[Any, str]] = [
         (client.responses.create(model="fault:fault", input="hi", conversation="conv_1"),
@@ -164,9 +167,25 @@ async def test_responses_fields_it_cannot_honour_are_refused(client: openai.Asyn
         (client.responses.create(model="fault:fault", input="hi",
                                  prompt={"id": "pmpt_1", "version": "2"}), "prompt"),
         (client.responses.create(model="fault:fault", input="hi", top_logprobs=3,
-                                 stream=True), "top_logprobs")]
+                                 stream=True), "top_logprobs"),
+        (client.responses.create(model="fault:fault", input="hi",
+                                 include=["message.output_text.logprobs"]), "include"),
+        (client.chat.completions.create(model="fault:fault", messages=USER,
+                                        functions=[{"name": "f", "parameters": {}}]),
+         "functions"),
+        (client.chat.completions.create(model="fault:fault", messages=USER,
+                                        modalities=["text", "audio"],
+                                        audio={"voice": "alloy", "format": "wav"}), "audio"),
+        (client.chat.completions.create(model="fault:fault", messages=USER,
+                                        web_search_options={}), "web_search_options")]
     for call, field in calls:
         with pytest.raises(openai.BadRequestError) as err:
             await call
         assert err.value.param == field and field in err.value.message
     assert len(upstream.chat_requests()) == asked
+    # what Codex CLI includes is no log probability: it passes
+    kept = await client.responses.create(model="fault:fault", input="hi",
+                                         include=["reasoning.encrypted_content"])
+    with pytest.raises(openai.BadRequestError) as err:  # was an empty stream
+        await client.responses.retrieve(kept.id, stream=True)
+    assert err.value.param == "stream"

@@ -170,6 +170,17 @@ class MessagesBase(_Body):
     tools: Annotated[list[ToolDef], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
+    mcp_servers: list[Any] | None = None  # Anthropic's MCP connector: refused when given
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _no_connector(cls, servers: list[Any] | None) -> list[Any] | None:
+        if servers:
+            raise PydanticCustomError(
+                "mcp_connector", "Anthropic's MCP connector is not served here: give the "
+                "tools as tools, or serve a named model whose mcp = [...] lists the MCP "
+                "servers (its tools run on this server)")
+        return servers
 
 
 class MessagesRequest(MessagesBase):

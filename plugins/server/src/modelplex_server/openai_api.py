@@ -127,8 +127,26 @@ def _response_format(body: ChatCompletionRequest) -> Any:
     return {"type": "json_schema", "json_schema": fmt.json_schema}
 
 
+#: request fields the gateway cannot honour (an answer without them would silently lack what
+#: the client asked for), with what to do instead
+_UNSERVED = {
+    "audio": "audio output is not served: leave out audio and modalities (answers are text)",
+    "functions": "the deprecated functions parameter is not served: give them as tools "
+                 "([{\"type\": \"function\", \"function\": {...}}])",
+    "function_call": "the deprecated function_call parameter is not served: use tool_choice",
+    "web_search_options": "web search is not served: leave out web_search_options"}
+
+
 def refuse_unsupported(body: ChatCompletionRequest) -> None:
-    """A clear 400 for what the gateway cannot answer: several choices, log probabilities."""
+    """A clear 400 for what the gateway cannot answer: several choices, log probabilities,
+    audio output, the deprecated ``functions``, web search."""
+    for name, why in _UNSERVED.items():
+        value = getattr(body, name)
+        if value is not None and value != []:  # an empty functions list asks nothing
+            raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+    if body.modalities is not None and set(body.modalities) - {"text"}:
+        raise ApiError(400, f"modalities: only text is served (got {body.modalities!r:.80})",
+                       param="modalities", code="unsupported_value")
     if body.n is not None and body.n > 1:
         raise ApiError(400, f"n={body.n} is not supported: this server answers one choice per "
                             "request; send the request n times instead", param="n",

@@ -115,8 +115,12 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 
 async def get_response(request: web.Request) -> web.Response:
-    """``GET /v1/responses/{id}``: a stored response."""
+    """``GET /v1/responses/{id}``: a stored response (``stream=true``, a replay of a
+    background response's events, is a 400: stored responses are finished)."""
     _, _, stored = await stored_response(request, request.match_info["id"])
+    if request.query.get("stream", "false").lower() not in ("false", "0", ""):
+        raise ApiError(400, "stream: a stored response is not replayed as events (it is "
+                            "finished): retrieve it without stream", param="stream")
     return web.Response(body=dumps(stored), content_type="application/json")
 
 

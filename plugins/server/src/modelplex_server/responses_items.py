@@ -196,12 +196,13 @@ class ResponsesRequest(_Body):
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    include: list[str] | None = None  # "message.output_text.logprobs" refused, others ignored
 
 
 def refuse_unsupported(body: ResponsesRequest) -> None:
     """A 400 naming a field whose request cannot be honoured here: ``conversation`` (OpenAI's
     Conversations API is not served), ``prompt`` (a stored prompt template), ``top_logprobs``
-    above 0 (providers give no log probabilities)."""
+    above 0 and ``include`` of the log probabilities (providers give none)."""
     if body.conversation is not None:
         raise ApiError(400, "conversation: this server does not serve OpenAI's Conversations "
                             "API; continue a conversation with previous_response_id (stored "
@@ -212,6 +213,10 @@ def refuse_unsupported(body: ResponsesRequest) -> None:
     if body.top_logprobs:
         raise ApiError(400, "top_logprobs: modelplex's providers give no log probabilities; "
                             "leave it out", param="top_logprobs")
+    if "message.output_text.logprobs" in (body.include or ()):
+        raise ApiError(400, "include: message.output_text.logprobs cannot be given: "
+                            "modelplex's providers give no log probabilities; leave it out of "
+                            "include", param="include")
 
 
 # -- translation ---------------------------------------------------------------------------------

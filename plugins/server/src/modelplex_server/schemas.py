@@ -188,6 +188,12 @@ class ChatCompletionRequest(_Body):
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
     options: dict[str, Any] | None = None
+    # refused with a 400 naming them (openai_api.refuse_unsupported): not served
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
 
 
 class EmbeddingRequest(_Body):
