@@ -115,6 +115,12 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /v1/responses", "conversation"): "conversation",
            ("POST /v1/messages", "server tool"): "one of Anthropic's own tools",
            ("POST /v1/messages", "mcp_servers"): "mcp_servers",
+           # images per request: OpenAI's 500 on its APIs, Anthropic's 100 elsewhere
+           ("POST /v1/chat/completions", "501 images"): "at most 500 images",
+           ("POST /v1/responses", "501 images"): "at most 500 images",
+           ("POST /v1/messages", "101 images"): "at most 100 images",
+           ("POST /ollama/api/chat", "101 images"): "at most 100 images",
+           ("POST /ollama/api/generate", "101 images"): "at most 100 images",
            ("POST /v1/chat/completions", "audio output"): "audio",
            ("POST /v1/chat/completions", "legacy functions"): "functions",
            ("POST /v1/chat/completions", "web search"): "web_search_options",
@@ -151,6 +157,8 @@ OPENAI_CHAT: list[tuple[str, Any]] = [
     ("audio output", _chat(modalities=["text", "audio"], audio={"voice": "alloy"})),
     ("legacy functions", _chat(functions=[{"name": "f", "parameters": {}}])),
     ("web search", _chat(web_search_options={})),
+    ("501 images", _chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/a.png"}}] * 501}])),
     ("tool_choice garbage", _chat(tool_choice=42)),
     ("response_format unknown", _chat(response_format={"type": "xml"})),
     ("logit_bias garbage", _chat(logit_bias={"abc": "def"})),
@@ -222,6 +230,8 @@ RESPONSES: list[tuple[str, Any]] = [
     ("top_logprobs", {"model": MODEL, "input": "hi", "top_logprobs": 5}),
     ("include logprobs", {"model": MODEL, "input": "hi",
                           "include": ["message.output_text.logprobs"]}),
+    ("501 images", {"model": MODEL, "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "http://x/a.png"}] * 501}]}),
 ]
 ANTHROPIC: list[tuple[str, Any]] = [
     ("missing max_tokens", {"model": MODEL, "messages": USER}),
@@ -249,6 +259,9 @@ ANTHROPIC: list[tuple[str, Any]] = [
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
     ("mcp_servers", {"model": MODEL, "max_tokens": 10, "messages": USER, "mcp_servers": [
         {"type": "url", "url": "http://169.254.169.254/", "name": "x"}]}),
+    ("101 images", {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "aGk="}}] * 101}]}),
     ("tools two hundred", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
         {"name": "f", "input_schema": {"type": "object"}}] * 200}),
     ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
@@ -279,6 +292,8 @@ OLLAMA_CHAT: list[tuple[str, Any]] = [
                             "options": {"stop": ["x" * 20000]}}),
     ("logprobs true", {"model": MODEL, "messages": USER, "logprobs": True}),
     ("tools two hundred", {"model": MODEL, "messages": USER, "tools": [FUNCTION] * 200}),
+    ("101 images", {"model": MODEL, "messages": [
+        {"role": "user", "content": "hi", "images": ["aGk="] * 101}]}),
     ("top_logprobs a thousand", {"model": MODEL, "messages": USER, "top_logprobs": 1000}),
     ("lone surrogate", {"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
@@ -298,6 +313,7 @@ OLLAMA_GENERATE: list[tuple[str, Any]] = [
     ("context deeply nested", {"model": MODEL, "prompt": "hi",
                                "context": list(b"mpx1" + b"[" * 5000 + b"]" * 5000)}),
     ("logprobs true", {"model": MODEL, "prompt": "hi", "logprobs": True, "top_logprobs": 5}),
+    ("101 images", {"model": MODEL, "prompt": "hi", "images": ["aGk="] * 101}),
 ]
 OLLAMA_EMBED: list[tuple[str, Any]] = [
     ("missing input", {"model": MODEL}),

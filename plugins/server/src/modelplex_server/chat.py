@@ -24,6 +24,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.conversations import Conversation, answer_metadata
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import KEY, Gateway
+from modelplex_server.images import ANTHROPIC_IMAGES, check_image_count
 from modelplex_server.openai_api import to_chat_messages
 from modelplex_server.schemas import RestChatRequest, check_option_stop
 
@@ -173,6 +174,7 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
             raise ApiError(400, f"message: {err}", param="message") from None
     messages = ([ChatMessage.system(system)] if system else []) + history + [user]
     check_option_stop(body.options)
+    check_image_count(messages, ANTHROPIC_IMAGES, "history")
     options = dict(body.options or {})
     chat = provider.build_request(messages, model=model, options=options)
     chat.conversation_id = conversation.id if conversation is not None else None  # recording

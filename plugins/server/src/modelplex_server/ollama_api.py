@@ -42,7 +42,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.__about__ import __version__
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
-from modelplex_server.images import client_image
+from modelplex_server.images import ANTHROPIC_IMAGES, check_image_count, client_image
 from modelplex_server.ollama_context import context_of, history_of
 from modelplex_server.ollama_models import add_model_routes, resolve
 from modelplex_server.schemas import (
@@ -348,6 +348,7 @@ async def _answer(request: web.Request, asked: _Asking, messages: list[ChatMessa
     shows_thinking = asked.think is not False  # think: false hides what the model reasons
     options = _options(provider, gateway, asked.options, asked.think,
                        truncate=asked.truncate, shift=asked.shift)
+    check_image_count(messages, ANTHROPIC_IMAGES, "messages" if key == "message" else "images")
     chat = provider.build_request(messages, model=model, options=options, tools=tools,
                                   response_format=_format(asked.format))
     remember = key == "response"

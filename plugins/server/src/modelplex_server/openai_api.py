@@ -32,7 +32,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
-from modelplex_server.images import client_image
+from modelplex_server.images import OPENAI_IMAGES, check_image_count, client_image
 from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import (
     ChatCompletionRequest,
@@ -285,6 +285,7 @@ async def _chat_request(gateway: Gateway, key: KeyConfig | None,
                         body: ChatCompletionRequest) -> tuple[Provider, ChatRequest]:
     """The provider answering ``body`` (after ``key``'s model check) and its request."""
     messages = to_chat_messages(body.messages)
+    check_image_count(messages, OPENAI_IMAGES, "messages")
     provider, model = await gateway.resolve(key, body.model)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),

@@ -40,6 +40,7 @@ from modelplex.provider import ChatRequest
 from modelplex.types import MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY, KEY
+from modelplex_server.images import OPENAI_IMAGES, check_image_count
 from modelplex_server.relay import answer_streamed, answer_whole, field_message
 from modelplex_server.responses_events import Answer, stream_events
 from modelplex_server.responses_items import (
@@ -78,6 +79,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     await gateway.check_rate(request.get(KEY))
     history, chain = await history_of(request, body)
     new = to_chat_messages(body, history)
+    check_image_count(new, OPENAI_IMAGES, "input")
     tools, tool_choice = tools_of(body)
     provider, model = await gateway.resolve(request, body.model)
     system = [field_message("instructions", role=MessageRole.SYSTEM, content=body.instructions)] \
