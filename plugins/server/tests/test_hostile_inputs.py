@@ -115,6 +115,12 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /v1/responses", "conversation"): "conversation",
            ("POST /v1/messages", "server tool"): "one of Anthropic's own tools",
            ("POST /v1/messages", "mcp_servers"): "mcp_servers",
+           # a tool choice asking for a tool that is not there (a forced call to nothing)
+           ("POST /v1/chat/completions", "tool_choice not among tools"): "not among tools",
+           ("POST /v1/chat/completions", "tool_choice required, no tools"): "no tools",
+           ("POST /v1/responses", "tool_choice not among tools"): "not among tools",
+           ("POST /v1/messages", "tool_choice not among tools"): "not among tools",
+           ("POST /v1/messages/count_tokens", "tool_choice not among tools"): "not among tools",
            # images per request: OpenAI's 500 on its APIs, Anthropic's 100 elsewhere
            ("POST /v1/chat/completions", "501 images"): "at most 500 images",
            ("POST /v1/responses", "501 images"): "at most 500 images",
@@ -157,6 +163,9 @@ OPENAI_CHAT: list[tuple[str, Any]] = [
     ("audio output", _chat(modalities=["text", "audio"], audio={"voice": "alloy"})),
     ("legacy functions", _chat(functions=[{"name": "f", "parameters": {}}])),
     ("web search", _chat(web_search_options={})),
+    ("tool_choice not among tools", _chat(tools=[FUNCTION], tool_choice={
+        "type": "function", "function": {"name": "nope"}})),
+    ("tool_choice required, no tools", _chat(tool_choice="required")),
     ("501 images", _chat(messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://x/a.png"}}] * 501}])),
     ("tool_choice garbage", _chat(tool_choice=42)),
@@ -230,6 +239,9 @@ RESPONSES: list[tuple[str, Any]] = [
     ("top_logprobs", {"model": MODEL, "input": "hi", "top_logprobs": 5}),
     ("include logprobs", {"model": MODEL, "input": "hi",
                           "include": ["message.output_text.logprobs"]}),
+    ("tool_choice not among tools", {"model": MODEL, "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "tool_choice": {"type": "function", "name": "nope"}}),
     ("501 images", {"model": MODEL, "input": [{"role": "user", "content": [
         {"type": "input_image", "image_url": "http://x/a.png"}] * 501}]}),
 ]
@@ -259,6 +271,9 @@ ANTHROPIC: list[tuple[str, Any]] = [
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
     ("mcp_servers", {"model": MODEL, "max_tokens": 10, "messages": USER, "mcp_servers": [
         {"type": "url", "url": "http://169.254.169.254/", "name": "x"}]}),
+    ("tool_choice not among tools", {"model": MODEL, "max_tokens": 10, "messages": USER,
+                                     "tools": [{"name": "f", "input_schema": {}}],
+                                     "tool_choice": {"type": "tool", "name": "nope"}}),
     ("101 images", {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                      "data": "aGk="}}] * 101}]}),

@@ -39,6 +39,7 @@ from modelplex_server.schemas import (
     ChatMessageParam,
     EmbeddingRequest,
     check_option_stop,
+    check_tool_choice,
     read_body,
 )
 from modelplex_server.settings import KeyConfig
@@ -288,6 +289,7 @@ async def _chat_request(gateway: Gateway, key: KeyConfig | None,
     check_image_count(messages, OPENAI_IMAGES, "messages")
     provider, model = await gateway.resolve(key, body.model)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    check_tool_choice(tools, body.tool_choice)
     args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
                             "tools": tools, "tool_choice": body.tool_choice,
                             "response_format": _response_format(body)}

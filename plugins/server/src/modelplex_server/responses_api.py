@@ -61,7 +61,7 @@ from modelplex_server.responses_store import (
     reserve,
     stored_response,
 )
-from modelplex_server.schemas import read_body
+from modelplex_server.schemas import check_tool_choice, read_body
 
 __all__ = ["add_routes", "create_response", "delete_response", "get_response",
            "list_input_items"]
@@ -81,6 +81,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     new = to_chat_messages(body, history)
     check_image_count(new, OPENAI_IMAGES, "input")
     tools, tool_choice = tools_of(body)
+    check_tool_choice(tools, tool_choice)
     provider, model = await gateway.resolve(request, body.model)
     system = [field_message("instructions", role=MessageRole.SYSTEM, content=body.instructions)] \
         if body.instructions and body.instructions.strip() else []

@@ -32,8 +32,8 @@ __all__ = ["MANY_STOP", "MAX_EMBED_INPUTS", "MAX_STOP_CHARS", "MAX_TOOLS", "OPEN
            "AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
            "StopFrame", "StopList", "StopSequences", "Text", "at_most", "check_depth",
-           "check_numbers", "check_option_stop", "parse_body", "parse_frame", "read_body",
-           "validation_error"]
+           "check_numbers", "check_option_stop", "check_tool_choice", "parse_body",
+           "parse_frame", "read_body", "validation_error"]
 
 
 def _no_nul(value: str) -> str:
@@ -103,6 +103,24 @@ def check_option_stop(options: Mapping[str, Any] | None, param: str = "options")
         where = ".".join(str(part) for part in (param, "stop", *item["loc"]))
         raise ApiError(400, f"invalid '{where}': {item['msg']}", param=f"{param}.stop") \
             from None
+
+
+def check_tool_choice(tools: list[dict[str, Any]] | None, choice: Any,
+                      param: str = "tool_choice") -> None:
+    """A 400 naming ``param`` when the tool choice (OpenAI's shape, as every API's is
+    translated) asks for a tool and there are no ``tools``, or names a function that is not
+    among them (as OpenAI and Anthropic refuse it; a provider would force a call to nothing)."""
+    if choice is None or choice in ("auto", "none"):
+        return
+    names = [t.get("function", {}).get("name") for t in tools or ()]
+    if not names:
+        raise ApiError(400, f"{param}: it asks for a tool call but no tools are given: give "
+                            "tools, or leave out tool_choice", param=param)
+    wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if wanted is not None and wanted not in names:
+        raise ApiError(400, f"{param}: names the tool {str(wanted)[:64]!r}, which is not among "
+                            f"tools ({', '.join(map(str, names))[:200]}): name one of them",
+                       param=param)
 
 
 class _Body(BaseModel):
