@@ -189,3 +189,40 @@ async def test_responses_fields_it_cannot_honour_are_refused(client: openai.Asyn
     with pytest.raises(openai.BadRequestError) as err:  # was an empty stream
         await client.responses.retrieve(kept.id, stream=True)
     assert err.value.param == "stream"
+
+
+async def test_less_common_sdk_calls(client: openai.AsyncOpenAI, aclient: anthropic.AsyncAnthropic,
+                                     oclient: ollama.AsyncClient,
+                                     upstream: FaultyUpstream) -> None:
+    """The official clients' less common calls against the server, each checked once:
+    openai's ``with_raw_response`` and a stream with ``include_usage``; anthropic's
+    ``messages.stream`` with tools and ``count_tokens`` with tools and a system prompt;
+    ollama's ``chat`` with a ``format`` schema, ``show`` and ``ps``."""
+    raw = await client.chat.completions.with_raw_response.create(model="fault:fault",
+                                                                 messages=USER)
+    assert raw.http_response.status_code == 200
+    assert raw.parse().choices[0].message.content == "tok " * 5
+    chunks = [c async for c in await client.chat.completions.create(
+        model="fault:fault", messages=USER, stream=True,
+        stream_options={"include_usage": True})]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 8 and all(c.usage is None for c in chunks[:-1])
+
+    tools: Any = [{"name": "get_weather", "description": "Weather in a city", "input_schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}]
+    async with aclient.messages.stream(model="fault:fault", max_tokens=20, messages=USER,
+                                       tools=tools) as stream:
+        final = await stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.content[0].type == "text"
+    assert upstream.bodies[-1]["tools"][0]["function"]["name"] == "get_weather"
+    count = await aclient.messages.count_tokens(model="fault:fault", messages=USER,
+                                                tools=tools, system="Be brief.")
+    assert count.input_tokens > 0
+
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    reply = await oclient.chat(model="fault:fault", messages=USER, format=schema)
+    assert reply.done and upstream.bodies[-1]["response_format"]["json_schema"]["schema"] \
+        == schema
+    shown = await oclient.show("fault:fault")
+    assert shown.details is not None and "completion" in (shown.capabilities or [])
+    assert (await oclient.ps()).models == []
