@@ -577,6 +577,18 @@ async def _queries(probe: Any) -> None:
     for path in [*QUERY_ROUTES, f"/v1/responses/{stored}/input_items"]:
         for params in BAD_QUERIES:
             await probe.send(f"query {params!r:.40}", "GET", path, params=params)
+    anthropic = {"anthropic-version": "2023-06-01"}  # Anthropic's model list and its pages
+    for params in [*BAD_QUERIES, {"after_id": "../../etc"}, {"before_id": "\x00"},
+                   {"after_id": "fault:fault", "before_id": "fault:fault"}]:
+        await probe.send(f"anthropic query {params!r:.40}", "GET", "/v1/models",
+                         params=params, headers=anthropic)
+    for params, param in [({"limit": "0"}, "limit"), ({"limit": "abc"}, "limit"),
+                          ({"after_id": "nope"}, "after_id"), ({"before_id": "nope"},
+                                                               "before_id")]:
+        status = await probe.send(f"anthropic query {params}", "GET", "/v1/models",
+                                  params=params, headers=anthropic)
+        if status != 400 or f'"param":"{param}"' not in probe.answers[-1][2]:
+            probe.problems.append(f"/v1/models?{params} (Anthropic): not a 400 naming {param}")
     for params, param in [({"order": "sideways"}, "order"), ({"limit": "-1"}, "limit"),
                           ({"limit": "abc"}, "limit"), ({"limit": "1e309"}, "limit")]:
         for path in (f"/v1/responses/{stored}/input_items", "/v1/files", "/v1/batches",
