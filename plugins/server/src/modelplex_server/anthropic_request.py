@@ -26,7 +26,7 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import MAX_TOOLS, StopSequences, _Body, at_most
+from modelplex_server.schemas import MAX_TOOLS, StopSequences, _Body, at_most, unserved
 
 __all__ = ["MIN_THINKING_BUDGET", "CountTokensRequest", "MessagesBase", "MessagesRequest",
            "check_thinking", "to_chat_messages", "tools_of"]
@@ -170,7 +170,7 @@ class MessagesBase(_Body):
     tools: Annotated[list[ToolDef], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
-    mcp_servers: list[Any] | None = None  # Anthropic's MCP connector: refused when given
+    mcp_servers: list[Any] | None = unserved()  # Anthropic's MCP connector
 
     @field_validator("mcp_servers")
     @classmethod

@@ -23,7 +23,7 @@ from modelplex_server.errors import ApiError
 from modelplex_server.gateway import Gateway
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import MAX_TOOLS, _Body, at_most
+from modelplex_server.schemas import MAX_TOOLS, _Body, at_most, unserved
 
 __all__ = ["ResponsesRequest", "ToolChoiceFunction", "items_of", "options_of",
            "refuse_unsupported", "response_format_of", "to_chat_messages", "tools_of", "untag"]
@@ -193,8 +193,8 @@ class ResponsesRequest(_Body):
                                                                         max_length=16)
     parallel_tool_calls: bool | None = None
     # refused (not silently ignored): see refuse_unsupported
-    conversation: str | dict[str, Any] | None = None
-    prompt: dict[str, Any] | None = None
+    conversation: str | dict[str, Any] | None = unserved()
+    prompt: dict[str, Any] | None = unserved()
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     include: list[str] | None = None  # "message.output_text.logprobs" refused, others ignored
 

@@ -33,7 +33,7 @@ __all__ = ["MANY_STOP", "MAX_EMBED_INPUTS", "MAX_STOP_CHARS", "MAX_TOOLS", "OPEN
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
            "StopFrame", "StopList", "StopSequences", "Text", "at_most", "check_depth",
            "check_numbers", "check_option_stop", "check_tool_choice", "parse_body",
-           "parse_frame", "read_body", "validation_error"]
+           "parse_frame", "read_body", "unserved", "validation_error"]
 
 
 def _no_nul(value: str) -> str:
@@ -123,6 +123,12 @@ def check_tool_choice(tools: list[dict[str, Any]] | None, choice: Any,
                        param=param)
 
 
+def unserved() -> Any:
+    """A request field that is not served: described so in the OpenAPI description, and a
+    400 naming it when given (checked by its route)."""
+    return Field(default=None, description="Not served: given, it is a 400 naming it.")
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", protected_namespaces=())
 
@@ -207,11 +213,12 @@ class ChatCompletionRequest(_Body):
     response_format: ResponseFormat | None = None
     options: dict[str, Any] | None = None
     # refused with a 400 naming them (openai_api.refuse_unsupported): not served
-    audio: dict[str, Any] | None = None
-    modalities: list[str] | None = None
-    functions: list[Any] | None = None
-    function_call: str | dict[str, Any] | None = None
-    web_search_options: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = unserved()
+    modalities: list[str] | None = Field(default=None,
+                                         description="Only [\"text\"]: others are a 400.")
+    functions: list[Any] | None = unserved()
+    function_call: str | dict[str, Any] | None = unserved()
+    web_search_options: dict[str, Any] | None = unserved()
 
 
 class EmbeddingRequest(_Body):
