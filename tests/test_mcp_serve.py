@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -82,9 +85,11 @@ LISTENING = re.compile(r"MCP server listening on (http://127\.0\.0\.1:([0-9]+)/m
 
 
 @asynccontextmanager
-async def served_http(*args: str, **env: str) -> AsyncIterator[str]:
+async def served_http(*args: str, log: list[str] | None = None,
+                      stop: signal.Signals = signal.SIGTERM, **env: str) -> AsyncIterator[str]:
     """``modelplex mcp serve --transport http --port 0`` in a subprocess; yields the URL it
-    writes to stderr once it listens, then stops it (SIGTERM) and waits for it."""
+    writes to stderr once it listens, then stops it (``stop``: SIGTERM) and waits for it
+    (``log``: gets what it wrote to stderr, and its exit status)."""
     async with CLI.start("mcp", "serve", "--transport", "http", "--port", "0", *args, env=env,
                          stdout=asyncio.subprocess.DEVNULL) as proc:
         assert proc.stderr is not None
@@ -106,10 +111,12 @@ async def served_http(*args: str, **env: str) -> AsyncIterator[str]:
             yield found.group(1)
         finally:
             if proc.returncode is None:
-                proc.terminate()
+                proc.send_signal(stop)
             await asyncio.wait_for(proc.wait(), 30)
             if drain is not None:
-                await drain
+                rest = await drain
+                if log is not None:
+                    log += [*before, rest.decode(errors="replace"), f"exit {proc.returncode}"]
 
 
 @asynccontextmanager
@@ -315,3 +322,67 @@ async def test_serve_serves_on_after_a_client_leaves_mid_call() -> None:
             async with http_session(url) as session:
                 assert await _served_upstream_chat(session) == PIECES
                 await session.send_ping()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+async def test_a_client_leaving_and_a_stop_are_not_logged_as_errors(
+        stop: signal.Signals) -> None:
+    """An HTTP client that disconnects mid-call, and a stop (SIGTERM, or Ctrl-C's SIGINT)
+    while another call runs, are normal: the server logs no traceback for them (the SDK
+    logged "Error in standalone SSE writer" with a ClosedResourceError, and Ctrl-C cancelled
+    every request, each logged with its traceback) and exits as a stopped server does."""
+    log: list[str] = []
+    async with FaultyUpstream() as upstream:
+        env = {"OPENAI_API_KEY": "sk-test-0000000000", "OPENAI_BASE_URL": upstream.url + "/v1"}
+        async with served_http(log=log, stop=stop, **env) as url:
+            upstream.faults.extend(["hang", "hang"])
+
+            async def calling() -> None:
+                async with http_session(url) as session:
+                    await _served_upstream_chat(session)
+
+            left = asyncio.ensure_future(calling())
+            await _until_received(upstream, 1)
+            left.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await left
+            async with asyncio.timeout(120):  # the call it left is cancelled
+                while upstream.open_connections:  # noqa: ASYNC110 - a count, no event
+                    await asyncio.sleep(0.05)
+            running = asyncio.ensure_future(calling())  # still running at the stop
+            await _until_received(upstream, 2)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running
+    text = "".join(log)
+    assert "Traceback" not in text and "Error in" not in text and "ERROR" not in text, text
+    assert log[-1] in ("exit 0", f"exit {-stop}", f"exit {128 + stop}", "exit 130"), log[-1]
+
+
+def test_the_log_filter_keeps_real_errors() -> None:
+    """The filter of the served MCP's loggers drops what a client leaving raises (anyio's
+    closed and broken streams, alone or in an exception group) and keeps any other error
+    with its traceback."""
+    import logging
+
+    import anyio
+
+    from modelplex.mcp.served import QuietDisconnects
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord("mcp.server.streamable_http", logging.ERROR, __file__, 1,
+                                     "Error in standalone SSE writer", (), sys.exc_info())
+
+    quiet = QuietDisconnects()
+    for gone in (anyio.ClosedResourceError(), anyio.BrokenResourceError(),
+                 ExceptionGroup("g", [anyio.ClosedResourceError(), anyio.EndOfStream()])):
+        kept = record(gone)
+        assert not quiet.filter(kept) or (kept.exc_info is None and kept.levelno < logging.ERROR)
+    for real in (RuntimeError("boom"), ExceptionGroup("g", [anyio.ClosedResourceError(),
+                                                            ValueError("bad")])):
+        kept = record(real)
+        assert quiet.filter(kept) and kept.exc_info is not None
+        assert kept.levelno == logging.ERROR

@@ -83,7 +83,59 @@ REFUSED = {("POST /v1/chat/completions", "stop a huge list"): "stop",
            ("POST /v1/completions", "stop a huge list"): "stop",
            ("POST /v1/chat/completions", "huge integer"): "out of range",
            ("POST /v1/messages", "huge integer"): "out of range",
-           ("POST /ollama/api/chat", "huge integer"): "out of range"}
+           ("POST /ollama/api/chat", "huge integer"): "out of range",
+           # stop sequences: counted and measured on every API (OpenAI's 4, others 16)
+           ("POST /v1/chat/completions", "stop sequence huge"): "at most 500 characters",
+           ("POST /v1/chat/completions", "options.stop a huge list"): "options.stop",
+           ("POST /v1/completions", "stop sequence huge"): "at most 500 characters",
+           ("POST /v1/messages", "stop_sequences huge"): "at most 16 stop sequences",
+           ("POST /v1/messages", "stop sequence huge"): "stop_sequences",
+           ("POST /ollama/api/chat", "options.stop a huge list"): "at most 16 stop sequences",
+           ("POST /ollama/api/chat", "stop sequence huge"): "options.stop",
+           ("POST /ollama/api/generate", "options.stop a huge list"): "options.stop",
+           ("POST /ollama/api/generate", "stop sequence huge"): "at most 500 characters",
+           ("POST /api/chat", "options.stop a huge list"): "options.stop",
+           # Ollama's fields modelplex cannot honour: refused, no longer ignored
+           ("POST /ollama/api/generate", "raw true"): "raw",
+           ("POST /ollama/api/generate", "template"): "template",
+           ("POST /ollama/api/generate", "context foreign"): "context",
+           ("POST /ollama/api/generate", "context of huge numbers"): "context",
+           ("POST /ollama/api/generate", "context deeply nested"): "context",
+           ("POST /ollama/api/generate", "logprobs true"): "logprobs",
+           ("POST /ollama/api/chat", "logprobs true"): "logprobs",
+           ("POST /ollama/api/embed", "truncate false"): "truncate",
+           # counts: OpenAI's 128 tools and 2048 embedding inputs, on every API
+           ("POST /v1/chat/completions", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/responses", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/messages", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/messages/count_tokens", "tools two hundred"): "at most 128 tools",
+           ("POST /ollama/api/chat", "tools two hundred"): "at most 128 tools",
+           ("POST /v1/embeddings", "input 3000 texts"): "at most 2048 inputs",
+           # the Responses API's stateful fields it does not serve: refused, not ignored
+           ("POST /v1/responses", "conversation"): "conversation",
+           ("POST /v1/messages", "server tool"): "one of Anthropic's own tools",
+           ("POST /v1/messages", "mcp_servers"): "mcp_servers",
+           # a tool choice asking for a tool that is not there (a forced call to nothing)
+           ("POST /v1/chat/completions", "tool_choice not among tools"): "not among tools",
+           ("POST /v1/chat/completions", "tool_choice required, no tools"): "no tools",
+           ("POST /v1/responses", "tool_choice not among tools"): "not among tools",
+           ("POST /v1/messages", "tool_choice not among tools"): "not among tools",
+           ("POST /v1/messages/count_tokens", "tool_choice not among tools"): "not among tools",
+           # images per request: OpenAI's 500 on its APIs, Anthropic's 100 elsewhere
+           ("POST /v1/chat/completions", "501 images"): "at most 500 images",
+           ("POST /v1/responses", "501 images"): "at most 500 images",
+           ("POST /v1/messages", "101 images"): "at most 100 images",
+           ("POST /ollama/api/chat", "101 images"): "at most 100 images",
+           ("POST /ollama/api/generate", "101 images"): "at most 100 images",
+           ("POST /v1/chat/completions", "audio output"): "audio",
+           ("POST /v1/chat/completions", "legacy functions"): "functions",
+           ("POST /v1/chat/completions", "web search"): "web_search_options",
+           ("POST /v1/responses", "include logprobs"): "include",
+           ("POST /v1/messages/count_tokens", "server tool"): "one of Anthropic's own tools",
+           ("POST /v1/responses", "prompt template"): "prompt",
+           ("POST /v1/responses", "top_logprobs"): "top_logprobs",
+           ("POST /ollama/api/embed", "input 3000 texts"): "at most 2048 inputs"}
+FUNCTION = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 #: per route, bodies of the right top-level type with hostile fields: (case, JSON body)
 OPENAI_CHAT: list[tuple[str, Any]] = [
@@ -103,8 +155,19 @@ OPENAI_CHAT: list[tuple[str, Any]] = [
     ("n a billion", _chat(n=10**9)),
     ("temperature an object", _chat(temperature={"a": 1})),
     ("stop a huge list", _chat(stop=["x"] * 10000)),
+    ("stop sequence huge", _chat(stop="x" * 20000)),
+    ("options.stop a huge list", _chat(options={"stop": ["x"] * 10000})),
     ("tools an object", _chat(tools={"type": "function"})),
     ("tool of unknown type", _chat(tools=[{"type": "rocket"}])),
+    ("tools two hundred", _chat(tools=[FUNCTION] * 200)),
+    ("audio output", _chat(modalities=["text", "audio"], audio={"voice": "alloy"})),
+    ("legacy functions", _chat(functions=[{"name": "f", "parameters": {}}])),
+    ("web search", _chat(web_search_options={})),
+    ("tool_choice not among tools", _chat(tools=[FUNCTION], tool_choice={
+        "type": "function", "function": {"name": "nope"}})),
+    ("tool_choice required, no tools", _chat(tool_choice="required")),
+    ("501 images", _chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/a.png"}}] * 501}])),
     ("tool_choice garbage", _chat(tool_choice=42)),
     ("response_format unknown", _chat(response_format={"type": "xml"})),
     ("logit_bias garbage", _chat(logit_bias={"abc": "def"})),
@@ -132,6 +195,7 @@ COMPLETIONS: list[tuple[str, Any]] = [
     ("prompt negative tokens", {"model": MODEL, "prompt": [-1, -2**40]}),
     ("empty prompt list", {"model": MODEL, "prompt": []}),
     ("stop a huge list", {"model": MODEL, "prompt": "a", "stop": ["x"] * 10000}),
+    ("stop sequence huge", {"model": MODEL, "prompt": "a", "stop": ["x" * 20000]}),
     ("best_of a billion", {"model": MODEL, "prompt": "a", "best_of": 10**9}),
     ("logprobs 1e6", {"model": MODEL, "prompt": "a", "logprobs": 10**6}),
     ("echo a string", {"model": MODEL, "prompt": "a", "echo": "yes"}),
@@ -144,6 +208,7 @@ EMBEDDINGS: list[tuple[str, Any]] = [
     ("input an object", {"model": MODEL, "input": {"a": 1}}),
     ("input of nulls", {"model": MODEL, "input": [None, None]}),
     ("input a huge list", {"model": MODEL, "input": ["a"] * 50000}),
+    ("input 3000 texts", {"model": MODEL, "input": ["a"] * 3000}),
     ("dimensions -1", {"model": MODEL, "input": "a", "dimensions": -1}),
     ("encoding_format unknown", {"model": MODEL, "input": "a", "encoding_format": "hex"}),
     ("lone surrogate input", {"model": MODEL, "input": "\ud800"}),
@@ -164,9 +229,21 @@ RESPONSES: list[tuple[str, Any]] = [
                                    "previous_response_id": "r" * 50000}),
     ("max_output_tokens -1", {"model": MODEL, "input": "hi", "max_output_tokens": -1}),
     ("tools an object", {"model": MODEL, "input": "hi", "tools": {"a": 1}}),
+    ("tools two hundred", {"model": MODEL, "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}}] * 200}),
     ("instructions a list", {"model": MODEL, "input": "hi", "instructions": [1]}),
     ("reasoning garbage", {"model": MODEL, "input": "hi", "reasoning": {"effort": "galaxy"}}),
     ("text format unknown", {"model": MODEL, "input": "hi", "text": {"format": {"type": "x"}}}),
+    ("conversation", {"model": MODEL, "input": "hi", "conversation": "conv_123"}),
+    ("prompt template", {"model": MODEL, "input": "hi", "prompt": {"id": "pmpt_1"}}),
+    ("top_logprobs", {"model": MODEL, "input": "hi", "top_logprobs": 5}),
+    ("include logprobs", {"model": MODEL, "input": "hi",
+                          "include": ["message.output_text.logprobs"]}),
+    ("tool_choice not among tools", {"model": MODEL, "input": "hi", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "tool_choice": {"type": "function", "name": "nope"}}),
+    ("501 images", {"model": MODEL, "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "http://x/a.png"}] * 501}]}),
 ]
 ANTHROPIC: list[tuple[str, Any]] = [
     ("missing max_tokens", {"model": MODEL, "messages": USER}),
@@ -190,8 +267,22 @@ ANTHROPIC: list[tuple[str, Any]] = [
             "type": "url", "url": "file:///etc/passwd"}}]}]}),
     ("system a number", {"model": MODEL, "max_tokens": 10, "messages": USER, "system": 5}),
     ("tools an object", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": {}}),
+    ("server tool", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
+    ("mcp_servers", {"model": MODEL, "max_tokens": 10, "messages": USER, "mcp_servers": [
+        {"type": "url", "url": "http://169.254.169.254/", "name": "x"}]}),
+    ("tool_choice not among tools", {"model": MODEL, "max_tokens": 10, "messages": USER,
+                                     "tools": [{"name": "f", "input_schema": {}}],
+                                     "tool_choice": {"type": "tool", "name": "nope"}}),
+    ("101 images", {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "aGk="}}] * 101}]}),
+    ("tools two hundred", {"model": MODEL, "max_tokens": 10, "messages": USER, "tools": [
+        {"name": "f", "input_schema": {"type": "object"}}] * 200}),
     ("stop_sequences huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
                              "stop_sequences": ["x"] * 10000}),
+    ("stop sequence huge", {"model": MODEL, "max_tokens": 10, "messages": USER,
+                            "stop_sequences": ["x" * 20000]}),
     ("lone surrogate", {"model": MODEL, "max_tokens": 10,
                         "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
@@ -210,6 +301,15 @@ OLLAMA_CHAT: list[tuple[str, Any]] = [
     ("options a list", {"model": MODEL, "messages": USER, "options": [1]}),
     ("format unknown", {"model": MODEL, "messages": USER, "format": 5}),
     ("keep_alive garbage", {"model": MODEL, "messages": USER, "keep_alive": "forever!"}),
+    ("options.stop a huge list", {"model": MODEL, "messages": USER,
+                                  "options": {"stop": ["x"] * 10000}}),
+    ("stop sequence huge", {"model": MODEL, "messages": USER,
+                            "options": {"stop": ["x" * 20000]}}),
+    ("logprobs true", {"model": MODEL, "messages": USER, "logprobs": True}),
+    ("tools two hundred", {"model": MODEL, "messages": USER, "tools": [FUNCTION] * 200}),
+    ("101 images", {"model": MODEL, "messages": [
+        {"role": "user", "content": "hi", "images": ["aGk="] * 101}]}),
+    ("top_logprobs a thousand", {"model": MODEL, "messages": USER, "top_logprobs": 1000}),
     ("lone surrogate", {"model": MODEL, "messages": [{"role": "user", "content": "\ud800"}]}),
 ]
 OLLAMA_GENERATE: list[tuple[str, Any]] = [
@@ -218,12 +318,26 @@ OLLAMA_GENERATE: list[tuple[str, Any]] = [
     ("images invalid base64", {"model": MODEL, "prompt": "hi", "images": ["!!!"]}),
     ("context garbage", {"model": MODEL, "prompt": "hi", "context": ["a", None]}),
     ("options garbage", {"model": MODEL, "prompt": "hi", "options": {"seed": 2**70}}),
+    ("options.stop a huge list", {"model": MODEL, "prompt": "hi",
+                                  "options": {"stop": ["x"] * 10000}}),
+    ("stop sequence huge", {"model": MODEL, "prompt": "hi", "options": {"stop": ["x" * 20000]}}),
+    ("raw true", {"model": MODEL, "prompt": "<|im_start|>user\nhi", "raw": True}),
+    ("template", {"model": MODEL, "prompt": "hi", "template": "{{ .Prompt }}"}),
+    ("context foreign", {"model": MODEL, "prompt": "hi", "context": [128000, 9906, 13]}),
+    ("context of huge numbers", {"model": MODEL, "prompt": "hi", "context": [2**40, -1]}),
+    ("context deeply nested", {"model": MODEL, "prompt": "hi",
+                               "context": list(b"mpx1" + b"[" * 5000 + b"]" * 5000)}),
+    ("logprobs true", {"model": MODEL, "prompt": "hi", "logprobs": True, "top_logprobs": 5}),
+    ("101 images", {"model": MODEL, "prompt": "hi", "images": ["aGk="] * 101}),
 ]
 OLLAMA_EMBED: list[tuple[str, Any]] = [
     ("missing input", {"model": MODEL}),
     ("input an object", {"model": MODEL, "input": {"a": 1}}),
     ("input of nulls", {"model": MODEL, "input": [None]}),
     ("truncate a string", {"model": MODEL, "input": "a", "truncate": "yes"}),
+    ("truncate false", {"model": MODEL, "input": "a", "truncate": False}),
+    ("input 3000 texts", {"model": MODEL, "input": ["a"] * 3000}),
+    ("options garbage", {"model": MODEL, "input": "a", "options": {"stop": 5, "seed": "x"}}),
 ]
 OLLAMA_EMBEDDINGS: list[tuple[str, Any]] = [
     ("missing model", {"prompt": "hi"}),
@@ -250,6 +364,8 @@ REST_CHAT: list[tuple[str, Any]] = [
     ("message an object", {"model": MODEL, "message": {"a": 1}}),
     ("message NUL", {"model": MODEL, "message": "a\x00b"}),
     ("title NUL", {"model": MODEL, "message": "hi", "title": "a\x00b"}),
+    ("options.stop a huge list", {"model": MODEL, "message": "hi",
+                                  "options": {"stop": ["x"] * 10000}}),
 ]
 CONVERSATIONS: list[tuple[str, Any]] = [
     ("title an object", {"title": {"a": 1}}),
@@ -461,6 +577,18 @@ async def _queries(probe: Any) -> None:
     for path in [*QUERY_ROUTES, f"/v1/responses/{stored}/input_items"]:
         for params in BAD_QUERIES:
             await probe.send(f"query {params!r:.40}", "GET", path, params=params)
+    anthropic = {"anthropic-version": "2023-06-01"}  # Anthropic's model list and its pages
+    for params in [*BAD_QUERIES, {"after_id": "../../etc"}, {"before_id": "\x00"},
+                   {"after_id": "fault:fault", "before_id": "fault:fault"}]:
+        await probe.send(f"anthropic query {params!r:.40}", "GET", "/v1/models",
+                         params=params, headers=anthropic)
+    for params, param in [({"limit": "0"}, "limit"), ({"limit": "abc"}, "limit"),
+                          ({"after_id": "nope"}, "after_id"), ({"before_id": "nope"},
+                                                               "before_id")]:
+        status = await probe.send(f"anthropic query {params}", "GET", "/v1/models",
+                                  params=params, headers=anthropic)
+        if status != 400 or f'"param":"{param}"' not in probe.answers[-1][2]:
+            probe.problems.append(f"/v1/models?{params} (Anthropic): not a 400 naming {param}")
     for params, param in [({"order": "sideways"}, "order"), ({"limit": "-1"}, "limit"),
                           ({"limit": "abc"}, "limit"), ({"limit": "1e309"}, "limit")]:
         for path in (f"/v1/responses/{stored}/input_items", "/v1/files", "/v1/batches",

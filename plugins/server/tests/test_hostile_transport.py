@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from modelplex_server.connections import CONNECTIONS
+
 USER = [{"role": "user", "content": "hi"}]
 MODEL = "fault:fault"
 LIMIT = 64 * 1024  # the probes' servers' max_body_bytes (conftest's HOSTILE_LIMIT)
@@ -172,3 +174,29 @@ async def test_hostile_websocket_frames(probe: Any) -> None:
             probe.problems.append(f"/ws: no pong after the bad frames: {msg.data!r:.200}")
     await probe.still_answers("the /ws frames")
     probe.check()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/ollama/api/chat"])
+async def test_a_client_that_stops_reading_is_cut_off(serve: Any, upstream: Any,
+                                                      gateway: Any, path: str) -> None:
+    """A client that asks for a long stream and then reads nothing held its request, its
+    concurrency slot and the upstream request for ever (writing waited on full buffers with
+    no time limit): after ``body_timeout`` seconds without reading it is cut off, and the
+    slot and the upstream connection are freed."""
+    from modelplex.testing import Reply
+
+    server = await serve(body_timeout=1)
+    upstream.replies.append(Reply(pieces=["x" * 65536] * 400))  # 26 MB: more than buffers hold
+    host, port = URL(server.url).host, URL(server.url).port
+    assert host is not None and port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    body = json.dumps(_chat(stream=True)).encode()
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
+                 f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")  # then it reads no more
+    async with asyncio.timeout(120):  # a guard against a hang, not a speed check
+        while gateway(server).in_flight or upstream.open_connections:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert server.runner.app[CONNECTIONS].stalled == 1
+    writer.close()

@@ -15,8 +15,13 @@ import httpx
 import ollama
 import pytest
 
+from modelplex.config import parse_config
+from modelplex.plugins import Plugins
+from modelplex.pool import ProviderPool
 from modelplex.testing.upstream import PIECE, FaultyUpstream
-from modelplex_server.app import AppServer
+from modelplex_server.app import AppServer, create_app, server_registry, start
+from modelplex_server.resolve import ModelResolver
+from modelplex_server.settings import ServerSettings
 
 USER = [{"role": "user", "content": "hi"}]
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGA"
@@ -196,14 +201,19 @@ def _every_sync_method(host: str) -> dict[str, Any]:
                                             format={"type": "object"})),
             "image": client.chat(model="fault:fault", messages=[
                 {"role": "user", "content": "what is it?", "images": [PNG]}]),
-            "generate": client.generate(model="fault:fault", prompt="x", system="s",
-                                        template="{{ .Prompt }}", raw=True, context=[1, 2],
-                                        images=[PNG]),
             "generate_stream": list(client.generate(model="fault:fault", prompt="x",
                                                     stream=True)),
-            "embed": client.embed(model="fault:fault", input="x"),
+            "embed": client.embed(model="fault:fault", input="x", truncate=True),
             "embeddings": client.embeddings(model="fault:fault", prompt="x"),
         }
+        out["generate"] = client.generate(model="fault:fault", prompt="y", system="s",
+                                          context=out["generate_stream"][-1].context,
+                                          images=[PNG])
+        try:
+            client.generate(model="fault:fault", prompt="x", template="{{ .Prompt }}",
+                            raw=True)
+        except ollama.ResponseError as err:
+            out["raw"] = err
         try:
             client.delete("fault:fault")
         except ollama.ResponseError as err:
@@ -228,6 +238,84 @@ async def test_the_sync_client(server: AppServer, upstream: FaultyUpstream) -> N
     assert "".join(p.response for p in out["generate_stream"]) == PIECE * 5
     assert list(out["embed"].embeddings[0]) == list(out["embeddings"].embedding)
     assert out["delete"].status_code == 501 and out["missing"].status_code == 404
+    assert out["raw"].status_code == 400 and out["raw"].error.startswith("raw: ")
+    assert [(m["role"], m["content"].strip()) for m in upstream.bodies[-1]["messages"][:3]] \
+        == [("system", "s"), ("user", "x"), ("assistant", (PIECE * 5).strip())]  # context
     images = [m for body in upstream.bodies for m in body["messages"]
               if isinstance(m["content"], list)]
     assert len(images) == 2  # the chat's and the generate's image reached the upstream
+
+
+@pytest.fixture
+async def via_ollama(monkeypatch: pytest.MonkeyPatch, upstream: FaultyUpstream,
+                     plugins: Any) -> AsyncIterator[ollama.AsyncClient]:
+    """The ollama client against a server whose ``ollama`` provider is the upstream (it
+    speaks Ollama's wire), so what reaches an Ollama server can be read."""
+    monkeypatch.setenv("MODELPLEX_LOAD_PLUGINS", "openai,ollama,server")
+    config = parse_config({"providers": {"ollama": {"host": upstream.url}}}, source="t.toml")
+    resolver = ModelResolver(config=config, plugins=Plugins(), pool=ProviderPool())
+    server = await start(create_app(ServerSettings(port=0, health_interval=None),
+                                    resolver=resolver,
+                                    registry=server_registry(resolver, providers=[])))
+    client = ollama.AsyncClient(host=server.url + "/ollama")
+    try:
+        yield client
+    finally:
+        await client._client.aclose()
+        await server.stop()
+
+
+async def test_generate_context_raw_template_logprobs_truncate(
+        oclient: ollama.AsyncClient, via_ollama: ollama.AsyncClient,
+        upstream: FaultyUpstream) -> None:
+    """Generate's fields were ignored silently: ``context`` now comes back with every answer
+    (streamed or not) and, sent back, is the history of the next prompt; ``raw: true``, a
+    ``template`` and ``logprobs: true`` (chat too) are a 400 naming the field, their
+    defaults pass; a context this server did not make is a 400 naming ``context``;
+    ``truncate``, ``shift`` and ``think`` reach an Ollama provider; ``truncate``/``shift``
+    false for a provider without them (it may truncate anyway), and embed's ``truncate``
+    false, are a 400 naming the field."""
+    first = await oclient.generate(model="fault:fault", prompt="My name is Ann.", system="s")
+    assert first.context and all(0 <= n <= 255 for n in first.context)
+    parts = [p async for p in await oclient.generate(
+        model="fault:fault", prompt="What is my name?", context=first.context, stream=True)]
+    assert parts[-1].done and parts[-1].context and not any(p.context for p in parts[:-1])
+    sent = [(m["role"], m["content"].strip()) for m in upstream.bodies[-1]["messages"]]
+    assert sent == [("system", "s"), ("user", "My name is Ann."),
+                    ("assistant", (PIECE * 5).strip()), ("user", "What is my name?")]
+    third = await oclient.generate(model="fault:fault", prompt="And now?", system="t",
+                                   context=parts[-1].context, raw=False, template="",
+                                   logprobs=False)
+    assert third.response == PIECE * 5
+    assert [m["content"] for m in upstream.bodies[-1]["messages"] if m["role"] != "assistant"] \
+        == ["t", "My name is Ann.", "What is my name?", "And now?"]  # "t" replaced "s"
+
+    calls: list[tuple[Any, str]] = [
+        (oclient.generate(model="fault:fault", prompt="x", raw=True), "raw"),
+        (oclient.generate(model="fault:fault", prompt="x", template="{{ .Prompt }}"),
+         "template"),
+        (oclient.generate(model="fault:fault", prompt="x", logprobs=True), "logprobs"),
+        (oclient.chat(model="fault:fault", messages=USER, logprobs=True, top_logprobs=3),
+         "logprobs"),
+        (oclient.generate(model="fault:fault", prompt="x", context=[1, 2, 3]), "context"),
+        (oclient.generate(model="fault:fault", prompt="x", context=[1, 300]), "context"),
+        (oclient.generate(model="fault:fault", prompt="x",
+                          context=list(b"mpx1[[\"user\", 5]]")), "context"),
+        (oclient.chat(model="fault:fault", messages=USER, top_logprobs=21), "top_logprobs"),
+        (oclient.embed(model="fault:fault", input="x", truncate=False), "truncate")]
+    for call, field in calls:
+        with pytest.raises(ollama.ResponseError) as err:
+            await call
+        assert err.value.status_code == 400 and field in err.value.error, err.value.error
+
+    resp = await via_ollama._client.post("/api/chat", json={  # the client has no truncate
+        "model": "ollama:m", "messages": USER, "truncate": False, "shift": False,
+        "stream": False})
+    assert resp.status_code == 200, resp.text
+    assert (upstream.bodies[-1]["truncate"], upstream.bodies[-1]["shift"]) == (False, False)
+    await via_ollama.chat(model="ollama:m", messages=USER, think="high")
+    assert upstream.bodies[-1]["think"] == "high"  # was only whether thinking is shown
+    await via_ollama.embed(model="ollama:m", input="x", truncate=True)
+    with pytest.raises(ollama.ResponseError) as err:  # no provider promises it: refused
+        await via_ollama.embed(model="ollama:m", input="x", truncate=False)
+    assert err.value.status_code == 400 and err.value.error.startswith("truncate: ")

@@ -281,9 +281,18 @@ async def serve_http(server: FastMCP, key: str | None) -> None:
     """Serve ``server`` over streamable HTTP at ``/mcp`` (uvicorn; stops on SIGINT/SIGTERM),
     each request body bounded by :class:`BodyGuard`, behind :class:`BearerKey` with a key.
     Once it listens, ``MCP server listening on URL`` is written to stderr, with the port
-    bound (the one picked for ``--port 0``)."""
+    bound (the one picked for ``--port 0``). Ctrl-C stops it as SIGTERM does, letting the
+    requests in flight end (a second one stops it at once); a client leaving is not logged
+    as an error (:func:`modelplex.mcp.served.quiet_disconnects`)."""
+    import signal
+
     import uvicorn
 
+    from modelplex.mcp.served import quiet_disconnects
+
+    quiet_disconnects()
+    # uvicorn's own SIGINT handling (a graceful stop), not the command's (cancel everything)
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
     app: Any = BodyGuard(server.streamable_http_app())
     if key:
         app = BearerKey(app, key)

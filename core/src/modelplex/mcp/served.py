@@ -13,18 +13,64 @@ server leaves out (spec 2025-11-25, the version it negotiates):
 * ``initialize`` names modelplex's version in ``serverInfo`` (FastMCP gave the SDK's).
 
 :func:`strict_protocol` wraps the request handlers of a built server with these checks.
+
+Also :func:`quiet_disconnects`: a client that leaves mid-request (or a stop cutting a request
+short) is normal, yet the SDK's streamable-HTTP transport logs it as an error with a
+traceback (``Error in standalone SSE writer``: anyio's ``ClosedResourceError``). Its loggers
+get :class:`QuietDisconnects`, which turns such a record into one line at INFO (shown only
+when INFO is on) and keeps every other error as it is.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from mcp.server.fastmcp import FastMCP
 
-__all__ = ["INVALID_PARAMS", "RESOURCE_NOT_FOUND", "strict_protocol"]
+__all__ = ["INVALID_PARAMS", "RESOURCE_NOT_FOUND", "QuietDisconnects", "quiet_disconnects",
+           "strict_protocol"]
+
+#: the loggers of the SDK and of uvicorn that report a client's leaving as an error
+SERVING_LOGGERS = ("mcp.server.streamable_http", "mcp.server.streamable_http_manager",
+                   "mcp.server.lowlevel.server", "uvicorn.error")
+
+
+def _left(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception of its group) is what a stream raises once the
+    other end went away."""
+    import anyio
+
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_left(inner) for inner in exc.exceptions)
+    return isinstance(exc, anyio.ClosedResourceError | anyio.BrokenResourceError
+                      | anyio.EndOfStream)
+
+
+class QuietDisconnects(logging.Filter):
+    """A logger filter: a record carrying a client-gone exception becomes one INFO line
+    without its traceback (dropped unless INFO is enabled); other records pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not _left(exc):
+            return True
+        record.msg = f"{record.getMessage()}: the client went away ({type(exc).__name__})"
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+def quiet_disconnects() -> None:
+    """Put :class:`QuietDisconnects` on the serving loggers (once)."""
+    for name in SERVING_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, QuietDisconnects) for f in target.filters):
+            target.addFilter(QuietDisconnects())
 
 INVALID_PARAMS = -32602
 RESOURCE_NOT_FOUND = -32002

@@ -50,9 +50,10 @@ from modelplex_server.anthropic_request import (
     tools_of,
 )
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
+from modelplex_server.images import ANTHROPIC_IMAGES, check_image_count
 from modelplex_server.openai_api import SSE_HEADERS
 from modelplex_server.relay import answer_streamed, answer_whole, relay
-from modelplex_server.schemas import read_body
+from modelplex_server.schemas import check_tool_choice, read_body
 
 __all__ = ["PATHS", "CountTokensRequest", "MessagesRequest", "add_routes", "anthropic_errors"]
 
@@ -227,7 +228,9 @@ async def _prepare(request: web.Request, body: MessagesBase,
     check_thinking(body.thinking, body.max_tokens if isinstance(body, MessagesRequest) else None,
                    interleaved="interleaved-thinking" in request.headers.get("anthropic-beta", ""))
     messages = to_chat_messages(body)
+    check_image_count(messages, ANTHROPIC_IMAGES, "messages")
     tools, tool_choice = tools_of(body)
+    check_tool_choice(tools, tool_choice)
     provider, model = await gateway.resolve(request, body.model)
     chat = provider.build_request(
         messages, model=model, options=options(gateway, provider) if options else None,

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import _Body
+from modelplex_server.schemas import MAX_TOOLS, StopSequences, _Body, at_most, unserved
 
 __all__ = ["MIN_THINKING_BUDGET", "CountTokensRequest", "MessagesBase", "MessagesRequest",
            "check_thinking", "to_chat_messages", "tools_of"]
@@ -105,11 +105,25 @@ class MessageParam(_Body):
 
 
 class ToolDef(_Body):
-    """A tool the model may call: ``{"name", "description", "input_schema"}``."""
+    """A tool the model may call: ``{"name", "description", "input_schema"}`` (``type``
+    ``custom`` or none: Anthropic's own tool types, such as ``web_search_20250305``, are
+    refused by name)."""
 
+    type: Literal["custom"] | None = None
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
     description: str | None = None
     input_schema: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_only(cls, value: Any) -> Any:
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind not in (None, "custom"):
+            raise PydanticCustomError(
+                "tool_type", "tool type {kind} is one of Anthropic's own tools, which this "
+                "server does not run: give your own tools (name, description, input_schema)",
+                {"kind": repr(kind)[:80]})
+        return value
 
 
 class ToolChoice(_Body):
@@ -153,16 +167,27 @@ class MessagesBase(_Body):
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
-    tools: list[ToolDef] | None = None
+    tools: Annotated[list[ToolDef], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
+    mcp_servers: list[Any] | None = unserved()  # Anthropic's MCP connector
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _no_connector(cls, servers: list[Any] | None) -> list[Any] | None:
+        if servers:
+            raise PydanticCustomError(
+                "mcp_connector", "Anthropic's MCP connector is not served here: give the "
+                "tools as tools, or serve a named model whose mcp = [...] lists the MCP "
+                "servers (its tools run on this server)")
+        return servers
 
 
 class MessagesRequest(MessagesBase):
     """``POST /v1/messages``. ``max_tokens`` is required, as Anthropic requires it."""
 
     max_tokens: int = Field(gt=0)
-    stop_sequences: list[str] | None = None
+    stop_sequences: StopSequences | None = None  # at most 16, each of at most 500 characters
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)

@@ -45,6 +45,7 @@ from modelplex_server import (
     files_api,
     keys,
     metrics,
+    models_api,
     ollama_api,
     openai_api,
     page,
@@ -224,6 +225,7 @@ def create_app(settings: ServerSettings | None = None, *, plugins: Plugins | Non
     app.on_response_prepare.append(_no_server_header)
     app.on_response_prepare.append(cors_headers)
     openai_api.add_routes(app)
+    models_api.add_routes(app)
     anthropic_api.add_routes(app)
     responses_api.add_routes(app)
     completions_api.add_routes(app)

@@ -24,8 +24,9 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.conversations import Conversation, answer_metadata
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import KEY, Gateway
+from modelplex_server.images import ANTHROPIC_IMAGES, check_image_count
 from modelplex_server.openai_api import to_chat_messages
-from modelplex_server.schemas import RestChatRequest
+from modelplex_server.schemas import RestChatRequest, check_option_stop
 
 __all__ = ["ChatTurn", "chunk_event", "start_turn"]
 
@@ -172,6 +173,8 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
         except ValueError as err:
             raise ApiError(400, f"message: {err}", param="message") from None
     messages = ([ChatMessage.system(system)] if system else []) + history + [user]
+    check_option_stop(body.options)
+    check_image_count(messages, ANTHROPIC_IMAGES, "history")
     options = dict(body.options or {})
     chat = provider.build_request(messages, model=model, options=options)
     chat.conversation_id = conversation.id if conversation is not None else None  # recording

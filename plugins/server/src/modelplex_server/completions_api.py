@@ -44,7 +44,7 @@ class CompletionRequest(_Body):
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | StopList | None = None
+    stop: StopList | None = None
     seed: int | None = None
     user: str | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)

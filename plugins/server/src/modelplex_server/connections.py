@@ -8,6 +8,9 @@ Every connection the server accepts goes through a :class:`ConnectionGuard`:
 - **body timeout** (``body_timeout``): a request body that stalls that long between two reads
   is answered 408 and the connection closed (:func:`modelplex_server.schemas.read_body`);
 - **idle timeout** (``idle_timeout``): a keep-alive connection with no request is closed;
+- **send timeout** (``body_timeout`` too): a client that stops reading an answer (the
+  kernel's buffers and the transport's are full, so writing is paused) for that long is cut
+  off, which ends its request, frees its slot and cancels the upstream request;
 - **caps**: at most ``max_connections_per_client`` connections from one client address and
   ``max_connections`` in all (default: half the process's file limit, as each request may
   hold an upstream connection too). At a cap the connection idle the longest gives way (one
@@ -70,7 +73,8 @@ def default_max_connections() -> int:
 class _Conn:
     """One accepted connection: its client, what it is doing, since when."""
 
-    __slots__ = ("busy", "client", "header_timer", "receiving", "since", "transport")
+    __slots__ = ("busy", "client", "header_timer", "receiving", "since", "transport",
+                 "write_timer")
 
     def __init__(self, transport: asyncio.Transport, client: str, now: float) -> None:
         self.transport = transport
@@ -79,6 +83,7 @@ class _Conn:
         self.receiving = False  # its handler waits for the client's body
         self.since = now
         self.header_timer: asyncio.TimerHandle | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
 
 
 class _Protocol(asyncio.Protocol):
@@ -109,8 +114,12 @@ class _Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
+        if self.conn is not None:
+            self.guard.writing_paused(self.conn)
 
     def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.guard.writing_resumed(self.conn)
         self.inner.resume_writing()
 
 
@@ -119,6 +128,7 @@ class ConnectionGuard:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.header_timeout = settings.header_timeout
+        self.send_timeout = settings.body_timeout
         self.per_client = settings.max_connections_per_client
         self._total = settings.max_connections
         self._conns: dict[asyncio.Transport, _Conn] = {}
@@ -126,6 +136,7 @@ class ConnectionGuard:
         self.refused = 0
         self.evicted = 0
         self.timed_out = 0
+        self.stalled = 0
 
     @property
     def total(self) -> int:
@@ -159,6 +170,7 @@ class ConnectionGuard:
 
     def closed(self, conn: _Conn) -> None:
         self._disarm(conn)
+        self.writing_resumed(conn)
         self._conns.pop(conn.transport, None)
         mine = self._clients.get(conn.client)
         if mine is not None:
@@ -192,6 +204,27 @@ class ConnectionGuard:
             yield
         finally:
             conn.receiving = False
+
+    def writing_paused(self, conn: _Conn) -> None:
+        """The client stopped taking the answer (the buffers are full): cut it off unless it
+        reads again within the send timeout."""
+        if conn.write_timer is None:
+            conn.write_timer = asyncio.get_running_loop().call_later(
+                self.send_timeout, self._stalled, conn)
+
+    @staticmethod
+    def writing_resumed(conn: _Conn) -> None:
+        """The client reads again (or the connection closed)."""
+        if conn.write_timer is not None:
+            conn.write_timer.cancel()
+            conn.write_timer = None
+
+    def _stalled(self, conn: _Conn) -> None:
+        conn.write_timer = None
+        self.stalled += 1
+        log.info("closed a connection from %s: it read nothing of its answer for %g s",
+                 conn.client, self.send_timeout)
+        conn.transport.abort()  # its buffered answer will never be read: drop it
 
     # -- timers and eviction -----------------------------------------------------------------
     def arm(self, conn: _Conn) -> None:

@@ -5,16 +5,31 @@ The core's wires accept a *file path* as an image (a convenience for local calle
 string from a remote client that happened to name a file on the server (``/etc/hostname``,
 ``~/.ssh/id_rsa``) would make the server read it and send it upstream. Every API's images go
 through :func:`client_image` first, which also keeps them as data URIs in stored history.
+:func:`check_image_count` bounds how many one request holds (each is bounded by the body's
+size): OpenAI's 500 on its APIs, Anthropic's 100 on the others.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 
+from modelplex.types import ChatMessage
 from modelplex_server.errors import ApiError
 
-__all__ = ["client_image"]
+__all__ = ["ANTHROPIC_IMAGES", "OPENAI_IMAGES", "check_image_count", "client_image"]
+
+#: images one request may hold: OpenAI's limit (its two APIs), Anthropic's (every other API)
+OPENAI_IMAGES, ANTHROPIC_IMAGES = 500, 100
+
+
+def check_image_count(messages: Sequence[ChatMessage], most: int, param: str) -> None:
+    """A 400 naming ``param`` when ``messages`` hold more than ``most`` images."""
+    count = sum(len(m.images) for m in messages)
+    if count > most:
+        raise ApiError(400, f"{param}: at most {most} images are taken per request (got "
+                            f"{count}): send fewer, or split the request", param=param)
 
 
 def client_image(value: str, field: str, media_type: str = "image/png") -> str:

@@ -13,7 +13,10 @@ defaults to true); usage is in the last object (``done: true``); errors are ``{"
 started; so are the refusals of the middlewares before a handler runs (keys, the browser
 guard, an unknown route, a body over the limit: :func:`ollama_errors` rewrites them as they
 are prepared). Model names are the server's model ids (``llamacpp:smollm2``, named models);
-an unknown one is Ollama's 404 ``model "NAME" not found``.
+an unknown one is Ollama's 404 ``model "NAME" not found``. Generate answers its ``context``
+and takes it back (:mod:`modelplex_server.ollama_context`); what cannot be honoured is a 400
+naming the field, never ignored: ``raw: true``, a ``template``, ``logprobs: true``, and
+``truncate``/``shift`` false for a provider without them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -39,9 +42,17 @@ from modelplex.types import ChatMessage, MessageRole
 from modelplex_server.__about__ import __version__
 from modelplex_server.errors import ApiError, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway, first_chunk
-from modelplex_server.images import client_image
+from modelplex_server.images import ANTHROPIC_IMAGES, check_image_count, client_image
+from modelplex_server.ollama_context import context_of, history_of
 from modelplex_server.ollama_models import add_model_routes, resolve
-from modelplex_server.schemas import _Body, read_body
+from modelplex_server.schemas import (
+    MAX_EMBED_INPUTS,
+    MAX_TOOLS,
+    _Body,
+    at_most,
+    check_option_stop,
+    read_body,
+)
 
 __all__ = ["PREFIX", "add_routes", "ollama_errors"]
 
@@ -78,41 +89,52 @@ class OllamaMessage(_Body):
     tool_call_id: str | None = None
 
 
-class OllamaChat(_Body):
-    """``POST /api/chat``."""
+class _Asking(_Body):
+    """What ``/api/chat`` and ``/api/generate`` both take."""
 
     model: str
-    messages: list[OllamaMessage] = Field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     stream: bool = True
     keep_alive: int | float | str | None = None
     think: bool | str | None = None
+    truncate: bool | None = None  # passed to providers that have it (Ollama's)
+    shift: bool | None = None  # likewise
+    logprobs: bool | None = None  # true: refused (providers give no log probabilities)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)  # used only with logprobs
 
 
-class OllamaGenerate(_Body):
-    """``POST /api/generate`` (``template``, ``raw`` and ``context`` are not used: the
-    provider's own chat template applies, and no token context is kept)."""
+class OllamaChat(_Asking):
+    """``POST /api/chat``."""
 
-    model: str
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: Annotated[list[dict[str, Any]], at_most(MAX_TOOLS, "tools")] | None = None
+
+
+class OllamaGenerate(_Asking):
+    """``POST /api/generate``: ``context`` (:mod:`modelplex_server.ollama_context`) is
+    answered and taken back; ``raw: true`` and a ``template`` are refused (the provider's own
+    chat template applies: a prompt cannot be sent as it is)."""
+
     prompt: str = ""
     suffix: str | None = None
     system: str | None = None
     images: list[str] | None = None
-    format: str | dict[str, Any] | None = None
-    options: dict[str, Any] | None = None
-    stream: bool = True
-    keep_alive: int | float | str | None = None
-    think: bool | str | None = None
+    template: str | None = None
+    raw: bool | None = None
+    context: list[int] | None = None
 
 
 class OllamaEmbed(_Body):
-    """``POST /api/embed``."""
+    """``POST /api/embed`` (``options`` are passed to providers that have them; ``truncate:
+    false`` is refused)."""
 
     model: str
-    input: str | list[str]
+    input: Annotated[str | list[str], at_most(MAX_EMBED_INPUTS, "inputs")]
     dimensions: int | None = None
+    truncate: bool | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: int | float | str | None = None
 
 
 class OllamaEmbeddings(_Body):
@@ -176,10 +198,41 @@ def _ollama_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _options(provider: Provider, gateway: Gateway, options: dict[str, Any] | None
-             ) -> dict[str, Any]:
+def _options(provider: Provider, gateway: Gateway, options: dict[str, Any] | None,
+             think: bool | str | None = None, **top: Any) -> dict[str, Any]:
+    """The provider options of ``options`` and the top-level fields ``top`` (``truncate``,
+    ``shift``: Ollama's provider has them), those the provider does not have left out; a
+    400 naming a top-level field set false for a provider without it (it cannot promise to
+    fail rather than truncate or shift: llama.cpp truncates what it embeds). ``think`` goes
+    to providers that have it (an Ollama model thinks or not, at a level); for others it only
+    says whether the reasoning is shown."""
+    check_option_stop(options)
     mapped = {_OPTION_NAMES.get(k, k): v for k, v in (options or {}).items()}
-    return gateway.known_options(provider, mapped)
+    known = gateway.known_options(provider, {**mapped, **top, "think": think})
+    for name, value in top.items():
+        if value is False and name not in known:
+            raise ApiError(400, f"{name}: false cannot be honoured by provider "
+                                f"{provider.name!r}, which has no such setting: leave out "
+                                f"{name} (its default, true, is what the provider does or "
+                                "it fails)", param=name)
+    return known
+
+
+def _check_asking(body: _Asking) -> None:
+    """A 400 naming what a body asks that cannot be answered here: ``logprobs`` (providers
+    give none), and for generate ``raw`` and ``template`` (the provider's own chat template
+    applies)."""
+    if body.logprobs:
+        raise ApiError(400, "logprobs: modelplex's providers give no log probabilities: leave "
+                            "out logprobs (or set it false)", param="logprobs")
+    if isinstance(body, OllamaGenerate) and body.raw:
+        raise ApiError(400, "raw: modelplex answers generate through the model's own chat "
+                            "template and cannot send a prompt as it is: leave out raw and "
+                            "send the prompt without template tokens", param="raw")
+    if isinstance(body, OllamaGenerate) and body.template:
+        raise ApiError(400, "template: modelplex answers generate through the model's own "
+                            "chat template and takes no other: leave out template",
+                       param="template")
 
 
 def _format(fmt: str | dict[str, Any] | None) -> Any:
@@ -284,21 +337,28 @@ def _piece(model: str, chunk: StreamChunk, key: str, think: bool) -> dict[str, A
     return {"model": model, "created_at": _now(), "message": message, "done": False}
 
 
-async def _answer(request: web.Request, model_id: str, messages: list[ChatMessage], *,
-                  options: dict[str, Any] | None, fmt: Any, tools: list[dict[str, Any]] | None,
-                  stream: bool, key: str, think: bool | str | None) -> web.StreamResponse:
+async def _answer(request: web.Request, asked: _Asking, messages: list[ChatMessage], *,
+                  tools: list[dict[str, Any]] | None, key: str) -> web.StreamResponse:
+    """Answer ``messages`` as ``asked`` says; a generate's (``key`` "response") last object
+    holds its ``context``."""
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
+    model_id, stream = asked.model, asked.stream
     provider, model = await resolve(request, model_id)
-    shows_thinking = think is not False  # think: false hides what the model reasons
-    chat = provider.build_request(messages, model=model,
-                                  options=_options(provider, gateway, options), tools=tools,
-                                  response_format=_format(fmt))
+    shows_thinking = asked.think is not False  # think: false hides what the model reasons
+    options = _options(provider, gateway, asked.options, asked.think,
+                       truncate=asked.truncate, shift=asked.shift)
+    check_image_count(messages, ANTHROPIC_IMAGES, "messages" if key == "message" else "images")
+    chat = provider.build_request(messages, model=model, options=options, tools=tools,
+                                  response_format=_format(asked.format))
+    remember = key == "response"
     start = time.perf_counter()
     with gateway.slot():
         if not stream:  # the whole answer: the provider's own non-streaming request
             reply = await provider.complete_request(chat)
             body = _final(model_id, reply.usage, reply.finish_reason, start, key)
+            if remember:
+                body["context"] = context_of(messages, reply.content)
             reasoning = reply.reasoning if shows_thinking else None
             if key == "message":
                 body["message"]["content"] = reply.content
@@ -321,19 +381,24 @@ async def _answer(request: web.Request, model_id: str, messages: list[ChatMessag
             await resp.prepare(request)
             last = first
             first_at = time.perf_counter() if first is not None else None
+            texts: list[str] = []
             try:
                 if first is not None:
+                    texts.append(first.content)
                     piece = _piece(model_id, first, key, shows_thinking)
                     if piece:
                         await resp.write(dumps(piece) + b"\n")
                     async for chunk in rest:
                         last = chunk
+                        texts.append(chunk.content)
                         piece = _piece(model_id, chunk, key, shows_thinking)
                         if piece:
                             await resp.write(dumps(piece) + b"\n")
-                await resp.write(dumps(_final(model_id, last.usage if last else None,
-                                              last.finish_reason if last else None, start,
-                                              key, first_at)) + b"\n")
+                end = _final(model_id, last.usage if last else None,
+                             last.finish_reason if last else None, start, key, first_at)
+                if remember:
+                    end["context"] = context_of(messages, "".join(texts))
+                await resp.write(dumps(end) + b"\n")
             except ConnectionResetError:
                 raise
             except Exception as err:
@@ -350,9 +415,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     messages = _messages(body.messages)
     if not messages:
         return await _load(request, body.model, body.keep_alive, body.stream, "message")
-    return await _answer(request, body.model, messages, options=body.options,
-                         fmt=body.format, tools=body.tools, stream=body.stream, key="message",
-                         think=body.think)
+    _check_asking(body)
+    return await _answer(request, body, messages, tools=body.tools, key="message")
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -360,20 +424,24 @@ async def generate(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, OllamaGenerate)
     if not body.prompt and not body.images:
         return await _load(request, body.model, body.keep_alive, body.stream, "response")
+    _check_asking(body)
     if body.suffix:  # Ollama's answer for a model without fill-in-the-middle
         await resolve(request, body.model)
         raise ApiError(400, f'"{body.model}" does not support insert: modelplex answers '
                             "generate through chat; leave out suffix and put the text around "
                             "the gap in the prompt", param="suffix")
-    messages = [ChatMessage.system(body.system)] if body.system else []
+    history = history_of(body.context or ())
+    if body.system:  # the request's system prompt wins over the context's
+        history = [ChatMessage.system(body.system),
+                   *(m for m in history if m.role is not MessageRole.SYSTEM)]
+    messages = history
     try:
         messages.append(ChatMessage(role=MessageRole.USER, content=body.prompt,
                                     images=tuple(client_image(img, "images")
                                                  for img in body.images or ())))
     except ValueError:
         raise ApiError(400, "prompt must not be empty", param="prompt") from None
-    return await _answer(request, body.model, messages, options=body.options, fmt=body.format,
-                         tools=None, stream=body.stream, key="response", think=body.think)
+    return await _answer(request, body, messages, tools=None, key="response")
 
 
 def _shortened(vector: list[float], dimensions: int | None) -> list[float]:
@@ -385,12 +453,14 @@ def _shortened(vector: list[float], dimensions: int | None) -> list[float]:
     return [v / norm for v in head] if norm else head
 
 
-async def _vectors(request: web.Request, model_id: str, texts: list[str]) -> list[list[float]]:
+async def _vectors(request: web.Request, model_id: str, texts: list[str],
+                   options: dict[str, Any] | None = None) -> list[list[float]]:
     gateway = request.app[GATEWAY]
     await gateway.check_rate(request.get(KEY))
     provider, model = await resolve(request, model_id)
+    known = _options(provider, gateway, options)
     with gateway.slot():
-        return await provider.embed(texts, model=model)
+        return await provider.embed(texts, model=model, options=known or None)
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
@@ -403,7 +473,11 @@ async def embed(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"dimensions must be a positive number, not {body.dimensions}",
                        param="dimensions")
     start = time.perf_counter()
-    vectors = await _vectors(request, body.model, texts)
+    if body.truncate is False:  # providers embed through options, which carry no truncate
+        raise ApiError(400, "truncate: false cannot be honoured: modelplex's providers "
+                            "truncate an input longer than the model's context, or fail, as "
+                            "each does; leave out truncate", param="truncate")
+    vectors = await _vectors(request, body.model, texts, body.options)
     return web.Response(body=dumps({
         "model": body.model, "embeddings": [_shortened(v, body.dimensions) for v in vectors],
         "total_duration": int((time.perf_counter() - start) * 1e9), "load_duration": 0}),

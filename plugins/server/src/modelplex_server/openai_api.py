@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/models``, ``/v1/embeddings``.
+"""The OpenAI-compatible API: ``/v1/chat/completions`` and ``/v1/embeddings`` (``/v1/models``:
+:mod:`modelplex_server.models_api`).
 
 Requests go through the same path as every modelplex caller: the model id is resolved to a
 provider (:class:`~modelplex_server.resolve.ModelResolver`), the provider validates the
@@ -27,16 +28,18 @@ from modelplex.errors import OptionsError
 from modelplex.http import dumps
 from modelplex.provider import ChatRequest, Provider
 from modelplex.tokens import estimate_tokens
-from modelplex.types import ChatMessage, MessageRole, ModelInfo
+from modelplex.types import ChatMessage, MessageRole
 from modelplex_server import usage_fields
 from modelplex_server.errors import ApiError, error_body, from_exception
 from modelplex_server.gateway import GATEWAY, KEY, Gateway
-from modelplex_server.images import client_image
+from modelplex_server.images import OPENAI_IMAGES, check_image_count, client_image
 from modelplex_server.relay import answer_streamed, answer_whole
 from modelplex_server.schemas import (
     ChatCompletionRequest,
     ChatMessageParam,
     EmbeddingRequest,
+    check_option_stop,
+    check_tool_choice,
     read_body,
 )
 from modelplex_server.settings import KeyConfig
@@ -108,6 +111,7 @@ def _options(gateway: Gateway, provider: Any, body: ChatCompletionRequest) -> di
               "frequency_penalty": body.frequency_penalty, "user": body.user,
               "parallel_tool_calls": body.parallel_tool_calls}
     options = gateway.known_options(provider, common)
+    check_option_stop(body.options)
     options.update(body.options or {})
     return options
 
@@ -124,8 +128,26 @@ def _response_format(body: ChatCompletionRequest) -> Any:
     return {"type": "json_schema", "json_schema": fmt.json_schema}
 
 
+#: request fields the gateway cannot honour (an answer without them would silently lack what
+#: the client asked for), with what to do instead
+_UNSERVED = {
+    "audio": "audio output is not served: leave out audio and modalities (answers are text)",
+    "functions": "the deprecated functions parameter is not served: give them as tools "
+                 "([{\"type\": \"function\", \"function\": {...}}])",
+    "function_call": "the deprecated function_call parameter is not served: use tool_choice",
+    "web_search_options": "web search is not served: leave out web_search_options"}
+
+
 def refuse_unsupported(body: ChatCompletionRequest) -> None:
-    """A clear 400 for what the gateway cannot answer: several choices, log probabilities."""
+    """A clear 400 for what the gateway cannot answer: several choices, log probabilities,
+    audio output, the deprecated ``functions``, web search."""
+    for name, why in _UNSERVED.items():
+        value = getattr(body, name)
+        if value is not None and value != []:  # an empty functions list asks nothing
+            raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+    if body.modalities is not None and set(body.modalities) - {"text"}:
+        raise ApiError(400, f"modalities: only text is served (got {body.modalities!r:.80})",
+                       param="modalities", code="unsupported_value")
     if body.n is not None and body.n > 1:
         raise ApiError(400, f"n={body.n} is not supported: this server answers one choice per "
                             "request; send the request n times instead", param="n",
@@ -264,8 +286,10 @@ async def _chat_request(gateway: Gateway, key: KeyConfig | None,
                         body: ChatCompletionRequest) -> tuple[Provider, ChatRequest]:
     """The provider answering ``body`` (after ``key``'s model check) and its request."""
     messages = to_chat_messages(body.messages)
+    check_image_count(messages, OPENAI_IMAGES, "messages")
     provider, model = await gateway.resolve(key, body.model)
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+    check_tool_choice(tools, body.tool_choice)
     args: dict[str, Any] = {"model": model, "options": _options(gateway, provider, body),
                             "tools": tools, "tool_choice": body.tool_choice,
                             "response_format": _response_format(body)}
@@ -303,37 +327,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     include = bool(body.stream_options and body.stream_options.include_usage)
     return await answer_streamed(gateway, provider, chat, lambda rest, first: _stream_reply(
         request, rest, first, body.model, include))
-
-
-def _model_entry(info: ModelInfo) -> dict[str, Any]:
-    created = int(info.modified.timestamp()) if info.modified else 0
-    return {"id": info.id, "object": "model", "created": created, "owned_by": info.provider}
-
-
-async def _model_entries(gateway: Gateway, request: web.Request) -> list[dict[str, Any]]:
-    key = request.get(KEY)
-    entries = [{"id": alias, "object": "model", "created": 0, "owned_by": "modelplex"}
-               for alias in gateway.resolver.named_models]
-    entries += [_model_entry(info) for info in await gateway.registry.list_models()
-                if info.provider != "named"]
-    return [e for e in entries if key is None or key.allows(e["id"])]
-
-
-async def list_models(request: web.Request) -> web.Response:
-    """``GET /v1/models``: the named models, then every provider's models as provider:model."""
-    data = await _model_entries(request.app[GATEWAY], request)
-    return web.Response(body=dumps({"object": "list", "data": data}),
-                        content_type="application/json")
-
-
-async def get_model(request: web.Request) -> web.Response:
-    """``GET /v1/models/{model}``."""
-    model_id = request.match_info["model"]
-    for entry in await _model_entries(request.app[GATEWAY], request):
-        if entry["id"] == model_id:
-            return web.Response(body=dumps(entry), content_type="application/json")
-    raise ApiError(404, f"The model `{model_id}` does not exist or you do not have access to "
-                        "it.", code="model_not_found", param="model")
 
 
 def _b64(vector: list[float]) -> str:
@@ -396,6 +389,4 @@ async def answer_embeddings(gateway: Gateway, key: KeyConfig | None,
 def add_routes(app: web.Application) -> None:
     """Register the OpenAI-compatible routes."""
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/embeddings", embeddings)

@@ -40,25 +40,28 @@ from modelplex.provider import ChatRequest
 from modelplex.types import MessageRole
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY, KEY
+from modelplex_server.images import OPENAI_IMAGES, check_image_count
 from modelplex_server.relay import answer_streamed, answer_whole, field_message
 from modelplex_server.responses_events import Answer, stream_events
 from modelplex_server.responses_items import (
     ResponsesRequest,
     items_of,
     options_of,
+    refuse_unsupported,
     response_format_of,
     to_chat_messages,
     tools_of,
     untag,
 )
 from modelplex_server.responses_store import (
-    answer_message,
     history_of,
     keep,
     plan_id,
+    release,
+    reserve,
     stored_response,
 )
-from modelplex_server.schemas import read_body
+from modelplex_server.schemas import check_tool_choice, read_body
 
 __all__ = ["add_routes", "create_response", "delete_response", "get_response",
            "list_input_items"]
@@ -72,10 +75,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, ResponsesRequest)
     except ApiError as err:
         raise untag(err) from None
+    refuse_unsupported(body)
     await gateway.check_rate(request.get(KEY))
     history, chain = await history_of(request, body)
     new = to_chat_messages(body, history)
+    check_image_count(new, OPENAI_IMAGES, "input")
     tools, tool_choice = tools_of(body)
+    check_tool_choice(tools, tool_choice)
     provider, model = await gateway.resolve(request, body.model)
     system = [field_message("instructions", role=MessageRole.SYSTEM, content=body.instructions)] \
         if body.instructions and body.instructions.strip() else []
@@ -90,22 +96,34 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if body.store:  # recording files the exchange under the chain's conversation
         chat.conversation_id = response_id.split("_")[1]
 
-    async def store() -> None:
-        if body.store:
-            await keep(request, answer, [*new, answer_message(answer, answer.object())],
-                       chain, append, provider.name)
+    kept = False
 
-    if not body.stream:
-        answer.from_reply(await answer_whole(gateway, provider, chat))
-        await store()
-        return web.Response(body=dumps(answer.object()), content_type="application/json")
-    return await answer_streamed(gateway, provider, chat, lambda rest, first: stream_events(
-        request, rest, first, answer, store))
+    async def store() -> None:
+        nonlocal kept
+        if body.store:
+            await keep(request, answer, new, chain, append)
+        kept = True
+
+    reserved = await reserve(request, answer, new, chain, append, provider.name)
+    try:
+        if not body.stream:
+            answer.from_reply(await answer_whole(gateway, provider, chat))
+            await store()
+            return web.Response(body=dumps(answer.object()), content_type="application/json")
+        return await answer_streamed(gateway, provider, chat, lambda rest, first: stream_events(
+            request, rest, first, answer, store))
+    finally:
+        if reserved and not kept:
+            await release(request, answer)
 
 
 async def get_response(request: web.Request) -> web.Response:
-    """``GET /v1/responses/{id}``: a stored response."""
+    """``GET /v1/responses/{id}``: a stored response (``stream=true``, a replay of a
+    background response's events, is a 400: stored responses are finished)."""
     _, _, stored = await stored_response(request, request.match_info["id"])
+    if request.query.get("stream", "false").lower() not in ("false", "0", ""):
+        raise ApiError(400, "stream: a stored response is not replayed as events (it is "
+                            "finished): retrieve it without stream", param="stream")
     return web.Response(body=dumps(stored), content_type="application/json")
 
 

@@ -23,10 +23,10 @@ from modelplex_server.errors import ApiError
 from modelplex_server.gateway import Gateway
 from modelplex_server.images import client_image
 from modelplex_server.relay import field_message
-from modelplex_server.schemas import _Body
+from modelplex_server.schemas import MAX_TOOLS, _Body, at_most, unserved
 
 __all__ = ["ResponsesRequest", "ToolChoiceFunction", "items_of", "options_of",
-           "response_format_of", "to_chat_messages", "tools_of", "untag"]
+           "refuse_unsupported", "response_format_of", "to_chat_messages", "tools_of", "untag"]
 
 _ROLES = {"user": MessageRole.USER, "assistant": MessageRole.ASSISTANT,
           "system": MessageRole.SYSTEM, "developer": MessageRole.SYSTEM}
@@ -178,7 +178,7 @@ class ResponsesRequest(_Body):
     model: str = Field(min_length=1)
     input: Input
     instructions: str | None = None
-    tools: list[FunctionTool] | None = None
+    tools: Annotated[list[FunctionTool], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | None = None
     text: TextConfig | None = None
     max_output_tokens: int | None = Field(default=None, gt=0)
@@ -192,6 +192,31 @@ class ResponsesRequest(_Body):
                    Annotated[str, Field(max_length=512)]] | None = Field(default=None,
                                                                         max_length=16)
     parallel_tool_calls: bool | None = None
+    # refused (not silently ignored): see refuse_unsupported
+    conversation: str | dict[str, Any] | None = unserved()
+    prompt: dict[str, Any] | None = unserved()
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    include: list[str] | None = None  # "message.output_text.logprobs" refused, others ignored
+
+
+def refuse_unsupported(body: ResponsesRequest) -> None:
+    """A 400 naming a field whose request cannot be honoured here: ``conversation`` (OpenAI's
+    Conversations API is not served), ``prompt`` (a stored prompt template), ``top_logprobs``
+    above 0 and ``include`` of the log probabilities (providers give none)."""
+    if body.conversation is not None:
+        raise ApiError(400, "conversation: this server does not serve OpenAI's Conversations "
+                            "API; continue a conversation with previous_response_id (stored "
+                            "responses are kept)", param="conversation")
+    if body.prompt is not None:
+        raise ApiError(400, "prompt: stored prompt templates are not served; send the text in "
+                            "instructions and input", param="prompt")
+    if body.top_logprobs:
+        raise ApiError(400, "top_logprobs: modelplex's providers give no log probabilities; "
+                            "leave it out", param="top_logprobs")
+    if "message.output_text.logprobs" in (body.include or ()):
+        raise ApiError(400, "include: message.output_text.logprobs cannot be given: "
+                            "modelplex's providers give no log probabilities; leave it out of "
+                            "include", param="include")
 
 
 # -- translation ---------------------------------------------------------------------------------

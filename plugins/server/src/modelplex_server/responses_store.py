@@ -10,10 +10,16 @@ response, else in a new conversation with that history (of two follow-ups to one
 answered at once, the one finished second is not kept: the store checks that the chain was
 not continued and appends in one step,
 :meth:`modelplex_server.conversations.ConversationStore.append_at`).
+
+A response that starts a conversation counts toward ``[server] max_conversations``: before
+the model is asked, :func:`reserve` makes the conversation with the input, counted and stored
+in one store step (a 400 ``conversations_limit_reached`` in OpenAI's shape at the cap), and
+:func:`keep` appends the answer to it; :func:`release` removes it when no answer is kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -27,7 +33,8 @@ from modelplex_server.gateway import GATEWAY
 from modelplex_server.responses_events import Answer, new_id
 from modelplex_server.responses_items import ResponsesRequest
 
-__all__ = ["answer_message", "history_of", "keep", "plan_id", "stored_response"]
+__all__ = ["answer_message", "history_of", "keep", "plan_id", "release", "reserve",
+           "stored_response"]
 
 log = logging.getLogger("modelplex.server")
 
@@ -88,26 +95,66 @@ def plan_id(body: ResponsesRequest, new_count: int,
     return f"resp_{uuid.uuid4().hex}_{start + new_count}_{nonce}", False
 
 
-async def keep(request: web.Request, answer: Answer, new: list[ChatMessage],
-                chain: tuple[Conversation, int] | None, append: bool, provider: str) -> None:
-    """Store a finished response where its id (:func:`plan_id`) says it is."""
+def _title(messages: list[ChatMessage]) -> str:
+    first = next((m.content for m in messages if m.role is MessageRole.USER and m.content), "")
+    return f"Responses API: {first[:60]}" if first else "Responses API"
+
+
+async def reserve(request: web.Request, answer: Answer, new: list[ChatMessage],
+                  chain: tuple[Conversation, int] | None, append: bool, provider: str) -> bool:
+    """Make now the conversation a stored response that starts one will be kept in (its
+    history and ``new`` input, without the answer), counted against the key's
+    ``max_conversations`` in one store step; true if made (a response not stored, or
+    continuing its chain's conversation, makes none). At the cap: a 400 naming ``store``."""
+    if not answer.body.store or append:
+        return False
     gateway = request.app[GATEWAY]
-    store = gateway.conversations
+    history = list(chain[0].messages[:chain[1]]) if chain is not None else []
+    owner, most = gateway.owner(request), gateway.settings.max_conversations
+    made = await gateway.conversations.create(Conversation(
+        id=answer.id.split("_")[1], title=_title([*history, *new]), model=answer.body.model,
+        provider=provider, owner=owner, messages=[*history, *new]), most=most)
+    if made is None:
+        raise ApiError(400, f"{'the key ' + repr(owner) if owner else 'the server'} keeps "
+                            f"{most} conversations already ([server] max_conversations), and "
+                            "a stored response that does not continue the last response of "
+                            "its chain starts one: send store=false, or delete some "
+                            "(DELETE /v1/responses/{id}, DELETE /api/conversations/{id}), or "
+                            "raise the setting", code="conversations_limit_reached",
+                       param="store")
+    return True
+
+
+async def release(request: web.Request, answer: Answer) -> None:
+    """Remove the conversation :func:`reserve` made for a response whose answer was not kept
+    (the model failed, the client left)."""
+    store = request.app[GATEWAY].conversations
+    try:
+        await asyncio.shield(store.delete(answer.id.split("_")[1]))
+    except Exception:  # the store is down: the conversation stays, with the input only
+        log.warning("the conversation of response %s could not be removed", answer.id,
+                    exc_info=True)
+
+
+async def keep(request: web.Request, answer: Answer, new: list[ChatMessage],
+               chain: tuple[Conversation, int] | None, append: bool) -> None:
+    """Store a finished response where its id (:func:`plan_id`) says it is: after ``new``
+    (its input) in the chain's conversation when it continues it, else in the conversation
+    :func:`reserve` made."""
+    store = request.app[GATEWAY].conversations
     conversation_id = answer.id.split("_")[1]
+    reply = answer_message(answer, answer.object())
     if append and chain is not None:
-        if not await store.append_at(conversation_id, chain[1], new):
+        if not await store.append_at(conversation_id, chain[1], [*new, reply]):
             # another follow-up to the same response was stored meanwhile: this one's id
             # names a place that is taken, so it is not kept (GET gives 404)
             log.warning("response %s not stored: %s was continued meanwhile", answer.id,
                         answer.body.previous_response_id)
         return
-    history = list(chain[0].messages[:chain[1]]) if chain is not None else []
-    first = next((m.content for m in [*history, *new] if m.role is MessageRole.USER
-                  and m.content), "")
-    await store.create(Conversation(
-        id=conversation_id, title=f"Responses API: {first[:60]}" if first else "Responses API",
-        model=answer.body.model, provider=provider, owner=gateway.owner(request),
-        messages=[*history, *new]))
+    count = (chain[1] if chain is not None else 0) + len(new)
+    if not await store.append_at(conversation_id, count, [reply]):
+        log.warning("response %s not stored: its conversation was changed or deleted while "
+                    "it was answered", answer.id)
 
 
 def answer_message(answer: Answer, stored: dict[str, Any]) -> ChatMessage:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from modelplex_server.connections import CONNECTIONS
 from modelplex_server.errors import ApiError
@@ -26,10 +28,12 @@ from modelplex_server.gateway import GATEWAY
 
 T = TypeVar("T", bound=BaseModel)
 
-__all__ = ["AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
+__all__ = ["MANY_STOP", "MAX_EMBED_INPUTS", "MAX_STOP_CHARS", "MAX_TOOLS", "OPENAI_STOP",
+           "AuthFrame", "ChatCompletionRequest", "ConversationCreate", "ConversationUpdate",
            "EmbeddingRequest", "Frame", "PingFrame", "RestChatRequest", "SendMessageFrame",
-           "StopFrame", "StopList", "Text", "check_depth", "check_numbers", "parse_body",
-           "parse_frame", "read_body", "validation_error"]
+           "StopFrame", "StopList", "StopSequences", "Text", "at_most", "check_depth",
+           "check_numbers", "check_option_stop", "check_tool_choice", "parse_body",
+           "parse_frame", "read_body", "unserved", "validation_error"]
 
 
 def _no_nul(value: str) -> str:
@@ -40,8 +44,89 @@ def _no_nul(value: str) -> str:
 
 #: a string the conversation store keeps as it is (a title, a model id, a key's name): no NUL
 Text = Annotated[str, AfterValidator(_no_nul)]
-#: ``stop``: at most 4 sequences, as OpenAI takes (a count a client cannot blow up)
-StopList = Annotated[list[str], Field(max_length=4)]
+#: stop sequences per request: OpenAI's APIs take 4 (OpenAI's own limit); Anthropic's and
+#: Ollama's (and the ``options`` of modelplex's extensions) 16, as their APIs document no limit
+#: and model files list several stop tokens. Each sequence is at most MAX_STOP_CHARS long.
+OPENAI_STOP, MANY_STOP, MAX_STOP_CHARS = 4, 16, 500
+
+
+def _stop_bound(most: int) -> Any:
+    def check(value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) > most:
+            raise PydanticCustomError(
+                "too_many_stop_sequences", "at most {most} stop sequences are taken (got "
+                "{count}): send {most} or fewer", {"most": most, "count": len(value)})
+        longest = max(map(len, [value] if isinstance(value, str) else value), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise PydanticCustomError(
+                "stop_sequence_too_long", "each stop sequence is at most {most} characters "
+                "(got one of {count}): shorten it", {"most": MAX_STOP_CHARS, "count": longest})
+        return value
+    return AfterValidator(check)
+
+
+#: tools a request may give (OpenAI's limit, on every API) and texts one embedding request may
+#: give (OpenAI's, on every API)
+MAX_TOOLS, MAX_EMBED_INPUTS = 128, 2048
+
+
+def at_most(most: int, what: str) -> Any:
+    """A validator of a list's length: at most ``most`` items (a 400 naming the field, the
+    limit and the count)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > most:
+            raise PydanticCustomError(
+                "too_many", "at most {most} {what} are taken (got {count}): send {most} or "
+                "fewer", {"most": most, "what": what, "count": len(value)})
+        return value
+    return AfterValidator(check)
+
+
+#: ``stop`` of OpenAI's APIs: one sequence or at most 4 (a count a client cannot blow up)
+StopList = Annotated[str | list[str], _stop_bound(OPENAI_STOP)]
+#: ``stop_sequences`` (Anthropic's API), ``options.stop`` (Ollama's, modelplex's ``options``)
+StopSequences = Annotated[list[str], _stop_bound(MANY_STOP)]
+_STOP_OPTION: TypeAdapter[list[str]] = TypeAdapter(StopSequences)
+
+
+def check_option_stop(options: Mapping[str, Any] | None, param: str = "options") -> None:
+    """A 400 naming ``{param}.stop`` when the provider options ``options`` hold a ``stop``
+    that is not a list of at most :data:`MANY_STOP` sequences of at most
+    :data:`MAX_STOP_CHARS` characters (a single string is one sequence)."""
+    stop = (options or {}).get("stop")
+    if stop is None:
+        return
+    try:
+        _STOP_OPTION.validate_python([stop] if isinstance(stop, str) else stop, strict=True)
+    except ValidationError as err:
+        item = err.errors()[0]
+        where = ".".join(str(part) for part in (param, "stop", *item["loc"]))
+        raise ApiError(400, f"invalid '{where}': {item['msg']}", param=f"{param}.stop") \
+            from None
+
+
+def check_tool_choice(tools: list[dict[str, Any]] | None, choice: Any,
+                      param: str = "tool_choice") -> None:
+    """A 400 naming ``param`` when the tool choice (OpenAI's shape, as every API's is
+    translated) asks for a tool and there are no ``tools``, or names a function that is not
+    among them (as OpenAI and Anthropic refuse it; a provider would force a call to nothing)."""
+    if choice is None or choice in ("auto", "none"):
+        return
+    names = [t.get("function", {}).get("name") for t in tools or ()]
+    if not names:
+        raise ApiError(400, f"{param}: it asks for a tool call but no tools are given: give "
+                            "tools, or leave out tool_choice", param=param)
+    wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if wanted is not None and wanted not in names:
+        raise ApiError(400, f"{param}: names the tool {str(wanted)[:64]!r}, which is not among "
+                            f"tools ({', '.join(map(str, names))[:200]}): name one of them",
+                       param=param)
+
+
+def unserved() -> Any:
+    """A request field that is not served: described so in the OpenAPI description, and a
+    400 naming it when given (checked by its route)."""
+    return Field(default=None, description="Not served: given, it is a 400 naming it.")
 
 
 class _Body(BaseModel):
@@ -114,7 +199,7 @@ class ChatCompletionRequest(_Body):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
-    stop: str | StopList | None = None  # OpenAI's bound: up to 4 sequences
+    stop: StopList | None = None  # OpenAI's bound: up to 4 sequences
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -123,10 +208,17 @@ class ChatCompletionRequest(_Body):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = None
     parallel_tool_calls: bool | None = None
-    tools: list[ToolParam] | None = None
+    tools: Annotated[list[ToolParam], at_most(MAX_TOOLS, "tools")] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
     options: dict[str, Any] | None = None
+    # refused with a 400 naming them (openai_api.refuse_unsupported): not served
+    audio: dict[str, Any] | None = unserved()
+    modalities: list[str] | None = Field(default=None,
+                                         description="Only [\"text\"]: others are a 400.")
+    functions: list[Any] | None = unserved()
+    function_call: str | dict[str, Any] | None = unserved()
+    web_search_options: dict[str, Any] | None = unserved()
 
 
 class EmbeddingRequest(_Body):
@@ -134,7 +226,8 @@ class EmbeddingRequest(_Body):
     list of integers, or a list of such lists)."""
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: Annotated[str | list[str] | list[int] | list[list[int]],
+                     at_most(MAX_EMBED_INPUTS, "inputs")]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, gt=0)
     user: str | None = None
@@ -261,6 +354,8 @@ def validation_error(err: ValidationError) -> ApiError:
     msg = item["msg"]
     if item["type"] == "missing":
         return ApiError(400, f"'{path}' is required", param=path)
+    if "(got " in msg:  # the message says what it got
+        return ApiError(400, f"invalid '{path}': {msg}", param=path)
     return ApiError(400, f"invalid '{path}': {msg} (got {item.get('input')!r:.100})",
                     param=path)
 

@@ -149,7 +149,8 @@ class ServerSettings(BaseModel):
     header_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's headers.")
     body_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds a request body may stall between reads.")
+        default=30.0, gt=0, description="Seconds a request body may stall between reads, "
+                                        "and a client may leave its answer unread.")
     idle_timeout: float = Field(
         default=60.0, gt=0, description="Seconds an idle keep-alive connection stays open.")
     max_connections: int | None = Field(
