@@ -36,7 +36,7 @@ import attrs
 
 from modelplex.chunks import Usage
 from modelplex.config import Config, get_config, parse_config
-from modelplex.errors import ConfigurationError
+from modelplex.errors import ConfigurationError, did_you_mean
 from modelplex.types import ChatMessage
 
 if TYPE_CHECKING:
@@ -225,7 +225,8 @@ class ModelManager:
         unknown = sorted(set(item) - _SEED_KEYS)
         if unknown:
             raise ConfigurationError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                                     f"{', '.join(sorted(_SEED_KEYS))}")
+                                     f"{', '.join(sorted(_SEED_KEYS))}"
+                                     f"{did_you_mean(unknown[0], _SEED_KEYS)}")
         for key in ("config_name", "model_type"):
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigurationError(f"{where}: {key!r} is required (a string)")

@@ -339,17 +339,66 @@ def _read_yaml(path: Path, raw: bytes) -> dict[str, Any]:
     return data
 
 
+def _table_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class of the table that holds the key at ``loc`` (``models.fast.modle``:
+    :class:`ModelConfig`), following field annotations through dicts, tuples and unions."""
+    current: type[BaseModel] = Config
+    skip = False  # the part after a dict or tuple field is its key or index
+    for part in loc[:-1]:
+        if skip:
+            skip = False
+            continue
+        field = current.model_fields.get(str(part))
+        found = _models_in(field.annotation) if field is not None else None
+        if field is None or found is None:
+            return None
+        skip = not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+                    ) and _is_container(field.annotation)
+        current = found
+    return None if skip else current
+
+
+def _is_container(annotation: Any) -> bool:
+    """Whether ``annotation`` is (or, in a union, holds) a dict or a tuple/list."""
+    from typing import get_args, get_origin
+
+    if get_origin(annotation) in (dict, tuple, list):
+        return True
+    return any(_is_container(a) for a in get_args(annotation))
+
+
+def _models_in(annotation: Any) -> Any:
+    """The BaseModel class inside ``annotation`` (itself, ``X | None``, ``dict[str, X]``,
+    ``tuple[X, ...]``), or ``None``."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _models_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """The message for an unknown key: the valid keys of its table and the closest one."""
+    table = _table_at(loc)
+    if table is None:
+        return "unknown key (remove or rename it)"
+    valid = [k for k, f in table.model_fields.items() if k != "source"]
+    where = "top-level key" if len(loc) == 1 else "key"
+    return (f"unknown {where}{errors.did_you_mean(loc[-1], valid)}; valid keys are "
+            f"{', '.join(valid)} (remove or rename it)")
+
+
 def _describe(err: ValidationError, source: str) -> str:
     parts = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            if len(item["loc"]) == 1:
-                valid = ", ".join(k for k in Config.model_fields if k != "source")
-                msg = f"unknown top-level key; valid keys are {valid} (remove or rename it)"
-            else:
-                msg = "unknown key (remove or rename it)"
+            msg = _unknown_key(tuple(item["loc"]))
         elif item["type"] == "string_pattern_mismatch":
             msg = "write it as \"provider:model\", e.g. \"ollama:llama3.2\""
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -359,9 +408,7 @@ def _describe(err: ValidationError, source: str) -> str:
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
     """Validate configuration data (a dict as the file holds it)."""
     if "source" in data:  # a field of Config, but not a key of the file
-        valid = ", ".join(k for k in Config.model_fields if k != "source")
-        raise ConfigurationError(f"{source}: source: unknown top-level key; valid keys are "
-                                 f"{valid} (remove or rename it)")
+        raise ConfigurationError(f"{source}: source: {_unknown_key(('source',))}")
     try:
         config = Config.model_validate({**_secrets(dict(data)), "source": source})
     except ValidationError as err:

@@ -24,7 +24,7 @@ import attrs
 import pluggy
 
 from modelplex import env, hookspecs
-from modelplex.errors import PluginError, UnknownProviderError, redact
+from modelplex.errors import PluginError, UnknownProviderError, did_you_mean, redact
 
 if TYPE_CHECKING:
     import click
@@ -274,7 +274,8 @@ class Plugins:
             if kind == "providers":
                 self._raise_if_broken(name)
                 raise UnknownProviderError(name, sorted(registries[kind]))
-            raise PluginError(f"no {kind[:-1].replace('_', ' ')} named {name!r}; "
+            raise PluginError(f"no {kind[:-1].replace('_', ' ')} named {name!r}"
+                              f"{did_you_mean(name, registries[kind])}; "
                               f"available: {', '.join(sorted(registries[kind])) or 'none'}")
         return reg.obj
 

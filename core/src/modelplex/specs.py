@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelplex import env
+from modelplex._keywords import check_keywords
 from modelplex.errors import ConfigurationError, ModelplexError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
@@ -93,11 +94,12 @@ def create_provider(name: str, config: Mapping[str, Any] | Plugins | Any = None,
         config = to_dict()
     config = {**dict(config or {}), **kwargs}
     factory = (plugins or get_plugins()).get("providers", name)
+    check_keywords(factory, config, name)
     try:
         provider = factory(**config)
     except ModelplexError:
         raise
-    except (TypeError, ValueError, ValidationError) as err:
+    except (TypeError, ValueError, AttributeError, ValidationError) as err:
         raise ConfigurationError(f"provider {name!r} could not be configured: {err}") from err
     if not isinstance(provider, Provider):
         raise ConfigurationError(f"provider {name!r} factory returned {provider!r}, "
