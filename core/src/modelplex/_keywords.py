@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from modelplex.errors import ConfigurationError, did_you_mean
+from modelplex.masking import is_secret_name
 
 __all__ = ["check_keywords"]
 
@@ -68,8 +69,8 @@ def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
 
 def check_keywords(factory: Callable[..., Any], config: Mapping[str, Any], provider: str) -> None:
     """Raise :class:`ConfigurationError` when ``config`` holds a keyword ``factory`` does not
-    take, or a value its simple annotation does not allow (the value itself is not shown: it
-    may be a secret)."""
+    take, or a value its simple annotation does not allow (shown unless the keyword's name
+    means a secret: then only its type)."""
     try:
         names, hints = _signature(factory)
     except TypeError:  # an unhashable factory
@@ -81,12 +82,12 @@ def check_keywords(factory: Callable[..., Any], config: Mapping[str, Any], provi
             if key not in names:
                 valid = ", ".join(sorted(n for n in names if not n.startswith("_")))
                 raise ConfigurationError(
-                    f"provider {provider!r}: unknown setting {key!r}{did_you_mean(key, names)}; "
+                    f"{provider}: unknown setting {key!r}{did_you_mean(key, names)}; "
                     f"it takes {valid or 'none'}: {fix}")
     for key, value in config.items():
         allowed = _allowed(hints.get(key))
         if allowed is not None and not _fits(value, allowed):
             labels = [_SIMPLE[a] for a in allowed if a is not type(None)] or ["none"]
             wanted = " or ".join(dict.fromkeys(labels))
-            raise ConfigurationError(f"provider {provider!r}: {key} must be {wanted} "
-                                     f"(got {type(value).__name__}): {fix}")
+            got = type(value).__name__ if is_secret_name(key) else repr(value)[:60]
+            raise ConfigurationError(f"{provider}: {key} must be {wanted} (got {got}): {fix}")
