@@ -34,17 +34,19 @@ def mcp_group() -> None:
 def mcp_list(as_json: bool) -> None:
     """The MCP servers of the config file ([mcp.NAME] tables; secrets are not shown)."""
     from modelplex.config import get_config
+    from modelplex.masking import mask
 
     servers = get_config().mcp
-    if as_json:
-        click.echo(json.dumps({name: {"transport": "stdio" if s.command else "http",
-                                      "command": s.command, "args": list(s.args),
-                                      "url": s.url, "tools": list(s.tools)}
-                               for name, s in servers.items()}, indent=2))
+    if as_json:  # masked: a URL's password, `--token VALUE` in args
+        click.echo(json.dumps(mask({name: {"transport": "stdio" if s.command else "http",
+                                           "command": s.command, "args": list(s.args),
+                                           "url": s.url, "tools": list(s.tools)}
+                                    for name, s in servers.items()}), indent=2))
         return
     print_table(["NAME", "TRANSPORT", "TARGET"],
                 [[name, "stdio" if s.command else "http",
-                  " ".join([s.command, *s.args]) if s.command else str(s.url)]
+                  " ".join([s.command, *mask(list(s.args))]) if s.command
+                  else mask(str(s.url))]
                  for name, s in servers.items()])
 
 

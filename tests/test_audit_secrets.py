@@ -1,0 +1,66 @@
+"""Audit: secrets never print -- a flag's value in an MCP server's ``args``, a key named like
+``bearer``, and ``modelplex mcp list`` (which printed URLs with passwords and args as given)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelplex.masking import MASK, mask
+
+CONFIG = """
+[providers.anthropic]
+bearer = "LEAK-bearer"
+
+[mcp.files]
+command = "files-server"
+args = ["--token", "LEAK-token", "--api-key=LEAK-apikey", "--port", "8000"]
+
+[mcp.web]
+url = "https://user:LEAK-pass@mcp.example/mcp?sig=LEAK-sig"
+"""
+
+
+def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
+                          text=True, timeout=120, env={**env, "MODELPLEX_CONFIG": str(config)},
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_the_value_of_a_secret_flag_in_args_is_masked() -> None:
+    assert mask(["--token", "t0ken", "--api-key=k3y", "--port", "8000", "-v", "x"]) == [
+        "--token", MASK, f"--api-key={MASK}", "--port", "8000", "-v", "x"]
+    assert mask({"args": ["serve", "--auth-token", "abc"]}) == {
+        "args": ["serve", "--auth-token", MASK]}
+    assert mask(["--max-tokens", "5", "--token-file", "/run/t"]) == [
+        "--max-tokens", "5", "--token-file", "/run/t"]
+
+
+def test_a_key_named_bearer_is_masked() -> None:
+    assert mask({"bearer": "abc"}) == {"bearer": MASK}
+
+
+@pytest.mark.parametrize("args", [("mcp", "list"), ("mcp", "list", "--json"),
+                                  ("config", "show"), ("config", "show", "--json")])
+def test_listing_the_config_prints_no_secret(config: Path, args: tuple[str, ...]) -> None:
+    proc = run(config, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "LEAK" not in proc.stdout + proc.stderr
+    if "--json" in args:
+        json.loads(proc.stdout)
+    if args[0] == "mcp":
+        assert "files-server --token ***" in proc.stdout or '"--token"' in proc.stdout
+        assert "mcp.example/mcp" in proc.stdout
