@@ -49,6 +49,9 @@ def _load_schema(path: str) -> dict[str, Any]:
         raise ConfigurationError(f"--schema {path}: not JSON ({err})") from None
     if not isinstance(schema, dict):
         raise ConfigurationError(f"--schema {path}: a JSON schema must be an object")
+    from modelplex.parsers._schemacheck import check_schema
+
+    check_schema(schema, f"--schema {path}: schema")
     return schema
 
 

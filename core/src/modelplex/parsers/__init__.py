@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from modelplex.errors import ConfigurationError, ParseError, PluginError
+from modelplex.parsers._schemacheck import check_schema
 from modelplex.plugins import Plugins, get_plugins
 
 __all__ = [
@@ -417,6 +418,7 @@ class JsonSchemaParser(Parser):
     name: ClassVar[str] = "json_schema"
 
     def __init__(self, schema: Mapping[str, Any], *, name: str | None = None) -> None:
+        check_schema(schema)  # a misspelt type would make every answer fail
         self.schema = dict(schema)
         self.schema_name = name or str(self.schema.get("title") or "response")
 
