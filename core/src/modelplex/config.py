@@ -66,8 +66,8 @@ from modelplex.errors import ConfigurationError
 from modelplex.masking import mask
 
 __all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "McpUse", "ModelConfig",
-           "PriceConfig", "RetryConfig", "config_path", "get_config", "load_config",
-           "set_config", "to_toml"]
+           "PriceConfig", "RetryConfig", "check_provider_config", "config_path", "get_config",
+           "load_config", "set_config", "to_toml"]
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
@@ -281,6 +281,28 @@ class Config(_Strict):
         and ``SecretStr`` values."""
         masked: dict[str, Any] = mask(self.model_dump(mode="python"))
         return masked
+
+
+def check_provider_config(value: Any) -> dict[str, dict[str, Any]]:
+    """``provider_config`` (``{"ollama": {"host": ...}}``: constructor keywords per provider
+    name) as plain dicts; a wrong shape is a :class:`ConfigurationError` saying how to write
+    it (``{"api_key": ...}`` without the provider's name is the usual slip)."""
+    example = "e.g. provider_config={'ollama': {'host': 'http://gpu-box:11434'}}"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("provider_config must map provider names to their "
+                                 f"constructor keywords, {example} (got {type(value).__name__})")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, keywords in value.items():
+        if not isinstance(keywords, Mapping):
+            raise ConfigurationError(
+                f"provider_config[{name!r}] must be a dict of constructor keywords (got "
+                f"{type(keywords).__name__}): provider_config maps provider names to their "
+                f"keywords, so nest it as provider_config={{'PROVIDER': {{{name!r}: ...}}}}, "
+                f"{example}")
+        checked[str(name)] = dict(keywords)
+    return checked
 
 
 def _secrets(value: Any) -> Any:

@@ -1,0 +1,31 @@
+"""Audit: bad arguments to the Python API are one ConfigurationError naming the argument and
+the fix (``provider_config`` of the wrong shape was an AttributeError or pydantic-free
+``ValueError: dictionary update sequence element``)."""
+
+from __future__ import annotations
+
+import pytest
+
+import modelplex
+from modelplex import ChatManager, ConfigurationError
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (5, "provider_config must map provider names to their constructor keywords, e.g. "
+        "provider_config={'ollama': {'host': 'http://gpu-box:11434'}} (got int)"),
+    ({"api_key": "sk-not-shown-1234567"},
+     "provider_config['api_key'] must be a dict of constructor keywords (got str): "
+     "provider_config maps provider names to their keywords, so nest it as "
+     "provider_config={'PROVIDER': {'api_key': ...}}"),
+])
+def test_provider_config_of_the_wrong_shape_says_how_to_write_it(value: object,
+                                                                   message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ChatManager("llamacpp:smollm2", provider_config=value)  # type: ignore[arg-type]
+    assert str(info.value).startswith(message)
+    assert "sk-not-shown" not in str(info.value)
+
+
+async def test_open_model_checks_provider_config_too() -> None:
+    with pytest.raises(ConfigurationError, match=r"provider_config\['n_ctx'\] must be a dict"):
+        await modelplex.open_model("llamacpp:smollm2", provider_config={"n_ctx": 512})  # type: ignore[dict-item]
