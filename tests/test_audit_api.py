@@ -29,3 +29,22 @@ def test_provider_config_of_the_wrong_shape_says_how_to_write_it(value: object,
 async def test_open_model_checks_provider_config_too() -> None:
     with pytest.raises(ConfigurationError, match=r"provider_config\['n_ctx'\] must be a dict"):
         await modelplex.open_model("llamacpp:smollm2", provider_config={"n_ctx": 512})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(("name", "variable"), [("openai", "OPENAI_API_KEY"),
+                                                 ("anthropic", "ANTHROPIC_API_KEY")])
+async def test_a_hosted_api_without_a_key_names_the_key_when_it_cannot_connect(
+        name: str, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, "cannot connect to https://api.openai.com" hid that no key was set."""
+    monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv(f"{name.upper()}_BASE_URL", raising=False)
+    provider = modelplex.create_provider(name)
+    try:
+        assert f"No API key is set either: set {variable}" in (provider.http.connect_hint or "")
+    finally:
+        await provider.aclose()
+    keyed = modelplex.create_provider(name, api_key="k-1234567890")
+    try:
+        assert "API key" not in (keyed.http.connect_hint or "")
+    finally:
+        await keyed.aclose()

@@ -128,9 +128,20 @@ class HttpProvider(Provider):
         return {self.api_key_header: self.api_key_prefix + key}
 
     def _connect_hint(self) -> str | None:
-        """The hint for a refused connection: :attr:`connect_hint` with ``{url}`` filled in."""
+        """The hint for a refused connection: :attr:`connect_hint` with ``{url}`` filled in,
+        and, for a hosted API without a key (:meth:`missing_setting`), the variable to set:
+        offline, "cannot connect" alone would hide that the key is missing too."""
         hint = type(self).connect_hint
-        return hint.replace("{url}", mask_url(self.base_url)) if hint else None
+        hint = hint.replace("{url}", mask_url(self.base_url)) if hint else None
+        try:
+            missing = self.missing_setting()
+        except Exception:  # a subclass not fully built yet: no key hint
+            missing = None
+        if missing:
+            key = (f"No API key is set either: set {missing} (or api_key in "
+                   f"[providers.{self.name}] of the config file)")
+            hint = f"{hint} {key}" if hint else key
+        return hint
 
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:
