@@ -1,0 +1,39 @@
+"""Audit: the ``modelplex`` command from a user's side -- empty and oversized standard input,
+and the other one-line errors found by using it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def modelplex(*args: str, input: bytes | None = None, **env: str
+              ) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    proc = subprocess.run([sys.executable, "-m", "modelplex", *args], input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL,
+                          capture_output=True, timeout=120, env={**clean, **env}, check=False)
+    return subprocess.CompletedProcess(proc.args, proc.returncode,
+                                       proc.stdout.decode("utf-8", "replace"),
+                                       proc.stderr.decode("utf-8", "replace"))
+
+
+@pytest.mark.parametrize(("args", "stdin"), [((), b""), ((), b"\n  \n"), (("  ",), None)])
+def test_an_empty_prompt_says_how_to_give_one(args: tuple[str, ...], stdin: bytes | None
+                                              ) -> None:
+    proc = modelplex("chat", *args, input=stdin)
+    assert proc.returncode == 1
+    assert proc.stderr == ("Error: the prompt is empty: give it as PROMPT (modelplex chat "
+                           "\"...\") or on standard input, or run modelplex chat alone in a "
+                           "terminal to chat\n")
+    assert proc.stdout == ""
+
+
+def test_oversized_standard_input_is_refused_without_reading_it_all() -> None:
+    proc = modelplex("chat", input=b"x" * 1000, MODELPLEX_MAX_MESSAGE_LENGTH="10")
+    assert proc.returncode == 1
+    assert proc.stderr == ("Error: standard input holds more than 10 characters, the longest "
+                           "message accepted: shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH\n")
