@@ -37,3 +37,11 @@ def test_oversized_standard_input_is_refused_without_reading_it_all() -> None:
     assert proc.returncode == 1
     assert proc.stderr == ("Error: standard input holds more than 10 characters, the longest "
                            "message accepted: shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH\n")
+
+
+def test_a_misspelt_plugin_allow_list_says_so() -> None:
+    proc = modelplex("chat", "hi", MODELPLEX_LOAD_PLUGINS="llamcpp")
+    assert proc.returncode == 1
+    assert ("MODELPLEX_LOAD_PLUGINS names 'llamcpp', which no installed plugin has (did you "
+            "mean 'llamacpp'?); installed plugins: ") in proc.stderr
+    assert "Traceback" not in proc.stderr
