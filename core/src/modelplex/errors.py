@@ -90,8 +90,14 @@ def did_you_mean(word: object, choices: Iterable[object]) -> str:
     text = str(word)
     lowered = {n.lower(): n for n in names}
     match = lowered.get(text.lower().replace("-", "_")) or lowered.get(text.lower())
+    if match is None and len(text) >= 3:  # two letters swapped: "lgo" for "log"
+        match = next((n for low, n in lowered.items() if sorted(low) == sorted(text.lower())),
+                     None)
+    if match is None and len(text) >= 3:  # a short form: "int" for "integer"
+        longer = [n for low, n in lowered.items() if low.startswith(text.lower())]
+        match = longer[0] if len(longer) == 1 else None
     if match is None:
-        close = difflib.get_close_matches(text.lower(), list(lowered), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(text.lower(), list(lowered), n=1, cutoff=0.7)
         match = lowered[close[0]] if close else None
     return f" (did you mean {match!r}?)" if match is not None and match != text else ""
 
