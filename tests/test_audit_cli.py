@@ -45,3 +45,11 @@ def test_a_misspelt_plugin_allow_list_says_so() -> None:
     assert ("MODELPLEX_LOAD_PLUGINS names 'llamcpp', which no installed plugin has (did you "
             "mean 'llamacpp'?); installed plugins: ") in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_capability_no_model_has_is_named() -> None:
+    proc = modelplex("models", "list", "-p", "llamacpp", "-c", "tols",
+                     MODELPLEX_LOAD_PLUGINS="llamacpp")
+    assert proc.returncode == 0
+    assert ("no model lists the capability 'tols' (did you mean 'tools'?); the models listed "
+            "have: ") in proc.stderr

@@ -15,6 +15,7 @@ import modelplex
 from modelplex.caches import CacheConfig
 from modelplex.config import parse_config
 from modelplex.errors import ConfigurationError, PluginError, did_you_mean
+from modelplex.parsers._schemacheck import JSON_TYPES
 from modelplex.routing.backends import StateConfig
 from modelplex.routing.strategies import make_strategy
 from modelplex.store.logs import ConversationsConfig
@@ -25,6 +26,9 @@ def test_did_you_mean_names_the_closest_choice_only_when_close() -> None:
     assert did_you_mean("max-tokens", ["max_tokens"]) == " (did you mean 'max_tokens'?)"
     assert did_you_mean("bogus", ["temperature", "top_p"]) == ""
     assert did_you_mean("top_p", ["top_p"]) == ""
+    assert did_you_mean("lgo", ["log", "path"]) == " (did you mean 'log'?)"
+    assert did_you_mean("int", JSON_TYPES) == " (did you mean 'integer'?)"
+    assert did_you_mean("nope", ["ollama", "openai"]) == ""
 
 
 @pytest.mark.parametrize(("data", "expected"), [
