@@ -134,3 +134,33 @@ def test_a_misspelt_template_field_names_the_right_one() -> None:
     with pytest.raises(ConfigurationError, match=r"template 'chain_of_thought': .*field 'tsak': "
                                                  r"unknown field \(did you mean 'task'\?\)"):
         resolve_template("chain_of_thought", {"tsak": "x"})
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    from modelplex.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'\xef\xbb\xbfdefault_model = "llamacpp:smollm2"\n')
+    assert load_config(path, apply_env=False).default_model == "llamacpp:smollm2"
+
+
+def test_a_config_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    from modelplex.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'default_model = "caf\xe9"\n')
+    with pytest.raises(ConfigurationError, match=r"c\.toml is not UTF-8 text \(byte 0xe9 at "
+                                                 r"offset 20\): save it as UTF-8$"):
+        load_config(path, apply_env=False)
+
+
+def test_a_yaml_error_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    from modelplex.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("a: b: c\n")
+    with pytest.raises(ConfigurationError) as info:
+        load_config(path, apply_env=False)
+    assert str(info.value) == (f"{path} is not valid YAML: mapping values are not allowed here "
+                               "(at line 1, column 5)")

@@ -333,14 +333,24 @@ def _read(path: Path) -> dict[str, Any]:
                                  f"fix the path in {CONFIG_ENV} or create the file") from None
     if path.suffix in (".yaml", ".yml"):
         return _read_yaml(path, raw)
+    text = _text(path, raw)
     try:
-        data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
-    except (ValueError, UnicodeDecodeError) as err:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except ValueError as err:
         kind = "JSON" if path.suffix == ".json" else "TOML"
         raise ConfigurationError(f"{path} is not valid {kind}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path}: the top level must be a table of keys")
     return data
+
+
+def _text(path: Path, raw: bytes) -> str:
+    """The file's text: UTF-8, with or without the byte-order mark an editor may add."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigurationError(f"{path} is not UTF-8 text (byte {raw[err.start]:#04x} at "
+                                 f"offset {err.start}): save it as UTF-8") from None
 
 
 def _read_yaml(path: Path, raw: bytes) -> dict[str, Any]:
@@ -350,10 +360,15 @@ def _read_yaml(path: Path, raw: bytes) -> dict[str, Any]:
     except ImportError:
         raise ConfigurationError(f"{path} is YAML, which needs PyYAML: "
                                  "pip install 'modelplex[yaml]' (or use TOML or JSON)") from None
+    text = _text(path, raw)
     try:
-        data = yaml.safe_load(raw.decode())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigurationError(f"{path} is not valid YAML: {err}") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:  # PyYAML's message spans lines: one line, with the place
+        mark = getattr(err, "problem_mark", None)
+        where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigurationError(f"{path} is not valid YAML: "
+                                 f"{' '.join(str(problem).split())}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
