@@ -53,3 +53,17 @@ def test_a_capability_no_model_has_is_named() -> None:
     assert proc.returncode == 0
     assert ("no model lists the capability 'tols' (did you mean 'tools'?); the models listed "
             "have: ") in proc.stderr
+
+
+def test_mcp_serve_on_a_port_in_use_is_one_error_line() -> None:
+    """uvicorn logged ``ERROR: [Errno 98] ...`` and the command exited with status 3."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = modelplex("mcp", "serve", "--transport", "http", "--port", str(port))
+    assert proc.returncode == 1
+    assert proc.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                           "choose another --port (0 picks a free one) or --host\n")

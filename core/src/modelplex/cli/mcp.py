@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -309,7 +310,23 @@ async def serve_http(server: FastMCP, key: str | None) -> None:
                 click.echo(f"MCP server listening on "
                            f"{listening_url(server.settings.host, port)}", err=True)
 
-    await Announcing(config).serve()
+    await Announcing(config).serve(sockets=[_listen(server.settings.host,
+                                                    server.settings.port)])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, or one ``Error:`` line saying why not (uvicorn
+    logged its own ``ERROR:`` line and exited with status 3)."""
+    from modelplex.errors import ConfigurationError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as err:
+        reason = str(err.strerror or err).split(" (while attempting")[0]
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}; "
+                                 "choose another --port (0 picks a free one) or --host"
+                                 ) from None
 
 
 @mcp_group.command("serve")
