@@ -64,3 +64,25 @@ def test_listing_the_config_prints_no_secret(config: Path, args: tuple[str, ...]
     if args[0] == "mcp":
         assert "files-server --token ***" in proc.stdout or '"--token"' in proc.stdout
         assert "mcp.example/mcp" in proc.stdout
+
+
+def test_a_config_repr_masks_every_secret() -> None:
+    """repr(Config) showed auth_token, client_secret, header values, URL passwords and
+    ``--token`` args (only the four SECRET_KEYS were SecretStr)."""
+    from modelplex.config import parse_config
+
+    config = parse_config({
+        "providers": {"anthropic": {"auth_token": "LEAK-1", "api_key": "LEAK-2"},
+                      "x": {"client_secret": "LEAK-3", "headers": {"Authorization": "LEAK-4"},
+                            "base_url": "http://u:LEAK-5@h"}},
+        "models": {"m": {"deployments": [{"model": "openai:x", "auth_token": "LEAK-6",
+                                          "headers": {"X-Api-Key": "LEAK-7"}}]}},
+        "mcp": {"s": {"command": "x", "args": ["--token", "LEAK-8"], "env": {"A": "LEAK-9"}}},
+        "state": {"url": "redis://:LEAK-10@h"}})
+    for text in (repr(config), str(config), repr(config.models["m"]),
+                 repr(config.models["m"].deployments[0])):
+        assert "LEAK" not in text, text
+    assert "auth_token='***'" in repr(config)
+    assert "fallbacks=()" in repr(config.models["m"])
+    # the values themselves are unchanged: the provider still gets them
+    assert config.models["m"].deployments[0].provider_kwargs["auth_token"] == "LEAK-6"

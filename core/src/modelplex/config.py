@@ -79,7 +79,29 @@ SECRET_KEYS = frozenset({"api_key", "token", "password", "secret"})
 DEPLOYMENT_KEYS = frozenset({"model", "name", "weight", "max_concurrency", "rpm", "options"})
 
 
-class _Strict(BaseModel):
+class _MaskedRepr(BaseModel):
+    """A repr with every secret masked (:func:`~modelplex.masking.mask`): a config object in
+    a log line, a traceback or an error shows no key, token, header value or password."""
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            if _holds_models(value):
+                yield key, value
+                continue
+            masked = mask({key: value})[key]
+            yield key, tuple(masked) if isinstance(value, tuple) else masked
+
+
+def _holds_models(value: Any) -> bool:
+    """Whether ``value`` is a config model or a collection of them (they mask themselves)."""
+    if isinstance(value, BaseModel):
+        return True
+    items = list(value.values()) if isinstance(value, Mapping) else (
+        value if isinstance(value, list | tuple) else None)
+    return bool(items) and all(isinstance(v, BaseModel) for v in items)
+
+
+class _Strict(_MaskedRepr):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -102,7 +124,7 @@ class RetryConfig(_Strict):
     cooldown: float = Field(default=5.0, ge=0)
 
 
-class DeploymentConfig(BaseModel):
+class DeploymentConfig(_MaskedRepr):
     """One deployment of a named model: ``model = "provider:model"`` plus router settings.
 
     Keys other than ``model``, ``name``, ``weight``, ``max_concurrency``, ``rpm`` and
