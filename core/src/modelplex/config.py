@@ -41,9 +41,7 @@ raises one :class:`~modelplex.errors.ConfigurationError` naming the file, the ke
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import threading
 import tomllib
 from collections.abc import Mapping
@@ -62,6 +60,7 @@ from pydantic import (
 )
 
 from modelplex import env, errors
+from modelplex._toml import to_toml
 from modelplex.errors import ConfigurationError
 from modelplex.masking import mask
 
@@ -96,8 +95,12 @@ def _holds_models(value: Any) -> bool:
     """Whether ``value`` is a config model or a collection of them (they mask themselves)."""
     if isinstance(value, BaseModel):
         return True
-    items = list(value.values()) if isinstance(value, Mapping) else (
-        value if isinstance(value, list | tuple) else None)
+    if isinstance(value, Mapping):
+        items = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return False
     return bool(items) and all(isinstance(v, BaseModel) for v in items)
 
 
@@ -516,76 +519,6 @@ def set_config(config: Config | None) -> Config | None:
     global _current
     old, _current = _current, config
     return old
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_string(text: str) -> str:
-    # JSON's escapes are TOML's, except that TOML also wants DEL escaped
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007F")
-
-
-def _toml_key(key: Any) -> str:
-    key = str(key)
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                               for k, v in value.items() if v is not None) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    return _toml_string(value if isinstance(value, str) else str(value))
-
-
-def _is_table(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value)
-
-
-def _is_table_list(value: Any) -> bool:
-    return isinstance(value, list | tuple) and bool(value) and all(
-        isinstance(v, Mapping) for v in value)
-
-
-def _toml_table(lines: list[str], path: list[str], table: Mapping[str, Any], *,
-                element: bool = False) -> None:
-    values = [(k, v) for k, v in table.items()
-              if v is not None and not _is_table(v) and not _is_table_list(v)]
-    tables = [(k, v) for k, v in table.items() if _is_table(v)]
-    lists = [(k, v) for k, v in table.items() if _is_table_list(v)]
-    header = ".".join(_toml_key(p) for p in path)
-    if element:
-        lines += ["", f"[[{header}]]"]
-    elif path and (values or not (tables or lists)):
-        lines += ["", f"[{header}]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values]
-    for key, sub in tables:
-        _toml_table(lines, [*path, key], sub)
-    for key, items in lists:
-        for item in items:
-            _toml_table(lines, [*path, key], item, element=True)
-
-
-def to_toml(data: Mapping[str, Any]) -> str:
-    """``data`` (a config file's tables, e.g. :meth:`Config.masked`) as TOML text that reads
-    back as the same data: every string and key escaped, tables as ``[a.b]`` headers, lists of
-    tables as ``[[a.b]]`` (``deployments``, ``server.keys``), empty tables inline (``{}``).
-    ``None`` values are left out (TOML has no null)."""
-    lines: list[str] = []
-    _toml_table(lines, [], data)
-    return "\n".join(lines).strip("\n") + "\n" if lines else ""
 
 
 def _max_retry_after() -> float:

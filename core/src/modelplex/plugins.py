@@ -137,7 +137,7 @@ class Plugins:
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
             names = {ep.name, dist_name} - {None}
-            seen |= names
+            seen |= {str(n) for n in names}
             if allow is not None and not names & allow:
                 continue
             if names & block or ep.name in self._info:
