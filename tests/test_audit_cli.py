@@ -67,3 +67,13 @@ def test_mcp_serve_on_a_port_in_use_is_one_error_line() -> None:
     assert proc.returncode == 1
     assert proc.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; "
                            "choose another --port (0 picks a free one) or --host\n")
+
+
+def test_json_and_schema_together_is_a_usage_error(tmp_path) -> None:
+    """--schema silently won over --json."""
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object"}')
+    proc = modelplex("chat", "--json", "--schema", str(schema), "-m", "ollama:x", "hi")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("Error: --schema asks for JSON matching a schema and "
+                                        "--json for any JSON object: give one of them")

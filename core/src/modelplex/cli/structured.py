@@ -72,6 +72,9 @@ async def run_structured_chat(manager: ChatManager, model: str | None, prompt: s
         prompt = None  # an empty stdin
     if template is None and pairs:
         raise click.UsageError("-p/--param fills a template's fields: use it with -t TEMPLATE")
+    if schema is not None and as_json:
+        raise click.UsageError("--schema asks for JSON matching a schema and --json for any "
+                               "JSON object: give one of them")
     if template is not None and (schema is not None or as_json):
         raise click.UsageError("-t runs a template with its own output format: give -t, or "
                                "--schema/--json, not both")
