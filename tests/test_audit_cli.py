@@ -77,3 +77,29 @@ def test_json_and_schema_together_is_a_usage_error(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("Error: --schema asks for JSON matching a schema and "
                                         "--json for any JSON object: give one of them")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((b"logs", b"search", b"caf\xe9"), "Error: an argument or input is not valid text: it "
+                                       "holds an undecodable byte ('\\udce9'); give the text "
+                                       "as UTF-8"),
+    ((b"logs", b"show", b"\xe9"), "Error: an argument or input is not valid text"),
+    ((b"chat", b"-o", b"stop", b"\xe9", b"-m", b"ollama:x", b"hi"),
+     "Error: option 'stop' is not valid text: character 0 is an undecodable byte ('\\udce9'); "
+     "give the text as UTF-8"),
+    ((b"chat", b"-t", b"chain_of_thought", b"-p", b"task", b"\xe9", b"-m", b"ollama:x"),
+     "Error: field 'task' is not valid text: character 0 is an undecodable byte"),
+])
+def test_undecodable_arguments_are_one_error_line(tmp_path, args: tuple[bytes, ...],
+                                                  message: str) -> None:
+    """``logs search``/``logs show`` printed a UnicodeEncodeError traceback; ``-o stop`` with
+    such bytes was "the provider failed unexpectedly"."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"modelplex", *args],
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={**clean, "MODELPLEX_DATA_DIR": str(tmp_path),
+                               "OLLAMA_HOST": "127.0.0.1:9"}, check=False)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 1, stderr
+    assert stderr.startswith(message), stderr
+    assert "Traceback" not in stderr

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from modelplex.cli._common import parse_option_value
+from modelplex.cli._common import check_text, parse_option_value
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def template_fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """``-p KEY VALUE`` pairs as fields: JSON values when they parse; a repeated key is a list."""
     fields: dict[str, Any] = {}
     for key, raw in pairs:
-        value = parse_option_value(raw)
+        value = parse_option_value(check_text(raw, f"field {key!r}"))
         name = key.replace("-", "_")
         if name in fields:
             previous = fields[name]
