@@ -1,0 +1,44 @@
+"""Audit: reading commands given a path that does not exist made it.
+
+``modelplex logs list --database /no/such/x.db`` created the folders and an empty database
+and printed nothing; ``modelplex cache clear --path /no/such/dir/c.db`` created the folders
+and said "Removed 0 entries"."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def modelplex(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+                          env={**env, "MODELPLEX_DATA_DIR": str(home / "data"),
+                               "MODELPLEX_CACHE_DIR": str(home / "cache")})
+
+
+@pytest.mark.parametrize("command", [("logs", "list"), ("logs", "search", "x"),
+                                     ("logs", "show", "abc"), ("usage",)])
+def test_a_log_database_that_does_not_exist_is_not_made(tmp_path: Path,
+                                                         command: tuple[str, ...]) -> None:
+    missing = tmp_path / "no" / "such" / "logs.db"
+    proc = modelplex(*command, "--database", str(missing), home=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"Error: --database {missing}: no such file; check the path "
+                           "(`modelplex logs path` prints the one modelplex chat uses)\n")
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("command", [("cache", "stats"), ("cache", "clear")])
+def test_a_cache_in_a_folder_that_does_not_exist_is_not_made(tmp_path: Path,
+                                                              command: tuple[str, ...]) -> None:
+    missing = tmp_path / "no" / "such" / "cache.db"
+    proc = modelplex(*command, "--path", str(missing), home=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"Error: --path {missing}: no such folder; check the path")
+    assert not (tmp_path / "no").exists()
