@@ -103,3 +103,14 @@ def test_undecodable_arguments_are_one_error_line(tmp_path, args: tuple[bytes, .
     assert proc.returncode == 1, stderr
     assert stderr.startswith(message), stderr
     assert "Traceback" not in stderr
+
+
+def test_config_path_says_a_missing_explicit_file_is_an_error(tmp_path) -> None:
+    """It said "modelplex uses defaults", while every other command failed on that file."""
+    missing = tmp_path / "nope.toml"
+    proc = modelplex("config", "path", MODELPLEX_CONFIG=str(missing))
+    assert proc.returncode == 0
+    assert proc.stdout == f"{missing}\n"
+    assert proc.stderr == ("(the file does not exist: MODELPLEX_CONFIG names it, so commands "
+                           "fail until you create it or unset the variable)\n")
+    assert modelplex("config", "show", MODELPLEX_CONFIG=str(missing)).returncode == 1
