@@ -312,9 +312,9 @@ def check_provider_config(value: Any) -> dict[str, dict[str, Any]]:
     """``provider_config`` (``{"ollama": {"host": ...}}``: constructor keywords per provider
     name) as plain dicts; a wrong shape is a :class:`ConfigurationError` saying how to write
     it (``{"api_key": ...}`` without the provider's name is the usual slip)."""
-    example = "e.g. provider_config={'ollama': {'host': 'http://gpu-box:11434'}}"
-    if value is None:
+    if value is None or (type(value) is dict and not value):  # the usual case: nothing to do
         return {}
+    example = "e.g. provider_config={'ollama': {'host': 'http://gpu-box:11434'}}"
     if not isinstance(value, Mapping):
         raise ConfigurationError("provider_config must map provider names to their "
                                  f"constructor keywords, {example} (got {type(value).__name__})")
