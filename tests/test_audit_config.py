@@ -164,3 +164,14 @@ def test_a_yaml_error_is_one_line(tmp_path: Path) -> None:
         load_config(path, apply_env=False)
     assert str(info.value) == (f"{path} is not valid YAML: mapping values are not allowed here "
                                "(at line 1, column 5)")
+
+
+def test_a_misspelt_deployment_key_is_not_sent_to_the_provider() -> None:
+    """`weigth = 3` reached ollama as an unknown constructor keyword."""
+    with pytest.raises(ConfigurationError, match=r"models\.fast\.deployments\.0: weigth: unknown "
+                                                 r"key \(did you mean 'weight'\?\)"):
+        parse_config({"models": {"fast": {"deployments": [{"model": "ollama:x", "weigth": 3}]}}})
+    config = parse_config({"models": {"fast": {"deployments": [
+        {"model": "ollama:x", "host": "http://h:1", "names": "n", "models_dir": "d"}]}}})
+    assert config.models["fast"].deployments[0].provider_kwargs == {
+        "host": "http://h:1", "names": "n", "models_dir": "d"}

@@ -144,6 +144,18 @@ class DeploymentConfig(_MaskedRepr):
     rpm: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _misspelt_router_keys(self) -> DeploymentConfig:
+        """A key one letter off a deployment key (``weigth``) is a typo, not a provider
+        keyword: say so here rather than as the provider's unknown setting."""
+        for key in self.model_extra or {}:
+            near = errors.did_you_mean(key, DEPLOYMENT_KEYS)
+            if near and not any(key.startswith(k) or k.startswith(key) for k in DEPLOYMENT_KEYS):
+                raise ValueError(f"{key}: unknown key{near}; a deployment's own keys are "
+                                 f"{', '.join(sorted(DEPLOYMENT_KEYS))}, the others go to its "
+                                 "provider")
+        return self
+
     @property
     def provider(self) -> str:
         """The provider name (before the first colon)."""
