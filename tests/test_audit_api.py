@@ -48,3 +48,17 @@ async def test_a_hosted_api_without_a_key_names_the_key_when_it_cannot_connect(
         assert "API key" not in (keyed.http.connect_hint or "")
     finally:
         await keyed.aclose()
+
+
+@pytest.mark.parametrize(("name", "header", "prefix"), [("openai", "Authorization", "Bearer "),
+                                                        ("anthropic", "x-api-key", "")])
+async def test_a_key_with_a_trailing_line_break_is_trimmed(name: str, header: str,
+                                                           prefix: str) -> None:
+    """OPENAI_API_KEY=$(cat key.txt) with the file's line break made every request fail:
+    "headers: the value of 'Authorization' holds a line break"."""
+    provider = modelplex.create_provider(name, api_key="k-1234567890\r\n",
+                                         base_url="http://127.0.0.1:9")
+    try:
+        assert provider.http.headers[header] == f"{prefix}k-1234567890"
+    finally:
+        await provider.aclose()

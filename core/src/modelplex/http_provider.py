@@ -41,9 +41,13 @@ __all__ = ["HttpProvider", "secret_value"]
 
 
 def secret_value(value: str | SecretStr | None) -> str | None:
-    """The plain text of a key given as a string or a :class:`SecretStr`; ``None`` if empty."""
+    """The plain text of a key given as a string or a :class:`SecretStr`, without the
+    surrounding whitespace a pasted key or ``$(cat key.txt)`` brings (a trailing line break
+    made every request fail on its header); ``None`` if empty."""
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
+    if isinstance(value, str):
+        value = value.strip()
     return value or None
 
 
