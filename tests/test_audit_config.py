@@ -175,3 +175,17 @@ def test_a_misspelt_deployment_key_is_not_sent_to_the_provider() -> None:
         {"model": "ollama:x", "host": "http://h:1", "names": "n", "models_dir": "d"}]}}})
     assert config.models["fast"].deployments[0].provider_kwargs == {
         "host": "http://h:1", "names": "n", "models_dir": "d"}
+
+
+def test_a_misspelt_named_model_names_the_configured_one(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[models.fast]\nmodel = "llamacpp:smollm2"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", "-m", "fsat", "hi"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**env, "MODELPLEX_CONFIG": str(config),
+                               "MODELPLEX_LOAD_PLUGINS": "llamacpp"},
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: model 'fsat' (did you mean 'fast'?) does not name a "
+                                  "provider")

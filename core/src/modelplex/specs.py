@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from modelplex import env
 from modelplex._keywords import check_keywords
-from modelplex.errors import ConfigurationError, ModelplexError
+from modelplex.errors import ConfigurationError, ModelplexError, did_you_mean
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 from modelplex.types import ModelConfig
@@ -56,7 +56,8 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
     if sep or not names:
         plugins.get("providers", head)  # raises UnknownProviderError listing the installed ones
     raise ConfigurationError(
-        f"model {spec!r} does not name a provider: write it as 'provider:model' "
+        f"model {spec!r}{_near_name(spec, names)} does not name a provider: write it as "
+        "'provider:model' "
         f"(installed providers: {', '.join(names)}); to add a provider, "
         f"`pip install modelplex-{head}` or see `modelplex plugins`")
 
@@ -72,6 +73,17 @@ def model_and_options(model: Any, options: Mapping[str, Any] | None
         raise ConfigurationError("model must be 'provider:model', a model name or a "
                                  f"modelplex.ModelConfig (got {type(model).__name__})")
     return model, options
+
+
+def _near_name(spec: str, providers: list[str]) -> str:
+    """`` (did you mean 'fast'?)`` for a misspelt provider or named model of the config."""
+    from modelplex.config import get_config
+
+    try:
+        named = list(get_config().models)
+    except ModelplexError:  # a broken config file is reported elsewhere
+        named = []
+    return did_you_mean(spec, [*providers, *named])
 
 
 def create_provider(name: str, config: Mapping[str, Any] | Plugins | Any = None, /, *,
