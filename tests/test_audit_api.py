@@ -62,3 +62,29 @@ async def test_a_key_with_a_trailing_line_break_is_trimmed(name: str, header: st
         assert provider.http.headers[header] == f"{prefix}k-1234567890"
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("lmstudio", {}),  # its default: a server on this machine
+    ("openai", {"base_url": "http://127.0.0.1:9/v1", "api_key": "k-1234567890"}),
+])
+async def test_a_refused_connection_to_a_users_server_says_what_to_do(name: str,
+                                                                      kwargs: dict) -> None:
+    """lmstudio (and any OpenAI-compatible base_url) said only "cannot connect to URL"."""
+    provider = modelplex.create_provider(name, **kwargs)
+    try:
+        assert (provider.http.connect_hint or "").startswith(
+            f"Nothing answers at {provider.base_url}: start the server there, or fix its "
+            f"address ([providers.{name}] in the config file)")
+    finally:
+        await provider.aclose()
+
+
+async def test_a_hosted_api_with_a_key_gets_no_server_hint(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    provider = modelplex.create_provider("openai", api_key="k-1234567890")
+    try:
+        assert provider.http.connect_hint is None
+    finally:
+        await provider.aclose()

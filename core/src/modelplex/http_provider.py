@@ -145,7 +145,24 @@ class HttpProvider(Provider):
             key = (f"No API key is set either: set {missing} (or api_key in "
                    f"[providers.{self.name}] of the config file)")
             hint = f"{hint} {key}" if hint else key
+        elif hint is None and self._serves_locally_or_own():  # say what to do about it
+            hint = (f"Nothing answers at {mask_url(self.base_url)}: start the server there, or "
+                    f"fix its address ([providers.{self.name}] in the config file)")
         return hint
+
+    def _serves_locally_or_own(self) -> bool:
+        """Whether :attr:`base_url` is a server of the user's: on this machine, or not the
+        class's hosted default (whose failure is the network's, not a server to start)."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        if self.base_url != type(self).default_base_url.rstrip("/"):
+            return True
+        host = urlsplit(self.base_url).hostname or ""
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:
