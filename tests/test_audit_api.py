@@ -88,3 +88,24 @@ async def test_a_hosted_api_with_a_key_gets_no_server_hint(monkeypatch: pytest.M
         assert provider.http.connect_hint is None
     finally:
         await provider.aclose()
+
+
+async def test_attempts_that_failed_alike_are_listed_once() -> None:
+    """A named model whose one server is down described the same failure three times."""
+    from modelplex.config import parse_config
+    from modelplex.errors import RoutingError
+
+    config = parse_config({"models": {"fast": {
+        "deployments": [{"model": "openai:m", "base_url": "http://127.0.0.1:9/v1",
+                         "api_key": "k-1234567890"}],
+        "retries": {"attempts": 3, "backoff": 0, "cooldown": 0}}}})
+    lease = await modelplex.open_model("fast", config=config)
+    try:
+        with pytest.raises(RoutingError) as info:
+            await lease.provider.complete([{"role": "user", "content": "hi"}], model="fast")
+    finally:
+        await lease.release()
+    text = str(info.value)
+    assert text.startswith("model 'fast': all 3 attempts failed: 1-3. openai:m: "
+                           "ProviderConnectionError: openai: cannot connect to "), text
+    assert text.count("cannot connect") == 1
