@@ -42,3 +42,38 @@ def test_a_cache_in_a_folder_that_does_not_exist_is_not_made(tmp_path: Path,
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"Error: --path {missing}: no such folder; check the path")
     assert not (tmp_path / "no").exists()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(("name", "text", "args", "message"), [
+    ("c.json", '{"a": ' + DEEP + "}", ("config", "show"),
+     "nests its tables or lists too deeply to be read"),
+    ("c.toml", "a = " + DEEP, ("config", "show"), "nests its tables or lists too deeply"),
+    ("rows.jsonl", '{"id": 1, "prompt": "hi", "options": ' + DEEP + "}",
+     ("batch", "run", "-m", "ollama:x"), ":1: nested too deeply to be read"),
+    ("schema.json", DEEP, ("chat", "-m", "ollama:x", "hi", "--schema"),
+     ": nested too deeply to be read"),
+], ids=["json-config", "toml-config", "batch-rows", "schema"])
+def test_a_file_nested_thousands_deep_is_one_error_line(tmp_path: Path, name: str, text: str,
+                                                        args: tuple[str, ...],
+                                                        message: str) -> None:
+    """Each printed a RecursionError traceback."""
+    path = tmp_path / name
+    path.write_text(text)
+    env_args = list(args)
+    if args[0] == "batch":
+        env_args.insert(2, str(path))
+    elif args[0] == "chat":
+        env_args.append(str(path))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
+    if args[0] == "config":
+        clean["MODELPLEX_CONFIG"] = str(path)
+    proc = subprocess.run([sys.executable, "-m", "modelplex", *env_args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+                          env={**clean, "OLLAMA_HOST": "127.0.0.1:9"})
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: ") and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -500,8 +500,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     """
     explicit = path is not None or bool(env.config_file())
     file = Path(path).expanduser() if path is not None else config_path()
-    config = (parse_config(_read(file), source=str(file)) if explicit or file.exists()
-              else Config())
+    try:
+        config = (parse_config(_read(file), source=str(file)) if explicit or file.exists()
+                  else Config())
+    except RecursionError:  # a file nested thousands deep: parsers recurse
+        raise ConfigurationError(f"{file} nests its tables or lists too deeply to be read: "
+                                 "a config file needs only a few levels") from None
     env_default = env.default_model() if apply_env else None
     if env_default:
         config = config.model_copy(update={"default_model": env_default})

@@ -47,6 +47,8 @@ def _load_schema(path: str) -> dict[str, Any]:
         schema = json.loads(text)
     except ValueError as err:
         raise ConfigurationError(f"--schema {path}: not JSON ({err})") from None
+    except RecursionError:
+        raise ConfigurationError(f"--schema {path}: nested too deeply to be read") from None
     if not isinstance(schema, dict):
         raise ConfigurationError(f"--schema {path}: a JSON schema must be an object")
     from modelplex.parsers._schemacheck import check_schema
