@@ -6,15 +6,13 @@ which answer was whose (and a resumed run skipped the second row as done)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from modelplex import batch
 from modelplex.batch.problems import BatchInputError
+from modelplex.testing import Cli
 
 
 def test_the_command_refuses_a_repeated_id_before_asking(tmp_path: Path) -> None:
@@ -22,11 +20,8 @@ def test_the_command_refuses_a_repeated_id_before_asking(tmp_path: Path) -> None
     rows.write_text(json.dumps({"id": 1, "prompt": "a"}) + "\n"
                     + json.dumps({"id": "x", "prompt": "b"}) + "\n"
                     + json.dumps({"id": 1, "prompt": "c"}) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "batch", "run", str(rows), "-m",
-                           "ollama:x"], capture_output=True, text=True, timeout=120,
-                          env={**env, "OLLAMA_HOST": "127.0.0.1:9"},
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = Cli(env={"OLLAMA_HOST": "127.0.0.1:9"}, timeout=120).run(
+        "batch", "run", str(rows), "-m", "ollama:x")
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"Error: {rows}:3: id 1 is also the id of line 1: give every "
                                    "row its own id")

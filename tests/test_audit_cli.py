@@ -3,22 +3,14 @@ and the other one-line errors found by using it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
+from modelplex.testing import Cli, CliResult
 
-def modelplex(*args: str, input: bytes | None = None, **env: str
-              ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable, "-m", "modelplex", *args], input=input,
-                          stdin=None if input is not None else subprocess.DEVNULL,
-                          capture_output=True, timeout=120, env={**clean, **env}, check=False)
-    return subprocess.CompletedProcess(proc.args, proc.returncode,
-                                       proc.stdout.decode("utf-8", "replace"),
-                                       proc.stderr.decode("utf-8", "replace"))
+
+def modelplex(*args: str, input: bytes | None = None, **env: str) -> CliResult:
+    """``modelplex ARGS`` in a child process, without the developer's MODELPLEX_* settings."""
+    return Cli(env=env, timeout=120).run(*args, input=input)
 
 
 @pytest.mark.parametrize(("args", "stdin"), [((), b""), ((), b"\n  \n"), (("  ",), None)])
@@ -94,12 +86,9 @@ def test_undecodable_arguments_are_one_error_line(tmp_path, args: tuple[bytes, .
                                                   message: str) -> None:
     """``logs search``/``logs show`` printed a UnicodeEncodeError traceback; ``-o stop`` with
     such bytes was "the provider failed unexpectedly"."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable.encode(), b"-m", b"modelplex", *args],
-                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
-                          env={**clean, "MODELPLEX_DATA_DIR": str(tmp_path),
-                               "OLLAMA_HOST": "127.0.0.1:9"}, check=False)
-    stderr = proc.stderr.decode("utf-8", "replace")
+    proc = Cli(env={"MODELPLEX_DATA_DIR": str(tmp_path), "OLLAMA_HOST": "127.0.0.1:9"},
+               timeout=120).run(*args)
+    stderr = proc.stderr
     assert proc.returncode == 1, stderr
     assert stderr.startswith(message), stderr
     assert "Traceback" not in stderr

@@ -4,9 +4,6 @@ provider's constructor."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from modelplex.parsers._schemacheck import JSON_TYPES
 from modelplex.routing.backends import StateConfig
 from modelplex.routing.strategies import make_strategy
 from modelplex.store.logs import ConversationsConfig
+from modelplex.testing import Cli
 
 
 def test_did_you_mean_names_the_closest_choice_only_when_close() -> None:
@@ -118,10 +116,7 @@ def test_provider_keywords_that_fit_still_build_it() -> None:
 def test_a_misspelt_provider_setting_in_the_config_file_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[providers.llamacpp]\nthredas = 2\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", "hi"], capture_output=True,
-                          text=True, timeout=120, env={**env, "MODELPLEX_CONFIG": str(config)},
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = Cli(config, timeout=120).run("chat", "hi")
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: llamacpp: unknown setting 'thredas' "
                                   "(did you mean 'threads'?)")
@@ -180,12 +175,8 @@ def test_a_misspelt_deployment_key_is_not_sent_to_the_provider() -> None:
 def test_a_misspelt_named_model_names_the_configured_one(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[models.fast]\nmodel = "llamacpp:smollm2"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", "-m", "fsat", "hi"],
-                          capture_output=True, text=True, timeout=120,
-                          env={**env, "MODELPLEX_CONFIG": str(config),
-                               "MODELPLEX_LOAD_PLUGINS": "llamacpp"},
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = Cli(config, env={"MODELPLEX_LOAD_PLUGINS": "llamacpp"}, timeout=120).run(
+        "chat", "-m", "fsat", "hi")
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: model 'fsat' (did you mean 'fast'?) does not name a "
                                   "provider")

@@ -5,14 +5,12 @@ wrong; it used to be sent, and every answer failed ("no valid answer after 3 att
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from modelplex import ConfigurationError, JsonSchemaParser
+from modelplex.testing import Cli
 
 
 @pytest.mark.parametrize(("schema", "message"), [
@@ -45,11 +43,8 @@ def test_valid_schemas_are_accepted() -> None:
 def test_the_cli_refuses_a_malformed_schema_file_before_asking(tmp_path: Path) -> None:
     path = tmp_path / "schema.json"
     path.write_text(json.dumps({"type": "objec"}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable, "-m", "modelplex", "chat", "--schema", str(path),
-                           "-m", "ollama:x", "hi"], capture_output=True, text=True,
-                          timeout=120, env={**env, "OLLAMA_HOST": "127.0.0.1:9"},
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = Cli(env={"OLLAMA_HOST": "127.0.0.1:9"}, timeout=120).run(
+        "chat", "--schema", str(path), "-m", "ollama:x", "hi")
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"Error: --schema {path}: schema.type: 'objec' is not a JSON Schema type (did you "

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from modelplex.masking import MASK, mask
+from modelplex.testing import Cli, CliResult
 
 CONFIG = """
 [providers.anthropic]
@@ -26,11 +24,8 @@ url = "https://user:LEAK-pass@mcp.example/mcp?sig=LEAK-sig"
 """
 
 
-def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, env={**env, "MODELPLEX_CONFIG": str(config)},
-                          stdin=subprocess.DEVNULL, check=False)
+def run(config: Path, *args: str) -> CliResult:
+    return Cli(config, timeout=120).run(*args)
 
 
 @pytest.fixture

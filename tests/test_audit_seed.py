@@ -8,15 +8,13 @@ a script's ``asyncio.run`` ended with "Unclosed client session" (the seed API ha
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from modelplex import ConfigurationError
 from modelplex.compat import ModelManager
+from modelplex.testing import Cli
 
 GOOD = {"config_name": "local", "model_type": "llamacpp_chat", "model_name": "smollm2"}
 
@@ -76,9 +74,7 @@ def test_a_script_leaves_no_unclosed_session() -> None:
 
         asyncio.run(main())
     """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, env=env, check=False)
+    proc = Cli(program=("-c", script), timeout=120).run()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "RoutingError"
     assert "Unclosed" not in proc.stderr, proc.stderr

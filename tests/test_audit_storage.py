@@ -6,20 +6,16 @@ and said "Removed 0 entries"."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from modelplex.testing import Cli, CliResult
 
-def modelplex(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    return subprocess.run([sys.executable, "-m", "modelplex", *args], capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
-                          env={**env, "MODELPLEX_DATA_DIR": str(home / "data"),
-                               "MODELPLEX_CACHE_DIR": str(home / "cache")})
+
+def modelplex(*args: str, home: Path) -> CliResult:
+    return Cli(env={"MODELPLEX_DATA_DIR": str(home / "data"),
+                    "MODELPLEX_CACHE_DIR": str(home / "cache")}, timeout=120).run(*args)
 
 
 @pytest.mark.parametrize("command", [("logs", "list"), ("logs", "search", "x"),
@@ -67,12 +63,9 @@ def test_a_file_nested_thousands_deep_is_one_error_line(tmp_path: Path, name: st
         env_args.insert(2, str(path))
     elif args[0] == "chat":
         env_args.append(str(path))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLEX_")}
-    if args[0] == "config":
-        clean["MODELPLEX_CONFIG"] = str(path)
-    proc = subprocess.run([sys.executable, "-m", "modelplex", *env_args], capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
-                          env={**clean, "OLLAMA_HOST": "127.0.0.1:9"})
+    cli = Cli(path if args[0] == "config" else None, env={"OLLAMA_HOST": "127.0.0.1:9"},
+              timeout=120)
+    proc = cli.run(*env_args)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: ") and message in proc.stderr, proc.stderr
