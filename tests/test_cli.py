@@ -89,7 +89,7 @@ def test_debug_shows_a_traceback() -> None:
 def test_empty_prompt_from_stdin() -> None:
     proc = modelplex("chat", input="   \n")
     assert proc.returncode == 1
-    assert "Error: message: content must not be empty" in proc.stderr
+    assert "Error: the prompt is empty" in proc.stderr
 
 
 def test_usage_error_from_click() -> None:

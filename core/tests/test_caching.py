@@ -262,7 +262,7 @@ def test_cache_config_errors_name_the_field(fake_plugins: Plugins) -> None:
     assert CacheConfig.parse("sqlite").backend == "sqlite"
     with pytest.raises(ConfigurationError, match=r"cache\.ttl: Input should be greater than 0"):
         CacheConfig.parse({"backend": "memory", "ttl": -1})
-    with pytest.raises(ConfigurationError, match=r"cache\.colour: Extra inputs"):
+    with pytest.raises(ConfigurationError, match=r"cache\.colour: unknown key"):
         CacheConfig.parse({"colour": "red"})
     with pytest.raises(PluginError, match="no cache named 'nope'; available: memory, sqlite"):
         open_cache("nope", fake_plugins)

@@ -333,5 +333,6 @@ def test_conversations_config() -> None:
 
     assert ConversationsConfig.parse(None) == ConversationsConfig(log=True, path=None)
     assert ConversationsConfig.parse({"log": False, "path": "x.db"}).path == "x.db"
-    with pytest.raises(ConfigurationError, match=r"conversations\.pth: Extra inputs"):
+    with pytest.raises(ConfigurationError,
+                       match=r"conversations\.pth: unknown key \(did you mean .path.\?\)"):
         ConversationsConfig.parse({"pth": "x.db"})

@@ -232,7 +232,7 @@ def test_template_field_errors_name_the_field(fake_plugins: Plugins) -> None:
     with pytest.raises(ConfigurationError, match=r"template 'chain_of_thought': field 'task': "
                                                  r"Field required \(its fields: task, steps\?\)"):
         resolve_template("chain_of_thought", {}, fake_plugins)
-    with pytest.raises(ConfigurationError, match="field 'colour': Extra inputs"):
+    with pytest.raises(ConfigurationError, match="field 'colour': unknown field"):
         resolve_template("chain_of_thought", {"task": "x", "colour": "red"}, fake_plugins)
     with pytest.raises(PluginError, match="no prompt template named 'haiku'"):
         resolve_template("haiku", {}, fake_plugins)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modelplex._validation import describe
 from modelplex.errors import ConfigurationError, UnsupportedOperationError
 
 __all__ = ["Cache", "CacheConfig", "CacheStats", "MemoryCache", "open_cache"]
@@ -196,8 +197,7 @@ class CacheConfig(BaseModel):
         try:
             return cls.model_validate(value)
         except ValidationError as err:
-            detail = "; ".join(f"cache.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in err.errors())
+            detail = describe(err, CacheConfig, "cache")
             raise ConfigurationError(f"{detail} (see docs/caches.md)") from None
 
 

@@ -36,7 +36,7 @@ import attrs
 
 from modelplex.chunks import Usage
 from modelplex.config import Config, get_config, parse_config
-from modelplex.errors import ConfigurationError
+from modelplex.errors import ConfigurationError, did_you_mean
 from modelplex.types import ChatMessage
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class ModelAdapter:
         self.config = manager.config()
         self._leases: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Lease] = (
             weakref.WeakKeyDictionary())
+        self._keepers: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<ModelAdapter {self.config_name!r} ({self.kind})>"
@@ -127,7 +128,20 @@ class ModelAdapter:
 
             lease = await open_model(self.config_name, config=self.config, caller="compat")
             self._leases[loop] = lease
+            # the seed's API has no close(): give the stack back when the loop shuts down
+            # (asyncio.run cancels this task), so no aiohttp session is left unclosed
+            keeper = loop.create_task(self._release_at_shutdown(loop, lease))
+            self._keepers.add(keeper)
+            keeper.add_done_callback(self._keepers.discard)
         return lease
+
+    async def _release_at_shutdown(self, loop: asyncio.AbstractEventLoop, lease: Lease) -> None:
+        try:
+            await asyncio.Event().wait()  # until cancelled: the loop is shutting down
+        except asyncio.CancelledError:
+            self._leases.pop(loop, None)
+            await lease.release()
+            raise
 
     async def acall(self, messages: Sequence[Any] | None = None, *,
                     texts: Sequence[str] | None = None, **kwargs: Any) -> ModelResponse:
@@ -214,9 +228,18 @@ class ModelManager:
                 raise ConfigurationError(f"cannot read model configs from {path}: {err}") \
                     from None
         items: list[Any] = [data] if isinstance(data, Mapping) else list(data)
-        for index, item in enumerate(items):
-            self._entries[self._check(item, f"{source}[{index}]")] = dict(item)
-        self._config = None
+        added = {self._check(item, f"{source}[{index}]"): dict(item)
+                 for index, item in enumerate(items)}
+        with self._lock:  # all or nothing: a bad config must not break the good ones
+            before = dict(self._entries)
+            self._entries.update(added)
+            self._config = None
+        try:
+            self.config()
+        except ConfigurationError:
+            with self._lock:
+                self._entries, self._config = before, None
+            raise
 
     @staticmethod
     def _check(item: Any, where: str) -> str:
@@ -225,23 +248,50 @@ class ModelManager:
         unknown = sorted(set(item) - _SEED_KEYS)
         if unknown:
             raise ConfigurationError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                                     f"{', '.join(sorted(_SEED_KEYS))}")
+                                     f"{', '.join(sorted(_SEED_KEYS))}"
+                                     f"{did_you_mean(unknown[0], _SEED_KEYS)}")
         for key in ("config_name", "model_type"):
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigurationError(f"{where}: {key!r} is required (a string)")
-        if item["model_type"].rpartition("_")[2] not in ("chat", "embedding"):
+        provider, _, kind = item["model_type"].rpartition("_")
+        if kind not in ("chat", "embedding") or not provider:
             raise ConfigurationError(
                 f"{where}: model_type {item['model_type']!r} must be PROVIDER_chat or "
                 "PROVIDER_embedding, e.g. openai_chat or ollama_embedding")
+        if not isinstance(item.get("model_name"), str) or not item["model_name"].strip():
+            raise ConfigurationError(f"{where}: 'model_name' is required: the provider's name "
+                                     "of the model, e.g. 'gpt-4o-mini' or 'llama3.2'")
+        for key in ("api_key", "base_url"):
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise ConfigurationError(f"{where}: {key!r} must be a string (got "
+                                         f"{type(item[key]).__name__})")
+        for key in ("client_args", "generate_args"):
+            if item.get(key) is not None and not isinstance(item[key], Mapping):
+                raise ConfigurationError(f"{where}: {key!r} must be a dict (got "
+                                         f"{type(item[key]).__name__})")
+        from modelplex.plugins import get_plugins
+
+        try:
+            get_plugins().get("providers", provider)
+        except ConfigurationError as err:
+            raise ConfigurationError(f"{where}: model_type {item['model_type']!r}: {err}"
+                                     ) from None
         return str(item["config_name"])
 
     def configure_load_balancer(self, model_configs: Sequence[str], strategy: str = "round_robin",
                                 config_name: str = "load_balancer",
                                 model_type: str = "llm") -> None:
         """A load balancer over configs by name; the default of its type when first."""
+        from modelplex.routing.strategies import make_strategy
+
         if model_type not in ("llm", "embedding"):
             raise ConfigurationError(f"model_type must be 'llm' or 'embedding' (got "
                                      f"{model_type!r})")
+        if isinstance(model_configs, str) or not all(isinstance(n, str) for n in model_configs):
+            raise ConfigurationError(f"load balancer {config_name!r}: model_configs must be a "
+                                     f"list of config names, e.g. ['gpt-4', 'local'] (got "
+                                     f"{model_configs!r})")
+        make_strategy(strategy)  # a clear error for an unknown strategy, now
         missing = [name for name in model_configs if name not in self._entries]
         if missing:
             raise ConfigurationError(f"load balancer {config_name!r}: no model config named "

@@ -41,9 +41,7 @@ raises one :class:`~modelplex.errors.ConfigurationError` naming the file, the ke
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import threading
 import tomllib
 from collections.abc import Mapping
@@ -62,12 +60,13 @@ from pydantic import (
 )
 
 from modelplex import env, errors
+from modelplex._toml import to_toml
 from modelplex.errors import ConfigurationError
 from modelplex.masking import mask
 
 __all__ = ["CONFIG_ENV", "Config", "DeploymentConfig", "McpServerConfig", "McpUse", "ModelConfig",
-           "PriceConfig", "RetryConfig", "config_path", "get_config", "load_config",
-           "set_config", "to_toml"]
+           "PriceConfig", "RetryConfig", "check_provider_config", "config_path", "get_config",
+           "load_config", "set_config", "to_toml"]
 
 CONFIG_ENV = "MODELPLEX_CONFIG"
 DEFAULT_MODEL_ENV = "MODELPLEX_DEFAULT_MODEL"
@@ -79,7 +78,33 @@ SECRET_KEYS = frozenset({"api_key", "token", "password", "secret"})
 DEPLOYMENT_KEYS = frozenset({"model", "name", "weight", "max_concurrency", "rpm", "options"})
 
 
-class _Strict(BaseModel):
+class _MaskedRepr(BaseModel):
+    """A repr with every secret masked (:func:`~modelplex.masking.mask`): a config object in
+    a log line, a traceback or an error shows no key, token, header value or password."""
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            if _holds_models(value):
+                yield key, value
+                continue
+            masked = mask({key: value})[key]
+            yield key, tuple(masked) if isinstance(value, tuple) else masked
+
+
+def _holds_models(value: Any) -> bool:
+    """Whether ``value`` is a config model or a collection of them (they mask themselves)."""
+    if isinstance(value, BaseModel):
+        return True
+    if isinstance(value, Mapping):
+        items = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return False
+    return bool(items) and all(isinstance(v, BaseModel) for v in items)
+
+
+class _Strict(_MaskedRepr):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -102,7 +127,7 @@ class RetryConfig(_Strict):
     cooldown: float = Field(default=5.0, ge=0)
 
 
-class DeploymentConfig(BaseModel):
+class DeploymentConfig(_MaskedRepr):
     """One deployment of a named model: ``model = "provider:model"`` plus router settings.
 
     Keys other than ``model``, ``name``, ``weight``, ``max_concurrency``, ``rpm`` and
@@ -118,6 +143,18 @@ class DeploymentConfig(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     rpm: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _misspelt_router_keys(self) -> DeploymentConfig:
+        """A key one letter off a deployment key (``weigth``) is a typo, not a provider
+        keyword: say so here rather than as the provider's unknown setting."""
+        for key in self.model_extra or {}:
+            near = errors.did_you_mean(key, DEPLOYMENT_KEYS)
+            if near and not any(key.startswith(k) or k.startswith(key) for k in DEPLOYMENT_KEYS):
+                raise ValueError(f"{key}: unknown key{near}; a deployment's own keys are "
+                                 f"{', '.join(sorted(DEPLOYMENT_KEYS))}, the others go to its "
+                                 "provider")
+        return self
 
     @property
     def provider(self) -> str:
@@ -283,6 +320,28 @@ class Config(_Strict):
         return masked
 
 
+def check_provider_config(value: Any) -> dict[str, dict[str, Any]]:
+    """``provider_config`` (``{"ollama": {"host": ...}}``: constructor keywords per provider
+    name) as plain dicts; a wrong shape is a :class:`ConfigurationError` saying how to write
+    it (``{"api_key": ...}`` without the provider's name is the usual slip)."""
+    if value is None or (type(value) is dict and not value):  # the usual case: nothing to do
+        return {}
+    example = "e.g. provider_config={'ollama': {'host': 'http://gpu-box:11434'}}"
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("provider_config must map provider names to their "
+                                 f"constructor keywords, {example} (got {type(value).__name__})")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, keywords in value.items():
+        if not isinstance(keywords, Mapping):
+            raise ConfigurationError(
+                f"provider_config[{name!r}] must be a dict of constructor keywords (got "
+                f"{type(keywords).__name__}): provider_config maps provider names to their "
+                f"keywords, so nest it as provider_config={{'PROVIDER': {{{name!r}: ...}}}}, "
+                f"{example}")
+        checked[str(name)] = dict(keywords)
+    return checked
+
+
 def _secrets(value: Any) -> Any:
     """Wrap secret-looking keys in SecretStr so they never print."""
     if isinstance(value, Mapping):
@@ -311,14 +370,24 @@ def _read(path: Path) -> dict[str, Any]:
                                  f"fix the path in {CONFIG_ENV} or create the file") from None
     if path.suffix in (".yaml", ".yml"):
         return _read_yaml(path, raw)
+    text = _text(path, raw)
     try:
-        data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
-    except (ValueError, UnicodeDecodeError) as err:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except ValueError as err:
         kind = "JSON" if path.suffix == ".json" else "TOML"
         raise ConfigurationError(f"{path} is not valid {kind}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path}: the top level must be a table of keys")
     return data
+
+
+def _text(path: Path, raw: bytes) -> str:
+    """The file's text: UTF-8, with or without the byte-order mark an editor may add."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigurationError(f"{path} is not UTF-8 text (byte {raw[err.start]:#04x} at "
+                                 f"offset {err.start}): save it as UTF-8") from None
 
 
 def _read_yaml(path: Path, raw: bytes) -> dict[str, Any]:
@@ -328,15 +397,73 @@ def _read_yaml(path: Path, raw: bytes) -> dict[str, Any]:
     except ImportError:
         raise ConfigurationError(f"{path} is YAML, which needs PyYAML: "
                                  "pip install 'modelplex[yaml]' (or use TOML or JSON)") from None
+    text = _text(path, raw)
     try:
-        data = yaml.safe_load(raw.decode())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigurationError(f"{path} is not valid YAML: {err}") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:  # PyYAML's message spans lines: one line, with the place
+        mark = getattr(err, "problem_mark", None)
+        where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigurationError(f"{path} is not valid YAML: "
+                                 f"{' '.join(str(problem).split())}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path}: the top level must be a mapping of keys")
     return data
+
+
+def _table_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class of the table that holds the key at ``loc`` (``models.fast.modle``:
+    :class:`ModelConfig`), following field annotations through dicts, tuples and unions."""
+    current: type[BaseModel] = Config
+    skip = False  # the part after a dict or tuple field is its key or index
+    for part in loc[:-1]:
+        if skip:
+            skip = False
+            continue
+        field = current.model_fields.get(str(part))
+        found = _models_in(field.annotation) if field is not None else None
+        if field is None or found is None:
+            return None
+        skip = not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+                    ) and _is_container(field.annotation)
+        current = found
+    return None if skip else current
+
+
+def _is_container(annotation: Any) -> bool:
+    """Whether ``annotation`` is (or, in a union, holds) a dict or a tuple/list."""
+    from typing import get_args, get_origin
+
+    if get_origin(annotation) in (dict, tuple, list):
+        return True
+    return any(_is_container(a) for a in get_args(annotation))
+
+
+def _models_in(annotation: Any) -> Any:
+    """The BaseModel class inside ``annotation`` (itself, ``X | None``, ``dict[str, X]``,
+    ``tuple[X, ...]``), or ``None``."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _models_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """The message for an unknown key: the valid keys of its table and the closest one."""
+    table = _table_at(loc)
+    if table is None:
+        return "unknown key (remove or rename it)"
+    valid = [k for k, f in table.model_fields.items() if k != "source"]
+    where = "top-level key" if len(loc) == 1 else "key"
+    return (f"unknown {where}{errors.did_you_mean(loc[-1], valid)}; valid keys are "
+            f"{', '.join(valid)} (remove or rename it)")
 
 
 def _describe(err: ValidationError, source: str) -> str:
@@ -345,11 +472,7 @@ def _describe(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            if len(item["loc"]) == 1:
-                valid = ", ".join(k for k in Config.model_fields if k != "source")
-                msg = f"unknown top-level key; valid keys are {valid} (remove or rename it)"
-            else:
-                msg = "unknown key (remove or rename it)"
+            msg = _unknown_key(tuple(item["loc"]))
         elif item["type"] == "string_pattern_mismatch":
             msg = "write it as \"provider:model\", e.g. \"ollama:llama3.2\""
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -359,9 +482,7 @@ def _describe(err: ValidationError, source: str) -> str:
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
     """Validate configuration data (a dict as the file holds it)."""
     if "source" in data:  # a field of Config, but not a key of the file
-        valid = ", ".join(k for k in Config.model_fields if k != "source")
-        raise ConfigurationError(f"{source}: source: unknown top-level key; valid keys are "
-                                 f"{valid} (remove or rename it)")
+        raise ConfigurationError(f"{source}: source: {_unknown_key(('source',))}")
     try:
         config = Config.model_validate({**_secrets(dict(data)), "source": source})
     except ValidationError as err:
@@ -379,8 +500,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     """
     explicit = path is not None or bool(env.config_file())
     file = Path(path).expanduser() if path is not None else config_path()
-    config = (parse_config(_read(file), source=str(file)) if explicit or file.exists()
-              else Config())
+    try:
+        config = (parse_config(_read(file), source=str(file)) if explicit or file.exists()
+                  else Config())
+    except RecursionError:  # a file nested thousands deep: parsers recurse
+        raise ConfigurationError(f"{file} nests its tables or lists too deeply to be read: "
+                                 "a config file needs only a few levels") from None
     env_default = env.default_model() if apply_env else None
     if env_default:
         config = config.model_copy(update={"default_model": env_default})
@@ -410,76 +535,6 @@ def set_config(config: Config | None) -> Config | None:
     global _current
     old, _current = _current, config
     return old
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_string(text: str) -> str:
-    # JSON's escapes are TOML's, except that TOML also wants DEL escaped
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007F")
-
-
-def _toml_key(key: Any) -> str:
-    key = str(key)
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                               for k, v in value.items() if v is not None) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    return _toml_string(value if isinstance(value, str) else str(value))
-
-
-def _is_table(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value)
-
-
-def _is_table_list(value: Any) -> bool:
-    return isinstance(value, list | tuple) and bool(value) and all(
-        isinstance(v, Mapping) for v in value)
-
-
-def _toml_table(lines: list[str], path: list[str], table: Mapping[str, Any], *,
-                element: bool = False) -> None:
-    values = [(k, v) for k, v in table.items()
-              if v is not None and not _is_table(v) and not _is_table_list(v)]
-    tables = [(k, v) for k, v in table.items() if _is_table(v)]
-    lists = [(k, v) for k, v in table.items() if _is_table_list(v)]
-    header = ".".join(_toml_key(p) for p in path)
-    if element:
-        lines += ["", f"[[{header}]]"]
-    elif path and (values or not (tables or lists)):
-        lines += ["", f"[{header}]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values]
-    for key, sub in tables:
-        _toml_table(lines, [*path, key], sub)
-    for key, items in lists:
-        for item in items:
-            _toml_table(lines, [*path, key], item, element=True)
-
-
-def to_toml(data: Mapping[str, Any]) -> str:
-    """``data`` (a config file's tables, e.g. :meth:`Config.masked`) as TOML text that reads
-    back as the same data: every string and key escaped, tables as ``[a.b]`` headers, lists of
-    tables as ``[[a.b]]`` (``deployments``, ``server.keys``), empty tables inline (``{}``).
-    ``None`` values are left out (TOML has no null)."""
-    lines: list[str] = []
-    _toml_table(lines, [], data)
-    return "\n".join(lines).strip("\n") + "\n" if lines else ""
 
 
 def _max_retry_after() -> float:

@@ -40,7 +40,7 @@ provider already delivered is lost.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from modelplex.masking import MIN_SECRET_LENGTH, mask, mask_url
@@ -74,11 +74,33 @@ __all__ = [
     "StreamError",
     "UnknownProviderError",
     "UnsupportedOperationError",
+    "did_you_mean",
     "mask",
     "mask_url",
     "redact",
     "redact_json",
 ]
+
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` naming the choice closest to a misspelt ``word``, or ``""``
+    when none is close: the tail of an "unknown key/option/name" message."""
+    import difflib
+
+    names = [str(c) for c in choices]
+    text = str(word)
+    lowered = {n.lower(): n for n in names}
+    match = lowered.get(text.lower().replace("-", "_")) or lowered.get(text.lower())
+    if match is None and len(text) >= 3:  # two letters swapped: "lgo" for "log"
+        match = next((n for low, n in lowered.items() if sorted(low) == sorted(text.lower())),
+                     None)
+    if match is None and len(text) >= 3:  # a short form: "int" for "integer"
+        longer = [n for low, n in lowered.items() if low.startswith(text.lower())]
+        match = longer[0] if len(longer) == 1 else None
+    if match is None:
+        close = difflib.get_close_matches(text.lower(), list(lowered), n=1, cutoff=0.7)
+        match = lowered[close[0]] if close else None
+    return f" (did you mean {match!r}?)" if match is not None and match != text else ""
+
 
 def redact(text: str, *secrets: str | None) -> str:
     """``text`` with the given secrets, URL credentials, header values and anything shaped
@@ -171,8 +193,13 @@ class UnknownProviderError(ConfigurationError, KeyError):
         self.name = name
         self.installed = installed
         have = ", ".join(installed) if installed else "none"
+        if not name:
+            super().__init__("no provider named: write the model as 'provider:model', e.g. "
+                             f"'ollama:llama3.2'. Installed providers: {have}.")
+            return
         super().__init__(
-            f"unknown provider {name!r}. Installed providers: {have}. "
+            f"unknown provider {name!r}{did_you_mean(name, installed)}. "
+            f"Installed providers: {have}. "
             f"Install another with `pip install modelplex-{name}` "
             "(run `modelplex plugins` to see what is installed)."
         )

@@ -135,7 +135,7 @@ class Timeouts:
             if unknown:
                 raise errors.ConfigurationError(
                     f"{field}: unknown timeout(s) {', '.join(map(repr, unknown))}; valid: "
-                    f"{', '.join(TIMEOUT_FIELDS)}")
+                    f"{', '.join(TIMEOUT_FIELDS)}{errors.did_you_mean(unknown[0], TIMEOUT_FIELDS)}")
             return attrs.evolve(start, **{str(k): _seconds(v, f"{field}.{k}")
                                           for k, v in value.items()})
         raise errors.ConfigurationError(

@@ -41,9 +41,13 @@ __all__ = ["HttpProvider", "secret_value"]
 
 
 def secret_value(value: str | SecretStr | None) -> str | None:
-    """The plain text of a key given as a string or a :class:`SecretStr`; ``None`` if empty."""
+    """The plain text of a key given as a string or a :class:`SecretStr`, without the
+    surrounding whitespace a pasted key or ``$(cat key.txt)`` brings (a trailing line break
+    made every request fail on its header); ``None`` if empty."""
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
+    if isinstance(value, str):
+        value = value.strip()
     return value or None
 
 
@@ -128,9 +132,37 @@ class HttpProvider(Provider):
         return {self.api_key_header: self.api_key_prefix + key}
 
     def _connect_hint(self) -> str | None:
-        """The hint for a refused connection: :attr:`connect_hint` with ``{url}`` filled in."""
+        """The hint for a refused connection: :attr:`connect_hint` with ``{url}`` filled in,
+        and, for a hosted API without a key (:meth:`missing_setting`), the variable to set:
+        offline, "cannot connect" alone would hide that the key is missing too."""
         hint = type(self).connect_hint
-        return hint.replace("{url}", mask_url(self.base_url)) if hint else None
+        hint = hint.replace("{url}", mask_url(self.base_url)) if hint else None
+        try:
+            missing = self.missing_setting()
+        except Exception:  # a subclass not fully built yet: no key hint
+            missing = None
+        if missing:
+            key = (f"No API key is set either: set {missing} (or api_key in "
+                   f"[providers.{self.name}] of the config file)")
+            hint = f"{hint} {key}" if hint else key
+        elif hint is None and self._serves_locally_or_own():  # say what to do about it
+            hint = (f"Nothing answers at {mask_url(self.base_url)}: start the server there, or "
+                    f"fix its address ([providers.{self.name}] in the config file)")
+        return hint
+
+    def _serves_locally_or_own(self) -> bool:
+        """Whether :attr:`base_url` is a server of the user's: on this machine, or not the
+        class's hosted default (whose failure is the network's, not a server to start)."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        if self.base_url != type(self).default_base_url.rstrip("/"):
+            return True
+        host = urlsplit(self.base_url).hostname or ""
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def _status_error(self, status: int, body: Any,
                       headers: Mapping[str, str]) -> ProviderError | None:

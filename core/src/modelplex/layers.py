@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from modelplex.caches import Cache, CacheConfig
-from modelplex.config import get_config
+from modelplex.config import check_provider_config, get_config
 from modelplex.pipeline import open_model
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.registry import resolve_bare_model
@@ -54,8 +54,7 @@ class ManagerLayers:
         self.pool = pool
         self.chosen_plugins = plugins
         self.select = select
-        self.provider_config = ({k: dict(v) for k, v in provider_config.items()}
-                                if provider_config else {})
+        self.provider_config = check_provider_config(provider_config)  # {} at no cost
         self.retries = retries
         self._leases: dict[tuple[str, str], Lease] = {}
         if cache is not None and not isinstance(cache, bool | Cache):

@@ -13,6 +13,8 @@ answers all call :func:`mask` (directly, or through :func:`modelplex.errors.reda
   contains ``key``, ``token``, ``secret``, ``password``, ``auth``, ``credential``,
   ``cookie`` or ``signature``), except names that only describe one (``api_key_env`` names a
   variable, ``max_tokens`` counts, ``key_prefix``, ``token_ids``);
+* in a list of strings (a command's ``args``), the value after a flag named like a credential
+  (``--token VALUE``, ``--api-key=VALUE``);
 * in every string: each URL's user name and password (``redis://:***@host``) and its
   secret-looking query values (``?key=***``, ``&sig=***``, by the same name rule), header
   lines (``Authorization: ***``), ``Bearer``/``Basic`` credentials, anything shaped like an
@@ -42,7 +44,7 @@ MIN_SECRET_LENGTH = 8
 
 # -- names ------------------------------------------------------------------------------------
 _ROOTS = ("key", "token", "secret", "passw", "pwd", "auth", "credential", "cookie",
-          "signature", "passphrase")
+          "signature", "passphrase", "bearer")
 #: words that contain a root but name no credential
 _NOT_SECRET_WORDS = frozenset({
     "tokens", "keyword", "keywords", "author", "authors", "authority", "keyboard", "monkey",
@@ -178,6 +180,28 @@ def _headers(value: Any, secrets: tuple[str | None, ...]) -> Any:
     return mask(value, *secrets)
 
 
+_FLAG = re.compile(r"-{1,2}([A-Za-z][A-Za-z0-9_.-]*)(=.*)?", re.DOTALL)
+
+
+def _mask_list(value: list[Any] | tuple[Any, ...], secrets: tuple[str | None, ...]) -> list[Any]:
+    """A list with each item masked; in a command line (``args``) the value of a flag named
+    like a credential is masked too: ``["--token", "t"]`` and ``["--token=t"]``."""
+    out: list[Any] = []
+    after_flag = False
+    for item in value:
+        flag = _FLAG.fullmatch(item) if isinstance(item, str) else None
+        if after_flag and isinstance(item, str) and flag is None:
+            out.append(MASK if item else item)
+        elif flag is not None and flag.group(2) and is_secret_name(flag.group(1)):
+            out.append(f"--{flag.group(1)}={MASK}" if item.startswith("--")
+                       else f"-{flag.group(1)}={MASK}")
+        else:
+            out.append(mask(item, *secrets))
+        after_flag = (flag is not None and flag.group(2) is None
+                      and is_secret_name(flag.group(1)))
+    return out
+
+
 def mask(value: Any, *secrets: str | None) -> Any:
     """``value`` with every secret masked -- the one masking function of modelplex.
 
@@ -204,7 +228,7 @@ def mask(value: Any, *secrets: str | None) -> Any:
                 out[key] = mask(item, *secrets)
         return out
     if isinstance(value, list | tuple):
-        return [mask(item, *secrets) for item in value]
+        return _mask_list(value, secrets)
     if hasattr(value, "model_dump") and callable(value.model_dump):
         return mask(value.model_dump(mode="python"), *secrets)
     return value

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from modelplex import _reopen, env
-from modelplex.config import Config, RetryConfig, get_config
+from modelplex.config import Config, RetryConfig, check_provider_config, get_config
 from modelplex.errors import ConfigurationError, ModelplexError, PluginError
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.pool import ProviderPool, config_key, get_pool, provider_key
@@ -524,6 +524,8 @@ async def open_model(spec: str | None = None, *, config: Config | None = None,
     config = config or get_config()
     pool = pool or get_pool()
     plugins = plugins or get_plugins()
+    if provider_config is not None:  # a clear error for a bad shape
+        provider_config = check_provider_config(provider_config)
     spec = resolve_spec(spec, config)
     base, model_name, provider_name, named, close_base = await _open_base(
         spec, config, pool, plugins, provider_config, retries)

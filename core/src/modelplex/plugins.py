@@ -24,7 +24,7 @@ import attrs
 import pluggy
 
 from modelplex import env, hookspecs
-from modelplex.errors import PluginError, UnknownProviderError, redact
+from modelplex.errors import PluginError, UnknownProviderError, did_you_mean, redact
 
 if TYPE_CHECKING:
     import click
@@ -91,6 +91,16 @@ def _describe(err: BaseException) -> str:
     return redact(f"{type(err).__name__}: {err}")
 
 
+def _warn_unmatched(variable: str, listed: set[str], installed: set[str]) -> None:
+    """Warn about names in ``variable`` that no installed plugin has (a typo in the allow
+    list silently loaded nothing, and "no model given" was all the user saw)."""
+    for name in sorted(listed - installed):
+        entry_points = sorted(n for n in installed if not n.startswith("modelplex-"))
+        log.warning("%s names %r, which no installed plugin has%s; installed plugins: %s",
+                    variable, name, did_you_mean(name, installed), ", ".join(entry_points)
+                    or "none")
+
+
 class Plugins:
     """The plugin manager of one modelplex process (or of one test)."""
 
@@ -122,10 +132,12 @@ class Plugins:
     def _load_entry_points(self) -> None:
         allow = env.name_list("MODELPLEX_LOAD_PLUGINS")
         block = env.name_list("MODELPLEX_DISABLE_PLUGINS") or set()
+        seen: set[str] = set()
         for ep in metadata.entry_points(group=hookspecs.NAME):
             dist = ep.dist
             dist_name = dist.metadata["Name"] if dist is not None else None
             names = {ep.name, dist_name} - {None}
+            seen |= {str(n) for n in names}
             if allow is not None and not names & allow:
                 continue
             if names & block or ep.name in self._info:
@@ -141,6 +153,7 @@ class Plugins:
                 log.warning("modelplex plugin %s %s", ep.name, info.error)
                 continue
             info.hooks = self._hook_names(plugin)
+        _warn_unmatched("MODELPLEX_LOAD_PLUGINS", allow or set(), seen)
 
     def _register_module(self, plugin: Any, *, name: str, builtin: bool = False,
                          distribution: str | None = None, version: str | None = None) -> None:
@@ -274,7 +287,8 @@ class Plugins:
             if kind == "providers":
                 self._raise_if_broken(name)
                 raise UnknownProviderError(name, sorted(registries[kind]))
-            raise PluginError(f"no {kind[:-1].replace('_', ' ')} named {name!r}; "
+            raise PluginError(f"no {kind[:-1].replace('_', ' ')} named {name!r}"
+                              f"{did_you_mean(name, registries[kind])}; "
                               f"available: {', '.join(sorted(registries[kind])) or 'none'}")
         return reg.obj
 

@@ -38,6 +38,7 @@ from modelplex.errors import (
     OptionsError,
     ProviderError,
     UnsupportedOperationError,
+    did_you_mean,
 )
 from modelplex.types import ChatMessage, HealthStatus, ModelInfo, PullProgress
 
@@ -173,7 +174,8 @@ def options_error(err: ValidationError, model: type[BaseModel], provider: str) -
         info = model.model_fields.get(str(item["loc"][0])) if item["loc"] else None
         if item["type"] == "extra_forbidden":
             valid = ", ".join(sorted(model.model_fields))
-            messages.append(f"unknown option {field!r} for provider {provider!r}; "
+            messages.append(f"unknown option {field!r} for provider {provider!r}"
+                            f"{did_you_mean(field, model.model_fields)}; "
                             f"valid options: {valid}")
             continue
         rng = range_text(info) if info is not None else None

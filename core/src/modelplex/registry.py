@@ -37,6 +37,7 @@ from modelplex.errors import (
     ModelNotFoundError,
     ModelplexError,
     UnsupportedOperationError,
+    did_you_mean,
 )
 from modelplex.masking import mask
 from modelplex.plugins import Plugins, get_plugins
@@ -564,7 +565,9 @@ async def resolve_bare_model(model: str | None, *, plugins: Plugins,
             f"model {model!r} is served by several providers: "
             f"{', '.join(f'{name}:{model}' for name in candidates)}; name one of them")
     unreachable = f" (could not list: {', '.join(sorted(errors))})" if errors else ""
+    known = [*plugins.provider_names(), *(named if isinstance(named, Iterable) else ())]
     raise ConfigurationError(
-        f"model {model!r} does not name a provider and no installed provider lists it"
+        f"model {model!r}{did_you_mean(model, known)} does not name a provider and no "
+        "installed provider lists it"
         f"{unreachable}; write it as 'provider:model' (installed providers: "
         f"{', '.join(plugins.provider_names())})")

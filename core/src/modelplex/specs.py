@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelplex import env
-from modelplex.errors import ConfigurationError, ModelplexError
+from modelplex._keywords import check_keywords
+from modelplex.errors import ConfigurationError, ModelplexError, did_you_mean
 from modelplex.plugins import Plugins, get_plugins
 from modelplex.provider import Provider
 from modelplex.types import ModelConfig
@@ -55,7 +56,8 @@ def parse_model_spec(spec: str | None, plugins: Plugins | None = None) -> tuple[
     if sep or not names:
         plugins.get("providers", head)  # raises UnknownProviderError listing the installed ones
     raise ConfigurationError(
-        f"model {spec!r} does not name a provider: write it as 'provider:model' "
+        f"model {spec!r}{_near_name(spec, names)} does not name a provider: write it as "
+        "'provider:model' "
         f"(installed providers: {', '.join(names)}); to add a provider, "
         f"`pip install modelplex-{head}` or see `modelplex plugins`")
 
@@ -71,6 +73,17 @@ def model_and_options(model: Any, options: Mapping[str, Any] | None
         raise ConfigurationError("model must be 'provider:model', a model name or a "
                                  f"modelplex.ModelConfig (got {type(model).__name__})")
     return model, options
+
+
+def _near_name(spec: str, providers: list[str]) -> str:
+    """`` (did you mean 'fast'?)`` for a misspelt provider or named model of the config."""
+    from modelplex.config import get_config
+
+    try:
+        named = list(get_config().models)
+    except ModelplexError:  # a broken config file is reported elsewhere
+        named = []
+    return did_you_mean(spec, [*providers, *named])
 
 
 def create_provider(name: str, config: Mapping[str, Any] | Plugins | Any = None, /, *,
@@ -93,11 +106,12 @@ def create_provider(name: str, config: Mapping[str, Any] | Plugins | Any = None,
         config = to_dict()
     config = {**dict(config or {}), **kwargs}
     factory = (plugins or get_plugins()).get("providers", name)
+    check_keywords(factory, config, name)
     try:
         provider = factory(**config)
     except ModelplexError:
         raise
-    except (TypeError, ValueError, ValidationError) as err:
+    except (TypeError, ValueError, AttributeError, ValidationError) as err:
         raise ConfigurationError(f"provider {name!r} could not be configured: {err}") from err
     if not isinstance(provider, Provider):
         raise ConfigurationError(f"provider {name!r} factory returned {provider!r}, "

@@ -30,7 +30,7 @@ import attrs
 from pydantic import ValidationError
 
 from modelplex import telemetry
-from modelplex.errors import ConfigurationError, ParseError
+from modelplex.errors import ConfigurationError, ParseError, did_you_mean
 from modelplex.exchange import Turn
 from modelplex.parsers import Parser, resolve_output
 from modelplex.plugins import get_plugins
@@ -331,8 +331,11 @@ def resolve_template(prompt: Any, fields: Mapping[str, Any],
         return cls(**fields)  # type: ignore[no-any-return]
     except ValidationError as err:
         name = getattr(cls, "name", cls.__name__)
-        problems = "; ".join(f"field {'.'.join(map(str, e['loc'])) or '?'!r}: {e['msg']}"
-                             for e in err.errors())
+        problems = "; ".join(
+            f"field {'.'.join(map(str, e['loc'])) or '?'!r}: " + (
+                f"unknown field{did_you_mean(e['loc'][-1], cls.model_fields)}"
+                if e["type"] == "extra_forbidden" and e["loc"] else e["msg"])
+            for e in err.errors())
         known = ", ".join(f"{f['name']}{'' if f['required'] else '?'}"
                           for f in describe_fields(cls))
         raise ConfigurationError(f"template {name!r}: {problems} (its fields: {known})"

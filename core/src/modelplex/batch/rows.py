@@ -233,6 +233,9 @@ def read_rows(path: str | os.PathLike[str], *, format: str = "jsonl"
                 except ValueError as err:
                     raise BatchInputError(f"not JSON ({err}): each line must be one JSON "
                                           "object", source=source, line=number) from None
+                except RecursionError:
+                    raise BatchInputError("nested too deeply to be read: a row needs only a "
+                                          "few levels", source=source, line=number) from None
         except UnicodeDecodeError:
             raise BatchInputError("not UTF-8 text: save the file as UTF-8", source=source,
                                   line=number + 1) from None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelplex.batch.concurrency import _check_concurrency, default_concurrency
 from modelplex.batch.output import BatchOutput, BatchResult
+from modelplex.batch.problems import BatchInputError
 from modelplex.batch.rows import Row, _Template, check_schema, fingerprint, parse_row
 from modelplex.errors import ConfigurationError, ParseError
 
@@ -420,6 +421,7 @@ class _Feed:
         self.working = 0  # workers not ended yet
         self.ended = False
         self.error: Exception | None = None  # why the rows stopped
+        self.seen: dict[str, int] = {}  # each row's id -> its line: an id twice is an error
 
     async def next(self) -> tuple[int, Row] | None:
         """``(sequence number, row)`` of the next row to ask, or None when there is none."""
@@ -453,6 +455,10 @@ class _Feed:
             row = item
         else:
             row = parse_row(item, self.line, source=self.source, template=self.template)
+        if self.seen.setdefault(row.key, self.line) != self.line:
+            raise BatchInputError(f"id {row.id!r} is also the id of line {self.seen[row.key]}"
+                                  ": give every row its own id", source=self.source,
+                                  line=self.line)
         if self.writer is not None and row.key in self.writer.done:
             return None
         if self.skip is not None and self.skip(row):

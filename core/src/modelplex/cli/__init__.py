@@ -82,6 +82,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         interrupt.exit_interrupted()  # 130, without waiting for a busy worker thread
+    except RecursionError:  # JSON nested thousands deep in a file given to a command
+        if debug:
+            traceback.print_exc()
+        click.echo("Error: an input file nests its objects or lists too deeply to be read; "
+                   "a few levels are all any modelplex input needs", err=True)
+        sys.exit(1)
+    except UnicodeEncodeError as err:  # an argument's bytes that are not UTF-8, used as text
+        if debug:
+            traceback.print_exc()
+        bad = str(err.object[err.start:err.end])
+        click.echo(f"Error: an argument or input is not valid text: it holds an undecodable "
+                   f"byte ({bad!a}); give the text as UTF-8", err=True)
+        sys.exit(1)
     except OSError as err:  # the output could not be written: a full disk, a closed pipe
         if debug:
             traceback.print_exc()

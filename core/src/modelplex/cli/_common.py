@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["options", "parse_option_value", "print_table", "provider_names", "run",
+__all__ = ["check_text", "options", "parse_option_value", "print_table", "provider_names", "run",
            "with_provider"]
 
 
@@ -41,9 +41,22 @@ def parse_option_value(value: str) -> Any:
         return value
 
 
+def check_text(value: str, what: str) -> str:
+    """``value`` if it is text; a :class:`ConfigurationError` naming ``what`` when it holds
+    bytes that are not UTF-8 (an argument's undecodable bytes arrive as lone surrogates)."""
+    for index, char in enumerate(value):
+        if "\udc80" <= char <= "\udcff":
+            from modelplex.errors import ConfigurationError
+
+            raise ConfigurationError(f"{what} is not valid text: character {index} is an "
+                                     f"undecodable byte ({char!a}); give the text as UTF-8")
+    return value
+
+
 def options(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """``-o KEY VALUE`` pairs as provider options (``-`` in a key becomes ``_``)."""
-    return {key.replace("-", "_"): parse_option_value(value) for key, value in pairs}
+    return {check_text(key, "an option name").replace("-", "_"):
+            parse_option_value(check_text(value, f"option {key!r}")) for key, value in pairs}
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

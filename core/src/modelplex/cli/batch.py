@@ -46,10 +46,15 @@ def _check_input(path: str, fmt: str, template: Any, writer: BatchOutput | None,
                  retry_errors: bool) -> tuple[int, int, int]:
     """Check every row; (rows to run, rows already done, estimated prompt tokens)."""
     from modelplex.batch import estimate_tokens, parse_row, read_rows
+    from modelplex.batch.problems import BatchInputError
 
     todo = skipped = tokens = 0
+    first: dict[str, int] = {}  # id -> its line: an id twice would be answered twice
     for line, value in read_rows(path, format=fmt):
         row = parse_row(value, line, source=path, template=template)
+        if first.setdefault(row.key, line) != line:
+            raise BatchInputError(f"id {row.id!r} is also the id of line {first[row.key]}: "
+                                  "give every row its own id", source=path, line=line)
         if writer is not None and _skipped(row.key, writer, retry_errors):
             skipped += 1
             continue

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from modelplex.errors import ModelplexError, StorageError
+from modelplex.errors import ConfigurationError, ModelplexError, StorageError
 
 if TYPE_CHECKING:
     from modelplex.caches import Cache
@@ -36,6 +36,11 @@ def _open(backend: str | None, path: str | None, url: str | None) -> Cache:
         fields = {}
     fields = {**fields, "backend": backend or fields.get("backend") or "sqlite"}
     if path:
+        from pathlib import Path
+
+        if not Path(path).expanduser().parent.exists():  # folders were made for a typo
+            raise ConfigurationError(f"--path {path}: no such folder; check the path (without "
+                                     "--path, the configured or default cache is used)")
         fields["path"] = path
     if url:
         fields["url"] = url

@@ -16,7 +16,7 @@ from modelplex.cli._common import options, run
 from modelplex.cli.logs import chat_conversation, database_path
 from modelplex.cli.structured import run_structured_chat
 from modelplex.cli.timeouts import provider_configs, timeout_options
-from modelplex.errors import ModelplexError, redact
+from modelplex.errors import ConfigurationError, ModelplexError, redact
 
 if TYPE_CHECKING:
     from modelplex.manager import ChatManager
@@ -73,7 +73,7 @@ def chat(prompt: str | None, model: str | None, system: str | None,
     from modelplex.manager import ChatManager
 
     if prompt is None and not sys.stdin.isatty():  # undecodable bytes are refused clearly
-        prompt = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+        prompt = _read_stdin()
     config = provider_configs(timeouts)
     conversation, last_model = chat_conversation(continue_last, cid, no_log)
     model = model or last_model
@@ -89,9 +89,27 @@ def chat(prompt: str | None, model: str | None, system: str | None,
                                  schema=schema, as_json=as_json, show_usage=show_usage))
         return
     if prompt is not None:
+        if not prompt.strip():
+            raise ConfigurationError("the prompt is empty: give it as PROMPT "
+                                     "(modelplex chat \"...\") or on standard input, or run "
+                                     "modelplex chat alone in a terminal to chat")
         run(_one_shot(manager, model, prompt, show_usage, tuple(resources)))
     else:
         _interactive(manager, model, show_usage)
+
+
+def _read_stdin() -> str:
+    """The prompt piped to standard input, read up to the longest message accepted (so a
+    gigabyte piped in by mistake is refused without being held in memory)."""
+    from modelplex import env
+
+    limit = env.max_message_length()
+    data = sys.stdin.buffer.read(limit * 4 + 1)  # UTF-8 takes at most 4 bytes a character
+    if len(data) > limit * 4:
+        raise ConfigurationError(
+            f"standard input holds more than {limit:,} characters, the longest message "
+            "accepted: shorten it or raise MODELPLEX_MAX_MESSAGE_LENGTH")
+    return data.decode("utf-8", "surrogateescape")
 
 
 async def _stream_answer(chat: ChatManager, prompt: str, show_usage: bool,

@@ -61,11 +61,15 @@ def config_group() -> None:
 @config_group.command("path")
 def config_path_command() -> None:
     """Print where the config file is read from (MODELPLEX_CONFIG, else the user dir)."""
+    from modelplex import env
     from modelplex.config import config_path
 
     path = config_path()
     click.echo(str(path))
-    if not path.exists():
+    if env.config_file() and not path.is_file():  # every command fails until it is fixed
+        click.echo("(the file does not exist: MODELPLEX_CONFIG names it, so commands fail "
+                   "until you create it or unset the variable)", err=True)
+    elif not path.exists():
         click.echo("(the file does not exist yet: modelplex uses defaults)", err=True)
 
 

@@ -29,8 +29,15 @@ def database_path() -> str | None:
 
 
 def _store(database: str | None) -> LogStore:
+    """The log store to read: ``--database`` (which must exist: reading a misspelt path made
+    an empty database there, folders included), else the configured or default one."""
+    from pathlib import Path
+
     from modelplex.store.logs import LogStore
 
+    if database is not None and not Path(database).expanduser().exists():
+        raise ConfigurationError(f"--database {database}: no such file; check the path "
+                                 "(`modelplex logs path` prints the one modelplex chat uses)")
     return LogStore(database or database_path())
 
 

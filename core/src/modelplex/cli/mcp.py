@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -34,17 +35,19 @@ def mcp_group() -> None:
 def mcp_list(as_json: bool) -> None:
     """The MCP servers of the config file ([mcp.NAME] tables; secrets are not shown)."""
     from modelplex.config import get_config
+    from modelplex.masking import mask
 
     servers = get_config().mcp
-    if as_json:
-        click.echo(json.dumps({name: {"transport": "stdio" if s.command else "http",
-                                      "command": s.command, "args": list(s.args),
-                                      "url": s.url, "tools": list(s.tools)}
-                               for name, s in servers.items()}, indent=2))
+    if as_json:  # masked: a URL's password, `--token VALUE` in args
+        click.echo(json.dumps(mask({name: {"transport": "stdio" if s.command else "http",
+                                           "command": s.command, "args": list(s.args),
+                                           "url": s.url, "tools": list(s.tools)}
+                                    for name, s in servers.items()}), indent=2))
         return
     print_table(["NAME", "TRANSPORT", "TARGET"],
                 [[name, "stdio" if s.command else "http",
-                  " ".join([s.command, *s.args]) if s.command else str(s.url)]
+                  " ".join([s.command, *mask(list(s.args))]) if s.command
+                  else mask(str(s.url))]
                  for name, s in servers.items()])
 
 
@@ -307,7 +310,23 @@ async def serve_http(server: FastMCP, key: str | None) -> None:
                 click.echo(f"MCP server listening on "
                            f"{listening_url(server.settings.host, port)}", err=True)
 
-    await Announcing(config).serve()
+    await Announcing(config).serve(sockets=[_listen(server.settings.host,
+                                                    server.settings.port)])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, or one ``Error:`` line saying why not (uvicorn
+    logged its own ``ERROR:`` line and exited with status 3)."""
+    from modelplex.errors import ConfigurationError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as err:
+        reason = str(err.strerror or err).split(" (while attempting")[0]
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}; "
+                                 "choose another --port (0 picks a free one) or --host"
+                                 ) from None
 
 
 @mcp_group.command("serve")

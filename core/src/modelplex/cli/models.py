@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,8 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
             missing = [f"{name}: not configured: set {listing.missing}"
                        for name, listing in (await registry.listings()).items()
                        if listing.missing]
+            if capability and not found:  # a misspelt capability matched nothing, silently
+                missing += _unknown_capabilities(capability, await registry.search(None))
             return found, await registry.errors(), missing
 
     found, failed, missing = run(gather())
@@ -72,6 +75,19 @@ def models_list(provider: tuple[str, ...], query: str | None, capability: tuple[
             click.echo(line, err=True)
     if failed and not found and len(failed) == len(names or provider_names(None)):
         sys.exit(1)
+
+
+def _unknown_capabilities(asked: Sequence[str], listed: Sequence[ModelInfo]) -> list[str]:
+    """A line for each capability no listed model has (with the closest one that some has)."""
+    from modelplex.errors import did_you_mean
+    from modelplex.registry import normalize_capabilities
+
+    known = sorted({c for m in listed for c in m.capabilities})
+    vocabulary = {*known, "chat", "completion", "embeddings", "tools", "vision", "json",
+                  "thinking"}
+    return [f"no model lists the capability {name!r}{did_you_mean(name, vocabulary)}; the models "
+            f"listed have: {', '.join(known) or 'none'}"
+            for name in normalize_capabilities(asked) if name not in known]
 
 
 @models.command("show")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from modelplex.cli._common import parse_option_value
+from modelplex.cli._common import check_text, parse_option_value
 from modelplex.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def template_fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """``-p KEY VALUE`` pairs as fields: JSON values when they parse; a repeated key is a list."""
     fields: dict[str, Any] = {}
     for key, raw in pairs:
-        value = parse_option_value(raw)
+        value = parse_option_value(check_text(raw, f"field {key!r}"))
         name = key.replace("-", "_")
         if name in fields:
             previous = fields[name]
@@ -47,8 +47,13 @@ def _load_schema(path: str) -> dict[str, Any]:
         schema = json.loads(text)
     except ValueError as err:
         raise ConfigurationError(f"--schema {path}: not JSON ({err})") from None
+    except RecursionError:
+        raise ConfigurationError(f"--schema {path}: nested too deeply to be read") from None
     if not isinstance(schema, dict):
         raise ConfigurationError(f"--schema {path}: a JSON schema must be an object")
+    from modelplex.parsers._schemacheck import check_schema
+
+    check_schema(schema, f"--schema {path}: schema")
     return schema
 
 
@@ -69,6 +74,9 @@ async def run_structured_chat(manager: ChatManager, model: str | None, prompt: s
         prompt = None  # an empty stdin
     if template is None and pairs:
         raise click.UsageError("-p/--param fills a template's fields: use it with -t TEMPLATE")
+    if schema is not None and as_json:
+        raise click.UsageError("--schema asks for JSON matching a schema and --json for any "
+                               "JSON object: give one of them")
     if template is not None and (schema is not None or as_json):
         raise click.UsageError("-t runs a template with its own output format: give -t, or "
                                "--schema/--json, not both")

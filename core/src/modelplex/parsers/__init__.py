@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from modelplex.errors import ConfigurationError, ParseError, PluginError
+from modelplex.parsers._schemacheck import check_schema
 from modelplex.plugins import Plugins, get_plugins
 
 __all__ = [
@@ -300,6 +301,10 @@ class JsonDictParser(Parser):
     name: ClassVar[str] = "json_dict"
 
     def __init__(self, required_keys: list[str] | None = None) -> None:
+        if isinstance(required_keys, str | bytes) or not all(
+                isinstance(k, str) for k in required_keys or []):
+            raise ConfigurationError("JsonDictParser: required_keys must be a list of key "
+                                     f"names, e.g. ['name'] (got {required_keys!r})")
         self.required_keys = list(required_keys or [])
 
     @property
@@ -347,7 +352,12 @@ class PydanticParser(Parser):
 
     def __init__(self, model: Any, *, name: str | None = None) -> None:
         self.model = model
-        self.adapter: TypeAdapter[Any] = TypeAdapter(model)
+        try:
+            self.adapter: TypeAdapter[Any] = TypeAdapter(model)
+        except Exception:  # pydantic's error is pages long and names no argument
+            raise ConfigurationError(
+                f"PydanticParser: model must be a pydantic model class or a type pydantic can "
+                f"validate (list[int], a dataclass, a TypedDict); got {model!r}") from None
         self.schema_name = name or getattr(model, "__name__", None) or "response"
         self._schema: dict[str, Any] = self.adapter.json_schema()
 
@@ -417,6 +427,7 @@ class JsonSchemaParser(Parser):
     name: ClassVar[str] = "json_schema"
 
     def __init__(self, schema: Mapping[str, Any], *, name: str | None = None) -> None:
+        check_schema(schema)  # a misspelt type would make every answer fail
         self.schema = dict(schema)
         self.schema_name = name or str(self.schema.get("title") or "response")
 
@@ -451,6 +462,9 @@ class ListParser(Parser):
     name: ClassVar[str] = "list"
 
     def __init__(self, min_items: int = 1) -> None:
+        if isinstance(min_items, bool) or not isinstance(min_items, int) or min_items < 0:
+            raise ConfigurationError(f"ListParser: min_items must be a whole number >= 0 "
+                                     f"(got {min_items!r})")
         self.min_items = min_items
 
     @property
@@ -489,6 +503,9 @@ class CodeBlockParser(Parser):
     name: ClassVar[str] = "code_block"
 
     def __init__(self, language: str | None = None) -> None:
+        if language is not None and not isinstance(language, str):
+            raise ConfigurationError(f"CodeBlockParser: language must be text such as "
+                                     f"'python', or None for any (got {language!r})")
         self.language = language
 
     @property

@@ -175,8 +175,7 @@ class Trial:
             message = (f"model {scope}: no deployment could be tried: every one is cooling "
                        f"down or at its rate limit{soon}; try again later")
         else:
-            listed = "; ".join(f"{i}. {label}: {_describe(err)}"
-                               for i, (label, err) in enumerate(self.records, 1))
+            listed = _listing(self.records)
             message = f"model {scope}: all {len(self.records)} attempts failed: {listed}"
             if self.out_of_time:
                 message = (f"model {scope}: the retry budget of {self.router.retries.timeout:g}"
@@ -193,3 +192,17 @@ class Trial:
 def _describe(err: ProviderError) -> str:
     status = getattr(err, "status_code", None)
     return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + f": {err}"
+
+
+def _listing(records: list[tuple[str, ProviderError]]) -> str:
+    """The attempts as ``1. label: error; 2. ...``; attempts that failed alike in a row are
+    one entry (``1-3. label: error``), so a server that is down is not described thrice."""
+    entries: list[tuple[int, int, str]] = []
+    for index, (label, err) in enumerate(records, 1):
+        text = f"{label}: {_describe(err)}"
+        if entries and entries[-1][2] == text:
+            entries[-1] = (entries[-1][0], index, text)
+        else:
+            entries.append((index, index, text))
+    return "; ".join(f"{first}{f'-{last}' if last != first else ''}. {text}"
+                     for first, last, text in entries)

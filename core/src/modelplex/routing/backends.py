@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modelplex._validation import describe
 from modelplex.errors import ConfigurationError
 from modelplex.routing.state import RouterState
 
@@ -51,8 +52,7 @@ class StateConfig(BaseModel):
         try:
             return cls.model_validate(value if value is not None else {})
         except ValidationError as err:
-            detail = "; ".join(f"state.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in err.errors())
+            detail = describe(err, StateConfig, "state")
             raise ConfigurationError(detail) from None
 
 

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from modelplex.errors import ConfigurationError
+from modelplex.errors import ConfigurationError, did_you_mean
 
 if TYPE_CHECKING:
     from modelplex.routing.deployments import Deployment
@@ -142,6 +142,7 @@ def make_strategy(strategy: str | Strategy) -> Strategy:
         return strategy
     factory = STRATEGIES.get(strategy)
     if factory is None:
-        raise ConfigurationError(f"unknown routing strategy {strategy!r}; use one of "
+        raise ConfigurationError(f"unknown routing strategy {strategy!r}"
+                                 f"{did_you_mean(strategy, STRATEGIES)}; use one of "
                                  f"{', '.join(sorted(STRATEGIES))}")
     return factory()

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelplex._validation import describe
 from modelplex.errors import ConfigurationError, StorageError
 from modelplex.paths import data_dir
 from modelplex.store.migrations import Migration, open_database, sql
@@ -114,8 +115,7 @@ class ConversationsConfig(BaseModel):
         try:
             return cls.model_validate(value or {})
         except ValidationError as err:
-            detail = "; ".join(f"conversations.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in err.errors())
+            detail = describe(err, ConversationsConfig, "conversations")
             raise ConfigurationError(detail) from None
 
 
