@@ -84,9 +84,15 @@ class _Content:
 
 
 class _Response:
+    status = 200
+
     def __init__(self, parts: list[bytes]) -> None:
         self.content = _Content(parts)
         self.headers: dict[str, str] = {}
+        # what the servers send: NDJSON for Ollama (whose reader refuses an event stream),
+        # events for the others
+        self.content_type = ("application/x-ndjson" if parts and parts[0].lstrip()[:1] == b"{"
+                             else "text/event-stream")
 
 
 def _serve(provider: Any, parts: list[bytes]) -> None:

@@ -114,6 +114,10 @@ def test_the_command_prints_a_table_and_json(tmp_path: Path) -> None:
 
 def test_an_empty_database_and_a_period_without_rows(tmp_path: Path) -> None:
     runner = CliRunner()
+    missing = runner.invoke(cli, ["usage", "--database", str(tmp_path / "empty.db")])
+    assert missing.exit_code != 0 and "no such file" in str(missing.exception)
+    assert not (tmp_path / "empty.db").exists()  # a misspelt path makes no database
+    LogStore(tmp_path / "empty.db").close()
     empty = runner.invoke(cli, ["usage", "--database", str(tmp_path / "empty.db")])
     assert empty.exit_code == 0, empty.output
     assert empty.output.startswith("No requests since ")

@@ -17,22 +17,51 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from modelplex.caches import Cache, CacheConfig
-from modelplex.config import check_provider_config, get_config
+from modelplex.config import Config, RetryConfig, check_provider_config, get_config
+from modelplex.errors import ConfigurationError
 from modelplex.pipeline import open_model
 from modelplex.plugins import Plugins, get_plugins
+from modelplex.pool import ProviderPool
 from modelplex.registry import resolve_bare_model
 from modelplex.selection import select_model_spec
 
 if TYPE_CHECKING:
     from modelplex.caching import CacheLayer
-    from modelplex.config import Config
     from modelplex.pipeline import Lease
-    from modelplex.pool import ProviderPool
     from modelplex.provider import Provider
     from modelplex.store.logs import LogStore
     from modelplex.types import ChatMessage
 
 __all__ = ["ManagerLayers"]
+
+
+def _check_settings(config: Any, pool: Any, plugins: Any, conversation: Any, logs: Any,
+                    retries: Any) -> None:
+    """Refuse a setting of the wrong type when the manager is made, naming it and what it
+    takes (instead of an ``AttributeError`` from deep inside the first message)."""
+    wrong = None
+    if config is not None and not isinstance(config, Config):
+        wrong = "config", config, ("a Config (modelplex.config.load_config() or "
+                                   "parse_config({...}))")
+    elif pool is not None and not isinstance(pool, ProviderPool):
+        wrong = "pool", pool, "a ProviderPool (modelplex.pool.get_pool())"
+    elif plugins is not None and not isinstance(plugins, Plugins):
+        wrong = "plugins", plugins, "a Plugins (modelplex.plugins.get_plugins())"
+    elif conversation is not None and not isinstance(conversation, str | bool):
+        wrong = "conversation", conversation, ("True (a new stored conversation) or the id "
+                                               "of one to go on with")
+    elif retries is not None and not isinstance(retries, RetryConfig) and (
+            isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        wrong = "retries", retries, "a whole number of retries, 0 or more"
+    elif logs is not None and not isinstance(logs, str | os.PathLike):
+        from modelplex.store.logs import LogStore  # only for a store object given
+
+        if not isinstance(logs, LogStore):
+            wrong = "logs", logs, "the path of the conversation database, or a LogStore"
+    if wrong is not None:
+        name, value, takes = wrong
+        raise ConfigurationError(f"ChatManager: {name} must be {takes} "
+                                 f"(got {type(value).__name__})")
 
 
 class ManagerLayers:
@@ -49,7 +78,10 @@ class ManagerLayers:
                  config: Config | None = None, pool: ProviderPool | None = None,
                  plugins: Plugins | None = None, select: Any = None,
                  provider_config: Mapping[str, Mapping[str, Any]] | None = None,
-                 retries: int | None = None) -> None:
+                 retries: int | RetryConfig | None = None) -> None:
+        if config is not None or pool is not None or plugins is not None or \
+                conversation is not None or logs is not None or retries is not None:
+            _check_settings(config, pool, plugins, conversation, logs, retries)
         self.config = config
         self.pool = pool
         self.chosen_plugins = plugins

@@ -79,7 +79,10 @@ class ChatManager:
         self._layers = ManagerLayers(cache=cache, conversation=conversation, logs=logs,
                                      config=config, pool=pool, plugins=plugins, select=select,
                                      provider_config=provider_config, retries=retries)
-        self._mcp_names = tuple(mcp or ())
+        self._mcp_names = (mcp,) if isinstance(mcp, str) else tuple(mcp or ())  # one name
+        if confirm is not None and not callable(confirm):
+            raise ConfigurationError("ChatManager: confirm must be a function that is asked "
+                                     f"before each MCP tool call (got {type(confirm).__name__})")
         self._confirm = confirm
         self._hub: McpHub | None = None  # made on first use (see _mcp)
         self._provider: Provider | None = None

@@ -244,6 +244,12 @@ class LlamaCppProvider(Provider):
         if path.suffix == ".gguf" and path.is_file():
             return path
         have = ", ".join(sorted(models)) or "none"
+        if path.suffix == ".gguf" or "/" in name or os.sep in name:  # a path, not a name
+            what = "is not a file" if not path.exists() else "is not a .gguf file"
+            raise ModelNotFoundError(
+                f"llamacpp: {name} {what}: give the path of a GGUF model file, or a model "
+                f"name from {self.models_dir}. Available: {have}",
+                status_code=404, provider=self.name)
         raise ModelNotFoundError(
             f"llamacpp: no model named {name!r}. Put {name}.gguf in {self.models_dir} "
             f"(or set MODELPLEX_LLAMACPP_MODELS), pass a path to a .gguf file, or "
