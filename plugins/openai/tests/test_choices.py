@@ -8,6 +8,7 @@ The transcripts are what vLLM and OpenAI send for ``n=2``: one choice per chunk,
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aioresponses import aioresponses
@@ -107,3 +108,14 @@ async def test_n_of_1_is_accepted_and_not_sent(provider: OpenAIProvider, mock: a
     chunks = [c async for c in provider.chat(MESSAGES, model="m", options={"n": 1})]
     assert "".join(c.content for c in chunks) == "Blue"
     assert "n" not in sent.bodies(mock)[0]
+
+
+def test_the_refusal_reads_as_documented(provider: OpenAIProvider) -> None:
+    # docs/providers/openai.md quotes this message
+    with pytest.raises(OptionsError) as info:
+        provider.parse_options({"n": 2})
+    expected = ("option 'n': modelplex returns one answer per request, so n must be 1 (or "
+                "left out); for several answers send several requests, or a batch (modelplex "
+                "batch) (got 2)")
+    assert str(info.value) == expected
+    assert expected in (Path(__file__).parents[3] / "docs/providers/openai.md").read_text()
