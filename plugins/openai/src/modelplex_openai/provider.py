@@ -46,6 +46,7 @@ from modelplex_openai.wire import (
     build_tool_calls,
     content_parts,
     encode_messages,
+    first_choice,
     merge_tool_deltas,
     response_format,
     response_from,
@@ -64,6 +65,9 @@ log = logging.getLogger("modelplex.openai")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: The timeouts OpenAI's and Azure's hosted APIs start from: 600 s of silence between chunks
 HOSTED_TIMEOUTS = Timeouts(between_chunks=600.0)
+#: why ``n`` other than 1 is refused, and what to do instead
+ONE_CHOICE = ("modelplex returns one answer per request, so n must be 1 (or left out); for "
+              "several answers send several requests, or a batch (modelplex batch)")
 
 
 class OpenAIOptions(CommonOptions):
@@ -85,6 +89,24 @@ class OpenAIOptions(CommonOptions):
     extra_body: dict[str, Any] | None = Field(
         default=None, description="Extra JSON body fields sent as given, for parameters a "
                                   "compatible server adds (top_k, chat_template_kwargs, ...).")
+    n: int | None = Field(default=None, exclude=True,
+                          description="Choices per request: only 1 (modelplex returns one "
+                                      "answer); never sent.")
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value is not None and value != 1:
+            raise ValueError(ONE_CHOICE)
+        return value
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_choices(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        n = value.get("n") if value else None
+        if n is not None and (type(n) is not int or n != 1):
+            raise ValueError(f"n={n!r} in extra_body: {ONE_CHOICE}")
+        return value
 
     @field_validator("logit_bias", mode="before")
     @classmethod
@@ -329,6 +351,9 @@ class OpenAIProvider(HttpProvider):
                 choices = obj.get("choices")
                 if choices:
                     choice = choices[0]
+                    if choice.get("index"):  # a server sending several choices: read 0's
+                        choice = first_choice(choices)
+                if choices and choice:
                     # "message": a server that answered with the whole completion at once
                     delta = choice.get("delta") or choice.get("message")
                     if delta:

@@ -29,6 +29,7 @@ __all__ = [
     "content_parts",
     "encode_message",
     "encode_messages",
+    "first_choice",
     "image_url",
     "merge_tool_deltas",
     "response_format",
@@ -297,12 +298,23 @@ def usage_from(usage: Mapping[str, Any] | None, timings: Mapping[str, Any] | Non
                  completion_tokens=completion_estimate, estimated=True)
 
 
+def first_choice(choices: Sequence[Any]) -> Any:
+    """The choice of index 0 (the one answer modelplex returns), or ``{}`` when there is none.
+
+    Choices without an ``index`` count as 0; a server that sends several (``n`` > 1 passed
+    through somehow, or interleaved in a stream) gets the others ignored, not merged in.
+    """
+    for choice in choices:
+        if isinstance(choice, dict) and not choice.get("index"):
+            return choice
+    return {}
+
+
 def response_from(data: Mapping[str, Any], *, model: str, provider: str,
                   messages: Sequence[ChatMessage] = ()) -> ChatResponse:
     """A whole non-streaming chat completion (``POST /chat/completions``, or a line of a
     batch's output file) as a :class:`ChatResponse`."""
-    choices = data.get("choices") or [{}]
-    choice = choices[0]
+    choice = first_choice(data.get("choices") or [{}])
     message = choice.get("message") or {}
     content = message.get("content") or ""
     thought = ""
