@@ -26,8 +26,8 @@ from modelplex_server.budgets import Spend
 from modelplex_server.settings import KeyConfig
 
 __all__ = ["Conversation", "ConversationFullError", "ConversationStore", "ConversationSummary",
-           "KeyExistsError", "MemoryConversationStore", "StoreUnavailableError", "StoredKey", "answer_metadata",
-           "dump_message", "message_columns"]
+           "KeyExistsError", "MemoryConversationStore", "StoreUnavailableError", "StoredKey",
+           "answer_metadata", "check_room", "dump_message", "message_columns"]
 
 
 class StoreUnavailableError(ModelplexError):
