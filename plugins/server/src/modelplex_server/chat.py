@@ -5,6 +5,11 @@ The exchange is added to the conversation when the answer is complete; when the 
 away or stops it, what was received is kept, marked ``partial``; when the provider fails, the
 user's message is kept so nothing they typed is lost. When the store cannot keep a complete
 exchange (its database is down), the stream ends with an error instead of ``done``.
+
+A conversation holds at most ``[server] max_conversation_messages`` messages: a message that
+would pass it (with its answer) is a 400 ``conversation_too_long`` before the model is asked,
+and the store counts again where it adds the exchange (:func:`too_long`), so two messages at
+once cannot pass it either: the one refused there stores nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +26,18 @@ from modelplex.chunks import StreamChunk, Usage
 from modelplex.errors import ProviderError
 from modelplex.provider import ChatRequest, Provider
 from modelplex.types import ChatMessage, MessageRole
-from modelplex_server.conversations import Conversation, answer_metadata
+from modelplex_server.conversations import (
+    Conversation,
+    ConversationFullError,
+    answer_metadata,
+)
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import KEY, Gateway
 from modelplex_server.images import ANTHROPIC_IMAGES, check_image_count
 from modelplex_server.openai_api import to_chat_messages
 from modelplex_server.schemas import RestChatRequest, check_option_stop
 
-__all__ = ["ChatTurn", "chunk_event", "start_turn"]
+__all__ = ["ChatTurn", "chunk_event", "start_turn", "too_long"]
 
 log = logging.getLogger("modelplex.server")
 
@@ -80,12 +89,17 @@ class ChatTurn:
         if content and not failed:
             added.append(ChatMessage(role=MessageRole.ASSISTANT, content=content,
                                      metadata=self.answer_metadata(finished)))
-        store = self.gateway.conversations
+        store, most = self.gateway.conversations, self.gateway.settings.max_conversation_messages
         try:
             if self.replace is not None:  # what was added meanwhile stays, after it
                 await store.replace(self.conversation.id, *self.replace, added)
             else:
-                await store.append(self.conversation.id, added)
+                await store.append(self.conversation.id, added, most=most)
+        except ConversationFullError as err:  # others were added meanwhile: nothing stored
+            log.warning("the exchange of conversation %s was not stored: %s",
+                        self.conversation.id, err)
+            if finished:
+                raise too_long(self.conversation.id, err.held, most) from None
         except Exception as err:
             log.warning("the exchange of conversation %s was not stored: %s",
                         self.conversation.id, err)
@@ -123,6 +137,15 @@ class ChatTurn:
         model = route.provider_model if route is not None else self.request.model
         return cost_of(provider, model, self.usage,
                        config=self.gateway.resolver.config).to_dict()
+
+
+def too_long(conversation_id: str, held: int, most: int) -> ApiError:
+    """The 400 of a message to a conversation that has no room for it and its answer."""
+    return ApiError(400, f"conversation {conversation_id!r} holds {held} messages and a message "
+                         "adds 2 (it and its answer), more than the server keeps in one "
+                         f"conversation ([server] max_conversation_messages = {most}): start "
+                         "a new conversation (POST /api/conversations) and send it there",
+                    code="conversation_too_long", param="conversation_id")
 
 
 def chunk_event(chunk: StreamChunk) -> dict[str, Any] | None:
@@ -165,6 +188,10 @@ async def start_turn(gateway: Gateway, request: web.Request, body: RestChatReque
         user, history = history[users[-1]], history[:users[-1]]
     elif body.message is None:
         raise ApiError(400, "'message' is required", param="message")
+    elif conversation is not None:
+        most = gateway.settings.max_conversation_messages
+        if len(history) + 2 > most:
+            raise too_long(conversation.id, len(history), most)
     await gateway.check_rate(request.get(KEY))
     provider, model = await gateway.resolve(request, model_id)
     if not body.regenerate:

@@ -25,14 +25,30 @@ from modelplex_server.batch_store import BatchStore, MemoryBatches
 from modelplex_server.budgets import Spend
 from modelplex_server.settings import KeyConfig
 
-__all__ = ["Conversation", "ConversationStore", "ConversationSummary", "KeyExistsError",
-           "MemoryConversationStore", "StoreUnavailableError", "StoredKey", "answer_metadata",
-           "dump_message", "message_columns"]
+__all__ = ["Conversation", "ConversationFullError", "ConversationStore", "ConversationSummary",
+           "KeyExistsError", "MemoryConversationStore", "StoreUnavailableError", "StoredKey",
+           "answer_metadata", "check_room", "dump_message", "message_columns"]
 
 
 class StoreUnavailableError(ModelplexError):
     """The store cannot be reached now (a database server is down): the request is refused
     (503 with ``Retry-After``), nothing is stored."""
+
+
+class ConversationFullError(ValueError):
+    """Adding the messages would make the conversation hold more than ``most`` (``[server]
+    max_conversation_messages``): nothing was added."""
+
+    def __init__(self, held: int, most: int) -> None:
+        super().__init__(f"the conversation holds {held} messages of at most {most}")
+        self.held, self.most = held, most
+
+
+def check_room(held: int, messages: list[ChatMessage], most: int | None) -> None:
+    """:class:`ConversationFullError` when ``held`` messages and ``messages`` are more than
+    ``most`` (None: no limit); stores call it where they count, before adding anything."""
+    if most is not None and held + len(messages) > most:
+        raise ConversationFullError(held, most)
 
 
 class KeyExistsError(ValueError):
@@ -172,18 +188,24 @@ class ConversationStore(BatchStore, abc.ABC):
         return _page([c.summary_item() for c in items], after, limit)
 
     @abc.abstractmethod
-    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
-        """Add messages to a conversation's history."""
+    async def append(self, conversation_id: str, messages: list[ChatMessage], *,
+                     most: int | None = None) -> None:
+        """Add messages to a conversation's history; with ``most``:
+        :class:`ConversationFullError` (nothing added) when it would then hold more than
+        ``most`` messages, counted and added in one step (``[server]
+        max_conversation_messages``)."""
 
     async def append_at(self, conversation_id: str, count: int,
-                        messages: list[ChatMessage]) -> bool:
+                        messages: list[ChatMessage], *, most: int | None = None) -> bool:
         """Add messages only if the conversation holds exactly ``count`` messages (it was not
-        continued meanwhile): true if added. Stores should override this to check and add in
-        one step, as the server's do (two follow-ups to one stored response, answered at
-        once, then keep only one)."""
+        continued meanwhile): true if added; with ``most``: :class:`ConversationFullError`
+        (nothing added) when it would then hold more. Stores should override this to check
+        and add in one step, as the server's do (two follow-ups to one stored response,
+        answered at once, then keep only one)."""
         item = await self.get(conversation_id)
         if item is None or len(item.messages) != count:
             return False
+        check_room(count, messages, most)
         await self.append(conversation_id, messages)
         return True
 
@@ -339,21 +361,26 @@ class MemoryConversationStore(MemoryBatches, ConversationStore):
         return _page([c.summary_item() for c in self._items.values()
                       if owner is None or c.owner == owner], after, limit)
 
-    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
-        """Add messages to a conversation's history."""
+    async def append(self, conversation_id: str, messages: list[ChatMessage], *,
+                     most: int | None = None) -> None:
+        """Add messages to a conversation's history (with ``most``: counted and added in one
+        step)."""
         async with self._lock:
             item = self._items.get(conversation_id)
             if item is not None:
+                check_room(len(item.messages), messages, most)
                 item.messages = [*item.messages, *messages]
                 item.updated_at = _now()
 
     async def append_at(self, conversation_id: str, count: int,
-                        messages: list[ChatMessage]) -> bool:
-        """Add messages if the conversation holds ``count``, in one step."""
+                        messages: list[ChatMessage], *, most: int | None = None) -> bool:
+        """Add messages if the conversation holds ``count`` (and, with ``most``, room for
+        them), in one step."""
         async with self._lock:
             item = self._items.get(conversation_id)
             if item is None or len(item.messages) != count:
                 return False
+            check_room(count, messages, most)
             item.messages = [*item.messages, *messages]
             item.updated_at = _now()
             return True

@@ -47,6 +47,7 @@ from modelplex_server.conversations import (
     KeyExistsError,
     StoredKey,
     StoreUnavailableError,
+    check_room,
     dump_message,
     message_columns,
 )
@@ -410,26 +411,27 @@ class PostgresConversationStore(pg_batches.PgBatches, ConversationStore):
 
         return await self._run(work, write=True)  # one snapshot for the cursor and page
 
-    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
-        """Add messages to a conversation's history."""
+    async def append(self, conversation_id: str, messages: list[ChatMessage], *,
+                     most: int | None = None) -> None:
+        """Add messages (with ``most``: counted and added under the conversation's row lock)."""
         async def work(conn: Conn) -> None:
-            if not await self._touch(conn, conversation_id):
+            start = await _locked_count(conn, conversation_id)
+            if start is None or not await self._touch(conn, conversation_id):
                 return
-            start = await conn.fetchval("SELECT coalesce(max(position) + 1, 0) FROM messages "
-                                        "WHERE conversation_id = $1", conversation_id)
-            await self._insert(conn, conversation_id, int(start),
-                               [_row(m) for m in messages])
+            check_room(start, messages, most)  # raising rolls the transaction back
+            await self._insert(conn, conversation_id, start, [_row(m) for m in messages])
 
         await self._run(work, write=True)
 
     async def append_at(self, conversation_id: str, count: int,
-                        messages: list[ChatMessage]) -> bool:
-        """Add messages if the conversation holds ``count``, in one transaction under the
-        conversation's row lock."""
+                        messages: list[ChatMessage], *, most: int | None = None) -> bool:
+        """Add messages if the conversation holds ``count`` (and, with ``most``, room for
+        them), in one transaction under the conversation's row lock."""
         async def work(conn: Conn) -> bool:
             if await _locked_count(conn, conversation_id) != count \
                     or not await self._touch(conn, conversation_id):
                 return False
+            check_room(count, messages, most)
             await self._insert(conn, conversation_id, count, [_row(m) for m in messages])
             return True
 

@@ -54,6 +54,7 @@ from modelplex_server.responses_items import (
     untag,
 )
 from modelplex_server.responses_store import (
+    check_length,
     history_of,
     keep,
     plan_id,
@@ -79,6 +80,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     await gateway.check_rate(request.get(KEY))
     history, chain = await history_of(request, body)
     new = to_chat_messages(body, history)
+    check_length(request, body, new, chain)
     check_image_count(new, OPENAI_IMAGES, "input")
     tools, tool_choice = tools_of(body)
     check_tool_choice(tools, tool_choice)

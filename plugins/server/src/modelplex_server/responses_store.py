@@ -15,6 +15,12 @@ A response that starts a conversation counts toward ``[server] max_conversations
 the model is asked, :func:`reserve` makes the conversation with the input, counted and stored
 in one store step (a 400 ``conversations_limit_reached`` in OpenAI's shape at the cap), and
 :func:`keep` appends the answer to it; :func:`release` removes it when no answer is kept.
+
+A stored response's conversation holds at most ``[server] max_conversation_messages``
+messages: :func:`check_length` refuses one that would pass it (a 400
+``conversation_too_long`` naming ``previous_response_id``) before anything is stored or the
+model is asked; the store step of :func:`keep` adds at the count the id names and counts
+again, so the length checked is the length stored.
 """
 
 from __future__ import annotations
@@ -22,18 +28,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
 
 from modelplex.types import ChatMessage, MessageRole
-from modelplex_server.conversations import Conversation
+from modelplex_server.conversations import Conversation, ConversationFullError
 from modelplex_server.errors import ApiError
 from modelplex_server.gateway import GATEWAY
 from modelplex_server.responses_events import Answer, new_id
 from modelplex_server.responses_items import ResponsesRequest
 
-__all__ = ["answer_message", "history_of", "keep", "plan_id", "release", "reserve",
+__all__ = ["answer_message", "check_length", "history_of", "keep", "plan_id", "release", "reserve",
            "stored_response"]
 
 log = logging.getLogger("modelplex.server")
@@ -79,6 +86,23 @@ async def history_of(request: web.Request, body: ResponsesRequest
     conversation, count, _ = await stored_response(request, body.previous_response_id,
                                            param="previous_response_id")
     return list(conversation.messages[:count]), (conversation, count)
+
+
+def check_length(request: web.Request, body: ResponsesRequest, new: list[ChatMessage],
+                 chain: tuple[Conversation, int] | None) -> None:
+    """A 400 in OpenAI's shape when a stored response (its chain's history, ``new`` input and
+    the answer) would hold more than ``[server] max_conversation_messages`` messages."""
+    most = request.app[GATEWAY].settings.max_conversation_messages
+    held = chain[1] if chain is not None else 0
+    if body.store and held + len(new) + 1 > most:
+        raise ApiError(400, f"this response would make its conversation hold "
+                            f"{held + len(new) + 1} messages (the chain's {held}, the input's "
+                            f"{len(new)} and the answer), more than the server keeps in one "
+                            f"([server] max_conversation_messages = {most}): start a new "
+                            "conversation (send no previous_response_id, with a summary of "
+                            "the chain as input if needed), or send store=false",
+                       code="conversation_too_long",
+                       param="previous_response_id" if chain is not None else "input")
 
 
 def plan_id(body: ResponsesRequest, new_count: int,
@@ -141,20 +165,30 @@ async def keep(request: web.Request, answer: Answer, new: list[ChatMessage],
     """Store a finished response where its id (:func:`plan_id`) says it is: after ``new``
     (its input) in the chain's conversation when it continues it, else in the conversation
     :func:`reserve` made."""
-    store = request.app[GATEWAY].conversations
+    gateway = request.app[GATEWAY]
+    store, most = gateway.conversations, gateway.settings.max_conversation_messages
     conversation_id = answer.id.split("_")[1]
     reply = answer_message(answer, answer.object())
     if append and chain is not None:
-        if not await store.append_at(conversation_id, chain[1], [*new, reply]):
+        if not await _add(store.append_at(conversation_id, chain[1], [*new, reply], most=most)):
             # another follow-up to the same response was stored meanwhile: this one's id
             # names a place that is taken, so it is not kept (GET gives 404)
             log.warning("response %s not stored: %s was continued meanwhile", answer.id,
                         answer.body.previous_response_id)
         return
     count = (chain[1] if chain is not None else 0) + len(new)
-    if not await store.append_at(conversation_id, count, [reply]):
+    if not await _add(store.append_at(conversation_id, count, [reply], most=most)):
         log.warning("response %s not stored: its conversation was changed or deleted while "
                     "it was answered", answer.id)
+
+
+async def _add(adding: Awaitable[bool]) -> bool:
+    """The store's answer; false also at ``max_conversation_messages`` (which
+    :func:`check_length` refused before, at the same count)."""
+    try:
+        return await adding
+    except ConversationFullError:
+        return False
 
 
 def answer_message(answer: Answer, stored: dict[str, Any]) -> ChatMessage:

@@ -11,6 +11,7 @@
     max_batch_lines = 50000               # /v1/batches: most requests in one batch
     max_open_batches = 100                # /v1/batches: most unfinished batches per key
     max_conversations = 10000             # /api/conversations: most conversations per key
+    max_conversation_messages = 1000      # most messages one stored conversation holds
     batch_concurrency = 8                 # batch requests answered at once per process
 
     [server.models]                       # model ids the server offers besides provider:model
@@ -183,6 +184,11 @@ class ServerSettings(BaseModel):
         default=10_000, gt=0,
         description="Most conversations one key keeps (stored responses count too); creating "
                     "one more in /api/conversations is refused (400).")
+    max_conversation_messages: int = Field(
+        default=1000, gt=0,
+        description="Most messages one stored conversation holds (its user messages and "
+                    "answers, also a stored Responses API chain's); a turn that would pass it "
+                    "is refused (400 conversation_too_long) and stores nothing.")
     max_batch_lines: int = Field(
         default=50_000, gt=0, description="Most requests (lines) in one batch's input file.")
     max_open_batches: int = Field(

@@ -39,6 +39,7 @@ from modelplex_server.conversations import (
     KeyExistsError,
     MemoryConversationStore,
     StoredKey,
+    check_room,
     dump_message,
     message_columns,
 )
@@ -244,25 +245,30 @@ class SQLiteConversationStore(sqlite_batches.SQLiteBatches, ConversationStore):
 
         return await self._call(work)
 
-    async def append(self, conversation_id: str, messages: list[ChatMessage]) -> None:
-        """Add messages to a conversation's history."""
-        def work(conn: sqlite3.Connection) -> None:
+    async def append(self, conversation_id: str, messages: list[ChatMessage], *,
+                     most: int | None = None) -> None:
+        """Add messages to a conversation's history (with ``most``: counted and added in one
+        write transaction)."""
+        def work(conn: sqlite3.Connection) -> None:  # the write lock is held from the start
             if not self._touch(conn, conversation_id):
                 return
             start = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM messages "
                                  "WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+            check_room(start, messages, most)  # raising rolls the transaction back
             self._insert(conn, conversation_id, start, [_row(m) for m in messages])
 
         await self._call(work, write=True)
 
     async def append_at(self, conversation_id: str, count: int,
-                        messages: list[ChatMessage]) -> bool:
-        """Add messages if the conversation holds ``count``, in one write transaction."""
+                        messages: list[ChatMessage], *, most: int | None = None) -> bool:
+        """Add messages if the conversation holds ``count`` (and, with ``most``, room for
+        them), in one write transaction."""
         def work(conn: sqlite3.Connection) -> bool:  # the write lock is held from the start
             held = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
                                 (conversation_id,)).fetchone()[0]
             if held != count or not self._touch(conn, conversation_id):
                 return False
+            check_room(count, messages, most)
             self._insert(conn, conversation_id, count, [_row(m) for m in messages])
             return True
 
