@@ -1,4 +1,6 @@
-"""Shared fixtures: a real llama.cpp server (llama-cpp-python) on the tiny GGUF.
+"""Shared fixtures: a real llama.cpp server (llama-cpp-python) on the tiny GGUF, and the
+``provider`` of the replayed OpenAI-compatible server (``COMPAT_BASE``) that modules of
+server quirks use (a module may define its own ``provider``).
 
 Replays use ``mock``, ``transcript`` (from ``tests/data``) and ``sent`` from modelplex's
 pytest plugin (:mod:`modelplex.testing.pytest_plugin`).
@@ -9,16 +11,19 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from modelplex.testing.process import free_port, server_process
+from modelplex_openai.provider import OpenAIProvider
 
 TINY_GGUF_SOURCE = Path(__file__).resolve().parents[2] / "llamacpp" / "src" / \
     "modelplex_llamacpp" / "tiny_gguf.py"
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
+#: the base URL of the replayed OpenAI-compatible server of ``provider``
+COMPAT_BASE = "https://api.openai.test/v1"
 ALIAS = "tiny"
 
 
@@ -69,3 +74,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return monkeypatch
+
+
+@pytest.fixture
+async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[OpenAIProvider]:
+    """An OpenAI-compatible provider named ``compat`` at ``COMPAT_BASE`` (replayed)."""
+    p = OpenAIProvider(name="compat", base_url=COMPAT_BASE, api_key="sk-test-0123456789abcdef")
+    yield p
+    await p.aclose()

@@ -7,7 +7,6 @@ The transcripts are what vLLM and OpenAI send for ``n=2``: one choice per chunk,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ BASE = "https://api.openai.test/v1"
 CHAT = BASE + "/chat/completions"
 SSE = {"Content-Type": "text/event-stream"}
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
-
-
-@pytest.fixture
-async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[OpenAIProvider]:
-    p = OpenAIProvider(name="compat", base_url=BASE, api_key="sk-test-0123456789abcdef")
-    yield p
-    await p.aclose()
 
 
 def sse(*events: str) -> str:

@@ -6,8 +6,6 @@ quoting its traffic); each test failed before the plugin handled the case.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from aioresponses import aioresponses
 
@@ -20,13 +18,6 @@ BASE = "https://api.openai.test/v1"
 CHAT = BASE + "/chat/completions"
 SSE = {"Content-Type": "text/event-stream"}
 MESSAGES = [{"role": "user", "content": "Weather in Sydney and Paris?"}]
-
-
-@pytest.fixture
-async def provider(clean_env: pytest.MonkeyPatch) -> AsyncIterator[OpenAIProvider]:
-    p = OpenAIProvider(name="compat", base_url=BASE, api_key="sk-test-0123456789abcdef")
-    yield p
-    await p.aclose()
 
 
 def sse(*events: str) -> str:
